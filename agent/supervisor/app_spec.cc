@@ -1,0 +1,500 @@
+#include "agent/supervisor/app_spec.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "agent/supervisor/cron_schedule.h"
+#include "common/units.h"
+#include "nlohmann/json.hpp"
+
+namespace herd::agent {
+namespace {
+
+using json = nlohmann::json;
+using herd::v1::AppSpec;
+
+std::string Quote(const json& v) { return v.dump(); }
+
+std::string JoinPath(const std::string& base, const std::string& p) {
+  if (p.empty() || p[0] == '/') return p;
+  return (std::filesystem::path(base) / p).lexically_normal().string();
+}
+
+bool IsRegularFile(const std::string& p) {
+  struct stat st{};
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool IsDirectory(const std::string& p) {
+  struct stat st{};
+  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Splits a PM2 `args` string the way a shell would for simple cases: whitespace separates,
+// single and double quotes group.
+std::vector<std::string> SplitArgs(std::string_view s) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool in_token = false;
+  char quote = 0;
+  for (char c : s) {
+    if (quote) {
+      if (c == quote) {
+        quote = 0;
+      } else {
+        cur.push_back(c);
+      }
+    } else if (c == '"' || c == '\'') {
+      quote = c;
+      in_token = true;
+    } else if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
+      if (in_token) out.push_back(std::move(cur));
+      cur.clear();
+      in_token = false;
+    } else {
+      cur.push_back(c);
+      in_token = true;
+    }
+  }
+  if (in_token) out.push_back(std::move(cur));
+  return out;
+}
+
+// The interpreter PM2 would choose from the script's extension; empty = run directly.
+std::string InterpreterForExtension(std::string_view script) {
+  struct Ext {
+    const char* ext;
+    const char* interpreter;
+  };
+  static constexpr Ext kExts[] = {{".js", "node"},   {".mjs", "node"}, {".cjs", "node"},
+                                  {".py", "python3"}, {".sh", "bash"},  {".rb", "ruby"},
+                                  {".pl", "perl"},   {".php", "php"}};
+  for (const auto& e : kExts) {
+    if (absl::EndsWith(script, e.ext)) return e.interpreter;
+  }
+  return "";
+}
+
+bool HasShebang(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  char buf[2] = {0, 0};
+  f.read(buf, 2);
+  return f.gcount() == 2 && buf[0] == '#' && buf[1] == '!';
+}
+
+// Field readers. Each returns an error that starts with the field name.
+class AppReader {
+ public:
+  AppReader(const json& app, std::string where) : app_(app), where_(std::move(where)) {}
+
+  absl::Status Error(std::string_view field, std::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat(where_, ": ", field, ": ", what));
+  }
+
+  absl::StatusOr<std::string> String(const char* field, const json& v) const {
+    if (v.is_string()) return v.get<std::string>();
+    return Error(field, absl::StrCat(Quote(v), " must be a string"));
+  }
+  absl::StatusOr<bool> Bool(const char* field, const json& v) const {
+    if (v.is_boolean()) return v.get<bool>();
+    if (v.is_string() && (v == "true" || v == "false")) return v == "true";
+    return Error(field, absl::StrCat(Quote(v), " must be true or false"));
+  }
+  absl::StatusOr<uint64_t> Count(const char* field, const json& v) const {
+    if (v.is_number_unsigned()) return v.get<uint64_t>();
+    if (v.is_string()) {
+      uint64_t n;
+      if (absl::SimpleAtoi(v.get<std::string>(), &n)) return n;
+    }
+    return Error(field, absl::StrCat(Quote(v), " must be a whole number >= 0"));
+  }
+  absl::StatusOr<uint64_t> DurationMs(const char* field, const json& v) const {
+    if (v.is_number_unsigned()) return v.get<uint64_t>();
+    if (v.is_number_float() && v.get<double>() >= 0) return static_cast<uint64_t>(v.get<double>());
+    if (v.is_string()) {
+      auto ms = ParseDurationMs(v.get<std::string>());
+      if (ms.ok()) return ms;
+      return Error(field, ms.status().message());
+    }
+    return Error(field, absl::StrCat(Quote(v), " must be milliseconds (e.g. 1500) or a duration "
+                                     "string (e.g. \"1.5s\", \"2m\")"));
+  }
+  absl::StatusOr<uint64_t> Size(const char* field, const json& v) const {
+    if (v.is_number_unsigned()) return v.get<uint64_t>();
+    if (v.is_string()) {
+      auto b = ParseSize(v.get<std::string>());
+      if (b.ok()) return b;
+      return Error(field, b.status().message());
+    }
+    return Error(field, absl::StrCat(Quote(v), " is not a size: use a number of bytes, or a "
+                                     "string like \"200M\" or \"1G\""));
+  }
+  absl::StatusOr<std::vector<std::string>> StringList(const char* field, const json& v) const {
+    if (v.is_string()) return SplitArgs(v.get<std::string>());
+    if (v.is_array()) {
+      std::vector<std::string> out;
+      for (const json& e : v) {
+        if (e.is_string()) {
+          out.push_back(e.get<std::string>());
+        } else if (e.is_number()) {
+          out.push_back(e.dump());
+        } else {
+          return Error(field, absl::StrCat("element ", Quote(e), " must be a string"));
+        }
+      }
+      return out;
+    }
+    return Error(field, absl::StrCat(Quote(v), " must be a string or an array of strings"));
+  }
+
+ private:
+  const json& app_;
+  std::string where_;
+};
+
+// Fields PM2 has that Herd accepts only with their no-op value, so that existing ecosystem
+// files still load.
+absl::Status CheckNoOpField(const AppReader& r, const std::string& key, const json& v) {
+  if (key == "instances" && (v == 1 || v == "1")) return absl::OkStatus();
+  if (key == "exec_mode" && (v == "fork" || v == "fork_mode")) return absl::OkStatus();
+  if ((key == "watch" || key == "vizion" || key == "pmx" || key == "automation") &&
+      v.is_boolean() && !v.get<bool>()) {
+    return absl::OkStatus();
+  }
+  if (key == "instances" || key == "exec_mode") {
+    return r.Error(key, absl::StrCat(Quote(v), ": Herd runs one process per unit (fork mode); "
+                                     "remove the field or set instances: 1"));
+  }
+  return r.Error(key, absl::StrCat(Quote(v), ": not supported by Herd; remove the field or set "
+                                   "it to false"));
+}
+
+absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
+                                 const AppSpecContext& ctx) {
+  AppReader r(app, where);
+  if (!app.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": an app must be a JSON object, got ",
+                                                   Quote(app)));
+  }
+  AppSpec spec;
+  spec.set_autorestart(true);
+  spec.set_max_restarts(kDefaultMaxRestarts);
+  spec.set_min_uptime_ms(kDefaultMinUptimeMs);
+  spec.set_kill_timeout_ms(kDefaultKillTimeoutMs);
+  std::string script_raw;
+  bool interpreter_given = false;
+  bool time_prefix = false;
+
+#define HERD_TRY(lhs, expr)          \
+  auto lhs##_or = (expr);            \
+  if (!lhs##_or.ok()) return lhs##_or.status(); \
+  auto lhs = *std::move(lhs##_or);
+
+  for (const auto& [key, v] : app.items()) {
+    const char* k = key.c_str();
+    if (key == "name") {
+      HERD_TRY(s, r.String(k, v));
+      spec.set_name(s);
+    } else if (key == "script") {
+      HERD_TRY(s, r.String(k, v));
+      script_raw = s;
+    } else if (key == "args") {
+      HERD_TRY(l, r.StringList(k, v));
+      for (auto& a : l) spec.add_args(a);
+    } else if (key == "interpreter" || key == "exec_interpreter") {
+      HERD_TRY(s, r.String(k, v));
+      spec.set_interpreter(s);
+      interpreter_given = true;
+    } else if (key == "interpreter_args" || key == "node_args") {
+      HERD_TRY(l, r.StringList(k, v));
+      for (auto& a : l) spec.add_interpreter_args(a);
+    } else if (key == "cwd") {
+      HERD_TRY(s, r.String(k, v));
+      spec.set_cwd(JoinPath(ctx.base_dir, s));
+    } else if (key == "env") {
+      if (!v.is_object()) return r.Error(k, "must be an object of NAME: value");
+      for (const auto& [ek, ev] : v.items()) {
+        if (ek.empty() || ek.find('=') != std::string::npos) {
+          return r.Error(k, absl::StrCat("\"", ek, "\" is not a valid variable name"));
+        }
+        if (ev.is_string()) {
+          (*spec.mutable_env())[ek] = ev.get<std::string>();
+        } else if (ev.is_number() || ev.is_boolean()) {
+          (*spec.mutable_env())[ek] = ev.dump();
+        } else {
+          return r.Error(k, absl::StrCat(ek, ": ", Quote(ev), " must be a string, number or bool"));
+        }
+      }
+    } else if (key == "autorestart") {
+      HERD_TRY(b, r.Bool(k, v));
+      spec.set_autorestart(b);
+    } else if (key == "max_restarts") {
+      HERD_TRY(n, r.Count(k, v));
+      if (n > 1'000'000'000) return r.Error(k, "must be at most 1000000000");
+      spec.set_max_restarts(static_cast<uint32_t>(n));
+    } else if (key == "min_uptime") {
+      HERD_TRY(ms, r.DurationMs(k, v));
+      spec.set_min_uptime_ms(ms);
+    } else if (key == "restart_delay") {
+      HERD_TRY(ms, r.DurationMs(k, v));
+      spec.set_restart_delay_ms(ms);
+    } else if (key == "exp_backoff_restart_delay") {
+      HERD_TRY(ms, r.DurationMs(k, v));
+      spec.set_exp_backoff_restart_delay_ms(ms);
+    } else if (key == "kill_timeout") {
+      HERD_TRY(ms, r.DurationMs(k, v));
+      spec.set_kill_timeout_ms(ms);
+    } else if (key == "stop_exit_codes") {
+      json list = v.is_array() ? v : json::array({v});
+      for (const json& c : list) {
+        if (!c.is_number_integer() || c.get<int64_t>() < 0 || c.get<int64_t>() > 255) {
+          return r.Error(k, absl::StrCat(Quote(c), " is not an exit code: use integers 0-255, "
+                                         "e.g. [0, 3]"));
+        }
+        spec.add_stop_exit_codes(c.get<int32_t>());
+      }
+    } else if (key == "max_memory_restart") {
+      HERD_TRY(b, r.Size(k, v));
+      spec.set_max_memory_restart_bytes(b);
+    } else if (key == "cron_restart" || key == "cron") {
+      HERD_TRY(s, r.String(k, v));
+      auto cron = CronSchedule::Parse(s);
+      if (!cron.ok()) return r.Error(k, cron.status().message());
+      spec.set_cron_restart(s);
+    } else if (key == "merge_logs" || key == "combine_logs") {
+      HERD_TRY(b, r.Bool(k, v));
+      spec.set_merge_logs(b);
+    } else if (key == "log_date_format") {
+      HERD_TRY(s, r.String(k, v));
+      spec.set_log_date_format(s);
+    } else if (key == "time") {
+      HERD_TRY(b, r.Bool(k, v));
+      time_prefix = b;
+    } else if (key == "out_file" || key == "output") {
+      HERD_TRY(s, r.String(k, v));
+      spec.set_out_file(s);
+    } else if (key == "error_file" || key == "error") {
+      HERD_TRY(s, r.String(k, v));
+      spec.set_error_file(s);
+    } else if (key == "pid_files") {
+      HERD_TRY(l, r.StringList(k, v));
+      for (auto& p : l) spec.add_pid_files(JoinPath(ctx.base_dir, p));
+    } else if (key == "pid_files_join") {
+      HERD_TRY(b, r.Bool(k, v));
+      spec.set_pid_files_join(b);
+    } else if (key == "log_max_size") {
+      HERD_TRY(b, r.Size(k, v));
+      spec.set_log_max_size_bytes(b);
+    } else if (key == "log_retain") {
+      HERD_TRY(n, r.Count(k, v));
+      if (n > 1000) return r.Error(k, "must be at most 1000");
+      spec.set_log_retain(static_cast<uint32_t>(n));
+    } else if (key == "instances" || key == "exec_mode" || key == "watch" || key == "vizion" ||
+               key == "pmx" || key == "automation") {
+      if (auto s = CheckNoOpField(r, key, v); !s.ok()) return s;
+    } else {
+      return r.Error(key, "unknown field; see README.md \"App fields\" for the accepted fields "
+                          "(PM2's names: name, script, args, interpreter, cwd, env, autorestart, "
+                          "max_restarts, min_uptime, restart_delay, exp_backoff_restart_delay, "
+                          "kill_timeout, stop_exit_codes, max_memory_restart, cron_restart, "
+                          "merge_logs, log_date_format, out_file, error_file, ...)");
+    }
+  }
+#undef HERD_TRY
+
+  if (script_raw.empty()) return r.Error("script", "is required (the program or file to run)");
+  if (time_prefix && spec.log_date_format().empty()) {
+    spec.set_log_date_format("YYYY-MM-DDTHH:mm:ss");
+  }
+  if (spec.cwd().empty()) spec.set_cwd(ctx.base_dir);
+  if (!IsDirectory(spec.cwd())) {
+    return r.Error("cwd", absl::StrCat("\"", spec.cwd(), "\" is not a directory"));
+  }
+  // Script: a file relative to cwd/base_dir, or a command on PATH.
+  std::string script = JoinPath(spec.cwd(), script_raw);
+  if (!IsRegularFile(script)) {
+    std::string alt = JoinPath(ctx.base_dir, script_raw);
+    if (IsRegularFile(alt)) {
+      script = alt;
+    } else if (script_raw.find('/') == std::string::npos) {
+      script = FindInPath(script_raw, ctx.search_path);
+    } else {
+      script.clear();
+    }
+  }
+  if (script.empty()) {
+    return r.Error("script", absl::StrCat("\"", script_raw, "\" not found (looked in ",
+                                          spec.cwd(), " and on PATH)"));
+  }
+  spec.set_script(script);
+  if (spec.name().empty()) {
+    // PM2 names an app after its script file without the extension.
+    std::string stem = std::filesystem::path(script).stem().string();
+    spec.set_name(stem);
+  }
+  if (auto s = ValidateUnitName(spec.name()); !s.ok()) return r.Error("name", s.message());
+
+  if (!interpreter_given) {
+    std::string interp = InterpreterForExtension(script);
+    if (interp.empty() && !HasShebang(script) && access(script.c_str(), X_OK) != 0) {
+      return r.Error("interpreter", absl::StrCat("cannot tell how to run \"", script,
+                                                 "\": make it executable, add a #! line, or "
+                                                 "set interpreter (e.g. \"bash\")"));
+    }
+    spec.set_interpreter(interp);
+  } else if (spec.interpreter() == "none") {
+    spec.clear_interpreter();
+  }
+  if (!spec.interpreter().empty() && spec.interpreter().find('/') == std::string::npos) {
+    std::string found = FindInPath(spec.interpreter(), ctx.search_path);
+    if (found.empty()) {
+      return r.Error("interpreter", absl::StrCat("\"", spec.interpreter(),
+                                                 "\" not found on PATH: install it or give "
+                                                 "its absolute path"));
+    }
+    spec.set_interpreter(found);
+  }
+  for (auto* f : {spec.mutable_out_file(), spec.mutable_error_file()}) {
+    if (!f->empty()) *f = JoinPath(spec.cwd(), *f);
+  }
+  return spec;
+}
+
+std::string LineCol(std::string_view text, size_t byte) {
+  size_t line = 1, col = 1;
+  for (size_t i = 0; i < byte && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  return absl::StrCat("line ", line, ", column ", col);
+}
+
+}  // namespace
+
+absl::Status ValidateUnitName(std::string_view name) {
+  if (name.empty() || name.size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", name, "\" must be 1 to 64 characters long"));
+  }
+  if (name == "all") {
+    return absl::InvalidArgumentError("\"all\" is reserved (it selects every unit)");
+  }
+  if (name[0] == '.' || name[0] == '-') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", name, "\" must not start with '.' or '-'"));
+  }
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "\"", name, "\" may only contain letters, digits, '.', '_' and '-'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAppSpec(const AppSpec& spec) {
+  if (auto s = ValidateUnitName(spec.name()); !s.ok()) return s;
+  if (spec.script().empty() || spec.script()[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat(spec.name(), ": script must be an absolute path"));
+  }
+  if (spec.cwd().empty() || spec.cwd()[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat(spec.name(), ": cwd must be absolute"));
+  }
+  if (!spec.cron_restart().empty()) {
+    auto cron = CronSchedule::Parse(spec.cron_restart());
+    if (!cron.ok()) return cron.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<AppSpec>> ParseEcosystem(std::string_view json_text,
+                                                    const AppSpecContext& ctx) {
+  json doc;
+  try {
+    doc = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    std::string what = e.what();
+    // nlohmann's message starts with "[json.exception.parse_error.101] parse error at line..."
+    size_t p = what.find("] ");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid JSON at ", LineCol(json_text, e.byte > 0 ? e.byte - 1 : 0), ": ",
+        p == std::string::npos ? what : what.substr(p + 2)));
+  }
+  std::vector<AppSpec> specs;
+  absl::flat_hash_set<std::string> names;
+  auto add = [&](const json& app, const std::string& where) -> absl::Status {
+    std::string label = where;
+    if (app.is_object() && app.contains("name") && app["name"].is_string()) {
+      label = absl::StrCat(where, " (\"", app["name"].get<std::string>(), "\")");
+    }
+    auto spec = ParseApp(app, label, ctx);
+    if (!spec.ok()) return spec.status();
+    if (!names.insert(spec->name()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, ": name: \"", spec->name(), "\" is used by two apps"));
+    }
+    specs.push_back(*std::move(spec));
+    return absl::OkStatus();
+  };
+  if (doc.is_object() && doc.contains("apps")) {
+    const json& apps = doc["apps"];
+    if (!apps.is_array() && !apps.is_object()) {
+      return absl::InvalidArgumentError("\"apps\" must be an array of app objects");
+    }
+    if (apps.is_object()) {
+      if (auto s = add(apps, "apps"); !s.ok()) return s;
+    } else {
+      if (apps.empty()) return absl::InvalidArgumentError("\"apps\" is empty: nothing to start");
+      for (size_t i = 0; i < apps.size(); ++i) {
+        if (auto s = add(apps[i], absl::StrCat("apps[", i, "]")); !s.ok()) return s;
+      }
+    }
+    for (const auto& [key, v] : doc.items()) {
+      if (key != "apps" && key != "deploy") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "unknown top-level field \"", key, "\": an ecosystem file has an \"apps\" array"));
+      }
+    }
+  } else if (doc.is_object()) {
+    if (auto s = add(doc, "app"); !s.ok()) return s;
+  } else {
+    return absl::InvalidArgumentError(
+        "an ecosystem document must be an object: {\"apps\": [{\"name\": ..., \"script\": ...}]}");
+  }
+  return specs;
+}
+
+std::vector<std::string> ExecArgv(const AppSpec& spec) {
+  std::vector<std::string> argv;
+  if (!spec.interpreter().empty()) {
+    argv.push_back(spec.interpreter());
+    for (const auto& a : spec.interpreter_args()) argv.push_back(a);
+  }
+  argv.push_back(spec.script());
+  for (const auto& a : spec.args()) argv.push_back(a);
+  return argv;
+}
+
+std::string FindInPath(std::string_view name, std::string_view search_path) {
+  for (std::string_view dir : absl::StrSplit(search_path, ':', absl::SkipEmpty())) {
+    std::string p = absl::StrCat(dir, "/", name);
+    if (IsRegularFile(p) && access(p.c_str(), X_OK) == 0) return p;
+  }
+  return "";
+}
+
+}  // namespace herd::agent

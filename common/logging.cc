@@ -1,0 +1,64 @@
+#include "common/logging.h"
+
+#include <mutex>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/sinks/basic_file_sink.h"
+#include "spdlog/sinks/stdout_sinks.h"
+
+namespace herd {
+namespace {
+
+std::mutex g_mu;
+std::vector<spdlog::sink_ptr>& Sinks() {
+  static auto* sinks = new std::vector<spdlog::sink_ptr>{
+      std::make_shared<spdlog::sinks::stderr_sink_mt>()};
+  return *sinks;
+}
+spdlog::level::level_enum g_level = spdlog::level::info;
+constexpr char kPattern[] = "%Y-%m-%dT%H:%M:%S.%e %L [%n] %v";
+
+}  // namespace
+
+absl::Status InitLogging(const LogOptions& options) {
+  auto level = spdlog::level::from_str(options.level);
+  if (level == spdlog::level::off && options.level != "off") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown log level \"", options.level,
+        "\": use one of trace, debug, info, warn, error, critical, off"));
+  }
+  std::vector<spdlog::sink_ptr> sinks;
+  if (options.to_stderr) sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  if (!options.file.empty()) {
+    try {
+      sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.file));
+    } catch (const spdlog::spdlog_ex& e) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot open log file ", options.file, ": ", e.what()));
+    }
+  }
+  std::lock_guard<std::mutex> l(g_mu);
+  Sinks() = sinks;
+  g_level = level;
+  spdlog::apply_all([&](const std::shared_ptr<spdlog::logger>& logger) {
+    logger->sinks() = sinks;
+    logger->set_level(level);
+    logger->set_pattern(kPattern);
+  });
+  return absl::OkStatus();
+}
+
+std::shared_ptr<spdlog::logger> Logger(std::string_view component) {
+  std::lock_guard<std::mutex> l(g_mu);
+  std::string name(component);
+  if (auto existing = spdlog::get(name)) return existing;
+  auto logger = std::make_shared<spdlog::logger>(name, Sinks().begin(), Sinks().end());
+  logger->set_level(g_level);
+  logger->set_pattern(kPattern);
+  logger->flush_on(spdlog::level::warn);
+  spdlog::register_logger(logger);
+  return logger;
+}
+
+}  // namespace herd
