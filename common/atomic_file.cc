@@ -1,3 +1,4 @@
+#include "absl/strings/string_view.h"
 #include "common/atomic_file.h"
 
 #include <errno.h>
@@ -10,7 +11,7 @@
 namespace herd {
 namespace {
 
-absl::Status ErrnoError(std::string_view what, const std::string& path, int err) {
+absl::Status ErrnoError(absl::string_view what, const std::string& path, int err) {
   std::string msg = absl::StrCat(what, " ", path, ": ", strerror(err));
   if (err == ENOSPC) absl::StrAppend(&msg, " (free some disk space; the previous content is kept)");
   if (err == ENOENT) return absl::NotFoundError(msg);
@@ -40,7 +41,7 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   return out;
 }
 
-absl::Status WriteFileAtomically(const std::string& path, std::string_view content, int mode) {
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view content, int mode) {
   std::string tmp = absl::StrCat(path, ".tmp.", getpid());
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return ErrnoError("cannot create", tmp, errno);

@@ -4,7 +4,7 @@
 #pragma once
 
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -14,7 +14,7 @@ namespace herd {
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
 // mode applies to a newly created file.
-absl::Status WriteFileAtomically(const std::string& path, std::string_view content,
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view content,
                                  int mode = 0644);
 
 }  // namespace herd

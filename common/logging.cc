@@ -1,3 +1,4 @@
+#include "absl/strings/string_view.h"
 #include "common/logging.h"
 
 #include <mutex>
@@ -49,7 +50,7 @@ absl::Status InitLogging(const LogOptions& options) {
   return absl::OkStatus();
 }
 
-std::shared_ptr<spdlog::logger> Logger(std::string_view component) {
+std::shared_ptr<spdlog::logger> Logger(absl::string_view component) {
   std::lock_guard<std::mutex> l(g_mu);
   std::string name(component);
   if (auto existing = spdlog::get(name)) return existing;

@@ -5,10 +5,19 @@
 
 #include <memory>
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "spdlog/spdlog.h"
+
+// Lets spdlog/fmt format absl::string_view (Debian's Abseil has its own string_view type).
+template <>
+struct fmt::formatter<absl::string_view> : fmt::formatter<fmt::string_view> {
+  template <typename Ctx>
+  auto format(absl::string_view s, Ctx& ctx) const {
+    return fmt::formatter<fmt::string_view>::format(fmt::string_view(s.data(), s.size()), ctx);
+  }
+};
 
 namespace herd {
 
@@ -25,6 +34,6 @@ struct LogOptions {
 absl::Status InitLogging(const LogOptions& options);
 
 // The logger for a component, created on first use.
-std::shared_ptr<spdlog::logger> Logger(std::string_view component);
+std::shared_ptr<spdlog::logger> Logger(absl::string_view component);
 
 }  // namespace herd

@@ -1,3 +1,4 @@
+#include "absl/strings/string_view.h"
 #include "common/units.h"
 
 #include <cmath>
@@ -12,7 +13,7 @@ namespace herd {
 namespace {
 
 // Splits "12.5Mb" into number "12.5" and suffix "mb" (lower-cased). False if no number.
-bool SplitNumberSuffix(std::string_view text, double* number, std::string* suffix) {
+bool SplitNumberSuffix(absl::string_view text, double* number, std::string* suffix) {
   text = absl::StripAsciiWhitespace(text);
   size_t i = 0;
   while (i < text.size() && (absl::ascii_isdigit(text[i]) || text[i] == '.')) ++i;
@@ -26,7 +27,7 @@ bool SplitNumberSuffix(std::string_view text, double* number, std::string* suffi
 
 }  // namespace
 
-absl::StatusOr<uint64_t> ParseSize(std::string_view text) {
+absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
   double n = 0;
   std::string suffix;
   auto bad = [&] {
@@ -53,7 +54,7 @@ absl::StatusOr<uint64_t> ParseSize(std::string_view text) {
   return static_cast<uint64_t>(std::llround(bytes));
 }
 
-absl::StatusOr<uint64_t> ParseDurationMs(std::string_view text) {
+absl::StatusOr<uint64_t> ParseDurationMs(absl::string_view text) {
   double n = 0;
   std::string suffix;
   auto bad = [&] {

@@ -1,3 +1,4 @@
+#include "absl/strings/string_view.h"
 #include "agent/procfs/proc_sampler.h"
 
 #include <errno.h>
@@ -15,19 +16,19 @@ namespace herd::agent {
 namespace {
 
 // Reads the next space-separated unsigned field; false at the end.
-bool NextField(std::string_view& s, std::string_view* field) {
+bool NextField(absl::string_view& s, absl::string_view* field) {
   size_t b = s.find_first_not_of(' ');
-  if (b == std::string_view::npos) return false;
+  if (b == absl::string_view::npos) return false;
   size_t e = s.find(' ', b);
-  *field = s.substr(b, e == std::string_view::npos ? std::string_view::npos : e - b);
-  s = e == std::string_view::npos ? std::string_view() : s.substr(e);
+  *field = s.substr(b, e == absl::string_view::npos ? absl::string_view::npos : e - b);
+  s = e == absl::string_view::npos ? absl::string_view() : s.substr(e);
   return true;
 }
 
-uint64_t KbLine(std::string_view content, std::string_view key) {
+uint64_t KbLine(absl::string_view content, absl::string_view key) {
   size_t p = content.find(key);
-  if (p == std::string_view::npos) return 0;
-  std::string_view rest = content.substr(p + key.size());
+  if (p == absl::string_view::npos) return 0;
+  absl::string_view rest = content.substr(p + key.size());
   size_t nl = rest.find('\n');
   rest = rest.substr(0, nl);
   rest = rest.substr(0, rest.find("kB"));
@@ -38,12 +39,12 @@ uint64_t KbLine(std::string_view content, std::string_view key) {
 
 }  // namespace
 
-bool ParseStat(std::string_view content, StatFields* out) {
+bool ParseStat(absl::string_view content, StatFields* out) {
   size_t close = content.rfind(')');
-  if (close == std::string_view::npos) return false;
-  std::string_view rest = content.substr(close + 1);
+  if (close == absl::string_view::npos) return false;
+  absl::string_view rest = content.substr(close + 1);
   // Field numbers per proc(5), starting at 3 (state) after the comm.
-  std::string_view f;
+  absl::string_view f;
   uint64_t utime = 0, stime = 0;
   bool ok_ppid = false, ok_u = false, ok_s = false, ok_t = false, ok_st = false, ok_rss = false;
   for (int n = 3; n <= 24 && NextField(rest, &f); ++n) {
@@ -66,8 +67,8 @@ bool ParseStat(std::string_view content, StatFields* out) {
   return ok_ppid && ok_u && ok_s && ok_t && ok_st && ok_rss;
 }
 
-bool ParseSmapsRollup(std::string_view content, SmapsRollup* out) {
-  if (content.find("Pss:") == std::string_view::npos) return false;
+bool ParseSmapsRollup(absl::string_view content, SmapsRollup* out) {
+  if (content.find("Pss:") == absl::string_view::npos) return false;
   out->pss_bytes = KbLine(content, "\nPss:");
   out->uss_bytes = KbLine(content, "\nPrivate_Clean:") + KbLine(content, "\nPrivate_Dirty:");
   return true;
@@ -124,7 +125,7 @@ void ProcSampler::ReadChildren(Tracked& t, std::vector<pid_t>* out) {
   if (t.children_fd < 0) return;
   std::string content;
   if (!PreadAll(t.children_fd, &content)) return;
-  for (std::string_view tok : absl::StrSplit(content, ' ', absl::SkipWhitespace())) {
+  for (absl::string_view tok : absl::StrSplit(content, ' ', absl::SkipWhitespace())) {
     pid_t child = 0;
     if (absl::SimpleAtoi(absl::StripAsciiWhitespace(tok), &child) && child > 0) {
       out->push_back(child);

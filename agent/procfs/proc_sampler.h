@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 
@@ -56,13 +57,13 @@ struct StatFields {
 };
 // Parses the content of /proc/PID/stat; false if malformed. The comm field may contain
 // spaces and parentheses: fields are counted from the last ')'.
-bool ParseStat(std::string_view content, StatFields* out);
+bool ParseStat(absl::string_view content, StatFields* out);
 
 struct SmapsRollup {
   uint64_t pss_bytes = 0;
   uint64_t uss_bytes = 0;
 };
-bool ParseSmapsRollup(std::string_view content, SmapsRollup* out);
+bool ParseSmapsRollup(absl::string_view content, SmapsRollup* out);
 
 class ProcSampler {
  public:

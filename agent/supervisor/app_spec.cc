@@ -1,3 +1,4 @@
+#include "absl/strings/string_view.h"
 #include "agent/supervisor/app_spec.h"
 
 #include <sys/stat.h>
@@ -41,7 +42,7 @@ bool IsDirectory(const std::string& p) {
 
 // Splits a PM2 `args` string the way a shell would for simple cases: whitespace separates,
 // single and double quotes group.
-std::vector<std::string> SplitArgs(std::string_view s) {
+std::vector<std::string> SplitArgs(absl::string_view s) {
   std::vector<std::string> out;
   std::string cur;
   bool in_token = false;
@@ -70,7 +71,7 @@ std::vector<std::string> SplitArgs(std::string_view s) {
 }
 
 // The interpreter PM2 would choose from the script's extension; empty = run directly.
-std::string InterpreterForExtension(std::string_view script) {
+std::string InterpreterForExtension(absl::string_view script) {
   struct Ext {
     const char* ext;
     const char* interpreter;
@@ -96,7 +97,7 @@ class AppReader {
  public:
   AppReader(const json& app, std::string where) : app_(app), where_(std::move(where)) {}
 
-  absl::Status Error(std::string_view field, std::string_view what) const {
+  absl::Status Error(absl::string_view field, absl::string_view what) const {
     return absl::InvalidArgumentError(absl::StrCat(where_, ": ", field, ": ", what));
   }
 
@@ -369,7 +370,7 @@ absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
   return spec;
 }
 
-std::string LineCol(std::string_view text, size_t byte) {
+std::string LineCol(absl::string_view text, size_t byte) {
   size_t line = 1, col = 1;
   for (size_t i = 0; i < byte && i < text.size(); ++i) {
     if (text[i] == '\n') {
@@ -384,7 +385,7 @@ std::string LineCol(std::string_view text, size_t byte) {
 
 }  // namespace
 
-absl::Status ValidateUnitName(std::string_view name) {
+absl::Status ValidateUnitName(absl::string_view name) {
   if (name.empty() || name.size() > 64) {
     return absl::InvalidArgumentError(
         absl::StrCat("\"", name, "\" must be 1 to 64 characters long"));
@@ -421,7 +422,7 @@ absl::Status ValidateAppSpec(const AppSpec& spec) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<AppSpec>> ParseEcosystem(std::string_view json_text,
+absl::StatusOr<std::vector<AppSpec>> ParseEcosystem(absl::string_view json_text,
                                                     const AppSpecContext& ctx) {
   json doc;
   try {
@@ -489,8 +490,8 @@ std::vector<std::string> ExecArgv(const AppSpec& spec) {
   return argv;
 }
 
-std::string FindInPath(std::string_view name, std::string_view search_path) {
-  for (std::string_view dir : absl::StrSplit(search_path, ':', absl::SkipEmpty())) {
+std::string FindInPath(absl::string_view name, absl::string_view search_path) {
+  for (absl::string_view dir : absl::StrSplit(search_path, ':', absl::SkipEmpty())) {
     std::string p = absl::StrCat(dir, "/", name);
     if (IsRegularFile(p) && access(p.c_str(), X_OK) == 0) return p;
   }

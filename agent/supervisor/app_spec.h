@@ -8,7 +8,7 @@
 #pragma once
 
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
@@ -31,11 +31,11 @@ struct AppSpecContext {
 };
 
 // Parses an ecosystem document: {"apps": [...]} or a single app object.
-absl::StatusOr<std::vector<herd::v1::AppSpec>> ParseEcosystem(std::string_view json_text,
+absl::StatusOr<std::vector<herd::v1::AppSpec>> ParseEcosystem(absl::string_view json_text,
                                                               const AppSpecContext& ctx);
 
 // A unit name: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-', and not "all".
-absl::Status ValidateUnitName(std::string_view name);
+absl::Status ValidateUnitName(absl::string_view name);
 
 // Checks a spec that arrived already typed (e.g. from state.json): name, paths absolute,
 // cron expression valid.
@@ -46,6 +46,6 @@ absl::Status ValidateAppSpec(const herd::v1::AppSpec& spec);
 std::vector<std::string> ExecArgv(const herd::v1::AppSpec& spec);
 
 // Finds `name` in a colon-separated search path; empty if not found or not executable.
-std::string FindInPath(std::string_view name, std::string_view search_path);
+std::string FindInPath(absl::string_view name, absl::string_view search_path);
 
 }  // namespace herd::agent
