@@ -1,0 +1,186 @@
+// Supervisor: keeps a host's units running. It owns every unit's lifecycle (spawn, observe
+// exit through the pidfd, apply the RestartPolicy, stop gracefully), captures output into
+// the LogWriter, samples resource use with the ProcSampler on a timer, enforces
+// max_memory_restart and cron_restart, and persists what should run in the StateFile.
+//
+// Threading: every method must be called on the EventLoop's thread (the gRPC service posts
+// work there); callbacks passed in are also called on it. Operations that wait for
+// processes (Stop, Restart, Delete, StopAll) complete through their callback, never by
+// blocking the loop.
+//
+// Unit state machine:
+//   STOPPED --start--> ONLINE --exit--> (policy) WAITING_RESTART --timer--> ONLINE
+//                                               \-> STOPPED (autorestart off / stop code)
+//                                               \-> ERRORED (too many unstable restarts)
+//   ONLINE --stop--> STOPPING --exit or SIGKILL after kill_timeout--> STOPPED
+// A spawn failure (missing program, bad cwd) goes straight to ERRORED with the reason.
+#pragma once
+
+#include <sys/types.h>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/logs/log_writer.h"
+#include "agent/logs/timestamp_format.h"
+#include "agent/loop/event_loop.h"
+#include "agent/procfs/proc_sampler.h"
+#include "agent/supervisor/cron_schedule.h"
+#include "agent/supervisor/restart_policy.h"
+#include "agent/supervisor/spawner.h"
+#include "agent/supervisor/state_file.h"
+#include "common/logging.h"
+#include "herd/v1/agent.pb.h"
+#include "herd/v1/types.pb.h"
+
+namespace herd::agent {
+
+struct SupervisorOptions {
+  // Directory for default log files (<logs_dir>/<name>-out.log, -err.log).
+  std::string logs_dir;
+  absl::Duration sample_interval = absl::Seconds(1);
+  // PSS/USS (smaps_rollup) are read on this slower period.
+  absl::Duration smaps_interval = absl::Seconds(10);
+  uint64_t log_max_bytes = 10 << 20;
+  uint32_t log_retain = 5;
+  // The environment units start with, before their spec's env ("KEY=VALUE").
+  std::vector<std::string> base_env;
+  // Time zone for log timestamps and cron schedules.
+  absl::TimeZone time_zone = absl::LocalTimeZone();
+  // Events kept per unit for `describe`.
+  size_t events_kept = 50;
+};
+
+class Supervisor {
+ public:
+  using UnitsDone = std::function<void(absl::StatusOr<std::vector<herd::v1::UnitStatus>>)>;
+  using LineSink = std::function<void(const herd::v1::LogLine&)>;
+
+  // state may be null (no persistence). All references must outlive the supervisor.
+  Supervisor(EventLoop& loop, Spawner& spawner, ProcSampler& sampler, LogWriter& logs,
+             StateFile* state, SupervisorOptions options);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  // Loads the state file: stops processes orphaned by a previous agent (same PID and start
+  // time), then starts the units that were meant to run. Also starts the sampling timer.
+  absl::Status Restore();
+
+  // Adds or replaces units and starts them (a running unit with the same name is restarted
+  // with its new spec, as `pm2 start ecosystem.json` does). Done when all are spawned.
+  void Start(std::vector<herd::v1::AppSpec> specs, UnitsDone done);
+  // Starts an existing unit again by name ("all" for every unit).
+  void StartExisting(const std::string& selector, UnitsDone done);
+  void Stop(const std::string& selector, UnitsDone done);
+  void Restart(const std::string& selector, UnitsDone done);
+  void Delete(const std::string& selector, UnitsDone done);
+  // Stops every unit without changing what should run (agent shutdown); done when all exited.
+  void StopAll(std::function<void()> done);
+
+  std::vector<herd::v1::UnitStatus> List() const;
+  absl::StatusOr<herd::v1::UnitDetail> Describe(const std::string& name) const;
+  // Log file paths of a unit: {out, err} (equal when merged).
+  absl::StatusOr<std::pair<std::string, std::string>> LogPaths(const std::string& name) const;
+
+  // Live output of a unit, line by line, from now on. Returns a subscription id.
+  absl::StatusOr<uint64_t> Follow(const std::string& name, LineSink sink);
+  void Unfollow(uint64_t id);
+
+  // The agent's own latest resource sample.
+  const herd::v1::ResourceUsage& self_usage() const { return self_usage_; }
+  size_t unit_count() const { return units_.size(); }
+
+ private:
+  struct Unit;
+  struct OutputStream {
+    int read_fd = -1;
+    int write_fd = -1;  // kept so every process of the unit reuses the same pipe
+    EventLoop::Handle watch = 0;
+    std::string partial;  // bytes after the last newline
+    LogWriter::SinkId sink = 0;
+    const char* name = "out";
+  };
+  enum class Intent { kNone, kStop, kRestart, kDelete };
+
+  struct Unit {
+    explicit Unit(const herd::v1::AppSpec& s) : spec(s), policy(s) {}
+    herd::v1::AppSpec spec;
+    RestartPolicy policy;
+    std::optional<CronSchedule> cron;
+    std::optional<TimestampFormat> timestamp;
+    herd::v1::UnitState state = herd::v1::UNIT_STATE_STOPPED;
+    std::string reason;
+    bool desired_running = false;
+    pid_t pid = 0;
+    int pidfd = -1;
+    uint64_t start_ticks = 0;
+    EventLoop::Handle pidfd_watch = 0;
+    OutputStream out, err;
+    std::string out_path, err_path;
+    absl::Time started_mono, started_wall;
+    uint32_t restarts = 0;
+    int last_exit_code = 0;
+    int last_signal = 0;
+    EventLoop::Handle restart_timer = 0, kill_timer = 0, cron_timer = 0;
+    absl::Time next_restart_wall;
+    Intent intent = Intent::kNone;
+    std::vector<std::function<void()>> on_stopped;  // called when no process runs
+    std::deque<herd::v1::UnitEvent> events;
+    herd::v1::ResourceUsage usage;
+    std::vector<pid_t> sampled_pids;
+    std::string exec_path;
+  };
+
+  absl::StatusOr<std::vector<Unit*>> Select(const std::string& selector);
+  Unit& AddUnit(const herd::v1::AppSpec& spec);
+  void ConfigureUnit(Unit& u);
+  void OpenOutput(Unit& u);
+  void CloseOutput(Unit& u);
+  void Spawn(Unit& u);
+  void OnExit(Unit& u);
+  void OnOutput(Unit& u, OutputStream& s);
+  void EmitLines(Unit& u, OutputStream& s, absl::string_view data, bool flush_partial);
+  void RequestStop(Unit& u, Intent intent, std::function<void()> on_stopped);
+  void AfterStopped(Unit& u);
+  void ScheduleCron(Unit& u);
+  void Sample();
+  void CheckMemory(Unit& u);
+  void RemoveUnit(const std::string& name);
+  void AddEvent(Unit& u, const std::string& kind, const std::string& detail);
+  void Persist();
+  void KillGroup(pid_t pgid, int sig);
+  herd::v1::UnitStatus StatusOf(const Unit& u) const;
+  std::vector<herd::v1::UnitStatus> StatusOf(const std::vector<Unit*>& units) const;
+  std::vector<pid_t> PidFileRoots(const Unit& u) const;
+
+  EventLoop& loop_;
+  Spawner& spawner_;
+  ProcSampler& sampler_;
+  LogWriter& logs_;
+  StateFile* state_;
+  const SupervisorOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
+  // std::map: List() is sorted by name; node-based so Unit& stays valid across inserts.
+  std::map<std::string, std::unique_ptr<Unit>> units_;
+  EventLoop::Handle sample_timer_ = 0;
+  absl::Time last_smaps_;
+  herd::v1::ResourceUsage self_usage_;
+  uint64_t next_follow_id_ = 1;
+  struct Follower {
+    std::string unit;
+    LineSink sink;
+  };
+  std::map<uint64_t, Follower> followers_;
+  bool shutting_down_ = false;
+};
+
+}  // namespace herd::agent
