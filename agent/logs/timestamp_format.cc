@@ -2,7 +2,6 @@
 
 #include <cstdlib>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -54,12 +53,6 @@ absl::StatusOr<TimestampFormat> TimestampFormat::Parse(absl::string_view f) {
       }
     }
     if (matched) continue;
-    if (absl::ascii_isalpha(static_cast<unsigned char>(f[i]))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "\"", f, "\": unknown token '", f.substr(i, 1), "' at position ", i,
-          "; use moment.js tokens YYYY MM DD HH mm ss SSS Z (e.g. \"YYYY-MM-DD HH:mm:ss Z\"), "
-          "and put literal text in [brackets]"));
-    }
     add_literal(f.substr(i, 1));
     ++i;
   }

@@ -1,8 +1,8 @@
 // TimestampFormat: PM2's `log_date_format`, which takes moment.js tokens
 // ("YYYY-MM-DD HH:mm:ss.SSS Z"), turned into a formatter for log line prefixes.
 // Supported tokens: YYYY YY MM M DD D HH H hh h mm m ss s SSS A a Z ZZ X x, and [literal]
-// text in brackets; every other character is copied. Unknown letters are refused so a typo
-// does not silently print garbage.
+// text in brackets; every other character is copied, as moment.js does (so the "T" of
+// "YYYY-MM-DDTHH:mm:ss" is literal). Parse() fails only on an unclosed '['.
 #pragma once
 
 #include <string>

@@ -1,0 +1,123 @@
+// agentd: the Herd host agent. Flags only; the daemon is agent/daemon/agent_daemon.h.
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "agent/daemon/agent_daemon.h"
+#include "common/logging.h"
+#include "common/units.h"
+
+namespace {
+
+std::string DefaultHome() {
+  if (const char* h = getenv("HERD_HOME"); h && *h) return h;
+  if (const char* h = getenv("HOME"); h && *h) return absl::StrCat(h, "/.herd");
+  return "/var/lib/herd";
+}
+
+int Fail(const std::string& msg) {
+  fprintf(stderr, "agentd: %s\n", msg.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"agentd: the Herd host agent. Supervises units (PM2 app fields), samples their "
+               "CPU and memory from /proc, and serves the local API that agentctl uses."};
+  app.set_version_flag("--version", HERD_VERSION);
+  std::string home = DefaultHome();
+  std::string sample_interval = "1s", smaps_interval = "10s", log_max_size = "10M";
+  uint32_t log_retain = 5;
+  std::string log_level = "info", log_file;
+  bool daemon = false;
+  app.add_option("--home", home, "Home directory: state, logs, agent.sock (env HERD_HOME)")
+      ->capture_default_str();
+  app.add_option("--sample-interval", sample_interval,
+                 "How often every unit is sampled from /proc (e.g. 1s, 500ms)")
+      ->capture_default_str();
+  app.add_option("--smaps-interval", smaps_interval,
+                 "How often PSS/USS are read from smaps_rollup (costlier)")
+      ->capture_default_str();
+  app.add_option("--log-max-size", log_max_size,
+                 "Rotate a unit's log file when it reaches this size (e.g. 10M, 1G)")
+      ->capture_default_str();
+  app.add_option("--log-retain", log_retain, "Rotated log files kept per stream")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
+      ->capture_default_str();
+  app.add_option("--log-file", log_file,
+                 "Also write agentd's own log here (default with --daemon: HOME/agentd.log)");
+  app.add_flag("--daemon", daemon,
+               "Detach and run in the background; returns once the socket is ready");
+  CLI11_PARSE(app, argc, argv);
+
+  herd::agent::AgentOptions opts;
+  if (!home.empty() && home[0] != '/') {
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd)) home = absl::StrCat(cwd, "/", home);
+  }
+  opts.home = home;
+  auto parse_duration = [](const std::string& flag, const std::string& v,
+                           absl::Duration* out) -> std::string {
+    auto ms = herd::ParseDurationMs(v);
+    if (!ms.ok()) return absl::StrCat(flag, ": ", ms.status().message());
+    if (*ms == 0) return absl::StrCat(flag, ": must be more than 0");
+    *out = absl::Milliseconds(*ms);
+    return "";
+  };
+  if (auto e = parse_duration("--sample-interval", sample_interval, &opts.sample_interval);
+      !e.empty())
+    return Fail(e);
+  if (auto e = parse_duration("--smaps-interval", smaps_interval, &opts.smaps_interval);
+      !e.empty())
+    return Fail(e);
+  auto size = herd::ParseSize(log_max_size);
+  if (!size.ok()) return Fail(absl::StrCat("--log-max-size: ", size.status().message()));
+  opts.log_max_bytes = *size;
+  opts.log_retain = log_retain;
+
+  if (daemon) {
+    if (log_file.empty()) log_file = absl::StrCat(home, "/agentd.log");
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) != 0) return Fail("pipe failed");
+    pid_t pid = fork();
+    if (pid < 0) return Fail("fork failed");
+    if (pid > 0) {
+      close(ready[1]);
+      char ok = 0;
+      ssize_t n = read(ready[0], &ok, 1);
+      if (n == 1 && ok == 1) {
+        printf("agentd started (pid %d, home %s, log %s)\n", pid, home.c_str(), log_file.c_str());
+        return 0;
+      }
+      return Fail(absl::StrCat("agentd did not start; see ", log_file));
+    }
+    close(ready[0]);
+    setsid();
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    if (devnull > 2) close(devnull);
+    opts.ready_fd = ready[1];
+  }
+
+  herd::LogOptions lopts;
+  lopts.level = log_level;
+  lopts.file = log_file;
+  lopts.to_stderr = !daemon;
+  if (auto st = herd::InitLogging(lopts); !st.ok()) return Fail(std::string(st.message()));
+
+  absl::Status st = herd::agent::RunAgent(opts);
+  if (!st.ok()) {
+    herd::Logger("agentd")->error("event=start_failed error=\"{}\"", st.message());
+    return Fail(std::string(st.message()));
+  }
+  return 0;
+}

@@ -1,0 +1,195 @@
+#include "agent/daemon/agent_daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "agent/api/agent_service.h"
+#include "agent/logs/log_writer.h"
+#include "agent/loop/event_loop.h"
+#include "agent/procfs/proc_sampler.h"
+#include "agent/supervisor/spawner.h"
+#include "agent/supervisor/state_file.h"
+#include "agent/supervisor/supervisor.h"
+#include "common/atomic_file.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "grpcpp/grpcpp.h"
+
+extern char** environ;
+
+namespace herd::agent {
+namespace {
+
+absl::Status MakeDir(const std::string& path, mode_t mode) {
+  if (mkdir(path.c_str(), mode) == 0 || errno == EEXIST) {
+    struct stat st{};
+    if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(path, " exists and is not a directory"));
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "cannot create ", path, ": ", strerror(errno),
+      "; choose a writable home with --home or HERD_HOME"));
+}
+
+// Holds an exclusive flock on $HERD_HOME/agentd.pid for agentd's lifetime, so that two
+// agents never supervise the same home (they would run every unit twice).
+absl::StatusOr<int> LockHome(const std::string& home) {
+  const std::string path = absl::StrCat(home, "/agentd.pid");
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot open ", path, ": ", strerror(errno)));
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    auto other = ReadFileToString(path);
+    close(fd);
+    return absl::AlreadyExistsError(absl::StrCat(
+        "agentd is already running for ", home, " (pid ",
+        other.ok() ? std::string(absl::StripAsciiWhitespace(*other)) : "?",
+        "): stop it with `agentctl --home ", home, " kill` or use another --home"));
+  }
+  std::string pid = absl::StrCat(getpid(), "\n");
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // Only informative; the lock is what matters.
+  }
+  return fd;
+}
+
+std::vector<std::string> CurrentEnvironment() {
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; ++e) env.emplace_back(*e);
+  return env;
+}
+
+}  // namespace
+
+std::string AgentSocketPath(const std::string& home) { return absl::StrCat(home, "/agent.sock"); }
+
+absl::Status RunAgent(const AgentOptions& options) {
+  auto log = herd::Logger("agentd");
+  const std::string& home = options.home;
+  if (home.empty() || home[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("home \"", home, "\" must be an absolute path"));
+  }
+  if (auto st = MakeDir(home, 0750); !st.ok()) return st;
+  const std::string logs_dir = absl::StrCat(home, "/logs");
+  if (auto st = MakeDir(logs_dir, 0750); !st.ok()) return st;
+  auto lock_fd = LockHome(home);
+  if (!lock_fd.ok()) return lock_fd.status();
+  absl::Cleanup unlock = [fd = *lock_fd] { close(fd); };
+
+  // Signals arrive through a signalfd on the loop; block them for every thread (threads
+  // created from here on inherit the mask; children get a clean mask from the spawner).
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  int sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigfd < 0) return absl::InternalError(absl::StrCat("signalfd: ", strerror(errno)));
+  absl::Cleanup close_sigfd = [sigfd] { close(sigfd); };
+
+  const Clock& clock = SystemClock::Get();
+  auto loop = EventLoop::Create(clock);
+  if (!loop.ok()) return loop.status();
+  PosixSpawner spawner;
+  ProcSampler sampler(options.proc_root);
+  LogWriter logs;
+  StateFile state(absl::StrCat(home, "/state.json"));
+
+  SupervisorOptions sopts;
+  sopts.logs_dir = logs_dir;
+  sopts.sample_interval = options.sample_interval;
+  sopts.smaps_interval = options.smaps_interval;
+  sopts.log_max_bytes = options.log_max_bytes;
+  sopts.log_retain = options.log_retain;
+  sopts.base_env = CurrentEnvironment();
+  Supervisor supervisor(**loop, spawner, sampler, logs, &state, sopts);
+
+  std::unique_ptr<grpc::Server> server;
+  std::thread server_stopper;
+  bool shutting_down = false;
+  auto shutdown = [&] {
+    if (shutting_down) return;
+    shutting_down = true;
+    log->info("event=shutdown_begin units={}", supervisor.unit_count());
+    supervisor.StopAll([&] {
+      log->info("event=units_stopped");
+      // Server shutdown waits for in-flight calls, which may need the loop: do it from
+      // another thread while the loop keeps running, then stop the loop.
+      server_stopper = std::thread([&] {
+        if (server) server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+        (*loop)->Stop();
+      });
+    });
+  };
+
+  auto sigwatch = (*loop)->WatchFd(sigfd, EPOLLIN, [&](uint32_t) {
+    signalfd_siginfo si{};
+    while (read(sigfd, &si, sizeof si) == sizeof si) {
+      log->info("event=signal signal={}", strsignal(static_cast<int>(si.ssi_signo)));
+      if (si.ssi_signo != SIGHUP) shutdown();
+    }
+  });
+  if (!sigwatch.ok()) return sigwatch.status();
+
+  if (auto st = supervisor.Restore(); !st.ok()) return st;
+
+  AgentServiceOptions aopts;
+  aopts.home = home;
+  const char* path_env = getenv("PATH");
+  aopts.search_path = path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
+  aopts.started_at = clock.Now();
+  aopts.sample_interval_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options.sample_interval));
+  aopts.on_shutdown = shutdown;
+  AgentService service(**loop, supervisor, logs, aopts);
+
+  const std::string sock = AgentSocketPath(home);
+  unlink(sock.c_str());  // we hold the home lock: any socket file here is stale
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat("unix:", sock), grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(4 << 20);
+  server = builder.BuildAndStart();
+  if (!server) {
+    (*loop)->Post([&] { supervisor.StopAll([&] { (*loop)->Stop(); }); });
+    (*loop)->Run();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", sock,
+                                               ": check that the directory is writable"));
+  }
+  chmod(sock.c_str(), 0660);
+  log->info("event=ready version={} pid={} home={} socket={} units={}", HERD_VERSION, getpid(),
+            home, sock, supervisor.unit_count());
+  if (options.ready_fd >= 0) {
+    char ok = 1;
+    (void)!write(options.ready_fd, &ok, 1);
+    close(options.ready_fd);
+  }
+
+  (*loop)->Run();
+  if (server_stopper.joinable()) server_stopper.join();
+  server.reset();
+  unlink(sock.c_str());
+  logs.Flush();
+  if (auto st = state.Flush(); !st.ok()) {
+    log->error("event=state_not_saved error=\"{}\"", st.message());
+  }
+  log->info("event=stopped");
+  return absl::OkStatus();
+}
+
+}  // namespace herd::agent

@@ -1,0 +1,36 @@
+// AgentDaemon: wires agentd together and runs it: the home directory and its lock, the
+// event loop with its signalfd, the sampler, log writer, state file, supervisor, and the
+// local gRPC server on $HERD_HOME/agent.sock. main() only parses flags into AgentOptions.
+//
+// Lifecycle: Run() restores the previous state (resurrect), serves until SIGTERM/SIGINT or a
+// Shutdown RPC, then stops every unit gracefully (SIGTERM, SIGKILL after kill_timeout), shuts
+// the server down, and writes the state file, so the next start runs the same units.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace herd::agent {
+
+struct AgentOptions {
+  std::string home;
+  absl::Duration sample_interval = absl::Seconds(1);
+  absl::Duration smaps_interval = absl::Seconds(10);
+  uint64_t log_max_bytes = 10 << 20;
+  uint32_t log_retain = 5;
+  // Where /proc is (tests may point elsewhere).
+  std::string proc_root = "/proc";
+  // Written once the socket accepts calls (used by --daemon to release the parent).
+  int ready_fd = -1;
+};
+
+// Runs until shutdown; an error means agentd could not start (already running, home not
+// writable, corrupt state file) and says how to fix it.
+absl::Status RunAgent(const AgentOptions& options);
+
+// The agent socket path for a home directory.
+std::string AgentSocketPath(const std::string& home);
+
+}  // namespace herd::agent

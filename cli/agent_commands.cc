@@ -1,0 +1,342 @@
+#include "cli/agent_commands.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "cli/render.h"
+#include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
+
+namespace herd::cli {
+namespace {
+
+std::unique_ptr<grpc::ClientContext> Context(int timeout_seconds) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (timeout_seconds > 0) {
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_seconds));
+  }
+  return ctx;
+}
+
+std::string Cwd() {
+  char buf[4096];
+  return getcwd(buf, sizeof buf) ? buf : "/";
+}
+
+bool IsRegularFile(const std::string& p) {
+  struct stat st{};
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+volatile sig_atomic_t g_interrupted = 0;
+
+}  // namespace
+
+AgentCommands::AgentCommands(ClientOptions options) : options_(std::move(options)) {
+  socket_ = options_.socket.empty() ? absl::StrCat(options_.home, "/agent.sock") : options_.socket;
+}
+
+bool AgentCommands::Connect() {
+  const std::string hint =
+      absl::StrCat("agentd is not running at ", socket_, ": start it with `agentd --home ",
+                   options_.home, " --daemon` (or `systemctl start herd-agent`)");
+  struct stat st{};
+  if (stat(socket_.c_str(), &st) != 0) {
+    fprintf(stderr, "agentctl: %s\n", hint.c_str());
+    return false;
+  }
+  if (access(socket_.c_str(), R_OK | W_OK) != 0) {
+    fprintf(stderr,
+            "agentctl: permission denied on %s: run as the agent's user or join its group\n",
+            socket_.c_str());
+    return false;
+  }
+  auto channel = grpc::CreateChannel(absl::StrCat("unix:", socket_),
+                                     grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(3))) {
+    fprintf(stderr, "agentctl: %s\n", hint.c_str());
+    return false;
+  }
+  stub_ = herd::v1::Agent::NewStub(channel);
+  return true;
+}
+
+int AgentCommands::Fail(const grpc::Status& s) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    fprintf(stderr, "agentctl: agentd at %s stopped answering (%s): check `%s/agentd.log` or "
+                    "start it again with `agentd --home %s --daemon`\n",
+            socket_.c_str(), s.error_message().c_str(), options_.home.c_str(),
+            options_.home.c_str());
+  } else if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    fprintf(stderr, "agentctl: agentd did not answer within %d s\n", options_.timeout_seconds);
+  } else {
+    fprintf(stderr, "agentctl: %s\n", s.error_message().c_str());
+  }
+  return 1;
+}
+
+int AgentCommands::PrintUnits(const herd::v1::UnitsResponse& r, const char* verb) {
+  if (options_.json) {
+    printf("%s\n", ToJson(r).c_str());
+  } else {
+    std::vector<herd::v1::UnitStatus> units(r.units().begin(), r.units().end());
+    if (verb != nullptr) {
+      for (const auto& u : units) printf("%s %s\n", verb, u.name().c_str());
+    }
+    printf("%s", RenderUnitTable(units, absl::Now()).c_str());
+  }
+  int rc = 0;
+  for (const auto& u : r.units()) {
+    if (u.state() == herd::v1::UNIT_STATE_ERRORED) {
+      fprintf(stderr, "agentctl: %s is errored: %s\n", u.name().c_str(),
+              u.status_reason().c_str());
+      rc = 1;
+    }
+  }
+  return rc;
+}
+
+int AgentCommands::Info() {
+  if (!Connect()) return 1;
+  herd::v1::AgentInfo info;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->GetInfo(ctx.get(), {}, &info);
+  if (!s.ok()) return Fail(s);
+  if (options_.json) {
+    printf("%s\n", ToJson(info).c_str());
+    return 0;
+  }
+  printf("%s", FormatTable({{"version", info.version()},
+                            {"pid", absl::StrCat(info.pid())},
+                            {"home", info.home()},
+                            {"socket", socket_},
+                            {"cpu", absl::StrCat(info.usage().cpu_percent(), "%")},
+                            {"rss", absl::StrCat(info.usage().rss_bytes(), " bytes")},
+                            {"sample interval", absl::StrCat(info.sample_interval_ms(), " ms")},
+                            {"log writes dropped", absl::StrCat(info.log_lines_dropped())}})
+                   .c_str());
+  return 0;
+}
+
+int AgentCommands::List() {
+  if (!Connect()) return 1;
+  herd::v1::ListResponse r;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->List(ctx.get(), {}, &r);
+  if (!s.ok()) return Fail(s);
+  if (options_.json) {
+    printf("%s\n", ToJson(r).c_str());
+  } else {
+    std::vector<herd::v1::UnitStatus> units(r.units().begin(), r.units().end());
+    printf("%s", RenderUnitTable(units, absl::Now()).c_str());
+  }
+  return 0;
+}
+
+int AgentCommands::Describe(const std::string& name) {
+  if (!Connect()) return 1;
+  herd::v1::DescribeRequest req;
+  req.set_name(name);
+  herd::v1::UnitDetail d;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->Describe(ctx.get(), req, &d);
+  if (!s.ok()) return Fail(s);
+  printf("%s", options_.json ? (ToJson(d) + "\n").c_str() : RenderDetail(d, absl::Now()).c_str());
+  return 0;
+}
+
+int AgentCommands::Start(const std::string& target, const StartFlags& f) {
+  herd::v1::StartRequest req;
+  req.set_base_dir(Cwd());
+  for (const auto& o : f.only) req.add_only(o);
+  const bool is_file = IsRegularFile(target);
+  if (is_file && (absl::EndsWith(target, ".json") || absl::EndsWith(target, ".config.json"))) {
+    std::ifstream in(target);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (!in.good() && !in.eof()) {
+      fprintf(stderr, "agentctl: cannot read %s\n", target.c_str());
+      return 1;
+    }
+    req.set_ecosystem_json(ss.str());
+  } else if (is_file || target.find('/') != std::string::npos) {
+    // A script: the flags describe the app.
+    nlohmann::json app;
+    app["script"] = target;
+    if (!f.name.empty()) app["name"] = f.name;
+    if (!f.args.empty()) app["args"] = f.args;
+    if (!f.interpreter.empty()) app["interpreter"] = f.interpreter;
+    if (!f.interpreter_args.empty()) app["interpreter_args"] = f.interpreter_args;
+    if (!f.cwd.empty()) app["cwd"] = f.cwd;
+    if (f.no_autorestart) app["autorestart"] = false;
+    if (f.max_restarts) app["max_restarts"] = *f.max_restarts;
+    if (!f.min_uptime.empty()) app["min_uptime"] = f.min_uptime;
+    if (!f.restart_delay.empty()) app["restart_delay"] = f.restart_delay;
+    if (!f.exp_backoff_restart_delay.empty()) {
+      app["exp_backoff_restart_delay"] = f.exp_backoff_restart_delay;
+    }
+    if (!f.kill_timeout.empty()) app["kill_timeout"] = f.kill_timeout;
+    if (!f.stop_exit_codes.empty()) app["stop_exit_codes"] = f.stop_exit_codes;
+    if (!f.max_memory_restart.empty()) app["max_memory_restart"] = f.max_memory_restart;
+    if (!f.cron_restart.empty()) app["cron_restart"] = f.cron_restart;
+    if (f.merge_logs) app["merge_logs"] = true;
+    if (!f.log_date_format.empty()) app["log_date_format"] = f.log_date_format;
+    if (f.time) app["time"] = true;
+    if (!f.out_file.empty()) app["out_file"] = f.out_file;
+    if (!f.error_file.empty()) app["error_file"] = f.error_file;
+    if (!f.pid_files.empty()) app["pid_files"] = f.pid_files;
+    if (!f.env.empty()) {
+      nlohmann::json env = nlohmann::json::object();
+      for (const auto& kv : f.env) {
+        size_t eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          fprintf(stderr, "agentctl: --env %s: use NAME=value\n", kv.c_str());
+          return 2;
+        }
+        env[kv.substr(0, eq)] = kv.substr(eq + 1);
+      }
+      app["env"] = env;
+    }
+    req.set_ecosystem_json(nlohmann::json{{"apps", {app}}}.dump());
+  } else {
+    req.set_name(target);
+  }
+  if (!Connect()) return 1;
+  herd::v1::UnitsResponse r;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->Start(ctx.get(), req, &r);
+  if (!s.ok()) {
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND && req.has_name()) {
+      fprintf(stderr, "agentctl: %s (to start a new unit, give a script path or an ecosystem "
+                      ".json file)\n", s.error_message().c_str());
+      return 1;
+    }
+    return Fail(s);
+  }
+  return PrintUnits(r, "started");
+}
+
+int AgentCommands::Stop(const std::string& name) {
+  if (!Connect()) return 1;
+  herd::v1::UnitSelector sel;
+  sel.set_name(name);
+  herd::v1::UnitsResponse r;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->Stop(ctx.get(), sel, &r);
+  if (!s.ok()) return Fail(s);
+  return PrintUnits(r, "stopped");
+}
+
+int AgentCommands::Restart(const std::string& name) {
+  if (!Connect()) return 1;
+  herd::v1::UnitSelector sel;
+  sel.set_name(name);
+  herd::v1::UnitsResponse r;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->Restart(ctx.get(), sel, &r);
+  if (!s.ok()) return Fail(s);
+  return PrintUnits(r, "restarted");
+}
+
+int AgentCommands::Delete(const std::string& name) {
+  if (!Connect()) return 1;
+  herd::v1::UnitSelector sel;
+  sel.set_name(name);
+  herd::v1::UnitsResponse r;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->Delete(ctx.get(), sel, &r);
+  if (!s.ok()) return Fail(s);
+  if (options_.json) {
+    printf("%s\n", ToJson(r).c_str());
+  } else {
+    for (const auto& u : r.units()) printf("deleted %s\n", u.name().c_str());
+  }
+  return 0;
+}
+
+int AgentCommands::Logs(const std::string& name, uint32_t lines, bool follow) {
+  if (!Connect()) return 1;
+  herd::v1::LogsRequest req;
+  req.set_name(name);
+  req.set_lines(lines);
+  req.set_follow(follow);
+  auto ctx = Context(follow ? 0 : options_.timeout_seconds);
+  auto reader = stub_->Logs(ctx.get(), req);
+  herd::v1::LogLine line;
+  while (reader->Read(&line)) {
+    if (options_.json) {
+      printf("{\"unit\":%s,\"stream\":%s,\"text\":%s}\n", nlohmann::json(line.unit()).dump().c_str(),
+             nlohmann::json(line.stream()).dump().c_str(),
+             nlohmann::json(line.text()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    } else {
+      FILE* out = line.stream() == "err" ? stderr : stdout;
+      fprintf(out, "%s|%s| %s\n", line.unit().c_str(), line.stream().c_str(), line.text().c_str());
+    }
+    fflush(stdout);
+  }
+  grpc::Status s = reader->Finish();
+  if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) return Fail(s);
+  return 0;
+}
+
+int AgentCommands::Top(double interval_seconds, int iterations) {
+  if (!Connect()) return 1;
+  signal(SIGINT, [](int) { g_interrupted = 1; });
+  const bool tty = isatty(STDOUT_FILENO);
+  for (int i = 0; iterations == 0 || i < iterations; ++i) {
+    if (i > 0) {
+      absl::Time until = absl::Now() + absl::Seconds(interval_seconds);
+      while (!g_interrupted && absl::Now() < until) absl::SleepFor(absl::Milliseconds(50));
+    }
+    if (g_interrupted) break;
+    herd::v1::AgentInfo info;
+    herd::v1::ListResponse list;
+    auto c1 = Context(options_.timeout_seconds);
+    grpc::Status s = stub_->GetInfo(c1.get(), {}, &info);
+    auto c2 = Context(options_.timeout_seconds);
+    if (s.ok()) s = stub_->List(c2.get(), {}, &list);
+    if (!s.ok()) return Fail(s);
+    if (options_.json) {
+      nlohmann::json j;
+      j["agent"] = nlohmann::json::parse(ToJson(info));
+      j["units"] = nlohmann::json::parse(ToJson(list))["units"];
+      printf("%s\n", j.dump().c_str());
+    } else {
+      std::vector<herd::v1::UnitStatus> units(list.units().begin(), list.units().end());
+      if (tty) printf("\033[H\033[2J");
+      printf("%s", RenderTop(info, units, absl::Now()).c_str());
+      if (tty) printf("\n(refreshing every %.1fs, Ctrl-C to quit)\n", interval_seconds);
+    }
+    fflush(stdout);
+  }
+  return 0;
+}
+
+int AgentCommands::Kill() {
+  if (!Connect()) return 1;
+  herd::v1::ShutdownResponse r;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->Shutdown(ctx.get(), {}, &r);
+  if (!s.ok()) return Fail(s);
+  // Wait for the socket to disappear: the agent removes it once every unit has stopped.
+  for (int i = 0; i < options_.timeout_seconds * 20; ++i) {
+    struct stat st{};
+    if (stat(socket_.c_str(), &st) != 0) {
+      printf("agentd stopped\n");
+      return 0;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  fprintf(stderr, "agentctl: agentd is still shutting down after %d s\n", options_.timeout_seconds);
+  return 1;
+}
+
+}  // namespace herd::cli

@@ -1,0 +1,62 @@
+// The agentctl commands that talk to the local agent: one RPC each (top repeats one),
+// rendering a table or JSON. Each returns the process exit code and prints errors that say
+// what to do (agentd not running, unknown unit, invalid field).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "herd/v1/agent.grpc.pb.h"
+
+namespace herd::cli {
+
+struct ClientOptions {
+  std::string home;
+  std::string socket;  // empty = <home>/agent.sock
+  bool json = false;
+  int timeout_seconds = 60;
+};
+
+// Fields of an app given on the command line (agentctl start SCRIPT --name ...). Values
+// are passed through as text: the agent validates them with the same messages as for an
+// ecosystem file.
+struct StartFlags {
+  std::string name, interpreter, interpreter_args, cwd, max_memory_restart, cron_restart;
+  std::string min_uptime, restart_delay, exp_backoff_restart_delay, kill_timeout,
+      log_date_format, out_file, error_file;
+  std::optional<uint32_t> max_restarts;
+  std::vector<std::string> env, pid_files, only, args;
+  std::vector<int> stop_exit_codes;
+  bool no_autorestart = false, merge_logs = false, time = false;
+};
+
+class AgentCommands {
+ public:
+  explicit AgentCommands(ClientOptions options);
+
+  int Info();
+  int List();
+  int Describe(const std::string& name);
+  int Start(const std::string& target, const StartFlags& flags);
+  int Stop(const std::string& name);
+  int Restart(const std::string& name);
+  int Delete(const std::string& name);
+  int Logs(const std::string& name, uint32_t lines, bool follow);
+  // iterations 0 = until interrupted.
+  int Top(double interval_seconds, int iterations);
+  int Kill();
+
+ private:
+  bool Connect();
+  int Fail(const grpc::Status& s);
+  int PrintUnits(const herd::v1::UnitsResponse& r, const char* verb);
+
+  ClientOptions options_;
+  std::string socket_;
+  std::unique_ptr<herd::v1::Agent::Stub> stub_;
+};
+
+}  // namespace herd::cli

@@ -1,0 +1,118 @@
+// agentctl: the Herd operator CLI. This file only declares the commands and flags; each
+// command is one method of AgentCommands (cli/agent_commands.h).
+#include <stdlib.h>
+
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "cli/agent_commands.h"
+
+namespace {
+
+std::string DefaultHome() {
+  if (const char* h = getenv("HERD_HOME"); h && *h) return h;
+  if (const char* h = getenv("HOME"); h && *h) return absl::StrCat(h, "/.herd");
+  return "/var/lib/herd";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"agentctl: drive the Herd agent on this host (units, logs, live view)."};
+  app.set_version_flag("--version", HERD_VERSION);
+  app.require_subcommand(1);
+  herd::cli::ClientOptions copts;
+  copts.home = DefaultHome();
+  std::string output = "table";
+  app.add_option("--home", copts.home, "agentd's home directory (env HERD_HOME)")
+      ->capture_default_str();
+  app.add_option("--socket", copts.socket, "agentd's socket (default HOME/agent.sock)");
+  app.add_option("-o,--output", output, "Output format for read commands: table or json")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+  app.add_option("--timeout", copts.timeout_seconds, "Seconds to wait for the agent")
+      ->capture_default_str();
+
+  std::string name;
+  auto* info = app.add_subcommand("info", "agentd's version, pid, home and own resource use");
+  auto* list = app.add_subcommand("list", "Every unit: name, status, pid, cpu, memory, restarts, uptime");
+  list->alias("ls");
+  auto* describe = app.add_subcommand("describe", "One unit: spec, status and recent events");
+  describe->add_option("name", name, "Unit name")->required();
+
+  herd::cli::StartFlags sf;
+  std::string target;
+  auto* start = app.add_subcommand(
+      "start", "Start units from an ecosystem .json file, a script with flags, or an existing "
+               "unit by name");
+  start->add_option("target", target, "ecosystem.json, a script/program path, or a unit name")
+      ->required();
+  start->add_option("args", sf.args, "Arguments for the script (after --)");
+  start->add_option("--name", sf.name, "Unit name (default: the script's file name)");
+  start->add_option("--interpreter", sf.interpreter,
+                    "Program that runs the script (default: from extension or shebang; none = exec directly)");
+  start->add_option("--interpreter-args", sf.interpreter_args, "Arguments for the interpreter");
+  start->add_option("--cwd", sf.cwd, "Working directory");
+  start->add_option("--env", sf.env, "Environment variable NAME=value (repeatable)");
+  start->add_flag("--no-autorestart", sf.no_autorestart, "Do not restart when the process exits");
+  start->add_option("--max-restarts", sf.max_restarts,
+                    "Unstable restarts before the unit is errored (default 16)");
+  start->add_option("--min-uptime", sf.min_uptime, "Shorter runs are unstable (default 1000 ms)");
+  start->add_option("--restart-delay", sf.restart_delay, "Delay before a restart (e.g. 500ms, 2s)");
+  start->add_option("--exp-backoff-restart-delay", sf.exp_backoff_restart_delay,
+                    "First delay of exponential backoff (x1.5 per unstable restart, max 15s)");
+  start->add_option("--kill-timeout", sf.kill_timeout, "SIGTERM to SIGKILL delay (default 1600 ms)");
+  start->add_option("--stop-exit-codes", sf.stop_exit_codes, "Exit codes that mean done (no restart)");
+  start->add_option("--max-memory-restart", sf.max_memory_restart,
+                    "Restart when memory exceeds this (e.g. 200M, 1G)");
+  start->add_option("--cron-restart", sf.cron_restart, "Cron expression at which to restart");
+  start->add_flag("--merge-logs", sf.merge_logs, "Write stderr into the stdout log");
+  start->add_option("--log-date-format", sf.log_date_format,
+                    "Prefix log lines with this time format (e.g. \"YYYY-MM-DD HH:mm:ss Z\")");
+  start->add_flag("--time", sf.time, "Prefix log lines with an ISO time");
+  start->add_option("--out-file", sf.out_file, "stdout log path");
+  start->add_option("--error-file", sf.error_file, "stderr log path");
+  start->add_option("--pid-file", sf.pid_files,
+                    "Also sample the process named in this pid file (repeatable)");
+  start->add_option("--only", sf.only, "With an ecosystem file: start only these apps");
+
+  auto* stop = app.add_subcommand("stop", "Stop a unit (or all): SIGTERM, SIGKILL after kill_timeout");
+  stop->add_option("name", name, "Unit name or all")->required();
+  auto* restart = app.add_subcommand("restart", "Restart a unit (or all)");
+  restart->add_option("name", name, "Unit name or all")->required();
+  auto* del = app.add_subcommand("delete", "Stop a unit (or all) and forget it");
+  del->alias("del");
+  del->add_option("name", name, "Unit name or all")->required();
+
+  uint32_t lines = 15;
+  bool follow = false;
+  auto* logs = app.add_subcommand("logs", "Last lines of a unit's logs; -f to follow");
+  logs->add_option("name", name, "Unit name")->required();
+  logs->add_option("--lines", lines, "Lines of each stream to show first")->capture_default_str();
+  logs->add_flag("-f,--follow", follow, "Keep printing new lines");
+
+  double interval = 1.0;
+  int iterations = 0;
+  auto* top = app.add_subcommand("top", "Live view of every unit's CPU and memory (like pm2 monit)");
+  top->alias("monit");
+  top->add_option("--interval", interval, "Seconds between refreshes")->capture_default_str();
+  top->add_option("--iterations", iterations, "Stop after N refreshes (0 = until Ctrl-C)");
+
+  auto* kill = app.add_subcommand("kill", "Stop every unit and exit agentd (units start again with agentd)");
+
+  CLI11_PARSE(app, argc, argv);
+  copts.json = output == "json";
+  herd::cli::AgentCommands cmd(copts);
+  if (*info) return cmd.Info();
+  if (*list) return cmd.List();
+  if (*describe) return cmd.Describe(name);
+  if (*start) return cmd.Start(target, sf);
+  if (*stop) return cmd.Stop(name);
+  if (*restart) return cmd.Restart(name);
+  if (*del) return cmd.Delete(name);
+  if (*logs) return cmd.Logs(name, lines, follow);
+  if (*top) return cmd.Top(interval, iterations);
+  if (*kill) return cmd.Kill();
+  return 2;
+}

@@ -1,0 +1,173 @@
+#include "cli/render.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/units.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace herd::cli {
+
+using herd::v1::UnitState;
+using herd::v1::UnitStatus;
+
+std::string StateName(UnitState s) {
+  switch (s) {
+    case herd::v1::UNIT_STATE_LAUNCHING: return "launching";
+    case herd::v1::UNIT_STATE_ONLINE: return "online";
+    case herd::v1::UNIT_STATE_STOPPING: return "stopping";
+    case herd::v1::UNIT_STATE_STOPPED: return "stopped";
+    case herd::v1::UNIT_STATE_WAITING_RESTART: return "waiting restart";
+    case herd::v1::UNIT_STATE_ERRORED: return "errored";
+    default: return "unknown";
+  }
+}
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& r : rows) {
+    if (width.size() < r.size()) width.resize(r.size(), 0);
+    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  }
+  std::string out;
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
+namespace {
+
+std::string Uptime(const UnitStatus& u, absl::Time now) {
+  if (u.pid() == 0 || u.started_at_unix_ms() == 0) return "0";
+  return FormatUptime(now - absl::FromUnixMillis(u.started_at_unix_ms()));
+}
+
+std::string Cpu(double pct) { return absl::StrFormat("%.1f%%", pct); }
+
+std::string Bar(double fraction, int width) {
+  fraction = std::clamp(fraction, 0.0, 1.0);
+  int full = static_cast<int>(fraction * width + 0.5);
+  return absl::StrCat("[", std::string(full, '|'), std::string(width - full, ' '), "]");
+}
+
+}  // namespace
+
+std::string RenderUnitTable(const std::vector<UnitStatus>& units, absl::Time now) {
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "STATUS", "PID", "CPU", "MEMORY", "RESTARTS", "UPTIME"}};
+  for (const auto& u : units) {
+    const bool running = u.pid() != 0;
+    rows.push_back({u.name(), StateName(u.state()), running ? absl::StrCat(u.pid()) : "-",
+                    running ? Cpu(u.usage().cpu_percent()) : "-",
+                    running ? FormatBytes(u.usage().rss_bytes()) : "-",
+                    absl::StrCat(u.restarts()), Uptime(u, now)});
+  }
+  return FormatTable(rows);
+}
+
+std::string RenderDetail(const herd::v1::UnitDetail& d, absl::Time now) {
+  const auto& s = d.status();
+  const auto& spec = d.spec();
+  std::vector<std::vector<std::string>> rows;
+  auto add = [&](const std::string& k, const std::string& v) {
+    if (!v.empty()) rows.push_back({k, v});
+  };
+  add("name", spec.name());
+  add("status", StateName(s.state()));
+  add("reason", s.status_reason());
+  add("pid", s.pid() ? absl::StrCat(s.pid()) : "-");
+  add("uptime", Uptime(s, now));
+  add("restarts", absl::StrCat(s.restarts(), " (", s.unstable_restarts(), " unstable)"));
+  if (s.last_signal() != 0) {
+    add("last exit", absl::StrCat("signal ", s.last_signal()));
+  } else {
+    add("last exit", absl::StrCat("code ", s.last_exit_code()));
+  }
+  if (s.pid() != 0) {
+    add("cpu", Cpu(s.usage().cpu_percent()));
+    add("memory", absl::StrCat(FormatBytes(s.usage().rss_bytes()), " rss, ",
+                               FormatBytes(s.usage().pss_bytes()), " pss, ",
+                               FormatBytes(s.usage().uss_bytes()), " uss"));
+    add("threads", absl::StrCat(s.usage().threads()));
+    add("processes", absl::StrJoin(s.sampled_pids(), " "));
+  }
+  add("exec", s.exec_path());
+  add("script", spec.script());
+  add("args", absl::StrJoin(spec.args(), " "));
+  add("interpreter", spec.interpreter().empty() ? "none" : spec.interpreter());
+  add("interpreter args", absl::StrJoin(spec.interpreter_args(), " "));
+  add("cwd", spec.cwd());
+  add("autorestart", spec.autorestart() ? "true" : "false");
+  add("max restarts", absl::StrCat(spec.max_restarts()));
+  add("min uptime", absl::StrCat(spec.min_uptime_ms(), " ms"));
+  add("restart delay", absl::StrCat(spec.restart_delay_ms(), " ms"));
+  if (spec.exp_backoff_restart_delay_ms()) {
+    add("exp backoff restart delay", absl::StrCat(spec.exp_backoff_restart_delay_ms(), " ms"));
+  }
+  add("kill timeout", absl::StrCat(spec.kill_timeout_ms(), " ms"));
+  add("stop exit codes", absl::StrJoin(spec.stop_exit_codes(), " "));
+  if (spec.max_memory_restart_bytes()) {
+    add("max memory restart", FormatBytes(spec.max_memory_restart_bytes()));
+  }
+  add("cron restart", spec.cron_restart());
+  add("pid files", absl::StrJoin(spec.pid_files(), " "));
+  add("out log", d.out_log_path());
+  add("err log", d.err_log_path() == d.out_log_path() ? "(merged)" : d.err_log_path());
+  add("log date format", spec.log_date_format());
+  for (const auto& [k, v] : spec.env()) rows.push_back({absl::StrCat("env ", k), v});
+  std::string out = FormatTable(rows);
+  if (d.events_size() > 0) {
+    out += "\nevents:\n";
+    std::vector<std::vector<std::string>> ev;
+    for (const auto& e : d.events()) {
+      ev.push_back({absl::FormatTime("  %Y-%m-%d %H:%M:%S", absl::FromUnixMillis(e.at_unix_ms()),
+                                     absl::LocalTimeZone()),
+                    e.kind(), e.detail()});
+    }
+    out += FormatTable(ev);
+  }
+  return out;
+}
+
+std::string RenderTop(const herd::v1::AgentInfo& info, const std::vector<UnitStatus>& units,
+                      absl::Time now) {
+  std::string out = absl::StrFormat(
+      "agentd %s  pid %d  cpu %s  memory %s  units %d  sampling every %d ms\n\n",
+      info.version(), info.pid(), Cpu(info.usage().cpu_percent()),
+      FormatBytes(info.usage().rss_bytes()), units.size(), info.sample_interval_ms());
+  uint64_t max_rss = 1;
+  for (const auto& u : units) max_rss = std::max<uint64_t>(max_rss, u.usage().rss_bytes());
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "STATUS", "PID", "CPU", "", "MEMORY", "", "THREADS", "RESTARTS", "UPTIME"}};
+  for (const auto& u : units) {
+    const bool running = u.pid() != 0;
+    rows.push_back({u.name(), StateName(u.state()), running ? absl::StrCat(u.pid()) : "-",
+                    Cpu(u.usage().cpu_percent()), Bar(u.usage().cpu_percent() / 100.0, 20),
+                    FormatBytes(u.usage().rss_bytes()),
+                    Bar(static_cast<double>(u.usage().rss_bytes()) / static_cast<double>(max_rss), 20),
+                    absl::StrCat(u.usage().threads()), absl::StrCat(u.restarts()),
+                    Uptime(u, now)});
+  }
+  return out + FormatTable(rows);
+}
+
+std::string ToJson(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  o.preserve_proto_field_names = true;
+  o.always_print_primitive_fields = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+}  // namespace herd::cli

@@ -1,0 +1,35 @@
+// Rendering of agent replies for people (aligned tables, PM2-style units) and for programs
+// (JSON in the protobuf JSON mapping, snake_case field names, zero values included), kept
+// apart from main so the formats are unit-tested.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "google/protobuf/message.h"
+#include "herd/v1/agent.pb.h"
+#include "herd/v1/types.pb.h"
+
+namespace herd::cli {
+
+// "online", "stopped", "errored", "waiting restart", ...
+std::string StateName(herd::v1::UnitState s);
+
+// The `list` table: name, status, pid, cpu, memory, restarts, uptime.
+std::string RenderUnitTable(const std::vector<herd::v1::UnitStatus>& units, absl::Time now);
+
+// `describe`: spec fields, status and recent events as "key: value" lines.
+std::string RenderDetail(const herd::v1::UnitDetail& detail, absl::Time now);
+
+// `top`: one screen, with CPU and memory bars, and the agent's own usage on top.
+std::string RenderTop(const herd::v1::AgentInfo& info,
+                      const std::vector<herd::v1::UnitStatus>& units, absl::Time now);
+
+// JSON of any message, pretty-printed.
+std::string ToJson(const google::protobuf::Message& m);
+
+// A table: first row is the header; columns padded to their widest cell.
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
+
+}  // namespace herd::cli
