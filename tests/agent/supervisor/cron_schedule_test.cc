@@ -75,69 +75,69 @@ TEST(CronSchedule, KeepsTheExpressionText) {
 
 TEST(CronSchedule, ToleratesExtraWhitespace) {
   EXPECT_THAT(Firings("  0   3\t*  *   * ", Utc(2024, 5, 1, 0, 0), 2),
-            ElementsAre(Utc(2024, 5, 1, 3, 0), Utc(2024, 5, 2, 3, 0)));
+              ElementsAre(Utc(2024, 5, 1, 3, 0), Utc(2024, 5, 2, 3, 0)));
 }
 
 TEST(CronSchedule, ListOfHours) {
   EXPECT_THAT(Firings("0 8,12,18 * * *", Utc(2024, 5, 1, 0, 0), 4),
-            ElementsAre(Utc(2024, 5, 1, 8, 0), Utc(2024, 5, 1, 12, 0), Utc(2024, 5, 1, 18, 0),
-                        Utc(2024, 5, 2, 8, 0)));
+              ElementsAre(Utc(2024, 5, 1, 8, 0), Utc(2024, 5, 1, 12, 0), Utc(2024, 5, 1, 18, 0),
+                          Utc(2024, 5, 2, 8, 0)));
 }
 
 TEST(CronSchedule, RangeOfHours) {
   EXPECT_THAT(Firings("0 9-11 * * *", Utc(2024, 5, 1, 0, 0), 4),
-            ElementsAre(Utc(2024, 5, 1, 9, 0), Utc(2024, 5, 1, 10, 0), Utc(2024, 5, 1, 11, 0),
-                        Utc(2024, 5, 2, 9, 0)));
+              ElementsAre(Utc(2024, 5, 1, 9, 0), Utc(2024, 5, 1, 10, 0), Utc(2024, 5, 1, 11, 0),
+                          Utc(2024, 5, 2, 9, 0)));
 }
 
 TEST(CronSchedule, StepEveryFifteenMinutes) {
   EXPECT_THAT(Firings("*/15 * * * *", Utc(2024, 5, 1, 10, 7), 4),
-            ElementsAre(Utc(2024, 5, 1, 10, 15), Utc(2024, 5, 1, 10, 30),
-                        Utc(2024, 5, 1, 10, 45), Utc(2024, 5, 1, 11, 0)));
+              ElementsAre(Utc(2024, 5, 1, 10, 15), Utc(2024, 5, 1, 10, 30),
+                          Utc(2024, 5, 1, 10, 45), Utc(2024, 5, 1, 11, 0)));
 }
 
 TEST(CronSchedule, StepWithinRange) {
   EXPECT_THAT(Firings("0-30/10 * * * *", Utc(2024, 5, 1, 10, 0, 30), 5),
-            ElementsAre(Utc(2024, 5, 1, 10, 10), Utc(2024, 5, 1, 10, 20),
-                        Utc(2024, 5, 1, 10, 30), Utc(2024, 5, 1, 11, 0),
-                        Utc(2024, 5, 1, 11, 10)));
+              ElementsAre(Utc(2024, 5, 1, 10, 10), Utc(2024, 5, 1, 10, 20),
+                          Utc(2024, 5, 1, 10, 30), Utc(2024, 5, 1, 11, 0),
+                          Utc(2024, 5, 1, 11, 10)));
 }
 
 TEST(CronSchedule, StepFromValueRunsToEndOfField) {
   EXPECT_THAT(Firings("50/5 * * * *", Utc(2024, 5, 1, 10, 0), 3),
-            ElementsAre(Utc(2024, 5, 1, 10, 50), Utc(2024, 5, 1, 10, 55),
-                        Utc(2024, 5, 1, 11, 50)));
+              ElementsAre(Utc(2024, 5, 1, 10, 50), Utc(2024, 5, 1, 10, 55),
+                          Utc(2024, 5, 1, 11, 50)));
 }
 
 TEST(CronSchedule, ListMixesValuesRangesAndSteps) {
   EXPECT_THAT(Firings("5,20-21,40/15 * * * *", Utc(2024, 5, 1, 10, 0), 6),
-            ElementsAre(Utc(2024, 5, 1, 10, 5), Utc(2024, 5, 1, 10, 20),
-                        Utc(2024, 5, 1, 10, 21), Utc(2024, 5, 1, 10, 40),
-                        Utc(2024, 5, 1, 10, 55), Utc(2024, 5, 1, 11, 5)));
+              ElementsAre(Utc(2024, 5, 1, 10, 5), Utc(2024, 5, 1, 10, 20),
+                          Utc(2024, 5, 1, 10, 21), Utc(2024, 5, 1, 10, 40),
+                          Utc(2024, 5, 1, 10, 55), Utc(2024, 5, 1, 11, 5)));
 }
 
 TEST(CronSchedule, MonthNamesAreCaseInsensitive) {
   EXPECT_THAT(Firings("0 0 1 jan,Jul *", Utc(2024, 2, 1, 0, 0), 3),
-            ElementsAre(Utc(2024, 7, 1, 0, 0), Utc(2025, 1, 1, 0, 0), Utc(2025, 7, 1, 0, 0)));
+              ElementsAre(Utc(2024, 7, 1, 0, 0), Utc(2025, 1, 1, 0, 0), Utc(2025, 7, 1, 0, 0)));
 }
 
 TEST(CronSchedule, MonthNameRange) {
   EXPECT_THAT(Firings("0 0 1 MAR-MAY *", Utc(2024, 1, 15, 0, 0), 4),
-            ElementsAre(Utc(2024, 3, 1, 0, 0), Utc(2024, 4, 1, 0, 0), Utc(2024, 5, 1, 0, 0),
-                        Utc(2025, 3, 1, 0, 0)));
+              ElementsAre(Utc(2024, 3, 1, 0, 0), Utc(2024, 4, 1, 0, 0), Utc(2024, 5, 1, 0, 0),
+                          Utc(2025, 3, 1, 0, 0)));
 }
 
 TEST(CronSchedule, WeekdayNameRangeSkipsTheWeekend) {
   // 2024-10-04 is a Friday.
   EXPECT_THAT(Firings("0 9 * * mon-FRI", Utc(2024, 10, 4, 10, 0), 2),
-            ElementsAre(Utc(2024, 10, 7, 9, 0), Utc(2024, 10, 8, 9, 0)));
+              ElementsAre(Utc(2024, 10, 7, 9, 0), Utc(2024, 10, 8, 9, 0)));
 }
 
 TEST(CronSchedule, WeekdayRangeMayEndOnSunday) {
   // 2024-10-01 is a Tuesday.
   EXPECT_THAT(Firings("0 0 * * FRI-SUN", Utc(2024, 10, 1, 0, 0), 4),
-            ElementsAre(Utc(2024, 10, 4, 0, 0), Utc(2024, 10, 5, 0, 0), Utc(2024, 10, 6, 0, 0),
-                        Utc(2024, 10, 11, 0, 0)));
+              ElementsAre(Utc(2024, 10, 4, 0, 0), Utc(2024, 10, 5, 0, 0), Utc(2024, 10, 6, 0, 0),
+                          Utc(2024, 10, 11, 0, 0)));
 }
 
 TEST(CronSchedule, SundayIsZeroAndSeven) {
@@ -149,7 +149,7 @@ TEST(CronSchedule, SundayIsZeroAndSeven) {
 
 TEST(CronSchedule, QuestionMarkIsWildcardInDayFields) {
   EXPECT_THAT(Firings("0 0 ? * ?", Utc(2024, 5, 1, 12, 0), 2),
-            ElementsAre(Utc(2024, 5, 2, 0, 0), Utc(2024, 5, 3, 0, 0)));
+              ElementsAre(Utc(2024, 5, 2, 0, 0), Utc(2024, 5, 3, 0, 0)));
 }
 
 TEST(CronSchedule, MacrosMatchTheirExpansions) {
@@ -171,13 +171,13 @@ TEST(CronSchedule, MacrosAreCaseInsensitive) {
 
 TEST(CronSchedule, SixFieldsLeadWithSeconds) {
   EXPECT_THAT(Firings("*/20 * * * * *", Utc(2024, 5, 1, 10, 0, 5), 3),
-            ElementsAre(Utc(2024, 5, 1, 10, 0, 20), Utc(2024, 5, 1, 10, 0, 40),
-                        Utc(2024, 5, 1, 10, 1, 0)));
+              ElementsAre(Utc(2024, 5, 1, 10, 0, 20), Utc(2024, 5, 1, 10, 0, 40),
+                          Utc(2024, 5, 1, 10, 1, 0)));
 }
 
 TEST(CronSchedule, SpecificSecondOfSpecificMinute) {
   EXPECT_THAT(Firings("30 15 10 * * *", Utc(2024, 5, 1, 10, 15, 30), 1),
-            ElementsAre(Utc(2024, 5, 2, 10, 15, 30)));
+              ElementsAre(Utc(2024, 5, 2, 10, 15, 30)));
 }
 
 TEST(CronSchedule, FiveFieldsFireAtSecondZero) {
@@ -274,7 +274,7 @@ TEST(CronSchedule, MonthErrorMentionsNames) {
 
 TEST(CronSchedule, EveryMinute) {
   EXPECT_THAT(Firings("* * * * *", Utc(2024, 5, 1, 10, 0, 30), 3),
-            ElementsAre(Utc(2024, 5, 1, 10, 1), Utc(2024, 5, 1, 10, 2), Utc(2024, 5, 1, 10, 3)));
+              ElementsAre(Utc(2024, 5, 1, 10, 1), Utc(2024, 5, 1, 10, 2), Utc(2024, 5, 1, 10, 3)));
 }
 
 TEST(CronSchedule, NextIsStrictlyAfterAMatchingInstant) {
@@ -297,7 +297,7 @@ TEST(CronSchedule, DayOfMonthRollsIntoNextMonth) {
 
 TEST(CronSchedule, ThirtyFirstSkipsShortMonths) {
   EXPECT_THAT(Firings("0 0 31 * *", Utc(2024, 1, 31, 12, 0), 2),
-            ElementsAre(Utc(2024, 3, 31, 0, 0), Utc(2024, 5, 31, 0, 0)));
+              ElementsAre(Utc(2024, 3, 31, 0, 0), Utc(2024, 5, 31, 0, 0)));
 }
 
 TEST(CronSchedule, YearRollsOver) {
@@ -316,24 +316,24 @@ TEST(CronSchedule, ImpossibleDateNeverMatches) {
 TEST(CronSchedule, RestrictedDayOfMonthOrDayOfWeekMatches) {
   // October 2024: Fridays are the 4th, 11th and 18th; the 13th is a Sunday.
   EXPECT_THAT(Firings("0 0 13 * FRI", Utc(2024, 10, 1, 0, 0), 4),
-            ElementsAre(Utc(2024, 10, 4, 0, 0), Utc(2024, 10, 11, 0, 0),
-                        Utc(2024, 10, 13, 0, 0), Utc(2024, 10, 18, 0, 0)));
+              ElementsAre(Utc(2024, 10, 4, 0, 0), Utc(2024, 10, 11, 0, 0),
+                          Utc(2024, 10, 13, 0, 0), Utc(2024, 10, 18, 0, 0)));
 }
 
 TEST(CronSchedule, WildcardDayOfMonthLeavesDayOfWeekInCharge) {
   EXPECT_THAT(Firings("0 0 * * FRI", Utc(2024, 10, 1, 0, 0), 2),
-            ElementsAre(Utc(2024, 10, 4, 0, 0), Utc(2024, 10, 11, 0, 0)));
+              ElementsAre(Utc(2024, 10, 4, 0, 0), Utc(2024, 10, 11, 0, 0)));
 }
 
 TEST(CronSchedule, WildcardDayOfWeekLeavesDayOfMonthInCharge) {
   EXPECT_THAT(Firings("0 0 13 * *", Utc(2024, 10, 1, 0, 0), 2),
-            ElementsAre(Utc(2024, 10, 13, 0, 0), Utc(2024, 11, 13, 0, 0)));
+              ElementsAre(Utc(2024, 10, 13, 0, 0), Utc(2024, 11, 13, 0, 0)));
 }
 
 TEST(CronSchedule, DayOfWeekAndMonthMustBothMatch) {
   // Mondays in February 2025: the 3rd, 10th, 17th and 24th.
   EXPECT_THAT(Firings("0 0 * FEB MON", Utc(2025, 1, 1, 0, 0), 2),
-            ElementsAre(Utc(2025, 2, 3, 0, 0), Utc(2025, 2, 10, 0, 0)));
+              ElementsAre(Utc(2025, 2, 3, 0, 0), Utc(2025, 2, 10, 0, 0)));
 }
 
 TEST(CronSchedule, NextInFixedOffsetZone) {
@@ -367,7 +367,7 @@ TEST(CronSchedule, DstFallBackRunsHourPinnedJobOnce) {
   // 2024-11-03 02:00 EDT falls back to 01:00 EST: 01:30 happens at 05:30 and 06:30 UTC.
   const absl::Time after = absl::FromCivil(absl::CivilSecond(2024, 11, 3, 0, 0, 0), *ny);
   EXPECT_THAT(Firings("30 1 * * *", after, 2, *ny),
-            ElementsAre(Utc(2024, 11, 3, 5, 30), Utc(2024, 11, 4, 6, 30)));
+              ElementsAre(Utc(2024, 11, 3, 5, 30), Utc(2024, 11, 4, 6, 30)));
 }
 
 TEST(CronSchedule, DstFallBackRunsEveryHourJobInRepeatedHour) {
@@ -375,8 +375,8 @@ TEST(CronSchedule, DstFallBackRunsEveryHourJobInRepeatedHour) {
   if (!ny.has_value()) GTEST_SKIP() << "America/New_York is not available";
   // After 01:30 EDT (05:30 UTC) comes 01:00 EST (06:00 UTC), not 02:00 EST.
   EXPECT_THAT(Firings("*/30 * * * *", Utc(2024, 11, 3, 5, 0), 4, *ny),
-            ElementsAre(Utc(2024, 11, 3, 5, 30), Utc(2024, 11, 3, 6, 0), Utc(2024, 11, 3, 6, 30),
-                        Utc(2024, 11, 3, 7, 0)));
+              ElementsAre(Utc(2024, 11, 3, 5, 30), Utc(2024, 11, 3, 6, 0), Utc(2024, 11, 3, 6, 30),
+                          Utc(2024, 11, 3, 7, 0)));
 }
 
 TEST(CronSchedule, DstFallBackFromSecondOccurrenceStaysInIt) {
