@@ -159,6 +159,11 @@ Supervisor::Unit& Supervisor::AddUnit(const AppSpec& spec) {
 void Supervisor::ConfigureUnit(Unit& u) {
   const AppSpec& spec = u.spec;
   u.policy = RestartPolicy(spec);
+  // A schedule armed for the previous spec must not fire; Spawn arms the new one.
+  if (u.cron_timer) {
+    loop_.CancelTimer(u.cron_timer);
+    u.cron_timer = 0;
+  }
   u.cron.reset();
   if (!spec.cron_restart().empty()) {
     auto cron = CronSchedule::Parse(spec.cron_restart());
