@@ -676,8 +676,11 @@ void Supervisor::StopAll(std::function<void()> done) {
 void Supervisor::ScheduleCron(Unit& u) {
   if (!u.cron) return;
   absl::Time now = loop_.clock().Now();
-  auto next = u.cron->Next(now, options_.time_zone);
+  // From the previous target when the timer fired a little early (timers run on the
+  // monotonic clock), so one cron instant never restarts twice.
+  auto next = u.cron->Next(std::max(now, u.cron_last), options_.time_zone);
   if (!next) return;
+  u.cron_last = *next;
   const std::string name = u.spec.name();
   u.cron_timer = loop_.RunAfter(*next - now, [this, name] {
     auto it = units_.find(name);

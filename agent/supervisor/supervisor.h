@@ -132,6 +132,7 @@ class Supervisor {
     int last_signal = 0;
     EventLoop::Handle restart_timer = 0, kill_timer = 0, cron_timer = 0;
     absl::Time next_restart_wall;
+    absl::Time cron_last;  // the instant the cron timer was last armed for
     Intent intent = Intent::kNone;
     std::vector<std::function<void()>> on_stopped;  // called when no process runs
     std::deque<herd::v1::UnitEvent> events;
