@@ -49,9 +49,11 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
   } else {
     return bad();
   }
-  double bytes = n * mult;
-  if (bytes >= 1.8e19) return bad();
-  return static_cast<uint64_t>(std::llround(bytes));
+  // 2^64 bytes and more do not fit; below that, round in double (llround would overflow
+  // past INT64_MAX).
+  double bytes = std::round(n * mult);
+  if (bytes >= 18446744073709551616.0) return bad();
+  return static_cast<uint64_t>(bytes);
 }
 
 absl::StatusOr<uint64_t> ParseDurationMs(absl::string_view text) {
@@ -86,7 +88,8 @@ std::string FormatBytes(uint64_t bytes) {
   const char* units[] = {"K", "M", "G", "T"};
   double v = static_cast<double>(bytes) / 1024;
   int u = 0;
-  while (v >= 1024 && u < 3) {
+  // Move up a unit when one decimal would round to 1024.0 ("1.0M", not "1024.0K").
+  while (v >= 1023.95 && u < 3) {
     v /= 1024;
     ++u;
   }

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "agent/supervisor/cron_schedule.h"
 #include "common/units.h"
 #include "nlohmann/json.hpp"
@@ -85,11 +87,27 @@ std::string InterpreterForExtension(absl::string_view script) {
   return "";
 }
 
-bool HasShebang(const std::string& path) {
+// The program and optional single argument of a script's #! line, split the way the kernel
+// does (the rest of the line after the program is one argument).
+struct Shebang {
+  std::string program;
+  std::string arg;
+};
+std::optional<Shebang> ReadShebang(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
-  char buf[2] = {0, 0};
-  f.read(buf, 2);
-  return f.gcount() == 2 && buf[0] == '#' && buf[1] == '!';
+  char buf[256] = {};
+  f.read(buf, sizeof buf);
+  absl::string_view head(buf, static_cast<size_t>(f.gcount()));
+  if (!absl::ConsumePrefix(&head, "#!")) return std::nullopt;
+  head = head.substr(0, head.find('\n'));
+  head = absl::StripAsciiWhitespace(head);
+  Shebang s;
+  size_t space = head.find_first_of(" \t");
+  s.program = std::string(head.substr(0, space));
+  if (space != absl::string_view::npos) {
+    s.arg = std::string(absl::StripAsciiWhitespace(head.substr(space)));
+  }
+  return s;
 }
 
 // Field readers. Each returns an error that starts with the field name.
@@ -346,10 +364,23 @@ absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
 
   if (!interpreter_given) {
     std::string interp = InterpreterForExtension(script);
-    if (interp.empty() && !HasShebang(script) && access(script.c_str(), X_OK) != 0) {
-      return r.Error("interpreter", absl::StrCat("cannot tell how to run \"", script,
-                                                 "\": make it executable, add a #! line, or "
-                                                 "set interpreter (e.g. \"bash\")"));
+    if (interp.empty() && access(script.c_str(), X_OK) != 0) {
+      // Not executable, so exec would fail with EACCES despite a #! line: run the #! program
+      // ourselves, the way the kernel would for an executable script.
+      std::optional<Shebang> shebang = ReadShebang(script);
+      if (!shebang.has_value() || shebang->program.empty()) {
+        return r.Error("interpreter", absl::StrCat("cannot tell how to run \"", script,
+                                                   "\": make it executable, add a #! line, or "
+                                                   "set interpreter (e.g. \"bash\")"));
+      }
+      interp = shebang->program;
+      if (!shebang->arg.empty()) {
+        // The #! argument comes first, before any interpreter_args given.
+        std::vector<std::string> args = {shebang->arg};
+        args.insert(args.end(), spec.interpreter_args().begin(), spec.interpreter_args().end());
+        spec.clear_interpreter_args();
+        for (auto& a : args) spec.add_interpreter_args(std::move(a));
+      }
     }
     spec.set_interpreter(interp);
   } else if (spec.interpreter() == "none") {
