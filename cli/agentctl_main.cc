@@ -54,7 +54,10 @@ int main(int argc, char** argv) {
                     "Program that runs the script (default: from extension or shebang; none = exec directly)");
   start->add_option("--interpreter-args", sf.interpreter_args, "Arguments for the interpreter");
   start->add_option("--cwd", sf.cwd, "Working directory");
-  start->add_option("--env", sf.env, "Environment variable NAME=value (repeatable)");
+  // Repeatable options take one value per occurrence, so they never swallow the `--` that
+  // starts the script's own arguments.
+  start->add_option("--env", sf.env, "Environment variable NAME=value (repeatable)")
+      ->allow_extra_args(false);
   start->add_flag("--no-autorestart", sf.no_autorestart, "Do not restart when the process exits");
   start->add_option("--max-restarts", sf.max_restarts,
                     "Unstable restarts before the unit is errored (default 16)");
@@ -63,7 +66,10 @@ int main(int argc, char** argv) {
   start->add_option("--exp-backoff-restart-delay", sf.exp_backoff_restart_delay,
                     "First delay of exponential backoff (x1.5 per unstable restart, max 15s)");
   start->add_option("--kill-timeout", sf.kill_timeout, "SIGTERM to SIGKILL delay (default 1600 ms)");
-  start->add_option("--stop-exit-codes", sf.stop_exit_codes, "Exit codes that mean done (no restart)");
+  start->add_option("--stop-exit-codes", sf.stop_exit_codes,
+                    "Exit codes that mean done, no restart (repeatable or comma-separated)")
+      ->allow_extra_args(false)
+      ->delimiter(',');
   start->add_option("--max-memory-restart", sf.max_memory_restart,
                     "Restart when memory exceeds this (e.g. 200M, 1G)");
   start->add_option("--cron-restart", sf.cron_restart, "Cron expression at which to restart");
@@ -74,8 +80,12 @@ int main(int argc, char** argv) {
   start->add_option("--out-file", sf.out_file, "stdout log path");
   start->add_option("--error-file", sf.error_file, "stderr log path");
   start->add_option("--pid-file", sf.pid_files,
-                    "Also sample the process named in this pid file (repeatable)");
-  start->add_option("--only", sf.only, "With an ecosystem file: start only these apps");
+                    "Also sample the process named in this pid file (repeatable)")
+      ->allow_extra_args(false);
+  start->add_option("--only", sf.only,
+                    "With an ecosystem file: start only these apps (repeatable or comma-separated)")
+      ->allow_extra_args(false)
+      ->delimiter(',');
 
   auto* stop = app.add_subcommand("stop", "Stop a unit (or all): SIGTERM, SIGKILL after kill_timeout");
   stop->add_option("name", name, "Unit name or all")->required();

@@ -1,1 +1,261 @@
-// Tests are being written.
+#include "tests/integration/agent_harness.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace herd::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::vector<char*> Argv(const std::vector<std::string>& args) {
+  std::vector<char*> v;
+  for (const auto& a : args) v.push_back(const_cast<char*>(a.c_str()));
+  v.push_back(nullptr);
+  return v;
+}
+
+int DecodeStatus(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+// Waits up to `timeout` for our child `pid`; returns its decoded status or -1.
+int WaitChild(pid_t pid, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    int status = 0;
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return DecodeStatus(status);
+    if (r < 0) return -1;
+    if (absl::Now() > deadline) return -1;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
+std::string EnvOr(const char* name, const std::string& fallback) {
+  const char* v = getenv(name);
+  return v != nullptr && *v != '\0' ? v : fallback;
+}
+
+}  // namespace
+
+CmdResult Run(const std::vector<std::string>& argv) {
+  CmdResult r;
+  char out_tmpl[] = "/tmp/herd-run-out-XXXXXX";
+  char err_tmpl[] = "/tmp/herd-run-err-XXXXXX";
+  int out_fd = mkstemp(out_tmpl);
+  int err_fd = mkstemp(err_tmpl);
+  if (out_fd < 0 || err_fd < 0) {
+    r.err = absl::StrCat("mkstemp: ", strerror(errno));
+    return r;
+  }
+  std::vector<char*> args = Argv(argv);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int null_fd = open("/dev/null", O_RDONLY);
+    dup2(null_fd, 0);
+    dup2(out_fd, 1);
+    dup2(err_fd, 2);
+    execv(args[0], args.data());
+    dprintf(2, "exec %s: %s\n", args[0], strerror(errno));
+    _exit(127);
+  }
+  close(out_fd);
+  close(err_fd);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.exit_code = DecodeStatus(status);
+  r.out = ReadWhole(out_tmpl);
+  r.err = ReadWhole(err_tmpl);
+  unlink(out_tmpl);
+  unlink(err_tmpl);
+  return r;
+}
+
+bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    if (pred()) return true;
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+bool ProcessAlive(pid_t pid) {
+  if (pid <= 0) return false;
+  std::string stat = ReadWhole(absl::StrCat("/proc/", pid, "/stat"));
+  if (stat.empty()) return false;
+  size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
+// The test binary lives in BUILD/tests, next to herd_test_child; agentd and agentctl are in
+// BUILD/bin. The environment variables override this layout.
+static std::string SelfDir() {
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : self.parent_path().string();
+}
+
+std::string AgentHarness::BinDir() {
+  return EnvOr("HERD_BIN_DIR", (fs::path(SelfDir()).parent_path() / "bin").string());
+}
+
+std::string AgentHarness::ChildBinary() {
+  return EnvOr("HERD_TEST_BIN_DIR", SelfDir()) + "/herd_test_child";
+}
+
+AgentHarness::AgentHarness() {
+  char tmpl[] = "/tmp/herd-it-XXXXXX";
+  if (mkdtemp(tmpl) != nullptr) home_ = tmpl;
+}
+
+AgentHarness::~AgentHarness() {
+  StopAgent();
+  // Anything a test left running (e.g. after KillAgent without a restart).
+  for (pid_t pid : tracked_) {
+    std::string cmdline = ReadWhole(absl::StrCat("/proc/", pid, "/cmdline"));
+    if (ProcessAlive(pid) && absl::StrContains(cmdline, "herd_test_child")) {
+      kill(-pid, SIGKILL);
+      kill(pid, SIGKILL);
+    }
+  }
+  if (!home_.empty()) {
+    std::error_code ec;
+    fs::remove_all(home_, ec);
+  }
+}
+
+bool AgentHarness::StartAgent(const std::vector<std::string>& extra_args) {
+  if (home_.empty()) {
+    last_error_ = "no temporary home";
+    return false;
+  }
+  std::vector<std::string> argv = {BinDir() + "/agentd", "--home", home_,
+                                   "--sample-interval", "100ms", "--smaps-interval", "500ms",
+                                   "--log-level", "debug"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  std::string out_path = Path("agentd.out");
+  std::vector<char*> args = Argv(argv);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int null_fd = open("/dev/null", O_RDONLY);
+    int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(null_fd, 0);
+    dup2(out_fd, 1);
+    dup2(out_fd, 2);
+    execv(args[0], args.data());
+    dprintf(2, "exec %s: %s\n", args[0], strerror(errno));
+    _exit(127);
+  }
+  agent_pid_ = pid;
+  bool up = WaitFor(
+      [&] {
+        int status = 0;
+        if (waitpid(agent_pid_, &status, WNOHANG) == agent_pid_) {
+          agent_pid_ = 0;
+          return true;  // exited: stop waiting
+        }
+        return Ctl({"info"}).exit_code == 0;
+      },
+      absl::Seconds(15));
+  if (!up || agent_pid_ == 0) {
+    last_error_ = absl::StrCat("agentd did not come up; its output:\n", ReadWhole(out_path));
+    return false;
+  }
+  return true;
+}
+
+void AgentHarness::StopAgent() {
+  if (agent_pid_ <= 0) return;
+  kill(agent_pid_, SIGTERM);
+  if (WaitChild(agent_pid_, absl::Seconds(20)) < 0) {
+    kill(agent_pid_, SIGKILL);
+    WaitChild(agent_pid_, absl::Seconds(5));
+  }
+  agent_pid_ = 0;
+}
+
+void AgentHarness::KillAgent() {
+  if (agent_pid_ <= 0) return;
+  kill(agent_pid_, SIGKILL);
+  WaitChild(agent_pid_, absl::Seconds(5));
+  agent_pid_ = 0;
+}
+
+CmdResult AgentHarness::Ctl(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {BinDir() + "/agentctl", "--home", home_, "--timeout", "20"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Run(argv);
+}
+
+nlohmann::json AgentHarness::CtlJson(const std::vector<std::string>& args) {
+  std::vector<std::string> full = {"-o", "json"};
+  full.insert(full.end(), args.begin(), args.end());
+  CmdResult r = Ctl(full);
+  if (r.exit_code != 0) {
+    last_error_ = absl::StrCat("agentctl exited ", r.exit_code, ": ", r.err);
+    return nullptr;
+  }
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    last_error_ = absl::StrCat("agentctl output is not JSON: ", r.out);
+    return nullptr;
+  }
+  return j;
+}
+
+nlohmann::json AgentHarness::Unit(const std::string& name) {
+  nlohmann::json list = CtlJson({"list"});
+  if (!list.is_object() || !list.contains("units")) return nullptr;
+  for (const auto& u : list["units"]) {
+    if (u.value("name", "") != name) continue;
+    if (u.contains("sampled_pids")) {
+      for (const auto& p : u["sampled_pids"]) Track(p.get<pid_t>());
+    }
+    if (u.value("pid", 0) > 0) Track(u["pid"].get<pid_t>());
+    return u;
+  }
+  return nullptr;
+}
+
+std::string AgentHarness::State(const std::string& name) {
+  nlohmann::json u = Unit(name);
+  if (u.is_null()) return "";
+  std::string s = u.value("state", "");
+  if (absl::StartsWith(s, "UNIT_STATE_")) s = s.substr(11);
+  for (char& c : s) c = static_cast<char>(tolower(c));
+  return s;
+}
+
+std::vector<std::string> AgentHarness::EventKinds(const std::string& name) {
+  std::vector<std::string> kinds;
+  nlohmann::json d = CtlJson({"describe", name});
+  if (!d.is_object() || !d.contains("events")) return kinds;
+  for (const auto& e : d["events"]) kinds.push_back(e.value("kind", ""));
+  return kinds;
+}
+
+}  // namespace herd::testing

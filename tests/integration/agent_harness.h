@@ -1,1 +1,80 @@
-// Tests are being written.
+// AgentHarness: a real agentd in a temporary home, driven through the real agentctl.
+//
+// Every test gets its own home (mkdtemp) and agent; the destructor stops the agent with
+// SIGTERM (its units stop with it), kills anything the test left behind, and removes the home.
+// Binaries are found through $HERD_BIN_DIR (agentd, agentctl) and $HERD_TEST_BIN_DIR
+// (herd_test_child), set by CTest.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
+
+namespace herd::testing {
+
+struct CmdResult {
+  int exit_code = -1;  // 128+signal when killed
+  std::string out;
+  std::string err;
+};
+
+// Runs argv to completion (stdin /dev/null), capturing stdout and stderr.
+CmdResult Run(const std::vector<std::string>& argv);
+
+// True once `pred` holds, polling every 20 ms up to `timeout`.
+bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(10));
+
+// True while /proc/PID exists and is not a zombie.
+bool ProcessAlive(pid_t pid);
+
+class AgentHarness {
+ public:
+  AgentHarness();
+  ~AgentHarness();
+  AgentHarness(const AgentHarness&) = delete;
+  AgentHarness& operator=(const AgentHarness&) = delete;
+
+  // Starts agentd in the foreground (as our child) and waits until it answers.
+  // Returns false (with the agent's output in last_error()) if it does not come up.
+  bool StartAgent(const std::vector<std::string>& extra_args = {});
+  // SIGTERM and wait: units are stopped gracefully, state is kept for the next start.
+  void StopAgent();
+  // SIGKILL: the agent dies without stopping its units.
+  void KillAgent();
+  pid_t agent_pid() const { return agent_pid_; }
+
+  // agentctl --home HOME args...
+  CmdResult Ctl(const std::vector<std::string>& args) const;
+  // agentctl -o json args..., parsed; a null json when the command failed or the output is
+  // not JSON (the failure is recorded in last_error()).
+  nlohmann::json CtlJson(const std::vector<std::string>& args);
+  // One unit's status from `list -o json`; null if absent.
+  nlohmann::json Unit(const std::string& name);
+  // The unit's state name without the prefix ("online", "errored", ...); "" if absent.
+  std::string State(const std::string& name);
+  // Kinds of the unit's recent events, oldest first.
+  std::vector<std::string> EventKinds(const std::string& name);
+
+  const std::string& home() const { return home_; }
+  std::string Path(const std::string& rel) const { return home_ + "/" + rel; }
+  static std::string ChildBinary();
+  static std::string BinDir();
+  const std::string& last_error() const { return last_error_; }
+
+  // Remembers a pid to SIGKILL in the destructor if it is still one of ours.
+  void Track(pid_t pid) { tracked_.push_back(pid); }
+
+ private:
+  std::string home_;
+  pid_t agent_pid_ = 0;
+  std::string last_error_;
+  std::vector<pid_t> tracked_;
+};
+
+}  // namespace herd::testing
