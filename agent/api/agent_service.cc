@@ -19,9 +19,13 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-AgentService::AgentService(EventLoop& loop, Supervisor& supervisor, LogWriter& logs,
-                           AgentServiceOptions options)
-    : loop_(loop), supervisor_(supervisor), logs_(logs), options_(std::move(options)) {}
+AgentService::AgentService(EventLoop& loop, Supervisor& supervisor, ModuleManager& modules,
+                           LogWriter& logs, AgentServiceOptions options)
+    : loop_(loop),
+      supervisor_(supervisor),
+      modules_(modules),
+      logs_(logs),
+      options_(std::move(options)) {}
 
 namespace {
 
@@ -56,7 +60,10 @@ grpc::ServerUnaryReactor* AgentService::List(grpc::CallbackServerContext* ctx,
                                              herd::v1::ListResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
   loop_.Post([this, reactor, resp] {
-    for (auto& u : supervisor_.List()) *resp->add_units() = std::move(u);
+    for (auto& u : supervisor_.List()) {
+      modules_.FillStatus(&u);
+      *resp->add_units() = std::move(u);
+    }
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
@@ -70,6 +77,7 @@ grpc::ServerUnaryReactor* AgentService::Describe(grpc::CallbackServerContext* ct
     auto d = supervisor_.Describe(req->name());
     if (!d.ok()) return reactor->Finish(ToGrpc(d.status()));
     *resp = std::move(*d);
+    modules_.FillDetail(resp);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
@@ -153,6 +161,12 @@ grpc::ServerUnaryReactor* AgentService::RunSelectorOp(grpc::CallbackServerContex
     }
   }
   loop_.Post([this, reactor, req, resp, op] {
+    if (op == &Supervisor::Delete && modules_.IsModule(req->name())) {
+      return reactor->Finish(grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrCat(req->name(), " is a module: `agentctl uninstall ", req->name(),
+                       "` removes it (stop keeps it installed but not running)")));
+    }
     (supervisor_.*op)(req->name(), [reactor, resp](auto units) {
       FillUnits(units, resp, reactor);
     });
@@ -185,6 +199,151 @@ grpc::ServerUnaryReactor* AgentService::Shutdown(grpc::CallbackServerContext* ct
   herd::Logger("api")->info("event=shutdown_requested peer={}", ctx->peer());
   reactor->Finish(grpc::Status::OK);
   if (options_.on_shutdown) loop_.Post([this] { options_.on_shutdown(); });
+  return reactor;
+}
+
+// ---------------------------------------------------------------------------------------
+// Modules. Inputs are checked here (sizes, names); the manager checks the rest on the loop.
+
+namespace {
+
+constexpr size_t kMaxField = 4096;
+
+grpc::Status TooLong(const char* what) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat(what, " is longer than ", kMaxField, " bytes"));
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AgentService::InstallModule(grpc::CallbackServerContext* ctx,
+                                                      const herd::v1::InstallModuleRequest* req,
+                                                      herd::v1::ModuleInfo* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  if (req->source().size() > kMaxField || req->base_dir().size() > kMaxField) {
+    reactor->Finish(TooLong("source"));
+    return reactor;
+  }
+  std::string base = req->base_dir().empty() ? options_.home : req->base_dir();
+  if (base.front() != '/') {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "base_dir must be an absolute directory"));
+    return reactor;
+  }
+  loop_.Post([this, reactor, req, resp, base] {
+    modules_.Install(req->source(), base, [reactor, resp](auto info) {
+      if (!info.ok()) return reactor->Finish(ToGrpc(info.status()));
+      *resp = std::move(*info);
+      reactor->Finish(grpc::Status::OK);
+    });
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::UninstallModule(
+    grpc::CallbackServerContext* ctx, const herd::v1::UninstallModuleRequest* req,
+    herd::v1::UninstallModuleResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  if (auto st = ValidateUnitName(req->name()); !st.ok()) {
+    reactor->Finish(ToGrpc(st));
+    return reactor;
+  }
+  loop_.Post([this, reactor, req, resp] {
+    modules_.Uninstall(req->name(), req->keep_config(), [reactor, resp](auto r) {
+      if (!r.ok()) return reactor->Finish(ToGrpc(r.status()));
+      *resp = std::move(*r);
+      reactor->Finish(grpc::Status::OK);
+    });
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::UpdateModule(grpc::CallbackServerContext* ctx,
+                                                     const herd::v1::UpdateModuleRequest* req,
+                                                     herd::v1::ModuleInfo* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  if (auto st = ValidateUnitName(req->name()); !st.ok()) {
+    reactor->Finish(ToGrpc(st));
+    return reactor;
+  }
+  loop_.Post([this, reactor, req, resp] {
+    modules_.Update(req->name(), [reactor, resp](auto info) {
+      if (!info.ok()) return reactor->Finish(ToGrpc(info.status()));
+      *resp = std::move(*info);
+      reactor->Finish(grpc::Status::OK);
+    });
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::GetConfig(grpc::CallbackServerContext* ctx,
+                                                  const herd::v1::GetConfigRequest* req,
+                                                  herd::v1::GetConfigResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  loop_.Post([this, reactor, req, resp] {
+    auto c = modules_.GetConfig(req->module());
+    if (!c.ok()) return reactor->Finish(ToGrpc(c.status()));
+    for (auto& m : *c) *resp->add_modules() = std::move(m);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::SetConfig(grpc::CallbackServerContext* ctx,
+                                                  const herd::v1::SetConfigRequest* req,
+                                                  herd::v1::ModuleConfig* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  if (req->module().size() > kMaxField || req->key().size() > kMaxField) {
+    reactor->Finish(TooLong("module or key"));
+    return reactor;
+  }
+  loop_.Post([this, reactor, req, resp] {
+    modules_.SetConfig(*req, [reactor, resp](auto c) {
+      if (!c.ok()) return reactor->Finish(ToGrpc(c.status()));
+      *resp = std::move(*c);
+      reactor->Finish(grpc::Status::OK);
+    });
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::UnsetConfig(grpc::CallbackServerContext* ctx,
+                                                    const herd::v1::UnsetConfigRequest* req,
+                                                    herd::v1::ModuleConfig* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  if (req->module().size() > kMaxField || req->key().size() > kMaxField) {
+    reactor->Finish(TooLong("module or key"));
+    return reactor;
+  }
+  loop_.Post([this, reactor, req, resp] {
+    modules_.UnsetConfig(*req, [reactor, resp](auto c) {
+      if (!c.ok()) return reactor->Finish(ToGrpc(c.status()));
+      *resp = std::move(*c);
+      reactor->Finish(grpc::Status::OK);
+    });
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AgentService::TriggerAction(grpc::CallbackServerContext* ctx,
+                                                      const herd::v1::TriggerActionRequest* req,
+                                                      herd::v1::TriggerActionResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  size_t params_bytes = 0;
+  for (const auto& [k, v] : req->params()) params_bytes += k.size() + v.size();
+  if (req->module().size() > kMaxField || req->action().size() > kMaxField ||
+      params_bytes > 65536) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "module, action or params too large (params: 64 KiB)"));
+    return reactor;
+  }
+  loop_.Post([this, reactor, req, resp] {
+    modules_.TriggerAction(*req, [reactor, resp](auto r) {
+      if (!r.ok()) return reactor->Finish(ToGrpc(r.status()));
+      *resp = std::move(*r);
+      reactor->Finish(grpc::Status::OK);
+    });
+  });
   return reactor;
 }
 

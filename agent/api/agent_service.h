@@ -13,6 +13,7 @@
 
 #include "agent/logs/log_writer.h"
 #include "agent/loop/event_loop.h"
+#include "agent/modules/module_manager.h"
 #include "agent/supervisor/supervisor.h"
 #include "herd/v1/agent.grpc.pb.h"
 
@@ -32,7 +33,7 @@ class AgentService final : public herd::v1::Agent::CallbackService {
   // Largest ecosystem document accepted by Start.
   static constexpr size_t kMaxEcosystemBytes = 1 << 20;
 
-  AgentService(EventLoop& loop, Supervisor& supervisor, LogWriter& logs,
+  AgentService(EventLoop& loop, Supervisor& supervisor, ModuleManager& modules, LogWriter& logs,
                AgentServiceOptions options);
 
   grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* ctx,
@@ -61,6 +62,27 @@ class AgentService final : public herd::v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* Shutdown(grpc::CallbackServerContext* ctx,
                                      const herd::v1::ShutdownRequest* req,
                                      herd::v1::ShutdownResponse* resp) override;
+  grpc::ServerUnaryReactor* InstallModule(grpc::CallbackServerContext* ctx,
+                                          const herd::v1::InstallModuleRequest* req,
+                                          herd::v1::ModuleInfo* resp) override;
+  grpc::ServerUnaryReactor* UninstallModule(grpc::CallbackServerContext* ctx,
+                                            const herd::v1::UninstallModuleRequest* req,
+                                            herd::v1::UninstallModuleResponse* resp) override;
+  grpc::ServerUnaryReactor* UpdateModule(grpc::CallbackServerContext* ctx,
+                                         const herd::v1::UpdateModuleRequest* req,
+                                         herd::v1::ModuleInfo* resp) override;
+  grpc::ServerUnaryReactor* GetConfig(grpc::CallbackServerContext* ctx,
+                                      const herd::v1::GetConfigRequest* req,
+                                      herd::v1::GetConfigResponse* resp) override;
+  grpc::ServerUnaryReactor* SetConfig(grpc::CallbackServerContext* ctx,
+                                      const herd::v1::SetConfigRequest* req,
+                                      herd::v1::ModuleConfig* resp) override;
+  grpc::ServerUnaryReactor* UnsetConfig(grpc::CallbackServerContext* ctx,
+                                        const herd::v1::UnsetConfigRequest* req,
+                                        herd::v1::ModuleConfig* resp) override;
+  grpc::ServerUnaryReactor* TriggerAction(grpc::CallbackServerContext* ctx,
+                                          const herd::v1::TriggerActionRequest* req,
+                                          herd::v1::TriggerActionResponse* resp) override;
 
  private:
   class LogsReactor;
@@ -71,6 +93,7 @@ class AgentService final : public herd::v1::Agent::CallbackService {
 
   EventLoop& loop_;
   Supervisor& supervisor_;
+  ModuleManager& modules_;
   LogWriter& logs_;
   const AgentServiceOptions options_;
 };

@@ -14,7 +14,9 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/cleanup/cleanup.h"
 #include "agent/api/agent_service.h"
+#include "agent/modules/module_manager.h"
 #include "agent/logs/log_writer.h"
 #include "agent/loop/event_loop.h"
 #include "agent/procfs/proc_sampler.h"
@@ -119,6 +121,15 @@ absl::Status RunAgent(const AgentOptions& options) {
   sopts.log_retain = options.log_retain;
   sopts.base_env = CurrentEnvironment();
   Supervisor supervisor(**loop, spawner, sampler, logs, &state, sopts);
+  const char* path_env = getenv("PATH");
+  const std::string search_path = path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
+  ModuleManagerOptions mopts;
+  mopts.home = home;
+  mopts.search_path = search_path;
+  ModuleManager modules(**loop, supervisor, mopts);
+  supervisor.set_hooks(&modules);
+  absl::Cleanup unhook = [&] { supervisor.set_hooks(nullptr); };
+  if (auto st = modules.Load(); !st.ok()) return st;
 
   std::unique_ptr<grpc::Server> server;
   std::thread server_stopper;
@@ -151,12 +162,11 @@ absl::Status RunAgent(const AgentOptions& options) {
 
   AgentServiceOptions aopts;
   aopts.home = home;
-  const char* path_env = getenv("PATH");
-  aopts.search_path = path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
+  aopts.search_path = search_path;
   aopts.started_at = clock.Now();
   aopts.sample_interval_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options.sample_interval));
   aopts.on_shutdown = shutdown;
-  AgentService service(**loop, supervisor, logs, aopts);
+  AgentService service(**loop, supervisor, modules, logs, aopts);
 
   const std::string sock = AgentSocketPath(home);
   unlink(sock.c_str());  // we hold the home lock: any socket file here is stale

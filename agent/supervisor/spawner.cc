@@ -39,8 +39,21 @@ absl::StatusOr<SpawnedProcess> PosixSpawner::Spawn(const SpawnRequest& req) {
   } else {
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
   }
+  // The module channel becomes fd 3. dup2 onto itself would keep FD_CLOEXEC, so a source
+  // that already is fd 3 is moved first.
+  int channel_src = req.channel_fd;
+  int moved = -1;
+  if (channel_src == 3) {
+    moved = fcntl(channel_src, F_DUPFD_CLOEXEC, 10);
+    if (moved < 0) return absl::InternalError(absl::StrCat("fcntl: ", strerror(errno)));
+    channel_src = moved;
+  }
+  absl::Cleanup close_moved = [moved] {
+    if (moved >= 0) close(moved);
+  };
+  if (channel_src >= 0) posix_spawn_file_actions_adddup2(&fa, channel_src, 3);
   // Whatever the agent opened without O_CLOEXEC (libraries do) stays out of the child.
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  posix_spawn_file_actions_addclosefrom_np(&fa, channel_src >= 0 ? 4 : 3);
   if (!req.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, req.cwd.c_str());
 
   sigset_t empty, all;

@@ -23,6 +23,7 @@ struct SpawnRequest {
   std::vector<std::string> env;   // complete environment, "KEY=VALUE"
   int stdout_fd = -1;             // becomes fd 1 (-1 = /dev/null)
   int stderr_fd = -1;             // becomes fd 2 (-1 = /dev/null)
+  int channel_fd = -1;            // becomes fd 3 (a module's channel), if set
 };
 
 struct SpawnedProcess {

@@ -45,6 +45,9 @@ json SpecToJson(const herd::v1::AppSpec& s) {
   j["pid_files_join"] = s.pid_files_join();
   j["log_max_size_bytes"] = s.log_max_size_bytes();
   j["log_retain"] = s.log_retain();
+  if (s.channel() != herd::v1::CHANNEL_KIND_NONE) {
+    j["channel"] = s.channel() == herd::v1::CHANNEL_KIND_NODE ? "node" : "native";
+  }
   return j;
 }
 
@@ -83,6 +86,10 @@ herd::v1::AppSpec SpecFromJson(const json& j) {
   s.set_pid_files_join(j.value("pid_files_join", false));
   s.set_log_max_size_bytes(j.value("log_max_size_bytes", uint64_t{0}));
   s.set_log_retain(j.value("log_retain", 0u));
+  const std::string channel = j.value("channel", "");
+  s.set_channel(channel == "node"     ? herd::v1::CHANNEL_KIND_NODE
+                : channel == "native" ? herd::v1::CHANNEL_KIND_NATIVE
+                                      : herd::v1::CHANNEL_KIND_NONE);
   return s;
 }
 

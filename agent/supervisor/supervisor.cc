@@ -241,8 +241,11 @@ void Supervisor::Spawn(Unit& u) {
   }
   for (const auto& [k, v] : u.spec.env()) req.env.push_back(absl::StrCat(k, "=", v));
   req.env.push_back(absl::StrCat("HERD_UNIT=", u.spec.name()));
+  const bool hooked = hooks_ != nullptr && u.spec.channel() != herd::v1::CHANNEL_KIND_NONE;
+  if (hooked) hooks_->BeforeSpawn(u.spec, &req.env, &req.channel_fd);
 
   auto spawned = spawner_.Spawn(req);
+  if (hooked) hooks_->AfterSpawn(u.spec.name(), spawned.ok() ? spawned->pid : 0);
   if (!spawned.ok()) {
     u.state = herd::v1::UNIT_STATE_ERRORED;
     u.reason = std::string(spawned.status().message());
@@ -301,6 +304,9 @@ void Supervisor::OnExit(Unit& u) {
   u.last_signal = exit.signal;
   u.usage = herd::v1::ResourceUsage();
   u.sampled_pids.clear();
+  if (hooks_ != nullptr && u.spec.channel() != herd::v1::CHANNEL_KIND_NONE) {
+    hooks_->AfterExit(u.spec.name());
+  }
   // What the process wrote just before exiting is still in the pipe.
   OnOutput(u, u.out);
   OnOutput(u, u.err);
@@ -727,6 +733,11 @@ void Supervisor::Sample() {
       if (u->spec.pid_files_join() || t.roots.empty()) t.roots.push_back(u->pid);
     } else {
       t.roots.push_back(u->pid);
+    }
+    if (hooks_ != nullptr && u->spec.channel() != herd::v1::CHANNEL_KIND_NONE) {
+      // A module's announced pid (initModule's `pid`) replaces its own process, as in PM2.
+      std::vector<pid_t> announced = hooks_->SampleRoots(name);
+      if (!announced.empty()) t.roots = std::move(announced);
     }
     targets.push_back(std::move(t));
     order.push_back(u.get());

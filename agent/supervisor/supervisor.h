@@ -59,6 +59,23 @@ struct SupervisorOptions {
   size_t events_kept = 50;
 };
 
+// What the module manager adds to a unit whose spec has a channel (a module). Called on the
+// loop thread.
+class UnitHooks {
+ public:
+  virtual ~UnitHooks() = default;
+  // Before the unit's process is spawned: may append environment and set a descriptor the
+  // child inherits as fd 3 (the caller does not take ownership).
+  virtual void BeforeSpawn(const herd::v1::AppSpec& spec, std::vector<std::string>* env,
+                           int* channel_fd) = 0;
+  // After the spawn: pid is 0 when it failed.
+  virtual void AfterSpawn(const std::string& unit, pid_t pid) = 0;
+  // The unit's process has exited (or was never started).
+  virtual void AfterExit(const std::string& unit) = 0;
+  // PIDs to sample instead of the unit's own process tree (empty = its own).
+  virtual std::vector<pid_t> SampleRoots(const std::string& unit) = 0;
+};
+
 class Supervisor {
  public:
   using UnitsDone = std::function<void(absl::StatusOr<std::vector<herd::v1::UnitStatus>>)>;
@@ -94,6 +111,9 @@ class Supervisor {
   // Live output of a unit, line by line, from now on. Returns a subscription id.
   absl::StatusOr<uint64_t> Follow(const std::string& name, LineSink sink);
   void Unfollow(uint64_t id);
+
+  // Module hooks (may be null); must outlive the supervisor.
+  void set_hooks(UnitHooks* hooks) { hooks_ = hooks; }
 
   // The agent's own latest resource sample.
   const herd::v1::ResourceUsage& self_usage() const { return self_usage_; }
@@ -182,6 +202,7 @@ class Supervisor {
   };
   std::map<uint64_t, Follower> followers_;
   bool shutting_down_ = false;
+  UnitHooks* hooks_ = nullptr;
 };
 
 }  // namespace herd::agent

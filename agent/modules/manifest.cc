@@ -1,0 +1,184 @@
+#include "agent/modules/manifest.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/supervisor/app_spec.h"
+
+namespace herd::agent {
+namespace {
+
+using json = nlohmann::json;
+
+std::string LineCol(absl::string_view text, size_t byte) {
+  size_t line = 1, col = 1;
+  for (size_t i = 0; i < byte && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  return absl::StrCat("line ", line, ", column ", col);
+}
+
+absl::Status Bad(const std::string& path, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
+}
+
+bool IsNodeScript(absl::string_view script) {
+  return absl::EndsWith(script, ".js") || absl::EndsWith(script, ".cjs") ||
+         absl::EndsWith(script, ".mjs");
+}
+
+}  // namespace
+
+std::string StripJsonComments(absl::string_view text) {
+  std::string out(text);
+  bool in_string = false;
+  for (size_t i = 0; i < out.size(); ++i) {
+    char c = out[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // skip the escaped character
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '/' && i + 1 < out.size() && out[i + 1] == '/') {
+      while (i < out.size() && out[i] != '\n') out[i++] = ' ';
+    } else if (c == '/' && i + 1 < out.size() && out[i + 1] == '*') {
+      size_t end = out.find("*/", i + 2);
+      size_t stop = end == std::string::npos ? out.size() : end + 2;
+      for (; i < stop; ++i) {
+        if (out[i] != '\n') out[i] = ' ';
+      }
+      --i;
+    }
+  }
+  return out;
+}
+
+absl::Status ValidateModuleName(absl::string_view name) {
+  if (absl::StrContains(name, "/") || absl::StrContains(name, "\\") ||
+      absl::StrContains(name, "..")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "module name \"", name, "\" must not contain '/', '\\' or '..'"));
+  }
+  if (auto s = ValidateUnitName(name); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("module name ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const std::string& path) {
+  std::string clean = StripJsonComments(text);
+  json doc;
+  try {
+    doc = json::parse(clean);
+  } catch (const json::parse_error& e) {
+    // e.byte is 1-based and points just past the offending character.
+    size_t at = e.byte > 0 ? e.byte - 1 : 0;
+    std::string what = e.what();
+    size_t colon = what.rfind(": ");
+    return Bad(path, absl::StrCat(LineCol(clean, at), ": invalid JSON (",
+                                  colon == std::string::npos ? what : what.substr(colon + 2),
+                                  ")"));
+  }
+  if (!doc.is_object()) return Bad(path, "expected a JSON object (a package.json)");
+
+  Manifest m;
+  if (!doc.contains("name") || !doc["name"].is_string() ||
+      doc["name"].get<std::string>().empty()) {
+    return Bad(path, "\"name\" is missing: a module needs a name (a string, e.g. \"my-module\")");
+  }
+  m.package = doc["name"].get<std::string>();
+  m.name = m.package;
+  if (absl::StartsWith(m.name, "@")) {
+    size_t slash = m.name.find('/');
+    if (slash == std::string::npos || slash + 1 == m.name.size()) {
+      return Bad(path, absl::StrCat("\"name\": \"", m.package,
+                                    "\" is not a valid scoped name (@scope/name)"));
+    }
+    m.name = m.name.substr(slash + 1);
+  }
+  if (auto s = ValidateModuleName(m.name); !s.ok()) {
+    return Bad(path, absl::StrCat("\"name\": ", s.message()));
+  }
+  for (auto [key, out] : {std::pair<const char*, std::string*>{"version", &m.version},
+                          {"description", &m.description}}) {
+    if (!doc.contains(key)) continue;
+    if (!doc[key].is_string()) {
+      return Bad(path, absl::StrCat("\"", key, "\" must be a string, not ", doc[key].dump()));
+    }
+    *out = doc[key].get<std::string>();
+  }
+  if (doc.contains("config")) {
+    const json& c = doc["config"];
+    if (!c.is_object()) {
+      return Bad(path, "\"config\" must be an object of defaults (key: value)");
+    }
+    for (auto it = c.begin(); it != c.end(); ++it) {
+      if (!it.value().is_primitive() || it.value().is_null()) {
+        return Bad(path, absl::StrCat("config.", it.key(), ": ", it.value().dump(),
+                                      " is not a scalar: use a string, number or boolean"));
+      }
+    }
+    m.config = c;
+  }
+  if (!doc.contains("apps")) {
+    return Bad(path, "\"apps\" is missing: add \"apps\": [{\"script\": \"index.js\"}]");
+  }
+  if (!doc["apps"].is_array() || doc["apps"].empty() || !doc["apps"][0].is_object()) {
+    return Bad(path, "\"apps\" must be a non-empty array of objects, e.g. "
+                     "[{\"script\": \"index.js\"}]");
+  }
+  m.app = doc["apps"][0];
+  if (!m.app.contains("script") || !m.app["script"].is_string()) {
+    return Bad(path, "apps[0].script is missing: name the entry point, e.g. \"index.js\"");
+  }
+  std::string interp = m.app.value("interpreter", "");
+  m.is_node = absl::EndsWith(interp, "node") || absl::EndsWith(interp, "nodejs") ||
+              (interp.empty() && IsNodeScript(m.app["script"].get<std::string>()));
+  m.has_dependencies = doc.contains("dependencies") && doc["dependencies"].is_object() &&
+                       !doc["dependencies"].empty();
+  return m;
+}
+
+absl::StatusOr<Manifest> LoadManifest(const std::string& dir) {
+  std::string path = dir + "/package.json";
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    return absl::NotFoundError(absl::StrCat(
+        path, ": not found: a module directory needs a package.json with name, config and "
+              "apps"));
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  if (ss.str().size() > (1 << 20)) return Bad(path, "larger than 1 MiB");
+  return ParseManifest(ss.str(), path);
+}
+
+absl::StatusOr<herd::v1::AppSpec> ModuleAppSpec(const Manifest& m, const std::string& dir,
+                                                const std::string& search_path) {
+  json app = m.app;
+  app["name"] = m.name;  // the module's name wins over apps[0].name
+  AppSpecContext ctx{dir, search_path};
+  auto specs = ParseEcosystem(app.dump(), ctx);
+  if (!specs.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, "/package.json: apps[0]: ", specs.status().message()));
+  }
+  herd::v1::AppSpec spec = (*specs)[0];
+  if (!m.app.contains("cwd")) spec.set_cwd(dir);
+  spec.set_channel(m.is_node ? herd::v1::CHANNEL_KIND_NODE : herd::v1::CHANNEL_KIND_NATIVE);
+  return spec;
+}
+
+}  // namespace herd::agent

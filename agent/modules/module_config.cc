@@ -1,0 +1,171 @@
+#include "agent/modules/module_config.h"
+
+#include <errno.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/atomic_file.h"
+
+namespace herd::agent {
+namespace {
+
+using json = nlohmann::json;
+
+std::optional<bool> ParseBool(absl::string_view t) {
+  std::string s = absl::AsciiStrToLower(absl::StripAsciiWhitespace(t));
+  if (s == "true" || s == "yes" || s == "on" || s == "1") return true;
+  if (s == "false" || s == "no" || s == "off" || s == "0") return false;
+  return std::nullopt;
+}
+
+// What the text would be in a JSON config: the override kept as a string when it is one.
+std::string OverrideText(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+}  // namespace
+
+absl::StatusOr<json> ConvertConfigValue(const json& def, absl::string_view key,
+                                        absl::string_view text) {
+  absl::string_view trimmed = absl::StripAsciiWhitespace(text);
+  auto bad = [&](absl::string_view want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        key, ": \"", text, "\" is not ", want, " (the default is ", def.dump(),
+        "); give a value of that type"));
+  };
+  if (def.is_boolean()) {
+    auto b = ParseBool(trimmed);
+    if (!b) return bad("a boolean: use true or false");
+    return json(*b);
+  }
+  if (def.is_number_integer() || def.is_number_unsigned()) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(trimmed, &v)) return bad("an integer");
+    return json(v);
+  }
+  if (def.is_number_float()) {
+    double v = 0;
+    if (!absl::SimpleAtod(trimmed, &v) || !std::isfinite(v)) return bad("a number");
+    return json(v);
+  }
+  if (def.is_string()) return json(std::string(text));
+  // No default: PM2's autocast.
+  if (trimmed == "true") return json(true);
+  if (trimmed == "false") return json(false);
+  int64_t i = 0;
+  if (absl::SimpleAtoi(trimmed, &i)) return json(i);
+  double d = 0;
+  if (!trimmed.empty() && absl::SimpleAtod(trimmed, &d) && std::isfinite(d)) return json(d);
+  return json(std::string(text));
+}
+
+json EffectiveConfig(const json& defaults, const json& overrides) {
+  json out = defaults.is_object() ? defaults : json::object();
+  if (!overrides.is_object()) return out;
+  for (auto it = overrides.begin(); it != overrides.end(); ++it) {
+    json def = out.contains(it.key()) ? out[it.key()] : json();
+    auto v = ConvertConfigValue(def, it.key(), OverrideText(it.value()));
+    if (v.ok()) out[it.key()] = *v;
+  }
+  return out;
+}
+
+std::vector<herd::v1::ConfigEntry> ConfigEntries(const json& defaults, const json& overrides,
+                                                 const std::string& source) {
+  std::set<std::string> keys;
+  if (defaults.is_object()) {
+    for (auto it = defaults.begin(); it != defaults.end(); ++it) keys.insert(it.key());
+  }
+  if (overrides.is_object()) {
+    for (auto it = overrides.begin(); it != overrides.end(); ++it) keys.insert(it.key());
+  }
+  json effective = EffectiveConfig(defaults, overrides);
+  std::vector<herd::v1::ConfigEntry> out;
+  for (const auto& k : keys) {
+    herd::v1::ConfigEntry e;
+    e.set_key(k);
+    bool has_default = defaults.is_object() && defaults.contains(k);
+    if (has_default) e.set_default_json(defaults[k].dump());
+    bool has_override = overrides.is_object() && overrides.contains(k);
+    if (has_override) {
+      e.set_has_override(true);
+      e.set_override_value(OverrideText(overrides[k]));
+    }
+    if (effective.contains(k)) e.set_effective_json(effective[k].dump());
+    bool applied =
+        has_override &&
+        (!has_default || ConvertConfigValue(defaults[k], k, OverrideText(overrides[k])).ok());
+    e.set_source(applied ? source : "default");
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+absl::Status ModuleConfStore::Load() {
+  auto text = ReadFileToString(path_);
+  if (!text.ok()) {
+    if (absl::IsNotFound(text.status())) {
+      doc_ = json::object();
+      return absl::OkStatus();
+    }
+    return text.status();
+  }
+  json doc = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    return absl::DataLossError(absl::StrCat(
+        path_, ": not a JSON object of {\"module\": {\"key\": \"value\"}}; fix or remove the "
+               "file (its overrides are then lost)"));
+  }
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    if (!it.value().is_object()) {
+      return absl::DataLossError(absl::StrCat(path_, ": \"", it.key(),
+                                              "\" must be an object of key: value"));
+    }
+  }
+  doc_ = std::move(doc);
+  return absl::OkStatus();
+}
+
+json ModuleConfStore::Overrides(const std::string& module) const {
+  auto it = doc_.find(module);
+  return it == doc_.end() ? json::object() : *it;
+}
+
+absl::Status ModuleConfStore::Save(const json& doc) {
+  auto s = WriteFileAtomically(path_, doc.dump(2) + "\n", 0600);
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("cannot save ", path_, ": ", s.message(),
+                                               " (the change was not applied)"));
+  }
+  doc_ = doc;
+  return absl::OkStatus();
+}
+
+absl::Status ModuleConfStore::Set(const std::string& module, const std::string& key,
+                                  const std::string& value) {
+  json doc = doc_;
+  doc[module][key] = value;
+  return Save(doc);
+}
+
+absl::StatusOr<bool> ModuleConfStore::Unset(const std::string& module, const std::string& key) {
+  if (!doc_.contains(module) || !doc_[module].contains(key)) return false;
+  json doc = doc_;
+  doc[module].erase(key);
+  if (doc[module].empty()) doc.erase(module);
+  auto s = Save(doc);
+  if (!s.ok()) return s;
+  return true;
+}
+
+absl::Status ModuleConfStore::Erase(const std::string& module) {
+  if (!doc_.contains(module)) return absl::OkStatus();
+  json doc = doc_;
+  doc.erase(module);
+  return Save(doc);
+}
+
+}  // namespace herd::agent

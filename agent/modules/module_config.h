@@ -1,0 +1,61 @@
+// Module configuration: manifest `config` defaults overridden by the operator.
+//
+// Overrides are stored in PM2's layout in $HERD_HOME/module_conf.json:
+//   {"<module>": {"<key>": "<value as a string>"}}
+// A module receives its overrides in the environment variable named after it (what pmx and
+// @pm2/io read and autocast), and the effective config typed like the defaults in
+// HERD_MODULE_CONFIG (what our SDKs read). A value that cannot be converted to the type of
+// its default is refused when it is set, never at the module's start.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "herd/v1/types.pb.h"
+#include "nlohmann/json.hpp"
+
+namespace herd::agent {
+
+// Converts an operator's text to the JSON type of `def` (the manifest default):
+// integer, floating point, boolean (true/false, yes/no, on/off, 1/0) or string. With no
+// default (null), the value is autocast as PM2 does: "true"/"false", numbers, else string.
+absl::StatusOr<nlohmann::json> ConvertConfigValue(const nlohmann::json& def,
+                                                  absl::string_view key,
+                                                  absl::string_view text);
+
+// defaults ⊕ overrides, each override converted (an unconvertible one is skipped: it was
+// checked at set time, so it can only come from a hand-edited file).
+nlohmann::json EffectiveConfig(const nlohmann::json& defaults, const nlohmann::json& overrides);
+
+// One entry per key of defaults ∪ overrides, sorted by key. `source` names where overrides
+// come from ("local", or a control plane scope).
+std::vector<herd::v1::ConfigEntry> ConfigEntries(const nlohmann::json& defaults,
+                                                 const nlohmann::json& overrides,
+                                                 const std::string& source);
+
+// module_conf.json, loaded once and rewritten atomically on every change.
+class ModuleConfStore {
+ public:
+  explicit ModuleConfStore(std::string path) : path_(std::move(path)) {}
+
+  // A missing file is an empty store; a corrupt one is an error naming the file and the
+  // position (the agent refuses to start rather than lose the operator's settings).
+  absl::Status Load();
+
+  // The overrides of one module (an object of strings; empty object if none).
+  nlohmann::json Overrides(const std::string& module) const;
+  absl::Status Set(const std::string& module, const std::string& key, const std::string& value);
+  // False when there was no such override.
+  absl::StatusOr<bool> Unset(const std::string& module, const std::string& key);
+  absl::Status Erase(const std::string& module);
+  const std::string& path() const { return path_; }
+
+ private:
+  absl::Status Save(const nlohmann::json& doc);
+  std::string path_;
+  nlohmann::json doc_ = nlohmann::json::object();
+};
+
+}  // namespace herd::agent

@@ -1,0 +1,1018 @@
+#include "agent/modules/module_manager.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <regex>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "agent/modules/command.h"
+#include "agent/supervisor/app_spec.h"
+#include "common/atomic_file.h"
+
+namespace herd::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// Loaded into every Node module with `node --require` (through NODE_OPTIONS). PM2's process
+// container initialises its own @pm2/io before a module runs, and @pm2/io 2.x modules rely on
+// that for their metrics timer; this does the same with the module's own copy (see
+// ../shared/reference/pm2-ipc-protocol.md, "A trap"). Errors are swallowed: a module without
+// @pm2/io must run exactly as it would without us.
+constexpr char kNodePreload[] = R"JS(// Written by agentd: initialises a module's @pm2/io 2.x before the module loads.
+'use strict';
+try {
+  const path = require('path');
+  const dir = process.env.HERD_MODULE_DIR || process.cwd();
+  const main = require.resolve('@pm2/io', { paths: [dir] });
+  let pkgDir = path.dirname(main);
+  let version = '';
+  for (let i = 0; i < 5 && !version; i++) {
+    try {
+      const pkg = require(path.join(pkgDir, 'package.json'));
+      if (pkg.name === '@pm2/io') version = pkg.version || '';
+    } catch (e) {}
+    pkgDir = path.dirname(pkgDir);
+  }
+  const major = parseInt(version.split('.')[0], 10);
+  if (major > 0 && major < 4) {
+    const io = require(main);
+    if (io && typeof io.init === 'function') io.init();
+  }
+} catch (e) {}
+)JS";
+
+bool IsDir(const std::string& p) {
+  struct stat st{};
+  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+bool IsFile(const std::string& p) {
+  struct stat st{};
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool LooksLikeArchive(absl::string_view s) {
+  return absl::EndsWith(s, ".tgz") || absl::EndsWith(s, ".tar.gz") || absl::EndsWith(s, ".tar");
+}
+
+// npm's package name rules (lower case, URL-safe, optional @scope/, optional @version), and
+// never starting with '-' so it cannot be read as an option.
+bool ValidNpmSpec(const std::string& s) {
+  static const std::regex re(
+      R"(^(@[a-z0-9~][a-z0-9._~-]*/)?[a-z0-9~][a-z0-9._~-]*(@[A-Za-z0-9._^~<>=*|-]+)?$)");
+  return s.size() <= 214 && std::regex_match(s, re);
+}
+
+std::string MakeStaging(const std::string& home) {
+  std::string tmpl = home + "/modules/.staging-XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) return "";
+  return tmpl;
+}
+
+std::string RandomHex(size_t n) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s.push_back(digits[rng() % 16]);
+  return s;
+}
+
+bool IgnoredInWatch(absl::string_view name) {
+  return name.empty() || name[0] == '.' || name == "node_modules" || name == "logs" ||
+         absl::EndsWith(name, "~") || absl::EndsWith(name, ".swp") ||
+         absl::EndsWith(name, ".log");
+}
+
+std::vector<std::string> NpmEnv(const std::string& home) {
+  std::vector<std::string> env = {"npm_config_update_notifier=false", "npm_config_fund=false",
+                                  "npm_config_audit=false"};
+  const char* user_home = getenv("HOME");
+  if (user_home == nullptr || *user_home == '\0') {
+    env.push_back(absl::StrCat("npm_config_cache=", home, "/.npm-cache"));
+  }
+  return env;
+}
+
+}  // namespace
+
+ModuleManager::ModuleManager(EventLoop& loop, Supervisor& supervisor,
+                             ModuleManagerOptions options)
+    : loop_(loop),
+      supervisor_(supervisor),
+      options_(std::move(options)),
+      log_(herd::Logger("modules")),
+      conf_(options_.home + "/module_conf.json") {}
+
+ModuleManager::~ModuleManager() {
+  for (auto& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+  for (auto& [name, m] : modules_) {
+    StopWatching(*m);
+    if (m->agent_fd >= 0) {
+      loop_.UnwatchFd(m->watch);
+      close(m->agent_fd);
+    }
+    if (m->child_fd >= 0) close(m->child_fd);
+    for (auto& [action, p] : m->pending) {
+      if (p.timer) loop_.CancelTimer(p.timer);
+    }
+  }
+}
+
+std::string ModuleManager::PreloadPath() const { return options_.home + "/lib/herd-node-preload.js"; }
+
+absl::Status ModuleManager::Load() {
+  std::error_code ec;
+  fs::create_directories(options_.home + "/modules", ec);
+  fs::create_directories(options_.home + "/lib", ec);
+  if (auto s = WriteFileAtomically(PreloadPath(), kNodePreload, 0644); !s.ok()) {
+    log_->warn("event=preload_write_failed error=\"{}\"", s.message());
+  }
+  // Leftovers of an install interrupted by a crash.
+  for (const auto& entry : fs::directory_iterator(options_.home + "/modules", ec)) {
+    if (absl::StartsWith(entry.path().filename().string(), ".staging-")) {
+      fs::remove_all(entry.path(), ec);
+    }
+  }
+  if (auto s = conf_.Load(); !s.ok()) return s;
+
+  std::string path = options_.home + "/modules.json";
+  auto text = ReadFileToString(path);
+  if (!text.ok()) {
+    if (absl::IsNotFound(text.status())) return absl::OkStatus();
+    return text.status();
+  }
+  json doc = json::parse(*text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("modules") ||
+      !doc["modules"].is_array()) {
+    return absl::DataLossError(absl::StrCat(
+        path, ": not a valid module list; restore it from a backup or remove it (installed "
+              "modules are then forgotten, their files stay in modules/)"));
+  }
+  for (const auto& r : doc["modules"]) {
+    if (!r.is_object() || !r.contains("name") || !r["name"].is_string()) continue;
+    auto m = std::make_unique<Module>();
+    m->name = r["name"].get<std::string>();
+    if (!ValidateModuleName(m->name).ok()) continue;
+    m->source = r.value("source", "");
+    m->dir = r.value("dir", "");
+    m->dev_mode = r.value("dev_mode", false);
+    m->channel = ModuleChannelState(options_.limits);
+    auto manifest = LoadManifest(m->dir);
+    if (manifest.ok()) {
+      m->manifest = std::move(*manifest);
+    } else {
+      log_->error("event=manifest_invalid module={} error=\"{}\"", m->name,
+                  manifest.status().message());
+      m->manifest.name = m->name;
+    }
+    Module& ref = *m;
+    modules_[m->name] = std::move(m);
+    if (ref.dev_mode) StartWatching(ref);
+  }
+  log_->info("event=modules_loaded count={}", modules_.size());
+  return absl::OkStatus();
+}
+
+absl::Status ModuleManager::SaveRecords() {
+  json list = json::array();
+  for (const auto& [name, m] : modules_) {
+    list.push_back({{"name", name},
+                    {"source", m->source},
+                    {"dir", m->dir},
+                    {"dev_mode", m->dev_mode},
+                    {"version", m->manifest.version}});
+  }
+  json doc = {{"modules", list}};
+  return WriteFileAtomically(options_.home + "/modules.json", doc.dump(2) + "\n", 0600);
+}
+
+void ModuleManager::RunOnWorker(std::function<void()> work) {
+  // Finished workers are joined lazily; installs are rare.
+  workers_.emplace_back(std::move(work));
+}
+
+// ---------------------------------------------------------------------------------------
+// Install
+
+absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
+    const std::string& source, const std::string& base_dir) {
+  if (source.empty()) {
+    return absl::InvalidArgumentError(
+        "nothing to install: give an npm package name, a .tgz file or a directory");
+  }
+  std::string path = source;
+  if (path[0] != '/') path = (fs::path(base_dir) / source).lexically_normal().string();
+  if (path.size() > 1 && path.back() == '/') path.pop_back();
+  const std::string search = options_.search_path;
+  const std::string npm = FindInPath("npm", search);
+  auto npm_missing = [&](const std::string& why) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        why, " but npm is not installed (or not on agentd's PATH): install it "
+             "(apt-get install npm) and try again"));
+  };
+  auto npm_install = [&](const std::string& dir, const Manifest& m) -> absl::Status {
+    if (!m.is_node || !m.has_dependencies) return absl::OkStatus();
+    if (npm.empty()) return npm_missing(absl::StrCat(m.name, " has Node dependencies"));
+    auto r = RunCommand({npm, "install", "--omit=dev", "--no-audit", "--no-fund",
+                         "--no-package-lock"},
+                        dir, options_.install_timeout, NpmEnv(options_.home));
+    if (!r.ok()) return r.status();
+    if (r->exit_code != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("npm install failed in ", dir, " (exit ", r->exit_code, "):\n",
+                       LastLines(r->output, 15)));
+    }
+    return absl::OkStatus();
+  };
+
+  Prepared p;
+  if (IsDir(path)) {
+    auto m = LoadManifest(path);
+    if (!m.ok()) return m.status();
+    if (!IsDir(path + "/node_modules")) {
+      if (auto s = npm_install(path, *m); !s.ok()) return s;
+    }
+    p.name = m->name;
+    p.dir = path;
+    p.source = path;
+    p.dev_mode = true;
+    p.manifest = std::move(*m);
+    return p;
+  }
+
+  std::string staging = MakeStaging(options_.home);
+  if (staging.empty()) {
+    return absl::InternalError(absl::StrCat("cannot create a staging directory in ",
+                                            options_.home, "/modules: ", strerror(errno)));
+  }
+  std::string archive;
+  if (IsFile(path)) {
+    if (!LooksLikeArchive(path)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, " is a file but not a .tgz/.tar.gz/.tar archive: give a module directory, "
+                "an archive made with `npm pack`, or an npm package name"));
+    }
+    archive = path;
+    p.source = path;
+  } else if (LooksLikeArchive(source) ||
+             (absl::StrContains(source, "/") && !absl::StartsWith(source, "@"))) {
+    fs::remove_all(staging);
+    return absl::NotFoundError(absl::StrCat(path, ": no such file or directory"));
+  } else {
+    if (!ValidNpmSpec(source)) {
+      fs::remove_all(staging);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "\"", source, "\" is neither a directory, an archive, nor a valid npm package name "
+          "(lower case letters, digits, '-', '.', '_', optional @scope/ and @version)"));
+    }
+    if (npm.empty()) {
+      fs::remove_all(staging);
+      return npm_missing(absl::StrCat("installing \"", source, "\" from npm needs npm,"));
+    }
+    auto r = RunCommand({npm, "pack", source, "--pack-destination", staging, "--silent"},
+                        staging, options_.install_timeout, NpmEnv(options_.home));
+    if (!r.ok() || r->exit_code != 0) {
+      fs::remove_all(staging);
+      if (!r.ok()) return r.status();
+      return absl::NotFoundError(absl::StrCat("npm pack ", source, " failed (exit ",
+                                              r->exit_code, "):\n", LastLines(r->output, 10)));
+    }
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(staging, ec)) {
+      if (LooksLikeArchive(e.path().string())) archive = e.path().string();
+    }
+    if (archive.empty()) {
+      fs::remove_all(staging);
+      return absl::InternalError(absl::StrCat("npm pack ", source, " produced no archive"));
+    }
+    p.source = source;
+  }
+
+  std::string extract = staging + "/x";
+  fs::create_directories(extract);
+  // GNU tar refuses members with absolute names or "..", so an archive cannot write outside.
+  auto r = RunCommand({"tar", "-xf", archive, "-C", extract, "--no-same-owner",
+                       "--no-same-permissions"},
+                      staging, options_.install_timeout);
+  if (!r.ok() || r->exit_code != 0) {
+    fs::remove_all(staging);
+    if (!r.ok()) return r.status();
+    return absl::InvalidArgumentError(absl::StrCat(archive, ": cannot extract (tar exit ",
+                                                   r->exit_code, "):\n",
+                                                   LastLines(r->output, 5)));
+  }
+  std::string root;
+  if (IsFile(extract + "/package/package.json")) {
+    root = extract + "/package";
+  } else if (IsFile(extract + "/package.json")) {
+    root = extract;
+  } else {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(extract, ec)) {
+      if (e.is_directory() && IsFile(e.path().string() + "/package.json")) {
+        root = e.path().string();
+        break;
+      }
+    }
+  }
+  if (root.empty()) {
+    fs::remove_all(staging);
+    return absl::InvalidArgumentError(absl::StrCat(
+        archive, ": no package.json in the archive (expected package/package.json, as "
+                 "`npm pack` makes)"));
+  }
+  auto m = LoadManifest(root);
+  if (!m.ok()) {
+    fs::remove_all(staging);
+    return m.status();
+  }
+  if (auto s = npm_install(root, *m); !s.ok()) {
+    fs::remove_all(staging);
+    return s;
+  }
+  // Moved to its final place on the loop thread, once the old version is stopped.
+  p.name = m->name;
+  p.dir = root;
+  p.manifest = std::move(*m);
+  p.dev_mode = false;
+  return p;
+}
+
+void ModuleManager::Install(const std::string& source, const std::string& base_dir,
+                            Done<herd::v1::ModuleInfo> done) {
+  RunOnWorker([this, source, base_dir, done = std::move(done)]() mutable {
+    auto prepared = PrepareInstall(source, base_dir);
+    loop_.Post([this, prepared = std::move(prepared), done = std::move(done)]() mutable {
+      FinishInstall(std::move(prepared), std::move(done));
+    });
+  });
+}
+
+void ModuleManager::FinishInstall(absl::StatusOr<Prepared> prepared,
+                                  Done<herd::v1::ModuleInfo> done) {
+  if (!prepared.ok()) {
+    log_->warn("event=install_failed error=\"{}\"", prepared.status().message());
+    return done(prepared.status());
+  }
+  auto cleanup_staging = [this, p = *prepared] {
+    if (p.dev_mode) return;
+    std::error_code ec;
+    fs::path staging = fs::path(p.dir).parent_path();
+    if (staging.filename() == "x") staging = staging.parent_path();
+    if (absl::StartsWith(staging.filename().string(), ".staging-")) fs::remove_all(staging, ec);
+  };
+  const std::string name = prepared->name;
+  if (!modules_.count(name) && supervisor_.Describe(name).ok()) {
+    cleanup_staging();
+    return done(absl::AlreadyExistsError(absl::StrCat(
+        "a unit named \"", name, "\" already runs and is not a module: `agentctl delete ",
+        name, "` first, or rename the module")));
+  }
+  if (installing_.count(name)) {
+    cleanup_staging();
+    return done(absl::AbortedError(absl::StrCat(name, " is being installed already")));
+  }
+  installing_[name] = true;
+
+  auto proceed = [this, prepared = std::move(*prepared), done,
+                  cleanup_staging](absl::Status stopped) mutable {
+    installing_.erase(prepared.name);
+    if (!stopped.ok()) {
+      cleanup_staging();
+      return done(stopped);
+    }
+    std::string dir = prepared.dir;
+    if (!prepared.dev_mode) {
+      std::string final_dir = options_.home + "/modules/" + prepared.name;
+      std::error_code ec;
+      std::string old = final_dir + ".old-" + RandomHex(6);
+      if (fs::exists(final_dir)) fs::rename(final_dir, old, ec);
+      if (ec) {
+        cleanup_staging();
+        return done(absl::InternalError(absl::StrCat("cannot replace ", final_dir, ": ",
+                                                     ec.message())));
+      }
+      fs::rename(prepared.dir, final_dir, ec);
+      if (ec) {
+        if (fs::exists(old)) fs::rename(old, final_dir);
+        cleanup_staging();
+        return done(absl::InternalError(
+            absl::StrCat("cannot move the module into ", final_dir, ": ", ec.message())));
+      }
+      fs::remove_all(old, ec);
+      cleanup_staging();
+      dir = final_dir;
+    }
+    auto& slot = modules_[prepared.name];
+    bool fresh = slot == nullptr;
+    if (fresh) {
+      slot = std::make_unique<Module>();
+      slot->channel = ModuleChannelState(options_.limits);
+    }
+    Module& m = *slot;
+    StopWatching(m);
+    m.name = prepared.name;
+    m.source = prepared.source;
+    m.dir = dir;
+    m.dev_mode = prepared.dev_mode;
+    m.manifest = std::move(prepared.manifest);
+    if (auto s = SaveRecords(); !s.ok()) {
+      log_->error("event=records_save_failed error=\"{}\"", s.message());
+    }
+    if (m.dev_mode) StartWatching(m);
+    auto spec = ModuleAppSpec(m.manifest, m.dir, options_.search_path);
+    if (!spec.ok()) return done(spec.status());
+    log_->info("event=installed module={} version={} source=\"{}\" dir={} dev_mode={}", m.name,
+               m.manifest.version, m.source, m.dir, m.dev_mode);
+    const std::string n = m.name;
+    supervisor_.Start({*spec}, [this, n, done](auto units) {
+      if (!units.ok()) return done(units.status());
+      auto it = modules_.find(n);
+      if (it == modules_.end()) return done(absl::NotFoundError(n + " was uninstalled"));
+      done(Info(*it->second));
+    });
+  };
+  // A module being replaced is stopped first, so its files can move.
+  if (modules_.count(name) && supervisor_.Describe(name).ok()) {
+    supervisor_.Stop(name, [proceed](auto units) mutable {
+      proceed(units.ok() ? absl::OkStatus() : units.status());
+    });
+  } else {
+    proceed(absl::OkStatus());
+  }
+}
+
+void ModuleManager::Uninstall(const std::string& name, bool keep_config,
+                              Done<herd::v1::UninstallModuleResponse> done) {
+  auto it = modules_.find(name);
+  if (it == modules_.end()) {
+    std::vector<std::string> names;
+    for (const auto& [n, m] : modules_) names.push_back(n);
+    return done(absl::NotFoundError(absl::StrCat(
+        "no module named \"", name, "\" (installed: ",
+        names.empty() ? "none" : absl::StrJoin(names, ", "), ")")));
+  }
+  auto finish = [this, name, keep_config, done](absl::Status s) {
+    auto it = modules_.find(name);
+    if (it == modules_.end()) return done(absl::NotFoundError(name + " is already gone"));
+    Module& m = *it->second;
+    if (!s.ok() && !absl::IsNotFound(s)) return done(s);
+    herd::v1::UninstallModuleResponse resp;
+    resp.set_name(name);
+    StopWatching(m);
+    CloseChannel(m, "module uninstalled");
+    if (!m.dev_mode && absl::StartsWith(m.dir, options_.home + "/modules/")) {
+      std::error_code ec;
+      fs::remove_all(m.dir, ec);
+      if (ec) {
+        log_->error("event=uninstall_remove_failed module={} error=\"{}\"", name, ec.message());
+      }
+      resp.set_removed_dir(m.dir);
+    }
+    if (!keep_config) {
+      if (auto e = conf_.Erase(name); !e.ok()) {
+        log_->error("event=conf_erase_failed module={} error=\"{}\"", name, e.message());
+      }
+    }
+    modules_.erase(it);
+    if (auto e = SaveRecords(); !e.ok()) {
+      log_->error("event=records_save_failed error=\"{}\"", e.message());
+    }
+    log_->info("event=uninstalled module={} keep_config={}", name, keep_config);
+    done(resp);
+  };
+  if (supervisor_.Describe(name).ok()) {
+    supervisor_.Delete(name, [finish](auto units) {
+      finish(units.ok() ? absl::OkStatus() : units.status());
+    });
+  } else {
+    finish(absl::OkStatus());
+  }
+}
+
+void ModuleManager::Update(const std::string& name, Done<herd::v1::ModuleInfo> done) {
+  auto it = modules_.find(name);
+  if (it == modules_.end()) {
+    return done(absl::NotFoundError(absl::StrCat("no module named \"", name, "\"")));
+  }
+  std::string source = it->second->source;
+  // An npm source installs whatever is latest now (a pinned @version stays pinned).
+  Install(source, "/", std::move(done));
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+herd::v1::ModuleConfig ModuleManager::ConfigOf(const Module& m) const {
+  herd::v1::ModuleConfig c;
+  c.set_module(m.name);
+  for (auto& e : ConfigEntries(m.manifest.config, conf_.Overrides(m.name), "local")) {
+    *c.add_entries() = std::move(e);
+  }
+  return c;
+}
+
+absl::StatusOr<std::vector<herd::v1::ModuleConfig>> ModuleManager::GetConfig(
+    const std::string& module) const {
+  std::vector<herd::v1::ModuleConfig> out;
+  if (module.empty()) {
+    for (const auto& [name, m] : modules_) out.push_back(ConfigOf(*m));
+    return out;
+  }
+  auto it = modules_.find(module);
+  if (it == modules_.end()) {
+    return absl::NotFoundError(absl::StrCat("no module named \"", module,
+                                            "\": `agentctl list` shows the installed ones"));
+  }
+  out.push_back(ConfigOf(*it->second));
+  return out;
+}
+
+void ModuleManager::RestartForConfig(Module& m, Done<herd::v1::ModuleConfig> done) {
+  herd::v1::ModuleConfig result = ConfigOf(m);
+  auto d = supervisor_.Describe(m.name);
+  if (!d.ok() || d->status().state() == herd::v1::UNIT_STATE_STOPPED) {
+    return done(result);  // takes effect at its next start
+  }
+  log_->info("event=config_restart module={}", m.name);
+  supervisor_.Restart(m.name, [result, done](auto units) {
+    if (!units.ok()) return done(units.status());
+    done(result);
+  });
+}
+
+void ModuleManager::SetConfig(const herd::v1::SetConfigRequest& req,
+                              Done<herd::v1::ModuleConfig> done) {
+  auto it = modules_.find(req.module());
+  if (it == modules_.end()) {
+    return done(absl::NotFoundError(absl::StrCat(
+        "no module named \"", req.module(), "\": `agentctl list` shows the installed ones")));
+  }
+  Module& m = *it->second;
+  static const std::regex key_re(R"(^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$)");
+  if (!std::regex_match(req.key(), key_re)) {
+    return done(absl::InvalidArgumentError(absl::StrCat(
+        "\"", req.key(), "\" is not a valid key: use letters, digits, '_', '.', '-'")));
+  }
+  if (req.value().size() > 65536) {
+    return done(absl::InvalidArgumentError("value longer than 64 KiB"));
+  }
+  const json& defaults = m.manifest.config;
+  bool declared = defaults.contains(req.key());
+  if (!declared && !req.force()) {
+    std::vector<std::string> keys;
+    for (auto k = defaults.begin(); k != defaults.end(); ++k) keys.push_back(k.key());
+    return done(absl::InvalidArgumentError(absl::StrCat(
+        req.module(), " does not declare \"", req.key(), "\" (its keys: ",
+        keys.empty() ? "none" : absl::StrJoin(keys, ", "),
+        "); use --force to set it anyway")));
+  }
+  auto v = ConvertConfigValue(declared ? defaults[req.key()] : json(), req.key(), req.value());
+  if (!v.ok()) return done(v.status());
+  if (auto s = conf_.Set(m.name, req.key(), req.value()); !s.ok()) return done(s);
+  log_->info("event=config_set module={} key={}", m.name, req.key());
+  RestartForConfig(m, std::move(done));
+}
+
+void ModuleManager::UnsetConfig(const herd::v1::UnsetConfigRequest& req,
+                                Done<herd::v1::ModuleConfig> done) {
+  auto it = modules_.find(req.module());
+  if (it == modules_.end()) {
+    return done(absl::NotFoundError(absl::StrCat("no module named \"", req.module(), "\"")));
+  }
+  auto removed = conf_.Unset(req.module(), req.key());
+  if (!removed.ok()) return done(removed.status());
+  if (!*removed) {
+    return done(absl::NotFoundError(absl::StrCat(req.module(), " has no override for \"",
+                                                 req.key(), "\"")));
+  }
+  log_->info("event=config_unset module={} key={}", req.module(), req.key());
+  RestartForConfig(*it->second, std::move(done));
+}
+
+// ---------------------------------------------------------------------------------------
+// Channel
+
+void ModuleManager::BeforeSpawn(const herd::v1::AppSpec& spec, std::vector<std::string>* env,
+                                int* channel_fd) {
+  auto it = modules_.find(spec.name());
+  if (it == modules_.end()) {
+    log_->warn("event=module_unknown unit={} action=no_channel", spec.name());
+    return;
+  }
+  Module& m = *it->second;
+  CloseChannel(m, "new process");
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    log_->error("event=socketpair_failed module={} error=\"{}\"", m.name, strerror(errno));
+    return;
+  }
+  fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+  m.agent_fd = sv[0];
+  m.child_fd = sv[1];
+  *channel_fd = sv[1];
+
+  json overrides = conf_.Overrides(m.name);
+  json effective = EffectiveConfig(m.manifest.config, overrides);
+  auto set = [env](const std::string& key, const std::string& value) {
+    std::string prefix = key + "=";
+    for (auto& e : *env) {
+      if (absl::StartsWith(e, prefix)) {
+        e = prefix + value;
+        return;
+      }
+    }
+    env->push_back(prefix + value);
+  };
+  const bool node = spec.channel() == herd::v1::CHANNEL_KIND_NODE;
+  set(node ? "NODE_CHANNEL_FD" : "HERD_CHANNEL_FD", "3");
+  if (node) {
+    set("NODE_CHANNEL_SERIALIZATION_MODE", "json");
+    std::string node_options = absl::StrCat("--require ", PreloadPath());
+    for (const auto& e : *env) {
+      if (absl::StartsWith(e, "NODE_OPTIONS=")) {
+        node_options = absl::StrCat(e.substr(13), " ", node_options);
+      }
+    }
+    set("NODE_OPTIONS", node_options);
+  }
+  set(m.name, overrides.dump());  // PM2: process.env[<module name>], strings
+  set("HERD_MODULE_NAME", m.name);
+  set("HERD_MODULE_DIR", m.dir);
+  set("HERD_MODULE_CONFIG", effective.dump());
+}
+
+void ModuleManager::AfterSpawn(const std::string& unit, pid_t pid) {
+  auto it = modules_.find(unit);
+  if (it == modules_.end()) return;
+  Module& m = *it->second;
+  if (m.child_fd >= 0) {
+    close(m.child_fd);
+    m.child_fd = -1;
+  }
+  if (m.agent_fd < 0) return;
+  if (pid == 0) {
+    CloseChannel(m, "spawn failed");
+    return;
+  }
+  m.channel.ResetForNewProcess();
+  m.framer = std::make_unique<LineFramer>(options_.limits.max_line_bytes);
+  const std::string name = m.name;
+  m.channel.on_reply = [this, name](const std::string& action, const json& ret) {
+    auto it = modules_.find(name);
+    if (it == modules_.end()) return;
+    herd::v1::TriggerActionResponse resp;
+    resp.set_reply_json(ret.dump());
+    FinishPending(*it->second, action, resp);
+  };
+  m.channel.on_scoped = [this, name](const std::string& action, const std::string& uuid,
+                                     const std::string& kind, const json& data) {
+    auto it = modules_.find(name);
+    if (it == modules_.end()) return;
+    Module& mod = *it->second;
+    auto p = mod.pending.find(action);
+    if (p == mod.pending.end() || (!uuid.empty() && p->second.uuid != uuid)) return;
+    std::string text = data.is_string() ? data.get<std::string>() : data.dump();
+    if (kind == "stream") {
+      if (p->second.stream.size() < 10000) p->second.stream.push_back(text);
+    } else if (kind == "error") {
+      p->second.stream.push_back("error: " + text);
+    } else {
+      herd::v1::TriggerActionResponse resp;
+      resp.set_reply_json(data.dump());
+      FinishPending(mod, action, resp);
+    }
+  };
+  auto watch = loop_.WatchFd(m.agent_fd, EPOLLIN | EPOLLRDHUP,
+                             [this, name](uint32_t) { OnReadable(name); });
+  if (!watch.ok()) {
+    log_->error("event=channel_watch_failed module={} error=\"{}\"", name,
+                watch.status().message());
+    CloseChannel(m, "watch failed");
+    return;
+  }
+  m.watch = *watch;
+  m.channel.set_connected(true);
+}
+
+void ModuleManager::OnReadable(const std::string& name) {
+  auto it = modules_.find(name);
+  if (it == modules_.end() || it->second->agent_fd < 0) return;
+  Module& m = *it->second;
+  char buf[65536];
+  size_t budget = 1 << 20;  // per wakeup, so one module cannot starve the loop
+  const absl::Time now = loop_.clock().Now();
+  while (budget > 0) {
+    ssize_t n = read(m.agent_fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n <= 0) {
+      CloseChannel(m, n == 0 ? "closed by the module" : strerror(errno));
+      return;
+    }
+    budget -= std::min(budget, static_cast<size_t>(n));
+    uint64_t oversized_before = m.framer->oversized();
+    m.framer->Feed(absl::string_view(buf, static_cast<size_t>(n)), [&](absl::string_view line) {
+      if (line.empty()) return;
+      auto r = m.channel.HandleLine(line, now);
+      if (r == ModuleChannelState::Result::kOk) return;
+      const auto& st = m.channel.stats();
+      uint64_t bad = st.invalid_json() + st.unknown_types() + st.flood_dropped();
+      // The first few and then every 1000th, so a broken module cannot flood our log.
+      if (bad <= 5 || bad % 1000 == 0) {
+        const char* what = r == ModuleChannelState::Result::kInvalidJson   ? "invalid_json"
+                           : r == ModuleChannelState::Result::kFlood       ? "flood"
+                           : r == ModuleChannelState::Result::kUnknownType ? "unknown_type"
+                                                                           : "invalid_message";
+        log_->warn("event=channel_bad_message module={} kind={} total_bad={} line=\"{}\"",
+                   m.name, what, bad, absl::string_view(line).substr(0, 120));
+      }
+    });
+    if (uint64_t over = m.framer->oversized() - oversized_before; over > 0) {
+      m.channel.count_oversized(over);
+      log_->warn("event=channel_line_too_long module={} limit_bytes={} total={}", m.name,
+                 options_.limits.max_line_bytes, m.channel.stats().oversized_lines());
+    }
+  }
+}
+
+void ModuleManager::CloseChannel(Module& m, const std::string& why) {
+  if (m.child_fd >= 0) {
+    close(m.child_fd);
+    m.child_fd = -1;
+  }
+  if (m.agent_fd < 0) return;
+  if (m.watch) loop_.UnwatchFd(m.watch);
+  m.watch = 0;
+  close(m.agent_fd);
+  m.agent_fd = -1;
+  m.channel.set_connected(false);
+  log_->info("event=channel_closed module={} reason=\"{}\"", m.name, why);
+  std::vector<std::string> actions;
+  for (const auto& [a, p] : m.pending) actions.push_back(a);
+  for (const auto& a : actions) {
+    FinishPending(m, a, absl::UnavailableError(absl::StrCat(
+                            m.name, "'s channel closed before it replied (", why, ")")));
+  }
+}
+
+void ModuleManager::AfterExit(const std::string& unit) {
+  auto it = modules_.find(unit);
+  if (it == modules_.end()) return;
+  OnReadable(unit);  // what it sent just before exiting
+  CloseChannel(*it->second, "module exited");
+}
+
+std::vector<pid_t> ModuleManager::SampleRoots(const std::string& unit) {
+  auto it = modules_.find(unit);
+  if (it == modules_.end()) return {};
+  std::vector<pid_t> alive;
+  for (pid_t p : it->second->channel.pid_override()) {
+    if (kill(p, 0) == 0 || errno == EPERM) alive.push_back(p);
+  }
+  return alive;
+}
+
+bool ModuleManager::SendLine(Module& m, const std::string& line) {
+  if (m.agent_fd < 0) return false;
+  std::string data = line + "\n";
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = send(m.agent_fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;  // full (the module does not read) or gone
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// Actions
+
+void ModuleManager::TriggerAction(const herd::v1::TriggerActionRequest& req,
+                                  Done<herd::v1::TriggerActionResponse> done) {
+  auto it = modules_.find(req.module());
+  if (it == modules_.end()) {
+    return done(absl::NotFoundError(absl::StrCat("no module named \"", req.module(), "\"")));
+  }
+  Module& m = *it->second;
+  if (m.agent_fd < 0 || !m.channel.stats().connected()) {
+    return done(absl::UnavailableError(absl::StrCat(
+        m.name, " is not connected (not running, or it closed its channel)")));
+  }
+  if (!m.channel.has_action(req.action())) {
+    std::vector<std::string> names;
+    herd::v1::ModuleInfo info;
+    m.channel.Fill(&info);
+    for (const auto& a : info.actions()) names.push_back(a.name());
+    return done(absl::NotFoundError(absl::StrCat(
+        m.name, " has no action \"", req.action(), "\" (its actions: ",
+        names.empty() ? "none" : absl::StrJoin(names, ", "), ")")));
+  }
+  if (m.pending.count(req.action())) {
+    return done(absl::FailedPreconditionError(absl::StrCat(
+        req.action(), " is already running on ", m.name,
+        ": PM2 matches replies by action name, so one trigger at a time; try again when it "
+        "replies")));
+  }
+  json opts = json::object();
+  for (const auto& [k, v] : req.params()) opts[k] = v;
+  json msg = {{"msg", req.action()}, {"action_name", req.action()}, {"opts", opts}};
+  Pending p;
+  p.id = next_action_id_++;
+  p.started = loop_.clock().Monotonic();
+  herd::v1::ModuleInfo info;
+  m.channel.Fill(&info);
+  for (const auto& a : info.actions()) {
+    if (a.name() == req.action() && a.type() == "scoped") {
+      p.uuid = RandomHex(32);
+      msg["uuid"] = p.uuid;
+    }
+  }
+  if (!SendLine(m, msg.dump())) {
+    return done(absl::UnavailableError(
+        absl::StrCat("cannot write to ", m.name, "'s channel (it is not reading)")));
+  }
+  absl::Duration timeout = req.timeout_ms() > 0 ? absl::Milliseconds(req.timeout_ms())
+                                                : options_.action_timeout;
+  const std::string name = m.name, action = req.action();
+  const uint64_t id = p.id;
+  p.timer = loop_.RunAfter(timeout, [this, name, action, id, timeout] {
+    auto it = modules_.find(name);
+    if (it == modules_.end()) return;
+    auto p = it->second->pending.find(action);
+    if (p == it->second->pending.end() || p->second.id != id) return;
+    p->second.timer = 0;
+    FinishPending(*it->second, action,
+                  absl::DeadlineExceededError(absl::StrCat(
+                      name, " did not reply to ", action, " within ",
+                      absl::FormatDuration(timeout))));
+  });
+  p.done = std::move(done);
+  m.pending[action] = std::move(p);
+  log_->info("event=action_triggered module={} action={}", name, action);
+}
+
+void ModuleManager::FinishPending(Module& m, const std::string& action,
+                                  absl::StatusOr<herd::v1::TriggerActionResponse> result) {
+  auto it = m.pending.find(action);
+  if (it == m.pending.end()) return;  // a late or unsolicited reply
+  Pending p = std::move(it->second);
+  m.pending.erase(it);
+  if (p.timer) loop_.CancelTimer(p.timer);
+  if (result.ok()) {
+    for (auto& line : p.stream) result->add_stream(std::move(line));
+    result->set_elapsed_ms(static_cast<uint64_t>(
+        absl::ToInt64Milliseconds(loop_.clock().Monotonic() - p.started)));
+  }
+  p.done(std::move(result));
+}
+
+// ---------------------------------------------------------------------------------------
+// Surfaces
+
+herd::v1::ModuleInfo ModuleManager::Info(const Module& m) const {
+  herd::v1::ModuleInfo info;
+  info.set_name(m.name);
+  info.set_version(m.manifest.version);
+  info.set_description(m.manifest.description);
+  info.set_dir(m.dir);
+  info.set_source(m.source);
+  info.set_dev_mode(m.dev_mode);
+  m.channel.Fill(&info);
+  herd::v1::ModuleConfig config = ConfigOf(m);
+  for (auto& e : *config.mutable_entries()) *info.add_config() = std::move(e);
+  return info;
+}
+
+void ModuleManager::FillStatus(herd::v1::UnitStatus* status) const {
+  auto it = modules_.find(status->name());
+  if (it == modules_.end()) return;
+  status->set_is_module(true);
+  for (auto& p : it->second->channel.MainProbes()) *status->add_main_probes() = std::move(p);
+}
+
+void ModuleManager::FillDetail(herd::v1::UnitDetail* detail) const {
+  auto it = modules_.find(detail->status().name());
+  if (it == modules_.end()) return;
+  FillStatus(detail->mutable_status());
+  *detail->mutable_module_info() = Info(*it->second);
+}
+
+// ---------------------------------------------------------------------------------------
+// Development mode
+
+void ModuleManager::StartWatching(Module& m) {
+  StopWatching(m);
+  m.inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (m.inotify_fd < 0) {
+    log_->error("event=inotify_failed module={} error=\"{}\"", m.name, strerror(errno));
+    return;
+  }
+  AddWatchTree(m, m.dir);
+  const std::string name = m.name;
+  auto w = loop_.WatchFd(m.inotify_fd, EPOLLIN, [this, name](uint32_t) { OnInotify(name); });
+  if (w.ok()) m.inotify_watch = *w;
+  log_->info("event=watching module={} dir={} dirs={}", m.name, m.dir, m.watched_dirs.size());
+}
+
+void ModuleManager::StopWatching(Module& m) {
+  if (m.debounce_timer) loop_.CancelTimer(m.debounce_timer);
+  m.debounce_timer = 0;
+  if (m.inotify_watch) loop_.UnwatchFd(m.inotify_watch);
+  m.inotify_watch = 0;
+  if (m.inotify_fd >= 0) close(m.inotify_fd);
+  m.inotify_fd = -1;
+  m.watched_dirs.clear();
+}
+
+void ModuleManager::AddWatchTree(Module& m, const std::string& dir) {
+  if (m.watched_dirs.size() >= 4096) return;
+  int wd = inotify_add_watch(m.inotify_fd, dir.c_str(),
+                             IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+                                 IN_MOVED_TO | IN_ONLYDIR);
+  if (wd < 0) return;
+  m.watched_dirs[wd] = dir;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_directory(ec) && !e.is_symlink(ec) &&
+        !IgnoredInWatch(e.path().filename().string())) {
+      AddWatchTree(m, e.path().string());
+    }
+  }
+}
+
+void ModuleManager::OnInotify(const std::string& name) {
+  auto it = modules_.find(name);
+  if (it == modules_.end()) return;
+  Module& m = *it->second;
+  alignas(inotify_event) char buf[16384];
+  bool relevant = false;
+  while (true) {
+    ssize_t n = read(m.inotify_fd, buf, sizeof buf);
+    if (n <= 0) break;
+    for (char* p = buf; p < buf + n;) {
+      auto* ev = reinterpret_cast<inotify_event*>(p);
+      p += sizeof(inotify_event) + ev->len;
+      std::string file = ev->len > 0 ? std::string(ev->name) : "";
+      if (IgnoredInWatch(file)) continue;
+      relevant = true;
+      if ((ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
+        auto dir = m.watched_dirs.find(ev->wd);
+        if (dir != m.watched_dirs.end()) AddWatchTree(m, dir->second + "/" + file);
+      }
+    }
+  }
+  if (!relevant) return;
+  if (m.debounce_timer) loop_.CancelTimer(m.debounce_timer);
+  m.debounce_timer = loop_.RunAfter(options_.watch_debounce, [this, name] {
+    auto it = modules_.find(name);
+    if (it == modules_.end()) return;
+    Module& m = *it->second;
+    m.debounce_timer = 0;
+    auto manifest = LoadManifest(m.dir);
+    if (!manifest.ok()) {
+      log_->error("event=dev_reload_refused module={} error=\"{}\"", name,
+                  manifest.status().message());
+      return;
+    }
+    if (manifest->name != m.name) {
+      log_->error("event=dev_reload_refused module={} error=\"package.json now names {}; "
+                  "uninstall and install again to rename\"",
+                  name, manifest->name);
+      return;
+    }
+    m.manifest = std::move(*manifest);
+    auto spec = ModuleAppSpec(m.manifest, m.dir, options_.search_path);
+    if (!spec.ok()) {
+      log_->error("event=dev_reload_refused module={} error=\"{}\"", name,
+                  spec.status().message());
+      return;
+    }
+    log_->info("event=dev_restart module={} reason=file_changed", name);
+    supervisor_.Start({*spec}, [this, name](auto units) {
+      if (!units.ok()) {
+        log_->error("event=dev_restart_failed module={} error=\"{}\"", name,
+                    units.status().message());
+      }
+    });
+  });
+}
+
+}  // namespace herd::agent
