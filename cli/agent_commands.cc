@@ -339,4 +339,174 @@ int AgentCommands::Kill() {
   return 1;
 }
 
+// ---------------------------------------------------------------------------------------
+// Modules
+
+namespace {
+
+// MODULE:KEY, as in `pm2 set module:key value`.
+bool SplitTarget(const std::string& target, std::string* module, std::string* key) {
+  size_t colon = target.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == target.size()) {
+    fprintf(stderr, "agentctl: \"%s\" is not MODULE:KEY (e.g. pm2-server-monit:interval)\n",
+            target.c_str());
+    return false;
+  }
+  *module = target.substr(0, colon);
+  *key = target.substr(colon + 1);
+  return true;
+}
+
+}  // namespace
+
+int AgentCommands::Install(const std::string& source) {
+  if (!Connect()) return 1;
+  herd::v1::InstallModuleRequest req;
+  req.set_source(source);
+  req.set_base_dir(Cwd());
+  herd::v1::ModuleInfo info;
+  // npm can take minutes: at least 10.
+  auto ctx = Context(std::max(options_.timeout_seconds, 600));
+  grpc::Status s = stub_->InstallModule(ctx.get(), req, &info);
+  if (!s.ok()) return Fail(s);
+  if (options_.json) {
+    printf("%s\n", ToJson(info).c_str());
+  } else {
+    printf("installed %s %s from %s%s\n", info.name().c_str(), info.version().c_str(),
+           info.source().c_str(),
+           info.dev_mode() ? " (development mode: restarts when a file changes)" : "");
+  }
+  return 0;
+}
+
+int AgentCommands::Uninstall(const std::string& name, bool keep_config) {
+  if (!Connect()) return 1;
+  herd::v1::UninstallModuleRequest req;
+  req.set_name(name);
+  req.set_keep_config(keep_config);
+  herd::v1::UninstallModuleResponse resp;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->UninstallModule(ctx.get(), req, &resp);
+  if (!s.ok()) return Fail(s);
+  if (options_.json) {
+    printf("%s\n", ToJson(resp).c_str());
+  } else {
+    printf("uninstalled %s%s%s\n", resp.name().c_str(),
+           resp.removed_dir().empty() ? "" : " (removed ",
+           resp.removed_dir().empty() ? "" : (resp.removed_dir() + ")").c_str());
+  }
+  return 0;
+}
+
+int AgentCommands::UpdateModule(const std::string& name) {
+  if (!Connect()) return 1;
+  herd::v1::UpdateModuleRequest req;
+  req.set_name(name);
+  herd::v1::ModuleInfo info;
+  auto ctx = Context(std::max(options_.timeout_seconds, 600));
+  grpc::Status s = stub_->UpdateModule(ctx.get(), req, &info);
+  if (!s.ok()) return Fail(s);
+  if (options_.json) {
+    printf("%s\n", ToJson(info).c_str());
+  } else {
+    printf("updated %s to %s\n", info.name().c_str(), info.version().c_str());
+  }
+  return 0;
+}
+
+int AgentCommands::Conf(const std::string& module) {
+  if (!Connect()) return 1;
+  herd::v1::GetConfigRequest req;
+  req.set_module(module);
+  herd::v1::GetConfigResponse resp;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->GetConfig(ctx.get(), req, &resp);
+  if (!s.ok()) return Fail(s);
+  if (options_.json) {
+    printf("%s\n", ToJson(resp).c_str());
+    return 0;
+  }
+  if (resp.modules_size() == 0) printf("no modules installed\n");
+  for (const auto& m : resp.modules()) {
+    printf("%s:\n%s\n", m.module().c_str(), RenderConfig(m).c_str());
+  }
+  return 0;
+}
+
+int AgentCommands::Set(const std::string& target, const std::string& value, bool force) {
+  herd::v1::SetConfigRequest req;
+  std::string module, key;
+  if (!SplitTarget(target, &module, &key)) return 2;
+  if (!Connect()) return 1;
+  req.set_module(module);
+  req.set_key(key);
+  req.set_value(value);
+  req.set_force(force);
+  herd::v1::ModuleConfig resp;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->SetConfig(ctx.get(), req, &resp);
+  if (!s.ok()) return Fail(s);
+  if (options_.json) {
+    printf("%s\n", ToJson(resp).c_str());
+  } else {
+    printf("%s:%s = %s (%s restarted)\n%s", module.c_str(), key.c_str(), value.c_str(),
+           module.c_str(), RenderConfig(resp).c_str());
+  }
+  return 0;
+}
+
+int AgentCommands::Unset(const std::string& target) {
+  herd::v1::UnsetConfigRequest req;
+  std::string module, key;
+  if (!SplitTarget(target, &module, &key)) return 2;
+  if (!Connect()) return 1;
+  req.set_module(module);
+  req.set_key(key);
+  herd::v1::ModuleConfig resp;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->UnsetConfig(ctx.get(), req, &resp);
+  if (!s.ok()) return Fail(s);
+  if (options_.json) {
+    printf("%s\n", ToJson(resp).c_str());
+  } else {
+    printf("%s:%s unset (%s restarted)\n%s", module.c_str(), key.c_str(), module.c_str(),
+           RenderConfig(resp).c_str());
+  }
+  return 0;
+}
+
+int AgentCommands::Action(const std::string& module, const std::string& action,
+                          const std::vector<std::string>& params, int timeout_seconds) {
+  herd::v1::TriggerActionRequest req;
+  req.set_module(module);
+  req.set_action(action);
+  for (const auto& p : params) {
+    size_t eq = p.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fprintf(stderr, "agentctl: --param \"%s\" is not KEY=VALUE\n", p.c_str());
+      return 2;
+    }
+    (*req.mutable_params())[p.substr(0, eq)] = p.substr(eq + 1);
+  }
+  req.set_timeout_ms(static_cast<uint32_t>(timeout_seconds) * 1000);
+  if (!Connect()) return 1;
+  herd::v1::TriggerActionResponse resp;
+  auto ctx = Context(timeout_seconds + 5);
+  grpc::Status s = stub_->TriggerAction(ctx.get(), req, &resp);
+  if (!s.ok()) return Fail(s);
+  if (options_.json) {
+    printf("%s\n", ToJson(resp).c_str());
+    return 0;
+  }
+  for (const auto& line : resp.stream()) printf("%s\n", line.c_str());
+  // A string reply prints as text; anything else as JSON.
+  auto reply = nlohmann::json::parse(resp.reply_json(), nullptr, false);
+  if (!reply.is_discarded() && reply.is_string()) {
+    printf("%s\n", reply.get<std::string>().c_str());
+  } else {
+    printf("%s\n", resp.reply_json().c_str());
+  }
+  return 0;
+}
+
 }  // namespace herd::cli

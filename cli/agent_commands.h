@@ -49,6 +49,18 @@ class AgentCommands {
   int Top(double interval_seconds, int iterations);
   int Kill();
 
+  // Modules.
+  int Install(const std::string& source);
+  int Uninstall(const std::string& name, bool keep_config);
+  int UpdateModule(const std::string& name);
+  int Conf(const std::string& module);
+  // target is MODULE:KEY.
+  int Set(const std::string& target, const std::string& value, bool force);
+  int Unset(const std::string& target);
+  // params are KEY=VALUE.
+  int Action(const std::string& module, const std::string& action,
+             const std::vector<std::string>& params, int timeout_seconds);
+
  private:
   bool Connect();
   int Fail(const grpc::Status& s);

@@ -111,6 +111,38 @@ int main(int argc, char** argv) {
 
   auto* kill = app.add_subcommand("kill", "Stop every unit and exit agentd (units start again with agentd)");
 
+  // Modules (PM2's verbs).
+  std::string source, target_key, value, action_name;
+  bool keep_config = false, force = false;
+  std::vector<std::string> params;
+  int action_timeout = 30;
+  auto* install = app.add_subcommand(
+      "install", "Install a module from npm, a .tgz, or a directory (development mode) and start it");
+  install->add_option("source", source, "npm package name, path to a .tgz, or a directory")
+      ->required();
+  auto* uninstall = app.add_subcommand("uninstall", "Stop a module and remove its files");
+  uninstall->add_option("name", name, "Module name")->required();
+  uninstall->add_flag("--keep-config", keep_config, "Keep its overrides in module_conf.json");
+  auto* module = app.add_subcommand("module", "Module maintenance");
+  auto* module_update = module->add_subcommand("update", "Reinstall a module (npm: the latest version)");
+  module_update->add_option("name", name, "Module name")->required();
+  module->require_subcommand(1);
+  auto* set = app.add_subcommand("set", "Override a module's config key and restart it (pm2 set)");
+  set->add_option("target", target_key, "MODULE:KEY")->required();
+  set->add_option("value", value, "The new value (checked against the default's type)")->required();
+  set->add_flag("--force", force, "Accept a key the module's manifest does not declare");
+  auto* unset = app.add_subcommand("unset", "Remove a module's config override and restart it");
+  unset->add_option("target", target_key, "MODULE:KEY")->required();
+  auto* conf = app.add_subcommand("conf", "Module configuration: default, override, effective value");
+  conf->add_option("module", name, "Module name (default: every module)");
+  auto* action = app.add_subcommand("action", "Trigger a module's action and print its reply");
+  action->add_option("module", name, "Module name")->required();
+  action->add_option("action", action_name, "Action name")->required();
+  action->add_option("--param", params, "Parameter KEY=VALUE (repeatable)")->allow_extra_args(false);
+  action->add_option("--timeout", action_timeout, "Seconds to wait for the reply")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+
   CLI11_PARSE(app, argc, argv);
   copts.json = output == "json";
   herd::cli::AgentCommands cmd(copts);
@@ -124,5 +156,12 @@ int main(int argc, char** argv) {
   if (*logs) return cmd.Logs(name, lines, follow);
   if (*top) return cmd.Top(interval, iterations);
   if (*kill) return cmd.Kill();
+  if (*install) return cmd.Install(source);
+  if (*uninstall) return cmd.Uninstall(name, keep_config);
+  if (*module_update) return cmd.UpdateModule(name);
+  if (*set) return cmd.Set(target_key, value, force);
+  if (*unset) return cmd.Unset(target_key);
+  if (*conf) return cmd.Conf(name);
+  if (*action) return cmd.Action(name, action_name, params, action_timeout);
   return 2;
 }

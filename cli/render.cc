@@ -2,9 +2,11 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/units.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -61,17 +63,115 @@ std::string Bar(double fraction, int width) {
 
 }  // namespace
 
+std::string ProbeText(const herd::v1::Probe& p) {
+  std::string v = p.value();
+  if (!p.unit().empty() && !absl::EndsWith(v, p.unit())) absl::StrAppend(&v, " ", p.unit());
+  return v;
+}
+
 std::string RenderUnitTable(const std::vector<UnitStatus>& units, absl::Time now) {
+  // The PROBES column appears only when modules are listed (their main probes).
+  bool any_module = false;
+  for (const auto& u : units) any_module |= u.is_module();
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "STATUS", "PID", "CPU", "MEMORY", "RESTARTS", "UPTIME"}};
+  if (any_module) rows[0].push_back("PROBES");
   for (const auto& u : units) {
     const bool running = u.pid() != 0;
     rows.push_back({u.name(), StateName(u.state()), running ? absl::StrCat(u.pid()) : "-",
                     running ? Cpu(u.usage().cpu_percent()) : "-",
                     running ? FormatBytes(u.usage().rss_bytes()) : "-",
                     absl::StrCat(u.restarts()), Uptime(u, now)});
+    if (any_module) {
+      std::vector<std::string> probes;
+      for (const auto& p : u.main_probes()) {
+        probes.push_back(absl::StrCat(p.name(), "=", ProbeText(p)));
+      }
+      rows.back().push_back(u.is_module() ? (probes.empty() ? "-" : absl::StrJoin(probes, ", "))
+                                          : "");
+    }
   }
   return FormatTable(rows);
+}
+
+std::string RenderConfig(const herd::v1::ModuleConfig& c) {
+  std::vector<std::vector<std::string>> rows = {
+      {"KEY", "DEFAULT", "OVERRIDE", "EFFECTIVE", "SOURCE"}};
+  for (const auto& e : c.entries()) {
+    rows.push_back({e.key(), e.default_json().empty() ? "(undeclared)" : e.default_json(),
+                    e.has_override() ? e.override_value() : "-", e.effective_json(),
+                    e.source()});
+  }
+  return FormatTable(rows);
+}
+
+std::string RenderModule(const herd::v1::ModuleInfo& m) {
+  std::vector<std::vector<std::string>> rows;
+  auto add = [&](const std::string& k, const std::string& v) {
+    if (!v.empty()) rows.push_back({k, v});
+  };
+  add("module", m.name());
+  add("version", m.version());
+  add("description", m.description());
+  add("source", m.source());
+  add("directory", m.dir());
+  if (m.dev_mode()) add("development mode", "yes (restarted when a file changes)");
+  add("channel", m.channel().connected() ? "connected" : "not connected");
+  if (m.channel().invalid_json() + m.channel().oversized_lines() + m.channel().unknown_types() +
+          m.channel().flood_dropped() >
+      0) {
+    add("channel errors",
+        absl::StrCat(m.channel().invalid_json(), " invalid JSON, ", m.channel().oversized_lines(),
+                     " too long, ", m.channel().unknown_types(), " unknown, ",
+                     m.channel().flood_dropped(), " dropped (flood)"));
+  }
+  if (m.pid_override_size() > 0) add("watching pids", absl::StrJoin(m.pid_override(), " "));
+  if (m.has_widget()) {
+    add("widget", absl::StrCat(m.widget().type(), m.widget().logo().empty() ? "" : ", logo ",
+                               m.widget().logo()));
+    add("theme", absl::StrJoin(m.widget().theme(), " "));
+    add("main probes", absl::StrJoin(m.widget().main_probes(), ", "));
+  }
+  add("issues", absl::StrCat(m.issues_count()));
+  std::string out = "\n" + FormatTable(rows);
+  if (m.config_size() > 0) {
+    herd::v1::ModuleConfig c;
+    c.mutable_entries()->CopyFrom(m.config());
+    out += "\nconfig:\n" + RenderConfig(c);
+  }
+  if (m.probes_size() > 0) {
+    std::vector<std::vector<std::string>> pr = {{"PROBE", "VALUE", "TYPE"}};
+    for (const auto& p : m.probes()) pr.push_back({p.name(), ProbeText(p), p.type()});
+    out += "\nprobes:\n" + FormatTable(pr);
+  }
+  if (m.actions_size() > 0) {
+    std::vector<std::vector<std::string>> ac = {{"ACTION", "TYPE"}};
+    for (const auto& a : m.actions()) ac.push_back({a.name(), a.type()});
+    out += "\nactions:\n" + FormatTable(ac);
+  }
+  if (m.issues_size() > 0) {
+    out += "\nrecent issues:\n";
+    for (const auto& i : m.issues()) {
+      out += absl::StrCat(
+          absl::FormatTime("  %Y-%m-%d %H:%M:%S ", absl::FromUnixMillis(i.at_unix_ms()),
+                           absl::LocalTimeZone()),
+          i.name(), ": ", i.message(), "\n");
+      std::vector<std::string> stack = absl::StrSplit(i.stack(), '\n', absl::SkipEmpty());
+      for (size_t k = 0; k < stack.size() && k < 4; ++k) {
+        out += absl::StrCat("      ", stack[k], "\n");
+      }
+    }
+  }
+  if (m.events_size() > 0) {
+    out += "\nrecent module events:\n";
+    for (const auto& e : m.events()) {
+      out += absl::StrCat(
+          absl::FormatTime("  %Y-%m-%d %H:%M:%S ", absl::FromUnixMillis(e.at_unix_ms()),
+                           absl::LocalTimeZone()),
+          e.name(), " ", e.data_json(), "\n");
+    }
+  }
+  return out;
 }
 
 std::string RenderDetail(const herd::v1::UnitDetail& d, absl::Time now) {
@@ -135,6 +235,7 @@ std::string RenderDetail(const herd::v1::UnitDetail& d, absl::Time now) {
     }
     out += FormatTable(ev);
   }
+  if (d.has_module_info()) out += RenderModule(d.module_info());
   return out;
 }
 

@@ -26,6 +26,13 @@ std::string RenderDetail(const herd::v1::UnitDetail& detail, absl::Time now);
 std::string RenderTop(const herd::v1::AgentInfo& info,
                       const std::vector<herd::v1::UnitStatus>& units, absl::Time now);
 
+// A module's configuration: key, default, override, effective value and its source.
+std::string RenderConfig(const herd::v1::ModuleConfig& config);
+// The module part of `describe`: meta, widget, config, probes, actions, issues, events.
+std::string RenderModule(const herd::v1::ModuleInfo& module);
+// A probe's value with its unit.
+std::string ProbeText(const herd::v1::Probe& probe);
+
 // JSON of any message, pretty-printed.
 std::string ToJson(const google::protobuf::Message& m);
 

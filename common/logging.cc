@@ -47,6 +47,9 @@ absl::Status InitLogging(const LogOptions& options) {
     logger->set_level(level);
     logger->set_pattern(kPattern);
   });
+  // A file is read by people tailing it: flush at least every second (warnings and errors
+  // are flushed at once).
+  if (!options.file.empty()) spdlog::flush_every(std::chrono::seconds(1));
   return absl::OkStatus();
 }
 
