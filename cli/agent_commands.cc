@@ -75,7 +75,9 @@ int AgentCommands::Fail(const grpc::Status& s) {
                     "start it again with `agentd --home %s --daemon`\n",
             socket_.c_str(), s.error_message().c_str(), options_.home.c_str(),
             options_.home.c_str());
-  } else if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+  } else if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+             s.error_message() == "Deadline Exceeded") {
+    // gRPC's own deadline (ours), not a timeout the agent reports (e.g. an action's).
     fprintf(stderr, "agentctl: agentd did not answer within %d s\n", options_.timeout_seconds);
   } else {
     fprintf(stderr, "agentctl: %s\n", s.error_message().c_str());

@@ -13,6 +13,9 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev
   # used by tests and the demo (shell and Python sample apps)
   python3 procps
+  # modules: Node modules (pmx, @pm2/io) are installed with npm; archives with tar; the
+  # module integration tests watch a redis-server through its pid file
+  nodejs npm tar redis-server
 )
 
 missing=()

@@ -161,9 +161,13 @@ ModuleChannelState::Result ModuleChannelState::HandleLine(absl::string_view line
 void ModuleChannelState::OnConfiguration(const json& data) {
   if (!data.is_object()) return;
   if (data.contains("module_conf")) announced_conf_json_ = Clip(data["module_conf"].dump(), 65536);
-  pid_override_.clear();
-  if (data.contains("pid")) AppendPids(data["pid"], &pid_override_);
-  if (pid_override_.size() > 64) pid_override_.resize(64);
+  // Announcements merge, as PM2's Object.assign of axm_options: pmx sends a second one with
+  // only {"error": true}, which must not drop the pid announced first.
+  if (data.contains("pid")) {
+    pid_override_.clear();
+    AppendPids(data["pid"], &pid_override_);
+    if (pid_override_.size() > 64) pid_override_.resize(64);
+  }
   const json* w = data.contains("widget") && data["widget"].is_object() ? &data["widget"] : nullptr;
   if (w == nullptr) return;
   widget_announced_ = true;

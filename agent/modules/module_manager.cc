@@ -246,6 +246,13 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
     auto m = LoadManifest(path);
     if (!m.ok()) return m.status();
     if (!IsDir(path + "/node_modules")) {
+      auto text = ReadFileToString(path + "/package.json");
+      if (m->is_node && m->has_dependencies && text.ok() && StripJsonComments(*text) != *text) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            path, "/package.json has comments, which npm cannot read: remove them, run "
+                  "`npm install` there yourself, or install the module as a .tgz (its "
+                  "installed copy is cleaned)"));
+      }
       if (auto s = npm_install(path, *m); !s.ok()) return s;
     }
     p.name = m->name;
@@ -341,6 +348,17 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
   if (!m.ok()) {
     fs::remove_all(staging);
     return m.status();
+  }
+  // PM2's docs put comments in package.json, but npm and the modules' own libraries (pmx
+  // require()s it) read it as strict JSON: the installed copy gets them blanked out.
+  if (auto text = ReadFileToString(root + "/package.json"); text.ok()) {
+    std::string strict = StripJsonComments(*text);
+    if (strict != *text) {
+      if (auto s = WriteFileAtomically(root + "/package.json", strict, 0644); !s.ok()) {
+        fs::remove_all(staging);
+        return s;
+      }
+    }
   }
   if (auto s = npm_install(root, *m); !s.ok()) {
     fs::remove_all(staging);
@@ -730,6 +748,7 @@ void ModuleManager::OnReadable(const std::string& name) {
     uint64_t oversized_before = m.framer->oversized();
     m.framer->Feed(absl::string_view(buf, static_cast<size_t>(n)), [&](absl::string_view line) {
       if (line.empty()) return;
+      log_->trace("event=channel_line module={} line=\"{}\"", m.name, line.substr(0, 300));
       auto r = m.channel.HandleLine(line, now);
       if (r == ModuleChannelState::Result::kOk) return;
       const auto& st = m.channel.stats();

@@ -1,0 +1,473 @@
+// Modules end to end on a real agentd: real PM2 modules (pmx and @pm2/io, installed from a
+// local tarball and from npm), native modules speaking the channel directly, development
+// mode, configuration, actions, a module watching a redis-server through its pid file, and
+// uninstall leaving nothing behind.
+//
+// Needs node, npm (and network access to the npm registry) and redis-server: scripts/test.sh
+// installs them. A missing tool fails the test with a message saying what to install.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/agent_harness.h"
+
+namespace herd::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+std::string Which(const std::string& prog) {
+  CmdResult r = Run({"/usr/bin/env", "sh", "-c", "command -v " + prog});
+  std::string out = r.out;
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return r.exit_code == 0 ? out : "";
+}
+
+void WriteFile(const std::string& path, const std::string& content) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream f(path, std::ios::trunc);
+  f << content;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// A pmx module (PM2's legacy library, as pm2-logrotate uses).
+constexpr char kPmxManifest[] = R"({
+  // Comments are accepted, as in PM2's documentation.
+  "name": "pmx-probe",
+  "version": "1.0.0",
+  "description": "pmx-based test module",
+  "dependencies": { "pmx": "1.6.8" },
+  "config": { "greeting": "hi", "step": 1 },
+  "apps": [{ "script": "index.js", "merge_logs": true }]
+})";
+constexpr char kPmxIndex[] = R"(var pmx = require('pmx');
+var conf = pmx.initModule({
+  widget: { logo: 'https://example.invalid/logo.png', theme: ['#111', '#222', 'white', 'white'],
+            block: { main_probes: ['hits'] } }
+});
+var hits = 0;
+pmx.probe().metric({ name: 'hits', value: function () { return hits; } });
+setInterval(function () { hits += Number(conf.step); }, 100);
+pmx.action('greet', function (opts, reply) { reply(conf.greeting + ' ' + opts.name); });
+pmx.notify(new Error('pmx module started'));
+)";
+
+// An @pm2/io module (the current library).
+constexpr char kIoManifest[] = R"({
+  "name": "io-probe",
+  "version": "2.0.0",
+  "dependencies": { "@pm2/io": "6.1.0" },
+  "config": { "greeting": "hello", "rate": 42 },
+  "apps": [{ "script": "index.js" }]
+})";
+constexpr char kIoIndex[] = R"(const io = require('@pm2/io');
+const conf = io.initModule({ widget: { block: { main_probes: ['rate'] } } });
+io.metric({ name: 'rate', unit: 'req/s', value: () => Number(conf.rate) });
+io.action('greet', (opts, reply) => reply(conf.greeting + ' ' + opts.name));
+setInterval(() => {}, 1000);
+)";
+
+// A native module written against the channel directly (no SDK): python3.
+constexpr char kRawManifest[] = R"({
+  "name": "raw-native",
+  "version": "0.1.0",
+  "config": { "limit": 3, "label": "x" },
+  "apps": [{ "script": "main.py" }]
+})";
+constexpr char kRawMain[] = R"(import json, os, socket, sys, threading, time
+s = socket.socket(fileno=int(os.environ['HERD_CHANNEL_FD']))
+conf = json.loads(os.environ['HERD_MODULE_CONFIG'])
+def send(t, d): s.sendall((json.dumps({'type': t, 'data': d}) + '\n').encode())
+send('axm:action', {'action_name': 'never-replies'})
+send('axm:action', {'action_name': 'echo'})
+# Garbage the agent must survive: invalid JSON, an unknown type, a 2 MiB line.
+s.sendall(b'this is not json\n')
+send('no:such:type', {})
+s.sendall(b'{"type": "axm:monitor", "data": {"big": "' + b'x' * (2 << 20) + b'"}}\n')
+def reader():
+    for line in s.makefile():
+        m = json.loads(line)
+        if m['msg'] == 'echo':
+            send('axm:reply', {'action_name': 'echo', 'return': {'opts': m['opts'], 'limit': conf['limit']}})
+threading.Thread(target=reader, daemon=True).start()
+while True:
+    send('axm:monitor', {'limit': {'value': conf['limit'], 'type': 'gauge'}, 'label': conf['label']})
+    time.sleep(0.2)
+)";
+
+class ModuleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(agent_.StartAgent()) << agent_.last_error();
+    work_ = agent_.Path("work");
+    fs::create_directories(work_);
+  }
+
+  void RequireNode() {
+    ASSERT_FALSE(Which("node").empty()) << "node is not installed: apt-get install nodejs";
+    ASSERT_FALSE(Which("npm").empty()) << "npm is not installed: apt-get install npm";
+  }
+
+  // Writes a module and archives it the way `npm pack` does (files under package/). tar,
+  // not npm pack: npm cannot read a package.json with comments, which PM2 modules may have.
+  std::string PackModule(const std::string& dir_name, const std::string& manifest,
+                         const std::string& index) {
+    std::string parent = work_ + "/" + dir_name;
+    WriteFile(parent + "/package/package.json", manifest);
+    WriteFile(parent + "/package/index.js", index);
+    std::string tgz = work_ + "/" + dir_name + ".tgz";
+    CmdResult r = herd::testing::Run({Which("tar"), "-czf", tgz, "-C", parent, "package"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return tgz;
+  }
+
+  json Detail(const std::string& name) { return agent_.CtlJson({"describe", name}); }
+
+  // The module's probe value as JSON from describe, or null.
+  json Probe(const std::string& module, const std::string& probe) {
+    json d = Detail(module);
+    if (!d.is_object() || !d.contains("module_info")) return nullptr;
+    for (const auto& p : d["module_info"]["probes"]) {
+      if (p["name"] == probe) return p;
+    }
+    return nullptr;
+  }
+
+  bool HasAction(const std::string& module, const std::string& action) {
+    json d = Detail(module);
+    if (!d.is_object() || !d.contains("module_info")) return false;
+    for (const auto& a : d["module_info"]["actions"]) {
+      if (a["name"] == action) return true;
+    }
+    return false;
+  }
+
+  CmdResult Action(const std::string& module, const std::string& action,
+                   const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"action", module, action};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return agent_.Ctl(args);
+  }
+
+  int Pid(const std::string& name) {
+    json u = agent_.Unit(name);
+    return u.is_null() ? 0 : u.value("pid", 0);
+  }
+
+  // Sets a config value, then checks that exactly that module restarted with it.
+  void SetAndExpectRestart(const std::string& module, const std::string& kv,
+                           const std::string& value) {
+    int old_pid = Pid(module);
+    ASSERT_GT(old_pid, 0);
+    CmdResult r = agent_.Ctl({"set", module + ":" + kv, value});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_TRUE(WaitFor([&] {
+      int p = Pid(module);
+      return p > 0 && p != old_pid;
+    })) << "set did not restart " << module;
+  }
+
+  AgentHarness agent_;
+  std::string work_;
+};
+
+TEST_F(ModuleTest, PmxModuleFromTarballReportsProbesAnswersActionsAndTakesConfig) {
+  RequireNode();
+  std::string tgz = PackModule("pmx-src", kPmxManifest, kPmxIndex);
+  CmdResult install = agent_.Ctl({"install", tgz});
+  ASSERT_EQ(install.exit_code, 0) << install.err;
+  EXPECT_THAT(install.out, HasSubstr("installed pmx-probe 1.0.0"));
+  EXPECT_TRUE(fs::exists(agent_.Path("modules/pmx-probe/node_modules/pmx/package.json")));
+
+  ASSERT_TRUE(WaitFor([&] {
+    json p = Probe("pmx-probe", "hits");
+    return p.is_object() && p.value("numeric", false) && p.value("number", 0.0) > 0;
+  }, absl::Seconds(20))) << Detail("pmx-probe").dump();
+  json d = Detail("pmx-probe");
+  EXPECT_EQ(d["module_info"]["widget"]["main_probes"], json::array({"hits"}));
+  EXPECT_EQ(d["module_info"]["widget"]["theme"][0], "#111");
+  EXPECT_GE(std::stoi(d["module_info"]["issues_count"].get<std::string>()), 1);
+  EXPECT_EQ(d["module_info"]["issues"][0]["message"], "pmx module started");
+  EXPECT_TRUE(d["status"]["is_module"].get<bool>());
+
+  // list shows the main probe.
+  CmdResult list = agent_.Ctl({"list"});
+  EXPECT_THAT(list.out, HasSubstr("PROBES"));
+  EXPECT_THAT(list.out, HasSubstr("hits="));
+
+  ASSERT_TRUE(WaitFor([&] { return HasAction("pmx-probe", "greet"); }));
+  CmdResult reply = Action("pmx-probe", "greet", {"--param", "name=bob"});
+  ASSERT_EQ(reply.exit_code, 0) << reply.err;
+  EXPECT_EQ(reply.out, "hi bob\n");
+
+  // PM2's `set`: stored as a string, given to pmx in the env var named after the module.
+  SetAndExpectRestart("pmx-probe", "greeting", "hey there");
+  ASSERT_TRUE(WaitFor([&] { return HasAction("pmx-probe", "greet"); }));
+  reply = Action("pmx-probe", "greet", {"--param", "name=ann"});
+  EXPECT_EQ(reply.out, "hey there ann\n");
+  json conf = nlohmann::json::parse(ReadFile(agent_.Path("module_conf.json")));
+  EXPECT_EQ(conf["pmx-probe"]["greeting"], "hey there");
+}
+
+TEST_F(ModuleTest, Pm2IoModuleFromTarballReportsProbesAnswersActionsAndTakesConfig) {
+  RequireNode();
+  std::string tgz = PackModule("io-src", kIoManifest, kIoIndex);
+  CmdResult install = agent_.Ctl({"install", tgz});
+  ASSERT_EQ(install.exit_code, 0) << install.err;
+  ASSERT_TRUE(WaitFor([&] {
+    json p = Probe("io-probe", "rate");
+    return p.is_object() && p.value("number", 0.0) == 42;
+  }, absl::Seconds(20))) << Detail("io-probe").dump();
+  EXPECT_EQ(Probe("io-probe", "rate")["unit"], "req/s");
+
+  ASSERT_TRUE(WaitFor([&] { return HasAction("io-probe", "greet"); }));
+  CmdResult reply = Action("io-probe", "greet", {"--param", "name=bob"});
+  ASSERT_EQ(reply.exit_code, 0) << reply.err;
+  EXPECT_EQ(reply.out, "hello bob\n");
+
+  // A value of the wrong type is refused at `set` time and changes nothing.
+  int pid = Pid("io-probe");
+  CmdResult bad = agent_.Ctl({"set", "io-probe:rate", "fast"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("rate"));
+  EXPECT_THAT(bad.err, HasSubstr("not an integer"));
+  EXPECT_EQ(Pid("io-probe"), pid);
+
+  SetAndExpectRestart("io-probe", "rate", "7");
+  ASSERT_TRUE(WaitFor([&] {
+    json p = Probe("io-probe", "rate");
+    return p.is_object() && p.value("number", 0.0) == 7;
+  }, absl::Seconds(20)));
+
+  // unset goes back to the default (and restarts again).
+  pid = Pid("io-probe");
+  ASSERT_EQ(agent_.Ctl({"unset", "io-probe:rate"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] {
+    json p = Probe("io-probe", "rate");
+    return Pid("io-probe") != pid && p.is_object() && p.value("number", 0.0) == 42;
+  }, absl::Seconds(20)));
+}
+
+TEST_F(ModuleTest, PublishedPm2IoModuleFromNpmReportsProbes) {
+  RequireNode();
+  // pm2-server-monit 3 runs on @pm2/io 2.x, whose metrics start only once init() is called
+  // (PM2's container does it): the agent's preload must do the same.
+  CmdResult install = agent_.Ctl({"install", "pm2-server-monit@3.0.0"});
+  ASSERT_EQ(install.exit_code, 0) << install.err;
+  ASSERT_TRUE(WaitFor([&] { return Probe("pm2-server-monit", "CPU usage").is_object(); },
+                      absl::Seconds(30)))
+      << Detail("pm2-server-monit").dump();
+  ASSERT_TRUE(WaitFor([&] { return HasAction("pm2-server-monit", "uptime"); }));
+  CmdResult reply = Action("pm2-server-monit", "uptime");
+  ASSERT_EQ(reply.exit_code, 0) << reply.err;
+  EXPECT_THAT(reply.out, HasSubstr("load average"));
+}
+
+TEST_F(ModuleTest, NativeModuleSurvivesGarbageAndActionsTimeOut) {
+  std::string dir = work_ + "/raw";
+  WriteFile(dir + "/package.json", kRawManifest);
+  WriteFile(dir + "/main.py", kRawMain);
+  CmdResult install = agent_.Ctl({"install", dir});
+  ASSERT_EQ(install.exit_code, 0) << install.err;
+  EXPECT_THAT(install.out, HasSubstr("development mode"));
+  ASSERT_TRUE(WaitFor([&] {
+    json p = Probe("raw-native", "limit");
+    return p.is_object() && p.value("number", 0.0) == 3;
+  })) << Detail("raw-native").dump();
+
+  json ch = Detail("raw-native")["module_info"]["channel"];
+  EXPECT_TRUE(ch["connected"].get<bool>());
+  EXPECT_EQ(ch["invalid_json"], "1");
+  EXPECT_EQ(ch["unknown_types"], "1");
+  EXPECT_EQ(ch["oversized_lines"], "1");
+  EXPECT_EQ(agent_.State("raw-native"), "online");
+
+  // Parameters arrive, the reply comes back as JSON.
+  ASSERT_TRUE(WaitFor([&] { return HasAction("raw-native", "echo"); }));
+  CmdResult echo = Action("raw-native", "echo", {"--param", "a=1", "--param", "b=two"});
+  ASSERT_EQ(echo.exit_code, 0) << echo.err;
+  json reply = json::parse(echo.out);
+  EXPECT_EQ(reply["opts"]["a"], "1");
+  EXPECT_EQ(reply["opts"]["b"], "two");
+  EXPECT_EQ(reply["limit"], 3);
+
+  CmdResult slow = Action("raw-native", "never-replies", {"--timeout", "1"});
+  EXPECT_NE(slow.exit_code, 0);
+  EXPECT_THAT(slow.err, HasSubstr("did not reply"));
+  CmdResult unknown = Action("raw-native", "nope");
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_THAT(unknown.err, HasSubstr("echo"));  // lists the actions it has
+
+  // Typed config for native modules: the integer default makes "5" the number 5.
+  SetAndExpectRestart("raw-native", "limit", "5");
+  ASSERT_TRUE(WaitFor([&] {
+    json p = Probe("raw-native", "limit");
+    return p.is_object() && p.value("number", 0.0) == 5;
+  }));
+  CmdResult undeclared = agent_.Ctl({"set", "raw-native:other", "1"});
+  EXPECT_NE(undeclared.exit_code, 0);
+  EXPECT_THAT(undeclared.err, HasSubstr("--force"));
+}
+
+TEST_F(ModuleTest, DevelopmentModeRestartsOnFileChangeButNotInNodeModules) {
+  std::string dir = work_ + "/dev";
+  WriteFile(dir + "/package.json", kRawManifest);
+  WriteFile(dir + "/main.py", kRawMain);
+  ASSERT_EQ(agent_.Ctl({"install", dir}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return Pid("raw-native") > 0; }));
+  int pid = Pid("raw-native");
+
+  // Ignored: node_modules, dot-folders, logs.
+  WriteFile(dir + "/node_modules/dep/index.js", "x");
+  WriteFile(dir + "/.git/HEAD", "x");
+  WriteFile(dir + "/logs/out.log", "x");
+  absl::SleepFor(absl::Milliseconds(1200));  // past the debounce: nothing may happen
+  EXPECT_EQ(Pid("raw-native"), pid);
+
+  WriteFile(dir + "/helper.py", "X = 1\n");
+  ASSERT_TRUE(WaitFor([&] {
+    int p = Pid("raw-native");
+    return p > 0 && p != pid;
+  })) << "a source change must restart the module";
+
+  // Uninstall leaves the operator's directory in place (it was used in place).
+  ASSERT_EQ(agent_.Ctl({"uninstall", "raw-native"}).exit_code, 0);
+  EXPECT_TRUE(fs::exists(dir + "/main.py"));
+}
+
+TEST_F(ModuleTest, ModuleWatchingRedisThroughItsPidFileIsSampledAsRedis) {
+  RequireNode();
+  std::string redis = Which("redis-server");
+  ASSERT_FALSE(redis.empty()) << "redis-server is not installed: apt-get install redis-server";
+  std::string pidfile = agent_.Path("redis.pid");
+  CmdResult started = herd::testing::Run({redis, "--port", "0", "--unixsocket", agent_.Path("redis.sock"),
+                           "--daemonize", "yes", "--pidfile", pidfile, "--save", "",
+                           "--appendonly", "no", "--dir", agent_.home()});
+  ASSERT_EQ(started.exit_code, 0) << started.out << started.err;
+  ASSERT_TRUE(WaitFor([&] { return !ReadFile(pidfile).empty(); }));
+  int redis_pid = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadFile(pidfile)), &redis_pid));
+  agent_.Track(redis_pid);
+  struct KillRedis {
+    int pid;
+    ~KillRedis() { kill(pid, SIGKILL); }
+  } kill_redis{redis_pid};
+
+  std::string manifest = R"({"name": "redis-watch", "version": "1.0.0",
+    "dependencies": {"pmx": "1.6.8"}, "apps": [{"script": "index.js"}]})";
+  std::string index = absl::StrCat(
+      "var pmx = require('pmx');\n"
+      "pmx.initModule({ pid: pmx.resolvePidPaths(['/nonexistent.pid', '", pidfile, "']) });\n"
+      "setInterval(function () {}, 1000);\n");
+  std::string tgz = PackModule("redis-src", manifest, index);
+  ASSERT_EQ(agent_.Ctl({"install", tgz}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] {
+    json u = agent_.Unit("redis-watch");
+    return !u.is_null() && u["sampled_pids"] == json::array({redis_pid});
+  }, absl::Seconds(20))) << agent_.Unit("redis-watch").dump();
+  json u = agent_.Unit("redis-watch");
+  EXPECT_NE(u["pid"], redis_pid);  // the module runs; redis is what is measured
+  EXPECT_GT(std::stoll(u["usage"]["rss_bytes"].get<std::string>()), 0);
+}
+
+TEST_F(ModuleTest, UninstallLeavesNothingBehind) {
+  RequireNode();
+  std::string tgz = PackModule("gone-src", kPmxManifest, kPmxIndex);
+  ASSERT_EQ(agent_.Ctl({"install", tgz}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return Pid("pmx-probe") > 0; }));
+  int pid = Pid("pmx-probe");
+  ASSERT_EQ(agent_.Ctl({"set", "pmx-probe:greeting", "yo"}).exit_code, 0);
+  // A module is removed with uninstall, not delete.
+  CmdResult del = agent_.Ctl({"delete", "pmx-probe"});
+  EXPECT_NE(del.exit_code, 0);
+  EXPECT_THAT(del.err, HasSubstr("uninstall"));
+
+  pid = Pid("pmx-probe");
+  CmdResult r = agent_.Ctl({"uninstall", "pmx-probe"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(agent_.Path("modules/pmx-probe")));
+  EXPECT_TRUE(WaitFor([&] { return !ProcessAlive(pid); }));
+  EXPECT_TRUE(agent_.Unit("pmx-probe").is_null());
+  json records = json::parse(ReadFile(agent_.Path("modules.json")));
+  EXPECT_TRUE(records["modules"].empty());
+  json conf = json::parse(ReadFile(agent_.Path("module_conf.json")));
+  EXPECT_FALSE(conf.contains("pmx-probe"));
+  // Nothing left in modules/ (no staging directories either).
+  EXPECT_TRUE(fs::is_empty(agent_.Path("modules")));
+  // And it does not come back with the agent.
+  agent_.StopAgent();
+  ASSERT_TRUE(agent_.StartAgent()) << agent_.last_error();
+  EXPECT_TRUE(agent_.Unit("pmx-probe").is_null());
+}
+
+TEST_F(ModuleTest, ModulesComeBackWithTheAgentWithTheirConfig) {
+  std::string dir = work_ + "/persist";
+  WriteFile(dir + "/package.json", kRawManifest);
+  WriteFile(dir + "/main.py", kRawMain);
+  ASSERT_EQ(agent_.Ctl({"install", dir}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return Pid("raw-native") > 0; }));
+  SetAndExpectRestart("raw-native", "limit", "9");
+  agent_.StopAgent();
+  ASSERT_TRUE(agent_.StartAgent()) << agent_.last_error();
+  ASSERT_TRUE(WaitFor([&] {
+    json p = Probe("raw-native", "limit");
+    return p.is_object() && p.value("number", 0.0) == 9;
+  })) << Detail("raw-native").dump();
+}
+
+TEST_F(ModuleTest, BadInstallsAreRefusedWithWhatToFix) {
+  CmdResult missing = agent_.Ctl({"install", work_ + "/does-not-exist"});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.err, HasSubstr("no such file or directory"));
+
+  std::string dir = work_ + "/broken";
+  WriteFile(dir + "/package.json", "{\n  \"name\": \"broken\",\n  \"apps\": [\n}\n");
+  CmdResult broken = agent_.Ctl({"install", dir});
+  EXPECT_NE(broken.exit_code, 0);
+  EXPECT_THAT(broken.err, HasSubstr("package.json"));
+  EXPECT_THAT(broken.err, HasSubstr("line 4"));
+
+  WriteFile(dir + "/package.json", R"({"name": "../evil", "apps": [{"script": "x.sh"}]})");
+  CmdResult evil = agent_.Ctl({"install", dir});
+  EXPECT_NE(evil.exit_code, 0);
+  EXPECT_THAT(evil.err, HasSubstr(".."));
+
+  CmdResult bad_npm = agent_.Ctl({"install", "-rf"});
+  EXPECT_NE(bad_npm.exit_code, 0);
+
+  CmdResult uninstall = agent_.Ctl({"uninstall", "nosuch"});
+  EXPECT_NE(uninstall.exit_code, 0);
+  EXPECT_THAT(uninstall.err, HasSubstr("no module named"));
+  CmdResult set = agent_.Ctl({"set", "nosuch:key", "1"});
+  EXPECT_NE(set.exit_code, 0);
+  CmdResult malformed = agent_.Ctl({"set", "no-colon", "1"});
+  EXPECT_NE(malformed.exit_code, 0);
+  EXPECT_THAT(malformed.err, HasSubstr("MODULE:KEY"));
+  EXPECT_TRUE(fs::is_empty(agent_.Path("modules")));
+}
+
+}  // namespace
+}  // namespace herd::testing
