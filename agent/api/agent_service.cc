@@ -161,15 +161,21 @@ grpc::ServerUnaryReactor* AgentService::RunSelectorOp(grpc::CallbackServerContex
     }
   }
   loop_.Post([this, reactor, req, resp, op] {
-    if (op == &Supervisor::Delete && modules_.IsModule(req->name())) {
+    if (op == SelectorOp::kDelete && modules_.IsModule(req->name())) {
       return reactor->Finish(grpc::Status(
           grpc::StatusCode::FAILED_PRECONDITION,
           absl::StrCat(req->name(), " is a module: `agentctl uninstall ", req->name(),
                        "` removes it (stop keeps it installed but not running)")));
     }
-    (supervisor_.*op)(req->name(), [reactor, resp](auto units) {
-      FillUnits(units, resp, reactor);
-    });
+    auto done = [reactor, resp](auto units) { FillUnits(units, resp, reactor); };
+    switch (op) {
+      case SelectorOp::kStop:
+        return supervisor_.Stop(req->name(), done);
+      case SelectorOp::kRestart:
+        return supervisor_.Restart(req->name(), done);
+      case SelectorOp::kDelete:
+        return supervisor_.Delete(req->name(), done);
+    }
   });
   return reactor;
 }
@@ -177,19 +183,19 @@ grpc::ServerUnaryReactor* AgentService::RunSelectorOp(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* AgentService::Stop(grpc::CallbackServerContext* ctx,
                                              const herd::v1::UnitSelector* req,
                                              herd::v1::UnitsResponse* resp) {
-  return RunSelectorOp(ctx, req, resp, &Supervisor::Stop);
+  return RunSelectorOp(ctx, req, resp, SelectorOp::kStop);
 }
 
 grpc::ServerUnaryReactor* AgentService::Restart(grpc::CallbackServerContext* ctx,
                                                 const herd::v1::UnitSelector* req,
                                                 herd::v1::UnitsResponse* resp) {
-  return RunSelectorOp(ctx, req, resp, &Supervisor::Restart);
+  return RunSelectorOp(ctx, req, resp, SelectorOp::kRestart);
 }
 
 grpc::ServerUnaryReactor* AgentService::Delete(grpc::CallbackServerContext* ctx,
                                                const herd::v1::UnitSelector* req,
                                                herd::v1::UnitsResponse* resp) {
-  return RunSelectorOp(ctx, req, resp, &Supervisor::Delete);
+  return RunSelectorOp(ctx, req, resp, SelectorOp::kDelete);
 }
 
 grpc::ServerUnaryReactor* AgentService::Shutdown(grpc::CallbackServerContext* ctx,

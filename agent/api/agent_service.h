@@ -86,7 +86,7 @@ class AgentService final : public herd::v1::Agent::CallbackService {
 
  private:
   class LogsReactor;
-  using SelectorOp = void (Supervisor::*)(const std::string&, Supervisor::UnitsDone);
+  enum class SelectorOp { kStop, kRestart, kDelete };
   grpc::ServerUnaryReactor* RunSelectorOp(grpc::CallbackServerContext* ctx,
                                           const herd::v1::UnitSelector* req,
                                           herd::v1::UnitsResponse* resp, SelectorOp op);
