@@ -13,6 +13,8 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 
 namespace herd::testing {
@@ -134,6 +136,23 @@ AgentHarness::AgentHarness() {
 
 AgentHarness::~AgentHarness() {
   StopAgent();
+  // Every process started under this agent carries HERD_TEST_HOME (agentd passes its
+  // environment on); whatever survived the agent is killed here, so no test leaks processes.
+  std::error_code ec;
+  const std::string tag = "HERD_TEST_HOME=" + home_;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(entry.path().filename().string(), &pid) || pid == getpid()) continue;
+    std::string env = ReadWhole(absl::StrCat("/proc/", pid, "/environ"));
+    for (absl::string_view var : absl::StrSplit(env, '\0')) {
+      if (var == tag) {
+        fprintf(stderr, "[harness] killing leftover pid %d: %s\n", pid,
+                ReadWhole(absl::StrCat("/proc/", pid, "/cmdline")).c_str());
+        kill(pid, SIGKILL);
+        break;
+      }
+    }
+  }
   // Anything a test left running (e.g. after KillAgent without a restart).
   for (pid_t pid : tracked_) {
     std::string cmdline = ReadWhole(absl::StrCat("/proc/", pid, "/cmdline"));
@@ -161,6 +180,7 @@ bool AgentHarness::StartAgent(const std::vector<std::string>& extra_args) {
   std::vector<char*> args = Argv(argv);
   pid_t pid = fork();
   if (pid == 0) {
+    setenv("HERD_TEST_HOME", home_.c_str(), 1);
     int null_fd = open("/dev/null", O_RDONLY);
     int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     dup2(null_fd, 0);
@@ -191,7 +211,14 @@ bool AgentHarness::StartAgent(const std::vector<std::string>& extra_args) {
 void AgentHarness::StopAgent() {
   if (agent_pid_ <= 0) return;
   kill(agent_pid_, SIGTERM);
-  if (WaitChild(agent_pid_, absl::Seconds(20)) < 0) {
+  int status = WaitChild(agent_pid_, absl::Seconds(30));
+  if (status != 0) {
+    fprintf(stderr, "[harness] agentd %s; its output:\n%s\n",
+            status < 0 ? "did not stop within 30 s of SIGTERM"
+                       : absl::StrCat("exited with status ", status).c_str(),
+            ReadWhole(Path("agentd.out")).c_str());
+  }
+  if (status < 0) {
     kill(agent_pid_, SIGKILL);
     WaitChild(agent_pid_, absl::Seconds(5));
   }
