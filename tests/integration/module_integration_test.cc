@@ -103,6 +103,8 @@ conf = json.loads(os.environ['HERD_MODULE_CONFIG'])
 def send(t, d): s.sendall((json.dumps({'type': t, 'data': d}) + '\n').encode())
 send('axm:action', {'action_name': 'never-replies'})
 send('axm:action', {'action_name': 'echo'})
+send('axm:action', {'action_name': 'count', 'action_type': 'scoped'})
+send('axm:action', {'action_name': 'hangup'})
 # Garbage the agent must survive: invalid JSON, an unknown type, a 2 MiB line.
 s.sendall(b'this is not json\n')
 send('no:such:type', {})
@@ -112,9 +114,20 @@ def reader():
         m = json.loads(line)
         if m['msg'] == 'echo':
             send('axm:reply', {'action_name': 'echo', 'return': {'opts': m['opts'], 'limit': conf['limit']}})
+        elif m['msg'] == 'count':
+            for i in range(int(m['opts'].get('to', '3'))):
+                send('axm:scoped_action:stream', {'action_name': 'count', 'uuid': m['uuid'], 'data': 'line %d' % i})
+            send('axm:scoped_action:end', {'action_name': 'count', 'uuid': m['uuid'], 'data': 'done'})
+        elif m['msg'] == 'hangup':
+            s.shutdown(socket.SHUT_RDWR)
+            s.close()
+            return
 threading.Thread(target=reader, daemon=True).start()
 while True:
-    send('axm:monitor', {'limit': {'value': conf['limit'], 'type': 'gauge'}, 'label': conf['label']})
+    try:
+        send('axm:monitor', {'limit': {'value': conf['limit'], 'type': 'gauge'}, 'label': conf['label']})
+    except OSError:
+        pass  # the channel is gone: keep running, as a module must
     time.sleep(0.2)
 )";
 
@@ -321,6 +334,11 @@ TEST_F(ModuleTest, NativeModuleSurvivesGarbageAndActionsTimeOut) {
   EXPECT_NE(unknown.exit_code, 0);
   EXPECT_THAT(unknown.err, HasSubstr("echo"));  // lists the actions it has
 
+  // A scoped action streams its output, then ends.
+  CmdResult count = Action("raw-native", "count", {"--param", "to=4"});
+  ASSERT_EQ(count.exit_code, 0) << count.err;
+  EXPECT_EQ(count.out, "line 0\nline 1\nline 2\nline 3\ndone\n");
+
   // Typed config for native modules: the integer default makes "5" the number 5.
   SetAndExpectRestart("raw-native", "limit", "5");
   ASSERT_TRUE(WaitFor([&] {
@@ -330,6 +348,60 @@ TEST_F(ModuleTest, NativeModuleSurvivesGarbageAndActionsTimeOut) {
   CmdResult undeclared = agent_.Ctl({"set", "raw-native:other", "1"});
   EXPECT_NE(undeclared.exit_code, 0);
   EXPECT_THAT(undeclared.err, HasSubstr("--force"));
+}
+
+TEST_F(ModuleTest, ModuleThatClosesItsChannelKeepsRunning) {
+  std::string dir = work_ + "/hangup";
+  WriteFile(dir + "/package.json", kRawManifest);
+  WriteFile(dir + "/main.py", kRawMain);
+  ASSERT_EQ(agent_.Ctl({"install", dir}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return HasAction("raw-native", "hangup"); }));
+  int pid = Pid("raw-native");
+  CmdResult hang = Action("raw-native", "hangup");
+  EXPECT_NE(hang.exit_code, 0);
+  EXPECT_THAT(hang.err, HasSubstr("channel closed"));
+  ASSERT_TRUE(WaitFor([&] {
+    return !Detail("raw-native")["module_info"]["channel"].value("connected", true);
+  }));
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_EQ(agent_.State("raw-native"), "online");
+  EXPECT_EQ(Pid("raw-native"), pid);
+  CmdResult after = Action("raw-native", "echo");
+  EXPECT_NE(after.exit_code, 0);
+  EXPECT_THAT(after.err, HasSubstr("not connected"));
+}
+
+TEST_F(ModuleTest, UpdateReinstallsFromTheSourceAndKeepConfigKeepsOverrides) {
+  std::string manifest_v1 = kRawManifest;
+  std::string parent = work_ + "/upd";
+  WriteFile(parent + "/package/package.json", manifest_v1);
+  WriteFile(parent + "/package/main.py", kRawMain);
+  std::string tgz = work_ + "/upd.tgz";
+  ASSERT_EQ(herd::testing::Run({Which("tar"), "-czf", tgz, "-C", parent, "package"}).exit_code,
+            0);
+  ASSERT_EQ(agent_.Ctl({"install", tgz}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return Pid("raw-native") > 0; }));
+  SetAndExpectRestart("raw-native", "label", "kept");
+
+  // A new version at the same source.
+  std::string v2 = manifest_v1;
+  v2.replace(v2.find("0.1.0"), 5, "0.2.0");
+  WriteFile(parent + "/package/package.json", v2);
+  ASSERT_EQ(herd::testing::Run({Which("tar"), "-czf", tgz, "-C", parent, "package"}).exit_code,
+            0);
+  CmdResult upd = agent_.Ctl({"module", "update", "raw-native"});
+  ASSERT_EQ(upd.exit_code, 0) << upd.err;
+  EXPECT_THAT(upd.out, HasSubstr("0.2.0"));
+  EXPECT_EQ(Detail("raw-native")["module_info"]["version"], "0.2.0");
+  ASSERT_TRUE(WaitFor([&] {
+    json p = Probe("raw-native", "label");
+    return p.is_object() && p["value"] == "kept";
+  })) << "the override survives an update";
+
+  ASSERT_EQ(agent_.Ctl({"uninstall", "raw-native", "--keep-config"}).exit_code, 0);
+  json conf = json::parse(ReadFile(agent_.Path("module_conf.json")));
+  EXPECT_EQ(conf["raw-native"]["label"], "kept");
+  EXPECT_FALSE(fs::exists(agent_.Path("modules/raw-native")));
 }
 
 TEST_F(ModuleTest, DevelopmentModeRestartsOnFileChangeButNotInNodeModules) {
