@@ -6,7 +6,9 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cli/agent_commands.h"
+#include "cli/generate.h"
 
 namespace {
 
@@ -143,6 +145,15 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
 
+  std::string gen_lang = "node", gen_dir;
+  auto* generate = app.add_subcommand(
+      "generate", "Write a sample module that installs and runs as it is (pm2 module:generate)");
+  generate->add_option("name", name, "Module name (also the directory, unless --dir)")->required();
+  generate->add_option("--lang", gen_lang,
+                       absl::StrCat("Language: ", absl::StrJoin(herd::cli::GeneratorLanguages(), ", ")))
+      ->capture_default_str();
+  generate->add_option("--dir", gen_dir, "Directory to create (default: ./NAME)");
+
   CLI11_PARSE(app, argc, argv);
   copts.json = output == "json";
   herd::cli::AgentCommands cmd(copts);
@@ -156,6 +167,18 @@ int main(int argc, char** argv) {
   if (*logs) return cmd.Logs(name, lines, follow);
   if (*top) return cmd.Top(interval, iterations);
   if (*kill) return cmd.Kill();
+  if (*generate) {
+    std::string dir = gen_dir.empty() ? name : gen_dir;
+    auto files = herd::cli::GenerateModule(name, gen_lang, dir);
+    if (!files.ok()) {
+      fprintf(stderr, "agentctl: %s\n", std::string(files.status().message()).c_str());
+      return 1;
+    }
+    printf("generated %s (%s) in %s:\n", name.c_str(), gen_lang.c_str(), dir.c_str());
+    for (const auto& f : *files) printf("  %s\n", f.c_str());
+    printf("install it with: agentctl install %s\n", dir.c_str());
+    return 0;
+  }
   if (*install) return cmd.Install(source);
   if (*uninstall) return cmd.Uninstall(name, keep_config);
   if (*module_update) return cmd.UpdateModule(name);
