@@ -13,9 +13,9 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev
   # used by tests and the demo (shell and Python sample apps)
   python3 procps
-  # modules: Node modules (pmx, @pm2/io) are installed with npm; archives with tar; the
-  # module integration tests watch a redis-server through its pid file
-  nodejs npm tar redis-server
+  # modules: archives with tar; the module integration tests watch a redis-server through
+  # its pid file. Node.js and npm are checked as commands below.
+  tar redis-server
 )
 
 missing=()
@@ -24,6 +24,12 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+
+# Node modules (pmx, @pm2/io) run under node and install with npm. A machine may already
+# carry a Node.js from elsewhere whose package also provides npm; adding Debian's npm beside
+# it cannot resolve ("held broken packages"), so only ask apt for what no command provides.
+if ! command -v node >/dev/null; then missing+=(nodejs); fi
+if ! command -v npm >/dev/null; then missing+=(npm); fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages already installed"
