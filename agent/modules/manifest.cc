@@ -143,7 +143,12 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const std::string
   if (!m.app.contains("script") || !m.app["script"].is_string()) {
     return Bad(path, "apps[0].script is missing: name the entry point, e.g. \"index.js\"");
   }
-  std::string interp = m.app.value("interpreter", "");
+  // exec_interpreter is PM2's alias (interpreter wins, as in ParseEcosystem); one that is not
+  // a string is left for ModuleAppSpec to refuse (json::value would throw here).
+  std::string interp;
+  for (const char* key : {"exec_interpreter", "interpreter"}) {
+    if (m.app.contains(key) && m.app[key].is_string()) interp = m.app[key].get<std::string>();
+  }
   m.is_node = absl::EndsWith(interp, "node") || absl::EndsWith(interp, "nodejs") ||
               (interp.empty() && IsNodeScript(m.app["script"].get<std::string>()));
   m.has_dependencies = doc.contains("dependencies") && doc["dependencies"].is_object() &&
