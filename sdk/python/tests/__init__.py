@@ -1,0 +1,1 @@
+# Tests for the Python SDK (a package so that `unittest discover -t sdk/python` finds them).
