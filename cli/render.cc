@@ -125,7 +125,10 @@ std::string RenderModule(const herd::v1::ModuleInfo& m) {
                      " too long, ", m.channel().unknown_types(), " unknown, ",
                      m.channel().flood_dropped(), " dropped (flood)"));
   }
-  if (m.pid_override_size() > 0) add("watching pids", absl::StrJoin(m.pid_override(), " "));
+  if (m.pid_override_size() > 0) {
+    add("watching pids", absl::StrCat(absl::StrJoin(m.pid_override(), " "),
+                                      m.pid_join() ? " (beside its own)" : " (instead of its own)"));
+  }
   if (m.has_widget()) {
     add("widget", absl::StrCat(m.widget().type(), m.widget().logo().empty() ? "" : ", logo ",
                                m.widget().logo()));

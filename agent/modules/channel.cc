@@ -167,6 +167,7 @@ void ModuleChannelState::OnConfiguration(const json& data) {
     pid_override_.clear();
     AppendPids(data["pid"], &pid_override_);
     if (pid_override_.size() > 64) pid_override_.resize(64);
+    pid_join_ = BoolOr(data, "pid_join", false);
   }
   const json* w = data.contains("widget") && data["widget"].is_object() ? &data["widget"] : nullptr;
   if (w == nullptr) return;
@@ -288,6 +289,7 @@ void ModuleChannelState::OnEvent(const json& data, absl::Time now) {
 void ModuleChannelState::ResetForNewProcess() {
   actions_.clear();
   pid_override_.clear();
+  pid_join_ = false;
   probes_.clear();
 }
 
@@ -304,6 +306,7 @@ void ModuleChannelState::Fill(herd::v1::ModuleInfo* info) const {
   for (const auto& i : issues_) *info->add_issues() = i;
   for (const auto& e : events_) *info->add_events() = e;
   for (pid_t p : pid_override_) info->add_pid_override(p);
+  info->set_pid_join(pid_join_);
   *info->mutable_channel() = stats_;
   info->set_announced_conf_json(announced_conf_json_);
 }

@@ -81,6 +81,8 @@ class ModuleChannelState {
 
   const herd::v1::ChannelStats& stats() const { return stats_; }
   const std::vector<pid_t>& pid_override() const { return pid_override_; }
+  // The announced pids are sampled beside the module's own process, not instead of it.
+  bool pid_join() const { return pid_join_; }
   bool has_action(const std::string& name) const { return actions_.count(name) > 0; }
   const std::map<std::string, herd::v1::Probe>& probes() const { return probes_; }
   const std::deque<ProbePoint>* history(const std::string& probe) const;
@@ -111,6 +113,7 @@ class ModuleChannelState {
   bool widget_announced_ = false;
   std::string announced_conf_json_;
   std::vector<pid_t> pid_override_;
+  bool pid_join_ = false;
   std::map<std::string, herd::v1::Probe> probes_;
   std::map<std::string, std::deque<ProbePoint>> history_;
   std::map<std::string, herd::v1::ModuleAction> actions_;

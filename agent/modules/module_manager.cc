@@ -798,9 +798,10 @@ void ModuleManager::AfterExit(const std::string& unit) {
   CloseChannel(*it->second, "module exited");
 }
 
-std::vector<pid_t> ModuleManager::SampleRoots(const std::string& unit) {
+std::vector<pid_t> ModuleManager::SampleRoots(const std::string& unit, bool* join) {
   auto it = modules_.find(unit);
   if (it == modules_.end()) return {};
+  *join = it->second->channel.pid_join();
   std::vector<pid_t> alive;
   for (pid_t p : it->second->channel.pid_override()) {
     if (kill(p, 0) == 0 || errno == EPERM) alive.push_back(p);

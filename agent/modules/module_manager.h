@@ -86,7 +86,7 @@ class ModuleManager final : public UnitHooks {
                    int* channel_fd) override;
   void AfterSpawn(const std::string& unit, pid_t pid) override;
   void AfterExit(const std::string& unit) override;
-  std::vector<pid_t> SampleRoots(const std::string& unit) override;
+  std::vector<pid_t> SampleRoots(const std::string& unit, bool* join) override;
 
  private:
   struct Pending {

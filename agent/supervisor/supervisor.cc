@@ -735,9 +735,16 @@ void Supervisor::Sample() {
       t.roots.push_back(u->pid);
     }
     if (hooks_ != nullptr && u->spec.channel() != herd::v1::CHANNEL_KIND_NONE) {
-      // A module's announced pid (initModule's `pid`) replaces its own process, as in PM2.
-      std::vector<pid_t> announced = hooks_->SampleRoots(name);
-      if (!announced.empty()) t.roots = std::move(announced);
+      // A module's announced pid (initModule's `pid`) replaces its own process, as in PM2,
+      // or joins it when the module asked for that (`pid_join`).
+      bool join = false;
+      std::vector<pid_t> announced = hooks_->SampleRoots(name, &join);
+      if (!announced.empty()) {
+        if (!join) t.roots.clear();
+        for (pid_t p : announced) {
+          if (std::find(t.roots.begin(), t.roots.end(), p) == t.roots.end()) t.roots.push_back(p);
+        }
+      }
     }
     targets.push_back(std::move(t));
     order.push_back(u.get());

@@ -72,8 +72,9 @@ class UnitHooks {
   virtual void AfterSpawn(const std::string& unit, pid_t pid) = 0;
   // The unit's process has exited (or was never started).
   virtual void AfterExit(const std::string& unit) = 0;
-  // PIDs to sample instead of the unit's own process tree (empty = its own).
-  virtual std::vector<pid_t> SampleRoots(const std::string& unit) = 0;
+  // PIDs to sample instead of the unit's own process tree (empty = its own). With *join set,
+  // they are sampled beside it.
+  virtual std::vector<pid_t> SampleRoots(const std::string& unit, bool* join) = 0;
 };
 
 class Supervisor {

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -463,6 +464,42 @@ TEST_F(ModuleTest, ModuleWatchingRedisThroughItsPidFileIsSampledAsRedis) {
   json u = agent_.Unit("redis-watch");
   EXPECT_NE(u["pid"], redis_pid);  // the module runs; redis is what is measured
   EXPECT_GT(std::stoll(u["usage"]["rss_bytes"].get<std::string>()), 0);
+}
+
+// pid_join (a Herd extension): the announced pid is sampled beside the module's own process.
+TEST_F(ModuleTest, AnnouncedPidWithJoinIsSampledBesideTheModule) {
+  std::string dir = work_ + "/joiner";
+  WriteFile(dir + "/package.json", R"({"name": "joiner", "version": "0.1.0",
+    "apps": [{"script": "main.py"}]})");
+  // `sleep` outlives the shell that started it, so it is not in the module's process tree.
+  WriteFile(dir + "/main.py", R"(import json, os, socket, subprocess, time
+s = socket.socket(fileno=int(os.environ['HERD_CHANNEL_FD']))
+out = subprocess.run(['sh', '-c', 'sleep 300 >/dev/null 2>&1 & echo $!'], capture_output=True, text=True).stdout
+pid = int(out.strip())
+s.sendall((json.dumps({'type': 'axm:option:configuration', 'data': {'pid': pid, 'pid_join': True}}) + '\n').encode())
+s.sendall((json.dumps({'type': 'axm:monitor', 'data': {'watched': pid}}) + '\n').encode())
+while True: time.sleep(1)
+)");
+  ASSERT_EQ(agent_.Ctl({"install", dir}).exit_code, 0);
+  int watched = 0;
+  ASSERT_TRUE(WaitFor([&] {
+    json p = Probe("joiner", "watched");
+    if (p.is_object()) watched = static_cast<int>(p.value("number", 0.0));
+    return watched > 0;
+  })) << Detail("joiner").dump();
+  agent_.Track(watched);
+  struct KillWatched {
+    int pid;
+    ~KillWatched() { kill(pid, SIGKILL); }
+  } kill_watched{watched};
+  ASSERT_TRUE(WaitFor([&] {
+    json u = agent_.Unit("joiner");
+    if (u.is_null() || !u.contains("sampled_pids")) return false;
+    std::set<int> pids;
+    for (const auto& p : u["sampled_pids"]) pids.insert(p.get<int>());
+    return pids.count(watched) == 1 && pids.count(u.value("pid", 0)) == 1;
+  }, absl::Seconds(10))) << agent_.Unit("joiner").dump();
+  EXPECT_TRUE(Detail("joiner")["module_info"].value("pid_join", false));
 }
 
 TEST_F(ModuleTest, UninstallLeavesNothingBehind) {

@@ -173,8 +173,10 @@ TEST(ChannelState, PidAnnouncementAcceptsNumbersStringsAndArraysAndLaterAnnounce
   // pmx sends a second announcement without pid ({"error": true}): the pid stays.
   s.HandleLine(Msg("axm:option:configuration", {{"error", true}}), kT0);
   EXPECT_THAT(s.pid_override(), ElementsAre(1234, 5678));
-  s.HandleLine(Msg("axm:option:configuration", {{"pid", 42}}), kT0);
+  EXPECT_FALSE(s.pid_join()) << "PM2's default: the pid replaces the module's own";
+  s.HandleLine(Msg("axm:option:configuration", {{"pid", 42}, {"pid_join", true}}), kT0);
   EXPECT_THAT(s.pid_override(), ElementsAre(42));
+  EXPECT_TRUE(s.pid_join());
 }
 
 TEST(ChannelState, ActionsRegisterWithTypeAndArity) {
