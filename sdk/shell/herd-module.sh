@@ -362,45 +362,45 @@ _herd_reply() { # NAME RETURN_JSON
 }
 
 herd_dispatch() {
-  local line=$1
+  local _hd_line=$1
   local -A _trig=() _opts=()
-  local -a _tkeys=() _okeys=() args=()
-  if ! _herd_parse_object "$line" _trig _tkeys || [[ -z ${_trig[msg]:-} ]]; then
+  local -a _tkeys=() _okeys=() _hd_args=()
+  if ! _herd_parse_object "$_hd_line" _trig _tkeys || [[ -z ${_trig[msg]:-} ]]; then
     return 0 # invalid JSON or not a trigger: ignored
   fi
-  local name=${_trig[msg]} fn k
+  local _hd_name=${_trig[msg]} _hd_fn _hd_k
   if [[ ${_trig[opts]:-} == '{'* ]]; then
     _herd_parse_object "${_trig[opts]}" _opts _okeys || { _opts=(); _okeys=(); }
   fi
-  fn=${_HERD_ACTIONS[$name]:-}
-  if [[ -z $fn ]]; then
-    _herd_q "unknown action $name"
-    _herd_reply "$name" "{\"error\":$_HQ}"
+  _hd_fn=${_HERD_ACTIONS[$_hd_name]:-}
+  if [[ -z $_hd_fn ]]; then
+    _herd_q "unknown action $_hd_name"
+    _herd_reply "$_hd_name" "{\"error\":$_HQ}"
     return 0
   fi
   HERD_OPTS=()
-  for k in "${_okeys[@]}"; do
-    HERD_OPTS[$k]=${_opts[$k]}
-    args+=("$k=${_opts[$k]}")
+  for _hd_k in "${_okeys[@]}"; do
+    HERD_OPTS[$_hd_k]=${_opts[$_hd_k]}
+    _hd_args+=("$_hd_k=${_opts[$_hd_k]}")
   done
-  HERD_ACTION=$name
+  HERD_ACTION=$_hd_name
   # Run in this shell (so an action can change the module's state), its stdout to a file.
-  local tmp out rc=0
-  tmp=$(mktemp "${TMPDIR:-/tmp}/herd-action.XXXXXX") || {
-    _herd_reply "$name" '{"error":"cannot create a temporary file"}'
+  local _hd_tmp _hd_out _hd_rc=0
+  _hd_tmp=$(mktemp "${TMPDIR:-/tmp}/herd-action.XXXXXX") || {
+    _herd_reply "$_hd_name" '{"error":"cannot create a temporary file"}'
     return 0
   }
-  "$fn" "${args[@]}" >"$tmp" || rc=$?
-  out=$(<"$tmp")
-  rm -f "$tmp"
+  "$_hd_fn" "${_hd_args[@]}" >"$_hd_tmp" || _hd_rc=$?
+  _hd_out=$(<"$_hd_tmp")
+  rm -f "$_hd_tmp"
   HERD_ACTION=
-  if ((rc != 0)); then
-    [[ -n $out ]] || out="exit status $rc"
-    _herd_q "$out"
-    _herd_reply "$name" "{\"error\":$_HQ}"
+  if ((_hd_rc != 0)); then
+    [[ -n $_hd_out ]] || _hd_out="exit status $_hd_rc"
+    _herd_q "$_hd_out"
+    _herd_reply "$_hd_name" "{\"error\":$_HQ}"
   else
-    _herd_q "$out"
-    _herd_reply "$name" "$_HQ"
+    _herd_q "$_hd_out"
+    _herd_reply "$_hd_name" "$_HQ"
   fi
   return 0
 }
@@ -413,26 +413,26 @@ _herd_now_us() {
 # _herd_serve US: reads and dispatches triggers for up to US microseconds.
 _herd_serve() {
   _herd_now_us
-  local deadline=$((_HNOW + $1)) left t line rc
+  local _hs_deadline=$((_HNOW + $1)) _hs_left _hs_t _hs_line _hs_rc
   while :; do
     _herd_now_us
-    left=$((deadline - _HNOW))
-    ((left > 0)) || return 0
-    printf -v t '%d.%06d' $((left / 1000000)) $((left % 1000000))
+    _hs_left=$((_hs_deadline - _HNOW))
+    ((_hs_left > 0)) || return 0
+    printf -v _hs_t '%d.%06d' $((_hs_left / 1000000)) $((_hs_left % 1000000))
     if [[ -z $_HERD_FD || -n $_HERD_EOF ]]; then
       if [[ -z $_HERD_SLEEP_FD ]]; then
         # A pipe nobody writes to: `read -t` on it is a sleep that signals interrupt.
         exec {_HERD_SLEEP_FD}<> <(:)
       fi
-      read -r -t "$t" -u "$_HERD_SLEEP_FD" line || true
+      read -r -t "$_hs_t" -u "$_HERD_SLEEP_FD" _hs_line || true
       return 0
     fi
-    line=
-    rc=0
-    IFS= read -r -t "$t" -n $((HERD_MAX_LINE + 1)) -u "$_HERD_FD" line || rc=$?
-    if ((rc > 128)); then # timeout: keep what was read of an unfinished line
+    _hs_line=
+    _hs_rc=0
+    IFS= read -r -t "$_hs_t" -n $((HERD_MAX_LINE + 1)) -u "$_HERD_FD" _hs_line || _hs_rc=$?
+    if ((_hs_rc > 128)); then # timeout: keep what was read of an unfinished line
       if [[ -z $_HERD_DISCARD ]]; then
-        _HERD_PARTIAL+=$line
+        _HERD_PARTIAL+=$_hs_line
         if ((${#_HERD_PARTIAL} > HERD_MAX_LINE)); then
           _HERD_PARTIAL=
           _HERD_DISCARD=1
@@ -440,46 +440,46 @@ _herd_serve() {
       fi
       return 0
     fi
-    if ((rc != 0)); then # end of the channel: the agent closed its end
+    if ((_hs_rc != 0)); then # end of the channel: the agent closed its end
       _HERD_EOF=1
-      line=$_HERD_PARTIAL$line
+      _hs_line=$_HERD_PARTIAL$_hs_line
       _HERD_PARTIAL=
-      [[ -n $line && -z $_HERD_DISCARD ]] && herd_dispatch "$line"
+      [[ -n $_hs_line && -z $_HERD_DISCARD ]] && herd_dispatch "$_hs_line"
       continue
     fi
-    if ((${#line} > HERD_MAX_LINE)); then # no newline yet and too long: drop up to it
+    if ((${#_hs_line} > HERD_MAX_LINE)); then # no newline yet and too long: drop up to it
       _HERD_PARTIAL=
       _HERD_DISCARD=1
       continue
     fi
-    line=$_HERD_PARTIAL$line # a newline ended this piece
+    _hs_line=$_HERD_PARTIAL$_hs_line # a newline ended this piece
     _HERD_PARTIAL=
     if [[ -n $_HERD_DISCARD ]]; then # the end of a dropped line
       _HERD_DISCARD=
       continue
     fi
-    ((${#line} <= HERD_MAX_LINE)) || continue
-    [[ -n ${line//[[:space:]]/} ]] && herd_dispatch "$line"
+    ((${#_hs_line} <= HERD_MAX_LINE)) || continue
+    [[ -n ${_hs_line//[[:space:]]/} ]] && herd_dispatch "$_hs_line"
   done
 }
 
 herd_loop() {
-  local interval=${1:-1} tick=${2:-} us
-  if [[ $interval =~ ^([0-9]*)(\.([0-9]{0,6}))?[0-9]*$ && -n $interval ]]; then
-    local frac=${BASH_REMATCH[3]}000000
-    us=$((10#0${BASH_REMATCH[1]} * 1000000 + 10#${frac:0:6}))
+  local _hl_interval=${1:-1} _hl_tick=${2:-} _hl_us
+  if [[ $_hl_interval =~ ^([0-9]*)(\.([0-9]{0,6}))?[0-9]*$ && -n $_hl_interval ]]; then
+    local _hl_frac=${BASH_REMATCH[3]}000000
+    _hl_us=$((10#0${BASH_REMATCH[1]} * 1000000 + 10#${_hl_frac:0:6}))
   else
-    _herd_warn "herd_loop: bad interval '$interval': using 1"
-    us=1000000
+    _herd_warn "herd_loop: bad interval '$_hl_interval': using 1"
+    _hl_us=1000000
   fi
-  ((us > 0)) || us=1000
+  ((_hl_us > 0)) || _hl_us=1000
   trap 'exit 0' TERM INT
   while :; do
-    if [[ -n $tick ]]; then
-      "$tick" || true
+    if [[ -n $_hl_tick ]]; then
+      "$_hl_tick" || true
     fi
     herd_flush
-    _herd_serve "$us"
+    _herd_serve "$_hl_us"
   done
 }
 

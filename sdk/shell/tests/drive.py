@@ -224,6 +224,9 @@ greet() {
 fail() { echo "went wrong"; return 3; }
 quiet_fail() { return 4; }
 count() { printf '%s' "$n"; }
+name=global; line=global; rc=global
+globals() { printf '%s %s %s' "$name" "$line" "$rc"; }
+herd_action globals globals
 herd_action greet greet
 herd_action fail fail
 herd_action quiet_fail quiet_fail
@@ -233,9 +236,11 @@ herd_loop 0.2
     m = Mod(script)
     try:
         m.msg("axm:option:configuration")
-        regs = [m.msg("axm:action")["data"] for _ in range(4)]
-        eq(regs[0], {"action_name": "greet", "action_type": "custom", "arity": 2}, "register")
-        eq([r["action_name"] for r in regs], ["greet", "fail", "quiet_fail", "count"], "names")
+        regs = [m.msg("axm:action")["data"] for _ in range(5)]
+        eq(regs[1], {"action_name": "greet", "action_type": "custom", "arity": 2}, "register")
+        eq([r["action_name"] for r in regs], ["globals", "greet", "fail", "quiet_fail", "count"],
+           "names")
+        eq(m.reply("globals"), "global global global", "the SDK's locals hide no globals")
         eq(m.reply("greet", {"name": 'Bob "the" \\ builder', "x": "1=2"}),
            'arg:name=Bob "the" \\ builder\narg:x=1=2\nname:Bob "the" \\ builder', "greet")
         eq(m.reply("greet"), "name:stranger", "greet without opts")
@@ -286,6 +291,20 @@ herd_loop 0.1 tick
         check(time.monotonic() - t1 < 2, "SIGTERM handled promptly")
     finally:
         m.close()
+
+
+def case_sigterm_during_a_long_wait():
+    # The loop waits 30 s for triggers; SIGTERM must end it at once, channel or not.
+    for channel in (True, False):
+        m = Mod("herd_init; herd_loop 30", channel=channel)
+        try:
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            rc, _, err = m.terminate()
+            eq(rc, 0, "exit status (channel=%s, stderr %r)" % (channel, err))
+            check(time.monotonic() - t0 < 2, "SIGTERM ends a long wait promptly")
+        finally:
+            m.close()
 
 
 def case_framing():
