@@ -171,6 +171,7 @@ class TextProbe : public Metric {
 // Safe to call after the Module is gone (it then sends nothing).
 class Reply {
  public:
+  Reply() = default;  // an empty Reply: calling it does nothing
   void operator()(nlohmann::json value) const;
   bool replied() const;
   const std::string& action_name() const;
