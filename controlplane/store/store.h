@@ -39,7 +39,9 @@ struct HostRecord {
   // of {name, version, source, defaults_json}), so config can be validated while it is away.
   std::vector<herd::v1::ModuleInventory> modules;
 
-  bool operator==(const HostRecord&) const = default;
+  // Field-wise, modules compared as messages (protobuf messages have no operator==, so this
+  // cannot be defaulted).
+  bool operator==(const HostRecord& other) const;
 };
 
 enum class Role { kViewer, kOperator };
