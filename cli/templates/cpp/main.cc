@@ -1,5 +1,5 @@
 // {{NAME}}: a native Herd module on the C++ SDK (herd_sdk/). Install it with
-//   agentctl install .        (run.sh compiles it on first start and after edits)
+//   agentctl install .        (run.sh builds it on first start and after edits)
 #include <chrono>
 #include <random>
 #include <string>
@@ -26,6 +26,7 @@ int main() {
   });
 
   mod->EmitEvent("started", {{"interval_ms", interval.count()}});
+  mod->NotifyIssue("{{NAME}} started: this is how an issue looks");
 
   std::mt19937 rng(std::random_device{}());
   std::uniform_real_distribution<double> ms(0.0, 10.0);

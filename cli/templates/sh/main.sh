@@ -15,6 +15,8 @@ ticks=0
 tick() {
   ticks=$((ticks + 1))
   herd_probe ticks "$ticks" "" counter
+  # A made-up measurement, to show a gauge with a unit: replace with your own.
+  herd_probe latency "$((RANDOM % 10)).$((RANDOM % 10))" ms gauge
 }
 
 # agentctl action {{NAME}} greet --param name=you
