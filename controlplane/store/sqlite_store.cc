@@ -271,7 +271,9 @@ class Query {
   int bind_rc_ = SQLITE_OK;
 };
 
-// BEGIN IMMEDIATE on construction via Begin(); ROLLBACK on destruction unless committed.
+// Begin() (BEGIN IMMEDIATE: takes the write lock up front, so a writer never fails half-way
+// on a lock upgrade) or BeginRead() (a consistent snapshot, no write lock); ROLLBACK on
+// destruction unless committed.
 class Txn {
  public:
   explicit Txn(Conn& conn) : conn_(conn) {}
@@ -285,6 +287,11 @@ class Txn {
 
   absl::Status Begin() {
     HERD_STORE_RETURN_IF_ERROR(conn_.Exec("BEGIN IMMEDIATE", "starting a transaction"));
+    open_ = true;
+    return absl::OkStatus();
+  }
+  absl::Status BeginRead() {
+    HERD_STORE_RETURN_IF_ERROR(conn_.Exec("BEGIN DEFERRED", "starting a read"));
     open_ = true;
     return absl::OkStatus();
   }
@@ -430,7 +437,7 @@ class SqliteStore final : public Store {
     std::lock_guard lock(mu_);
     // One read transaction so the host and its children are consistent.
     Txn txn(*conn_);
-    HERD_STORE_RETURN_IF_ERROR(txn.Begin());
+    HERD_STORE_RETURN_IF_ERROR(txn.BeginRead());
     HERD_STORE_ASSIGN_OR_RETURN(auto hosts, ReadHosts(&host_id));
     HERD_STORE_RETURN_IF_ERROR(txn.Commit());
     if (hosts.empty()) return absl::NotFoundError(absl::StrCat("no host ", host_id));
@@ -440,7 +447,7 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<HostRecord>> ListHosts() override {
     std::lock_guard lock(mu_);
     Txn txn(*conn_);
-    HERD_STORE_RETURN_IF_ERROR(txn.Begin());
+    HERD_STORE_RETURN_IF_ERROR(txn.BeginRead());
     HERD_STORE_ASSIGN_OR_RETURN(auto hosts, ReadHosts(nullptr));
     HERD_STORE_RETURN_IF_ERROR(txn.Commit());
     return hosts;

@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -195,7 +196,7 @@ TEST_F(SqliteStoreTest, ReaderOnAnotherConnectionDoesNotBlockWrites) {
   EXPECT_EQ(raw.One("SELECT value FROM settings WHERE key = 'k'"), "2");
 }
 
-TEST_F(SqliteStoreTest, WriterOnAnotherConnectionMakesWritesUnavailableNotWrong) {
+TEST_F(SqliteStoreTest, WaitsForAWriterOnAnotherConnection) {
   auto store = Must(OpenSqliteStore(Path()));
   RawDb raw(Path());
   raw.Exec("PRAGMA busy_timeout = 0");
