@@ -11,6 +11,8 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   # chosen dependencies: arguments, JSON
   libcli11-dev nlohmann-json3-dev
+  # control plane: embedded store (SQLite), secrets and TLS (OpenSSL)
+  libsqlite3-dev libssl-dev
   # used by tests and the demo (shell and Python sample apps)
   python3 procps
   # modules: archives with tar; the module integration tests watch a redis-server through

@@ -1,0 +1,112 @@
+// controlplane: the Herd fleet service. Flags only; the wiring is controlplane/server.h.
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/units.h"
+#include "controlplane/server.h"
+
+namespace {
+
+int Fail(const std::string& msg) {
+  fprintf(stderr, "controlplane: %s\n", msg.c_str());
+  return 1;
+}
+
+std::string Absolute(std::string p) {
+  if (!p.empty() && p[0] != '/') {
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd)) p = absl::StrCat(cwd, "/", p);
+  }
+  return p;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "controlplane: the Herd fleet service. Agents connect to it (agentd --controlplane); it "
+      "owns configuration (global, label selector, host), fans out restarts and actions, keeps "
+      "recent metrics, and serves the Fleet API to agentctl and other services."};
+  app.set_version_flag("--version", HERD_VERSION);
+  app.require_subcommand(0, 1);
+  herd::controlplane::ServerOptions o;
+  std::string lease = "30s", log_level = "info", log_file;
+  app.add_option("--data", o.data_dir, "Data directory: the SQLite store, tokens (created if missing)")
+      ->required();
+  app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks a free one)")
+      ->capture_default_str();
+  app.add_option("--lease", lease, "A host is offline once its stream has been gone this long")
+      ->capture_default_str();
+  app.add_option("--metrics-interval-ms", o.metrics_interval_ms,
+                 "How often agents send metrics")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600000));
+  app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain: serve TLS");
+  app.add_option("--tls-key", o.tls_key, "PEM private key for --tls-cert");
+  app.add_option("--client-ca", o.client_ca,
+                 "PEM CA bundle: require client certificates signed by it (mTLS)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
+      ->capture_default_str();
+  app.add_option("--log-file", log_file, "Also write the log here");
+
+  auto* token = app.add_subcommand("token", "Manage API tokens (viewer: reads; operator: changes)");
+  token->require_subcommand(1);
+  std::string token_name, token_role = "viewer";
+  auto* token_create = token->add_subcommand("create", "Create a token and print its secret once");
+  token_create->add_option("name", token_name, "Name (appears in the audit log)")->required();
+  token_create->add_option("--role", token_role, "viewer or operator")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"viewer", "operator"}));
+  auto* token_list = token->add_subcommand("list", "List tokens (names and roles)");
+  auto* token_revoke = token->add_subcommand("revoke", "Delete a token");
+  token_revoke->add_option("name", token_name, "Name")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  o.data_dir = Absolute(o.data_dir);
+  auto ms = herd::ParseDurationMs(lease);
+  if (!ms.ok() || *ms == 0) return Fail(absl::StrCat("--lease: ", ms.ok() ? "must be more than 0" : ms.status().message()));
+  o.lease = absl::Milliseconds(*ms);
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return Fail("--tls-cert and --tls-key go together");
+  }
+  if (!o.client_ca.empty() && o.tls_cert.empty()) {
+    return Fail("--client-ca (mTLS) needs --tls-cert and --tls-key");
+  }
+
+  herd::LogOptions lopts;
+  lopts.level = log_level;
+  lopts.file = log_file;
+  if (auto st = herd::InitLogging(lopts); !st.ok()) return Fail(std::string(st.message()));
+
+  if (*token_create) {
+    auto secret = herd::controlplane::CreateToken(o.data_dir, token_name, token_role == "operator");
+    if (!secret.ok()) return Fail(std::string(secret.status().message()));
+    printf("%s\n", secret->c_str());
+    return 0;
+  }
+  if (*token_list) {
+    auto tokens = herd::controlplane::ListTokens(o.data_dir);
+    if (!tokens.ok()) return Fail(std::string(tokens.status().message()));
+    printf("%-24s %s\n", "NAME", "ROLE");
+    for (const auto& [name, role] : *tokens) printf("%-24s %s\n", name.c_str(), role.c_str());
+    return 0;
+  }
+  if (*token_revoke) {
+    auto st = herd::controlplane::RevokeToken(o.data_dir, token_name);
+    if (!st.ok()) return Fail(std::string(st.message()));
+    printf("token %s revoked\n", token_name.c_str());
+    return 0;
+  }
+  absl::Status st = herd::controlplane::RunServer(o);
+  if (!st.ok()) {
+    herd::Logger("controlplane")->error("event=start_failed error=\"{}\"", st.message());
+    return Fail(std::string(st.message()));
+  }
+  return 0;
+}

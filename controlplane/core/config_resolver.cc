@@ -1,0 +1,105 @@
+#include "controlplane/core/config_resolver.h"
+
+#include <algorithm>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "common/labels.h"
+
+namespace herd::controlplane {
+
+using herd::v1::ConfigSnapshot;
+using herd::v1::Override;
+using herd::v1::Scope;
+
+bool ScopeMatches(const Scope& scope, const std::string& host_id,
+                  const std::map<std::string, std::string>& labels) {
+  switch (scope.what_case()) {
+    case Scope::kGlobal:
+      return scope.global();
+    case Scope::kSelector: {
+      auto sel = LabelSelector::Parse(scope.selector());
+      return sel.ok() && sel->Matches(labels);
+    }
+    case Scope::kHostId:
+      return scope.host_id() == host_id;
+    case Scope::WHAT_NOT_SET:
+      break;
+  }
+  return false;
+}
+
+std::string SourceName(const Scope& scope) {
+  switch (scope.what_case()) {
+    case Scope::kGlobal:
+      return "global";
+    case Scope::kSelector: {
+      auto sel = LabelSelector::Parse(scope.selector());
+      return absl::StrCat("selector:", sel.ok() ? sel->ToString() : scope.selector());
+    }
+    case Scope::kHostId:
+      return "host";
+    case Scope::WHAT_NOT_SET:
+      break;
+  }
+  return "unknown";
+}
+
+ConfigSnapshot ResolveHostConfig(const std::vector<Override>& overrides,
+                                 const std::string& host_id,
+                                 const std::map<std::string, std::string>& labels,
+                                 const std::set<std::string>& installed) {
+  // Rank: (scope level, selector terms, updated_at); applied in increasing rank so that the
+  // highest wins.
+  struct Ranked {
+    std::tuple<int, size_t, int64_t> rank;
+    const Override* o;
+  };
+  std::vector<Ranked> matching;
+  for (const Override& o : overrides) {
+    if (!installed.count(o.module())) continue;
+    if (!ScopeMatches(o.scope(), host_id, labels)) continue;
+    int level = 0;
+    size_t terms = 0;
+    if (o.scope().has_selector()) {
+      level = 1;
+      auto sel = LabelSelector::Parse(o.scope().selector());
+      terms = sel.ok() ? sel->size() : 0;
+    } else if (o.scope().what_case() == Scope::kHostId) {
+      level = 2;
+    }
+    matching.push_back({{level, terms, o.updated_at_unix_ms()}, &o});
+  }
+  std::stable_sort(matching.begin(), matching.end(),
+                   [](const Ranked& a, const Ranked& b) { return a.rank < b.rank; });
+  ConfigSnapshot snap;
+  for (const Ranked& r : matching) {
+    auto& mod = (*snap.mutable_modules())[r.o->module()];
+    (*mod.mutable_values())[r.o->key()] = r.o->value();
+    (*mod.mutable_sources())[r.o->key()] = SourceName(r.o->scope());
+  }
+  return snap;
+}
+
+bool SameConfig(const ConfigSnapshot& a, const ConfigSnapshot& b) {
+  if (a.modules_size() != b.modules_size()) return false;
+  for (const auto& [name, ma] : a.modules()) {
+    auto it = b.modules().find(name);
+    if (it == b.modules().end()) return false;
+    const auto& mb = it->second;
+    if (ma.values_size() != mb.values_size() || ma.sources_size() != mb.sources_size()) {
+      return false;
+    }
+    for (const auto& [k, v] : ma.values()) {
+      auto vi = mb.values().find(k);
+      if (vi == mb.values().end() || vi->second != v) return false;
+    }
+    for (const auto& [k, v] : ma.sources()) {
+      auto si = mb.sources().find(k);
+      if (si == mb.sources().end() || si->second != v) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace herd::controlplane

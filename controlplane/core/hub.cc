@@ -1,0 +1,1056 @@
+#include "controlplane/core/hub.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/labels.h"
+#include "controlplane/core/config_resolver.h"
+#include "controlplane/core/secrets.h"
+#include "nlohmann/json.hpp"
+
+namespace herd::controlplane {
+namespace {
+
+using json = nlohmann::json;
+using herd::v1::AgentMessage;
+using herd::v1::ControlMessage;
+
+bool ValidId(const std::string& s, size_t max) {
+  if (s.empty() || s.size() > max || s[0] == '.' || s[0] == '-') return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+           c == '-';
+  });
+}
+
+std::string SeriesKey(const std::string& unit, const std::string& metric) {
+  return absl::StrCat(unit, "\n", metric);
+}
+
+// The type of a config default (a JSON text) and whether `value` converts to it; the same
+// rules as the agent's (common to PM2: booleans, integers, numbers, strings).
+bool ConvertsTo(const std::string& default_json, const std::string& value, std::string* want) {
+  json def = json::parse(default_json, nullptr, false);
+  if (def.is_discarded() || def.is_null() || def.is_string()) return true;
+  std::string v(absl::StripAsciiWhitespace(value));
+  if (def.is_boolean()) {
+    *want = "a boolean (true/false)";
+    std::string l = absl::AsciiStrToLower(v);
+    return l == "true" || l == "false" || l == "yes" || l == "no" || l == "on" || l == "off" ||
+           l == "1" || l == "0";
+  }
+  if (def.is_number_integer() || def.is_number_unsigned()) {
+    *want = "an integer";
+    int64_t i;
+    return absl::SimpleAtoi(v, &i);
+  }
+  if (def.is_number_float()) {
+    *want = "a number";
+    double d;
+    return absl::SimpleAtod(v, &d) && std::isfinite(d);
+  }
+  return true;
+}
+
+}  // namespace
+
+Hub::Hub(Store& store, const Clock& clock, HubOptions options)
+    : store_(store), clock_(clock), options_(options), log_(herd::Logger("hub")) {}
+
+Hub::~Hub() { Stop(); }
+
+absl::Status Hub::Start() {
+  auto hosts = store_.ListHosts();
+  if (!hosts.ok()) return hosts.status();
+  {
+    absl::MutexLock l(&mu_);
+    for (auto& r : *hosts) {
+      HostState h;
+      h.record = r;
+      h.disconnected_at_ms = r.last_seen_unix_ms;
+      hosts_[r.host_id] = std::move(h);
+    }
+  }
+  log_->info("event=hub_started hosts={}", hosts->size());
+  sweeper_ = std::thread([this] {
+    absl::MutexLock l(&mu_);
+    while (!stopping_) {
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(250));
+      if (stopping_) break;
+      mu_.Unlock();
+      Sweep();
+      mu_.Lock();
+    }
+  });
+  return absl::OkStatus();
+}
+
+void Hub::Stop() {
+  std::map<std::string, Pending> pending;
+  std::vector<std::shared_ptr<HostSession>> sessions;
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_ && !sweeper_.joinable()) return;
+    stopping_ = true;
+    pending.swap(pending_);
+    for (auto& [id, h] : hosts_) {
+      if (h.session) sessions.push_back(h.session);
+    }
+  }
+  if (sweeper_.joinable()) sweeper_.join();
+  for (auto& [id, p] : pending) p.done(absl::UnavailableError("the control plane is stopping"));
+  for (auto& s : sessions) s->Close("the control plane is stopping");
+}
+
+// ---------------------------------------------------------------------------------------
+// Gateway side
+
+absl::Status Hub::ValidateHello(const herd::v1::Hello& hello) const {
+  if (!ValidId(hello.host_id(), 64)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hello: host_id \"", hello.host_id(),
+        "\" must be 1-64 of letters, digits, '.', '_', '-' (agentd keeps it in $HERD_HOME/host_id)"));
+  }
+  if (hello.hostname().size() > 255) {
+    return absl::InvalidArgumentError("hello: hostname longer than 255 bytes");
+  }
+  if (hello.labels_size() > 64) return absl::InvalidArgumentError("hello: more than 64 labels");
+  std::string text;
+  for (const auto& [k, v] : hello.labels()) absl::StrAppend(&text, text.empty() ? "" : ",", k, "=", v);
+  if (auto l = ParseLabels(text); !l.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("hello: ", l.status().message()));
+  }
+  if (hello.modules_size() > 1000) return absl::InvalidArgumentError("hello: more than 1000 modules");
+  return absl::OkStatus();
+}
+
+absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hello,
+                          std::shared_ptr<HostSession> session) {
+  if (auto s = ValidateHello(hello); !s.ok()) return s;
+  const std::string presented = Sha256Hex(bearer);
+  auto join = store_.GetSetting("join_token_sha256");
+  if (!join.ok()) return join.status();
+  const bool by_join = join->has_value() && ConstantTimeEquals(presented, **join);
+
+  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  std::string credential;
+  HostRecord record;
+  std::shared_ptr<HostSession> replaced;
+  std::optional<ControlMessage> snapshot;
+  bool new_host = false;
+  (void)now_ms;
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return absl::UnavailableError("the control plane is stopping");
+    auto it = hosts_.find(hello.host_id());
+    const bool known = it != hosts_.end();
+    if (!by_join) {
+      if (!known || it->second.record.credential_sha256.empty() ||
+          !ConstantTimeEquals(presented, it->second.record.credential_sha256)) {
+        return absl::UnauthenticatedError(
+            "neither the join token nor this host's credential: give agentd the fleet's join "
+            "token (--join-token-file) to register again");
+      }
+    }
+    if (!known) {
+      new_host = true;
+      it = hosts_.emplace(hello.host_id(), HostState{}).first;
+      it->second.record.host_id = hello.host_id();
+      it->second.record.registered_at_unix_ms = now_ms;
+    }
+    HostState& h = it->second;
+    if (by_join) {
+      auto secret = NewSecret("hc_");
+      if (!secret.ok()) return secret.status();
+      credential = *secret;
+      h.record.credential_sha256 = Sha256Hex(credential);
+    }
+    h.record.hostname = hello.hostname();
+    h.record.labels = {hello.labels().begin(), hello.labels().end()};
+    h.record.agent_version = hello.agent_version();
+    h.record.boot_id = hello.boot_id();
+    h.record.last_seen_unix_ms = now_ms;
+    h.record.modules = {hello.modules().begin(), hello.modules().end()};
+    h.record.acked_config_version =
+        std::max(h.record.acked_config_version, hello.acked_config_version());
+    replaced = std::move(h.session);
+    h.session = session;
+    h.peer = session->Peer();
+    h.connected_at_ms = now_ms;
+    h.hello = hello;
+    h.sent_valid = false;
+    h.rejections.clear();
+    record = h.record;
+  }
+  if (replaced) replaced->Close("the host connected again on another stream");
+  if (auto s = store_.PutHost(record); !s.ok()) {
+    log_->error("event=host_not_saved host={} error=\"{}\"", record.host_id, s.message());
+  }
+  if (by_join) {
+    Audit(absl::StrCat("host:", record.host_id), new_host ? "host.register" : "host.reregister",
+          json{{"host_id", record.host_id}, {"hostname", record.hostname}}.dump());
+  }
+  // Config changes push snapshots under config_mu_ too, so this host's versions go out in
+  // order.
+  absl::MutexLock config_lock(&config_mu_);
+  auto overrides = store_.ListOverrides();
+  if (!overrides.ok()) {
+    log_->error("event=config_unreadable error=\"{}\"", overrides.status().message());
+  }
+  {
+    absl::MutexLock l(&mu_);
+    auto it = hosts_.find(record.host_id);
+    if (it != hosts_.end() && it->second.session == session && overrides.ok()) {
+      snapshot = NextSnapshot(it->second, *overrides, /*force=*/true);
+    }
+  }
+  log_->info("event=host_connected host={} hostname={} peer={} modules={} by={}", record.host_id,
+             record.hostname, session->Peer(), record.modules.size(),
+             by_join ? "join_token" : "credential");
+  ControlMessage welcome;
+  herd::v1::Welcome* w = welcome.mutable_welcome();
+  w->set_host_id(record.host_id);
+  w->set_host_credential(credential);
+  w->set_lease_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(options_.lease)));
+  w->set_metrics_interval_ms(options_.metrics_interval_ms);
+  w->set_controlplane_version(HERD_VERSION);
+  session->Send(welcome);
+  if (snapshot) session->Send(*snapshot);
+  return absl::OkStatus();
+}
+
+void Hub::OnMessage(const std::string& host_id, const HostSession* session,
+                    const AgentMessage& msg) {
+  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  std::vector<MetricsWatcher> watchers;
+  herd::v1::HostMetrics update;
+  std::string pending_id;
+  bool inventory_changed = false;
+  std::optional<HostRecord> save;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = hosts_.find(host_id);
+    if (it == hosts_.end() || it->second.session.get() != session) return;  // stale stream
+    HostState& h = it->second;
+    h.record.last_seen_unix_ms = now_ms;
+    switch (msg.msg_case()) {
+      case AgentMessage::kMetrics: {
+        OnBatch(h, msg.metrics(), now_ms);
+        for (const auto& [id, w] : watchers_) {
+          if (w.first.empty() || w.first.count(host_id)) watchers.push_back(w.second);
+        }
+        if (!watchers.empty()) {
+          update.set_host_id(host_id);
+          update.set_hostname(h.record.hostname);
+          *update.mutable_batch() = msg.metrics();
+        }
+        break;
+      }
+      case AgentMessage::kEvent:
+        h.events.push_back(msg.event());
+        while (h.events.size() > options_.events_kept) h.events.pop_front();
+        break;
+      case AgentMessage::kConfigAck: {
+        const auto& ack = msg.config_ack();
+        if (ack.accepted()) {
+          h.record.acked_config_version = std::max(h.record.acked_config_version, ack.version());
+          h.rejections.clear();
+          save = h.record;
+          log_->info("event=config_acked host={} version={} restarted=[{}]", host_id,
+                     ack.version(), absl::StrJoin(ack.restarted(), ","));
+        } else {
+          ++stats_.config_nacks;
+          h.rejections.assign(ack.rejections().begin(), ack.rejections().end());
+          std::vector<std::string> why;
+          for (const auto& r : ack.rejections()) {
+            why.push_back(absl::StrCat(r.module(), ":", r.key(), ": ", r.reason()));
+          }
+          log_->warn("event=config_rejected host={} version={} reasons=\"{}\"", host_id,
+                     ack.version(), absl::StrJoin(why, "; "));
+        }
+        break;
+      }
+      case AgentMessage::kInventory:
+        h.record.modules.assign(msg.inventory().modules().begin(),
+                                msg.inventory().modules().end());
+        save = h.record;
+        inventory_changed = true;
+        break;
+      case AgentMessage::kActionResult:
+        pending_id = msg.action_result().request_id();
+        break;
+      case AgentMessage::kRestartResult:
+        pending_id = msg.restart_result().request_id();
+        break;
+      case AgentMessage::kLogChunk: {
+        auto p = pending_.find(msg.log_chunk().request_id());
+        if (p != pending_.end() && p->second.host_id == host_id && !msg.log_chunk().end() &&
+            p->second.on_lines) {
+          auto on_lines = p->second.on_lines;
+          mu_.Unlock();
+          on_lines(msg.log_chunk());
+          mu_.Lock();
+        } else if (p != pending_.end() && p->second.host_id == host_id) {
+          pending_id = msg.log_chunk().request_id();
+        }
+        break;
+      }
+      case AgentMessage::kHello:
+      case AgentMessage::MSG_NOT_SET:
+        break;
+    }
+  }
+  if (save) {
+    if (auto s = store_.PutHost(*save); !s.ok()) {
+      log_->error("event=host_not_saved host={} error=\"{}\"", host_id, s.message());
+    }
+  }
+  for (auto& w : watchers) w(update);
+  if (!pending_id.empty()) CompletePending(pending_id, msg);
+  if (inventory_changed) PushConfig();
+}
+
+void Hub::OnDisconnect(const std::string& host_id, const HostSession* session) {
+  std::vector<std::string> failed;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = hosts_.find(host_id);
+    if (it == hosts_.end() || it->second.session.get() != session) return;
+    it->second.session.reset();
+    it->second.disconnected_at_ms = absl::ToUnixMillis(clock_.Now());
+    it->second.sent_valid = false;
+    for (const auto& [id, p] : pending_) {
+      if (p.host_id == host_id) failed.push_back(id);
+    }
+  }
+  log_->info("event=host_disconnected host={}", host_id);
+  for (const auto& id : failed) {
+    CompletePending(id, absl::UnavailableError(absl::StrCat(
+                            "host ", host_id, " disconnected before answering")));
+  }
+}
+
+void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms) {
+  ++stats_.batches_received;
+  stats_.batches_dropped_by_agents += batch.dropped_batches();
+  h.dropped_batches += batch.dropped_batches();
+  const int64_t at = batch.at_unix_ms() > 0 ? batch.at_unix_ms() : now_ms;
+  if (!batch.replayed() || batch.at_unix_ms() >= h.last_batch.at_unix_ms()) h.last_batch = batch;
+  const auto& u = batch.host();
+  AddPoint(h, "", "cpu", at, u.cpu_percent());
+  AddPoint(h, "", "memory_available", at, static_cast<double>(u.memory_available_bytes()));
+  AddPoint(h, "", "load1", at, u.load1());
+  for (const auto& unit : batch.units()) {
+    AddPoint(h, unit.name(), "cpu", at, unit.usage().cpu_percent());
+    AddPoint(h, unit.name(), "rss", at, static_cast<double>(unit.usage().rss_bytes()));
+    for (const auto& p : unit.probes()) {
+      if (p.numeric()) AddPoint(h, unit.name(), absl::StrCat("probe:", p.name()), at, p.number());
+    }
+  }
+}
+
+void Hub::AddPoint(HostState& h, const std::string& unit, const std::string& metric, int64_t at,
+                   double v) {
+  auto& ring = h.series[SeriesKey(unit, metric)];
+  // Replayed batches may arrive after newer ones: keep the ring ordered by time.
+  herd::v1::Point p;
+  p.set_at_unix_ms(at);
+  p.set_value(v);
+  if (ring.points.empty() || ring.points.back().at_unix_ms() <= at) {
+    ring.points.push_back(p);
+  } else {
+    auto pos = std::upper_bound(
+        ring.points.begin(), ring.points.end(), at,
+        [](int64_t t, const herd::v1::Point& q) { return t < q.at_unix_ms(); });
+    ring.points.insert(pos, p);
+  }
+  while (ring.points.size() > options_.series_points) ring.points.pop_front();
+}
+
+// ---------------------------------------------------------------------------------------
+// Config
+
+std::set<std::string> Hub::Installed(const HostState& h) const {
+  std::set<std::string> out;
+  for (const auto& m : h.record.modules) out.insert(m.name());
+  return out;
+}
+
+std::optional<ControlMessage> Hub::NextSnapshot(HostState& h,
+                                                const std::vector<herd::v1::Override>& all,
+                                                bool force) {
+  if (!h.session) return std::nullopt;
+  herd::v1::ConfigSnapshot snap =
+      ResolveHostConfig(all, h.record.host_id, h.record.labels, Installed(h));
+  if (!force && h.sent_valid && SameConfig(snap, h.sent)) return std::nullopt;
+  uint64_t base = std::max(h.record.acked_config_version, h.sent_valid ? h.sent.version() : 0);
+  snap.set_version(base + 1);
+  h.sent = snap;
+  h.sent_valid = true;
+  ++stats_.config_pushes;
+  ControlMessage m;
+  *m.mutable_config() = std::move(snap);
+  return m;
+}
+
+std::vector<std::string> Hub::PushConfig() {
+  absl::MutexLock config_lock(&config_mu_);
+  auto all = store_.ListOverrides();
+  if (!all.ok()) {
+    log_->error("event=config_unreadable error=\"{}\"", all.status().message());
+    return {};
+  }
+  std::vector<std::pair<std::shared_ptr<HostSession>, ControlMessage>> sends;
+  std::vector<std::string> changed;
+  {
+    absl::MutexLock l(&mu_);
+    for (auto& [id, h] : hosts_) {
+      herd::v1::ConfigSnapshot now =
+          ResolveHostConfig(*all, id, h.record.labels, Installed(h));
+      bool differs = !h.sent_valid || !SameConfig(now, h.sent);
+      if (!h.session) {
+        // Offline: it gets its snapshot when it connects; it changed if it differs from what
+        // it was last sent.
+        if (h.sent_valid && differs) changed.push_back(id);
+        continue;
+      }
+      if (!differs) continue;
+      changed.push_back(id);
+      auto m = NextSnapshot(h, *all, /*force=*/false);
+      if (m) sends.emplace_back(h.session, std::move(*m));
+    }
+  }
+  for (auto& [s, m] : sends) {
+    if (!s->Send(m)) {
+      log_->warn("event=config_not_sent peer={} version={}", s->Peer(), m.config().version());
+    }
+  }
+  return changed;
+}
+
+absl::Status Hub::CheckConfigValue(const herd::v1::FleetSetConfigRequest& req) const {
+  // Against every installed copy of the module that declares the key.
+  bool declared = false, installed = false;
+  for (const auto& [id, h] : hosts_) {
+    for (const auto& m : h.record.modules) {
+      if (m.name() != req.module()) continue;
+      installed = true;
+      json defaults = json::parse(m.defaults_json().empty() ? "{}" : m.defaults_json(), nullptr,
+                                  false);
+      if (!defaults.is_object() || !defaults.contains(req.key())) continue;
+      declared = true;
+      std::string want;
+      if (!ConvertsTo(defaults[req.key()].dump(), req.value(), &want)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            req.module(), ":", req.key(), ": \"", req.value(), "\" is not ", want,
+            " (the default on host ", id, " is ", defaults[req.key()].dump(),
+            "); give a value of that type, or --force to send it anyway"));
+      }
+    }
+  }
+  if (!installed) {
+    return absl::NotFoundError(absl::StrCat(
+        "no host has a module named \"", req.module(),
+        "\": check the name with `agentctl modules`, or --force to set it before installing"));
+  }
+  if (!declared) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        req.module(), " does not declare \"", req.key(),
+        "\" in its package.json config: check the key, or --force to set it anyway"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+absl::Status CheckScope(const herd::v1::Scope& scope) {
+  switch (scope.what_case()) {
+    case herd::v1::Scope::kGlobal:
+      if (!scope.global()) return absl::InvalidArgumentError("scope: global must be true");
+      return absl::OkStatus();
+    case herd::v1::Scope::kSelector: {
+      auto sel = LabelSelector::Parse(scope.selector());
+      if (!sel.ok()) return absl::InvalidArgumentError(absl::StrCat("selector ", sel.status().message()));
+      return absl::OkStatus();
+    }
+    case herd::v1::Scope::kHostId:
+      if (scope.host_id().empty()) return absl::InvalidArgumentError("scope: empty host id");
+      return absl::OkStatus();
+    case herd::v1::Scope::WHAT_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError(
+      "no scope: choose --global, --selector k=v or --host HOST");
+}
+
+herd::v1::Scope Canonical(const herd::v1::Scope& scope) {
+  herd::v1::Scope out = scope;
+  if (scope.has_selector()) {
+    auto sel = LabelSelector::Parse(scope.selector());
+    if (sel.ok()) out.set_selector(sel->ToString());
+  }
+  return out;
+}
+}  // namespace
+
+absl::StatusOr<herd::v1::FleetConfigChange> Hub::SetConfig(
+    const herd::v1::FleetSetConfigRequest& req, const Actor& actor) {
+  if (auto s = CheckScope(req.scope()); !s.ok()) return s;
+  if (!ValidId(req.module(), 214) || req.key().empty() || req.key().size() > 256) {
+    return absl::InvalidArgumentError("give MODULE:KEY with a valid module name and a key");
+  }
+  if (req.value().size() > 65536) return absl::InvalidArgumentError("value longer than 64 KiB");
+  herd::v1::Scope scope = Canonical(req.scope());
+  {
+    absl::MutexLock l(&mu_);
+    if (scope.what_case() == herd::v1::Scope::kHostId && !hosts_.count(scope.host_id())) {
+      // Accept a hostname for convenience.
+      std::string by_name;
+      for (const auto& [id, h] : hosts_) {
+        if (h.record.hostname == scope.host_id()) by_name = id;
+      }
+      if (by_name.empty()) {
+        return absl::NotFoundError(absl::StrCat("no host \"", scope.host_id(),
+                                                "\": see `agentctl hosts`"));
+      }
+      scope.set_host_id(by_name);
+    }
+    if (!req.force()) {
+      if (auto s = CheckConfigValue(req); !s.ok()) return s;
+    }
+  }
+  herd::v1::Override o;
+  *o.mutable_scope() = scope;
+  o.set_module(req.module());
+  o.set_key(req.key());
+  o.set_value(req.value());
+  o.set_updated_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
+  o.set_updated_by(actor.name);
+  auto w = store_.SetOverride(o);
+  if (!w.ok()) return w.status();
+  herd::v1::FleetConfigChange change;
+  change.set_revision(w->revision);
+  change.set_changed(w->changed);
+  if (w->changed) {
+    Audit(actor.name, "config.set",
+          json{{"scope", ScopeText(scope)}, {"module", req.module()}, {"key", req.key()},
+               {"value", req.value()}, {"force", req.force()}}
+              .dump());
+    for (auto& h : PushConfig()) change.add_hosts(h);
+  }
+  return change;
+}
+
+absl::StatusOr<herd::v1::FleetConfigChange> Hub::UnsetConfig(
+    const herd::v1::FleetUnsetConfigRequest& req, const Actor& actor) {
+  if (auto s = CheckScope(req.scope()); !s.ok()) return s;
+  herd::v1::Scope scope = Canonical(req.scope());
+  {
+    absl::MutexLock l(&mu_);
+    if (scope.what_case() == herd::v1::Scope::kHostId && !hosts_.count(scope.host_id())) {
+      for (const auto& [id, h] : hosts_) {
+        if (h.record.hostname == scope.host_id()) scope.set_host_id(id);
+      }
+    }
+  }
+  auto w = store_.UnsetOverride(scope, req.module(), req.key());
+  if (!w.ok()) return w.status();
+  herd::v1::FleetConfigChange change;
+  change.set_revision(w->revision);
+  change.set_changed(w->changed);
+  if (w->changed) {
+    Audit(actor.name, "config.unset",
+          json{{"scope", ScopeText(scope)}, {"module", req.module()}, {"key", req.key()}}.dump());
+    for (auto& h : PushConfig()) change.add_hosts(h);
+  }
+  return change;
+}
+
+absl::StatusOr<herd::v1::FleetConfig> Hub::GetConfig(const std::string& module,
+                                                     const std::string& host_id) const {
+  auto all = store_.ListOverrides(module);
+  if (!all.ok()) return all.status();
+  auto rev = store_.ConfigRevision();
+  if (!rev.ok()) return rev.status();
+  herd::v1::FleetConfig out;
+  out.set_revision(*rev);
+  absl::MutexLock l(&mu_);
+  const HostState* host = nullptr;
+  if (!host_id.empty()) {
+    auto it = hosts_.find(host_id);
+    if (it == hosts_.end()) {
+      for (const auto& [id, h] : hosts_) {
+        if (h.record.hostname == host_id) host = &h;
+      }
+    } else {
+      host = &it->second;
+    }
+    if (host == nullptr) {
+      return absl::NotFoundError(absl::StrCat("no host \"", host_id, "\": see `agentctl hosts`"));
+    }
+  }
+  for (const auto& o : *all) {
+    if (host && !ScopeMatches(o.scope(), host->record.host_id, host->record.labels)) continue;
+    *out.add_overrides() = o;
+  }
+  if (host) {
+    auto snap = ResolveHostConfig(*all, host->record.host_id, host->record.labels, Installed(*host));
+    for (const auto& m : host->record.modules) {
+      if (!module.empty() && m.name() != module) continue;
+      herd::v1::ModuleConfig* mc = out.add_effective();
+      mc->set_module(m.name());
+      json defaults = json::parse(m.defaults_json().empty() ? "{}" : m.defaults_json(), nullptr,
+                                  false);
+      if (!defaults.is_object()) defaults = json::object();
+      std::set<std::string> keys;
+      for (auto it = defaults.begin(); it != defaults.end(); ++it) keys.insert(it.key());
+      auto sm = snap.modules().find(m.name());
+      if (sm != snap.modules().end()) {
+        for (const auto& [k, v] : sm->second.values()) keys.insert(k);
+      }
+      for (const auto& k : keys) {
+        herd::v1::ConfigEntry* e = mc->add_entries();
+        e->set_key(k);
+        if (defaults.contains(k)) e->set_default_json(defaults[k].dump());
+        bool has = sm != snap.modules().end() && sm->second.values().count(k);
+        if (has) {
+          e->set_has_override(true);
+          e->set_override_value(sm->second.values().at(k));
+          e->set_source(sm->second.sources().at(k));
+          e->set_effective_json(json(sm->second.values().at(k)).dump());
+        } else {
+          e->set_source("default");
+          if (defaults.contains(k)) e->set_effective_json(defaults[k].dump());
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reads
+
+bool Hub::Online(const HostState& h, int64_t now_ms) const {
+  if (h.session) return true;
+  if (h.disconnected_at_ms == 0) return false;
+  return now_ms - h.disconnected_at_ms < absl::ToInt64Milliseconds(options_.lease);
+}
+
+herd::v1::Host Hub::HostView(const HostState& h, int64_t now_ms) const {
+  herd::v1::Host out;
+  out.set_host_id(h.record.host_id);
+  out.set_hostname(h.record.hostname);
+  out.mutable_labels()->insert(h.record.labels.begin(), h.record.labels.end());
+  out.set_online(Online(h, now_ms));
+  out.set_agent_version(h.record.agent_version);
+  out.set_last_seen_unix_ms(h.record.last_seen_unix_ms);
+  out.set_connected_at_unix_ms(h.connected_at_ms);
+  out.set_boot_id(h.record.boot_id);
+  *out.mutable_usage() = h.last_batch.host();
+  out.set_modules(static_cast<uint32_t>(h.record.modules.size()));
+  out.set_desired_config_version(h.sent_valid ? h.sent.version() : h.record.acked_config_version);
+  out.set_acked_config_version(h.record.acked_config_version);
+  for (const auto& r : h.rejections) *out.add_config_rejections() = r;
+  out.set_dropped_batches(h.dropped_batches);
+  out.set_kernel(h.hello.kernel());
+  out.set_arch(h.hello.arch());
+  out.set_cpu_count(h.hello.cpu_count());
+  out.set_remote_address(h.peer);
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> Hub::ResolveTarget(const herd::v1::Target& t) const {
+  absl::MutexLock l(&mu_);
+  return ResolveTargetLocked(t);
+}
+
+absl::StatusOr<std::vector<std::string>> Hub::ResolveTargetLocked(
+    const herd::v1::Target& t) const {
+  std::vector<std::string> out;
+  switch (t.what_case()) {
+    case herd::v1::Target::WHAT_NOT_SET:
+    case herd::v1::Target::kAll:
+      for (const auto& [id, h] : hosts_) out.push_back(id);
+      return out;
+    case herd::v1::Target::kSelector: {
+      auto sel = LabelSelector::Parse(t.selector());
+      if (!sel.ok()) return absl::InvalidArgumentError(absl::StrCat("selector ", sel.status().message()));
+      for (const auto& [id, h] : hosts_) {
+        if (sel->Matches(h.record.labels)) out.push_back(id);
+      }
+      return out;
+    }
+    case herd::v1::Target::kHosts:
+      for (const auto& want : t.hosts().ids()) {
+        std::string found;
+        if (hosts_.count(want)) {
+          found = want;
+        } else {
+          for (const auto& [id, h] : hosts_) {
+            if (h.record.hostname == want) found = id;
+          }
+        }
+        if (found.empty()) {
+          return absl::NotFoundError(absl::StrCat("no host \"", want, "\": see `agentctl hosts`"));
+        }
+        if (std::find(out.begin(), out.end(), found) == out.end()) out.push_back(found);
+      }
+      return out;
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<herd::v1::Host>> Hub::ListHosts(const herd::v1::Target& t) const {
+  absl::MutexLock l(&mu_);
+  auto ids = ResolveTargetLocked(t);
+  if (!ids.ok()) return ids.status();
+  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  std::vector<herd::v1::Host> out;
+  for (const auto& id : *ids) out.push_back(HostView(hosts_.at(id), now_ms));
+  return out;
+}
+
+absl::StatusOr<herd::v1::HostDetail> Hub::GetHost(const std::string& host_id) const {
+  herd::v1::Target t;
+  t.mutable_hosts()->add_ids(host_id);
+  absl::MutexLock l(&mu_);
+  auto ids = ResolveTargetLocked(t);
+  if (!ids.ok()) return ids.status();
+  const HostState& h = hosts_.at(ids->front());
+  herd::v1::HostDetail d;
+  *d.mutable_host() = HostView(h, absl::ToUnixMillis(clock_.Now()));
+  for (const auto& u : h.last_batch.units()) *d.add_units() = u;
+  for (const auto& m : h.record.modules) *d.add_modules() = m;
+  for (const auto& e : h.events) *d.add_events() = e;
+  return d;
+}
+
+absl::StatusOr<std::vector<herd::v1::ModuleInstance>> Hub::ListModules(
+    const herd::v1::Target& t, const std::string& module) const {
+  absl::MutexLock l(&mu_);
+  auto ids = ResolveTargetLocked(t);
+  if (!ids.ok()) return ids.status();
+  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  std::vector<herd::v1::ModuleInstance> out;
+  for (const auto& id : *ids) {
+    const HostState& h = hosts_.at(id);
+    for (const auto& m : h.record.modules) {
+      if (!module.empty() && m.name() != module) continue;
+      herd::v1::ModuleInstance mi;
+      mi.set_host_id(id);
+      mi.set_hostname(h.record.hostname);
+      mi.set_online(Online(h, now_ms));
+      bool sampled = false;
+      for (const auto& u : h.last_batch.units()) {
+        if (u.name() == m.name()) {
+          *mi.mutable_unit() = u;
+          sampled = true;
+        }
+      }
+      if (!sampled) {
+        mi.mutable_unit()->set_name(m.name());
+        mi.mutable_unit()->set_is_module(true);
+        mi.mutable_unit()->set_state(m.state());
+        mi.mutable_unit()->set_version(m.version());
+      }
+      out.push_back(std::move(mi));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<herd::v1::Series> Hub::QuerySeries(const herd::v1::QuerySeriesRequest& req) const {
+  herd::v1::Target t;
+  t.mutable_hosts()->add_ids(req.host_id());
+  absl::MutexLock l(&mu_);
+  auto ids = ResolveTargetLocked(t);
+  if (!ids.ok()) return ids.status();
+  const HostState& h = hosts_.at(ids->front());
+  auto it = h.series.find(SeriesKey(req.unit(), req.metric()));
+  if (it == h.series.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no series ", req.metric(), " for ", req.unit().empty() ? "the host" : req.unit(),
+        " on ", req.host_id(), ": metrics are cpu, rss or probe:<name> (host: cpu, "
+        "memory_available, load1)"));
+  }
+  herd::v1::Series s;
+  s.set_host_id(h.record.host_id);
+  s.set_unit(req.unit());
+  s.set_metric(req.metric());
+  for (const auto& p : it->second.points) {
+    if (p.at_unix_ms() >= req.since_unix_ms()) *s.add_points() = p;
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------
+// Relayed requests
+
+std::string Hub::NewRequestId() {
+  auto s = NewSecret("");
+  uint64_t n;
+  {
+    absl::MutexLock l(&mu_);
+    n = next_request_++;
+  }
+  return absl::StrCat("r", n, "-", s.ok() ? s->substr(0, 8) : "0");
+}
+
+void Hub::Relay(const std::string& host_id, ControlMessage msg, Kind kind,
+                const std::string& request_id, absl::Duration timeout,
+                std::function<void(absl::StatusOr<AgentMessage>)> done) {
+  std::shared_ptr<HostSession> session;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = hosts_.find(host_id);
+    if (it == hosts_.end()) {
+      mu_.Unlock();
+      done(absl::NotFoundError(absl::StrCat("no host ", host_id)));
+      mu_.Lock();
+      return;
+    }
+    session = it->second.session;
+    if (session) {
+      Pending p;
+      p.kind = kind;
+      p.host_id = host_id;
+      p.deadline = clock_.Now() + timeout + options_.request_grace;
+      p.done = done;
+      pending_[request_id] = std::move(p);
+    }
+  }
+  if (!session) {
+    done(absl::UnavailableError(absl::StrCat("host ", host_id, " is not connected")));
+    return;
+  }
+  if (!session->Send(msg)) {
+    CompletePending(request_id, absl::UnavailableError(absl::StrCat(
+                                    "host ", host_id, " cannot take messages now (stream "
+                                    "closed or backed up)")));
+  }
+}
+
+void Hub::CompletePending(const std::string& request_id, absl::StatusOr<AgentMessage> r) {
+  std::function<void(absl::StatusOr<AgentMessage>)> done;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = pending_.find(request_id);
+    if (it == pending_.end()) return;
+    done = std::move(it->second.done);
+    pending_.erase(it);
+  }
+  if (done) done(std::move(r));
+}
+
+void Hub::Sweep() {
+  std::vector<std::string> expired;
+  {
+    absl::MutexLock l(&mu_);
+    const absl::Time now = clock_.Now();
+    for (const auto& [id, p] : pending_) {
+      if (p.deadline < now) expired.push_back(id);
+    }
+  }
+  for (const auto& id : expired) {
+    CompletePending(id, absl::DeadlineExceededError("the host did not answer in time"));
+  }
+}
+
+void Hub::TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& actor,
+                        std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> done) {
+  if (req.module().empty() || req.action().empty()) {
+    done(absl::InvalidArgumentError("give a module and an action"));
+    return;
+  }
+  auto ids = ResolveTarget(req.target());
+  if (!ids.ok()) {
+    done(ids.status());
+    return;
+  }
+  if (ids->empty()) {
+    done(absl::NotFoundError("the target selects no host: see `agentctl hosts`"));
+    return;
+  }
+  Audit(actor.name, "action.trigger",
+        json{{"module", req.module()}, {"action", req.action()}, {"hosts", *ids}}.dump());
+  const uint32_t timeout_ms = req.timeout_ms() > 0 ? req.timeout_ms() : 30000;
+  struct Gather {
+    absl::Mutex mu;
+    herd::v1::FleetActionResponse resp;
+    size_t left;
+    std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> done;
+  };
+  auto g = std::make_shared<Gather>();
+  g->left = ids->size();
+  g->done = std::move(done);
+  std::map<std::string, std::string> names;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& id : *ids) names[id] = hosts_.at(id).record.hostname;
+  }
+  // Results in host order, whatever order they arrive in.
+  for (const auto& id : *ids) {
+    auto* r = g->resp.add_results();
+    r->set_host_id(id);
+    r->set_hostname(names[id]);
+  }
+  for (size_t i = 0; i < ids->size(); ++i) {
+    const std::string& id = (*ids)[i];
+    ControlMessage m;
+    std::string rid = NewRequestId();
+    auto* a = m.mutable_action();
+    a->set_request_id(rid);
+    a->set_module(req.module());
+    a->set_action(req.action());
+    a->mutable_params()->insert(req.params().begin(), req.params().end());
+    a->set_timeout_ms(timeout_ms);
+    Relay(id, std::move(m), Kind::kAction, rid, absl::Milliseconds(timeout_ms),
+          [g, i](absl::StatusOr<AgentMessage> r) {
+            std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> finish;
+            herd::v1::FleetActionResponse resp;
+            {
+              absl::MutexLock l(&g->mu);
+              auto* out = g->resp.mutable_results(static_cast<int>(i));
+              if (!r.ok()) {
+                out->set_error(std::string(r.status().message()));
+              } else {
+                const auto& ar = r->action_result();
+                out->set_ok(ar.ok());
+                out->set_reply_json(ar.reply_json());
+                out->mutable_stream()->CopyFrom(ar.stream());
+                out->set_error(ar.error());
+                out->set_elapsed_ms(ar.elapsed_ms());
+              }
+              if (--g->left == 0) {
+                finish = std::move(g->done);
+                resp = g->resp;
+              }
+            }
+            if (finish) finish(std::move(resp));
+          });
+  }
+}
+
+void Hub::RestartOnHost(const std::string& host_id, const std::vector<std::string>& units,
+                        uint32_t wait_healthy_ms, const std::string& rollout_id,
+                        std::function<void(absl::StatusOr<herd::v1::RestartResult>)> done) {
+  ControlMessage m;
+  std::string rid = NewRequestId();
+  auto* r = m.mutable_restart();
+  r->set_request_id(rid);
+  for (const auto& u : units) r->add_units(u);
+  r->set_wait_healthy_ms(wait_healthy_ms);
+  r->set_rollout_id(rollout_id);
+  // A restart takes the unit's stop time plus the wait; allow a minute on top.
+  Relay(host_id, std::move(m), Kind::kRestart, rid,
+        absl::Milliseconds(wait_healthy_ms) + absl::Seconds(60),
+        [done = std::move(done)](absl::StatusOr<AgentMessage> r) {
+          if (!r.ok()) {
+            done(r.status());
+          } else {
+            done(r->restart_result());
+          }
+        });
+}
+
+std::string Hub::StreamLogs(const herd::v1::FleetLogsRequest& req,
+                            std::function<void(const herd::v1::LogChunk&)> on_lines,
+                            std::function<void(absl::Status)> on_end) {
+  std::string rid = NewRequestId();
+  herd::v1::Target t;
+  t.mutable_hosts()->add_ids(req.host_id());
+  auto ids = ResolveTarget(t);
+  if (!ids.ok()) {
+    on_end(ids.status());
+    return rid;
+  }
+  ControlMessage m;
+  auto* l = m.mutable_logs();
+  l->set_request_id(rid);
+  l->set_unit(req.unit());
+  l->set_lines(req.lines());
+  l->set_follow(req.follow());
+  Relay(ids->front(), std::move(m), Kind::kLogs, rid,
+        req.follow() ? absl::InfiniteDuration() : absl::Seconds(30),
+        [on_lines, on_end](absl::StatusOr<AgentMessage> r) {
+          if (!r.ok()) {
+            on_end(r.status());
+            return;
+          }
+          const auto& c = r->log_chunk();
+          if (c.lines_size() > 0) on_lines(c);
+          on_end(c.error().empty() ? absl::OkStatus() : absl::NotFoundError(c.error()));
+        });
+  absl::MutexLock lock(&mu_);
+  auto it = pending_.find(rid);
+  if (it != pending_.end()) it->second.on_lines = std::move(on_lines);
+  return rid;
+}
+
+void Hub::CancelLogs(const std::string& request_id) {
+  std::shared_ptr<HostSession> session;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = pending_.find(request_id);
+    if (it == pending_.end()) return;
+    auto h = hosts_.find(it->second.host_id);
+    if (h != hosts_.end()) session = h->second.session;
+    it->second.done = nullptr;  // the caller is gone: nothing to report
+    pending_.erase(it);
+  }
+  if (session) {
+    ControlMessage m;
+    m.mutable_cancel()->set_request_id(request_id);
+    session->Send(m);
+  }
+}
+
+uint64_t Hub::WatchMetrics(std::set<std::string> hosts, MetricsWatcher watcher) {
+  absl::MutexLock l(&mu_);
+  uint64_t id = next_watcher_++;
+  watchers_[id] = {std::move(hosts), std::move(watcher)};
+  return id;
+}
+
+void Hub::Unwatch(uint64_t id) {
+  absl::MutexLock l(&mu_);
+  watchers_.erase(id);
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit, stats
+
+void Hub::Audit(const std::string& actor, const std::string& action,
+                const std::string& detail_json) {
+  herd::v1::AuditEntry e;
+  e.set_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
+  e.set_actor(actor);
+  e.set_action(action);
+  e.set_detail_json(detail_json);
+  if (auto s = store_.AppendAudit(e); !s.ok()) {
+    log_->error("event=audit_not_saved action={} error=\"{}\"", action, s.message());
+  }
+}
+
+absl::StatusOr<std::vector<herd::v1::AuditEntry>> Hub::ListAudit(size_t limit) const {
+  return store_.ListAudit(limit);
+}
+
+Hub::Stats Hub::stats() const {
+  absl::MutexLock l(&mu_);
+  Stats s = stats_;
+  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  s.hosts = hosts_.size();
+  for (const auto& [id, h] : hosts_) {
+    if (Online(h, now_ms)) ++s.online;
+    if (h.session) ++s.connected;
+  }
+  return s;
+}
+
+}  // namespace herd::controlplane

@@ -1,0 +1,211 @@
+// Hub: the control plane's view of the fleet, shared by the gateway (agents' streams) and
+// the Fleet API. It registers hosts (join token → per-host credential), keeps each host's
+// latest state and recent series in memory, computes and pushes each host's configuration
+// snapshot, and relays requests (actions, restarts, logs) to hosts and their results back.
+//
+// Threading: every public method is thread-safe (one mutex; no call into a session or a
+// callback is made while holding it). Sessions are the gateway's stream reactors, behind the
+// HostSession interface so tests can use fakes.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "controlplane/store/store.h"
+#include "herd/v1/fleet.pb.h"
+#include "herd/v1/gateway.pb.h"
+
+namespace herd::controlplane {
+
+// One agent's stream, as the hub sees it.
+class HostSession {
+ public:
+  virtual ~HostSession() = default;
+  // Queues a message for the agent; false when the stream is closed or its queue is full
+  // (the message is dropped and the caller treats the host as unreachable).
+  virtual bool Send(const herd::v1::ControlMessage& msg) = 0;
+  // Ends the stream (e.g. the host connected again elsewhere).
+  virtual void Close(const std::string& why) = 0;
+  virtual std::string Peer() const = 0;
+};
+
+struct HubOptions {
+  // A host whose stream has been gone longer than this is shown offline.
+  absl::Duration lease = absl::Seconds(30);
+  // Points kept per series (at one batch per second: 10 minutes).
+  size_t series_points = 600;
+  size_t events_kept = 100;
+  uint32_t metrics_interval_ms = 1000;
+  // Extra time a relayed request may take beyond its own timeout before the hub fails it.
+  absl::Duration request_grace = absl::Seconds(5);
+};
+
+// Who is calling the Fleet API (from its token) — for the audit log.
+struct Actor {
+  std::string name;
+  Role role = Role::kViewer;
+};
+
+class Hub {
+ public:
+  Hub(Store& store, const Clock& clock, HubOptions options);
+  ~Hub();
+  Hub(const Hub&) = delete;
+  Hub& operator=(const Hub&) = delete;
+
+  // Loads hosts from the store; starts the sweeper (request deadlines).
+  absl::Status Start();
+  // Fails every pending request, closes sessions, stops the sweeper.
+  void Stop();
+
+  // ---- gateway side
+  // Checks `bearer` (join token, or the credential of hello.host_id), validates the Hello,
+  // records the host and attaches the session (closing an older one for the same host),
+  // then sends the Welcome and the host's config snapshot through the session.
+  // UNAUTHENTICATED / INVALID_ARGUMENT errors say why (nothing is sent then).
+  absl::Status Connect(const std::string& bearer, const herd::v1::Hello& hello,
+                       std::shared_ptr<HostSession> session);
+  // A message on an attached session (Hello excluded).
+  void OnMessage(const std::string& host_id, const HostSession* session,
+                 const herd::v1::AgentMessage& msg);
+  // The session's stream ended.
+  void OnDisconnect(const std::string& host_id, const HostSession* session);
+
+  // ---- Fleet side
+  // Host ids a target selects (unset target: every host). Unknown host ids / bad selectors
+  // are errors.
+  absl::StatusOr<std::vector<std::string>> ResolveTarget(const herd::v1::Target& target) const;
+  absl::StatusOr<std::vector<herd::v1::Host>> ListHosts(const herd::v1::Target& target) const;
+  absl::StatusOr<herd::v1::HostDetail> GetHost(const std::string& host_id) const;
+  absl::StatusOr<std::vector<herd::v1::ModuleInstance>> ListModules(
+      const herd::v1::Target& target, const std::string& module) const;
+  absl::StatusOr<herd::v1::Series> QuerySeries(const herd::v1::QuerySeriesRequest& req) const;
+
+  absl::StatusOr<herd::v1::FleetConfig> GetConfig(const std::string& module,
+                                                  const std::string& host_id) const;
+  absl::StatusOr<herd::v1::FleetConfigChange> SetConfig(
+      const herd::v1::FleetSetConfigRequest& req, const Actor& actor);
+  absl::StatusOr<herd::v1::FleetConfigChange> UnsetConfig(
+      const herd::v1::FleetUnsetConfigRequest& req, const Actor& actor);
+
+  // Triggers the action on every selected host; `done` runs once, with one result per
+  // host, when all have answered, failed or timed out.
+  void TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& actor,
+                     std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> done);
+
+  // Restarts units on one host (the rollout engine's step). `done` gets the agent's result,
+  // or an error if the host is offline, disconnects, or does not answer in time.
+  void RestartOnHost(const std::string& host_id, const std::vector<std::string>& units,
+                     uint32_t wait_healthy_ms, const std::string& rollout_id,
+                     std::function<void(absl::StatusOr<herd::v1::RestartResult>)> done);
+
+  // Streams a unit's log from its host: `on_lines` for each chunk; `on_end` once (OK when the
+  // log ended, an error if the host is gone). Returns an id for CancelLogs.
+  std::string StreamLogs(const herd::v1::FleetLogsRequest& req,
+                         std::function<void(const herd::v1::LogChunk&)> on_lines,
+                         std::function<void(absl::Status)> on_end);
+  void CancelLogs(const std::string& request_id);
+
+  // Every metrics batch of the selected hosts (empty set = all) as it arrives. The callback
+  // runs on the thread that received the batch and must not block.
+  using MetricsWatcher = std::function<void(const herd::v1::HostMetrics&)>;
+  uint64_t WatchMetrics(std::set<std::string> hosts, MetricsWatcher watcher);
+  void Unwatch(uint64_t id);
+
+  absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t limit) const;
+  void Audit(const std::string& actor, const std::string& action, const std::string& detail_json);
+
+  // Counters for /metrics and tests.
+  struct Stats {
+    uint64_t hosts = 0, online = 0, connected = 0;
+    uint64_t batches_received = 0, batches_dropped_by_agents = 0;
+    uint64_t config_pushes = 0, config_nacks = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Ring {
+    std::deque<herd::v1::Point> points;
+  };
+  struct HostState {
+    HostRecord record;
+    std::shared_ptr<HostSession> session;
+    int64_t connected_at_ms = 0;
+    int64_t disconnected_at_ms = 0;
+    std::string peer;
+    herd::v1::Hello hello;
+    herd::v1::MetricsBatch last_batch;
+    std::deque<herd::v1::ModuleEvent> events;
+    uint64_t dropped_batches = 0;
+    herd::v1::ConfigSnapshot sent;  // the last snapshot sent (with its version)
+    bool sent_valid = false;
+    std::vector<herd::v1::ConfigRejection> rejections;
+    std::map<std::string, Ring> series;  // "<unit>\n<metric>"
+  };
+  enum class Kind { kAction, kRestart, kLogs };
+  struct Pending {
+    Kind kind;
+    std::string host_id;
+    absl::Time deadline = absl::InfiniteFuture();
+    std::function<void(absl::StatusOr<herd::v1::AgentMessage>)> done;
+    // Logs only.
+    std::function<void(const herd::v1::LogChunk&)> on_lines;
+  };
+
+  bool Online(const HostState& h, int64_t now_ms) const;
+  herd::v1::Host HostView(const HostState& h, int64_t now_ms) const;
+  std::set<std::string> Installed(const HostState& h) const;
+  // Recomputes the host's snapshot; returns the message to send when it changed (or when
+  // `force`), with its new version. Needs mu_.
+  std::optional<herd::v1::ControlMessage> NextSnapshot(HostState& h,
+                                                       const std::vector<herd::v1::Override>& all,
+                                                       bool force);
+  // After a config change: pushes new snapshots; returns the hosts whose config changed.
+  std::vector<std::string> PushConfig();
+  void OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms);
+  void AddPoint(HostState& h, const std::string& unit, const std::string& metric, int64_t at,
+                double v);
+  absl::StatusOr<std::vector<std::string>> ResolveTargetLocked(
+      const herd::v1::Target& target) const;
+  std::string NewRequestId();
+  // Registers a pending request and sends `msg` to the host; on failure `done` runs now.
+  void Relay(const std::string& host_id, herd::v1::ControlMessage msg, Kind kind,
+             const std::string& request_id, absl::Duration timeout,
+             std::function<void(absl::StatusOr<herd::v1::AgentMessage>)> done);
+  void CompletePending(const std::string& request_id, absl::StatusOr<herd::v1::AgentMessage> r);
+  void Sweep();
+  absl::Status ValidateHello(const herd::v1::Hello& hello) const;
+  absl::Status CheckConfigValue(const herd::v1::FleetSetConfigRequest& req) const;
+
+  Store& store_;
+  const Clock& clock_;
+  const HubOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, HostState> hosts_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, std::pair<std::set<std::string>, MetricsWatcher>> watchers_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_watcher_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Serializes config changes (store write + push) so pushes go out in revision order.
+  absl::Mutex config_mu_;
+  std::thread sweeper_;
+};
+
+}  // namespace herd::controlplane

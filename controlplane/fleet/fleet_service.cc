@@ -1,0 +1,418 @@
+#include "controlplane/fleet/fleet_service.h"
+
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "controlplane/core/secrets.h"
+#include "controlplane/gateway/gateway_service.h"
+
+namespace herd::controlplane {
+namespace {
+
+// A unary reactor that finishes with `s`.
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  auto* r = ctx->DefaultReactor();
+  r->Finish(ToGrpc(s));
+  return r;
+}
+
+// A server-streaming reactor with a bounded queue: writes are issued one at a time; a reader
+// that falls behind by more than `max_queued` messages loses the oldest (counted in logs by
+// the caller if it matters) rather than growing memory.
+template <typename T>
+class QueuedWriter : public grpc::ServerWriteReactor<T> {
+ public:
+  explicit QueuedWriter(size_t max_queued = 256) : max_queued_(max_queued) {}
+
+  // False once finished.
+  bool Push(const T& msg) {
+    absl::MutexLock l(&mu_);
+    if (finished_) return false;
+    if (queue_.size() >= max_queued_) queue_.pop_front();  // drop the oldest
+    queue_.push_back(msg);
+    if (!writing_) {
+      writing_ = true;
+      this->StartWrite(&queue_.front());
+    }
+    return true;
+  }
+  // Finishes once everything queued is written.
+  void End(const grpc::Status& s) {
+    absl::MutexLock l(&mu_);
+    if (finished_ || ending_) return;
+    ending_ = true;
+    end_status_ = s;
+    if (!writing_) FinishLocked();
+  }
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock l(&mu_);
+    if (!queue_.empty()) queue_.pop_front();
+    if (!ok) {
+      writing_ = false;
+      if (!finished_) {
+        finished_ = true;
+        this->Finish(grpc::Status::CANCELLED);
+      }
+      return;
+    }
+    if (!queue_.empty() && !finished_) {
+      this->StartWrite(&queue_.front());
+      return;
+    }
+    writing_ = false;
+    if (ending_) FinishLocked();
+  }
+
+ protected:
+  void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    this->Finish(end_status_);
+  }
+  bool finished() {
+    absl::MutexLock l(&mu_);
+    return finished_;
+  }
+
+ private:
+  const size_t max_queued_;
+  absl::Mutex mu_;
+  std::deque<T> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ending_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status end_status_ ABSL_GUARDED_BY(mu_);
+};
+
+// Callbacks from the hub or the rollout engine run outside their locks, possibly while the
+// stream ends: they reach the writer through this guard, which OnDone clears.
+template <typename W>
+struct WriterGuard {
+  absl::Mutex mu;
+  W* self ABSL_GUARDED_BY(mu) = nullptr;
+};
+
+class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
+ public:
+  MetricsWriter(Hub& hub, std::set<std::string> hosts)
+      : hub_(hub), guard_(std::make_shared<WriterGuard<MetricsWriter>>()) {
+    {
+      absl::MutexLock l(&guard_->mu);
+      guard_->self = this;
+    }
+    id_ = hub_.WatchMetrics(std::move(hosts), [g = guard_](const herd::v1::HostMetrics& m) {
+      absl::MutexLock l(&g->mu);
+      if (g->self) g->self->Push(m);
+    });
+  }
+  void OnCancel() override {
+    hub_.Unwatch(id_);
+    End(grpc::Status::CANCELLED);
+  }
+  void OnDone() override {
+    hub_.Unwatch(id_);
+    {
+      absl::MutexLock l(&guard_->mu);
+      guard_->self = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  Hub& hub_;
+  std::shared_ptr<WriterGuard<MetricsWriter>> guard_;
+  uint64_t id_ = 0;
+};
+
+class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
+ public:
+  RolloutWriter(RolloutEngine& engine, const std::string& id)
+      : engine_(engine), guard_(std::make_shared<WriterGuard<RolloutWriter>>()) {
+    {
+      absl::MutexLock l(&guard_->mu);
+      guard_->self = this;
+    }
+    auto w = engine_.Watch(id, [g = guard_](const herd::v1::Rollout& r) {
+      absl::MutexLock l(&g->mu);
+      if (!g->self) return;
+      g->self->Push(r);
+      if (r.state() != herd::v1::ROLLOUT_STATE_RUNNING) g->self->End(grpc::Status::OK);
+    });
+    if (!w.ok()) {
+      End(ToGrpc(w.status()));
+    } else {
+      absl::MutexLock l(&mu_);
+      id_ = *w;
+    }
+  }
+  void OnCancel() override { End(grpc::Status::CANCELLED); }
+  void OnDone() override {
+    uint64_t id;
+    {
+      absl::MutexLock l(&mu_);
+      id = id_;
+    }
+    if (id) engine_.Unwatch(id);
+    {
+      absl::MutexLock l(&guard_->mu);
+      guard_->self = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  RolloutEngine& engine_;
+  std::shared_ptr<WriterGuard<RolloutWriter>> guard_;
+  absl::Mutex mu_;
+  uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
+ public:
+  LogsWriter(Hub& hub, const herd::v1::FleetLogsRequest& req) : QueuedWriter(4096), hub_(hub) {
+    // Keep ourselves alive until both the stream and the hub are done with us.
+    state_ = std::make_shared<State>();
+    state_->self = this;
+    auto st = state_;
+    request_id_ = hub_.StreamLogs(
+        req,
+        [st](const herd::v1::LogChunk& c) {
+          absl::MutexLock l(&st->mu);
+          if (!st->self) return;
+          for (const auto& line : c.lines()) st->self->Push(line);
+        },
+        [st](absl::Status s) {
+          absl::MutexLock l(&st->mu);
+          if (st->self) st->self->End(ToGrpc(s));
+        });
+  }
+  void OnCancel() override {
+    hub_.CancelLogs(request_id_);
+    End(grpc::Status::CANCELLED);
+  }
+  void OnDone() override {
+    {
+      absl::MutexLock l(&state_->mu);
+      state_->self = nullptr;
+    }
+    hub_.CancelLogs(request_id_);
+    delete this;
+  }
+
+ private:
+  struct State {
+    absl::Mutex mu;
+    LogsWriter* self = nullptr;
+  };
+  Hub& hub_;
+  std::shared_ptr<State> state_;
+  std::string request_id_;
+};
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+absl::StatusOr<Actor> FleetService::Authenticate(const grpc::ServerContextBase& ctx,
+                                                 bool needs_operator) {
+  std::string bearer = BearerToken(ctx);
+  if (bearer.empty()) {
+    return absl::UnauthenticatedError(
+        "no token: pass --token-file (or HERD_TOKEN) with an API token of this control plane "
+        "(its data directory holds operator-token and viewer-token)");
+  }
+  auto token = store_.FindTokenBySecretHash(Sha256Hex(bearer));
+  if (absl::IsNotFound(token.status())) {
+    return absl::UnauthenticatedError("unknown token: check --token-file / HERD_TOKEN");
+  }
+  if (!token.ok()) return token.status();
+  if (needs_operator && token->role != Role::kOperator) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "token \"", token->name, "\" is read-only (viewer): changes need an operator token"));
+  }
+  return Actor{token->name, token->role};
+}
+
+#define HERD_AUTH(needs_operator)                          \
+  auto actor_or = Authenticate(*ctx, needs_operator);      \
+  if (!actor_or.ok()) return Done(ctx, actor_or.status()); \
+  const Actor& actor = *actor_or;                          \
+  (void)actor;
+
+grpc::ServerUnaryReactor* FleetService::ListHosts(grpc::CallbackServerContext* ctx,
+                                                  const herd::v1::ListHostsRequest* req,
+                                                  herd::v1::ListHostsResponse* resp) {
+  HERD_AUTH(false);
+  auto hosts = hub_.ListHosts(req->target());
+  if (!hosts.ok()) return Done(ctx, hosts.status());
+  for (auto& h : *hosts) *resp->add_hosts() = std::move(h);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FleetService::GetHost(grpc::CallbackServerContext* ctx,
+                                                const herd::v1::GetHostRequest* req,
+                                                herd::v1::HostDetail* resp) {
+  HERD_AUTH(false);
+  auto d = hub_.GetHost(req->host_id());
+  if (!d.ok()) return Done(ctx, d.status());
+  *resp = std::move(*d);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FleetService::ListModules(grpc::CallbackServerContext* ctx,
+                                                    const herd::v1::ListModulesRequest* req,
+                                                    herd::v1::ListModulesResponse* resp) {
+  HERD_AUTH(false);
+  auto m = hub_.ListModules(req->target(), req->module());
+  if (!m.ok()) return Done(ctx, m.status());
+  for (auto& x : *m) *resp->add_modules() = std::move(x);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FleetService::QuerySeries(grpc::CallbackServerContext* ctx,
+                                                    const herd::v1::QuerySeriesRequest* req,
+                                                    herd::v1::Series* resp) {
+  HERD_AUTH(false);
+  auto s = hub_.QuerySeries(*req);
+  if (!s.ok()) return Done(ctx, s.status());
+  *resp = std::move(*s);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<herd::v1::HostMetrics>* FleetService::WatchMetrics(
+    grpc::CallbackServerContext* ctx, const herd::v1::WatchMetricsRequest* req) {
+  auto actor = Authenticate(*ctx, false);
+  std::set<std::string> hosts;
+  absl::Status err = actor.status();
+  if (err.ok() && req->has_target() &&
+      req->target().what_case() != herd::v1::Target::kAll) {
+    auto ids = hub_.ResolveTarget(req->target());
+    if (ids.ok()) {
+      hosts.insert(ids->begin(), ids->end());
+      if (hosts.empty()) err = absl::NotFoundError("the target selects no host");
+    } else {
+      err = ids.status();
+    }
+  }
+  auto* w = new MetricsWriter(hub_, std::move(hosts));
+  if (!err.ok()) w->End(ToGrpc(err));
+  return w;
+}
+
+grpc::ServerUnaryReactor* FleetService::GetConfig(grpc::CallbackServerContext* ctx,
+                                                  const herd::v1::FleetGetConfigRequest* req,
+                                                  herd::v1::FleetConfig* resp) {
+  HERD_AUTH(false);
+  auto c = hub_.GetConfig(req->module(), req->host_id());
+  if (!c.ok()) return Done(ctx, c.status());
+  *resp = std::move(*c);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FleetService::SetConfig(grpc::CallbackServerContext* ctx,
+                                                  const herd::v1::FleetSetConfigRequest* req,
+                                                  herd::v1::FleetConfigChange* resp) {
+  HERD_AUTH(true);
+  auto c = hub_.SetConfig(*req, actor);
+  if (!c.ok()) return Done(ctx, c.status());
+  *resp = std::move(*c);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FleetService::UnsetConfig(grpc::CallbackServerContext* ctx,
+                                                    const herd::v1::FleetUnsetConfigRequest* req,
+                                                    herd::v1::FleetConfigChange* resp) {
+  HERD_AUTH(true);
+  auto c = hub_.UnsetConfig(*req, actor);
+  if (!c.ok()) return Done(ctx, c.status());
+  *resp = std::move(*c);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FleetService::Restart(grpc::CallbackServerContext* ctx,
+                                                const herd::v1::FleetRestartRequest* req,
+                                                herd::v1::Rollout* resp) {
+  HERD_AUTH(true);
+  auto r = rollouts_.Create(*req, actor);
+  if (!r.ok()) return Done(ctx, r.status());
+  *resp = std::move(*r);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FleetService::ListRollouts(grpc::CallbackServerContext* ctx,
+                                                     const herd::v1::ListRolloutsRequest* req,
+                                                     herd::v1::ListRolloutsResponse* resp) {
+  HERD_AUTH(false);
+  auto r = rollouts_.List(req->limit());
+  if (!r.ok()) return Done(ctx, r.status());
+  for (auto& x : *r) *resp->add_rollouts() = std::move(x);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FleetService::GetRollout(grpc::CallbackServerContext* ctx,
+                                                   const herd::v1::GetRolloutRequest* req,
+                                                   herd::v1::Rollout* resp) {
+  HERD_AUTH(false);
+  auto r = rollouts_.Get(req->id());
+  if (!r.ok()) return Done(ctx, r.status());
+  *resp = std::move(*r);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<herd::v1::Rollout>* FleetService::WatchRollout(
+    grpc::CallbackServerContext* ctx, const herd::v1::GetRolloutRequest* req) {
+  auto actor = Authenticate(*ctx, false);
+  if (!actor.ok()) {
+    // A writer that only reports the error.
+    class Refused final : public grpc::ServerWriteReactor<herd::v1::Rollout> {
+     public:
+      explicit Refused(grpc::Status s) { Finish(s); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused(ToGrpc(actor.status()));
+  }
+  return new RolloutWriter(rollouts_, req->id());
+}
+
+grpc::ServerUnaryReactor* FleetService::TriggerAction(grpc::CallbackServerContext* ctx,
+                                                      const herd::v1::FleetActionRequest* req,
+                                                      herd::v1::FleetActionResponse* resp) {
+  HERD_AUTH(true);
+  auto* reactor = ctx->DefaultReactor();
+  hub_.TriggerAction(*req, actor,
+                     [reactor, resp](absl::StatusOr<herd::v1::FleetActionResponse> r) {
+                       if (r.ok()) *resp = std::move(*r);
+                       reactor->Finish(ToGrpc(r.status()));
+                     });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<herd::v1::LogLine>* FleetService::StreamLogs(
+    grpc::CallbackServerContext* ctx, const herd::v1::FleetLogsRequest* req) {
+  auto actor = Authenticate(*ctx, false);
+  if (!actor.ok()) {
+    class Refused final : public grpc::ServerWriteReactor<herd::v1::LogLine> {
+     public:
+      explicit Refused(grpc::Status s) { Finish(s); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused(ToGrpc(actor.status()));
+  }
+  return new LogsWriter(hub_, *req);
+}
+
+grpc::ServerUnaryReactor* FleetService::ListAudit(grpc::CallbackServerContext* ctx,
+                                                  const herd::v1::ListAuditRequest* req,
+                                                  herd::v1::ListAuditResponse* resp) {
+  HERD_AUTH(false);
+  auto a = hub_.ListAudit(req->limit() == 0 ? 100 : req->limit());
+  if (!a.ok()) return Done(ctx, a.status());
+  for (auto& e : *a) *resp->add_entries() = std::move(e);
+  return Done(ctx, absl::OkStatus());
+}
+
+}  // namespace herd::controlplane

@@ -1,0 +1,72 @@
+// The Fleet API (proto/herd/v1/fleet.proto) over the Hub: authenticates each call from its
+// bearer token (viewer: reads; operator: changes), validates the request, and answers.
+#pragma once
+
+#include <memory>
+
+#include "controlplane/core/hub.h"
+#include "controlplane/fleet/rollouts.h"
+#include "herd/v1/fleet.grpc.pb.h"
+
+namespace herd::controlplane {
+
+class FleetService final : public herd::v1::Fleet::CallbackService {
+ public:
+  FleetService(Hub& hub, Store& store, RolloutEngine& rollouts)
+      : hub_(hub), store_(store), rollouts_(rollouts) {}
+
+  grpc::ServerUnaryReactor* ListHosts(grpc::CallbackServerContext* ctx,
+                                      const herd::v1::ListHostsRequest* req,
+                                      herd::v1::ListHostsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetHost(grpc::CallbackServerContext* ctx,
+                                    const herd::v1::GetHostRequest* req,
+                                    herd::v1::HostDetail* resp) override;
+  grpc::ServerUnaryReactor* ListModules(grpc::CallbackServerContext* ctx,
+                                        const herd::v1::ListModulesRequest* req,
+                                        herd::v1::ListModulesResponse* resp) override;
+  grpc::ServerUnaryReactor* QuerySeries(grpc::CallbackServerContext* ctx,
+                                        const herd::v1::QuerySeriesRequest* req,
+                                        herd::v1::Series* resp) override;
+  grpc::ServerWriteReactor<herd::v1::HostMetrics>* WatchMetrics(
+      grpc::CallbackServerContext* ctx, const herd::v1::WatchMetricsRequest* req) override;
+  grpc::ServerUnaryReactor* GetConfig(grpc::CallbackServerContext* ctx,
+                                      const herd::v1::FleetGetConfigRequest* req,
+                                      herd::v1::FleetConfig* resp) override;
+  grpc::ServerUnaryReactor* SetConfig(grpc::CallbackServerContext* ctx,
+                                      const herd::v1::FleetSetConfigRequest* req,
+                                      herd::v1::FleetConfigChange* resp) override;
+  grpc::ServerUnaryReactor* UnsetConfig(grpc::CallbackServerContext* ctx,
+                                        const herd::v1::FleetUnsetConfigRequest* req,
+                                        herd::v1::FleetConfigChange* resp) override;
+  grpc::ServerUnaryReactor* Restart(grpc::CallbackServerContext* ctx,
+                                    const herd::v1::FleetRestartRequest* req,
+                                    herd::v1::Rollout* resp) override;
+  grpc::ServerUnaryReactor* ListRollouts(grpc::CallbackServerContext* ctx,
+                                         const herd::v1::ListRolloutsRequest* req,
+                                         herd::v1::ListRolloutsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetRollout(grpc::CallbackServerContext* ctx,
+                                       const herd::v1::GetRolloutRequest* req,
+                                       herd::v1::Rollout* resp) override;
+  grpc::ServerWriteReactor<herd::v1::Rollout>* WatchRollout(
+      grpc::CallbackServerContext* ctx, const herd::v1::GetRolloutRequest* req) override;
+  grpc::ServerUnaryReactor* TriggerAction(grpc::CallbackServerContext* ctx,
+                                          const herd::v1::FleetActionRequest* req,
+                                          herd::v1::FleetActionResponse* resp) override;
+  grpc::ServerWriteReactor<herd::v1::LogLine>* StreamLogs(
+      grpc::CallbackServerContext* ctx, const herd::v1::FleetLogsRequest* req) override;
+  grpc::ServerUnaryReactor* ListAudit(grpc::CallbackServerContext* ctx,
+                                      const herd::v1::ListAuditRequest* req,
+                                      herd::v1::ListAuditResponse* resp) override;
+
+  // The caller's identity from its bearer token, and whether it may change things.
+  absl::StatusOr<Actor> Authenticate(const grpc::ServerContextBase& ctx, bool needs_operator);
+
+ private:
+  Hub& hub_;
+  Store& store_;
+  RolloutEngine& rollouts_;
+};
+
+grpc::Status ToGrpc(const absl::Status& s);
+
+}  // namespace herd::controlplane

@@ -1,0 +1,169 @@
+#include "controlplane/gateway/gateway_service.h"
+
+#include <deque>
+#include <memory>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/logging.h"
+
+namespace herd::controlplane {
+namespace {
+
+using herd::v1::AgentMessage;
+using herd::v1::ControlMessage;
+
+class AgentStream;
+
+// What the Hub holds: outlives the reactor (which gRPC deletes after OnDone) and turns
+// sends after that into no-ops.
+class SessionHandle final : public HostSession {
+ public:
+  SessionHandle(AgentStream* stream, std::string peer) : stream_(stream), peer_(std::move(peer)) {}
+  bool Send(const ControlMessage& msg) override;
+  void Close(const std::string& why) override;
+  std::string Peer() const override { return peer_; }
+  void Detach() {
+    absl::MutexLock l(&mu_);
+    stream_ = nullptr;
+  }
+
+ private:
+  absl::Mutex mu_;
+  AgentStream* stream_ ABSL_GUARDED_BY(mu_);
+  const std::string peer_;
+};
+
+class AgentStream final
+    : public grpc::ServerBidiReactor<AgentMessage, ControlMessage> {
+ public:
+  AgentStream(grpc::CallbackServerContext* ctx, Hub& hub, const GatewayOptions& options)
+      : ctx_(ctx), hub_(hub), options_(options), log_(herd::Logger("gateway")) {
+    handle_ = std::make_shared<SessionHandle>(this, ctx->peer());
+    bearer_ = BearerToken(*ctx);
+    if (bearer_.empty()) {
+      log_->warn("event=stream_refused peer={} reason=no_credentials", ctx->peer());
+      FinishOnce(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                              "no credentials: send `authorization: Bearer <join token or host "
+                              "credential>` metadata"));
+      return;
+    }
+    StartRead(&in_);
+  }
+
+  bool Enqueue(const ControlMessage& msg) {
+    absl::MutexLock l(&mu_);
+    if (finished_) return false;
+    if (queue_.size() >= options_.max_queued) return false;
+    queue_.push_back(msg);
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&queue_.front());
+    }
+    return true;
+  }
+
+  void CloseStream(const std::string& why) {
+    ctx_->TryCancel();
+    FinishOnce(grpc::Status(grpc::StatusCode::ABORTED, why));
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The agent closed its side or the stream broke.
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    if (host_id_.empty()) {
+      if (!in_.has_hello()) {
+        FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "the first message on a Connect stream must be Hello"));
+        return;
+      }
+      absl::Status s = hub_.Connect(bearer_, in_.hello(), handle_);
+      if (!s.ok()) {
+        log_->warn("event=stream_refused peer={} host={} reason=\"{}\"", ctx_->peer(),
+                   in_.hello().host_id(), s.message());
+        FinishOnce(grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                                std::string(s.message())));
+        return;
+      }
+      host_id_ = in_.hello().host_id();
+    } else if (in_.has_hello()) {
+      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "Hello sent twice"));
+      return;
+    } else {
+      hub_.OnMessage(host_id_, handle_.get(), in_);
+    }
+    in_.Clear();
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock l(&mu_);
+    if (!queue_.empty()) queue_.pop_front();
+    if (!ok || finished_ || queue_.empty()) {
+      writing_ = false;
+      return;
+    }
+    StartWrite(&queue_.front());
+  }
+
+  void OnDone() override {
+    handle_->Detach();
+    if (!host_id_.empty()) hub_.OnDisconnect(host_id_, handle_.get());
+    delete this;
+  }
+
+ private:
+  void FinishOnce(grpc::Status status) {
+    {
+      absl::MutexLock l(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(std::move(status));
+  }
+
+  grpc::CallbackServerContext* ctx_;
+  Hub& hub_;
+  const GatewayOptions& options_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<SessionHandle> handle_;
+  std::string bearer_;
+  std::string host_id_;  // set once Hello is accepted (reactor callbacks are serialized)
+  AgentMessage in_;
+  absl::Mutex mu_;
+  std::deque<ControlMessage> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+bool SessionHandle::Send(const ControlMessage& msg) {
+  absl::MutexLock l(&mu_);
+  return stream_ != nullptr && stream_->Enqueue(msg);
+}
+
+void SessionHandle::Close(const std::string& why) {
+  absl::MutexLock l(&mu_);
+  if (stream_ != nullptr) stream_->CloseStream(why);
+}
+
+}  // namespace
+
+std::string BearerToken(const grpc::ServerContextBase& ctx) {
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) return "";
+  std::string v(it->second.data(), it->second.size());
+  if (!absl::StartsWithIgnoreCase(v, "bearer ")) return "";
+  return v.substr(7);
+}
+
+grpc::ServerBidiReactor<AgentMessage, ControlMessage>* GatewayService::Connect(
+    grpc::CallbackServerContext* ctx) {
+  return new AgentStream(ctx, hub_, options_);
+}
+
+}  // namespace herd::controlplane

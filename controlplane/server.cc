@@ -1,0 +1,225 @@
+#include "controlplane/server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/atomic_file.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "controlplane/core/hub.h"
+#include "controlplane/core/secrets.h"
+#include "controlplane/fleet/fleet_service.h"
+#include "controlplane/fleet/rollouts.h"
+#include "controlplane/gateway/gateway_service.h"
+#include "controlplane/store/store.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+
+namespace herd::controlplane {
+namespace {
+
+std::string DbPath(const std::string& dir) { return absl::StrCat(dir, "/herd.db"); }
+
+absl::Status MakeDataDir(const std::string& dir) {
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", strerror(errno),
+                                                    "; choose a writable --data directory"));
+  }
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(dir, " is not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir) {
+  if (auto s = MakeDataDir(dir); !s.ok()) return s;
+  return OpenSqliteStore(DbPath(dir));
+}
+
+absl::StatusOr<std::string> AddToken(Store& store, const std::string& name, Role role) {
+  auto secret = NewSecret(role == Role::kOperator ? "ho_" : "hv_");
+  if (!secret.ok()) return secret.status();
+  ApiToken t;
+  t.name = name;
+  t.role = role;
+  t.secret_sha256 = Sha256Hex(*secret);
+  t.created_at_unix_ms = absl::ToUnixMillis(absl::Now());
+  if (auto s = store.AddToken(t); !s.ok()) return s;
+  return *secret;
+}
+
+std::string ReadSecretFile(const std::string& path) {
+  auto text = ReadFileToString(path);
+  return text.ok() ? std::string(absl::StripAsciiWhitespace(*text)) : "";
+}
+
+// First start: a join token and two API tokens, written to files only the owner can read.
+// Later starts: the files are checked against the store's hashes (a file replaced by hand is
+// adopted: its hash is stored).
+absl::Status Bootstrap(Store& store, const std::string& dir, std::shared_ptr<spdlog::logger> log) {
+  const std::string join_path = absl::StrCat(dir, "/join-token");
+  auto join_hash = store.GetSetting("join_token_sha256");
+  if (!join_hash.ok()) return join_hash.status();
+  std::string join = ReadSecretFile(join_path);
+  if (join.empty() && join_hash->has_value()) {
+    log->warn("event=join_token_file_missing path={} (agents with a credential still connect; "
+              "new agents need a join token: delete the setting by removing herd.db or write "
+              "a new token to the file and restart)",
+              join_path);
+  } else {
+    if (join.empty()) {
+      auto s = NewSecret("hj_");
+      if (!s.ok()) return s.status();
+      join = *s;
+      if (auto w = WriteFileAtomically(join_path, join + "\n", 0600); !w.ok()) return w;
+      log->info("event=join_token_created path={}", join_path);
+    }
+    if (!join_hash->has_value() || **join_hash != Sha256Hex(join)) {
+      if (auto s = store.PutSetting("join_token_sha256", Sha256Hex(join)); !s.ok()) return s;
+    }
+  }
+  auto tokens = store.ListTokens();
+  if (!tokens.ok()) return tokens.status();
+  if (tokens->empty()) {
+    for (auto [name, role, file] : {std::tuple{"admin", Role::kOperator, "operator-token"},
+                                    std::tuple{"viewer", Role::kViewer, "viewer-token"}}) {
+      auto secret = AddToken(store, name, role);
+      if (!secret.ok()) return secret.status();
+      std::string path = absl::StrCat(dir, "/", file);
+      if (auto w = WriteFileAtomically(path, *secret + "\n", 0600); !w.ok()) return w;
+      log->info("event=api_token_created name={} path={}", name, path);
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<grpc::ServerCredentials> Credentials(const ServerOptions& o) {
+  if (o.tls_cert.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(
+      o.client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  auto cert = ReadFileToString(o.tls_cert);
+  auto key = ReadFileToString(o.tls_key);
+  if (!cert.ok() || !key.ok()) return nullptr;
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!o.client_ca.empty()) {
+    auto ca = ReadFileToString(o.client_ca);
+    if (!ca.ok()) return nullptr;
+    ssl.pem_root_certs = *ca;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
+absl::Status RunServer(const ServerOptions& options) {
+  auto log = herd::Logger("controlplane");
+  // SIGTERM/SIGINT are taken by sigwait below; block them in every thread.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto store = OpenStore(options.data_dir);
+  if (!store.ok()) return store.status();
+  if (auto s = Bootstrap(**store, options.data_dir, log); !s.ok()) return s;
+
+  const Clock& clock = SystemClock::Get();
+  HubOptions hopts;
+  hopts.lease = options.lease;
+  hopts.metrics_interval_ms = options.metrics_interval_ms;
+  Hub hub(**store, clock, hopts);
+  if (auto s = hub.Start(); !s.ok()) return s;
+  RolloutEngine rollouts(hub, **store, clock);
+  if (auto s = rollouts.Start(); !s.ok()) return s;
+  GatewayService gateway(hub);
+  FleetService fleet(hub, **store, rollouts);
+
+  auto creds = Credentials(options);
+  if (!creds) {
+    return absl::InvalidArgumentError(
+        "cannot read --tls-cert / --tls-key / --client-ca: check the paths and permissions");
+  }
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen, creds, &port);
+  builder.RegisterService(&gateway);
+  builder.RegisterService(&fleet);
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  // Notice dead agents (and let them notice us) even when nothing is sent.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    rollouts.Stop();
+    hub.Stop();
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", options.listen,
+        ": is another controlplane running there? choose another --listen"));
+  }
+  std::string host = options.listen.substr(0, options.listen.rfind(':'));
+  std::string bound = absl::StrCat(host, ":", port);
+  if (auto w = WriteFileAtomically(absl::StrCat(options.data_dir, "/listen-address"),
+                                   bound + "\n", 0600);
+      !w.ok()) {
+    log->warn("event=listen_address_not_written error=\"{}\"", w.message());
+  }
+  log->info("event=ready version={} pid={} listen={} tls={} mtls={} data={}", HERD_VERSION,
+            getpid(), bound, !options.tls_cert.empty(), !options.client_ca.empty(),
+            options.data_dir);
+
+  int sig = 0;
+  sigwait(&mask, &sig);
+  log->info("event=shutdown_begin signal={}", strsignal(sig));
+  rollouts.Stop();
+  hub.Stop();
+  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(3)));
+  server->Wait();
+  log->info("event=stopped");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> CreateToken(const std::string& data_dir, const std::string& name,
+                                        bool operator_role) {
+  if (name.empty() || name.size() > 64) {
+    return absl::InvalidArgumentError("a token name is 1-64 characters");
+  }
+  auto store = OpenStore(data_dir);
+  if (!store.ok()) return store.status();
+  return AddToken(**store, name, operator_role ? Role::kOperator : Role::kViewer);
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListTokens(
+    const std::string& data_dir) {
+  auto store = OpenStore(data_dir);
+  if (!store.ok()) return store.status();
+  auto tokens = (*store)->ListTokens();
+  if (!tokens.ok()) return tokens.status();
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& t : *tokens) {
+    out.emplace_back(t.name, t.role == Role::kOperator ? "operator" : "viewer");
+  }
+  return out;
+}
+
+absl::Status RevokeToken(const std::string& data_dir, const std::string& name) {
+  auto store = OpenStore(data_dir);
+  if (!store.ok()) return store.status();
+  return (*store)->DeleteToken(name);
+}
+
+}  // namespace herd::controlplane

@@ -1,0 +1,36 @@
+// The control plane process: opens the store, bootstraps secrets on first start, runs the
+// Hub, rollouts and the gRPC server (Gateway + Fleet + health + reflection), and stops
+// cleanly on SIGTERM/SIGINT.
+//
+// Files in the data directory (all 0600): herd.db (SQLite, WAL), join-token (give it to
+// agentd --join-token-file), operator-token and viewer-token (API tokens created on first
+// start), listen-address (the address actually bound, for tools and tests).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace herd::controlplane {
+
+struct ServerOptions {
+  std::string data_dir;
+  std::string listen = "127.0.0.1:7070";
+  absl::Duration lease = absl::Seconds(30);
+  uint32_t metrics_interval_ms = 1000;
+  std::string tls_cert, tls_key, client_ca;
+};
+
+absl::Status RunServer(const ServerOptions& options);
+
+// Token management on a store that may be in use by a running control plane.
+absl::StatusOr<std::string> CreateToken(const std::string& data_dir, const std::string& name,
+                                        bool operator_role);
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListTokens(
+    const std::string& data_dir);
+absl::Status RevokeToken(const std::string& data_dir, const std::string& name);
+
+}  // namespace herd::controlplane
