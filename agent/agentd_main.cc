@@ -9,6 +9,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "agent/daemon/agent_daemon.h"
+#include "common/labels.h"
 #include "common/logging.h"
 #include "common/units.h"
 
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   uint32_t log_retain = 5;
   std::string log_level = "info", log_file;
   bool daemon = false;
+  std::string controlplane, join_token_file, labels, tls_ca, tls_cert, tls_key;
   app.add_option("--home", home, "Home directory: state, logs, agent.sock (env HERD_HOME)")
       ->capture_default_str();
   app.add_option("--sample-interval", sample_interval,
@@ -55,6 +57,16 @@ int main(int argc, char** argv) {
                  "Also write agentd's own log here (default with --daemon: HOME/agentd.log)");
   app.add_flag("--daemon", daemon,
                "Detach and run in the background; returns once the socket is ready");
+  app.add_option("--controlplane", controlplane,
+                 "Link to the control plane at HOST:PORT: it owns the configuration, receives "
+                 "metrics and events, and fans out restarts and actions");
+  app.add_option("--join-token-file", join_token_file,
+                 "The fleet's join token (first connection; a per-host credential is kept in "
+                 "HOME/host-credential afterwards)");
+  app.add_option("--labels", labels, "Host labels for selectors, e.g. env=prod,role=cache");
+  app.add_option("--tls-ca", tls_ca, "PEM CA of the control plane's certificate: connect with TLS");
+  app.add_option("--tls-cert", tls_cert, "PEM client certificate (mTLS)");
+  app.add_option("--tls-key", tls_key, "PEM client key (mTLS)");
   CLI11_PARSE(app, argc, argv);
 
   herd::agent::AgentOptions opts;
@@ -81,6 +93,21 @@ int main(int argc, char** argv) {
   if (!size.ok()) return Fail(absl::StrCat("--log-max-size: ", size.status().message()));
   opts.log_max_bytes = *size;
   opts.log_retain = log_retain;
+  opts.controlplane = controlplane;
+  opts.join_token_file = join_token_file;
+  if (!join_token_file.empty() && join_token_file[0] != '/') {
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd)) opts.join_token_file = absl::StrCat(cwd, "/", join_token_file);
+  }
+  auto parsed_labels = herd::ParseLabels(labels);
+  if (!parsed_labels.ok()) return Fail(absl::StrCat("--labels: ", parsed_labels.status().message()));
+  opts.labels = *parsed_labels;
+  opts.tls_ca = tls_ca;
+  opts.tls_cert = tls_cert;
+  opts.tls_key = tls_key;
+  if (controlplane.empty() && (!join_token_file.empty() || !labels.empty())) {
+    return Fail("--join-token-file and --labels need --controlplane HOST:PORT");
+  }
 
   if (daemon) {
     if (log_file.empty()) log_file = absl::StrCat(home, "/agentd.log");

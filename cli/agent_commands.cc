@@ -106,6 +106,19 @@ int AgentCommands::PrintUnits(const herd::v1::UnitsResponse& r, const char* verb
   return rc;
 }
 
+std::optional<herd::v1::AgentInfo> AgentCommands::TryInfo() {
+  if (!stub_) {
+    const std::string sock = options_.socket.empty() ? options_.home + "/agent.sock" : options_.socket;
+    if (access(sock.c_str(), F_OK) != 0) return std::nullopt;
+    socket_ = sock;
+    stub_ = herd::v1::Agent::NewStub(grpc::CreateChannel("unix:" + sock, grpc::InsecureChannelCredentials()));
+  }
+  herd::v1::AgentInfo info;
+  auto ctx = Context(5);
+  if (!stub_->GetInfo(ctx.get(), {}, &info).ok()) return std::nullopt;
+  return info;
+}
+
 int AgentCommands::Info() {
   if (!Connect()) return 1;
   herd::v1::AgentInfo info;
@@ -125,6 +138,16 @@ int AgentCommands::Info() {
                             {"sample interval", absl::StrCat(info.sample_interval_ms(), " ms")},
                             {"log writes dropped", absl::StrCat(info.log_lines_dropped())}})
                    .c_str());
+  if (!info.controlplane_address().empty()) {
+    printf("%s", FormatTable({{"control plane", info.controlplane_address()},
+                              {"host id", info.host_id()},
+                              {"connected", info.controlplane_connected()
+                                                ? "yes"
+                                                : absl::StrCat("no (", info.controlplane_error(), ")")},
+                              {"config version", absl::StrCat(info.config_version())},
+                              {"metrics dropped", absl::StrCat(info.metrics_dropped())}})
+                     .c_str());
+  }
   return 0;
 }
 

@@ -38,6 +38,8 @@ class AgentCommands {
   explicit AgentCommands(ClientOptions options);
 
   int Info();
+  // The local agent's info, or nothing (silently) if it is not reachable.
+  std::optional<herd::v1::AgentInfo> TryInfo();
   int List();
   int Describe(const std::string& name);
   int Start(const std::string& target, const StartFlags& flags);

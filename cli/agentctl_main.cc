@@ -7,7 +7,10 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "cli/agent_commands.h"
+#include "cli/fleet_commands.h"
+#include "common/atomic_file.h"
 #include "cli/generate.h"
 
 namespace {
@@ -21,7 +24,9 @@ std::string DefaultHome() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"agentctl: drive the Herd agent on this host (units, logs, live view)."};
+  CLI::App app{"agentctl: drive the Herd agent on this host (units, logs, live view, modules) "
+               "and the fleet through the control plane (hosts, config at a scope, rollouts, "
+               "action fan-out)."};
   app.set_version_flag("--version", HERD_VERSION);
   app.require_subcommand(1);
   herd::cli::ClientOptions copts;
@@ -35,6 +40,31 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--timeout", copts.timeout_seconds, "Seconds to wait for the agent")
       ->capture_default_str();
+  herd::cli::FleetOptions fopts;
+  if (const char* e = getenv("HERD_CONTROLPLANE"); e && *e) fopts.address = e;
+  if (const char* e = getenv("HERD_TOKEN_FILE"); e && *e) fopts.token_file = e;
+  app.add_option("--controlplane", fopts.address,
+                 "Control plane HOST:PORT for fleet commands (env HERD_CONTROLPLANE; default: "
+                 "the one the local agent is linked to)");
+  app.add_option("--token-file", fopts.token_file,
+                 "File with an API token of the control plane (env HERD_TOKEN_FILE, or the "
+                 "token itself in HERD_TOKEN)");
+  app.add_option("--tls-ca", fopts.tls_ca, "PEM CA of the control plane's certificate (TLS)");
+  app.add_option("--tls-cert", fopts.tls_cert, "PEM client certificate (mTLS)");
+  app.add_option("--tls-key", fopts.tls_key, "PEM client key (mTLS)");
+  herd::cli::TargetFlags tf;
+  herd::cli::RolloutFlags rf;
+  auto add_target = [&tf](CLI::App* c, bool config_scope) {
+    c->add_option("--selector", tf.selector,
+                  "Hosts whose labels match, e.g. env=prod,role!=canary (fleet)");
+    c->add_option("--host", tf.hosts, "A host id or hostname (repeatable; fleet)")
+        ->allow_extra_args(false);
+    if (config_scope) {
+      c->add_flag("--global", tf.global, "Every host (fleet)");
+    } else {
+      c->add_flag("--all-hosts", tf.all, "Every host of the fleet");
+    }
+  };
 
   std::string name;
   auto* info = app.add_subcommand("info", "agentd's version, pid, home and own resource use");
@@ -91,8 +121,19 @@ int main(int argc, char** argv) {
 
   auto* stop = app.add_subcommand("stop", "Stop a unit (or all): SIGTERM, SIGKILL after kill_timeout");
   stop->add_option("name", name, "Unit name or all")->required();
-  auto* restart = app.add_subcommand("restart", "Restart a unit (or all)");
+  auto* restart = app.add_subcommand(
+      "restart", "Restart a unit (or all); with --selector/--host/--all-hosts, a module across "
+                 "the fleet as a rollout, batch by batch");
   restart->add_option("name", name, "Unit name or all")->required();
+  add_target(restart, false);
+  restart->add_option("--batch", rf.batch, "Hosts per batch: N or P% (fleet; default 1)");
+  restart->add_option("--max-unavailable", rf.max_unavailable,
+                      "Hosts restarting at once within a batch (fleet; default: the batch)");
+  restart->add_option("--wait-healthy", rf.wait_healthy,
+                      "A host is done once the module stayed online this long (fleet; default 1s)");
+  restart->add_option("--failure-threshold", rf.failure_threshold,
+                      "Stop the rollout after this many failed hosts (fleet; default 1)");
+  restart->add_flag("--no-wait", rf.no_wait, "Start the rollout and return (fleet)");
   auto* del = app.add_subcommand("delete", "Stop a unit (or all) and forget it");
   del->alias("del");
   del->add_option("name", name, "Unit name or all")->required();
@@ -103,6 +144,8 @@ int main(int argc, char** argv) {
   logs->add_option("name", name, "Unit name")->required();
   logs->add_option("--lines", lines, "Lines of each stream to show first")->capture_default_str();
   logs->add_flag("-f,--follow", follow, "Keep printing new lines");
+  std::string logs_host;
+  logs->add_option("--host", logs_host, "Read the unit's logs on this host, through the control plane");
 
   double interval = 1.0;
   int iterations = 0;
@@ -133,10 +176,16 @@ int main(int argc, char** argv) {
   set->add_option("target", target_key, "MODULE:KEY")->required();
   set->add_option("value", value, "The new value (checked against the default's type)")->required();
   set->add_flag("--force", force, "Accept a key the module's manifest does not declare");
+  add_target(set, true);
   auto* unset = app.add_subcommand("unset", "Remove a module's config override and restart it");
   unset->add_option("target", target_key, "MODULE:KEY")->required();
+  add_target(unset, true);
   auto* conf = app.add_subcommand("conf", "Module configuration: default, override, effective value");
   conf->add_option("module", name, "Module name (default: every module)");
+  std::string conf_host;
+  bool conf_fleet = false;
+  conf->add_option("--host", conf_host, "That host's effective config, from the control plane");
+  conf->add_flag("--fleet", conf_fleet, "Every override stored in the control plane");
   auto* action = app.add_subcommand("action", "Trigger a module's action and print its reply");
   action->add_option("module", name, "Module name")->required();
   action->add_option("action", action_name, "Action name")->required();
@@ -144,6 +193,31 @@ int main(int argc, char** argv) {
   action->add_option("--timeout", action_timeout, "Seconds to wait for the reply")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
+  add_target(action, false);
+
+  // Fleet (control plane) reads.
+  auto* hosts = app.add_subcommand("hosts", "Hosts of the fleet: status, labels, modules, config");
+  add_target(hosts, false);
+  auto* host = app.add_subcommand("host", "One host: units with probes, recent events");
+  host->add_option("host", name, "Host id or hostname")->required();
+  auto* fleet_modules = app.add_subcommand("modules", "Modules across the fleet with their probes");
+  fleet_modules->add_option("module", name, "Only this module");
+  add_target(fleet_modules, false);
+  uint32_t limit = 20;
+  auto* rollouts = app.add_subcommand("rollouts", "Recent rollouts");
+  rollouts->add_option("--limit", limit, "How many")->capture_default_str();
+  bool watch = false;
+  auto* rollout = app.add_subcommand("rollout", "One rollout, host by host");
+  rollout->add_option("id", name, "Rollout id")->required();
+  rollout->add_flag("--watch", watch, "Follow it until it ends (progress bar)");
+  auto* audit = app.add_subcommand("audit", "Who changed what (config, rollouts, actions)");
+  audit->add_option("--limit", limit, "How many")->capture_default_str();
+  std::string series_unit, series_metric;
+  auto* series = app.add_subcommand("series", "Recent history of one metric of a host or unit");
+  series->add_option("host", name, "Host id or hostname")->required();
+  series->add_option("metric", series_metric, "cpu, rss, probe:NAME (host: cpu, memory_available, load1)")
+      ->required();
+  series->add_option("--unit", series_unit, "Unit (default: the host itself)");
 
   std::string gen_lang = "node", gen_dir;
   auto* generate = app.add_subcommand(
@@ -157,6 +231,82 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   copts.json = output == "json";
   herd::cli::AgentCommands cmd(copts);
+
+  // Fleet commands: the control plane from --controlplane, or the one the local agent is
+  // linked to; the token from --token-file or HERD_TOKEN.
+  fopts.json = copts.json;
+  fopts.timeout_seconds = copts.timeout_seconds;
+  std::optional<herd::v1::AgentInfo> local_info;
+  bool info_fetched = false;
+  auto local = [&]() -> const std::optional<herd::v1::AgentInfo>& {
+    if (!info_fetched) {
+      local_info = cmd.TryInfo();
+      info_fetched = true;
+    }
+    return local_info;
+  };
+  auto fleet = [&]() -> std::optional<herd::cli::FleetCommands> {
+    if (fopts.address.empty()) {
+      if (local() && !local()->controlplane_address().empty()) {
+        fopts.address = local()->controlplane_address();
+      } else {
+        fprintf(stderr,
+                "agentctl: no control plane: pass --controlplane HOST:PORT (or set "
+                "HERD_CONTROLPLANE), or run this on a host whose agentd is linked to one\n");
+        return std::nullopt;
+      }
+    }
+    if (const char* t = getenv("HERD_TOKEN"); t && *t) fopts.token = t;
+    if (!fopts.token_file.empty()) {
+      auto text = herd::ReadFileToString(fopts.token_file);
+      if (!text.ok()) {
+        fprintf(stderr, "agentctl: --token-file: %s\n", std::string(text.status().message()).c_str());
+        return std::nullopt;
+      }
+      fopts.token = std::string(absl::StripAsciiWhitespace(*text));
+    }
+    return herd::cli::FleetCommands(fopts);
+  };
+  // A linked agent's config belongs to the control plane: `set` without a scope means this
+  // host there.
+  auto linked_host = [&]() -> std::string {
+    if (tf.any()) return "";
+    if (local() && !local()->controlplane_address().empty()) return local()->host_id();
+    return "";
+  };
+#define HERD_FLEET(call)            \
+  do {                              \
+    auto f = fleet();               \
+    if (!f) return 1;               \
+    return f->call;                 \
+  } while (0)
+  if (*hosts) HERD_FLEET(Hosts(tf));
+  if (*host) HERD_FLEET(Host(name));
+  if (*fleet_modules) HERD_FLEET(Modules(name, tf));
+  if (*rollouts) HERD_FLEET(Rollouts(limit));
+  if (*rollout) HERD_FLEET(Rollout(name, watch));
+  if (*audit) HERD_FLEET(Audit(limit));
+  if (*series) HERD_FLEET(Series(name, series_unit, series_metric));
+  if (*restart && tf.any()) HERD_FLEET(Restart(name, tf, rf));
+  if (*action && tf.any()) HERD_FLEET(Action(name, action_name, params, action_timeout, tf));
+  if (*logs && !logs_host.empty()) HERD_FLEET(Logs(logs_host, name, lines, follow));
+  if (*conf && (!conf_host.empty() || conf_fleet)) HERD_FLEET(Conf(name, conf_host));
+  if ((*set || *unset) && tf.any()) {
+    if (*set) HERD_FLEET(Set(target_key, value, tf, force));
+    HERD_FLEET(Unset(target_key, tf));
+  }
+  if (*set || *unset) {
+    if (std::string h = linked_host(); !h.empty()) {
+      tf.hosts = {h};
+      if (*set) HERD_FLEET(Set(target_key, value, tf, force));
+      HERD_FLEET(Unset(target_key, tf));
+    }
+    if (!fopts.address.empty()) {
+      fprintf(stderr, "agentctl: with --controlplane, choose a scope: --global, --selector k=v or --host HOST\n");
+      return 2;
+    }
+  }
+#undef HERD_FLEET
   if (*info) return cmd.Info();
   if (*list) return cmd.List();
   if (*describe) return cmd.Describe(name);

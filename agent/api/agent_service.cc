@@ -50,6 +50,7 @@ grpc::ServerUnaryReactor* AgentService::GetInfo(grpc::CallbackServerContext* ctx
     *resp->mutable_usage() = supervisor_.self_usage();
     resp->set_sample_interval_ms(options_.sample_interval_ms);
     resp->set_log_lines_dropped(logs_.dropped_writes());
+    if (options_.fill_info) options_.fill_info(resp);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

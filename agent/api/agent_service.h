@@ -26,6 +26,8 @@ struct AgentServiceOptions {
   uint64_t sample_interval_ms = 1000;
   // Called (on the loop thread) when a client asks the agent to shut down.
   std::function<void()> on_shutdown;
+  // Adds the control plane link's state to GetInfo (on the loop thread); may be empty.
+  std::function<void(herd::v1::AgentInfo*)> fill_info;
 };
 
 class AgentService final : public herd::v1::Agent::CallbackService {

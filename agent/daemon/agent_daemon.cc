@@ -23,6 +23,7 @@
 #include "agent/supervisor/spawner.h"
 #include "agent/supervisor/state_file.h"
 #include "agent/supervisor/supervisor.h"
+#include "agent/uplink/controlplane_link.h"
 #include "common/atomic_file.h"
 #include "common/clock.h"
 #include "common/logging.h"
@@ -131,6 +132,25 @@ absl::Status RunAgent(const AgentOptions& options) {
   absl::Cleanup unhook = [&] { supervisor.set_hooks(nullptr); };
   if (auto st = modules.Load(); !st.ok()) return st;
 
+  // Linked to a control plane: its configuration (cached) replaces module_conf.json before
+  // any module starts.
+  std::unique_ptr<ControlPlaneLink> link;
+  if (!options.controlplane.empty()) {
+    UplinkOptions uo;
+    uo.address = options.controlplane;
+    uo.join_token_file = options.join_token_file;
+    uo.labels = options.labels;
+    uo.home = home;
+    uo.tls_ca = options.tls_ca;
+    uo.tls_cert = options.tls_cert;
+    uo.tls_key = options.tls_key;
+    link = std::make_unique<ControlPlaneLink>(**loop, supervisor, modules, std::move(uo));
+    if (auto st = link->Start(); !st.ok()) return st;
+  }
+  absl::Cleanup stop_link = [&] {
+    if (link) link->Stop();
+  };
+
   std::unique_ptr<grpc::Server> server;
   std::thread server_stopper;
   bool shutting_down = false;
@@ -138,6 +158,7 @@ absl::Status RunAgent(const AgentOptions& options) {
     if (shutting_down) return;
     shutting_down = true;
     log->info("event=shutdown_begin units={}", supervisor.unit_count());
+    if (link) link->Stop();
     supervisor.StopAll([&] {
       log->info("event=units_stopped");
       // Server shutdown waits for in-flight calls, which may need the loop: do it from
@@ -166,6 +187,7 @@ absl::Status RunAgent(const AgentOptions& options) {
   aopts.started_at = clock.Now();
   aopts.sample_interval_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options.sample_interval));
   aopts.on_shutdown = shutdown;
+  if (link) aopts.fill_info = [&](herd::v1::AgentInfo* info) { link->FillInfo(info); };
   AgentService service(**loop, supervisor, modules, logs, aopts);
 
   const std::string sock = AgentSocketPath(home);

@@ -7,6 +7,7 @@
 // the server down, and writes the state file, so the next start runs the same units.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
@@ -24,6 +25,11 @@ struct AgentOptions {
   std::string proc_root = "/proc";
   // Written once the socket accepts calls (used by --daemon to release the parent).
   int ready_fd = -1;
+  // Control plane link (empty address: standalone).
+  std::string controlplane;
+  std::string join_token_file;
+  std::map<std::string, std::string> labels;
+  std::string tls_ca, tls_cert, tls_key;
 };
 
 // Runs until shutdown; an error means agentd could not start (already running, home not

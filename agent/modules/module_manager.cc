@@ -16,6 +16,7 @@
 #include <regex>
 
 #include "absl/strings/match.h"
+#include "google/protobuf/util/json_util.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/modules/command.h"
@@ -453,6 +454,7 @@ void ModuleManager::FinishInstall(absl::StatusOr<Prepared> prepared,
     if (auto s = SaveRecords(); !s.ok()) {
       log_->error("event=records_save_failed error=\"{}\"", s.message());
     }
+    if (on_inventory_change_) on_inventory_change_();
     if (m.dev_mode) StartWatching(m);
     auto spec = ModuleAppSpec(m.manifest, m.dir, options_.search_path);
     if (!spec.ok()) return done(spec.status());
@@ -513,6 +515,7 @@ void ModuleManager::Uninstall(const std::string& name, bool keep_config,
       log_->error("event=records_save_failed error=\"{}\"", e.message());
     }
     log_->info("event=uninstalled module={} keep_config={}", name, keep_config);
+    if (on_inventory_change_) on_inventory_change_();
     done(resp);
   };
   if (supervisor_.Describe(name).ok()) {
@@ -540,10 +543,138 @@ void ModuleManager::Update(const std::string& name, Done<herd::v1::ModuleInfo> d
 herd::v1::ModuleConfig ModuleManager::ConfigOf(const Module& m) const {
   herd::v1::ModuleConfig c;
   c.set_module(m.name);
-  for (auto& e : ConfigEntries(m.manifest.config, conf_.Overrides(m.name), "local")) {
+  for (auto& e : ConfigEntries(m.manifest.config, Overrides(m.name),
+                               managed_ ? "controlplane" : "local")) {
+    if (managed_ && e.has_override()) {
+      // The control plane's scope for this key (global, selector:..., host).
+      auto mod = snapshot_.modules().find(m.name);
+      if (mod != snapshot_.modules().end() && e.source() != "default") {
+        auto src = mod->second.sources().find(e.key());
+        if (src != mod->second.sources().end()) e.set_source(src->second);
+      }
+    }
     *c.add_entries() = std::move(e);
   }
   return c;
+}
+
+json ModuleManager::Overrides(const std::string& module) const {
+  if (!managed_) return conf_.Overrides(module);
+  json out = json::object();
+  auto it = snapshot_.modules().find(module);
+  if (it == snapshot_.modules().end()) return out;
+  for (const auto& [k, v] : it->second.values()) out[k] = v;
+  return out;
+}
+
+std::string ModuleManager::SnapshotPath() const {
+  return absl::StrCat(options_.home, "/controlplane-config.json");
+}
+
+absl::Status ModuleManager::EnableManagedConfig(const std::string& controlplane) {
+  managed_ = true;
+  controlplane_ = controlplane;
+  auto text = ReadFileToString(SnapshotPath());
+  if (!text.ok()) {
+    if (absl::IsNotFound(text.status())) return absl::OkStatus();
+    return text.status();
+  }
+  herd::v1::ConfigSnapshot snap;
+  auto st = google::protobuf::util::JsonStringToMessage(*text, &snap);
+  if (!st.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        SnapshotPath(), ": not a config snapshot (", st.ToString(),
+        "); remove it and the control plane sends the configuration again"));
+  }
+  snapshot_ = std::move(snap);
+  log_->info("event=config_cache_loaded version={} modules={}", snapshot_.version(),
+             snapshot_.modules_size());
+  return absl::OkStatus();
+}
+
+void ModuleManager::ApplySnapshot(const herd::v1::ConfigSnapshot& snap,
+                                  std::function<void(herd::v1::ConfigAck)> done) {
+  herd::v1::ConfigAck ack;
+  ack.set_version(snap.version());
+  for (const auto& [name, mod] : snap.modules()) {
+    auto it = modules_.find(name);
+    if (it == modules_.end()) {
+      auto* r = ack.add_rejections();
+      r->set_module(name);
+      r->set_reason("no such module on this host");
+      continue;
+    }
+    const json& defaults = it->second->manifest.config;
+    for (const auto& [key, value] : mod.values()) {
+      json def = defaults.is_object() && defaults.contains(key) ? defaults[key] : json();
+      auto v = ConvertConfigValue(def, key, value);
+      if (!v.ok()) {
+        auto* r = ack.add_rejections();
+        r->set_module(name);
+        r->set_key(key);
+        r->set_reason(std::string(v.status().message()));
+      }
+    }
+  }
+  if (ack.rejections_size() > 0) {
+    log_->warn("event=config_rejected version={} rejections={} kept_version={}", snap.version(),
+               ack.rejections_size(), snapshot_.version());
+    ack.set_accepted(false);
+    return done(ack);
+  }
+  // Which modules' values change.
+  std::vector<std::string> changed;
+  for (const auto& [name, m] : modules_) {
+    json before = Overrides(name);
+    json after = json::object();
+    auto it = snap.modules().find(name);
+    if (it != snap.modules().end()) {
+      for (const auto& [k, v] : it->second.values()) after[k] = v;
+    }
+    if (before != after) changed.push_back(name);
+  }
+  std::string text;
+  google::protobuf::util::JsonPrintOptions po;
+  po.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(snap, &text, po);
+  if (auto s = WriteFileAtomically(SnapshotPath(), text + "\n", 0600); !s.ok()) {
+    // Applied anyway: the control plane is the source; only the offline cache is stale.
+    log_->error("event=config_cache_not_saved error=\"{}\"", s.message());
+  }
+  snapshot_ = snap;
+  ack.set_accepted(true);
+  for (const auto& name : changed) ack.add_restarted(name);
+  log_->info("event=config_applied version={} restarting=[{}]", snap.version(),
+             absl::StrJoin(changed, ","));
+  // Restart the changed modules one after the other, then ack.
+  RestartEach({changed.rbegin(), changed.rend()}, [ack, done] { done(ack); });
+}
+
+void ModuleManager::RestartEach(std::vector<std::string> names, std::function<void()> done) {
+  if (names.empty()) return done();
+  std::string name = names.back();
+  names.pop_back();
+  auto it = modules_.find(name);
+  if (it == modules_.end()) return RestartEach(std::move(names), std::move(done));
+  RestartForConfig(*it->second,
+                   [this, names = std::move(names), done = std::move(done)](auto) mutable {
+                     RestartEach(std::move(names), std::move(done));
+                   });
+}
+
+std::vector<herd::v1::ModuleInventory> ModuleManager::Inventory() const {
+  std::vector<herd::v1::ModuleInventory> out;
+  for (const auto& [name, m] : modules_) {
+    herd::v1::ModuleInventory inv;
+    inv.set_name(name);
+    inv.set_version(m->manifest.version);
+    inv.set_source(m->source);
+    inv.set_defaults_json(m->manifest.config.is_object() ? m->manifest.config.dump() : "{}");
+    auto d = supervisor_.Describe(name);
+    if (d.ok()) inv.set_state(d->status().state());
+    out.push_back(std::move(inv));
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<herd::v1::ModuleConfig>> ModuleManager::GetConfig(
@@ -577,6 +708,12 @@ void ModuleManager::RestartForConfig(Module& m, Done<herd::v1::ModuleConfig> don
 
 void ModuleManager::SetConfig(const herd::v1::SetConfigRequest& req,
                               Done<herd::v1::ModuleConfig> done) {
+  if (managed_) {
+    return done(absl::FailedPreconditionError(absl::StrCat(
+        "this agent's configuration is owned by the control plane at ", controlplane_,
+        ": set it there (agentctl --controlplane ", controlplane_, " --token-file F set ",
+        req.module(), ":", req.key(), " VALUE --host THIS_HOST)")));
+  }
   auto it = modules_.find(req.module());
   if (it == modules_.end()) {
     return done(absl::NotFoundError(absl::StrCat(
@@ -610,6 +747,11 @@ void ModuleManager::SetConfig(const herd::v1::SetConfigRequest& req,
 
 void ModuleManager::UnsetConfig(const herd::v1::UnsetConfigRequest& req,
                                 Done<herd::v1::ModuleConfig> done) {
+  if (managed_) {
+    return done(absl::FailedPreconditionError(absl::StrCat(
+        "this agent's configuration is owned by the control plane at ", controlplane_,
+        ": unset it there (agentctl --controlplane ", controlplane_, " unset ...)")));
+  }
   auto it = modules_.find(req.module());
   if (it == modules_.end()) {
     return done(absl::NotFoundError(absl::StrCat("no module named \"", req.module(), "\"")));
@@ -646,7 +788,7 @@ void ModuleManager::BeforeSpawn(const herd::v1::AppSpec& spec, std::vector<std::
   m.child_fd = sv[1];
   *channel_fd = sv[1];
 
-  json overrides = conf_.Overrides(m.name);
+  json overrides = Overrides(m.name);
   json effective = EffectiveConfig(m.manifest.config, overrides);
   auto set = [env](const std::string& key, const std::string& value) {
     std::string prefix = key + "=";

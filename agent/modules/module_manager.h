@@ -36,6 +36,7 @@
 #include "agent/supervisor/supervisor.h"
 #include "common/logging.h"
 #include "herd/v1/agent.pb.h"
+#include "herd/v1/gateway.pb.h"
 #include "herd/v1/types.pb.h"
 
 namespace herd::agent {
@@ -75,6 +76,21 @@ class ModuleManager final : public UnitHooks {
 
   void TriggerAction(const herd::v1::TriggerActionRequest& req,
                      Done<herd::v1::TriggerActionResponse> done);
+
+  // Control plane mode: overrides come from the control plane's snapshot (cached in
+  // $HERD_HOME/controlplane-config.json so a restart while it is away keeps them), and local
+  // set/unset are refused. Call before Supervisor::Restore.
+  absl::Status EnableManagedConfig(const std::string& controlplane);
+  // Applies a snapshot whole, or rejects it whole (unknown module, a value that does not
+  // convert to its default's type) keeping the last good one; restarts exactly the modules
+  // whose values changed. `done` gets the ack to send.
+  void ApplySnapshot(const herd::v1::ConfigSnapshot& snap, std::function<void(herd::v1::ConfigAck)> done);
+  // The version of the snapshot in force (0 = none).
+  uint64_t config_version() const { return managed_ ? snapshot_.version() : 0; }
+  // What is installed, for the control plane.
+  std::vector<herd::v1::ModuleInventory> Inventory() const;
+  // Called after every install, update and uninstall (the uplink resends the inventory).
+  void set_on_inventory_change(std::function<void()> f) { on_inventory_change_ = std::move(f); }
 
   bool IsModule(const std::string& name) const { return modules_.count(name) > 0; }
   // Adds module fields to a unit's status / detail (no-op for plain units).
@@ -126,7 +142,11 @@ class ModuleManager final : public UnitHooks {
   absl::Status SaveRecords();
   herd::v1::ModuleInfo Info(const Module& m) const;
   herd::v1::ModuleConfig ConfigOf(const Module& m) const;
+  // The module's overrides (strings, PM2's layout) from the snapshot or module_conf.json.
+  nlohmann::json Overrides(const std::string& module) const;
+  std::string SnapshotPath() const;
   void RestartForConfig(Module& m, Done<herd::v1::ModuleConfig> done);
+  void RestartEach(std::vector<std::string> names, std::function<void()> done);
   void OnReadable(const std::string& name);
   void CloseChannel(Module& m, const std::string& why);
   void FinishPending(Module& m, const std::string& action,
@@ -148,6 +168,10 @@ class ModuleManager final : public UnitHooks {
   std::map<std::string, bool> installing_;  // names with an install/update in progress
   std::vector<std::thread> workers_;
   uint64_t next_action_id_ = 1;
+  bool managed_ = false;
+  std::string controlplane_;
+  herd::v1::ConfigSnapshot snapshot_;
+  std::function<void()> on_inventory_change_;
 };
 
 }  // namespace herd::agent

@@ -791,6 +791,7 @@ void Supervisor::AddEvent(Unit& u, const std::string& kind, const std::string& d
   e.set_at_unix_ms(UnixMs(loop_.clock().Now()));
   e.set_kind(kind);
   e.set_detail(detail);
+  if (event_listener_) event_listener_(u.spec.name(), e);
   u.events.push_back(std::move(e));
   while (u.events.size() > options_.events_kept) u.events.pop_front();
 }

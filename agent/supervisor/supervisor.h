@@ -115,6 +115,10 @@ class Supervisor {
 
   // Module hooks (may be null); must outlive the supervisor.
   void set_hooks(UnitHooks* hooks) { hooks_ = hooks; }
+  // Called (on the loop) with every unit event, e.g. to forward it to the control plane.
+  void set_event_listener(std::function<void(const std::string&, const herd::v1::UnitEvent&)> f) {
+    event_listener_ = std::move(f);
+  }
 
   // The agent's own latest resource sample.
   const herd::v1::ResourceUsage& self_usage() const { return self_usage_; }
@@ -194,6 +198,7 @@ class Supervisor {
   // std::map: List() is sorted by name; node-based so Unit& stays valid across inserts.
   std::map<std::string, std::unique_ptr<Unit>> units_;
   EventLoop::Handle sample_timer_ = 0;
+  std::function<void(const std::string&, const herd::v1::UnitEvent&)> event_listener_;
   absl::Time last_smaps_;
   herd::v1::ResourceUsage self_usage_;
   uint64_t next_follow_id_ = 1;

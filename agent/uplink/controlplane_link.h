@@ -1,0 +1,71 @@
+// ControlPlaneLink: the agent's side of the control plane, between the Uplink's threads and
+// the agent's loop. It builds a metrics batch every interval (host usage, every unit's
+// sample and probes) and hands it to the Uplink; it applies config snapshots through the
+// ModuleManager, runs actions, restarts (waiting for health) and log requests, and forwards
+// unit events. Everything touching the supervisor or modules runs on the loop.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "agent/loop/event_loop.h"
+#include "agent/modules/module_manager.h"
+#include "agent/procfs/host_sampler.h"
+#include "agent/supervisor/supervisor.h"
+#include "agent/uplink/uplink.h"
+
+namespace herd::agent {
+
+class ControlPlaneLink final : public UplinkHandler {
+ public:
+  ControlPlaneLink(EventLoop& loop, Supervisor& supervisor, ModuleManager& modules,
+                   UplinkOptions options);
+  ~ControlPlaneLink() override;
+
+  // Call on the loop thread after the modules are loaded.
+  absl::Status Start();
+  // Call on the loop thread; stops the uplink (joins its threads).
+  void Stop();
+  // GetInfo's control plane fields (loop thread).
+  void FillInfo(herd::v1::AgentInfo* info) const;
+
+  // UplinkHandler (uplink threads).
+  std::vector<herd::v1::ModuleInventory> Inventory() override;
+  uint64_t AckedConfigVersion() override;
+  void OnConfig(const herd::v1::ConfigSnapshot& snap,
+                std::function<void(herd::v1::ConfigAck)> done) override;
+  void OnAction(const herd::v1::ActionRequest& req,
+                std::function<void(herd::v1::ActionResult)> done) override;
+  void OnRestart(const herd::v1::RestartRequest& req,
+                 std::function<void(herd::v1::RestartResult)> done) override;
+  void OnLogs(const herd::v1::HostLogsRequest& req,
+              std::function<void(herd::v1::LogChunk)> send) override;
+  void OnCancel(const std::string& request_id) override;
+  void OnWelcome(const herd::v1::Welcome& welcome) override;
+
+ private:
+  // Runs `f` on the loop and waits for its result (bounded: the loop may be stopping).
+  template <typename T>
+  T OnLoop(std::function<T()> f, T fallback);
+  void ScheduleMetrics();
+  void SendMetrics();
+  void RestartOne(const std::string& unit, uint32_t wait_healthy_ms,
+                  std::function<void(herd::v1::UnitRestartResult)> done);
+
+  EventLoop& loop_;
+  Supervisor& supervisor_;
+  ModuleManager& modules_;
+  const std::string address_;
+  std::unique_ptr<Uplink> uplink_;
+  std::shared_ptr<spdlog::logger> log_;
+  HostSampler host_sampler_;
+  EventLoop::Handle metrics_timer_ = 0;
+  std::atomic<uint32_t> metrics_interval_ms_{1000};
+  std::map<std::string, uint64_t> follows_;  // log request id → supervisor follow id (loop)
+  // Cleared at Stop: callbacks posted to the loop afterwards do nothing.
+  std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
+};
+
+}  // namespace herd::agent
