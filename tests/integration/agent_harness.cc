@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace herd::testing {
 namespace {
@@ -283,6 +284,122 @@ std::vector<std::string> AgentHarness::EventKinds(const std::string& name) {
   if (!d.is_object() || !d.contains("events")) return kinds;
   for (const auto& e : d["events"]) kinds.push_back(e.value("kind", ""));
   return kinds;
+}
+
+// ---------------------------------------------------------------------------------------
+// ControlPlaneHarness
+
+ControlPlaneHarness::ControlPlaneHarness() {
+  char tmpl[] = "/tmp/herd-cp-XXXXXX";
+  if (mkdtemp(tmpl) != nullptr) dir_ = tmpl;
+}
+
+ControlPlaneHarness::~ControlPlaneHarness() {
+  Stop();
+  std::error_code ec;
+  if (!dir_.empty()) fs::remove_all(dir_, ec);
+}
+
+bool ControlPlaneHarness::Start(const std::vector<std::string>& extra_args) {
+  if (dir_.empty()) {
+    last_error_ = "no temporary data directory";
+    return false;
+  }
+  const std::string addr_file = Path("listen-address");
+  unlink(addr_file.c_str());
+  std::vector<std::string> argv = {AgentHarness::BinDir() + "/controlplane", "--data", dir_,
+                                   "--listen", address_.empty() ? "127.0.0.1:0" : address_,
+                                   "--log-level", "debug"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  const std::string out_path = Path("controlplane.out");
+  std::vector<char*> args = Argv(argv);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int null_fd = open("/dev/null", O_RDONLY);
+    int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(null_fd, 0);
+    dup2(out_fd, 1);
+    dup2(out_fd, 2);
+    execv(args[0], args.data());
+    dprintf(2, "exec %s: %s\n", args[0], strerror(errno));
+    _exit(127);
+  }
+  pid_ = pid;
+  bool up = WaitFor(
+      [&] {
+        int status = 0;
+        if (waitpid(pid_, &status, WNOHANG) == pid_) {
+          pid_ = 0;
+          return true;
+        }
+        return !ReadWhole(addr_file).empty();
+      },
+      absl::Seconds(15));
+  if (!up || pid_ == 0) {
+    last_error_ = absl::StrCat("controlplane did not come up; its output:\n", ReadWhole(out_path));
+    return false;
+  }
+  address_ = std::string(absl::StripAsciiWhitespace(ReadWhole(addr_file)));
+  return true;
+}
+
+void ControlPlaneHarness::Stop() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGTERM);
+  int status = WaitChild(pid_, absl::Seconds(20));
+  if (status != 0) {
+    fprintf(stderr, "[harness] controlplane %s; its output:\n%s\n",
+            status < 0 ? "did not stop within 20 s of SIGTERM"
+                       : absl::StrCat("exited with status ", status).c_str(),
+            ReadWhole(Path("controlplane.out")).c_str());
+  }
+  if (status < 0) {
+    kill(pid_, SIGKILL);
+    WaitChild(pid_, absl::Seconds(5));
+  }
+  pid_ = 0;
+}
+
+void ControlPlaneHarness::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  WaitChild(pid_, absl::Seconds(5));
+  pid_ = 0;
+}
+
+std::vector<std::string> ControlPlaneHarness::AgentArgs(const std::string& labels) const {
+  std::vector<std::string> a = {"--controlplane", address_, "--join-token-file", JoinTokenFile()};
+  if (!labels.empty()) {
+    a.push_back("--labels");
+    a.push_back(labels);
+  }
+  return a;
+}
+
+CmdResult ControlPlaneHarness::Ctl(const std::vector<std::string>& args,
+                                   const std::string& token_file) const {
+  std::vector<std::string> argv = {AgentHarness::BinDir() + "/agentctl", "--home",
+                                   Path("no-agent-here"), "--timeout", "20",
+                                   "--controlplane", address_, "--token-file",
+                                   token_file.empty() ? OperatorTokenFile() : token_file};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Run(argv);
+}
+
+nlohmann::json ControlPlaneHarness::CtlJson(const std::vector<std::string>& args) {
+  std::vector<std::string> full = {"-o", "json"};
+  full.insert(full.end(), args.begin(), args.end());
+  CmdResult r = Ctl(full);
+  if (r.exit_code != 0) {
+    last_error_ = absl::StrCat("agentctl exited ", r.exit_code, ": ", r.err);
+    return nullptr;
+  }
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    last_error_ = absl::StrCat("agentctl output is not JSON: ", r.out);
+    return nullptr;
+  }
+  return j;
 }
 
 }  // namespace herd::testing

@@ -77,4 +77,39 @@ class AgentHarness {
   std::vector<pid_t> tracked_;
 };
 
+// A real controlplane in a temporary data directory, on a loopback port chosen at the first
+// start and kept across restarts (so linked agents find it again). Driven through agentctl
+// with the operator token unless told otherwise.
+class ControlPlaneHarness {
+ public:
+  ControlPlaneHarness();
+  ~ControlPlaneHarness();
+  ControlPlaneHarness(const ControlPlaneHarness&) = delete;
+  ControlPlaneHarness& operator=(const ControlPlaneHarness&) = delete;
+
+  bool Start(const std::vector<std::string>& extra_args = {});
+  void Stop();  // SIGTERM and wait
+  void Kill();  // SIGKILL
+  pid_t pid() const { return pid_; }
+  const std::string& address() const { return address_; }
+  const std::string& data_dir() const { return dir_; }
+  std::string Path(const std::string& rel) const { return dir_ + "/" + rel; }
+  std::string JoinTokenFile() const { return Path("join-token"); }
+  std::string OperatorTokenFile() const { return Path("operator-token"); }
+  std::string ViewerTokenFile() const { return Path("viewer-token"); }
+  // The agentd flags that link an agent to this control plane.
+  std::vector<std::string> AgentArgs(const std::string& labels) const;
+
+  // agentctl --controlplane ADDR --token-file TOKEN args...
+  CmdResult Ctl(const std::vector<std::string>& args, const std::string& token_file = "") const;
+  nlohmann::json CtlJson(const std::vector<std::string>& args);
+  const std::string& last_error() const { return last_error_; }
+
+ private:
+  std::string dir_;
+  std::string address_;
+  pid_t pid_ = 0;
+  std::string last_error_;
+};
+
 }  // namespace herd::testing

@@ -1,0 +1,393 @@
+// End to end on loopback: a real controlplane and three real agentd (separate homes, labels
+// env/role), each running the same module "svc" (a generated Python module). Registration,
+// config at each scope reaching exactly the right hosts and restarting exactly the right
+// modules, a rejected value, rollouts in batches, action fan-out, and both sides killed and
+// restarted without losing anything.
+#include <signal.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/agent_harness.h"
+
+namespace herd::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+constexpr int kAgents = 3;
+const char* const kLabels[kAgents] = {"env=prod,role=web", "env=prod,role=db", "env=dev,role=web"};
+
+class FleetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.Start({"--lease", "2s", "--metrics-interval-ms", "200"})) << cp_.last_error();
+    for (int i = 0; i < kAgents; ++i) {
+      agents_[i] = std::make_unique<AgentHarness>();
+      ASSERT_TRUE(agents_[i]->StartAgent(cp_.AgentArgs(kLabels[i]))) << agents_[i]->last_error();
+    }
+    // The same module on every host, each from its own generated copy.
+    for (int i = 0; i < kAgents; ++i) {
+      std::string dir = agents_[i]->Path("src/svc");
+      CmdResult gen = agents_[i]->Ctl({"generate", "svc", "--lang", "python", "--dir", dir});
+      ASSERT_EQ(gen.exit_code, 0) << gen.err;
+      CmdResult inst = agents_[i]->Ctl({"install", dir});
+      ASSERT_EQ(inst.exit_code, 0) << inst.err;
+      host_ids_[i] = HostId(i);
+      ASSERT_FALSE(host_ids_[i].empty());
+    }
+    // Every host registered, with the module in its inventory and its first probes.
+    ASSERT_TRUE(WaitFor([&] {
+      json m = cp_.CtlJson({"modules", "svc"});
+      if (!m.is_object() || !m.contains("modules") || m["modules"].size() != kAgents) return false;
+      for (const auto& x : m["modules"]) {
+        if (!x["unit"].contains("probes") || x["unit"]["probes"].empty()) return false;
+      }
+      return true;
+    }, absl::Seconds(30))) << cp_.last_error() << cp_.Ctl({"modules"}).out;
+  }
+
+  std::string HostId(int i) {
+    json info = agents_[i]->CtlJson({"info"});
+    return info.is_object() ? info.value("host_id", "") : "";
+  }
+  int Pid(int i) {
+    json u = agents_[i]->Unit("svc");
+    return u.is_null() ? 0 : u.value("pid", 0);
+  }
+  std::map<int, int> Pids() {
+    std::map<int, int> p;
+    for (int i = 0; i < kAgents; ++i) p[i] = Pid(i);
+    return p;
+  }
+  // The greet action's reply on host i, through the local agent.
+  std::string Greet(int i) {
+    CmdResult r = agents_[i]->Ctl({"action", "svc", "greet", "--param", "name=x"});
+    return r.exit_code == 0 ? r.out : "error: " + r.err;
+  }
+  // Waits for it: a restarted module registers its action a moment after it starts.
+  bool GreetingIs(int i, const std::string& g) {
+    return WaitFor([&] { return absl::StrContains(Greet(i), absl::StrCat(g, ", x")); },
+                   absl::Seconds(10));
+  }
+  // Waits until exactly the hosts in `changed` have a new svc pid (and have been restarted
+  // once), and checks the others kept theirs.
+  void ExpectRestarted(const std::map<int, int>& before, const std::set<int>& changed) {
+    ASSERT_TRUE(WaitFor([&] {
+      for (int i : changed) {
+        int p = Pid(i);
+        if (p == 0 || p == before.at(i)) return false;
+      }
+      return true;
+    }, absl::Seconds(20))) << "expected restarts on " << changed.size() << " host(s)";
+    absl::SleepFor(absl::Milliseconds(500));  // a wrong restart elsewhere would show by now
+    for (int i = 0; i < kAgents; ++i) {
+      if (!changed.count(i)) {
+        EXPECT_EQ(Pid(i), before.at(i)) << "host " << i << " restarted";
+      }
+    }
+  }
+  json Host(const std::string& id) {
+    json hosts = cp_.CtlJson({"hosts"});
+    if (!hosts.is_object()) return nullptr;
+    for (const auto& h : hosts["hosts"]) {
+      if (h["host_id"] == id) return h;
+    }
+    return nullptr;
+  }
+
+  ControlPlaneHarness cp_;
+  std::unique_ptr<AgentHarness> agents_[kAgents];
+  std::string host_ids_[kAgents];
+};
+
+TEST_F(FleetTest, HostsRegisterWithLabelsAndReportMetrics) {
+  json hosts = cp_.CtlJson({"hosts"});
+  ASSERT_TRUE(hosts.is_object()) << cp_.last_error();
+  ASSERT_EQ(hosts["hosts"].size(), static_cast<size_t>(kAgents));
+  for (int i = 0; i < kAgents; ++i) {
+    json h = Host(host_ids_[i]);
+    ASSERT_TRUE(h.is_object()) << host_ids_[i];
+    EXPECT_TRUE(h["online"].get<bool>());
+    EXPECT_EQ(h["labels"]["env"], i < 2 ? "prod" : "dev");
+    EXPECT_EQ(h["modules"], 1);
+    EXPECT_GT(std::stoull(h["usage"]["memory_total_bytes"].get<std::string>()), 0u);
+  }
+  json sel = cp_.CtlJson({"hosts", "--selector", "env=prod,role!=db"});
+  ASSERT_EQ(sel["hosts"].size(), 1u);
+  EXPECT_EQ(sel["hosts"][0]["host_id"], host_ids_[0]);
+  // Recent history of the module's CPU is kept per host.
+  ASSERT_TRUE(WaitFor([&] {
+    json s = cp_.CtlJson({"series", host_ids_[1], "cpu", "--unit", "svc"});
+    return s.is_object() && s.contains("points") && s["points"].size() >= 3;
+  })) << cp_.last_error();
+  json ticks = cp_.CtlJson({"series", host_ids_[1], "probe:ticks", "--unit", "svc"});
+  ASSERT_TRUE(ticks.is_object()) << cp_.last_error();
+  EXPECT_FALSE(ticks["points"].empty());
+}
+
+TEST_F(FleetTest, ConfigAtEachScopeReachesExactlyTheRightHostsAndRestartsOnlyThem) {
+  auto before = Pids();
+  CmdResult g = cp_.Ctl({"set", "svc:greeting", "hi", "--global"});
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  ExpectRestarted(before, {0, 1, 2});
+  for (int i = 0; i < kAgents; ++i) EXPECT_TRUE(GreetingIs(i, "hi")) << Greet(i);
+
+  before = Pids();
+  CmdResult s = cp_.Ctl({"set", "svc:greeting", "prod", "--selector", "env=prod"});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  ExpectRestarted(before, {0, 1});
+  EXPECT_TRUE(GreetingIs(0, "prod"));
+  EXPECT_TRUE(GreetingIs(1, "prod"));
+  EXPECT_TRUE(GreetingIs(2, "hi"));
+
+  // The host scope wins over the selector; from the host itself, set without a scope means
+  // this host.
+  before = Pids();
+  CmdResult h = agents_[1]->Ctl({"--token-file", cp_.OperatorTokenFile(), "set", "svc:greeting", "db"});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  ExpectRestarted(before, {1});
+  EXPECT_TRUE(GreetingIs(1, "db"));
+
+  // Each key shows where its value comes from, on the host and from the control plane.
+  CmdResult conf = agents_[0]->Ctl({"conf", "svc"});
+  EXPECT_THAT(conf.out, HasSubstr("selector:env=prod"));
+  json eff = cp_.CtlJson({"conf", "svc", "--host", host_ids_[1]});
+  ASSERT_TRUE(eff.is_object()) << cp_.last_error();
+  bool found = false;
+  for (const auto& e : eff["effective"][0]["entries"]) {
+    if (e["key"] == "greeting") {
+      EXPECT_EQ(e["source"], "host");
+      EXPECT_EQ(e["override_value"], "db");
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found) << eff.dump();
+
+  // Unsetting the selector falls back to global on those hosts only (db keeps its own).
+  before = Pids();
+  ASSERT_EQ(cp_.Ctl({"unset", "svc:greeting", "--selector", "env=prod"}).exit_code, 0);
+  ExpectRestarted(before, {0});
+  EXPECT_TRUE(GreetingIs(0, "hi"));
+
+  // A local set on a linked agent's own API is refused with where to go instead.
+  CmdResult local = agents_[2]->Ctl({"--controlplane", "", "set", "svc:greeting", "x"});
+  EXPECT_NE(local.exit_code, 0);
+  // The audit log names who changed what.
+  CmdResult audit = cp_.Ctl({"audit"});
+  EXPECT_THAT(audit.out, HasSubstr("config.set"));
+  EXPECT_THAT(audit.out, HasSubstr("admin"));
+}
+
+TEST_F(FleetTest, BadValueIsRefusedOrRejectedByTheHostsWhichKeepTheLastGoodConfig) {
+  // Checked at set time against the manifests the hosts reported.
+  CmdResult refused = cp_.Ctl({"set", "svc:interval", "fast", "--global"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("is not an integer"));
+  EXPECT_THAT(refused.err, HasSubstr("--force"));
+
+  ASSERT_EQ(cp_.Ctl({"set", "svc:greeting", "ok", "--global"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return GreetingIs(2, "ok"); }, absl::Seconds(20)));
+  json h0 = Host(host_ids_[2]);
+  const std::string acked = h0["acked_config_version"];
+  auto before = Pids();
+
+  // Forced through, the hosts reject the snapshot whole (greeting too) and say why.
+  ASSERT_EQ(cp_.Ctl({"set", "svc:interval", "fast", "--global", "--force"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] {
+    json h = Host(host_ids_[2]);
+    return h.is_object() && h.contains("config_rejections") && !h["config_rejections"].empty();
+  })) << cp_.Ctl({"hosts"}).out;
+  json h = Host(host_ids_[2]);
+  EXPECT_EQ(h["acked_config_version"], acked);
+  EXPECT_THAT(h["config_rejections"][0]["reason"].get<std::string>(), HasSubstr("not an integer"));
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_EQ(Pids(), before) << "a rejected snapshot must not restart anything";
+  EXPECT_TRUE(GreetingIs(2, "ok"));
+  CmdResult host = cp_.Ctl({"host", host_ids_[2]});
+  EXPECT_THAT(host.out, HasSubstr("config rejected: svc:interval"));
+
+  // Fixing it is accepted again.
+  ASSERT_EQ(cp_.Ctl({"unset", "svc:interval", "--global"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] {
+    json x = Host(host_ids_[2]);
+    return x.is_object() && (!x.contains("config_rejections") || x["config_rejections"].empty()) &&
+           x["acked_config_version"] != acked;
+  }));
+}
+
+TEST_F(FleetTest, RolloutRestartsHostsBatchByBatch) {
+  auto before = Pids();
+  CmdResult r = cp_.Ctl({"restart", "svc", "--all-hosts", "--batch", "2", "--wait-healthy", "500ms"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("succeeded"));
+  for (int i = 0; i < kAgents; ++i) EXPECT_NE(Pid(i), before[i]) << "host " << i;
+  json list = cp_.CtlJson({"rollouts"});
+  ASSERT_EQ(list["rollouts"].size(), 1u);
+  const json& ro = list["rollouts"][0];
+  EXPECT_EQ(ro["state"], "ROLLOUT_STATE_SUCCEEDED");
+  EXPECT_EQ(ro["batches"], 2);
+  std::map<int, int> per_batch;
+  for (const auto& h : ro["hosts"]) {
+    EXPECT_EQ(h["state"], "ROLLOUT_HOST_STATE_DONE");
+    per_batch[h["batch"].get<int>()]++;
+  }
+  EXPECT_EQ(per_batch[0], 2);
+  EXPECT_EQ(per_batch[1], 1);
+
+  // A selector restarts only its hosts.
+  before = Pids();
+  CmdResult sel = cp_.Ctl({"restart", "svc", "--selector", "env=dev", "--wait-healthy", "200ms"});
+  ASSERT_EQ(sel.exit_code, 0) << sel.out << sel.err;
+  EXPECT_NE(Pid(2), before[2]);
+  EXPECT_EQ(Pid(0), before[0]);
+  EXPECT_EQ(Pid(1), before[1]);
+}
+
+TEST_F(FleetTest, RolloutStopsAtTheFailureThreshold) {
+  // A host whose module cannot stay up fails its batch; the rest is skipped.
+  agents_[0]->Ctl({"stop", "svc"});
+  // Make svc on host 0 crash at start: its script is replaced by one that exits at once.
+  std::string script = agents_[0]->Path("src/svc/main.py");
+  {
+    FILE* f = fopen(script.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    fputs("import sys\nsys.exit(3)\n", f);
+    fclose(f);
+  }
+  CmdResult r = cp_.Ctl({"restart", "svc", "--host", host_ids_[0], "--host", host_ids_[1],
+                         "--batch", "1", "--wait-healthy", "1500ms"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("failed"));
+  json list = cp_.CtlJson({"rollouts"});
+  const json& ro = list["rollouts"][0];
+  EXPECT_EQ(ro["state"], "ROLLOUT_STATE_FAILED");
+  EXPECT_EQ(ro["hosts"][0]["state"], "ROLLOUT_HOST_STATE_FAILED");
+  EXPECT_EQ(ro["hosts"][1]["state"], "ROLLOUT_HOST_STATE_SKIPPED");
+}
+
+TEST_F(FleetTest, ActionFansOutAndEachHostReplies) {
+  ASSERT_EQ(cp_.Ctl({"set", "svc:greeting", "yo", "--host", host_ids_[0]}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return GreetingIs(0, "yo"); }, absl::Seconds(20)));
+  json r = cp_.CtlJson({"action", "svc", "greet", "--param", "name=x", "--selector", "env=prod"});
+  ASSERT_TRUE(r.is_object()) << cp_.last_error();
+  ASSERT_EQ(r["results"].size(), 2u);
+  std::map<std::string, std::string> replies;
+  for (const auto& x : r["results"]) {
+    EXPECT_TRUE(x["ok"].get<bool>()) << x.dump();
+    replies[x["host_id"]] = x["reply_json"];
+  }
+  EXPECT_EQ(replies[host_ids_[0]], "\"yo, x\"");
+  EXPECT_EQ(replies[host_ids_[1]], "\"hello, x\"");
+  // An unknown action is an error per host, not a failure of the call.
+  CmdResult bad = cp_.Ctl({"action", "svc", "nope", "--all-hosts"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.out, HasSubstr("error"));
+}
+
+TEST_F(FleetTest, ControlPlaneKilledAndRestartedLosesNothing) {
+  ASSERT_EQ(cp_.Ctl({"set", "svc:greeting", "kept", "--selector", "role=web"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return GreetingIs(2, "kept"); }, absl::Seconds(20)));
+  auto before = Pids();
+  cp_.Kill();
+  // Agents keep supervising: the module keeps running, actions still work locally.
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_EQ(Pids(), before);
+  EXPECT_TRUE(GreetingIs(2, "kept"));
+  json info = agents_[0]->CtlJson({"info"});
+  EXPECT_FALSE(info.value("controlplane_connected", true));
+
+  ASSERT_TRUE(cp_.Start({"--lease", "2s", "--metrics-interval-ms", "200"})) << cp_.last_error();
+  ASSERT_TRUE(WaitFor([&] {
+    json hosts = cp_.CtlJson({"hosts"});
+    if (!hosts.is_object() || hosts["hosts"].size() != kAgents) return false;
+    for (const auto& h : hosts["hosts"]) {
+      if (!h["online"].get<bool>()) return false;
+    }
+    return true;
+  }, absl::Seconds(40))) << cp_.Ctl({"hosts"}).out;
+  // The configuration survived; reconnecting restarted nothing.
+  CmdResult conf = cp_.Ctl({"conf", "--fleet"});
+  EXPECT_THAT(conf.out, HasSubstr("kept"));
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_EQ(Pids(), before);
+  EXPECT_TRUE(GreetingIs(0, "kept"));
+  EXPECT_TRUE(GreetingIs(1, "hello"));
+}
+
+TEST_F(FleetTest, AgentRestartedKeepsItsHostIdAndConfigEvenWithoutTheControlPlane) {
+  ASSERT_EQ(cp_.Ctl({"set", "svc:greeting", "mine", "--host", host_ids_[1]}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return GreetingIs(1, "mine"); }, absl::Seconds(20)));
+  cp_.Stop();
+  agents_[1]->StopAgent();
+  ASSERT_TRUE(agents_[1]->StartAgent(cp_.AgentArgs(kLabels[1]))) << agents_[1]->last_error();
+  // The cached snapshot applies while the control plane is away.
+  ASSERT_TRUE(WaitFor([&] { return GreetingIs(1, "mine"); }, absl::Seconds(20))) << Greet(1);
+  EXPECT_EQ(HostId(1), host_ids_[1]);
+  ASSERT_TRUE(cp_.Start({"--lease", "2s", "--metrics-interval-ms", "200"})) << cp_.last_error();
+  ASSERT_TRUE(WaitFor([&] {
+    json h = Host(host_ids_[1]);
+    return h.is_object() && h["online"].get<bool>();
+  }, absl::Seconds(40)));
+  json hosts = cp_.CtlJson({"hosts"});
+  EXPECT_EQ(hosts["hosts"].size(), static_cast<size_t>(kAgents)) << "no duplicate host";
+  EXPECT_TRUE(GreetingIs(1, "mine"));
+}
+
+TEST_F(FleetTest, HostGoesOfflineAfterTheLeaseAndKeepsItsLastState) {
+  agents_[2]->StopAgent();
+  ASSERT_TRUE(WaitFor([&] {
+    json h = Host(host_ids_[2]);
+    return h.is_object() && !h["online"].get<bool>();
+  }, absl::Seconds(10)));
+  json m = cp_.CtlJson({"modules", "svc", "--host", host_ids_[2]});
+  ASSERT_EQ(m["modules"].size(), 1u);
+  EXPECT_FALSE(m["modules"][0]["online"].get<bool>());
+  CmdResult act = cp_.Ctl({"action", "svc", "greet", "--host", host_ids_[2]});
+  EXPECT_NE(act.exit_code, 0);
+  EXPECT_THAT(act.out, HasSubstr("not connected"));
+}
+
+TEST_F(FleetTest, CallsWithoutTheRightCredentialsAreRefused) {
+  std::string empty = cp_.Path("empty-token");
+  FILE* f = fopen(empty.c_str(), "w");
+  fputs("not-a-token\n", f);
+  fclose(f);
+  CmdResult bad = cp_.Ctl({"hosts"}, empty);
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("unknown token"));
+  CmdResult viewer_read = cp_.Ctl({"hosts"}, cp_.ViewerTokenFile());
+  EXPECT_EQ(viewer_read.exit_code, 0) << viewer_read.err;
+  CmdResult viewer_write = cp_.Ctl({"set", "svc:greeting", "x", "--global"}, cp_.ViewerTokenFile());
+  EXPECT_NE(viewer_write.exit_code, 0);
+  EXPECT_THAT(viewer_write.err, HasSubstr("read-only"));
+
+  // An agent with a wrong join token is refused and says so.
+  AgentHarness intruder;
+  std::string wrong = intruder.Path("join");
+  f = fopen(wrong.c_str(), "w");
+  fputs("hj_wrong\n", f);
+  fclose(f);
+  ASSERT_TRUE(intruder.StartAgent({"--controlplane", cp_.address(), "--join-token-file", wrong}))
+      << intruder.last_error();
+  ASSERT_TRUE(WaitFor([&] {
+    json info = intruder.CtlJson({"info"});
+    if (!info.is_object()) return false;
+    const std::string e = info.value("controlplane_error", "");
+    return absl::StrContains(e, "refused the stream") && absl::StrContains(e, "join token");
+  })) << intruder.Ctl({"info"}).out;
+  EXPECT_EQ(cp_.CtlJson({"hosts"})["hosts"].size(), static_cast<size_t>(kAgents));
+}
+
+}  // namespace
+}  // namespace herd::testing
