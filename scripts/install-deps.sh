@@ -12,7 +12,9 @@ PACKAGES=(
   # chosen dependencies: arguments, JSON
   libcli11-dev nlohmann-json3-dev
   # control plane: embedded store (SQLite), secrets and TLS (OpenSSL)
-  libsqlite3-dev libssl-dev
+  libsqlite3-dev libssl-dev openssl
+  # examples/python/fleet_client.py: another service on the Fleet API (Debian python3)
+  python3-grpcio python3-protobuf
   # used by tests and the demo (shell and Python sample apps)
   python3 procps
   # modules: archives with tar; the module integration tests watch a redis-server through

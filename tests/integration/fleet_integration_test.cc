@@ -13,10 +13,13 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
 #include "tests/integration/agent_harness.h"
 
 namespace herd::testing {
@@ -387,6 +390,140 @@ TEST_F(FleetTest, CallsWithoutTheRightCredentialsAreRefused) {
     return absl::StrContains(e, "refused the stream") && absl::StrContains(e, "join token");
   })) << intruder.Ctl({"info"}).out;
   EXPECT_EQ(cp_.CtlJson({"hosts"})["hosts"].size(), static_cast<size_t>(kAgents));
+}
+
+std::string SourceDir() {
+  const char* d = getenv("HERD_SOURCE_DIR");
+  return d && *d ? d : std::string(HERD_TEST_SOURCE_DIR);
+}
+
+// Another service on the Fleet API: the Python example (Debian's python3-grpcio).
+TEST_F(FleetTest, PythonClientUsesTheFleetApi) {
+  const std::string client = SourceDir() + "/examples/python/fleet_client.py";
+  CmdResult hosts = herd::testing::Run({"/usr/bin/python3", client, "--controlplane", cp_.address(),
+                         "--token-file", cp_.ViewerTokenFile(), "hosts"});
+  ASSERT_EQ(hosts.exit_code, 0) << hosts.err;
+  json h = json::parse(hosts.out);
+  ASSERT_EQ(h["hosts"].size(), static_cast<size_t>(kAgents));
+  CmdResult set = herd::testing::Run({"/usr/bin/python3", client, "--controlplane", cp_.address(),
+                       "--token-file", cp_.OperatorTokenFile(), "set", "svc:greeting", "py",
+                       "--selector", "env=dev"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_TRUE(GreetingIs(2, "py"));
+  CmdResult act = herd::testing::Run({"/usr/bin/python3", client, "--controlplane", cp_.address(),
+                       "--token-file", cp_.OperatorTokenFile(), "action", "svc", "greet",
+                       "--param", "name=x"});
+  ASSERT_EQ(act.exit_code, 0) << act.err;
+  EXPECT_THAT(act.out, HasSubstr("py, x"));
+  CmdResult denied = herd::testing::Run({"/usr/bin/python3", client, "--controlplane", cp_.address(),
+                          "--token-file", cp_.ViewerTokenFile(), "set", "svc:greeting", "no"});
+  EXPECT_NE(denied.exit_code, 0);
+  EXPECT_THAT(denied.err, HasSubstr("PERMISSION_DENIED"));
+}
+
+// A unit's logs on its host, relayed through the host's stream; and live metrics.
+TEST_F(FleetTest, LogsAndMetricsComeThroughTheControlPlane) {
+  CmdResult start = agents_[0]->Ctl({"start", AgentHarness::ChildBinary(), "--name", "printer",
+                                     "--", "--print", "hello-from-host-0"});
+  ASSERT_EQ(start.exit_code, 0) << start.err;
+  ASSERT_TRUE(WaitFor([&] {
+    CmdResult r = cp_.Ctl({"logs", "printer", "--host", host_ids_[0], "--lines", "5"});
+    return r.exit_code == 0 && absl::StrContains(r.out, "hello-from-host-0") &&
+           absl::StrContains(r.err, "err:hello-from-host-0");
+  })) << cp_.Ctl({"logs", "printer", "--host", host_ids_[0]}).err;
+  CmdResult missing = cp_.Ctl({"logs", "nope", "--host", host_ids_[0]});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.err, HasSubstr("nope"));
+  // The unit shows in the host's detail, with its sample.
+  ASSERT_TRUE(WaitFor([&] {
+    json d = cp_.CtlJson({"host", host_ids_[0]});
+    if (!d.is_object()) return false;
+    for (const auto& u : d["units"]) {
+      if (u["name"] == "printer" && u["state"] == "UNIT_STATE_ONLINE") return true;
+    }
+    return false;
+  }));
+}
+
+// gRPC health checking answers SERVING without a token (for load balancers and probes).
+TEST_F(FleetTest, HealthCheckIsServing) {
+  auto channel = grpc::CreateChannel(cp_.address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::Slice empty("");
+  grpc::ByteBuffer request(&empty, 1), response;
+  absl::Notification done;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   status = s;
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // HealthCheckResponse{status: SERVING}
+}
+
+// Mutual TLS: the control plane with a server certificate and a client CA; agents and
+// agentctl with the CA and client certificates; a client without a certificate is refused.
+class FleetTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = cp_.Path("pki");
+    std::filesystem::create_directories(dir_);
+    auto ssl = [&](std::vector<std::string> args) {
+      args.insert(args.begin(), "openssl");
+      args.insert(args.begin(), "/usr/bin/env");
+      CmdResult r = herd::testing::Run(args);
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    };
+    ssl({"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=herd-test-ca",
+         "-keyout", dir_ + "/ca.key", "-out", dir_ + "/ca.pem"});
+    for (const char* who : {"server", "client"}) {
+      std::string base = dir_ + "/" + who;
+      ssl({"req", "-newkey", "rsa:2048", "-nodes", "-subj", std::string("/CN=") + who, "-keyout",
+           base + ".key", "-out", base + ".csr"});
+      std::string ext = base + ".ext";
+      FILE* f = fopen(ext.c_str(), "w");
+      fputs("subjectAltName=DNS:localhost,IP:127.0.0.1\n", f);
+      fclose(f);
+      ssl({"x509", "-req", "-in", base + ".csr", "-CA", dir_ + "/ca.pem", "-CAkey",
+           dir_ + "/ca.key", "-CAcreateserial", "-days", "2", "-extfile", ext, "-out",
+           base + ".pem"});
+    }
+    ASSERT_TRUE(cp_.Start({"--tls-cert", dir_ + "/server.pem", "--tls-key", dir_ + "/server.key",
+                           "--client-ca", dir_ + "/ca.pem"}))
+        << cp_.last_error();
+  }
+  std::vector<std::string> ClientTls() const {
+    return {"--tls-ca", dir_ + "/ca.pem", "--tls-cert", dir_ + "/client.pem", "--tls-key",
+            dir_ + "/client.key"};
+  }
+  ControlPlaneHarness cp_;
+  std::string dir_;
+};
+
+TEST_F(FleetTlsTest, AgentsAndClientsConnectWithCertificatesOnly) {
+  AgentHarness agent;
+  std::vector<std::string> args = cp_.AgentArgs("env=tls");
+  for (const auto& a : ClientTls()) args.push_back(a);
+  ASSERT_TRUE(agent.StartAgent(args)) << agent.last_error();
+  std::vector<std::string> hosts_cmd = ClientTls();
+  hosts_cmd.push_back("hosts");
+  ASSERT_TRUE(WaitFor([&] {
+    CmdResult r = cp_.Ctl(hosts_cmd);
+    return r.exit_code == 0 && absl::StrContains(r.out, "env=tls") && absl::StrContains(r.out, "online");
+  })) << cp_.Ctl(hosts_cmd).err;
+  // Without a client certificate, or without TLS at all, nothing gets through.
+  CmdResult no_cert = cp_.Ctl({"--tls-ca", dir_ + "/ca.pem", "hosts"});
+  EXPECT_NE(no_cert.exit_code, 0);
+  CmdResult plain = cp_.Ctl({"hosts"});
+  EXPECT_NE(plain.exit_code, 0);
 }
 
 }  // namespace
