@@ -120,10 +120,16 @@ absl::Status Hub::ValidateHello(const herd::v1::Hello& hello) const {
     return absl::InvalidArgumentError("hello: hostname longer than 255 bytes");
   }
   if (hello.labels_size() > 64) return absl::InvalidArgumentError("hello: more than 64 labels");
-  std::string text;
-  for (const auto& [k, v] : hello.labels()) absl::StrAppend(&text, text.empty() ? "" : ",", k, "=", v);
-  if (auto l = ParseLabels(text); !l.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("hello: ", l.status().message()));
+  // One label at a time: joined, a value holding "," (or spaces around a key) would read as
+  // other, valid labels.
+  for (const auto& [k, v] : hello.labels()) {
+    auto l = ParseLabels(absl::StrCat(k, "=", v));
+    if (!l.ok()) return absl::InvalidArgumentError(absl::StrCat("hello: ", l.status().message()));
+    if (l->size() != 1 || l->begin()->first != k || l->begin()->second != v) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "hello: label \"", k, "=", v,
+          "\": keys and values are letters, digits, '.', '_', '-', '/'"));
+    }
   }
   if (hello.modules_size() > 1000) return absl::InvalidArgumentError("hello: more than 1000 modules");
   return absl::OkStatus();
@@ -303,6 +309,11 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
       case AgentMessage::kHello:
       case AgentMessage::MSG_NOT_SET:
         break;
+    }
+    // Only the host a request went to may answer it.
+    if (!pending_id.empty()) {
+      auto p = pending_.find(pending_id);
+      if (p == pending_.end() || p->second.host_id != host_id) pending_id.clear();
     }
   }
   if (save) {

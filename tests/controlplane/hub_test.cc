@@ -1,0 +1,1347 @@
+// The hub against a real SQLite store, a fake clock and fake agent sessions: registration,
+// sessions, online/offline, config resolution and pushes, acks, relayed requests, metrics,
+// audit.
+#include "controlplane/core/hub.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "controlplane/core/secrets.h"
+#include "controlplane/store/store.h"
+
+namespace herd::controlplane {
+namespace {
+
+using herd::v1::AgentMessage;
+using herd::v1::ConfigSnapshot;
+using herd::v1::ControlMessage;
+using herd::v1::Hello;
+using herd::v1::ModuleInventory;
+using herd::v1::Scope;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::StartsWith;
+using Labels = std::map<std::string, std::string>;
+
+// ---------------------------------------------------------------------------------------
+// Fakes and helpers
+
+class FakeSession : public HostSession {
+ public:
+  explicit FakeSession(std::string peer = "10.0.0.1:5000") : peer_(std::move(peer)) {}
+
+  bool Send(const ControlMessage& msg) override {
+    absl::MutexLock l(&mu_);
+    if (fail_send_) return false;
+    sent_.push_back(msg);
+    return true;
+  }
+  void Close(const std::string& why) override {
+    absl::MutexLock l(&mu_);
+    closed_ = true;
+    close_reason_ = why;
+  }
+  std::string Peer() const override { return peer_; }
+
+  void set_fail_send(bool fail) {
+    absl::MutexLock l(&mu_);
+    fail_send_ = fail;
+  }
+  std::vector<ControlMessage> sent() const {
+    absl::MutexLock l(&mu_);
+    return sent_;
+  }
+  bool closed() const {
+    absl::MutexLock l(&mu_);
+    return closed_;
+  }
+  std::string close_reason() const {
+    absl::MutexLock l(&mu_);
+    return close_reason_;
+  }
+  std::vector<ConfigSnapshot> configs() const {
+    std::vector<ConfigSnapshot> out;
+    for (const auto& m : sent()) {
+      if (m.has_config()) out.push_back(m.config());
+    }
+    return out;
+  }
+  ConfigSnapshot last_config() const {
+    auto c = configs();
+    return c.empty() ? ConfigSnapshot() : c.back();
+  }
+  std::vector<herd::v1::ActionRequest> actions() const {
+    std::vector<herd::v1::ActionRequest> out;
+    for (const auto& m : sent()) {
+      if (m.has_action()) out.push_back(m.action());
+    }
+    return out;
+  }
+  std::vector<herd::v1::RestartRequest> restarts() const {
+    std::vector<herd::v1::RestartRequest> out;
+    for (const auto& m : sent()) {
+      if (m.has_restart()) out.push_back(m.restart());
+    }
+    return out;
+  }
+
+ private:
+  const std::string peer_;
+  mutable absl::Mutex mu_;
+  std::vector<ControlMessage> sent_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::string close_reason_ ABSL_GUARDED_BY(mu_);
+  bool fail_send_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Collects a `done` callback's calls. Shared, so a late call (e.g. from Stop) stays safe.
+template <typename T>
+class Capture {
+ public:
+  std::function<void(absl::StatusOr<T>)> Fn() {
+    return [this](absl::StatusOr<T> v) {
+      absl::MutexLock l(&mu_);
+      ++calls_;
+      value_ = std::move(v);
+    };
+  }
+  int calls() const {
+    absl::MutexLock l(&mu_);
+    return calls_;
+  }
+  absl::StatusOr<T> value() const {
+    absl::MutexLock l(&mu_);
+    return value_.value_or(absl::InternalError("not called"));
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<absl::StatusOr<T>> value_ ABSL_GUARDED_BY(mu_);
+};
+
+// Polls `cond` (real time) until it holds or `max` passes.
+bool WaitFor(const std::function<bool()>& cond, absl::Duration max = absl::Seconds(5)) {
+  const absl::Time end = absl::Now() + max;
+  while (absl::Now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return cond();
+}
+
+ModuleInventory Mod(const std::string& name, const std::string& defaults_json = "{}",
+                    const std::string& version = "1.0.0") {
+  ModuleInventory m;
+  m.set_name(name);
+  m.set_version(version);
+  m.set_source(name);
+  m.set_defaults_json(defaults_json);
+  m.set_state(herd::v1::UNIT_STATE_ONLINE);
+  return m;
+}
+
+Hello MakeHello(const std::string& id, const Labels& labels = {},
+                const std::vector<ModuleInventory>& modules = {}) {
+  Hello h;
+  h.set_host_id(id);
+  h.set_hostname(id + ".example");
+  h.mutable_labels()->insert(labels.begin(), labels.end());
+  h.set_agent_version("1.2.3");
+  h.set_boot_id("boot-" + id);
+  for (const auto& m : modules) *h.add_modules() = m;
+  h.set_kernel("6.1.0");
+  h.set_arch("x86_64");
+  h.set_cpu_count(4);
+  return h;
+}
+
+Scope Global() {
+  Scope s;
+  s.set_global(true);
+  return s;
+}
+Scope Selector(const std::string& text) {
+  Scope s;
+  s.set_selector(text);
+  return s;
+}
+Scope HostScope(const std::string& id) {
+  Scope s;
+  s.set_host_id(id);
+  return s;
+}
+
+herd::v1::Target All() {
+  herd::v1::Target t;
+  t.set_all(true);
+  return t;
+}
+herd::v1::Target Hosts(const std::vector<std::string>& ids) {
+  herd::v1::Target t;
+  for (const auto& id : ids) t.mutable_hosts()->add_ids(id);
+  return t;
+}
+
+std::string ValueOf(const ConfigSnapshot& s, const std::string& module, const std::string& key) {
+  auto m = s.modules().find(module);
+  if (m == s.modules().end()) return "<absent>";
+  auto v = m->second.values().find(key);
+  return v == m->second.values().end() ? "<absent>" : v->second;
+}
+std::string SourceOf(const ConfigSnapshot& s, const std::string& module, const std::string& key) {
+  auto m = s.modules().find(module);
+  if (m == s.modules().end()) return "<absent>";
+  auto v = m->second.sources().find(key);
+  return v == m->second.sources().end() ? "<absent>" : v->second;
+}
+
+std::vector<std::string> HostsOf(const herd::v1::FleetConfigChange& c) {
+  return {c.hosts().begin(), c.hosts().end()};
+}
+
+const char kAppDefaults[] = R"({"interval":1000,"name":"x","debug":false,"ratio":0.5})";
+
+class HubTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/herd_hub_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto store = OpenSqliteStore(dir_ + "/herd.db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    ASSERT_TRUE(store_->PutSetting("join_token_sha256", Sha256Hex("jt")).ok());
+    options_.lease = absl::Seconds(10);
+    options_.request_grace = absl::Seconds(1);
+    options_.series_points = 5;
+    options_.events_kept = 3;
+    StartHub();
+  }
+
+  void TearDown() override {
+    if (hub_) hub_->Stop();
+    hub_.reset();
+    store_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  void StartHub() {
+    hub_ = std::make_unique<Hub>(*store_, clock_, options_);
+    auto s = hub_->Start();
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  struct Conn {
+    std::shared_ptr<FakeSession> session;
+    std::string credential;
+  };
+
+  // Connects with `bearer` (the join token by default); expects success.
+  Conn Connect(const Hello& hello, const std::string& bearer = "jt") {
+    Conn c;
+    c.session = std::make_shared<FakeSession>("10.0.0." + hello.host_id() + ":5000");
+    auto s = hub_->Connect(bearer, hello, c.session);
+    EXPECT_TRUE(s.ok()) << hello.host_id() << ": " << s;
+    auto sent = c.session->sent();
+    if (!sent.empty() && sent[0].has_welcome()) c.credential = sent[0].welcome().host_credential();
+    return c;
+  }
+
+  absl::StatusOr<herd::v1::FleetConfigChange> Set(const Scope& scope, const std::string& module,
+                                                  const std::string& key,
+                                                  const std::string& value, bool force = false) {
+    herd::v1::FleetSetConfigRequest req;
+    *req.mutable_scope() = scope;
+    req.set_module(module);
+    req.set_key(key);
+    req.set_value(value);
+    req.set_force(force);
+    clock_.Advance(absl::Milliseconds(1));  // distinct updated_at per override
+    return hub_->SetConfig(req, actor_);
+  }
+
+  absl::StatusOr<herd::v1::FleetConfigChange> Unset(const Scope& scope, const std::string& module,
+                                                    const std::string& key) {
+    herd::v1::FleetUnsetConfigRequest req;
+    *req.mutable_scope() = scope;
+    req.set_module(module);
+    req.set_key(key);
+    return hub_->UnsetConfig(req, actor_);
+  }
+
+  herd::v1::Host HostInfo(const std::string& id) {
+    auto hosts = hub_->ListHosts(Hosts({id}));
+    EXPECT_TRUE(hosts.ok()) << hosts.status();
+    if (!hosts.ok() || hosts->size() != 1) {
+      ADD_FAILURE() << "no host " << id;
+      return {};
+    }
+    return hosts->front();
+  }
+
+  void Send(const std::string& host_id, const Conn& c, const AgentMessage& m) {
+    hub_->OnMessage(host_id, c.session.get(), m);
+  }
+
+  static AgentMessage Ack(uint64_t version, bool accepted,
+                          std::vector<herd::v1::ConfigRejection> rejections = {}) {
+    AgentMessage m;
+    m.mutable_config_ack()->set_version(version);
+    m.mutable_config_ack()->set_accepted(accepted);
+    for (auto& r : rejections) *m.mutable_config_ack()->add_rejections() = r;
+    return m;
+  }
+
+  static AgentMessage ActionReply(const std::string& request_id, bool ok,
+                                  const std::string& reply) {
+    AgentMessage m;
+    auto* r = m.mutable_action_result();
+    r->set_request_id(request_id);
+    r->set_ok(ok);
+    r->set_reply_json(reply);
+    return m;
+  }
+
+  static AgentMessage Batch(int64_t at_ms, double host_cpu, double unit_cpu = 0,
+                            bool replayed = false) {
+    AgentMessage m;
+    auto* b = m.mutable_metrics();
+    b->set_at_unix_ms(at_ms);
+    b->set_replayed(replayed);
+    b->mutable_host()->set_cpu_percent(host_cpu);
+    b->mutable_host()->set_memory_available_bytes(1000);
+    b->mutable_host()->set_load1(0.5);
+    auto* u = b->add_units();
+    u->set_name("app");
+    u->set_is_module(true);
+    u->set_state(herd::v1::UNIT_STATE_ONLINE);
+    u->set_pid(42);
+    u->mutable_usage()->set_cpu_percent(unit_cpu);
+    u->mutable_usage()->set_rss_bytes(100);
+    auto* p = u->add_probes();
+    p->set_name("reqs");
+    p->set_value("7");
+    p->set_number(7);
+    p->set_numeric(true);
+    auto* q = u->add_probes();
+    q->set_name("status");
+    q->set_value("ok");
+    return m;
+  }
+
+  int64_t NowMs() const { return absl::ToUnixMillis(clock_.Now()); }
+
+  std::string dir_;
+  std::unique_ptr<Store> store_;
+  FakeClock clock_;
+  HubOptions options_;
+  std::unique_ptr<Hub> hub_;
+  Actor actor_{"alice", Role::kOperator};
+};
+
+// ---------------------------------------------------------------------------------------
+// Registration and sessions
+
+TEST_F(HubTest, JoinTokenGivesWelcomeWithCredentialThenSnapshot) {
+  Conn c = Connect(MakeHello("h1", {{"env", "prod"}}, {Mod("app", kAppDefaults)}));
+  auto sent = c.session->sent();
+  ASSERT_EQ(sent.size(), 2u);
+  ASSERT_TRUE(sent[0].has_welcome());
+  const auto& w = sent[0].welcome();
+  EXPECT_EQ(w.host_id(), "h1");
+  EXPECT_THAT(w.host_credential(), StartsWith("hc_"));
+  EXPECT_GT(w.host_credential().size(), 3u);
+  EXPECT_EQ(w.lease_seconds(), 10u);
+  EXPECT_EQ(w.metrics_interval_ms(), 1000u);
+  EXPECT_FALSE(w.controlplane_version().empty());
+  ASSERT_TRUE(sent[1].has_config());
+  EXPECT_EQ(sent[1].config().version(), 1u);
+  EXPECT_EQ(sent[1].config().modules_size(), 0);
+
+  herd::v1::Host h = HostInfo("h1");
+  EXPECT_TRUE(h.online());
+  EXPECT_EQ(h.hostname(), "h1.example");
+  EXPECT_EQ(h.labels().at("env"), "prod");
+  EXPECT_EQ(h.agent_version(), "1.2.3");
+  EXPECT_EQ(h.boot_id(), "boot-h1");
+  EXPECT_EQ(h.modules(), 1u);
+  EXPECT_EQ(h.kernel(), "6.1.0");
+  EXPECT_EQ(h.arch(), "x86_64");
+  EXPECT_EQ(h.cpu_count(), 4u);
+  EXPECT_EQ(h.remote_address(), "10.0.0.h1:5000");
+  EXPECT_EQ(h.connected_at_unix_ms(), NowMs());
+  EXPECT_EQ(h.desired_config_version(), 1u);
+  EXPECT_EQ(h.acked_config_version(), 0u);
+
+  // Stored, with only the credential's hash.
+  auto rec = store_->GetHost("h1");
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(rec->credential_sha256, Sha256Hex(c.credential));
+  EXPECT_EQ(rec->hostname, "h1.example");
+  ASSERT_EQ(rec->modules.size(), 1u);
+  EXPECT_EQ(rec->modules[0].name(), "app");
+  EXPECT_EQ(rec->registered_at_unix_ms, NowMs());
+
+  auto stats = hub_->stats();
+  EXPECT_EQ(stats.hosts, 1u);
+  EXPECT_EQ(stats.online, 1u);
+  EXPECT_EQ(stats.connected, 1u);
+  EXPECT_EQ(stats.config_pushes, 1u);
+}
+
+TEST_F(HubTest, SnapshotVersionFollowsTheAgentsAckedVersion) {
+  Hello hello = MakeHello("h1");
+  hello.set_acked_config_version(5);
+  Conn c = Connect(hello);
+  EXPECT_EQ(c.session->last_config().version(), 6u);
+  EXPECT_EQ(HostInfo("h1").acked_config_version(), 5u);
+}
+
+TEST_F(HubTest, WrongTokenIsUnauthenticatedAndNothingIsSent) {
+  for (const std::string bearer : {"nope", "", "JT", "jt "}) {
+    auto s = std::make_shared<FakeSession>();
+    auto st = hub_->Connect(bearer, MakeHello("h1"), s);
+    EXPECT_EQ(st.code(), absl::StatusCode::kUnauthenticated) << "bearer \"" << bearer << "\"";
+    EXPECT_THAT(s->sent(), IsEmpty());
+  }
+  auto hosts = hub_->ListHosts(All());
+  ASSERT_TRUE(hosts.ok());
+  EXPECT_THAT(*hosts, IsEmpty());
+  EXPECT_FALSE(store_->GetHost("h1").ok());
+}
+
+TEST_F(HubTest, ReconnectWithCredentialIssuesNoNewCredential) {
+  Conn first = Connect(MakeHello("h1"));
+  ASSERT_FALSE(first.credential.empty());
+  hub_->OnDisconnect("h1", first.session.get());
+
+  Conn again = Connect(MakeHello("h1"), first.credential);
+  auto sent = again.session->sent();
+  ASSERT_EQ(sent.size(), 2u);
+  ASSERT_TRUE(sent[0].has_welcome());
+  EXPECT_EQ(sent[0].welcome().host_credential(), "");
+  EXPECT_TRUE(sent[1].has_config());
+  // The stored credential is unchanged, and it keeps working.
+  EXPECT_EQ(store_->GetHost("h1")->credential_sha256, Sha256Hex(first.credential));
+  Conn third = Connect(MakeHello("h1"), first.credential);
+  EXPECT_TRUE(third.credential.empty());
+}
+
+TEST_F(HubTest, CredentialIsBoundToItsHost) {
+  Conn h1 = Connect(MakeHello("h1"));
+  Connect(MakeHello("h2"));
+  auto s = std::make_shared<FakeSession>();
+  // Another host's credential, and a credential for an unknown host.
+  EXPECT_EQ(hub_->Connect(h1.credential, MakeHello("h2"), s).code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(hub_->Connect(h1.credential, MakeHello("h9"), s).code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(s->sent(), IsEmpty());
+  EXPECT_FALSE(h1.session->closed());
+}
+
+TEST_F(HubTest, JoiningAgainReplacesTheCredential) {
+  Conn first = Connect(MakeHello("h1"));
+  Conn second = Connect(MakeHello("h1"));
+  ASSERT_FALSE(second.credential.empty());
+  EXPECT_NE(first.credential, second.credential);
+  auto s = std::make_shared<FakeSession>();
+  EXPECT_EQ(hub_->Connect(first.credential, MakeHello("h1"), s).code(),
+            absl::StatusCode::kUnauthenticated);
+  Connect(MakeHello("h1"), second.credential);
+}
+
+TEST_F(HubTest, InvalidHelloIsInvalidArgument) {
+  std::vector<Hello> bad;
+  for (const std::string& id : std::vector<std::string>{"../x", "", ".hidden", "-x", "a/b", "a b",
+                                                         std::string(65, 'h')}) {
+    bad.push_back(MakeHello(id));
+  }
+  bad.push_back(MakeHello("h1", {{"bad key", "v"}}));
+  bad.push_back(MakeHello("h1", {{"env", "a*b"}}));
+  bad.push_back(MakeHello("h1", {{"", "v"}}));
+  bad.push_back(MakeHello("h1", {{"env", std::string(64, 'v')}}));
+  Hello long_name = MakeHello("h1");
+  long_name.set_hostname(std::string(256, 'n'));
+  bad.push_back(long_name);
+  for (const Hello& hello : bad) {
+    auto s = std::make_shared<FakeSession>();
+    auto st = hub_->Connect("jt", hello, s);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << hello.ShortDebugString();
+    EXPECT_THAT(std::string(st.message()), HasSubstr("hello")) << hello.ShortDebugString();
+    EXPECT_THAT(s->sent(), IsEmpty());
+  }
+  auto hosts = hub_->ListHosts(All());
+  ASSERT_TRUE(hosts.ok());
+  EXPECT_THAT(*hosts, IsEmpty());
+  // The limits themselves are fine.
+  Connect(MakeHello(std::string(64, 'h'), {{std::string(63, 'k'), std::string(63, 'v')}}));
+}
+
+TEST_F(HubTest, HelloLabelsAreCheckedOneByOne) {
+  // Each label on its own must follow the rules: a value holding a comma (or spaces around
+  // a key) must not slip through by reading as several labels once joined.
+  for (const Labels& labels : std::vector<Labels>{{{"env", "prod,role=web"}},
+                                                  {{" env", "prod"}},
+                                                  {{"env", "prod "}}}) {
+    auto s = std::make_shared<FakeSession>();
+    auto st = hub_->Connect("jt", MakeHello("h1", labels), s);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument)
+        << MakeHello("h1", labels).ShortDebugString();
+    EXPECT_THAT(s->sent(), IsEmpty());
+  }
+}
+
+TEST_F(HubTest, SecondConnectClosesTheFirstAndIgnoresIt) {
+  Conn first = Connect(MakeHello("h1", {}, {Mod("app")}));
+  Conn second = Connect(MakeHello("h1", {}, {Mod("app")}), first.credential);
+  EXPECT_TRUE(first.session->closed());
+  EXPECT_FALSE(first.session->close_reason().empty());
+  EXPECT_FALSE(second.session->closed());
+
+  // Messages and the disconnect of the stale session change nothing.
+  Send("h1", first, Batch(NowMs(), 50, 5));
+  Send("h1", first, Ack(1, true));
+  hub_->OnDisconnect("h1", first.session.get());
+  auto d = hub_->GetHost("h1");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->units_size(), 0);
+  EXPECT_EQ(d->host().acked_config_version(), 0u);
+  EXPECT_EQ(hub_->stats().batches_received, 0u);
+  EXPECT_EQ(hub_->stats().connected, 1u);
+  clock_.Advance(absl::Minutes(5));
+  EXPECT_TRUE(HostInfo("h1").online());
+
+  // The current session's are taken.
+  Send("h1", second, Batch(NowMs(), 50, 5));
+  EXPECT_EQ(hub_->stats().batches_received, 1u);
+  EXPECT_EQ(hub_->GetHost("h1")->units_size(), 1);
+}
+
+TEST_F(HubTest, MessagesForUnknownHostsAreIgnored) {
+  auto s = std::make_shared<FakeSession>();
+  hub_->OnMessage("ghost", s.get(), Batch(NowMs(), 1));
+  hub_->OnDisconnect("ghost", s.get());
+  EXPECT_EQ(hub_->stats().batches_received, 0u);
+  EXPECT_EQ(hub_->stats().hosts, 0u);
+}
+
+TEST_F(HubTest, HostStaysOnlineForTheLeaseAfterDisconnect) {
+  Conn c = Connect(MakeHello("h1"));
+  EXPECT_TRUE(HostInfo("h1").online());
+  hub_->OnDisconnect("h1", c.session.get());
+  EXPECT_TRUE(HostInfo("h1").online());
+  EXPECT_EQ(hub_->stats().connected, 0u);
+  EXPECT_EQ(hub_->stats().online, 1u);
+  clock_.Advance(absl::Seconds(9));
+  EXPECT_TRUE(HostInfo("h1").online());
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_FALSE(HostInfo("h1").online());
+  EXPECT_EQ(hub_->stats().online, 0u);
+  EXPECT_EQ(hub_->stats().hosts, 1u);
+
+  Connect(MakeHello("h1"), c.credential);
+  EXPECT_TRUE(HostInfo("h1").online());
+  EXPECT_EQ(HostInfo("h1").connected_at_unix_ms(), NowMs());
+}
+
+TEST_F(HubTest, HostsSurviveARestartOfTheHub) {
+  Conn c = Connect(MakeHello("h1", {{"env", "prod"}}));
+  hub_->Stop();
+  EXPECT_TRUE(c.session->closed());
+  clock_.Advance(absl::Minutes(1));
+  StartHub();
+  herd::v1::Host h = HostInfo("h1");
+  EXPECT_FALSE(h.online());
+  EXPECT_EQ(h.hostname(), "h1.example");
+  EXPECT_EQ(h.labels().at("env"), "prod");
+  // The credential still works after the restart.
+  Connect(MakeHello("h1"), c.credential);
+  EXPECT_TRUE(HostInfo("h1").online());
+}
+
+TEST_F(HubTest, ConnectAfterStopIsUnavailable) {
+  hub_->Stop();
+  auto s = std::make_shared<FakeSession>();
+  EXPECT_EQ(hub_->Connect("jt", MakeHello("h1"), s).code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(s->sent(), IsEmpty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Config
+
+class HubConfigTest : public HubTest {
+ protected:
+  void SetUp() override {
+    HubTest::SetUp();
+    h1_ = Connect(MakeHello("h1", {{"env", "prod"}, {"role", "web"}},
+                            {Mod("app", kAppDefaults), Mod("other", R"({"level":1})")}));
+    h2_ = Connect(MakeHello("h2", {{"env", "prod"}, {"role", "db"}}, {Mod("app", kAppDefaults)}));
+    h3_ = Connect(MakeHello("h3", {{"env", "dev"}}, {Mod("app", kAppDefaults)}));
+  }
+  Conn h1_, h2_, h3_;
+};
+
+TEST_F(HubConfigTest, ScopesPushExactlyTheChangedHosts) {
+  for (const Conn* c : {&h1_, &h2_, &h3_}) ASSERT_EQ(c->session->configs().size(), 1u);
+
+  // Global: every host.
+  auto ch = Set(Global(), "app", "interval", "2000");
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_TRUE(ch->changed());
+  EXPECT_EQ(ch->revision(), 1u);
+  EXPECT_THAT(HostsOf(*ch), ElementsAre("h1", "h2", "h3"));
+  for (const Conn* c : {&h1_, &h2_, &h3_}) {
+    ASSERT_EQ(c->session->configs().size(), 2u);
+    ConfigSnapshot s = c->session->last_config();
+    EXPECT_EQ(s.version(), 2u);
+    ASSERT_EQ(s.modules_size(), 1) << s.DebugString();  // "other" has no override
+    EXPECT_EQ(ValueOf(s, "app", "interval"), "2000");
+    EXPECT_EQ(SourceOf(s, "app", "interval"), "global");
+  }
+
+  // Selector (given untidy; stored and shown canonical): h1 only.
+  ch = Set(Selector(" role=web , env=prod "), "app", "interval", "3000");
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_EQ(ch->revision(), 2u);
+  EXPECT_THAT(HostsOf(*ch), ElementsAre("h1"));
+  ASSERT_EQ(h1_.session->configs().size(), 3u);
+  EXPECT_EQ(h1_.session->last_config().version(), 3u);
+  EXPECT_EQ(ValueOf(h1_.session->last_config(), "app", "interval"), "3000");
+  EXPECT_EQ(SourceOf(h1_.session->last_config(), "app", "interval"),
+            "selector:env=prod,role=web");
+  EXPECT_EQ(h2_.session->configs().size(), 2u);
+  EXPECT_EQ(h3_.session->configs().size(), 2u);
+
+  // Host: h2 only.
+  ch = Set(HostScope("h2"), "app", "interval", "4000");
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_THAT(HostsOf(*ch), ElementsAre("h2"));
+  ASSERT_EQ(h2_.session->configs().size(), 3u);
+  EXPECT_EQ(h2_.session->last_config().version(), 3u);
+  EXPECT_EQ(ValueOf(h2_.session->last_config(), "app", "interval"), "4000");
+  EXPECT_EQ(SourceOf(h2_.session->last_config(), "app", "interval"), "host");
+  EXPECT_EQ(h1_.session->configs().size(), 3u);
+  EXPECT_EQ(h3_.session->configs().size(), 2u);
+
+  // A global value for a module only h1 has: only h1, and only h1's snapshot names it.
+  ch = Set(Global(), "other", "level", "5");
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_THAT(HostsOf(*ch), ElementsAre("h1"));
+  ConfigSnapshot s1 = h1_.session->last_config();
+  EXPECT_EQ(s1.version(), 4u);
+  EXPECT_EQ(s1.modules_size(), 2);
+  EXPECT_EQ(ValueOf(s1, "other", "level"), "5");
+  EXPECT_EQ(SourceOf(s1, "other", "level"), "global");
+  EXPECT_EQ(ValueOf(s1, "app", "interval"), "3000");  // the whole state, every time
+  EXPECT_EQ(h2_.session->last_config().modules().count("other"), 0u);
+  EXPECT_EQ(h3_.session->last_config().modules().count("other"), 0u);
+
+  // A new global value: h1 and h2 have more specific ones, so only h3 changes.
+  ch = Set(Global(), "app", "interval", "2500");
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_THAT(HostsOf(*ch), ElementsAre("h3"));
+  EXPECT_EQ(h3_.session->last_config().version(), 3u);
+  EXPECT_EQ(ValueOf(h3_.session->last_config(), "app", "interval"), "2500");
+  EXPECT_EQ(h1_.session->configs().size(), 4u);
+  EXPECT_EQ(h2_.session->configs().size(), 3u);
+
+  // The same value again: no change, no push.
+  ch = Set(Global(), "app", "interval", "2500");
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_FALSE(ch->changed());
+  EXPECT_THAT(HostsOf(*ch), IsEmpty());
+  const uint64_t revision = ch->revision();
+  EXPECT_EQ(h3_.session->configs().size(), 3u);
+
+  // Unset h2's own value: it falls back to global.
+  auto un = Unset(HostScope("h2"), "app", "interval");
+  ASSERT_TRUE(un.ok()) << un.status();
+  EXPECT_TRUE(un->changed());
+  EXPECT_EQ(un->revision(), revision + 1);
+  EXPECT_THAT(HostsOf(*un), ElementsAre("h2"));
+  EXPECT_EQ(h2_.session->last_config().version(), 4u);
+  EXPECT_EQ(ValueOf(h2_.session->last_config(), "app", "interval"), "2500");
+  EXPECT_EQ(SourceOf(h2_.session->last_config(), "app", "interval"), "global");
+
+  // Unsetting what is not there changes nothing.
+  un = Unset(HostScope("h2"), "app", "interval");
+  ASSERT_TRUE(un.ok()) << un.status();
+  EXPECT_FALSE(un->changed());
+  EXPECT_THAT(HostsOf(*un), IsEmpty());
+  EXPECT_EQ(un->revision(), revision + 1);
+  un = Unset(Selector("env=nowhere"), "app", "nothing");
+  ASSERT_TRUE(un.ok()) << un.status();
+  EXPECT_FALSE(un->changed());
+
+  // Versions only ever increase per host.
+  for (const Conn* c : {&h1_, &h2_, &h3_}) {
+    auto cfgs = c->session->configs();
+    for (size_t i = 1; i < cfgs.size(); ++i) {
+      EXPECT_EQ(cfgs[i].version(), cfgs[i - 1].version() + 1);
+    }
+  }
+  EXPECT_EQ(HostInfo("h1").desired_config_version(), 4u);
+  EXPECT_EQ(HostInfo("h2").desired_config_version(), 4u);
+  EXPECT_EQ(HostInfo("h3").desired_config_version(), 3u);
+}
+
+TEST_F(HubConfigTest, SelectorsOfEqualSpecificityNewestWins) {
+  ASSERT_TRUE(Set(Selector("env=prod"), "app", "name", "by-env").ok());
+  ASSERT_TRUE(Set(Selector("role=web"), "app", "name", "by-role").ok());
+  EXPECT_EQ(ValueOf(h1_.session->last_config(), "app", "name"), "by-role");
+  EXPECT_EQ(ValueOf(h2_.session->last_config(), "app", "name"), "by-env");
+  // Setting env=prod again (a new value) makes it the newest.
+  auto ch = Set(Selector("env=prod"), "app", "name", "by-env-2");
+  ASSERT_TRUE(ch.ok());
+  EXPECT_THAT(HostsOf(*ch), ElementsAre("h1", "h2"));
+  EXPECT_EQ(ValueOf(h1_.session->last_config(), "app", "name"), "by-env-2");
+}
+
+TEST_F(HubConfigTest, HostScopeAcceptsAHostname) {
+  auto ch = Set(HostScope("h3.example"), "app", "name", "three");
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_THAT(HostsOf(*ch), ElementsAre("h3"));
+  EXPECT_EQ(SourceOf(h3_.session->last_config(), "app", "name"), "host");
+  auto un = Unset(HostScope("h3.example"), "app", "name");
+  ASSERT_TRUE(un.ok()) << un.status();
+  EXPECT_TRUE(un->changed());
+  EXPECT_THAT(HostsOf(*un), ElementsAre("h3"));
+
+  auto missing = Set(HostScope("nohost"), "app", "name", "x");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(HubConfigTest, ValidationAgainstInstalledDefaults) {
+  auto st = Set(Global(), "nope", "k", "v");
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(st.status().message()), HasSubstr("--force"));
+
+  st = Set(Global(), "app", "bogus", "v");
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.status().message()), HasSubstr("does not declare"));
+
+  st = Set(Global(), "app", "interval", "abc");
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.status().message()), HasSubstr("--force"));
+  EXPECT_THAT(std::string(st.status().message()), HasSubstr("an integer"));
+  EXPECT_EQ(Set(Global(), "app", "interval", "1.5").status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  st = Set(Global(), "app", "debug", "maybe");
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.status().message()), HasSubstr("a boolean"));
+
+  st = Set(Global(), "app", "ratio", "lots");
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.status().message()), HasSubstr("a number"));
+  EXPECT_EQ(Set(Global(), "app", "ratio", "inf").status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // Nothing was stored or pushed.
+  EXPECT_EQ(*store_->ConfigRevision(), 0u);
+  EXPECT_EQ(h1_.session->configs().size(), 1u);
+
+  // Values of the right type.
+  EXPECT_TRUE(Set(Global(), "app", "interval", " 42 ").ok());
+  EXPECT_TRUE(Set(Global(), "app", "debug", "yes").ok());
+  EXPECT_TRUE(Set(Global(), "app", "ratio", "1e3").ok());
+  EXPECT_TRUE(Set(Global(), "app", "name", "anything at all").ok());
+
+  // With force, each refused one is accepted and stored as given.
+  auto forced = Set(Global(), "app", "interval", "abc", /*force=*/true);
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_THAT(HostsOf(*forced), ElementsAre("h1", "h2", "h3"));
+  EXPECT_EQ(ValueOf(h2_.session->last_config(), "app", "interval"), "abc");
+  forced = Set(Global(), "app", "bogus", "v", /*force=*/true);
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ(ValueOf(h1_.session->last_config(), "app", "bogus"), "v");
+  // A module no host has: stored, nobody's config changes.
+  forced = Set(Global(), "nope", "k", "v", /*force=*/true);
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_TRUE(forced->changed());
+  EXPECT_THAT(HostsOf(*forced), IsEmpty());
+}
+
+TEST_F(HubConfigTest, BadRequestsAreInvalidArgument) {
+  herd::v1::FleetSetConfigRequest req;
+  req.set_module("app");
+  req.set_key("interval");
+  req.set_value("1");
+  // No scope.
+  EXPECT_EQ(hub_->SetConfig(req, actor_).status().code(), absl::StatusCode::kInvalidArgument);
+  Scope not_global;
+  not_global.set_global(false);
+  EXPECT_EQ(Set(not_global, "app", "interval", "1").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Set(Selector("env"), "app", "interval", "1").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Set(HostScope(""), "app", "interval", "1").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Set(Global(), "../x", "interval", "1", true).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Set(Global(), "app", "", "1", true).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Set(Global(), "app", "name", std::string(65537, 'v'), true).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  herd::v1::FleetUnsetConfigRequest un;
+  un.set_module("app");
+  un.set_key("interval");
+  EXPECT_EQ(hub_->UnsetConfig(un, actor_).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*store_->ConfigRevision(), 0u);
+}
+
+TEST_F(HubConfigTest, OfflineHostGetsTheNewConfigWhenItConnects) {
+  hub_->OnDisconnect("h3", h3_.session.get());
+  ASSERT_TRUE(Set(Selector("env=dev"), "app", "name", "dev").ok());
+  EXPECT_EQ(h3_.session->configs().size(), 1u);  // not sent to a closed stream
+
+  Hello hello = MakeHello("h3", {{"env", "dev"}}, {Mod("app", kAppDefaults)});
+  Conn again = Connect(hello, h3_.credential);
+  ConfigSnapshot s = again.session->last_config();
+  EXPECT_EQ(s.version(), 1u);  // nothing acked yet
+  EXPECT_EQ(ValueOf(s, "app", "name"), "dev");
+  EXPECT_EQ(SourceOf(s, "app", "name"), "selector:env=dev");
+}
+
+TEST_F(HubConfigTest, LabelsFromTheLatestHelloDecideTheSelectors) {
+  ASSERT_TRUE(Set(Selector("env=dev"), "app", "name", "dev").ok());
+  EXPECT_EQ(ValueOf(h1_.session->last_config(), "app", "name"), "<absent>");
+  // h1 comes back as a dev host.
+  Conn again = Connect(MakeHello("h1", {{"env", "dev"}}, {Mod("app", kAppDefaults)}),
+                       h1_.credential);
+  EXPECT_EQ(ValueOf(again.session->last_config(), "app", "name"), "dev");
+}
+
+TEST_F(HubConfigTest, AcksUpdateTheAckedVersionAndRejectionsAreRecorded) {
+  Send("h1", h1_, Ack(1, true));
+  EXPECT_EQ(HostInfo("h1").acked_config_version(), 1u);
+  EXPECT_EQ(store_->GetHost("h1")->acked_config_version, 1u);
+
+  ASSERT_TRUE(Set(Global(), "app", "interval", "abc", /*force=*/true).ok());
+  ASSERT_EQ(h1_.session->last_config().version(), 2u);
+  herd::v1::ConfigRejection r;
+  r.set_module("app");
+  r.set_key("interval");
+  r.set_reason("not an integer");
+  Send("h1", h1_, Ack(2, false, {r}));
+  herd::v1::Host h = HostInfo("h1");
+  EXPECT_EQ(h.acked_config_version(), 1u);
+  EXPECT_EQ(h.desired_config_version(), 2u);
+  ASSERT_EQ(h.config_rejections_size(), 1);
+  EXPECT_EQ(h.config_rejections(0).module(), "app");
+  EXPECT_EQ(h.config_rejections(0).key(), "interval");
+  EXPECT_EQ(h.config_rejections(0).reason(), "not an integer");
+  EXPECT_EQ(hub_->stats().config_nacks, 1u);
+
+  // Fixed: the next version is accepted and the rejection is gone.
+  ASSERT_TRUE(Set(Global(), "app", "interval", "5").ok());
+  ASSERT_EQ(h1_.session->last_config().version(), 3u);
+  Send("h1", h1_, Ack(3, true));
+  h = HostInfo("h1");
+  EXPECT_EQ(h.acked_config_version(), 3u);
+  EXPECT_EQ(h.config_rejections_size(), 0);
+  // An old ack does not move it back.
+  Send("h1", h1_, Ack(2, true));
+  EXPECT_EQ(HostInfo("h1").acked_config_version(), 3u);
+
+  // On reconnect, the next snapshot follows the acked version.
+  Conn again = Connect(MakeHello("h1", {{"env", "prod"}, {"role", "web"}},
+                                 {Mod("app", kAppDefaults)}),
+                       h1_.credential);
+  EXPECT_EQ(again.session->last_config().version(), 4u);
+}
+
+TEST_F(HubTest, InventoryAddingAModuleTriggersASnapshot) {
+  Conn c = Connect(MakeHello("h1"));
+  ASSERT_EQ(c.session->configs().size(), 1u);
+  auto ch = Set(Global(), "newmod", "k", "v", /*force=*/true);
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_THAT(HostsOf(*ch), IsEmpty());  // not installed anywhere yet
+  EXPECT_EQ(c.session->configs().size(), 1u);
+
+  AgentMessage inv;
+  *inv.mutable_inventory()->add_modules() = Mod("newmod", R"({"k":"a"})");
+  Send("h1", c, inv);
+  ASSERT_EQ(c.session->configs().size(), 2u);
+  ConfigSnapshot s = c.session->last_config();
+  EXPECT_EQ(s.version(), 2u);
+  EXPECT_EQ(ValueOf(s, "newmod", "k"), "v");
+  EXPECT_EQ(SourceOf(s, "newmod", "k"), "global");
+  auto d = hub_->GetHost("h1");
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d->modules_size(), 1);
+  EXPECT_EQ(d->modules(0).name(), "newmod");
+  ASSERT_EQ(store_->GetHost("h1")->modules.size(), 1u);
+
+  // The same inventory again: nothing new to send.
+  Send("h1", c, inv);
+  EXPECT_EQ(c.session->configs().size(), 2u);
+
+  // Uninstalled: a snapshot without it.
+  AgentMessage none;
+  none.mutable_inventory();
+  Send("h1", c, none);
+  ASSERT_EQ(c.session->configs().size(), 3u);
+  EXPECT_EQ(c.session->last_config().modules_size(), 0);
+
+  // Validation now knows the module only from what hosts report: gone.
+  EXPECT_EQ(Set(Global(), "newmod", "k", "w").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(HubConfigTest, GetConfigShowsEffectiveValuesWithSources) {
+  ASSERT_TRUE(Set(Global(), "app", "interval", "2000").ok());
+  ASSERT_TRUE(Set(HostScope("h1"), "app", "name", "one").ok());
+  auto cfg = hub_->GetConfig("app", "h1");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->overrides_size(), 2);
+  ASSERT_EQ(cfg->effective_size(), 1);
+  std::map<std::string, herd::v1::ConfigEntry> entries;
+  for (const auto& e : cfg->effective(0).entries()) entries[e.key()] = e;
+  EXPECT_EQ(entries.at("interval").source(), "global");
+  EXPECT_EQ(entries.at("interval").override_value(), "2000");
+  EXPECT_EQ(entries.at("name").source(), "host");
+  EXPECT_EQ(entries.at("debug").source(), "default");
+  EXPECT_EQ(entries.at("debug").effective_json(), "false");
+  // h2 does not see h1's host override.
+  cfg = hub_->GetConfig("app", "h2");
+  ASSERT_TRUE(cfg.ok());
+  EXPECT_EQ(cfg->overrides_size(), 1);
+  EXPECT_EQ(hub_->GetConfig("app", "nohost").status().code(), absl::StatusCode::kNotFound);
+}
+
+// ---------------------------------------------------------------------------------------
+// Actions and restarts
+
+class HubRelayTest : public HubTest {
+ protected:
+  void SetUp() override {
+    HubTest::SetUp();
+    h1_ = Connect(MakeHello("h1", {{"env", "prod"}}, {Mod("app")}));
+    h2_ = Connect(MakeHello("h2", {{"env", "prod"}}, {Mod("app")}));
+  }
+
+  std::shared_ptr<Capture<herd::v1::FleetActionResponse>> Trigger(
+      const herd::v1::Target& target, uint32_t timeout_ms = 5000) {
+    herd::v1::FleetActionRequest req;
+    *req.mutable_target() = target;
+    req.set_module("app");
+    req.set_action("ping");
+    (*req.mutable_params())["x"] = "1";
+    req.set_timeout_ms(timeout_ms);
+    auto cap = std::make_shared<Capture<herd::v1::FleetActionResponse>>();
+    hub_->TriggerAction(req, actor_, [cap](auto r) { cap->Fn()(std::move(r)); });
+    return cap;
+  }
+
+  Conn h1_, h2_;
+};
+
+TEST_F(HubRelayTest, ActionFansOutAndGathersResultsInHostOrder) {
+  auto cap = Trigger(All());
+  auto a1 = h1_.session->actions();
+  auto a2 = h2_.session->actions();
+  ASSERT_EQ(a1.size(), 1u);
+  ASSERT_EQ(a2.size(), 1u);
+  EXPECT_EQ(a1[0].module(), "app");
+  EXPECT_EQ(a1[0].action(), "ping");
+  EXPECT_EQ(a1[0].params().at("x"), "1");
+  EXPECT_EQ(a1[0].timeout_ms(), 5000u);
+  EXPECT_FALSE(a1[0].request_id().empty());
+  EXPECT_NE(a1[0].request_id(), a2[0].request_id());
+
+  // h2 answers first; a reply with an unknown id is ignored.
+  Send("h2", h2_, ActionReply("r-unknown", true, "{}"));
+  AgentMessage r2 = ActionReply(a2[0].request_id(), false, "");
+  r2.mutable_action_result()->set_error("busy");
+  r2.mutable_action_result()->add_stream("line 1");
+  r2.mutable_action_result()->add_stream("line 2");
+  r2.mutable_action_result()->set_elapsed_ms(7);
+  Send("h2", h2_, r2);
+  EXPECT_EQ(cap->calls(), 0);
+  Send("h1", h1_, ActionReply(a1[0].request_id(), true, R"({"pong":1})"));
+  ASSERT_EQ(cap->calls(), 1);
+  auto resp = cap->value();
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  ASSERT_EQ(resp->results_size(), 2);
+  EXPECT_EQ(resp->results(0).host_id(), "h1");
+  EXPECT_EQ(resp->results(0).hostname(), "h1.example");
+  EXPECT_TRUE(resp->results(0).ok());
+  EXPECT_EQ(resp->results(0).reply_json(), R"({"pong":1})");
+  EXPECT_EQ(resp->results(1).host_id(), "h2");
+  EXPECT_FALSE(resp->results(1).ok());
+  EXPECT_EQ(resp->results(1).error(), "busy");
+  EXPECT_THAT(resp->results(1).stream(), ElementsAre("line 1", "line 2"));
+  EXPECT_EQ(resp->results(1).elapsed_ms(), 7u);
+
+  // A late duplicate changes nothing.
+  Send("h1", h1_, ActionReply(a1[0].request_id(), true, "{}"));
+  EXPECT_EQ(cap->calls(), 1);
+
+  auto audit = hub_->ListAudit(10);
+  ASSERT_TRUE(audit.ok());
+  ASSERT_FALSE(audit->empty());
+  EXPECT_EQ(audit->front().action(), "action.trigger");
+  EXPECT_EQ(audit->front().actor(), "alice");
+}
+
+TEST_F(HubRelayTest, ResultsFollowTheTargetsOrder) {
+  auto cap = Trigger(Hosts({"h2", "h1.example"}));
+  Send("h1", h1_, ActionReply(h1_.session->actions().at(0).request_id(), true, "1"));
+  Send("h2", h2_, ActionReply(h2_.session->actions().at(0).request_id(), true, "2"));
+  ASSERT_EQ(cap->calls(), 1);
+  auto resp = cap->value();
+  ASSERT_TRUE(resp.ok());
+  ASSERT_EQ(resp->results_size(), 2);
+  EXPECT_EQ(resp->results(0).host_id(), "h2");
+  EXPECT_EQ(resp->results(0).reply_json(), "2");
+  EXPECT_EQ(resp->results(1).host_id(), "h1");
+  EXPECT_EQ(resp->results(1).reply_json(), "1");
+}
+
+TEST_F(HubRelayTest, AnotherHostCannotAnswerForAHost) {
+  auto cap = Trigger(Hosts({"h1"}));
+  const std::string rid = h1_.session->actions().at(0).request_id();
+  Send("h2", h2_, ActionReply(rid, true, "forged"));
+  EXPECT_EQ(cap->calls(), 0);
+  Send("h1", h1_, ActionReply(rid, true, "real"));
+  ASSERT_EQ(cap->calls(), 1);
+  EXPECT_EQ(cap->value()->results(0).reply_json(), "real");
+}
+
+TEST_F(HubRelayTest, OfflineHostGetsAnErrorResult) {
+  hub_->OnDisconnect("h2", h2_.session.get());
+  auto cap = Trigger(All());
+  EXPECT_THAT(h2_.session->actions(), IsEmpty());
+  EXPECT_EQ(cap->calls(), 0);
+  Send("h1", h1_, ActionReply(h1_.session->actions().at(0).request_id(), true, "{}"));
+  ASSERT_EQ(cap->calls(), 1);
+  auto resp = cap->value();
+  ASSERT_TRUE(resp.ok());
+  EXPECT_TRUE(resp->results(0).ok());
+  EXPECT_FALSE(resp->results(1).ok());
+  EXPECT_THAT(resp->results(1).error(), HasSubstr("not connected"));
+}
+
+TEST_F(HubRelayTest, HostThatCannotTakeMessagesFailsAtOnce) {
+  h2_.session->set_fail_send(true);
+  auto cap = Trigger(Hosts({"h2"}));
+  ASSERT_EQ(cap->calls(), 1);
+  auto resp = cap->value();
+  ASSERT_TRUE(resp.ok());
+  EXPECT_THAT(resp->results(0).error(), HasSubstr("cannot take messages"));
+}
+
+TEST_F(HubRelayTest, HostThatNeverAnswersTimesOut) {
+  auto cap = Trigger(All(), /*timeout_ms=*/1000);
+  Send("h1", h1_, ActionReply(h1_.session->actions().at(0).request_id(), true, "{}"));
+  // Past the timeout, within the grace: still waiting.
+  clock_.Advance(absl::Milliseconds(1900));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(cap->calls(), 0);
+  // Past timeout + grace: the sweeper fails it.
+  clock_.Advance(absl::Milliseconds(200));
+  ASSERT_TRUE(WaitFor([&] { return cap->calls() > 0; }));
+  EXPECT_EQ(cap->calls(), 1);
+  auto resp = cap->value();
+  ASSERT_TRUE(resp.ok());
+  EXPECT_TRUE(resp->results(0).ok());
+  EXPECT_FALSE(resp->results(1).ok());
+  EXPECT_THAT(resp->results(1).error(), HasSubstr("did not answer in time"));
+  // A reply after the deadline is ignored.
+  Send("h2", h2_, ActionReply(h2_.session->actions().at(0).request_id(), true, "{}"));
+  EXPECT_EQ(cap->calls(), 1);
+}
+
+TEST_F(HubRelayTest, DisconnectFailsTheHostsPendingRequest) {
+  auto cap = Trigger(All());
+  Send("h1", h1_, ActionReply(h1_.session->actions().at(0).request_id(), true, "{}"));
+  hub_->OnDisconnect("h2", h2_.session.get());
+  ASSERT_EQ(cap->calls(), 1);
+  auto resp = cap->value();
+  ASSERT_TRUE(resp.ok());
+  EXPECT_THAT(resp->results(1).error(), HasSubstr("disconnected"));
+}
+
+TEST_F(HubRelayTest, StopFailsPendingRequestsAndClosesSessions) {
+  auto cap = Trigger(Hosts({"h1"}));
+  hub_->Stop();
+  ASSERT_EQ(cap->calls(), 1);
+  EXPECT_THAT(cap->value()->results(0).error(), HasSubstr("stopping"));
+  EXPECT_TRUE(h1_.session->closed());
+  EXPECT_TRUE(h2_.session->closed());
+}
+
+TEST_F(HubRelayTest, BadActionRequests) {
+  herd::v1::FleetActionRequest req;
+  req.set_module("app");
+  auto cap = std::make_shared<Capture<herd::v1::FleetActionResponse>>();
+  hub_->TriggerAction(req, actor_, cap->Fn());  // no action
+  EXPECT_EQ(cap->value().status().code(), absl::StatusCode::kInvalidArgument);
+
+  cap = Trigger(Hosts({"nohost"}));
+  EXPECT_EQ(cap->value().status().code(), absl::StatusCode::kNotFound);
+  herd::v1::Target none;
+  none.set_selector("env=nowhere");
+  cap = Trigger(none);
+  EXPECT_EQ(cap->value().status().code(), absl::StatusCode::kNotFound);
+  herd::v1::Target bad;
+  bad.set_selector("env");
+  cap = Trigger(bad);
+  EXPECT_EQ(cap->value().status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(h1_.session->actions(), IsEmpty());
+}
+
+TEST_F(HubRelayTest, RestartOnHostRelaysAndCompletes) {
+  auto cap = std::make_shared<Capture<herd::v1::RestartResult>>();
+  hub_->RestartOnHost("h1", {"app", "web"}, 2000, "ro-1",
+                      [cap](auto r) { cap->Fn()(std::move(r)); });
+  auto rs = h1_.session->restarts();
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_THAT(rs[0].units(), ElementsAre("app", "web"));
+  EXPECT_EQ(rs[0].wait_healthy_ms(), 2000u);
+  EXPECT_EQ(rs[0].rollout_id(), "ro-1");
+  EXPECT_FALSE(rs[0].request_id().empty());
+  EXPECT_EQ(cap->calls(), 0);
+
+  AgentMessage m;
+  auto* rr = m.mutable_restart_result();
+  rr->set_request_id(rs[0].request_id());
+  auto* u1 = rr->add_units();
+  u1->set_unit("app");
+  u1->set_ok(true);
+  u1->set_pid(42);
+  auto* u2 = rr->add_units();
+  u2->set_unit("web");
+  u2->set_error("crashed");
+  Send("h1", h1_, m);
+  ASSERT_EQ(cap->calls(), 1);
+  auto r = cap->value();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->request_id(), rs[0].request_id());
+  ASSERT_EQ(r->units_size(), 2);
+  EXPECT_TRUE(r->units(0).ok());
+  EXPECT_EQ(r->units(0).pid(), 42);
+  EXPECT_FALSE(r->units(1).ok());
+  EXPECT_EQ(r->units(1).error(), "crashed");
+}
+
+TEST_F(HubRelayTest, RestartOnUnreachableHosts) {
+  auto unknown = std::make_shared<Capture<herd::v1::RestartResult>>();
+  hub_->RestartOnHost("nohost", {"app"}, 0, "ro", unknown->Fn());
+  EXPECT_EQ(unknown->value().status().code(), absl::StatusCode::kNotFound);
+
+  hub_->OnDisconnect("h2", h2_.session.get());
+  auto offline = std::make_shared<Capture<herd::v1::RestartResult>>();
+  hub_->RestartOnHost("h2", {"app"}, 0, "ro", offline->Fn());
+  EXPECT_EQ(offline->value().status().code(), absl::StatusCode::kUnavailable);
+
+  auto gone = std::make_shared<Capture<herd::v1::RestartResult>>();
+  hub_->RestartOnHost("h1", {"app"}, 0, "ro", [gone](auto r) { gone->Fn()(std::move(r)); });
+  EXPECT_EQ(gone->calls(), 0);
+  hub_->OnDisconnect("h1", h1_.session.get());
+  ASSERT_EQ(gone->calls(), 1);
+  EXPECT_EQ(gone->value().status().code(), absl::StatusCode::kUnavailable);
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics
+
+TEST_F(HubTest, MetricsBatchIsVisibleEverywhere) {
+  Conn c = Connect(MakeHello("h1", {}, {Mod("app", "{}", "2.0.0"), Mod("idle", "{}", "0.1.0")}));
+  std::vector<herd::v1::HostMetrics> all_seen, h2_seen;
+  absl::Mutex mu;
+  uint64_t w_all = hub_->WatchMetrics({}, [&](const herd::v1::HostMetrics& m) {
+    absl::MutexLock l(&mu);
+    all_seen.push_back(m);
+  });
+  hub_->WatchMetrics({"h2"}, [&](const herd::v1::HostMetrics& m) {
+    absl::MutexLock l(&mu);
+    h2_seen.push_back(m);
+  });
+  const int64_t t = NowMs();
+  Send("h1", c, Batch(t, 12.5, 3));
+
+  auto d = hub_->GetHost("h1");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_DOUBLE_EQ(d->host().usage().cpu_percent(), 12.5);
+  ASSERT_EQ(d->units_size(), 1);
+  EXPECT_EQ(d->units(0).name(), "app");
+  EXPECT_EQ(d->units(0).probes_size(), 2);
+  EXPECT_EQ(d->host().last_seen_unix_ms(), t);
+
+  auto mods = hub_->ListModules(All(), "app");
+  ASSERT_TRUE(mods.ok()) << mods.status();
+  ASSERT_EQ(mods->size(), 1u);
+  EXPECT_EQ((*mods)[0].host_id(), "h1");
+  EXPECT_TRUE((*mods)[0].online());
+  EXPECT_EQ((*mods)[0].unit().pid(), 42);
+  ASSERT_EQ((*mods)[0].unit().probes_size(), 2);
+  EXPECT_EQ((*mods)[0].unit().probes(0).name(), "reqs");
+  // A module without a sample is shown from the inventory.
+  mods = hub_->ListModules(All(), "");
+  ASSERT_TRUE(mods.ok());
+  ASSERT_EQ(mods->size(), 2u);
+  EXPECT_EQ((*mods)[1].unit().name(), "idle");
+  EXPECT_TRUE((*mods)[1].unit().is_module());
+  EXPECT_EQ((*mods)[1].unit().version(), "0.1.0");
+
+  auto query = [&](const std::string& unit, const std::string& metric) {
+    herd::v1::QuerySeriesRequest req;
+    req.set_host_id("h1");
+    req.set_unit(unit);
+    req.set_metric(metric);
+    return hub_->QuerySeries(req);
+  };
+  auto s = query("", "cpu");
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->points_size(), 1);
+  EXPECT_EQ(s->points(0).at_unix_ms(), t);
+  EXPECT_DOUBLE_EQ(s->points(0).value(), 12.5);
+  EXPECT_DOUBLE_EQ(query("", "memory_available")->points(0).value(), 1000);
+  EXPECT_DOUBLE_EQ(query("", "load1")->points(0).value(), 0.5);
+  EXPECT_DOUBLE_EQ(query("app", "cpu")->points(0).value(), 3);
+  EXPECT_DOUBLE_EQ(query("app", "rss")->points(0).value(), 100);
+  s = query("app", "probe:reqs");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_DOUBLE_EQ(s->points(0).value(), 7);
+  EXPECT_EQ(s->unit(), "app");
+  EXPECT_EQ(s->metric(), "probe:reqs");
+  EXPECT_EQ(query("app", "probe:status").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(query("nounit", "cpu").status().code(), absl::StatusCode::kNotFound);
+  herd::v1::QuerySeriesRequest other;
+  other.set_host_id("nohost");
+  other.set_metric("cpu");
+  EXPECT_EQ(hub_->QuerySeries(other).status().code(), absl::StatusCode::kNotFound);
+
+  {
+    absl::MutexLock l(&mu);
+    ASSERT_EQ(all_seen.size(), 1u);
+    EXPECT_EQ(all_seen[0].host_id(), "h1");
+    EXPECT_EQ(all_seen[0].hostname(), "h1.example");
+    EXPECT_EQ(all_seen[0].batch().at_unix_ms(), t);
+    EXPECT_EQ(all_seen[0].batch().units_size(), 1);
+    EXPECT_THAT(h2_seen, IsEmpty());
+  }
+  hub_->Unwatch(w_all);
+  Send("h1", c, Batch(t + 1000, 13));
+  {
+    absl::MutexLock l(&mu);
+    EXPECT_EQ(all_seen.size(), 1u);
+  }
+  EXPECT_EQ(hub_->stats().batches_received, 2u);
+}
+
+TEST_F(HubTest, SeriesRingIsBoundedAndOrdered) {
+  Conn c = Connect(MakeHello("h1"));
+  const int64_t t0 = NowMs();
+  for (int i = 0; i < 8; ++i) Send("h1", c, Batch(t0 + i * 1000, i));
+  herd::v1::QuerySeriesRequest req;
+  req.set_host_id("h1");
+  req.set_metric("cpu");
+  auto s = hub_->QuerySeries(req);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->points_size(), 5);  // options_.series_points
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(s->points(i).at_unix_ms(), t0 + (i + 3) * 1000);
+    EXPECT_DOUBLE_EQ(s->points(i).value(), i + 3);
+  }
+  req.set_since_unix_ms(t0 + 6000);
+  EXPECT_EQ(hub_->QuerySeries(req)->points_size(), 2);
+
+  // A replayed (late) batch lands in time order and does not replace the latest sample.
+  Send("h1", c, Batch(t0 + 3500, 99, 0, /*replayed=*/true));
+  req.set_since_unix_ms(0);
+  s = hub_->QuerySeries(req);
+  ASSERT_EQ(s->points_size(), 5);
+  EXPECT_EQ(s->points(0).at_unix_ms(), t0 + 3500);
+  EXPECT_DOUBLE_EQ(s->points(0).value(), 99);
+  for (int i = 1; i < 5; ++i) {
+    EXPECT_LT(s->points(i - 1).at_unix_ms(), s->points(i).at_unix_ms());
+  }
+  EXPECT_DOUBLE_EQ(hub_->GetHost("h1")->host().usage().cpu_percent(), 7);
+}
+
+TEST_F(HubTest, BatchWithoutTimeUsesTheClockAndDroppedBatchesAdd) {
+  Conn c = Connect(MakeHello("h1"));
+  clock_.Advance(absl::Seconds(3));
+  AgentMessage m = Batch(0, 1);
+  m.mutable_metrics()->set_dropped_batches(4);
+  Send("h1", c, m);
+  Send("h1", c, m);
+  herd::v1::QuerySeriesRequest req;
+  req.set_host_id("h1");
+  req.set_metric("cpu");
+  EXPECT_EQ(hub_->QuerySeries(req)->points(0).at_unix_ms(), NowMs());
+  EXPECT_EQ(HostInfo("h1").dropped_batches(), 8u);
+  EXPECT_EQ(hub_->stats().batches_dropped_by_agents, 8u);
+}
+
+TEST_F(HubTest, EventsAreKeptBounded) {
+  Conn c = Connect(MakeHello("h1"));
+  for (int i = 0; i < 5; ++i) {
+    AgentMessage m;
+    m.mutable_event()->set_unit("app");
+    m.mutable_event()->set_kind(absl::StrCat("e", i));
+    Send("h1", c, m);
+  }
+  auto d = hub_->GetHost("h1");
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d->events_size(), 3);  // options_.events_kept
+  EXPECT_EQ(d->events(0).kind(), "e2");
+  EXPECT_EQ(d->events(2).kind(), "e4");
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit
+
+TEST_F(HubTest, AuditRecordsRegistrationAndConfigChanges) {
+  Connect(MakeHello("h1", {}, {Mod("app", kAppDefaults)}));
+  clock_.Advance(absl::Seconds(1));
+  Conn c = Connect(MakeHello("h1", {}, {Mod("app", kAppDefaults)}));  // join token again
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(Set(Global(), "app", "interval", "2000").ok());
+  ASSERT_TRUE(Set(Global(), "app", "interval", "2000").ok());  // unchanged: not audited
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(Unset(Global(), "app", "interval").ok());
+  ASSERT_TRUE(Unset(Global(), "app", "interval").ok());  // unchanged: not audited
+  // Reconnecting with the credential is not a registration.
+  Connect(MakeHello("h1", {}, {Mod("app", kAppDefaults)}), c.credential);
+
+  auto audit = hub_->ListAudit(100);
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  std::vector<std::string> actions;
+  for (const auto& e : *audit) actions.push_back(e.action());
+  EXPECT_THAT(actions, ElementsAre("config.unset", "config.set", "host.reregister",
+                                   "host.register"));
+  const auto& reg = audit->back();
+  EXPECT_EQ(reg.actor(), "host:h1");
+  EXPECT_THAT(reg.detail_json(), HasSubstr("\"host_id\":\"h1\""));
+  EXPECT_THAT(reg.detail_json(), HasSubstr("h1.example"));
+  const auto& set = (*audit)[1];
+  EXPECT_EQ(set.actor(), "alice");
+  EXPECT_THAT(set.detail_json(), HasSubstr("\"module\":\"app\""));
+  EXPECT_THAT(set.detail_json(), HasSubstr("\"key\":\"interval\""));
+  EXPECT_THAT(set.detail_json(), HasSubstr("\"value\":\"2000\""));
+  EXPECT_THAT(set.detail_json(), HasSubstr("\"scope\":\"global\""));
+}
+
+}  // namespace
+}  // namespace herd::controlplane
