@@ -67,6 +67,12 @@ int main(int argc, char** argv) {
   app.add_option("--tls-ca", tls_ca, "PEM CA of the control plane's certificate: connect with TLS");
   app.add_option("--tls-cert", tls_cert, "PEM client certificate (mTLS)");
   app.add_option("--tls-key", tls_key, "PEM client key (mTLS)");
+  size_t metrics_buffer = 600;
+  app.add_option("--metrics-buffer", metrics_buffer,
+                 "Metric batches kept while the control plane is unreachable (the oldest are "
+                 "dropped and counted beyond)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
   CLI11_PARSE(app, argc, argv);
 
   herd::agent::AgentOptions opts;
@@ -105,6 +111,7 @@ int main(int argc, char** argv) {
   opts.tls_ca = tls_ca;
   opts.tls_cert = tls_cert;
   opts.tls_key = tls_key;
+  opts.metrics_buffer = metrics_buffer;
   if (controlplane.empty() && (!join_token_file.empty() || !labels.empty())) {
     return Fail("--join-token-file and --labels need --controlplane HOST:PORT");
   }

@@ -212,6 +212,10 @@ int main(int argc, char** argv) {
   rollout->add_flag("--watch", watch, "Follow it until it ends (progress bar)");
   auto* audit = app.add_subcommand("audit", "Who changed what (config, rollouts, actions)");
   audit->add_option("--limit", limit, "How many")->capture_default_str();
+  int watch_count = 0;
+  auto* watch_cmd = app.add_subcommand("watch", "Metrics batches of the fleet as they arrive");
+  add_target(watch_cmd, false);
+  watch_cmd->add_option("--count", watch_count, "Stop after N batches (0 = until Ctrl-C)");
   std::string series_unit, series_metric;
   auto* series = app.add_subcommand("series", "Recent history of one metric of a host or unit");
   series->add_option("host", name, "Host id or hostname")->required();
@@ -287,6 +291,7 @@ int main(int argc, char** argv) {
   if (*rollout) HERD_FLEET(Rollout(name, watch));
   if (*audit) HERD_FLEET(Audit(limit));
   if (*series) HERD_FLEET(Series(name, series_unit, series_metric));
+  if (*watch_cmd) HERD_FLEET(Watch(tf, watch_count));
   if (*restart && tf.any()) HERD_FLEET(Restart(name, tf, rf));
   if (*action && tf.any()) HERD_FLEET(Action(name, action_name, params, action_timeout, tf));
   if (*logs && !logs_host.empty()) HERD_FLEET(Logs(logs_host, name, lines, follow));

@@ -573,6 +573,44 @@ int FleetCommands::Audit(uint32_t limit) {
   return 0;
 }
 
+int FleetCommands::Watch(const TargetFlags& t, int count) {
+  if (!Connect()) return 1;
+  herd::v1::WatchMetricsRequest req;
+  if (t.any()) *req.mutable_target() = ToTarget(t);
+  auto ctx = Context(0);
+  auto reader = stub_->WatchMetrics(ctx.get(), req);
+  herd::v1::HostMetrics m;
+  int seen = 0;
+  while (reader->Read(&m)) {
+    if (options_.json) {
+      printf("%s\n", ToJson(m, /*one_line=*/true).c_str());  // one JSON document per line
+    } else {
+      const auto& b = m.batch();
+      printf("%s %s cpu=%.1f%% mem_free=%s load1=%.2f%s\n",
+             absl::FormatTime("%H:%M:%S", absl::FromUnixMillis(b.at_unix_ms()),
+                              absl::LocalTimeZone()).c_str(),
+             m.hostname().c_str(), b.host().cpu_percent(),
+             FormatBytes(b.host().memory_available_bytes()).c_str(), b.host().load1(),
+             b.replayed() ? " (replayed)" : "");
+      for (const auto& u : b.units()) {
+        std::vector<std::string> probes;
+        for (const auto& p : u.probes()) probes.push_back(absl::StrCat(p.name(), "=", ProbeText(p)));
+        printf("  %-20s %-8s cpu=%.1f%% rss=%s %s\n", u.name().c_str(),
+               StateName(u.state()).c_str(), u.usage().cpu_percent(),
+               FormatBytes(u.usage().rss_bytes()).c_str(), absl::StrJoin(probes, " ").c_str());
+      }
+    }
+    fflush(stdout);
+    if (count > 0 && ++seen >= count) {
+      ctx->TryCancel();
+      break;
+    }
+  }
+  grpc::Status s = reader->Finish();
+  if (count > 0 && seen >= count) return 0;
+  return s.ok() ? 0 : Fail(s);
+}
+
 int FleetCommands::Series(const std::string& host, const std::string& unit,
                           const std::string& metric) {
   if (!Connect()) return 1;

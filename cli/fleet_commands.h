@@ -57,6 +57,8 @@ class FleetCommands {
   int Logs(const std::string& host, const std::string& unit, uint32_t lines, bool follow);
   int Audit(uint32_t limit);
   int Series(const std::string& host, const std::string& unit, const std::string& metric);
+  // Prints each metrics batch as it arrives (count 0 = until interrupted).
+  int Watch(const TargetFlags& t, int count);
 
  private:
   bool Connect();

@@ -264,9 +264,9 @@ std::string RenderTop(const herd::v1::AgentInfo& info, const std::vector<UnitSta
   return out + FormatTable(rows);
 }
 
-std::string ToJson(const google::protobuf::Message& m) {
+std::string ToJson(const google::protobuf::Message& m, bool one_line) {
   google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = true;
+  o.add_whitespace = !one_line;
   o.preserve_proto_field_names = true;
   o.always_print_primitive_fields = true;
   std::string out;

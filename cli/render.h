@@ -34,7 +34,7 @@ std::string RenderModule(const herd::v1::ModuleInfo& module);
 std::string ProbeText(const herd::v1::Probe& probe);
 
 // JSON of any message, pretty-printed.
-std::string ToJson(const google::protobuf::Message& m);
+std::string ToJson(const google::protobuf::Message& m, bool one_line = false);
 
 // A table: first row is the header; columns padded to their widest cell.
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);

@@ -144,6 +144,7 @@ absl::Status RunAgent(const AgentOptions& options) {
     uo.tls_ca = options.tls_ca;
     uo.tls_cert = options.tls_cert;
     uo.tls_key = options.tls_key;
+    uo.buffer_batches = options.metrics_buffer;
     link = std::make_unique<ControlPlaneLink>(**loop, supervisor, modules, std::move(uo));
     if (auto st = link->Start(); !st.ok()) return st;
   }

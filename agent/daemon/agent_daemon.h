@@ -30,6 +30,8 @@ struct AgentOptions {
   std::string join_token_file;
   std::map<std::string, std::string> labels;
   std::string tls_ca, tls_cert, tls_key;
+  // Metric batches kept while the control plane is unreachable (oldest dropped beyond).
+  size_t metrics_buffer = 600;
 };
 
 // Runs until shutdown; an error means agentd could not start (already running, home not

@@ -189,7 +189,6 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     h.peer = session->Peer();
     h.connected_at_ms = now_ms;
     h.hello = hello;
-    h.sent_valid = false;
     h.rejections.clear();
     record = h.record;
   }
@@ -334,7 +333,8 @@ void Hub::OnDisconnect(const std::string& host_id, const HostSession* session) {
     if (it == hosts_.end() || it->second.session.get() != session) return;
     it->second.session.reset();
     it->second.disconnected_at_ms = absl::ToUnixMillis(clock_.Now());
-    it->second.sent_valid = false;
+    // `sent` stays: a config change while the host is away is reported as changing it, and
+    // its next snapshot (forced at reconnect) gets a higher version.
     for (const auto& [id, p] : pending_) {
       if (p.host_id == host_id) failed.push_back(id);
     }

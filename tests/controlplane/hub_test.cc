@@ -810,13 +810,17 @@ TEST_F(HubConfigTest, BadRequestsAreInvalidArgument) {
 
 TEST_F(HubConfigTest, OfflineHostGetsTheNewConfigWhenItConnects) {
   hub_->OnDisconnect("h3", h3_.session.get());
-  ASSERT_TRUE(Set(Selector("env=dev"), "app", "name", "dev").ok());
+  auto change = Set(Selector("env=dev"), "app", "name", "dev");
+  ASSERT_TRUE(change.ok());
   EXPECT_EQ(h3_.session->configs().size(), 1u);  // not sent to a closed stream
+  // Reported as changed although it is away.
+  EXPECT_THAT(change->hosts(), ::testing::Contains("h3"));
 
   Hello hello = MakeHello("h3", {{"env", "dev"}}, {Mod("app", kAppDefaults)});
   Conn again = Connect(hello, h3_.credential);
   ConfigSnapshot s = again.session->last_config();
-  EXPECT_EQ(s.version(), 1u);  // nothing acked yet
+  // Above every version it was sent before (1), so no version ever names two contents.
+  EXPECT_EQ(s.version(), 2u);
   EXPECT_EQ(ValueOf(s, "app", "name"), "dev");
   EXPECT_EQ(SourceOf(s, "app", "name"), "selector:env=dev");
 }

@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -434,15 +435,57 @@ TEST_F(FleetTest, LogsAndMetricsComeThroughTheControlPlane) {
   CmdResult missing = cp_.Ctl({"logs", "nope", "--host", host_ids_[0]});
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_THAT(missing.err, HasSubstr("nope"));
-  // The unit shows in the host's detail, with its sample.
+  // The unit shows in the host's detail, with its sample, and its start among the events.
   ASSERT_TRUE(WaitFor([&] {
     json d = cp_.CtlJson({"host", host_ids_[0]});
     if (!d.is_object()) return false;
+    bool online = false, started = false;
     for (const auto& u : d["units"]) {
-      if (u["name"] == "printer" && u["state"] == "UNIT_STATE_ONLINE") return true;
+      if (u["name"] == "printer" && u["state"] == "UNIT_STATE_ONLINE") online = true;
     }
-    return false;
+    for (const auto& e : d["events"]) {
+      if (e["unit"] == "printer" && e["kind"] == "started") started = true;
+    }
+    return online && started;
+  })) << cp_.Ctl({"host", host_ids_[0]}).out;
+}
+
+// Live metrics for a selector; and an agent cut off from the control plane keeps a bounded
+// buffer, whose overflow it reports on reconnect.
+TEST_F(FleetTest, WatchStreamsBatchesAndAnAgentAwayBuffersBounded) {
+  CmdResult w = cp_.Ctl({"-o", "json", "watch", "--selector", "env=dev", "--count", "3"});
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  int lines = 0;
+  for (absl::string_view line : absl::StrSplit(w.out, '\n', absl::SkipEmpty())) {
+    json m = json::parse(line);
+    EXPECT_EQ(m["host_id"], host_ids_[2]);
+    ++lines;
+  }
+  EXPECT_EQ(lines, 3);
+
+  AgentHarness small;
+  std::vector<std::string> args = cp_.AgentArgs("env=buffer");
+  args.push_back("--metrics-buffer");
+  args.push_back("2");
+  ASSERT_TRUE(small.StartAgent(args)) << small.last_error();
+  std::string id;
+  ASSERT_TRUE(WaitFor([&] {
+    json info = small.CtlJson({"info"});
+    id = info.is_object() ? info.value("host_id", "") : "";
+    return info.is_object() && info.value("controlplane_connected", false);
   }));
+  cp_.Kill();
+  // Batches go on being made (one per 200 ms) with room for 2: the rest is dropped, counted.
+  ASSERT_TRUE(WaitFor([&] {
+    json info = small.CtlJson({"info"});
+    return info.is_object() && std::stoull(info.value("metrics_dropped", "0")) >= 3;
+  }, absl::Seconds(20))) << small.Ctl({"info"}).out;
+  ASSERT_TRUE(cp_.Start({"--lease", "2s", "--metrics-interval-ms", "200"})) << cp_.last_error();
+  ASSERT_TRUE(WaitFor([&] {
+    json h = Host(id);
+    return h.is_object() && h["online"].get<bool>() && h.contains("dropped_batches") &&
+           std::stoull(h["dropped_batches"].get<std::string>()) >= 3;
+  }, absl::Seconds(40))) << cp_.Ctl({"hosts"}).out;
 }
 
 // gRPC health checking answers SERVING without a token (for load balancers and probes).
@@ -467,6 +510,46 @@ TEST_F(FleetTest, HealthCheckIsServing) {
   std::string bytes;
   for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // HealthCheckResponse{status: SERVING}
+}
+
+// Server reflection lists Herd's services (what grpcurl-style tools discover).
+TEST_F(FleetTest, ReflectionListsTheServices) {
+  auto channel = grpc::CreateChannel(cp_.address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag = nullptr;
+  bool ok = false;
+  auto step = [&](intptr_t want) {
+    EXPECT_TRUE(cq.Next(&tag, &ok));
+    EXPECT_EQ(reinterpret_cast<intptr_t>(tag), want);
+    return ok;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(step(1));
+  // ServerReflectionRequest{list_services: ""}: field 7, length-delimited, empty.
+  grpc::Slice req(std::string("\x3a\x00", 2));
+  grpc::ByteBuffer out(&req, 1), in;
+  call->Write(out, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(step(2));
+  call->Read(&in, reinterpret_cast<void*>(3));
+  ASSERT_TRUE(step(3));
+  call->WritesDone(reinterpret_cast<void*>(4));
+  step(4);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  step(5);
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(in.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  EXPECT_THAT(bytes, HasSubstr("herd.v1.Fleet"));
+  EXPECT_THAT(bytes, HasSubstr("herd.v1.Gateway"));
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
 }
 
 // Mutual TLS: the control plane with a server certificate and a client CA; agents and
