@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "cli/args.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cli/render.h"
@@ -370,17 +371,6 @@ int AgentCommands::Kill() {
 namespace {
 
 // MODULE:KEY, as in `pm2 set module:key value`.
-bool SplitTarget(const std::string& target, std::string* module, std::string* key) {
-  size_t colon = target.find(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == target.size()) {
-    fprintf(stderr, "agentctl: \"%s\" is not MODULE:KEY (e.g. pm2-server-monit:interval)\n",
-            target.c_str());
-    return false;
-  }
-  *module = target.substr(0, colon);
-  *key = target.substr(colon + 1);
-  return true;
-}
 
 }  // namespace
 
@@ -461,7 +451,7 @@ int AgentCommands::Conf(const std::string& module) {
 int AgentCommands::Set(const std::string& target, const std::string& value, bool force) {
   herd::v1::SetConfigRequest req;
   std::string module, key;
-  if (!SplitTarget(target, &module, &key)) return 2;
+  if (!SplitModuleKey(target, &module, &key)) return 2;
   if (!Connect()) return 1;
   req.set_module(module);
   req.set_key(key);
@@ -483,7 +473,7 @@ int AgentCommands::Set(const std::string& target, const std::string& value, bool
 int AgentCommands::Unset(const std::string& target) {
   herd::v1::UnsetConfigRequest req;
   std::string module, key;
-  if (!SplitTarget(target, &module, &key)) return 2;
+  if (!SplitModuleKey(target, &module, &key)) return 2;
   if (!Connect()) return 1;
   req.set_module(module);
   req.set_key(key);
@@ -505,14 +495,7 @@ int AgentCommands::Action(const std::string& module, const std::string& action,
   herd::v1::TriggerActionRequest req;
   req.set_module(module);
   req.set_action(action);
-  for (const auto& p : params) {
-    size_t eq = p.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      fprintf(stderr, "agentctl: --param \"%s\" is not KEY=VALUE\n", p.c_str());
-      return 2;
-    }
-    (*req.mutable_params())[p.substr(0, eq)] = p.substr(eq + 1);
-  }
+  if (!ParseParams(params, req.mutable_params())) return 2;
   req.set_timeout_ms(static_cast<uint32_t>(timeout_seconds) * 1000);
   if (!Connect()) return 1;
   herd::v1::TriggerActionResponse resp;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "cli/args.h"
 #include "cli/render.h"
 #include "common/atomic_file.h"
 #include "common/units.h"
@@ -19,18 +20,6 @@
 
 namespace herd::cli {
 namespace {
-
-bool SplitModuleKey(const std::string& target, std::string* module, std::string* key) {
-  size_t colon = target.find(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == target.size()) {
-    fprintf(stderr, "agentctl: \"%s\" is not MODULE:KEY (e.g. pm2-server-monit:interval)\n",
-            target.c_str());
-    return false;
-  }
-  *module = target.substr(0, colon);
-  *key = target.substr(colon + 1);
-  return true;
-}
 
 herd::v1::Target ToTarget(const TargetFlags& t) {
   herd::v1::Target out;
@@ -501,14 +490,7 @@ int FleetCommands::Action(const std::string& module, const std::string& action,
   req.set_module(module);
   req.set_action(action);
   *req.mutable_target() = ToTarget(t);
-  for (const auto& p : params) {
-    size_t eq = p.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      fprintf(stderr, "agentctl: --param \"%s\" is not KEY=VALUE\n", p.c_str());
-      return 2;
-    }
-    (*req.mutable_params())[p.substr(0, eq)] = p.substr(eq + 1);
-  }
+  if (!ParseParams(params, req.mutable_params())) return 2;
   req.set_timeout_ms(static_cast<uint32_t>(timeout_seconds) * 1000);
   if (!Connect()) return 1;
   herd::v1::FleetActionResponse resp;

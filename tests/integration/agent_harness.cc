@@ -61,6 +61,26 @@ std::string EnvOr(const char* name, const std::string& fallback) {
   return v != nullptr && *v != '\0' ? v : fallback;
 }
 
+// Starts argv with stdin from /dev/null and stdout+stderr appended to out_path; tags the
+// process (and what it starts) with HERD_TEST_HOME=tag when tag is given.
+pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& out_path,
+                  const std::string& tag) {
+  std::vector<char*> args = Argv(argv);
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (!tag.empty()) setenv("HERD_TEST_HOME", tag.c_str(), 1);
+    int null_fd = open("/dev/null", O_RDONLY);
+    int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(null_fd, 0);
+    dup2(out_fd, 1);
+    dup2(out_fd, 2);
+    execv(args[0], args.data());
+    dprintf(2, "exec %s: %s\n", args[0], strerror(errno));
+    _exit(127);
+  }
+  return pid;
+}
+
 }  // namespace
 
 CmdResult Run(const std::vector<std::string>& argv) {
@@ -178,20 +198,7 @@ bool AgentHarness::StartAgent(const std::vector<std::string>& extra_args) {
                                    "--log-level", "debug"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   std::string out_path = Path("agentd.out");
-  std::vector<char*> args = Argv(argv);
-  pid_t pid = fork();
-  if (pid == 0) {
-    setenv("HERD_TEST_HOME", home_.c_str(), 1);
-    int null_fd = open("/dev/null", O_RDONLY);
-    int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(null_fd, 0);
-    dup2(out_fd, 1);
-    dup2(out_fd, 2);
-    execv(args[0], args.data());
-    dprintf(2, "exec %s: %s\n", args[0], strerror(errno));
-    _exit(127);
-  }
-  agent_pid_ = pid;
+  agent_pid_ = SpawnLogged(argv, out_path, home_);
   bool up = WaitFor(
       [&] {
         int status = 0;
@@ -312,19 +319,7 @@ bool ControlPlaneHarness::Start(const std::vector<std::string>& extra_args) {
                                    "--log-level", "debug"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   const std::string out_path = Path("controlplane.out");
-  std::vector<char*> args = Argv(argv);
-  pid_t pid = fork();
-  if (pid == 0) {
-    int null_fd = open("/dev/null", O_RDONLY);
-    int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(null_fd, 0);
-    dup2(out_fd, 1);
-    dup2(out_fd, 2);
-    execv(args[0], args.data());
-    dprintf(2, "exec %s: %s\n", args[0], strerror(errno));
-    _exit(127);
-  }
-  pid_ = pid;
+  pid_ = SpawnLogged(argv, out_path, "");
   bool up = WaitFor(
       [&] {
         int status = 0;
