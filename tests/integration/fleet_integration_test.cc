@@ -280,6 +280,25 @@ TEST_F(FleetTest, RolloutStopsAtTheFailureThreshold) {
   EXPECT_EQ(ro["hosts"][1]["state"], "ROLLOUT_HOST_STATE_SKIPPED");
 }
 
+TEST_F(FleetTest, RolloutRunningWhenTheControlPlaneDiesIsAborted) {
+  CmdResult r = cp_.Ctl({"restart", "svc", "--all-hosts", "--batch", "1", "--wait-healthy", "30s",
+                         "--no-wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WaitFor([&] {
+    json list = cp_.CtlJson({"rollouts"});
+    return list.is_object() && !list["rollouts"].empty() &&
+           list["rollouts"][0]["hosts"][0]["state"] == "ROLLOUT_HOST_STATE_RESTARTING";
+  }));
+  cp_.Kill();
+  ASSERT_TRUE(cp_.Start({"--lease", "2s", "--metrics-interval-ms", "200"})) << cp_.last_error();
+  json list = cp_.CtlJson({"rollouts"});
+  ASSERT_TRUE(list.is_object()) << cp_.last_error();
+  const json& ro = list["rollouts"][0];
+  EXPECT_EQ(ro["state"], "ROLLOUT_STATE_ABORTED");
+  EXPECT_THAT(ro["reason"].get<std::string>(), HasSubstr("restarted"));
+  for (const auto& h : ro["hosts"]) EXPECT_EQ(h["state"], "ROLLOUT_HOST_STATE_SKIPPED");
+}
+
 TEST_F(FleetTest, ActionFansOutAndEachHostReplies) {
   ASSERT_EQ(cp_.Ctl({"set", "svc:greeting", "yo", "--host", host_ids_[0]}).exit_code, 0);
   ASSERT_TRUE(WaitFor([&] { return GreetingIs(0, "yo"); }, absl::Seconds(20)));
