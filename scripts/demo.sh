@@ -22,7 +22,7 @@ if [ "${1:-}" = "stop" ]; then
 fi
 
 scripts/install-deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -G Ninja >/dev/null   # keeps the build type of an existing build/
 ninja -C build agentd agentctl controlplane
 mkdir -p "$DEMO"
 

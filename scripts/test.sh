@@ -7,10 +7,13 @@ JOBS="${HERD_JOBS:-$(nproc)}"
 
 scripts/install-deps.sh
 
-echo "== build (RelWithDebInfo)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+# Optimised without debug info by default (a third faster to compile than RelWithDebInfo,
+# which keeps CI within its time); HERD_BUILD_TYPE=RelWithDebInfo for a debuggable build.
+BUILD_TYPE="${HERD_BUILD_TYPE:-Release}"
+echo "== build ($BUILD_TYPE)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" >/dev/null
 ninja -C build -j "$JOBS"
-echo "== tests (RelWithDebInfo)"
+echo "== tests ($BUILD_TYPE)"
 ctest --test-dir build --output-on-failure -j "$JOBS" --timeout 300
 
 echo "== build (ASan + UBSan)"
@@ -18,6 +21,9 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHERD_SANITIZE=ON \
   -DHERD_BUILD_BENCH=OFF >/dev/null
 ninja -C build-asan -j "$JOBS"
 echo "== tests (ASan + UBSan)"
+# The generated C++ and Node samples spend their time compiling and npm-installing; agentd's
+# side of them is what the Python and shell samples exercise here too, so they run once, above.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir build-asan --output-on-failure -j "$JOBS" --timeout 600
+  ctest --test-dir build-asan --output-on-failure -j "$JOBS" --timeout 600 \
+  -E 'GeneratedModuleTest\..*/(cpp|node)$'
 echo "== all tests passed"
