@@ -741,6 +741,20 @@ absl::StatusOr<herd::v1::HostDetail> Hub::GetHost(const std::string& host_id) co
   return d;
 }
 
+std::vector<herd::v1::HostDetail> Hub::Snapshot() const {
+  absl::MutexLock l(&mu_);
+  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  std::vector<herd::v1::HostDetail> out;
+  out.reserve(hosts_.size());
+  for (const auto& [id, h] : hosts_) {
+    herd::v1::HostDetail d;
+    *d.mutable_host() = HostView(h, now_ms);
+    for (const auto& u : h.last_batch.units()) *d.add_units() = u;
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<herd::v1::ModuleInstance>> Hub::ListModules(
     const herd::v1::Target& t, const std::string& module) const {
   absl::MutexLock l(&mu_);

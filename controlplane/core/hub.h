@@ -89,6 +89,8 @@ class Hub {
   absl::StatusOr<std::vector<std::string>> ResolveTarget(const herd::v1::Target& target) const;
   absl::StatusOr<std::vector<herd::v1::Host>> ListHosts(const herd::v1::Target& target) const;
   absl::StatusOr<herd::v1::HostDetail> GetHost(const std::string& host_id) const;
+  // Every host with its latest units (events left out), for exposition.
+  std::vector<herd::v1::HostDetail> Snapshot() const;
   absl::StatusOr<std::vector<herd::v1::ModuleInstance>> ListModules(
       const herd::v1::Target& target, const std::string& module) const;
   absl::StatusOr<herd::v1::Series> QuerySeries(const herd::v1::QuerySeriesRequest& req) const;

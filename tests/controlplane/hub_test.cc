@@ -2,6 +2,7 @@
 // sessions, online/offline, config resolution and pushes, acks, relayed requests, metrics,
 // audit.
 #include "controlplane/core/hub.h"
+#include "controlplane/http/prometheus.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -1345,6 +1346,28 @@ TEST_F(HubTest, AuditRecordsRegistrationAndConfigChanges) {
   EXPECT_THAT(set.detail_json(), HasSubstr("\"key\":\"interval\""));
   EXPECT_THAT(set.detail_json(), HasSubstr("\"value\":\"2000\""));
   EXPECT_THAT(set.detail_json(), HasSubstr("\"scope\":\"global\""));
+}
+
+}  // namespace
+}  // namespace herd::controlplane
+
+namespace herd::controlplane {
+namespace {
+
+// The snapshot the /metrics exposition renders: every host with its latest units.
+TEST_F(HubTest, SnapshotHasEveryHostWithItsLatestUnits) {
+  Conn h1 = Connect(MakeHello("h1", {}, {Mod("app", kAppDefaults)}));
+  Connect(MakeHello("h2"));
+  Send("h1", h1, Batch(NowMs(), 10, 50));
+  std::vector<herd::v1::HostDetail> all = hub_->Snapshot();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].host().host_id(), "h1");
+  ASSERT_EQ(all[0].units_size(), 1);
+  EXPECT_EQ(all[0].units(0).name(), "app");
+  EXPECT_EQ(all[1].units_size(), 0);
+  std::string text = RenderPrometheus(all, hub_->stats(), clock_.Now());
+  EXPECT_THAT(text, ::testing::HasSubstr("herd_probe_reqs{host=\"h1\",module=\"app\"} 7\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("herd_controlplane_connected_agents 2\n"));
 }
 
 }  // namespace
