@@ -81,6 +81,24 @@ pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& out_p
   return pid;
 }
 
+// SIGTERM, then SIGKILL after `timeout`; shows the process's output unless it exited 0.
+void StopChild(pid_t pid, const char* what, const std::string& out_path,
+               absl::Duration timeout) {
+  kill(pid, SIGTERM);
+  int status = WaitChild(pid, timeout);
+  if (status != 0) {
+    fprintf(stderr, "[harness] %s %s; its output:\n%s\n", what,
+            status < 0 ? absl::StrCat("did not stop within ", absl::FormatDuration(timeout),
+                                      " of SIGTERM").c_str()
+                       : absl::StrCat("exited with status ", status).c_str(),
+            ReadWhole(out_path).c_str());
+  }
+  if (status < 0) {
+    kill(pid, SIGKILL);
+    WaitChild(pid, absl::Seconds(5));
+  }
+}
+
 }  // namespace
 
 CmdResult Run(const std::vector<std::string>& argv) {
@@ -218,18 +236,7 @@ bool AgentHarness::StartAgent(const std::vector<std::string>& extra_args) {
 
 void AgentHarness::StopAgent() {
   if (agent_pid_ <= 0) return;
-  kill(agent_pid_, SIGTERM);
-  int status = WaitChild(agent_pid_, absl::Seconds(30));
-  if (status != 0) {
-    fprintf(stderr, "[harness] agentd %s; its output:\n%s\n",
-            status < 0 ? "did not stop within 30 s of SIGTERM"
-                       : absl::StrCat("exited with status ", status).c_str(),
-            ReadWhole(Path("agentd.out")).c_str());
-  }
-  if (status < 0) {
-    kill(agent_pid_, SIGKILL);
-    WaitChild(agent_pid_, absl::Seconds(5));
-  }
+  StopChild(agent_pid_, "agentd", Path("agentd.out"), absl::Seconds(30));
   agent_pid_ = 0;
 }
 
@@ -340,18 +347,7 @@ bool ControlPlaneHarness::Start(const std::vector<std::string>& extra_args) {
 
 void ControlPlaneHarness::Stop() {
   if (pid_ <= 0) return;
-  kill(pid_, SIGTERM);
-  int status = WaitChild(pid_, absl::Seconds(20));
-  if (status != 0) {
-    fprintf(stderr, "[harness] controlplane %s; its output:\n%s\n",
-            status < 0 ? "did not stop within 20 s of SIGTERM"
-                       : absl::StrCat("exited with status ", status).c_str(),
-            ReadWhole(Path("controlplane.out")).c_str());
-  }
-  if (status < 0) {
-    kill(pid_, SIGKILL);
-    WaitChild(pid_, absl::Seconds(5));
-  }
+  StopChild(pid_, "controlplane", Path("controlplane.out"), absl::Seconds(20));
   pid_ = 0;
 }
 
