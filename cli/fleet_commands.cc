@@ -47,6 +47,18 @@ std::string Ago(int64_t unix_ms) {
   return absl::StrCat(FormatUptime(d), " ago");
 }
 
+// The unit's major metrics (its widget's main_probes, else its first probes), up to three.
+std::string MainProbesText(const herd::v1::UnitSample& u) {
+  std::vector<std::string> probes;
+  for (const auto& p : u.probes()) {
+    bool main = u.main_probes_size() == 0 ||
+                std::find(u.main_probes().begin(), u.main_probes().end(), p.name()) !=
+                    u.main_probes().end();
+    if (main && probes.size() < 3) probes.push_back(absl::StrCat(p.name(), "=", ProbeText(p)));
+  }
+  return absl::StrJoin(probes, " ");
+}
+
 std::string RolloutStateName(herd::v1::RolloutState s) {
   std::string n = herd::v1::RolloutState_Name(s);
   if (absl::StartsWith(n, "ROLLOUT_STATE_")) n = n.substr(14);
@@ -211,17 +223,10 @@ int FleetCommands::Host(const std::string& host) {
   }
   std::vector<std::vector<std::string>> rows = {{"UNIT", "STATUS", "PID", "CPU", "MEMORY", "RESTARTS", "PROBES"}};
   for (const auto& u : d.units()) {
-    std::vector<std::string> probes;
-    for (const auto& p : u.probes()) {
-      bool main = u.main_probes_size() == 0 ||
-                  std::find(u.main_probes().begin(), u.main_probes().end(), p.name()) !=
-                      u.main_probes().end();
-      if (main && probes.size() < 3) probes.push_back(absl::StrCat(p.name(), "=", ProbeText(p)));
-    }
     rows.push_back({u.name(), StateName(u.state()), u.pid() ? absl::StrCat(u.pid()) : "-",
                     absl::StrFormat("%.1f%%", u.usage().cpu_percent()),
                     FormatBytes(u.usage().rss_bytes()), absl::StrCat(u.restarts()),
-                    probes.empty() ? "" : absl::StrJoin(probes, " ")});
+                    MainProbesText(u)});
   }
   printf("%s", FormatTable(rows).c_str());
   if (d.events_size() > 0) printf("recent events:\n");
@@ -251,18 +256,11 @@ int FleetCommands::Modules(const std::string& module, const TargetFlags& t) {
       {"MODULE", "VERSION", "HOST", "STATUS", "CPU", "MEMORY", "ISSUES", "PROBES"}};
   for (const auto& m : resp.modules()) {
     const auto& u = m.unit();
-    std::vector<std::string> probes;
-    for (const auto& p : u.probes()) {
-      bool main = u.main_probes_size() == 0 ||
-                  std::find(u.main_probes().begin(), u.main_probes().end(), p.name()) !=
-                      u.main_probes().end();
-      if (main && probes.size() < 3) probes.push_back(absl::StrCat(p.name(), "=", ProbeText(p)));
-    }
     rows.push_back({u.name(), u.version().empty() ? "-" : u.version(),
                     absl::StrCat(m.hostname(), m.online() ? "" : " (offline)"),
                     StateName(u.state()), absl::StrFormat("%.1f%%", u.usage().cpu_percent()),
                     FormatBytes(u.usage().rss_bytes()), absl::StrCat(u.issues_count()),
-                    absl::StrJoin(probes, " ")});
+                    MainProbesText(u)});
   }
   printf("%s", FormatTable(rows).c_str());
   return 0;

@@ -16,51 +16,11 @@ namespace {
 
 using json = nlohmann::json;
 
-std::optional<bool> ParseBool(absl::string_view t) {
-  std::string s = absl::AsciiStrToLower(absl::StripAsciiWhitespace(t));
-  if (s == "true" || s == "yes" || s == "on" || s == "1") return true;
-  if (s == "false" || s == "no" || s == "off" || s == "0") return false;
-  return std::nullopt;
-}
 
 // What the text would be in a JSON config: the override kept as a string when it is one.
 std::string OverrideText(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
 }  // namespace
-
-absl::StatusOr<json> ConvertConfigValue(const json& def, absl::string_view key,
-                                        absl::string_view text) {
-  absl::string_view trimmed = absl::StripAsciiWhitespace(text);
-  auto bad = [&](absl::string_view want) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        key, ": \"", text, "\" is not ", want, " (the default is ", def.dump(),
-        "); give a value of that type"));
-  };
-  if (def.is_boolean()) {
-    auto b = ParseBool(trimmed);
-    if (!b) return bad("a boolean: use true or false");
-    return json(*b);
-  }
-  if (def.is_number_integer() || def.is_number_unsigned()) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(trimmed, &v)) return bad("an integer");
-    return json(v);
-  }
-  if (def.is_number_float()) {
-    double v = 0;
-    if (!absl::SimpleAtod(trimmed, &v) || !std::isfinite(v)) return bad("a number");
-    return json(v);
-  }
-  if (def.is_string()) return json(std::string(text));
-  // No default: PM2's autocast.
-  if (trimmed == "true") return json(true);
-  if (trimmed == "false") return json(false);
-  int64_t i = 0;
-  if (absl::SimpleAtoi(trimmed, &i)) return json(i);
-  double d = 0;
-  if (!trimmed.empty() && absl::SimpleAtod(trimmed, &d) && std::isfinite(d)) return json(d);
-  return json(std::string(text));
-}
 
 json EffectiveConfig(const json& defaults, const json& overrides) {
   json out = defaults.is_object() ? defaults : json::object();

@@ -13,17 +13,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/config_value.h"
 #include "herd/v1/types.pb.h"
 #include "nlohmann/json.hpp"
 
 namespace herd::agent {
 
-// Converts an operator's text to the JSON type of `def` (the manifest default):
-// integer, floating point, boolean (true/false, yes/no, on/off, 1/0) or string. With no
-// default (null), the value is autocast as PM2 does: "true"/"false", numbers, else string.
-absl::StatusOr<nlohmann::json> ConvertConfigValue(const nlohmann::json& def,
-                                                  absl::string_view key,
-                                                  absl::string_view text);
+// Typed conversion of one value (shared with the control plane).
+using herd::ConvertConfigValue;
 
 // defaults ⊕ overrides, each override converted (an unconvertible one is skipped: it was
 // checked at set time, so it can only come from a hand-edited file).

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/config_value.h"
 #include "common/labels.h"
 #include "controlplane/core/config_resolver.h"
 #include "controlplane/core/secrets.h"
@@ -30,31 +31,6 @@ bool ValidId(const std::string& s, size_t max) {
 
 std::string SeriesKey(const std::string& unit, const std::string& metric) {
   return absl::StrCat(unit, "\n", metric);
-}
-
-// The type of a config default (a JSON text) and whether `value` converts to it; the same
-// rules as the agent's (common to PM2: booleans, integers, numbers, strings).
-bool ConvertsTo(const std::string& default_json, const std::string& value, std::string* want) {
-  json def = json::parse(default_json, nullptr, false);
-  if (def.is_discarded() || def.is_null() || def.is_string()) return true;
-  std::string v(absl::StripAsciiWhitespace(value));
-  if (def.is_boolean()) {
-    *want = "a boolean (true/false)";
-    std::string l = absl::AsciiStrToLower(v);
-    return l == "true" || l == "false" || l == "yes" || l == "no" || l == "on" || l == "off" ||
-           l == "1" || l == "0";
-  }
-  if (def.is_number_integer() || def.is_number_unsigned()) {
-    *want = "an integer";
-    int64_t i;
-    return absl::SimpleAtoi(v, &i);
-  }
-  if (def.is_number_float()) {
-    *want = "a number";
-    double d;
-    return absl::SimpleAtod(v, &d) && std::isfinite(d);
-  }
-  return true;
 }
 
 }  // namespace
@@ -149,7 +125,6 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
   std::shared_ptr<HostSession> replaced;
   std::optional<ControlMessage> snapshot;
   bool new_host = false;
-  (void)now_ms;
   {
     absl::MutexLock l(&mu_);
     if (stopping_) return absl::UnavailableError("the control plane is stopping");
@@ -235,6 +210,7 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
   std::vector<MetricsWatcher> watchers;
   herd::v1::HostMetrics update;
   std::string pending_id;
+  std::function<void(const herd::v1::LogChunk&)> log_lines;
   bool inventory_changed = false;
   std::optional<HostRecord> save;
   {
@@ -296,10 +272,7 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
         auto p = pending_.find(msg.log_chunk().request_id());
         if (p != pending_.end() && p->second.host_id == host_id && !msg.log_chunk().end() &&
             p->second.on_lines) {
-          auto on_lines = p->second.on_lines;
-          mu_.Unlock();
-          on_lines(msg.log_chunk());
-          mu_.Lock();
+          log_lines = p->second.on_lines;  // called below, outside the lock
         } else if (p != pending_.end() && p->second.host_id == host_id) {
           pending_id = msg.log_chunk().request_id();
         }
@@ -321,6 +294,7 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
     }
   }
   for (auto& w : watchers) w(update);
+  if (log_lines) log_lines(msg.log_chunk());
   if (!pending_id.empty()) CompletePending(pending_id, msg);
   if (inventory_changed) PushConfig();
 }
@@ -455,12 +429,11 @@ absl::Status Hub::CheckConfigValue(const herd::v1::FleetSetConfigRequest& req) c
                                   false);
       if (!defaults.is_object() || !defaults.contains(req.key())) continue;
       declared = true;
-      std::string want;
-      if (!ConvertsTo(defaults[req.key()].dump(), req.value(), &want)) {
+      auto converted = ConvertConfigValue(defaults[req.key()], req.key(), req.value());
+      if (!converted.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(
-            req.module(), ":", req.key(), ": \"", req.value(), "\" is not ", want,
-            " (the default on host ", id, " is ", defaults[req.key()].dump(),
-            "); give a value of that type, or --force to send it anyway"));
+            req.module(), ":", converted.status().message(), " (checked against the manifest on ",
+            id, "; --force sends it anyway)"));
       }
     }
   }
@@ -830,16 +803,12 @@ void Hub::Relay(const std::string& host_id, ControlMessage msg, Kind kind,
                 const std::string& request_id, absl::Duration timeout,
                 std::function<void(absl::StatusOr<AgentMessage>)> done) {
   std::shared_ptr<HostSession> session;
+  bool known = false;
   {
     absl::MutexLock l(&mu_);
     auto it = hosts_.find(host_id);
-    if (it == hosts_.end()) {
-      mu_.Unlock();
-      done(absl::NotFoundError(absl::StrCat("no host ", host_id)));
-      mu_.Lock();
-      return;
-    }
-    session = it->second.session;
+    known = it != hosts_.end();
+    if (known) session = it->second.session;
     if (session) {
       Pending p;
       p.kind = kind;
@@ -848,6 +817,10 @@ void Hub::Relay(const std::string& host_id, ControlMessage msg, Kind kind,
       p.done = done;
       pending_[request_id] = std::move(p);
     }
+  }
+  if (!known) {
+    done(absl::NotFoundError(absl::StrCat("no host ", host_id, ": see `agentctl hosts`")));
+    return;
   }
   if (!session) {
     done(absl::UnavailableError(absl::StrCat("host ", host_id, " is not connected")));

@@ -81,6 +81,20 @@ pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& out_p
   return pid;
 }
 
+// agentctl's -o json output, or null with the reason in *error.
+nlohmann::json ParseJsonOutput(const CmdResult& r, std::string* error) {
+  if (r.exit_code != 0) {
+    *error = absl::StrCat("agentctl exited ", r.exit_code, ": ", r.err);
+    return nullptr;
+  }
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    *error = absl::StrCat("agentctl output is not JSON: ", r.out);
+    return nullptr;
+  }
+  return j;
+}
+
 // SIGTERM, then SIGKILL after `timeout`; shows the process's output unless it exited 0.
 void StopChild(pid_t pid, const char* what, const std::string& out_path,
                absl::Duration timeout) {
@@ -256,17 +270,7 @@ CmdResult AgentHarness::Ctl(const std::vector<std::string>& args) const {
 nlohmann::json AgentHarness::CtlJson(const std::vector<std::string>& args) {
   std::vector<std::string> full = {"-o", "json"};
   full.insert(full.end(), args.begin(), args.end());
-  CmdResult r = Ctl(full);
-  if (r.exit_code != 0) {
-    last_error_ = absl::StrCat("agentctl exited ", r.exit_code, ": ", r.err);
-    return nullptr;
-  }
-  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    last_error_ = absl::StrCat("agentctl output is not JSON: ", r.out);
-    return nullptr;
-  }
-  return j;
+  return ParseJsonOutput(Ctl(full), &last_error_);
 }
 
 nlohmann::json AgentHarness::Unit(const std::string& name) {
@@ -380,17 +384,7 @@ CmdResult ControlPlaneHarness::Ctl(const std::vector<std::string>& args,
 nlohmann::json ControlPlaneHarness::CtlJson(const std::vector<std::string>& args) {
   std::vector<std::string> full = {"-o", "json"};
   full.insert(full.end(), args.begin(), args.end());
-  CmdResult r = Ctl(full);
-  if (r.exit_code != 0) {
-    last_error_ = absl::StrCat("agentctl exited ", r.exit_code, ": ", r.err);
-    return nullptr;
-  }
-  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    last_error_ = absl::StrCat("agentctl output is not JSON: ", r.out);
-    return nullptr;
-  }
-  return j;
+  return ParseJsonOutput(Ctl(full), &last_error_);
 }
 
 }  // namespace herd::testing
