@@ -47,6 +47,11 @@ int main(int argc, char** argv) {
                  "How often agents send metrics")
       ->capture_default_str()
       ->check(CLI::Range(100, 600000));
+  app.add_option("--http", o.http_listen,
+                 "Serve the dashboard, the JSON API, /metrics, /healthz and /readyz on this "
+                 "address (host:port; port 0 picks a free one). HTTPS with --tls-cert");
+  app.add_flag("--metrics-public", o.metrics_public,
+               "Serve /metrics without a token (default: a viewer or operator token)");
   app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain: serve TLS");
   app.add_option("--tls-key", o.tls_key, "PEM private key for --tls-cert");
   app.add_option("--client-ca", o.client_ca,

@@ -17,6 +17,8 @@
 #include "controlplane/fleet/fleet_service.h"
 #include "controlplane/fleet/rollouts.h"
 #include "controlplane/gateway/gateway_service.h"
+#include "controlplane/http/http_server.h"
+#include "controlplane/http/prometheus.h"
 #include "controlplane/store/store.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -178,13 +180,48 @@ absl::Status RunServer(const ServerOptions& options) {
       !w.ok()) {
     log->warn("event=listen_address_not_written error=\"{}\"", w.message());
   }
-  log->info("event=ready version={} pid={} listen={} tls={} mtls={} data={}", HERD_VERSION,
-            getpid(), bound, !options.tls_cert.empty(), !options.client_ca.empty(),
-            options.data_dir);
+
+  std::unique_ptr<HttpServer> http;
+  std::string http_address = "off";
+  if (!options.http_listen.empty()) {
+    HttpServerOptions hopts;
+    hopts.listen = options.http_listen;
+    hopts.tls_cert = options.tls_cert;
+    hopts.tls_key = options.tls_key;
+    hopts.metrics_public = options.metrics_public;
+    HttpHandlers handlers;
+    handlers.metrics = [&hub, &rollouts, &clock] {
+      return RenderPrometheus(hub.Snapshot(), hub.stats(), clock.Now());
+    };
+    handlers.ready = [&store] { return (*store)->GetSetting("join_token_sha256").status(); };
+    handlers.authorize_read = [&fleet](const std::string& bearer) {
+      return fleet.AuthenticateToken(bearer, false).status();
+    };
+    http = std::make_unique<HttpServer>(hopts, server->InProcessChannel(grpc::ChannelArguments()),
+                                        std::move(handlers));
+    auto http_bound = http->Start();
+    if (!http_bound.ok()) {
+      http.reset();
+      rollouts.Stop();
+      hub.Stop();
+      server->Shutdown();
+      return http_bound.status();
+    }
+    http_address = *http_bound;
+    if (auto w = WriteFileAtomically(absl::StrCat(options.data_dir, "/http-address"),
+                                     http_address + "\n", 0600);
+        !w.ok()) {
+      log->warn("event=http_address_not_written error=\"{}\"", w.message());
+    }
+  }
+  log->info("event=ready version={} pid={} listen={} http={} tls={} mtls={} data={}",
+            HERD_VERSION, getpid(), bound, http_address,
+            !options.tls_cert.empty(), !options.client_ca.empty(), options.data_dir);
 
   int sig = 0;
   sigwait(&mask, &sig);
   log->info("event=shutdown_begin signal={}", strsignal(sig));
+  if (http) http->Stop();
   rollouts.Stop();
   hub.Stop();
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(3)));

@@ -4,7 +4,8 @@
 //
 // Files in the data directory (all 0600): herd.db (SQLite, WAL), join-token (give it to
 // agentd --join-token-file), operator-token and viewer-token (API tokens created on first
-// start), listen-address (the address actually bound, for tools and tests).
+// start), listen-address and http-address (the addresses actually bound, for tools and
+// tests).
 #pragma once
 
 #include <string>
@@ -22,6 +23,9 @@ struct ServerOptions {
   absl::Duration lease = absl::Seconds(30);
   uint32_t metrics_interval_ms = 1000;
   std::string tls_cert, tls_key, client_ca;
+  // HTTP(S) for the dashboard, JSON API, /metrics and health; empty = none.
+  std::string http_listen;
+  bool metrics_public = false;
 };
 
 absl::Status RunServer(const ServerOptions& options);

@@ -11,8 +11,8 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   # chosen dependencies: arguments, JSON
   libcli11-dev nlohmann-json3-dev
-  # control plane: embedded store (SQLite), secrets and TLS (OpenSSL)
-  libsqlite3-dev libssl-dev openssl
+  # control plane: embedded store (SQLite), secrets and TLS (OpenSSL), HTTP (cpp-httplib)
+  libsqlite3-dev libssl-dev openssl libcpp-httplib-dev
   # examples/python/fleet_client.py: another service on the Fleet API (Debian python3)
   python3-grpcio python3-protobuf
   # used by tests and the demo (shell and Python sample apps)
@@ -20,6 +20,9 @@ PACKAGES=(
   # modules: archives with tar; the module integration tests watch a redis-server through
   # its pid file. Node.js and npm are checked as commands below.
   tar redis-server
+  # dashboard tests: a real browser (driven by playwright-core from npm), and Prometheus's
+  # own parser (promtool) and server scraping /metrics
+  chromium prometheus
 )
 
 missing=()

@@ -670,8 +670,23 @@ std::vector<herd::v1::ModuleInventory> ModuleManager::Inventory() const {
     inv.set_version(m->manifest.version);
     inv.set_source(m->source);
     inv.set_defaults_json(m->manifest.config.is_object() ? m->manifest.config.dump() : "{}");
+    inv.set_description(m->manifest.description);
     auto d = supervisor_.Describe(name);
-    if (d.ok()) inv.set_state(d->status().state());
+    if (d.ok()) {
+      inv.set_state(d->status().state());
+      const auto& spec = d->spec();
+      inv.set_interpreter(spec.interpreter().empty() || spec.interpreter() == "none"
+                              ? spec.script()
+                              : spec.interpreter());
+    }
+    herd::v1::ModuleInfo info;
+    m->channel.Fill(&info);
+    if (info.has_widget()) *inv.mutable_widget() = info.widget();
+    *inv.mutable_actions() = info.actions();
+    constexpr int kRecentIssues = 5;
+    for (int i = std::max(0, info.issues_size() - kRecentIssues); i < info.issues_size(); ++i) {
+      *inv.add_recent_issues() = info.issues(i);
+    }
     out.push_back(std::move(inv));
   }
   return out;

@@ -94,6 +94,7 @@ void ControlPlaneLink::SendMetrics() {
   herd::v1::MetricsBatch b;
   b.set_at_unix_ms(absl::ToUnixMillis(loop_.clock().Now()));
   *b.mutable_host() = host_sampler_.Sample();
+  std::string shown;
   for (const auto& st : supervisor_.List()) {
     herd::v1::UnitSample* u = b.add_units();
     u->set_name(st.name());
@@ -113,9 +114,17 @@ void ControlPlaneLink::SendMetrics() {
       for (const auto& p : mi.widget().main_probes()) u->add_main_probes(p);
       u->set_issues_count(mi.issues_count());
       u->set_version(mi.version());
+      // What the inventory shows beyond the samples: resent when it changes.
+      absl::StrAppend(&shown, st.name(), "\n", mi.widget().SerializeAsString(), "\n",
+                      mi.issues_count(), "\n");
+      for (const auto& a : mi.actions()) absl::StrAppend(&shown, a.name(), ",", a.arity(), ";");
     }
   }
   uplink_->PushMetrics(std::move(b));
+  if (shown != shown_in_inventory_) {
+    if (!shown_in_inventory_.empty() || !shown.empty()) uplink_->InventoryChanged();
+    shown_in_inventory_ = std::move(shown);
+  }
 }
 
 void ControlPlaneLink::OnConfig(const herd::v1::ConfigSnapshot& snap,

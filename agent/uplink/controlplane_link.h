@@ -63,6 +63,8 @@ class ControlPlaneLink final : public UplinkHandler {
   HostSampler host_sampler_;
   EventLoop::Handle metrics_timer_ = 0;
   std::atomic<uint32_t> metrics_interval_ms_{1000};
+  // Modules' widgets, actions and issue counts as last sent in the inventory (loop).
+  std::string shown_in_inventory_;
   std::map<std::string, uint64_t> follows_;  // log request id → supervisor follow id (loop)
   // Cleared at Stop: callbacks posted to the loop afterwards do nothing.
   std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);

@@ -1,7 +1,12 @@
 #include "controlplane/fleet/fleet_service.h"
 
+#include <algorithm>
 #include <deque>
+#include <tuple>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "controlplane/core/secrets.h"
@@ -210,6 +215,19 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
   std::string request_id_;
 };
 
+// `query` is lower case; empty matches every host.
+bool HostMatches(const herd::v1::Host& h, const std::string& query) {
+  if (query.empty()) return true;
+  auto has = [&](const std::string& text) {
+    return absl::StrContains(absl::AsciiStrToLower(text), query);
+  };
+  if (has(h.host_id()) || has(h.hostname())) return true;
+  for (const auto& [k, v] : h.labels()) {
+    if (has(absl::StrCat(k, "=", v))) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 grpc::Status ToGrpc(const absl::Status& s) {
@@ -219,7 +237,11 @@ grpc::Status ToGrpc(const absl::Status& s) {
 
 absl::StatusOr<Actor> FleetService::Authenticate(const grpc::ServerContextBase& ctx,
                                                  bool needs_operator) {
-  std::string bearer = BearerToken(ctx);
+  return AuthenticateToken(BearerToken(ctx), needs_operator);
+}
+
+absl::StatusOr<Actor> FleetService::AuthenticateToken(const std::string& bearer,
+                                                      bool needs_operator) {
   if (bearer.empty()) {
     return absl::UnauthenticatedError(
         "no token: pass --token-file (or HERD_TOKEN) with an API token of this control plane "
@@ -249,7 +271,27 @@ grpc::ServerUnaryReactor* FleetService::ListHosts(grpc::CallbackServerContext* c
   HERD_AUTH(false);
   auto hosts = hub_.ListHosts(req->target());
   if (!hosts.ok()) return Done(ctx, hosts.status());
-  for (auto& h : *hosts) *resp->add_hosts() = std::move(h);
+  size_t offset = 0;
+  if (!req->page_token().empty() && !absl::SimpleAtoi(req->page_token(), &offset)) {
+    return Done(ctx, absl::InvalidArgumentError(
+                         "page_token is not one this API returned: pass next_page_token as is"));
+  }
+  std::vector<herd::v1::Host*> matching;
+  const std::string query = absl::AsciiStrToLower(req->query());
+  for (auto& h : *hosts) {
+    if (HostMatches(h, query)) matching.push_back(&h);
+  }
+  std::sort(matching.begin(), matching.end(), [](const herd::v1::Host* a, const herd::v1::Host* b) {
+    return std::tie(a->hostname(), a->host_id()) < std::tie(b->hostname(), b->host_id());
+  });
+  resp->set_total_size(static_cast<uint32_t>(matching.size()));
+  resp->set_online_size(static_cast<uint32_t>(
+      std::count_if(matching.begin(), matching.end(), [](auto* h) { return h->online(); })));
+  const size_t end = req->page_size() == 0
+                         ? matching.size()
+                         : std::min(matching.size(), offset + req->page_size());
+  for (size_t i = offset; i < end; ++i) *resp->add_hosts() = std::move(*matching[i]);
+  if (end < matching.size()) resp->set_next_page_token(absl::StrCat(end));
   return Done(ctx, absl::OkStatus());
 }
 

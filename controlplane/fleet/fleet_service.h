@@ -60,6 +60,8 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
 
   // The caller's identity from its bearer token, and whether it may change things.
   absl::StatusOr<Actor> Authenticate(const grpc::ServerContextBase& ctx, bool needs_operator);
+  // The same check for a bearer token that came another way (the HTTP server's /metrics).
+  absl::StatusOr<Actor> AuthenticateToken(const std::string& bearer, bool needs_operator);
 
  private:
   Hub& hub_;
