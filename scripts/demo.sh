@@ -29,23 +29,26 @@ mkdir -p "$DEMO"
 # The control plane, in the background, on a fixed loopback port (free one chosen if taken).
 if ! { [ -f "$DEMO/controlplane.pid" ] && kill -0 "$(cat "$DEMO/controlplane.pid")" 2>/dev/null; }; then
   LISTEN="127.0.0.1:${HERD_DEMO_PORT:-7070}"
+  HTTP="127.0.0.1:${HERD_DEMO_HTTP_PORT:-8080}"
   if [ -f "$CP_DATA/listen-address" ]; then LISTEN="$(cat "$CP_DATA/listen-address")"; fi
-  rm -f "$CP_DATA/listen-address"
-  nohup "$BIN/controlplane" --data "$CP_DATA" --listen "$LISTEN" --log-file "$DEMO/controlplane.log" \
-    >/dev/null 2>&1 &
+  if [ -f "$CP_DATA/http-address" ]; then HTTP="$(cat "$CP_DATA/http-address")"; fi
+  rm -f "$CP_DATA/listen-address" "$CP_DATA/http-address"
+  nohup "$BIN/controlplane" --data "$CP_DATA" --listen "$LISTEN" --http "$HTTP" \
+    --log-file "$DEMO/controlplane.log" >/dev/null 2>&1 &
   echo $! > "$DEMO/controlplane.pid"
-  for _ in $(seq 50); do [ -s "$CP_DATA/listen-address" ] && break; sleep 0.1; done
-  if [ ! -s "$CP_DATA/listen-address" ]; then
-    # The port was taken: let the system choose one.
+  for _ in $(seq 50); do [ -s "$CP_DATA/http-address" ] && break; sleep 0.1; done
+  if [ ! -s "$CP_DATA/http-address" ]; then
+    # A port was taken: let the system choose them.
     kill "$(cat "$DEMO/controlplane.pid")" 2>/dev/null || true
-    nohup "$BIN/controlplane" --data "$CP_DATA" --listen 127.0.0.1:0 --log-file "$DEMO/controlplane.log" \
-      >/dev/null 2>&1 &
+    nohup "$BIN/controlplane" --data "$CP_DATA" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
+      --log-file "$DEMO/controlplane.log" >/dev/null 2>&1 &
     echo $! > "$DEMO/controlplane.pid"
-    for _ in $(seq 50); do [ -s "$CP_DATA/listen-address" ] && break; sleep 0.1; done
+    for _ in $(seq 50); do [ -s "$CP_DATA/http-address" ] && break; sleep 0.1; done
   fi
-  [ -s "$CP_DATA/listen-address" ] || { echo "controlplane did not start: see $DEMO/controlplane.log" >&2; exit 1; }
+  [ -s "$CP_DATA/http-address" ] || { echo "controlplane did not start: see $DEMO/controlplane.log" >&2; exit 1; }
 fi
 CP="$(cat "$CP_DATA/listen-address")"
+WEB="http://$(cat "$CP_DATA/http-address")"
 export HERD_CONTROLPLANE="$CP" HERD_TOKEN_FILE="$CP_DATA/operator-token"
 
 # The agent, linked to it.
@@ -71,6 +74,9 @@ echo "== the fleet (agentctl hosts, agentctl modules)"
 cat <<MSG
 
 Herd is running: controlplane at $CP (data: $CP_DATA) and agentd (home: $HERD_HOME).
+  Dashboard: $WEB/   (log in with the token in $CP_DATA/operator-token,
+                      or viewer-token for read-only)
+  Prometheus: curl -H "Authorization: Bearer \$(cat $CP_DATA/viewer-token)" $WEB/metrics
   export HERD_HOME=$HERD_HOME PATH=$BIN:\$PATH
   export HERD_CONTROLPLANE=$CP HERD_TOKEN_FILE=$CP_DATA/operator-token
   agentctl list | top | logs ticker -f     # this host's units (PM2's list, monit, logs)

@@ -311,7 +311,7 @@ class Module:
     """The module's side of the channel. Build it with `init()`."""
 
     def __init__(self, name, config, description="", version="", widget_type="generic",
-                 main_probes=(), flush_interval=1.0, channel_fd=None):
+                 main_probes=(), flush_interval=1.0, channel_fd=None, logo="", theme=None):
         self.name = name
         self.config = config
         self.description = description
@@ -342,7 +342,8 @@ class Module:
             "module_conf": config,
             "widget": {
                 "type": widget_type,
-                "theme": list(THEME),
+                "logo": str(logo or ""),
+                "theme": list(theme) if theme else list(THEME),
                 "el": {"probes": True, "actions": True},
                 "block": {"actions": True, "issues": True, "cpu": True, "mem": True,
                           "main_probes": list(main_probes)},
@@ -671,8 +672,11 @@ def _manifest():
 
 
 def init(description="", version="", widget_type="generic", main_probes=(),
-         flush_interval=1.0, channel_fd=None, config=None):
+         flush_interval=1.0, channel_fd=None, config=None, logo="", theme=None):
     """Connect to the agent and announce the module; returns the Module.
+
+    logo (an https: or data: image URL) and theme (PM2's four colours: main, secondary,
+    main border, secondary border) are how the dashboard shows the module's widget.
 
     channel_fd defaults to $HERD_CHANNEL_FD (absent: standalone, nothing is sent); config
     defaults to $HERD_MODULE_CONFIG, the effective typed config. Version and description
@@ -706,4 +710,5 @@ def init(description="", version="", widget_type="generic", main_probes=(),
         os.path.splitext(os.path.basename(sys.argv[0] or "module"))[0] or "module"
     return Module(str(name), config, description=description, version=version,
                   widget_type=widget_type, main_probes=main_probes,
-                  flush_interval=flush_interval, channel_fd=channel_fd)
+                  flush_interval=flush_interval, channel_fd=channel_fd, logo=logo,
+                  theme=theme)

@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <httplib.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -360,6 +362,31 @@ void ControlPlaneHarness::Kill() {
   kill(pid_, SIGKILL);
   WaitChild(pid_, absl::Seconds(5));
   pid_ = 0;
+}
+
+std::string ControlPlaneHarness::http_address() const {
+  return std::string(absl::StripAsciiWhitespace(ReadWhole(Path("http-address"))));
+}
+
+HttpReply HttpCall(const std::string& address, const std::string& method,
+                   const std::string& path, const std::string& body, const std::string& token) {
+  httplib::Client client(absl::StrCat("http://", address));
+  client.set_connection_timeout(5);
+  client.set_read_timeout(30);
+  httplib::Headers headers;
+  if (!token.empty()) headers.emplace("Authorization", absl::StrCat("Bearer ", token));
+  httplib::Result r = method == "GET"
+                          ? client.Get(path.c_str(), headers)
+                          : client.Post(path.c_str(), headers, body, "application/json");
+  HttpReply reply;
+  if (!r) {
+    reply.error = httplib::to_string(r.error());
+    return reply;
+  }
+  reply.status = r->status;
+  reply.body = r->body;
+  reply.content_type = r->get_header_value("Content-Type");
+  return reply;
 }
 
 std::vector<std::string> ControlPlaneHarness::AgentArgs(const std::string& labels) const {

@@ -24,6 +24,17 @@ struct CmdResult {
   std::string err;
 };
 
+// One HTTP request to address (host:port): the status (0 when no answer) and body.
+struct HttpReply {
+  int status = 0;
+  std::string body;
+  std::string content_type;
+  std::string error;  // why there is no answer
+};
+HttpReply HttpCall(const std::string& address, const std::string& method,
+                   const std::string& path, const std::string& body = "",
+                   const std::string& token = "");
+
 // Runs argv to completion (stdin /dev/null), capturing stdout and stderr.
 CmdResult Run(const std::vector<std::string>& argv);
 
@@ -92,6 +103,8 @@ class ControlPlaneHarness {
   void Kill();  // SIGKILL
   pid_t pid() const { return pid_; }
   const std::string& address() const { return address_; }
+  // With --http: the address it serves HTTP on (from its data directory), else empty.
+  std::string http_address() const;
   const std::string& data_dir() const { return dir_; }
   std::string Path(const std::string& rel) const { return dir_ + "/" + rel; }
   std::string JoinTokenFile() const { return Path("join-token"); }

@@ -129,6 +129,22 @@ class TestConfiguration(ChannelTest):
         self.assertEqual(w["block"], {"actions": True, "issues": True, "cpu": True,
                                       "mem": True, "main_probes": ["ticks"]})
 
+    def test_logo_and_theme_are_announced_when_given(self):
+        self.assertEqual(self.conf["data"]["widget"]["logo"], "")
+        sock_a, sock_b = socket.socketpair()
+        try:
+            with mock.patch.dict(os.environ, {"HERD_MODULE_NAME": "themed"}):
+                mod = herd_module.init(logo="https://example.invalid/logo.svg",
+                                       theme=["#9F1414", "#591313", "white", "white"],
+                                       flush_interval=30.0, channel_fd=sock_b.fileno())
+            w = Agent(sock_a).msg()["data"]["widget"]
+            mod.close()
+            self.assertEqual(w["logo"], "https://example.invalid/logo.svg")
+            self.assertEqual(w["theme"], ["#9F1414", "#591313", "white", "white"])
+        finally:
+            sock_a.close()
+            sock_b.close()
+
     def test_config_access(self):
         self.assertEqual(self.mod.config["interval"], 5)
         self.assertEqual(self.mod.get("greeting"), 'hi "you"')

@@ -1,0 +1,308 @@
+// The control plane's HTTP side end to end on loopback: a real controlplane --http, a real
+// agentd linked to it running the dash-demo module (tests/integration/fixtures), and
+//   - the JSON API: the Fleet service in protobuf JSON, with the same tokens and roles,
+//     errors as JSON, streams as ndjson;
+//   - the dashboard's files, health and readiness;
+//   - the dashboard in a real browser (Debian's chromium driven by playwright-core:
+//     tests/e2e/dashboard.mjs), screenshots in <build>/test-artifacts/dashboard.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <httplib.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/agent_harness.h"
+
+namespace herd::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using json = nlohmann::json;
+
+std::string SourceDir() { return HERD_TEST_SOURCE_DIR; }
+
+std::string Token(const std::string& file) {
+  CmdResult r = Run({"/bin/cat", file});
+  return std::string(absl::StripAsciiWhitespace(r.out));
+}
+
+class DashboardTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.Start({"--http", "127.0.0.1:0", "--metrics-interval-ms", "500"}))
+        << cp_.last_error();
+    http_ = cp_.http_address();
+    ASSERT_FALSE(http_.empty()) << "controlplane --http wrote no http-address";
+    viewer_ = Token(cp_.ViewerTokenFile());
+    operator_ = Token(cp_.OperatorTokenFile());
+    ASSERT_TRUE(agent_.StartAgent(cp_.AgentArgs("role=e2e,env=test"))) << agent_.last_error();
+    const std::string dir = agent_.Path("src/dash-demo");
+    fs::create_directories(dir);
+    for (const char* f : {"package.json", "main.py"}) {
+      fs::copy_file(SourceDir() + "/tests/integration/fixtures/dashboard-module/" + f,
+                    dir + "/" + f);
+    }
+    fs::copy_file(SourceDir() + "/sdk/python/herd_module.py", dir + "/herd_module.py");
+    CmdResult inst = agent_.Ctl({"install", dir});
+    ASSERT_EQ(inst.exit_code, 0) << inst.out << inst.err;
+    json info = agent_.CtlJson({"info"});
+    host_id_ = info.is_object() ? info.value("host_id", "") : "";
+    ASSERT_FALSE(host_id_.empty());
+    // Registered, with the module's widget and action in the inventory.
+    ASSERT_TRUE(WaitFor([&] {
+      json d = Api("GetHost", {{"hostId", host_id_}});
+      if (!d.contains("modules")) return false;
+      for (const auto& m : d["modules"]) {
+        if (m["name"] == "dash-demo" && !m["actions"].empty() && !m["recentIssues"].empty()) {
+          return true;
+        }
+      }
+      return false;
+    }, absl::Seconds(30))) << Api("GetHost", {{"hostId", host_id_}}).dump();
+  }
+
+  // POST /api/v1/<method> with the viewer token (or `token`); the parsed body.
+  json Api(const std::string& method, const json& body, const std::string& token = "") {
+    HttpReply r = HttpCall(http_, "POST", "/api/v1/" + method, body.dump(),
+                           token.empty() ? viewer_ : token);
+    last_status_ = r.status;
+    return json::parse(r.body, nullptr, false);
+  }
+
+  json DashDemo() {
+    json d = Api("GetHost", {{"hostId", host_id_}});
+    for (const auto& u : d.value("units", json::array())) {
+      if (u["name"] == "dash-demo") return u;
+    }
+    return json();
+  }
+
+  ControlPlaneHarness cp_;
+  AgentHarness agent_;
+  std::string http_, viewer_, operator_, host_id_;
+  int last_status_ = 0;
+};
+
+TEST_F(DashboardTest, HealthAndReadiness) {
+  HttpReply health = HttpCall(http_, "GET", "/healthz");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(health.body, "ok\n");
+  HttpReply ready = HttpCall(http_, "GET", "/readyz");
+  EXPECT_EQ(ready.status, 200);
+  EXPECT_EQ(ready.body, "ready\n");
+}
+
+TEST_F(DashboardTest, ApiIsTheFleetServiceInProtobufJson) {
+  json hosts = Api("ListHosts", json::object());
+  ASSERT_EQ(last_status_, 200) << hosts.dump();
+  ASSERT_EQ(hosts["hosts"].size(), 1u);
+  const json& h = hosts["hosts"][0];
+  EXPECT_EQ(h["hostId"], host_id_);
+  EXPECT_EQ(h["labels"]["role"], "e2e");
+  EXPECT_TRUE(h["online"].get<bool>());
+  // int64 as a string (protobuf's JSON mapping), defaults included.
+  EXPECT_TRUE(h["lastSeenUnixMs"].is_string());
+  EXPECT_TRUE(h.contains("droppedBatches"));
+  EXPECT_EQ(hosts["totalSize"], 1);
+  EXPECT_EQ(hosts["onlineSize"], 1);
+
+  // Search is by id, hostname or label; pages carry a token.
+  EXPECT_EQ(Api("ListHosts", {{"query", "ROLE=E2E"}})["totalSize"], 1);
+  EXPECT_EQ(Api("ListHosts", {{"query", host_id_.substr(0, 6)}})["totalSize"], 1);
+  json none = Api("ListHosts", {{"query", "no-such-host-xyz"}});
+  EXPECT_EQ(none["totalSize"], 0);
+  EXPECT_TRUE(none["hosts"].empty());
+  json page = Api("ListHosts", {{"pageSize", 1}, {"pageToken", "1"}});
+  EXPECT_EQ(page["totalSize"], 1);
+  EXPECT_TRUE(page["hosts"].empty());
+  EXPECT_EQ(page["nextPageToken"], "");
+  Api("ListHosts", {{"pageToken", "x"}});
+  EXPECT_EQ(last_status_, 400);
+
+  // What a widget needs: the module's widget options, actions, latest issues, meta.
+  json d = Api("GetHost", {{"hostId", host_id_}});
+  json mod;
+  for (const auto& m : d["modules"]) {
+    if (m["name"] == "dash-demo") mod = m;
+  }
+  ASSERT_FALSE(mod.is_null()) << d.dump();
+  EXPECT_EQ(mod["version"], "1.4.2");
+  EXPECT_THAT(mod["widget"]["logo"].get<std::string>(), StartsWith("data:image/svg+xml;base64,"));
+  EXPECT_EQ(mod["widget"]["theme"][0], "#9F1414");
+  EXPECT_EQ(mod["widget"]["mainProbes"][0], "ticks");
+  EXPECT_EQ(mod["actions"][0]["name"], "greet");
+  EXPECT_EQ(mod["recentIssues"][0]["message"], "dash-demo started");
+  EXPECT_EQ(mod["interpreter"], "python3");
+  EXPECT_EQ(mod["state"], "UNIT_STATE_ONLINE");
+  EXPECT_TRUE(WaitFor([&] {
+    json u = DashDemo();
+    return u.is_object() && u["isModule"].get<bool>() && !u["probes"].empty() &&
+           u["issuesCount"] == "1";
+  })) << DashDemo().dump();
+
+  // Recent history of the unit's CPU, as the charts load it.
+  ASSERT_TRUE(WaitFor([&] {
+    json s = Api("QuerySeries", {{"hostId", host_id_}, {"unit", "dash-demo"}, {"metric", "cpu"}});
+    return s["points"].size() >= 2;
+  }));
+}
+
+TEST_F(DashboardTest, ApiKeepsTheTokensAndRolesAndSaysWhatIsWrong) {
+  HttpReply none = HttpCall(http_, "POST", "/api/v1/ListHosts", "{}");
+  EXPECT_EQ(none.status, 401);
+  EXPECT_EQ(none.content_type, "application/json");
+  json err = json::parse(none.body, nullptr, false);
+  EXPECT_EQ(err["error"]["status"], "UNAUTHENTICATED") << none.body;
+  EXPECT_EQ(HttpCall(http_, "POST", "/api/v1/ListHosts", "{}", "hv_not-a-token").status, 401);
+
+  json denied = Api("SetConfig", {{"scope", {{"global", true}}}, {"module", "dash-demo"},
+                                  {"key", "greeting"}, {"value", "no"}});
+  EXPECT_EQ(last_status_, 403);
+  EXPECT_EQ(denied["error"]["status"], "PERMISSION_DENIED");
+  EXPECT_THAT(denied["error"]["message"].get<std::string>(), HasSubstr("operator token"));
+
+  json bad = Api("ListHosts", {{"bogus", 1}});
+  EXPECT_EQ(last_status_, 400);
+  EXPECT_THAT(bad["error"]["message"].get<std::string>(), HasSubstr("herd.v1.ListHostsRequest"));
+  HttpReply garbage = HttpCall(http_, "POST", "/api/v1/ListHosts", "{not json", viewer_);
+  EXPECT_EQ(garbage.status, 400);
+  json unknown = Api("DropEverything", json::object());
+  EXPECT_EQ(last_status_, 404);
+  EXPECT_THAT(unknown["error"]["message"].get<std::string>(), HasSubstr("DropEverything"));
+  EXPECT_EQ(HttpCall(http_, "GET", "/api/v1/ListHosts", "", viewer_).status, 400);
+  json missing = Api("GetHost", {{"hostId", "no-such-host"}});
+  EXPECT_EQ(last_status_, 404) << missing.dump();
+}
+
+TEST_F(DashboardTest, ActionsAndConfigGoThroughTheSamePathAsAgentctl) {
+  json target = {{"hosts", {{"ids", {host_id_}}}}};
+  auto greet = [&] {
+    json r = Api("TriggerAction", {{"target", target}, {"module", "dash-demo"},
+                                   {"action", "greet"}, {"params", {{"name", "json"}}}},
+                 operator_);
+    return r.value("results", json::array()).empty() ? r.dump()
+                                                      : r["results"][0].value("replyJson", "");
+  };
+  EXPECT_THAT(greet(), HasSubstr("hello, json"));
+
+  const int pid = DashDemo().value("pid", 0);
+  json change = Api("SetConfig", {{"scope", {{"hostId", host_id_}}}, {"module", "dash-demo"},
+                                  {"key", "greeting"}, {"value", "bonjour"}},
+                    operator_);
+  ASSERT_EQ(last_status_, 200) << change.dump();
+  EXPECT_TRUE(change["changed"].get<bool>());
+  EXPECT_EQ(change["hosts"][0], host_id_);
+  // Acknowledged by the host, which restarted the module with it.
+  ASSERT_TRUE(WaitFor([&] {
+    json h = Api("GetHost", {{"hostId", host_id_}})["host"];
+    return h["ackedConfigVersion"] == h["desiredConfigVersion"] && h["configRejections"].empty();
+  }, absl::Seconds(20)));
+  ASSERT_TRUE(WaitFor([&] {
+    json u = DashDemo();
+    return u.value("pid", 0) != pid && u["state"] == "UNIT_STATE_ONLINE";
+  }, absl::Seconds(20)));
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(greet(), "bonjour, json"); },
+                      absl::Seconds(15)));
+  json conf = Api("GetConfig", {{"module", "dash-demo"}, {"hostId", host_id_}});
+  bool seen = false;
+  for (const auto& e : conf["effective"][0]["entries"]) {
+    if (e["key"] == "greeting") {
+      seen = true;
+      EXPECT_EQ(e["effectiveJson"], "\"bonjour\"");
+      EXPECT_EQ(e["source"], "host");
+      EXPECT_EQ(e["defaultJson"], "\"hello\"");
+    }
+  }
+  EXPECT_TRUE(seen) << conf.dump();
+}
+
+TEST_F(DashboardTest, StreamsAreNdjsonAndEndWhenTheClientGoes) {
+  httplib::Client client(absl::StrCat("http://", http_));
+  client.set_read_timeout(20);
+  std::string buffer;
+  std::vector<json> messages;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/api/v1/WatchMetrics";
+  req.headers = {{"Authorization", "Bearer " + viewer_}, {"Content-Type", "application/json"}};
+  req.body = json({{"target", {{"hosts", {{"ids", {host_id_}}}}}}}).dump();
+  req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
+    buffer.append(data, len);
+    size_t nl;
+    while ((nl = buffer.find('\n')) != std::string::npos) {
+      messages.push_back(json::parse(buffer.substr(0, nl), nullptr, false));
+      buffer.erase(0, nl + 1);
+    }
+    return messages.size() < 3;  // then hang up
+  };
+  client.send(req);
+  ASSERT_GE(messages.size(), 3u);
+  for (const auto& m : messages) {
+    ASSERT_TRUE(m.contains("result")) << m.dump();
+    EXPECT_EQ(m["result"]["hostId"], host_id_);
+    EXPECT_FALSE(m["result"]["batch"]["units"].empty());
+  }
+  // A stream refused at the start says why, in its one line.
+  HttpReply denied = HttpCall(http_, "POST", "/api/v1/WatchMetrics", "{}", "hv_wrong");
+  EXPECT_EQ(denied.status, 200);
+  EXPECT_EQ(denied.content_type, "application/x-ndjson");
+  EXPECT_THAT(denied.body, HasSubstr("UNAUTHENTICATED"));
+  // The server is still there for everyone else after the hang-up.
+  EXPECT_EQ(HttpCall(http_, "GET", "/healthz").status, 200);
+  EXPECT_EQ(Api("ListHosts", json::object())["totalSize"], 1);
+}
+
+TEST_F(DashboardTest, DashboardFilesAreServedWithAStrictPolicy) {
+  httplib::Client client(absl::StrCat("http://", http_));
+  auto index = client.Get("/");
+  ASSERT_TRUE(index);
+  EXPECT_EQ(index->status, 200);
+  EXPECT_THAT(index->get_header_value("Content-Type"), StartsWith("text/html"));
+  EXPECT_THAT(index->get_header_value("Content-Security-Policy"), HasSubstr("script-src 'self'"));
+  EXPECT_EQ(index->get_header_value("X-Frame-Options"), "DENY");
+  EXPECT_THAT(index->body, HasSubstr("/assets/uPlot.iife.min.js"));
+  auto chart = client.Get("/assets/uPlot.iife.min.js");
+  ASSERT_TRUE(chart);
+  EXPECT_EQ(chart->status, 200);
+  EXPECT_THAT(chart->get_header_value("Content-Type"), StartsWith("text/javascript"));
+  EXPECT_THAT(chart->body, HasSubstr("uPlot"));
+  EXPECT_EQ(client.Get("/assets/no-such-file.js")->status, 404);
+  EXPECT_EQ(client.Get("/assets/..%2Fserver.cc")->status, 404);
+}
+
+// The dashboard in Debian's chromium, driven by playwright-core: see tests/e2e/dashboard.mjs
+// for the steps (log in, find the host, the live widget, an action, Configure, a rollout).
+TEST_F(DashboardTest, BrowserSeesTheFleetAndDrivesIt) {
+  const std::string node_path = HERD_E2E_NODE_PATH;
+  ASSERT_TRUE(fs::exists(node_path + "/playwright-core"))
+      << "playwright-core is not in " << node_path
+      << ": the build installs it from npm (tests/e2e/package.json, target e2e_npm)";
+  ASSERT_TRUE(fs::exists("/usr/bin/chromium"))
+      << "no /usr/bin/chromium: scripts/install-deps.sh installs Debian's chromium";
+  const std::string shots = absl::StrCat(HERD_ARTIFACTS_DIR, "/dashboard");
+  fs::create_directories(shots);
+  json hostname = Api("GetHost", {{"hostId", host_id_}})["host"]["hostname"];
+  CmdResult r = herd::testing::Run({"/usr/bin/env", absl::StrCat("NODE_PATH=", node_path),
+                     absl::StrCat("HERD_URL=http://", http_), "HERD_TOKEN=" + operator_,
+                     "HERD_VIEWER_TOKEN=" + viewer_, "HERD_HOST_ID=" + host_id_,
+                     "HERD_HOSTNAME=" + hostname.get<std::string>(), "HERD_MODULE=dash-demo",
+                     "HERD_SELECTOR=role=e2e", "HERD_ARTIFACTS=" + shots,
+                     "node", SourceDir() + "/tests/e2e/dashboard.mjs"});
+  EXPECT_EQ(r.exit_code, 0) << "stdout:\n" << r.out << "\nstderr:\n" << r.err
+                            << "\nscreenshots in " << shots;
+  // What the browser did, seen from the agent: the module runs with the greeting set in the
+  // Configure dialog.
+  CmdResult greet = agent_.Ctl({"action", "dash-demo", "greet", "--param", "name=agent"});
+  EXPECT_THAT(greet.out, HasSubstr("bonjour, agent"));
+}
+
+}  // namespace
+}  // namespace herd::testing
