@@ -1,0 +1,282 @@
+// End-to-end test of the dashboard in a real (headless) Chromium against a running control
+// plane and agent: login, fleet search, a module's widget live, a permission error with the
+// viewer token, an action, a config change followed to the host's acknowledgement, a
+// rollout, the rollouts list. Run: node tests/e2e/dashboard.mjs (README.md for the inputs).
+// Exits 0 on success, 1 naming the failed step; screenshots go to $HERD_ARTIFACTS.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+
+// CommonJS resolution, so NODE_PATH is honoured (ES module imports ignore it).
+const { chromium } = createRequire(import.meta.url)('playwright-core');
+
+function env(name, fallback) {
+  const v = process.env[name] ?? fallback;
+  if (v === undefined || v === '') {
+    console.error(`dashboard e2e: ${name} is not set`);
+    process.exit(2);
+  }
+  return v;
+}
+
+const URL_ = env('HERD_URL').replace(/\/$/, '');
+const TOKEN = env('HERD_TOKEN');
+const VIEWER_TOKEN = env('HERD_VIEWER_TOKEN');
+const HOST_ID = env('HERD_HOST_ID');
+const HOSTNAME = env('HERD_HOSTNAME');
+const MODULE = env('HERD_MODULE');
+const SELECTOR = env('HERD_SELECTOR');
+const ARTIFACTS = env('HERD_ARTIFACTS', path.join(os.tmpdir(), 'herd-dashboard-e2e'));
+const CHROMIUM = env('CHROMIUM', '/usr/bin/chromium');
+
+const WAIT_MS = 30000; // per wait: CI is a loaded 2-core machine
+const byAttr = (testid, attr, value) => `[data-testid="${testid}"][${attr}=${JSON.stringify(value)}]`;
+
+// Polls fn until it returns a truthy value; fails with `what` and the last value seen.
+async function waitFor(what, fn, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = `error: ${e.message.split('\n')[0]}`;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what} (last: ${JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+// The Fleet JSON API, for what the test must know independently of the page.
+async function api(method, body, token = VIEWER_TOKEN) {
+  const res = await fetch(`${URL_}/api/v1/${method}`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  assert.ok(res.ok, `${method}: HTTP ${res.status} ${await res.clone().text()}`);
+  return res.json();
+}
+
+async function main() {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const problems = []; // uncaught page errors and CSP violations: the page must have none
+  let stepNo = 0;
+  let rolloutId = '';
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
+    });
+
+    // ARTIFACTS/NN-name.png, NN being the current step.
+    const shot = (name, fullPage = true) =>
+      page.screenshot({ path: path.join(ARTIFACTS, `${String(stepNo).padStart(2, '0')}-${name}.png`), fullPage });
+
+    async function step(name, fn) {
+      stepNo++;
+      try {
+        await fn();
+      } catch (e) {
+        await shot(`${name}-FAILED`).catch(() => {});
+        e.message = `step ${stepNo} (${name}) failed: ${e.message}`;
+        throw e;
+      }
+      await shot(name);
+      console.log(`ok ${stepNo} - ${name}`);
+    }
+
+    const widget = page.locator(byAttr('module-widget', 'data-module', MODULE));
+    const text = (locator) => locator.textContent().then((t) => t || '');
+    const number = async (locator, attr) => Number(await locator.getAttribute(attr));
+
+    async function login(token) {
+      await page.getByTestId('token-input').fill(token);
+      await page.getByTestId('login-button').click();
+    }
+
+    // Clicks an action with params and returns the reply once it is no longer pending.
+    async function greet() {
+      await widget.getByTestId('action-params').fill('name=e2e');
+      await widget.locator(byAttr('action-button', 'data-action', 'greet')).click();
+      const reply = widget.getByTestId('action-reply');
+      return waitFor('the action reply', async () => {
+        const t = await text(reply);
+        return t && !t.startsWith('running') ? t : null;
+      });
+    }
+
+    async function openConfig() {
+      await widget.getByTestId('configure-button').click();
+      const dialog = page.getByTestId('config-dialog');
+      await dialog.waitFor();
+      const row = dialog.locator(byAttr('config-row', 'data-key', 'greeting'));
+      await row.waitFor();
+      return { dialog, row };
+    }
+
+    async function configStatus(dialog, pattern) {
+      const status = dialog.getByTestId('config-status');
+      return waitFor(`config-status to match ${pattern}`, async () => {
+        const t = await text(status);
+        return pattern.test(t) ? t : null;
+      }, 45000);
+    }
+
+    await step('login', async () => {
+      await page.goto(URL_);
+      await login('not-a-valid-token');
+      await page.getByTestId('login-error').waitFor();
+      assert.match(await text(page.getByTestId('login-error')), /401|not accepted/i);
+      await login(VIEWER_TOKEN);
+      await page.getByTestId('host-count').waitFor();
+    });
+
+    await step('fleet-search', async () => {
+      const hosts = await api('ListHosts', { pageSize: 1 });
+      await waitFor('host-count to show the total', async () => (await text(page.getByTestId('host-count'))).includes(String(hosts.totalSize)));
+      // Pages hold 50 hosts in hostname order: in a bigger fleet the host may be further on.
+      if (hosts.totalSize <= 50) await page.locator(byAttr('host-row', 'data-host-id', HOST_ID)).waitFor();
+      await page.getByTestId('host-search').fill(HOSTNAME);
+      await waitFor(`the search for ${HOSTNAME} to list only matching hosts`, async () => {
+        const rows = page.getByTestId('host-row');
+        const ids = await rows.evaluateAll((els) => els.map((e) => e.dataset.hostId));
+        return ids.includes(HOST_ID) && ids.length <= hosts.totalSize;
+      });
+      await page.getByTestId('host-search').fill('no-such-host-xyz');
+      await waitFor('the search for no-such-host-xyz to list no host', async () =>
+        (await page.getByTestId('host-row').count()) === 0 && /^0 /.test(await text(page.getByTestId('host-count'))));
+      await page.getByTestId('host-search').fill(HOSTNAME);
+      await page.locator(byAttr('host-row', 'data-host-id', HOST_ID)).waitFor();
+    });
+
+    await step('host-widget', async () => {
+      await page.locator(byAttr('host-row', 'data-host-id', HOST_ID)).click();
+      await waitFor('host-title to name the host', async () => (await text(page.getByTestId('host-title'))).includes(HOSTNAME));
+      await widget.waitFor();
+      const logo = widget.getByTestId('widget-logo');
+      await logo.waitFor();
+      assert.match(await logo.getAttribute('src'), /^(data:image\/|https:)/, 'widget-logo src');
+      const detail = await api('GetHost', { hostId: HOST_ID });
+      const inventory = detail.modules.find((m) => m.name === MODULE);
+      assert.ok(inventory && inventory.widget && inventory.widget.theme.length, `${MODULE} announced no widget theme`);
+      const [expected, actual] = await widget.getByTestId('widget-header').evaluate((header, color) => {
+        const probe = document.createElement('span');
+        probe.style.color = color;
+        document.body.append(probe);
+        const normalised = getComputedStyle(probe).color;
+        probe.remove();
+        return [normalised, getComputedStyle(header).backgroundColor];
+      }, inventory.widget.theme[0]);
+      assert.equal(actual, expected, `header background should be the theme's main colour ${inventory.widget.theme[0]}`);
+      const ticks = widget.locator(byAttr('major-metric', 'data-probe', 'ticks'));
+      await waitFor('major metric ticks to show a number', async () => Number.isFinite(parseFloat(await ticks.getAttribute('data-value'))));
+    });
+
+    await step('live-updates', async () => {
+      const cpu = widget.getByTestId('cpu-chart');
+      const ticks = widget.locator(byAttr('major-metric', 'data-probe', 'ticks'));
+      const points = await number(cpu, 'data-points');
+      const lastAt = await number(cpu, 'data-last-at');
+      const ticks0 = await number(ticks, 'data-value');
+      // The chart keeps 5 minutes: once that full (a module up that long), it slides instead
+      // of growing.
+      const full = points >= 200;
+      await waitFor(`cpu-chart to plot new samples (${points} points, last at ${lastAt})`, async () =>
+        (await number(cpu, 'data-last-at')) >= lastAt + 2000 && (await number(cpu, 'data-points')) >= (full ? points - 5 : points + 2));
+      await waitFor(`ticks to increase past ${ticks0}`, async () => (await number(ticks, 'data-value')) > ticks0);
+      assert.ok(Number.isFinite(await number(cpu, 'data-last')), 'cpu-chart data-last is a number');
+    });
+
+    await step('viewer-cannot-configure', async () => {
+      const { dialog, row } = await openConfig();
+      await row.getByTestId('config-input').fill('salut');
+      await row.getByTestId('config-save').click();
+      const status = await configStatus(dialog, /permission/i);
+      assert.match(status, /permission denied/i);
+      await dialog.getByTestId('config-close').click();
+      await dialog.waitFor({ state: 'detached' });
+      await page.getByTestId('logout').click();
+      await login(TOKEN);
+      await widget.waitFor();
+    });
+
+    await step('action', async () => {
+      const reply = await greet();
+      assert.match(reply, /hello, e2e/);
+    });
+
+    await step('configure', async () => {
+      const restarts0 = Number(await text(widget.getByTestId('meta-restarts')));
+      const { dialog, row } = await openConfig();
+      assert.equal(await dialog.getByTestId('config-scope').inputValue(), 'host');
+      await row.getByTestId('config-input').fill('bonjour');
+      await row.getByTestId('config-save').click();
+      await configStatus(dialog, /applied|rejected|not acknowledged/i).then((s) => assert.match(s, /applied/, s));
+      await waitFor('greeting to show bonjour from scope host', async () =>
+        (await text(row.getByTestId('config-effective'))).includes('bonjour') && (await text(row.getByTestId('config-source'))).includes('host'));
+      await shot('configure-dialog', false);
+      await dialog.getByTestId('config-close').click();
+      await waitFor(`meta-restarts to pass ${restarts0} (the module restarts with its new config)`, async () =>
+        Number(await text(widget.getByTestId('meta-restarts'))) > restarts0);
+      // The restarted module registers its action again within a moment.
+      await waitFor('greet to answer bonjour', async () => /bonjour, e2e/.test(await greet()));
+    });
+
+    await step('reset-config', async () => {
+      const { dialog, row } = await openConfig();
+      await row.getByTestId('config-reset').click();
+      await configStatus(dialog, /applied|rejected|not acknowledged/i).then((s) => assert.match(s, /applied/, s));
+      await waitFor('greeting to be back to its default', async () =>
+        (await text(row.getByTestId('config-effective'))).includes('hello') && (await text(row.getByTestId('config-source'))).includes('default'));
+      await dialog.getByTestId('config-close').click();
+    });
+
+    await step('rollout', async () => {
+      await widget.getByTestId('rollout-button').click();
+      const dialog = page.getByTestId('rollout-dialog');
+      await dialog.getByTestId('rollout-selector').fill(SELECTOR);
+      await dialog.getByTestId('rollout-batch').fill('1');
+      await dialog.getByTestId('rollout-start').click();
+      const state = dialog.getByTestId('rollout-state');
+      const final = await waitFor('the rollout to end', async () => {
+        const t = await text(state);
+        return /SUCCEEDED|FAILED|ABORTED/.test(t) ? t : null;
+      }, 90000);
+      assert.match(final, /SUCCEEDED/, `rollout ended ${final}: ${await text(dialog)}`);
+      rolloutId = await state.getAttribute('data-rollout-id');
+      await shot('rollout-dialog', false);
+      await dialog.getByTestId('rollout-close').click();
+    });
+
+    await step('rollouts-list', async () => {
+      await page.getByTestId('nav-rollouts').click();
+      const row = page.locator(byAttr('rollout-row', 'data-rollout-id', rolloutId));
+      await row.waitFor();
+      assert.match(await text(row), /SUCCEEDED/);
+    });
+
+    assert.deepEqual(problems, [], 'the page raised errors');
+    console.log(`dashboard e2e: all ${stepNo} steps passed (screenshots in ${ARTIFACTS})`);
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(`dashboard e2e FAILED: ${e.message}`);
+  process.exit(1);
+});

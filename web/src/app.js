@@ -1,0 +1,83 @@
+// The dashboard shell: login gate, top bar and hash routing
+//   #/hosts            the fleet
+//   #/hosts/<id>       one host and its modules
+//   #/rollouts         recent rollouts
+// Each view runs in a Scope that is disposed when the route changes, which stops its
+// timers, streams and dialogs.
+
+import { getToken, clearToken, onUnauthorized } from './api.js';
+import { Scope } from './scope.js';
+import { loginView } from './login-view.js';
+import { fleetView } from './fleet-view.js';
+import { hostView } from './host-view.js';
+import { rolloutsView } from './rollouts-view.js';
+
+const main = document.getElementById('view');
+const topbar = document.getElementById('topbar');
+const navLinks = {
+  hosts: document.querySelector('[data-testid="nav-hosts"]'),
+  rollouts: document.querySelector('[data-testid="nav-rollouts"]'),
+};
+
+let current = new Scope();
+let onLogin = false;
+
+function navigate(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+function route() {
+  current.dispose();
+  current = new Scope();
+  if (!getToken()) {
+    showLogin('');
+    return;
+  }
+  onLogin = false;
+  topbar.hidden = false;
+  const path = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  const ctx = { scope: current, navigate };
+  document.title = 'Herd';
+  if (path[0] === 'hosts' && path[1]) {
+    setActive('hosts');
+    hostView(main, { ...ctx, hostId: path[1] });
+  } else if (path[0] === 'rollouts') {
+    setActive('rollouts');
+    rolloutsView(main, ctx);
+  } else if (path[0] === 'hosts') {
+    setActive('hosts');
+    fleetView(main, ctx);
+  } else {
+    navigate('#/hosts');
+  }
+}
+
+function showLogin(message) {
+  current.dispose();
+  current = new Scope();
+  onLogin = true;
+  topbar.hidden = true;
+  document.title = 'Sign in · Herd';
+  loginView(main, { message, onLoggedIn: route });
+}
+
+function setActive(name) {
+  for (const [key, link] of Object.entries(navLinks)) link.classList.toggle('active', key === name);
+}
+
+// A rejected token anywhere (revoked, control plane data reset) ends the session; the page
+// the operator was on is kept in the hash and shown again after signing in.
+onUnauthorized(() => {
+  if (onLogin) return;
+  clearToken();
+  showLogin('Your token was rejected (401): it may have been revoked. Sign in again.');
+});
+
+document.querySelector('[data-testid="logout"]').addEventListener('click', () => {
+  clearToken();
+  showLogin('');
+});
+
+window.addEventListener('hashchange', route);
+route();
