@@ -675,9 +675,10 @@ std::vector<herd::v1::ModuleInventory> ModuleManager::Inventory() const {
     if (d.ok()) {
       inv.set_state(d->status().state());
       const auto& spec = d->spec();
-      inv.set_interpreter(spec.interpreter().empty() || spec.interpreter() == "none"
-                              ? spec.script()
-                              : spec.interpreter());
+      const std::string& program = spec.interpreter().empty() || spec.interpreter() == "none"
+                                       ? spec.script()
+                                       : spec.interpreter();
+      inv.set_interpreter(program.substr(program.rfind('/') + 1));
     }
     herd::v1::ModuleInfo info;
     m->channel.Fill(&info);
