@@ -5,7 +5,10 @@
 
 const WINDOW_MS = 5 * 60 * 1000;
 const HEIGHT = 120;
-const CLOCK = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' });
+const MINUTES = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+const SECONDS = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' });
+// Time axis labels: "18:20" on whole minutes, "18:20:30" between them (no date line).
+const clock = (unixSeconds) => (unixSeconds % 60 ? SECONDS : MINUTES).format(new Date(unixSeconds * 1000));
 
 export class SeriesChart {
   // format(value) → axis/legend text; color: the line colour.
@@ -26,14 +29,14 @@ export class SeriesChart {
           grid: { stroke: '#eef1f4' },
           ticks: { show: false },
           size: 28,
-          space: 70,
-          values: (u, splits) => splits.map((s) => CLOCK.format(new Date(s * 1000))),
+          space: 36,
+          values: (u, splits) => splits.map(clock),
         },
         {
           stroke: '#6b7785',
           grid: { stroke: '#eef1f4' },
           ticks: { show: false },
-          size: 64,
+          size: 56,
           values: (u, splits) => splits.map(format),
         },
       ],

@@ -127,7 +127,9 @@ export class ModuleWidget {
     this.applyWidget(inventory.widget || DEFAULT_WIDGET);
     const description = [inventory.version && `v${inventory.version}`, inventory.description].filter(Boolean).join(' · ');
     setText(this.subtitle, description);
-    setText(this.meta.interpreter, inventory.interpreter || '—');
+    // The program's name; its full path on hover.
+    setText(this.meta.interpreter, (inventory.interpreter || '—').split('/').pop());
+    this.meta.interpreter.title = inventory.interpreter || '';
     this.renderActions(inventory.actions || []);
     this.renderIssues(inventory.recentIssues || []);
     if (!this.unit) {
@@ -199,7 +201,8 @@ export class ModuleWidget {
 
   // main_probes (the widget's, else the agent's pick) as big numbers; the rest in a table.
   renderProbes(probes, unitMainProbes) {
-    const main = this.inventory && this.inventory.widget ? this.widget.mainProbes : unitMainProbes;
+    const declared = this.widget.mainProbes || [];
+    const main = declared.length ? declared : unitMainProbes;
     const byName = new Map(probes.map((p) => [p.name, p]));
     const key = JSON.stringify([main, probes.map((p) => p.name)]);
     if (this.rendered.probes !== key) {

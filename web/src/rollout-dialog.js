@@ -39,7 +39,8 @@ class RolloutDialog {
         h('label', {}, 'batch size ', this.batch),
         h('label', {}, 'max unavailable ', this.maxUnavailable),
         h('label', {}, 'stop after failures ', this.failureThreshold)),
-      h('div', { class: 'form-row' }, this.startButton));
+      h('div', { class: 'form-row' }, this.startButton,
+        h('span', { class: 'muted small' }, 'Closing this window does not stop a rollout: the Rollouts tab follows it too.')));
 
     this.state = h('span', { class: 'badge idle', testid: 'rollout-state' }, 'not started');
     this.progress = h('progress', { class: 'rollout-progress', testid: 'rollout-progress', max: 1, value: 0 });
