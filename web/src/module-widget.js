@@ -38,14 +38,13 @@ export class ModuleWidget {
     this.unit = null;
     this.rendered = {}; // what was last drawn per block, to skip identical redraws
 
-    const logo = h('img', { class: 'widget-logo', testid: 'widget-logo', alt: '', hidden: true });
-    this.logo = logo;
+    // In the header only while the module gives a usable logo.
+    this.logo = h('img', { class: 'widget-logo', testid: 'widget-logo', alt: '' });
     this.stateBadge = h('span', { class: 'badge idle' }, 'unknown');
     this.subtitle = h('span', { class: 'widget-sub' });
     this.restartButton = h('button', { class: 'btn btn-small', testid: 'restart-button', title: 'Restart this module on this host now', onclick: () => this.restartNow() }, 'Restart');
     this.restartStatus = h('span', { class: 'restart-status', testid: 'restart-status' });
     this.header = h('header', { class: 'widget-header', testid: 'widget-header' },
-      logo,
       h('div', { class: 'widget-title' }, h('h3', {}, name), this.subtitle),
       this.stateBadge,
       h('div', { class: 'widget-buttons' },
@@ -167,8 +166,11 @@ export class ModuleWidget {
   applyWidget(widget) {
     this.widget = widget;
     const logo = safeImageUrl(widget.logo);
-    if (logo && this.logo.getAttribute('src') !== logo) this.logo.src = logo;
-    this.logo.hidden = !logo;
+    if (!logo) this.logo.remove();
+    else {
+      if (this.logo.getAttribute('src') !== logo) this.logo.src = logo;
+      if (this.logo.parentNode !== this.header) this.header.prepend(this.logo);
+    }
 
     // theme: main, secondary, main border, secondary border (PM2's order); anything the
     // browser does not parse as a colour is ignored.
