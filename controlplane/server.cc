@@ -19,6 +19,7 @@
 #include "controlplane/gateway/gateway_service.h"
 #include "controlplane/http/http_server.h"
 #include "controlplane/http/prometheus.h"
+#include "controlplane/store/instrumented_store.h"
 #include "controlplane/store/store.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -134,6 +135,10 @@ absl::Status RunServer(const ServerOptions& options) {
 
   auto store = OpenStore(options.data_dir);
   if (!store.ok()) return store.status();
+  // Every store call is timed for /metrics.
+  auto timed = std::make_unique<InstrumentedStore>(std::move(*store));
+  const InstrumentedStore& store_metrics = *timed;
+  *store = std::move(timed);
   if (auto s = Bootstrap(**store, options.data_dir, log); !s.ok()) return s;
 
   const Clock& clock = SystemClock::Get();
@@ -175,11 +180,6 @@ absl::Status RunServer(const ServerOptions& options) {
   }
   std::string host = options.listen.substr(0, options.listen.rfind(':'));
   std::string bound = absl::StrCat(host, ":", port);
-  if (auto w = WriteFileAtomically(absl::StrCat(options.data_dir, "/listen-address"),
-                                   bound + "\n", 0600);
-      !w.ok()) {
-    log->warn("event=listen_address_not_written error=\"{}\"", w.message());
-  }
 
   std::unique_ptr<HttpServer> http;
   std::string http_address = "off";
@@ -190,8 +190,17 @@ absl::Status RunServer(const ServerOptions& options) {
     hopts.tls_key = options.tls_key;
     hopts.metrics_public = options.metrics_public;
     HttpHandlers handlers;
-    handlers.metrics = [&hub, &rollouts, &clock] {
-      return RenderPrometheus(hub.Snapshot(), hub.stats(), clock.Now());
+    handlers.metrics = [&hub, &rollouts, &store_metrics, &clock] {
+      SelfMetrics self;
+      self.hub = hub.stats();
+      const RolloutEngine::Counts r = rollouts.counts();
+      self.rollouts_running = r.running;
+      self.rollouts_succeeded = r.succeeded;
+      self.rollouts_failed = r.failed;
+      self.rollouts_aborted = r.aborted;
+      self.store = store_metrics.Stats();
+      if (auto p = ReadProcessMetrics(); p.ok()) self.process = *p;
+      return RenderPrometheus(hub.Snapshot(), self, clock.Now());
     };
     handlers.ready = [&store] { return (*store)->GetSetting("join_token_sha256").status(); };
     handlers.authorize_read = [&fleet](const std::string& bearer) {
@@ -213,6 +222,12 @@ absl::Status RunServer(const ServerOptions& options) {
         !w.ok()) {
       log->warn("event=http_address_not_written error=\"{}\"", w.message());
     }
+  }
+  // Written last: tools and tests take it to mean that everything is serving.
+  if (auto w = WriteFileAtomically(absl::StrCat(options.data_dir, "/listen-address"),
+                                   bound + "\n", 0600);
+      !w.ok()) {
+    log->warn("event=listen_address_not_written error=\"{}\"", w.message());
   }
   log->info("event=ready version={} pid={} listen={} http={} tls={} mtls={} data={}",
             HERD_VERSION, getpid(), bound, http_address,

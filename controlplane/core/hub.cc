@@ -113,6 +113,7 @@ absl::Status Hub::ValidateHello(const herd::v1::Hello& hello) const {
 
 absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hello,
                           std::shared_ptr<HostSession> session) {
+  agent_messages_.fetch_add(1, std::memory_order_relaxed);
   if (auto s = ValidateHello(hello); !s.ok()) return s;
   const std::string presented = Sha256Hex(bearer);
   auto join = store_.GetSetting("join_token_sha256");
@@ -206,6 +207,7 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
 
 void Hub::OnMessage(const std::string& host_id, const HostSession* session,
                     const AgentMessage& msg) {
+  agent_messages_.fetch_add(1, std::memory_order_relaxed);
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
   std::vector<MetricsWatcher> watchers;
   herd::v1::HostMetrics update;
@@ -1042,6 +1044,7 @@ absl::StatusOr<std::vector<herd::v1::AuditEntry>> Hub::ListAudit(size_t limit) c
 Hub::Stats Hub::stats() const {
   absl::MutexLock l(&mu_);
   Stats s = stats_;
+  s.agent_messages = agent_messages_.load(std::memory_order_relaxed);
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
   s.hosts = hosts_.size();
   for (const auto& [id, h] : hosts_) {

@@ -8,6 +8,7 @@
 // HostSession interface so tests can use fakes.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -134,6 +135,8 @@ class Hub {
     uint64_t hosts = 0, online = 0, connected = 0;
     uint64_t batches_received = 0, batches_dropped_by_agents = 0;
     uint64_t config_pushes = 0, config_nacks = 0;
+    // Every message agents sent (Hellos included, stale streams and refused Hellos too).
+    uint64_t agent_messages = 0;
   };
   Stats stats() const;
 
@@ -204,6 +207,8 @@ class Hub {
   uint64_t next_watcher_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;
   Stats stats_ ABSL_GUARDED_BY(mu_);
+  // Counted before any lock is taken (and before a Hello is validated).
+  std::atomic<uint64_t> agent_messages_{0};
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Serializes config changes (store write + push) so pushes go out in revision order.
   absl::Mutex config_mu_;

@@ -32,6 +32,8 @@ absl::Status RolloutEngine::Start() {
       }
     }
     if (auto s = store_.PutRollout(r); !s.ok()) return s;
+    absl::MutexLock l(&mu_);
+    CountFinished(r.state());
   }
   return absl::OkStatus();
 }
@@ -215,6 +217,7 @@ void RolloutEngine::Run(std::string id) {
   {
     absl::MutexLock l(&mu_);
     running_.erase(id);
+    CountFinished(r.state());
   }
   Publish(r);
 }
@@ -257,6 +260,29 @@ absl::StatusOr<uint64_t> RolloutEngine::Watch(const std::string& id, Watcher wat
 void RolloutEngine::Unwatch(uint64_t id) {
   absl::MutexLock l(&mu_);
   watchers_.erase(id);
+}
+
+void RolloutEngine::CountFinished(herd::v1::RolloutState state) {
+  switch (state) {
+    case herd::v1::ROLLOUT_STATE_SUCCEEDED:
+      ++finished_.succeeded;
+      break;
+    case herd::v1::ROLLOUT_STATE_FAILED:
+      ++finished_.failed;
+      break;
+    case herd::v1::ROLLOUT_STATE_ABORTED:
+      ++finished_.aborted;
+      break;
+    default:
+      break;
+  }
+}
+
+RolloutEngine::Counts RolloutEngine::counts() const {
+  absl::MutexLock l(&mu_);
+  Counts c = finished_;
+  c.running = running_.size();
+  return c;
 }
 
 }  // namespace herd::controlplane

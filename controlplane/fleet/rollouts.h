@@ -45,7 +45,17 @@ class RolloutEngine {
   absl::StatusOr<uint64_t> Watch(const std::string& id, Watcher watcher);
   void Unwatch(uint64_t id);
 
+  // For /metrics: rollouts running now, and those this process finished, by final state
+  // (the ones a previous run left RUNNING count as aborted when Start() closes them).
+  struct Counts {
+    uint64_t running = 0, succeeded = 0, failed = 0, aborted = 0;
+  };
+  Counts counts() const;
+
  private:
+  // Counts a finished rollout. Needs mu_.
+  void CountFinished(herd::v1::RolloutState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   void Run(std::string id);
   // Stores and publishes the rollout's current state.
   void Publish(const herd::v1::Rollout& r);
@@ -59,6 +69,7 @@ class RolloutEngine {
   std::map<uint64_t, std::pair<std::string, Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
   uint64_t next_watcher_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  Counts finished_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,42 +1,92 @@
 #include "controlplane/http/prometheus.h"
 
+#include <unistd.h>
+
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace herd::controlplane {
 namespace {
 
-// Samples of one metric family, written together under one HELP/TYPE header.
+// Sample values and `le` bounds: integers as integers; other numbers %g-style with the fewest
+// digits that read back exactly, as the Go client writes them (0.0005, not 5e-04: `le` values
+// are compared as strings by queries and dashboards); the exposition's special values.
+std::string Number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (v == std::trunc(v) && std::fabs(v) < 1e15) return absl::StrCat(static_cast<int64_t>(v));
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::general);
+  return ec == std::errc() ? std::string(buf, end) : absl::StrCat(v);
+}
+
+// Samples of one metric family, written together under one HELP/TYPE header; families in
+// name order, samples in the order they were added.
 class Families {
  public:
   void Add(const std::string& name, const char* type, const std::string& help,
            const std::string& labels, double value) {
-    auto& f = families_[name];
-    if (f.type.empty()) {
-      f.type = type;
-      f.help = help;
-    }
-    absl::StrAppend(&f.samples, name, labels.empty() ? "" : absl::StrCat("{", labels, "}"), " ",
-                    Number(value), "\n");
+    AddSample(name, type, help, name, labels, value);
   }
+
+  // `_bucket` (cumulative, then +Inf), `_sum` and `_count` of one histogram series.
+  void AddHistogram(const std::string& name, const std::string& help, const std::string& labels,
+                    const LatencyHistogram::Snapshot& h) {
+    const std::string sep = labels.empty() ? "" : ",";
+    for (size_t i = 0; i < h.bounds.size() && i < h.cumulative.size(); ++i) {
+      AddSample(name, "histogram", help, name + "_bucket",
+                absl::StrCat(labels, sep, "le=\"", Number(h.bounds[i]), "\""),
+                static_cast<double>(h.cumulative[i]));
+    }
+    AddSample(name, "histogram", help, name + "_bucket", absl::StrCat(labels, sep, "le=\"+Inf\""),
+              static_cast<double>(h.count));
+    AddSample(name, "histogram", help, name + "_sum", labels, h.sum_seconds);
+    AddSample(name, "histogram", help, name + "_count", labels, static_cast<double>(h.count));
+  }
+
   std::string Render() const {
     std::string out;
     for (const auto& [name, f] : families_) {
-      absl::StrAppend(&out, "# HELP ", name, " ", f.help, "\n# TYPE ", name, " ", f.type, "\n",
-                      f.samples);
+      absl::StrAppend(&out, "# HELP ", name, " ", EscapeHelp(f.help), "\n# TYPE ", name, " ",
+                      f.type, "\n", f.samples);
     }
     return out;
   }
 
  private:
-  static std::string Number(double v) {
-    if (v == static_cast<double>(static_cast<int64_t>(v)) && v < 1e15 && v > -1e15) {
-      return absl::StrCat(static_cast<int64_t>(v));
+  void AddSample(const std::string& family, const char* type, const std::string& help,
+                 const std::string& sample, const std::string& labels, double value) {
+    auto& f = families_[family];
+    if (f.type.empty()) {
+      f.type = type;
+      f.help = help;
     }
-    return absl::StrFormat("%.17g", v);
+    absl::StrAppend(&f.samples, sample, labels.empty() ? "" : absl::StrCat("{", labels, "}"), " ",
+                    Number(value), "\n");
+  }
+  // HELP text escapes only backslash and newline.
+  static std::string EscapeHelp(const std::string& help) {
+    std::string out;
+    for (char c : help) {
+      if (c == '\\') {
+        out += "\\\\";
+      } else if (c == '\n') {
+        out += "\\n";
+      } else {
+        out.push_back(c);
+      }
+    }
+    return out;
   }
   struct Family {
     std::string type, help, samples;
@@ -52,36 +102,15 @@ std::string Labels(std::initializer_list<std::pair<const char*, std::string>> kv
   return out;
 }
 
-}  // namespace
-
-std::string SanitizeMetricName(const std::string& name) {
-  std::string out;
-  for (char c : name) {
-    out.push_back(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' ? c : '_');
-  }
-  if (out.empty() || absl::ascii_isdigit(static_cast<unsigned char>(out[0]))) out.insert(0, "_");
-  return out;
+// UNIT_STATE_WAITING_RESTART → "waiting_restart".
+std::string StateName(herd::v1::UnitState state) {
+  const std::string& full = herd::v1::UnitState_Name(state);
+  absl::string_view name = full;
+  if (!absl::ConsumePrefix(&name, "UNIT_STATE_") || name.empty()) return "unspecified";
+  return absl::AsciiStrToLower(name);
 }
 
-std::string EscapeLabelValue(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
-std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
-                             const Hub::Stats& stats, absl::Time now) {
-  Families f;
+void RenderHosts(const std::vector<herd::v1::HostDetail>& hosts, absl::Time now, Families& f) {
   const int64_t now_ms = absl::ToUnixMillis(now);
   for (const auto& d : hosts) {
     const auto& h = d.host();
@@ -109,6 +138,10 @@ std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
       const bool online = u.state() == herd::v1::UNIT_STATE_ONLINE;
       f.Add("herd_module_up", "gauge", "1 when the module (or unit) is online.", lu,
             online ? 1 : 0);
+      f.Add("herd_module_state", "gauge",
+            "The module's state as a label (online, launching, stopping, stopped, "
+            "waiting_restart, errored); always 1.",
+            absl::StrCat(lu, ",", Labels({{"state", StateName(u.state())}})), 1);
       f.Add("herd_module_cpu_usage_ratio", "gauge",
             "CPU of the module's processes, in cores (1 = one core busy).", lu,
             u.usage().cpu_percent() / 100.0);
@@ -125,19 +158,32 @@ std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
       }
       for (const auto& p : u.probes()) {
         if (!p.numeric()) continue;
-        f.Add(absl::StrCat("herd_probe_", SanitizeMetricName(p.name())), "gauge",
-              absl::StrCat("Module probe \"", p.name(), "\"",
-                           p.unit().empty() ? "" : absl::StrCat(" (", p.unit(), ")"), "."),
-              lu, p.number());
+        const std::string lp =
+            p.unit().empty()
+                ? Labels({{"host", h.host_id()}, {"module", u.name()}, {"probe", p.name()}})
+                : Labels({{"host", h.host_id()},
+                          {"module", u.name()},
+                          {"probe", p.name()},
+                          {"unit", p.unit()}});
+        f.Add("herd_module_probe_value", "gauge",
+              "Latest value of a module's numeric probe, in the probe's own unit (label unit).",
+              lp, p.number());
       }
     }
   }
+}
+
+void RenderSelf(const SelfMetrics& self, Families& f) {
+  const Hub::Stats& stats = self.hub;
   f.Add("herd_controlplane_hosts", "gauge", "Hosts known to the control plane.", "",
         static_cast<double>(stats.hosts));
   f.Add("herd_controlplane_hosts_online", "gauge", "Hosts online (stream up or within lease).",
         "", static_cast<double>(stats.online));
   f.Add("herd_controlplane_connected_agents", "gauge", "Agent streams connected now.", "",
         static_cast<double>(stats.connected));
+  f.Add("herd_controlplane_agent_messages_total", "counter",
+        "Messages received from agents (hellos, metric batches, events, results...).", "",
+        static_cast<double>(stats.agent_messages));
   f.Add("herd_controlplane_metric_batches_total", "counter", "Metric batches received.", "",
         static_cast<double>(stats.batches_received));
   f.Add("herd_controlplane_agent_dropped_batches_total", "counter",
@@ -147,7 +193,136 @@ std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
         static_cast<double>(stats.config_pushes));
   f.Add("herd_controlplane_config_rejections_total", "counter",
         "Config snapshots hosts rejected.", "", static_cast<double>(stats.config_nacks));
+
+  f.Add("herd_controlplane_rollouts_running", "gauge", "Rollouts running now.", "",
+        static_cast<double>(self.rollouts_running));
+  const char* const kRolloutsHelp = "Rollouts finished since the control plane started, by state.";
+  f.Add("herd_controlplane_rollouts_total", "counter", kRolloutsHelp,
+        Labels({{"state", "succeeded"}}), static_cast<double>(self.rollouts_succeeded));
+  f.Add("herd_controlplane_rollouts_total", "counter", kRolloutsHelp,
+        Labels({{"state", "failed"}}), static_cast<double>(self.rollouts_failed));
+  f.Add("herd_controlplane_rollouts_total", "counter", kRolloutsHelp,
+        Labels({{"state", "aborted"}}), static_cast<double>(self.rollouts_aborted));
+
+  for (const auto& op : self.store) {
+    const std::string lo = Labels({{"op", op.op}});
+    f.AddHistogram("herd_controlplane_store_operation_duration_seconds",
+                   "Duration of store calls, by kind (read, write).", lo, op.latency);
+    f.Add("herd_controlplane_store_errors_total", "counter",
+          "Store calls that failed (not-found and invalid requests are answers, not errors).",
+          lo, static_cast<double>(op.errors));
+  }
+
+  if (self.process) {
+    const ProcessMetrics& p = *self.process;
+    f.Add("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+          "", p.cpu_seconds);
+    f.Add("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "",
+          p.resident_bytes);
+    f.Add("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", "",
+          p.virtual_bytes);
+    f.Add("process_open_fds", "gauge", "Number of open file descriptors.", "", p.open_fds);
+    if (p.max_fds > 0) {
+      f.Add("process_max_fds", "gauge", "Maximum number of open file descriptors.", "",
+            p.max_fds);
+    }
+    f.Add("process_start_time_seconds", "gauge",
+          "Start time of the process since unix epoch in seconds.", "", p.start_time_seconds);
+  }
+}
+
+std::optional<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::string EscapeLabelValue(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
+                             const SelfMetrics& self, absl::Time now) {
+  Families f;
+  RenderHosts(hosts, now, f);
+  RenderSelf(self, f);
   return f.Render();
+}
+
+absl::StatusOr<ProcessMetrics> ReadProcessMetrics(const std::string& proc_root) {
+  const std::string self = proc_root + "/self";
+  auto stat = ReadFile(self + "/stat");
+  if (!stat) return absl::UnavailableError(absl::StrCat("cannot read ", self, "/stat"));
+  // Fields after the command (which may hold spaces and parentheses), from field 3 (state).
+  const size_t close = stat->rfind(')');
+  if (close == std::string::npos) {
+    return absl::DataLossError(absl::StrCat(self, "/stat: no command field"));
+  }
+  std::vector<std::string> fields =
+      absl::StrSplit(absl::StripAsciiWhitespace(stat->substr(close + 1)), ' ', absl::SkipEmpty());
+  // Indexes into `fields` of stat(5) fields 14 utime, 15 stime, 22 starttime, 23 vsize, 24 rss.
+  constexpr size_t kUtime = 11, kStime = 12, kStart = 19, kVsize = 20, kRss = 21;
+  uint64_t utime = 0, stime = 0, start = 0, vsize = 0;
+  int64_t rss_pages = 0;
+  if (fields.size() <= kRss || !absl::SimpleAtoi(fields[kUtime], &utime) ||
+      !absl::SimpleAtoi(fields[kStime], &stime) || !absl::SimpleAtoi(fields[kStart], &start) ||
+      !absl::SimpleAtoi(fields[kVsize], &vsize) || !absl::SimpleAtoi(fields[kRss], &rss_pages)) {
+    return absl::DataLossError(absl::StrCat(self, "/stat: unexpected format"));
+  }
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  ProcessMetrics m;
+  m.cpu_seconds = static_cast<double>(utime + stime) / ticks;
+  m.virtual_bytes = static_cast<double>(vsize);
+  m.resident_bytes = static_cast<double>(rss_pages) * page;
+
+  // Start time: boot time (btime in /proc/stat) plus the start in ticks since boot.
+  auto system = ReadFile(proc_root + "/stat");
+  uint64_t btime = 0;
+  if (system) {
+    for (absl::string_view line : absl::StrSplit(*system, '\n')) {
+      if (absl::ConsumePrefix(&line, "btime ")) {
+        (void)absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &btime);
+      }
+    }
+  }
+  if (btime == 0) return absl::DataLossError(absl::StrCat(proc_root, "/stat: no btime"));
+  m.start_time_seconds = static_cast<double>(btime) + static_cast<double>(start) / ticks;
+
+  std::error_code ec;
+  size_t fds = 0;
+  for (auto it = std::filesystem::directory_iterator(self + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++fds;
+  }
+  m.open_fds = static_cast<double>(fds);
+
+  // "Max open files            1024                 1048576              files"
+  if (auto limits = ReadFile(self + "/limits")) {
+    for (absl::string_view line : absl::StrSplit(*limits, '\n')) {
+      if (!absl::ConsumePrefix(&line, "Max open files")) continue;
+      std::vector<absl::string_view> cols = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      uint64_t soft = 0;
+      if (!cols.empty() && absl::SimpleAtoi(cols[0], &soft)) m.max_fds = static_cast<double>(soft);
+    }
+  }
+  return m;
 }
 
 }  // namespace herd::controlplane

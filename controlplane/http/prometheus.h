@@ -1,26 +1,55 @@
 // The Prometheus text exposition (format 0.0.4) of the fleet: hosts, units and modules with
-// their numeric probes, and the control plane's own counters. Pure rendering: the HTTP
-// server hands it a snapshot.
+// their numeric probes, and the control plane's own numbers (hub counters, rollouts, store
+// latency, process). Pure rendering: the HTTP server hands it a snapshot.
 //
-// Names follow Prometheus conventions: base units (bytes, seconds, ratios of one core),
-// `_total` for counters, labels `host` (the host id) and `module`. A probe becomes
-// `herd_probe_<name>` with its name sanitised to [a-zA-Z0-9_].
+// Names follow Prometheus conventions and pass `promtool check metrics`: base units (bytes,
+// seconds, ratios of one core), `_total` for counters, labels `host` (the host id) and
+// `module` on fleet series only. Module probes are one family, herd_module_probe_value, with
+// the probe's own name (and unit) as labels: probe names are chosen by module authors
+// ("Req/min", "latency_ms"...), so as metric names they would break the naming rules and could
+// collide once sanitised; as label values they are kept exactly.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "controlplane/core/hub.h"
+#include "controlplane/store/instrumented_store.h"
 #include "herd/v1/fleet.pb.h"
 
 namespace herd::controlplane {
 
-std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
-                             const Hub::Stats& stats, absl::Time now);
+// The standard process_* metrics of the control plane itself (client libraries' names).
+struct ProcessMetrics {
+  double cpu_seconds = 0;         // user + system
+  double resident_bytes = 0;
+  double virtual_bytes = 0;
+  double open_fds = 0;
+  double max_fds = 0;             // soft limit; 0 when unlimited
+  double start_time_seconds = 0;  // since the Unix epoch
+};
 
-// "req/s latency" → "req_s_latency"; a leading digit gets an underscore in front.
-std::string SanitizeMetricName(const std::string& name);
+// The control plane's own numbers, gathered at each scrape.
+struct SelfMetrics {
+  Hub::Stats hub;
+  uint64_t rollouts_running = 0;
+  uint64_t rollouts_succeeded = 0, rollouts_failed = 0, rollouts_aborted = 0;
+  // Per kind of store call (InstrumentedStore::Stats()); none when the store is not timed.
+  std::vector<InstrumentedStore::OpStats> store;
+  // Absent where /proc cannot be read.
+  std::optional<ProcessMetrics> process;
+};
+
+std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
+                             const SelfMetrics& self, absl::Time now);
+
+// Reads this process's metrics from `proc_root` (/proc: self/stat, self/limits, self/fd, stat).
+absl::StatusOr<ProcessMetrics> ReadProcessMetrics(const std::string& proc_root = "/proc");
+
 // Escapes a label value (\\, \", \n).
 std::string EscapeLabelValue(const std::string& value);
 

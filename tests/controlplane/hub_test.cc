@@ -1365,9 +1365,14 @@ TEST_F(HubTest, SnapshotHasEveryHostWithItsLatestUnits) {
   ASSERT_EQ(all[0].units_size(), 1);
   EXPECT_EQ(all[0].units(0).name(), "app");
   EXPECT_EQ(all[1].units_size(), 0);
-  std::string text = RenderPrometheus(all, hub_->stats(), clock_.Now());
-  EXPECT_THAT(text, ::testing::HasSubstr("herd_probe_reqs{host=\"h1\",module=\"app\"} 7\n"));
+  SelfMetrics self;
+  self.hub = hub_->stats();
+  std::string text = RenderPrometheus(all, self, clock_.Now());
+  EXPECT_THAT(text, ::testing::HasSubstr(
+      "herd_module_probe_value{host=\"h1\",module=\"app\",probe=\"reqs\"} 7\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("herd_controlplane_connected_agents 2\n"));
+  // Two hellos and a batch.
+  EXPECT_THAT(text, ::testing::HasSubstr("herd_controlplane_agent_messages_total 3\n"));
 }
 
 }  // namespace

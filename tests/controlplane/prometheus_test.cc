@@ -1,7 +1,18 @@
 #include "controlplane/http/prometheus.h"
 
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
 #include <string>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -37,15 +48,92 @@ herd::v1::HostDetail Host() {
   p->set_name("req/s");
   p->set_numeric(true);
   p->set_number(42.5);
+  p->set_unit("req/s");
+  auto* q = u->add_probes();
+  q->set_name("Queue Length");
+  q->set_numeric(true);
+  q->set_number(0.1);
   auto* text = u->add_probes();
   text->set_name("state");
   text->set_value("up");
   return d;
 }
 
+InstrumentedStore::OpStats StoreOp(const std::string& op, std::vector<uint64_t> cumulative,
+                                   uint64_t count, double sum, uint64_t errors) {
+  InstrumentedStore::OpStats s;
+  s.op = op;
+  s.latency.bounds.assign(LatencyHistogram::kBounds.begin(), LatencyHistogram::kBounds.end());
+  s.latency.cumulative = std::move(cumulative);
+  s.latency.count = count;
+  s.latency.sum_seconds = sum;
+  s.errors = errors;
+  return s;
+}
+
+// Everything a scrape can carry.
+SelfMetrics Full() {
+  SelfMetrics self;
+  self.hub.hosts = 2;
+  self.hub.online = 1;
+  self.hub.connected = 1;
+  self.hub.batches_received = 77;
+  self.hub.agent_messages = 80;
+  self.rollouts_running = 1;
+  self.rollouts_succeeded = 4;
+  self.rollouts_failed = 2;
+  self.rollouts_aborted = 0;
+  self.store.push_back(StoreOp("read", {5, 8, 9, 9, 9, 9, 9, 9, 9, 9, 9}, 10, 1.25, 0));
+  self.store.push_back(StoreOp("write", {0, 0, 1, 2, 3, 3, 3, 3, 3, 3, 3}, 3, 0.02, 1));
+  ProcessMetrics p;
+  p.cpu_seconds = 1.5;
+  p.resident_bytes = 20 << 20;
+  p.virtual_bytes = 300 << 20;
+  p.open_fds = 17;
+  p.max_fds = 1024;
+  p.start_time_seconds = 1'799'999'000.25;
+  self.process = p;
+  return self;
+}
+
+// Family name → its TYPE, and every sample's metric name in order, from an exposition; fails
+// the test on a sample before its family's header or a second header for one family.
+struct Parsed {
+  std::map<std::string, std::string> types;
+  std::map<std::string, int> helps;
+  std::vector<std::string> sample_names;
+};
+Parsed Parse(const std::string& text) {
+  Parsed p;
+  std::string current;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::vector<std::string> w = absl::StrSplit(line, absl::MaxSplits(' ', 3));
+    if (w[0] == "#") {
+      EXPECT_GE(w.size(), 4u) << line;
+      if (w[1] == "HELP") {
+        ++p.helps[w[2]];
+      } else if (w[1] == "TYPE") {
+        EXPECT_EQ(p.types.count(w[2]), 0u) << "second TYPE for " << w[2];
+        p.types[w[2]] = w[3];
+        current = w[2];
+      }
+      continue;
+    }
+    std::string name(line.substr(0, line.find_first_of("{ ")));
+    p.sample_names.push_back(name);
+    bool in_family = name == current;
+    if (!in_family && p.types[current] == "histogram") {
+      for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+        in_family = in_family || name == current + suffix;
+      }
+    }
+    EXPECT_TRUE(in_family) << name << " is outside its family (current " << current << ")";
+  }
+  return p;
+}
+
 TEST(Prometheus, HostAndModuleSeriesInBaseUnits) {
-  Hub::Stats stats;
-  std::string out = RenderPrometheus({Host()}, stats, kNow);
+  std::string out = RenderPrometheus({Host()}, SelfMetrics{}, kNow);
   EXPECT_THAT(out, HasSubstr("# TYPE herd_host_up gauge\nherd_host_up{host=\"web-1\"} 1\n"));
   EXPECT_THAT(out, HasSubstr("herd_host_cpu_usage_ratio{host=\"web-1\"} 0.25\n"));
   EXPECT_THAT(out, HasSubstr("herd_host_memory_available_bytes{host=\"web-1\"} 4194304\n"));
@@ -57,32 +145,189 @@ TEST(Prometheus, HostAndModuleSeriesInBaseUnits) {
   EXPECT_THAT(out, HasSubstr("herd_module_uptime_seconds" + m + " 90\n"));
   EXPECT_THAT(out, HasSubstr("herd_module_memory_rss_bytes" + m + " 1234\n"));
   EXPECT_THAT(out, HasSubstr("herd_module_issues_total" + m + " 2\n"));
-  EXPECT_THAT(out, HasSubstr("herd_probe_req_s" + m + " 42.5\n"));
-  EXPECT_THAT(out, Not(HasSubstr("herd_probe_state")));  // text probes are not series
+  EXPECT_THAT(out, HasSubstr(
+      "herd_module_state{host=\"web-1\",module=\"redis-mon\",state=\"online\"} 1\n"));
 }
 
-TEST(Prometheus, EachFamilyHasOneHeaderAndControlPlaneCountersAreThere) {
+TEST(Prometheus, ModuleStateIsOneSeriesNamedForTheState) {
+  herd::v1::HostDetail d = Host();
+  d.mutable_units(0)->set_state(herd::v1::UNIT_STATE_WAITING_RESTART);
+  std::string out = RenderPrometheus({d}, SelfMetrics{}, kNow);
+  EXPECT_THAT(out, HasSubstr("herd_module_state{host=\"web-1\",module=\"redis-mon\","
+                             "state=\"waiting_restart\"} 1\n"));
+  EXPECT_THAT(out, HasSubstr("herd_module_up{host=\"web-1\",module=\"redis-mon\"} 0\n"));
+  EXPECT_THAT(out, HasSubstr("herd_module_uptime_seconds{host=\"web-1\",module=\"redis-mon\"} 0\n"));
+  EXPECT_THAT(out, Not(HasSubstr("state=\"online\"")));
+}
+
+// Probe names are the module author's: kept exactly as label values, never in metric names.
+TEST(Prometheus, ProbesAreOneFamilyLabelledWithTheirNameAndUnit) {
+  std::string out = RenderPrometheus({Host()}, SelfMetrics{}, kNow);
+  EXPECT_THAT(out, HasSubstr("# TYPE herd_module_probe_value gauge\n"));
+  EXPECT_THAT(out, HasSubstr("herd_module_probe_value{host=\"web-1\",module=\"redis-mon\","
+                             "probe=\"req/s\",unit=\"req/s\"} 42.5\n"));
+  EXPECT_THAT(out, HasSubstr("herd_module_probe_value{host=\"web-1\",module=\"redis-mon\","
+                             "probe=\"Queue Length\"} 0.1\n"));
+  EXPECT_THAT(out, Not(HasSubstr("probe=\"state\"")));  // text probes are not series
+  EXPECT_THAT(out, Not(HasSubstr("herd_probe_")));
+}
+
+TEST(Prometheus, ControlPlaneCountersAndGauges) {
+  std::string out = RenderPrometheus({}, Full(), kNow);
+  EXPECT_THAT(out, HasSubstr("# TYPE herd_controlplane_agent_messages_total counter\n"
+                             "herd_controlplane_agent_messages_total 80\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_connected_agents 1\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_metric_batches_total 77\n"));
+  EXPECT_THAT(out, HasSubstr("# TYPE herd_controlplane_rollouts_running gauge\n"
+                             "herd_controlplane_rollouts_running 1\n"));
+  EXPECT_THAT(out, HasSubstr("# TYPE herd_controlplane_rollouts_total counter\n"
+                             "herd_controlplane_rollouts_total{state=\"succeeded\"} 4\n"
+                             "herd_controlplane_rollouts_total{state=\"failed\"} 2\n"
+                             "herd_controlplane_rollouts_total{state=\"aborted\"} 0\n"));
+}
+
+TEST(Prometheus, StoreLatencyIsAHistogramPerKindWithCumulativeBuckets) {
+  std::string out = RenderPrometheus({}, Full(), kNow);
+  const std::string f = "herd_controlplane_store_operation_duration_seconds";
+  EXPECT_THAT(out, HasSubstr("# TYPE " + f + " histogram\n" + f +
+                             "_bucket{op=\"read\",le=\"0.0005\"} 5\n" + f +
+                             "_bucket{op=\"read\",le=\"0.001\"} 8\n" + f +
+                             "_bucket{op=\"read\",le=\"0.0025\"} 9\n"));
+  EXPECT_THAT(out, HasSubstr(f + "_bucket{op=\"read\",le=\"1\"} 9\n" + f +
+                             "_bucket{op=\"read\",le=\"+Inf\"} 10\n" + f +
+                             "_sum{op=\"read\"} 1.25\n" + f + "_count{op=\"read\"} 10\n" + f +
+                             "_bucket{op=\"write\",le=\"0.0005\"} 0\n"));
+  EXPECT_THAT(out, HasSubstr(f + "_sum{op=\"write\"} 0.02\n" + f + "_count{op=\"write\"} 3\n"));
+  EXPECT_THAT(out, HasSubstr("# TYPE herd_controlplane_store_errors_total counter\n"
+                             "herd_controlplane_store_errors_total{op=\"read\"} 0\n"
+                             "herd_controlplane_store_errors_total{op=\"write\"} 1\n"));
+  // Eleven bounds and +Inf for each kind.
+  Parsed p = Parse(out);
+  EXPECT_EQ(std::count(p.sample_names.begin(), p.sample_names.end(), f + "_bucket"), 24);
+}
+
+TEST(Prometheus, ProcessMetricsUseTheStandardNamesAndAreLeftOutWhenUnknown) {
+  std::string out = RenderPrometheus({}, Full(), kNow);
+  EXPECT_THAT(out, HasSubstr("# TYPE process_cpu_seconds_total counter\n"
+                             "process_cpu_seconds_total 1.5\n"));
+  EXPECT_THAT(out, HasSubstr("process_resident_memory_bytes 20971520\n"));
+  EXPECT_THAT(out, HasSubstr("process_virtual_memory_bytes 314572800\n"));
+  EXPECT_THAT(out, HasSubstr("process_open_fds 17\n"));
+  EXPECT_THAT(out, HasSubstr("process_max_fds 1024\n"));
+  EXPECT_THAT(out, HasSubstr("process_start_time_seconds 1.79999900025e+09\n"));
+  SelfMetrics none = Full();
+  none.process.reset();
+  none.store.clear();
+  std::string bare = RenderPrometheus({}, none, kNow);
+  EXPECT_THAT(bare, Not(HasSubstr("process_")));
+  EXPECT_THAT(bare, Not(HasSubstr("store_")));
+}
+
+TEST(Prometheus, EveryFamilyHasOneHelpAndOneTypeBeforeItsSamples) {
   herd::v1::HostDetail a = Host(), b = Host();
   b.mutable_host()->set_host_id("web-2");
   b.mutable_host()->set_online(false);
-  Hub::Stats stats;
-  stats.hosts = 2;
-  stats.connected = 1;
-  stats.batches_received = 77;
-  std::string out = RenderPrometheus({a, b}, stats, kNow);
-  size_t first = out.find("# TYPE herd_host_up gauge");
-  ASSERT_NE(first, std::string::npos);
-  EXPECT_EQ(out.find("# TYPE herd_host_up gauge", first + 1), std::string::npos);
+  std::string out = RenderPrometheus({a, b}, Full(), kNow);
   EXPECT_THAT(out, HasSubstr("herd_host_up{host=\"web-2\"} 0\n"));
-  EXPECT_THAT(out, HasSubstr("herd_controlplane_connected_agents 1\n"));
-  EXPECT_THAT(out, HasSubstr("herd_controlplane_metric_batches_total 77\n"));
+  Parsed p = Parse(out);
+  ASSERT_FALSE(p.types.empty());
+  for (const auto& [name, type] : p.types) {
+    EXPECT_EQ(p.helps[name], 1) << name;
+    EXPECT_THAT(type, ::testing::AnyOf("gauge", "counter", "histogram")) << name;
+    EXPECT_EQ(type == "counter", absl::EndsWith(name, "_total")) << name;
+  }
+  EXPECT_EQ(p.helps.size(), p.types.size());
 }
 
-TEST(Prometheus, NamesAndLabelValuesAreSanitised) {
-  EXPECT_EQ(SanitizeMetricName("req/s latency"), "req_s_latency");
-  EXPECT_EQ(SanitizeMetricName("95th"), "_95th");
-  EXPECT_EQ(SanitizeMetricName(""), "_");
+TEST(Prometheus, LabelValuesAreEscaped) {
   EXPECT_EQ(EscapeLabelValue("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+  herd::v1::HostDetail d = Host();
+  d.mutable_host()->set_host_id("we\"ird\\host\nx");
+  d.mutable_units(0)->mutable_probes(0)->set_name("say \"hi\"");
+  std::string out = RenderPrometheus({d}, SelfMetrics{}, kNow);
+  EXPECT_THAT(out, HasSubstr("herd_host_up{host=\"we\\\"ird\\\\host\\nx\"} 1\n"));
+  EXPECT_THAT(out, HasSubstr("probe=\"say \\\"hi\\\"\""));
+  // A raw newline never splits a sample.
+  for (absl::string_view line : absl::StrSplit(out, '\n', absl::SkipEmpty())) {
+    EXPECT_TRUE(absl::StartsWith(line, "# ") || absl::StartsWith(line, "herd_")) << line;
+  }
+}
+
+TEST(Prometheus, NumbersAreExactAndSpecialValuesUseTheExpositionSpelling) {
+  SelfMetrics self;
+  self.store.push_back(StoreOp("read", std::vector<uint64_t>(11, 0), 0,
+                               std::numeric_limits<double>::quiet_NaN(), 0));
+  ProcessMetrics p;
+  p.cpu_seconds = 0.1;
+  p.resident_bytes = 1e18;
+  p.start_time_seconds = std::numeric_limits<double>::infinity();
+  self.process = p;
+  std::string out = RenderPrometheus({}, self, kNow);
+  EXPECT_THAT(out, HasSubstr("process_cpu_seconds_total 0.1\n"));
+  EXPECT_THAT(out, HasSubstr("process_resident_memory_bytes 1e+18\n"));
+  EXPECT_THAT(out, HasSubstr("process_start_time_seconds +Inf\n"));
+  EXPECT_THAT(out, HasSubstr("_sum{op=\"read\"} NaN\n"));
+  EXPECT_THAT(out, Not(HasSubstr("process_max_fds")));  // unlimited
+}
+
+// A fake /proc: this process's stat, limits and fds, and the boot time.
+class ProcFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/herd-proc-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    std::filesystem::create_directories(root_ + "/self/fd");
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  void Write(const std::string& rel, const std::string& text) {
+    std::ofstream(root_ + "/" + rel) << text;
+  }
+  std::string root_;
+};
+
+TEST_F(ProcFixture, ProcessMetricsComeFromStatLimitsAndFds) {
+  const long ticks = sysconf(_SC_CLK_TCK);
+  const long page = sysconf(_SC_PAGESIZE);
+  // The command may hold spaces and parentheses; fields count from the last ')'.
+  Write("self/stat",
+        "4242 (control (plane) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 " +
+            std::to_string(3 * ticks) + " " + std::to_string(ticks / 2) +
+            " 0 0 20 0 12 0 " + std::to_string(50 * ticks) + " 104857600 2560 "
+            "18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n");
+  Write("stat", "cpu  1 2 3 4\nintr 5\nbtime 1700000000\nprocesses 9\n");
+  Write("self/limits",
+        "Limit                     Soft Limit           Hard Limit           Units     \n"
+        "Max open files            4096                 524288               files     \n");
+  for (const char* fd : {"0", "1", "2", "7"}) Write(std::string("self/fd/") + fd, "");
+  auto m = ReadProcessMetrics(root_);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_DOUBLE_EQ(m->cpu_seconds, 3.0 + static_cast<double>(ticks / 2) / ticks);
+  EXPECT_DOUBLE_EQ(m->virtual_bytes, 104857600);
+  EXPECT_DOUBLE_EQ(m->resident_bytes, 2560.0 * page);
+  EXPECT_DOUBLE_EQ(m->start_time_seconds, 1700000050);
+  EXPECT_DOUBLE_EQ(m->open_fds, 4);
+  EXPECT_DOUBLE_EQ(m->max_fds, 4096);
+}
+
+TEST_F(ProcFixture, UnreadableOrMalformedProcIsAnError) {
+  EXPECT_FALSE(ReadProcessMetrics(root_).ok());
+  Write("self/stat", "4242 (x) S 1 2 3\n");
+  Write("stat", "btime 1700000000\n");
+  auto m = ReadProcessMetrics(root_);
+  EXPECT_FALSE(m.ok());
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("self/stat"));
+}
+
+TEST(ProcessMetrics, ThisProcessHasPlausibleNumbers) {
+  auto m = ReadProcessMetrics();
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_GT(m->resident_bytes, 1 << 20);
+  EXPECT_GE(m->virtual_bytes, m->resident_bytes);
+  EXPECT_GE(m->open_fds, 3);
+  const double now = static_cast<double>(absl::ToUnixSeconds(absl::Now()));
+  EXPECT_LE(m->start_time_seconds, now + 1);
+  EXPECT_GT(m->start_time_seconds, now - 3600);
 }
 
 }  // namespace
