@@ -25,8 +25,8 @@ class HostView {
     this.units = new Map(); // plain unit name → latest UnitSample
 
     this.title = h('h2', { testid: 'host-title' }, hostId);
-    this.onlineBadge = h('span', { class: 'badge idle' }, '…');
-    this.live = h('span', { class: 'live muted' }, 'connecting…');
+    this.onlineBadge = h('span', { class: 'badge idle', hidden: true });
+    this.live = h('span', { class: 'live muted' });
     this.error = h('div', { class: 'status-line bad', hidden: true });
     this.rejections = h('div', { class: 'banner bad', testid: 'config-rejections', role: 'alert', hidden: true });
     this.facts = h('dl', { class: 'facts' });
@@ -41,15 +41,19 @@ class HostView {
         this.unitRows)));
     this.events = h('ul', { class: 'events' });
 
-    root.replaceChildren(h('section', { class: 'page' },
-      h('nav', { class: 'breadcrumb' }, h('a', { href: '#/hosts' }, 'Hosts'), ' / ', h('span', { class: 'mono' }, hostId)),
-      h('div', { class: 'page-head' }, this.title, this.onlineBadge, this.live),
-      this.error,
+    // Shown once the host is loaded.
+    this.content = h('div', { hidden: true },
       this.rejections,
       h('div', { class: 'card facts-card' }, this.facts, this.hostUsage),
       h('section', { class: 'page-section' }, h('h3', {}, 'Modules'), this.noModules, this.widgetGrid),
       this.unitsSection,
-      h('section', { class: 'page-section' }, h('h3', {}, 'Recent events'), h('div', { class: 'card' }, this.events))));
+      h('section', { class: 'page-section' }, h('h3', {}, 'Recent events'), h('div', { class: 'card' }, this.events)));
+
+    root.replaceChildren(h('section', { class: 'page' },
+      h('nav', { class: 'breadcrumb' }, h('a', { href: '#/hosts' }, 'Hosts'), ' / ', h('span', { class: 'mono' }, hostId)),
+      h('div', { class: 'page-head' }, this.title, this.onlineBadge, this.live),
+      this.error,
+      this.content));
   }
 
   async start() {
@@ -59,6 +63,7 @@ class HostView {
       const now = Date.now();
       for (const w of this.widgets.values()) w.tick(now);
     });
+    setText(this.live, 'connecting…');
     watch('WatchMetrics', { target: targetHost(this.hostId) }, {
       signal: this.scope.signal,
       onMessage: (m) => this.onMetrics(m),
@@ -69,7 +74,8 @@ class HostView {
     });
   }
 
-  // GetHost; false if the host cannot be shown at all.
+  // GetHost; false when there is no such host (or the view ended): nothing more to do.
+  // Other failures (control plane restarting) are shown and retried by the next refresh.
   async refresh() {
     try {
       const detail = await call('GetHost', { hostId: this.hostId }, { signal: this.scope.signal });
@@ -78,17 +84,20 @@ class HostView {
       return true;
     } catch (e) {
       if (e.name === 'AbortError') return false;
+      const missing = e instanceof ApiError && e.httpStatus === 404;
       this.error.hidden = false;
-      setText(this.error, e instanceof ApiError && e.httpStatus === 404
+      setText(this.error, missing
         ? `No host "${this.hostId}" is registered.`
         : `Could not load the host: ${e instanceof ApiError ? e.describe() : e.message}`);
-      return this.host !== null;
+      return !missing;
     }
   }
 
   render(detail) {
     const host = detail.host;
     this.host = host;
+    this.content.hidden = false;
+    this.onlineBadge.hidden = false;
     setText(this.title, host.hostname || host.hostId);
     document.title = `${host.hostname} · Herd`;
     this.onlineBadge.className = `badge ${host.online ? 'ok' : 'idle'}`;
