@@ -26,9 +26,13 @@ export class ApiError extends Error {
     this.status = status || '';
   }
 
+  get unauthenticated() {
+    return this.httpStatus === 401 || this.status === 'UNAUTHENTICATED';
+  }
+
   // What to show an operator.
   describe() {
-    if (this.httpStatus === 403) return `permission denied: ${this.message} (this token is read-only)`;
+    if (this.httpStatus === 403 || this.status === 'PERMISSION_DENIED') return `permission denied: ${this.message} (this token is read-only)`;
     if (this.httpStatus === 0) return `control plane unreachable: ${this.message}`;
     return this.status ? `${this.status.toLowerCase().replace(/_/g, ' ')}: ${this.message}` : this.message;
   }
@@ -55,21 +59,22 @@ async function post(method, body, signal) {
     throw new ApiError(0, 'UNAVAILABLE', e.message);
   }
   if (!response.ok) {
-    const error = await errorOf(response);
-    if (response.status === 401) unauthorizedHandler(error);
-    throw error;
+    let detail = {};
+    try {
+      detail = (await response.json()).error || {};
+    } catch {
+      // Not our JSON (a proxy's error page): the HTTP status says enough.
+    }
+    throw failure(response.status, detail.status, detail.message || response.statusText);
   }
   return response;
 }
 
-async function errorOf(response) {
-  let detail = {};
-  try {
-    detail = (await response.json()).error || {};
-  } catch {
-    // Not our JSON (a proxy's error page): the HTTP status says enough.
-  }
-  return new ApiError(response.status, detail.status, detail.message || response.statusText);
+// The error to throw; a rejected token also ends the session.
+function failure(httpStatus, status, message) {
+  const error = new ApiError(httpStatus, status, message);
+  if (error.unauthenticated) unauthorizedHandler(error);
+  return error;
 }
 
 // One unary call; resolves to the reply message.
@@ -95,7 +100,8 @@ export async function readStream(method, body, onMessage, signal) {
       for (const line of lines) {
         if (!line.trim()) continue;
         const frame = JSON.parse(line);
-        if (frame.error) throw new ApiError(response.status, frame.error.status, frame.error.message);
+        // A stream refused or failed after its 200 says why in its last line.
+        if (frame.error) throw failure(response.status, frame.error.status, frame.error.message);
         onMessage(frame.result);
       }
     }
@@ -104,6 +110,10 @@ export async function readStream(method, body, onMessage, signal) {
     reader.cancel().catch(() => {});
   }
 }
+
+// Stream failures that reopening cannot cure.
+const FINAL = ['UNAUTHENTICATED', 'PERMISSION_DENIED', 'NOT_FOUND', 'INVALID_ARGUMENT'];
+const HTTP_STATUS = { 400: 'INVALID_ARGUMENT', 401: 'UNAUTHENTICATED', 403: 'PERMISSION_DENIED', 404: 'NOT_FOUND' };
 
 // Keeps a stream open until signal aborts: reopened after a short, growing delay whenever it
 // ends or fails (the control plane restarted), unless isFinished() says it ended for good.
@@ -121,7 +131,7 @@ export async function watch(method, body, { onMessage, onStatus = () => {}, isFi
       onStatus('stream ended, reconnecting…');
     } catch (e) {
       if (signal.aborted) return;
-      if (e instanceof ApiError && (e.httpStatus === 401 || e.httpStatus === 403 || e.httpStatus === 404)) {
+      if (e instanceof ApiError && FINAL.includes(e.status || HTTP_STATUS[e.httpStatus])) {
         onStatus(e.describe());
         return;
       }

@@ -24,7 +24,7 @@ export function loginView(root, { message, onLoggedIn }) {
       onLoggedIn();
     } catch (err) {
       clearToken();
-      error.textContent = err instanceof ApiError && err.httpStatus === 401
+      error.textContent = err instanceof ApiError && err.unauthenticated
         ? 'This token was not accepted (401): check it and try again.'
         : `Could not sign in: ${err instanceof ApiError ? err.describe() : err.message}`;
       error.hidden = false;
