@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -110,6 +111,74 @@ std::string StateName(herd::v1::UnitState state) {
   return absl::AsciiStrToLower(name);
 }
 
+bool IsUpper(char c) { return c >= 'A' && c <= 'Z'; }
+bool IsLower(char c) { return c >= 'a' && c <= 'z'; }
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// The words of a probe name, lower case: runs of ASCII letters and digits, split where
+// camelCase or PascalCase starts a word ("reqMin" → req min; "HTTPRequests" → http requests;
+// "p95Latency" → p95 latency; "5XX" stays one word). Anything else (spaces, punctuation,
+// non-ASCII bytes) only separates words.
+std::vector<std::string> Words(const std::string& name) {
+  std::vector<std::string> words;
+  std::string word;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    if (IsUpper(c)) {
+      const char prev = i > 0 ? name[i - 1] : '\0';
+      const bool next_lower = i + 1 < name.size() && IsLower(name[i + 1]);
+      if (!word.empty() && (IsLower(prev) || ((IsUpper(prev) || IsDigit(prev)) && next_lower))) {
+        words.push_back(std::move(word));
+        word.clear();
+      }
+      word.push_back(static_cast<char>(c - 'A' + 'a'));
+    } else if (IsLower(c) || IsDigit(c)) {
+      word.push_back(c);
+    } else if (!word.empty()) {
+      words.push_back(std::move(word));
+      word.clear();
+    }
+  }
+  if (!word.empty()) words.push_back(std::move(word));
+  return words;
+}
+
+// A word `promtool check metrics` refuses anywhere in a gauge's name (client_golang's promlint,
+// which lints each "_"-separated word): an abbreviated unit ("metric names should not contain
+// abbreviated units"), a unit other than a base unit, with or without an SI prefix ("use base
+// unit ..."), or a metric type ("metric name should not include type ..."). Such words are
+// left out of probe families rather than spelled differently: a probe's value is in the unit
+// the module chose, which no name can promise, so the unit is the unit label's business (and
+// the probe label keeps the name as written).
+bool RefusedWord(absl::string_view w) {
+  static constexpr absl::string_view kAbbreviations[] = {
+      "s", "ms", "us", "ns", "sec", "b", "kb", "mb", "gb", "tb", "pb", "m", "h", "d"};
+  static constexpr absl::string_view kTypes[] = {"counter", "gauge", "histogram", "summary"};
+  static constexpr absl::string_view kBaseUnits[] = {
+      "amperes", "bytes", "celsius", "grams", "joules", "meters", "metres", "seconds", "volts"};
+  // "kelvin" is a base unit to some promlint versions and not to others.
+  static constexpr absl::string_view kOtherUnits[] = {
+      "kelvin", "kelvins", "minutes", "hours", "days", "weeks", "fahrenheit", "rankine",
+      "inches", "yards", "miles", "bits", "calories", "pounds", "ounces"};
+  static constexpr absl::string_view kPrefixes[] = {
+      "pico", "nano", "micro", "milli", "centi", "deci", "deca", "hecto", "kilo",
+      "kibi", "mega", "mibi", "giga", "gibi", "tera", "tebi", "peta", "pebi"};
+  const auto in = [](absl::string_view word, const auto& list) {
+    for (absl::string_view x : list) {
+      if (word == x) return true;
+    }
+    return false;
+  };
+  if (in(w, kAbbreviations) || in(w, kTypes) || in(w, kOtherUnits)) return true;
+  for (absl::string_view prefix : kPrefixes) {
+    absl::string_view rest = w;
+    if (absl::ConsumePrefix(&rest, prefix) && (in(rest, kBaseUnits) || in(rest, kOtherUnits))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void RenderHosts(const std::vector<herd::v1::HostDetail>& hosts, absl::Time now, Families& f) {
   const int64_t now_ms = absl::ToUnixMillis(now);
   for (const auto& d : hosts) {
@@ -165,8 +234,10 @@ void RenderHosts(const std::vector<herd::v1::HostDetail>& hosts, absl::Time now,
                           {"module", u.name()},
                           {"probe", p.name()},
                           {"unit", p.unit()}});
-        f.Add("herd_module_probe_value", "gauge",
-              "Latest value of a module's numeric probe, in the probe's own unit (label unit).",
+        // Nothing of the module's in HELP: one text for every probe family.
+        f.Add(ProbeMetricName(p.name()), "gauge",
+              "Module probe: latest value of the module's numeric probe (original name in "
+              "label probe, unit in label unit).",
               lp, p.number());
       }
     }
@@ -240,6 +311,25 @@ std::optional<std::string> ReadFile(const std::string& path) {
 }
 
 }  // namespace
+
+std::string ProbeMetricName(const std::string& probe_name) {
+  std::string name;
+  for (const std::string& w : Words(probe_name)) {
+    if (RefusedWord(w)) continue;
+    absl::StrAppend(&name, name.empty() ? "" : "_", w);
+  }
+  if (name.empty()) name = "unnamed";
+  if (IsDigit(name[0])) name.insert(0, "_");
+  // Names a gauge may not end with: the samples of counters, histograms and summaries
+  // (promtool refuses _total, _count, _sum, _bucket), and OpenMetrics' _created and _info.
+  for (const char* suffix : {"_total", "_count", "_sum", "_bucket", "_created", "_info"}) {
+    if (absl::EndsWith(absl::StrCat("_", name), suffix)) {
+      name += "_value";
+      break;
+    }
+  }
+  return "herd_probe_" + name;
+}
 
 std::string EscapeLabelValue(const std::string& value) {
   std::string out;

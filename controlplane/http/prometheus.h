@@ -4,10 +4,11 @@
 //
 // Names follow Prometheus conventions and pass `promtool check metrics`: base units (bytes,
 // seconds, ratios of one core), `_total` for counters, labels `host` (the host id) and
-// `module` on fleet series only. Module probes are one family, herd_module_probe_value, with
-// the probe's own name (and unit) as labels: probe names are chosen by module authors
-// ("Req/min", "latency_ms"...), so as metric names they would break the naming rules and could
-// collide once sanitised; as label values they are kept exactly.
+// `module` on fleet series only. Each numeric module probe is a gauge in a family of its own
+// name, herd_probe_<sanitised name> (ProbeMetricName), labelled host, module, probe (the
+// probe's name exactly as the module reported it) and unit (the probe's unit, when it has
+// one). Probe names are chosen by module authors ("req/s", "Memory MB", "reqMin"...), so two
+// of them may sanitise to one family: the probe label keeps their series apart.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,16 @@ std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
 
 // Reads this process's metrics from `proc_root` (/proc: self/stat, self/limits, self/fd, stat).
 absl::StatusOr<ProcessMetrics> ReadProcessMetrics(const std::string& proc_root = "/proc");
+
+// The family of a numeric probe: "herd_probe_" + the probe's name in snake_case. camelCase and
+// PascalCase split into words ("reqMin" → req_min, "HTTPRequests" → http_requests), lower
+// case, every run of characters outside [a-z0-9] one "_", none leading or trailing; words that
+// `promtool check metrics` refuses in a gauge's name are left out (unit abbreviations such as
+// "s", "ms", "mb"; non-base units such as "hours", "kilobytes"; metric type names such as
+// "gauge"), as units belong in the unit label; then empty → "unnamed", a leading digit gets
+// "_" in front, and a name ending in a reserved suffix (_total, _count, _sum, _bucket,
+// _created, _info) gets "_value" appended.
+std::string ProbeMetricName(const std::string& probe_name);
 
 // Escapes a label value (\\, \", \n).
 std::string EscapeLabelValue(const std::string& value);

@@ -1369,7 +1369,7 @@ TEST_F(HubTest, SnapshotHasEveryHostWithItsLatestUnits) {
   self.hub = hub_->stats();
   std::string text = RenderPrometheus(all, self, clock_.Now());
   EXPECT_THAT(text, ::testing::HasSubstr(
-      "herd_module_probe_value{host=\"h1\",module=\"app\",probe=\"reqs\"} 7\n"));
+      "herd_probe_reqs{host=\"h1\",module=\"app\",probe=\"reqs\"} 7\n"));
   EXPECT_THAT(text, ::testing::HasSubstr("herd_controlplane_connected_agents 2\n"));
   // Two hellos and a batch.
   EXPECT_THAT(text, ::testing::HasSubstr("herd_controlplane_agent_messages_total 3\n"));

@@ -7,9 +7,14 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <iterator>
 #include <map>
+#include <regex>
 #include <set>
 #include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
@@ -160,16 +165,173 @@ TEST(Prometheus, ModuleStateIsOneSeriesNamedForTheState) {
   EXPECT_THAT(out, Not(HasSubstr("state=\"online\"")));
 }
 
-// Probe names are the module author's: kept exactly as label values, never in metric names.
-TEST(Prometheus, ProbesAreOneFamilyLabelledWithTheirNameAndUnit) {
+TEST(Prometheus, ProbeNamesSanitiseToSnakeCaseFamilies) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"latency", "herd_probe_latency"},
+      {"Queue Length", "herd_probe_queue_length"},
+      {"already_snake_case", "herd_probe_already_snake_case"},
+      // camelCase and PascalCase, acronyms and digits.
+      {"reqMin", "herd_probe_req_min"},
+      {"HTTPRequests", "herd_probe_http_requests"},
+      {"getHTTPResponseCode", "herd_probe_get_http_response_code"},
+      {"p95Latency", "herd_probe_p95_latency"},
+      {"Top10Hosts", "herd_probe_top10_hosts"},
+      {"5XX", "herd_probe__5xx"},
+      // Runs of anything outside [a-z0-9] are one "_", none at the ends.
+      {"  --weird__ name--  ", "herd_probe_weird_name"},
+      {"cpu%", "herd_probe_cpu"},
+      {"a.x-y z", "herd_probe_a_x_y_z"},
+      {"\xc3\x9c" "berCount", "herd_probe_ber_count_value"},  // ÜberCount
+      {"caf\xc3\xa9 orders", "herd_probe_caf_orders"},
+      // A leading digit.
+      {"5xx", "herd_probe__5xx"},
+      {"95th percentile", "herd_probe__95th_percentile"},
+      // Nothing left.
+      {"", "herd_probe_unnamed"},
+      {"%", "herd_probe_unnamed"},
+      {"\xc3\x9c\xc3\x9c", "herd_probe_unnamed"},
+      // Units are the unit label's: words promtool refuses in a gauge's name are left out.
+      {"req/s", "herd_probe_req"},
+      {"Memory MB", "herd_probe_memory"},
+      {"p95 latency (ms)", "herd_probe_p95_latency"},
+      {"ms", "herd_probe_unnamed"},
+      {"heap_kb_used", "herd_probe_heap_used"},
+      {"uptime hours", "herd_probe_uptime"},
+      {"size kilobytes", "herd_probe_size"},
+      {"days left", "herd_probe_left"},
+      {"fuel gauge", "herd_probe_fuel"},
+      {"retry counter", "herd_probe_retry"},
+      {"req/min", "herd_probe_req_min"},
+      {"latency_seconds", "herd_probe_latency_seconds"},
+      {"disk bytes", "herd_probe_disk_bytes"},
+      {"millis", "herd_probe_millis"},
+      // Reserved suffixes: "_value" appended (the family stays a gauge).
+      {"errors_total", "herd_probe_errors_total_value"},
+      {"total", "herd_probe_total_value"},
+      {"requestCount", "herd_probe_request_count_value"},
+      {"latency_sum", "herd_probe_latency_sum_value"},
+      {"le_bucket", "herd_probe_le_bucket_value"},
+      {"started_created", "herd_probe_started_created_value"},
+      {"build info", "herd_probe_build_info_value"},
+      {"heap MB total", "herd_probe_heap_total_value"},
+      {"total errors", "herd_probe_total_errors"},
+      {"count_ms", "herd_probe_count_value"},
+  };
+  const std::regex valid("herd_probe_(_[0-9])?[a-z0-9]+(_[a-z0-9]+)*");
+  for (const auto& [probe, family] : cases) {
+    const std::string got = ProbeMetricName(probe);
+    EXPECT_EQ(got, family) << "probe \"" << probe << "\"";
+    EXPECT_TRUE(std::regex_match(got, valid)) << got;
+  }
+}
+
+// Each numeric probe is a gauge family of its own, with the probe's name kept exactly (and its
+// unit) as labels.
+TEST(Prometheus, ProbesAreGaugesNamedForTheProbeLabelledWithNameAndUnit) {
   std::string out = RenderPrometheus({Host()}, SelfMetrics{}, kNow);
-  EXPECT_THAT(out, HasSubstr("# TYPE herd_module_probe_value gauge\n"));
-  EXPECT_THAT(out, HasSubstr("herd_module_probe_value{host=\"web-1\",module=\"redis-mon\","
+  EXPECT_THAT(out, HasSubstr("# TYPE herd_probe_req gauge\n"
+                             "herd_probe_req{host=\"web-1\",module=\"redis-mon\","
                              "probe=\"req/s\",unit=\"req/s\"} 42.5\n"));
-  EXPECT_THAT(out, HasSubstr("herd_module_probe_value{host=\"web-1\",module=\"redis-mon\","
+  EXPECT_THAT(out, HasSubstr("# TYPE herd_probe_queue_length gauge\n"
+                             "herd_probe_queue_length{host=\"web-1\",module=\"redis-mon\","
                              "probe=\"Queue Length\"} 0.1\n"));
   EXPECT_THAT(out, Not(HasSubstr("probe=\"state\"")));  // text probes are not series
-  EXPECT_THAT(out, Not(HasSubstr("herd_probe_")));
+  EXPECT_THAT(out, Not(HasSubstr("herd_probe_state")));
+  EXPECT_THAT(out, Not(HasSubstr("herd_module_probe_value")));
+}
+
+// Probes whose names sanitise alike (in one module or across modules and hosts) share one
+// family, under one HELP and TYPE, as distinct series.
+TEST(Prometheus, ProbesThatSanitiseAlikeShareAFamilyAsDistinctSeries) {
+  herd::v1::HostDetail a = Host(), b = Host();
+  b.mutable_host()->set_host_id("web-2");
+  for (auto* d : {&a, &b}) {
+    auto* u = d->mutable_units(0);
+    u->clear_probes();
+    for (const auto& [name, unit, value] :
+         std::vector<std::tuple<std::string, std::string, double>>{
+             {"Memory MB", "MB", 10}, {"memory", "", 20}, {"Memory GB", "GB", 30}}) {
+      auto* p = u->add_probes();
+      p->set_name(name);
+      p->set_unit(unit);
+      p->set_numeric(true);
+      p->set_number(value + (d == &b ? 1 : 0));
+    }
+  }
+  b.mutable_units(0)->set_name("other-mod");
+  std::string out = RenderPrometheus({a, b}, SelfMetrics{}, kNow);
+  const std::string f = "herd_probe_memory";
+  const std::string w1 = f + "{host=\"web-1\",module=\"redis-mon\",probe=";
+  const std::string w2 = f + "{host=\"web-2\",module=\"other-mod\",probe=";
+  EXPECT_THAT(out, HasSubstr("# TYPE " + f + " gauge\n" +
+                             w1 + "\"Memory MB\",unit=\"MB\"} 10\n" +
+                             w1 + "\"memory\"} 20\n" +
+                             w1 + "\"Memory GB\",unit=\"GB\"} 30\n" +
+                             w2 + "\"Memory MB\",unit=\"MB\"} 11\n" +
+                             w2 + "\"memory\"} 21\n" +
+                             w2 + "\"Memory GB\",unit=\"GB\"} 31\n"));
+  Parsed p = Parse(out);
+  EXPECT_EQ(p.helps[f], 1);
+  EXPECT_EQ(std::count(p.sample_names.begin(), p.sample_names.end(), f), 6);
+  // Every series of the exposition is distinct.
+  std::set<std::string> series;
+  for (absl::string_view line : absl::StrSplit(out, '\n', absl::SkipEmpty())) {
+    if (absl::StartsWith(line, "#")) continue;
+    EXPECT_TRUE(series.insert(std::string(line.substr(0, line.rfind(' ')))).second) << line;
+  }
+}
+
+// HELP is the same text for every probe family: nothing the module chose, so nothing to
+// escape there (and a probe name that would need it stays in the escaped label).
+TEST(Prometheus, ProbeHelpCarriesNothingOfTheModule) {
+  herd::v1::HostDetail d = Host();
+  d.mutable_units(0)->mutable_probes(0)->set_name("x\\y\nz \"q\"");
+  d.mutable_units(0)->mutable_probes(1)->set_name("errors_total");
+  std::string out = RenderPrometheus({d}, SelfMetrics{}, kNow);
+  const std::string help =
+      " Module probe: latest value of the module's numeric probe (original name in label "
+      "probe, unit in label unit).\n";
+  EXPECT_THAT(out, HasSubstr("# HELP herd_probe_x_y_z_q" + help +
+                             "# TYPE herd_probe_x_y_z_q gauge\n"
+                             "herd_probe_x_y_z_q{host=\"web-1\",module=\"redis-mon\","
+                             "probe=\"x\\\\y\\nz \\\"q\\\"\",unit=\"req/s\"} 42.5\n"));
+  EXPECT_THAT(out, HasSubstr("# HELP herd_probe_errors_total_value" + help +
+                             "# TYPE herd_probe_errors_total_value gauge\n"));
+}
+
+// Debian's promtool (the prometheus package), when installed, accepts every family above.
+TEST(Prometheus, AwkwardProbeNamesPassPromtool) {
+  const char* promtool = "/usr/bin/promtool";
+  if (access(promtool, X_OK) != 0) GTEST_SKIP() << promtool << " is not installed";
+  herd::v1::HostDetail d = Host();
+  auto* u = d.mutable_units(0);
+  u->clear_probes();
+  int i = 0;
+  for (const char* name :
+       {"req/s", "Memory MB", "memory", "reqMin", "HTTPRequests", "errors_total",
+        "p95 latency (ms)", "5xx", "\xc3\x9c" "berCount", "%", "ms", "uptime hours",
+        "size kilobytes", "fuel gauge", "retry counter", "latency_sum", "le_bucket",
+        "requestCount", "build info", "started_created", "heap MB total", "x\\y\n\"z\"",
+        "a b c d h m s", "total", "latency_seconds"}) {
+    auto* p = u->add_probes();
+    p->set_name(name);
+    p->set_unit(i % 2 ? "ms" : "");
+    p->set_numeric(true);
+    p->set_number(++i);
+  }
+  char tmpl[] = "/tmp/herd-promtool-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  std::ofstream(dir + "/metrics.txt") << RenderPrometheus({d}, Full(), kNow);
+  const std::string cmd = std::string(promtool) + " check metrics < " + dir + "/metrics.txt > " +
+                          dir + "/out.txt 2>&1";
+  const int rc = system(cmd.c_str());
+  std::ifstream in(dir + "/out.txt");
+  const std::string findings((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(rc, 0) << findings;
+  EXPECT_EQ(findings, "");
 }
 
 TEST(Prometheus, ControlPlaneCountersAndGauges) {

@@ -1,8 +1,10 @@
 // The control plane's /metrics end to end, and what deploy/ ships for it, on loopback: a real
 // controlplane --http and a real agentd linked to it running a plain unit ("sleeper") and a
-// generated Python module ("svc", with probes), shared by the tests. Then
-//   - /metrics: the token, the content type, the host's and modules' series, the control
-//     plane's own numbers, and `promtool check metrics` (Debian's prometheus package);
+// generated Python module ("svc", with probes, awkward names among them), shared by the tests.
+// Then
+//   - /metrics: the token, the content type, the host's and modules' series (each numeric
+//     probe a herd_probe_<name> family), the control plane's own numbers, and
+//     `promtool check metrics` (Debian's prometheus package);
 //   - Debian's Prometheus server scraping it with deploy/prometheus/prometheus.yml (interval
 //     and addresses swapped for the test's) and its alert rules loaded, queried over its API;
 //   - deploy/: promtool on the config and rules, and every metric name that the Grafana
@@ -48,6 +50,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using json = nlohmann::json;
 
 std::string SourceDir() {
@@ -142,15 +145,33 @@ double Value(const std::string& text, const std::string& name,
   return std::nan("");
 }
 
-// Metric names (herd_*, process_*) a PromQL expression uses.
-std::set<std::string> MetricNames(const std::string& expr) {
+// How many times `needle` occurs in `text`.
+int CountOf(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+// What a PromQL expression needs of /metrics: the metric names (herd_*, process_*) it uses,
+// and the patterns of its `__name__=~"herd_..."` matchers (each must match some exposed name;
+// matchers on a dashboard variable, `__name__=~"$probe_metric"`, are the variable's business).
+struct Uses {
+  std::set<std::string> names, patterns;
+};
+void AddUses(std::string expr, Uses* out) {
+  static const std::regex kNameMatcher(R"re(__name__\s*=~\s*"((herd|process)_[^"]*)")re");
+  for (auto it = std::sregex_iterator(expr.begin(), expr.end(), kNameMatcher);
+       it != std::sregex_iterator(); ++it) {
+    out->patterns.insert((*it)[1].str());
+  }
+  expr = std::regex_replace(expr, kNameMatcher, "");
   static const std::regex kName(R"(\b(herd|process)_[a-zA-Z0-9_]+)");
-  std::set<std::string> out;
   for (auto it = std::sregex_iterator(expr.begin(), expr.end(), kName);
        it != std::sregex_iterator(); ++it) {
-    out.insert(it->str());
+    out->names.insert(it->str());
   }
-  return out;
 }
 
 // The PromQL of the Grafana dashboard: panels' targets (`expr`) and template variables'
@@ -285,6 +306,18 @@ class PrometheusTest : public ::testing::Test {
     const std::string dir = agent_->Path("src/svc");
     CmdResult gen = agent_->Ctl({"generate", "svc", "--lang", "python", "--dir", dir});
     if (gen.exit_code != 0) return "generate svc: " + gen.err;
+    // Probes named as module authors do, beside the template's ticks, last_tick and latency.
+    std::string main_py = ReadFile(dir + "/main.py");
+    const std::string anchor = "latency = mod.histogram(\"latency\", unit=\"ms\")";
+    const size_t at = main_py.find(anchor);
+    if (at == std::string::npos) return "generate svc: no latency probe in main.py:\n" + main_py;
+    std::string awkward = "\nfor _i, (_name, _unit) in enumerate([";
+    for (const auto& [name, unit] : AwkwardProbes()) {
+      absl::StrAppend(&awkward, "(", PyString(name), ", ", PyString(unit), "), ");
+    }
+    absl::StrAppend(&awkward, "]):\n    mod.gauge(_name, unit=_unit).set(_i + 1)\n");
+    main_py.insert(main_py.find('\n', at), awkward);
+    WriteFile(dir + "/main.py", main_py);
     CmdResult inst = agent_->Ctl({"install", dir});
     if (inst.exit_code != 0) return "install svc: " + inst.err;
     json info = agent_->CtlJson({"info"});
@@ -304,11 +337,63 @@ class PrometheusTest : public ::testing::Test {
     return "";
   }
 
+  // Probe names a module may well use, with their units, and their families. Names that
+  // sanitise alike ("Memory MB", "memory"; "ms", "%") share a family as distinct series.
+  struct AwkwardProbe {
+    std::string name, unit, family;
+  };
+  static std::vector<AwkwardProbe> AwkwardProbeFamilies() {
+    return {{"req/s", "req/s", "herd_probe_req"},
+            {"Memory MB", "", "herd_probe_memory"},
+            {"memory", "MB", "herd_probe_memory"},
+            {"reqMin", "", "herd_probe_req_min"},
+            {"HTTPRequests", "", "herd_probe_http_requests"},
+            {"errors_total", "", "herd_probe_errors_total_value"},
+            {"p95 latency (ms)", "ms", "herd_probe_p95_latency"},
+            {"5xx", "", "herd_probe__5xx"},
+            {"\xc3\x9c" "berCount", "", "herd_probe_ber_count_value"},  // ÜberCount
+            {"uptime hours", "h", "herd_probe_uptime"},
+            {"fuel gauge", "%", "herd_probe_fuel"},
+            {"ms", "", "herd_probe_unnamed"},
+            {"%", "", "herd_probe_unnamed"},
+            {"say \"hi\" \\ bye", "", "herd_probe_say_hi_bye"}};
+  }
+  static std::vector<std::pair<std::string, std::string>> AwkwardProbes() {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& p : AwkwardProbeFamilies()) out.emplace_back(p.name, p.unit);
+    return out;
+  }
+  // A Python string literal of UTF-8 text.
+  static std::string PyString(const std::string& s) {
+    std::string out = "\"";
+    for (unsigned char c : s) {
+      if (c == '"' || c == '\\') {
+        out.push_back('\\');
+        out.push_back(static_cast<char>(c));
+      } else if (c < 0x20) {
+        absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
+      } else {
+        out.push_back(static_cast<char>(c));
+      }
+    }
+    return out + "\"";
+  }
+  // The `probe="..."` matcher of a probe name, escaped as in the exposition.
+  static std::string ProbeLabel(const std::string& name) {
+    return "probe=\"" + absl::StrReplaceAll(name, {{"\\", "\\\\"}, {"\"", "\\\""}}) + "\"";
+  }
+
   // The module reports its probes a moment after it starts.
   static bool SvcProbesIn(const std::string& m) {
     const std::string h = "host=\"" + host_id_ + "\"";
-    return Value(m, "herd_module_probe_value", {h, "module=\"svc\"", "probe=\"ticks\""}) >= 0 &&
-           Value(m, "herd_module_probe_value", {h, "module=\"svc\"", "probe=\"latency\""}) >= 0;
+    if (!(Value(m, "herd_probe_ticks", {h, "module=\"svc\"", "probe=\"ticks\""}) >= 0 &&
+          Value(m, "herd_probe_latency", {h, "module=\"svc\"", "probe=\"latency\""}) >= 0)) {
+      return false;
+    }
+    for (const auto& p : AwkwardProbeFamilies()) {
+      if (!(Value(m, p.family, {h, "module=\"svc\"", ProbeLabel(p.name)}) > 0)) return false;
+    }
+    return true;
   }
 
   static std::string Metrics() {
@@ -350,13 +435,37 @@ TEST_F(PrometheusTest, ExpositionHasTheHostAndItsUnits) {
   auto online = Unit("sleeper");
   online.push_back("state=\"online\"");
   EXPECT_EQ(Value(m, "herd_module_state", online), 1);
-  // The module: its issues and its numeric probes (with their units), one family.
+  // The module: its issues and its numeric probes, a gauge family each (name and unit as
+  // labels).
   EXPECT_GE(Value(m, "herd_module_issues_total", Unit("svc")), 0);
   auto latency = Unit("svc");
   latency.push_back("probe=\"latency\"");
   latency.push_back("unit=\"ms\"");
-  EXPECT_GE(Value(m, "herd_module_probe_value", latency), 0) << m;
-  EXPECT_THAT(m, HasSubstr("# TYPE herd_module_probe_value gauge\n"));
+  EXPECT_GE(Value(m, "herd_probe_latency", latency), 0) << m;
+  EXPECT_THAT(m, HasSubstr("# TYPE herd_probe_latency gauge\n"));
+  auto last_tick = Unit("svc");
+  last_tick.push_back("probe=\"last_tick\"");
+  last_tick.push_back("unit=\"s\"");
+  EXPECT_GE(Value(m, "herd_probe_last_tick", last_tick), 0);
+  EXPECT_THAT(m, Not(HasSubstr("herd_module_probe_value")));
+}
+
+// Awkward probe names: each in its family with the name kept exactly, the unit as a label, and
+// one HELP and TYPE per family however many probes share it.
+TEST_F(PrometheusTest, AwkwardProbeNamesAreSanitisedFamiliesKeepingTheName) {
+  const std::string m = Metrics();
+  int i = 0;
+  for (const auto& p : AwkwardProbeFamilies()) {
+    ++i;
+    auto labels = Unit("svc");
+    labels.push_back(ProbeLabel(p.name));
+    if (!p.unit.empty()) labels.push_back("unit=\"" + p.unit + "\"");
+    EXPECT_EQ(Value(m, p.family, labels), i) << p.name << "\n" << m;
+    EXPECT_EQ(CountOf(m, "# TYPE " + p.family + " gauge\n"), 1) << p.family;
+    EXPECT_EQ(CountOf(m, "# HELP " + p.family + " "), 1) << p.family;
+  }
+  EXPECT_EQ(CountOf(m, "herd_probe_memory{"), 2) << m;
+  EXPECT_EQ(CountOf(m, "herd_probe_unnamed{"), 2) << m;
 }
 
 TEST_F(PrometheusTest, ExpositionHasTheControlPlanesOwnNumbers) {
@@ -444,26 +553,31 @@ TEST_F(PrometheusTest, DashboardAndRulesUseOnlyMetricsTheControlPlaneExposes) {
   for (const Sample& s : Samples(Metrics())) exposed.insert(s.name);
   std::vector<std::string> exprs = DashboardExprs();
   ASSERT_GT(exprs.size(), 20u) << "deploy/grafana/herd-fleet.json: no expressions found";
-  std::set<std::string> used;
-  for (const auto& e : exprs) {
-    for (const auto& n : MetricNames(e)) used.insert(n);
-  }
+  Uses uses;
+  for (const auto& e : exprs) AddUses(e, &uses);
   std::vector<std::string> rules = RuleExprs();
   ASSERT_GE(rules.size(), 3u);
-  for (const auto& e : rules) {
-    for (const auto& n : MetricNames(e)) used.insert(n);
-  }
+  for (const auto& e : rules) AddUses(e, &uses);
   for (const char* needed :
        {"herd_host_up", "herd_controlplane_connected_agents",
         "herd_controlplane_agent_messages_total",
         "herd_controlplane_store_operation_duration_seconds_bucket",
         "herd_controlplane_rollouts_total", "herd_module_cpu_usage_ratio",
         "herd_module_memory_rss_bytes", "herd_module_restarts_total",
-        "herd_module_uptime_seconds", "herd_module_probe_value"}) {
-    EXPECT_TRUE(used.count(needed)) << "the dashboard does not show " << needed;
+        "herd_module_uptime_seconds"}) {
+    EXPECT_TRUE(uses.names.count(needed)) << "the dashboard does not show " << needed;
   }
-  for (const auto& n : used) {
+  for (const auto& n : uses.names) {
     EXPECT_TRUE(exposed.count(n)) << n << " is used in deploy/ but not in /metrics";
+  }
+  // The probe panels find their families by name: herd_probe_.+ must match some of them.
+  EXPECT_TRUE(uses.patterns.count("herd_probe_.+")) << "the dashboard does not show probes";
+  for (const auto& pattern : uses.patterns) {
+    const std::regex re(pattern);
+    bool any = false;
+    for (const auto& n : exposed) any = any || std::regex_match(n, re);
+    EXPECT_TRUE(any) << "__name__=~\"" << pattern << "\" is used in deploy/ but matches "
+                     << "nothing in /metrics";
   }
 }
 
@@ -521,8 +635,24 @@ TEST_F(PrometheusTest, PrometheusScrapesTheControlPlaneWithTheShippedConfig) {
   json rss = PromQuery(address, "herd_module_memory_rss_bytes{module=\"sleeper\"}");
   ASSERT_EQ(rss["data"]["result"].size(), 1u) << rss.dump();
   EXPECT_EQ(rss["data"]["result"][0]["metric"]["host"], host_id_);
-  json probes = PromQuery(address, "herd_module_probe_value{module=\"svc\",probe=\"ticks\"}");
+  json probes = PromQuery(address, "herd_probe_ticks{module=\"svc\",probe=\"ticks\"}");
   EXPECT_EQ(probes["data"]["result"].size(), 1u) << probes.dump();
+  // Probes that share a family stay distinct series, with their names as written.
+  json memory = PromQuery(address, "herd_probe_memory{module=\"svc\"}");
+  std::set<std::string> memory_probes;
+  for (const auto& s : memory["data"]["result"]) {
+    memory_probes.insert(s["metric"].value("probe", ""));
+  }
+  EXPECT_EQ(memory_probes, (std::set<std::string>{"Memory MB", "memory"})) << memory.dump();
+  // What the dashboard's probe_metric variable lists.
+  json families = PromQuery(address, "count by (__name__) ({__name__=~\"herd_probe_.+\"})");
+  std::set<std::string> family_names;
+  for (const auto& s : families["data"]["result"]) {
+    family_names.insert(s["metric"].value("__name__", ""));
+  }
+  for (const auto& p : AwkwardProbeFamilies()) {
+    EXPECT_TRUE(family_names.count(p.family)) << p.family << "\n" << families.dump();
+  }
 
   // Every dashboard expression is valid PromQL here, with Grafana's variables filled in.
   for (std::string e : DashboardExprs()) {
@@ -530,7 +660,7 @@ TEST_F(PrometheusTest, PrometheusScrapesTheControlPlaneWithTheShippedConfig) {
                          {"$__interval", "15s"},
                          {"$host", ".*"},
                          {"$module", ".*"},
-                         {"$probe", ".*"}},
+                         {"$probe_metric", "herd_probe_.+"}},
                         &e);
     json r = PromQuery(address, e);
     EXPECT_TRUE(r.is_object() && r["status"] == "success") << e << "\n" << r.dump();
