@@ -1,6 +1,7 @@
 // controlplane: the Herd fleet service. Flags only; the wiring is controlplane/server.h.
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <string>
@@ -107,6 +108,12 @@ int main(int argc, char** argv) {
     if (!st.ok()) return Fail(std::string(st.message()));
     printf("token %s revoked\n", token_name.c_str());
     return 0;
+  }
+  // One descriptor per connected agent: take the hard limit (as servers commonly do).
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
   }
   absl::Status st = herd::controlplane::RunServer(o);
   if (!st.ok()) {

@@ -29,10 +29,6 @@ bool ValidId(const std::string& s, size_t max) {
   });
 }
 
-std::string SeriesKey(const std::string& unit, const std::string& metric) {
-  return absl::StrCat(unit, "\n", metric);
-}
-
 }  // namespace
 
 Hub::Hub(Store& store, const Clock& clock, HubOptions options)
@@ -47,6 +43,7 @@ absl::Status Hub::Start() {
     absl::MutexLock l(&mu_);
     for (auto& r : *hosts) {
       HostState h;
+      h.series = HostSeries(options_.series);
       h.record = r;
       h.disconnected_at_ms = r.last_seen_unix_ms;
       hosts_[r.host_id] = std::move(h);
@@ -142,6 +139,7 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     if (!known) {
       new_host = true;
       it = hosts_.emplace(hello.host_id(), HostState{}).first;
+      it->second.series = HostSeries(options_.series);
       it->second.record.host_id = hello.host_id();
       it->second.record.registered_at_unix_ms = now_ms;
     }
@@ -165,6 +163,7 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     h.peer = session->Peer();
     h.connected_at_ms = now_ms;
     h.hello = hello;
+    h.hello.clear_modules();
     h.rejections.clear();
     record = h.record;
   }
@@ -327,36 +326,30 @@ void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now
   stats_.batches_dropped_by_agents += batch.dropped_batches();
   h.dropped_batches += batch.dropped_batches();
   const int64_t at = batch.at_unix_ms() > 0 ? batch.at_unix_ms() : now_ms;
-  if (!batch.replayed() || batch.at_unix_ms() >= h.last_batch.at_unix_ms()) h.last_batch = batch;
+  if (!batch.replayed() || at >= h.last_batch_at_ms) {
+    h.last_batch = batch.SerializeAsString();
+    h.last_batch_at_ms = at;
+    h.usage = batch.host();
+  }
+  if (!h.series.Begin(at)) return;  // older than the history: latest state only
   const auto& u = batch.host();
-  AddPoint(h, "", "cpu", at, u.cpu_percent());
-  AddPoint(h, "", "memory_available", at, static_cast<double>(u.memory_available_bytes()));
-  AddPoint(h, "", "load1", at, u.load1());
+  h.series.Add("", "cpu", u.cpu_percent());
+  h.series.Add("", "memory_available", static_cast<double>(u.memory_available_bytes()));
+  h.series.Add("", "load1", u.load1());
   for (const auto& unit : batch.units()) {
-    AddPoint(h, unit.name(), "cpu", at, unit.usage().cpu_percent());
-    AddPoint(h, unit.name(), "rss", at, static_cast<double>(unit.usage().rss_bytes()));
+    h.series.Add(unit.name(), "cpu", unit.usage().cpu_percent());
+    h.series.Add(unit.name(), "rss", static_cast<double>(unit.usage().rss_bytes()));
     for (const auto& p : unit.probes()) {
-      if (p.numeric()) AddPoint(h, unit.name(), absl::StrCat("probe:", p.name()), at, p.number());
+      if (p.numeric()) h.series.Add(unit.name(), absl::StrCat("probe:", p.name()), p.number());
     }
   }
 }
 
-void Hub::AddPoint(HostState& h, const std::string& unit, const std::string& metric, int64_t at,
-                   double v) {
-  auto& ring = h.series[SeriesKey(unit, metric)];
-  // Replayed batches may arrive after newer ones: keep the ring ordered by time.
-  herd::v1::Point p;
-  p.set_at_unix_ms(at);
-  p.set_value(v);
-  if (ring.points.empty() || ring.points.back().at_unix_ms() <= at) {
-    ring.points.push_back(p);
-  } else {
-    auto pos = std::upper_bound(
-        ring.points.begin(), ring.points.end(), at,
-        [](int64_t t, const herd::v1::Point& q) { return t < q.at_unix_ms(); });
-    ring.points.insert(pos, p);
-  }
-  while (ring.points.size() > options_.series_points) ring.points.pop_front();
+std::vector<herd::v1::UnitSample> Hub::LatestUnits(const HostState& h) {
+  herd::v1::MetricsBatch b;
+  if (!b.ParseFromString(h.last_batch)) return {};
+  return {std::make_move_iterator(b.mutable_units()->begin()),
+          std::make_move_iterator(b.mutable_units()->end())};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -637,7 +630,7 @@ herd::v1::Host Hub::HostView(const HostState& h, int64_t now_ms) const {
   out.set_last_seen_unix_ms(h.record.last_seen_unix_ms);
   out.set_connected_at_unix_ms(h.connected_at_ms);
   out.set_boot_id(h.record.boot_id);
-  *out.mutable_usage() = h.last_batch.host();
+  *out.mutable_usage() = h.usage;
   out.set_modules(static_cast<uint32_t>(h.record.modules.size()));
   out.set_desired_config_version(h.sent_valid ? h.sent.version() : h.record.acked_config_version);
   out.set_acked_config_version(h.record.acked_config_version);
@@ -710,7 +703,7 @@ absl::StatusOr<herd::v1::HostDetail> Hub::GetHost(const std::string& host_id) co
   const HostState& h = hosts_.at(ids->front());
   herd::v1::HostDetail d;
   *d.mutable_host() = HostView(h, absl::ToUnixMillis(clock_.Now()));
-  for (const auto& u : h.last_batch.units()) *d.add_units() = u;
+  for (auto& u : LatestUnits(h)) *d.add_units() = std::move(u);
   for (const auto& m : h.record.modules) *d.add_modules() = m;
   for (const auto& e : h.events) *d.add_events() = e;
   return d;
@@ -724,7 +717,7 @@ std::vector<herd::v1::HostDetail> Hub::Snapshot() const {
   for (const auto& [id, h] : hosts_) {
     herd::v1::HostDetail d;
     *d.mutable_host() = HostView(h, now_ms);
-    for (const auto& u : h.last_batch.units()) *d.add_units() = u;
+    for (auto& u : LatestUnits(h)) *d.add_units() = std::move(u);
     out.push_back(std::move(d));
   }
   return out;
@@ -739,6 +732,7 @@ absl::StatusOr<std::vector<herd::v1::ModuleInstance>> Hub::ListModules(
   std::vector<herd::v1::ModuleInstance> out;
   for (const auto& id : *ids) {
     const HostState& h = hosts_.at(id);
+    const std::vector<herd::v1::UnitSample> units = LatestUnits(h);
     for (const auto& m : h.record.modules) {
       if (!module.empty() && m.name() != module) continue;
       herd::v1::ModuleInstance mi;
@@ -746,7 +740,7 @@ absl::StatusOr<std::vector<herd::v1::ModuleInstance>> Hub::ListModules(
       mi.set_hostname(h.record.hostname);
       mi.set_online(Online(h, now_ms));
       bool sampled = false;
-      for (const auto& u : h.last_batch.units()) {
+      for (const auto& u : units) {
         if (u.name() == m.name()) {
           *mi.mutable_unit() = u;
           sampled = true;
@@ -771,8 +765,8 @@ absl::StatusOr<herd::v1::Series> Hub::QuerySeries(const herd::v1::QuerySeriesReq
   auto ids = ResolveTargetLocked(t);
   if (!ids.ok()) return ids.status();
   const HostState& h = hosts_.at(ids->front());
-  auto it = h.series.find(SeriesKey(req.unit(), req.metric()));
-  if (it == h.series.end()) {
+  std::vector<herd::v1::Point> points;
+  if (!h.series.Points(req.unit(), req.metric(), req.since_unix_ms(), &points)) {
     return absl::NotFoundError(absl::StrCat(
         "no series ", req.metric(), " for ", req.unit().empty() ? "the host" : req.unit(),
         " on ", req.host_id(), ": metrics are cpu, rss or probe:<name> (host: cpu, "
@@ -782,9 +776,7 @@ absl::StatusOr<herd::v1::Series> Hub::QuerySeries(const herd::v1::QuerySeriesReq
   s.set_host_id(h.record.host_id);
   s.set_unit(req.unit());
   s.set_metric(req.metric());
-  for (const auto& p : it->second.points) {
-    if (p.at_unix_ms() >= req.since_unix_ms()) *s.add_points() = p;
-  }
+  for (auto& p : points) *s.add_points() = std::move(p);
   return s;
 }
 

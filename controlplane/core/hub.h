@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "controlplane/core/series.h"
 #include "controlplane/store/store.h"
 #include "herd/v1/fleet.pb.h"
 #include "herd/v1/gateway.pb.h"
@@ -45,8 +46,8 @@ class HostSession {
 struct HubOptions {
   // A host whose stream has been gone longer than this is shown offline.
   absl::Duration lease = absl::Seconds(30);
-  // Points kept per series (at one batch per second: 10 minutes).
-  size_t series_points = 600;
+  // Recent history kept per host (controlplane/core/series.h).
+  SeriesOptions series;
   size_t events_kept = 100;
   uint32_t metrics_interval_ms = 1000;
   // Extra time a relayed request may take beyond its own timeout before the hub fails it.
@@ -141,24 +142,27 @@ class Hub {
   Stats stats() const;
 
  private:
-  struct Ring {
-    std::deque<herd::v1::Point> points;
-  };
   struct HostState {
     HostRecord record;
     std::shared_ptr<HostSession> session;
     int64_t connected_at_ms = 0;
     int64_t disconnected_at_ms = 0;
     std::string peer;
-    herd::v1::Hello hello;
-    herd::v1::MetricsBatch last_batch;
+    herd::v1::Hello hello;  // without its inventory (that is record.modules)
+    // The latest batch, serialized (a tenth of its parsed size; parsed when a caller wants
+    // the units), its time, and the host's usage from it (for every host listing).
+    std::string last_batch;
+    int64_t last_batch_at_ms = 0;
+    herd::v1::HostUsage usage;
     std::deque<herd::v1::ModuleEvent> events;
     uint64_t dropped_batches = 0;
     herd::v1::ConfigSnapshot sent;  // the last snapshot sent (with its version)
     bool sent_valid = false;
     std::vector<herd::v1::ConfigRejection> rejections;
-    std::map<std::string, Ring> series;  // "<unit>\n<metric>"
+    HostSeries series;
   };
+  // The units of the host's latest batch.
+  static std::vector<herd::v1::UnitSample> LatestUnits(const HostState& h);
   enum class Kind { kAction, kRestart, kLogs };
   struct Pending {
     Kind kind;
@@ -180,8 +184,6 @@ class Hub {
   // After a config change: pushes new snapshots; returns the hosts whose config changed.
   std::vector<std::string> PushConfig();
   void OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms);
-  void AddPoint(HostState& h, const std::string& unit, const std::string& metric, int64_t at,
-                double v);
   absl::StatusOr<std::vector<std::string>> ResolveTargetLocked(
       const herd::v1::Target& target) const;
   std::string NewRequestId();

@@ -96,7 +96,9 @@ class AgentStream final
     } else {
       hub_.OnMessage(host_id_, handle_.get(), in_);
     }
-    in_.Clear();
+    // A fresh message, not Clear(): a parsed metrics batch is tens of KiB that Clear() would
+    // keep allocated for every connected agent between its batches.
+    in_ = AgentMessage();
     StartRead(&in_);
   }
 

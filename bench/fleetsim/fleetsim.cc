@@ -1,0 +1,704 @@
+// fleetsim: N simulated agents against a real controlplane, on loopback.
+//
+// Each simulated agent has its own gRPC channel (its own TCP connection) and Connect stream
+// and speaks the real protocol: Hello with a module inventory, a metrics batch every interval
+// (modules x probes), acks of config snapshots, replies to actions, and restart results after
+// a simulated restart time. Through the Fleet API (operator token) it then changes a config
+// value fleet-wide and restarts a module fleet-wide, and reports:
+//   - registration time of all N (first Hello to last Welcome);
+//   - sustained ingest: batches sent vs. batches the control plane counted (its /metrics);
+//   - fan-out latency of the config change and of the restart (until each host acked);
+//   - the control plane's CPU and RSS (from /proc/PID) per connected agent;
+//   - every stream that failed.
+// It is bounded in agents and time and stops by itself. See bench/README.md.
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "herd/v1/fleet.grpc.pb.h"
+#include "herd/v1/gateway.grpc.pb.h"
+
+namespace herd::fleetsim {
+namespace {
+
+using herd::v1::AgentMessage;
+using herd::v1::ControlMessage;
+
+struct Options {
+  std::string controlplane = "127.0.0.1:7070";
+  std::string http;  // the control plane's --http address, for /metrics
+  std::string join_token_file, operator_token_file, viewer_token_file;
+  int controlplane_pid = 0;
+  int agents = 100;
+  int modules = 10;
+  int probes = 10;
+  int interval_ms = 1000;
+  int connect_rate = 1000;  // new streams per second
+  double steady_s = 30;     // ingest measured over this window
+  int restart_ms = 200;     // a simulated restart takes this long
+  double max_runtime_s = 600;
+  std::string json_out;
+};
+
+int64_t NowUs() { return absl::ToUnixMicros(absl::Now()); }
+
+std::string ReadTrimmed(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return std::string(absl::StripAsciiWhitespace(ss.str()));
+}
+
+// Runs callbacks at a given time on one thread (restarts finishing later).
+class Scheduler {
+ public:
+  Scheduler() : thread_([this] { Loop(); }) {}
+  ~Scheduler() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void At(int64_t when_us, std::function<void()> f) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      q_.push({when_us, seq_++, std::move(f)});
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  struct Item {
+    int64_t when;
+    uint64_t seq;
+    std::function<void()> f;
+    bool operator>(const Item& o) const { return std::tie(when, seq) > std::tie(o.when, o.seq); }
+  };
+  void Loop() {
+    std::unique_lock<std::mutex> l(mu_);
+    while (!stop_) {
+      if (q_.empty()) {
+        cv_.wait(l);
+        continue;
+      }
+      int64_t now = NowUs();
+      if (q_.top().when > now) {
+        cv_.wait_for(l, std::chrono::microseconds(q_.top().when - now));
+        continue;
+      }
+      auto f = q_.top().f;
+      q_.pop();
+      l.unlock();
+      f();
+      l.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::priority_queue<Item, std::vector<Item>, std::greater<Item>> q_;
+  uint64_t seq_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+struct Counters {
+  std::atomic<int> welcomed{0}, failed{0}, open{0};
+  std::atomic<uint64_t> batches_sent{0}, batches_skipped{0};
+  std::atomic<int64_t> last_welcome_us{0};
+};
+
+class SimAgent final : public grpc::ClientBidiReactor<AgentMessage, ControlMessage> {
+ public:
+  SimAgent(int index, const Options& o, Counters& c, Scheduler& s)
+      : index_(index), options_(o), counters_(c), scheduler_(s) {
+    host_id_ = absl::StrFormat("sim-%05d", index);
+  }
+
+  void Start(const std::string& join_token) {
+    grpc::ChannelArguments args;
+    // A channel of its own: its own subchannel and TCP connection, as a real agent has.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt("herd.fleetsim.agent", index_);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    channel_ = grpc::CreateCustomChannel(options_.controlplane, grpc::InsecureChannelCredentials(),
+                                         args);
+    stub_ = herd::v1::Gateway::NewStub(channel_);
+    ctx_.AddMetadata("authorization", "Bearer " + join_token);
+    stub_->async()->Connect(&ctx_, this);
+    BuildTemplate();
+    AgentMessage hello;
+    auto* h = hello.mutable_hello();
+    h->set_host_id(host_id_);
+    h->set_hostname(host_id_);
+    (*h->mutable_labels())["sim"] = "1";
+    (*h->mutable_labels())["group"] = absl::StrCat(index_ % 10);
+    h->set_agent_version("fleetsim");
+    h->set_boot_id("fleetsim");
+    h->set_cpu_count(2);
+    for (int m = 0; m < options_.modules; ++m) {
+      auto* inv = h->add_modules();
+      inv->set_name(absl::StrCat("mod-", m));
+      inv->set_version("1.0.0");
+      inv->set_source("fleetsim");
+      inv->set_defaults_json(R"({"greeting":"hello","limit":5})");
+      inv->set_state(herd::v1::UNIT_STATE_ONLINE);
+    }
+    started_us_ = NowUs();
+    counters_.open++;
+    Send(std::move(hello));
+    StartRead(&in_);
+    AddHold();  // writes are started from other threads: see ReleaseHold()
+    StartCall();
+  }
+
+  void Tick() {
+    if (!welcomed_.load() || done_.load()) return;
+    std::lock_guard<std::mutex> l(mu_);
+    if (queue_.size() > 4) {  // the stream is not keeping up: drop, as a real agent's ring does
+      counters_.batches_skipped++;
+      return;
+    }
+    AgentMessage m = batch_;
+    auto* b = m.mutable_metrics();
+    b->set_at_unix_ms(NowUs() / 1000);
+    ++seq_;
+    for (auto& u : *b->mutable_units()) {
+      u.mutable_usage()->set_cpu_percent(static_cast<double>((seq_ + index_) % 50) / 10.0);
+      for (auto& p : *u.mutable_probes()) p.set_number(static_cast<double>(seq_ % 1000));
+    }
+    counters_.batches_sent++;
+    SendLocked(std::move(m));
+  }
+
+  void Finish() {
+    stopping_ = true;
+    ctx_.TryCancel();
+    ReleaseHold();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> l(mu_);
+    done_cv_.wait(l, [&] { return done_.load(); });
+  }
+
+  const std::string& host_id() const { return host_id_; }
+  int64_t welcome_us() const { return welcome_us_.load(); }
+  // When the host acked a snapshot with at least this version (0 = not yet).
+  int64_t config_ack_us() const { return config_ack_us_.load(); }
+  uint64_t config_version() const { return config_version_.load(); }
+  int64_t restart_ack_us() const { return restart_ack_us_.load(); }
+  bool failed() const { return failed_.load(); }
+  std::string error() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return error_;
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return ReleaseHold();  // the stream is over: let it finish
+    Handle(in_);
+    StartRead(&in_);
+  }
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> l(mu_);
+    writing_ = false;
+    if (!ok) {
+      queue_.clear();
+      return;
+    }
+    WriteNextLocked();
+  }
+  void OnDone(const grpc::Status& s) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!stopping_.load()) {
+        failed_ = true;
+        error_ = absl::StrCat(s.error_code(), ": ", s.error_message());
+        counters_.failed++;
+      }
+      done_ = true;
+    }
+    counters_.open--;
+    done_cv_.notify_all();
+  }
+
+ private:
+  void BuildTemplate() {
+    auto* b = batch_.mutable_metrics();
+    b->mutable_host()->set_cpu_percent(12.5);
+    b->mutable_host()->set_memory_total_bytes(8ull << 30);
+    b->mutable_host()->set_memory_available_bytes(4ull << 30);
+    b->mutable_host()->set_load1(0.5);
+    for (int m = 0; m < options_.modules; ++m) {
+      auto* u = b->add_units();
+      u->set_name(absl::StrCat("mod-", m));
+      u->set_is_module(true);
+      u->set_state(herd::v1::UNIT_STATE_ONLINE);
+      u->set_pid(10000 + m);
+      u->set_started_at_unix_ms(NowUs() / 1000);
+      u->set_version("1.0.0");
+      u->mutable_usage()->set_rss_bytes(20ull << 20);
+      for (int p = 0; p < options_.probes; ++p) {
+        auto* pr = u->add_probes();
+        pr->set_name(absl::StrCat("probe_", p));
+        pr->set_numeric(true);
+        pr->set_type("gauge");
+      }
+      u->add_main_probes("probe_0");
+    }
+  }
+
+  void Handle(const ControlMessage& m) {
+    switch (m.msg_case()) {
+      case ControlMessage::kWelcome: {
+        int64_t now = NowUs();
+        welcome_us_ = now;
+        welcomed_ = true;
+        counters_.welcomed++;
+        int64_t prev = counters_.last_welcome_us.load();
+        while (now > prev && !counters_.last_welcome_us.compare_exchange_weak(prev, now)) {
+        }
+        break;
+      }
+      case ControlMessage::kConfig: {
+        AgentMessage ack;
+        ack.mutable_config_ack()->set_version(m.config().version());
+        ack.mutable_config_ack()->set_accepted(true);
+        Send(std::move(ack));
+        config_version_ = m.config().version();
+        config_ack_us_ = NowUs();
+        break;
+      }
+      case ControlMessage::kRestart: {
+        herd::v1::RestartRequest req = m.restart();
+        scheduler_.At(NowUs() + options_.restart_ms * 1000, [this, req] {
+          AgentMessage res;
+          auto* r = res.mutable_restart_result();
+          r->set_request_id(req.request_id());
+          for (const auto& u : req.units()) {
+            auto* ur = r->add_units();
+            ur->set_unit(u);
+            ur->set_ok(true);
+            ur->set_pid(20000 + index_);
+          }
+          Send(std::move(res));
+          restart_ack_us_ = NowUs();
+        });
+        break;
+      }
+      case ControlMessage::kAction: {
+        AgentMessage res;
+        auto* r = res.mutable_action_result();
+        r->set_request_id(m.action().request_id());
+        r->set_ok(true);
+        r->set_reply_json("\"ok\"");
+        Send(std::move(res));
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  // No write starts once this ran (both under mu_), so OnDone cannot race a new write.
+  void ReleaseHold() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      closed_ = true;
+    }
+    if (!hold_released_.exchange(true)) RemoveHold();
+  }
+  void Send(AgentMessage m) {
+    std::lock_guard<std::mutex> l(mu_);
+    SendLocked(std::move(m));
+  }
+  void SendLocked(AgentMessage m) {
+    if (closed_) return;
+    queue_.push_back(std::move(m));
+    WriteNextLocked();
+  }
+  void WriteNextLocked() {
+    if (writing_ || queue_.empty() || closed_) return;
+    out_ = std::move(queue_.front());
+    queue_.pop_front();
+    writing_ = true;
+    StartWrite(&out_);
+  }
+
+  const int index_;
+  const Options& options_;
+  Counters& counters_;
+  Scheduler& scheduler_;
+  std::string host_id_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<herd::v1::Gateway::Stub> stub_;
+  grpc::ClientContext ctx_;
+  ControlMessage in_;
+  AgentMessage out_, batch_;
+  mutable std::mutex mu_;
+  std::condition_variable done_cv_;
+  std::deque<AgentMessage> queue_;
+  bool writing_ = false;
+  bool closed_ = false;
+  uint64_t seq_ = 0;
+  std::string error_;
+  std::atomic<bool> welcomed_{false}, stopping_{false}, done_{false}, failed_{false};
+  std::atomic<bool> hold_released_{false};
+  std::atomic<int64_t> welcome_us_{0}, config_ack_us_{0}, restart_ack_us_{0};
+  std::atomic<uint64_t> config_version_{0};
+  int64_t started_us_ = 0;
+};
+
+// /proc/PID: CPU seconds (user+system) and RSS bytes.
+struct ProcSample {
+  double cpu_s = 0;
+  uint64_t rss = 0;
+};
+ProcSample SampleProc(int pid) {
+  ProcSample s;
+  std::string stat = ReadTrimmed(absl::StrCat("/proc/", pid, "/stat"));
+  size_t rp = stat.rfind(')');
+  if (rp != std::string::npos) {
+    std::vector<std::string> f = absl::StrSplit(stat.substr(rp + 2), ' ');
+    uint64_t ut = 0, st = 0;
+    if (f.size() > 13 && absl::SimpleAtoi(f[11], &ut) && absl::SimpleAtoi(f[12], &st)) {
+      s.cpu_s = static_cast<double>(ut + st) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    }
+  }
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "VmRSS:")) {
+      uint64_t kb = 0;
+      std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (f.size() >= 2 && absl::SimpleAtoi(f[1], &kb)) s.rss = kb * 1024;
+    }
+  }
+  return s;
+}
+
+// A counter from the control plane's /metrics (-1 when unavailable).
+double ScrapeCounter(const Options& o, const std::string& name) {
+  if (o.http.empty()) return -1;
+  httplib::Client c(absl::StrCat("http://", o.http));
+  c.set_read_timeout(30);
+  httplib::Headers h;
+  if (!o.viewer_token_file.empty()) {
+    h.emplace("Authorization", "Bearer " + ReadTrimmed(o.viewer_token_file));
+  }
+  auto r = c.Get("/metrics", h);
+  if (!r || r->status != 200) return -1;
+  for (absl::string_view line : absl::StrSplit(r->body, '\n')) {
+    if (absl::ConsumePrefix(&line, name) && absl::ConsumePrefix(&line, " ")) {
+      double v = 0;
+      if (absl::SimpleAtod(line, &v)) return v;
+    }
+  }
+  return -1;
+}
+
+struct Percentiles {
+  double p50 = 0, p99 = 0, max = 0;
+  size_t n = 0;
+};
+Percentiles Summarize(std::vector<double> ms) {
+  Percentiles p;
+  p.n = ms.size();
+  if (ms.empty()) return p;
+  std::sort(ms.begin(), ms.end());
+  auto at = [&](double q) {
+    return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))];
+  };
+  p.p50 = at(0.50);
+  p.p99 = at(0.99);
+  p.max = ms.back();
+  return p;
+}
+
+int Fail(const std::string& msg) {
+  fprintf(stderr, "fleetsim: %s\n", msg.c_str());
+  return 1;
+}
+
+int Main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"fleetsim: simulated agents against a real controlplane (loopback only); "
+               "measures registration, ingest, config and restart fan-out, and the control "
+               "plane's CPU and memory per agent. Results: bench/README.md."};
+  app.add_option("--controlplane", o.controlplane, "gRPC address")->capture_default_str();
+  app.add_option("--http", o.http, "The control plane's --http address (ingest from /metrics)");
+  app.add_option("--join-token-file", o.join_token_file, "DATA/join-token")->required();
+  app.add_option("--operator-token-file", o.operator_token_file,
+                 "DATA/operator-token (config change and restart through the Fleet API)")
+      ->required();
+  app.add_option("--viewer-token-file", o.viewer_token_file, "DATA/viewer-token (/metrics)");
+  app.add_option("--controlplane-pid", o.controlplane_pid, "Sample this process's CPU and RSS");
+  app.add_option("--agents", o.agents, "Simulated agents")->check(CLI::Range(1, 20000))
+      ->capture_default_str();
+  app.add_option("--modules", o.modules, "Modules per agent")->check(CLI::Range(0, 100))
+      ->capture_default_str();
+  app.add_option("--probes", o.probes, "Probes per module")->check(CLI::Range(0, 100))
+      ->capture_default_str();
+  app.add_option("--interval-ms", o.interval_ms, "Metrics interval")
+      ->check(CLI::Range(100, 60000))->capture_default_str();
+  app.add_option("--connect-rate", o.connect_rate, "New streams per second")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_option("--steady", o.steady_s, "Seconds of steady load measured")
+      ->check(CLI::Range(1.0, 3600.0))->capture_default_str();
+  app.add_option("--restart-ms", o.restart_ms, "How long a simulated restart takes")
+      ->check(CLI::Range(0, 60000))->capture_default_str();
+  app.add_option("--max-runtime", o.max_runtime_s, "Stop after this many seconds whatever happens")
+      ->check(CLI::Range(10.0, 7200.0))->capture_default_str();
+  app.add_option("--json", o.json_out, "Also write the results here as JSON");
+  CLI11_PARSE(app, argc, argv);
+  if (!absl::StartsWith(o.controlplane, "127.") && !absl::StartsWith(o.controlplane, "localhost:") &&
+      !absl::StartsWith(o.controlplane, "[::1]:")) {
+    return Fail("--controlplane must be a loopback address: fleetsim loads only this machine");
+  }
+  const std::string join = ReadTrimmed(o.join_token_file);
+  const std::string op = ReadTrimmed(o.operator_token_file);
+  if (join.empty() || op.empty()) return Fail("cannot read the join or operator token file");
+  // One socket per agent: raise the descriptor limit as far as allowed.
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < static_cast<rlim_t>(o.agents) + 100) {
+    return Fail(absl::StrCat("the descriptor limit (", rl.rlim_cur, ") is below --agents + 100"));
+  }
+  signal(SIGPIPE, SIG_IGN);
+  const absl::Time deadline = absl::Now() + absl::Seconds(o.max_runtime_s);
+  auto out_of_time = [&] { return absl::Now() > deadline; };
+
+  // The control plane's own size before any agent connects: memory per agent is what it grows.
+  const ProcSample baseline = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
+  Counters counters;
+  Scheduler scheduler;
+  std::vector<std::unique_ptr<SimAgent>> agents;
+  agents.reserve(o.agents);
+  for (int i = 0; i < o.agents; ++i) {
+    agents.push_back(std::make_unique<SimAgent>(i, o, counters, scheduler));
+  }
+
+  // The metrics ticker: every interval, each welcomed agent sends one batch (spread over the
+  // interval so that the load is even, as real agents' clocks are).
+  std::atomic<bool> ticking{true};
+  std::thread ticker([&] {
+    const int64_t slice_us = static_cast<int64_t>(o.interval_ms) * 1000 / 20;
+    int64_t next = NowUs();
+    int slice = 0;
+    while (ticking) {
+      for (size_t i = slice; i < agents.size(); i += 20) agents[i]->Tick();
+      slice = (slice + 1) % 20;
+      next += slice_us;
+      int64_t wait = next - NowUs();
+      if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
+    }
+  });
+
+  // Registration.
+  fprintf(stderr, "fleetsim: connecting %d agents at %d/s\n", o.agents, o.connect_rate);
+  const int64_t reg_start = NowUs();
+  for (int i = 0; i < o.agents; ++i) {
+    agents[i]->Start(join);
+    if ((i + 1) % std::max(1, o.connect_rate / 100) == 0) {
+      int64_t due = reg_start + static_cast<int64_t>(i + 1) * 1000000 / o.connect_rate;
+      int64_t wait = due - NowUs();
+      if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
+    }
+  }
+  while (counters.welcomed.load() + counters.failed.load() < o.agents && !out_of_time()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double registration_s =
+      static_cast<double>(counters.last_welcome_us.load() - reg_start) / 1e6;
+  fprintf(stderr, "fleetsim: %d registered, %d failed, in %.1f s\n", counters.welcomed.load(),
+          counters.failed.load(), registration_s);
+
+  // Steady load: ingest and the control plane's cost.
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // let the first batches settle
+  // The control plane's counter and ours are read back to back, at the start and the end of
+  // the window, so the two rates cover the same time.
+  const double cp_batches0 = ScrapeCounter(o, "herd_controlplane_metric_batches_total");
+  const uint64_t sent0 = counters.batches_sent.load();
+  const uint64_t skipped0 = counters.batches_skipped.load();
+  const ProcSample p0 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
+  const int64_t t0 = NowUs();
+  std::this_thread::sleep_for(absl::ToChronoSeconds(absl::Seconds(o.steady_s)));
+  const ProcSample p1 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
+  const double cp_batches1 = ScrapeCounter(o, "herd_controlplane_metric_batches_total");
+  const uint64_t sent = counters.batches_sent.load() - sent0;
+  const uint64_t skipped = counters.batches_skipped.load() - skipped0;
+  const int64_t t1 = NowUs();
+  const double window_s = static_cast<double>(t1 - t0) / 1e6;
+  const double cp_cores = o.controlplane_pid ? (p1.cpu_s - p0.cpu_s) / window_s : 0;
+  const double accepted = cp_batches0 >= 0 && cp_batches1 >= 0 ? cp_batches1 - cp_batches0 : -1;
+  const double samples_per_batch = o.modules * (2.0 + o.probes) + 1;
+
+  // Fan-out: a config change for every host.
+  auto channel = grpc::CreateChannel(o.controlplane, grpc::InsecureChannelCredentials());
+  auto fleet = herd::v1::Fleet::NewStub(channel);
+  auto call = [&](grpc::ClientContext& ctx) {
+    ctx.AddMetadata("authorization", "Bearer " + op);
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+  };
+  std::map<std::string, uint64_t> version_before;
+  for (auto& a : agents) version_before[a->host_id()] = a->config_version();
+  herd::v1::FleetSetConfigRequest set;
+  set.mutable_scope()->set_global(true);
+  set.set_module("mod-0");
+  set.set_key("greeting");
+  set.set_value(absl::StrCat("fleetsim-", NowUs()));
+  herd::v1::FleetConfigChange change;
+  grpc::ClientContext set_ctx;
+  call(set_ctx);
+  const int64_t config_t0 = NowUs();
+  grpc::Status set_status = fleet->SetConfig(&set_ctx, set, &change);
+  const double set_call_ms = static_cast<double>(NowUs() - config_t0) / 1000.0;
+  auto all_acked = [&] {
+    for (auto& a : agents) {
+      if (!a->failed() && a->config_version() <= version_before[a->host_id()]) return false;
+    }
+    return true;
+  };
+  while (set_status.ok() && !all_acked() && !out_of_time() &&
+         NowUs() - config_t0 < 60 * 1000000LL) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::vector<double> config_ms;
+  for (auto& a : agents) {
+    if (a->config_version() > version_before[a->host_id()]) {
+      config_ms.push_back(static_cast<double>(a->config_ack_us() - config_t0) / 1000.0);
+    }
+  }
+
+  // Fan-out: a restart of mod-0 on every host, all at once.
+  herd::v1::FleetRestartRequest restart;
+  restart.mutable_target()->set_all(true);
+  restart.set_module("mod-0");
+  restart.set_batch_percent(100);
+  restart.set_max_unavailable(static_cast<uint32_t>(o.agents));
+  restart.set_failure_threshold(static_cast<uint32_t>(o.agents));
+  herd::v1::Rollout rollout;
+  grpc::ClientContext restart_ctx;
+  call(restart_ctx);
+  const int64_t restart_t0 = NowUs();
+  grpc::Status restart_status = fleet->Restart(&restart_ctx, restart, &rollout);
+  herd::v1::Rollout final_rollout;
+  while (restart_status.ok() && !out_of_time() && NowUs() - restart_t0 < 120 * 1000000LL) {
+    grpc::ClientContext ctx;
+    call(ctx);
+    herd::v1::GetRolloutRequest g;
+    g.set_id(rollout.id());
+    if (fleet->GetRollout(&ctx, g, &final_rollout).ok() &&
+        final_rollout.state() != herd::v1::ROLLOUT_STATE_RUNNING) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double rollout_s = static_cast<double>(NowUs() - restart_t0) / 1e6;
+  std::vector<double> restart_ms;
+  for (auto& a : agents) {
+    if (a->restart_ack_us() >= restart_t0) {
+      restart_ms.push_back(static_cast<double>(a->restart_ack_us() - restart_t0) / 1000.0);
+    }
+  }
+  const ProcSample p_end = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
+
+  ticking = false;
+  ticker.join();
+  for (auto& a : agents) a->Finish();
+  for (auto& a : agents) a->Wait();
+
+  // Report.
+  Percentiles cfg = Summarize(config_ms), rst = Summarize(restart_ms);
+  std::vector<std::string> errors;
+  for (auto& a : agents) {
+    if (a->failed() && errors.size() < 5) errors.push_back(a->host_id() + ": " + a->error());
+  }
+  const int connected = counters.welcomed.load();
+  printf("fleetsim: %d agents x %d modules x %d probes, metrics every %d ms\n", o.agents,
+         o.modules, o.probes, o.interval_ms);
+  printf("  registration        %d/%d in %.2f s\n", connected, o.agents, registration_s);
+  printf("  ingest (%.0f s)       sent %.0f batches/s (%.0f samples/s), skipped %llu; "
+         "control plane counted %s\n",
+         window_s, static_cast<double>(sent) / window_s,
+         static_cast<double>(sent) / window_s * samples_per_batch,
+         static_cast<unsigned long long>(skipped),
+         accepted < 0 ? "n/a (no --http)"
+                      : absl::StrFormat("%.0f batches/s (%.1f%% of sent)", accepted / window_s,
+                                        sent ? 100.0 * accepted / static_cast<double>(sent) : 0)
+                            .c_str());
+  if (o.controlplane_pid) {
+    printf("  control plane       %.2f cores, RSS %.1f MiB (%.1f before the agents) = %.1f KiB "
+           "per agent (after fan-out: %.1f MiB)\n",
+           cp_cores, static_cast<double>(p1.rss) / (1 << 20),
+           static_cast<double>(baseline.rss) / (1 << 20),
+           connected ? static_cast<double>(p1.rss - baseline.rss) / 1024.0 / connected : 0,
+           static_cast<double>(p_end.rss) / (1 << 20));
+  }
+  printf("  config fan-out      %zu/%d hosts acked: p50 %.0f ms, p99 %.0f ms, max %.0f ms "
+         "(SetConfig call %.0f ms)%s\n",
+         cfg.n, connected, cfg.p50, cfg.p99, cfg.max, set_call_ms,
+         set_status.ok() ? "" : absl::StrCat(" FAILED: ", set_status.error_message()).c_str());
+  printf("  restart fan-out     %zu/%d hosts acked: p50 %.0f ms, p99 %.0f ms, max %.0f ms "
+         "(restart takes %d ms; rollout %s in %.1f s)%s\n",
+         rst.n, connected, rst.p50, rst.p99, rst.max, o.restart_ms,
+         herd::v1::RolloutState_Name(final_rollout.state()).c_str(), rollout_s,
+         restart_status.ok() ? "" : absl::StrCat(" FAILED: ", restart_status.error_message()).c_str());
+  printf("  failed streams      %d\n", counters.failed.load());
+  for (const auto& e : errors) printf("    %s\n", e.c_str());
+  if (!o.json_out.empty()) {
+    std::ofstream j(o.json_out);
+    j << absl::StrFormat(
+        R"({"agents":%d,"modules":%d,"probes":%d,"interval_ms":%d,"registered":%d,)"
+        R"("registration_s":%.3f,"sent_batches_per_s":%.1f,"accepted_batches_per_s":%.1f,)"
+        R"("skipped":%llu,"cp_cores":%.3f,"cp_rss_bytes":%llu,"cp_rss_baseline_bytes":%llu,"config_p50_ms":%.1f,)"
+        R"("config_p99_ms":%.1f,"config_max_ms":%.1f,"config_acked":%zu,"restart_p50_ms":%.1f,)"
+        R"("restart_p99_ms":%.1f,"restart_max_ms":%.1f,"restart_acked":%zu,"failed_streams":%d})",
+        o.agents, o.modules, o.probes, o.interval_ms, connected, registration_s,
+        static_cast<double>(sent) / window_s, accepted < 0 ? -1 : accepted / window_s,
+        static_cast<unsigned long long>(skipped), cp_cores,
+        static_cast<unsigned long long>(p1.rss), static_cast<unsigned long long>(baseline.rss), cfg.p50, cfg.p99, cfg.max, cfg.n, rst.p50,
+        rst.p99, rst.max, rst.n, counters.failed.load());
+    j << "\n";
+  }
+  const bool ok = connected == o.agents && counters.failed.load() == 0 &&
+                  static_cast<int>(cfg.n) == connected && static_cast<int>(rst.n) == connected;
+  return ok ? 0 : 2;
+}
+
+}  // namespace
+}  // namespace herd::fleetsim
+
+int main(int argc, char** argv) { return herd::fleetsim::Main(argc, argv); }
