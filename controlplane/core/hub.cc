@@ -247,7 +247,10 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
                      ack.version(), absl::StrJoin(ack.restarted(), ","));
         } else {
           ++stats_.config_nacks;
-          h.rejections.assign(ack.rejections().begin(), ack.rejections().end());
+          // Shown only while it is about the latest version sent (Host.config_rejections).
+          if (!h.sent_valid || ack.version() >= h.sent.version()) {
+            h.rejections.assign(ack.rejections().begin(), ack.rejections().end());
+          }
           std::vector<std::string> why;
           for (const auto& r : ack.rejections()) {
             why.push_back(absl::StrCat(r.module(), ":", r.key(), ": ", r.reason()));
@@ -372,6 +375,7 @@ std::optional<ControlMessage> Hub::NextSnapshot(HostState& h,
   snap.set_version(base + 1);
   h.sent = snap;
   h.sent_valid = true;
+  h.rejections.clear();  // they were about an older version: the host is asked again
   ++stats_.config_pushes;
   ControlMessage m;
   *m.mutable_config() = std::move(snap);

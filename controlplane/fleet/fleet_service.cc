@@ -457,4 +457,13 @@ grpc::ServerUnaryReactor* FleetService::ListAudit(grpc::CallbackServerContext* c
   return Done(ctx, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* FleetService::WhoAmI(grpc::CallbackServerContext* ctx,
+                                               const herd::v1::WhoAmIRequest*,
+                                               herd::v1::WhoAmIResponse* resp) {
+  HERD_AUTH(false);
+  resp->set_name(actor.name);
+  resp->set_role(actor.role == Role::kOperator ? "operator" : "viewer");
+  return Done(ctx, absl::OkStatus());
+}
+
 }  // namespace herd::controlplane

@@ -57,6 +57,9 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
   grpc::ServerUnaryReactor* ListAudit(grpc::CallbackServerContext* ctx,
                                       const herd::v1::ListAuditRequest* req,
                                       herd::v1::ListAuditResponse* resp) override;
+  grpc::ServerUnaryReactor* WhoAmI(grpc::CallbackServerContext* ctx,
+                                   const herd::v1::WhoAmIRequest* req,
+                                   herd::v1::WhoAmIResponse* resp) override;
 
   // The caller's identity from its bearer token, and whether it may change things.
   absl::StatusOr<Actor> Authenticate(const grpc::ServerContextBase& ctx, bool needs_operator);

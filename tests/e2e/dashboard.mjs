@@ -143,6 +143,8 @@ async function main() {
       assert.match(await text(page.getByTestId('login-error')), /401|not accepted/i);
       await login(VIEWER_TOKEN);
       await page.getByTestId('host-count').waitFor();
+      await waitFor('the top bar to say the token is read-only', async () =>
+        /viewer \(read-only\)/.test(await text(page.getByTestId('whoami'))));
     });
 
     await step('fleet-search', async () => {
@@ -212,6 +214,8 @@ async function main() {
       await page.getByTestId('logout').click();
       await login(TOKEN);
       await widget.waitFor();
+      await waitFor('the top bar to show the operator token', async () =>
+        /admin · operator/.test(await text(page.getByTestId('whoami'))));
     });
 
     await step('action', async () => {

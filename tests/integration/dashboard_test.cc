@@ -180,6 +180,14 @@ TEST_F(DashboardTest, ApiKeepsTheTokensAndRolesAndSaysWhatIsWrong) {
   EXPECT_EQ(HttpCall(http_, "GET", "/api/v1/ListHosts", "", viewer_).status, 400);
   json missing = Api("GetHost", {{"hostId", "no-such-host"}});
   EXPECT_EQ(last_status_, 404) << missing.dump();
+
+  // Who the token is, for the dashboard.
+  json viewer = Api("WhoAmI", json::object());
+  EXPECT_EQ(viewer["name"], "viewer");
+  EXPECT_EQ(viewer["role"], "viewer");
+  json admin = Api("WhoAmI", json::object(), operator_);
+  EXPECT_EQ(admin["name"], "admin");
+  EXPECT_EQ(admin["role"], "operator");
 }
 
 TEST_F(DashboardTest, ActionsAndConfigGoThroughTheSamePathAsAgentctl) {

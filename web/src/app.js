@@ -5,7 +5,7 @@
 // Each view runs in a Scope that is disposed when the route changes, which stops its
 // timers, streams and dialogs.
 
-import { getToken, clearToken, onUnauthorized } from './api.js';
+import { call, getToken, clearToken, onUnauthorized } from './api.js';
 import { Scope } from './scope.js';
 import { loginView } from './login-view.js';
 import { fleetView } from './fleet-view.js';
@@ -14,6 +14,8 @@ import { rolloutsView } from './rollouts-view.js';
 
 const main = document.getElementById('view');
 const topbar = document.getElementById('topbar');
+const whoami = document.querySelector('[data-testid="whoami"]');
+let whoamiToken = '';
 const navLinks = {
   hosts: document.querySelector('[data-testid="nav-hosts"]'),
   rollouts: document.querySelector('[data-testid="nav-rollouts"]'),
@@ -36,6 +38,7 @@ function route() {
   }
   onLogin = false;
   topbar.hidden = false;
+  showWhoAmI();
   const path = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
   const ctx = { scope: current, navigate };
   document.title = 'Herd';
@@ -62,6 +65,24 @@ function showLogin(message) {
   loginView(main, { message, onLoggedIn: route });
 }
 
+// The signed-in token's name and role, once per token; a viewer sees that changes will be
+// refused before trying one.
+async function showWhoAmI() {
+  const token = getToken();
+  if (token === whoamiToken) return;
+  whoamiToken = token;
+  whoami.hidden = true;
+  try {
+    const me = await call('WhoAmI', {});
+    if (getToken() !== token) return;
+    whoami.textContent = me.role === 'operator' ? `${me.name} · operator` : `${me.name} · viewer (read-only)`;
+    whoami.dataset.role = me.role;
+    whoami.hidden = false;
+  } catch {
+    whoamiToken = '';  // try again on the next route
+  }
+}
+
 function setActive(name) {
   for (const [key, link] of Object.entries(navLinks)) link.classList.toggle('active', key === name);
 }
@@ -71,11 +92,13 @@ function setActive(name) {
 onUnauthorized(() => {
   if (onLogin) return;
   clearToken();
+  whoamiToken = '';
   showLogin('Your token was rejected (401): it may have been revoked. Sign in again.');
 });
 
 document.querySelector('[data-testid="logout"]').addEventListener('click', () => {
   clearToken();
+  whoamiToken = '';
   showLogin('');
 });
 
