@@ -51,6 +51,11 @@ int main(int argc, char** argv) {
   app.add_option("--http", o.http_listen,
                  "Serve the dashboard, the JSON API, /metrics, /healthz and /readyz on this "
                  "address (host:port; port 0 picks a free one). HTTPS with --tls-cert");
+  app.add_option("--http-max-streams", o.http_max_streams,
+                 "Live streams (dashboard views, ndjson API streams) served at once; each holds "
+                 "a thread")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_flag("--metrics-public", o.metrics_public,
                "Serve /metrics without a token (default: a viewer or operator token)");
   app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain: serve TLS");

@@ -190,6 +190,8 @@ absl::Status RunServer(const ServerOptions& options) {
     hopts.tls_cert = options.tls_cert;
     hopts.tls_key = options.tls_key;
     hopts.metrics_public = options.metrics_public;
+    hopts.max_streams = options.http_max_streams;
+    hopts.threads = options.http_max_streams + 8;  // streams never take the last 8
     HttpHandlers handlers;
     handlers.metrics = [&hub, &rollouts, &store_metrics, &clock] {
       SelfMetrics self;

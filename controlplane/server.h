@@ -26,6 +26,7 @@ struct ServerOptions {
   // HTTP(S) for the dashboard, JSON API, /metrics and health; empty = none.
   std::string http_listen;
   bool metrics_public = false;
+  uint32_t http_max_streams = 24;
 };
 
 absl::Status RunServer(const ServerOptions& options);

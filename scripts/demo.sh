@@ -74,8 +74,7 @@ echo "== the fleet (agentctl hosts, agentctl modules)"
 cat <<MSG
 
 Herd is running: controlplane at $CP (data: $CP_DATA) and agentd (home: $HERD_HOME).
-  Dashboard: $WEB/   (log in with the token in $CP_DATA/operator-token,
-                      or viewer-token for read-only)
+  Dashboard: $WEB/   log in with the token in $CP_DATA/operator-token (viewer-token: read-only)
   Prometheus: curl -H "Authorization: Bearer \$(cat $CP_DATA/viewer-token)" $WEB/metrics
   export HERD_HOME=$HERD_HOME PATH=$BIN:\$PATH
   export HERD_CONTROLPLANE=$CP HERD_TOKEN_FILE=$CP_DATA/operator-token

@@ -41,7 +41,9 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "herd/v1/fleet.grpc.pb.h"
 #include "herd/v1/gateway.grpc.pb.h"
 
@@ -136,10 +138,78 @@ struct Counters {
   std::atomic<int64_t> last_welcome_us{0};
 };
 
-class SimAgent final : public grpc::ClientBidiReactor<AgentMessage, ControlMessage> {
+grpc::ByteBuffer ToBuffer(const google::protobuf::Message& m) {
+  grpc::Slice slice(m.SerializeAsString());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+// Metrics batches, serialized once and shared by every agent, so that the simulator spends
+// its CPU on the wire and not on building protobufs: a batch on the wire is a small header
+// (AgentMessage.metrics's tag and length, and MetricsBatch.at_unix_ms, field 1, encoded per
+// send) followed by one of `kVariants` pre-serialized bodies (the batch's other fields, with
+// varying values), referenced, not copied.
+class Batches {
  public:
-  SimAgent(int index, const Options& o, Counters& c, Scheduler& s)
-      : index_(index), options_(o), counters_(c), scheduler_(s) {
+  static constexpr int kVariants = 64;
+  Batches(int modules, int probes) {
+    for (int v = 0; v < kVariants; ++v) {
+      herd::v1::MetricsBatch b;
+      b.mutable_host()->set_cpu_percent(10 + v % 7);
+      b.mutable_host()->set_memory_total_bytes(8ull << 30);
+      b.mutable_host()->set_memory_available_bytes((4ull << 30) - v * 4096);
+      b.mutable_host()->set_load1(0.5);
+      for (int m = 0; m < modules; ++m) {
+        auto* u = b.add_units();
+        u->set_name(absl::StrCat("mod-", m));
+        u->set_is_module(true);
+        u->set_state(herd::v1::UNIT_STATE_ONLINE);
+        u->set_pid(10000 + m);
+        u->set_started_at_unix_ms(1764000000000);
+        u->set_version("1.0.0");
+        u->mutable_usage()->set_cpu_percent(static_cast<double>((v + m) % 50) / 10.0);
+        u->mutable_usage()->set_rss_bytes((20ull << 20) + v * 4096);
+        for (int p = 0; p < probes; ++p) {
+          auto* pr = u->add_probes();
+          pr->set_name(absl::StrCat("probe_", p));
+          pr->set_numeric(true);
+          pr->set_number(v * 10 + p);
+          pr->set_value(absl::StrCat(v * 10 + p));
+          pr->set_type("gauge");
+        }
+        u->add_main_probes("probe_0");
+      }
+      bodies_.emplace_back(b.SerializeAsString());
+    }
+  }
+  grpc::ByteBuffer Make(uint64_t variant, int64_t at_ms) const {
+    const grpc::Slice& body = bodies_[variant % bodies_.size()];
+    std::string at_field;
+    at_field.push_back(0x08);  // field 1, varint
+    AppendVarint(&at_field, static_cast<uint64_t>(at_ms));
+    std::string header;
+    header.push_back(0x12);  // AgentMessage field 2 (metrics), length-delimited
+    AppendVarint(&header, at_field.size() + body.size());
+    header += at_field;
+    grpc::Slice slices[2] = {grpc::Slice(header), body};
+    return grpc::ByteBuffer(slices, 2);
+  }
+
+ private:
+  std::vector<grpc::Slice> bodies_;
+};
+
+class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  SimAgent(int index, const Options& o, const Batches& b, Counters& c, Scheduler& s)
+      : index_(index), options_(o), batches_(b), counters_(c), scheduler_(s) {
     host_id_ = absl::StrFormat("sim-%05d", index);
   }
 
@@ -153,10 +223,9 @@ class SimAgent final : public grpc::ClientBidiReactor<AgentMessage, ControlMessa
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     channel_ = grpc::CreateCustomChannel(options_.controlplane, grpc::InsecureChannelCredentials(),
                                          args);
-    stub_ = herd::v1::Gateway::NewStub(channel_);
+    stub_ = std::make_unique<grpc::GenericStub>(channel_);
     ctx_.AddMetadata("authorization", "Bearer " + join_token);
-    stub_->async()->Connect(&ctx_, this);
-    BuildTemplate();
+    stub_->PrepareBidiStreamingCall(&ctx_, "/herd.v1.Gateway/Connect", grpc::StubOptions(), this);
     AgentMessage hello;
     auto* h = hello.mutable_hello();
     h->set_host_id(host_id_);
@@ -189,14 +258,8 @@ class SimAgent final : public grpc::ClientBidiReactor<AgentMessage, ControlMessa
       counters_.batches_skipped++;
       return;
     }
-    AgentMessage m = batch_;
-    auto* b = m.mutable_metrics();
-    b->set_at_unix_ms(NowUs() / 1000);
     ++seq_;
-    for (auto& u : *b->mutable_units()) {
-      u.mutable_usage()->set_cpu_percent(static_cast<double>((seq_ + index_) % 50) / 10.0);
-      for (auto& p : *u.mutable_probes()) p.set_number(static_cast<double>(seq_ % 1000));
-    }
+    grpc::ByteBuffer m = batches_.Make(seq_ + static_cast<uint64_t>(index_), NowUs() / 1000);
     counters_.batches_sent++;
     SendLocked(std::move(m));
   }
@@ -225,7 +288,13 @@ class SimAgent final : public grpc::ClientBidiReactor<AgentMessage, ControlMessa
 
   void OnReadDone(bool ok) override {
     if (!ok) return ReleaseHold();  // the stream is over: let it finish
-    Handle(in_);
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (in_.Dump(&slices).ok()) {
+      for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    }
+    ControlMessage m;
+    if (m.ParseFromString(bytes)) Handle(m);
     StartRead(&in_);
   }
   void OnWriteDone(bool ok) override {
@@ -246,37 +315,13 @@ class SimAgent final : public grpc::ClientBidiReactor<AgentMessage, ControlMessa
         counters_.failed++;
       }
       done_ = true;
+      counters_.open--;
+      // Under the lock: once Wait() returns, the agent may be destroyed.
+      done_cv_.notify_all();
     }
-    counters_.open--;
-    done_cv_.notify_all();
   }
 
  private:
-  void BuildTemplate() {
-    auto* b = batch_.mutable_metrics();
-    b->mutable_host()->set_cpu_percent(12.5);
-    b->mutable_host()->set_memory_total_bytes(8ull << 30);
-    b->mutable_host()->set_memory_available_bytes(4ull << 30);
-    b->mutable_host()->set_load1(0.5);
-    for (int m = 0; m < options_.modules; ++m) {
-      auto* u = b->add_units();
-      u->set_name(absl::StrCat("mod-", m));
-      u->set_is_module(true);
-      u->set_state(herd::v1::UNIT_STATE_ONLINE);
-      u->set_pid(10000 + m);
-      u->set_started_at_unix_ms(NowUs() / 1000);
-      u->set_version("1.0.0");
-      u->mutable_usage()->set_rss_bytes(20ull << 20);
-      for (int p = 0; p < options_.probes; ++p) {
-        auto* pr = u->add_probes();
-        pr->set_name(absl::StrCat("probe_", p));
-        pr->set_numeric(true);
-        pr->set_type("gauge");
-      }
-      u->add_main_probes("probe_0");
-    }
-  }
-
   void Handle(const ControlMessage& m) {
     switch (m.msg_case()) {
       case ControlMessage::kWelcome: {
@@ -337,11 +382,11 @@ class SimAgent final : public grpc::ClientBidiReactor<AgentMessage, ControlMessa
     }
     if (!hold_released_.exchange(true)) RemoveHold();
   }
-  void Send(AgentMessage m) {
+  void Send(const AgentMessage& m) {
     std::lock_guard<std::mutex> l(mu_);
-    SendLocked(std::move(m));
+    SendLocked(ToBuffer(m));
   }
-  void SendLocked(AgentMessage m) {
+  void SendLocked(grpc::ByteBuffer m) {
     if (closed_) return;
     queue_.push_back(std::move(m));
     WriteNextLocked();
@@ -356,17 +401,17 @@ class SimAgent final : public grpc::ClientBidiReactor<AgentMessage, ControlMessa
 
   const int index_;
   const Options& options_;
+  const Batches& batches_;
   Counters& counters_;
   Scheduler& scheduler_;
   std::string host_id_;
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<herd::v1::Gateway::Stub> stub_;
+  std::unique_ptr<grpc::GenericStub> stub_;
   grpc::ClientContext ctx_;
-  ControlMessage in_;
-  AgentMessage out_, batch_;
+  grpc::ByteBuffer in_, out_;
   mutable std::mutex mu_;
   std::condition_variable done_cv_;
-  std::deque<AgentMessage> queue_;
+  std::deque<grpc::ByteBuffer> queue_;
   bool writing_ = false;
   bool closed_ = false;
   uint64_t seq_ = 0;
@@ -502,12 +547,14 @@ int Main(int argc, char** argv) {
 
   // The control plane's own size before any agent connects: memory per agent is what it grows.
   const ProcSample baseline = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
+  const Batches batches(o.modules, o.probes);
   Counters counters;
-  Scheduler scheduler;
   std::vector<std::unique_ptr<SimAgent>> agents;
+  // Declared after the agents, so destroyed before them: no restart callback outlives one.
+  Scheduler scheduler;
   agents.reserve(o.agents);
   for (int i = 0; i < o.agents; ++i) {
-    agents.push_back(std::make_unique<SimAgent>(i, o, counters, scheduler));
+    agents.push_back(std::make_unique<SimAgent>(i, o, batches, counters, scheduler));
   }
 
   // The metrics ticker: every interval, each welcomed agent sends one batch (spread over the

@@ -29,6 +29,36 @@ bool ValidId(const std::string& s, size_t max) {
   });
 }
 
+// The inventory fields config depends on.
+std::string ConfigFingerprint(const std::vector<herd::v1::ModuleInventory>& modules) {
+  std::string out;
+  for (const auto& m : modules) {
+    absl::StrAppend(&out, m.name(), "\n", m.version(), "\n", m.defaults_json(), "\n");
+  }
+  return out;
+}
+
+// What an agent reports for display is bounded here too, not only by the agent.
+void BoundInventory(herd::v1::ModuleInventory& m) {
+  auto clip = [](std::string* s, size_t max) {
+    if (s->size() > max) s->resize(max);
+  };
+  clip(m.mutable_widget()->mutable_logo(), 4096);
+  clip(m.mutable_description(), 1024);
+  clip(m.mutable_interpreter(), 256);
+  while (m.widget().theme_size() > 8) m.mutable_widget()->mutable_theme()->RemoveLast();
+  for (auto& t : *m.mutable_widget()->mutable_theme()) clip(&t, 64);
+  while (m.widget().main_probes_size() > 16) m.mutable_widget()->mutable_main_probes()->RemoveLast();
+  while (m.actions_size() > 128) m.mutable_actions()->RemoveLast();
+  for (auto& a : *m.mutable_actions()) clip(a.mutable_name(), 256);
+  while (m.recent_issues_size() > 5) m.mutable_recent_issues()->DeleteSubrange(0, 1);
+  for (auto& i : *m.mutable_recent_issues()) {
+    clip(i.mutable_name(), 256);
+    clip(i.mutable_message(), 4096);
+    clip(i.mutable_stack(), 16384);
+  }
+}
+
 }  // namespace
 
 Hub::Hub(Store& store, const Clock& clock, HubOptions options)
@@ -156,6 +186,7 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     h.record.boot_id = hello.boot_id();
     h.record.last_seen_unix_ms = now_ms;
     h.record.modules = {hello.modules().begin(), hello.modules().end()};
+    for (auto& m : h.record.modules) BoundInventory(m);
     h.record.acked_config_version =
         std::max(h.record.acked_config_version, hello.acked_config_version());
     replaced = std::move(h.session);
@@ -260,12 +291,17 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
         }
         break;
       }
-      case AgentMessage::kInventory:
-        h.record.modules.assign(msg.inventory().modules().begin(),
-                                msg.inventory().modules().end());
-        save = h.record;
-        inventory_changed = true;
+      case AgentMessage::kInventory: {
+        std::vector<herd::v1::ModuleInventory> modules(msg.inventory().modules().begin(),
+                                                       msg.inventory().modules().end());
+        for (auto& m : modules) BoundInventory(m);
+        // What config depends on (names, versions, defaults) is stored and re-resolved only
+        // when it changed; widgets, actions and issues change often and are shown from memory.
+        inventory_changed = ConfigFingerprint(modules) != ConfigFingerprint(h.record.modules);
+        h.record.modules = std::move(modules);
+        if (inventory_changed) save = h.record;
         break;
+      }
       case AgentMessage::kActionResult:
         pending_id = msg.action_result().request_id();
         break;
@@ -328,7 +364,12 @@ void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now
   ++stats_.batches_received;
   stats_.batches_dropped_by_agents += batch.dropped_batches();
   h.dropped_batches += batch.dropped_batches();
-  const int64_t at = batch.at_unix_ms() > 0 ? batch.at_unix_ms() : now_ms;
+  // The agent's clock, unless it is ahead of ours: a batch from the future would hold every
+  // later one out of the history (which is kept in time order).
+  constexpr int64_t kClockSlackMs = 5000;
+  const int64_t at = batch.at_unix_ms() > 0 && batch.at_unix_ms() <= now_ms + kClockSlackMs
+                         ? batch.at_unix_ms()
+                         : now_ms;
   if (!batch.replayed() || at >= h.last_batch_at_ms) {
     h.last_batch = batch.SerializeAsString();
     h.last_batch_at_ms = at;
@@ -340,6 +381,7 @@ void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now
   h.series.Add("", "memory_available", static_cast<double>(u.memory_available_bytes()));
   h.series.Add("", "load1", u.load1());
   for (const auto& unit : batch.units()) {
+    if (absl::StrContains(unit.name(), '\n')) continue;  // not a unit name (the key separator)
     h.series.Add(unit.name(), "cpu", unit.usage().cpu_percent());
     h.series.Add(unit.name(), "rss", static_cast<double>(unit.usage().rss_bytes()));
     for (const auto& p : unit.probes()) {

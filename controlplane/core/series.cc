@@ -62,7 +62,32 @@ const HostSeries::Entry* HostSeries::Find(std::string_view unit, std::string_vie
   return it != entries_.end() && Compare(Key(*it), unit, metric) == 0 ? &*it : nullptr;
 }
 
+void HostSeries::DropStale() {
+  // A series whose last value is older than the time ring has nothing left to show.
+  std::vector<Entry> entries;
+  std::string keys;
+  std::vector<float> values;
+  for (const Entry& e : entries_) {
+    if (e.last_seq + times_.size() <= seq_) continue;
+    Entry n = e;
+    n.key_offset = static_cast<uint32_t>(keys.size());
+    keys.append(Key(e));
+    n.value_offset = static_cast<uint32_t>(values.size());
+    values.insert(values.end(), values_.begin() + e.value_offset,
+                  values_.begin() + e.value_offset + e.capacity);
+    entries.push_back(n);
+  }
+  entries.shrink_to_fit();
+  keys.shrink_to_fit();
+  values.shrink_to_fit();
+  entries_.swap(entries);
+  keys_.swap(keys);
+  values_.swap(values);
+  cursor_ = 0;
+}
+
 HostSeries::Entry* HostSeries::Insert(std::string_view unit, std::string_view metric) {
+  if (entries_.size() >= options_.max_series) DropStale();
   if (entries_.size() >= options_.max_series) {
     ++dropped_series_;
     return nullptr;

@@ -23,7 +23,8 @@ struct SeriesOptions {
   // At one batch per second: 3 minutes of CPU and memory, 1 minute of each probe.
   size_t points = 180;
   size_t probe_points = 60;
-  // Series per host beyond which new ones are not recorded (a module inventing probe names).
+  // Series per host beyond which new ones are not recorded (a module inventing probe names),
+  // once those with nothing left in the history (units gone) have been dropped.
   size_t max_series = 2048;
 };
 
@@ -60,6 +61,7 @@ class HostSeries {
   Entry* Find(std::string_view unit, std::string_view metric);
   const Entry* Find(std::string_view unit, std::string_view metric) const;
   Entry* Insert(std::string_view unit, std::string_view metric);
+  void DropStale();
 
   SeriesOptions options_;
   std::vector<int64_t> times_;  // times_[seq % points]

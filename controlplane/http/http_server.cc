@@ -2,6 +2,9 @@
 
 #include <httplib.h>
 
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -19,6 +22,9 @@ constexpr char kCsp[] =
 // 30 s by default).
 constexpr absl::Duration kUnaryDeadline = absl::Seconds(120);
 constexpr size_t kMaxBody = 1 << 20;
+// A stream with nothing to send writes a blank line this often, which is how a browser that
+// went away is noticed (and its call cancelled) on a quiet stream.
+constexpr absl::Duration kHeartbeat = absl::Seconds(5);
 
 void SendJson(httplib::Response& res, int status, const std::string& body) {
   res.status = status;
@@ -29,11 +35,29 @@ void SendError(httplib::Response& res, const absl::Status& s) {
   SendJson(res, HttpStatusFor(s.code()), ErrorJson(s));
 }
 
-std::string Bearer(const httplib::Request& req) {
+// The bearer token of the request: "" when there is none, an error when the header holds
+// something no token of ours can be (tokens are [A-Za-z0-9_-]; gRPC metadata refuses most
+// other bytes, so nothing else may be passed on).
+absl::StatusOr<std::string> Bearer(const httplib::Request& req) {
   const std::string header = req.get_header_value("Authorization");
+  if (header.empty()) return std::string();
   absl::string_view h = header;
-  if (!absl::ConsumePrefix(&h, "Bearer ") && !absl::ConsumePrefix(&h, "bearer ")) return "";
-  return std::string(absl::StripAsciiWhitespace(h));
+  if (!absl::ConsumePrefix(&h, "Bearer ") && !absl::ConsumePrefix(&h, "bearer ")) {
+    return absl::UnauthenticatedError("the Authorization header is not \"Bearer <token>\"");
+  }
+  h = absl::StripAsciiWhitespace(h);
+  const bool valid = !h.empty() && h.size() <= 256 &&
+                     std::all_of(h.begin(), h.end(), [](char c) {
+                       return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' ||
+                              c == '-' || c == '.' || c == '~' || c == '+' || c == '/' ||
+                              c == '=';
+                     });
+  if (!valid) {
+    return absl::UnauthenticatedError(
+        "the bearer token has characters or a length no token has: paste it again from the "
+        "control plane's operator-token or viewer-token file");
+  }
+  return std::string(h);
 }
 
 // "127.0.0.1:8080" / "[::1]:8080" → host and port.
@@ -112,6 +136,8 @@ absl::StatusOr<std::string> HttpServer::Start() {
                                                "--http address"));
   }
   thread_ = std::thread([this] { server_->listen_after_bind(); });
+  // stop() only works on a running server: make sure it is before anyone can call Stop().
+  while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   std::string address = absl::StrCat(absl::StrContains(host, ':') ? "[" + host + "]" : host,
                                      ":", bound);
   log_->info("event=http_ready listen={} tls={} metrics_public={}", address, tls,
@@ -120,10 +146,12 @@ absl::StatusOr<std::string> HttpServer::Start() {
 }
 
 void HttpServer::Stop() {
-  if (!server_ || stopping_.exchange(true)) return;
+  if (!server_) return;
   {
     absl::MutexLock l(&mu_);
-    for (auto* ctx : open_streams_) ctx->TryCancel();
+    if (stopping_) return;
+    stopping_ = true;
+    for (auto* ctx : calls_) ctx->TryCancel();
   }
   server_->stop();
   if (thread_.joinable()) thread_.join();
@@ -135,15 +163,22 @@ void HttpServer::Routes() {
     res.set_content("ok\n", "text/plain");
   });
   server_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-    absl::Status s = stopping_ ? absl::UnavailableError("stopping")
-                               : (handlers_.ready ? handlers_.ready() : absl::OkStatus());
+    bool stopping;
+    {
+      absl::MutexLock l(&mu_);
+      stopping = stopping_;
+    }
+    absl::Status s = stopping ? absl::UnavailableError("stopping")
+                              : (handlers_.ready ? handlers_.ready() : absl::OkStatus());
     res.status = s.ok() ? 200 : 503;
-    res.set_content(s.ok() ? "ready\n" : absl::StrCat("not ready: ", s.message(), "\n"),
-                    "text/plain");
+    if (!s.ok()) log_->warn("event=not_ready reason=\"{}\"", s.message());
+    // The reason is in the log, not in this unauthenticated answer.
+    res.set_content(s.ok() ? "ready\n" : "not ready\n", "text/plain");
   });
   server_->Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
     if (!options_.metrics_public) {
-      absl::Status s = handlers_.authorize_read(Bearer(req));
+      auto bearer = Bearer(req);
+      absl::Status s = bearer.ok() ? handlers_.authorize_read(*bearer) : bearer.status();
       if (!s.ok()) {
         res.set_header("WWW-Authenticate", "Bearer");
         res.status = HttpStatusFor(s.code());
@@ -165,9 +200,14 @@ void HttpServer::Routes() {
                                 "no method ", req.matches[1].str(),
                                 " in the Fleet API: see proto/herd/v1/fleet.proto")));
     }
-    std::string authorization = req.get_header_value("Authorization");
+    auto bearer = Bearer(req);
+    if (!bearer.ok()) return SendError(res, bearer.status());
+    const std::string authorization = bearer->empty() ? "" : "Bearer " + *bearer;
     if (!method->server_streaming()) {
-      auto reply = gateway_.Unary(method, req.body, authorization, kUnaryDeadline);
+      grpc::ClientContext ctx;
+      if (!Track(&ctx)) return SendError(res, absl::UnavailableError("shutting down"));
+      auto reply = gateway_.Unary(method, req.body, authorization, ctx, kUnaryDeadline);
+      Untrack(&ctx);
       return SendJson(res, reply.http_status, reply.body);
     }
     if (streams_.fetch_add(1) >= options_.max_streams) {
@@ -215,15 +255,22 @@ void HttpServer::ServeStream(const google::protobuf::MethodDescriptor* method, s
                              std::string authorization,
                              const std::function<bool(const std::string&)>& write) {
   grpc::ClientContext ctx;
-  {
-    absl::MutexLock l(&mu_);
-    if (stopping_) return;
-    open_streams_.insert(&ctx);
-  }
-  absl::Status s = gateway_.Stream(method, body, authorization, ctx, write);
+  if (!Track(&ctx)) return;
+  absl::Status s = gateway_.Stream(method, body, authorization, ctx, kHeartbeat, write);
   log_->debug("event=stream_end method={} status=\"{}\"", method->name(), s.ToString());
+  Untrack(&ctx);
+}
+
+bool HttpServer::Track(grpc::ClientContext* ctx) {
   absl::MutexLock l(&mu_);
-  open_streams_.erase(&ctx);
+  if (stopping_) return false;
+  calls_.insert(ctx);
+  return true;
+}
+
+void HttpServer::Untrack(grpc::ClientContext* ctx) {
+  absl::MutexLock l(&mu_);
+  calls_.erase(ctx);
 }
 
 }  // namespace herd::controlplane

@@ -7,8 +7,10 @@
 //   GET  /readyz            the store answers and the server is not stopping (readiness)
 //
 // Served by cpp-httplib on a bounded thread pool; a stream (WatchMetrics, WatchRollout,
-// StreamLogs) holds one thread for its lifetime, so streams are capped below the pool size
-// and Stop() cancels them. With a certificate it serves HTTPS.
+// StreamLogs) holds one thread for its lifetime, so streams are capped below the pool size,
+// a quiet stream writes a heartbeat (a blank line) so that a client gone away is noticed,
+// and Stop() cancels every call in flight. With a certificate it serves HTTPS. Behind the
+// pool, connections are thread-per-connection: face the internet through a reverse proxy.
 #pragma once
 
 #include <atomic>
@@ -76,10 +78,14 @@ class HttpServer {
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
-  std::atomic<bool> stopping_{false};
+  // Registers a call so that Stop() cancels it; false once stopping.
+  bool Track(grpc::ClientContext* ctx);
+  void Untrack(grpc::ClientContext* ctx);
+
   std::atomic<size_t> streams_{0};
   absl::Mutex mu_;
-  std::set<grpc::ClientContext*> open_streams_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);  // unary and streams
 };
 
 }  // namespace herd::controlplane

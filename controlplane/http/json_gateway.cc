@@ -101,14 +101,15 @@ class StreamReader final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc
     StartCall();
   }
 
-  // Waits for the next message: true with it in `out`, false at the end of the stream.
-  bool Next(grpc::ByteBuffer* out) {
+  enum class Got { kMessage, kEnd, kNothingYet };
+  // Waits up to `wait` for the next message (then in `out`) or the end of the stream.
+  Got Next(grpc::ByteBuffer* out, absl::Duration wait) {
     absl::MutexLock l(&mu_);
-    mu_.Await(absl::Condition(&read_done_));
+    if (!mu_.AwaitWithTimeout(absl::Condition(&read_done_), wait)) return Got::kNothingYet;
     read_done_ = false;
-    if (!read_ok_) return false;
+    if (!read_ok_) return Got::kEnd;
     *out = std::move(response_);
-    return true;
+    return Got::kMessage;
   }
   void ReadNext() { StartRead(&response_); }
   // No more reads: lets the call finish.
@@ -182,13 +183,12 @@ const pb::MethodDescriptor* JsonGateway::Find(absl::string_view name) const {
 
 JsonGateway::Reply JsonGateway::Unary(const pb::MethodDescriptor* method,
                                       absl::string_view json_body,
-                                      const std::string& authorization,
+                                      const std::string& authorization, grpc::ClientContext& ctx,
                                       absl::Duration deadline) const {
   auto fail = [](const absl::Status& s) { return Reply{HttpStatusFor(s.code()), ErrorJson(s)}; };
   auto request = EncodeRequest(method, json_body);
   if (!request.ok()) return fail(request.status());
   grpc::GenericStub stub(channel_);
-  grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
   Authorize(ctx, authorization);
   grpc::ByteBuffer req = ToBuffer(*request), resp;
@@ -208,6 +208,7 @@ JsonGateway::Reply JsonGateway::Unary(const pb::MethodDescriptor* method,
 
 absl::Status JsonGateway::Stream(const pb::MethodDescriptor* method, absl::string_view json_body,
                                  const std::string& authorization, grpc::ClientContext& ctx,
+                                 absl::Duration heartbeat,
                                  const std::function<bool(const std::string&)>& write) const {
   auto request = EncodeRequest(method, json_body);
   if (!request.ok()) {
@@ -219,17 +220,27 @@ absl::Status JsonGateway::Stream(const pb::MethodDescriptor* method, absl::strin
   StreamReader reader(stub, ctx, MethodPath(method), ToBuffer(*request));
   grpc::ByteBuffer message;
   bool client_gone = false;
-  while (reader.Next(&message)) {
-    auto json = DecodeResponse(method, message);
-    if (!json.ok() || !write(absl::StrCat("{\"result\":", *json, "}\n"))) {
-      client_gone = json.ok();
-      ctx.TryCancel();
-      break;
+  absl::Status failure;
+  for (;;) {
+    const auto got = reader.Next(&message, heartbeat);
+    if (got == StreamReader::Got::kEnd) break;
+    if (got == StreamReader::Got::kNothingYet) {
+      if (write("\n")) continue;
+      client_gone = true;
+    } else if (auto json = DecodeResponse(method, message); !json.ok()) {
+      failure = json.status();
+    } else if (write(absl::StrCat("{\"result\":", *json, "}\n"))) {
+      reader.ReadNext();
+      continue;
+    } else {
+      client_gone = true;
     }
-    reader.ReadNext();
+    ctx.TryCancel();
+    break;
   }
   reader.Release();
   absl::Status status = reader.Wait();
+  if (!failure.ok()) status = failure;  // not the CANCELLED it caused
   if (!status.ok() && !client_gone) write(ErrorJson(status) + "\n");
   return status;
 }

@@ -46,16 +46,20 @@ class JsonGateway {
     std::string body;  // JSON
   };
   // A unary call. `authorization` is the HTTP Authorization header, passed on as is.
+  // `ctx` lets another thread cancel the call (server shutdown).
   Reply Unary(const google::protobuf::MethodDescriptor* method, absl::string_view json_body,
-              const std::string& authorization, absl::Duration deadline) const;
+              const std::string& authorization, grpc::ClientContext& ctx,
+              absl::Duration deadline) const;
 
   // A server-streaming call, for as long as it lasts: `write` gets each ndjson line (with its
   // newline) and returns false once the HTTP client is gone, which cancels the call. `ctx`
   // is the call's context, created by the caller so that it can TryCancel() it from another
   // thread (server shutdown). Returns how the call ended.
+  // A stream with nothing to say for `heartbeat` writes "\n" (readers skip blank lines), so
+  // that a client gone away is noticed on a quiet stream too.
   absl::Status Stream(const google::protobuf::MethodDescriptor* method,
                       absl::string_view json_body, const std::string& authorization,
-                      grpc::ClientContext& ctx,
+                      grpc::ClientContext& ctx, absl::Duration heartbeat,
                       const std::function<bool(const std::string&)>& write) const;
 
  private:

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
@@ -202,7 +203,15 @@ void RenderHosts(const std::vector<herd::v1::HostDetail>& hosts, absl::Time now,
     f.Add("herd_host_dropped_batches_total", "counter",
           "Metric batches the host dropped while it could not send.", host,
           static_cast<double>(h.dropped_batches()));
+    // An offline host's modules are not reported: their last values would read as current
+    // (herd_host_up says the host is gone).
+    if (!h.online()) continue;
+    std::set<std::string> units_seen;
     for (const auto& u : d.units()) {
+      // A unit or probe reported twice by a faulty agent would make duplicate series, which
+      // invalidate the whole exposition: the first one counts.
+      if (!units_seen.insert(u.name()).second) continue;
+      std::set<std::string> probes_seen;
       const std::string lu = Labels({{"host", h.host_id()}, {"module", u.name()}});
       const bool online = u.state() == herd::v1::UNIT_STATE_ONLINE;
       f.Add("herd_module_up", "gauge", "1 when the module (or unit) is online.", lu,
@@ -226,7 +235,7 @@ void RenderHosts(const std::vector<herd::v1::HostDetail>& hosts, absl::Time now,
               static_cast<double>(u.issues_count()));
       }
       for (const auto& p : u.probes()) {
-        if (!p.numeric()) continue;
+        if (!p.numeric() || !probes_seen.insert(p.name()).second) continue;
         const std::string lp =
             p.unit().empty()
                 ? Labels({{"host", h.host_id()}, {"module", u.name()}, {"probe", p.name()}})

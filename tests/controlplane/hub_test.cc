@@ -905,6 +905,21 @@ TEST_F(HubTest, InventoryAddingAModuleTriggersASnapshot) {
   Send("h1", c, inv);
   EXPECT_EQ(c.session->configs().size(), 2u);
 
+  // What only the dashboard shows (widget, actions, issues) is kept in memory, bounded, and
+  // neither stored nor re-resolved.
+  herd::v1::ModuleInventory* m = inv.mutable_inventory()->mutable_modules(0);
+  m->mutable_widget()->set_logo(std::string(10000, 'x'));
+  m->add_actions()->set_name("flush");
+  for (int i = 0; i < 9; ++i) m->add_recent_issues()->set_message(absl::StrCat("issue ", i));
+  Send("h1", c, inv);
+  EXPECT_EQ(c.session->configs().size(), 2u);
+  d = hub_->GetHost("h1");
+  ASSERT_EQ(d->modules(0).actions_size(), 1);
+  EXPECT_EQ(d->modules(0).widget().logo().size(), 4096u);
+  ASSERT_EQ(d->modules(0).recent_issues_size(), 5);
+  EXPECT_EQ(d->modules(0).recent_issues(4).message(), "issue 8");
+  EXPECT_TRUE(store_->GetHost("h1")->modules[0].actions().empty());
+
   // Uninstalled: a snapshot without it.
   AgentMessage none;
   none.mutable_inventory();
@@ -1261,7 +1276,7 @@ TEST_F(HubTest, MetricsBatchIsVisibleEverywhere) {
 
 TEST_F(HubTest, SeriesRingIsBoundedAndOrdered) {
   Conn c = Connect(MakeHello("h1"));
-  const int64_t t0 = NowMs();
+  const int64_t t0 = NowMs() - 10000;
   for (int i = 0; i < 8; ++i) Send("h1", c, Batch(t0 + i * 1000, i));
   herd::v1::QuerySeriesRequest req;
   req.set_host_id("h1");
@@ -1287,6 +1302,23 @@ TEST_F(HubTest, SeriesRingIsBoundedAndOrdered) {
     EXPECT_LT(s->points(i - 1).at_unix_ms(), s->points(i).at_unix_ms());
   }
   EXPECT_DOUBLE_EQ(hub_->GetHost("h1")->host().usage().cpu_percent(), 7);
+}
+
+// An agent whose clock runs ahead cannot freeze the history: its batch is placed at the
+// control plane's time, and the next ones still land.
+TEST_F(HubTest, BatchFromTheFutureIsPlacedAtTheControlPlanesTime) {
+  Conn c = Connect(MakeHello("h1"));
+  Send("h1", c, Batch(NowMs() + 3600 * 1000, 1));
+  clock_.Advance(absl::Seconds(1));
+  Send("h1", c, Batch(NowMs(), 2));
+  herd::v1::QuerySeriesRequest req;
+  req.set_host_id("h1");
+  req.set_metric("cpu");
+  auto s = hub_->QuerySeries(req);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->points_size(), 2);
+  EXPECT_EQ(s->points(0).at_unix_ms(), NowMs() - 1000);
+  EXPECT_DOUBLE_EQ(s->points(1).value(), 2);
 }
 
 TEST_F(HubTest, BatchWithoutTimeUsesTheClockAndDroppedBatchesAdd) {

@@ -76,6 +76,25 @@ TEST(HostSeries, LateSamplesAndTooManySeriesAreCountedNotKept) {
   EXPECT_DOUBLE_EQ(a[1].value(), 2);
 }
 
+TEST(HostSeries, SeriesOfUnitsLongGoneMakeRoomForNewOnes) {
+  HostSeries s(SeriesOptions{.points = 3, .probe_points = 3, .max_series = 2});
+  s.Begin(1000);
+  s.Add("old", "cpu", 1);
+  s.Add("old", "rss", 2);
+  for (int t = 2; t < 6; ++t) s.Begin(1000 * t);  // "old" is gone for longer than the history
+  s.Add("new", "cpu", 7);
+  EXPECT_EQ(s.dropped_series(), 0u);
+  auto n = Get(s, "new", "cpu");
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_DOUBLE_EQ(n[0].value(), 7);
+  std::vector<herd::v1::Point> none;
+  EXPECT_FALSE(s.Points("old", "cpu", 0, &none));
+  // Still full of live series: a third one is refused.
+  s.Add("new", "rss", 8);
+  s.Add("newer", "cpu", 9);
+  EXPECT_EQ(s.dropped_series(), 1u);
+}
+
 // The budget behind bench/README.md's per-agent memory: a host with 10 modules of 10 probes
 // (123 series) holds its whole history in under 48 KiB.
 TEST(HostSeries, AFullHostFitsItsMemoryBudget) {

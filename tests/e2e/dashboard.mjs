@@ -244,6 +244,24 @@ async function main() {
       await waitFor('greet to answer bonjour', async () => /bonjour, e2e/.test(await greet()));
     });
 
+    await step('restart', async () => {
+      // Restart on this host: the button asks for a second click to confirm, then follows the
+      // one-host rollout to its end, and the module's restart count goes up.
+      const restarts0 = Number(await text(widget.getByTestId('meta-restarts')));
+      const pid0 = await text(widget.getByTestId('meta-pid'));
+      await widget.getByTestId('restart-button').click();
+      await widget.getByTestId('restart-button').click();
+      const status = widget.getByTestId('restart-status');
+      const final = await waitFor('the restart to finish', async () => {
+        const t = await text(status);
+        return /^restarted|failed|aborted/i.test(t) ? t : null;
+      }, 60000);
+      assert.match(final, /^restarted/, final);
+      await waitFor(`meta-restarts to pass ${restarts0} and the pid to change`, async () =>
+        Number(await text(widget.getByTestId('meta-restarts'))) > restarts0 &&
+        (await text(widget.getByTestId('meta-pid'))) !== pid0);
+    });
+
     await step('rollout', async () => {
       await widget.getByTestId('rollout-button').click();
       const dialog = page.getByTestId('rollout-dialog');

@@ -5,6 +5,12 @@
 //   - the dashboard's files, health and readiness;
 //   - the dashboard in a real browser (Debian's chromium driven by playwright-core:
 //     tests/e2e/dashboard.mjs), screenshots in <build>/test-artifacts/dashboard.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -286,6 +292,82 @@ TEST_F(DashboardTest, DashboardFilesAreServedWithAStrictPolicy) {
   EXPECT_EQ(client.Get("/assets/..%2Fserver.cc")->status, 404);
 }
 
+// A POST on a raw connection, left open: returns the socket and the response's status line
+// (empty if none came within 10 s).
+int RawPost(const std::string& address, const std::string& path, const std::string& body,
+            const std::string& token, std::string* status_line) {
+  const size_t colon = address.rfind(':');
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return fd;
+  const std::string req =
+      absl::StrCat("POST ", path, " HTTP/1.1\r\nHost: ", address, "\r\nAuthorization: Bearer ",
+                   token, "\r\nContent-Type: application/json\r\nContent-Length: ",
+                   body.size(), "\r\n\r\n", body);
+  if (write(fd, req.data(), req.size()) < 0) return fd;
+  std::string got;
+  pollfd p{fd, POLLIN, 0};
+  while (got.find("\r\n") == std::string::npos && poll(&p, 1, 10000) == 1) {
+    char buf[512];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  *status_line = got.substr(0, got.find("\r\n"));
+  return fd;
+}
+
+// Quiet streams hold a thread each, so they are capped; a browser that went away is noticed
+// by the heartbeat on a quiet stream, which frees its place. And no header, however broken,
+// takes the control plane down.
+TEST(DashboardServerTest, StreamsAreCappedAndAClosedQuietStreamFreesItsPlace) {
+  ControlPlaneHarness cp;
+  ASSERT_TRUE(cp.Start({"--http", "127.0.0.1:0", "--http-max-streams", "2"})) << cp.last_error();
+  const std::string http = cp.http_address();
+  const std::string token = Token(cp.ViewerTokenFile());
+  // No host: nothing is ever sent on these streams but heartbeats.
+  const std::string watch = R"({"target": {"all": true}})";
+  std::string status;
+  int a = RawPost(http, "/api/v1/WatchMetrics", watch, token, &status);
+  EXPECT_THAT(status, HasSubstr("200")) << status;
+  int b = RawPost(http, "/api/v1/WatchMetrics", watch, token, &status);
+  EXPECT_THAT(status, HasSubstr("200")) << status;
+  int c = RawPost(http, "/api/v1/WatchMetrics", watch, token, &status);
+  EXPECT_THAT(status, HasSubstr("429")) << status;
+  close(c);
+  close(a);
+  close(b);
+  // Within a couple of heartbeats both places are free again: two new streams are accepted
+  // (each kept open once accepted; a refused one takes no place).
+  std::vector<int> accepted;
+  EXPECT_TRUE(WaitFor([&] {
+    std::string st;
+    int fd = RawPost(http, "/api/v1/WatchMetrics", watch, token, &st);
+    if (absl::StrContains(st, "200")) {
+      accepted.push_back(fd);
+    } else {
+      close(fd);
+    }
+    return accepted.size() == 2;
+  }, absl::Seconds(30)));
+  for (int fd : accepted) close(fd);
+
+  // Bytes gRPC metadata cannot carry, percent-escapes, an over-long token: 401, and the
+  // server lives on.
+  for (const std::string& bad : {std::string("hv_\x01\x7f"), std::string("%ff%00"),
+                                 std::string("\xc3\xa9t\xc3\xa9"), std::string(300, 'a')}) {
+    HttpReply r = HttpCall(http, "POST", "/api/v1/ListHosts", "{}", bad);
+    EXPECT_EQ(r.status, 401) << r.body << r.error;
+    EXPECT_EQ(HttpCall(http, "GET", "/metrics", "", bad).status, 401);
+  }
+  EXPECT_EQ(HttpCall(http, "GET", "/healthz").status, 200);
+  EXPECT_EQ(HttpCall(http, "POST", "/api/v1/ListHosts", "{}", token).status, 200);
+  cp.Stop();
+}
+
 // The dashboard in Debian's chromium, driven by playwright-core: see tests/e2e/dashboard.mjs
 // for the steps (log in, find the host, the live widget, an action, Configure, a rollout).
 TEST_F(DashboardTest, BrowserSeesTheFleetAndDrivesIt) {
@@ -298,7 +380,10 @@ TEST_F(DashboardTest, BrowserSeesTheFleetAndDrivesIt) {
   const std::string shots = absl::StrCat(HERD_ARTIFACTS_DIR, "/dashboard");
   fs::create_directories(shots);
   json hostname = Api("GetHost", {{"hostId", host_id_}})["host"]["hostname"];
-  CmdResult r = herd::testing::Run({"/usr/bin/env", absl::StrCat("NODE_PATH=", node_path),
+  // Bounded: a hung browser fails the test instead of holding it (playwright closes chromium
+  // on SIGTERM).
+  CmdResult r = herd::testing::Run({"/usr/bin/timeout", "--kill-after=10", "300", "/usr/bin/env",
+                     absl::StrCat("NODE_PATH=", node_path),
                      absl::StrCat("HERD_URL=http://", http_), "HERD_TOKEN=" + operator_,
                      "HERD_VIEWER_TOKEN=" + viewer_, "HERD_HOST_ID=" + host_id_,
                      "HERD_HOSTNAME=" + hostname.get<std::string>(), "HERD_MODULE=dash-demo",

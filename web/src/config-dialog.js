@@ -141,7 +141,6 @@ class ConfigDialog {
     }
     this.show(`${sent}; waiting for this host…`, 'pending');
     const beforeDesired = Number(before.desiredConfigVersion);
-    const beforeRejections = JSON.stringify(before.configRejections || []);
     const deadline = Date.now() + ACK_TIMEOUT_MS;
     let host = before;
     while (Date.now() < deadline) {
@@ -151,8 +150,8 @@ class ConfigDialog {
       const acked = Number(host.ackedConfigVersion);
       const rejections = host.configRejections || [];
       if (desired <= beforeDesired) continue; // not computed for this host yet
-      // A rejection identical to one from before the change may be that older one.
-      if (rejections.length && JSON.stringify(rejections) !== beforeRejections) {
+      // The control plane shows a rejection only while it concerns the latest version sent.
+      if (rejections.length) {
         this.show(`rejected: ${rejectionText(rejections)}`, 'bad');
         return;
       }
