@@ -451,6 +451,45 @@ ProcSample SampleProc(int pid) {
   return s;
 }
 
+struct ApiTimes {
+  double list_ms = -1, search_ms = -1, host_ms = -1, metrics_ms = -1;
+  size_t metrics_bytes = 0;
+};
+
+// Median milliseconds of 5 calls of `f` (which returns false when the call failed: -1).
+double MedianMs(const std::function<bool()>& f) {
+  std::vector<double> ms;
+  for (int i = 0; i < 5; ++i) {
+    const int64_t t0 = NowUs();
+    if (!f()) return -1;
+    ms.push_back(static_cast<double>(NowUs() - t0) / 1000.0);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+ApiTimes TimeApi(const Options& o, const std::string& host_id) {
+  ApiTimes t;
+  if (o.http.empty() || o.viewer_token_file.empty()) return t;
+  httplib::Client c(absl::StrCat("http://", o.http));
+  c.set_read_timeout(60);
+  const httplib::Headers h = {{"Authorization", "Bearer " + ReadTrimmed(o.viewer_token_file)}};
+  auto post = [&](const char* method, const std::string& body) {
+    auto r = c.Post(absl::StrCat("/api/v1/", method).c_str(), h, body, "application/json");
+    return r && r->status == 200;
+  };
+  t.list_ms = MedianMs([&] { return post("ListHosts", R"({"pageSize": 50})"); });
+  t.search_ms = MedianMs([&] { return post("ListHosts", R"({"pageSize": 50, "query": "group=3"})"); });
+  t.host_ms = MedianMs([&] { return post("GetHost", absl::StrCat(R"({"hostId": ")", host_id, R"("})")); });
+  t.metrics_ms = MedianMs([&] {
+    auto r = c.Get("/metrics", h);
+    if (!r || r->status != 200) return false;
+    t.metrics_bytes = r->body.size();
+    return true;
+  });
+  return t;
+}
+
 // A counter from the control plane's /metrics (-1 when unavailable).
 double ScrapeCounter(const Options& o, const std::string& name) {
   if (o.http.empty()) return -1;
@@ -682,6 +721,11 @@ int Main(int argc, char** argv) {
   }
   const ProcSample p_end = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
 
+  // What the dashboard (and a scraper) asks of a fleet this size: a page of hosts, a search,
+  // one host, and /metrics, each timed end to end over HTTP (median of 5). Last, so that the
+  // memory figures above hold no scrape's leftovers.
+  ApiTimes api = TimeApi(o, agents.empty() ? "" : agents[agents.size() / 2]->host_id());
+
   ticking = false;
   ticker.join();
   for (auto& a : agents) a->Finish();
@@ -723,6 +767,12 @@ int Main(int argc, char** argv) {
          rst.n, connected, rst.p50, rst.p99, rst.max, o.restart_ms,
          herd::v1::RolloutState_Name(final_rollout.state()).c_str(), rollout_s,
          restart_status.ok() ? "" : absl::StrCat(" FAILED: ", restart_status.error_message()).c_str());
+  if (api.list_ms >= 0) {
+    printf("  dashboard API       ListHosts page of 50: %.1f ms, search: %.1f ms, GetHost: %.1f ms; "
+           "/metrics: %.0f ms (%.1f MiB)\n",
+           api.list_ms, api.search_ms, api.host_ms, api.metrics_ms,
+           static_cast<double>(api.metrics_bytes) / (1 << 20));
+  }
   printf("  failed streams      %d\n", counters.failed.load());
   for (const auto& e : errors) printf("    %s\n", e.c_str());
   if (!o.json_out.empty()) {
@@ -732,12 +782,14 @@ int Main(int argc, char** argv) {
         R"("registration_s":%.3f,"sent_batches_per_s":%.1f,"accepted_batches_per_s":%.1f,)"
         R"("skipped":%llu,"cp_cores":%.3f,"cp_rss_bytes":%llu,"cp_rss_baseline_bytes":%llu,"config_p50_ms":%.1f,)"
         R"("config_p99_ms":%.1f,"config_max_ms":%.1f,"config_acked":%zu,"restart_p50_ms":%.1f,)"
-        R"("restart_p99_ms":%.1f,"restart_max_ms":%.1f,"restart_acked":%zu,"failed_streams":%d})",
+        R"("restart_p99_ms":%.1f,"restart_max_ms":%.1f,"restart_acked":%zu,"failed_streams":%d,)"
+        R"("list_hosts_ms":%.1f,"search_hosts_ms":%.1f,"get_host_ms":%.1f,"metrics_ms":%.1f})",
         o.agents, o.modules, o.probes, o.interval_ms, connected, registration_s,
         static_cast<double>(sent) / window_s, accepted < 0 ? -1 : accepted / window_s,
         static_cast<unsigned long long>(skipped), cp_cores,
         static_cast<unsigned long long>(p1.rss), static_cast<unsigned long long>(baseline.rss), cfg.p50, cfg.p99, cfg.max, cfg.n, rst.p50,
-        rst.p99, rst.max, rst.n, counters.failed.load());
+        rst.p99, rst.max, rst.n, counters.failed.load(), api.list_ms, api.search_ms, api.host_ms,
+        api.metrics_ms);
     j << "\n";
   }
   const bool ok = connected == o.agents && counters.failed.load() == 0 &&
