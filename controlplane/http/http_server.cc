@@ -135,9 +135,19 @@ absl::StatusOr<std::string> HttpServer::Start() {
                                                " for HTTP: is the port in use? choose another "
                                                "--http address"));
   }
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_ = true;
+  });
   // stop() only works on a running server: make sure it is before anyone can call Stop().
-  while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!server_->is_running() && !listen_returned_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (!server_->is_running()) {
+    thread_.join();
+    return absl::UnavailableError(absl::StrCat("the HTTP server on ", options_.listen,
+                                               " stopped as it started: see the log"));
+  }
   std::string address = absl::StrCat(absl::StrContains(host, ':') ? "[" + host + "]" : host,
                                      ":", bound);
   log_->info("event=http_ready listen={} tls={} metrics_public={}", address, tls,

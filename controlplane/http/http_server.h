@@ -83,6 +83,7 @@ class HttpServer {
   void Untrack(grpc::ClientContext* ctx);
 
   std::atomic<size_t> streams_{0};
+  std::atomic<bool> listen_returned_{false};
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);  // unary and streams
