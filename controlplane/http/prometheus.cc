@@ -20,6 +20,23 @@
 namespace herd::controlplane {
 namespace {
 
+// The exposition format's escaping: backslash and newline, and double quotes in label values.
+std::string Escape(const std::string& text, bool quotes) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '"' && quotes) {
+      out += "\\\"";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 // Sample values and `le` bounds: integers as integers; other numbers %g-style with the fewest
 // digits that read back exactly, as the Go client writes them (0.0005, not 5e-04: `le` values
 // are compared as strings by queries and dashboards); the exposition's special values.
@@ -77,19 +94,7 @@ class Families {
                     Number(value), "\n");
   }
   // HELP text escapes only backslash and newline.
-  static std::string EscapeHelp(const std::string& help) {
-    std::string out;
-    for (char c : help) {
-      if (c == '\\') {
-        out += "\\\\";
-      } else if (c == '\n') {
-        out += "\\n";
-      } else {
-        out.push_back(c);
-      }
-    }
-    return out;
-  }
+  static std::string EscapeHelp(const std::string& help) { return Escape(help, false); }
   struct Family {
     std::string type, help, samples;
   };
@@ -340,21 +345,7 @@ std::string ProbeMetricName(const std::string& probe_name) {
   return "herd_probe_" + name;
 }
 
-std::string EscapeLabelValue(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
+std::string EscapeLabelValue(const std::string& value) { return Escape(value, true); }
 
 std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
                              const SelfMetrics& self, absl::Time now) {

@@ -364,8 +364,17 @@ void ControlPlaneHarness::Kill() {
   pid_ = 0;
 }
 
+std::string SourceDir() {
+  const char* d = getenv("HERD_SOURCE_DIR");
+  return d != nullptr && *d != '\0' ? d : HERD_TEST_SOURCE_DIR;
+}
+
+std::string ReadTrimmed(const std::string& path) {
+  return std::string(absl::StripAsciiWhitespace(ReadWhole(path)));
+}
+
 std::string ControlPlaneHarness::http_address() const {
-  return std::string(absl::StripAsciiWhitespace(ReadWhole(Path("http-address"))));
+  return ReadTrimmed(Path("http-address"));
 }
 
 HttpReply HttpCall(const std::string& address, const std::string& method,

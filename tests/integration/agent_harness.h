@@ -35,6 +35,11 @@ HttpReply HttpCall(const std::string& address, const std::string& method,
                    const std::string& path, const std::string& body = "",
                    const std::string& token = "");
 
+// The source tree ($HERD_SOURCE_DIR, else the one this was built from).
+std::string SourceDir();
+// A file's content without surrounding whitespace ("" if unreadable): tokens, addresses.
+std::string ReadTrimmed(const std::string& path);
+
 // Runs argv to completion (stdin /dev/null), capturing stdout and stderr.
 CmdResult Run(const std::vector<std::string>& argv);
 

@@ -33,12 +33,6 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 using json = nlohmann::json;
 
-std::string SourceDir() { return HERD_TEST_SOURCE_DIR; }
-
-std::string Token(const std::string& file) {
-  CmdResult r = Run({"/bin/cat", file});
-  return std::string(absl::StripAsciiWhitespace(r.out));
-}
 
 class DashboardTest : public ::testing::Test {
  protected:
@@ -47,8 +41,8 @@ class DashboardTest : public ::testing::Test {
         << cp_.last_error();
     http_ = cp_.http_address();
     ASSERT_FALSE(http_.empty()) << "controlplane --http wrote no http-address";
-    viewer_ = Token(cp_.ViewerTokenFile());
-    operator_ = Token(cp_.OperatorTokenFile());
+    viewer_ = ReadTrimmed(cp_.ViewerTokenFile());
+    operator_ = ReadTrimmed(cp_.OperatorTokenFile());
     ASSERT_TRUE(agent_.StartAgent(cp_.AgentArgs("role=e2e,env=test"))) << agent_.last_error();
     const std::string dir = agent_.Path("src/dash-demo");
     fs::create_directories(dir);
@@ -327,7 +321,7 @@ TEST(DashboardServerTest, StreamsAreCappedAndAClosedQuietStreamFreesItsPlace) {
   ControlPlaneHarness cp;
   ASSERT_TRUE(cp.Start({"--http", "127.0.0.1:0", "--http-max-streams", "2"})) << cp.last_error();
   const std::string http = cp.http_address();
-  const std::string token = Token(cp.ViewerTokenFile());
+  const std::string token = ReadTrimmed(cp.ViewerTokenFile());
   // No host: nothing is ever sent on these streams but heartbeats.
   const std::string watch = R"({"target": {"all": true}})";
   std::string status;

@@ -412,10 +412,6 @@ TEST_F(FleetTest, CallsWithoutTheRightCredentialsAreRefused) {
   EXPECT_EQ(cp_.CtlJson({"hosts"})["hosts"].size(), static_cast<size_t>(kAgents));
 }
 
-std::string SourceDir() {
-  const char* d = getenv("HERD_SOURCE_DIR");
-  return d && *d ? d : std::string(HERD_TEST_SOURCE_DIR);
-}
 
 // Another service on the Fleet API: the Python example (Debian's python3-grpcio).
 TEST_F(FleetTest, PythonClientUsesTheFleetApi) {

@@ -53,10 +53,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using json = nlohmann::json;
 
-std::string SourceDir() {
-  const char* env = getenv("HERD_SOURCE_DIR");
-  return env != nullptr && *env != '\0' ? env : HERD_TEST_SOURCE_DIR;
-}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -299,7 +295,7 @@ class PrometheusTest : public ::testing::Test {
     }
     http_ = cp_->http_address();
     if (http_.empty()) return "controlplane --http wrote no http-address";
-    viewer_ = std::string(absl::StripAsciiWhitespace(ReadFile(cp_->ViewerTokenFile())));
+    viewer_ = ReadTrimmed(cp_->ViewerTokenFile());
     if (!agent_->StartAgent(cp_->AgentArgs("env=test"))) return agent_->last_error();
     CmdResult start = agent_->Ctl({"start", AgentHarness::ChildBinary(), "--name", "sleeper"});
     if (start.exit_code != 0) return "start sleeper: " + start.err;
@@ -415,7 +411,7 @@ TEST_F(PrometheusTest, MetricsNeedAViewerOrOperatorToken) {
   EXPECT_EQ(HttpCall(http_, "GET", "/metrics").status, 401);
   EXPECT_EQ(HttpCall(http_, "GET", "/metrics", "", "hv_not-a-token").status, 401);
   const std::string op =
-      std::string(absl::StripAsciiWhitespace(ReadFile(cp_->OperatorTokenFile())));
+      ReadTrimmed(cp_->OperatorTokenFile());
   EXPECT_EQ(HttpCall(http_, "GET", "/metrics", "", op).status, 200);
   HttpReply r = HttpCall(http_, "GET", "/metrics", "", viewer_);
   EXPECT_EQ(r.status, 200);
