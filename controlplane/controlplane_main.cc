@@ -56,6 +56,11 @@ int main(int argc, char** argv) {
                  "a thread")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  app.add_option("--metrics-max-probe-series", o.metrics_max_probe_series,
+                 "/metrics shows one series per host, module and numeric probe while the fleet "
+                 "has at most this many, and none above (herd_controlplane_probe_series_omitted "
+                 "says so); host and module series are always shown")
+      ->capture_default_str();
   app.add_flag("--metrics-public", o.metrics_public,
                "Serve /metrics without a token (default: a viewer or operator token)");
   app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain: serve TLS");

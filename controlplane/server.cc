@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <atomic>
+#include <memory>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -193,7 +195,23 @@ absl::Status RunServer(const ServerOptions& options) {
     hopts.max_streams = options.http_max_streams;
     hopts.threads = options.http_max_streams + 8;  // streams never take the last 8
     HttpHandlers handlers;
-    handlers.metrics = [&hub, &rollouts, &store_metrics, &clock] {
+    ExpositionOptions exposition;
+    exposition.max_probe_series = options.metrics_max_probe_series;
+    auto omitting = std::make_shared<std::atomic<bool>>(false);
+    handlers.metrics = [&hub, &rollouts, &store_metrics, &clock, exposition, omitting, log] {
+      // Hosts are taken one at a time, each under its own lock only: a scrape of a large
+      // fleet holds up no agent.
+      FleetExposition e(clock.Now(), exposition);
+      hub.VisitHosts([&e](const herd::v1::HostDetail& d) { e.AddHost(d); });
+      if (e.probes_omitted() != omitting->exchange(e.probes_omitted())) {
+        if (e.probes_omitted()) {
+          log->warn("event=metrics_probes_omitted series={} max={} hint=\"raise "
+                    "--metrics-max-probe-series, or query probes through the Fleet API\"",
+                    e.probe_series(), exposition.max_probe_series);
+        } else {
+          log->info("event=metrics_probes_shown series={}", e.probe_series());
+        }
+      }
       SelfMetrics self;
       self.hub = hub.stats();
       const RolloutEngine::Counts r = rollouts.counts();
@@ -203,7 +221,7 @@ absl::Status RunServer(const ServerOptions& options) {
       self.rollouts_aborted = r.aborted;
       self.store = store_metrics.Stats();
       if (auto p = ReadProcessMetrics(); p.ok()) self.process = *p;
-      return RenderPrometheus(hub.Snapshot(), self, clock.Now());
+      return e.Finish(self);
     };
     handlers.ready = [&store] { return (*store)->GetSetting("join_token_sha256").status(); };
     handlers.authorize_read = [&fleet](const std::string& bearer) {

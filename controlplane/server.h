@@ -27,6 +27,8 @@ struct ServerOptions {
   std::string http_listen;
   bool metrics_public = false;
   uint32_t http_max_streams = 24;
+  // /metrics shows per-probe series only while the fleet has at most this many.
+  uint64_t metrics_max_probe_series = 100000;
 };
 
 absl::Status RunServer(const ServerOptions& options);

@@ -70,44 +70,167 @@ absl::Status Hub::Start() {
   auto hosts = store_.ListHosts();
   if (!hosts.ok()) return hosts.status();
   {
-    absl::MutexLock l(&mu_);
+    absl::MutexLock config_lock(&config_mu_);
+    if (auto s = ReloadOverrides(); !s.ok()) return s;
+  }
+  {
+    absl::MutexLock l(&index_mu_);
     for (auto& r : *hosts) {
-      HostState h;
-      h.series = HostSeries(options_.series);
-      h.record = r;
-      h.disconnected_at_ms = r.last_seen_unix_ms;
-      hosts_[r.host_id] = std::move(h);
+      auto e = std::make_shared<HostEntry>();
+      absl::MutexLock hl(&e->mu);
+      e->s.series = HostSeries(options_.series);
+      e->s.record = r;
+      e->s.disconnected_at_ms = r.last_seen_unix_ms;
+      hosts_[r.host_id] = std::move(e);
     }
   }
   log_->info("event=hub_started hosts={}", hosts->size());
   sweeper_ = std::thread([this] {
-    absl::MutexLock l(&mu_);
+    absl::MutexLock l(&life_mu_);
     while (!stopping_) {
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(250));
+      life_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(250));
       if (stopping_) break;
-      mu_.Unlock();
+      life_mu_.Unlock();
       Sweep();
-      mu_.Lock();
+      life_mu_.Lock();
     }
   });
+  writer_ = std::thread([this] { WriterLoop(); });
   return absl::OkStatus();
 }
 
 void Hub::Stop() {
-  std::map<std::string, Pending> pending;
-  std::vector<std::shared_ptr<HostSession>> sessions;
   {
-    absl::MutexLock l(&mu_);
-    if (stopping_ && !sweeper_.joinable()) return;
+    absl::MutexLock l(&life_mu_);
+    if (stopping_ && !sweeper_.joinable() && !writer_.joinable()) return;
     stopping_ = true;
-    pending.swap(pending_);
-    for (auto& [id, h] : hosts_) {
-      if (h.session) sessions.push_back(h.session);
-    }
   }
+  stopped_ = true;
   if (sweeper_.joinable()) sweeper_.join();
-  for (auto& [id, p] : pending) p.done(absl::UnavailableError("the control plane is stopping"));
+  std::map<std::string, Pending> pending;
+  {
+    absl::MutexLock l(&pending_mu_);
+    pending.swap(pending_);
+  }
+  std::vector<std::shared_ptr<HostSession>> sessions;
+  for (const Entry& e : Entries()) {
+    absl::MutexLock hl(&e->mu);
+    if (e->s.session) sessions.push_back(e->s.session);
+  }
+  for (auto& [id, p] : pending) {
+    if (p.done) p.done(absl::UnavailableError("the control plane is stopping"));
+  }
   for (auto& s : sessions) s->Close("the control plane is stopping");
+  // Last: what the hosts' final messages changed is written too.
+  {
+    absl::MutexLock l(&writer_mu_);
+    writer_stop_ = true;
+  }
+  if (writer_.joinable()) writer_.join();
+}
+
+// ---------------------------------------------------------------------------------------
+// The host index
+
+Hub::Entry Hub::Find(const std::string& host_id) const {
+  absl::ReaderMutexLock l(&index_mu_);
+  auto it = hosts_.find(host_id);
+  return it == hosts_.end() ? nullptr : it->second;
+}
+
+Hub::Entry Hub::FindByIdOrName(const std::string& want) const {
+  if (Entry e = Find(want)) return e;
+  Entry found;
+  for (const Entry& e : Entries()) {
+    absl::MutexLock hl(&e->mu);
+    if (e->s.record.hostname == want) found = e;
+  }
+  return found;
+}
+
+std::vector<Hub::Entry> Hub::Entries() const {
+  absl::ReaderMutexLock l(&index_mu_);
+  std::vector<Entry> out;
+  out.reserve(hosts_.size());
+  for (const auto& [id, e] : hosts_) out.push_back(e);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Host records, written behind
+
+absl::Status Hub::MarkDirty(const std::string& host_id, bool wait) {
+  absl::MutexLock l(&writer_mu_);
+  dirty_.insert(host_id);
+  const uint64_t gen = ++queued_gen_;
+  if (!wait) return absl::OkStatus();
+  auto written = [this, gen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_) {
+    return written_gen_ >= gen || writer_stop_;
+  };
+  if (!writer_mu_.AwaitWithTimeout(absl::Condition(&written), absl::Seconds(30))) {
+    return absl::DeadlineExceededError("the store did not take the host's record in 30 s");
+  }
+  if (written_gen_ < gen) return absl::UnavailableError("the control plane is stopping");
+  return last_write_;
+}
+
+absl::Status Hub::FlushHostRecords() {
+  {
+    absl::MutexLock l(&writer_mu_);
+    if (dirty_.empty() && written_gen_ == queued_gen_) return last_write_;
+  }
+  absl::MutexLock l(&writer_mu_);
+  const uint64_t gen = queued_gen_;
+  auto written = [this, gen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_) {
+    return written_gen_ >= gen || !writer_.joinable();
+  };
+  writer_mu_.Await(absl::Condition(&written));
+  return last_write_;
+}
+
+void Hub::WriterLoop() {
+  absl::MutexLock l(&writer_mu_);
+  absl::Duration backoff = absl::ZeroDuration();
+  while (true) {
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_) {
+      return !dirty_.empty() || writer_stop_;
+    };
+    writer_mu_.Await(absl::Condition(&ready));
+    if (dirty_.empty()) break;  // stopping, nothing left
+    if (backoff > absl::ZeroDuration() && !writer_stop_) {
+      // After a failed write: wait before the next try (or until stopping).
+      writer_mu_.AwaitWithTimeout(absl::Condition(&writer_stop_), backoff);
+    }
+    std::set<std::string> batch;
+    batch.swap(dirty_);
+    const uint64_t gen = queued_gen_;
+    const bool last = writer_stop_;
+    writer_mu_.Unlock();
+    std::vector<HostRecord> records;
+    records.reserve(batch.size());
+    for (const auto& id : batch) {
+      if (Entry e = Find(id)) {
+        absl::MutexLock hl(&e->mu);
+        records.push_back(e->s.record);
+      }
+    }
+    absl::Status s = store_.PutHosts(records);
+    if (!s.ok()) {
+      log_->error("event=hosts_not_saved hosts={} error=\"{}\" retry={}", records.size(),
+                  s.message(), last ? "no (stopping)" : "yes");
+    }
+    writer_mu_.Lock();
+    written_gen_ = gen;
+    last_write_ = s;
+    if (s.ok()) {
+      backoff = absl::ZeroDuration();
+    } else if (!last) {
+      // Nothing is lost: the records are written again with the next batch.
+      dirty_.insert(batch.begin(), batch.end());
+      backoff = std::min(absl::Seconds(30), std::max(absl::Seconds(1), backoff * 2));
+    }
+    if (last) break;
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -142,44 +265,50 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
                           std::shared_ptr<HostSession> session) {
   agent_messages_.fetch_add(1, std::memory_order_relaxed);
   if (auto s = ValidateHello(hello); !s.ok()) return s;
+  if (stopped_) return absl::UnavailableError("the control plane is stopping");
   const std::string presented = Sha256Hex(bearer);
   auto join = store_.GetSetting("join_token_sha256");
   if (!join.ok()) return join.status();
   const bool by_join = join->has_value() && ConstantTimeEquals(presented, **join);
+  constexpr absl::string_view kRefused =
+      "neither the join token nor this host's credential: give agentd the fleet's join "
+      "token (--join-token-file) to register again";
 
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
   std::string credential;
+  if (by_join) {
+    auto secret = NewSecret("hc_");
+    if (!secret.ok()) return secret.status();
+    credential = *secret;
+  }
+  Entry e = Find(hello.host_id());
+  if (!e) {
+    if (!by_join) return absl::UnauthenticatedError(kRefused);
+    absl::MutexLock l(&index_mu_);
+    Entry& slot = hosts_[hello.host_id()];
+    if (!slot) {
+      slot = std::make_shared<HostEntry>();
+      absl::MutexLock hl(&slot->mu);
+      slot->s.series = HostSeries(options_.series);
+    }
+    e = slot;
+  }
   HostRecord record;
   std::shared_ptr<HostSession> replaced;
-  std::optional<ControlMessage> snapshot;
   bool new_host = false;
   {
-    absl::MutexLock l(&mu_);
-    if (stopping_) return absl::UnavailableError("the control plane is stopping");
-    auto it = hosts_.find(hello.host_id());
-    const bool known = it != hosts_.end();
-    if (!by_join) {
-      if (!known || it->second.record.credential_sha256.empty() ||
-          !ConstantTimeEquals(presented, it->second.record.credential_sha256)) {
-        return absl::UnauthenticatedError(
-            "neither the join token nor this host's credential: give agentd the fleet's join "
-            "token (--join-token-file) to register again");
-      }
+    absl::MutexLock hl(&e->mu);
+    HostState& h = e->s;
+    if (!by_join && (h.record.credential_sha256.empty() ||
+                     !ConstantTimeEquals(presented, h.record.credential_sha256))) {
+      return absl::UnauthenticatedError(kRefused);
     }
-    if (!known) {
+    if (h.record.host_id.empty()) {
       new_host = true;
-      it = hosts_.emplace(hello.host_id(), HostState{}).first;
-      it->second.series = HostSeries(options_.series);
-      it->second.record.host_id = hello.host_id();
-      it->second.record.registered_at_unix_ms = now_ms;
+      h.record.host_id = hello.host_id();
+      h.record.registered_at_unix_ms = now_ms;
     }
-    HostState& h = it->second;
-    if (by_join) {
-      auto secret = NewSecret("hc_");
-      if (!secret.ok()) return secret.status();
-      credential = *secret;
-      h.record.credential_sha256 = Sha256Hex(credential);
-    }
+    if (by_join) h.record.credential_sha256 = Sha256Hex(credential);
     h.record.hostname = hello.hostname();
     h.record.labels = {hello.labels().begin(), hello.labels().end()};
     h.record.agent_version = hello.agent_version();
@@ -199,7 +328,9 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     record = h.record;
   }
   if (replaced) replaced->Close("the host connected again on another stream");
-  if (auto s = store_.PutHost(record); !s.ok()) {
+  // A new credential is on disk before the agent is given it (many hosts registering at
+  // once share one transaction); otherwise the record is written behind.
+  if (auto s = MarkDirty(record.host_id, /*wait=*/by_join); !s.ok()) {
     log_->error("event=host_not_saved host={} error=\"{}\"", record.host_id, s.message());
   }
   if (by_join) {
@@ -209,15 +340,13 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
   // Config changes push snapshots under config_mu_ too, so this host's versions go out in
   // order.
   absl::MutexLock config_lock(&config_mu_);
-  auto overrides = store_.ListOverrides();
-  if (!overrides.ok()) {
-    log_->error("event=config_unreadable error=\"{}\"", overrides.status().message());
-  }
+  std::optional<ControlMessage> snapshot;
   {
-    absl::MutexLock l(&mu_);
-    auto it = hosts_.find(record.host_id);
-    if (it != hosts_.end() && it->second.session == session && overrides.ok()) {
-      snapshot = NextSnapshot(it->second, *overrides, /*force=*/true);
+    absl::MutexLock hl(&e->mu);
+    if (e->s.session == session) {
+      snapshot = NextSnapshot(
+          e->s, ResolveHostConfig(overrides_, record.host_id, record.labels, Installed(e->s)),
+          /*force=*/true);
     }
   }
   log_->info("event=host_connected host={} hostname={} peer={} modules={} by={}", record.host_id,
@@ -239,31 +368,21 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
                     const AgentMessage& msg) {
   agent_messages_.fetch_add(1, std::memory_order_relaxed);
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
-  std::vector<MetricsWatcher> watchers;
-  herd::v1::HostMetrics update;
-  std::string pending_id;
-  std::function<void(const herd::v1::LogChunk&)> log_lines;
+  Entry e = Find(host_id);
+  if (!e) return;
+  std::string hostname;
   bool inventory_changed = false;
-  std::optional<HostRecord> save;
+  bool save = false;
   {
-    absl::MutexLock l(&mu_);
-    auto it = hosts_.find(host_id);
-    if (it == hosts_.end() || it->second.session.get() != session) return;  // stale stream
-    HostState& h = it->second;
+    absl::MutexLock hl(&e->mu);
+    HostState& h = e->s;
+    if (h.session.get() != session) return;  // stale stream
     h.record.last_seen_unix_ms = now_ms;
+    hostname = h.record.hostname;
     switch (msg.msg_case()) {
-      case AgentMessage::kMetrics: {
+      case AgentMessage::kMetrics:
         OnBatch(h, msg.metrics(), now_ms);
-        for (const auto& [id, w] : watchers_) {
-          if (w.first.empty() || w.first.count(host_id)) watchers.push_back(w.second);
-        }
-        if (!watchers.empty()) {
-          update.set_host_id(host_id);
-          update.set_hostname(h.record.hostname);
-          *update.mutable_batch() = msg.metrics();
-        }
         break;
-      }
       case AgentMessage::kEvent:
         h.events.push_back(msg.event());
         while (h.events.size() > options_.events_kept) h.events.pop_front();
@@ -273,11 +392,11 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
         if (ack.accepted()) {
           h.record.acked_config_version = std::max(h.record.acked_config_version, ack.version());
           h.rejections.clear();
-          save = h.record;
-          log_->info("event=config_acked host={} version={} restarted=[{}]", host_id,
-                     ack.version(), absl::StrJoin(ack.restarted(), ","));
+          save = true;
+          log_->debug("event=config_acked host={} version={} restarted=[{}]", host_id,
+                      ack.version(), absl::StrJoin(ack.restarted(), ","));
         } else {
-          ++stats_.config_nacks;
+          config_nacks_.fetch_add(1, std::memory_order_relaxed);
           // Shown only while it is about the latest version sent (Host.config_rejections).
           if (!h.sent_valid || ack.version() >= h.sent.version()) {
             h.rejections.assign(ack.rejections().begin(), ack.rejections().end());
@@ -299,56 +418,77 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
         // when it changed; widgets, actions and issues change often and are shown from memory.
         inventory_changed = ConfigFingerprint(modules) != ConfigFingerprint(h.record.modules);
         h.record.modules = std::move(modules);
-        if (inventory_changed) save = h.record;
+        save = inventory_changed;
         break;
       }
-      case AgentMessage::kActionResult:
-        pending_id = msg.action_result().request_id();
+      default:
         break;
-      case AgentMessage::kRestartResult:
-        pending_id = msg.restart_result().request_id();
-        break;
-      case AgentMessage::kLogChunk: {
-        auto p = pending_.find(msg.log_chunk().request_id());
-        if (p != pending_.end() && p->second.host_id == host_id && !msg.log_chunk().end() &&
-            p->second.on_lines) {
-          log_lines = p->second.on_lines;  // called below, outside the lock
-        } else if (p != pending_.end() && p->second.host_id == host_id) {
-          pending_id = msg.log_chunk().request_id();
+    }
+  }
+  if (save) (void)MarkDirty(host_id, /*wait=*/false);
+
+  switch (msg.msg_case()) {
+    case AgentMessage::kMetrics:
+      if (watcher_count_.load(std::memory_order_relaxed) > 0) {
+        std::vector<MetricsWatcher> watchers;
+        {
+          absl::MutexLock l(&watch_mu_);
+          for (const auto& [id, w] : watchers_) {
+            if (w.first.empty() || w.first.count(host_id)) watchers.push_back(w.second);
+          }
         }
-        break;
+        if (!watchers.empty()) {
+          herd::v1::HostMetrics update;
+          update.set_host_id(host_id);
+          update.set_hostname(hostname);
+          *update.mutable_batch() = msg.metrics();
+          for (auto& w : watchers) w(update);
+        }
       }
-      case AgentMessage::kHello:
-      case AgentMessage::MSG_NOT_SET:
-        break;
+      break;
+    case AgentMessage::kActionResult:
+    case AgentMessage::kRestartResult:
+    case AgentMessage::kLogChunk: {
+      const std::string& rid = msg.has_action_result()    ? msg.action_result().request_id()
+                               : msg.has_restart_result() ? msg.restart_result().request_id()
+                                                          : msg.log_chunk().request_id();
+      std::function<void(const herd::v1::LogChunk&)> log_lines;
+      bool complete = false;
+      {
+        absl::MutexLock l(&pending_mu_);
+        auto p = pending_.find(rid);
+        // Only the host a request went to may answer it.
+        if (p == pending_.end() || p->second.host_id != host_id) break;
+        if (msg.has_log_chunk() && !msg.log_chunk().end() && p->second.on_lines) {
+          log_lines = p->second.on_lines;  // called below, outside the lock
+        } else {
+          complete = true;
+        }
+      }
+      if (log_lines) log_lines(msg.log_chunk());
+      if (complete) CompletePending(rid, msg);
+      break;
     }
-    // Only the host a request went to may answer it.
-    if (!pending_id.empty()) {
-      auto p = pending_.find(pending_id);
-      if (p == pending_.end() || p->second.host_id != host_id) pending_id.clear();
-    }
+    default:
+      break;
   }
-  if (save) {
-    if (auto s = store_.PutHost(*save); !s.ok()) {
-      log_->error("event=host_not_saved host={} error=\"{}\"", host_id, s.message());
-    }
-  }
-  for (auto& w : watchers) w(update);
-  if (log_lines) log_lines(msg.log_chunk());
-  if (!pending_id.empty()) CompletePending(pending_id, msg);
-  if (inventory_changed) PushConfig();
+  if (inventory_changed) PushConfig(&host_id);
 }
 
 void Hub::OnDisconnect(const std::string& host_id, const HostSession* session) {
-  std::vector<std::string> failed;
+  Entry e = Find(host_id);
+  if (!e) return;
   {
-    absl::MutexLock l(&mu_);
-    auto it = hosts_.find(host_id);
-    if (it == hosts_.end() || it->second.session.get() != session) return;
-    it->second.session.reset();
-    it->second.disconnected_at_ms = absl::ToUnixMillis(clock_.Now());
+    absl::MutexLock hl(&e->mu);
+    if (e->s.session.get() != session) return;
+    e->s.session.reset();
+    e->s.disconnected_at_ms = absl::ToUnixMillis(clock_.Now());
     // `sent` stays: a config change while the host is away is reported as changing it, and
     // its next snapshot (forced at reconnect) gets a higher version.
+  }
+  std::vector<std::string> failed;
+  {
+    absl::MutexLock l(&pending_mu_);
     for (const auto& [id, p] : pending_) {
       if (p.host_id == host_id) failed.push_back(id);
     }
@@ -361,8 +501,8 @@ void Hub::OnDisconnect(const std::string& host_id, const HostSession* session) {
 }
 
 void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms) {
-  ++stats_.batches_received;
-  stats_.batches_dropped_by_agents += batch.dropped_batches();
+  batches_received_.fetch_add(1, std::memory_order_relaxed);
+  batches_dropped_by_agents_.fetch_add(batch.dropped_batches(), std::memory_order_relaxed);
   h.dropped_batches += batch.dropped_batches();
   // The agent's clock, unless it is ahead of ours: a batch from the future would hold every
   // later one out of the history (which is kept in time order).
@@ -390,9 +530,9 @@ void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now
   }
 }
 
-std::vector<herd::v1::UnitSample> Hub::LatestUnits(const HostState& h) {
+std::vector<herd::v1::UnitSample> Hub::LatestUnits(const std::string& last_batch) {
   herd::v1::MetricsBatch b;
-  if (!b.ParseFromString(h.last_batch)) return {};
+  if (!b.ParseFromString(last_batch)) return {};
   return {std::make_move_iterator(b.mutable_units()->begin()),
           std::make_move_iterator(b.mutable_units()->end())};
 }
@@ -400,88 +540,124 @@ std::vector<herd::v1::UnitSample> Hub::LatestUnits(const HostState& h) {
 // ---------------------------------------------------------------------------------------
 // Config
 
-std::set<std::string> Hub::Installed(const HostState& h) const {
+std::set<std::string> Hub::Installed(const HostState& h) {
   std::set<std::string> out;
   for (const auto& m : h.record.modules) out.insert(m.name());
   return out;
 }
 
-std::optional<ControlMessage> Hub::NextSnapshot(HostState& h,
-                                                const std::vector<herd::v1::Override>& all,
+absl::Status Hub::ReloadOverrides() {
+  auto all = store_.ListOverrides();
+  if (!all.ok()) {
+    log_->error("event=config_unreadable error=\"{}\"", all.status().message());
+    return all.status();
+  }
+  overrides_ = std::move(*all);
+  return absl::OkStatus();
+}
+
+std::optional<ControlMessage> Hub::NextSnapshot(HostState& h, herd::v1::ConfigSnapshot snap,
                                                 bool force) {
   if (!h.session) return std::nullopt;
-  herd::v1::ConfigSnapshot snap =
-      ResolveHostConfig(all, h.record.host_id, h.record.labels, Installed(h));
   if (!force && h.sent_valid && SameConfig(snap, h.sent)) return std::nullopt;
   uint64_t base = std::max(h.record.acked_config_version, h.sent_valid ? h.sent.version() : 0);
   snap.set_version(base + 1);
   h.sent = snap;
   h.sent_valid = true;
   h.rejections.clear();  // they were about an older version: the host is asked again
-  ++stats_.config_pushes;
+  config_pushes_.fetch_add(1, std::memory_order_relaxed);
   ControlMessage m;
   *m.mutable_config() = std::move(snap);
   return m;
 }
 
-std::vector<std::string> Hub::PushConfig() {
+std::vector<std::string> Hub::PushConfig(const std::string* only) {
   absl::MutexLock config_lock(&config_mu_);
-  auto all = store_.ListOverrides();
-  if (!all.ok()) {
-    log_->error("event=config_unreadable error=\"{}\"", all.status().message());
-    return {};
+  // Hosts named by a host-scoped override resolve on their own; every other host's snapshot
+  // depends only on its labels and installed modules.
+  std::set<std::string> own;
+  for (const auto& o : overrides_) {
+    if (o.scope().has_host_id()) own.insert(o.scope().host_id());
+  }
+  std::map<std::string, herd::v1::ConfigSnapshot> resolved;
+  std::vector<std::pair<std::string, Entry>> targets;
+  if (only != nullptr) {
+    if (Entry e = Find(*only)) targets.emplace_back(*only, std::move(e));
+  } else {
+    absl::ReaderMutexLock l(&index_mu_);
+    targets.reserve(hosts_.size());
+    for (const auto& [id, e] : hosts_) targets.emplace_back(id, e);
   }
   std::vector<std::pair<std::shared_ptr<HostSession>, ControlMessage>> sends;
   std::vector<std::string> changed;
-  {
-    absl::MutexLock l(&mu_);
-    for (auto& [id, h] : hosts_) {
-      herd::v1::ConfigSnapshot now =
-          ResolveHostConfig(*all, id, h.record.labels, Installed(h));
-      bool differs = !h.sent_valid || !SameConfig(now, h.sent);
-      if (!h.session) {
-        // Offline: it gets its snapshot when it connects; it changed if it differs from what
-        // it was last sent.
-        if (h.sent_valid && differs) changed.push_back(id);
-        continue;
-      }
-      if (!differs) continue;
-      changed.push_back(id);
-      auto m = NextSnapshot(h, *all, /*force=*/false);
-      if (m) sends.emplace_back(h.session, std::move(*m));
+  for (const auto& [id, e] : targets) {
+    absl::MutexLock hl(&e->mu);
+    HostState& h = e->s;
+    const std::set<std::string> installed = Installed(h);
+    std::string key;
+    if (own.count(id)) {
+      absl::StrAppend(&key, "host\n", id, "\n");
+    } else {
+      for (const auto& [k, v] : h.record.labels) absl::StrAppend(&key, k, "=", v, "\n");
     }
+    absl::StrAppend(&key, "\n", absl::StrJoin(installed, "\n"));
+    auto it = resolved.find(key);
+    if (it == resolved.end()) {
+      it = resolved.emplace(key, ResolveHostConfig(overrides_, id, h.record.labels, installed))
+               .first;
+    }
+    const herd::v1::ConfigSnapshot& now = it->second;
+    const bool differs = !h.sent_valid || !SameConfig(now, h.sent);
+    if (!h.session) {
+      // Offline: it gets its snapshot when it connects; it changed if it differs from what
+      // it was last sent.
+      if (h.sent_valid && differs) changed.push_back(id);
+      continue;
+    }
+    if (!differs) continue;
+    changed.push_back(id);
+    if (auto m = NextSnapshot(h, now, /*force=*/false)) sends.emplace_back(h.session, std::move(*m));
   }
   for (auto& [s, m] : sends) {
     if (!s->Send(m)) {
       log_->warn("event=config_not_sent peer={} version={}", s->Peer(), m.config().version());
     }
   }
+  if (sends.size() > 1) {
+    log_->info("event=config_pushed hosts={} resolutions={}", sends.size(), resolved.size());
+  }
   return changed;
 }
 
 absl::Status Hub::CheckConfigValue(const herd::v1::FleetSetConfigRequest& req) const {
-  // Against every installed copy of the module that declares the key.
-  bool declared = false, installed = false;
-  for (const auto& [id, h] : hosts_) {
-    for (const auto& m : h.record.modules) {
+  // Against every installed copy of the module that declares the key: each distinct set of
+  // defaults once (a fleet runs few versions of a module), with a host that has it.
+  bool installed = false;
+  std::map<std::string, std::string> defaults_by_text;  // defaults_json → a host id
+  for (const Entry& e : Entries()) {
+    absl::MutexLock hl(&e->mu);
+    for (const auto& m : e->s.record.modules) {
       if (m.name() != req.module()) continue;
       installed = true;
-      json defaults = json::parse(m.defaults_json().empty() ? "{}" : m.defaults_json(), nullptr,
-                                  false);
-      if (!defaults.is_object() || !defaults.contains(req.key())) continue;
-      declared = true;
-      auto converted = ConvertConfigValue(defaults[req.key()], req.key(), req.value());
-      if (!converted.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            req.module(), ":", converted.status().message(), " (checked against the manifest on ",
-            id, "; --force sends it anyway)"));
-      }
+      defaults_by_text.emplace(m.defaults_json(), e->s.record.host_id);
     }
   }
   if (!installed) {
     return absl::NotFoundError(absl::StrCat(
         "no host has a module named \"", req.module(),
         "\": check the name with `agentctl modules`, or --force to set it before installing"));
+  }
+  bool declared = false;
+  for (const auto& [text, id] : defaults_by_text) {
+    json defaults = json::parse(text.empty() ? "{}" : text, nullptr, false);
+    if (!defaults.is_object() || !defaults.contains(req.key())) continue;
+    declared = true;
+    auto converted = ConvertConfigValue(defaults[req.key()], req.key(), req.value());
+    if (!converted.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          req.module(), ":", converted.status().message(), " (checked against the manifest on ",
+          id, "; --force sends it anyway)"));
+    }
   }
   if (!declared) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -530,23 +706,18 @@ absl::StatusOr<herd::v1::FleetConfigChange> Hub::SetConfig(
   }
   if (req.value().size() > 65536) return absl::InvalidArgumentError("value longer than 64 KiB");
   herd::v1::Scope scope = Canonical(req.scope());
-  {
-    absl::MutexLock l(&mu_);
-    if (scope.what_case() == herd::v1::Scope::kHostId && !hosts_.count(scope.host_id())) {
-      // Accept a hostname for convenience.
-      std::string by_name;
-      for (const auto& [id, h] : hosts_) {
-        if (h.record.hostname == scope.host_id()) by_name = id;
-      }
-      if (by_name.empty()) {
-        return absl::NotFoundError(absl::StrCat("no host \"", scope.host_id(),
-                                                "\": see `agentctl hosts`"));
-      }
-      scope.set_host_id(by_name);
+  if (scope.what_case() == herd::v1::Scope::kHostId) {
+    // A hostname is accepted for convenience.
+    Entry e = FindByIdOrName(scope.host_id());
+    if (!e) {
+      return absl::NotFoundError(absl::StrCat("no host \"", scope.host_id(),
+                                              "\": see `agentctl hosts`"));
     }
-    if (!req.force()) {
-      if (auto s = CheckConfigValue(req); !s.ok()) return s;
-    }
+    absl::MutexLock hl(&e->mu);
+    scope.set_host_id(e->s.record.host_id);
+  }
+  if (!req.force()) {
+    if (auto s = CheckConfigValue(req); !s.ok()) return s;
   }
   herd::v1::Override o;
   *o.mutable_scope() = scope;
@@ -557,41 +728,45 @@ absl::StatusOr<herd::v1::FleetConfigChange> Hub::SetConfig(
   o.set_updated_by(actor.name);
   auto w = store_.SetOverride(o);
   if (!w.ok()) return w.status();
-  herd::v1::FleetConfigChange change;
-  change.set_revision(w->revision);
-  change.set_changed(w->changed);
-  if (w->changed) {
-    Audit(actor.name, "config.set",
-          json{{"scope", ScopeText(scope)}, {"module", req.module()}, {"key", req.key()},
-               {"value", req.value()}, {"force", req.force()}}
-              .dump());
-    for (auto& h : PushConfig()) change.add_hosts(h);
-  }
-  return change;
+  return ConfigChanged(*w, actor, "config.set",
+                       json{{"scope", ScopeText(scope)}, {"module", req.module()},
+                            {"key", req.key()}, {"value", req.value()}, {"force", req.force()}}
+                           .dump());
 }
 
 absl::StatusOr<herd::v1::FleetConfigChange> Hub::UnsetConfig(
     const herd::v1::FleetUnsetConfigRequest& req, const Actor& actor) {
   if (auto s = CheckScope(req.scope()); !s.ok()) return s;
   herd::v1::Scope scope = Canonical(req.scope());
-  {
-    absl::MutexLock l(&mu_);
-    if (scope.what_case() == herd::v1::Scope::kHostId && !hosts_.count(scope.host_id())) {
-      for (const auto& [id, h] : hosts_) {
-        if (h.record.hostname == scope.host_id()) scope.set_host_id(id);
-      }
+  if (scope.what_case() == herd::v1::Scope::kHostId) {
+    if (Entry e = FindByIdOrName(scope.host_id())) {
+      absl::MutexLock hl(&e->mu);
+      scope.set_host_id(e->s.record.host_id);
     }
   }
   auto w = store_.UnsetOverride(scope, req.module(), req.key());
   if (!w.ok()) return w.status();
+  return ConfigChanged(*w, actor, "config.unset",
+                       json{{"scope", ScopeText(scope)}, {"module", req.module()},
+                            {"key", req.key()}}
+                           .dump());
+}
+
+herd::v1::FleetConfigChange Hub::ConfigChanged(const ConfigWrite& w, const Actor& actor,
+                                               const std::string& action,
+                                               const std::string& detail_json) {
   herd::v1::FleetConfigChange change;
-  change.set_revision(w->revision);
-  change.set_changed(w->changed);
-  if (w->changed) {
-    Audit(actor.name, "config.unset",
-          json{{"scope", ScopeText(scope)}, {"module", req.module()}, {"key", req.key()}}.dump());
-    for (auto& h : PushConfig()) change.add_hosts(h);
+  change.set_revision(w.revision);
+  change.set_changed(w.changed);
+  if (!w.changed) return change;
+  Audit(actor.name, action, detail_json);
+  {
+    absl::MutexLock config_lock(&config_mu_);
+    // On failure the cache keeps the previous overrides; the next change or restart
+    // reloads them (the error is logged).
+    (void)ReloadOverrides();
   }
+  for (auto& h : PushConfig()) change.add_hosts(h);
   return change;
 }
 
@@ -603,28 +778,24 @@ absl::StatusOr<herd::v1::FleetConfig> Hub::GetConfig(const std::string& module,
   if (!rev.ok()) return rev.status();
   herd::v1::FleetConfig out;
   out.set_revision(*rev);
-  absl::MutexLock l(&mu_);
-  const HostState* host = nullptr;
+  std::optional<HostRecord> host;
   if (!host_id.empty()) {
-    auto it = hosts_.find(host_id);
-    if (it == hosts_.end()) {
-      for (const auto& [id, h] : hosts_) {
-        if (h.record.hostname == host_id) host = &h;
-      }
-    } else {
-      host = &it->second;
-    }
-    if (host == nullptr) {
+    Entry e = FindByIdOrName(host_id);
+    if (!e) {
       return absl::NotFoundError(absl::StrCat("no host \"", host_id, "\": see `agentctl hosts`"));
     }
+    absl::MutexLock hl(&e->mu);
+    host = e->s.record;
   }
   for (const auto& o : *all) {
-    if (host && !ScopeMatches(o.scope(), host->record.host_id, host->record.labels)) continue;
+    if (host && !ScopeMatches(o.scope(), host->host_id, host->labels)) continue;
     *out.add_overrides() = o;
   }
   if (host) {
-    auto snap = ResolveHostConfig(*all, host->record.host_id, host->record.labels, Installed(*host));
-    for (const auto& m : host->record.modules) {
+    std::set<std::string> installed;
+    for (const auto& m : host->modules) installed.insert(m.name());
+    auto snap = ResolveHostConfig(*all, host->host_id, host->labels, installed);
+    for (const auto& m : host->modules) {
       if (!module.empty() && m.name() != module) continue;
       herd::v1::ModuleConfig* mc = out.add_effective();
       mc->set_module(m.name());
@@ -690,38 +861,35 @@ herd::v1::Host Hub::HostView(const HostState& h, int64_t now_ms) const {
 }
 
 absl::StatusOr<std::vector<std::string>> Hub::ResolveTarget(const herd::v1::Target& t) const {
-  absl::MutexLock l(&mu_);
-  return ResolveTargetLocked(t);
-}
-
-absl::StatusOr<std::vector<std::string>> Hub::ResolveTargetLocked(
-    const herd::v1::Target& t) const {
   std::vector<std::string> out;
   switch (t.what_case()) {
     case herd::v1::Target::WHAT_NOT_SET:
-    case herd::v1::Target::kAll:
-      for (const auto& [id, h] : hosts_) out.push_back(id);
+    case herd::v1::Target::kAll: {
+      absl::ReaderMutexLock l(&index_mu_);
+      out.reserve(hosts_.size());
+      for (const auto& [id, e] : hosts_) out.push_back(id);
       return out;
+    }
     case herd::v1::Target::kSelector: {
       auto sel = LabelSelector::Parse(t.selector());
       if (!sel.ok()) return absl::InvalidArgumentError(absl::StrCat("selector ", sel.status().message()));
-      for (const auto& [id, h] : hosts_) {
-        if (sel->Matches(h.record.labels)) out.push_back(id);
+      absl::ReaderMutexLock l(&index_mu_);
+      for (const auto& [id, e] : hosts_) {
+        absl::MutexLock hl(&e->mu);
+        if (sel->Matches(e->s.record.labels)) out.push_back(id);
       }
       return out;
     }
     case herd::v1::Target::kHosts:
       for (const auto& want : t.hosts().ids()) {
-        std::string found;
-        if (hosts_.count(want)) {
-          found = want;
-        } else {
-          for (const auto& [id, h] : hosts_) {
-            if (h.record.hostname == want) found = id;
-          }
-        }
-        if (found.empty()) {
+        Entry e = FindByIdOrName(want);
+        if (!e) {
           return absl::NotFoundError(absl::StrCat("no host \"", want, "\": see `agentctl hosts`"));
+        }
+        std::string found;
+        {
+          absl::MutexLock hl(&e->mu);
+          found = e->s.record.host_id;
         }
         if (std::find(out.begin(), out.end(), found) == out.end()) out.push_back(found);
       }
@@ -731,60 +899,88 @@ absl::StatusOr<std::vector<std::string>> Hub::ResolveTargetLocked(
 }
 
 absl::StatusOr<std::vector<herd::v1::Host>> Hub::ListHosts(const herd::v1::Target& t) const {
-  absl::MutexLock l(&mu_);
-  auto ids = ResolveTargetLocked(t);
+  auto ids = ResolveTarget(t);
   if (!ids.ok()) return ids.status();
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
   std::vector<herd::v1::Host> out;
-  for (const auto& id : *ids) out.push_back(HostView(hosts_.at(id), now_ms));
+  out.reserve(ids->size());
+  for (const auto& id : *ids) {
+    if (Entry e = Find(id)) {
+      absl::MutexLock hl(&e->mu);
+      out.push_back(HostView(e->s, now_ms));
+    }
+  }
   return out;
 }
 
 absl::StatusOr<herd::v1::HostDetail> Hub::GetHost(const std::string& host_id) const {
-  herd::v1::Target t;
-  t.mutable_hosts()->add_ids(host_id);
-  absl::MutexLock l(&mu_);
-  auto ids = ResolveTargetLocked(t);
-  if (!ids.ok()) return ids.status();
-  const HostState& h = hosts_.at(ids->front());
+  Entry e = FindByIdOrName(host_id);
+  if (!e) return absl::NotFoundError(absl::StrCat("no host \"", host_id, "\": see `agentctl hosts`"));
   herd::v1::HostDetail d;
-  *d.mutable_host() = HostView(h, absl::ToUnixMillis(clock_.Now()));
-  for (auto& u : LatestUnits(h)) *d.add_units() = std::move(u);
-  for (const auto& m : h.record.modules) *d.add_modules() = m;
-  for (const auto& e : h.events) *d.add_events() = e;
+  std::string last_batch;
+  {
+    absl::MutexLock hl(&e->mu);
+    const HostState& h = e->s;
+    *d.mutable_host() = HostView(h, absl::ToUnixMillis(clock_.Now()));
+    last_batch = h.last_batch;
+    for (const auto& m : h.record.modules) *d.add_modules() = m;
+    for (const auto& ev : h.events) *d.add_events() = ev;
+  }
+  for (auto& u : LatestUnits(last_batch)) *d.add_units() = std::move(u);
   return d;
 }
 
-std::vector<herd::v1::HostDetail> Hub::Snapshot() const {
-  absl::MutexLock l(&mu_);
+void Hub::VisitHosts(const std::function<void(const herd::v1::HostDetail&)>& visit) const {
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
-  std::vector<herd::v1::HostDetail> out;
-  out.reserve(hosts_.size());
-  for (const auto& [id, h] : hosts_) {
+  std::string last_batch;
+  for (const Entry& e : Entries()) {
     herd::v1::HostDetail d;
-    *d.mutable_host() = HostView(h, now_ms);
-    for (auto& u : LatestUnits(h)) *d.add_units() = std::move(u);
-    out.push_back(std::move(d));
+    {
+      absl::MutexLock hl(&e->mu);
+      *d.mutable_host() = HostView(e->s, now_ms);
+      last_batch = e->s.last_batch;
+    }
+    for (auto& u : LatestUnits(last_batch)) *d.add_units() = std::move(u);
+    visit(d);
   }
+}
+
+std::vector<herd::v1::HostDetail> Hub::Snapshot() const {
+  std::vector<herd::v1::HostDetail> out;
+  VisitHosts([&out](const herd::v1::HostDetail& d) { out.push_back(d); });
   return out;
 }
 
 absl::StatusOr<std::vector<herd::v1::ModuleInstance>> Hub::ListModules(
     const herd::v1::Target& t, const std::string& module) const {
-  absl::MutexLock l(&mu_);
-  auto ids = ResolveTargetLocked(t);
+  auto ids = ResolveTarget(t);
   if (!ids.ok()) return ids.status();
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
   std::vector<herd::v1::ModuleInstance> out;
   for (const auto& id : *ids) {
-    const HostState& h = hosts_.at(id);
-    const std::vector<herd::v1::UnitSample> units = LatestUnits(h);
-    for (const auto& m : h.record.modules) {
-      if (!module.empty() && m.name() != module) continue;
+    Entry e = Find(id);
+    if (!e) continue;
+    std::vector<herd::v1::ModuleInventory> modules;
+    std::string hostname, last_batch;
+    bool online = false;
+    {
+      absl::MutexLock hl(&e->mu);
+      const HostState& h = e->s;
+      for (const auto& m : h.record.modules) {
+        if (module.empty() || m.name() == module) modules.push_back(m);
+      }
+      if (modules.empty()) continue;
+      hostname = h.record.hostname;
+      online = Online(h, now_ms);
+      last_batch = h.last_batch;
+    }
+    // Parsed outside the host's lock, and only for hosts that have a module asked for.
+    const std::vector<herd::v1::UnitSample> units = LatestUnits(last_batch);
+    for (const auto& m : modules) {
       herd::v1::ModuleInstance mi;
       mi.set_host_id(id);
-      mi.set_hostname(h.record.hostname);
-      mi.set_online(Online(h, now_ms));
+      mi.set_hostname(hostname);
+      mi.set_online(online);
       bool sampled = false;
       for (const auto& u : units) {
         if (u.name() == m.name()) {
@@ -805,21 +1001,23 @@ absl::StatusOr<std::vector<herd::v1::ModuleInstance>> Hub::ListModules(
 }
 
 absl::StatusOr<herd::v1::Series> Hub::QuerySeries(const herd::v1::QuerySeriesRequest& req) const {
-  herd::v1::Target t;
-  t.mutable_hosts()->add_ids(req.host_id());
-  absl::MutexLock l(&mu_);
-  auto ids = ResolveTargetLocked(t);
-  if (!ids.ok()) return ids.status();
-  const HostState& h = hosts_.at(ids->front());
-  std::vector<herd::v1::Point> points;
-  if (!h.series.Points(req.unit(), req.metric(), req.since_unix_ms(), &points)) {
-    return absl::NotFoundError(absl::StrCat(
-        "no series ", req.metric(), " for ", req.unit().empty() ? "the host" : req.unit(),
-        " on ", req.host_id(), ": metrics are cpu, rss or probe:<name> (host: cpu, "
-        "memory_available, load1)"));
+  Entry e = FindByIdOrName(req.host_id());
+  if (!e) {
+    return absl::NotFoundError(absl::StrCat("no host \"", req.host_id(), "\": see `agentctl hosts`"));
   }
+  std::vector<herd::v1::Point> points;
   herd::v1::Series s;
-  s.set_host_id(h.record.host_id);
+  {
+    absl::MutexLock hl(&e->mu);
+    const HostState& h = e->s;
+    if (!h.series.Points(req.unit(), req.metric(), req.since_unix_ms(), &points)) {
+      return absl::NotFoundError(absl::StrCat(
+          "no series ", req.metric(), " for ", req.unit().empty() ? "the host" : req.unit(),
+          " on ", req.host_id(), ": metrics are cpu, rss or probe:<name> (host: cpu, "
+          "memory_available, load1)"));
+    }
+    s.set_host_id(h.record.host_id);
+  }
   s.set_unit(req.unit());
   s.set_metric(req.metric());
   for (auto& p : points) *s.add_points() = std::move(p);
@@ -831,39 +1029,41 @@ absl::StatusOr<herd::v1::Series> Hub::QuerySeries(const herd::v1::QuerySeriesReq
 
 std::string Hub::NewRequestId() {
   auto s = NewSecret("");
-  uint64_t n;
-  {
-    absl::MutexLock l(&mu_);
-    n = next_request_++;
-  }
+  const uint64_t n = next_request_.fetch_add(1, std::memory_order_relaxed);
   return absl::StrCat("r", n, "-", s.ok() ? s->substr(0, 8) : "0");
 }
 
 void Hub::Relay(const std::string& host_id, ControlMessage msg, Kind kind,
                 const std::string& request_id, absl::Duration timeout,
                 std::function<void(absl::StatusOr<AgentMessage>)> done) {
-  std::shared_ptr<HostSession> session;
-  bool known = false;
-  {
-    absl::MutexLock l(&mu_);
-    auto it = hosts_.find(host_id);
-    known = it != hosts_.end();
-    if (known) session = it->second.session;
-    if (session) {
-      Pending p;
-      p.kind = kind;
-      p.host_id = host_id;
-      p.deadline = clock_.Now() + timeout + options_.request_grace;
-      p.done = done;
-      pending_[request_id] = std::move(p);
+  Entry e = Find(host_id);
+  if (!e) {
+    {
+      absl::MutexLock l(&pending_mu_);
+      pending_.erase(request_id);
     }
-  }
-  if (!known) {
     done(absl::NotFoundError(absl::StrCat("no host ", host_id, ": see `agentctl hosts`")));
     return;
   }
+  // Pending first, then the session: a disconnect from here on finds the request and fails
+  // it; one before finds no session below. (A log request is registered already, with its
+  // line callback.)
+  {
+    absl::MutexLock l(&pending_mu_);
+    Pending& p = pending_[request_id];
+    p.kind = kind;
+    p.host_id = host_id;
+    p.deadline = clock_.Now() + timeout + options_.request_grace;
+    p.done = std::move(done);
+  }
+  std::shared_ptr<HostSession> session;
+  {
+    absl::MutexLock hl(&e->mu);
+    session = e->s.session;
+  }
   if (!session) {
-    done(absl::UnavailableError(absl::StrCat("host ", host_id, " is not connected")));
+    CompletePending(request_id,
+                    absl::UnavailableError(absl::StrCat("host ", host_id, " is not connected")));
     return;
   }
   if (!session->Send(msg)) {
@@ -876,7 +1076,7 @@ void Hub::Relay(const std::string& host_id, ControlMessage msg, Kind kind,
 void Hub::CompletePending(const std::string& request_id, absl::StatusOr<AgentMessage> r) {
   std::function<void(absl::StatusOr<AgentMessage>)> done;
   {
-    absl::MutexLock l(&mu_);
+    absl::MutexLock l(&pending_mu_);
     auto it = pending_.find(request_id);
     if (it == pending_.end()) return;
     done = std::move(it->second.done);
@@ -888,7 +1088,7 @@ void Hub::CompletePending(const std::string& request_id, absl::StatusOr<AgentMes
 void Hub::Sweep() {
   std::vector<std::string> expired;
   {
-    absl::MutexLock l(&mu_);
+    absl::MutexLock l(&pending_mu_);
     const absl::Time now = clock_.Now();
     for (const auto& [id, p] : pending_) {
       if (p.deadline < now) expired.push_back(id);
@@ -927,9 +1127,11 @@ void Hub::TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& ac
   g->left = ids->size();
   g->done = std::move(done);
   std::map<std::string, std::string> names;
-  {
-    absl::MutexLock l(&mu_);
-    for (const auto& id : *ids) names[id] = hosts_.at(id).record.hostname;
+  for (const auto& id : *ids) {
+    if (Entry e = Find(id)) {
+      absl::MutexLock hl(&e->mu);
+      names[id] = e->s.record.hostname;
+    }
   }
   // Results in host order, whatever order they arrive in.
   for (const auto& id : *ids) {
@@ -1013,6 +1215,15 @@ std::string Hub::StreamLogs(const herd::v1::FleetLogsRequest& req,
   l->set_unit(req.unit());
   l->set_lines(req.lines());
   l->set_follow(req.follow());
+  {
+    // Registered before the request goes out, so no chunk can come back before it is set.
+    absl::MutexLock lock(&pending_mu_);
+    Pending p;
+    p.kind = Kind::kLogs;
+    p.host_id = ids->front();
+    p.on_lines = on_lines;
+    pending_[rid] = std::move(p);
+  }
   Relay(ids->front(), std::move(m), Kind::kLogs, rid,
         req.follow() ? absl::InfiniteDuration() : absl::Seconds(30),
         [on_lines, on_end](absl::StatusOr<AgentMessage> r) {
@@ -1024,22 +1235,23 @@ std::string Hub::StreamLogs(const herd::v1::FleetLogsRequest& req,
           if (c.lines_size() > 0) on_lines(c);
           on_end(c.error().empty() ? absl::OkStatus() : absl::NotFoundError(c.error()));
         });
-  absl::MutexLock lock(&mu_);
-  auto it = pending_.find(rid);
-  if (it != pending_.end()) it->second.on_lines = std::move(on_lines);
   return rid;
 }
 
 void Hub::CancelLogs(const std::string& request_id) {
-  std::shared_ptr<HostSession> session;
+  std::string host_id;
   {
-    absl::MutexLock l(&mu_);
+    absl::MutexLock l(&pending_mu_);
     auto it = pending_.find(request_id);
     if (it == pending_.end()) return;
-    auto h = hosts_.find(it->second.host_id);
-    if (h != hosts_.end()) session = h->second.session;
+    host_id = it->second.host_id;
     it->second.done = nullptr;  // the caller is gone: nothing to report
     pending_.erase(it);
+  }
+  std::shared_ptr<HostSession> session;
+  if (Entry e = Find(host_id)) {
+    absl::MutexLock hl(&e->mu);
+    session = e->s.session;
   }
   if (session) {
     ControlMessage m;
@@ -1049,15 +1261,17 @@ void Hub::CancelLogs(const std::string& request_id) {
 }
 
 uint64_t Hub::WatchMetrics(std::set<std::string> hosts, MetricsWatcher watcher) {
-  absl::MutexLock l(&mu_);
+  absl::MutexLock l(&watch_mu_);
   uint64_t id = next_watcher_++;
   watchers_[id] = {std::move(hosts), std::move(watcher)};
+  watcher_count_.store(watchers_.size(), std::memory_order_relaxed);
   return id;
 }
 
 void Hub::Unwatch(uint64_t id) {
-  absl::MutexLock l(&mu_);
+  absl::MutexLock l(&watch_mu_);
   watchers_.erase(id);
+  watcher_count_.store(watchers_.size(), std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1080,14 +1294,18 @@ absl::StatusOr<std::vector<herd::v1::AuditEntry>> Hub::ListAudit(size_t limit) c
 }
 
 Hub::Stats Hub::stats() const {
-  absl::MutexLock l(&mu_);
-  Stats s = stats_;
+  Stats s;
   s.agent_messages = agent_messages_.load(std::memory_order_relaxed);
+  s.batches_received = batches_received_.load(std::memory_order_relaxed);
+  s.batches_dropped_by_agents = batches_dropped_by_agents_.load(std::memory_order_relaxed);
+  s.config_pushes = config_pushes_.load(std::memory_order_relaxed);
+  s.config_nacks = config_nacks_.load(std::memory_order_relaxed);
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
-  s.hosts = hosts_.size();
-  for (const auto& [id, h] : hosts_) {
-    if (Online(h, now_ms)) ++s.online;
-    if (h.session) ++s.connected;
+  for (const Entry& e : Entries()) {
+    absl::MutexLock hl(&e->mu);
+    ++s.hosts;
+    if (Online(e->s, now_ms)) ++s.online;
+    if (e->s.session) ++s.connected;
   }
   return s;
 }

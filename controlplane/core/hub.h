@@ -3,9 +3,15 @@
 // latest state and recent series in memory, computes and pushes each host's configuration
 // snapshot, and relays requests (actions, restarts, logs) to hosts and their results back.
 //
-// Threading: every public method is thread-safe (one mutex; no call into a session or a
-// callback is made while holding it). Sessions are the gateway's stream reactors, behind the
-// HostSession interface so tests can use fakes.
+// Threading: every public method is thread-safe. The hot path (an agent's message) takes
+// only a reader lock on the host index and that host's own lock, so hosts do not contend
+// with each other and listings or /metrics do not stall ingest. Locks are taken in this
+// order and never two hosts' at once: config_mu_ → index_mu_ → a host's mu → pending_mu_ |
+// watch_mu_ | writer_mu_. No call into a session or a callback is made while holding any of
+// them, except Send (a queue push) under config_mu_, which keeps each host's config versions
+// in order. Host records are written behind (one thread, one transaction for every host
+// changed since the last write), so no agent's message waits on the disk. Sessions are the
+// gateway's stream reactors, behind the HostSession interface so tests can use fakes.
 #pragma once
 
 #include <atomic>
@@ -14,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -91,7 +98,10 @@ class Hub {
   absl::StatusOr<std::vector<std::string>> ResolveTarget(const herd::v1::Target& target) const;
   absl::StatusOr<std::vector<herd::v1::Host>> ListHosts(const herd::v1::Target& target) const;
   absl::StatusOr<herd::v1::HostDetail> GetHost(const std::string& host_id) const;
-  // Every host with its latest units (events left out), for exposition.
+  // Every host with its latest units (events left out), for exposition: `visit` runs once
+  // per host, in host id order, outside every lock (each host is copied under its own lock).
+  void VisitHosts(const std::function<void(const herd::v1::HostDetail&)>& visit) const;
+  // VisitHosts, gathered.
   std::vector<herd::v1::HostDetail> Snapshot() const;
   absl::StatusOr<std::vector<herd::v1::ModuleInstance>> ListModules(
       const herd::v1::Target& target, const std::string& module) const;
@@ -141,6 +151,10 @@ class Hub {
   };
   Stats stats() const;
 
+  // Waits until every host record changed so far is written (or the write failed: its
+  // status). For tests and Stop().
+  absl::Status FlushHostRecords();
+
  private:
   struct HostState {
     HostRecord record;
@@ -161,8 +175,15 @@ class Hub {
     std::vector<herd::v1::ConfigRejection> rejections;
     HostSeries series;
   };
+  // One host: its state behind its own lock. Entries are never removed from the index, so
+  // a shared_ptr taken under the index lock stays valid.
+  struct HostEntry {
+    mutable absl::Mutex mu;
+    HostState s ABSL_GUARDED_BY(mu);
+  };
+  using Entry = std::shared_ptr<HostEntry>;
   // The units of the host's latest batch.
-  static std::vector<herd::v1::UnitSample> LatestUnits(const HostState& h);
+  static std::vector<herd::v1::UnitSample> LatestUnits(const std::string& last_batch);
   enum class Kind { kAction, kRestart, kLogs };
   struct Pending {
     Kind kind;
@@ -173,19 +194,27 @@ class Hub {
     std::function<void(const herd::v1::LogChunk&)> on_lines;
   };
 
+  Entry Find(const std::string& host_id) const;
+  // By host id, else by hostname (the last in id order); null when neither.
+  Entry FindByIdOrName(const std::string& want) const;
+  // Every host, in host id order.
+  std::vector<Entry> Entries() const;
+
   bool Online(const HostState& h, int64_t now_ms) const;
   herd::v1::Host HostView(const HostState& h, int64_t now_ms) const;
-  std::set<std::string> Installed(const HostState& h) const;
-  // Recomputes the host's snapshot; returns the message to send when it changed (or when
-  // `force`), with its new version. Needs mu_.
+  static std::set<std::string> Installed(const HostState& h);
+  // Gives the host `snap` as its next snapshot (with a new version) when it differs from the
+  // last one sent or when `force`; returns the message to send. Needs the host's lock.
   std::optional<herd::v1::ControlMessage> NextSnapshot(HostState& h,
-                                                       const std::vector<herd::v1::Override>& all,
-                                                       bool force);
-  // After a config change: pushes new snapshots; returns the hosts whose config changed.
-  std::vector<std::string> PushConfig();
+                                                       herd::v1::ConfigSnapshot snap, bool force);
+  // After a config or inventory change: resolves the snapshot of every host (or of `only`)
+  // against the cached overrides and pushes those that changed; returns the hosts whose
+  // config changed. Hosts with the same labels, modules and no override of their own share
+  // one resolution.
+  std::vector<std::string> PushConfig(const std::string* only = nullptr);
+  // Reloads the overrides cache from the store. Needs config_mu_.
+  absl::Status ReloadOverrides() ABSL_EXCLUSIVE_LOCKS_REQUIRED(config_mu_);
   void OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms);
-  absl::StatusOr<std::vector<std::string>> ResolveTargetLocked(
-      const herd::v1::Target& target) const;
   std::string NewRequestId();
   // Registers a pending request and sends `msg` to the host; on failure `done` runs now.
   void Relay(const std::string& host_id, herd::v1::ControlMessage msg, Kind kind,
@@ -195,26 +224,56 @@ class Hub {
   void Sweep();
   absl::Status ValidateHello(const herd::v1::Hello& hello) const;
   absl::Status CheckConfigValue(const herd::v1::FleetSetConfigRequest& req) const;
+  // After an override was written: audits a change, reloads the overrides and pushes.
+  herd::v1::FleetConfigChange ConfigChanged(const ConfigWrite& w, const Actor& actor,
+                                            const std::string& action,
+                                            const std::string& detail_json);
+
+  // Write-behind of host records. MarkDirty queues the host's record (its state when the
+  // writer gets to it); with `wait`, returns once a write that includes it has finished.
+  absl::Status MarkDirty(const std::string& host_id, bool wait);
+  void WriterLoop();
 
   Store& store_;
   const Clock& clock_;
   const HubOptions options_;
   std::shared_ptr<spdlog::logger> log_;
 
-  mutable absl::Mutex mu_;
-  std::map<std::string, HostState> hosts_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Mutex index_mu_;
+  std::map<std::string, Entry> hosts_ ABSL_GUARDED_BY(index_mu_);
+
+  mutable absl::Mutex pending_mu_;
+  std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(pending_mu_);
+
+  mutable absl::Mutex watch_mu_;
   std::map<uint64_t, std::pair<std::set<std::string>, MetricsWatcher>> watchers_
-      ABSL_GUARDED_BY(mu_);
-  uint64_t next_watcher_ ABSL_GUARDED_BY(mu_) = 1;
-  uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;
-  Stats stats_ ABSL_GUARDED_BY(mu_);
+      ABSL_GUARDED_BY(watch_mu_);
+  uint64_t next_watcher_ ABSL_GUARDED_BY(watch_mu_) = 1;
+  std::atomic<size_t> watcher_count_{0};
+
+  std::atomic<uint64_t> next_request_{1};
   // Counted before any lock is taken (and before a Hello is validated).
   std::atomic<uint64_t> agent_messages_{0};
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // Serializes config changes (store write + push) so pushes go out in revision order.
-  absl::Mutex config_mu_;
+  std::atomic<uint64_t> batches_received_{0}, batches_dropped_by_agents_{0};
+  std::atomic<uint64_t> config_pushes_{0}, config_nacks_{0};
+
+  absl::Mutex life_mu_;
+  bool stopping_ ABSL_GUARDED_BY(life_mu_) = false;
+  std::atomic<bool> stopped_{false};
   std::thread sweeper_;
+
+  // Serializes config changes (store write + push) so pushes go out in revision order, and
+  // holds the overrides as stored (the hub is the only writer of overrides).
+  absl::Mutex config_mu_;
+  std::vector<herd::v1::Override> overrides_ ABSL_GUARDED_BY(config_mu_);
+
+  absl::Mutex writer_mu_;
+  std::set<std::string> dirty_ ABSL_GUARDED_BY(writer_mu_);
+  uint64_t queued_gen_ ABSL_GUARDED_BY(writer_mu_) = 0;
+  uint64_t written_gen_ ABSL_GUARDED_BY(writer_mu_) = 0;
+  absl::Status last_write_ ABSL_GUARDED_BY(writer_mu_);
+  bool writer_stop_ ABSL_GUARDED_BY(writer_mu_) = false;
+  std::thread writer_;
 };
 
 }  // namespace herd::controlplane

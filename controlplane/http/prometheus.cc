@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -53,8 +54,8 @@ std::string Number(double v) {
 // name order, samples in the order they were added.
 class Families {
  public:
-  void Add(const std::string& name, const char* type, const std::string& help,
-           const std::string& labels, double value) {
+  void Add(absl::string_view name, const char* type, absl::string_view help,
+           absl::string_view labels, double value) {
     AddSample(name, type, help, name, labels, value);
   }
 
@@ -73,32 +74,46 @@ class Families {
     AddSample(name, "histogram", help, name + "_count", labels, static_cast<double>(h.count));
   }
 
-  std::string Render() const {
-    std::string out;
+  void Clear() { families_.clear(); }
+
+  void RenderTo(std::string& out) const {
     for (const auto& [name, f] : families_) {
       absl::StrAppend(&out, "# HELP ", name, " ", EscapeHelp(f.help), "\n# TYPE ", name, " ",
                       f.type, "\n", f.samples);
     }
-    return out;
+  }
+
+  // Merges `other`'s families into these (a family in both keeps this one's header).
+  void Merge(Families&& other) {
+    for (auto& [name, f] : other.families_) {
+      auto [it, inserted] = families_.try_emplace(name, std::move(f));
+      if (!inserted) it->second.samples += f.samples;
+    }
+    other.families_.clear();
   }
 
  private:
-  void AddSample(const std::string& family, const char* type, const std::string& help,
-                 const std::string& sample, const std::string& labels, double value) {
-    auto& f = families_[family];
-    if (f.type.empty()) {
-      f.type = type;
-      f.help = help;
+  void AddSample(absl::string_view family, const char* type, absl::string_view help,
+                 absl::string_view sample, absl::string_view labels, double value) {
+    auto it = families_.find(family);
+    if (it == families_.end()) {
+      it = families_.emplace(std::string(family), Family{}).first;
+      it->second.type = type;
+      it->second.help = std::string(help);
     }
-    absl::StrAppend(&f.samples, sample, labels.empty() ? "" : absl::StrCat("{", labels, "}"), " ",
-                    Number(value), "\n");
+    std::string& out = it->second.samples;
+    if (labels.empty()) {
+      absl::StrAppend(&out, sample, " ", Number(value), "\n");
+    } else {
+      absl::StrAppend(&out, sample, "{", labels, "} ", Number(value), "\n");
+    }
   }
   // HELP text escapes only backslash and newline.
   static std::string EscapeHelp(const std::string& help) { return Escape(help, false); }
   struct Family {
     std::string type, help, samples;
   };
-  std::map<std::string, Family> families_;
+  std::map<std::string, Family, std::less<>> families_;
 };
 
 std::string Labels(std::initializer_list<std::pair<const char*, std::string>> kv) {
@@ -185,79 +200,6 @@ bool RefusedWord(absl::string_view w) {
   return false;
 }
 
-void RenderHosts(const std::vector<herd::v1::HostDetail>& hosts, absl::Time now, Families& f) {
-  const int64_t now_ms = absl::ToUnixMillis(now);
-  for (const auto& d : hosts) {
-    const auto& h = d.host();
-    const std::string host = Labels({{"host", h.host_id()}});
-    f.Add("herd_host_info", "gauge", "Host identity (always 1).",
-          Labels({{"host", h.host_id()}, {"hostname", h.hostname()},
-                  {"agent_version", h.agent_version()}}),
-          1);
-    f.Add("herd_host_up", "gauge", "1 while the host's stream is up or within its lease.", host,
-          h.online() ? 1 : 0);
-    f.Add("herd_host_cpu_usage_ratio", "gauge", "Share of all the host's cores in use (0-1).",
-          host, h.usage().cpu_percent() / 100.0);
-    f.Add("herd_host_memory_total_bytes", "gauge", "Host memory.", host,
-          static_cast<double>(h.usage().memory_total_bytes()));
-    f.Add("herd_host_memory_available_bytes", "gauge", "Host memory available.", host,
-          static_cast<double>(h.usage().memory_available_bytes()));
-    f.Add("herd_host_load1", "gauge", "Host load average over 1 minute.", host, h.usage().load1());
-    f.Add("herd_host_config_acked_version", "gauge", "Config version the host applied.", host,
-          static_cast<double>(h.acked_config_version()));
-    f.Add("herd_host_dropped_batches_total", "counter",
-          "Metric batches the host dropped while it could not send.", host,
-          static_cast<double>(h.dropped_batches()));
-    // An offline host's modules are not reported: their last values would read as current
-    // (herd_host_up says the host is gone).
-    if (!h.online()) continue;
-    std::set<std::string> units_seen;
-    for (const auto& u : d.units()) {
-      // A unit or probe reported twice by a faulty agent would make duplicate series, which
-      // invalidate the whole exposition: the first one counts.
-      if (!units_seen.insert(u.name()).second) continue;
-      std::set<std::string> probes_seen;
-      const std::string lu = Labels({{"host", h.host_id()}, {"module", u.name()}});
-      const bool online = u.state() == herd::v1::UNIT_STATE_ONLINE;
-      f.Add("herd_module_up", "gauge", "1 when the module (or unit) is online.", lu,
-            online ? 1 : 0);
-      f.Add("herd_module_state", "gauge",
-            "The module's state as a label (online, launching, stopping, stopped, "
-            "waiting_restart, errored); always 1.",
-            absl::StrCat(lu, ",", Labels({{"state", StateName(u.state())}})), 1);
-      f.Add("herd_module_cpu_usage_ratio", "gauge",
-            "CPU of the module's processes, in cores (1 = one core busy).", lu,
-            u.usage().cpu_percent() / 100.0);
-      f.Add("herd_module_memory_rss_bytes", "gauge", "Resident memory of the module's processes.",
-            lu, static_cast<double>(u.usage().rss_bytes()));
-      f.Add("herd_module_restarts_total", "counter", "Restarts of the module.", lu, u.restarts());
-      f.Add("herd_module_uptime_seconds", "gauge", "Time since the module's process started.", lu,
-            online && u.started_at_unix_ms() > 0
-                ? static_cast<double>(now_ms - u.started_at_unix_ms()) / 1000.0
-                : 0);
-      if (u.is_module()) {
-        f.Add("herd_module_issues_total", "counter", "Issues the module reported.", lu,
-              static_cast<double>(u.issues_count()));
-      }
-      for (const auto& p : u.probes()) {
-        if (!p.numeric() || !probes_seen.insert(p.name()).second) continue;
-        const std::string lp =
-            p.unit().empty()
-                ? Labels({{"host", h.host_id()}, {"module", u.name()}, {"probe", p.name()}})
-                : Labels({{"host", h.host_id()},
-                          {"module", u.name()},
-                          {"probe", p.name()},
-                          {"unit", p.unit()}});
-        // Nothing of the module's in HELP: one text for every probe family.
-        f.Add(ProbeMetricName(p.name()), "gauge",
-              "Module probe: latest value of the module's numeric probe (original name in "
-              "label probe, unit in label unit).",
-              lp, p.number());
-      }
-    }
-  }
-}
-
 void RenderSelf(const SelfMetrics& self, Families& f) {
   const Hub::Stats& stats = self.hub;
   f.Add("herd_controlplane_hosts", "gauge", "Hosts known to the control plane.", "",
@@ -326,6 +268,133 @@ std::optional<std::string> ReadFile(const std::string& path) {
 
 }  // namespace
 
+// ---------------------------------------------------------------------------------------
+
+struct FleetExposition::Impl {
+  Families fleet;
+  Families probes;
+  // Probe name → its family (sanitising is the costliest step and names repeat per host).
+  std::unordered_map<std::string, std::string> probe_family;
+  uint64_t probe_series = 0;
+  bool probes_omitted = false;
+};
+
+FleetExposition::FleetExposition(absl::Time now, ExpositionOptions options)
+    : impl_(std::make_unique<Impl>()), now_(now), options_(options) {}
+
+FleetExposition::~FleetExposition() = default;
+
+uint64_t FleetExposition::probe_series() const { return impl_->probe_series; }
+bool FleetExposition::probes_omitted() const { return impl_->probes_omitted; }
+
+void FleetExposition::AddHost(const herd::v1::HostDetail& d) {
+  Families& f = impl_->fleet;
+  const int64_t now_ms = absl::ToUnixMillis(now_);
+  {
+    const auto& h = d.host();
+    const std::string host = Labels({{"host", h.host_id()}});
+    f.Add("herd_host_info", "gauge", "Host identity (always 1).",
+          Labels({{"host", h.host_id()}, {"hostname", h.hostname()},
+                  {"agent_version", h.agent_version()}}),
+          1);
+    f.Add("herd_host_up", "gauge", "1 while the host's stream is up or within its lease.", host,
+          h.online() ? 1 : 0);
+    f.Add("herd_host_cpu_usage_ratio", "gauge", "Share of all the host's cores in use (0-1).",
+          host, h.usage().cpu_percent() / 100.0);
+    f.Add("herd_host_memory_total_bytes", "gauge", "Host memory.", host,
+          static_cast<double>(h.usage().memory_total_bytes()));
+    f.Add("herd_host_memory_available_bytes", "gauge", "Host memory available.", host,
+          static_cast<double>(h.usage().memory_available_bytes()));
+    f.Add("herd_host_load1", "gauge", "Host load average over 1 minute.", host, h.usage().load1());
+    f.Add("herd_host_config_acked_version", "gauge", "Config version the host applied.", host,
+          static_cast<double>(h.acked_config_version()));
+    f.Add("herd_host_dropped_batches_total", "counter",
+          "Metric batches the host dropped while it could not send.", host,
+          static_cast<double>(h.dropped_batches()));
+    // An offline host's modules are not reported: their last values would read as current
+    // (herd_host_up says the host is gone).
+    if (!h.online()) return;
+    std::set<std::string> units_seen;
+    for (const auto& u : d.units()) {
+      // A unit or probe reported twice by a faulty agent would make duplicate series, which
+      // invalidate the whole exposition: the first one counts.
+      if (!units_seen.insert(u.name()).second) continue;
+      std::set<std::string> probes_seen;
+      const std::string lu = Labels({{"host", h.host_id()}, {"module", u.name()}});
+      const bool online = u.state() == herd::v1::UNIT_STATE_ONLINE;
+      f.Add("herd_module_up", "gauge", "1 when the module (or unit) is online.", lu,
+            online ? 1 : 0);
+      f.Add("herd_module_state", "gauge",
+            "The module's state as a label (online, launching, stopping, stopped, "
+            "waiting_restart, errored); always 1.",
+            absl::StrCat(lu, ",", Labels({{"state", StateName(u.state())}})), 1);
+      f.Add("herd_module_cpu_usage_ratio", "gauge",
+            "CPU of the module's processes, in cores (1 = one core busy).", lu,
+            u.usage().cpu_percent() / 100.0);
+      f.Add("herd_module_memory_rss_bytes", "gauge", "Resident memory of the module's processes.",
+            lu, static_cast<double>(u.usage().rss_bytes()));
+      f.Add("herd_module_restarts_total", "counter", "Restarts of the module.", lu, u.restarts());
+      f.Add("herd_module_uptime_seconds", "gauge", "Time since the module's process started.", lu,
+            online && u.started_at_unix_ms() > 0
+                ? static_cast<double>(now_ms - u.started_at_unix_ms()) / 1000.0
+                : 0);
+      if (u.is_module()) {
+        f.Add("herd_module_issues_total", "counter", "Issues the module reported.", lu,
+              static_cast<double>(u.issues_count()));
+      }
+      for (const auto& p : u.probes()) {
+        if (!p.numeric() || !probes_seen.insert(p.name()).second) continue;
+        // Past the cap no probe series is shown at all (a partial set would read as a
+        // fleet where some hosts lack the probe); the count goes on, for the gauge.
+        if (++impl_->probe_series > options_.max_probe_series) {
+          if (!impl_->probes_omitted) {
+            impl_->probes_omitted = true;
+            impl_->probes.Clear();
+            impl_->probe_family.clear();
+          }
+          continue;
+        }
+        auto fam = impl_->probe_family.find(p.name());
+        if (fam == impl_->probe_family.end()) {
+          fam = impl_->probe_family.emplace(p.name(), ProbeMetricName(p.name())).first;
+        }
+        const std::string lp =
+            p.unit().empty()
+                ? Labels({{"host", h.host_id()}, {"module", u.name()}, {"probe", p.name()}})
+                : Labels({{"host", h.host_id()},
+                          {"module", u.name()},
+                          {"probe", p.name()},
+                          {"unit", p.unit()}});
+        // Nothing of the module's in HELP: one text for every probe family.
+        impl_->probes.Add(fam->second, "gauge",
+              "Module probe: latest value of the module's numeric probe (original name in "
+              "label probe, unit in label unit).",
+              lp, p.number());
+      }
+    }
+  }
+}
+
+
+std::string FleetExposition::Finish(const SelfMetrics& self) {
+  Families own;
+  RenderSelf(self, own);
+  own.Add("herd_controlplane_probe_series", "gauge",
+          "Numeric probe series in the fleet now (exposed unless above "
+          "--metrics-max-probe-series).",
+          "", static_cast<double>(impl_->probe_series));
+  own.Add("herd_controlplane_probe_series_omitted", "gauge",
+          "1 when the probe series were left out of this exposition because there are more "
+          "than --metrics-max-probe-series.",
+          "", impl_->probes_omitted ? 1 : 0);
+  Families& out = impl_->fleet;
+  if (!impl_->probes_omitted) out.Merge(std::move(impl_->probes));
+  out.Merge(std::move(own));
+  std::string text;
+  out.RenderTo(text);
+  return text;
+}
+
 std::string ProbeMetricName(const std::string& probe_name) {
   std::string name;
   for (const std::string& w : Words(probe_name)) {
@@ -348,11 +417,10 @@ std::string ProbeMetricName(const std::string& probe_name) {
 std::string EscapeLabelValue(const std::string& value) { return Escape(value, true); }
 
 std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
-                             const SelfMetrics& self, absl::Time now) {
-  Families f;
-  RenderHosts(hosts, now, f);
-  RenderSelf(self, f);
-  return f.Render();
+                             const SelfMetrics& self, absl::Time now, ExpositionOptions options) {
+  FleetExposition e(now, options);
+  for (const auto& d : hosts) e.AddHost(d);
+  return e.Finish(self);
 }
 
 absl::StatusOr<ProcessMetrics> ReadProcessMetrics(const std::string& proc_root) {

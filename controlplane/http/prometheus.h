@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -45,8 +46,41 @@ struct SelfMetrics {
   std::optional<ProcessMetrics> process;
 };
 
+struct ExpositionOptions {
+  // Numeric probe series (one per host, module and probe) shown at most: above this, none
+  // is shown and herd_controlplane_probe_series_omitted says so. 10,000 hosts with 100
+  // probes each would be a million series in one scrape; fleet and module series stay.
+  uint64_t max_probe_series = 100000;
+};
+
+// The fleet's exposition, built one host at a time (the hub hands hosts over one by one,
+// so the whole fleet is never held parsed in memory).
+class FleetExposition {
+ public:
+  FleetExposition(absl::Time now, ExpositionOptions options);
+  ~FleetExposition();
+  FleetExposition(const FleetExposition&) = delete;
+  FleetExposition& operator=(const FleetExposition&) = delete;
+
+  void AddHost(const herd::v1::HostDetail& host);
+  // The text: the hosts' families and the control plane's own, in name order. Once.
+  std::string Finish(const SelfMetrics& self);
+
+  // Probe series seen so far, and whether they exceed the cap (and are left out).
+  uint64_t probe_series() const;
+  bool probes_omitted() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  const absl::Time now_;
+  const ExpositionOptions options_;
+};
+
+// FleetExposition over `hosts`.
 std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
-                             const SelfMetrics& self, absl::Time now);
+                             const SelfMetrics& self, absl::Time now,
+                             ExpositionOptions options = {});
 
 // Reads this process's metrics from `proc_root` (/proc: self/stat, self/limits, self/fd, stat).
 absl::StatusOr<ProcessMetrics> ReadProcessMetrics(const std::string& proc_root = "/proc");

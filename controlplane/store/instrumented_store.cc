@@ -74,6 +74,9 @@ auto InstrumentedStore::Timed(Op op, F&& call) -> decltype(call()) {
 absl::Status InstrumentedStore::PutHost(const HostRecord& host) {
   return Timed(Op::kWrite, [&] { return inner_->PutHost(host); });
 }
+absl::Status InstrumentedStore::PutHosts(const std::vector<HostRecord>& hosts) {
+  return Timed(Op::kWrite, [&] { return inner_->PutHosts(hosts); });
+}
 absl::StatusOr<HostRecord> InstrumentedStore::GetHost(const std::string& host_id) {
   return Timed(Op::kRead, [&] { return inner_->GetHost(host_id); });
 }

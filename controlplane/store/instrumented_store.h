@@ -71,6 +71,7 @@ class InstrumentedStore final : public Store {
   std::vector<OpStats> Stats() const;
 
   absl::Status PutHost(const HostRecord& host) override;
+  absl::Status PutHosts(const std::vector<HostRecord>& hosts) override;
   absl::StatusOr<HostRecord> GetHost(const std::string& host_id) override;
   absl::StatusOr<std::vector<HostRecord>> ListHosts() override;
   absl::Status DeleteHost(const std::string& host_id) override;

@@ -370,65 +370,31 @@ class SqliteStore final : public Store {
 
   // --- hosts
 
-  absl::Status PutHost(const HostRecord& host) override {
-    if (host.host_id.empty()) return absl::InvalidArgumentError("the host's host_id is empty");
-    std::vector<std::string> modules;
-    modules.reserve(host.modules.size());
-    for (const auto& m : host.modules) {
-      std::string blob;
-      if (!m.SerializeToString(&blob)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("host ", host.host_id, ": module ", m.name(), " cannot be serialized"));
+  absl::Status PutHost(const HostRecord& host) override { return PutHosts({host}); }
+
+  absl::Status PutHosts(const std::vector<HostRecord>& hosts) override {
+    // Checked and serialized before the transaction, so a bad record writes nothing.
+    std::vector<std::vector<std::string>> modules(hosts.size());
+    for (size_t h = 0; h < hosts.size(); ++h) {
+      const HostRecord& host = hosts[h];
+      if (host.host_id.empty()) return absl::InvalidArgumentError("the host's host_id is empty");
+      modules[h].reserve(host.modules.size());
+      for (const auto& m : host.modules) {
+        std::string blob;
+        if (!m.SerializeToString(&blob)) {
+          return absl::InvalidArgumentError(absl::StrCat("host ", host.host_id, ": module ",
+                                                         m.name(), " cannot be serialized"));
+        }
+        modules[h].push_back(std::move(blob));
       }
-      modules.push_back(std::move(blob));
     }
+    if (hosts.empty()) return absl::OkStatus();
 
     std::lock_guard lock(mu_);
     Txn txn(*conn_);
     HERD_STORE_RETURN_IF_ERROR(txn.Begin());
-    {
-      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
-          INSERT INTO hosts (host_id, hostname, credential_sha256, agent_version, boot_id,
-                             registered_at, last_seen, acked_config_version)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-          ON CONFLICT (host_id) DO UPDATE SET
-            hostname = excluded.hostname,
-            credential_sha256 = excluded.credential_sha256,
-            agent_version = excluded.agent_version,
-            boot_id = excluded.boot_id,
-            registered_at = excluded.registered_at,
-            last_seen = excluded.last_seen,
-            acked_config_version = excluded.acked_config_version)sql",
-                                            "saving a host"));
-      q->Text(host.host_id)
-          .Text(host.hostname)
-          .Text(host.credential_sha256)
-          .Text(host.agent_version)
-          .Text(host.boot_id)
-          .Int(host.registered_at_unix_ms)
-          .Int(host.last_seen_unix_ms)
-          .Int(ToDb(host.acked_config_version));
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
-    }
-    for (const char* sql : {"DELETE FROM host_labels WHERE host_id = ?",
-                            "DELETE FROM host_modules WHERE host_id = ?"}) {
-      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(sql, "saving a host"));
-      q->Text(host.host_id);
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
-    }
-    for (const auto& [k, v] : host.labels) {
-      HERD_STORE_ASSIGN_OR_RETURN(
-          auto q, Q("INSERT INTO host_labels (host_id, key, value) VALUES (?, ?, ?)",
-                    "saving a host's labels"));
-      q->Text(host.host_id).Text(k).Text(v);
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
-    }
-    for (size_t i = 0; i < modules.size(); ++i) {
-      HERD_STORE_ASSIGN_OR_RETURN(
-          auto q, Q("INSERT INTO host_modules (host_id, idx, inventory) VALUES (?, ?, ?)",
-                    "saving a host's modules"));
-      q->Text(host.host_id).Int(static_cast<int64_t>(i)).Blob(modules[i]);
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
+    for (size_t h = 0; h < hosts.size(); ++h) {
+      HERD_STORE_RETURN_IF_ERROR(WriteHost(hosts[h], modules[h]));
     }
     return txn.Commit();
   }
@@ -761,6 +727,55 @@ class SqliteStore final : public Store {
   }
 
  private:
+  // One host's rows (inside the caller's transaction; needs mu_).
+  absl::Status WriteHost(const HostRecord& host, const std::vector<std::string>& modules) {
+    {
+      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+          INSERT INTO hosts (host_id, hostname, credential_sha256, agent_version, boot_id,
+                             registered_at, last_seen, acked_config_version)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+          ON CONFLICT (host_id) DO UPDATE SET
+            hostname = excluded.hostname,
+            credential_sha256 = excluded.credential_sha256,
+            agent_version = excluded.agent_version,
+            boot_id = excluded.boot_id,
+            registered_at = excluded.registered_at,
+            last_seen = excluded.last_seen,
+            acked_config_version = excluded.acked_config_version)sql",
+                                            "saving a host"));
+      q->Text(host.host_id)
+          .Text(host.hostname)
+          .Text(host.credential_sha256)
+          .Text(host.agent_version)
+          .Text(host.boot_id)
+          .Int(host.registered_at_unix_ms)
+          .Int(host.last_seen_unix_ms)
+          .Int(ToDb(host.acked_config_version));
+      HERD_STORE_RETURN_IF_ERROR(q->Run());
+    }
+    for (const char* sql : {"DELETE FROM host_labels WHERE host_id = ?",
+                            "DELETE FROM host_modules WHERE host_id = ?"}) {
+      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(sql, "saving a host"));
+      q->Text(host.host_id);
+      HERD_STORE_RETURN_IF_ERROR(q->Run());
+    }
+    for (const auto& [k, v] : host.labels) {
+      HERD_STORE_ASSIGN_OR_RETURN(
+          auto q, Q("INSERT INTO host_labels (host_id, key, value) VALUES (?, ?, ?)",
+                    "saving a host's labels"));
+      q->Text(host.host_id).Text(k).Text(v);
+      HERD_STORE_RETURN_IF_ERROR(q->Run());
+    }
+    for (size_t i = 0; i < modules.size(); ++i) {
+      HERD_STORE_ASSIGN_OR_RETURN(
+          auto q, Q("INSERT INTO host_modules (host_id, idx, inventory) VALUES (?, ?, ?)",
+                    "saving a host's modules"));
+      q->Text(host.host_id).Int(static_cast<int64_t>(i)).Blob(modules[i]);
+      HERD_STORE_RETURN_IF_ERROR(q->Run());
+    }
+    return absl::OkStatus();
+  }
+
   // A cached statement ready to bind; the lock must be held for its whole life.
   absl::StatusOr<std::unique_ptr<Query>> Q(const char* sql, absl::string_view what) {
     HERD_STORE_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, conn_->Prepare(sql));

@@ -70,6 +70,8 @@ class Store {
   // --- hosts
   // Inserts or replaces the record with this host_id.
   virtual absl::Status PutHost(const HostRecord& host) = 0;
+  // PutHost for each, in one transaction: all are written or none (a group commit).
+  virtual absl::Status PutHosts(const std::vector<HostRecord>& hosts) = 0;
   virtual absl::StatusOr<HostRecord> GetHost(const std::string& host_id) = 0;
   // Sorted by host_id.
   virtual absl::StatusOr<std::vector<HostRecord>> ListHosts() = 0;

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -839,6 +840,7 @@ TEST_F(HubConfigTest, LabelsFromTheLatestHelloDecideTheSelectors) {
 TEST_F(HubConfigTest, AcksUpdateTheAckedVersionAndRejectionsAreRecorded) {
   Send("h1", h1_, Ack(1, true));
   EXPECT_EQ(HostInfo("h1").acked_config_version(), 1u);
+  ASSERT_TRUE(hub_->FlushHostRecords().ok());  // records are written behind
   EXPECT_EQ(store_->GetHost("h1")->acked_config_version, 1u);
 
   ASSERT_TRUE(Set(Global(), "app", "interval", "abc", /*force=*/true).ok());
@@ -899,6 +901,7 @@ TEST_F(HubTest, InventoryAddingAModuleTriggersASnapshot) {
   ASSERT_TRUE(d.ok());
   ASSERT_EQ(d->modules_size(), 1);
   EXPECT_EQ(d->modules(0).name(), "newmod");
+  ASSERT_TRUE(hub_->FlushHostRecords().ok());  // records are written behind
   ASSERT_EQ(store_->GetHost("h1")->modules.size(), 1u);
 
   // The same inventory again: nothing new to send.
@@ -918,6 +921,7 @@ TEST_F(HubTest, InventoryAddingAModuleTriggersASnapshot) {
   EXPECT_EQ(d->modules(0).widget().logo().size(), 4096u);
   ASSERT_EQ(d->modules(0).recent_issues_size(), 5);
   EXPECT_EQ(d->modules(0).recent_issues(4).message(), "issue 8");
+  ASSERT_TRUE(hub_->FlushHostRecords().ok());  // records are written behind
   EXPECT_TRUE(store_->GetHost("h1")->modules[0].actions().empty());
 
   // Uninstalled: a snapshot without it.
@@ -1410,6 +1414,207 @@ TEST_F(HubTest, SnapshotHasEveryHostWithItsLatestUnits) {
   EXPECT_THAT(text, ::testing::HasSubstr("herd_controlplane_connected_agents 2\n"));
   // Two hellos and a batch.
   EXPECT_THAT(text, ::testing::HasSubstr("herd_controlplane_agent_messages_total 3\n"));
+}
+
+}  // namespace
+}  // namespace herd::controlplane
+
+namespace herd::controlplane {
+namespace {
+
+// ------------------------------------------------------------------ concurrency and scale
+
+// Hosts with the same labels and modules share one resolution; a host with an override of
+// its own must not take its neighbour's snapshot, nor give it its own.
+TEST_F(HubTest, SameLabelsShareAResolutionButNotAHostOverride) {
+  Conn a = Connect(MakeHello("a", {{"env", "prod"}}, {Mod("app", kAppDefaults)}));
+  Conn b = Connect(MakeHello("b", {{"env", "prod"}}, {Mod("app", kAppDefaults)}));
+  Conn c = Connect(MakeHello("c", {{"env", "prod"}}, {Mod("app", kAppDefaults)}));
+  ASSERT_TRUE(Set(HostScope("b"), "app", "name", "bee").ok());
+  auto ch = Set(Global(), "app", "name", "all");
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_THAT(HostsOf(*ch), ::testing::ElementsAre("a", "c"));  // b's own value wins
+  EXPECT_EQ(ValueOf(a.session->last_config(), "app", "name"), "all");
+  EXPECT_EQ(ValueOf(b.session->last_config(), "app", "name"), "bee");
+  EXPECT_EQ(SourceOf(b.session->last_config(), "app", "name"), "host");
+  EXPECT_EQ(ValueOf(c.session->last_config(), "app", "name"), "all");
+}
+
+// Agents' messages, listings, exposition and config changes from many threads at once: no
+// deadlock, no lost batch, every host's config delivered.
+TEST_F(HubTest, ConcurrentIngestListingsAndConfigChanges) {
+  constexpr int kHosts = 16, kBatches = 200;
+  std::vector<Conn> conns;
+  for (int i = 0; i < kHosts; ++i) {
+    conns.push_back(Connect(MakeHello(absl::StrCat("h", i), {{"env", i % 2 ? "a" : "b"}},
+                                      {Mod("app", kAppDefaults)})));
+  }
+  std::atomic<bool> done{false};
+  std::vector<std::thread> senders;
+  for (int t = 0; t < 4; ++t) {
+    senders.emplace_back([&, t] {
+      for (int n = 0; n < kBatches; ++n) {
+        for (int i = t; i < kHosts; i += 4) {
+          Send(absl::StrCat("h", i), conns[i], Batch(NowMs(), n, 1));
+          if (n % 50 == 0) Send(absl::StrCat("h", i), conns[i], Ack(1, true));
+        }
+      }
+    });
+  }
+  std::thread reader([&] {
+    while (!done) {
+      EXPECT_EQ(hub_->Snapshot().size(), static_cast<size_t>(kHosts));
+      herd::v1::Target env_a;
+      env_a.set_selector("env=a");
+      EXPECT_EQ(hub_->ListHosts(env_a)->size(), static_cast<size_t>(kHosts / 2));
+      EXPECT_TRUE(hub_->GetHost("h3").ok());
+    }
+  });
+  for (int v = 0; v < 5; ++v) {
+    ASSERT_TRUE(Set(Selector("env=a"), "app", "name", absl::StrCat("v", v)).ok());
+  }
+  for (auto& s : senders) s.join();
+  done = true;
+  reader.join();
+  EXPECT_EQ(hub_->stats().batches_received, static_cast<uint64_t>(kHosts * kBatches));
+  for (int i = 1; i < kHosts; i += 2) {
+    EXPECT_EQ(ValueOf(conns[i].session->last_config(), "app", "name"), "v4") << "h" << i;
+  }
+  EXPECT_EQ(ValueOf(conns[0].session->last_config(), "app", "name"), "<absent>");
+  ASSERT_TRUE(hub_->FlushHostRecords().ok());
+  EXPECT_EQ(store_->GetHost("h5")->acked_config_version, 1u);
+}
+
+// ------------------------------------------------------------------ records written behind
+
+// Passes everything to a real store, but PutHosts fails while `fail_puts` is set.
+class FlakyHostsStore final : public Store {
+ public:
+  explicit FlakyHostsStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  std::atomic<bool> fail_puts{false};
+  std::atomic<int> put_calls{0};
+
+  absl::Status PutHost(const HostRecord& h) override { return PutHosts({h}); }
+  absl::Status PutHosts(const std::vector<HostRecord>& hosts) override {
+    ++put_calls;
+    if (fail_puts) return absl::ResourceExhaustedError("disk full (injected)");
+    return inner_->PutHosts(hosts);
+  }
+  absl::StatusOr<HostRecord> GetHost(const std::string& id) override { return inner_->GetHost(id); }
+  absl::StatusOr<std::vector<HostRecord>> ListHosts() override { return inner_->ListHosts(); }
+  absl::Status DeleteHost(const std::string& id) override { return inner_->DeleteHost(id); }
+  absl::StatusOr<uint64_t> ConfigRevision() override { return inner_->ConfigRevision(); }
+  absl::StatusOr<ConfigWrite> SetOverride(const herd::v1::Override& o) override {
+    return inner_->SetOverride(o);
+  }
+  absl::StatusOr<ConfigWrite> UnsetOverride(const herd::v1::Scope& s, const std::string& m,
+                                            const std::string& k) override {
+    return inner_->UnsetOverride(s, m, k);
+  }
+  absl::StatusOr<std::vector<herd::v1::Override>> ListOverrides(const std::string& m) override {
+    return inner_->ListOverrides(m);
+  }
+  absl::Status PutRollout(const herd::v1::Rollout& r) override { return inner_->PutRollout(r); }
+  absl::StatusOr<herd::v1::Rollout> GetRollout(const std::string& id) override {
+    return inner_->GetRollout(id);
+  }
+  absl::StatusOr<std::vector<herd::v1::Rollout>> ListRollouts(size_t n) override {
+    return inner_->ListRollouts(n);
+  }
+  absl::Status AddToken(const ApiToken& t) override { return inner_->AddToken(t); }
+  absl::StatusOr<ApiToken> FindTokenBySecretHash(const std::string& h) override {
+    return inner_->FindTokenBySecretHash(h);
+  }
+  absl::StatusOr<std::vector<ApiToken>> ListTokens() override { return inner_->ListTokens(); }
+  absl::Status DeleteToken(const std::string& n) override { return inner_->DeleteToken(n); }
+  absl::Status AppendAudit(const herd::v1::AuditEntry& e) override {
+    return inner_->AppendAudit(e);
+  }
+  absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t n) override {
+    return inner_->ListAudit(n);
+  }
+  absl::Status PutSetting(const std::string& k, const std::string& v) override {
+    return inner_->PutSetting(k, v);
+  }
+  absl::StatusOr<std::optional<std::string>> GetSetting(const std::string& k) override {
+    return inner_->GetSetting(k);
+  }
+
+ private:
+  std::unique_ptr<Store> inner_;
+};
+
+class HubWriteBehindTest : public HubTest {
+ protected:
+  void SetUp() override {
+    HubTest::SetUp();
+    hub_->Stop();
+    hub_.reset();
+    auto flaky = std::make_unique<FlakyHostsStore>(std::move(store_));
+    flaky_ = flaky.get();
+    store_ = std::move(flaky);
+    StartHub();
+  }
+  FlakyHostsStore* flaky_ = nullptr;
+};
+
+// Many acks become few writes, and a failed write loses nothing: the records are written
+// once the store takes them again.
+TEST_F(HubWriteBehindTest, AcksAreGroupedAndSurviveAFailedWrite) {
+  std::vector<Conn> conns;
+  for (int i = 0; i < 20; ++i) conns.push_back(Connect(MakeHello(absl::StrCat("h", i))));
+  ASSERT_TRUE(hub_->FlushHostRecords().ok());
+
+  flaky_->fail_puts = true;
+  for (int i = 0; i < 20; ++i) Send(absl::StrCat("h", i), conns[i], Ack(1, true));
+  absl::Status failed = hub_->FlushHostRecords();
+  EXPECT_EQ(failed.code(), absl::StatusCode::kResourceExhausted) << failed;
+  EXPECT_EQ(store_->GetHost("h7")->acked_config_version, 0u);
+  // The hub goes on meanwhile.
+  EXPECT_EQ(HostInfo("h7").acked_config_version(), 1u);
+
+  const int calls_before = flaky_->put_calls;
+  flaky_->fail_puts = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (store_->GetHost("h19")->acked_config_version != 1u &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(store_->GetHost(absl::StrCat("h", i))->acked_config_version, 1u) << "h" << i;
+  }
+  // Retried together, not one write per host.
+  EXPECT_LE(flaky_->put_calls - calls_before, 2);
+}
+
+// A registration is on disk before the agent gets its credential; with the store failing,
+// the agent is still answered (the error is logged) and the record follows when it can.
+TEST_F(HubWriteBehindTest, RegistrationIsStoredBeforeTheWelcome) {
+  Conn a = Connect(MakeHello("a"));
+  ASSERT_FALSE(a.credential.empty());
+  auto rec = store_->GetHost("a");
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(rec->credential_sha256, Sha256Hex(a.credential));
+
+  flaky_->fail_puts = true;
+  Conn b = Connect(MakeHello("b"));
+  ASSERT_FALSE(b.credential.empty());
+  EXPECT_EQ(store_->GetHost("b").status().code(), absl::StatusCode::kNotFound);
+  flaky_->fail_puts = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!store_->GetHost("b").ok() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(store_->GetHost("b").ok());
+  EXPECT_EQ(store_->GetHost("b")->credential_sha256, Sha256Hex(b.credential));
+}
+
+// Stop writes what is still queued.
+TEST_F(HubWriteBehindTest, StopWritesQueuedRecords) {
+  Conn a = Connect(MakeHello("a"));
+  Send("a", a, Ack(1, true));
+  hub_->Stop();
+  EXPECT_EQ(store_->GetHost("a")->acked_config_version, 1u);
 }
 
 }  // namespace

@@ -33,6 +33,7 @@ class ScriptedStore final : public Store {
   absl::Status status;
 
   absl::Status PutHost(const HostRecord&) override { return Answer(); }
+  absl::Status PutHosts(const std::vector<HostRecord>&) override { return Answer(); }
   absl::StatusOr<HostRecord> GetHost(const std::string&) override { return Or<HostRecord>(); }
   absl::StatusOr<std::vector<HostRecord>> ListHosts() override {
     return Or<std::vector<HostRecord>>();

@@ -494,3 +494,39 @@ TEST(ProcessMetrics, ThisProcessHasPlausibleNumbers) {
 
 }  // namespace
 }  // namespace herd::controlplane
+
+namespace herd::controlplane {
+namespace {
+
+// Above the cap no probe series is shown at all (not a partial fleet), and the exposition
+// says so; host and module series stay. The cap counts series, across hosts.
+TEST(Prometheus, ProbeSeriesAboveTheCapAreLeftOutAndCounted) {
+  herd::v1::HostDetail a = Host(), b = Host();
+  b.mutable_host()->set_host_id("web-2");
+  ExpositionOptions roomy;
+  roomy.max_probe_series = 4;  // two numeric probes per host
+  std::string fits = RenderPrometheus({a, b}, SelfMetrics{}, kNow, roomy);
+  EXPECT_THAT(fits, HasSubstr("herd_probe_req{host=\"web-2\""));
+  EXPECT_THAT(fits, HasSubstr("herd_controlplane_probe_series 4\n"));
+  EXPECT_THAT(fits, HasSubstr("herd_controlplane_probe_series_omitted 0\n"));
+
+  ExpositionOptions tight;
+  tight.max_probe_series = 3;
+  std::string out = RenderPrometheus({a, b}, SelfMetrics{}, kNow, tight);
+  EXPECT_THAT(out, Not(HasSubstr("herd_probe_")));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_probe_series 4\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_probe_series_omitted 1\n"));
+  EXPECT_THAT(out, HasSubstr("herd_module_up{host=\"web-2\",module=\"redis-mon\"} 1\n"));
+
+  // Built host by host, as the server does: the same text.
+  FleetExposition e(kNow, tight);
+  e.AddHost(a);
+  EXPECT_FALSE(e.probes_omitted());
+  e.AddHost(b);
+  EXPECT_TRUE(e.probes_omitted());
+  EXPECT_EQ(e.probe_series(), 4u);
+  EXPECT_EQ(e.Finish(SelfMetrics{}), out);
+}
+
+}  // namespace
+}  // namespace herd::controlplane

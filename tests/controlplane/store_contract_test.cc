@@ -205,6 +205,28 @@ TEST_P(StoreContractTest, HostWithEmptyIdRefused) {
   EXPECT_TRUE(Must(store().ListHosts()).empty());
 }
 
+TEST_P(StoreContractTest, PutHostsWritesEveryRecord) {
+  HERD_ASSERT_OK(store().PutHost(MakeHost("h1")));
+  HostRecord h1 = MakeHost("h1");
+  h1.acked_config_version = 7;
+  h1.labels = {{"env", "staging"}};
+  HERD_ASSERT_OK(store().PutHosts({h1, MakeHost("h2"), MakeHost("h3")}));
+  EXPECT_TRUE(Must(store().GetHost("h1")) == h1);
+  EXPECT_TRUE(Must(store().GetHost("h2")) == MakeHost("h2"));
+  EXPECT_EQ(Must(store().ListHosts()).size(), 3u);
+  HERD_EXPECT_OK(store().PutHosts({}));
+}
+
+TEST_P(StoreContractTest, PutHostsWritesNothingWhenOneRecordIsBad) {
+  HERD_ASSERT_OK(store().PutHost(MakeHost("h1")));
+  HostRecord changed = MakeHost("h1");
+  changed.hostname = "renamed";
+  EXPECT_EQ(store().PutHosts({changed, MakeHost("h2"), MakeHost("")}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Must(store().GetHost("h1")) == MakeHost("h1"));
+  EXPECT_EQ(store().GetHost("h2").status().code(), absl::StatusCode::kNotFound);
+}
+
 // ----------------------------------------------------------------------------- overrides
 
 TEST_P(StoreContractTest, RevisionStartsAtZero) {
