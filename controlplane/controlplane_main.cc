@@ -8,6 +8,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/logging.h"
 #include "common/units.h"
 #include "controlplane/server.h"
@@ -30,6 +31,12 @@ std::string Absolute(std::string p) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef NDEBUG
+  // Debian's Abseil is built with its lock-order (deadlock) detector on, which records every
+  // mutex in one global graph under one global lock: with a mutex per host it serialized the
+  // whole control plane at fleet scale (bench/README.md). Debug builds and the tests keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
   CLI::App app{
       "controlplane: the Herd fleet service. Agents connect to it (agentd --controlplane); it "
       "owns configuration (global, label selector, host), fans out restarts and actions, keeps "
