@@ -147,6 +147,7 @@ absl::Status RunServer(const ServerOptions& options) {
   HubOptions hopts;
   hopts.lease = options.lease;
   hopts.metrics_interval_ms = options.metrics_interval_ms;
+  hopts.send_threads = 2;  // fan-outs leave the gRPC thread that asked (HubOptions)
   Hub hub(**store, clock, hopts);
   if (auto s = hub.Start(); !s.ok()) return s;
   RolloutEngine rollouts(hub, **store, clock);

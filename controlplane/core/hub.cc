@@ -1,5 +1,7 @@
 #include "controlplane/core/hub.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -96,7 +98,47 @@ absl::Status Hub::Start() {
     }
   });
   writer_ = std::thread([this] { WriterLoop(); });
+  for (size_t i = 0; i < options_.send_threads; ++i) {
+    outboxes_.push_back(std::make_unique<Outbox>());
+    Outbox* box = outboxes_.back().get();
+    box->thread = std::thread([this, box] { OutboxLoop(*box); });
+  }
   return absl::OkStatus();
+}
+
+void Hub::Post(const std::string& host_id, std::shared_ptr<HostSession> session,
+               ControlMessage msg, std::function<void()> on_fail) {
+  if (outboxes_.empty()) {
+    if (!session->Send(msg) && on_fail) on_fail();
+    return;
+  }
+  Outbox& box = *outboxes_[std::hash<std::string>{}(host_id) % outboxes_.size()];
+  absl::MutexLock l(&box.mu);
+  if (box.stop) {
+    if (on_fail) on_fail();
+    return;
+  }
+  box.items.push_back({std::move(session), std::move(msg), std::move(on_fail)});
+}
+
+void Hub::OutboxLoop(Outbox& box) {
+  pthread_setname_np(pthread_self(), "hub-send");
+  std::deque<Outbox::Item> batch;
+  while (true) {
+    {
+      absl::MutexLock l(&box.mu);
+      auto ready = [&box]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(box.mu) {
+        return !box.items.empty() || box.stop;
+      };
+      box.mu.Await(absl::Condition(&ready));
+      if (box.items.empty()) return;  // stopping, nothing left
+      batch.swap(box.items);
+    }
+    for (auto& item : batch) {
+      if (!item.session->Send(item.msg) && item.on_fail) item.on_fail();
+    }
+    batch.clear();
+  }
 }
 
 void Hub::Stop() {
@@ -121,6 +163,13 @@ void Hub::Stop() {
     if (p.done) p.done(absl::UnavailableError("the control plane is stopping"));
   }
   for (auto& s : sessions) s->Close("the control plane is stopping");
+  for (auto& box : outboxes_) {
+    {
+      absl::MutexLock l(&box->mu);
+      box->stop = true;
+    }
+    if (box->thread.joinable()) box->thread.join();
+  }
   // Last: what the hosts' final messages changed is written too.
   {
     absl::MutexLock l(&writer_mu_);
@@ -159,9 +208,9 @@ std::vector<Hub::Entry> Hub::Entries() const {
 // ---------------------------------------------------------------------------------------
 // Host records, written behind
 
-absl::Status Hub::MarkDirty(const std::string& host_id, bool wait) {
+absl::Status Hub::MarkDirty(const std::string& host_id, bool wait, bool full) {
   absl::MutexLock l(&writer_mu_);
-  dirty_.insert(host_id);
+  dirty_[host_id] |= full;
   const uint64_t gen = ++queued_gen_;
   if (!wait) return absl::OkStatus();
   auto written = [this, gen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_) {
@@ -201,22 +250,32 @@ void Hub::WriterLoop() {
       // After a failed write: wait before the next try (or until stopping).
       writer_mu_.AwaitWithTimeout(absl::Condition(&writer_stop_), backoff);
     }
-    std::set<std::string> batch;
+    std::map<std::string, bool> batch;
     batch.swap(dirty_);
     const uint64_t gen = queued_gen_;
     const bool last = writer_stop_;
     writer_mu_.Unlock();
+    // Whole records for new hosts and changed inventories; for acks, only the status (an
+    // ack of a fleet-wide change would otherwise rewrite every host's labels and modules).
     std::vector<HostRecord> records;
-    records.reserve(batch.size());
-    for (const auto& id : batch) {
-      if (Entry e = Find(id)) {
-        absl::MutexLock hl(&e->mu);
+    std::vector<HostStatus> status;
+    for (const auto& [id, full] : batch) {
+      Entry e = Find(id);
+      if (!e) continue;
+      absl::MutexLock hl(&e->mu);
+      if (full) {
         records.push_back(e->s.record);
+      } else {
+        status.push_back({id, e->s.record.last_seen_unix_ms, e->s.record.acked_config_version});
       }
     }
+    const absl::Time t0 = absl::Now();
     absl::Status s = store_.PutHosts(records);
+    if (s.ok()) s = store_.PutHostStatus(status);
+    log_->debug("event=hosts_saved records={} status={} ms={}", records.size(), status.size(),
+                absl::ToInt64Milliseconds(absl::Now() - t0));
     if (!s.ok()) {
-      log_->error("event=hosts_not_saved hosts={} error=\"{}\" retry={}", records.size(),
+      log_->error("event=hosts_not_saved hosts={} error=\"{}\" retry={}", batch.size(),
                   s.message(), last ? "no (stopping)" : "yes");
     }
     writer_mu_.Lock();
@@ -226,7 +285,7 @@ void Hub::WriterLoop() {
       backoff = absl::ZeroDuration();
     } else if (!last) {
       // Nothing is lost: the records are written again with the next batch.
-      dirty_.insert(batch.begin(), batch.end());
+      for (const auto& [id, full] : batch) dirty_[id] |= full;
       backoff = std::min(absl::Seconds(30), std::max(absl::Seconds(1), backoff * 2));
     }
     if (last) break;
@@ -359,8 +418,8 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
   w->set_lease_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(options_.lease)));
   w->set_metrics_interval_ms(options_.metrics_interval_ms);
   w->set_controlplane_version(HERD_VERSION);
-  session->Send(welcome);
-  if (snapshot) session->Send(*snapshot);
+  Post(record.host_id, session, std::move(welcome));
+  if (snapshot) Post(record.host_id, session, std::move(*snapshot));
   return absl::OkStatus();
 }
 
@@ -425,7 +484,7 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
         break;
     }
   }
-  if (save) (void)MarkDirty(host_id, /*wait=*/false);
+  if (save) (void)MarkDirty(host_id, /*wait=*/false, /*full=*/inventory_changed);
 
   switch (msg.msg_case()) {
     case AgentMessage::kMetrics:
@@ -572,7 +631,9 @@ std::optional<ControlMessage> Hub::NextSnapshot(HostState& h, herd::v1::ConfigSn
 }
 
 std::vector<std::string> Hub::PushConfig(const std::string* only) {
+  const absl::Time t0 = absl::Now();
   absl::MutexLock config_lock(&config_mu_);
+  const absl::Time t_locked = absl::Now();
   // Hosts named by a host-scoped override resolve on their own; every other host's snapshot
   // depends only on its labels and installed modules.
   std::set<std::string> own;
@@ -588,7 +649,12 @@ std::vector<std::string> Hub::PushConfig(const std::string* only) {
     targets.reserve(hosts_.size());
     for (const auto& [id, e] : hosts_) targets.emplace_back(id, e);
   }
-  std::vector<std::pair<std::shared_ptr<HostSession>, ControlMessage>> sends;
+  struct Send {
+    std::string host_id;
+    std::shared_ptr<HostSession> session;
+    ControlMessage msg;
+  };
+  std::vector<Send> sends;
   std::vector<std::string> changed;
   for (const auto& [id, e] : targets) {
     absl::MutexLock hl(&e->mu);
@@ -616,15 +682,23 @@ std::vector<std::string> Hub::PushConfig(const std::string* only) {
     }
     if (!differs) continue;
     changed.push_back(id);
-    if (auto m = NextSnapshot(h, now, /*force=*/false)) sends.emplace_back(h.session, std::move(*m));
-  }
-  for (auto& [s, m] : sends) {
-    if (!s->Send(m)) {
-      log_->warn("event=config_not_sent peer={} version={}", s->Peer(), m.config().version());
+    if (auto m = NextSnapshot(h, now, /*force=*/false)) {
+      sends.push_back({id, h.session, std::move(*m)});
     }
   }
+  const absl::Time t_resolved = absl::Now();
+  for (auto& send : sends) {
+    const uint64_t version = send.msg.config().version();
+    Post(send.host_id, send.session, std::move(send.msg),
+         [this, peer = send.session->Peer(), version] {
+           log_->warn("event=config_not_sent peer={} version={}", peer, version);
+         });
+  }
   if (sends.size() > 1) {
-    log_->info("event=config_pushed hosts={} resolutions={}", sends.size(), resolved.size());
+    log_->info("event=config_pushed hosts={} resolutions={} wait_ms={} resolve_ms={} send_ms={}",
+               sends.size(), resolved.size(), absl::ToInt64Milliseconds(t_locked - t0),
+               absl::ToInt64Milliseconds(t_resolved - t_locked),
+               absl::ToInt64Milliseconds(absl::Now() - t_resolved));
   }
   return changed;
 }
@@ -716,9 +790,12 @@ absl::StatusOr<herd::v1::FleetConfigChange> Hub::SetConfig(
     absl::MutexLock hl(&e->mu);
     scope.set_host_id(e->s.record.host_id);
   }
+  const absl::Time t0 = absl::Now();
   if (!req.force()) {
     if (auto s = CheckConfigValue(req); !s.ok()) return s;
   }
+  log_->debug("event=config_checked module={} key={} ms={}", req.module(), req.key(),
+              absl::ToInt64Milliseconds(absl::Now() - t0));
   herd::v1::Override o;
   *o.mutable_scope() = scope;
   o.set_module(req.module());
@@ -1000,6 +1077,25 @@ absl::StatusOr<std::vector<herd::v1::ModuleInstance>> Hub::ListModules(
   return out;
 }
 
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Hub::HostsWithModule(
+    const herd::v1::Target& t, const std::string& module) const {
+  auto ids = ResolveTarget(t);
+  if (!ids.ok()) return ids.status();
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& id : *ids) {
+    Entry e = Find(id);
+    if (!e) continue;
+    absl::MutexLock hl(&e->mu);
+    for (const auto& m : e->s.record.modules) {
+      if (m.name() == module) {
+        out.emplace_back(id, e->s.record.hostname);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<herd::v1::Series> Hub::QuerySeries(const herd::v1::QuerySeriesRequest& req) const {
   Entry e = FindByIdOrName(req.host_id());
   if (!e) {
@@ -1066,11 +1162,11 @@ void Hub::Relay(const std::string& host_id, ControlMessage msg, Kind kind,
                     absl::UnavailableError(absl::StrCat("host ", host_id, " is not connected")));
     return;
   }
-  if (!session->Send(msg)) {
+  Post(host_id, std::move(session), std::move(msg), [this, host_id, request_id] {
     CompletePending(request_id, absl::UnavailableError(absl::StrCat(
                                     "host ", host_id, " cannot take messages now (stream "
                                     "closed or backed up)")));
-  }
+  });
 }
 
 void Hub::CompletePending(const std::string& request_id, absl::StatusOr<AgentMessage> r) {
@@ -1256,7 +1352,7 @@ void Hub::CancelLogs(const std::string& request_id) {
   if (session) {
     ControlMessage m;
     m.mutable_cancel()->set_request_id(request_id);
-    session->Send(m);
+    Post(host_id, std::move(session), std::move(m));
   }
 }
 

@@ -59,6 +59,13 @@ struct HubOptions {
   uint32_t metrics_interval_ms = 1000;
   // Extra time a relayed request may take beyond its own timeout before the hub fails it.
   absl::Duration request_grace = absl::Seconds(5);
+  // Threads that hand messages to sessions (0: the caller's thread). A gateway session's
+  // Send starts a gRPC write; made from a gRPC thread, gRPC runs every write started there
+  // one after the other when that thread's callback returns, so a fan-out to 10,000 hosts
+  // from a Fleet API call would be written by one thread, with the call's own answer last
+  // (bench/README.md). The server uses a few; tests use 0 to see sends at once. A host's
+  // messages always go through the same thread, in order.
+  size_t send_threads = 0;
 };
 
 // Who is calling the Fleet API (from its token) — for the audit log.
@@ -104,6 +111,10 @@ class Hub {
   // VisitHosts, gathered.
   std::vector<herd::v1::HostDetail> Snapshot() const;
   absl::StatusOr<std::vector<herd::v1::ModuleInstance>> ListModules(
+      const herd::v1::Target& target, const std::string& module) const;
+  // The selected hosts that have `module` installed: (host id, hostname), in host id order.
+  // ListModules without the units (no batch is parsed).
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> HostsWithModule(
       const herd::v1::Target& target, const std::string& module) const;
   absl::StatusOr<herd::v1::Series> QuerySeries(const herd::v1::QuerySeriesRequest& req) const;
 
@@ -229,9 +240,28 @@ class Hub {
                                             const std::string& action,
                                             const std::string& detail_json);
 
+  // Hands `msg` to the session (on a send thread when there are some); `on_fail` runs if the
+  // session does not take it.
+  void Post(const std::string& host_id, std::shared_ptr<HostSession> session,
+            herd::v1::ControlMessage msg, std::function<void()> on_fail = nullptr);
+  struct Outbox {
+    struct Item {
+      std::shared_ptr<HostSession> session;
+      herd::v1::ControlMessage msg;
+      std::function<void()> on_fail;
+    };
+    absl::Mutex mu;
+    std::deque<Item> items ABSL_GUARDED_BY(mu);
+    bool stop ABSL_GUARDED_BY(mu) = false;
+    std::thread thread;
+  };
+  void OutboxLoop(Outbox& box);
+  std::vector<std::unique_ptr<Outbox>> outboxes_;
+
   // Write-behind of host records. MarkDirty queues the host's record (its state when the
-  // writer gets to it); with `wait`, returns once a write that includes it has finished.
-  absl::Status MarkDirty(const std::string& host_id, bool wait);
+  // writer gets to it), whole or (`full` false: only last_seen and the acked version
+  // changed) its status; with `wait`, returns once a write that includes it has finished.
+  absl::Status MarkDirty(const std::string& host_id, bool wait, bool full = true);
   void WriterLoop();
 
   Store& store_;
@@ -268,7 +298,7 @@ class Hub {
   std::vector<herd::v1::Override> overrides_ ABSL_GUARDED_BY(config_mu_);
 
   absl::Mutex writer_mu_;
-  std::set<std::string> dirty_ ABSL_GUARDED_BY(writer_mu_);
+  std::map<std::string, bool> dirty_ ABSL_GUARDED_BY(writer_mu_);  // host id → full
   uint64_t queued_gen_ ABSL_GUARDED_BY(writer_mu_) = 0;
   uint64_t written_gen_ ABSL_GUARDED_BY(writer_mu_) = 0;
   absl::Status last_write_ ABSL_GUARDED_BY(writer_mu_);

@@ -55,12 +55,9 @@ absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartReques
     return absl::InvalidArgumentError("give a batch size or a percentage, not both");
   }
   if (req.batch_percent() > 100) return absl::InvalidArgumentError("--batch percentage above 100");
-  auto ids = hub_.ResolveTarget(req.target());
-  if (!ids.ok()) return ids.status();
-  auto modules = hub_.ListModules(req.target(), req.module());
-  if (!modules.ok()) return modules.status();
-  std::vector<std::pair<std::string, std::string>> hosts;  // id, hostname
-  for (const auto& m : *modules) hosts.emplace_back(m.host_id(), m.hostname());
+  auto with_module = hub_.HostsWithModule(req.target(), req.module());
+  if (!with_module.ok()) return with_module.status();
+  const std::vector<std::pair<std::string, std::string>>& hosts = *with_module;  // id, hostname
   if (hosts.empty()) {
     return absl::NotFoundError(absl::StrCat("no selected host has a module named \"",
                                             req.module(), "\": see `agentctl modules`"));

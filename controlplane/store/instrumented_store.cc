@@ -77,6 +77,9 @@ absl::Status InstrumentedStore::PutHost(const HostRecord& host) {
 absl::Status InstrumentedStore::PutHosts(const std::vector<HostRecord>& hosts) {
   return Timed(Op::kWrite, [&] { return inner_->PutHosts(hosts); });
 }
+absl::Status InstrumentedStore::PutHostStatus(const std::vector<HostStatus>& status) {
+  return Timed(Op::kWrite, [&] { return inner_->PutHostStatus(status); });
+}
 absl::StatusOr<HostRecord> InstrumentedStore::GetHost(const std::string& host_id) {
   return Timed(Op::kRead, [&] { return inner_->GetHost(host_id); });
 }

@@ -72,6 +72,7 @@ class InstrumentedStore final : public Store {
 
   absl::Status PutHost(const HostRecord& host) override;
   absl::Status PutHosts(const std::vector<HostRecord>& hosts) override;
+  absl::Status PutHostStatus(const std::vector<HostStatus>& status) override;
   absl::StatusOr<HostRecord> GetHost(const std::string& host_id) override;
   absl::StatusOr<std::vector<HostRecord>> ListHosts() override;
   absl::Status DeleteHost(const std::string& host_id) override;

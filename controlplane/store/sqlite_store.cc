@@ -399,6 +399,24 @@ class SqliteStore final : public Store {
     return txn.Commit();
   }
 
+  absl::Status PutHostStatus(const std::vector<HostStatus>& status) override {
+    for (const auto& st : status) {
+      if (st.host_id.empty()) return absl::InvalidArgumentError("the host's host_id is empty");
+    }
+    if (status.empty()) return absl::OkStatus();
+    std::lock_guard lock(mu_);
+    Txn txn(*conn_);
+    HERD_STORE_RETURN_IF_ERROR(txn.Begin());
+    for (const auto& st : status) {
+      HERD_STORE_ASSIGN_OR_RETURN(
+          auto q, Q("UPDATE hosts SET last_seen = ?, acked_config_version = ? WHERE host_id = ?",
+                    "saving a host's status"));
+      q->Int(st.last_seen_unix_ms).Int(ToDb(st.acked_config_version)).Text(st.host_id);
+      HERD_STORE_RETURN_IF_ERROR(q->Run());
+    }
+    return txn.Commit();
+  }
+
   absl::StatusOr<HostRecord> GetHost(const std::string& host_id) override {
     std::lock_guard lock(mu_);
     // One read transaction so the host and its children are consistent.

@@ -44,6 +44,14 @@ struct HostRecord {
   bool operator==(const HostRecord& other) const;
 };
 
+// What changes with every message of a connected host: written without its labels and
+// modules (PutHostStatus).
+struct HostStatus {
+  std::string host_id;
+  int64_t last_seen_unix_ms = 0;
+  uint64_t acked_config_version = 0;
+};
+
 enum class Role { kViewer, kOperator };
 
 struct ApiToken {
@@ -72,6 +80,9 @@ class Store {
   virtual absl::Status PutHost(const HostRecord& host) = 0;
   // PutHost for each, in one transaction: all are written or none (a group commit).
   virtual absl::Status PutHosts(const std::vector<HostRecord>& hosts) = 0;
+  // Updates last_seen and acked_config_version of existing hosts, in one transaction; a
+  // host that is not stored is skipped (its full record is written with PutHosts).
+  virtual absl::Status PutHostStatus(const std::vector<HostStatus>& status) = 0;
   virtual absl::StatusOr<HostRecord> GetHost(const std::string& host_id) = 0;
   // Sorted by host_id.
   virtual absl::StatusOr<std::vector<HostRecord>> ListHosts() = 0;

@@ -1500,6 +1500,11 @@ class FlakyHostsStore final : public Store {
     if (fail_puts) return absl::ResourceExhaustedError("disk full (injected)");
     return inner_->PutHosts(hosts);
   }
+  absl::Status PutHostStatus(const std::vector<HostStatus>& status) override {
+    ++put_calls;
+    if (fail_puts) return absl::ResourceExhaustedError("disk full (injected)");
+    return inner_->PutHostStatus(status);
+  }
   absl::StatusOr<HostRecord> GetHost(const std::string& id) override { return inner_->GetHost(id); }
   absl::StatusOr<std::vector<HostRecord>> ListHosts() override { return inner_->ListHosts(); }
   absl::Status DeleteHost(const std::string& id) override { return inner_->DeleteHost(id); }
@@ -1615,6 +1620,58 @@ TEST_F(HubWriteBehindTest, StopWritesQueuedRecords) {
   Send("a", a, Ack(1, true));
   hub_->Stop();
   EXPECT_EQ(store_->GetHost("a")->acked_config_version, 1u);
+}
+
+}  // namespace
+}  // namespace herd::controlplane
+
+namespace herd::controlplane {
+namespace {
+
+// With send threads (as the server runs), messages reach each host in order, off the
+// caller's thread, and a host that cannot take one still fails its request.
+class HubSendThreadsTest : public HubTest {
+ protected:
+  void SetUp() override {
+    options_.send_threads = 2;
+    HubTest::SetUp();
+  }
+  static bool WaitFor(const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+  }
+};
+
+TEST_F(HubSendThreadsTest, EveryHostGetsItsMessagesInOrder) {
+  std::vector<Conn> conns;
+  for (int i = 0; i < 8; ++i) {
+    conns.push_back(Connect(MakeHello(absl::StrCat("h", i), {}, {Mod("app", kAppDefaults)})));
+  }
+  for (int v = 0; v < 5; ++v) {
+    ASSERT_TRUE(Set(Global(), "app", "name", absl::StrCat("v", v)).ok());
+  }
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(WaitFor([&] { return conns[i].session->configs().size() == 6u; })) << "h" << i;
+    const auto sent = conns[i].session->sent();
+    ASSERT_TRUE(sent.front().has_welcome());  // the Welcome first, then versions 1..6
+    const auto configs = conns[i].session->configs();
+    for (size_t k = 0; k < configs.size(); ++k) EXPECT_EQ(configs[k].version(), k + 1);
+    EXPECT_EQ(ValueOf(configs.back(), "app", "name"), "v4");
+  }
+}
+
+TEST_F(HubSendThreadsTest, AHostThatCannotTakeTheRequestFailsIt) {
+  Conn c = Connect(MakeHello("h1", {}, {Mod("app", kAppDefaults)}));
+  ASSERT_TRUE(WaitFor([&] { return !c.session->sent().empty(); }));
+  c.session->set_fail_send(true);
+  auto got = std::make_shared<Capture<herd::v1::RestartResult>>();
+  hub_->RestartOnHost("h1", {"app"}, 0, "", got->Fn());
+  ASSERT_TRUE(WaitFor([&] { return got->calls() == 1; }));
+  EXPECT_EQ(got->value().status().code(), absl::StatusCode::kUnavailable) << got->value().status();
 }
 
 }  // namespace

@@ -34,6 +34,7 @@ class ScriptedStore final : public Store {
 
   absl::Status PutHost(const HostRecord&) override { return Answer(); }
   absl::Status PutHosts(const std::vector<HostRecord>&) override { return Answer(); }
+  absl::Status PutHostStatus(const std::vector<HostStatus>&) override { return Answer(); }
   absl::StatusOr<HostRecord> GetHost(const std::string&) override { return Or<HostRecord>(); }
   absl::StatusOr<std::vector<HostRecord>> ListHosts() override {
     return Or<std::vector<HostRecord>>();

@@ -227,6 +227,24 @@ TEST_P(StoreContractTest, PutHostsWritesNothingWhenOneRecordIsBad) {
   EXPECT_EQ(store().GetHost("h2").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_P(StoreContractTest, PutHostStatusUpdatesOnlyTheStatusOfStoredHosts) {
+  HERD_ASSERT_OK(store().PutHost(MakeHost("h1")));
+  HostStatus st;
+  st.host_id = "h1";
+  st.last_seen_unix_ms = 123456;
+  st.acked_config_version = 99;
+  HostStatus ghost;
+  ghost.host_id = "ghost";
+  HERD_ASSERT_OK(store().PutHostStatus({st, ghost}));
+  HostRecord want = MakeHost("h1");
+  want.last_seen_unix_ms = 123456;
+  want.acked_config_version = 99;
+  EXPECT_TRUE(Must(store().GetHost("h1")) == want);  // labels and modules kept
+  EXPECT_EQ(store().GetHost("ghost").status().code(), absl::StatusCode::kNotFound);
+  HostStatus empty;
+  EXPECT_EQ(store().PutHostStatus({empty}).code(), absl::StatusCode::kInvalidArgument);
+}
+
 // ----------------------------------------------------------------------------- overrides
 
 TEST_P(StoreContractTest, RevisionStartsAtZero) {
