@@ -142,6 +142,8 @@ int main(int argc, char** argv) {
     opts.ready_fd = ready[1];
   }
 
+  // Before the log's flusher thread starts (with a log file), so that it inherits the mask.
+  herd::agent::BlockAgentSignals();
   herd::LogOptions lopts;
   lopts.level = log_level;
   lopts.file = log_file;

@@ -69,6 +69,17 @@ absl::StatusOr<int> LockHome(const std::string& home) {
   return fd;
 }
 
+// The signals agentd reads from its signalfd: SIGTERM and SIGINT shut it down, SIGHUP is
+// only logged.
+sigset_t AgentSignals() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  return mask;
+}
+
 std::vector<std::string> CurrentEnvironment() {
   std::vector<std::string> env;
   for (char** e = environ; e && *e; ++e) env.emplace_back(*e);
@@ -78,6 +89,11 @@ std::vector<std::string> CurrentEnvironment() {
 }  // namespace
 
 std::string AgentSocketPath(const std::string& home) { return absl::StrCat(home, "/agent.sock"); }
+
+void BlockAgentSignals() {
+  const sigset_t mask = AgentSignals();
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+}
 
 absl::Status RunAgent(const AgentOptions& options) {
   auto log = herd::Logger("agentd");
@@ -95,13 +111,9 @@ absl::Status RunAgent(const AgentOptions& options) {
 
   // Signals arrive through a signalfd on the loop; block them for every thread (threads
   // created from here on inherit the mask; children get a clean mask from the spawner).
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  BlockAgentSignals();
   signal(SIGPIPE, SIG_IGN);
+  const sigset_t mask = AgentSignals();
   int sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sigfd < 0) return absl::InternalError(absl::StrCat("signalfd: ", strerror(errno)));
   absl::Cleanup close_sigfd = [sigfd] { close(sigfd); };

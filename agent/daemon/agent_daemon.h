@@ -38,6 +38,13 @@ struct AgentOptions {
 // writable, corrupt state file) and says how to fix it.
 absl::Status RunAgent(const AgentOptions& options);
 
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread, and so in every thread it starts
+// afterwards: RunAgent reads them from a signalfd, which only works if no thread of the
+// process leaves them unblocked (the kernel would deliver them to that thread, and their
+// default action ends agentd at once, leaving the units running). Call it before anything
+// starts a thread (the log's flusher does); RunAgent calls it too.
+void BlockAgentSignals();
+
 // The agent socket path for a home directory.
 std::string AgentSocketPath(const std::string& home);
 

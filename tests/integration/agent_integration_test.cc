@@ -182,6 +182,24 @@ TEST_F(AgentTest, CleanAgentRestartResurrectsWhatWasRunning) {
   EXPECT_EQ(d["spec"]["script"], AgentHarness::ChildBinary());
 }
 
+TEST_F(AgentTest, SigtermWithALogFileStopsTheUnits) {
+  // With --log-file (and --daemon) the log's flusher thread starts before agentd's signalfd
+  // is set up; it once left SIGTERM unblocked, was chosen by the kernel to take it, and
+  // agentd ended at once without stopping its units.
+  agent_.StopAgent();
+  ASSERT_TRUE(agent_.StartAgent({"--log-file", agent_.Path("agentd.log")}))
+      << agent_.last_error();
+  StartChild("keep", {}, {});
+  ASSERT_TRUE(WaitFor([&] { return agent_.State("keep") == "online"; }));
+  pid_t pid = agent_.Unit("keep")["pid"].get<pid_t>();
+  agent_.Track(pid);
+
+  agent_.StopAgent();
+  EXPECT_TRUE(WaitFor([&] { return !ProcessAlive(pid); }, absl::Seconds(5)))
+      << "a clean shutdown stops the units";
+  EXPECT_THAT(ReadFile(agent_.Path("agentd.log")), HasSubstr("event=stopped"));
+}
+
 TEST_F(AgentTest, AgentKilledHardStopsOrphansAndResurrects) {
   StartChild("survivor", {}, {"--fork-children", "1"});
   ASSERT_TRUE(WaitFor([&] { return agent_.Unit("survivor")["sampled_pids"].size() == 2; }));
