@@ -48,6 +48,7 @@ grpc::ServerUnaryReactor* AgentService::GetInfo(grpc::CallbackServerContext* ctx
     resp->set_home(options_.home);
     resp->set_started_at_unix_ms(absl::ToUnixMillis(options_.started_at));
     *resp->mutable_usage() = supervisor_.self_usage();
+    *resp->mutable_sampler() = supervisor_.sampler_stats();
     resp->set_sample_interval_ms(options_.sample_interval_ms);
     resp->set_log_lines_dropped(logs_.dropped_writes());
     if (options_.fill_info) options_.fill_info(resp);

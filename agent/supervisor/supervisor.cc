@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -39,6 +41,13 @@ uint64_t ReadStartTicks(pid_t pid) {
 }
 
 bool GroupAlive(pid_t pgid) { return pgid > 0 && kill(-pgid, 0) == 0; }
+
+// CPU time of the calling thread, nanoseconds.
+uint64_t ThreadCpuNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 }  // namespace
 
@@ -716,6 +725,10 @@ std::vector<pid_t> Supervisor::PidFileRoots(const Unit& u) const {
 }
 
 void Supervisor::Sample() {
+  // Real elapsed time, whatever clock the loop runs on (tests may give it a fake one), and
+  // the loop thread's CPU time.
+  const auto tick_start = std::chrono::steady_clock::now();
+  const uint64_t cpu_start = ThreadCpuNs();
   sample_timer_ = loop_.RunAfter(options_.sample_interval, [this] { Sample(); });
   const absl::Time mono = loop_.clock().Monotonic();
   const bool smaps = last_smaps_ == absl::Time() || mono - last_smaps_ >= options_.smaps_interval;
@@ -752,8 +765,10 @@ void Supervisor::Sample() {
   targets.push_back(SampleTarget{"", {getpid()}, false});
   std::vector<TreeUsage> usage = sampler_.Sample(mono, targets, smaps);
   const int64_t now_ms = UnixMs(loop_.clock().Now());
+  uint32_t processes = 0;
   for (size_t i = 0; i < usage.size(); ++i) {
     const TreeUsage& t = usage[i];
+    processes += static_cast<uint32_t>(t.pids.size());
     herd::v1::ResourceUsage* r = i < order.size() ? &order[i]->usage : &self_usage_;
     const uint64_t pss = r->pss_bytes(), uss = r->uss_bytes();
     *r = herd::v1::ResourceUsage();
@@ -769,6 +784,18 @@ void Supervisor::Sample() {
       CheckMemory(*order[i]);
     }
   }
+  const uint64_t ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                std::chrono::steady_clock::now() - tick_start)
+                                                .count());
+  const uint64_t cpu_ns = ThreadCpuNs() - cpu_start;
+  sampler_stats_.set_ticks(sampler_stats_.ticks() + 1);
+  sampler_stats_.set_last_tick_ns(ns);
+  sampler_stats_.set_last_tick_smaps(smaps);
+  sampler_stats_.set_last_tick_processes(processes);
+  sampler_stats_.set_total_tick_ns(sampler_stats_.total_tick_ns() + ns);
+  sampler_stats_.set_max_tick_ns(std::max(sampler_stats_.max_tick_ns(), ns));
+  sampler_stats_.set_last_tick_cpu_ns(cpu_ns);
+  sampler_stats_.set_total_tick_cpu_ns(sampler_stats_.total_tick_cpu_ns() + cpu_ns);
 }
 
 void Supervisor::CheckMemory(Unit& u) {

@@ -122,6 +122,9 @@ class Supervisor {
 
   // The agent's own latest resource sample.
   const herd::v1::ResourceUsage& self_usage() const { return self_usage_; }
+  // What the sampling ticks cost so far: wall (steady clock) and loop-thread CPU time of
+  // each Sample().
+  const herd::v1::SamplerStats& sampler_stats() const { return sampler_stats_; }
   size_t unit_count() const { return units_.size(); }
 
  private:
@@ -201,6 +204,7 @@ class Supervisor {
   std::function<void(const std::string&, const herd::v1::UnitEvent&)> event_listener_;
   absl::Time last_smaps_;
   herd::v1::ResourceUsage self_usage_;
+  herd::v1::SamplerStats sampler_stats_;
   uint64_t next_follow_id_ = 1;
   struct Follower {
     std::string unit;

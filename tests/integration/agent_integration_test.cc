@@ -260,6 +260,27 @@ TEST_F(AgentTest, ListAndDescribeInTableAndJson) {
   EXPECT_EQ(ij["home"], agent_.home());
 }
 
+TEST_F(AgentTest, InfoReportsWhatSamplingTicksCost) {
+  StartChild("ticked", {}, {});
+  nlohmann::json sampler;
+  // Two ticks after the unit is online, so that the last one read its process.
+  int64_t first_ticks = -1;
+  ASSERT_TRUE(WaitFor([&] {
+    nlohmann::json info = agent_.CtlJson({"info"});
+    if (!info.is_object() || agent_.State("ticked") != "online") return false;
+    sampler = info["sampler"];
+    if (first_ticks < 0) first_ticks = Int(sampler, "ticks");
+    return Int(sampler, "ticks") >= first_ticks + 2;
+  }, absl::Seconds(15))) << sampler.dump();
+  EXPECT_GT(Int(sampler, "last_tick_ns"), 0);
+  EXPECT_GT(Int(sampler, "last_tick_cpu_ns"), 0);
+  EXPECT_GE(Int(sampler, "total_tick_cpu_ns"), Int(sampler, "last_tick_cpu_ns"));
+  EXPECT_GE(Int(sampler, "max_tick_ns"), Int(sampler, "last_tick_ns"));
+  EXPECT_GE(Int(sampler, "total_tick_ns"), Int(sampler, "max_tick_ns"));
+  // The unit's process and agentd itself.
+  EXPECT_GE(Int(sampler, "last_tick_processes"), 2);
+}
+
 TEST_F(AgentTest, ErrorsSayWhatIsWrongAndExitNonZero) {
   CmdResult missing = agent_.Ctl({"describe", "nosuch"});
   EXPECT_NE(missing.exit_code, 0);
