@@ -8,6 +8,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/daemon/agent_daemon.h"
 #include "common/labels.h"
 #include "common/logging.h"
@@ -29,6 +30,11 @@ int Fail(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef NDEBUG
+  // Debian's Abseil keeps its lock-order detector on, which records every mutex in one
+  // global graph under one global lock (see controlplane_main.cc). Debug builds keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
   CLI::App app{"agentd: the Herd host agent. Supervises units (PM2 app fields), samples their "
                "CPU and memory from /proc, and serves the local API that agentctl uses."};
   app.set_version_flag("--version", HERD_VERSION);
