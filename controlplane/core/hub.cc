@@ -213,6 +213,9 @@ absl::Status Hub::MarkDirty(const std::string& host_id, bool wait, bool full) {
   dirty_[host_id] |= full;
   const uint64_t gen = ++queued_gen_;
   if (!wait) return absl::OkStatus();
+  // While the store fails, the writer backs off (up to 30 s): a caller does not wait for
+  // that; the record stays queued.
+  if (!last_write_.ok()) return last_write_;
   auto written = [this, gen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_) {
     return written_gen_ >= gen || writer_stop_;
   };
@@ -340,32 +343,32 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     if (!secret.ok()) return secret.status();
     credential = *secret;
   }
+  bool new_host = false;
   Entry e = Find(hello.host_id());
   if (!e) {
     if (!by_join) return absl::UnauthenticatedError(kRefused);
     absl::MutexLock l(&index_mu_);
     Entry& slot = hosts_[hello.host_id()];
     if (!slot) {
+      // Complete before it is published: listings never see a host without its id.
       slot = std::make_shared<HostEntry>();
       absl::MutexLock hl(&slot->mu);
       slot->s.series = HostSeries(options_.series);
+      slot->s.record.host_id = hello.host_id();
+      slot->s.record.registered_at_unix_ms = now_ms;
+      slot->s.record.hostname = hello.hostname();
+      new_host = true;
     }
     e = slot;
   }
   HostRecord record;
   std::shared_ptr<HostSession> replaced;
-  bool new_host = false;
   {
     absl::MutexLock hl(&e->mu);
     HostState& h = e->s;
     if (!by_join && (h.record.credential_sha256.empty() ||
                      !ConstantTimeEquals(presented, h.record.credential_sha256))) {
       return absl::UnauthenticatedError(kRefused);
-    }
-    if (h.record.host_id.empty()) {
-      new_host = true;
-      h.record.host_id = hello.host_id();
-      h.record.registered_at_unix_ms = now_ms;
     }
     if (by_join) h.record.credential_sha256 = Sha256Hex(credential);
     h.record.hostname = hello.hostname();
