@@ -97,6 +97,10 @@ absl::Status Hub::Start() {
       life_mu_.Lock();
     }
   });
+  {
+    absl::MutexLock l(&writer_mu_);
+    writer_started_ = true;
+  }
   writer_ = std::thread([this] { WriterLoop(); });
   for (size_t i = 0; i < options_.send_threads; ++i) {
     outboxes_.push_back(std::make_unique<Outbox>());
@@ -113,12 +117,14 @@ void Hub::Post(const std::string& host_id, std::shared_ptr<HostSession> session,
     return;
   }
   Outbox& box = *outboxes_[std::hash<std::string>{}(host_id) % outboxes_.size()];
-  absl::MutexLock l(&box.mu);
-  if (box.stop) {
-    if (on_fail) on_fail();
-    return;
+  {
+    absl::MutexLock l(&box.mu);
+    if (!box.stop) {
+      box.items.push_back({std::move(session), std::move(msg), std::move(on_fail)});
+      return;
+    }
   }
-  box.items.push_back({std::move(session), std::move(msg), std::move(on_fail)});
+  if (on_fail) on_fail();  // outside the lock: it may post again
 }
 
 void Hub::OutboxLoop(Outbox& box) {
@@ -209,32 +215,42 @@ std::vector<Hub::Entry> Hub::Entries() const {
 // Host records, written behind
 
 absl::Status Hub::MarkDirty(const std::string& host_id, bool wait, bool full) {
-  absl::MutexLock l(&writer_mu_);
-  dirty_[host_id] |= full;
-  const uint64_t gen = ++queued_gen_;
-  if (!wait) return absl::OkStatus();
-  // While the store fails, the writer backs off (up to 30 s): a caller does not wait for
-  // that; the record stays queued.
-  if (!last_write_.ok()) return last_write_;
-  auto written = [this, gen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_) {
-    return written_gen_ >= gen || writer_stop_;
-  };
-  if (!writer_mu_.AwaitWithTimeout(absl::Condition(&written), absl::Seconds(30))) {
-    return absl::DeadlineExceededError("the store did not take the host's record in 30 s");
+  {
+    absl::MutexLock l(&writer_mu_);
+    if (!writer_exited_) {
+      dirty_[host_id] |= full;
+      const uint64_t gen = ++queued_gen_;
+      if (!wait) return absl::OkStatus();
+      // While the store fails, the writer backs off (up to 30 s): a caller does not wait for
+      // that; the record stays queued.
+      if (!last_write_.ok()) return last_write_;
+      auto written = [this, gen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_) {
+        return written_gen_ >= gen || writer_exited_;
+      };
+      if (!writer_mu_.AwaitWithTimeout(absl::Condition(&written), absl::Seconds(30))) {
+        return absl::DeadlineExceededError("the store did not take the host's record in 30 s");
+      }
+      if (written_gen_ >= gen) return last_write_;
+    }
   }
-  if (written_gen_ < gen) return absl::UnavailableError("the control plane is stopping");
-  return last_write_;
+  // The writer is gone (a host's last messages while the server stops): written here.
+  Entry e = Find(host_id);
+  if (!e) return absl::OkStatus();
+  HostRecord record;
+  {
+    absl::MutexLock hl(&e->mu);
+    record = e->s.record;
+  }
+  absl::Status s = store_.PutHosts({record});
+  if (!s.ok()) log_->error("event=host_not_saved host={} error=\"{}\"", host_id, s.message());
+  return s;
 }
 
 absl::Status Hub::FlushHostRecords() {
-  {
-    absl::MutexLock l(&writer_mu_);
-    if (dirty_.empty() && written_gen_ == queued_gen_) return last_write_;
-  }
   absl::MutexLock l(&writer_mu_);
   const uint64_t gen = queued_gen_;
   auto written = [this, gen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_) {
-    return written_gen_ >= gen || !writer_.joinable();
+    return written_gen_ >= gen || writer_exited_ || !writer_started_;
   };
   writer_mu_.Await(absl::Condition(&written));
   return last_write_;
@@ -242,6 +258,11 @@ absl::Status Hub::FlushHostRecords() {
 
 void Hub::WriterLoop() {
   absl::MutexLock l(&writer_mu_);
+  // Set on every way out (the lock is held there), so no one waits for a writer that left.
+  struct Exit {
+    Hub* hub;
+    ~Exit() ABSL_NO_THREAD_SAFETY_ANALYSIS { hub->writer_exited_ = true; }
+  } exit{this};
   absl::Duration backoff = absl::ZeroDuration();
   while (true) {
     auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_) {
@@ -380,16 +401,8 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     for (auto& m : h.record.modules) BoundInventory(m);
     h.record.acked_config_version =
         std::max(h.record.acked_config_version, hello.acked_config_version());
-    replaced = std::move(h.session);
-    h.session = session;
-    h.peer = session->Peer();
-    h.connected_at_ms = now_ms;
-    h.hello = hello;
-    h.hello.clear_modules();
-    h.rejections.clear();
     record = h.record;
   }
-  if (replaced) replaced->Close("the host connected again on another stream");
   // A new credential is on disk before the agent is given it (many hosts registering at
   // once share one transaction); otherwise the record is written behind.
   if (auto s = MarkDirty(record.host_id, /*wait=*/by_join); !s.ok()) {
@@ -399,21 +412,6 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     Audit(absl::StrCat("host:", record.host_id), new_host ? "host.register" : "host.reregister",
           json{{"host_id", record.host_id}, {"hostname", record.hostname}}.dump());
   }
-  // Config changes push snapshots under config_mu_ too, so this host's versions go out in
-  // order.
-  absl::MutexLock config_lock(&config_mu_);
-  std::optional<ControlMessage> snapshot;
-  {
-    absl::MutexLock hl(&e->mu);
-    if (e->s.session == session) {
-      snapshot = NextSnapshot(
-          e->s, ResolveHostConfig(overrides_, record.host_id, record.labels, Installed(e->s)),
-          /*force=*/true);
-    }
-  }
-  log_->info("event=host_connected host={} hostname={} peer={} modules={} by={}", record.host_id,
-             record.hostname, session->Peer(), record.modules.size(),
-             by_join ? "join_token" : "credential");
   ControlMessage welcome;
   herd::v1::Welcome* w = welcome.mutable_welcome();
   w->set_host_id(record.host_id);
@@ -421,8 +419,30 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
   w->set_lease_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(options_.lease)));
   w->set_metrics_interval_ms(options_.metrics_interval_ms);
   w->set_controlplane_version(HERD_VERSION);
-  Post(record.host_id, session, std::move(welcome));
-  if (snapshot) Post(record.host_id, session, std::move(*snapshot));
+  {
+    // The session is attached only now, with the Welcome queued first under the host's lock:
+    // nothing (a config push, an action) can reach the agent before its Welcome. Config
+    // changes push under config_mu_ too, so this host's versions go out in order.
+    absl::MutexLock config_lock(&config_mu_);
+    absl::MutexLock hl(&e->mu);
+    HostState& h = e->s;
+    replaced = std::move(h.session);
+    h.session = session;
+    h.peer = session->Peer();
+    h.connected_at_ms = now_ms;
+    h.hello = hello;
+    h.hello.clear_modules();
+    h.rejections.clear();
+    std::optional<ControlMessage> snapshot = NextSnapshot(
+        h, ResolveHostConfig(overrides_, h.record.host_id, h.record.labels, Installed(h)),
+        /*force=*/true);
+    Post(record.host_id, session, std::move(welcome));
+    if (snapshot) Post(record.host_id, session, std::move(*snapshot));
+  }
+  if (replaced) replaced->Close("the host connected again on another stream");
+  log_->info("event=host_connected host={} hostname={} peer={} modules={} by={}", record.host_id,
+             record.hostname, session->Peer(), record.modules.size(),
+             by_join ? "join_token" : "credential");
   return absl::OkStatus();
 }
 
@@ -669,7 +689,9 @@ std::vector<std::string> Hub::PushConfig(const std::string* only) {
     } else {
       for (const auto& [k, v] : h.record.labels) absl::StrAppend(&key, k, "=", v, "\n");
     }
-    absl::StrAppend(&key, "\n", absl::StrJoin(installed, "\n"));
+    // Module names come from agents: each is length-prefixed, so no two sets share a key.
+    absl::StrAppend(&key, "\n");
+    for (const auto& m : installed) absl::StrAppend(&key, m.size(), ":", m, ";");
     auto it = resolved.find(key);
     if (it == resolved.end()) {
       it = resolved.emplace(key, ResolveHostConfig(overrides_, id, h.record.labels, installed))
@@ -1154,6 +1176,10 @@ void Hub::Relay(const std::string& host_id, ControlMessage msg, Kind kind,
     p.host_id = host_id;
     p.deadline = clock_.Now() + timeout + options_.request_grace;
     p.done = std::move(done);
+  }
+  if (stopped_) {  // Stop has failed the pending requests already: this one too
+    CompletePending(request_id, absl::UnavailableError("the control plane is stopping"));
+    return;
   }
   std::shared_ptr<HostSession> session;
   {

@@ -303,6 +303,8 @@ class Hub {
   uint64_t written_gen_ ABSL_GUARDED_BY(writer_mu_) = 0;
   absl::Status last_write_ ABSL_GUARDED_BY(writer_mu_);
   bool writer_stop_ ABSL_GUARDED_BY(writer_mu_) = false;
+  bool writer_started_ ABSL_GUARDED_BY(writer_mu_) = false;
+  bool writer_exited_ ABSL_GUARDED_BY(writer_mu_) = false;
   std::thread writer_;
 };
 

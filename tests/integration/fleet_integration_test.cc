@@ -262,6 +262,8 @@ TEST_F(FleetTest, RolloutStopsAtTheFailureThreshold) {
   // A host whose module cannot stay up fails its batch; the rest is skipped.
   agents_[0]->Ctl({"stop", "svc"});
   // Make svc on host 0 crash at start: its script is replaced by one that exits at once.
+  // The wait for health is long enough that a slow interpreter start on a loaded machine
+  // still ends inside it (with 1.5 s, a start slower than the wait read as healthy).
   std::string script = agents_[0]->Path("src/svc/main.py");
   {
     FILE* f = fopen(script.c_str(), "w");
@@ -270,7 +272,7 @@ TEST_F(FleetTest, RolloutStopsAtTheFailureThreshold) {
     fclose(f);
   }
   CmdResult r = cp_.Ctl({"restart", "svc", "--host", host_ids_[0], "--host", host_ids_[1],
-                         "--batch", "1", "--wait-healthy", "1500ms"});
+                         "--batch", "1", "--wait-healthy", "5s"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.out, HasSubstr("failed"));
   json list = cp_.CtlJson({"rollouts"});
