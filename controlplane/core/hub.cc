@@ -294,8 +294,8 @@ void Hub::WriterLoop() {
       }
     }
     const absl::Time t0 = absl::Now();
-    absl::Status s = store_.PutHosts(records);
-    if (s.ok()) s = store_.PutHostStatus(status);
+    absl::Status s = records.empty() ? absl::OkStatus() : store_.PutHosts(records);
+    if (s.ok() && !status.empty()) s = store_.PutHostStatus(status);
     log_->debug("event=hosts_saved records={} status={} ms={}", records.size(), status.size(),
                 absl::ToInt64Milliseconds(absl::Now() - t0));
     if (!s.ok()) {
@@ -815,12 +815,9 @@ absl::StatusOr<herd::v1::FleetConfigChange> Hub::SetConfig(
     absl::MutexLock hl(&e->mu);
     scope.set_host_id(e->s.record.host_id);
   }
-  const absl::Time t0 = absl::Now();
   if (!req.force()) {
     if (auto s = CheckConfigValue(req); !s.ok()) return s;
   }
-  log_->debug("event=config_checked module={} key={} ms={}", req.module(), req.key(),
-              absl::ToInt64Milliseconds(absl::Now() - t0));
   herd::v1::Override o;
   *o.mutable_scope() = scope;
   o.set_module(req.module());

@@ -8,8 +8,8 @@
 // with each other and listings or /metrics do not stall ingest. Locks are taken in this
 // order and never two hosts' at once: config_mu_ → index_mu_ → a host's mu → pending_mu_ |
 // watch_mu_ | writer_mu_. No call into a session or a callback is made while holding any of
-// them, except Send (a queue push) under config_mu_, which keeps each host's config versions
-// in order. Host records are written behind (one thread, one transaction for every host
+// them, except Post (a queue push; a direct Send with no send threads) under config_mu_ and
+// the host's lock, which keeps each host's Welcome first and its config versions in order. Host records are written behind (one thread, one transaction for every host
 // changed since the last write), so no agent's message waits on the disk. Sessions are the
 // gateway's stream reactors, behind the HostSession interface so tests can use fakes.
 #pragma once
