@@ -28,9 +28,24 @@ std::string Absolute(std::string p) {
   return p;
 }
 
+// gRPC's "tcp_read_chunks" (on by default in 1.51) gives every connection's pending read an
+// 8 KiB buffer, and a 64 KiB one once two messages arrived together; an idle connection keeps
+// it. With 10,000 agents that was most of the difference between 107 and 160 KiB per agent
+// (bench/README.md). Turned off, reads are sized by the connection's recent reads and capped by
+// GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE (server.cc). An operator's own GRPC_EXPERIMENTS is kept;
+// it decides if it names this experiment.
+void TuneGrpcExperiments() {
+  const char* set = getenv("GRPC_EXPERIMENTS");
+  std::string value = set ? set : "";
+  if (value.find("tcp_read_chunks") != std::string::npos) return;
+  value = value.empty() ? "-tcp_read_chunks" : absl::StrCat(value, ",-tcp_read_chunks");
+  setenv("GRPC_EXPERIMENTS", value.c_str(), 1);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  TuneGrpcExperiments();
 #ifdef NDEBUG
   // Debian's Abseil is built with its lock-order (deadlock) detector on, which records every
   // mutex in one global graph under one global lock: with a mutex per host it serialized the

@@ -34,6 +34,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -534,6 +535,11 @@ int Fail(const std::string& msg) {
 }
 
 int Main(int argc, char** argv) {
+  // gRPC's own locks are absl::Mutex; Debian's Abseil runs its lock-order detector on every one
+  // of them (one global graph, one global lock). The simulator shares the machine with the
+  // control plane it measures, so it must not spend CPU on that (controlplane and agentd also
+  // turn it off in release builds).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   Options o;
   CLI::App app{"fleetsim: simulated agents against a real controlplane (loopback only); "
                "measures registration, ingest, config and restart fan-out, and the control "
