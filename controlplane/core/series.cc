@@ -4,11 +4,12 @@
 #include <cmath>
 #include <limits>
 
-
 namespace herd::controlplane {
 namespace {
 
 constexpr float kMissing = std::numeric_limits<float>::quiet_NaN();
+// Longer keys ("<unit>\n<metric>") are not recorded: no real unit or probe name is this long.
+constexpr size_t kMaxKey = 1024;
 
 // Orders keys "<unit>\n<metric>" without building them.
 int Compare(std::string_view key, std::string_view unit, std::string_view metric) {
@@ -17,11 +18,18 @@ int Compare(std::string_view key, std::string_view unit, std::string_view metric
   return key.substr(nl + 1).compare(metric);
 }
 
+void Push(int64_t at, float v, std::vector<herd::v1::Point>* out) {
+  herd::v1::Point p;
+  p.set_at_unix_ms(at);
+  p.set_value(static_cast<double>(v));
+  out->push_back(std::move(p));
+}
+
 }  // namespace
 
-size_t HostSeries::Capacity(std::string_view metric) const {
-  size_t n = metric.starts_with("probe:") ? options_.probe_points : options_.points;
-  return std::max<size_t>(1, std::min(n, options_.points));
+HostSeries::HostSeries(SeriesOptions options) : options_(options) {
+  options_.coarse_every = std::clamp<size_t>(options_.coarse_every, 1, 65535);
+  coarse_every_ = static_cast<uint32_t>(options_.coarse_every);
 }
 
 std::string_view HostSeries::Key(const Entry& e) const {
@@ -29,7 +37,11 @@ std::string_view HostSeries::Key(const Entry& e) const {
 }
 
 bool HostSeries::Begin(int64_t at_ms) {
-  if (times_.empty()) times_.assign(std::max<size_t>(1, options_.points), 0);
+  if (times_.empty()) {
+    times_.assign(std::max<size_t>({1, options_.points, options_.probe_points}), 0);
+    block_times_.assign(std::max<size_t>({1, options_.coarse_points, options_.probe_coarse_points}),
+                        0);
+  }
   if (seq_ > 0 && at_ms < times_[seq_ % times_.size()]) {
     ++dropped_late_;
     accepting_ = false;
@@ -37,6 +49,8 @@ bool HostSeries::Begin(int64_t at_ms) {
   }
   ++seq_;
   times_[seq_ % times_.size()] = at_ms;
+  // The last sample of a block dates the block.
+  if (seq_ % coarse_every_ == 0) block_times_[Block(seq_) % block_times_.size()] = at_ms;
   accepting_ = true;
   cursor_ = 0;
   return true;
@@ -62,19 +76,42 @@ const HostSeries::Entry* HostSeries::Find(std::string_view unit, std::string_vie
   return it != entries_.end() && Compare(Key(*it), unit, metric) == 0 ? &*it : nullptr;
 }
 
+HostSeries::Window HostSeries::Shown(const Entry& e) const {
+  Window w;
+  // The fine tier shows the host's last samples (those older than the time ring are gone
+  // even if this series' ring still holds their values); the coarse tier what came before.
+  const uint32_t nf = static_cast<uint32_t>(std::min(Fine(e), times_.size()));
+  w.fine_first = seq_ >= nf ? seq_ - nf + 1 : 1;
+  const uint32_t nc = static_cast<uint32_t>(Coarse(e));
+  if (nc > 0 && e.last_seq > 0) {
+    // Complete blocks that end before the fine window, still dated by the block time ring
+    // and still held for this series (its ring holds the blocks before its current one).
+    const uint32_t complete = seq_ / coarse_every_;
+    const uint32_t bt = static_cast<uint32_t>(block_times_.size());
+    const uint32_t current = Block(e.last_seq);
+    w.block_end = std::min({complete, (w.fine_first - 1) / coarse_every_, current + 1});
+    // At most nc of them.
+    w.block_begin = std::max({complete > bt ? complete - bt : 0, current >= nc ? current - nc : 0,
+                              w.block_end > nc ? w.block_end - nc : 0});
+  }
+  return w;
+}
+
 void HostSeries::DropStale() {
-  // A series whose last value is older than the time ring has nothing left to show.
+  // A series with nothing left in either tier is dropped.
   std::vector<Entry> entries;
   std::string keys;
   std::vector<float> values;
   for (const Entry& e : entries_) {
-    if (e.last_seq + times_.size() <= seq_) continue;
+    const Window w = Shown(e);
+    if (e.last_seq < w.fine_first && w.block_begin >= w.block_end) continue;
     Entry n = e;
     n.key_offset = static_cast<uint32_t>(keys.size());
     keys.append(Key(e));
     n.value_offset = static_cast<uint32_t>(values.size());
+    const size_t size = Fine(e) + Coarse(e);
     values.insert(values.end(), values_.begin() + e.value_offset,
-                  values_.begin() + e.value_offset + e.capacity);
+                  values_.begin() + e.value_offset + static_cast<ptrdiff_t>(size));
     entries.push_back(n);
   }
   entries.shrink_to_fit();
@@ -87,6 +124,10 @@ void HostSeries::DropStale() {
 }
 
 HostSeries::Entry* HostSeries::Insert(std::string_view unit, std::string_view metric) {
+  if (unit.size() + 1 + metric.size() > kMaxKey) {
+    ++dropped_series_;
+    return nullptr;
+  }
   if (entries_.size() >= options_.max_series) DropStale();
   if (entries_.size() >= options_.max_series) {
     ++dropped_series_;
@@ -94,18 +135,19 @@ HostSeries::Entry* HostSeries::Insert(std::string_view unit, std::string_view me
   }
   Entry e;
   e.key_offset = static_cast<uint32_t>(keys_.size());
-  e.key_size = static_cast<uint32_t>(unit.size() + 1 + metric.size());
+  e.key_size = static_cast<uint16_t>(unit.size() + 1 + metric.size());
   e.value_offset = static_cast<uint32_t>(values_.size());
-  e.capacity = static_cast<uint32_t>(Capacity(metric));
+  e.probe = metric.starts_with("probe:");
+  const size_t size = Fine(e) + Coarse(e);
   // Both arenas grow to exactly what they hold (no doubling slack): series are added rarely.
   std::string keys;
   keys.reserve(keys_.size() + e.key_size);
   keys.append(keys_).append(unit).append("\n").append(metric);
   keys_.swap(keys);
   std::vector<float> values;
-  values.reserve(values_.size() + e.capacity);
+  values.reserve(values_.size() + size);
   values.assign(values_.begin(), values_.end());
-  values.resize(values_.size() + e.capacity, kMissing);
+  values.resize(values_.size() + size, kMissing);
   values_.swap(values);
   auto it = std::lower_bound(entries_.begin(), entries_.end(), 0,
                              [&](const Entry& x, int) { return Compare(Key(x), unit, metric) < 0; });
@@ -124,13 +166,35 @@ void HostSeries::Add(std::string_view unit, std::string_view metric, double valu
   if (!accepting_) return;
   Entry* e = Find(unit, metric);
   if (e == nullptr && (e = Insert(unit, metric)) == nullptr) return;
-  float* ring = values_.data() + e->value_offset;
-  const uint64_t cap = e->capacity;
-  // Samples this series missed since its last value hold NaN (at most a whole ring).
-  for (uint64_t s = std::max(e->last_seq + 1, seq_ > cap ? seq_ - cap + 1 : 1); s < seq_; ++s) {
-    ring[s % cap] = kMissing;
+  if (e->last_seq == seq_) return;  // already given in this sample
+  const float v = static_cast<float>(value);
+  float* fine = values_.data() + e->value_offset;
+  const uint32_t nf = static_cast<uint32_t>(Fine(*e));
+  if (nf > 0) {
+    // Samples this series missed since its last value hold NaN (at most a whole ring).
+    for (uint32_t s = std::max(e->last_seq + 1, seq_ > nf ? seq_ - nf + 1 : 1); s < seq_; ++s) {
+      fine[s % nf] = kMissing;
+    }
+    fine[seq_ % nf] = v;
   }
-  ring[seq_ % cap] = static_cast<float>(value);
+  float* coarse = fine + nf;
+  const uint32_t nc = static_cast<uint32_t>(Coarse(*e));
+  if (nc > 0) {
+    const uint32_t block = Block(seq_);
+    if (e->last_seq > 0 && Block(e->last_seq) != block) {
+      // The block of the previous value is over: its mean goes into the ring, and the blocks
+      // this series missed since hold NaN (at most a whole ring).
+      const uint32_t done = Block(e->last_seq);
+      coarse[done % nc] = e->block_count > 0 ? e->block_sum / e->block_count : kMissing;
+      for (uint32_t b = done + 1; b < block && b <= done + nc; ++b) coarse[b % nc] = kMissing;
+      e->block_sum = 0;
+      e->block_count = 0;
+    }
+    if (!std::isnan(v)) {
+      e->block_sum += v;
+      ++e->block_count;
+    }
+  }
   e->last_seq = seq_;
 }
 
@@ -138,26 +202,43 @@ bool HostSeries::Points(std::string_view unit, std::string_view metric, int64_t 
                         std::vector<herd::v1::Point>* out) const {
   const Entry* e = Find(unit, metric);
   if (e == nullptr) return false;
-  const float* ring = values_.data() + e->value_offset;
-  const uint64_t cap = e->capacity;
-  const uint64_t first = e->last_seq >= cap ? e->last_seq - cap + 1 : 1;
-  // Samples older than the time ring are gone even if this ring still holds their values.
-  const uint64_t oldest = seq_ > times_.size() ? seq_ - times_.size() + 1 : 1;
-  for (uint64_t s = std::max(first, oldest); s <= e->last_seq && s > 0; ++s) {
-    const float v = ring[s % cap];
-    const int64_t at = times_[s % times_.size()];
+  if (e->last_seq == 0) return true;
+  const float* fine = values_.data() + e->value_offset;
+  const uint32_t nf = static_cast<uint32_t>(Fine(*e));
+  const uint32_t nc = static_cast<uint32_t>(Coarse(*e));
+  const Window w = Shown(*e);
+  const uint32_t current = Block(e->last_seq);
+  for (uint32_t b = w.block_begin; b < w.block_end; ++b) {
+    const float v = b == current
+                        ? (e->block_count > 0 ? e->block_sum / e->block_count : kMissing)
+                        : fine[nf + b % nc];
+    const int64_t at = block_times_[b % block_times_.size()];
     if (std::isnan(v) || at < since_ms) continue;
-    herd::v1::Point p;
-    p.set_at_unix_ms(at);
-    p.set_value(static_cast<double>(v));
-    out->push_back(std::move(p));
+    Push(at, v, out);
+  }
+  if (nf == 0 && nc > 0 && current >= seq_ / coarse_every_ && e->block_count > 0 &&
+      e->last_seq + times_.size() > seq_) {
+    // With no fine tier, the block in progress is shown as its mean so far, dated by its
+    // latest sample.
+    const int64_t at = times_[e->last_seq % times_.size()];
+    if (at >= since_ms) Push(at, e->block_sum / e->block_count, out);
+  }
+  if (nf > 0) {
+    const uint32_t first = e->last_seq >= nf ? e->last_seq - nf + 1 : 1;
+    for (uint32_t s = std::max(first, w.fine_first); s <= e->last_seq; ++s) {
+      const float v = fine[s % nf];
+      const int64_t at = times_[s % times_.size()];
+      if (std::isnan(v) || at < since_ms) continue;
+      Push(at, v, out);
+    }
   }
   return true;
 }
 
 size_t HostSeries::MemoryBytes() const {
-  return times_.capacity() * sizeof(int64_t) + values_.capacity() * sizeof(float) +
-         entries_.capacity() * sizeof(Entry) + (keys_.capacity() > 15 ? keys_.capacity() + 1 : 0);
+  return (times_.capacity() + block_times_.capacity()) * sizeof(int64_t) +
+         values_.capacity() * sizeof(float) + entries_.capacity() * sizeof(Entry) +
+         (keys_.capacity() > 15 ? keys_.capacity() + 1 : 0);
 }
 
 }  // namespace herd::controlplane

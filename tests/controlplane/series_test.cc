@@ -1,6 +1,7 @@
 #include "controlplane/core/series.h"
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -17,7 +18,7 @@ std::vector<herd::v1::Point> Get(const HostSeries& s, const std::string& unit,
 }
 
 TEST(HostSeries, KeepsTheLastPointsInOrderWithTheirTimes) {
-  HostSeries s(SeriesOptions{.points = 4, .probe_points = 2, .max_series = 100});
+  HostSeries s(SeriesOptions{.points = 4, .probe_points = 2, .coarse_points = 0, .probe_coarse_points = 0, .max_series = 100});
   for (int i = 0; i < 6; ++i) {
     ASSERT_TRUE(s.Begin(1000 * i));
     s.Add("web", "cpu", i * 1.5);
@@ -40,7 +41,7 @@ TEST(HostSeries, KeepsTheLastPointsInOrderWithTheirTimes) {
 }
 
 TEST(HostSeries, ASeriesMissingFromSomeBatchesHasNoPointsThere) {
-  HostSeries s(SeriesOptions{.points = 10, .probe_points = 10, .max_series = 100});
+  HostSeries s(SeriesOptions{.points = 10, .probe_points = 10, .coarse_points = 0, .probe_coarse_points = 0, .max_series = 100});
   for (int i = 0; i < 6; ++i) {
     s.Begin(1000 * i);
     s.Add("", "cpu", i);
@@ -60,7 +61,7 @@ TEST(HostSeries, ASeriesMissingFromSomeBatchesHasNoPointsThere) {
 }
 
 TEST(HostSeries, LateSamplesAndTooManySeriesAreCountedNotKept) {
-  HostSeries s(SeriesOptions{.points = 5, .probe_points = 5, .max_series = 2});
+  HostSeries s(SeriesOptions{.points = 5, .probe_points = 5, .coarse_points = 0, .probe_coarse_points = 0, .max_series = 2});
   ASSERT_TRUE(s.Begin(5000));
   s.Add("a", "cpu", 1);
   EXPECT_FALSE(s.Begin(4000));
@@ -77,7 +78,7 @@ TEST(HostSeries, LateSamplesAndTooManySeriesAreCountedNotKept) {
 }
 
 TEST(HostSeries, SeriesOfUnitsLongGoneMakeRoomForNewOnes) {
-  HostSeries s(SeriesOptions{.points = 3, .probe_points = 3, .max_series = 2});
+  HostSeries s(SeriesOptions{.points = 3, .probe_points = 3, .coarse_points = 0, .probe_coarse_points = 0, .max_series = 2});
   s.Begin(1000);
   s.Add("old", "cpu", 1);
   s.Add("old", "rss", 2);
@@ -95,10 +96,102 @@ TEST(HostSeries, SeriesOfUnitsLongGoneMakeRoomForNewOnes) {
   EXPECT_EQ(s.dropped_series(), 1u);
 }
 
+TEST(HostSeries, OlderSamplesAreKeptAsBlockMeansBeforeTheFineWindow) {
+  HostSeries s(SeriesOptions{.points = 4,
+                             .probe_points = 0,
+                             .coarse_every = 3,
+                             .coarse_points = 3,
+                             .probe_coarse_points = 2,
+                             .max_series = 100});
+  for (int i = 1; i <= 14; ++i) {
+    ASSERT_TRUE(s.Begin(1000 * i));
+    s.Add("web", "cpu", i);
+    s.Add("web", "probe:hits", 10 * i);
+  }
+  // Blocks of 3 samples: 1-3, 4-6, 7-9, 10-12; the fine window holds samples 11-14. The ring
+  // of 3 blocks still holds 4-6 and 7-9 before it (10-12 overlaps it), each dated by its last
+  // sample.
+  auto cpu = Get(s, "web", "cpu");
+  std::vector<std::pair<int64_t, double>> got;
+  for (const auto& p : cpu) got.emplace_back(p.at_unix_ms(), p.value());
+  EXPECT_EQ(got, (std::vector<std::pair<int64_t, double>>{
+                     {6000, 5}, {9000, 8}, {11000, 11}, {12000, 12}, {13000, 13}, {14000, 14}}));
+  // A probe with no fine tier: its last 2 complete blocks, then the block in progress
+  // (samples 13-14) as its mean so far, dated by its latest sample.
+  auto hits = Get(s, "web", "probe:hits");
+  ASSERT_EQ(hits.size(), 3u);
+  EXPECT_EQ(hits[0].at_unix_ms(), 9000);
+  EXPECT_DOUBLE_EQ(hits[0].value(), 80);
+  EXPECT_EQ(hits[1].at_unix_ms(), 12000);
+  EXPECT_DOUBLE_EQ(hits[1].value(), 110);
+  EXPECT_EQ(hits[2].at_unix_ms(), 14000);
+  EXPECT_DOUBLE_EQ(hits[2].value(), 135);
+  // `since` applies to coarse points by their date.
+  EXPECT_EQ(Get(s, "web", "cpu", 9000).size(), 5u);
+}
+
+TEST(HostSeries, ABlockMeanCountsOnlyTheSamplesItHas) {
+  HostSeries s(SeriesOptions{.points = 1,
+                             .probe_points = 0,
+                             .coarse_every = 4,
+                             .coarse_points = 8,
+                             .probe_coarse_points = 8,
+                             .max_series = 100});
+  // Samples 1-4: values at 1 and 3 only; 5-8: none; 9-12: all; then the unit is gone.
+  for (int i = 1; i <= 16; ++i) {
+    ASSERT_TRUE(s.Begin(1000 * i));
+    s.Add("", "cpu", 0);
+    if (i == 1 || i == 3 || (i >= 9 && i <= 12)) s.Add("job", "rss", i);
+  }
+  auto rss = Get(s, "job", "rss");
+  ASSERT_EQ(rss.size(), 2u);
+  EXPECT_EQ(rss[0].at_unix_ms(), 4000);
+  EXPECT_DOUBLE_EQ(rss[0].value(), 2);  // (1 + 3) / 2, not / 4
+  EXPECT_EQ(rss[1].at_unix_ms(), 12000);  // its last block, never followed by another value
+  EXPECT_DOUBLE_EQ(rss[1].value(), 10.5);
+  // A block still in progress is not shown as a mean.
+  s.Begin(17000);
+  s.Add("late", "cpu", 5);
+  auto late = Get(s, "late", "cpu");
+  ASSERT_EQ(late.size(), 1u);  // its one fine point, no mean of a block not yet over
+  EXPECT_EQ(late[0].at_unix_ms(), 17000);
+}
+
+TEST(HostSeries, ASeriesIsGoneOnlyWhenBothTiersHaveNothingOfIt) {
+  HostSeries s(SeriesOptions{.points = 2,
+                             .probe_points = 2,
+                             .coarse_every = 2,
+                             .coarse_points = 3,
+                             .probe_coarse_points = 3,
+                             .max_series = 2});
+  s.Begin(1000);
+  s.Add("old", "cpu", 1);
+  s.Add("old", "rss", 2);
+  for (int t = 2; t <= 4; ++t) s.Begin(1000 * t);
+  // Out of the fine window but still in the coarse one: no room for a third series.
+  s.Add("new", "cpu", 7);
+  EXPECT_EQ(s.dropped_series(), 1u);
+  EXPECT_EQ(Get(s, "old", "cpu").size(), 1u);
+  for (int t = 5; t <= 12; ++t) s.Begin(1000 * t);
+  s.Add("new", "cpu", 7);
+  EXPECT_EQ(s.dropped_series(), 1u);
+  std::vector<herd::v1::Point> none;
+  EXPECT_FALSE(s.Points("old", "cpu", 0, &none));
+}
+
+TEST(HostSeries, AKeyLongerThanAnyNameIsNotRecorded) {
+  HostSeries s;
+  s.Begin(1000);
+  s.Add("web", absl::StrCat("probe:", std::string(2000, 'x')), 1);
+  EXPECT_EQ(s.dropped_series(), 1u);
+  s.Add("web", "cpu", 1);
+  EXPECT_EQ(s.dropped_series(), 1u);
+}
+
 // The budget behind bench/README.md's per-agent memory: a host with 10 modules of 10 probes
-// (123 series) holds its whole history in under 48 KiB.
+// (123 series) holds its whole history in under 20 KiB.
 TEST(HostSeries, AFullHostFitsItsMemoryBudget) {
-  HostSeries s;  // defaults: 180 points, 60 per probe
+  HostSeries s;  // defaults: 60 points + 30 blocks of 10; probes 12 blocks of 10
   for (int t = 0; t < 400; ++t) {
     s.Begin(1000 * t);
     s.Add("", "cpu", t);
@@ -111,9 +204,21 @@ TEST(HostSeries, AFullHostFitsItsMemoryBudget) {
       for (int p = 0; p < 10; ++p) s.Add(unit, absl::StrCat("probe:probe_", p), t);
     }
   }
-  EXPECT_LT(s.MemoryBytes(), 48u * 1024) << s.MemoryBytes();
-  EXPECT_EQ(Get(s, "module-3", "rss").size(), 180u);
-  EXPECT_EQ(Get(s, "module-3", "probe:probe_7").size(), 60u);
+  EXPECT_LT(s.MemoryBytes(), 20u * 1024) << s.MemoryBytes();
+  // 5 minutes of memory: 24 blocks of 10 s (the ring's 30 less the 6 the fine window covers),
+  // then the last 60 samples.
+  auto rss = Get(s, "module-3", "rss");
+  ASSERT_EQ(rss.size(), 84u);
+  EXPECT_EQ(rss.back().at_unix_ms(), 399000);
+  EXPECT_EQ(rss.front().at_unix_ms(), 109000);  // t = 100..109
+  EXPECT_DOUBLE_EQ(rss.front().value(), 104.5);
+  EXPECT_EQ(rss[24].at_unix_ms(), 340000);  // the first fine point
+  for (size_t i = 1; i < rss.size(); ++i) EXPECT_LT(rss[i - 1].at_unix_ms(), rss[i].at_unix_ms());
+  // 2 minutes of each probe, as blocks of 10 s.
+  auto probe = Get(s, "module-3", "probe:probe_7");
+  ASSERT_EQ(probe.size(), 12u);  // blocks 28..39 (the ring of times holds 30 blocks)
+  EXPECT_EQ(probe.back().at_unix_ms(), 399000);
+  EXPECT_DOUBLE_EQ(probe.back().value(), 394.5);
 }
 
 }  // namespace
