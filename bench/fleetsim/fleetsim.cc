@@ -13,6 +13,8 @@
 // It is bounded in agents and time and stops by itself. See bench/README.md.
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -534,6 +536,117 @@ int Fail(const std::string& msg) {
   return 1;
 }
 
+// The operator's side (the Fleet API calls that start a fan-out) runs in a process of its own,
+// forked before any gRPC object exists, as an operator's client would on its own machine: its
+// calls share no gRPC thread or queue with the simulated agents' 10,000 channels.
+// Commands and answers are lines on a socket pair:
+//   "config"  -> "<ok 0|1> <t0_us> <t1_us> <error>"  (SetConfig, global scope, mod-0:greeting)
+//   "restart" -> "<ok 0|1> <t0_us> <t1_us> <state> <error>"  (Restart of mod-0 on every host,
+//                one batch; t1 when the rollout left RUNNING, or after 120 s)
+class OperatorProcess {
+ public:
+  ~OperatorProcess() {
+    if (to_) fclose(to_);
+    if (from_) fclose(from_);
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
+  }
+  bool Start(const Options& o, const std::string& token) {
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return false;
+    pid_ = fork();
+    if (pid_ < 0) return false;
+    if (pid_ == 0) {
+      close(fds[0]);
+      _exit(Serve(fds[1], o, token));
+    }
+    close(fds[1]);
+    to_ = fdopen(fds[0], "w");
+    from_ = fdopen(dup(fds[0]), "r");
+    return to_ != nullptr && from_ != nullptr;
+  }
+  // Sends a command and returns the fields of its answer (empty if the operator is gone).
+  std::vector<std::string> Call(const std::string& command) {
+    if (!to_ || fprintf(to_, "%s\n", command.c_str()) < 0 || fflush(to_) != 0) return {};
+    char line[4096];
+    if (!fgets(line, sizeof line, from_)) return {};
+    return absl::StrSplit(absl::StripAsciiWhitespace(line), absl::MaxSplits(' ', 4));
+  }
+
+ private:
+  static int Serve(int fd, const Options& o, const std::string& token) {
+    FILE* in = fdopen(fd, "r");
+    FILE* out = fdopen(dup(fd), "w");
+    if (!in || !out) return 1;
+    auto channel = grpc::CreateChannel(o.controlplane, grpc::InsecureChannelCredentials());
+    auto fleet = herd::v1::Fleet::NewStub(channel);
+    // Connected before any clock starts: what is timed is the fan-out, not a handshake.
+    const bool connected =
+        channel->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    auto prepare = [&](grpc::ClientContext& ctx) {
+      ctx.AddMetadata("authorization", "Bearer " + token);
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+    };
+    auto error = [&](const grpc::Status& st) {
+      if (st.ok()) return std::string("-");
+      return absl::StrCat(connected ? "" : "(never connected) ", st.error_message());
+    };
+    char line[256];
+    while (fgets(line, sizeof line, in)) {
+      const std::string command(absl::StripAsciiWhitespace(line));
+      if (command == "config") {
+        herd::v1::FleetSetConfigRequest set;
+        set.mutable_scope()->set_global(true);
+        set.set_module("mod-0");
+        set.set_key("greeting");
+        set.set_value(absl::StrCat("fleetsim-", NowUs()));
+        herd::v1::FleetConfigChange change;
+        grpc::ClientContext ctx;
+        prepare(ctx);
+        const int64_t t0 = NowUs();
+        grpc::Status st = fleet->SetConfig(&ctx, set, &change);
+        const int64_t t1 = NowUs();
+        fprintf(out, "%d %lld %lld %s\n", st.ok() ? 1 : 0, static_cast<long long>(t0),
+                static_cast<long long>(t1), error(st).c_str());
+      } else if (command == "restart") {
+        herd::v1::FleetRestartRequest restart;
+        restart.mutable_target()->set_all(true);
+        restart.set_module("mod-0");
+        restart.set_batch_percent(100);
+        restart.set_max_unavailable(static_cast<uint32_t>(o.agents));
+        restart.set_failure_threshold(static_cast<uint32_t>(o.agents));
+        herd::v1::Rollout rollout;
+        grpc::ClientContext ctx;
+        prepare(ctx);
+        const int64_t t0 = NowUs();
+        grpc::Status st = fleet->Restart(&ctx, restart, &rollout);
+        herd::v1::Rollout last;
+        while (st.ok() && NowUs() - t0 < 120 * 1000000LL) {
+          grpc::ClientContext g_ctx;
+          prepare(g_ctx);
+          herd::v1::GetRolloutRequest g;
+          g.set_id(rollout.id());
+          if (fleet->GetRollout(&g_ctx, g, &last).ok() &&
+              last.state() != herd::v1::ROLLOUT_STATE_RUNNING) {
+            break;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        fprintf(out, "%d %lld %lld %s %s\n", st.ok() ? 1 : 0, static_cast<long long>(t0),
+                static_cast<long long>(NowUs()), herd::v1::RolloutState_Name(last.state()).c_str(),
+                error(st).c_str());
+      } else {
+        fprintf(out, "0 0 0 unknown command\n");
+      }
+      fflush(out);
+    }
+    return 0;
+  }
+
+  pid_t pid_ = -1;
+  FILE* to_ = nullptr;
+  FILE* from_ = nullptr;
+};
+
 int Main(int argc, char** argv) {
   // gRPC's own locks are absl::Mutex; Debian's Abseil runs its lock-order detector on every one
   // of them (one global graph, one global lock). The simulator shares the machine with the
@@ -587,6 +700,9 @@ int Main(int argc, char** argv) {
     return Fail(absl::StrCat("the descriptor limit (", rl.rlim_cur, ") is below --agents + 100"));
   }
   signal(SIGPIPE, SIG_IGN);
+  // Forked now, while this process has no thread and no gRPC state.
+  OperatorProcess operator_process;
+  if (!operator_process.Start(o, op)) return Fail("cannot start the operator's process");
   const absl::Time deadline = absl::Now() + absl::Seconds(o.max_runtime_s);
   auto out_of_time = [&] { return absl::Now() > deadline; };
 
@@ -660,76 +776,54 @@ int Main(int argc, char** argv) {
   const double accepted = cp_batches0 >= 0 && cp_batches1 >= 0 ? cp_batches1 - cp_batches0 : -1;
   const double samples_per_batch = o.modules * (2.0 + o.probes) + 1;
 
-  // Fan-out: a config change for every host. The operator's channel is connected first, so
-  // what is timed is the fan-out, not a TCP and HTTP/2 handshake.
-  auto channel = grpc::CreateChannel(o.controlplane, grpc::InsecureChannelCredentials());
-  auto fleet = herd::v1::Fleet::NewStub(channel);
-  if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(30)))) {
-    fprintf(stderr, "fleetsim: cannot connect the operator's channel to %s\n",
-            o.controlplane.c_str());
-  }
-  auto call = [&](grpc::ClientContext& ctx) {
-    ctx.AddMetadata("authorization", "Bearer " + op);
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
-  };
+  // Fan-out: a config change for every host, from the operator's process.
   std::map<std::string, uint64_t> version_before;
   for (auto& a : agents) version_before[a->host_id()] = a->config_version();
-  herd::v1::FleetSetConfigRequest set;
-  set.mutable_scope()->set_global(true);
-  set.set_module("mod-0");
-  set.set_key("greeting");
-  set.set_value(absl::StrCat("fleetsim-", NowUs()));
-  herd::v1::FleetConfigChange change;
-  grpc::ClientContext set_ctx;
-  call(set_ctx);
-  const int64_t config_t0 = NowUs();
-  grpc::Status set_status = fleet->SetConfig(&set_ctx, set, &change);
-  const double set_call_ms = static_cast<double>(NowUs() - config_t0) / 1000.0;
+  const std::vector<std::string> set = operator_process.Call("config");
+  const bool set_ok = set.size() >= 3 && set[0] == "1";
+  int64_t config_t0 = 0, config_t1 = 0;
+  if (set.size() >= 3) {
+    (void)absl::SimpleAtoi(set[1], &config_t0);
+    (void)absl::SimpleAtoi(set[2], &config_t1);
+  }
+  if (!set_ok) {
+    fprintf(stderr, "fleetsim: SetConfig failed: %s\n",
+            set.size() > 3 ? set[3].c_str() : "the operator's process is gone");
+  }
+  const double set_call_ms = static_cast<double>(config_t1 - config_t0) / 1000.0;
   auto all_acked = [&] {
     for (auto& a : agents) {
       if (!a->failed() && a->config_version() <= version_before[a->host_id()]) return false;
     }
     return true;
   };
-  while (set_status.ok() && !all_acked() && !out_of_time() &&
-         NowUs() - config_t0 < 60 * 1000000LL) {
+  while (set_ok && !all_acked() && !out_of_time() && NowUs() - config_t0 < 60 * 1000000LL) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   std::vector<double> config_ms;
   for (auto& a : agents) {
-    if (a->config_version() > version_before[a->host_id()]) {
+    if (set_ok && a->config_version() > version_before[a->host_id()]) {
       config_ms.push_back(static_cast<double>(a->config_ack_us() - config_t0) / 1000.0);
     }
   }
 
-  // Fan-out: a restart of mod-0 on every host, all at once.
-  herd::v1::FleetRestartRequest restart;
-  restart.mutable_target()->set_all(true);
-  restart.set_module("mod-0");
-  restart.set_batch_percent(100);
-  restart.set_max_unavailable(static_cast<uint32_t>(o.agents));
-  restart.set_failure_threshold(static_cast<uint32_t>(o.agents));
-  herd::v1::Rollout rollout;
-  grpc::ClientContext restart_ctx;
-  call(restart_ctx);
-  const int64_t restart_t0 = NowUs();
-  grpc::Status restart_status = fleet->Restart(&restart_ctx, restart, &rollout);
-  herd::v1::Rollout final_rollout;
-  while (restart_status.ok() && !out_of_time() && NowUs() - restart_t0 < 120 * 1000000LL) {
-    grpc::ClientContext ctx;
-    call(ctx);
-    herd::v1::GetRolloutRequest g;
-    g.set_id(rollout.id());
-    if (fleet->GetRollout(&ctx, g, &final_rollout).ok() &&
-        final_rollout.state() != herd::v1::ROLLOUT_STATE_RUNNING) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // Fan-out: a restart of mod-0 on every host, all at once (one batch of 100 %).
+  const std::vector<std::string> rs = operator_process.Call("restart");
+  const bool restart_ok = rs.size() >= 4 && rs[0] == "1";
+  int64_t restart_t0 = 0, restart_t1 = 0;
+  if (rs.size() >= 3) {
+    (void)absl::SimpleAtoi(rs[1], &restart_t0);
+    (void)absl::SimpleAtoi(rs[2], &restart_t1);
   }
-  const double rollout_s = static_cast<double>(NowUs() - restart_t0) / 1e6;
+  if (!restart_ok) {
+    fprintf(stderr, "fleetsim: Restart failed: %s\n",
+            rs.size() > 4 ? rs[4].c_str() : "the operator's process is gone");
+  }
+  const std::string rollout_state = rs.size() >= 4 ? rs[3] : "?";
+  const double rollout_s = static_cast<double>(restart_t1 - restart_t0) / 1e6;
   std::vector<double> restart_ms;
   for (auto& a : agents) {
-    if (a->restart_ack_us() >= restart_t0) {
+    if (restart_ok && a->restart_ack_us() >= restart_t0) {
       restart_ms.push_back(static_cast<double>(a->restart_ack_us() - restart_t0) / 1000.0);
     }
   }
@@ -775,12 +869,11 @@ int Main(int argc, char** argv) {
   printf("  config fan-out      %zu/%d hosts acked: p50 %.0f ms, p99 %.0f ms, max %.0f ms "
          "(SetConfig call %.0f ms)%s\n",
          cfg.n, connected, cfg.p50, cfg.p99, cfg.max, set_call_ms,
-         set_status.ok() ? "" : absl::StrCat(" FAILED: ", set_status.error_message()).c_str());
+         set_ok ? "" : " FAILED (see above)");
   printf("  restart fan-out     %zu/%d hosts acked: p50 %.0f ms, p99 %.0f ms, max %.0f ms "
          "(restart takes %d ms; rollout %s in %.1f s)%s\n",
          rst.n, connected, rst.p50, rst.p99, rst.max, o.restart_ms,
-         herd::v1::RolloutState_Name(final_rollout.state()).c_str(), rollout_s,
-         restart_status.ok() ? "" : absl::StrCat(" FAILED: ", restart_status.error_message()).c_str());
+         rollout_state.c_str(), rollout_s, restart_ok ? "" : " FAILED (see above)");
   if (api.list_ms >= 0) {
     printf("  dashboard API       ListHosts page of 50: %.1f ms, search: %.1f ms, GetHost: %.1f ms; "
            "/metrics: %.0f ms (%.1f MiB)\n",
