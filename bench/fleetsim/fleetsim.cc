@@ -19,10 +19,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -493,9 +495,15 @@ ApiTimes TimeApi(const Options& o, const std::string& host_id) {
   return t;
 }
 
-// A counter from the control plane's /metrics (-1 when unavailable).
-double ScrapeCounter(const Options& o, const std::string& name) {
-  if (o.http.empty()) return -1;
+// What fleetsim reads from the control plane's /metrics: the batches counter (-1 when
+// unavailable) and the batch delay histogram's cumulative buckets (upper bound, count).
+struct Scrape {
+  double batches = -1;
+  std::vector<std::pair<double, double>> delay;
+};
+Scrape ScrapeMetrics(const Options& o) {
+  Scrape out;
+  if (o.http.empty()) return out;
   httplib::Client c(absl::StrCat("http://", o.http));
   c.set_read_timeout(30);
   httplib::Headers h;
@@ -503,14 +511,49 @@ double ScrapeCounter(const Options& o, const std::string& name) {
     h.emplace("Authorization", "Bearer " + ReadTrimmed(o.viewer_token_file));
   }
   auto r = c.Get("/metrics", h);
-  if (!r || r->status != 200) return -1;
+  if (!r || r->status != 200) return out;
   for (absl::string_view line : absl::StrSplit(r->body, '\n')) {
-    if (absl::ConsumePrefix(&line, name) && absl::ConsumePrefix(&line, " ")) {
-      double v = 0;
-      if (absl::SimpleAtod(line, &v)) return v;
+    double v = 0;
+    if (absl::ConsumePrefix(&line, "herd_controlplane_metric_batches_total ")) {
+      if (absl::SimpleAtod(line, &v)) out.batches = v;
+    } else if (absl::ConsumePrefix(&line, "herd_controlplane_metric_batch_delay_seconds_bucket{le=\"")) {
+      const size_t q = line.find('"');
+      if (q == absl::string_view::npos) continue;
+      double le = 0;
+      const absl::string_view bound = line.substr(0, q);
+      if (bound == "+Inf") {
+        le = std::numeric_limits<double>::infinity();
+      } else if (!absl::SimpleAtod(bound, &le)) {
+        continue;
+      }
+      absl::string_view value = line.substr(q + 1);
+      if (absl::ConsumePrefix(&value, "} ") && absl::SimpleAtod(value, &v)) {
+        out.delay.emplace_back(le, v);
+      }
     }
   }
-  return -1;
+  return out;
+}
+
+// The q-quantile of the observations between two scrapes of a histogram, interpolated within
+// its bucket as Prometheus' histogram_quantile does (-1 when there is none).
+double DelayQuantile(const Scrape& a, const Scrape& b, double q) {
+  if (a.delay.size() != b.delay.size() || b.delay.empty()) return -1;
+  const double total = b.delay.back().second - a.delay.back().second;
+  if (total <= 0) return -1;
+  const double rank = q * total;
+  double prev_le = 0, prev_count = 0;
+  for (size_t i = 0; i < b.delay.size(); ++i) {
+    const double le = b.delay[i].first;
+    const double count = b.delay[i].second - a.delay[i].second;
+    if (count >= rank) {
+      if (std::isinf(le)) return prev_le;  // beyond the last bound: its bound
+      return prev_le + (le - prev_le) * (count > prev_count ? (rank - prev_count) / (count - prev_count) : 1);
+    }
+    prev_le = le;
+    prev_count = count;
+  }
+  return prev_le;
 }
 
 struct Percentiles {
@@ -757,7 +800,8 @@ int Main(int argc, char** argv) {
   std::this_thread::sleep_for(std::chrono::seconds(2));  // let the first batches settle
   // The control plane's counter and ours are read back to back, at the start and the end of
   // the window, so the two rates cover the same time.
-  const double cp_batches0 = ScrapeCounter(o, "herd_controlplane_metric_batches_total");
+  const Scrape scrape0 = ScrapeMetrics(o);
+  const double cp_batches0 = scrape0.batches;
   const uint64_t sent0 = counters.batches_sent.load();
   const uint64_t skipped0 = counters.batches_skipped.load();
   const ProcSample p0 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
@@ -766,7 +810,10 @@ int Main(int argc, char** argv) {
   std::this_thread::sleep_for(absl::ToChronoSeconds(absl::Seconds(o.steady_s)));
   const ProcSample p1 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
   const ProcSample self1 = SampleProc(getpid());
-  const double cp_batches1 = ScrapeCounter(o, "herd_controlplane_metric_batches_total");
+  const Scrape scrape1 = ScrapeMetrics(o);
+  const double cp_batches1 = scrape1.batches;
+  const double delay_p50 = DelayQuantile(scrape0, scrape1, 0.5);
+  const double delay_p99 = DelayQuantile(scrape0, scrape1, 0.99);
   const uint64_t sent = counters.batches_sent.load() - sent0;
   const uint64_t skipped = counters.batches_skipped.load() - skipped0;
   const int64_t t1 = NowUs();
@@ -858,6 +905,11 @@ int Main(int argc, char** argv) {
                       : absl::StrFormat("%.0f batches/s (%.1f%% of sent)", accepted / window_s,
                                         sent ? 100.0 * accepted / static_cast<double>(sent) : 0)
                             .c_str());
+  if (delay_p50 >= 0) {
+    printf("  batch delay         p50 %.2f s, p99 %.2f s (batch time to processing, the control "
+           "plane's histogram over the window)\n",
+           delay_p50, delay_p99);
+  }
   if (o.controlplane_pid) {
     printf("  control plane       %.2f cores (fleetsim %.2f), RSS %.1f MiB (%.1f before the "
            "agents) = %.1f KiB per agent (after fan-out: %.1f MiB)\n",
@@ -890,13 +942,14 @@ int Main(int argc, char** argv) {
         R"("skipped":%llu,"cp_cores":%.3f,"sim_cores":%.3f,"cp_rss_bytes":%llu,"cp_rss_baseline_bytes":%llu,"config_p50_ms":%.1f,)"
         R"("config_p99_ms":%.1f,"config_max_ms":%.1f,"config_acked":%zu,"restart_p50_ms":%.1f,)"
         R"("restart_p99_ms":%.1f,"restart_max_ms":%.1f,"restart_acked":%zu,"failed_streams":%d,)"
-        R"("list_hosts_ms":%.1f,"search_hosts_ms":%.1f,"get_host_ms":%.1f,"metrics_ms":%.1f})",
+        R"("list_hosts_ms":%.1f,"search_hosts_ms":%.1f,"get_host_ms":%.1f,"metrics_ms":%.1f,)"
+        R"("batch_delay_p50_s":%.3f,"batch_delay_p99_s":%.3f})",
         o.agents, o.modules, o.probes, o.interval_ms, connected, registration_s,
         static_cast<double>(sent) / window_s, accepted < 0 ? -1 : accepted / window_s,
         static_cast<unsigned long long>(skipped), cp_cores, sim_cores,
         static_cast<unsigned long long>(p1.rss), static_cast<unsigned long long>(baseline.rss), cfg.p50, cfg.p99, cfg.max, cfg.n, rst.p50,
         rst.p99, rst.max, rst.n, counters.failed.load(), api.list_ms, api.search_ms, api.host_ms,
-        api.metrics_ms);
+        api.metrics_ms, delay_p50, delay_p99);
     j << "\n";
   }
   const bool ok = connected == o.agents && counters.failed.load() == 0 &&

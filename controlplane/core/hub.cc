@@ -584,6 +584,9 @@ void Hub::OnDisconnect(const std::string& host_id, const HostSession* session) {
 
 void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms) {
   batches_received_.fetch_add(1, std::memory_order_relaxed);
+  if (!batch.replayed() && batch.at_unix_ms() > 0) {
+    batch_delay_.Observe(absl::Milliseconds(std::max<int64_t>(0, now_ms - batch.at_unix_ms())));
+  }
   batches_dropped_by_agents_.fetch_add(batch.dropped_batches(), std::memory_order_relaxed);
   h.dropped_batches += batch.dropped_batches();
   // The agent's clock, unless it is ahead of ours: a batch from the future would hold every
@@ -1422,6 +1425,7 @@ Hub::Stats Hub::stats() const {
   s.batches_dropped_by_agents = batches_dropped_by_agents_.load(std::memory_order_relaxed);
   s.config_pushes = config_pushes_.load(std::memory_order_relaxed);
   s.config_nacks = config_nacks_.load(std::memory_order_relaxed);
+  s.batch_delay = batch_delay_.Read();
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
   for (const Entry& e : Entries()) {
     absl::MutexLock hl(&e->mu);

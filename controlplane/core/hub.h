@@ -14,6 +14,7 @@
 // gateway's stream reactors, behind the HostSession interface so tests can use fakes.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -32,6 +33,7 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "controlplane/core/series.h"
+#include "controlplane/store/instrumented_store.h"
 #include "controlplane/store/store.h"
 #include "herd/v1/fleet.pb.h"
 #include "herd/v1/gateway.pb.h"
@@ -159,7 +161,13 @@ class Hub {
     uint64_t config_pushes = 0, config_nacks = 0;
     // Every message agents sent (Hellos included, stale streams and refused Hellos too).
     uint64_t agent_messages = 0;
+    // From a batch's time (the agent's clock) to its processing here, live batches only (not
+    // those replayed after a reconnect). Seconds of delay mean the control plane (or its
+    // machine) is behind: everything it does for agents waits as long.
+    LatencyHistogram::Snapshot batch_delay;
   };
+  static constexpr std::array<double, 12> kBatchDelayBounds = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                               1,    2.5,   5,    10,  30,   60};
   Stats stats() const;
 
   // Waits until every host record changed so far is written (or the write failed: its
@@ -285,6 +293,8 @@ class Hub {
   // Counted before any lock is taken (and before a Hello is validated).
   std::atomic<uint64_t> agent_messages_{0};
   std::atomic<uint64_t> batches_received_{0}, batches_dropped_by_agents_{0};
+  LatencyHistogram batch_delay_{std::vector<double>(kBatchDelayBounds.begin(),
+                                                    kBatchDelayBounds.end())};
   std::atomic<uint64_t> config_pushes_{0}, config_nacks_{0};
 
   absl::Mutex life_mu_;

@@ -213,6 +213,10 @@ void RenderSelf(const SelfMetrics& self, Families& f) {
         static_cast<double>(stats.agent_messages));
   f.Add("herd_controlplane_metric_batches_total", "counter", "Metric batches received.", "",
         static_cast<double>(stats.batches_received));
+  f.AddHistogram("herd_controlplane_metric_batch_delay_seconds",
+                 "From a metric batch's time (the agent's clock) to the control plane processing "
+                 "it; batches replayed after a reconnect are left out.",
+                 "", stats.batch_delay);
   f.Add("herd_controlplane_agent_dropped_batches_total", "counter",
         "Metric batches agents reported dropping while disconnected.", "",
         static_cast<double>(stats.batches_dropped_by_agents));

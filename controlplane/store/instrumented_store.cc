@@ -24,7 +24,7 @@ bool IsStorageError(const absl::Status& s) {
 void LatencyHistogram::Observe(absl::Duration d) {
   const double seconds = absl::ToDoubleSeconds(d);
   size_t i = 0;
-  while (i < kBounds.size() && seconds > kBounds[i]) ++i;
+  while (i < bounds_.size() && seconds > bounds_[i]) ++i;
   buckets_[i].fetch_add(1, std::memory_order_relaxed);
   sum_ns_.fetch_add(static_cast<uint64_t>(std::max<int64_t>(0, absl::ToInt64Nanoseconds(d))),
                     std::memory_order_relaxed);
@@ -32,9 +32,9 @@ void LatencyHistogram::Observe(absl::Duration d) {
 
 LatencyHistogram::Snapshot LatencyHistogram::Read() const {
   Snapshot s;
-  s.bounds.assign(kBounds.begin(), kBounds.end());
+  s.bounds = bounds_;
   uint64_t running = 0;
-  for (size_t i = 0; i < kBounds.size(); ++i) {
+  for (size_t i = 0; i < bounds_.size(); ++i) {
     running += buckets_[i].load(std::memory_order_relaxed);
     s.cumulative.push_back(running);
   }

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -42,12 +43,18 @@ class LatencyHistogram {
     double sum_seconds = 0;
   };
 
+  // `bounds`: ascending upper bounds in seconds (the store's by default).
+  LatencyHistogram() : LatencyHistogram(std::vector<double>(kBounds.begin(), kBounds.end())) {}
+  explicit LatencyHistogram(std::vector<double> bounds)
+      : bounds_(std::move(bounds)), buckets_(bounds_.size() + 1) {}
+
   void Observe(absl::Duration d);
   Snapshot Read() const;
 
  private:
+  const std::vector<double> bounds_;
   // Per bucket (not cumulative), the last one being +Inf.
-  std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};
+  std::vector<std::atomic<uint64_t>> buckets_;
   std::atomic<uint64_t> sum_ns_{0};
 };
 

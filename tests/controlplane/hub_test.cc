@@ -538,6 +538,22 @@ TEST_F(HubTest, SecondConnectClosesTheFirstAndIgnoresIt) {
   EXPECT_EQ(hub_->GetHost("h1")->units_size(), 1);
 }
 
+TEST_F(HubTest, BatchDelayIsTimedFromTheBatchTimeForLiveBatchesOnly) {
+  Conn c = Connect(MakeHello("h1"));
+  Send("h1", c, Batch(NowMs() - 3000, 1));                      // 3 s late
+  Send("h1", c, Batch(NowMs() + 2000, 1));                      // agent clock ahead: 0
+  Send("h1", c, Batch(NowMs() - 600000, 1, 0, /*replayed=*/true));  // not counted
+  auto d = hub_->stats().batch_delay;
+  EXPECT_EQ(d.count, 2u);
+  ASSERT_EQ(d.bounds.size(), Hub::kBatchDelayBounds.size());
+  EXPECT_EQ(d.cumulative[0], 1u);  // le 0.01 s
+  EXPECT_EQ(d.bounds[7], 2.5);
+  EXPECT_EQ(d.cumulative[7], 1u);
+  EXPECT_EQ(d.bounds[8], 5.0);
+  EXPECT_EQ(d.cumulative[8], 2u);
+  EXPECT_DOUBLE_EQ(d.sum_seconds, 3.0);
+}
+
 TEST_F(HubTest, MessagesForUnknownHostsAreIgnored) {
   auto s = std::make_shared<FakeSession>();
   hub_->OnMessage("ghost", s.get(), Batch(NowMs(), 1));

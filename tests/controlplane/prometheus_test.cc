@@ -84,6 +84,12 @@ SelfMetrics Full() {
   self.hub.connected = 1;
   self.hub.batches_received = 77;
   self.hub.agent_messages = 80;
+  LatencyHistogram delay(
+      std::vector<double>(Hub::kBatchDelayBounds.begin(), Hub::kBatchDelayBounds.end()));
+  delay.Observe(absl::Milliseconds(5));
+  delay.Observe(absl::Seconds(3));
+  delay.Observe(absl::Seconds(40));
+  self.hub.batch_delay = delay.Read();
   self.rollouts_running = 1;
   self.rollouts_succeeded = 4;
   self.rollouts_failed = 2;
@@ -346,6 +352,15 @@ TEST(Prometheus, ControlPlaneCountersAndGauges) {
                              "herd_controlplane_rollouts_total{state=\"succeeded\"} 4\n"
                              "herd_controlplane_rollouts_total{state=\"failed\"} 2\n"
                              "herd_controlplane_rollouts_total{state=\"aborted\"} 0\n"));
+}
+
+TEST(Prometheus, BatchDelayIsAHistogramInSeconds) {
+  std::string out = RenderPrometheus({}, Full(), kNow);
+  const std::string f = "herd_controlplane_metric_batch_delay_seconds";
+  EXPECT_THAT(out, HasSubstr("# TYPE " + f + " histogram\n" + f + "_bucket{le=\"0.01\"} 1\n"));
+  EXPECT_THAT(out, HasSubstr(f + "_bucket{le=\"2.5\"} 1\n" + f + "_bucket{le=\"5\"} 2\n"));
+  EXPECT_THAT(out, HasSubstr(f + "_bucket{le=\"30\"} 2\n" + f + "_bucket{le=\"60\"} 3\n" + f +
+                             "_bucket{le=\"+Inf\"} 3\n" + f + "_sum 43.005\n" + f + "_count 3\n"));
 }
 
 TEST(Prometheus, StoreLatencyIsAHistogramPerKindWithCumulativeBuckets) {
