@@ -83,6 +83,7 @@ absl::Status Hub::Start() {
       e->s.series = HostSeries(options_.series);
       e->s.record = r;
       e->s.disconnected_at_ms = r.last_seen_unix_ms;
+      by_id_[r.host_id] = e;
       hosts_[r.host_id] = std::move(e);
     }
   }
@@ -189,8 +190,8 @@ void Hub::Stop() {
 
 Hub::Entry Hub::Find(const std::string& host_id) const {
   absl::ReaderMutexLock l(&index_mu_);
-  auto it = hosts_.find(host_id);
-  return it == hosts_.end() ? nullptr : it->second;
+  auto it = by_id_.find(host_id);
+  return it == by_id_.end() ? nullptr : it->second;
 }
 
 Hub::Entry Hub::FindByIdOrName(const std::string& want) const {
@@ -378,6 +379,7 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
       slot->s.record.host_id = hello.host_id();
       slot->s.record.registered_at_unix_ms = now_ms;
       slot->s.record.hostname = hello.hostname();
+      by_id_[hello.host_id()] = slot;
       new_host = true;
     }
     e = slot;

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -278,7 +279,10 @@ class Hub {
   std::shared_ptr<spdlog::logger> log_;
 
   mutable absl::Mutex index_mu_;
+  // In id order, for listings; and hashed, for the lookup of every agent message (a map
+  // lookup was 2 % of the control plane's CPU at 5,000 agents). The same entries.
   std::map<std::string, Entry> hosts_ ABSL_GUARDED_BY(index_mu_);
+  absl::flat_hash_map<std::string, Entry> by_id_ ABSL_GUARDED_BY(index_mu_);
 
   mutable absl::Mutex pending_mu_;
   std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(pending_mu_);
