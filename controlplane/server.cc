@@ -173,10 +173,11 @@ absl::Status RunServer(const ServerOptions& options) {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  // An idle connection keeps the buffer of its next read: at most 8 KiB, sized by its recent
-  // reads (an agent's batch is a few KiB). Effective with the "tcp_read_chunks" experiment
-  // off (controlplane_main.cc); larger messages are read in several chunks.
-  builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 8192);
+  // An idle connection keeps the buffer of its next read: sized by its recent reads, at most
+  // 4 KiB (effective with the "tcp_read_chunks" experiment off, controlplane_main.cc). An
+  // agent's batch of 10 modules × 10 probes (~4.3 KiB) takes two reads. At 5,000 agents:
+  // 8 KiB → 4 KiB saved 4 KiB per agent at the same CPU; 2 KiB saved 2 more for 20 % more CPU.
+  builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4096);
 
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {

@@ -11,6 +11,7 @@
 //   - the control plane's CPU and RSS (from /proc/PID) per connected agent;
 //   - every stream that failed.
 // It is bounded in agents and time and stops by itself. See bench/README.md.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -584,8 +585,8 @@ int Fail(const std::string& msg) {
 // calls share no gRPC thread or queue with the simulated agents' 10,000 channels.
 // Commands and answers are lines on a socket pair:
 //   "config"  -> "<ok 0|1> <t0_us> <t1_us> <error>"  (SetConfig, global scope, mod-0:greeting)
-//   "restart" -> "<ok 0|1> <t0_us> <t1_us> <state> <error>"  (Restart of mod-0 on every host,
-//                one batch; t1 when the rollout left RUNNING, or after 120 s)
+//   "restart <s>" -> "<ok 0|1> <t0_us> <t1_us> <state> <error>"  (Restart of mod-0 on every
+//                host, one batch; t1 when the rollout left RUNNING, or after <s> seconds)
 class OperatorProcess {
  public:
   ~OperatorProcess() {
@@ -597,28 +598,41 @@ class OperatorProcess {
     int fds[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return false;
     pid_ = fork();
-    if (pid_ < 0) return false;
+    if (pid_ < 0) {
+      close(fds[0]);
+      close(fds[1]);
+      return false;
+    }
     if (pid_ == 0) {
       close(fds[0]);
       _exit(Serve(fds[1], o, token));
     }
     close(fds[1]);
+    const int read_fd = fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
     to_ = fdopen(fds[0], "w");
-    from_ = fdopen(dup(fds[0]), "r");
-    return to_ != nullptr && from_ != nullptr;
+    from_ = read_fd >= 0 ? fdopen(read_fd, "r") : nullptr;
+    if (!to_ || !from_) {
+      // The child sees end of file once both ends are closed, and exits.
+      if (to_) fclose(to_); else close(fds[0]);
+      if (from_) fclose(from_); else if (read_fd >= 0) close(read_fd);
+      to_ = from_ = nullptr;
+      return false;
+    }
+    return true;
   }
-  // Sends a command and returns the fields of its answer (empty if the operator is gone).
-  std::vector<std::string> Call(const std::string& command) {
+  // Sends a command and returns its answer split in at most `fields` fields (the last one
+  // keeps its spaces); empty if the operator's process is gone.
+  std::vector<std::string> Call(const std::string& command, int fields) {
     if (!to_ || fprintf(to_, "%s\n", command.c_str()) < 0 || fflush(to_) != 0) return {};
     char line[4096];
     if (!fgets(line, sizeof line, from_)) return {};
-    return absl::StrSplit(absl::StripAsciiWhitespace(line), absl::MaxSplits(' ', 4));
+    return absl::StrSplit(absl::StripAsciiWhitespace(line), absl::MaxSplits(' ', fields - 1));
   }
 
  private:
   static int Serve(int fd, const Options& o, const std::string& token) {
     FILE* in = fdopen(fd, "r");
-    FILE* out = fdopen(dup(fd), "w");
+    FILE* out = fdopen(fcntl(fd, F_DUPFD_CLOEXEC, 0), "w");
     if (!in || !out) return 1;
     auto channel = grpc::CreateChannel(o.controlplane, grpc::InsecureChannelCredentials());
     auto fleet = herd::v1::Fleet::NewStub(channel);
@@ -650,7 +664,10 @@ class OperatorProcess {
         const int64_t t1 = NowUs();
         fprintf(out, "%d %lld %lld %s\n", st.ok() ? 1 : 0, static_cast<long long>(t0),
                 static_cast<long long>(t1), error(st).c_str());
-      } else if (command == "restart") {
+      } else if (absl::StartsWith(command, "restart")) {
+        // "restart <seconds>": how long to wait for the rollout at most.
+        double limit_s = 120;
+        (void)absl::SimpleAtod(absl::StripPrefix(command, "restart"), &limit_s);
         herd::v1::FleetRestartRequest restart;
         restart.mutable_target()->set_all(true);
         restart.set_module("mod-0");
@@ -663,7 +680,7 @@ class OperatorProcess {
         const int64_t t0 = NowUs();
         grpc::Status st = fleet->Restart(&ctx, restart, &rollout);
         herd::v1::Rollout last;
-        while (st.ok() && NowUs() - t0 < 120 * 1000000LL) {
+        while (st.ok() && NowUs() - t0 < static_cast<int64_t>(limit_s * 1e6)) {
           grpc::ClientContext g_ctx;
           prepare(g_ctx);
           herd::v1::GetRolloutRequest g;
@@ -826,7 +843,7 @@ int Main(int argc, char** argv) {
   // Fan-out: a config change for every host, from the operator's process.
   std::map<std::string, uint64_t> version_before;
   for (auto& a : agents) version_before[a->host_id()] = a->config_version();
-  const std::vector<std::string> set = operator_process.Call("config");
+  const std::vector<std::string> set = operator_process.Call("config", 4);
   const bool set_ok = set.size() >= 3 && set[0] == "1";
   int64_t config_t0 = 0, config_t1 = 0;
   if (set.size() >= 3) {
@@ -855,7 +872,10 @@ int Main(int argc, char** argv) {
   }
 
   // Fan-out: a restart of mod-0 on every host, all at once (one batch of 100 %).
-  const std::vector<std::string> rs = operator_process.Call("restart");
+  const double restart_limit_s =
+      std::clamp(absl::ToDoubleSeconds(deadline - absl::Now()), 1.0, 120.0);
+  const std::vector<std::string> rs =
+      operator_process.Call(absl::StrCat("restart ", restart_limit_s), 5);
   const bool restart_ok = rs.size() >= 4 && rs[0] == "1";
   int64_t restart_t0 = 0, restart_t1 = 0;
   if (rs.size() >= 3) {

@@ -587,7 +587,11 @@ void Hub::OnDisconnect(const std::string& host_id, const HostSession* session) {
 void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms) {
   batches_received_.fetch_add(1, std::memory_order_relaxed);
   if (!batch.replayed() && batch.at_unix_ms() > 0) {
-    batch_delay_.Observe(absl::Milliseconds(std::max<int64_t>(0, now_ms - batch.at_unix_ms())));
+    // An agent's clock far behind ours must not overflow the histogram's sum: delays count
+    // up to twice the last bound (they are all in +Inf beyond it anyway).
+    constexpr int64_t kMaxDelayMs = 120000;
+    batch_delay_.Observe(absl::Milliseconds(
+        std::clamp<int64_t>(now_ms - batch.at_unix_ms(), 0, kMaxDelayMs)));
   }
   batches_dropped_by_agents_.fetch_add(batch.dropped_batches(), std::memory_order_relaxed);
   h.dropped_batches += batch.dropped_batches();

@@ -97,6 +97,11 @@ HostSeries::Window HostSeries::Shown(const Entry& e) const {
   return w;
 }
 
+bool HostSeries::ShowsBlockInProgress(const Entry& e) const {
+  return Fine(e) == 0 && Coarse(e) > 0 && e.block_count > 0 && e.last_seq > 0 &&
+         Block(e.last_seq) >= seq_ / coarse_every_ && e.last_seq + times_.size() > seq_;
+}
+
 void HostSeries::DropStale() {
   // A series with nothing left in either tier is dropped.
   std::vector<Entry> entries;
@@ -104,7 +109,9 @@ void HostSeries::DropStale() {
   std::vector<float> values;
   for (const Entry& e : entries_) {
     const Window w = Shown(e);
-    if (e.last_seq < w.fine_first && w.block_begin >= w.block_end) continue;
+    if (e.last_seq < w.fine_first && w.block_begin >= w.block_end && !ShowsBlockInProgress(e)) {
+      continue;
+    }
     Entry n = e;
     n.key_offset = static_cast<uint32_t>(keys.size());
     keys.append(Key(e));
@@ -190,7 +197,7 @@ void HostSeries::Add(std::string_view unit, std::string_view metric, double valu
       e->block_sum = 0;
       e->block_count = 0;
     }
-    if (!std::isnan(v)) {
+    if (std::isfinite(v)) {  // a NaN or an infinity would poison the block's mean
       e->block_sum += v;
       ++e->block_count;
     }
@@ -216,8 +223,7 @@ bool HostSeries::Points(std::string_view unit, std::string_view metric, int64_t 
     if (std::isnan(v) || at < since_ms) continue;
     Push(at, v, out);
   }
-  if (nf == 0 && nc > 0 && current >= seq_ / coarse_every_ && e->block_count > 0 &&
-      e->last_seq + times_.size() > seq_) {
+  if (ShowsBlockInProgress(*e)) {
     // With no fine tier, the block in progress is shown as its mean so far, dated by its
     // latest sample.
     const int64_t at = times_[e->last_seq % times_.size()];

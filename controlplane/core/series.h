@@ -87,6 +87,8 @@ class HostSeries {
     uint32_t block_begin = 0, block_end = 0;
   };
   Window Shown(const Entry& e) const;
+  // A series with no fine tier shows the block in progress as its mean so far.
+  bool ShowsBlockInProgress(const Entry& e) const;
   std::string_view Key(const Entry& e) const;
   Entry* Find(std::string_view unit, std::string_view metric);
   const Entry* Find(std::string_view unit, std::string_view metric) const;

@@ -543,15 +543,17 @@ TEST_F(HubTest, BatchDelayIsTimedFromTheBatchTimeForLiveBatchesOnly) {
   Send("h1", c, Batch(NowMs() - 3000, 1));                      // 3 s late
   Send("h1", c, Batch(NowMs() + 2000, 1));                      // agent clock ahead: 0
   Send("h1", c, Batch(NowMs() - 600000, 1, 0, /*replayed=*/true));  // not counted
+  Send("h1", c, Batch(NowMs() - 10LL * 86400 * 1000, 1));  // a clock 10 days behind: 120 s
   auto d = hub_->stats().batch_delay;
-  EXPECT_EQ(d.count, 2u);
+  EXPECT_EQ(d.count, 3u);
   ASSERT_EQ(d.bounds.size(), Hub::kBatchDelayBounds.size());
   EXPECT_EQ(d.cumulative[0], 1u);  // le 0.01 s
   EXPECT_EQ(d.bounds[7], 2.5);
   EXPECT_EQ(d.cumulative[7], 1u);
   EXPECT_EQ(d.bounds[8], 5.0);
   EXPECT_EQ(d.cumulative[8], 2u);
-  EXPECT_DOUBLE_EQ(d.sum_seconds, 3.0);
+  EXPECT_EQ(d.cumulative.back(), 2u);  // le 60 s; the 120 s one is only in +Inf
+  EXPECT_DOUBLE_EQ(d.sum_seconds, 123.0);
 }
 
 TEST_F(HubTest, MessagesForUnknownHostsAreIgnored) {

@@ -1,5 +1,6 @@
 #include "controlplane/core/series.h"
 
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -177,6 +178,46 @@ TEST(HostSeries, ASeriesIsGoneOnlyWhenBothTiersHaveNothingOfIt) {
   EXPECT_EQ(s.dropped_series(), 1u);
   std::vector<herd::v1::Point> none;
   EXPECT_FALSE(s.Points("old", "cpu", 0, &none));
+}
+
+TEST(HostSeries, AProbeInItsFirstBlockIsNotDroppedToMakeRoom) {
+  // Probes have no fine tier: in the host's first block, their only point is the block in
+  // progress, and they must not be taken for series with nothing left.
+  HostSeries s(SeriesOptions{.points = 5,
+                             .probe_points = 0,
+                             .coarse_every = 10,
+                             .coarse_points = 5,
+                             .probe_coarse_points = 5,
+                             .max_series = 2});
+  s.Begin(1000);
+  s.Add("web", "probe:a", 1);
+  s.Add("web", "probe:b", 2);
+  s.Begin(2000);
+  s.Add("web", "probe:a", 3);
+  s.Add("web", "probe:b", 4);
+  s.Add("web", "probe:c", 5);  // no room: refused and counted, a and b kept
+  EXPECT_EQ(s.dropped_series(), 1u);
+  auto a = Get(s, "web", "probe:a");
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_DOUBLE_EQ(a[0].value(), 2);
+  EXPECT_EQ(a[0].at_unix_ms(), 2000);
+  EXPECT_EQ(Get(s, "web", "probe:b").size(), 1u);
+}
+
+TEST(HostSeries, AnInfiniteValueDoesNotPoisonItsBlock) {
+  HostSeries s(SeriesOptions{.points = 1,
+                             .probe_points = 0,
+                             .coarse_every = 2,
+                             .coarse_points = 4,
+                             .probe_coarse_points = 4,
+                             .max_series = 10});
+  s.Begin(1000);
+  s.Add("web", "probe:x", std::numeric_limits<double>::infinity());
+  s.Begin(2000);
+  s.Add("web", "probe:x", 4);
+  auto x = Get(s, "web", "probe:x");
+  ASSERT_EQ(x.size(), 1u);
+  EXPECT_DOUBLE_EQ(x[0].value(), 4);
 }
 
 TEST(HostSeries, AKeyLongerThanAnyNameIsNotRecorded) {
