@@ -583,12 +583,19 @@ int Fail(const std::string& msg) {
 // The operator's side (the Fleet API calls that start a fan-out) runs in a process of its own,
 // forked before any gRPC object exists, as an operator's client would on its own machine: its
 // calls share no gRPC thread or queue with the simulated agents' 10,000 channels.
-// Commands and answers are lines on a socket pair:
-//   "config"  -> "<ok 0|1> <t0_us> <t1_us> <error>"  (SetConfig, global scope, mod-0:greeting)
-//   "restart <s>" -> "<ok 0|1> <t0_us> <t1_us> <state> <error>"  (Restart of mod-0 on every
-//                host, one batch; t1 when the rollout left RUNNING, or after <s> seconds)
+// Commands and answers are lines on a socket pair; every answer is
+// "<ok 0|1> <t0_us> <t1_us> <rollout state or -> <error or ->":
+//   "config"       SetConfig, global scope, mod-0:greeting; t1 when the call returned;
+//   "restart <s>"  Restart of mod-0 on every host, one batch; t1 when the rollout left
+//                  RUNNING, or after <s> seconds.
 class OperatorProcess {
  public:
+  struct Reply {
+    bool ok = false;
+    int64_t t0_us = 0, t1_us = 0;
+    std::string state = "-";
+    std::string error = "the operator's process is gone";
+  };
   ~OperatorProcess() {
     if (to_) fclose(to_);
     if (from_) fclose(from_);
@@ -620,13 +627,24 @@ class OperatorProcess {
     }
     return true;
   }
-  // Sends a command and returns its answer split in at most `fields` fields (the last one
-  // keeps its spaces); empty if the operator's process is gone.
-  std::vector<std::string> Call(const std::string& command, int fields) {
-    if (!to_ || fprintf(to_, "%s\n", command.c_str()) < 0 || fflush(to_) != 0) return {};
+  // Sends a command and waits for its answer.
+  Reply Call(const std::string& command) {
+    Reply r;
     char line[4096];
-    if (!fgets(line, sizeof line, from_)) return {};
-    return absl::StrSplit(absl::StripAsciiWhitespace(line), absl::MaxSplits(' ', fields - 1));
+    if (!to_ || fprintf(to_, "%s\n", command.c_str()) < 0 || fflush(to_) != 0 ||
+        !fgets(line, sizeof line, from_)) {
+      return r;
+    }
+    std::vector<std::string> f =
+        absl::StrSplit(absl::StripAsciiWhitespace(line), absl::MaxSplits(' ', 4));
+    if (f.size() < 5 || !absl::SimpleAtoi(f[1], &r.t0_us) || !absl::SimpleAtoi(f[2], &r.t1_us)) {
+      r.error = absl::StrCat("unreadable answer: ", line);
+      return r;
+    }
+    r.ok = f[0] == "1";
+    r.state = f[3];
+    r.error = f[4];
+    return r;
   }
 
  private:
@@ -662,7 +680,7 @@ class OperatorProcess {
         const int64_t t0 = NowUs();
         grpc::Status st = fleet->SetConfig(&ctx, set, &change);
         const int64_t t1 = NowUs();
-        fprintf(out, "%d %lld %lld %s\n", st.ok() ? 1 : 0, static_cast<long long>(t0),
+        fprintf(out, "%d %lld %lld - %s\n", st.ok() ? 1 : 0, static_cast<long long>(t0),
                 static_cast<long long>(t1), error(st).c_str());
       } else if (absl::StartsWith(command, "restart")) {
         // "restart <seconds>": how long to wait for the rollout at most.
@@ -695,7 +713,7 @@ class OperatorProcess {
                 static_cast<long long>(NowUs()), herd::v1::RolloutState_Name(last.state()).c_str(),
                 error(st).c_str());
       } else {
-        fprintf(out, "0 0 0 unknown command\n");
+        fprintf(out, "0 0 0 - unknown command\n");
       }
       fflush(out);
     }
@@ -843,30 +861,22 @@ int Main(int argc, char** argv) {
   // Fan-out: a config change for every host, from the operator's process.
   std::map<std::string, uint64_t> version_before;
   for (auto& a : agents) version_before[a->host_id()] = a->config_version();
-  const std::vector<std::string> set = operator_process.Call("config", 4);
-  const bool set_ok = set.size() >= 3 && set[0] == "1";
-  int64_t config_t0 = 0, config_t1 = 0;
-  if (set.size() >= 3) {
-    (void)absl::SimpleAtoi(set[1], &config_t0);
-    (void)absl::SimpleAtoi(set[2], &config_t1);
-  }
-  if (!set_ok) {
-    fprintf(stderr, "fleetsim: SetConfig failed: %s\n",
-            set.size() > 3 ? set[3].c_str() : "the operator's process is gone");
-  }
-  const double set_call_ms = static_cast<double>(config_t1 - config_t0) / 1000.0;
+  const OperatorProcess::Reply set = operator_process.Call("config");
+  const int64_t config_t0 = set.t0_us;
+  if (!set.ok) fprintf(stderr, "fleetsim: SetConfig failed: %s\n", set.error.c_str());
+  const double set_call_ms = static_cast<double>(set.t1_us - set.t0_us) / 1000.0;
   auto all_acked = [&] {
     for (auto& a : agents) {
       if (!a->failed() && a->config_version() <= version_before[a->host_id()]) return false;
     }
     return true;
   };
-  while (set_ok && !all_acked() && !out_of_time() && NowUs() - config_t0 < 60 * 1000000LL) {
+  while (set.ok && !all_acked() && !out_of_time() && NowUs() - config_t0 < 60 * 1000000LL) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   std::vector<double> config_ms;
   for (auto& a : agents) {
-    if (set_ok && a->config_version() > version_before[a->host_id()]) {
+    if (set.ok && a->config_version() > version_before[a->host_id()]) {
       config_ms.push_back(static_cast<double>(a->config_ack_us() - config_t0) / 1000.0);
     }
   }
@@ -874,23 +884,14 @@ int Main(int argc, char** argv) {
   // Fan-out: a restart of mod-0 on every host, all at once (one batch of 100 %).
   const double restart_limit_s =
       std::clamp(absl::ToDoubleSeconds(deadline - absl::Now()), 1.0, 120.0);
-  const std::vector<std::string> rs =
-      operator_process.Call(absl::StrCat("restart ", restart_limit_s), 5);
-  const bool restart_ok = rs.size() >= 4 && rs[0] == "1";
-  int64_t restart_t0 = 0, restart_t1 = 0;
-  if (rs.size() >= 3) {
-    (void)absl::SimpleAtoi(rs[1], &restart_t0);
-    (void)absl::SimpleAtoi(rs[2], &restart_t1);
-  }
-  if (!restart_ok) {
-    fprintf(stderr, "fleetsim: Restart failed: %s\n",
-            rs.size() > 4 ? rs[4].c_str() : "the operator's process is gone");
-  }
-  const std::string rollout_state = rs.size() >= 4 ? rs[3] : "?";
-  const double rollout_s = static_cast<double>(restart_t1 - restart_t0) / 1e6;
+  const OperatorProcess::Reply rs =
+      operator_process.Call(absl::StrCat("restart ", restart_limit_s));
+  const int64_t restart_t0 = rs.t0_us;
+  if (!rs.ok) fprintf(stderr, "fleetsim: Restart failed: %s\n", rs.error.c_str());
+  const double rollout_s = static_cast<double>(rs.t1_us - rs.t0_us) / 1e6;
   std::vector<double> restart_ms;
   for (auto& a : agents) {
-    if (restart_ok && a->restart_ack_us() >= restart_t0) {
+    if (rs.ok && a->restart_ack_us() >= restart_t0) {
       restart_ms.push_back(static_cast<double>(a->restart_ack_us() - restart_t0) / 1000.0);
     }
   }
@@ -941,11 +942,11 @@ int Main(int argc, char** argv) {
   printf("  config fan-out      %zu/%d hosts acked: p50 %.0f ms, p99 %.0f ms, max %.0f ms "
          "(SetConfig call %.0f ms)%s\n",
          cfg.n, connected, cfg.p50, cfg.p99, cfg.max, set_call_ms,
-         set_ok ? "" : " FAILED (see above)");
+         set.ok ? "" : " FAILED (see above)");
   printf("  restart fan-out     %zu/%d hosts acked: p50 %.0f ms, p99 %.0f ms, max %.0f ms "
          "(restart takes %d ms; rollout %s in %.1f s)%s\n",
          rst.n, connected, rst.p50, rst.p99, rst.max, o.restart_ms,
-         rollout_state.c_str(), rollout_s, restart_ok ? "" : " FAILED (see above)");
+         rs.state.c_str(), rollout_s, rs.ok ? "" : " FAILED (see above)");
   if (api.list_ms >= 0) {
     printf("  dashboard API       ListHosts page of 50: %.1f ms, search: %.1f ms, GetHost: %.1f ms; "
            "/metrics: %.0f ms (%.1f MiB)\n",

@@ -9,8 +9,9 @@
 // order and never two hosts' at once: config_mu_ → index_mu_ → a host's mu → pending_mu_ |
 // watch_mu_ | writer_mu_. No call into a session or a callback is made while holding any of
 // them, except Post (a queue push; a direct Send with no send threads) under config_mu_ and
-// the host's lock, which keeps each host's Welcome first and its config versions in order. Host records are written behind (one thread, one transaction for every host
-// changed since the last write), so no agent's message waits on the disk. Sessions are the
+// the host's lock, which keeps each host's Welcome first and its config versions in order.
+// Host records are written behind (one thread, one transaction for every host changed since
+// the last write), so no agent's message waits on the disk. Sessions are the
 // gateway's stream reactors, behind the HostSession interface so tests can use fakes.
 #pragma once
 
@@ -297,8 +298,7 @@ class Hub {
   // Counted before any lock is taken (and before a Hello is validated).
   std::atomic<uint64_t> agent_messages_{0};
   std::atomic<uint64_t> batches_received_{0}, batches_dropped_by_agents_{0};
-  LatencyHistogram batch_delay_{std::vector<double>(kBatchDelayBounds.begin(),
-                                                    kBatchDelayBounds.end())};
+  LatencyHistogram batch_delay_{kBatchDelayBounds};
   std::atomic<uint64_t> config_pushes_{0}, config_nacks_{0};
 
   absl::Mutex life_mu_;

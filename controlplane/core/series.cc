@@ -28,8 +28,12 @@ void Push(int64_t at, float v, std::vector<herd::v1::Point>* out) {
 }  // namespace
 
 HostSeries::HostSeries(SeriesOptions options) : options_(options) {
+  // A block's sample count is 16 bits.
   options_.coarse_every = std::clamp<size_t>(options_.coarse_every, 1, 65535);
-  coarse_every_ = static_cast<uint32_t>(options_.coarse_every);
+}
+
+float HostSeries::BlockMean(const Entry& e) {
+  return e.block_count > 0 ? e.block_sum / e.block_count : kMissing;
 }
 
 std::string_view HostSeries::Key(const Entry& e) const {
@@ -50,7 +54,7 @@ bool HostSeries::Begin(int64_t at_ms) {
   ++seq_;
   times_[seq_ % times_.size()] = at_ms;
   // The last sample of a block dates the block.
-  if (seq_ % coarse_every_ == 0) block_times_[Block(seq_) % block_times_.size()] = at_ms;
+  if (seq_ % Every() == 0) block_times_[Block(seq_) % block_times_.size()] = at_ms;
   accepting_ = true;
   cursor_ = 0;
   return true;
@@ -86,10 +90,10 @@ HostSeries::Window HostSeries::Shown(const Entry& e) const {
   if (nc > 0 && e.last_seq > 0) {
     // Complete blocks that end before the fine window, still dated by the block time ring
     // and still held for this series (its ring holds the blocks before its current one).
-    const uint32_t complete = seq_ / coarse_every_;
+    const uint32_t complete = seq_ / Every();
     const uint32_t bt = static_cast<uint32_t>(block_times_.size());
     const uint32_t current = Block(e.last_seq);
-    w.block_end = std::min({complete, (w.fine_first - 1) / coarse_every_, current + 1});
+    w.block_end = std::min({complete, (w.fine_first - 1) / Every(), current + 1});
     // At most nc of them.
     w.block_begin = std::max({complete > bt ? complete - bt : 0, current >= nc ? current - nc : 0,
                               w.block_end > nc ? w.block_end - nc : 0});
@@ -99,7 +103,7 @@ HostSeries::Window HostSeries::Shown(const Entry& e) const {
 
 bool HostSeries::ShowsBlockInProgress(const Entry& e) const {
   return Fine(e) == 0 && Coarse(e) > 0 && e.block_count > 0 && e.last_seq > 0 &&
-         Block(e.last_seq) >= seq_ / coarse_every_ && e.last_seq + times_.size() > seq_;
+         Block(e.last_seq) >= seq_ / Every() && e.last_seq + times_.size() > seq_;
 }
 
 void HostSeries::DropStale() {
@@ -192,7 +196,7 @@ void HostSeries::Add(std::string_view unit, std::string_view metric, double valu
       // The block of the previous value is over: its mean goes into the ring, and the blocks
       // this series missed since hold NaN (at most a whole ring).
       const uint32_t done = Block(e->last_seq);
-      coarse[done % nc] = e->block_count > 0 ? e->block_sum / e->block_count : kMissing;
+      coarse[done % nc] = BlockMean(*e);
       for (uint32_t b = done + 1; b < block && b <= done + nc; ++b) coarse[b % nc] = kMissing;
       e->block_sum = 0;
       e->block_count = 0;
@@ -216,9 +220,7 @@ bool HostSeries::Points(std::string_view unit, std::string_view metric, int64_t 
   const Window w = Shown(*e);
   const uint32_t current = Block(e->last_seq);
   for (uint32_t b = w.block_begin; b < w.block_end; ++b) {
-    const float v = b == current
-                        ? (e->block_count > 0 ? e->block_sum / e->block_count : kMissing)
-                        : fine[nf + b % nc];
+    const float v = b == current ? BlockMean(*e) : fine[nf + b % nc];
     const int64_t at = block_times_[b % block_times_.size()];
     if (std::isnan(v) || at < since_ms) continue;
     Push(at, v, out);
@@ -227,7 +229,7 @@ bool HostSeries::Points(std::string_view unit, std::string_view metric, int64_t 
     // With no fine tier, the block in progress is shown as its mean so far, dated by its
     // latest sample.
     const int64_t at = times_[e->last_seq % times_.size()];
-    if (at >= since_ms) Push(at, e->block_sum / e->block_count, out);
+    if (at >= since_ms) Push(at, BlockMean(*e), out);
   }
   if (nf > 0) {
     const uint32_t first = e->last_seq >= nf ? e->last_seq - nf + 1 : 1;

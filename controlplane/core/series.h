@@ -79,7 +79,10 @@ class HostSeries {
   size_t Coarse(const Entry& e) const {
     return e.probe ? options_.probe_coarse_points : options_.coarse_points;
   }
-  uint32_t Block(uint32_t seq) const { return (seq - 1) / coarse_every_; }
+  uint32_t Every() const { return static_cast<uint32_t>(options_.coarse_every); }
+  uint32_t Block(uint32_t seq) const { return (seq - 1) / Every(); }
+  // The mean of the block in progress of a series (NaN if it has no value yet).
+  static float BlockMean(const Entry& e);
   // What a query shows of a series: fine samples from fine_first on, the means of blocks
   // [block_begin, block_end).
   struct Window {
@@ -100,7 +103,6 @@ class HostSeries {
   std::vector<int64_t> block_times_;  // block_times_[block % size]: its last sample's time
   // Samples begun; 32 bits last 136 years at one batch a second.
   uint32_t seq_ = 0;
-  uint32_t coarse_every_ = 1;  // options_.coarse_every, at least 1
   bool accepting_ = false;
   // Sorted by key ("<unit>\n<metric>"); keys and values live in two arenas sized exactly.
   std::vector<Entry> entries_;

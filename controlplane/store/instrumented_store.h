@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <utility>
+#include <span>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -44,9 +44,8 @@ class LatencyHistogram {
   };
 
   // `bounds`: ascending upper bounds in seconds (the store's by default).
-  LatencyHistogram() : LatencyHistogram(std::vector<double>(kBounds.begin(), kBounds.end())) {}
-  explicit LatencyHistogram(std::vector<double> bounds)
-      : bounds_(std::move(bounds)), buckets_(bounds_.size() + 1) {}
+  explicit LatencyHistogram(std::span<const double> bounds = kBounds)
+      : bounds_(bounds.begin(), bounds.end()), buckets_(bounds_.size() + 1) {}
 
   void Observe(absl::Duration d);
   Snapshot Read() const;

@@ -84,8 +84,7 @@ SelfMetrics Full() {
   self.hub.connected = 1;
   self.hub.batches_received = 77;
   self.hub.agent_messages = 80;
-  LatencyHistogram delay(
-      std::vector<double>(Hub::kBatchDelayBounds.begin(), Hub::kBatchDelayBounds.end()));
+  LatencyHistogram delay(Hub::kBatchDelayBounds);
   delay.Observe(absl::Milliseconds(5));
   delay.Observe(absl::Seconds(3));
   delay.Observe(absl::Seconds(40));
