@@ -32,7 +32,7 @@ bool ValidId(const std::string& s, size_t max) {
 }
 
 // The inventory fields config depends on.
-std::string ConfigFingerprint(const std::vector<herd::v1::ModuleInventory>& modules) {
+std::string ConfigFingerprint(const ModuleList::Vector& modules) {
   std::string out;
   for (const auto& m : modules) {
     absl::StrAppend(&out, m.name(), "\n", m.version(), "\n", m.defaults_json(), "\n");
@@ -399,8 +399,9 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     h.record.agent_version = hello.agent_version();
     h.record.boot_id = hello.boot_id();
     h.record.last_seen_unix_ms = now_ms;
-    h.record.modules = {hello.modules().begin(), hello.modules().end()};
-    for (auto& m : h.record.modules) BoundInventory(m);
+    std::vector<herd::v1::ModuleInventory> modules(hello.modules().begin(), hello.modules().end());
+    for (auto& m : modules) BoundInventory(m);
+    h.record.modules = std::move(modules);
     h.record.acked_config_version =
         std::max(h.record.acked_config_version, hello.acked_config_version());
     record = h.record;
@@ -500,7 +501,8 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
         for (auto& m : modules) BoundInventory(m);
         // What config depends on (names, versions, defaults) is stored and re-resolved only
         // when it changed; widgets, actions and issues change often and are shown from memory.
-        inventory_changed = ConfigFingerprint(modules) != ConfigFingerprint(h.record.modules);
+        inventory_changed =
+            ConfigFingerprint(modules) != ConfigFingerprint(h.record.modules.vector());
         h.record.modules = std::move(modules);
         save = inventory_changed;
         break;

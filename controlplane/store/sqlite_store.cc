@@ -873,6 +873,7 @@ class SqliteStore final : public Store {
                 : "SELECT host_id, inventory FROM host_modules ORDER BY host_id, idx",
             "reading host modules"));
       if (one) q->Text(*host_id);
+      std::vector<ModuleList::Vector> modules(hosts.size());
       while (true) {
         HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
         if (!row) break;
@@ -885,8 +886,9 @@ class SqliteStore final : public Store {
               "control plane store ", conn_->path(), ": a module of host ", id,
               " cannot be decoded; restore the file from a backup"));
         }
-        hosts[it->second].modules.push_back(std::move(m));
+        modules[it->second].push_back(std::move(m));
       }
+      for (size_t i = 0; i < hosts.size(); ++i) hosts[i].modules = std::move(modules[i]);
     }
     return hosts;
   }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -21,6 +22,40 @@
 #include "herd/v1/fleet.pb.h"
 
 namespace herd::controlplane {
+
+// The modules a host reported, in its order: immutable, and shared by every host that
+// reported the same list (a fleet runs few combinations of module versions), so that 10,000
+// hosts of one kind hold one copy, not 10,000 (bench/README.md, "Fleet scale"). Reads like a
+// const vector; a change is a new list (assignment interns it).
+class ModuleList {
+ public:
+  using value_type = herd::v1::ModuleInventory;
+  using Vector = std::vector<herd::v1::ModuleInventory>;
+  using const_iterator = Vector::const_iterator;
+
+  ModuleList() = default;
+  ModuleList(Vector modules);  // NOLINT(google-explicit-constructor): a list is its modules
+  ModuleList(std::initializer_list<herd::v1::ModuleInventory> modules)
+      : ModuleList(Vector(modules)) {}
+
+  const Vector& vector() const { return list_ ? *list_ : Empty(); }
+  const_iterator begin() const { return vector().begin(); }
+  const_iterator end() const { return vector().end(); }
+  size_t size() const { return vector().size(); }
+  bool empty() const { return vector().empty(); }
+  const herd::v1::ModuleInventory& operator[](size_t i) const { return vector()[i]; }
+  // True when both hold the same shared list (then they are equal).
+  bool SameList(const ModuleList& other) const { return list_ == other.list_; }
+
+  // Distinct lists held at the moment, and entries in the table that finds them (those of
+  // lists gone included, until swept), for tests and benchmarks.
+  static size_t InternedLists();
+  static size_t TableSize();
+
+ private:
+  static const Vector& Empty();
+  std::shared_ptr<const Vector> list_;
+};
 
 // A registered host. Identity and credential are kept; what it reports (usage, units) is not.
 struct HostRecord {
@@ -37,7 +72,7 @@ struct HostRecord {
   uint64_t acked_config_version = 0;
   // Installed modules as last reported (serialized herd.v1.ModuleInventory list, JSON array
   // of {name, version, source, defaults_json}), so config can be validated while it is away.
-  std::vector<herd::v1::ModuleInventory> modules;
+  ModuleList modules;
 
   // Field-wise, modules compared as messages (protobuf messages have no operator==, so this
   // cannot be defaulted).
