@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -437,7 +440,7 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     h.hello.clear_modules();
     h.rejections.clear();
     std::optional<ControlMessage> snapshot = NextSnapshot(
-        h, ResolveHostConfig(overrides_, h.record.host_id, h.record.labels, Installed(h)),
+        h, Shared(ResolveHostConfig(overrides_, h.record.host_id, h.record.labels, Installed(h))),
         /*force=*/true);
     Post(record.host_id, session, std::move(welcome));
     if (snapshot) Post(record.host_id, session, std::move(*snapshot));
@@ -483,7 +486,7 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
         } else {
           config_nacks_.fetch_add(1, std::memory_order_relaxed);
           // Shown only while it is about the latest version sent (Host.config_rejections).
-          if (!h.sent_valid || ack.version() >= h.sent.version()) {
+          if (!h.sent || ack.version() >= h.sent_version) {
             h.rejections.assign(ack.rejections().begin(), ack.rejections().end());
           }
           std::vector<std::string> why;
@@ -649,18 +652,28 @@ absl::Status Hub::ReloadOverrides() {
   return absl::OkStatus();
 }
 
-std::optional<ControlMessage> Hub::NextSnapshot(HostState& h, herd::v1::ConfigSnapshot snap,
-                                                bool force) {
+std::shared_ptr<const herd::v1::ConfigSnapshot> Hub::Shared(herd::v1::ConfigSnapshot snap) {
+  std::string key;
+  {
+    google::protobuf::io::StringOutputStream out(&key);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);  // maps in a stable order
+    snap.SerializeToCodedStream(&coded);
+  }
+  return snapshots_.Intern(std::move(key), std::move(snap));
+}
+
+std::optional<ControlMessage> Hub::NextSnapshot(
+    HostState& h, std::shared_ptr<const herd::v1::ConfigSnapshot> snap, bool force) {
   if (!h.session) return std::nullopt;
-  if (!force && h.sent_valid && SameConfig(snap, h.sent)) return std::nullopt;
-  uint64_t base = std::max(h.record.acked_config_version, h.sent_valid ? h.sent.version() : 0);
-  snap.set_version(base + 1);
-  h.sent = snap;
-  h.sent_valid = true;
+  if (!force && h.sent && (h.sent == snap || SameConfig(*snap, *h.sent))) return std::nullopt;
+  h.sent_version = std::max(h.record.acked_config_version, h.sent_version) + 1;
+  h.sent = std::move(snap);
   h.rejections.clear();  // they were about an older version: the host is asked again
   config_pushes_.fetch_add(1, std::memory_order_relaxed);
   ControlMessage m;
-  *m.mutable_config() = std::move(snap);
+  *m.mutable_config() = *h.sent;
+  m.mutable_config()->set_version(h.sent_version);
   return m;
 }
 
@@ -674,7 +687,7 @@ std::vector<std::string> Hub::PushConfig(const std::string* only) {
   for (const auto& o : overrides_) {
     if (o.scope().has_host_id()) own.insert(o.scope().host_id());
   }
-  std::map<std::string, herd::v1::ConfigSnapshot> resolved;
+  std::map<std::string, std::shared_ptr<const herd::v1::ConfigSnapshot>> resolved;
   std::vector<std::pair<std::string, Entry>> targets;
   if (only != nullptr) {
     if (Entry e = Find(*only)) targets.emplace_back(*only, std::move(e));
@@ -705,15 +718,16 @@ std::vector<std::string> Hub::PushConfig(const std::string* only) {
     for (const auto& m : installed) absl::StrAppend(&key, m.size(), ":", m, ";");
     auto it = resolved.find(key);
     if (it == resolved.end()) {
-      it = resolved.emplace(key, ResolveHostConfig(overrides_, id, h.record.labels, installed))
+      it = resolved
+               .emplace(key, Shared(ResolveHostConfig(overrides_, id, h.record.labels, installed)))
                .first;
     }
-    const herd::v1::ConfigSnapshot& now = it->second;
-    const bool differs = !h.sent_valid || !SameConfig(now, h.sent);
+    const std::shared_ptr<const herd::v1::ConfigSnapshot>& now = it->second;
+    const bool differs = !h.sent || (h.sent != now && !SameConfig(*now, *h.sent));
     if (!h.session) {
       // Offline: it gets its snapshot when it connects; it changed if it differs from what
       // it was last sent.
-      if (h.sent_valid && differs) changed.push_back(id);
+      if (h.sent && differs) changed.push_back(id);
       continue;
     }
     if (!differs) continue;
@@ -959,7 +973,7 @@ herd::v1::Host Hub::HostView(const HostState& h, int64_t now_ms) const {
   out.set_boot_id(h.record.boot_id);
   *out.mutable_usage() = h.usage;
   out.set_modules(static_cast<uint32_t>(h.record.modules.size()));
-  out.set_desired_config_version(h.sent_valid ? h.sent.version() : h.record.acked_config_version);
+  out.set_desired_config_version(h.sent ? h.sent_version : h.record.acked_config_version);
   out.set_acked_config_version(h.record.acked_config_version);
   for (const auto& r : h.rejections) *out.add_config_rejections() = r;
   out.set_dropped_batches(h.dropped_batches);

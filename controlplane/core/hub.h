@@ -33,6 +33,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/interner.h"
 #include "common/logging.h"
 #include "controlplane/core/series.h"
 #include "controlplane/store/instrumented_store.h"
@@ -191,8 +192,10 @@ class Hub {
     herd::v1::HostUsage usage;
     std::deque<herd::v1::ModuleEvent> events;
     uint64_t dropped_batches = 0;
-    herd::v1::ConfigSnapshot sent;  // the last snapshot sent (with its version)
-    bool sent_valid = false;
+    // The last snapshot sent: its content (without its version), shared by every host that
+    // was sent the same (snapshots_), and its version; null before the first.
+    std::shared_ptr<const herd::v1::ConfigSnapshot> sent;
+    uint64_t sent_version = 0;
     std::vector<herd::v1::ConfigRejection> rejections;
     HostSeries series;
   };
@@ -226,8 +229,10 @@ class Hub {
   static std::set<std::string> Installed(const HostState& h);
   // Gives the host `snap` as its next snapshot (with a new version) when it differs from the
   // last one sent or when `force`; returns the message to send. Needs the host's lock.
-  std::optional<herd::v1::ControlMessage> NextSnapshot(HostState& h,
-                                                       herd::v1::ConfigSnapshot snap, bool force);
+  std::optional<herd::v1::ControlMessage> NextSnapshot(
+      HostState& h, std::shared_ptr<const herd::v1::ConfigSnapshot> snap, bool force);
+  // The shared copy of a resolved snapshot (without version).
+  std::shared_ptr<const herd::v1::ConfigSnapshot> Shared(herd::v1::ConfigSnapshot snap);
   // After a config or inventory change: resolves the snapshot of every host (or of `only`)
   // against the cached overrides and pushes those that changed; returns the hosts whose
   // config changed. Hosts with the same labels, modules and no override of their own share
@@ -310,6 +315,7 @@ class Hub {
   // holds the overrides as stored (the hub is the only writer of overrides).
   absl::Mutex config_mu_;
   std::vector<herd::v1::Override> overrides_ ABSL_GUARDED_BY(config_mu_);
+  Interner<herd::v1::ConfigSnapshot> snapshots_;
 
   absl::Mutex writer_mu_;
   std::map<std::string, bool> dirty_ ABSL_GUARDED_BY(writer_mu_);  // host id → full

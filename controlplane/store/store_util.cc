@@ -3,26 +3,16 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/message_differencer.h>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "common/interner.h"
 #include "controlplane/store/store.h"
 
 namespace herd::controlplane {
 namespace {
 
-// Every list held, by its modules' deterministic serialization. Entries whose list is gone
-// are swept when the table has doubled since the last sweep, so it stays within twice the
-// lists alive (plus 64).
-struct InternTable {
-  absl::Mutex mu;
-  absl::flat_hash_map<std::string, std::weak_ptr<const ModuleList::Vector>> lists
-      ABSL_GUARDED_BY(mu);
-  size_t next_sweep ABSL_GUARDED_BY(mu) = 64;
-};
-
-InternTable& Table() {
-  static auto* table = new InternTable;  // never destroyed: lists may outlive main()
-  return *table;
+Interner<ModuleList::Vector>& Lists() {
+  // Never destroyed: lists may outlive main().
+  static auto* lists = new Interner<ModuleList::Vector>;
+  return *lists;
 }
 
 std::string InternKey(const ModuleList::Vector& modules) {
@@ -45,19 +35,7 @@ std::string InternKey(const ModuleList::Vector& modules) {
 ModuleList::ModuleList(Vector modules) {
   if (modules.empty()) return;
   std::string key = InternKey(modules);
-  InternTable& t = Table();
-  absl::MutexLock l(&t.mu);
-  auto& slot = t.lists[key];
-  if (auto held = slot.lock()) {
-    list_ = std::move(held);
-    return;
-  }
-  list_ = std::make_shared<const Vector>(std::move(modules));
-  slot = list_;
-  if (t.lists.size() >= t.next_sweep) {
-    absl::erase_if(t.lists, [](const auto& kv) { return kv.second.expired(); });
-    t.next_sweep = std::max<size_t>(64, 2 * t.lists.size());
-  }
+  list_ = Lists().Intern(std::move(key), std::move(modules));
 }
 
 const ModuleList::Vector& ModuleList::Empty() {
@@ -65,19 +43,9 @@ const ModuleList::Vector& ModuleList::Empty() {
   return *empty;
 }
 
-size_t ModuleList::TableSize() {
-  InternTable& t = Table();
-  absl::MutexLock l(&t.mu);
-  return t.lists.size();
-}
+size_t ModuleList::TableSize() { return Lists().TableSize(); }
 
-size_t ModuleList::InternedLists() {
-  InternTable& t = Table();
-  absl::MutexLock l(&t.mu);
-  size_t n = 0;
-  for (const auto& [key, list] : t.lists) n += list.expired() ? 0 : 1;
-  return n;
-}
+size_t ModuleList::InternedLists() { return Lists().Alive(); }
 
 bool HostRecord::operator==(const HostRecord& other) const {
   if (host_id != other.host_id || hostname != other.hostname || labels != other.labels ||
