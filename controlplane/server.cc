@@ -204,12 +204,13 @@ absl::Status RunServer(const ServerOptions& options) {
     ExpositionOptions exposition;
     exposition.max_probe_series = options.metrics_max_probe_series;
     auto omitting = std::make_shared<std::atomic<bool>>(false);
-    handlers.metrics = [&hub, &rollouts, &store_metrics, &clock, exposition, omitting, log] {
+    handlers.metrics = [&hub, &rollouts, &store_metrics, &clock, exposition, omitting,
+                        log](bool fleet) {
       // Hosts are taken one at a time, each under its own lock only: a scrape of a large
       // fleet holds up no agent.
       FleetExposition e(clock.Now(), exposition);
-      hub.VisitHosts([&e](const herd::v1::HostDetail& d) { e.AddHost(d); });
-      if (e.probes_omitted() != omitting->exchange(e.probes_omitted())) {
+      if (fleet) hub.VisitHosts([&e](const herd::v1::HostDetail& d) { e.AddHost(d); });
+      if (fleet && e.probes_omitted() != omitting->exchange(e.probes_omitted())) {
         if (e.probes_omitted()) {
           log->warn("event=metrics_probes_omitted series={} max={} hint=\"raise "
                     "--metrics-max-probe-series, or query probes through the Fleet API\"",
@@ -227,7 +228,7 @@ absl::Status RunServer(const ServerOptions& options) {
       self.rollouts_aborted = r.aborted;
       self.store = store_metrics.Stats();
       if (auto p = ReadProcessMetrics(); p.ok()) self.process = *p;
-      return e.Finish(self);
+      return fleet ? e.Finish(self) : RenderControlPlane(self);
     };
     handlers.ready = [&store] { return (*store)->GetSetting("join_token_sha256").status(); };
     handlers.authorize_read = [&fleet](const std::string& bearer) {

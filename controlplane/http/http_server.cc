@@ -199,7 +199,16 @@ void HttpServer::Routes() {
         return;
       }
     }
-    res.set_content(handlers_.metrics(), "text/plain; version=0.0.4; charset=utf-8");
+    const std::string scope = req.get_param_value("scope");
+    if (!scope.empty() && scope != "fleet" && scope != "controlplane") {
+      res.status = 400;
+      res.set_content(absl::StrCat("unknown scope \"", scope.substr(0, 64),
+                                   "\": give scope=fleet (the default) or scope=controlplane\n"),
+                      "text/plain");
+      return;
+    }
+    res.set_content(handlers_.metrics(scope != "controlplane"),
+                    "text/plain; version=0.0.4; charset=utf-8");
   });
 
   server_->Post(R"(/api/v1/([A-Za-z]+))", [this](const httplib::Request& req,

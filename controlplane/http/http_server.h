@@ -2,7 +2,9 @@
 //   GET  /                  the dashboard (a single page; its files are built into the binary)
 //   GET  /assets/<file>     its scripts, styles and the charting library
 //   POST /api/v1/<Method>   the Fleet API as JSON (JsonGateway), same tokens as gRPC
-//   GET  /metrics           Prometheus text exposition (viewer token, unless metrics_public)
+//   GET  /metrics           Prometheus text exposition (viewer token, unless metrics_public);
+//                           ?scope=controlplane: the control plane's own families only (no
+//                           per-host or per-module series: cheap at any fleet size)
 //   GET  /healthz           the process is up (liveness)
 //   GET  /readyz            the store answers and the server is not stopping (readiness)
 //
@@ -46,8 +48,9 @@ struct HttpServerOptions {
 };
 
 struct HttpHandlers {
-  // The Prometheus exposition, rendered per scrape.
-  std::function<std::string()> metrics;
+  // The Prometheus exposition, rendered per scrape: with the fleet's hosts and modules, or
+  // the control plane's own families only.
+  std::function<std::string(bool fleet)> metrics;
   // OK when the control plane can serve (store reachable...).
   std::function<absl::Status()> ready;
   // OK when the bearer token may read (a viewer or operator token).

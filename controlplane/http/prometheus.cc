@@ -399,6 +399,14 @@ std::string FleetExposition::Finish(const SelfMetrics& self) {
   return text;
 }
 
+std::string RenderControlPlane(const SelfMetrics& self) {
+  Families own;
+  RenderSelf(self, own);
+  std::string text;
+  own.RenderTo(text);
+  return text;
+}
+
 std::string ProbeMetricName(const std::string& probe_name) {
   std::string name;
   for (const std::string& w : Words(probe_name)) {

@@ -77,6 +77,9 @@ class FleetExposition {
   const ExpositionOptions options_;
 };
 
+// The control plane's own families only (no host, module or probe series).
+std::string RenderControlPlane(const SelfMetrics& self);
+
 // FleetExposition over `hosts`.
 std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
                              const SelfMetrics& self, absl::Time now,

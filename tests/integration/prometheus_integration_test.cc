@@ -490,6 +490,31 @@ TEST_F(PrometheusTest, ExpositionHasTheControlPlanesOwnNumbers) {
   }));
 }
 
+// scope=controlplane: the control plane's own numbers without a series per host or module
+// (what a frequent health scrape of a large fleet wants); a scope it does not know is a 400.
+TEST_F(PrometheusTest, ControlPlaneScopeLeavesTheFleetOut) {
+  HttpReply own = HttpCall(http_, "GET", "/metrics?scope=controlplane", "", viewer_);
+  ASSERT_EQ(own.status, 200) << own.error << own.body;
+  EXPECT_EQ(Value(own.body, "herd_controlplane_connected_agents"), 1);
+  EXPECT_GT(Value(own.body, "herd_controlplane_metric_batches_total"), 0);
+  EXPECT_GT(Value(own.body, "process_resident_memory_bytes"), 1 << 20);
+  EXPECT_FALSE(absl::StrContains(own.body, "herd_module_")) << own.body;
+  EXPECT_FALSE(absl::StrContains(own.body, "herd_host_")) << own.body;
+  EXPECT_FALSE(absl::StrContains(own.body, host_id_)) << own.body;
+  // The default, and scope=fleet, have the hosts.
+  const std::string h = "host=\"" + host_id_ + "\"";
+  EXPECT_EQ(Value(Metrics(), "herd_module_up", {h, "module=\"svc\""}), 1);
+  HttpReply fleet = HttpCall(http_, "GET", "/metrics?scope=fleet", "", viewer_);
+  ASSERT_EQ(fleet.status, 200) << fleet.error;
+  EXPECT_EQ(Value(fleet.body, "herd_module_up", {h, "module=\"svc\""}), 1);
+
+  HttpReply bad = HttpCall(http_, "GET", "/metrics?scope=hosts", "", viewer_);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_TRUE(absl::StrContains(bad.body, "scope=controlplane")) << bad.body;
+  // Still behind the token.
+  EXPECT_EQ(HttpCall(http_, "GET", "/metrics?scope=controlplane").status, 401);
+}
+
 TEST_F(PrometheusTest, RolloutsAreCountedByFinalState) {
   const std::string before = Metrics();
   const double succeeded = Value(before, "herd_controlplane_rollouts_total", {"state=\"succeeded\""});
