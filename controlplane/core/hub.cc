@@ -1244,6 +1244,38 @@ void Hub::Sweep() {
   for (const auto& id : expired) {
     CompletePending(id, absl::DeadlineExceededError("the host did not answer in time"));
   }
+  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  if (now_ms - silent_checked_ms_ >= 5000) {
+    silent_checked_ms_ = now_ms;
+    CloseSilentStreams();
+  }
+}
+
+void Hub::CloseSilentStreams() {
+  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  const int64_t limit_ms = std::max<int64_t>(
+      absl::ToInt64Milliseconds(options_.silent_stream_timeout),
+      10 * static_cast<int64_t>(options_.metrics_interval_ms));
+  struct Silent {
+    std::string host_id;
+    std::shared_ptr<HostSession> session;
+    int64_t silent_ms;
+  };
+  std::vector<Silent> silent;
+  for (const Entry& e : Entries()) {
+    absl::MutexLock hl(&e->mu);
+    const HostState& h = e->s;
+    const int64_t quiet_ms = now_ms - h.record.last_seen_unix_ms;
+    if (h.session && quiet_ms > limit_ms) silent.push_back({h.record.host_id, h.session, quiet_ms});
+  }
+  // Outside the host locks: closing ends in OnDisconnect, which takes them.
+  for (const Silent& s : silent) {
+    log_->warn("event=stream_silent host={} peer={} silent_s={} hint=\"the agent sent nothing: "
+               "its host is down, cut off or stuck; the stream is closed and the agent "
+               "reconnects when it can\"",
+               s.host_id, s.session->Peer(), s.silent_ms / 1000);
+    s.session->Close(absl::StrCat("no message from the agent in ", s.silent_ms / 1000, " s"));
+  }
 }
 
 void Hub::TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& actor,

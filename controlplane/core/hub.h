@@ -58,6 +58,11 @@ class HostSession {
 struct HubOptions {
   // A host whose stream has been gone longer than this is shown offline.
   absl::Duration lease = absl::Seconds(30);
+  // A connected agent that has sent nothing for this long (or 10 metrics intervals, if that
+  // is longer: it sends a batch every interval) is taken as gone, its host down or cut off,
+  // and its stream is closed. This is how the control plane notices dead agents, instead of
+  // HTTP/2 keepalive pings of its own (server.cc).
+  absl::Duration silent_stream_timeout = absl::Seconds(60);
   // Recent history kept per host (controlplane/core/series.h).
   SeriesOptions series;
   size_t events_kept = 100;
@@ -248,6 +253,9 @@ class Hub {
              std::function<void(absl::StatusOr<herd::v1::AgentMessage>)> done);
   void CompletePending(const std::string& request_id, absl::StatusOr<herd::v1::AgentMessage> r);
   void Sweep();
+  // Closes the streams of agents silent for longer than silent_stream_timeout.
+  void CloseSilentStreams();
+  int64_t silent_checked_ms_ = 0;  // sweeper thread only
   absl::Status ValidateHello(const herd::v1::Hello& hello) const;
   absl::Status CheckConfigValue(const herd::v1::FleetSetConfigRequest& req) const;
   // After an override was written: audits a change, reloads the overrides and pushes.

@@ -583,6 +583,25 @@ TEST_F(HubTest, HostStaysOnlineForTheLeaseAfterDisconnect) {
   EXPECT_EQ(HostInfo("h1").connected_at_unix_ms(), NowMs());
 }
 
+// An agent that sends nothing for a minute (its host lost power or network: no FIN ever
+// comes) has its stream closed; one that keeps sending batches keeps its stream.
+TEST_F(HubTest, SilentStreamsAreClosed) {
+  Conn quiet = Connect(MakeHello("h1"));
+  Conn busy = Connect(MakeHello("h2"));
+  for (int i = 0; i < 6; ++i) {
+    clock_.Advance(absl::Seconds(10));
+    Send("h2", busy, Batch(NowMs(), 10));
+  }
+  // 60 s without a message is not yet more than 60 s.
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_FALSE(quiet.session->closed());
+  clock_.Advance(absl::Seconds(6));
+  Send("h2", busy, Batch(NowMs(), 10));
+  ASSERT_TRUE(WaitFor([&] { return quiet.session->closed(); }));
+  EXPECT_THAT(quiet.session->close_reason(), HasSubstr("no message from the agent in 66 s"));
+  EXPECT_FALSE(busy.session->closed());
+}
+
 TEST_F(HubTest, HostsSurviveARestartOfTheHub) {
   Conn c = Connect(MakeHello("h1", {{"env", "prod"}}));
   hub_->Stop();
