@@ -171,7 +171,7 @@ absl::Status RunServer(const ServerOptions& options) {
   builder.SetMaxReceiveMessageSize(16 << 20);
   // No keepalive pings from this side: with them on, gRPC re-arms a timer on every read of
   // every connection, and Debian's libgrpc (built without NDEBUG) also tracks each timer in
-  // a debug hash table whose chains it walks: 12 % of the control plane's CPU at 10,000
+  // a debug hash table whose chains it walks: 8 % of the control plane's CPU at 10,000
   // agents. Dead agents are noticed by the hub instead (a stream silent for a minute is
   // closed: HubOptions::silent_stream_timeout), and agents ping us every 20 s to notice a
   // dead control plane; these settings accept their pings.
