@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <tuple>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
@@ -60,11 +61,19 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   herd::controlplane::ServerOptions o;
   std::string lease = "30s", log_level = "info", log_file;
+  std::string hello_timeout = "30s", silent_timeout = "60s";
   app.add_option("--data", o.data_dir, "Data directory: the SQLite store, tokens (created if missing)")
       ->required();
   app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks a free one)")
       ->capture_default_str();
   app.add_option("--lease", lease, "A host is offline once its stream has been gone this long")
+      ->capture_default_str();
+  app.add_option("--hello-timeout", hello_timeout,
+                 "End a stream that has not sent Hello this long after it opened")
+      ->capture_default_str();
+  app.add_option("--silent-timeout", silent_timeout,
+                 "Close an agent's stream once it has sent nothing this long (at least 10 "
+                 "metrics intervals): its host is down or cut off")
       ->capture_default_str();
   app.add_option("--metrics-interval-ms", o.metrics_interval_ms,
                  "How often agents send metrics")
@@ -110,6 +119,15 @@ int main(int argc, char** argv) {
   auto ms = herd::ParseDurationMs(lease);
   if (!ms.ok() || *ms == 0) return Fail(absl::StrCat("--lease: ", ms.ok() ? "must be more than 0" : ms.status().message()));
   o.lease = absl::Milliseconds(*ms);
+  for (auto [flag, text, out] : {std::tuple{"--hello-timeout", &hello_timeout, &o.hello_timeout},
+                                 std::tuple{"--silent-timeout", &silent_timeout,
+                                            &o.silent_stream_timeout}}) {
+    auto d = herd::ParseDurationMs(*text);
+    if (!d.ok() || *d == 0) {
+      return Fail(absl::StrCat(flag, ": ", d.ok() ? "must be more than 0" : d.status().message()));
+    }
+    *out = absl::Milliseconds(*d);
+  }
   if (o.tls_cert.empty() != o.tls_key.empty()) {
     return Fail("--tls-cert and --tls-key go together");
   }

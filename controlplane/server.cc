@@ -148,12 +148,15 @@ absl::Status RunServer(const ServerOptions& options) {
   HubOptions hopts;
   hopts.lease = options.lease;
   hopts.metrics_interval_ms = options.metrics_interval_ms;
+  hopts.silent_stream_timeout = options.silent_stream_timeout;
   hopts.send_threads = 2;  // fan-outs leave the gRPC thread that asked (HubOptions)
   Hub hub(**store, clock, hopts);
   if (auto s = hub.Start(); !s.ok()) return s;
   RolloutEngine rollouts(hub, **store, clock);
   if (auto s = rollouts.Start(); !s.ok()) return s;
-  GatewayService gateway(hub);
+  GatewayOptions gopts;
+  gopts.hello_timeout = options.hello_timeout;
+  GatewayService gateway(hub, gopts);
   FleetService fleet(hub, **store, rollouts);
 
   auto creds = Credentials(options);

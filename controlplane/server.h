@@ -21,6 +21,9 @@ struct ServerOptions {
   std::string data_dir;
   std::string listen = "127.0.0.1:7070";
   absl::Duration lease = absl::Seconds(30);
+  // GatewayOptions::hello_timeout and HubOptions::silent_stream_timeout.
+  absl::Duration hello_timeout = absl::Seconds(30);
+  absl::Duration silent_stream_timeout = absl::Seconds(60);
   uint32_t metrics_interval_ms = 1000;
   std::string tls_cert, tls_key, client_ca;
   // HTTP(S) for the dashboard, JSON API, /metrics and health; empty = none.

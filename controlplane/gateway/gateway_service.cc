@@ -1,7 +1,10 @@
 #include "controlplane/gateway/gateway_service.h"
 
+#include <pthread.h>
+
 #include <list>
 #include <memory>
+#include <vector>
 
 #include <google/protobuf/arena.h>
 
@@ -40,8 +43,10 @@ class SessionHandle final : public HostSession {
 class AgentStream final
     : public grpc::ServerBidiReactor<AgentMessage, ControlMessage> {
  public:
-  AgentStream(grpc::CallbackServerContext* ctx, Hub& hub, const GatewayOptions& options)
-      : ctx_(ctx), hub_(hub), options_(options), log_(herd::Logger("gateway")) {
+  AgentStream(grpc::CallbackServerContext* ctx, GatewayService& gateway, Hub& hub,
+              const GatewayOptions& options)
+      : ctx_(ctx), gateway_(gateway), hub_(hub), options_(options),
+        log_(herd::Logger("gateway")) {
     handle_ = std::make_shared<SessionHandle>(this, ctx->peer());
     bearer_ = BearerToken(*ctx);
     if (bearer_.empty()) {
@@ -51,6 +56,7 @@ class AgentStream final
                               "credential>` metadata"));
       return;
     }
+    hello_wait_ = gateway_.AwaitHello(handle_);
     NextRead();
   }
 
@@ -79,6 +85,7 @@ class AgentStream final
     }
     const AgentMessage& in = *in_;
     if (host_id_.empty()) {
+      gateway_.HelloDone(hello_wait_);
       if (!in.has_hello()) {
         FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                 "the first message on a Connect stream must be Hello"));
@@ -113,6 +120,7 @@ class AgentStream final
   }
 
   void OnDone() override {
+    if (host_id_.empty()) gateway_.HelloDone(hello_wait_);
     handle_->Detach();
     if (!host_id_.empty()) hub_.OnDisconnect(host_id_, handle_.get());
     delete this;
@@ -142,12 +150,14 @@ class AgentStream final
   }
 
   grpc::CallbackServerContext* ctx_;
+  GatewayService& gateway_;
   Hub& hub_;
   const GatewayOptions& options_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<SessionHandle> handle_;
   std::string bearer_;
   std::string host_id_;  // set once Hello is accepted (reactor callbacks are serialized)
+  uint64_t hello_wait_ = 0;  // GatewayService::AwaitHello's id (0: none)
   google::protobuf::Arena arena_;
   AgentMessage* in_ = nullptr;  // on arena_
   absl::Mutex mu_;
@@ -178,9 +188,58 @@ std::string BearerToken(const grpc::ServerContextBase& ctx) {
   return v.substr(7);
 }
 
+GatewayService::GatewayService(Hub& hub, GatewayOptions options)
+    : hub_(hub), options_(options), watcher_([this] { WatchHellos(); }) {}
+
+GatewayService::~GatewayService() {
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+  }
+  watcher_.join();
+}
+
 grpc::ServerBidiReactor<AgentMessage, ControlMessage>* GatewayService::Connect(
     grpc::CallbackServerContext* ctx) {
-  return new AgentStream(ctx, hub_, options_);
+  return new AgentStream(ctx, *this, hub_, options_);
+}
+
+uint64_t GatewayService::AwaitHello(std::shared_ptr<HostSession> session) {
+  absl::MutexLock l(&mu_);
+  const uint64_t id = ++next_id_;
+  waiting_[id] = {absl::Now(), std::move(session)};
+  return id;
+}
+
+void GatewayService::HelloDone(uint64_t id) {
+  absl::MutexLock l(&mu_);
+  waiting_.erase(id);
+}
+
+void GatewayService::WatchHellos() {
+  pthread_setname_np(pthread_self(), "gw-hello");
+  auto log = herd::Logger("gateway");
+  absl::MutexLock l(&mu_);
+  while (!stopping_) {
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1));
+    if (stopping_) break;
+    // Streams open in order, so the late ones are at the front.
+    const absl::Time limit = absl::Now() - options_.hello_timeout;
+    std::vector<std::shared_ptr<HostSession>> late;
+    for (auto it = waiting_.begin(); it != waiting_.end() && it->second.opened < limit;) {
+      late.push_back(std::move(it->second.session));
+      it = waiting_.erase(it);
+    }
+    if (late.empty()) continue;
+    mu_.Unlock();
+    for (const auto& s : late) {
+      log->warn("event=stream_refused peer={} reason=no_hello timeout_s={}", s->Peer(),
+                absl::ToInt64Seconds(options_.hello_timeout));
+      s->Close(absl::StrCat("no Hello within ", absl::FormatDuration(options_.hello_timeout),
+                            " of opening the stream"));
+    }
+    mu_.Lock();
+  }
 }
 
 }  // namespace herd::controlplane

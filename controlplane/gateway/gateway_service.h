@@ -4,6 +4,12 @@
 // relays messages both ways; writes are queued (bounded) and issued one at a time.
 #pragma once
 
+#include <map>
+#include <memory>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "controlplane/core/hub.h"
 #include "herd/v1/gateway.grpc.pb.h"
 
@@ -12,18 +18,39 @@ namespace herd::controlplane {
 struct GatewayOptions {
   // Messages queued for one agent beyond which Send fails (the agent is not reading).
   size_t max_queued = 1024;
+  // A stream that has not sent Hello this long after it opened is ended: a peer that opens
+  // a stream and says nothing, or dies before its Hello, holds none for ever (the control
+  // plane sends no keepalive pings, server.cc; once a host is known, the hub closes streams
+  // that go silent).
+  absl::Duration hello_timeout = absl::Seconds(30);
 };
 
 class GatewayService final : public herd::v1::Gateway::CallbackService {
  public:
-  GatewayService(Hub& hub, GatewayOptions options = {}) : hub_(hub), options_(options) {}
+  GatewayService(Hub& hub, GatewayOptions options = {});
+  ~GatewayService() override;  // ends the Hello watch (streams must be over by then)
 
   grpc::ServerBidiReactor<herd::v1::AgentMessage, herd::v1::ControlMessage>* Connect(
       grpc::CallbackServerContext* ctx) override;
 
+  // A stream waiting for its Hello (its session, to close it), until HelloDone(id).
+  uint64_t AwaitHello(std::shared_ptr<HostSession> session);
+  void HelloDone(uint64_t id);
+
  private:
+  void WatchHellos();
+
   Hub& hub_;
   const GatewayOptions options_;
+  struct Waiting {
+    absl::Time opened;
+    std::shared_ptr<HostSession> session;
+  };
+  absl::Mutex mu_;
+  std::map<uint64_t, Waiting> waiting_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread watcher_;
 };
 
 // The bearer secret from `authorization: Bearer <secret>` metadata; empty if absent.

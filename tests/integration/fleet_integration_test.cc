@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -21,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
+#include "herd/v1/gateway.grpc.pb.h"
 #include "tests/integration/agent_harness.h"
 
 namespace herd::testing {
@@ -35,7 +37,8 @@ const char* const kLabels[kAgents] = {"env=prod,role=web", "env=prod,role=db", "
 class FleetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(cp_.Start({"--lease", "2s", "--metrics-interval-ms", "200"})) << cp_.last_error();
+    ASSERT_TRUE(cp_.Start({"--lease", "2s", "--metrics-interval-ms", "200", "--hello-timeout", "2s"}))
+        << cp_.last_error();
     for (int i = 0; i < kAgents; ++i) {
       agents_[i] = std::make_unique<AgentHarness>();
       ASSERT_TRUE(agents_[i]->StartAgent(cp_.AgentArgs(kLabels[i]))) << agents_[i]->last_error();
@@ -503,6 +506,34 @@ TEST_F(FleetTest, WatchStreamsBatchesAndAnAgentAwayBuffersBounded) {
     return h.is_object() && h["online"].get<bool>() && h.contains("dropped_batches") &&
            std::stoull(h["dropped_batches"].get<std::string>()) >= 3;
   }, absl::Seconds(40))) << cp_.Ctl({"hosts"}).out;
+}
+
+// A stream that opens with the join token and never says Hello is ended after
+// --hello-timeout (the control plane sends no keepalive pings to find such peers); the
+// agents, which did, keep their streams.
+TEST_F(FleetTest, StreamWithoutHelloIsEnded) {
+  std::ifstream f(cp_.JoinTokenFile());
+  std::string token;
+  std::getline(f, token);
+  auto channel = grpc::CreateChannel(cp_.address(), grpc::InsecureChannelCredentials());
+  auto stub = herd::v1::Gateway::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer " + token);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  const absl::Time t0 = absl::Now();
+  auto stream = stub->Connect(&ctx);
+  herd::v1::ControlMessage m;
+  EXPECT_FALSE(stream->Read(&m));  // nothing comes; the server ends the stream
+  grpc::Status st = stream->Finish();
+  const absl::Duration took = absl::Now() - t0;
+  // Ended by the server, as streams it closes are (cancelled, so that nothing it still had
+  // to send holds the stream); the reason is in its log (event=stream_refused reason=no_hello).
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::CANCELLED) << st.error_message();
+  EXPECT_GE(took, absl::Seconds(2));
+  EXPECT_LT(took, absl::Seconds(10));
+  json hosts = cp_.CtlJson({"hosts"});
+  ASSERT_TRUE(hosts.is_object()) << cp_.last_error();
+  for (const auto& h : hosts["hosts"]) EXPECT_TRUE(h.value("online", false)) << h.dump();
 }
 
 // gRPC health checking answers SERVING without a token (for load balancers and probes).
