@@ -150,6 +150,7 @@ void RolloutEngine::Run(std::string id) {
         r.mutable_hosts(members[k])->set_state(herd::v1::ROLLOUT_HOST_STATE_RESTARTING);
       }
       Publish(r);
+      const absl::Time sending = absl::Now();
       absl::BlockingCounter left(static_cast<int>(end - start));
       absl::Mutex results_mu;
       std::map<int, absl::StatusOr<herd::v1::RestartResult>> results;
@@ -164,6 +165,8 @@ void RolloutEngine::Run(std::string id) {
                              left.DecrementCount();
                            });
       }
+      log_->info("event=rollout_batch_sent id={} batch={} hosts={} send_ms={}", r.id(), b,
+                 end - start, absl::ToInt64Milliseconds(absl::Now() - sending));
       left.Wait();
       for (auto& [idx, res] : results) {
         RolloutHost* h = r.mutable_hosts(idx);
