@@ -5,9 +5,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -653,13 +650,7 @@ absl::Status Hub::ReloadOverrides() {
 }
 
 std::shared_ptr<const herd::v1::ConfigSnapshot> Hub::Shared(herd::v1::ConfigSnapshot snap) {
-  std::string key;
-  {
-    google::protobuf::io::StringOutputStream out(&key);
-    google::protobuf::io::CodedOutputStream coded(&out);
-    coded.SetSerializationDeterministic(true);  // maps in a stable order
-    snap.SerializeToCodedStream(&coded);
-  }
+  std::string key = DeterministicBytes(snap);
   return snapshots_.Intern(std::move(key), std::move(snap));
 }
 

@@ -5,7 +5,6 @@
 #include <limits>
 #include <utility>
 
-#include "common/interner.h"
 
 namespace herd::controlplane {
 namespace {
@@ -36,16 +35,13 @@ HostSeries::HostSeries(SeriesOptions options) : options_(options) {
 }
 
 namespace {
-// Layouts are shared by content: the ring sizes they were laid out for, then every key with
-// its length.
-template <typename Layout>
-Interner<Layout>& Layouts() {
+void AppendU32(std::string* out, uint32_t v) { out->append(reinterpret_cast<const char*>(&v), 4); }
+}  // namespace
+
+Interner<HostSeries::Layout>& HostSeries::Layouts() {
   static auto* layouts = new Interner<Layout>;  // never destroyed: hosts may outlive main()
   return *layouts;
 }
-
-void AppendU32(std::string* out, uint32_t v) { out->append(reinterpret_cast<const char*>(&v), 4); }
-}  // namespace
 
 const HostSeries::Layout& HostSeries::layout() const {
   static const Layout* empty = new Layout;
@@ -68,7 +64,8 @@ bool HostSeries::Begin(int64_t at_ms) {
                         0);
   }
   if (draft_) {
-    // The series changed in the last sample: share the layout again.
+    // The series changed in the last sample: share the layout again. Layouts are found by
+    // the ring sizes they were laid out for, then every key with its length.
     std::string key;
     for (size_t v : {options_.points, options_.probe_points, options_.coarse_points,
                      options_.probe_coarse_points}) {
@@ -80,7 +77,7 @@ bool HostSeries::Begin(int64_t at_ms) {
     }
     draft_->keys.shrink_to_fit();
     draft_->slots.shrink_to_fit();
-    layout_ = Layouts<Layout>().Intern(std::move(key), std::move(*draft_));
+    layout_ = Layouts().Intern(std::move(key), std::move(*draft_));
     draft_.reset();
   }
   if (seq_ > 0 && at_ms < times_[seq_ % times_.size()]) {

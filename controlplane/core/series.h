@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/interner.h"
 #include "herd/v1/fleet.pb.h"
 
 namespace herd::controlplane {
@@ -93,6 +94,8 @@ class HostSeries {
     float block_sum = 0;
     uint16_t block_count = 0;
   };
+  // Every host's layouts, shared by content.
+  static Interner<Layout>& Layouts();
   const Layout& layout() const;
   // Makes `next` (sorted slots; their offsets are computed here) this host's own layout, and
   // moves every kept series' rings and state there: `from[i]` is the index in the current

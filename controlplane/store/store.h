@@ -173,4 +173,8 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
 // Text forms used in messages and sorting: "global", "selector:env=prod", "host:<id>".
 std::string ScopeText(const herd::v1::Scope& scope);
 
+// A message's bytes with maps in a stable order: equal messages give equal bytes (a key for
+// Interner).
+std::string DeterministicBytes(const google::protobuf::Message& m);
+
 }  // namespace herd::controlplane

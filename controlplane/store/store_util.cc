@@ -3,6 +3,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/message_differencer.h>
 
+#include "absl/strings/str_cat.h"
 #include "common/interner.h"
 #include "controlplane/store/store.h"
 
@@ -17,15 +18,10 @@ Interner<ModuleList::Vector>& Lists() {
 
 std::string InternKey(const ModuleList::Vector& modules) {
   std::string key;
-  {
-    google::protobuf::io::StringOutputStream out(&key);
-    google::protobuf::io::CodedOutputStream coded(&out);
-    coded.SetSerializationDeterministic(true);
-    for (const auto& m : modules) {
-      // Length-prefixed, so no two lists share a key.
-      coded.WriteVarint64(m.ByteSizeLong());
-      m.SerializeWithCachedSizes(&coded);
-    }
+  for (const auto& m : modules) {
+    // Length-prefixed, so no two lists share a key.
+    const std::string bytes = DeterministicBytes(m);
+    absl::StrAppend(&key, bytes.size(), ":", bytes);
   }
   return key;
 }
@@ -36,6 +32,17 @@ ModuleList::ModuleList(Vector modules) {
   if (modules.empty()) return;
   std::string key = InternKey(modules);
   list_ = Lists().Intern(std::move(key), std::move(modules));
+}
+
+std::string DeterministicBytes(const google::protobuf::Message& m) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream out(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);
+    m.SerializeToCodedStream(&coded);
+  }
+  return bytes;
 }
 
 const ModuleList::Vector& ModuleList::Empty() {
