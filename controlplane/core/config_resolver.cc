@@ -81,25 +81,4 @@ ConfigSnapshot ResolveHostConfig(const std::vector<Override>& overrides,
   return snap;
 }
 
-bool SameConfig(const ConfigSnapshot& a, const ConfigSnapshot& b) {
-  if (a.modules_size() != b.modules_size()) return false;
-  for (const auto& [name, ma] : a.modules()) {
-    auto it = b.modules().find(name);
-    if (it == b.modules().end()) return false;
-    const auto& mb = it->second;
-    if (ma.values_size() != mb.values_size() || ma.sources_size() != mb.sources_size()) {
-      return false;
-    }
-    for (const auto& [k, v] : ma.values()) {
-      auto vi = mb.values().find(k);
-      if (vi == mb.values().end() || vi->second != v) return false;
-    }
-    for (const auto& [k, v] : ma.sources()) {
-      auto si = mb.sources().find(k);
-      if (si == mb.sources().end() || si->second != v) return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace herd::controlplane

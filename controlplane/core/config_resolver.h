@@ -25,9 +25,6 @@ herd::v1::ConfigSnapshot ResolveHostConfig(const std::vector<herd::v1::Override>
 bool ScopeMatches(const herd::v1::Scope& scope, const std::string& host_id,
                   const std::map<std::string, std::string>& labels);
 
-// Same modules, values and sources (versions ignored).
-bool SameConfig(const herd::v1::ConfigSnapshot& a, const herd::v1::ConfigSnapshot& b);
-
 // "global", "selector:env=prod", "host".
 std::string SourceName(const herd::v1::Scope& scope);
 

@@ -114,7 +114,7 @@ absl::Status Hub::Start() {
 void Hub::Post(const std::string& host_id, std::shared_ptr<HostSession> session,
                ControlMessage msg, std::function<void()> on_fail) {
   if (outboxes_.empty()) {
-    if (!session->Send(msg) && on_fail) on_fail();
+    if (!session->Send(std::move(msg)) && on_fail) on_fail();
     return;
   }
   Outbox& box = *outboxes_[std::hash<std::string>{}(host_id) % outboxes_.size()];
@@ -142,7 +142,7 @@ void Hub::OutboxLoop(Outbox& box) {
       batch.swap(box.items);
     }
     for (auto& item : batch) {
-      if (!item.session->Send(item.msg) && item.on_fail) item.on_fail();
+      if (!item.session->Send(std::move(item.msg)) && item.on_fail) item.on_fail();
     }
     batch.clear();
   }
@@ -657,7 +657,8 @@ std::shared_ptr<const herd::v1::ConfigSnapshot> Hub::Shared(herd::v1::ConfigSnap
 std::optional<ControlMessage> Hub::NextSnapshot(
     HostState& h, std::shared_ptr<const herd::v1::ConfigSnapshot> snap, bool force) {
   if (!h.session) return std::nullopt;
-  if (!force && h.sent && (h.sent == snap || SameConfig(*snap, *h.sent))) return std::nullopt;
+  // Snapshots are interned (Shared): two alive ones are equal exactly when they are one.
+  if (!force && h.sent == snap) return std::nullopt;
   h.sent_version = std::max(h.record.acked_config_version, h.sent_version) + 1;
   h.sent = std::move(snap);
   h.rejections.clear();  // they were about an older version: the host is asked again
@@ -678,7 +679,6 @@ std::vector<std::string> Hub::PushConfig(const std::string* only) {
   for (const auto& o : overrides_) {
     if (o.scope().has_host_id()) own.insert(o.scope().host_id());
   }
-  std::map<std::string, std::shared_ptr<const herd::v1::ConfigSnapshot>> resolved;
   std::vector<std::pair<std::string, Entry>> targets;
   if (only != nullptr) {
     if (Entry e = Find(*only)) targets.emplace_back(*only, std::move(e));
@@ -687,59 +687,72 @@ std::vector<std::string> Hub::PushConfig(const std::string* only) {
     targets.reserve(hosts_.size());
     for (const auto& [id, e] : hosts_) targets.emplace_back(id, e);
   }
+  // Resolved once per kind of host: its labels, and its module list. Hosts that report the
+  // same modules share one interned list, so the list is known by its address; the cache
+  // holds the list, so no other list can take that address while it is in use here.
+  struct Resolution {
+    ModuleList modules;
+    std::shared_ptr<const herd::v1::ConfigSnapshot> snapshot;
+  };
+  std::map<std::string, Resolution> resolved;
   struct Send {
     std::string host_id;
     std::shared_ptr<HostSession> session;
     ControlMessage msg;
   };
   std::vector<Send> sends;
+  size_t sent = 0;
+  // Handed to the send threads as they are made, so the first hosts have theirs while the
+  // last are still being resolved.
+  auto flush = [&] {
+    for (auto& send : sends) {
+      const uint64_t version = send.msg.config().version();
+      Post(send.host_id, send.session, std::move(send.msg),
+           [this, peer = send.session->Peer(), version] {
+             log_->warn("event=config_not_sent peer={} version={}", peer, version);
+           });
+    }
+    sent += sends.size();
+    sends.clear();
+  };
   std::vector<std::string> changed;
   for (const auto& [id, e] : targets) {
-    absl::MutexLock hl(&e->mu);
-    HostState& h = e->s;
-    const std::set<std::string> installed = Installed(h);
-    std::string key;
-    if (own.count(id)) {
-      absl::StrAppend(&key, "host\n", id, "\n");
-    } else {
-      for (const auto& [k, v] : h.record.labels) absl::StrAppend(&key, k, "=", v, "\n");
+    {
+      absl::MutexLock hl(&e->mu);
+      HostState& h = e->s;
+      const bool alone = own.count(id) > 0;
+      std::string key;
+      if (alone) {
+        absl::StrAppend(&key, "host\n", id, "\n");
+      } else {
+        for (const auto& [k, v] : h.record.labels) absl::StrAppend(&key, k, "=", v, "\n");
+      }
+      absl::StrAppend(&key, "\n", reinterpret_cast<uintptr_t>(&h.record.modules.vector()));
+      auto it = resolved.find(key);
+      if (it == resolved.end()) {
+        it = resolved
+                 .emplace(key, Resolution{h.record.modules,
+                                          Shared(ResolveHostConfig(overrides_, id,
+                                                                   h.record.labels,
+                                                                   Installed(h)))})
+                 .first;
+      }
+      const std::shared_ptr<const herd::v1::ConfigSnapshot>& now = it->second.snapshot;
+      if (h.sent != now) {
+        // Offline, it gets its snapshot when it connects; it changed if it was sent another.
+        if (h.session || h.sent) changed.push_back(id);
+        if (auto m = NextSnapshot(h, now, /*force=*/false)) {
+          sends.push_back({id, h.session, std::move(*m)});
+        }
+      }
     }
-    // Module names come from agents: each is length-prefixed, so no two sets share a key.
-    absl::StrAppend(&key, "\n");
-    for (const auto& m : installed) absl::StrAppend(&key, m.size(), ":", m, ";");
-    auto it = resolved.find(key);
-    if (it == resolved.end()) {
-      it = resolved
-               .emplace(key, Shared(ResolveHostConfig(overrides_, id, h.record.labels, installed)))
-               .first;
-    }
-    const std::shared_ptr<const herd::v1::ConfigSnapshot>& now = it->second;
-    const bool differs = !h.sent || (h.sent != now && !SameConfig(*now, *h.sent));
-    if (!h.session) {
-      // Offline: it gets its snapshot when it connects; it changed if it differs from what
-      // it was last sent.
-      if (h.sent && differs) changed.push_back(id);
-      continue;
-    }
-    if (!differs) continue;
-    changed.push_back(id);
-    if (auto m = NextSnapshot(h, now, /*force=*/false)) {
-      sends.push_back({id, h.session, std::move(*m)});
-    }
+    if (sends.size() >= 256) flush();
   }
-  const absl::Time t_resolved = absl::Now();
-  for (auto& send : sends) {
-    const uint64_t version = send.msg.config().version();
-    Post(send.host_id, send.session, std::move(send.msg),
-         [this, peer = send.session->Peer(), version] {
-           log_->warn("event=config_not_sent peer={} version={}", peer, version);
-         });
-  }
-  if (sends.size() > 1) {
-    log_->info("event=config_pushed hosts={} resolutions={} wait_ms={} resolve_ms={} send_ms={}",
-               sends.size(), resolved.size(), absl::ToInt64Milliseconds(t_locked - t0),
-               absl::ToInt64Milliseconds(t_resolved - t_locked),
-               absl::ToInt64Milliseconds(absl::Now() - t_resolved));
+  flush();
+  if (sent > 1) {
+    log_->info("event=config_pushed hosts={} resolutions={} wait_ms={} resolve_and_post_ms={}",
+               sent, resolved.size(), absl::ToInt64Milliseconds(t_locked - t0),
+               absl::ToInt64Milliseconds(absl::Now() - t_locked));
   }
   return changed;
 }

@@ -49,7 +49,7 @@ class HostSession {
   virtual ~HostSession() = default;
   // Queues a message for the agent; false when the stream is closed or its queue is full
   // (the message is dropped and the caller treats the host as unreachable).
-  virtual bool Send(const herd::v1::ControlMessage& msg) = 0;
+  virtual bool Send(herd::v1::ControlMessage msg) = 0;
   // Ends the stream (e.g. the host connected again elsewhere).
   virtual void Close(const std::string& why) = 0;
   virtual std::string Peer() const = 0;

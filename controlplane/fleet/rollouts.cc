@@ -50,6 +50,7 @@ void RolloutEngine::Stop() {
 
 absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartRequest& req,
                                               const Actor& actor) {
+  const absl::Time called = absl::Now();
   if (req.module().empty()) return absl::InvalidArgumentError("give the module to restart");
   if (req.batch_size() > 0 && req.batch_percent() > 0) {
     return absl::InvalidArgumentError("give a batch size or a percentage, not both");
@@ -100,8 +101,8 @@ absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartReques
     running_[r.id()] = r;
     threads_.emplace_back([this, id = r.id()] { Run(id); });
   }
-  log_->info("event=rollout_started id={} module={} hosts={} batch={}", r.id(), r.module(),
-             hosts.size(), batch);
+  log_->info("event=rollout_started id={} module={} hosts={} batch={} create_ms={}", r.id(),
+             r.module(), hosts.size(), batch, absl::ToInt64Milliseconds(absl::Now() - called));
   return r;
 }
 
@@ -149,7 +150,9 @@ void RolloutEngine::Run(std::string id) {
       for (size_t k = start; k < end; ++k) {
         r.mutable_hosts(members[k])->set_state(herd::v1::ROLLOUT_HOST_STATE_RESTARTING);
       }
-      Publish(r);
+      // The requests go out first, then the record says so: storing a fleet-wide rollout
+      // takes tens of milliseconds that no host should wait for. Should the control plane
+      // stop in between, Start() marks the rollout aborted and its hosts skipped.
       const absl::Time sending = absl::Now();
       absl::BlockingCounter left(static_cast<int>(end - start));
       absl::Mutex results_mu;
@@ -167,6 +170,7 @@ void RolloutEngine::Run(std::string id) {
       }
       log_->info("event=rollout_batch_sent id={} batch={} hosts={} send_ms={}", r.id(), b,
                  end - start, absl::ToInt64Milliseconds(absl::Now() - sending));
+      Publish(r);
       left.Wait();
       for (auto& [idx, res] : results) {
         RolloutHost* h = r.mutable_hosts(idx);

@@ -26,7 +26,7 @@ class AgentStream;
 class SessionHandle final : public HostSession {
  public:
   SessionHandle(AgentStream* stream, std::string peer) : stream_(stream), peer_(std::move(peer)) {}
-  bool Send(const ControlMessage& msg) override;
+  bool Send(ControlMessage msg) override;
   void Close(const std::string& why) override;
   std::string Peer() const override { return peer_; }
   void Detach() {
@@ -60,11 +60,11 @@ class AgentStream final
     NextRead();
   }
 
-  bool Enqueue(const ControlMessage& msg) {
+  bool Enqueue(ControlMessage msg) {
     absl::MutexLock l(&mu_);
     if (finished_) return false;
     if (queue_.size() >= options_.max_queued) return false;
-    queue_.push_back(msg);
+    queue_.push_back(std::move(msg));
     if (!writing_) {
       writing_ = true;
       StartWrite(&queue_.front());
@@ -167,9 +167,9 @@ class AgentStream final
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-bool SessionHandle::Send(const ControlMessage& msg) {
+bool SessionHandle::Send(ControlMessage msg) {
   absl::MutexLock l(&mu_);
-  return stream_ != nullptr && stream_->Enqueue(msg);
+  return stream_ != nullptr && stream_->Enqueue(std::move(msg));
 }
 
 void SessionHandle::Close(const std::string& why) {

@@ -47,10 +47,10 @@ class FakeSession : public HostSession {
  public:
   explicit FakeSession(std::string peer = "10.0.0.1:5000") : peer_(std::move(peer)) {}
 
-  bool Send(const ControlMessage& msg) override {
+  bool Send(ControlMessage msg) override {
     absl::MutexLock l(&mu_);
     if (fail_send_) return false;
-    sent_.push_back(msg);
+    sent_.push_back(std::move(msg));
     return true;
   }
   void Close(const std::string& why) override {
