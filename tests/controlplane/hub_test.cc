@@ -1477,6 +1477,24 @@ TEST_F(HubTest, SameLabelsShareAResolutionButNotAHostOverride) {
   EXPECT_EQ(ValueOf(c.session->last_config(), "app", "name"), "all");
 }
 
+// Hosts with the same labels but other modules resolve apart (a push keys its resolutions by
+// labels and the host's shared module list): a module's values reach only hosts that run it.
+TEST_F(HubTest, SameLabelsOtherModulesResolveApart) {
+  Conn a = Connect(MakeHello("a", {{"env", "prod"}}, {Mod("app", kAppDefaults)}));
+  Conn b = Connect(MakeHello("b", {{"env", "prod"}}, {Mod("app", kAppDefaults), Mod("db")}));
+  Conn c = Connect(MakeHello("c", {{"env", "prod"}}, {Mod("app", kAppDefaults)}));
+  ASSERT_TRUE(Set(Global(), "db", "size", "9", /*force=*/true).ok());
+  auto ch = Set(Global(), "app", "name", "all");
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_THAT(HostsOf(*ch), ::testing::ElementsAre("a", "b", "c"));
+  EXPECT_EQ(ValueOf(b.session->last_config(), "db", "size"), "9");
+  EXPECT_EQ(a.session->last_config().modules().count("db"), 0u);
+  EXPECT_EQ(c.session->last_config().modules().count("db"), 0u);
+  for (const Conn* x : {&a, &b, &c}) {
+    EXPECT_EQ(ValueOf(x->session->last_config(), "app", "name"), "all");
+  }
+}
+
 // Agents' messages, listings, exposition and config changes from many threads at once: no
 // deadlock, no lost batch, every host's config delivered.
 TEST_F(HubTest, ConcurrentIngestListingsAndConfigChanges) {
