@@ -43,7 +43,8 @@ std::string ReadTrimmed(const std::string& path);
 // Runs argv to completion (stdin /dev/null), capturing stdout and stderr.
 CmdResult Run(const std::vector<std::string>& argv);
 
-// True once `pred` holds, polling every 20 ms up to `timeout`.
+// True once `pred` holds, checking up to `timeout`: every 20 ms, or after resting as long as
+// the last check took if longer (a check that starts a process gets half the CPU at most).
 bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(10));
 
 // True while /proc/PID exists and is not a zombie.
