@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -73,6 +74,8 @@ struct Options {
   double warmup_s = 120;
   double steady_s = 30;     // ingest measured over this window
   int restart_ms = 200;     // a simulated restart takes this long
+  // Each fan-out starts from a steady control plane (see WaitSteady), unless back to back.
+  bool back_to_back = false;
   double max_runtime_s = 600;
   std::string json_out;
 };
@@ -229,6 +232,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);  // as agentd's uplink
     channel_ = grpc::CreateCustomChannel(options_.controlplane, grpc::InsecureChannelCredentials(),
                                          args);
     stub_ = std::make_unique<grpc::GenericStub>(channel_);
@@ -561,6 +565,22 @@ double DelayQuantile(const Scrape& a, const Scrape& b, double q) {
   return prev_le;
 }
 
+// Waits until the control plane is steady: its batch delay's median over `window` under
+// 100 ms (it has drained what it was behind on), or `limit` has passed. Returns the seconds
+// waited and the last median seen (-1 without --http).
+std::pair<double, double> WaitSteady(const Options& o, absl::Duration window, absl::Duration limit,
+                                     const std::function<bool()>& out_of_time) {
+  const int64_t start = NowUs();
+  double p50 = -1;
+  while (!out_of_time() && NowUs() - start < absl::ToInt64Microseconds(limit)) {
+    const Scrape a = ScrapeMetrics(o);
+    std::this_thread::sleep_for(absl::ToChronoSeconds(window));
+    p50 = DelayQuantile(a, ScrapeMetrics(o), 0.5);
+    if (p50 < 0.1) break;  // also without --http (-1): nothing to wait for
+  }
+  return {static_cast<double>(NowUs() - start) / 1e6, p50};
+}
+
 struct Percentiles {
   double min = 0, p50 = 0, p99 = 0, max = 0;
   size_t n = 0;
@@ -702,17 +722,20 @@ class OperatorProcess {
         prepare(ctx);
         const int64_t t0 = NowUs();
         grpc::Status st = fleet->Restart(&ctx, restart, &rollout);
+        // Followed as `agentctl rollout --watch` does: the control plane sends the record as
+        // it changes (not a 10,000-host record polled many times a second).
         herd::v1::Rollout last;
-        while (st.ok() && NowUs() - t0 < static_cast<int64_t>(limit_s * 1e6)) {
-          grpc::ClientContext g_ctx;
-          prepare(g_ctx);
+        if (st.ok()) {
+          grpc::ClientContext w_ctx;
+          prepare(w_ctx);
+          w_ctx.set_deadline(absl::ToChronoTime(absl::FromUnixMicros(t0) + absl::Seconds(limit_s)));
           herd::v1::GetRolloutRequest g;
           g.set_id(rollout.id());
-          if (fleet->GetRollout(&g_ctx, g, &last).ok() &&
-              last.state() != herd::v1::ROLLOUT_STATE_RUNNING) {
-            break;
+          auto reader = fleet->WatchRollout(&w_ctx, g);
+          while (reader->Read(&last) && last.state() == herd::v1::ROLLOUT_STATE_RUNNING) {
           }
-          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          w_ctx.TryCancel();
+          (void)reader->Finish();
         }
         fprintf(out, "%d %lld %lld %s %s\n", st.ok() ? 1 : 0, static_cast<long long>(t0),
                 static_cast<long long>(NowUs()), herd::v1::RolloutState_Name(last.state()).c_str(),
@@ -766,6 +789,9 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1.0, 3600.0))->capture_default_str();
   app.add_option("--restart-ms", o.restart_ms, "How long a simulated restart takes")
       ->check(CLI::Range(0, 60000))->capture_default_str();
+  app.add_flag("--back-to-back", o.back_to_back,
+               "Restart right after the config fan-out's last ack, without waiting for the "
+               "control plane to be steady again");
   app.add_option("--max-runtime", o.max_runtime_s, "Stop after this many seconds whatever happens")
       ->check(CLI::Range(10.0, 7200.0))->capture_default_str();
   app.add_option("--json", o.json_out, "Also write the results here as JSON");
@@ -846,16 +872,10 @@ int Main(int argc, char** argv) {
   // delay's median over 5 s under 100 ms), or after --warmup seconds (the batch delay over
   // the window then says it never was).
   {
-    const int64_t warm_start = NowUs();
-    double p50 = -1;
-    while (!out_of_time() && NowUs() - warm_start < static_cast<int64_t>(o.warmup_s * 1e6)) {
-      const Scrape a = ScrapeMetrics(o);
-      std::this_thread::sleep_for(std::chrono::seconds(5));
-      p50 = DelayQuantile(a, ScrapeMetrics(o), 0.5);
-      if (p50 >= 0 && p50 < 0.1) break;
-    }
+    const auto [waited_s, p50] =
+        WaitSteady(o, absl::Seconds(5), absl::Seconds(o.warmup_s), out_of_time);
     fprintf(stderr, "fleetsim: steady after %.0f s of warm-up (batch delay p50 %.2f s)\n",
-            static_cast<double>(NowUs() - warm_start) / 1e6, p50);
+            waited_s, p50);
   }
   // The control plane's counter and ours are read back to back, at the start and the end of
   // the window, so the two rates cover the same time.
@@ -913,6 +933,14 @@ int Main(int argc, char** argv) {
     if (set.ok && agents[i]->config_version() > version_before[i]) {
       config_ms.push_back(static_cast<double>(agents[i]->config_ack_us() - config_t0) / 1000.0);
     }
+  }
+
+  // The config fan-out leaves the control plane behind on the batches that arrived meanwhile
+  // (and on the acks); the restart is timed from a steady control plane again, as an
+  // operator's restart would usually find it, unless --back-to-back.
+  std::pair<double, double> settled{0, -1};
+  if (!o.back_to_back) {
+    settled = WaitSteady(o, absl::Seconds(1), absl::Seconds(30), out_of_time);
   }
 
   // Fan-out: a restart of mod-0 on every host, all at once (one batch of 100 %).
@@ -983,6 +1011,13 @@ int Main(int argc, char** argv) {
          "max %.0f ms (restart takes %d ms; rollout %s in %.1f s)%s\n",
          rst.n, connected, rst.min, rst.p50, rst.p99, rst.max, o.restart_ms,
          rs.state.c_str(), rollout_s, rs.ok ? "" : " FAILED (see above)");
+  if (o.back_to_back) {
+    printf("                      started right after the config fan-out's last ack\n");
+  } else {
+    printf("                      started %.1f s after the config fan-out's last ack, the control "
+           "plane steady again (batch delay p50 %.2f s over 1 s)\n",
+           settled.first, settled.second);
+  }
   if (api.list_ms >= 0) {
     printf("  dashboard API       ListHosts page of 50: %.1f ms, search: %.1f ms, GetHost: %.1f ms; "
            "/metrics: %.0f ms (%.1f MiB)\n",
@@ -1000,13 +1035,14 @@ int Main(int argc, char** argv) {
         R"("config_p99_ms":%.1f,"config_max_ms":%.1f,"config_acked":%zu,"restart_p50_ms":%.1f,)"
         R"("restart_p99_ms":%.1f,"restart_max_ms":%.1f,"restart_acked":%zu,"failed_streams":%d,)"
         R"("list_hosts_ms":%.1f,"search_hosts_ms":%.1f,"get_host_ms":%.1f,"metrics_ms":%.1f,)"
-        R"("batch_delay_p50_s":%.3f,"batch_delay_p99_s":%.3f})",
+        R"("batch_delay_p50_s":%.3f,"batch_delay_p99_s":%.3f,"restart_settle_s":%.3f,)"
+        R"("back_to_back":%s})",
         o.agents, o.modules, o.probes, o.interval_ms, connected, registration_s,
         static_cast<double>(sent) / window_s, accepted < 0 ? -1 : accepted / window_s,
         static_cast<unsigned long long>(skipped), cp_cores, sim_cores,
         static_cast<unsigned long long>(p1.rss), static_cast<unsigned long long>(baseline.rss), cfg.p50, cfg.p99, cfg.max, cfg.n, rst.p50,
         rst.p99, rst.max, rst.n, counters.failed.load(), api.list_ms, api.search_ms, api.host_ms,
-        api.metrics_ms, delay_p50, delay_p99);
+        api.metrics_ms, delay_p50, delay_p99, settled.first, o.back_to_back ? "true" : "false");
     j << "\n";
   }
   const bool ok = connected == o.agents && counters.failed.load() == 0 &&

@@ -63,8 +63,26 @@ void BoundInventory(herd::v1::ModuleInventory& m) {
 
 }  // namespace
 
+namespace {
+// Fan-outs hand their messages to the send threads this many at a time: few enough that the
+// first hosts have theirs while the rest are made, enough that one wake-up sends many.
+constexpr size_t kHandOff = 256;
+
+// Request ids are unique, not secret: an answer counts only from the host its request went to.
+// A prefix drawn once per hub keeps an answer to an earlier run's request from matching one of
+// this run's. (A random draw per request was a quarter of a fleet-wide rollout's dispatch.)
+std::string NewRequestPrefix() {
+  auto s = NewSecret("");
+  return s.ok() ? s->substr(0, 8) : absl::StrCat(absl::ToUnixNanos(absl::Now()));
+}
+}  // namespace
+
 Hub::Hub(Store& store, const Clock& clock, HubOptions options)
-    : store_(store), clock_(clock), options_(options), log_(herd::Logger("hub")) {}
+    : store_(store),
+      clock_(clock),
+      options_(options),
+      log_(herd::Logger("hub")),
+      request_prefix_(NewRequestPrefix()) {}
 
 Hub::~Hub() { Stop(); }
 
@@ -113,19 +131,43 @@ absl::Status Hub::Start() {
 
 void Hub::Post(const std::string& host_id, std::shared_ptr<HostSession> session,
                ControlMessage msg, std::function<void()> on_fail) {
+  std::vector<Outgoing> out;
+  out.push_back({host_id, std::move(session), std::move(msg), std::move(on_fail)});
+  PostAll(std::move(out));
+}
+
+void Hub::PostAll(std::vector<Outgoing> out) {
   if (outboxes_.empty()) {
-    if (!session->Send(std::move(msg)) && on_fail) on_fail();
+    for (auto& o : out) {
+      if (!o.session->Send(std::move(o.msg)) && o.on_fail) o.on_fail();
+    }
     return;
   }
-  Outbox& box = *outboxes_[std::hash<std::string>{}(host_id) % outboxes_.size()];
-  {
-    absl::MutexLock l(&box.mu);
-    if (!box.stop) {
-      box.items.push_back({std::move(session), std::move(msg), std::move(on_fail)});
-      return;
+  // A host's messages always go through the same send thread, so they keep their order.
+  std::vector<std::vector<Outbox::Item>> per_box(outboxes_.size());
+  for (auto& o : out) {
+    per_box[std::hash<std::string>{}(o.host_id) % outboxes_.size()].push_back(
+        {std::move(o.session), std::move(o.msg), std::move(o.on_fail)});
+  }
+  std::vector<std::function<void()>> refused;
+  for (size_t i = 0; i < per_box.size(); ++i) {
+    if (per_box[i].empty()) continue;
+    Outbox& box = *outboxes_[i];
+    bool taken = false;
+    {
+      absl::MutexLock l(&box.mu);
+      if (!box.stop) {
+        for (auto& item : per_box[i]) box.items.push_back(std::move(item));
+        taken = true;
+      }
+    }
+    if (!taken) {
+      for (auto& item : per_box[i]) {
+        if (item.on_fail) refused.push_back(std::move(item.on_fail));
+      }
     }
   }
-  if (on_fail) on_fail();  // outside the lock: it may post again
+  for (auto& f : refused) f();  // outside the locks: they may post again
 }
 
 void Hub::OutboxLoop(Outbox& box) {
@@ -695,24 +737,13 @@ std::vector<std::string> Hub::PushConfig(const std::string* only) {
     std::shared_ptr<const herd::v1::ConfigSnapshot> snapshot;
   };
   std::map<std::string, Resolution> resolved;
-  struct Send {
-    std::string host_id;
-    std::shared_ptr<HostSession> session;
-    ControlMessage msg;
-  };
-  std::vector<Send> sends;
+  std::vector<Outgoing> sends;
   size_t sent = 0;
   // Handed to the send threads as they are made, so the first hosts have theirs while the
   // last are still being resolved.
   auto flush = [&] {
-    for (auto& send : sends) {
-      const uint64_t version = send.msg.config().version();
-      Post(send.host_id, send.session, std::move(send.msg),
-           [this, peer = send.session->Peer(), version] {
-             log_->warn("event=config_not_sent peer={} version={}", peer, version);
-           });
-    }
     sent += sends.size();
+    PostAll(std::move(sends));
     sends.clear();
   };
   std::vector<std::string> changed;
@@ -742,11 +773,16 @@ std::vector<std::string> Hub::PushConfig(const std::string* only) {
         // Offline, it gets its snapshot when it connects; it changed if it was sent another.
         if (h.session || h.sent) changed.push_back(id);
         if (auto m = NextSnapshot(h, now, /*force=*/false)) {
-          sends.push_back({id, h.session, std::move(*m)});
+          const uint64_t version = m->config().version();
+          sends.push_back({id, h.session, std::move(*m),
+                           [this, session = h.session, version] {
+                             log_->warn("event=config_not_sent peer={} version={}",
+                                        session->Peer(), version);
+                           }});
         }
       }
     }
-    if (sends.size() >= 256) flush();
+    if (sends.size() >= kHandOff) flush();
   }
   flush();
   if (sent > 1) {
@@ -1175,53 +1211,71 @@ absl::StatusOr<herd::v1::Series> Hub::QuerySeries(const herd::v1::QuerySeriesReq
 // Relayed requests
 
 std::string Hub::NewRequestId() {
-  auto s = NewSecret("");
   const uint64_t n = next_request_.fetch_add(1, std::memory_order_relaxed);
-  return absl::StrCat("r", n, "-", s.ok() ? s->substr(0, 8) : "0");
+  return absl::StrCat("r", request_prefix_, "-", n);
 }
 
-void Hub::Relay(const std::string& host_id, ControlMessage msg, Kind kind,
-                const std::string& request_id, absl::Duration timeout,
-                std::function<void(absl::StatusOr<AgentMessage>)> done) {
-  Entry e = Find(host_id);
-  if (!e) {
-    {
-      absl::MutexLock l(&pending_mu_);
-      pending_.erase(request_id);
-    }
-    done(absl::NotFoundError(absl::StrCat("no host ", host_id, ": see `agentctl hosts`")));
-    return;
-  }
+void Hub::RelayAll(std::vector<Request> requests) {
+  std::vector<Entry> entries;
+  entries.reserve(requests.size());
+  for (const auto& r : requests) entries.push_back(Find(r.host_id));
+  // Run once every lock is released: what could not be sent.
+  std::vector<std::function<void()>> failures;
   // Pending first, then the session: a disconnect from here on finds the request and fails
   // it; one before finds no session below. (A log request is registered already, with its
   // line callback.)
   {
     absl::MutexLock l(&pending_mu_);
-    Pending& p = pending_[request_id];
-    p.kind = kind;
-    p.host_id = host_id;
-    p.deadline = clock_.Now() + timeout + options_.request_grace;
-    p.done = std::move(done);
+    const absl::Time now = clock_.Now();
+    for (size_t i = 0; i < requests.size(); ++i) {
+      Request& r = requests[i];
+      if (!entries[i]) {
+        pending_.erase(r.request_id);
+        failures.push_back([done = std::move(r.done), id = r.host_id] {
+          done(absl::NotFoundError(absl::StrCat("no host ", id, ": see `agentctl hosts`")));
+        });
+        continue;
+      }
+      Pending& p = pending_[r.request_id];
+      p.kind = r.kind;
+      p.host_id = r.host_id;
+      p.deadline = now + r.timeout + options_.request_grace;
+      p.done = std::move(r.done);
+    }
   }
-  if (stopped_) {  // Stop has failed the pending requests already: this one too
-    CompletePending(request_id, absl::UnavailableError("the control plane is stopping"));
-    return;
+  std::vector<Outgoing> out;
+  out.reserve(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (!entries[i]) continue;
+    Request& r = requests[i];
+    if (stopped_) {  // Stop has failed the pending requests already: these too
+      failures.push_back([this, id = r.request_id] {
+        CompletePending(id, absl::UnavailableError("the control plane is stopping"));
+      });
+      continue;
+    }
+    std::shared_ptr<HostSession> session;
+    {
+      absl::MutexLock hl(&entries[i]->mu);
+      session = entries[i]->s.session;
+    }
+    if (!session) {
+      failures.push_back([this, id = r.request_id, host = r.host_id] {
+        CompletePending(id,
+                        absl::UnavailableError(absl::StrCat("host ", host, " is not connected")));
+      });
+      continue;
+    }
+    out.push_back({r.host_id, std::move(session), std::move(r.msg),
+                   [this, host_id = r.host_id, request_id = r.request_id] {
+                     CompletePending(request_id, absl::UnavailableError(absl::StrCat(
+                                                     "host ", host_id,
+                                                     " cannot take messages now (stream "
+                                                     "closed or backed up)")));
+                   }});
   }
-  std::shared_ptr<HostSession> session;
-  {
-    absl::MutexLock hl(&e->mu);
-    session = e->s.session;
-  }
-  if (!session) {
-    CompletePending(request_id,
-                    absl::UnavailableError(absl::StrCat("host ", host_id, " is not connected")));
-    return;
-  }
-  Post(host_id, std::move(session), std::move(msg), [this, host_id, request_id] {
-    CompletePending(request_id, absl::UnavailableError(absl::StrCat(
-                                    "host ", host_id, " cannot take messages now (stream "
-                                    "closed or backed up)")));
-  });
+  PostAll(std::move(out));
+  for (auto& f : failures) f();
 }
 
 void Hub::CompletePending(const std::string& request_id, absl::StatusOr<AgentMessage> r) {
@@ -1322,8 +1376,9 @@ void Hub::TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& ac
     r->set_host_id(id);
     r->set_hostname(names[id]);
   }
+  std::vector<Request> requests;
+  requests.reserve(std::min(ids->size(), kHandOff));
   for (size_t i = 0; i < ids->size(); ++i) {
-    const std::string& id = (*ids)[i];
     ControlMessage m;
     std::string rid = NewRequestId();
     auto* a = m.mutable_action();
@@ -1332,53 +1387,72 @@ void Hub::TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& ac
     a->set_action(req.action());
     a->mutable_params()->insert(req.params().begin(), req.params().end());
     a->set_timeout_ms(timeout_ms);
-    Relay(id, std::move(m), Kind::kAction, rid, absl::Milliseconds(timeout_ms),
-          [g, i](absl::StatusOr<AgentMessage> r) {
-            std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> finish;
-            herd::v1::FleetActionResponse resp;
-            {
-              absl::MutexLock l(&g->mu);
-              auto* out = g->resp.mutable_results(static_cast<int>(i));
-              if (!r.ok()) {
-                out->set_error(std::string(r.status().message()));
-              } else {
-                const auto& ar = r->action_result();
-                out->set_ok(ar.ok());
-                out->set_reply_json(ar.reply_json());
-                out->mutable_stream()->CopyFrom(ar.stream());
-                out->set_error(ar.error());
-                out->set_elapsed_ms(ar.elapsed_ms());
-              }
-              if (--g->left == 0) {
-                finish = std::move(g->done);
-                resp = g->resp;
-              }
-            }
-            if (finish) finish(std::move(resp));
-          });
+    requests.push_back(
+        {(*ids)[i], std::move(m), Kind::kAction, std::move(rid), absl::Milliseconds(timeout_ms),
+         [g, i](absl::StatusOr<AgentMessage> r) {
+           std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> finish;
+           herd::v1::FleetActionResponse resp;
+           {
+             absl::MutexLock l(&g->mu);
+             auto* out = g->resp.mutable_results(static_cast<int>(i));
+             if (!r.ok()) {
+               out->set_error(std::string(r.status().message()));
+             } else {
+               const auto& ar = r->action_result();
+               out->set_ok(ar.ok());
+               out->set_reply_json(ar.reply_json());
+               out->mutable_stream()->CopyFrom(ar.stream());
+               out->set_error(ar.error());
+               out->set_elapsed_ms(ar.elapsed_ms());
+             }
+             if (--g->left == 0) {
+               finish = std::move(g->done);
+               resp = g->resp;
+             }
+           }
+           if (finish) finish(std::move(resp));
+         }});
+    if (requests.size() == kHandOff) {
+      RelayAll(std::move(requests));
+      requests.clear();
+      requests.reserve(kHandOff);
+    }
   }
+  RelayAll(std::move(requests));
 }
 
-void Hub::RestartOnHost(const std::string& host_id, const std::vector<std::string>& units,
-                        uint32_t wait_healthy_ms, const std::string& rollout_id,
-                        std::function<void(absl::StatusOr<herd::v1::RestartResult>)> done) {
-  ControlMessage m;
-  std::string rid = NewRequestId();
-  auto* r = m.mutable_restart();
-  r->set_request_id(rid);
-  for (const auto& u : units) r->add_units(u);
-  r->set_wait_healthy_ms(wait_healthy_ms);
-  r->set_rollout_id(rollout_id);
-  // A restart takes the unit's stop time plus the wait; allow a minute on top.
-  Relay(host_id, std::move(m), Kind::kRestart, rid,
-        absl::Milliseconds(wait_healthy_ms) + absl::Seconds(60),
-        [done = std::move(done)](absl::StatusOr<AgentMessage> r) {
-          if (!r.ok()) {
-            done(r.status());
-          } else {
-            done(r->restart_result());
-          }
-        });
+void Hub::RestartOnHosts(
+    const std::vector<std::string>& host_ids, const std::vector<std::string>& units,
+    uint32_t wait_healthy_ms, const std::string& rollout_id,
+    std::function<void(size_t, absl::StatusOr<herd::v1::RestartResult>)> done) {
+  auto shared_done = std::make_shared<decltype(done)>(std::move(done));
+  std::vector<Request> requests;
+  requests.reserve(std::min(host_ids.size(), kHandOff));
+  for (size_t i = 0; i < host_ids.size(); ++i) {
+    ControlMessage m;
+    std::string rid = NewRequestId();
+    auto* r = m.mutable_restart();
+    r->set_request_id(rid);
+    for (const auto& u : units) r->add_units(u);
+    r->set_wait_healthy_ms(wait_healthy_ms);
+    r->set_rollout_id(rollout_id);
+    // A restart takes the unit's stop time plus the wait; allow a minute on top.
+    requests.push_back({host_ids[i], std::move(m), Kind::kRestart, std::move(rid),
+                        absl::Milliseconds(wait_healthy_ms) + absl::Seconds(60),
+                        [shared_done, i](absl::StatusOr<AgentMessage> r) {
+                          if (!r.ok()) {
+                            (*shared_done)(i, r.status());
+                          } else {
+                            (*shared_done)(i, std::move(*r->mutable_restart_result()));
+                          }
+                        }});
+    if (requests.size() == kHandOff) {
+      RelayAll(std::move(requests));
+      requests.clear();
+      requests.reserve(kHandOff);
+    }
+  }
+  RelayAll(std::move(requests));
 }
 
 std::string Hub::StreamLogs(const herd::v1::FleetLogsRequest& req,
@@ -1407,17 +1481,19 @@ std::string Hub::StreamLogs(const herd::v1::FleetLogsRequest& req,
     p.on_lines = on_lines;
     pending_[rid] = std::move(p);
   }
-  Relay(ids->front(), std::move(m), Kind::kLogs, rid,
-        req.follow() ? absl::InfiniteDuration() : absl::Seconds(30),
-        [on_lines, on_end](absl::StatusOr<AgentMessage> r) {
-          if (!r.ok()) {
-            on_end(r.status());
-            return;
-          }
-          const auto& c = r->log_chunk();
-          if (c.lines_size() > 0) on_lines(c);
-          on_end(c.error().empty() ? absl::OkStatus() : absl::NotFoundError(c.error()));
-        });
+  std::vector<Request> one;
+  one.push_back({ids->front(), std::move(m), Kind::kLogs, rid,
+                 req.follow() ? absl::InfiniteDuration() : absl::Seconds(30),
+                 [on_lines, on_end](absl::StatusOr<AgentMessage> r) {
+                   if (!r.ok()) {
+                     on_end(r.status());
+                     return;
+                   }
+                   const auto& c = r->log_chunk();
+                   if (c.lines_size() > 0) on_lines(c);
+                   on_end(c.error().empty() ? absl::OkStatus() : absl::NotFoundError(c.error()));
+                 }});
+  RelayAll(std::move(one));
   return rid;
 }
 

@@ -140,11 +140,13 @@ class Hub {
   void TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& actor,
                      std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> done);
 
-  // Restarts units on one host (the rollout engine's step). `done` gets the agent's result,
-  // or an error if the host is offline, disconnects, or does not answer in time.
-  void RestartOnHost(const std::string& host_id, const std::vector<std::string>& units,
-                     uint32_t wait_healthy_ms, const std::string& rollout_id,
-                     std::function<void(absl::StatusOr<herd::v1::RestartResult>)> done);
+  // Restarts units on each of the hosts (a rollout's step), handed out a few hundred at a time.
+  // `done(i, result)` gets host_ids[i]'s result, or an error if that host is offline,
+  // disconnects, or does not answer in time; it may run before this returns.
+  void RestartOnHosts(
+      const std::vector<std::string>& host_ids, const std::vector<std::string>& units,
+      uint32_t wait_healthy_ms, const std::string& rollout_id,
+      std::function<void(size_t, absl::StatusOr<herd::v1::RestartResult>)> done);
 
   // Streams a unit's log from its host: `on_lines` for each chunk; `on_end` once (OK when the
   // log ended, an error if the host is gone). Returns an id for CancelLogs.
@@ -247,10 +249,18 @@ class Hub {
   absl::Status ReloadOverrides() ABSL_EXCLUSIVE_LOCKS_REQUIRED(config_mu_);
   void OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms);
   std::string NewRequestId();
-  // Registers a pending request and sends `msg` to the host; on failure `done` runs now.
-  void Relay(const std::string& host_id, herd::v1::ControlMessage msg, Kind kind,
-             const std::string& request_id, absl::Duration timeout,
-             std::function<void(absl::StatusOr<herd::v1::AgentMessage>)> done);
+  // A request to one host: `msg` carries `request_id`; `done` gets the host's answer.
+  struct Request {
+    std::string host_id;
+    herd::v1::ControlMessage msg;
+    Kind kind;
+    std::string request_id;
+    absl::Duration timeout;
+    std::function<void(absl::StatusOr<herd::v1::AgentMessage>)> done;
+  };
+  // Registers each request as pending and sends it to its host, all in one hand-off to the
+  // send threads; a request that cannot go out has its `done` run before this returns.
+  void RelayAll(std::vector<Request> requests);
   void CompletePending(const std::string& request_id, absl::StatusOr<herd::v1::AgentMessage> r);
   void Sweep();
   // Closes the streams of agents silent for longer than silent_stream_timeout.
@@ -267,6 +277,16 @@ class Hub {
   // session does not take it.
   void Post(const std::string& host_id, std::shared_ptr<HostSession> session,
             herd::v1::ControlMessage msg, std::function<void()> on_fail = nullptr);
+  struct Outgoing {
+    std::string host_id;
+    std::shared_ptr<HostSession> session;
+    herd::v1::ControlMessage msg;
+    std::function<void()> on_fail;
+  };
+  // Post for many messages: one lock, and at most one wake-up, per send thread for them all.
+  // (Posted one by one, a fan-out's poster and the send threads it wakes take turns on a
+  // busy core, a message at a time.)
+  void PostAll(std::vector<Outgoing> out);
   struct Outbox {
     struct Item {
       std::shared_ptr<HostSession> session;
@@ -307,6 +327,7 @@ class Hub {
   uint64_t next_watcher_ ABSL_GUARDED_BY(watch_mu_) = 1;
   std::atomic<size_t> watcher_count_{0};
 
+  const std::string request_prefix_;  // see NewRequestId
   std::atomic<uint64_t> next_request_{1};
   // Counted before any lock is taken (and before a Hello is validated).
   std::atomic<uint64_t> agent_messages_{0};

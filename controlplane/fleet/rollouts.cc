@@ -157,17 +157,17 @@ void RolloutEngine::Run(std::string id) {
       absl::BlockingCounter left(static_cast<int>(end - start));
       absl::Mutex results_mu;
       std::map<int, absl::StatusOr<herd::v1::RestartResult>> results;
-      for (size_t k = start; k < end; ++k) {
-        int idx = members[k];
-        hub_.RestartOnHost(r.hosts(idx).host_id(), {r.module()}, r.wait_healthy_ms(), r.id(),
-                           [&, idx](absl::StatusOr<herd::v1::RestartResult> res) {
-                             {
-                               absl::MutexLock l(&results_mu);
-                               results.emplace(idx, std::move(res));
-                             }
-                             left.DecrementCount();
-                           });
-      }
+      std::vector<std::string> ids;
+      ids.reserve(end - start);
+      for (size_t k = start; k < end; ++k) ids.push_back(r.hosts(members[k]).host_id());
+      hub_.RestartOnHosts(ids, {r.module()}, r.wait_healthy_ms(), r.id(),
+                          [&](size_t i, absl::StatusOr<herd::v1::RestartResult> res) {
+                            {
+                              absl::MutexLock l(&results_mu);
+                              results.emplace(members[start + i], std::move(res));
+                            }
+                            left.DecrementCount();
+                          });
       log_->info("event=rollout_batch_sent id={} batch={} hosts={} send_ms={}", r.id(), b,
                  end - start, absl::ToInt64Milliseconds(absl::Now() - sending));
       Publish(r);

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -1177,8 +1178,10 @@ TEST_F(HubRelayTest, BadActionRequests) {
 
 TEST_F(HubRelayTest, RestartOnHostRelaysAndCompletes) {
   auto cap = std::make_shared<Capture<herd::v1::RestartResult>>();
-  hub_->RestartOnHost("h1", {"app", "web"}, 2000, "ro-1",
-                      [cap](auto r) { cap->Fn()(std::move(r)); });
+  hub_->RestartOnHosts({"h1"}, {"app", "web"}, 2000, "ro-1", [cap](size_t i, auto r) {
+    EXPECT_EQ(i, 0u);
+    cap->Fn()(std::move(r));
+  });
   auto rs = h1_.session->restarts();
   ASSERT_EQ(rs.size(), 1u);
   EXPECT_THAT(rs[0].units(), ElementsAre("app", "web"));
@@ -1209,22 +1212,27 @@ TEST_F(HubRelayTest, RestartOnHostRelaysAndCompletes) {
   EXPECT_EQ(r->units(1).error(), "crashed");
 }
 
+// One call for hosts unknown, offline and online: each result lands at its own index.
 TEST_F(HubRelayTest, RestartOnUnreachableHosts) {
-  auto unknown = std::make_shared<Capture<herd::v1::RestartResult>>();
-  hub_->RestartOnHost("nohost", {"app"}, 0, "ro", unknown->Fn());
-  EXPECT_EQ(unknown->value().status().code(), absl::StatusCode::kNotFound);
-
   hub_->OnDisconnect("h2", h2_.session.get());
-  auto offline = std::make_shared<Capture<herd::v1::RestartResult>>();
-  hub_->RestartOnHost("h2", {"app"}, 0, "ro", offline->Fn());
-  EXPECT_EQ(offline->value().status().code(), absl::StatusCode::kUnavailable);
-
-  auto gone = std::make_shared<Capture<herd::v1::RestartResult>>();
-  hub_->RestartOnHost("h1", {"app"}, 0, "ro", [gone](auto r) { gone->Fn()(std::move(r)); });
-  EXPECT_EQ(gone->calls(), 0);
+  absl::Mutex mu;
+  std::map<size_t, absl::StatusOr<herd::v1::RestartResult>> got;
+  auto count = [&] {
+    absl::MutexLock l(&mu);
+    return got.size();
+  };
+  hub_->RestartOnHosts({"nohost", "h2", "h1"}, {"app"}, 0, "ro", [&](size_t i, auto r) {
+    absl::MutexLock l(&mu);
+    EXPECT_TRUE(got.emplace(i, std::move(r)).second) << "host " << i << " answered twice";
+  });
+  ASSERT_EQ(count(), 2u);  // h1 has its request and has not answered
+  EXPECT_EQ(got.at(0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(got.at(1).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(h1_.session->restarts().size(), 1u);
+  EXPECT_THAT(h2_.session->restarts(), IsEmpty());
   hub_->OnDisconnect("h1", h1_.session.get());
-  ASSERT_EQ(gone->calls(), 1);
-  EXPECT_EQ(gone->value().status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_EQ(count(), 3u);
+  EXPECT_EQ(got.at(2).status().code(), absl::StatusCode::kUnavailable);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1724,9 +1732,49 @@ TEST_F(HubSendThreadsTest, AHostThatCannotTakeTheRequestFailsIt) {
   ASSERT_TRUE(WaitFor([&] { return !c.session->sent().empty(); }));
   c.session->set_fail_send(true);
   auto got = std::make_shared<Capture<herd::v1::RestartResult>>();
-  hub_->RestartOnHost("h1", {"app"}, 0, "", got->Fn());
+  hub_->RestartOnHosts({"h1"}, {"app"}, 0, "", [got](size_t, auto r) { got->Fn()(std::move(r)); });
   ASSERT_TRUE(WaitFor([&] { return got->calls() == 1; }));
   EXPECT_EQ(got->value().status().code(), absl::StatusCode::kUnavailable) << got->value().status();
+}
+
+// A fleet-wide restart goes out in one hand-off to the send threads: every host gets exactly
+// its own request, and its answer comes back at its index.
+TEST_F(HubSendThreadsTest, RestartOnManyHostsMatchesEachAnswerToItsHost) {
+  constexpr int kHosts = 40;
+  std::vector<Conn> conns;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kHosts; ++i) {
+    ids.push_back(absl::StrCat("h", i));
+    conns.push_back(Connect(MakeHello(ids.back(), {}, {Mod("app", kAppDefaults)})));
+  }
+  absl::Mutex mu;
+  std::map<size_t, absl::StatusOr<herd::v1::RestartResult>> got;
+  hub_->RestartOnHosts(ids, {"app"}, 0, "ro-many", [&](size_t i, auto r) {
+    absl::MutexLock l(&mu);
+    EXPECT_TRUE(got.emplace(i, std::move(r)).second) << "host " << i << " answered twice";
+  });
+  std::set<std::string> request_ids;
+  for (int i = 0; i < kHosts; ++i) {
+    ASSERT_TRUE(WaitFor([&] { return conns[i].session->restarts().size() == 1u; })) << ids[i];
+    const auto req = conns[i].session->restarts()[0];
+    EXPECT_EQ(req.rollout_id(), "ro-many");
+    EXPECT_TRUE(request_ids.insert(req.request_id()).second) << "request id reused";
+    AgentMessage m;
+    auto* rr = m.mutable_restart_result();
+    rr->set_request_id(req.request_id());
+    auto* u = rr->add_units();
+    u->set_unit("app");
+    u->set_ok(true);
+    u->set_pid(1000 + i);
+    Send(ids[i], conns[i], m);
+  }
+  absl::MutexLock l(&mu);
+  ASSERT_EQ(got.size(), static_cast<size_t>(kHosts));
+  for (int i = 0; i < kHosts; ++i) {
+    ASSERT_TRUE(got.at(i).ok()) << got.at(i).status();
+    ASSERT_EQ(got.at(i)->units_size(), 1);
+    EXPECT_EQ(got.at(i)->units(0).pid(), 1000 + i) << ids[i];
+  }
 }
 
 }  // namespace
