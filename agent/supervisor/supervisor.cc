@@ -62,6 +62,7 @@ Supervisor::Supervisor(EventLoop& loop, Spawner& spawner, ProcSampler& sampler, 
       log_(herd::Logger("supervisor")) {}
 
 Supervisor::~Supervisor() {
+  *alive_ = false;
   if (sample_timer_) loop_.CancelTimer(sample_timer_);
   for (auto& [name, u] : units_) {
     for (auto* t : {&u->restart_timer, &u->kill_timer, &u->cron_timer}) {
@@ -670,6 +671,7 @@ void Supervisor::Delete(const std::string& selector, UnitsDone done) {
 }
 
 void Supervisor::StopAll(std::function<void()> done) {
+  if (persist_queued_) PersistNow();  // the state before the shutdown is what comes back
   shutting_down_ = true;
   if (sample_timer_) {
     loop_.CancelTimer(sample_timer_);
@@ -824,6 +826,15 @@ void Supervisor::AddEvent(Unit& u, const std::string& kind, const std::string& d
 }
 
 void Supervisor::Persist() {
+  if (state_ == nullptr || shutting_down_ || persist_queued_) return;
+  persist_queued_ = true;
+  loop_.Post([this, alive = alive_] {
+    if (*alive) PersistNow();
+  });
+}
+
+void Supervisor::PersistNow() {
+  persist_queued_ = false;
   if (state_ == nullptr || shutting_down_) return;
   std::vector<PersistedUnit> units;
   units.reserve(units_.size());

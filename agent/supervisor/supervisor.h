@@ -185,7 +185,10 @@ class Supervisor {
   void CheckMemory(Unit& u);
   void RemoveUnit(const std::string& name);
   void AddEvent(Unit& u, const std::string& kind, const std::string& detail);
+  // Queues the state file's update for the end of this turn of the loop: what one call
+  // changes (a batch of starts, a restart of many) is serialized once, not once per unit.
   void Persist();
+  void PersistNow();
   void KillGroup(pid_t pgid, int sig);
   herd::v1::UnitStatus StatusOf(const Unit& u) const;
   std::vector<herd::v1::UnitStatus> StatusOf(const std::vector<Unit*>& units) const;
@@ -212,6 +215,9 @@ class Supervisor {
   };
   std::map<uint64_t, Follower> followers_;
   bool shutting_down_ = false;
+  bool persist_queued_ = false;
+  // Cleared by the destructor: a queued update finds it so if the loop outlives us.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   UnitHooks* hooks_ = nullptr;
 };
 
