@@ -4,7 +4,8 @@
 // and speaks the real protocol: Hello with a module inventory, a metrics batch every interval
 // (modules x probes), acks of config snapshots, replies to actions, and restart results after
 // a simulated restart time. Through the Fleet API (operator token) it then changes a config
-// value fleet-wide and restarts a module fleet-wide, and reports:
+// value fleet-wide and, once the control plane is steady again (or at once, --back-to-back),
+// restarts a module fleet-wide, and reports:
 //   - registration time of all N (first Hello to last Welcome);
 //   - sustained ingest: batches sent vs. batches the control plane counted (its /metrics);
 //   - fan-out latency of the config change and of the restart (until each host acked);
