@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
@@ -1034,8 +1035,10 @@ TEST_F(HubRelayTest, ActionFansOutAndGathersResultsInHostOrder) {
   EXPECT_FALSE(a1[0].request_id().empty());
   EXPECT_NE(a1[0].request_id(), a2[0].request_id());
 
-  // h2 answers first; a reply with an unknown id is ignored.
+  // h2 answers first; a reply with an unknown id is ignored, and so is one with h1's id
+  // (request ids are not secret: only the host a request went to may answer it).
   Send("h2", h2_, ActionReply("r-unknown", true, "{}"));
+  Send("h2", h2_, ActionReply(a1[0].request_id(), true, R"({"forged":1})"));
   AgentMessage r2 = ActionReply(a2[0].request_id(), false, "");
   r2.mutable_action_result()->set_error("busy");
   r2.mutable_action_result()->add_stream("line 1");
@@ -1212,27 +1215,108 @@ TEST_F(HubRelayTest, RestartOnHostRelaysAndCompletes) {
   EXPECT_EQ(r->units(1).error(), "crashed");
 }
 
+// Results of a RestartOnHosts call by host index; shared with the callback, which may still
+// run (from the hub's Stop) after a failed assertion has left the test.
+struct RestartResults {
+  absl::Mutex mu;
+  std::map<size_t, absl::StatusOr<herd::v1::RestartResult>> got ABSL_GUARDED_BY(mu);
+  size_t count() {
+    absl::MutexLock l(&mu);
+    return got.size();
+  }
+  absl::StatusOr<herd::v1::RestartResult> at(size_t i) {
+    absl::MutexLock l(&mu);
+    auto it = got.find(i);
+    return it == got.end() ? absl::InternalError("no result") : it->second;
+  }
+};
+std::function<void(size_t, absl::StatusOr<herd::v1::RestartResult>)> Collect(
+    std::shared_ptr<RestartResults> results) {
+  return [results](size_t i, absl::StatusOr<herd::v1::RestartResult> r) {
+    absl::MutexLock l(&results->mu);
+    EXPECT_TRUE(results->got.emplace(i, std::move(r)).second) << "host " << i << " answered twice";
+  };
+}
+
 // One call for hosts unknown, offline and online: each result lands at its own index.
 TEST_F(HubRelayTest, RestartOnUnreachableHosts) {
   hub_->OnDisconnect("h2", h2_.session.get());
-  absl::Mutex mu;
-  std::map<size_t, absl::StatusOr<herd::v1::RestartResult>> got;
-  auto count = [&] {
-    absl::MutexLock l(&mu);
-    return got.size();
-  };
-  hub_->RestartOnHosts({"nohost", "h2", "h1"}, {"app"}, 0, "ro", [&](size_t i, auto r) {
-    absl::MutexLock l(&mu);
-    EXPECT_TRUE(got.emplace(i, std::move(r)).second) << "host " << i << " answered twice";
-  });
-  ASSERT_EQ(count(), 2u);  // h1 has its request and has not answered
-  EXPECT_EQ(got.at(0).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(got.at(1).status().code(), absl::StatusCode::kUnavailable);
+  auto results = std::make_shared<RestartResults>();
+  hub_->RestartOnHosts({"nohost", "h2", "h1"}, {"app"}, 0, "ro", Collect(results));
+  ASSERT_EQ(results->count(), 2u);  // h1 has its request and has not answered
+  EXPECT_EQ(results->at(0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(results->at(1).status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(h1_.session->restarts().size(), 1u);
   EXPECT_THAT(h2_.session->restarts(), IsEmpty());
   hub_->OnDisconnect("h1", h1_.session.get());
-  ASSERT_EQ(count(), 3u);
-  EXPECT_EQ(got.at(2).status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_EQ(results->count(), 3u);
+  EXPECT_EQ(results->at(2).status().code(), absl::StatusCode::kUnavailable);
+}
+
+// An action on more hosts than one hand-off: every host gets its request, and the response
+// has each host's own reply at its place.
+TEST_F(HubRelayTest, ActionOnHostsBeyondOneHandOff) {
+  std::vector<Conn> conns;
+  for (int i = 0; i < 300; ++i) {
+    conns.push_back(Connect(MakeHello(absl::StrCat("m", i), {}, {Mod("app")})));
+  }
+  auto cap = Trigger(All());
+  auto reply = [&](const std::string& id, Conn& c) {
+    const auto a = c.session->actions();
+    ASSERT_EQ(a.size(), 1u) << id;
+    Send(id, c, ActionReply(a[0].request_id(), true, absl::StrCat("\"", id, "\"")));
+  };
+  reply("h1", h1_);
+  reply("h2", h2_);
+  for (int i = 0; i < 300; ++i) reply(absl::StrCat("m", i), conns[i]);
+  ASSERT_EQ(cap->calls(), 1);
+  auto resp = cap->value();
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  ASSERT_EQ(resp->results_size(), 302);
+  for (const auto& r : resp->results()) {
+    EXPECT_TRUE(r.ok()) << r.host_id();
+    EXPECT_EQ(r.reply_json(), absl::StrCat("\"", r.host_id(), "\""));
+  }
+}
+
+// More hosts than one hand-off to the send threads (256): requests go out in several, and
+// every result, answered or failed, still lands at its host's index.
+TEST_F(HubRelayTest, RestartOnHostsBeyondOneHandOff) {
+  constexpr int kOnline = 300;
+  std::vector<Conn> conns;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kOnline; ++i) {
+    ids.push_back(absl::StrCat("m", i));
+    conns.push_back(Connect(MakeHello(ids.back(), {}, {Mod("app")})));
+    if (i % 60 == 30) ids.push_back(absl::StrCat("unknown-", i));  // NotFound, in between
+  }
+  auto results = std::make_shared<RestartResults>();
+  hub_->RestartOnHosts(ids, {"app"}, 0, "ro-big", Collect(results));
+  std::set<std::string> request_ids;
+  for (int i = 0; i < kOnline; ++i) {
+    const auto reqs = conns[i].session->restarts();
+    ASSERT_EQ(reqs.size(), 1u) << "m" << i;
+    EXPECT_TRUE(request_ids.insert(reqs[0].request_id()).second) << "request id reused";
+    AgentMessage m;
+    auto* rr = m.mutable_restart_result();
+    rr->set_request_id(reqs[0].request_id());
+    auto* u = rr->add_units();
+    u->set_unit("app");
+    u->set_ok(true);
+    u->set_pid(10000 + i);
+    Send(absl::StrCat("m", i), conns[i], m);
+  }
+  ASSERT_EQ(results->count(), ids.size());
+  for (size_t k = 0; k < ids.size(); ++k) {
+    auto r = results->at(k);
+    if (absl::StartsWith(ids[k], "unknown-")) {
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << ids[k];
+      continue;
+    }
+    ASSERT_TRUE(r.ok()) << ids[k] << ": " << r.status();
+    ASSERT_EQ(r->units_size(), 1);
+    EXPECT_EQ(absl::StrCat("m", r->units(0).pid() - 10000), ids[k]);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1747,12 +1831,8 @@ TEST_F(HubSendThreadsTest, RestartOnManyHostsMatchesEachAnswerToItsHost) {
     ids.push_back(absl::StrCat("h", i));
     conns.push_back(Connect(MakeHello(ids.back(), {}, {Mod("app", kAppDefaults)})));
   }
-  absl::Mutex mu;
-  std::map<size_t, absl::StatusOr<herd::v1::RestartResult>> got;
-  hub_->RestartOnHosts(ids, {"app"}, 0, "ro-many", [&](size_t i, auto r) {
-    absl::MutexLock l(&mu);
-    EXPECT_TRUE(got.emplace(i, std::move(r)).second) << "host " << i << " answered twice";
-  });
+  auto results = std::make_shared<RestartResults>();
+  hub_->RestartOnHosts(ids, {"app"}, 0, "ro-many", Collect(results));
   std::set<std::string> request_ids;
   for (int i = 0; i < kHosts; ++i) {
     ASSERT_TRUE(WaitFor([&] { return conns[i].session->restarts().size() == 1u; })) << ids[i];
@@ -1768,12 +1848,12 @@ TEST_F(HubSendThreadsTest, RestartOnManyHostsMatchesEachAnswerToItsHost) {
     u->set_pid(1000 + i);
     Send(ids[i], conns[i], m);
   }
-  absl::MutexLock l(&mu);
-  ASSERT_EQ(got.size(), static_cast<size_t>(kHosts));
+  ASSERT_EQ(results->count(), static_cast<size_t>(kHosts));
   for (int i = 0; i < kHosts; ++i) {
-    ASSERT_TRUE(got.at(i).ok()) << got.at(i).status();
-    ASSERT_EQ(got.at(i)->units_size(), 1);
-    EXPECT_EQ(got.at(i)->units(0).pid(), 1000 + i) << ids[i];
+    auto r = results->at(i);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->units_size(), 1);
+    EXPECT_EQ(r->units(0).pid(), 1000 + i) << ids[i];
   }
 }
 
