@@ -1278,6 +1278,13 @@ void Hub::RelayAll(std::vector<Request> requests) {
   for (auto& f : failures) f();
 }
 
+void Hub::RelayWhenFull(std::vector<Request>& requests) {
+  if (requests.size() < kHandOff) return;
+  RelayAll(std::move(requests));
+  requests.clear();
+  requests.reserve(kHandOff);
+}
+
 void Hub::CompletePending(const std::string& request_id, absl::StatusOr<AgentMessage> r) {
   std::function<void(absl::StatusOr<AgentMessage>)> done;
   {
@@ -1412,11 +1419,7 @@ void Hub::TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& ac
            }
            if (finish) finish(std::move(resp));
          }});
-    if (requests.size() == kHandOff) {
-      RelayAll(std::move(requests));
-      requests.clear();
-      requests.reserve(kHandOff);
-    }
+    RelayWhenFull(requests);
   }
   RelayAll(std::move(requests));
 }
@@ -1446,11 +1449,7 @@ void Hub::RestartOnHosts(
                             (*shared_done)(i, std::move(*r->mutable_restart_result()));
                           }
                         }});
-    if (requests.size() == kHandOff) {
-      RelayAll(std::move(requests));
-      requests.clear();
-      requests.reserve(kHandOff);
-    }
+    RelayWhenFull(requests);
   }
   RelayAll(std::move(requests));
 }

@@ -261,6 +261,9 @@ class Hub {
   // Registers each request as pending and sends it to its host, all in one hand-off to the
   // send threads; a request that cannot go out has its `done` run before this returns.
   void RelayAll(std::vector<Request> requests);
+  // A fan-out's loop calls it after adding each request: a full hand-off (kHandOff) goes out,
+  // so the first hosts have theirs while the rest are made; the loop relays the rest at the end.
+  void RelayWhenFull(std::vector<Request>& requests);
   void CompletePending(const std::string& request_id, absl::StatusOr<herd::v1::AgentMessage> r);
   void Sweep();
   // Closes the streams of agents silent for longer than silent_stream_timeout.

@@ -324,6 +324,19 @@ class HubTest : public ::testing::Test {
     return m;
   }
 
+  // A restart result for one unit, restarted as `pid`.
+  static AgentMessage RestartReply(const std::string& request_id, const std::string& unit,
+                                   int pid) {
+    AgentMessage m;
+    auto* r = m.mutable_restart_result();
+    r->set_request_id(request_id);
+    auto* u = r->add_units();
+    u->set_unit(unit);
+    u->set_ok(true);
+    u->set_pid(pid);
+    return m;
+  }
+
   static AgentMessage Batch(int64_t at_ms, double host_cpu, double unit_cpu = 0,
                             bool replayed = false) {
     AgentMessage m;
@@ -1297,14 +1310,7 @@ TEST_F(HubRelayTest, RestartOnHostsBeyondOneHandOff) {
     const auto reqs = conns[i].session->restarts();
     ASSERT_EQ(reqs.size(), 1u) << "m" << i;
     EXPECT_TRUE(request_ids.insert(reqs[0].request_id()).second) << "request id reused";
-    AgentMessage m;
-    auto* rr = m.mutable_restart_result();
-    rr->set_request_id(reqs[0].request_id());
-    auto* u = rr->add_units();
-    u->set_unit("app");
-    u->set_ok(true);
-    u->set_pid(10000 + i);
-    Send(absl::StrCat("m", i), conns[i], m);
+    Send(absl::StrCat("m", i), conns[i], RestartReply(reqs[0].request_id(), "app", 10000 + i));
   }
   ASSERT_EQ(results->count(), ids.size());
   for (size_t k = 0; k < ids.size(); ++k) {
@@ -1839,14 +1845,7 @@ TEST_F(HubSendThreadsTest, RestartOnManyHostsMatchesEachAnswerToItsHost) {
     const auto req = conns[i].session->restarts()[0];
     EXPECT_EQ(req.rollout_id(), "ro-many");
     EXPECT_TRUE(request_ids.insert(req.request_id()).second) << "request id reused";
-    AgentMessage m;
-    auto* rr = m.mutable_restart_result();
-    rr->set_request_id(req.request_id());
-    auto* u = rr->add_units();
-    u->set_unit("app");
-    u->set_ok(true);
-    u->set_pid(1000 + i);
-    Send(ids[i], conns[i], m);
+    Send(ids[i], conns[i], RestartReply(req.request_id(), "app", 1000 + i));
   }
   ASSERT_EQ(results->count(), static_cast<size_t>(kHosts));
   for (int i = 0; i < kHosts; ++i) {
