@@ -8,7 +8,8 @@
 // restarts a module fleet-wide, and reports:
 //   - registration time of all N (first Hello to last Welcome);
 //   - sustained ingest: batches sent vs. batches the control plane counted (its /metrics);
-//   - fan-out latency of the config change and of the restart (until each host acked);
+//   - fan-out latency of the config change and of the restart (until each host acked; for
+//     the restart also until each host had the request);
 //   - the control plane's CPU and RSS (from /proc/PID) per connected agent;
 //   - every stream that failed.
 // It is bounded in agents and time and stops by itself. See bench/README.md.
@@ -103,11 +104,15 @@ class Scheduler {
     thread_.join();
   }
   void At(int64_t when_us, std::function<void()> f) {
+    bool earliest;
     {
       std::lock_guard<std::mutex> l(mu_);
+      earliest = q_.empty() || when_us < q_.top().when;
       q_.push({when_us, seq_++, std::move(f)});
     }
-    cv_.notify_all();
+    // The loop sleeps until its earliest item: wake it only when that changes (a fan-out's
+    // items arrive in time order, and 10,000 wake-ups would be the simulator's own cost).
+    if (earliest) cv_.notify_one();
   }
 
  private:
@@ -293,6 +298,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   int64_t config_ack_us() const { return config_ack_us_.load(); }
   uint64_t config_version() const { return config_version_.load(); }
   int64_t restart_ack_us() const { return restart_ack_us_.load(); }
+  int64_t restart_received_us() const { return restart_received_us_.load(); }
   bool failed() const { return failed_.load(); }
   std::string error() const {
     std::lock_guard<std::mutex> l(mu_);
@@ -357,18 +363,23 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
         break;
       }
       case ControlMessage::kRestart: {
-        herd::v1::RestartRequest req = m.restart();
-        scheduler_.At(NowUs() + options_.restart_ms * 1000, [this, req] {
-          AgentMessage res;
-          auto* r = res.mutable_restart_result();
-          r->set_request_id(req.request_id());
-          for (const auto& u : req.units()) {
-            auto* ur = r->add_units();
-            ur->set_unit(u);
-            ur->set_ok(true);
-            ur->set_pid(20000 + index_);
+        restart_received_us_ = NowUs();
+        // The answer is built now, so that the scheduler's thread, which sends every host's
+        // answer when its restart is over, only sends it.
+        AgentMessage res;
+        auto* r = res.mutable_restart_result();
+        r->set_request_id(m.restart().request_id());
+        for (const auto& u : m.restart().units()) {
+          auto* ur = r->add_units();
+          ur->set_unit(u);
+          ur->set_ok(true);
+          ur->set_pid(20000 + index_);
+        }
+        scheduler_.At(NowUs() + options_.restart_ms * 1000, [this, buffer = ToBuffer(res)] {
+          {
+            std::lock_guard<std::mutex> l(mu_);
+            SendLocked(buffer);
           }
-          Send(std::move(res));
           restart_ack_us_ = NowUs();
         });
         break;
@@ -431,7 +442,8 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   std::string error_;
   std::atomic<bool> welcomed_{false}, stopping_{false}, done_{false}, failed_{false};
   std::atomic<bool> hold_released_{false};
-  std::atomic<int64_t> welcome_us_{0}, config_ack_us_{0}, restart_ack_us_{0};
+  std::atomic<int64_t> welcome_us_{0}, config_ack_us_{0}, restart_ack_us_{0},
+      restart_received_us_{0};
   std::atomic<uint64_t> config_version_{0};
   int64_t started_us_ = 0;
 };
@@ -952,10 +964,12 @@ int Main(int argc, char** argv) {
   const int64_t restart_t0 = rs.t0_us;
   if (!rs.ok) fprintf(stderr, "fleetsim: Restart failed: %s\n", rs.error.c_str());
   const double rollout_s = static_cast<double>(rs.t1_us - rs.t0_us) / 1e6;
-  std::vector<double> restart_ms;
+  std::vector<double> restart_ms, restart_received_ms;
   for (auto& a : agents) {
     if (rs.ok && a->restart_ack_us() >= restart_t0) {
       restart_ms.push_back(static_cast<double>(a->restart_ack_us() - restart_t0) / 1000.0);
+      restart_received_ms.push_back(
+          static_cast<double>(a->restart_received_us() - restart_t0) / 1000.0);
     }
   }
   const ProcSample p_end = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
@@ -971,7 +985,8 @@ int Main(int argc, char** argv) {
   for (auto& a : agents) a->Wait();
 
   // Report.
-  Percentiles cfg = Summarize(config_ms), rst = Summarize(restart_ms);
+  Percentiles cfg = Summarize(config_ms), rst = Summarize(restart_ms),
+              rst_in = Summarize(restart_received_ms);
   std::vector<std::string> errors;
   for (auto& a : agents) {
     if (a->failed() && errors.size() < 5) errors.push_back(a->host_id() + ": " + a->error());
@@ -1012,6 +1027,9 @@ int Main(int argc, char** argv) {
          "max %.0f ms (restart takes %d ms; rollout %s in %.1f s)%s\n",
          rst.n, connected, rst.min, rst.p50, rst.p99, rst.max, o.restart_ms,
          rs.state.c_str(), rollout_s, rs.ok ? "" : " FAILED (see above)");
+  printf("                      request received: first %.0f ms, p50 %.0f ms, p99 %.0f ms, "
+         "max %.0f ms\n",
+         rst_in.min, rst_in.p50, rst_in.p99, rst_in.max);
   if (o.back_to_back) {
     printf("                      started right after the config fan-out's last ack\n");
   } else {
@@ -1034,7 +1052,8 @@ int Main(int argc, char** argv) {
         R"("registration_s":%.3f,"sent_batches_per_s":%.1f,"accepted_batches_per_s":%.1f,)"
         R"("skipped":%llu,"cp_cores":%.3f,"sim_cores":%.3f,"cp_rss_bytes":%llu,"cp_rss_baseline_bytes":%llu,"config_p50_ms":%.1f,)"
         R"("config_p99_ms":%.1f,"config_max_ms":%.1f,"config_acked":%zu,"restart_p50_ms":%.1f,)"
-        R"("restart_p99_ms":%.1f,"restart_max_ms":%.1f,"restart_acked":%zu,"failed_streams":%d,)"
+        R"("restart_p99_ms":%.1f,"restart_max_ms":%.1f,"restart_acked":%zu,)"
+        R"("restart_received_p50_ms":%.1f,"restart_received_p99_ms":%.1f,"failed_streams":%d,)"
         R"("list_hosts_ms":%.1f,"search_hosts_ms":%.1f,"get_host_ms":%.1f,"metrics_ms":%.1f,)"
         R"("batch_delay_p50_s":%.3f,"batch_delay_p99_s":%.3f,"restart_settle_s":%.3f,)"
         R"("back_to_back":%s})",
@@ -1042,7 +1061,7 @@ int Main(int argc, char** argv) {
         static_cast<double>(sent) / window_s, accepted < 0 ? -1 : accepted / window_s,
         static_cast<unsigned long long>(skipped), cp_cores, sim_cores,
         static_cast<unsigned long long>(p1.rss), static_cast<unsigned long long>(baseline.rss), cfg.p50, cfg.p99, cfg.max, cfg.n, rst.p50,
-        rst.p99, rst.max, rst.n, counters.failed.load(), api.list_ms, api.search_ms, api.host_ms,
+        rst.p99, rst.max, rst.n, rst_in.p50, rst_in.p99, counters.failed.load(), api.list_ms, api.search_ms, api.host_ms,
         api.metrics_ms, delay_p50, delay_p99, settled.first, o.back_to_back ? "true" : "false");
     j << "\n";
   }

@@ -106,9 +106,11 @@ absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartReques
   return r;
 }
 
-void RolloutEngine::Publish(const Rollout& r) {
-  if (auto s = store_.PutRollout(r); !s.ok()) {
-    log_->error("event=rollout_not_saved id={} error=\"{}\"", r.id(), s.message());
+void RolloutEngine::Publish(const Rollout& r, bool durable) {
+  if (durable) {
+    if (auto s = store_.PutRollout(r); !s.ok()) {
+      log_->error("event=rollout_not_saved id={} error=\"{}\"", r.id(), s.message());
+    }
   }
   std::vector<Watcher> ws;
   {
@@ -150,9 +152,10 @@ void RolloutEngine::Run(std::string id) {
       for (size_t k = start; k < end; ++k) {
         r.mutable_hosts(members[k])->set_state(herd::v1::ROLLOUT_HOST_STATE_RESTARTING);
       }
-      // The requests go out first, then the record says so: storing a fleet-wide rollout
-      // takes tens of milliseconds that no host should wait for. Should the control plane
-      // stop in between, Start() marks the rollout aborted and its hosts skipped.
+      // The requests go out first, then the record says so, in memory only (see Publish):
+      // storing a fleet-wide rollout takes tens of milliseconds that no host should wait
+      // for. Should the control plane stop in between, Start() marks the rollout aborted and
+      // its hosts skipped.
       const absl::Time sending = absl::Now();
       absl::BlockingCounter left(static_cast<int>(end - start));
       absl::Mutex results_mu;
@@ -170,7 +173,7 @@ void RolloutEngine::Run(std::string id) {
                           });
       log_->info("event=rollout_batch_sent id={} batch={} hosts={} send_ms={}", r.id(), b,
                  end - start, absl::ToInt64Milliseconds(absl::Now() - sending));
-      Publish(r);
+      Publish(r, /*durable=*/false);
       left.Wait();
       for (auto& [idx, res] : results) {
         RolloutHost* h = r.mutable_hosts(idx);
@@ -240,7 +243,15 @@ absl::StatusOr<Rollout> RolloutEngine::Get(const std::string& id) const {
 }
 
 absl::StatusOr<std::vector<Rollout>> RolloutEngine::List(size_t limit) const {
-  return store_.ListRollouts(limit == 0 ? 20 : limit);
+  auto stored = store_.ListRollouts(limit == 0 ? 20 : limit);
+  if (!stored.ok()) return stored;
+  // A running rollout's latest state is in memory (not every change is stored).
+  absl::MutexLock l(&mu_);
+  for (auto& r : *stored) {
+    auto it = running_.find(r.id());
+    if (it != running_.end()) r = it->second;
+  }
+  return stored;
 }
 
 absl::StatusOr<uint64_t> RolloutEngine::Watch(const std::string& id, Watcher watcher) {
