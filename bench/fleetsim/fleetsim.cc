@@ -15,6 +15,8 @@
 // It is bounded in agents and time and stops by itself. See bench/README.md.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <sys/socket.h>
@@ -32,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <queue>
 #include <sstream>
 #include <string>
@@ -76,6 +79,7 @@ struct Options {
   double warmup_s = 120;
   double steady_s = 30;     // ingest measured over this window
   int restart_ms = 200;     // a simulated restart takes this long
+  int processes = 4;        // the agents run in this many processes
   // Each fan-out starts from a steady control plane (see WaitSteady), unless back to back.
   bool back_to_back = false;
   double max_runtime_s = 600;
@@ -83,6 +87,8 @@ struct Options {
 };
 
 int64_t NowUs() { return absl::ToUnixMicros(absl::Now()); }
+
+std::string HostId(int index) { return absl::StrFormat("sim-%05d", index); }
 
 std::string ReadTrimmed(const std::string& path) {
   std::ifstream f(path);
@@ -149,11 +155,45 @@ class Scheduler {
   std::thread thread_;
 };
 
+// What the simulated agents report to the coordinating process. The agents run in several
+// processes (--processes), so all of it lives in memory shared across fork(): lock-free
+// atomics only (address-free, so they work across processes) and plain bytes.
 struct Counters {
   std::atomic<int> welcomed{0}, failed{0}, open{0};
   std::atomic<uint64_t> batches_sent{0}, batches_skipped{0};
   std::atomic<int64_t> last_welcome_us{0};
 };
+
+// One simulated agent's results.
+struct Slot {
+  std::atomic<int64_t> welcome_us{0};
+  std::atomic<int64_t> config_ack_us{0};  // when it acked a snapshot of config_version
+  std::atomic<uint64_t> config_version{0};
+  std::atomic<int64_t> restart_received_us{0}, restart_ack_us{0};
+  std::atomic<bool> failed{false};
+  char error[120] = {0};  // written once, before `failed` is set
+};
+
+struct Shared {
+  Counters counters;
+  // Set by the coordinator: 1 = connect (at reg_start_us), 2 = stop.
+  std::atomic<int> phase{0};
+  std::atomic<int64_t> reg_start_us{0};
+  Slot slots[1];  // in fact --agents of them (see MapShared)
+};
+static_assert(std::atomic<int64_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free &&
+                  std::atomic<bool>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free,
+              "shared across processes: the atomics must be lock-free");
+
+// Anonymous shared memory for `agents` slots, inherited by every process forked after it.
+Shared* MapShared(int agents) {
+  const size_t bytes = sizeof(Shared) + sizeof(Slot) * static_cast<size_t>(agents);
+  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return nullptr;
+  Shared* sh = new (m) Shared;
+  for (int i = 1; i < agents; ++i) new (&sh->slots[i]) Slot;
+  return sh;
+}
 
 grpc::ByteBuffer ToBuffer(const google::protobuf::Message& m) {
   grpc::Slice slice(m.SerializeAsString());
@@ -225,9 +265,9 @@ class Batches {
 
 class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  SimAgent(int index, const Options& o, const Batches& b, Counters& c, Scheduler& s)
-      : index_(index), options_(o), batches_(b), counters_(c), scheduler_(s) {
-    host_id_ = absl::StrFormat("sim-%05d", index);
+  SimAgent(int index, const Options& o, const Batches& b, Counters& c, Scheduler& s, Slot& slot)
+      : index_(index), options_(o), batches_(b), counters_(c), scheduler_(s), slot_(slot) {
+    host_id_ = HostId(index);
   }
 
   void Start(const std::string& join_token) {
@@ -261,7 +301,6 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
       inv->set_defaults_json(R"({"greeting":"hello","limit":5})");
       inv->set_state(herd::v1::UNIT_STATE_ONLINE);
     }
-    started_us_ = NowUs();
     counters_.open++;
     Send(std::move(hello));
     StartRead(&in_);
@@ -292,19 +331,6 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     done_cv_.wait(l, [&] { return done_.load(); });
   }
 
-  const std::string& host_id() const { return host_id_; }
-  int64_t welcome_us() const { return welcome_us_.load(); }
-  // When the host acked a snapshot with at least this version (0 = not yet).
-  int64_t config_ack_us() const { return config_ack_us_.load(); }
-  uint64_t config_version() const { return config_version_.load(); }
-  int64_t restart_ack_us() const { return restart_ack_us_.load(); }
-  int64_t restart_received_us() const { return restart_received_us_.load(); }
-  bool failed() const { return failed_.load(); }
-  std::string error() const {
-    std::lock_guard<std::mutex> l(mu_);
-    return error_;
-  }
-
   void OnReadDone(bool ok) override {
     if (!ok) return ReleaseHold();  // the stream is over: let it finish
     std::vector<grpc::Slice> slices;
@@ -329,8 +355,9 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     {
       std::lock_guard<std::mutex> l(mu_);
       if (!stopping_.load()) {
-        failed_ = true;
-        error_ = absl::StrCat(s.error_code(), ": ", s.error_message());
+        absl::SNPrintF(slot_.error, sizeof slot_.error, "%d: %s", s.error_code(),
+                       s.error_message());
+        slot_.failed = true;
         counters_.failed++;
       }
       done_ = true;
@@ -345,7 +372,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     switch (m.msg_case()) {
       case ControlMessage::kWelcome: {
         int64_t now = NowUs();
-        welcome_us_ = now;
+        slot_.welcome_us = now;
         welcomed_ = true;
         counters_.welcomed++;
         int64_t prev = counters_.last_welcome_us.load();
@@ -358,12 +385,12 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
         ack.mutable_config_ack()->set_version(m.config().version());
         ack.mutable_config_ack()->set_accepted(true);
         Send(std::move(ack));
-        config_version_ = m.config().version();
-        config_ack_us_ = NowUs();
+        slot_.config_ack_us = NowUs();  // first: the coordinator reads the version, then this
+        slot_.config_version = m.config().version();
         break;
       }
       case ControlMessage::kRestart: {
-        restart_received_us_ = NowUs();
+        slot_.restart_received_us = NowUs();
         // The answer is built now, so that the scheduler's thread, which sends every host's
         // answer when its restart is over, only sends it.
         AgentMessage res;
@@ -380,7 +407,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
             std::lock_guard<std::mutex> l(mu_);
             SendLocked(buffer);
           }
-          restart_ack_us_ = NowUs();
+          slot_.restart_ack_us = NowUs();
         });
         break;
       }
@@ -428,6 +455,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   const Batches& batches_;
   Counters& counters_;
   Scheduler& scheduler_;
+  Slot& slot_;
   std::string host_id_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
@@ -439,14 +467,61 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   bool writing_ = false;
   bool closed_ = false;
   uint64_t seq_ = 0;
-  std::string error_;
-  std::atomic<bool> welcomed_{false}, stopping_{false}, done_{false}, failed_{false};
+  std::atomic<bool> welcomed_{false}, stopping_{false}, done_{false};
   std::atomic<bool> hold_released_{false};
-  std::atomic<int64_t> welcome_us_{0}, config_ack_us_{0}, restart_ack_us_{0},
-      restart_received_us_{0};
-  std::atomic<uint64_t> config_version_{0};
-  int64_t started_us_ = 0;
 };
+
+// One process of simulated agents: its share of --agents (agent k*N/P up to (k+1)*N/P), its
+// own metrics ticker and restart scheduler. Connects its agents once the coordinator says so
+// (at its share of --connect-rate), runs until it says stop, then closes every stream.
+int RunSwarm(int k, const Options& o, const std::string& join, Shared& sh) {
+  const int first = static_cast<int>(static_cast<int64_t>(o.agents) * k / o.processes);
+  const int end = static_cast<int>(static_cast<int64_t>(o.agents) * (k + 1) / o.processes);
+  const Batches batches(o.modules, o.probes);
+  std::vector<std::unique_ptr<SimAgent>> agents;
+  // Declared after the agents, so destroyed before them: no restart callback outlives one.
+  Scheduler scheduler;
+  agents.reserve(end - first);
+  for (int i = first; i < end; ++i) {
+    agents.push_back(
+        std::make_unique<SimAgent>(i, o, batches, sh.counters, scheduler, sh.slots[i]));
+  }
+
+  // The metrics ticker: every interval, each welcomed agent sends one batch (spread over the
+  // interval so that the load is even, as real agents' clocks are).
+  std::atomic<bool> ticking{true};
+  std::thread ticker([&] {
+    const int64_t slice_us = static_cast<int64_t>(o.interval_ms) * 1000 / 20;
+    int64_t next = NowUs();
+    int slice = 0;
+    while (ticking) {
+      for (size_t i = slice; i < agents.size(); i += 20) agents[i]->Tick();
+      slice = (slice + 1) % 20;
+      next += slice_us;
+      int64_t wait = next - NowUs();
+      if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
+    }
+  });
+
+  while (sh.phase.load() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const int64_t reg_start = sh.reg_start_us.load();
+  const double rate = static_cast<double>(o.connect_rate) / o.processes;  // per process
+  const size_t pace_every = std::max<size_t>(1, static_cast<size_t>(rate / 100));
+  for (size_t j = 0; j < agents.size(); ++j) {
+    agents[j]->Start(join);
+    if ((j + 1) % pace_every == 0) {
+      const int64_t due = reg_start + static_cast<int64_t>(static_cast<double>(j + 1) * 1e6 / rate);
+      const int64_t wait = due - NowUs();
+      if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
+    }
+  }
+  while (sh.phase.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ticking = false;
+  ticker.join();
+  for (auto& a : agents) a->Finish();
+  for (auto& a : agents) a->Wait();
+  return 0;
+}
 
 // /proc/PID: CPU seconds (user+system) and RSS bytes.
 struct ProcSample {
@@ -802,6 +877,9 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1.0, 3600.0))->capture_default_str();
   app.add_option("--restart-ms", o.restart_ms, "How long a simulated restart takes")
       ->check(CLI::Range(0, 60000))->capture_default_str();
+  app.add_option("--processes", o.processes,
+                 "Processes the simulated agents run in (each with its own gRPC threads)")
+      ->check(CLI::Range(1, 64))->capture_default_str();
   app.add_flag("--back-to-back", o.back_to_back,
                "Restart right after the config fan-out's last ack, without waiting for the "
                "control plane to be steady again");
@@ -826,51 +904,59 @@ int Main(int argc, char** argv) {
     return Fail(absl::StrCat("the descriptor limit (", rl.rlim_cur, ") is below --agents + 100"));
   }
   signal(SIGPIPE, SIG_IGN);
+  Shared* sh = MapShared(o.agents);
+  if (!sh) return Fail("cannot map shared memory for the agents' results");
   // Forked now, while this process has no thread and no gRPC state.
   OperatorProcess operator_process;
   if (!operator_process.Start(o, op)) return Fail("cannot start the operator's process");
+
+  // The simulated agents, in --processes processes forked now (no thread, no gRPC state
+  // yet): each has its own gRPC threads and completion queue, as agents on their own machines
+  // would, instead of one queue and one timer table for all 10,000 channels, whose debug
+  // checks in Debian's libgrpc walk lists as long as the number of streams.
+  std::vector<pid_t> swarms;
+  for (int k = 0; k < o.processes; ++k) {
+    const pid_t pid = fork();
+    if (pid < 0) return Fail("cannot fork a process for the simulated agents");
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the coordinator
+      if (getppid() == 1) _exit(1);
+      _exit(RunSwarm(k, o, join, *sh));
+    }
+    swarms.push_back(pid);
+  }
+  // Every process of the simulator but the operator's: the coordinator and the swarms.
+  auto sim_cpu = [&] {
+    ProcSample total = SampleProc(getpid());
+    for (pid_t pid : swarms) {
+      if (pid > 0) total.cpu_s += SampleProc(pid).cpu_s;
+    }
+    return total;
+  };
+  bool swarm_lost = false;  // one ended before it was told to
+  auto swarm_gone = [&] {
+    for (pid_t& pid : swarms) {
+      if (pid > 0 && waitpid(pid, nullptr, WNOHANG) != 0) {
+        pid = -1;
+        swarm_lost = true;
+      }
+    }
+    return swarm_lost;
+  };
   const absl::Time deadline = absl::Now() + absl::Seconds(o.max_runtime_s);
-  auto out_of_time = [&] { return absl::Now() > deadline; };
+  auto out_of_time = [&] { return absl::Now() > deadline || swarm_gone(); };
 
   // The control plane's own size before any agent connects: memory per agent is what it grows.
   const ProcSample baseline = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
-  const Batches batches(o.modules, o.probes);
-  Counters counters;
-  std::vector<std::unique_ptr<SimAgent>> agents;
-  // Declared after the agents, so destroyed before them: no restart callback outlives one.
-  Scheduler scheduler;
-  agents.reserve(o.agents);
-  for (int i = 0; i < o.agents; ++i) {
-    agents.push_back(std::make_unique<SimAgent>(i, o, batches, counters, scheduler));
-  }
-
-  // The metrics ticker: every interval, each welcomed agent sends one batch (spread over the
-  // interval so that the load is even, as real agents' clocks are).
-  std::atomic<bool> ticking{true};
-  std::thread ticker([&] {
-    const int64_t slice_us = static_cast<int64_t>(o.interval_ms) * 1000 / 20;
-    int64_t next = NowUs();
-    int slice = 0;
-    while (ticking) {
-      for (size_t i = slice; i < agents.size(); i += 20) agents[i]->Tick();
-      slice = (slice + 1) % 20;
-      next += slice_us;
-      int64_t wait = next - NowUs();
-      if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
-    }
-  });
+  Counters& counters = sh->counters;
+  auto slot = [&](int i) -> Slot& { return sh->slots[i]; };
 
   // Registration.
-  fprintf(stderr, "fleetsim: connecting %d agents at %d/s\n", o.agents, o.connect_rate);
+  fprintf(stderr, "fleetsim: connecting %d agents at %d/s from %d processes\n", o.agents,
+          o.connect_rate, o.processes);
   const int64_t reg_start = NowUs();
-  for (int i = 0; i < o.agents; ++i) {
-    agents[i]->Start(join);
-    if ((i + 1) % std::max(1, o.connect_rate / 100) == 0) {
-      int64_t due = reg_start + static_cast<int64_t>(i + 1) * 1000000 / o.connect_rate;
-      int64_t wait = due - NowUs();
-      if (wait > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait));
-    }
-  }
+  sh->reg_start_us = reg_start;
+  sh->phase = 1;
   while (counters.welcomed.load() + counters.failed.load() < o.agents && !out_of_time()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -897,11 +983,11 @@ int Main(int argc, char** argv) {
   const uint64_t sent0 = counters.batches_sent.load();
   const uint64_t skipped0 = counters.batches_skipped.load();
   const ProcSample p0 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
-  const ProcSample self0 = SampleProc(getpid());
+  const ProcSample self0 = sim_cpu();
   const int64_t t0 = NowUs();
   std::this_thread::sleep_for(absl::ToChronoSeconds(absl::Seconds(o.steady_s)));
   const ProcSample p1 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
-  const ProcSample self1 = SampleProc(getpid());
+  const ProcSample self1 = sim_cpu();
   const Scrape scrape1 = ScrapeMetrics(o);
   const double cp_batches1 = scrape1.batches;
   const double delay_p50 = DelayQuantile(scrape0, scrape1, 0.5);
@@ -919,18 +1005,20 @@ int Main(int argc, char** argv) {
   // By index, not by host id: the check below runs every 20 ms over every agent, on the
   // simulator's core, while the fan-out it measures runs.
   std::vector<uint64_t> version_before;
-  version_before.reserve(agents.size());
-  for (auto& a : agents) version_before.push_back(a->config_version());
+  version_before.reserve(o.agents);
+  for (int i = 0; i < o.agents; ++i) version_before.push_back(slot(i).config_version.load());
   // CPU each side spends on the fan-out (with the ingest going on): which one limits it.
   const ProcSample cfg_cp0 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
-  const ProcSample cfg_self0 = SampleProc(getpid());
+  const ProcSample cfg_self0 = sim_cpu();
   const OperatorProcess::Reply set = operator_process.Call("config");
   const int64_t config_t0 = set.t0_us;
   if (!set.ok) fprintf(stderr, "fleetsim: SetConfig failed: %s\n", set.error.c_str());
   const double set_call_ms = static_cast<double>(set.t1_us - set.t0_us) / 1000.0;
   auto all_acked = [&] {
-    for (size_t i = 0; i < agents.size(); ++i) {
-      if (!agents[i]->failed() && agents[i]->config_version() <= version_before[i]) return false;
+    for (int i = 0; i < o.agents; ++i) {
+      if (!slot(i).failed.load() && slot(i).config_version.load() <= version_before[i]) {
+        return false;
+      }
     }
     return true;
   };
@@ -938,13 +1026,13 @@ int Main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   const ProcSample cfg_cp1 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
-  const ProcSample cfg_self1 = SampleProc(getpid());
+  const ProcSample cfg_self1 = sim_cpu();
   const double cfg_cp_cpu_ms = (cfg_cp1.cpu_s - cfg_cp0.cpu_s) * 1000.0;
   const double cfg_sim_cpu_ms = (cfg_self1.cpu_s - cfg_self0.cpu_s) * 1000.0;
   std::vector<double> config_ms;
-  for (size_t i = 0; i < agents.size(); ++i) {
-    if (set.ok && agents[i]->config_version() > version_before[i]) {
-      config_ms.push_back(static_cast<double>(agents[i]->config_ack_us() - config_t0) / 1000.0);
+  for (int i = 0; i < o.agents; ++i) {
+    if (set.ok && slot(i).config_version.load() > version_before[i]) {
+      config_ms.push_back(static_cast<double>(slot(i).config_ack_us.load() - config_t0) / 1000.0);
     }
   }
 
@@ -965,11 +1053,12 @@ int Main(int argc, char** argv) {
   if (!rs.ok) fprintf(stderr, "fleetsim: Restart failed: %s\n", rs.error.c_str());
   const double rollout_s = static_cast<double>(rs.t1_us - rs.t0_us) / 1e6;
   std::vector<double> restart_ms, restart_received_ms;
-  for (auto& a : agents) {
-    if (rs.ok && a->restart_ack_us() >= restart_t0) {
-      restart_ms.push_back(static_cast<double>(a->restart_ack_us() - restart_t0) / 1000.0);
+  for (int i = 0; i < o.agents; ++i) {
+    const int64_t ack = slot(i).restart_ack_us.load();
+    if (rs.ok && ack >= restart_t0) {
+      restart_ms.push_back(static_cast<double>(ack - restart_t0) / 1000.0);
       restart_received_ms.push_back(
-          static_cast<double>(a->restart_received_us() - restart_t0) / 1000.0);
+          static_cast<double>(slot(i).restart_received_us.load() - restart_t0) / 1000.0);
     }
   }
   const ProcSample p_end = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
@@ -977,19 +1066,25 @@ int Main(int argc, char** argv) {
   // What the dashboard (and a scraper) asks of a fleet this size: a page of hosts, a search,
   // one host, and /metrics, each timed end to end over HTTP (median of 5). Last, so that the
   // memory figures above hold no scrape's leftovers.
-  ApiTimes api = TimeApi(o, agents.empty() ? "" : agents[agents.size() / 2]->host_id());
+  ApiTimes api = TimeApi(o, HostId(o.agents / 2));
 
-  ticking = false;
-  ticker.join();
-  for (auto& a : agents) a->Finish();
-  for (auto& a : agents) a->Wait();
+  sh->phase = 2;
+  bool swarms_ok = !swarm_lost;
+  for (pid_t pid : swarms) {
+    int status = 0;
+    if (pid > 0 && (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+                    WEXITSTATUS(status) != 0)) {
+      swarms_ok = false;
+    }
+  }
+  if (!swarms_ok) fprintf(stderr, "fleetsim: a process of simulated agents failed\n");
 
   // Report.
   Percentiles cfg = Summarize(config_ms), rst = Summarize(restart_ms),
               rst_in = Summarize(restart_received_ms);
   std::vector<std::string> errors;
-  for (auto& a : agents) {
-    if (a->failed() && errors.size() < 5) errors.push_back(a->host_id() + ": " + a->error());
+  for (int i = 0; i < o.agents && errors.size() < 5; ++i) {
+    if (slot(i).failed.load()) errors.push_back(HostId(i) + ": " + slot(i).error);
   }
   const int connected = counters.welcomed.load();
   printf("fleetsim: %d agents x %d modules x %d probes, metrics every %d ms\n", o.agents,
@@ -1065,7 +1160,7 @@ int Main(int argc, char** argv) {
         api.metrics_ms, delay_p50, delay_p99, settled.first, o.back_to_back ? "true" : "false");
     j << "\n";
   }
-  const bool ok = connected == o.agents && counters.failed.load() == 0 &&
+  const bool ok = swarms_ok && connected == o.agents && counters.failed.load() == 0 &&
                   static_cast<int>(cfg.n) == connected && static_cast<int>(rst.n) == connected;
   return ok ? 0 : 2;
 }
