@@ -376,7 +376,15 @@ absl::Status Uplink::Session() {
       break;
     }
   }
-  ctx.TryCancel();
+  bool read_ended;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    read_ended = broken_;
+  }
+  // The reader still waits in Read when we stop or a write failed: cancel to end it. When the
+  // read ended by itself, the control plane finished the stream, and Finish returns its
+  // status, which says why (a cancel first would replace it with CANCELLED).
+  if (!read_ended) ctx.TryCancel();
   reader.join();
   grpc::Status st = stream->Finish();
   clear_ctx();
@@ -387,6 +395,10 @@ absl::Status Uplink::Session() {
   if (st.ok() || st.error_code() == grpc::StatusCode::CANCELLED) {
     return absl::UnavailableError(write_failed ? "the stream broke while sending"
                                                : "the control plane closed the stream");
+  }
+  if (st.error_code() == grpc::StatusCode::ABORTED) {  // how the control plane ends a stream
+    return absl::AbortedError(
+        absl::StrCat("the control plane ended the stream: ", st.error_message()));
   }
   return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
 }

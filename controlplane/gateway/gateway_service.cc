@@ -29,6 +29,8 @@ class SessionHandle final : public HostSession {
   bool Send(ControlMessage msg) override;
   void Close(const std::string& why) override;
   std::string Peer() const override { return peer_; }
+  // Cancels the stream if it is not over yet.
+  void Cancel();
   void Detach() {
     absl::MutexLock l(&mu_);
     stream_ = nullptr;
@@ -72,10 +74,14 @@ class AgentStream final
     return true;
   }
 
+  // Finished with the reason as its status (what the agent logs), not cancelled: a cancelled
+  // stream tells the agent nothing. Cancelled only if it is still open after the grace (the
+  // status waits behind what was queued for an agent that does not read).
   void CloseStream(const std::string& why) {
-    ctx_->TryCancel();
-    FinishOnce(grpc::Status(grpc::StatusCode::ABORTED, why));
+    if (!FinishOnce(grpc::Status(grpc::StatusCode::ABORTED, why))) return;
+    gateway_.CancelLater([handle = handle_] { handle->Cancel(); });
   }
+  void Cancel() { ctx_->TryCancel(); }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
@@ -140,13 +146,15 @@ class AgentStream final
     StartRead(in_);
   }
 
-  void FinishOnce(grpc::Status status) {
+  // False when the stream was finished already.
+  bool FinishOnce(grpc::Status status) {
     {
       absl::MutexLock l(&mu_);
-      if (finished_) return;
+      if (finished_) return false;
       finished_ = true;
     }
     Finish(std::move(status));
+    return true;
   }
 
   grpc::CallbackServerContext* ctx_;
@@ -177,6 +185,11 @@ void SessionHandle::Close(const std::string& why) {
   if (stream_ != nullptr) stream_->CloseStream(why);
 }
 
+void SessionHandle::Cancel() {
+  absl::MutexLock l(&mu_);
+  if (stream_ != nullptr) stream_->Cancel();
+}
+
 }  // namespace
 
 std::string BearerToken(const grpc::ServerContextBase& ctx) {
@@ -189,7 +202,7 @@ std::string BearerToken(const grpc::ServerContextBase& ctx) {
 }
 
 GatewayService::GatewayService(Hub& hub, GatewayOptions options)
-    : hub_(hub), options_(options), watcher_([this] { WatchHellos(); }) {}
+    : hub_(hub), options_(options), watcher_([this] { WatchStreams(); }) {}
 
 GatewayService::~GatewayService() {
   {
@@ -216,8 +229,13 @@ void GatewayService::HelloDone(uint64_t id) {
   waiting_.erase(id);
 }
 
-void GatewayService::WatchHellos() {
-  pthread_setname_np(pthread_self(), "gw-hello");
+void GatewayService::CancelLater(std::function<void()> cancel) {
+  absl::MutexLock l(&mu_);
+  closing_.emplace_back(absl::Now() + options_.close_grace, std::move(cancel));
+}
+
+void GatewayService::WatchStreams() {
+  pthread_setname_np(pthread_self(), "gw-streams");
   auto log = herd::Logger("gateway");
   absl::MutexLock l(&mu_);
   while (!stopping_) {
@@ -230,8 +248,16 @@ void GatewayService::WatchHellos() {
       late.push_back(std::move(it->second.session));
       it = waiting_.erase(it);
     }
-    if (late.empty()) continue;
+    // Same grace for all, so the ones due are at the front.
+    std::vector<std::function<void()>> cancel;
+    const absl::Time now = absl::Now();
+    while (!closing_.empty() && closing_.front().first <= now) {
+      cancel.push_back(std::move(closing_.front().second));
+      closing_.pop_front();
+    }
+    if (late.empty() && cancel.empty()) continue;
     mu_.Unlock();
+    for (const auto& c : cancel) c();
     for (const auto& s : late) {
       log->warn("event=stream_refused peer={} reason=no_hello timeout_s={}", s->Peer(),
                 absl::ToInt64Seconds(options_.hello_timeout));

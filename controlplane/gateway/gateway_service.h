@@ -4,6 +4,8 @@
 // relays messages both ways; writes are queued (bounded) and issued one at a time.
 #pragma once
 
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <thread>
@@ -23,6 +25,10 @@ struct GatewayOptions {
   // plane sends no keepalive pings, server.cc; once a host is known, the hub closes streams
   // that go silent).
   absl::Duration hello_timeout = absl::Seconds(30);
+  // A stream the control plane ends (host replaced, silent, no Hello, stopping) is finished
+  // with its reason as the status, which the agent logs; one still open this long after
+  // (its agent not reading what was queued before the status) is cancelled.
+  absl::Duration close_grace = absl::Seconds(5);
 };
 
 class GatewayService final : public herd::v1::Gateway::CallbackService {
@@ -36,9 +42,13 @@ class GatewayService final : public herd::v1::Gateway::CallbackService {
   // A stream waiting for its Hello (its session, to close it), until HelloDone(id).
   uint64_t AwaitHello(std::shared_ptr<HostSession> session);
   void HelloDone(uint64_t id);
+  // A stream finished by the control plane: `cancel` runs once close_grace has passed
+  // (a no-op for a stream over by then).
+  void CancelLater(std::function<void()> cancel);
 
  private:
-  void WatchHellos();
+  // Ends streams without a Hello in time, cancels finished ones past their grace.
+  void WatchStreams();
 
   Hub& hub_;
   const GatewayOptions options_;
@@ -48,6 +58,8 @@ class GatewayService final : public herd::v1::Gateway::CallbackService {
   };
   absl::Mutex mu_;
   std::map<uint64_t, Waiting> waiting_ ABSL_GUARDED_BY(mu_);
+  // Streams finished by us, oldest first: when to cancel each, and how.
+  std::deque<std::pair<absl::Time, std::function<void()>>> closing_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread watcher_;

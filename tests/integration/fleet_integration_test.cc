@@ -526,14 +526,61 @@ TEST_F(FleetTest, StreamWithoutHelloIsEnded) {
   EXPECT_FALSE(stream->Read(&m));  // nothing comes; the server ends the stream
   grpc::Status st = stream->Finish();
   const absl::Duration took = absl::Now() - t0;
-  // Ended by the server, as streams it closes are (cancelled, so that nothing it still had
-  // to send holds the stream); the reason is in its log (event=stream_refused reason=no_hello).
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::CANCELLED) << st.error_message();
+  // Ended by the server with the reason as its status (also in its log:
+  // event=stream_refused reason=no_hello).
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::ABORTED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("no Hello within 2s"));
   EXPECT_GE(took, absl::Seconds(2));
   EXPECT_LT(took, absl::Seconds(10));
   json hosts = cp_.CtlJson({"hosts"});
   ASSERT_TRUE(hosts.is_object()) << cp_.last_error();
   for (const auto& h : hosts["hosts"]) EXPECT_TRUE(h.value("online", false)) << h.dump();
+}
+
+std::string FileText(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+// A second stream for a host replaces the first, which the control plane ends with the
+// reason as its status: the agent whose stream it was logs why, reconnects, and in turn ends
+// the intruder's stream the same way.
+TEST_F(FleetTest, ReplacedStreamTellsItsAgentWhy) {
+  std::string credential;
+  {
+    std::ifstream f(agents_[0]->Path("host-credential"));
+    std::getline(f, credential);
+  }
+  ASSERT_FALSE(credential.empty());
+  auto channel = grpc::CreateChannel(cp_.address(), grpc::InsecureChannelCredentials());
+  auto stub = herd::v1::Gateway::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer " + credential);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto stream = stub->Connect(&ctx);
+  herd::v1::AgentMessage hello;
+  hello.mutable_hello()->set_host_id(host_ids_[0]);
+  hello.mutable_hello()->set_hostname("intruder");
+  ASSERT_TRUE(stream->Write(hello));
+  herd::v1::ControlMessage m;
+  ASSERT_TRUE(stream->Read(&m));
+  EXPECT_TRUE(m.has_welcome()) << m.DebugString();
+  // The agent's stream was ended with a reason it logged.
+  const std::string why = "the control plane ended the stream: the host connected again on "
+                          "another stream";
+  EXPECT_TRUE(WaitFor([&] {
+    return absl::StrContains(FileText(agents_[0]->Path("agentd.out")), why);
+  })) << FileText(agents_[0]->Path("agentd.out"));
+  // The agent connects again (its backoff starts at 0.5 s), which ends this stream likewise.
+  while (stream->Read(&m)) {
+  }
+  grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::ABORTED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("the host connected again on another stream"));
+  EXPECT_TRUE(WaitFor([&] {
+    json h = Host(host_ids_[0]);
+    return h.is_object() && h.value("online", false) && h["hostname"] != "intruder";
+  }));
 }
 
 // What the control plane serves to any gRPC tool, which needs no agent.
