@@ -606,26 +606,33 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
 void Hub::OnDisconnect(const std::string& host_id, const HostSession* session) {
   Entry e = Find(host_id);
   if (!e) return;
+  bool current = false;
   {
     absl::MutexLock hl(&e->mu);
-    if (e->s.session.get() != session) return;
-    e->s.session.reset();
-    e->s.disconnected_at_ms = absl::ToUnixMillis(clock_.Now());
-    // `sent` stays: a config change while the host is away is reported as changing it, and
-    // its next snapshot (forced at reconnect) gets a higher version.
+    current = e->s.session.get() == session;
+    if (current) {
+      e->s.session.reset();
+      e->s.disconnected_at_ms = absl::ToUnixMillis(clock_.Now());
+      // `sent` stays: a config change while the host is away is reported as changing it,
+      // and its next snapshot (forced at reconnect) gets a higher version.
+    }
   }
+  // The host's stream: every request to it is lost. A stream the host replaced: those it
+  // carried (the newer stream's stay pending).
   std::vector<std::string> failed;
   {
     absl::MutexLock l(&pending_mu_);
     for (const auto& [id, p] : pending_) {
-      if (p.host_id == host_id) failed.push_back(id);
+      if (p.host_id == host_id && (current || p.session == session)) failed.push_back(id);
     }
   }
-  log_->info("event=host_disconnected host={}", host_id);
-  for (const auto& id : failed) {
-    CompletePending(id, absl::UnavailableError(absl::StrCat(
-                            "host ", host_id, " disconnected before answering")));
-  }
+  if (current) log_->info("event=host_disconnected host={}", host_id);
+  const std::string why =
+      current ? absl::StrCat("host ", host_id, " disconnected before answering")
+              : absl::StrCat("host ", host_id,
+                             " connected again on another stream before answering (the agent "
+                             "drops answers to what its previous stream asked)");
+  for (const auto& id : failed) CompletePending(id, absl::UnavailableError(why));
 }
 
 void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms) {
@@ -1245,6 +1252,9 @@ void Hub::RelayAll(std::vector<Request> requests) {
   }
   std::vector<Outgoing> out;
   out.reserve(requests.size());
+  // Request id (in `requests`), stream.
+  std::vector<std::pair<const std::string*, const HostSession*>> sent_on;
+  sent_on.reserve(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
     if (!entries[i]) continue;
     Request& r = requests[i];
@@ -1266,6 +1276,7 @@ void Hub::RelayAll(std::vector<Request> requests) {
       });
       continue;
     }
+    sent_on.emplace_back(&r.request_id, session.get());
     out.push_back({r.host_id, std::move(session), std::move(r.msg),
                    [this, host_id = r.host_id, request_id = r.request_id] {
                      CompletePending(request_id, absl::UnavailableError(absl::StrCat(
@@ -1273,6 +1284,15 @@ void Hub::RelayAll(std::vector<Request> requests) {
                                                      " cannot take messages now (stream "
                                                      "closed or backed up)")));
                    }});
+  }
+  // Before the hand-off: once a stream has ended (its OnDisconnect has run), sends to it
+  // fail and complete their request; until then, its OnDisconnect finds them by stream.
+  if (!sent_on.empty()) {
+    absl::MutexLock l(&pending_mu_);
+    for (const auto& [id, session] : sent_on) {
+      auto it = pending_.find(*id);
+      if (it != pending_.end()) it->second.session = session;
+    }
   }
   PostAll(std::move(out));
   for (auto& f : failures) f();

@@ -223,6 +223,10 @@ class Hub {
     std::function<void(absl::StatusOr<herd::v1::AgentMessage>)> done;
     // Logs only.
     std::function<void(const herd::v1::LogChunk&)> on_lines;
+    // The stream the request went out on (null until it is handed over): when that stream
+    // ends, even after the host connected again on another, no answer can come (an agent
+    // drops answers to what a stream it has left asked).
+    const HostSession* session = nullptr;
   };
 
   Entry Find(const std::string& host_id) const;

@@ -1266,6 +1266,31 @@ TEST_F(HubRelayTest, RestartOnUnreachableHosts) {
   EXPECT_EQ(results->at(2).status().code(), absl::StatusCode::kUnavailable);
 }
 
+// A host that connects again on another stream cannot answer what its previous stream was
+// sent (the agent drops those answers): such requests fail when that stream ends, not at
+// their deadline, and a request sent on the new stream stays pending.
+TEST_F(HubRelayTest, RequestsOfAReplacedStreamFailWhenItEnds) {
+  auto old_results = std::make_shared<RestartResults>();
+  hub_->RestartOnHosts({"h1"}, {"app"}, 0, "ro-old", Collect(old_results));
+  ASSERT_EQ(h1_.session->restarts().size(), 1u);
+  Conn again = Connect(MakeHello("h1", {{"env", "prod"}}, {Mod("app")}), h1_.credential);
+  EXPECT_TRUE(h1_.session->closed());
+  auto new_results = std::make_shared<RestartResults>();
+  hub_->RestartOnHosts({"h1"}, {"app"}, 0, "ro-new", Collect(new_results));
+  ASSERT_EQ(again.session->restarts().size(), 1u);
+  EXPECT_EQ(old_results->count(), 0u);  // the old stream has not ended yet
+  hub_->OnDisconnect("h1", h1_.session.get());
+  ASSERT_EQ(old_results->count(), 1u);
+  EXPECT_EQ(old_results->at(0).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(old_results->at(0).status().message(), HasSubstr("connected again"));
+  EXPECT_EQ(new_results->count(), 0u);
+  EXPECT_TRUE(HostInfo("h1").online());
+  Send("h1", again, RestartReply(again.session->restarts()[0].request_id(), "app", 7));
+  ASSERT_EQ(new_results->count(), 1u);
+  ASSERT_TRUE(new_results->at(0).ok()) << new_results->at(0).status();
+  EXPECT_EQ(new_results->at(0)->units(0).pid(), 7);
+}
+
 // An action on more hosts than one hand-off: every host gets its request, and the response
 // has each host's own reply at its place.
 TEST_F(HubRelayTest, ActionOnHostsBeyondOneHandOff) {
