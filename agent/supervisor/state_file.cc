@@ -169,6 +169,11 @@ void StateFile::Save(std::string content) {
   ++queued_;
 }
 
+uint64_t StateFile::saves() const {
+  absl::MutexLock l(&mu_);
+  return queued_;
+}
+
 absl::Status StateFile::Flush() {
   absl::MutexLock l(&mu_);
   uint64_t target = queued_;

@@ -49,13 +49,15 @@ class StateFile {
   void Save(std::string content);
   // Blocks until the latest snapshot is on disk; returns its write status.
   absl::Status Flush();
+  // Snapshots queued since construction (each Save), written or superseded.
+  uint64_t saves() const;
   const std::string& path() const { return path_; }
 
  private:
   void Run();
 
   const std::string path_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::optional<std::string> pending_ ABSL_GUARDED_BY(mu_);
   uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t written_ ABSL_GUARDED_BY(mu_) = 0;
