@@ -376,14 +376,19 @@ absl::Status Uplink::Session() {
       break;
     }
   }
+  // When the control plane finishes the stream, its status says why, and Finish returns it
+  // unless the call was cancelled first (then: CANCELLED). So cancel only a reader still
+  // waiting in Read: when we stop (Stop() cancels too), or after a failed write whose call
+  // the reader does not see end by itself. A write fails when the status has arrived, and
+  // the reader's Read then returns too: give it a moment.
   bool read_ended;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    std::unique_lock<std::mutex> l(mu_);
+    if (write_failed && !stopping_) {
+      cv_.wait_for(l, std::chrono::seconds(2), [this] { return broken_ || stopping_; });
+    }
     read_ended = broken_;
   }
-  // The reader still waits in Read when we stop or a write failed: cancel to end it. When the
-  // read ended by itself, the control plane finished the stream, and Finish returns its
-  // status, which says why (a cancel first would replace it with CANCELLED).
   if (!read_ended) ctx.TryCancel();
   reader.join();
   grpc::Status st = stream->Finish();

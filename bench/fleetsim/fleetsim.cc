@@ -179,7 +179,7 @@ struct Shared {
   // Set by the coordinator: 1 = connect (at reg_start_us), 2 = stop.
   std::atomic<int> phase{0};
   std::atomic<int64_t> reg_start_us{0};
-  Slot slots[1];  // in fact --agents of them (see MapShared)
+  Slot* slots = nullptr;  // --agents of them, in the same mapping (see MapShared)
 };
 static_assert(std::atomic<int64_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free &&
                   std::atomic<bool>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free,
@@ -187,11 +187,13 @@ static_assert(std::atomic<int64_t>::is_always_lock_free && std::atomic<int>::is_
 
 // Anonymous shared memory for `agents` slots, inherited by every process forked after it.
 Shared* MapShared(int agents) {
-  const size_t bytes = sizeof(Shared) + sizeof(Slot) * static_cast<size_t>(agents);
+  const size_t header = (sizeof(Shared) + alignof(Slot) - 1) / alignof(Slot) * alignof(Slot);
+  const size_t bytes = header + sizeof(Slot) * static_cast<size_t>(agents);
   void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return nullptr;
   Shared* sh = new (m) Shared;
-  for (int i = 1; i < agents; ++i) new (&sh->slots[i]) Slot;
+  sh->slots = reinterpret_cast<Slot*>(static_cast<char*>(m) + header);
+  for (int i = 0; i < agents; ++i) new (&sh->slots[i]) Slot;
   return sh;
 }
 
@@ -507,7 +509,8 @@ int RunSwarm(int k, const Options& o, const std::string& join, Shared& sh) {
   const int64_t reg_start = sh.reg_start_us.load();
   const double rate = static_cast<double>(o.connect_rate) / o.processes;  // per process
   const size_t pace_every = std::max<size_t>(1, static_cast<size_t>(rate / 100));
-  for (size_t j = 0; j < agents.size(); ++j) {
+  size_t started = 0;  // only started agents are finished and waited for
+  for (size_t j = 0; j < agents.size() && sh.phase.load() < 2; ++j, ++started) {
     agents[j]->Start(join);
     if ((j + 1) % pace_every == 0) {
       const int64_t due = reg_start + static_cast<int64_t>(static_cast<double>(j + 1) * 1e6 / rate);
@@ -518,8 +521,8 @@ int RunSwarm(int k, const Options& o, const std::string& join, Shared& sh) {
   while (sh.phase.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ticking = false;
   ticker.join();
-  for (auto& a : agents) a->Finish();
-  for (auto& a : agents) a->Wait();
+  for (size_t j = 0; j < started; ++j) agents[j]->Finish();
+  for (size_t j = 0; j < started; ++j) agents[j]->Wait();
   return 0;
 }
 
@@ -740,6 +743,13 @@ class OperatorProcess {
     }
     return true;
   }
+  // In a process forked after Start: lets go of the socket without flushing or waiting.
+  void CloseInChild() {
+    if (to_) close(fileno(to_));
+    if (from_) close(fileno(from_));
+    to_ = from_ = nullptr;
+    pid_ = -1;
+  }
   // Sends a command and waits for its answer.
   Reply Call(const std::string& command) {
     Reply r;
@@ -915,12 +925,28 @@ int Main(int argc, char** argv) {
   // would, instead of one queue and one timer table for all 10,000 channels, whose debug
   // checks in Debian's libgrpc walk lists as long as the number of streams.
   std::vector<pid_t> swarms;
+  // Kills and reaps them: for an early exit, and for a process that does not stop.
+  auto kill_swarms = [&] {
+    for (pid_t& pid : swarms) {
+      if (pid <= 0) continue;
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      pid = -1;
+    }
+  };
+  const pid_t coordinator = getpid();
   for (int k = 0; k < o.processes; ++k) {
     const pid_t pid = fork();
-    if (pid < 0) return Fail("cannot fork a process for the simulated agents");
+    if (pid < 0) {
+      kill_swarms();
+      return Fail("cannot fork a process for the simulated agents");
+    }
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the coordinator
-      if (getppid() == 1) _exit(1);
+      if (getppid() != coordinator) _exit(1);
+      // Only the coordinator talks to the operator's process: it must see end of file
+      // once the coordinator is gone.
+      operator_process.CloseInChild();
       _exit(RunSwarm(k, o, join, *sh));
     }
     swarms.push_back(pid);
@@ -1070,13 +1096,24 @@ int Main(int argc, char** argv) {
 
   sh->phase = 2;
   bool swarms_ok = !swarm_lost;
-  for (pid_t pid : swarms) {
-    int status = 0;
-    if (pid > 0 && (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
-                    WEXITSTATUS(status) != 0)) {
-      swarms_ok = false;
+  // Each closes its streams and exits; one still running after 30 s is killed.
+  const absl::Time reap_by = absl::Now() + absl::Seconds(30);
+  for (pid_t& pid : swarms) {
+    while (pid > 0) {
+      int status = 0;
+      const pid_t r = waitpid(pid, &status, WNOHANG);
+      if (r == pid) {
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) swarms_ok = false;
+        pid = -1;
+      } else if (r < 0 || absl::Now() > reap_by) {
+        swarms_ok = false;
+        break;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
     }
   }
+  kill_swarms();  // those that did not stop in time
   if (!swarms_ok) fprintf(stderr, "fleetsim: a process of simulated agents failed\n");
 
   // Report.

@@ -617,13 +617,14 @@ void Hub::OnDisconnect(const std::string& host_id, const HostSession* session) {
       // and its next snapshot (forced at reconnect) gets a higher version.
     }
   }
-  // The host's stream: every request to it is lost. A stream the host replaced: those it
-  // carried (the newer stream's stay pending).
+  // The requests that went out on this stream (also when the host has replaced it: a newer
+  // stream's stay pending). Those not handed over yet fail as their send does: the session
+  // is detached before this runs.
   std::vector<std::string> failed;
   {
     absl::MutexLock l(&pending_mu_);
     for (const auto& [id, p] : pending_) {
-      if (p.host_id == host_id && (current || p.session == session)) failed.push_back(id);
+      if (p.host_id == host_id && p.session == session) failed.push_back(id);
     }
   }
   if (current) log_->info("event=host_disconnected host={}", host_id);
@@ -1349,9 +1350,12 @@ void Hub::CloseSilentStreams() {
   std::vector<Silent> silent;
   for (const Entry& e : Entries()) {
     absl::MutexLock hl(&e->mu);
-    const HostState& h = e->s;
+    HostState& h = e->s;
     const int64_t quiet_ms = now_ms - h.record.last_seen_unix_ms;
-    if (h.session && quiet_ms > limit_ms) silent.push_back({h.record.host_id, h.session, quiet_ms});
+    if (h.session && quiet_ms > limit_ms && h.closed_silent != h.session.get()) {
+      h.closed_silent = h.session.get();
+      silent.push_back({h.record.host_id, h.session, quiet_ms});
+    }
   }
   // Outside the host locks: closing ends in OnDisconnect, which takes them.
   for (const Silent& s : silent) {

@@ -188,6 +188,9 @@ class Hub {
   struct HostState {
     HostRecord record;
     std::shared_ptr<HostSession> session;
+    // The session closed for silence: it stays `session` until its stream has ended (its
+    // status may wait a few seconds behind unread data), and is not closed again meanwhile.
+    const HostSession* closed_silent = nullptr;
     int64_t connected_at_ms = 0;
     int64_t disconnected_at_ms = 0;
     std::string peer;

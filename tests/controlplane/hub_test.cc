@@ -58,7 +58,12 @@ class FakeSession : public HostSession {
   void Close(const std::string& why) override {
     absl::MutexLock l(&mu_);
     closed_ = true;
+    ++closes_;
     close_reason_ = why;
+  }
+  int closes() const {
+    absl::MutexLock l(&mu_);
+    return closes_;
   }
   std::string Peer() const override { return peer_; }
 
@@ -109,6 +114,7 @@ class FakeSession : public HostSession {
   mutable absl::Mutex mu_;
   std::vector<ControlMessage> sent_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  int closes_ ABSL_GUARDED_BY(mu_) = 0;
   std::string close_reason_ ABSL_GUARDED_BY(mu_);
   bool fail_send_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -615,6 +621,16 @@ TEST_F(HubTest, SilentStreamsAreClosed) {
   ASSERT_TRUE(WaitFor([&] { return quiet.session->closed(); }));
   EXPECT_THAT(quiet.session->close_reason(), HasSubstr("no message from the agent in 66 s"));
   EXPECT_FALSE(busy.session->closed());
+  // Until its stream has ended (the status may wait behind unread data), the sweeps that
+  // follow (every 250 ms) neither close it again nor warn again.
+  clock_.Advance(absl::Seconds(5));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(quiet.session->closes(), 1);
+  // A new stream of the same host that goes silent is closed in its turn.
+  Conn again = Connect(MakeHello("h1"), quiet.credential);
+  clock_.Advance(absl::Seconds(70));
+  ASSERT_TRUE(WaitFor([&] { return again.session->closed(); }));
+  EXPECT_EQ(again.session->closes(), 1);
 }
 
 TEST_F(HubTest, HostsSurviveARestartOfTheHub) {
