@@ -583,6 +583,67 @@ TEST_F(FleetTest, ReplacedStreamTellsItsAgentWhy) {
   }));
 }
 
+// A stream the control plane ends while its agent is not reading: the status waits behind
+// the unread data, so the stream is cancelled once the grace (5 s) has passed instead of
+// staying open for as long as the agent does not read.
+TEST_F(FleetTest, EndedStreamOfAnAgentThatDoesNotReadIsCancelledAfterTheGrace) {
+  std::string join;
+  {
+    std::ifstream f(cp_.JoinTokenFile());
+    std::getline(f, join);
+  }
+  auto hello = [] {
+    herd::v1::AgentMessage m;
+    m.mutable_hello()->set_host_id("stuck-host");
+    m.mutable_hello()->set_hostname("stuck-host");
+    auto* mod = m.mutable_hello()->add_modules();
+    mod->set_name("big");
+    mod->set_defaults_json(R"({"key": "x", "key2": "y"})");
+    return m;
+  };
+  // As agents do: no bandwidth probing, so the stream's window stays at 64 KiB (with it,
+  // gRPC widens the window as data arrives, read or not).
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto channel =
+      grpc::CreateCustomChannel(cp_.address(), grpc::InsecureChannelCredentials(), args);
+  auto stub = herd::v1::Gateway::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer " + join);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stuck = stub->Connect(&ctx);
+  ASSERT_TRUE(stuck->Write(hello()));
+  herd::v1::ControlMessage m;
+  ASSERT_TRUE(stuck->Read(&m));
+  ASSERT_TRUE(m.has_welcome()) << m.DebugString();
+  const std::string credential = m.welcome().host_credential();
+  ASSERT_FALSE(credential.empty());
+  // Snapshots beyond the stream's 64 KiB window (a value is at most 64 KiB), which this
+  // agent never reads.
+  for (const char* key : {"big:key", "big:key2"}) {
+    CmdResult set = cp_.Ctl({"set", key, std::string(60 << 10, 'v'), "--host", "stuck-host"});
+    ASSERT_EQ(set.exit_code, 0) << set.err;
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  // The host connects again on another stream: the control plane ends the stuck one.
+  grpc::ClientContext ctx2;
+  ctx2.AddMetadata("authorization", "Bearer " + credential);
+  ctx2.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto again = stub->Connect(&ctx2);
+  ASSERT_TRUE(again->Write(hello()));
+  ASSERT_TRUE(again->Read(&m));
+  ASSERT_TRUE(m.has_welcome()) << m.DebugString();
+  absl::SleepFor(absl::Seconds(7));  // the grace, and the watcher's 1 s period
+  // Finished with ABORTED and its reason, the stream would still deliver them behind the
+  // snapshot; cancelled, it ends as CANCELLED.
+  while (stuck->Read(&m)) {
+  }
+  grpc::Status st = stuck->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::CANCELLED) << st.error_message();
+  ctx2.TryCancel();
+  (void)again->Finish();
+}
+
 // What the control plane serves to any gRPC tool, which needs no agent.
 class FleetApiTest : public ::testing::Test {
  protected:
