@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 #include <regex>
@@ -76,6 +77,59 @@ bool ValidNpmSpec(const std::string& s) {
   static const std::regex re(
       R"(^(@[a-z0-9~][a-z0-9._~-]*/)?[a-z0-9~][a-z0-9._~-]*(@[A-Za-z0-9._^~<>=*|-]+)?$)");
   return s.size() <= 214 && std::regex_match(s, re);
+}
+
+// Whether `p` is `base` or below it (both canonical).
+bool IsUnder(const fs::path& p, const fs::path& base) {
+  auto [b, q] = std::mismatch(base.begin(), base.end(), p.begin(), p.end());
+  return b == base.end();
+}
+
+// What an extracted module archive may leave behind: files, directories, and symbolic links
+// that resolve inside the archive (a hand-made tarball's `lib -> src`). GNU tar refuses members
+// named outside the directory and creates links that point outside last, but it creates them:
+// a link to /etc or ../../.. would then have agentd, npm and the module read and write through
+// it, outside the module. Device nodes and FIFOs (which tar creates when run as root) have no
+// place in a module either. `npm pack` never puts links or special files in an archive.
+absl::Status CheckExtracted(const std::string& extract, const std::string& archive) {
+  std::error_code ec;
+  const fs::path base = fs::canonical(extract, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot read ", extract, ": ", ec.message()));
+  }
+  auto what = [&](const fs::path& p) { return p.lexically_relative(base).string(); };
+  fs::recursive_directory_iterator it(base, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const fs::path& path = it->path();
+    std::error_code kind_ec;
+    const fs::file_status st = it->symlink_status(kind_ec);
+    if (kind_ec) {
+      return absl::InternalError(absl::StrCat("cannot read ", path.string(), ": ",
+                                              kind_ec.message()));
+    }
+    if (fs::is_regular_file(st) || fs::is_directory(st)) continue;
+    if (!fs::is_symlink(st)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          archive, ": ", what(path),
+          " is neither a file, a directory nor a link (a device or a FIFO): a module archive "
+          "holds files (make it with `npm pack`)"));
+    }
+    std::error_code link_ec;
+    const fs::path target = fs::read_symlink(path, link_ec);
+    const fs::path resolved = fs::weakly_canonical(path, link_ec);
+    if (link_ec || !IsUnder(resolved, base)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          archive, ": ", what(path), " is a symbolic link to \"", target.string(), "\"",
+          link_ec ? absl::StrCat(", which cannot be resolved (", link_ec.message(), ")")
+                  : std::string(", outside the module"),
+          ": a module archive may only link within itself (`npm pack` leaves links out; put "
+          "the file itself in the archive)"));
+    }
+  }
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot read ", extract, ": ", ec.message()));
+  }
+  return absl::OkStatus();
 }
 
 std::string MakeStaging(const std::string& home) {
@@ -314,7 +368,8 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
 
   std::string extract = staging + "/x";
   fs::create_directories(extract);
-  // GNU tar refuses members with absolute names or "..", so an archive cannot write outside.
+  // GNU tar refuses members with absolute names or "..", so an archive cannot write outside;
+  // what it leaves is checked below (CheckExtracted).
   auto r = RunCommand({"tar", "-xf", archive, "-C", extract, "--no-same-owner",
                        "--no-same-permissions"},
                       staging, options_.install_timeout);
@@ -324,6 +379,10 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
     return absl::InvalidArgumentError(absl::StrCat(archive, ": cannot extract (tar exit ",
                                                    r->exit_code, "):\n",
                                                    LastLines(r->output, 5)));
+  }
+  if (auto s = CheckExtracted(extract, archive); !s.ok()) {
+    fs::remove_all(staging);
+    return s;
   }
   std::string root;
   if (IsFile(extract + "/package/package.json")) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <set>
@@ -576,6 +577,52 @@ TEST_F(ModuleTest, BadInstallsAreRefusedWithWhatToFix) {
   EXPECT_NE(malformed.exit_code, 0);
   EXPECT_THAT(malformed.err, HasSubstr("MODULE:KEY"));
   EXPECT_TRUE(fs::is_empty(agent_.Path("modules")));
+}
+
+// An archive leaves behind only files, directories and links within itself: a link out of
+// the module (absolute or through "..") or a FIFO is refused, with the member and the reason,
+// and nothing of it stays in the modules directory. A link within the module installs.
+TEST_F(ModuleTest, ArchivesWithLinksOutOrSpecialFilesAreRefused) {
+  // A working native module, plus what `add` puts beside it.
+  auto pack = [&](const std::string& name, const std::function<void(const std::string&)>& add) {
+    std::string parent = work_ + "/" + name;
+    WriteFile(parent + "/package/package.json", kRawManifest);
+    WriteFile(parent + "/package/main.py", kRawMain);
+    add(parent + "/package");
+    std::string tgz = work_ + "/" + name + ".tgz";
+    CmdResult r = herd::testing::Run({Which("tar"), "-czf", tgz, "-C", parent, "package"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return tgz;
+  };
+
+  CmdResult absolute = agent_.Ctl({"install", pack("absolute", [](const std::string& d) {
+                                     fs::create_directory_symlink("/etc", d + "/conf");
+                                   })});
+  EXPECT_NE(absolute.exit_code, 0);
+  EXPECT_THAT(absolute.err,
+              HasSubstr("package/conf is a symbolic link to \"/etc\", outside the module"));
+
+  CmdResult up = agent_.Ctl({"install", pack("up", [](const std::string& d) {
+                               fs::create_directories(d + "/lib");
+                               fs::create_directory_symlink("../../../..", d + "/lib/up");
+                             })});
+  EXPECT_NE(up.exit_code, 0);
+  EXPECT_THAT(up.err, HasSubstr("package/lib/up is a symbolic link to \"../../../..\", outside"));
+
+  CmdResult fifo = agent_.Ctl({"install", pack("fifo", [](const std::string& d) {
+                                 ASSERT_EQ(mkfifo((d + "/pipe").c_str(), 0600), 0);
+                               })});
+  EXPECT_NE(fifo.exit_code, 0);
+  EXPECT_THAT(fifo.err, HasSubstr("package/pipe is neither a file, a directory nor a link"));
+  EXPECT_TRUE(fs::is_empty(agent_.Path("modules")));
+
+  CmdResult inside = agent_.Ctl({"install", pack("inside", [](const std::string& d) {
+                                   WriteFile(d + "/src/data.txt", "1");
+                                   fs::create_directory_symlink("src", d + "/lib");
+                                 })});
+  ASSERT_EQ(inside.exit_code, 0) << inside.err;
+  EXPECT_TRUE(WaitFor([&] { return agent_.State("raw-native") == "online"; }))
+      << Detail("raw-native").dump();
 }
 
 }  // namespace
