@@ -36,7 +36,7 @@
 #include "common/interner.h"
 #include "common/logging.h"
 #include "controlplane/core/series.h"
-#include "controlplane/store/instrumented_store.h"
+#include "common/latency_histogram.h"
 #include "controlplane/store/store.h"
 #include "herd/v1/fleet.pb.h"
 #include "herd/v1/gateway.pb.h"
