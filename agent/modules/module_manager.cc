@@ -85,19 +85,32 @@ bool IsUnder(const fs::path& p, const fs::path& base) {
   return b == base.end();
 }
 
-// What an extracted module archive may leave behind: files, directories, and symbolic links
-// that resolve inside the archive (a hand-made tarball's `lib -> src`). GNU tar refuses members
-// named outside the directory and creates links that point outside last, but it creates them:
-// a link to /etc or ../../.. would then have agentd, npm and the module read and write through
-// it, outside the module. Device nodes and FIFOs (which tar creates when run as root) have no
-// place in a module either. `npm pack` never puts links or special files in an archive.
-absl::Status CheckExtracted(const std::string& extract, const std::string& archive) {
+// What an extracted module archive may leave in the module's directory (`root`, which is moved
+// into place): files, directories, and relative symbolic links that resolve to something
+// inside it (a hand-made tarball's `lib -> src`). GNU tar refuses members named outside the
+// extraction and creates links that point outside last, but it creates them: a link to /etc,
+// to ../.. or to another module would then have agentd, npm and the module read and write
+// through it, outside the module; a dangling one would let them create files wherever it
+// points. Absolute links would break when the directory moves, so none is taken. Device nodes
+// and FIFOs have no place in a module. (Set-user-ID and set-group-ID bits are dropped by tar's
+// --no-same-permissions.) `npm pack` puts none of these in an archive.
+// Names in errors are relative to the extraction (`package/...`), as the archive lists them.
+absl::Status CheckExtracted(const std::string& extract, const std::string& root,
+                            const std::string& archive) {
+  constexpr absl::string_view kHint =
+      " (make the archive with `npm pack`, which leaves links and special files out)";
   std::error_code ec;
-  const fs::path base = fs::canonical(extract, ec);
-  if (ec) {
-    return absl::InternalError(absl::StrCat("cannot read ", extract, ": ", ec.message()));
+  const fs::path top = fs::canonical(extract, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot read ", extract, ": ", ec.message()));
+  const fs::file_status root_status = fs::symlink_status(root, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot read ", root, ": ", ec.message()));
+  auto what = [&](const fs::path& p) { return p.lexically_relative(top).string(); };
+  if (!fs::is_directory(root_status)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        archive, ": ", what(root), " is a symbolic link, not the module's directory", kHint));
   }
-  auto what = [&](const fs::path& p) { return p.lexically_relative(base).string(); };
+  const fs::path base = fs::canonical(root, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot read ", root, ": ", ec.message()));
   fs::recursive_directory_iterator it(base, ec), end;
   for (; !ec && it != end; it.increment(ec)) {
     const fs::path& path = it->path();
@@ -111,24 +124,33 @@ absl::Status CheckExtracted(const std::string& extract, const std::string& archi
     if (!fs::is_symlink(st)) {
       return absl::InvalidArgumentError(absl::StrCat(
           archive, ": ", what(path),
-          " is neither a file, a directory nor a link (a device or a FIFO): a module archive "
-          "holds files (make it with `npm pack`)"));
+          " is neither a file, a directory nor a link (a device, a FIFO or a socket): a module "
+          "archive holds files",
+          kHint));
     }
     std::error_code link_ec;
     const fs::path target = fs::read_symlink(path, link_ec);
-    const fs::path resolved = fs::weakly_canonical(path, link_ec);
-    if (link_ec || !IsUnder(resolved, base)) {
+    std::string why;
+    if (link_ec) {
+      why = absl::StrCat("cannot be read (", link_ec.message(), ")");
+    } else if (target.is_absolute()) {
+      why = "an absolute path";
+    } else {
+      const fs::path resolved = fs::canonical(path, link_ec);
+      if (link_ec) {
+        why = absl::StrCat("which does not resolve to anything in the archive (",
+                           link_ec.message(), ")");
+      } else if (!IsUnder(resolved, base)) {
+        why = "outside the module";
+      }
+    }
+    if (!why.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          archive, ": ", what(path), " is a symbolic link to \"", target.string(), "\"",
-          link_ec ? absl::StrCat(", which cannot be resolved (", link_ec.message(), ")")
-                  : std::string(", outside the module"),
-          ": a module archive may only link within itself (`npm pack` leaves links out; put "
-          "the file itself in the archive)"));
+          archive, ": ", what(path), " is a symbolic link to \"", target.string(), "\", ", why,
+          ": a module archive may only link within itself (put the file itself in the archive)"));
     }
   }
-  if (ec) {
-    return absl::InternalError(absl::StrCat("cannot read ", extract, ": ", ec.message()));
-  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot read ", root, ": ", ec.message()));
   return absl::OkStatus();
 }
 
@@ -380,10 +402,6 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
                                                    r->exit_code, "):\n",
                                                    LastLines(r->output, 5)));
   }
-  if (auto s = CheckExtracted(extract, archive); !s.ok()) {
-    fs::remove_all(staging);
-    return s;
-  }
   std::string root;
   if (IsFile(extract + "/package/package.json")) {
     root = extract + "/package";
@@ -403,6 +421,10 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
     return absl::InvalidArgumentError(absl::StrCat(
         archive, ": no package.json in the archive (expected package/package.json, as "
                  "`npm pack` makes)"));
+  }
+  if (auto s = CheckExtracted(extract, root, archive); !s.ok()) {
+    fs::remove_all(staging);
+    return s;
   }
   auto m = LoadManifest(root);
   if (!m.ok()) {

@@ -579,48 +579,72 @@ TEST_F(ModuleTest, BadInstallsAreRefusedWithWhatToFix) {
   EXPECT_TRUE(fs::is_empty(agent_.Path("modules")));
 }
 
-// An archive leaves behind only files, directories and links within itself: a link out of
-// the module (absolute or through "..") or a FIFO is refused, with the member and the reason,
-// and nothing of it stays in the modules directory. A link within the module installs.
+// An archive leaves behind only files, directories and relative links within the module: a
+// link out of it (absolute, through "..", to the directory above, or dangling), a module
+// directory that is a link, a FIFO or a set-user-ID file is refused with the member and the
+// reason, and nothing of it stays in the modules directory. A link within the module installs.
 TEST_F(ModuleTest, ArchivesWithLinksOutOrSpecialFilesAreRefused) {
-  // A working native module, plus what `add` puts beside it.
+  // A working native module in package/, plus what `add` puts beside it (given the directory
+  // that is archived, package/'s parent).
   auto pack = [&](const std::string& name, const std::function<void(const std::string&)>& add) {
     std::string parent = work_ + "/" + name;
     WriteFile(parent + "/package/package.json", kRawManifest);
     WriteFile(parent + "/package/main.py", kRawMain);
-    add(parent + "/package");
+    add(parent);
     std::string tgz = work_ + "/" + name + ".tgz";
-    CmdResult r = herd::testing::Run({Which("tar"), "-czf", tgz, "-C", parent, "package"});
+    CmdResult r = herd::testing::Run({Which("tar"), "-czf", tgz, "-C", parent, "."});
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     return tgz;
   };
+  auto refused = [&](const std::string& name, const std::function<void(const std::string&)>& add,
+                     const std::string& why) {
+    CmdResult r = agent_.Ctl({"install", pack(name, add)});
+    EXPECT_NE(r.exit_code, 0) << name;
+    EXPECT_THAT(r.err, HasSubstr(why)) << name;
+  };
 
-  CmdResult absolute = agent_.Ctl({"install", pack("absolute", [](const std::string& d) {
-                                     fs::create_directory_symlink("/etc", d + "/conf");
-                                   })});
-  EXPECT_NE(absolute.exit_code, 0);
-  EXPECT_THAT(absolute.err,
-              HasSubstr("package/conf is a symbolic link to \"/etc\", outside the module"));
-
-  CmdResult up = agent_.Ctl({"install", pack("up", [](const std::string& d) {
-                               fs::create_directories(d + "/lib");
-                               fs::create_directory_symlink("../../../..", d + "/lib/up");
-                             })});
-  EXPECT_NE(up.exit_code, 0);
-  EXPECT_THAT(up.err, HasSubstr("package/lib/up is a symbolic link to \"../../../..\", outside"));
-
-  CmdResult fifo = agent_.Ctl({"install", pack("fifo", [](const std::string& d) {
-                                 ASSERT_EQ(mkfifo((d + "/pipe").c_str(), 0600), 0);
-                               })});
-  EXPECT_NE(fifo.exit_code, 0);
-  EXPECT_THAT(fifo.err, HasSubstr("package/pipe is neither a file, a directory nor a link"));
+  refused("absolute",
+          [](const std::string& d) { fs::create_directory_symlink("/etc", d + "/package/conf"); },
+          "package/conf is a symbolic link to \"/etc\", an absolute path");
+  refused("up",
+          [](const std::string& d) {
+            fs::create_directories(d + "/package/lib");
+            fs::create_directory_symlink("../../../..", d + "/package/lib/up");
+          },
+          "package/lib/up is a symbolic link to \"../../../..\", outside the module");
+  // The extraction's own directory is outside the module too: only package/ moves into place.
+  refused("parent",
+          [](const std::string& d) { fs::create_directory_symlink("..", d + "/package/above"); },
+          "package/above is a symbolic link to \"..\", outside the module");
+  refused("dangling",
+          [](const std::string& d) { fs::create_symlink("gone/file", d + "/package/ghost"); },
+          "package/ghost is a symbolic link to \"gone/file\", which does not resolve");
+  // package/ a link to a directory of the archive: what would move into place is the link.
+  refused("linked",
+          [](const std::string& d) {
+            fs::rename(d + "/package", d + "/real");
+            fs::create_directory_symlink("real", d + "/package");
+          },
+          "package is a symbolic link, not the module's directory");
+  refused("fifo",
+          [](const std::string& d) { ASSERT_EQ(mkfifo((d + "/package/pipe").c_str(), 0600), 0); },
+          "package/pipe is neither a file, a directory nor a link");
   EXPECT_TRUE(fs::is_empty(agent_.Path("modules")));
 
+  // A link within the module installs; a set-user-ID file installs without the bit.
   CmdResult inside = agent_.Ctl({"install", pack("inside", [](const std::string& d) {
-                                   WriteFile(d + "/src/data.txt", "1");
-                                   fs::create_directory_symlink("src", d + "/lib");
+                                   WriteFile(d + "/package/src/data.txt", "1");
+                                   fs::create_directory_symlink("src", d + "/package/lib");
+                                   WriteFile(d + "/package/tool", "#!/bin/sh\n");
+                                   ASSERT_EQ(chmod((d + "/package/tool").c_str(), 06755), 0);
                                  })});
   ASSERT_EQ(inside.exit_code, 0) << inside.err;
+  const std::string installed = agent_.Path("modules") + "/raw-native";
+  EXPECT_EQ(ReadFile(installed + "/lib/data.txt"), "1");
+  struct stat st{};
+  ASSERT_EQ(stat((installed + "/tool").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & (S_ISUID | S_ISGID), 0u);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);
   EXPECT_TRUE(WaitFor([&] { return agent_.State("raw-native") == "online"; }))
       << Detail("raw-native").dump();
 }
