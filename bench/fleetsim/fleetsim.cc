@@ -131,7 +131,9 @@ class Scheduler {
   // Sleeps until 1 ms after its earliest item, then runs everything due: a fan-out's items
   // come tens of microseconds apart, and a sleep and a wake-up for each one were the
   // simulator's own cost (10,000 timed waits while the requests it measures still arrive).
-  // Items run up to 1 ms late, never early.
+  // Nothing runs early; the earliest item runs about 1 ms late (plus the timer's slack) and
+  // the others due with it one after another. A restart answer is stamped when it is sent,
+  // so that lateness counts against the measured restart, never for it.
   static constexpr int64_t kLatenessUs = 1000;
   void Loop() {
     std::unique_lock<std::mutex> l(mu_);

@@ -18,8 +18,12 @@
 set -euo pipefail
 
 build=build pinned=0 cp_cpu="" sim_cpu="" rss_every="" log=""
+needs_value() {
+  [[ $# -ge 2 && "$2" != --* ]] || { echo "run.sh: $1 needs a value (see --help)" >&2; exit 2; }
+}
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --build|--cp-cpu|--sim-cpu|--rss-every|--log) needs_value "$@" ;;&
     --build) build="$2"; shift 2 ;;
     --pinned) pinned=1; shift ;;
     --cp-cpu) cp_cpu="$2"; shift 2 ;;
@@ -35,8 +39,10 @@ for b in controlplane fleetsim; do
   [[ -x "$build/bin/$b" ]] || { echo "run.sh: no $build/bin/$b: build first (ninja -C $build $b)" >&2; exit 2; }
 done
 for pct in "$cp_cpu" "$sim_cpu"; do
-  if [[ -n "$pct" && ! "$pct" =~ ^[1-9][0-9]*$ ]]; then
-    echo "run.sh: --cp-cpu and --sim-cpu take a whole percentage of one core, e.g. 70" >&2; exit 2
+  # The kernel's smallest quota is 1 ms of each 10 ms period.
+  if [[ -n "$pct" ]] && ! [[ "$pct" =~ ^[0-9]+$ && "$pct" -ge 10 ]]; then
+    echo "run.sh: --cp-cpu and --sim-cpu take a whole percentage of one core, at least 10 (e.g. 70)" >&2
+    exit 2
   fi
 done
 if [[ -n "$rss_every" && ! "$rss_every" =~ ^[0-9]+$ ]]; then
@@ -53,12 +59,21 @@ dir=$(mktemp -d /tmp/herd-fleetsim.XXXXXX)
 [[ -n "$log" ]] || log="$dir/controlplane.log"
 cgroups=() cp="" sampler=""
 cleanup() {
-  [[ -n "$sampler" ]] && kill "$sampler" 2>/dev/null || true
+  set +e  # every step runs, whatever the one before did
+  [[ -n "$sampler" ]] && kill "$sampler" 2>/dev/null
   if [[ -n "$cp" ]] && kill -0 "$cp" 2>/dev/null; then
-    kill "$cp"
-    wait "$cp" 2>/dev/null || true
+    kill "$cp" 2>/dev/null
+    # It stops within a few seconds (it closes 10,000 streams); then it is killed.
+    for _ in $(seq 150); do kill -0 "$cp" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$cp" 2>/dev/null; then
+      echo "run.sh: the control plane did not stop in 15 s: killed" >&2
+      kill -9 "$cp" 2>/dev/null
+    fi
+    wait "$cp" 2>/dev/null
   fi
-  for g in "${cgroups[@]}"; do rmdir "$g" 2>/dev/null || true; done
+  for g in "${cgroups[@]}"; do
+    rmdir "$g" 2>/dev/null || echo "run.sh: could not remove the cgroup $g (rmdir it)" >&2
+  done
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -85,13 +100,18 @@ new_cgroup() {
   else
     echo "run.sh: --$1-cpu needs a cgroup CPU controller (none under /sys/fs/cgroup)" >&2
     return 1
-  fi || { echo "run.sh: cannot set a CPU quota in $made (root needed)" >&2; return 1; }
+  fi || {
+    echo "run.sh: cannot set a CPU quota in $made: run as root; on cgroup v2 the cpu" \
+      "controller must be enabled (echo +cpu > /sys/fs/cgroup/cgroup.subtree_control)" >&2
+    return 1
+  }
 }
 sim_cgroup=""
 if [[ -n "$sim_cpu" ]]; then new_cgroup sim "$sim_cpu" || exit 2; sim_cgroup=$made; fi
 if [[ -n "$cp_cpu" ]]; then
   new_cgroup cp "$cp_cpu" || exit 2
-  echo "$cp" >"$made/cgroup.procs"
+  echo "$cp" >"$made/cgroup.procs" ||
+    { echo "run.sh: cannot move the control plane into $made" >&2; exit 2; }
 fi
 
 # The control plane writes listen-address last, once everything serves (http-address before).
@@ -119,7 +139,11 @@ fi
 
 rc=0
 (
-  if [[ -n "$sim_cgroup" ]]; then echo "$BASHPID" >"$sim_cgroup/cgroup.procs"; fi
+  # (set -e does not hold in a subshell whose status is tested: each step says so itself.)
+  if [[ -n "$sim_cgroup" ]]; then
+    echo "$BASHPID" >"$sim_cgroup/cgroup.procs" ||
+      { echo "run.sh: cannot move fleetsim into $sim_cgroup" >&2; exit 2; }
+  fi
   exec taskset -c "$sim_cpus" "$build/bin/fleetsim" --controlplane "$grpc_addr" --http "$http_addr" \
   --join-token-file "$dir/data/join-token" --operator-token-file "$dir/data/operator-token" \
   --viewer-token-file "$dir/data/viewer-token" --controlplane-pid "$cp" "$@"
