@@ -120,11 +120,11 @@ int main(int argc, char** argv) {
       ->delimiter(',');
 
   auto* stop = app.add_subcommand("stop", "Stop a unit (or all): SIGTERM, SIGKILL after kill_timeout");
-  stop->add_option("name", name, "Unit name or all")->required();
+  stop->add_option("name", name, "Unit name, or all (every app; modules only by name)")->required();
   auto* restart = app.add_subcommand(
       "restart", "Restart a unit (or all); with --selector/--host/--all-hosts, a module across "
                  "the fleet as a rollout, batch by batch");
-  restart->add_option("name", name, "Unit name or all")->required();
+  restart->add_option("name", name, "Unit name, or all (every app; modules only by name)")->required();
   add_target(restart, false);
   restart->add_option("--batch", rf.batch, "Hosts per batch: N or P% (fleet; default 1)");
   restart->add_option("--max-unavailable", rf.max_unavailable,
@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
   restart->add_flag("--no-wait", rf.no_wait, "Start the rollout and return (fleet)");
   auto* del = app.add_subcommand("delete", "Stop a unit (or all) and forget it");
   del->alias("del");
-  del->add_option("name", name, "Unit name or all")->required();
+  del->add_option("name", name, "Unit name, or all (every app; modules only by name)")->required();
 
   uint32_t lines = 15;
   bool follow = false;

@@ -222,7 +222,11 @@ void Supervisor::CloseOutput(Unit& u) {
 absl::StatusOr<std::vector<Supervisor::Unit*>> Supervisor::Select(const std::string& selector) {
   std::vector<Unit*> out;
   if (selector == "all") {
-    for (auto& [name, u] : units_) out.push_back(u.get());
+    // Every app, not the modules (units with a module channel), as PM2's `all` leaves them
+    // out: a module is stopped or restarted by its name, and removed with `uninstall`.
+    for (auto& [name, u] : units_) {
+      if (u->spec.channel() == herd::v1::CHANNEL_KIND_NONE) out.push_back(u.get());
+    }
     return out;
   }
   auto it = units_.find(selector);

@@ -137,5 +137,62 @@ TEST_F(SupervisorTest, StopAllKeepsTheUnitsMeantToRun) {
   for (const auto& p : *stored) EXPECT_TRUE(p.desired_running) << p.spec.name();
 }
 
+// `all` selects the apps, not the modules (PM2 leaves modules out of `all` too): stopping,
+// restarting and deleting `all` leave a module running, under the same process.
+TEST_F(SupervisorTest, AllLeavesModulesOut) {
+  herd::v1::AppSpec module = Sleeper(2);
+  module.set_channel(herd::v1::CHANNEL_KIND_NATIVE);
+  std::vector<herd::v1::AppSpec> specs = {Sleeper(1), module};
+  auto started = OnLoop([&](Supervisor::UnitsDone done) {
+    supervisor_->Start(specs, std::move(done));
+  });
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_EQ(started->size(), 2u);
+  auto pid_of = [&](const std::string& name) -> int {
+    absl::Notification done;
+    int pid = -1;
+    loop_->Post([&] {
+      auto d = supervisor_->Describe(name);
+      pid = d.ok() ? static_cast<int>(d->status().pid()) : -1;
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return pid;
+  };
+  const int module_pid = pid_of("sleeper-2");
+  ASSERT_GT(module_pid, 0);
+  auto names = [](const std::vector<herd::v1::UnitStatus>& units) {
+    std::vector<std::string> out;
+    for (const auto& u : units) out.push_back(u.name());
+    return out;
+  };
+
+  auto restarted = OnLoop([&](Supervisor::UnitsDone done) {
+    supervisor_->Restart("all", std::move(done));
+  });
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  EXPECT_EQ(names(*restarted), std::vector<std::string>{"sleeper-1"});
+  auto stopped = OnLoop([&](Supervisor::UnitsDone done) {
+    supervisor_->Stop("all", std::move(done));
+  });
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(names(*stopped), std::vector<std::string>{"sleeper-1"});
+  EXPECT_EQ(pid_of("sleeper-1"), 0);
+  auto deleted = OnLoop([&](Supervisor::UnitsDone done) {
+    supervisor_->Delete("all", std::move(done));
+  });
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(names(*deleted), std::vector<std::string>{"sleeper-1"});
+  EXPECT_EQ(pid_of("sleeper-1"), -1);  // gone
+  EXPECT_EQ(pid_of("sleeper-2"), module_pid);
+
+  // By name, a module is stopped like any unit.
+  auto by_name = OnLoop([&](Supervisor::UnitsDone done) {
+    supervisor_->Stop("sleeper-2", std::move(done));
+  });
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  EXPECT_EQ(pid_of("sleeper-2"), 0);
+}
+
 }  // namespace
 }  // namespace herd::agent
