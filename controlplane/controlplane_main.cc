@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   herd::controlplane::ServerOptions o;
   std::string lease = "30s", log_level = "info", log_file;
-  std::string hello_timeout = "30s", silent_timeout = "60s";
+  std::string hello_timeout = "30s", silent_timeout = "60s", token_recheck = "10s";
   app.add_option("--data", o.data_dir, "Data directory: the SQLite store, tokens (created if missing)")
       ->required();
   app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks a free one)")
@@ -74,6 +74,10 @@ int main(int argc, char** argv) {
   app.add_option("--silent-timeout", silent_timeout,
                  "Close an agent's stream once it has sent nothing this long (at least 10 "
                  "metrics intervals): its host is down or cut off")
+      ->capture_default_str();
+  app.add_option("--token-recheck", token_recheck,
+                 "How often the API tokens of open streams (watches, logs, the dashboard's) "
+                 "are checked again: a revoked token's streams end")
       ->capture_default_str();
   app.add_option("--metrics-interval-ms", o.metrics_interval_ms,
                  "How often agents send metrics")
@@ -121,7 +125,8 @@ int main(int argc, char** argv) {
   o.lease = absl::Milliseconds(*ms);
   for (auto [flag, text, out] : {std::tuple{"--hello-timeout", &hello_timeout, &o.hello_timeout},
                                  std::tuple{"--silent-timeout", &silent_timeout,
-                                            &o.silent_stream_timeout}}) {
+                                            &o.silent_stream_timeout},
+                                 std::tuple{"--token-recheck", &token_recheck, &o.token_recheck}}) {
     auto d = herd::ParseDurationMs(*text);
     if (!d.ok() || *d == 0) {
       return Fail(absl::StrCat(flag, ": ", d.ok() ? "must be more than 0" : d.status().message()));

@@ -157,7 +157,7 @@ absl::Status RunServer(const ServerOptions& options) {
   GatewayOptions gopts;
   gopts.hello_timeout = options.hello_timeout;
   GatewayService gateway(hub, gopts);
-  FleetService fleet(hub, **store, rollouts);
+  FleetService fleet(hub, **store, rollouts, options.token_recheck);
 
   auto creds = Credentials(options);
   if (!creds) {

@@ -24,6 +24,8 @@ struct ServerOptions {
   // GatewayOptions::hello_timeout and HubOptions::silent_stream_timeout.
   absl::Duration hello_timeout = absl::Seconds(30);
   absl::Duration silent_stream_timeout = absl::Seconds(60);
+  // How often the Fleet API's open streams' tokens are looked up again (StreamTokens).
+  absl::Duration token_recheck = absl::Seconds(10);
   uint32_t metrics_interval_ms = 1000;
   std::string tls_cert, tls_key, client_ca;
   // HTTP(S) for the dashboard, JSON API, /metrics and health; empty = none.

@@ -1,7 +1,10 @@
 #include "controlplane/fleet/fleet_service.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <deque>
+#include <set>
 #include <tuple>
 
 #include "absl/strings/ascii.h"
@@ -98,14 +101,25 @@ struct WriterGuard {
   W* self ABSL_GUARDED_BY(mu) = nullptr;
 };
 
+// Ends the writer behind `guard`, if it is still there (StreamTokens' End).
+template <typename G>
+StreamTokens::End EndThrough(std::shared_ptr<G> guard) {
+  return [guard = std::move(guard)](const grpc::Status& s) {
+    absl::MutexLock l(&guard->mu);
+    if (guard->self) guard->self->End(s);
+  };
+}
+
 class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
  public:
-  MetricsWriter(Hub& hub, std::set<std::string> hosts)
-      : hub_(hub), guard_(std::make_shared<WriterGuard<MetricsWriter>>()) {
+  MetricsWriter(Hub& hub, std::set<std::string> hosts, StreamTokens& tokens,
+                std::string token_hash)
+      : hub_(hub), tokens_(tokens), guard_(std::make_shared<WriterGuard<MetricsWriter>>()) {
     {
       absl::MutexLock l(&guard_->mu);
       guard_->self = this;
     }
+    token_id_ = tokens_.Add(std::move(token_hash), EndThrough(guard_));
     id_ = hub_.WatchMetrics(std::move(hosts), [g = guard_](const herd::v1::HostMetrics& m) {
       absl::MutexLock l(&g->mu);
       if (g->self) g->self->Push(m);
@@ -116,6 +130,7 @@ class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
     End(grpc::Status::CANCELLED);
   }
   void OnDone() override {
+    tokens_.Remove(token_id_);
     hub_.Unwatch(id_);
     {
       absl::MutexLock l(&guard_->mu);
@@ -126,18 +141,22 @@ class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
 
  private:
   Hub& hub_;
+  StreamTokens& tokens_;
   std::shared_ptr<WriterGuard<MetricsWriter>> guard_;
   uint64_t id_ = 0;
+  uint64_t token_id_ = 0;
 };
 
 class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
  public:
-  RolloutWriter(RolloutEngine& engine, const std::string& id)
-      : engine_(engine), guard_(std::make_shared<WriterGuard<RolloutWriter>>()) {
+  RolloutWriter(RolloutEngine& engine, const std::string& id, StreamTokens& tokens,
+                std::string token_hash)
+      : engine_(engine), tokens_(tokens), guard_(std::make_shared<WriterGuard<RolloutWriter>>()) {
     {
       absl::MutexLock l(&guard_->mu);
       guard_->self = this;
     }
+    token_id_ = tokens_.Add(std::move(token_hash), EndThrough(guard_));
     auto w = engine_.Watch(id, [g = guard_](const herd::v1::Rollout& r) {
       absl::MutexLock l(&g->mu);
       if (!g->self) return;
@@ -159,6 +178,7 @@ class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
       id = id_;
     }
     if (id) engine_.Unwatch(id);
+    tokens_.Remove(token_id_);
     {
       absl::MutexLock l(&guard_->mu);
       guard_->self = nullptr;
@@ -168,6 +188,8 @@ class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
 
  private:
   RolloutEngine& engine_;
+  StreamTokens& tokens_;
+  uint64_t token_id_ = 0;
   std::shared_ptr<WriterGuard<RolloutWriter>> guard_;
   absl::Mutex mu_;
   uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;
@@ -175,10 +197,16 @@ class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
 
 class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
  public:
-  LogsWriter(Hub& hub, const herd::v1::FleetLogsRequest& req) : QueuedWriter(4096), hub_(hub) {
+  LogsWriter(Hub& hub, const herd::v1::FleetLogsRequest& req, StreamTokens& tokens,
+             std::string token_hash)
+      : QueuedWriter(4096), hub_(hub), tokens_(tokens) {
     // Keep ourselves alive until both the stream and the hub are done with us.
     state_ = std::make_shared<State>();
-    state_->self = this;
+    {
+      absl::MutexLock l(&state_->mu);
+      state_->self = this;
+    }
+    token_id_ = tokens_.Add(std::move(token_hash), EndThrough(state_));
     auto st = state_;
     request_id_ = hub_.StreamLogs(
         req,
@@ -197,6 +225,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
     End(grpc::Status::CANCELLED);
   }
   void OnDone() override {
+    tokens_.Remove(token_id_);
     {
       absl::MutexLock l(&state_->mu);
       state_->self = nullptr;
@@ -208,9 +237,11 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
  private:
   struct State {
     absl::Mutex mu;
-    LogsWriter* self = nullptr;
+    LogsWriter* self ABSL_GUARDED_BY(mu) = nullptr;
   };
   Hub& hub_;
+  StreamTokens& tokens_;
+  uint64_t token_id_ = 0;
   std::shared_ptr<State> state_;
   std::string request_id_;
 };
@@ -233,6 +264,77 @@ bool HostMatches(const herd::v1::Host& h, const std::string& query) {
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+StreamTokens::StreamTokens(Store& store, absl::Duration every)
+    : store_(store), every_(std::max(every, absl::Milliseconds(10))) {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "stream-tokens");
+    absl::MutexLock l(&mu_);
+    while (!stopping_) {
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), every_);
+      if (stopping_) break;
+      mu_.Unlock();
+      Check();
+      mu_.Lock();
+    }
+  });
+}
+
+StreamTokens::~StreamTokens() {
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+  }
+  thread_.join();
+}
+
+uint64_t StreamTokens::Add(std::string token_hash, End end) {
+  absl::MutexLock l(&mu_);
+  const uint64_t id = next_++;
+  open_[id] = {std::move(token_hash), std::move(end)};
+  return id;
+}
+
+void StreamTokens::Remove(uint64_t id) {
+  absl::MutexLock l(&mu_);
+  open_.erase(id);
+}
+
+void StreamTokens::Check() {
+  std::set<std::string> hashes;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, o] : open_) hashes.insert(o.token_hash);
+  }
+  std::set<std::string> revoked;
+  for (const auto& h : hashes) {
+    auto t = store_.FindTokenBySecretHash(h);
+    if (absl::IsNotFound(t.status())) revoked.insert(h);
+    if (!t.ok() && !absl::IsNotFound(t.status())) {
+      Logger("fleet")->warn("event=stream_token_unchecked error=\"{}\"", t.status().message());
+    }
+  }
+  if (revoked.empty()) return;
+  std::vector<End> ends;
+  {
+    absl::MutexLock l(&mu_);
+    for (auto it = open_.begin(); it != open_.end();) {
+      if (revoked.count(it->second.token_hash)) {
+        ends.push_back(std::move(it->second.end));
+        it = open_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  if (!ends.empty()) {
+    Logger("fleet")->info("event=streams_ended_token_revoked streams={}", ends.size());
+  }
+  const grpc::Status why(grpc::StatusCode::UNAUTHENTICATED,
+                         "the token of this stream was revoked: open it again with a valid "
+                         "token (--token-file / HERD_TOKEN)");
+  for (auto& e : ends) e(why);  // outside the lock: an End may run the stream's callbacks
 }
 
 absl::StatusOr<Actor> FleetService::Authenticate(const grpc::ServerContextBase& ctx,
@@ -340,7 +442,8 @@ grpc::ServerWriteReactor<herd::v1::HostMetrics>* FleetService::WatchMetrics(
       err = ids.status();
     }
   }
-  auto* w = new MetricsWriter(hub_, std::move(hosts));
+  auto* w = new MetricsWriter(hub_, std::move(hosts), stream_tokens_,
+                              Sha256Hex(BearerToken(*ctx)));
   if (!err.ok()) w->End(ToGrpc(err));
   return w;
 }
@@ -417,7 +520,7 @@ grpc::ServerWriteReactor<herd::v1::Rollout>* FleetService::WatchRollout(
     };
     return new Refused(ToGrpc(actor.status()));
   }
-  return new RolloutWriter(rollouts_, req->id());
+  return new RolloutWriter(rollouts_, req->id(), stream_tokens_, Sha256Hex(BearerToken(*ctx)));
 }
 
 grpc::ServerUnaryReactor* FleetService::TriggerAction(grpc::CallbackServerContext* ctx,
@@ -444,7 +547,7 @@ grpc::ServerWriteReactor<herd::v1::LogLine>* FleetService::StreamLogs(
     };
     return new Refused(ToGrpc(actor.status()));
   }
-  return new LogsWriter(hub_, *req);
+  return new LogsWriter(hub_, *req, stream_tokens_, Sha256Hex(BearerToken(*ctx)));
 }
 
 grpc::ServerUnaryReactor* FleetService::ListAudit(grpc::CallbackServerContext* ctx,

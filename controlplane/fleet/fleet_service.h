@@ -2,7 +2,12 @@
 // bearer token (viewer: reads; operator: changes), validates the request, and answers.
 #pragma once
 
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
+#include <string>
+#include <thread>
 
 #include "controlplane/core/hub.h"
 #include "controlplane/fleet/rollouts.h"
@@ -10,10 +15,46 @@
 
 namespace herd::controlplane {
 
+// The API tokens of the Fleet API's open streams (WatchMetrics, WatchRollout, StreamLogs,
+// and the dashboard's, which come through them), looked up again every `every`: a stream
+// stays open for hours, and a token revoked meanwhile (`controlplane token revoke`, which
+// writes the store a running control plane reads) ends the streams opened with it, with
+// UNAUTHENTICATED. A store that fails to answer ends nothing (the next round asks again).
+class StreamTokens {
+ public:
+  using End = std::function<void(const grpc::Status&)>;
+  StreamTokens(Store& store, absl::Duration every);
+  ~StreamTokens();
+  StreamTokens(const StreamTokens&) = delete;
+  StreamTokens& operator=(const StreamTokens&) = delete;
+
+  // A stream opened with the token whose secret hashes to `token_hash`; `end` ends it (and
+  // must tolerate a stream that has ended already). Returns the id for Remove.
+  uint64_t Add(std::string token_hash, End end);
+  void Remove(uint64_t id);
+  // One round now (what the thread does every `every`).
+  void Check();
+
+ private:
+  struct Open {
+    std::string token_hash;
+    End end;
+  };
+  Store& store_;
+  const absl::Duration every_;
+  absl::Mutex mu_;
+  std::map<uint64_t, Open> open_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_ ABSL_GUARDED_BY(mu_) = 1;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
 class FleetService final : public herd::v1::Fleet::CallbackService {
  public:
-  FleetService(Hub& hub, Store& store, RolloutEngine& rollouts)
-      : hub_(hub), store_(store), rollouts_(rollouts) {}
+  // `token_recheck`: how often open streams' tokens are looked up again (StreamTokens).
+  FleetService(Hub& hub, Store& store, RolloutEngine& rollouts,
+               absl::Duration token_recheck = absl::Seconds(10))
+      : hub_(hub), store_(store), rollouts_(rollouts), stream_tokens_(store, token_recheck) {}
 
   grpc::ServerUnaryReactor* ListHosts(grpc::CallbackServerContext* ctx,
                                       const herd::v1::ListHostsRequest* req,
@@ -70,6 +111,7 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
   Hub& hub_;
   Store& store_;
   RolloutEngine& rollouts_;
+  StreamTokens stream_tokens_;
 };
 
 grpc::Status ToGrpc(const absl::Status& s);

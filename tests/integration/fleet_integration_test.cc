@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -22,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
+#include "herd/v1/fleet.grpc.pb.h"
 #include "herd/v1/gateway.grpc.pb.h"
 #include "tests/integration/agent_harness.h"
 
@@ -713,6 +715,51 @@ TEST_F(FleetApiTest, ReflectionListsTheServices) {
   cq.Shutdown();
   while (cq.Next(&tag, &ok)) {
   }
+}
+
+// A token revoked while a stream opened with it is open (`controlplane token revoke`, another
+// process writing the store) ends that stream, UNAUTHENTICATED, within --token-recheck; a
+// stream opened with another token stays open.
+TEST(FleetTokens, RevokedTokenEndsItsOpenStreams) {
+  ControlPlaneHarness cp;
+  ASSERT_TRUE(cp.Start({"--token-recheck", "200ms"})) << cp.last_error();
+  const std::string controlplane = AgentHarness::BinDir() + "/controlplane";
+  CmdResult created = herd::testing::Run({controlplane, "--data", cp.data_dir(), "token", "create", "watcher"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string secret(absl::StripAsciiWhitespace(created.out));
+  ASSERT_FALSE(secret.empty());
+
+  auto channel = grpc::CreateChannel(cp.address(), grpc::InsecureChannelCredentials());
+  auto stub = herd::v1::Fleet::NewStub(channel);
+  herd::v1::WatchMetricsRequest req;  // the whole fleet: no host, so nothing is written
+  grpc::ClientContext revoked_ctx, kept_ctx;
+  revoked_ctx.AddMetadata("authorization", "Bearer " + secret);
+  kept_ctx.AddMetadata("authorization", "Bearer " + ReadTrimmed(cp.ViewerTokenFile()));
+  for (auto* c : {&revoked_ctx, &kept_ctx}) {
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  }
+  auto revoked = stub->WatchMetrics(&revoked_ctx, req);
+  auto kept = stub->WatchMetrics(&kept_ctx, req);
+  // Both streams are open: a round of checks passes and neither ends.
+  absl::SleepFor(absl::Milliseconds(600));
+
+  CmdResult revoke = herd::testing::Run({controlplane, "--data", cp.data_dir(), "token", "revoke", "watcher"});
+  ASSERT_EQ(revoke.exit_code, 0) << revoke.err;
+  const absl::Time t0 = absl::Now();
+  herd::v1::HostMetrics m;
+  EXPECT_FALSE(revoked->Read(&m));
+  grpc::Status st = revoked->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+  // "revoked", not "unknown token": the stream was open, and ended.
+  EXPECT_THAT(st.error_message(), HasSubstr("revoked"));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(10));
+
+  // The other token's stream is still open after more rounds: only a cancel ends it.
+  absl::SleepFor(absl::Milliseconds(600));
+  kept_ctx.TryCancel();
+  EXPECT_FALSE(kept->Read(&m));
+  grpc::Status kept_st = kept->Finish();
+  EXPECT_EQ(kept_st.error_code(), grpc::StatusCode::CANCELLED) << kept_st.error_message();
 }
 
 // Mutual TLS: the control plane with a server certificate and a client CA; agents and
