@@ -96,7 +96,8 @@ class Supervisor {
   // Adds or replaces units and starts them (a running unit with the same name is restarted
   // with its new spec, as `pm2 start ecosystem.json` does). Done when all are spawned.
   void Start(std::vector<herd::v1::AppSpec> specs, UnitsDone done);
-  // Starts an existing unit again by name ("all" for every unit).
+  // Starts an existing unit again by name. A selector is a unit's name, or "all": every unit
+  // that is not a module (as PM2's `all`), for these four.
   void StartExisting(const std::string& selector, UnitsDone done);
   void Stop(const std::string& selector, UnitsDone done);
   void Restart(const std::string& selector, UnitsDone done);

@@ -31,12 +31,16 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 template <typename T>
 class QueuedWriter : public grpc::ServerWriteReactor<T> {
  public:
-  explicit QueuedWriter(size_t max_queued = 256) : max_queued_(max_queued) {}
+  // The stream's headers go out at once (gRPC holds them until the reactor is bound): a
+  // client then knows the stream is open, before its first message.
+  explicit QueuedWriter(size_t max_queued = 256) : max_queued_(max_queued) {
+    this->StartSendInitialMetadata();
+  }
 
-  // False once finished.
+  // False once ending or finished.
   bool Push(const T& msg) {
     absl::MutexLock l(&mu_);
-    if (finished_) return false;
+    if (finished_ || ending_) return false;
     if (queue_.size() >= max_queued_) queue_.pop_front();  // drop the oldest
     queue_.push_back(msg);
     if (!writing_) {
@@ -45,12 +49,17 @@ class QueuedWriter : public grpc::ServerWriteReactor<T> {
     }
     return true;
   }
-  // Finishes once everything queued is written.
-  void End(const grpc::Status& s) {
+  // Finishes once everything queued is written; with `drop_queued`, once the write in
+  // progress is (a stream whose token was revoked gets nothing more).
+  void End(const grpc::Status& s, bool drop_queued = false) {
     absl::MutexLock l(&mu_);
     if (finished_ || ending_) return;
     ending_ = true;
     end_status_ = s;
+    if (drop_queued && !queue_.empty()) {
+      // The front is the message being written while `writing_`: it stays until done.
+      queue_.erase(writing_ ? queue_.begin() + 1 : queue_.begin(), queue_.end());
+    }
     if (!writing_) FinishLocked();
   }
   void OnWriteDone(bool ok) override {
@@ -106,7 +115,7 @@ template <typename G>
 StreamTokens::End EndThrough(std::shared_ptr<G> guard) {
   return [guard = std::move(guard)](const grpc::Status& s) {
     absl::MutexLock l(&guard->mu);
-    if (guard->self) guard->self->End(s);
+    if (guard->self) guard->self->End(s, /*drop_queued=*/true);
   };
 }
 
@@ -290,6 +299,7 @@ StreamTokens::~StreamTokens() {
 }
 
 uint64_t StreamTokens::Add(std::string token_hash, End end) {
+  if (token_hash.empty()) return 0;  // a stream refused at its opening: nothing to watch
   absl::MutexLock l(&mu_);
   const uint64_t id = next_++;
   open_[id] = {std::move(token_hash), std::move(end)};
@@ -442,8 +452,9 @@ grpc::ServerWriteReactor<herd::v1::HostMetrics>* FleetService::WatchMetrics(
       err = ids.status();
     }
   }
+  // Watched only once open: a refused stream ends at once.
   auto* w = new MetricsWriter(hub_, std::move(hosts), stream_tokens_,
-                              Sha256Hex(BearerToken(*ctx)));
+                              err.ok() ? Sha256Hex(BearerToken(*ctx)) : std::string());
   if (!err.ok()) w->End(ToGrpc(err));
   return w;
 }

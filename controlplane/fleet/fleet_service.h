@@ -29,7 +29,8 @@ class StreamTokens {
   StreamTokens& operator=(const StreamTokens&) = delete;
 
   // A stream opened with the token whose secret hashes to `token_hash`; `end` ends it (and
-  // must tolerate a stream that has ended already). Returns the id for Remove.
+  // must tolerate a stream that has ended already). Returns the id for Remove (0, and
+  // nothing watched, for an empty hash).
   uint64_t Add(std::string token_hash, End end);
   void Remove(uint64_t id);
   // One round now (what the thread does every `every`).

@@ -740,7 +740,10 @@ TEST(FleetTokens, RevokedTokenEndsItsOpenStreams) {
   }
   auto revoked = stub->WatchMetrics(&revoked_ctx, req);
   auto kept = stub->WatchMetrics(&kept_ctx, req);
-  // Both streams are open: a round of checks passes and neither ends.
+  // Both streams are open (the control plane sends their headers once it has accepted
+  // them), and a few rounds of checks pass without ending either.
+  revoked->WaitForInitialMetadata();
+  kept->WaitForInitialMetadata();
   absl::SleepFor(absl::Milliseconds(600));
 
   CmdResult revoke = herd::testing::Run({controlplane, "--data", cp.data_dir(), "token", "revoke", "watcher"});
