@@ -82,6 +82,8 @@ struct HubOptions {
 struct Actor {
   std::string name;
   Role role = Role::kViewer;
+  // SHA-256 (hex) of the API token's secret it authenticated with (StreamTokens watches it).
+  std::string token_hash;
 };
 
 class Hub {

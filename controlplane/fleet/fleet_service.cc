@@ -276,7 +276,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
 }
 
 StreamTokens::StreamTokens(Store& store, absl::Duration every)
-    : store_(store), every_(std::max(every, absl::Milliseconds(10))) {
+    : store_(store), every_(std::max(every, absl::Milliseconds(10))), log_(Logger("fleet")) {
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "stream-tokens");
     absl::MutexLock l(&mu_);
@@ -320,9 +320,10 @@ void StreamTokens::Check() {
   std::set<std::string> revoked;
   for (const auto& h : hashes) {
     auto t = store_.FindTokenBySecretHash(h);
-    if (absl::IsNotFound(t.status())) revoked.insert(h);
-    if (!t.ok() && !absl::IsNotFound(t.status())) {
-      Logger("fleet")->warn("event=stream_token_unchecked error=\"{}\"", t.status().message());
+    if (absl::IsNotFound(t.status())) {
+      revoked.insert(h);
+    } else if (!t.ok()) {
+      log_->warn("event=stream_token_unchecked error=\"{}\"", t.status().message());
     }
   }
   if (revoked.empty()) return;
@@ -339,7 +340,7 @@ void StreamTokens::Check() {
     }
   }
   if (!ends.empty()) {
-    Logger("fleet")->info("event=streams_ended_token_revoked streams={}", ends.size());
+    log_->info("event=streams_ended_token_revoked streams={}", ends.size());
   }
   const grpc::Status why(grpc::StatusCode::UNAUTHENTICATED,
                          "the token of this stream was revoked: open it again with a valid "
@@ -359,7 +360,8 @@ absl::StatusOr<Actor> FleetService::AuthenticateToken(const std::string& bearer,
         "no token: pass --token-file (or HERD_TOKEN) with an API token of this control plane "
         "(its data directory holds operator-token and viewer-token)");
   }
-  auto token = store_.FindTokenBySecretHash(Sha256Hex(bearer));
+  std::string hash = Sha256Hex(bearer);
+  auto token = store_.FindTokenBySecretHash(hash);
   if (absl::IsNotFound(token.status())) {
     return absl::UnauthenticatedError("unknown token: check --token-file / HERD_TOKEN");
   }
@@ -368,7 +370,7 @@ absl::StatusOr<Actor> FleetService::AuthenticateToken(const std::string& bearer,
     return absl::PermissionDeniedError(absl::StrCat(
         "token \"", token->name, "\" is read-only (viewer): changes need an operator token"));
   }
-  return Actor{token->name, token->role};
+  return Actor{token->name, token->role, std::move(hash)};
 }
 
 #define HERD_AUTH(needs_operator)                          \
@@ -454,7 +456,7 @@ grpc::ServerWriteReactor<herd::v1::HostMetrics>* FleetService::WatchMetrics(
   }
   // Watched only once open: a refused stream ends at once.
   auto* w = new MetricsWriter(hub_, std::move(hosts), stream_tokens_,
-                              err.ok() ? Sha256Hex(BearerToken(*ctx)) : std::string());
+                              err.ok() ? actor->token_hash : std::string());
   if (!err.ok()) w->End(ToGrpc(err));
   return w;
 }
@@ -531,7 +533,7 @@ grpc::ServerWriteReactor<herd::v1::Rollout>* FleetService::WatchRollout(
     };
     return new Refused(ToGrpc(actor.status()));
   }
-  return new RolloutWriter(rollouts_, req->id(), stream_tokens_, Sha256Hex(BearerToken(*ctx)));
+  return new RolloutWriter(rollouts_, req->id(), stream_tokens_, actor->token_hash);
 }
 
 grpc::ServerUnaryReactor* FleetService::TriggerAction(grpc::CallbackServerContext* ctx,
@@ -558,7 +560,7 @@ grpc::ServerWriteReactor<herd::v1::LogLine>* FleetService::StreamLogs(
     };
     return new Refused(ToGrpc(actor.status()));
   }
-  return new LogsWriter(hub_, *req, stream_tokens_, Sha256Hex(BearerToken(*ctx)));
+  return new LogsWriter(hub_, *req, stream_tokens_, actor->token_hash);
 }
 
 grpc::ServerUnaryReactor* FleetService::ListAudit(grpc::CallbackServerContext* ctx,

@@ -43,6 +43,7 @@ class StreamTokens {
   };
   Store& store_;
   const absl::Duration every_;
+  std::shared_ptr<spdlog::logger> log_;
   absl::Mutex mu_;
   std::map<uint64_t, Open> open_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 1;

@@ -377,7 +377,7 @@ class HubTest : public ::testing::Test {
   FakeClock clock_;
   HubOptions options_;
   std::unique_ptr<Hub> hub_;
-  Actor actor_{"alice", Role::kOperator};
+  Actor actor_{"alice", Role::kOperator, ""};
 };
 
 // ---------------------------------------------------------------------------------------
