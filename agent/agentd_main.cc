@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/daemon/agent_daemon.h"
+#include "common/crash_handler.h"
 #include "common/labels.h"
 #include "common/logging.h"
 #include "common/units.h"
@@ -79,6 +80,16 @@ int main(int argc, char** argv) {
                  "dropped and counted beyond)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
+  std::string module_max_unpacked = "512M";
+  uint64_t module_max_files = 20000;
+  app.add_option("--module-max-unpacked", module_max_unpacked,
+                 "Largest total size a module archive may unpack to (e.g. 512M, 2G); larger "
+                 "ones are refused before anything is extracted")
+      ->capture_default_str();
+  app.add_option("--module-max-files", module_max_files,
+                 "Most files, directories and links a module archive may hold")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{10000000}));
   CLI11_PARSE(app, argc, argv);
 
   herd::agent::AgentOptions opts;
@@ -104,6 +115,13 @@ int main(int argc, char** argv) {
   auto size = herd::ParseSize(log_max_size);
   if (!size.ok()) return Fail(absl::StrCat("--log-max-size: ", size.status().message()));
   opts.log_max_bytes = *size;
+  auto unpacked = herd::ParseSize(module_max_unpacked);
+  if (!unpacked.ok() || *unpacked == 0) {
+    return Fail(absl::StrCat("--module-max-unpacked: ",
+                             unpacked.ok() ? "must be more than 0" : unpacked.status().message()));
+  }
+  opts.module_max_unpacked = *unpacked;
+  opts.module_max_files = module_max_files;
   opts.log_retain = log_retain;
   opts.controlplane = controlplane;
   opts.join_token_file = join_token_file;
@@ -121,6 +139,9 @@ int main(int argc, char** argv) {
   if (controlplane.empty() && (!join_token_file.empty() || !labels.empty())) {
     return Fail("--join-token-file and --labels need --controlplane HOST:PORT");
   }
+
+  // Before the fork, so that a home agentd refuses is reported where it was started.
+  if (auto st = herd::agent::PrepareHome(home); !st.ok()) return Fail(std::string(st.message()));
 
   if (daemon) {
     if (log_file.empty()) log_file = absl::StrCat(home, "/agentd.log");
@@ -155,6 +176,7 @@ int main(int argc, char** argv) {
   lopts.file = log_file;
   lopts.to_stderr = !daemon;
   if (auto st = herd::InitLogging(lopts); !st.ok()) return Fail(std::string(st.message()));
+  herd::InstallCrashHandlers("agentd");
 
   absl::Status st = herd::agent::RunAgent(opts);
   if (!st.ok()) {

@@ -11,6 +11,7 @@
 #include "cli/agent_commands.h"
 #include "cli/fleet_commands.h"
 #include "common/atomic_file.h"
+#include "common/crash_handler.h"
 #include "cli/generate.h"
 
 namespace {
@@ -24,6 +25,7 @@ std::string DefaultHome() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  herd::InstallCrashHandlers("agentctl");
   CLI::App app{"agentctl: drive the Herd agent on this host (units, logs, live view, modules) "
                "and the fleet through the control plane (hosts, config at a scope, rollouts, "
                "action fan-out)."};

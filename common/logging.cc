@@ -1,10 +1,16 @@
-#include "absl/strings/string_view.h"
 #include "common/logging.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
 
 #include <mutex>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "common/crash_handler.h"
 #include "spdlog/sinks/basic_file_sink.h"
 #include "spdlog/sinks/stdout_sinks.h"
 
@@ -32,6 +38,17 @@ absl::Status InitLogging(const LogOptions& options) {
   std::vector<spdlog::sink_ptr> sinks;
   if (options.to_stderr) sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
   if (!options.file.empty()) {
+    // O_NOFOLLOW: a link planted where the log goes would have a root agent append to
+    // whatever it points at. The descriptor is kept for the crash handler's last words.
+    int fd = open(options.file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+                  0640);
+    if (fd < 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot open log file ", options.file, ": ",
+          errno == ELOOP ? "it is a symbolic link (remove it: logs are not written through links)"
+                         : strerror(errno)));
+    }
+    internal::SetCrashLogFd(fd);
     try {
       sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.file));
     } catch (const spdlog::spdlog_ex& e) {

@@ -10,6 +10,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/crash_handler.h"
 #include "common/logging.h"
 #include "common/units.h"
 #include "controlplane/server.h"
@@ -144,6 +145,7 @@ int main(int argc, char** argv) {
   lopts.level = log_level;
   lopts.file = log_file;
   if (auto st = herd::InitLogging(lopts); !st.ok()) return Fail(std::string(st.message()));
+  herd::InstallCrashHandlers("controlplane");
 
   if (*token_create) {
     auto secret = herd::controlplane::CreateToken(o.data_dir, token_name, token_role == "operator");

@@ -13,6 +13,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "absl/cleanup/cleanup.h"
 #include "agent/api/agent_service.h"
@@ -45,14 +46,50 @@ absl::Status MakeDir(const std::string& path, mode_t mode) {
       "; choose a writable home with --home or HERD_HOME"));
 }
 
+// Like sshd's StrictModes: agentd (often root) writes its pid, log, state and units' logs
+// in the home and in logs/, and hands units' output to files there. If another user could
+// write to either directory, they could plant links there that agentd would then write
+// through. `dir` must be owned by agentd's user (or root) and writable by nobody else;
+// logs/ must be a directory itself, not a link to one.
+absl::Status CheckPrivateDir(const std::string& dir, bool allow_link) {
+  struct stat st{};
+  if ((allow_link ? stat(dir.c_str(), &st) : lstat(dir.c_str(), &st)) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read ", dir, ": ", strerror(errno)));
+  }
+  if (S_ISLNK(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, " is a symbolic link: agentd keeps its files in a real directory there (remove "
+             "the link; agentd creates the directory)"));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(dir, " exists and is not a directory"));
+  }
+  const uid_t me = geteuid();
+  if (st.st_uid != me && st.st_uid != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, " belongs to uid ", st.st_uid, ", not to agentd's user (uid ", me,
+        "): another user could replace agentd's files there; `chown ", me, " ", dir,
+        "` or choose another --home"));
+  }
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s is writable by %s (mode %04o): another user could plant links there that agentd "
+        "would write through; `chmod go-w %s`",
+        dir, (st.st_mode & S_IWOTH) ? "every user" : "its group", st.st_mode & 07777, dir));
+  }
+  return absl::OkStatus();
+}
+
 // Holds an exclusive flock on $HERD_HOME/agentd.pid for agentd's lifetime, so that two
 // agents never supervise the same home (they would run every unit twice).
 absl::StatusOr<int> LockHome(const std::string& home) {
   const std::string path = absl::StrCat(home, "/agentd.pid");
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot open ", path, ": ", strerror(errno)));
+    return absl::PermissionDeniedError(absl::StrCat(
+        "cannot open ", path, ": ",
+        errno == ELOOP ? "it is a symbolic link (remove it)" : strerror(errno)));
   }
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     auto other = ReadFileToString(path);
@@ -95,16 +132,23 @@ void BlockAgentSignals() {
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
 }
 
-absl::Status RunAgent(const AgentOptions& options) {
-  auto log = herd::Logger("agentd");
-  const std::string& home = options.home;
+absl::Status PrepareHome(const std::string& home) {
   if (home.empty() || home[0] != '/') {
     return absl::InvalidArgumentError(
         absl::StrCat("home \"", home, "\" must be an absolute path"));
   }
   if (auto st = MakeDir(home, 0750); !st.ok()) return st;
+  if (auto st = CheckPrivateDir(home, /*allow_link=*/true); !st.ok()) return st;
   const std::string logs_dir = absl::StrCat(home, "/logs");
   if (auto st = MakeDir(logs_dir, 0750); !st.ok()) return st;
+  return CheckPrivateDir(logs_dir, /*allow_link=*/false);
+}
+
+absl::Status RunAgent(const AgentOptions& options) {
+  auto log = herd::Logger("agentd");
+  const std::string& home = options.home;
+  if (auto st = PrepareHome(home); !st.ok()) return st;
+  const std::string logs_dir = absl::StrCat(home, "/logs");
   auto lock_fd = LockHome(home);
   if (!lock_fd.ok()) return lock_fd.status();
   absl::Cleanup unlock = [fd = *lock_fd] { close(fd); };
@@ -139,6 +183,8 @@ absl::Status RunAgent(const AgentOptions& options) {
   ModuleManagerOptions mopts;
   mopts.home = home;
   mopts.search_path = search_path;
+  mopts.archive_limits.max_unpacked_bytes = options.module_max_unpacked;
+  mopts.archive_limits.max_files = options.module_max_files;
   ModuleManager modules(**loop, supervisor, mopts);
   supervisor.set_hooks(&modules);
   absl::Cleanup unhook = [&] { supervisor.set_hooks(nullptr); };

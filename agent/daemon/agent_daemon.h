@@ -32,6 +32,9 @@ struct AgentOptions {
   std::string tls_ca, tls_cert, tls_key;
   // Metric batches kept while the control plane is unreachable (oldest dropped beyond).
   size_t metrics_buffer = 600;
+  // What a module archive may unpack to: bytes and members (refused before extracting).
+  uint64_t module_max_unpacked = 512ull << 20;
+  uint64_t module_max_files = 20000;
 };
 
 // Runs until shutdown; an error means agentd could not start (already running, home not
@@ -44,6 +47,12 @@ absl::Status RunAgent(const AgentOptions& options);
 // default action ends agentd at once, leaving the units running). Call it before anything
 // starts a thread (the log's flusher does); RunAgent calls it too.
 void BlockAgentSignals();
+
+// Creates the home and its logs/ if missing, and refuses a home or logs/ that another user
+// could write to (owned by someone else than agentd's user or root, group- or
+// world-writable; logs/ a link), as sshd's StrictModes does. RunAgent calls it; main()
+// calls it first, before the log file in the home is opened.
+absl::Status PrepareHome(const std::string& home);
 
 // The agent socket path for a home directory.
 std::string AgentSocketPath(const std::string& home);

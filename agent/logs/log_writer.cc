@@ -135,11 +135,16 @@ void LogWriter::Run() {
 
 bool LogWriter::EnsureOpen(Sink& sink) {
   if (sink.fd >= 0) return true;
-  sink.fd = open(sink.options.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  // O_NOFOLLOW: a link planted in logs/ would have a root agent append a unit's output to
+  // whatever it points at.
+  sink.fd = open(sink.options.path.c_str(),
+                 O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
   if (sink.fd < 0) {
     if (!sink.failing) {
       Log()->error("event=log_open_failed path={} error=\"{}\"", sink.options.path,
-                   strerror(errno));
+                   errno == ELOOP ? "it is a symbolic link: logs are not written through "
+                                    "links (remove it)"
+                                  : strerror(errno));
     }
     sink.failing = true;
     return false;

@@ -20,9 +20,11 @@
 #include "google/protobuf/util/json_util.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/modules/archive_scan.h"
 #include "agent/modules/command.h"
 #include "agent/supervisor/app_spec.h"
 #include "common/atomic_file.h"
+#include "common/units.h"
 
 namespace herd::agent {
 namespace {
@@ -184,6 +186,31 @@ std::vector<std::string> NpmEnv(const std::string& home) {
   return env;
 }
 
+// The kernel refuses an exec whose single environment string ("KEY=value" and its NUL) is
+// longer than MAX_ARG_STRLEN (32 pages: 128 KiB): execve fails with E2BIG ("Argument list
+// too long") and the module cannot start. A module's whole configuration travels in two
+// such strings (PM2's process.env[<name>] and HERD_MODULE_CONFIG), so it is checked here,
+// where a snapshot or a `set` can still be refused, rather than found at the next spawn.
+constexpr size_t kMaxEnvString = 128 * 1024;
+
+absl::Status CheckConfigFitsEnvironment(const std::string& module,
+                                        const std::string& overrides_json,
+                                        const std::string& effective_json) {
+  const std::pair<std::string, size_t> vars[] = {
+      {module, module.size() + 2 + overrides_json.size()},
+      {"HERD_MODULE_CONFIG", sizeof("HERD_MODULE_CONFIG=") + effective_json.size()}};
+  for (const auto& [name, size] : vars) {
+    if (size > kMaxEnvString) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the configuration of ", module, " makes its environment variable ", name, " ",
+          FormatBytes(size), ", over the kernel's limit of ", FormatBytes(kMaxEnvString),
+          " for one variable, so the module could not start: shorten its values (`agentctl "
+          "conf ", module, "` lists them)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 ModuleManager::ModuleManager(EventLoop& loop, Supervisor& supervisor,
@@ -241,21 +268,31 @@ absl::Status ModuleManager::Load() {
         path, ": not a valid module list; restore it from a backup or remove it (installed "
               "modules are then forgotten, their files stay in modules/)"));
   }
+  auto text_field = [](const json& r, const char* key) {
+    auto it = r.find(key);
+    return it != r.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
   for (const auto& r : doc["modules"]) {
     if (!r.is_object() || !r.contains("name") || !r["name"].is_string()) continue;
     auto m = std::make_unique<Module>();
     m->name = r["name"].get<std::string>();
     if (!ValidateModuleName(m->name).ok()) continue;
-    m->source = r.value("source", "");
-    m->dir = r.value("dir", "");
-    m->dev_mode = r.value("dev_mode", false);
+    m->source = text_field(r, "source");
+    m->dir = text_field(r, "dir");
+    auto dev = r.find("dev_mode");
+    m->dev_mode = dev != r.end() && dev->is_boolean() && dev->get<bool>();
     m->channel = ModuleChannelState(options_.limits);
+    // One broken module does not keep agentd (and every other unit) down: it is kept,
+    // errored with the reason when its unit would start, until its package.json is mended
+    // (development mode reloads it on change) or it is installed again.
     auto manifest = LoadManifest(m->dir);
     if (manifest.ok()) {
       m->manifest = std::move(*manifest);
     } else {
-      log_->error("event=manifest_invalid module={} error=\"{}\"", m->name,
-                  manifest.status().message());
+      m->load_error = absl::StrCat(
+          manifest.status().message(), " (mend it, then `agentctl restart ", m->name,
+          "`; or install the module again)");
+      log_->error("event=manifest_invalid module={} error=\"{}\"", m->name, m->load_error);
       m->manifest.name = m->name;
     }
     Module& ref = *m;
@@ -322,6 +359,8 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
   if (IsDir(path)) {
     auto m = LoadManifest(path);
     if (!m.ok()) return m.status();
+    // Refused before anything is recorded: a module that cannot start is not installed.
+    if (auto spec = ModuleAppSpec(*m, path, search); !spec.ok()) return spec.status();
     if (!IsDir(path + "/node_modules")) {
       auto text = ReadFileToString(path + "/package.json");
       if (m->is_node && m->has_dependencies && text.ok() && StripJsonComments(*text) != *text) {
@@ -352,7 +391,15 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
           path, " is a file but not a .tgz/.tar.gz/.tar archive: give a module directory, "
                 "an archive made with `npm pack`, or an npm package name"));
     }
-    archive = path;
+    // Read from our own copy: the file given could change between the size check and tar.
+    archive = staging + "/" + fs::path(path).filename().string();
+    std::error_code ec;
+    fs::copy_file(path, archive, ec);
+    if (ec) {
+      fs::remove_all(staging);
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot copy ", path, " to ", staging, ": ", ec.message()));
+    }
     p.source = path;
   } else if (LooksLikeArchive(source) ||
              (absl::StrContains(source, "/") && !absl::StartsWith(source, "@"))) {
@@ -388,6 +435,14 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
     p.source = source;
   }
 
+  // Counted before a byte is written: a small archive can unpack to gigabytes.
+  auto totals = ScanArchive(archive, options_.archive_limits);
+  if (!totals.ok()) {
+    fs::remove_all(staging);
+    log_->warn("event=archive_refused source=\"{}\" error=\"{}\"", source,
+               totals.status().message());
+    return totals.status();
+  }
   std::string extract = staging + "/x";
   fs::create_directories(extract);
   // GNU tar refuses members with absolute names or "..", so an archive cannot write outside;
@@ -430,6 +485,11 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
   if (!m.ok()) {
     fs::remove_all(staging);
     return m.status();
+  }
+  // Refused before anything is recorded: a module that cannot start is not installed.
+  if (auto spec = ModuleAppSpec(*m, root, search); !spec.ok()) {
+    fs::remove_all(staging);
+    return spec.status();
   }
   // PM2's docs put comments in package.json, but npm and the modules' own libraries (pmx
   // require()s it) read it as strict JSON: the installed copy gets them blanked out.
@@ -532,13 +592,27 @@ void ModuleManager::FinishInstall(absl::StatusOr<Prepared> prepared,
     m.dir = dir;
     m.dev_mode = prepared.dev_mode;
     m.manifest = std::move(prepared.manifest);
+    m.load_error.clear();
     if (auto s = SaveRecords(); !s.ok()) {
       log_->error("event=records_save_failed error=\"{}\"", s.message());
     }
     if (on_inventory_change_) on_inventory_change_();
     if (m.dev_mode) StartWatching(m);
     auto spec = ModuleAppSpec(m.manifest, m.dir, options_.search_path);
-    if (!spec.ok()) return done(spec.status());
+    if (!spec.ok()) {
+      // Checked in the staging directory already; if the move changed that, a fresh
+      // install leaves nothing behind (no record, no files, no configuration shown).
+      if (fresh) {
+        StopWatching(m);
+        if (!m.dev_mode) fs::remove_all(m.dir);
+        modules_.erase(prepared.name);
+        if (auto s = SaveRecords(); !s.ok()) {
+          log_->error("event=records_save_failed error=\"{}\"", s.message());
+        }
+        if (on_inventory_change_) on_inventory_change_();
+      }
+      return done(spec.status());
+    }
     log_->info("event=installed module={} version={} source=\"{}\" dir={} dev_mode={}", m.name,
                m.manifest.version, m.source, m.dir, m.dev_mode);
     const std::string n = m.name;
@@ -697,6 +771,21 @@ void ModuleManager::ApplySnapshot(const herd::v1::ConfigSnapshot& snap,
       }
     }
   }
+  // Values that convert may still be too large to hand to the module at all.
+  if (ack.rejections_size() == 0) {
+    for (const auto& [name, mod] : snap.modules()) {
+      const Module& m = *modules_.at(name);
+      json overrides = json::object();
+      for (const auto& [k, v] : mod.values()) overrides[k] = v;
+      const json effective = EffectiveConfig(m.manifest.config, overrides);
+      if (auto s = CheckConfigFitsEnvironment(name, overrides.dump(), effective.dump());
+          !s.ok()) {
+        auto* r = ack.add_rejections();
+        r->set_module(name);
+        r->set_reason(std::string(s.message()));
+      }
+    }
+  }
   if (ack.rejections_size() > 0) {
     log_->warn("event=config_rejected version={} rejections={} kept_version={}", snap.version(),
                ack.rejections_size(), snapshot_.version());
@@ -727,20 +816,39 @@ void ModuleManager::ApplySnapshot(const herd::v1::ConfigSnapshot& snap,
   for (const auto& name : changed) ack.add_restarted(name);
   log_->info("event=config_applied version={} restarting=[{}]", snap.version(),
              absl::StrJoin(changed, ","));
-  // Restart the changed modules one after the other, then ack.
-  RestartEach({changed.rbegin(), changed.rend()}, [ack, done] { done(ack); });
+  // Restart the changed modules one after the other, then ack. A module that cannot start
+  // with the new values turns the ack into a rejection naming it (the values stay in force:
+  // the next snapshot replaces them).
+  auto failures = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+  RestartEach({changed.rbegin(), changed.rend()}, failures, [this, ack, done, failures]() mutable {
+    for (const auto& [module, reason] : *failures) {
+      auto* r = ack.add_rejections();
+      r->set_module(module);
+      r->set_reason(reason);
+      ack.set_accepted(false);
+    }
+    if (!failures->empty()) {
+      log_->warn("event=config_rejected version={} reason=module_did_not_start modules={}",
+                 ack.version(), failures->size());
+    }
+    done(ack);
+  });
 }
 
-void ModuleManager::RestartEach(std::vector<std::string> names, std::function<void()> done) {
+void ModuleManager::RestartEach(
+    std::vector<std::string> names,
+    std::shared_ptr<std::vector<std::pair<std::string, std::string>>> failures,
+    std::function<void()> done) {
   if (names.empty()) return done();
   std::string name = names.back();
   names.pop_back();
   auto it = modules_.find(name);
-  if (it == modules_.end()) return RestartEach(std::move(names), std::move(done));
-  RestartForConfig(*it->second,
-                   [this, names = std::move(names), done = std::move(done)](auto) mutable {
-                     RestartEach(std::move(names), std::move(done));
-                   });
+  if (it == modules_.end()) return RestartEach(std::move(names), failures, std::move(done));
+  RestartForConfig(*it->second, [this, name, names = std::move(names), failures,
+                                 done = std::move(done)](auto result) mutable {
+    if (!result.ok()) failures->emplace_back(name, std::string(result.status().message()));
+    RestartEach(std::move(names), failures, std::move(done));
+  });
 }
 
 std::vector<herd::v1::ModuleInventory> ModuleManager::Inventory() const {
@@ -799,6 +907,14 @@ void ModuleManager::RestartForConfig(Module& m, Done<herd::v1::ModuleConfig> don
   log_->info("event=config_restart module={}", m.name);
   supervisor_.Restart(m.name, [result, done](auto units) {
     if (!units.ok()) return done(units.status());
+    // The spawn is synchronous: a module that could not start with this configuration is
+    // errored already.
+    for (const auto& u : *units) {
+      if (u.state() == herd::v1::UNIT_STATE_ERRORED) {
+        return done(absl::FailedPreconditionError(absl::StrCat(
+            u.name(), " could not start with this configuration: ", u.status_reason())));
+      }
+    }
     done(result);
   });
 }
@@ -837,6 +953,15 @@ void ModuleManager::SetConfig(const herd::v1::SetConfigRequest& req,
   }
   auto v = ConvertConfigValue(declared ? defaults[req.key()] : json(), req.key(), req.value());
   if (!v.ok()) return done(v.status());
+  {
+    json overrides = Overrides(m.name);
+    overrides[req.key()] = req.value();
+    const json effective = EffectiveConfig(m.manifest.config, overrides);
+    if (auto s = CheckConfigFitsEnvironment(m.name, overrides.dump(), effective.dump());
+        !s.ok()) {
+      return done(s);
+    }
+  }
   if (auto s = conf_.Set(m.name, req.key(), req.value()); !s.ok()) return done(s);
   log_->info("event=config_set module={} key={}", m.name, req.key());
   RestartForConfig(m, std::move(done));
@@ -866,27 +991,39 @@ void ModuleManager::UnsetConfig(const herd::v1::UnsetConfigRequest& req,
 // ---------------------------------------------------------------------------------------
 // Channel
 
-void ModuleManager::BeforeSpawn(const herd::v1::AppSpec& spec, std::vector<std::string>* env,
-                                int* channel_fd) {
+absl::Status ModuleManager::BeforeSpawn(const herd::v1::AppSpec& spec,
+                                        std::vector<std::string>* env, int* channel_fd) {
   auto it = modules_.find(spec.name());
   if (it == modules_.end()) {
     log_->warn("event=module_unknown unit={} action=no_channel", spec.name());
-    return;
+    return absl::OkStatus();
   }
   Module& m = *it->second;
   CloseChannel(m, "new process");
+  if (!m.load_error.empty()) {
+    // Mended since? (`agentctl restart` after fixing the file is how it comes back.)
+    auto manifest = LoadManifest(m.dir);
+    if (!manifest.ok()) return absl::FailedPreconditionError(m.load_error);
+    log_->info("event=manifest_mended module={}", m.name);
+    m.manifest = std::move(*manifest);
+    m.load_error.clear();
+  }
+  json overrides = Overrides(m.name);
+  json effective = EffectiveConfig(m.manifest.config, overrides);
+  std::string overrides_text = overrides.dump(), effective_text = effective.dump();
+  if (auto s = CheckConfigFitsEnvironment(m.name, overrides_text, effective_text); !s.ok()) {
+    return s;
+  }
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     log_->error("event=socketpair_failed module={} error=\"{}\"", m.name, strerror(errno));
-    return;
+    return absl::OkStatus();  // runs without its channel, as before
   }
   fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
   m.agent_fd = sv[0];
   m.child_fd = sv[1];
   *channel_fd = sv[1];
 
-  json overrides = Overrides(m.name);
-  json effective = EffectiveConfig(m.manifest.config, overrides);
   auto set = [env](const std::string& key, const std::string& value) {
     std::string prefix = key + "=";
     for (auto& e : *env) {
@@ -909,10 +1046,11 @@ void ModuleManager::BeforeSpawn(const herd::v1::AppSpec& spec, std::vector<std::
     }
     set("NODE_OPTIONS", node_options);
   }
-  set(m.name, overrides.dump());  // PM2: process.env[<module name>], strings
+  set(m.name, overrides_text);  // PM2: process.env[<module name>], strings
   set("HERD_MODULE_NAME", m.name);
   set("HERD_MODULE_DIR", m.dir);
-  set("HERD_MODULE_CONFIG", effective.dump());
+  set("HERD_MODULE_CONFIG", effective_text);
+  return absl::OkStatus();
 }
 
 void ModuleManager::AfterSpawn(const std::string& unit, pid_t pid) {
@@ -1258,6 +1396,7 @@ void ModuleManager::OnInotify(const std::string& name) {
       return;
     }
     m.manifest = std::move(*manifest);
+    m.load_error.clear();
     auto spec = ModuleAppSpec(m.manifest, m.dir, options_.search_path);
     if (!spec.ok()) {
       log_->error("event=dev_reload_refused module={} error=\"{}\"", name,

@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/loop/event_loop.h"
+#include "agent/modules/archive_scan.h"
 #include "agent/modules/channel.h"
 #include "agent/modules/manifest.h"
 #include "agent/modules/module_config.h"
@@ -47,6 +48,8 @@ struct ModuleManagerOptions {
   ChannelLimits limits;
   absl::Duration action_timeout = absl::Seconds(30);
   absl::Duration install_timeout = absl::Minutes(5);
+  // What one archive may unpack to (checked before extracting).
+  ArchiveLimits archive_limits;
   absl::Duration watch_debounce = absl::Milliseconds(500);
 };
 
@@ -98,8 +101,8 @@ class ModuleManager final : public UnitHooks {
   void FillDetail(herd::v1::UnitDetail* detail) const;
 
   // UnitHooks.
-  void BeforeSpawn(const herd::v1::AppSpec& spec, std::vector<std::string>* env,
-                   int* channel_fd) override;
+  absl::Status BeforeSpawn(const herd::v1::AppSpec& spec, std::vector<std::string>* env,
+                           int* channel_fd) override;
   void AfterSpawn(const std::string& unit, pid_t pid) override;
   void AfterExit(const std::string& unit) override;
   std::vector<pid_t> SampleRoots(const std::string& unit, bool* join) override;
@@ -119,6 +122,9 @@ class ModuleManager final : public UnitHooks {
     std::string dir;
     bool dev_mode = false;
     Manifest manifest;
+    // Why the module cannot start (its package.json no longer loads), "" when it can. Such
+    // a module stays listed and errored with this reason while the others run.
+    std::string load_error;
     ModuleChannelState channel;
     std::unique_ptr<LineFramer> framer;
     int agent_fd = -1;       // our end of the socketpair
@@ -146,7 +152,10 @@ class ModuleManager final : public UnitHooks {
   nlohmann::json Overrides(const std::string& module) const;
   std::string SnapshotPath() const;
   void RestartForConfig(Module& m, Done<herd::v1::ModuleConfig> done);
-  void RestartEach(std::vector<std::string> names, std::function<void()> done);
+  // Restarts each module in turn; those that could not start are added to `failures`.
+  void RestartEach(std::vector<std::string> names,
+                   std::shared_ptr<std::vector<std::pair<std::string, std::string>>> failures,
+                   std::function<void()> done);
   void OnReadable(const std::string& name);
   void CloseChannel(Module& m, const std::string& why);
   void FinishPending(Module& m, const std::string& action,

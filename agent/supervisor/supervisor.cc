@@ -256,9 +256,10 @@ void Supervisor::Spawn(Unit& u) {
   for (const auto& [k, v] : u.spec.env()) req.env.push_back(absl::StrCat(k, "=", v));
   req.env.push_back(absl::StrCat("HERD_UNIT=", u.spec.name()));
   const bool hooked = hooks_ != nullptr && u.spec.channel() != herd::v1::CHANNEL_KIND_NONE;
-  if (hooked) hooks_->BeforeSpawn(u.spec, &req.env, &req.channel_fd);
+  absl::Status ready = absl::OkStatus();
+  if (hooked) ready = hooks_->BeforeSpawn(u.spec, &req.env, &req.channel_fd);
 
-  auto spawned = spawner_.Spawn(req);
+  auto spawned = ready.ok() ? spawner_.Spawn(req) : absl::StatusOr<SpawnedProcess>(ready);
   if (hooked) hooks_->AfterSpawn(u.spec.name(), spawned.ok() ? spawned->pid : 0);
   if (!spawned.ok()) {
     u.state = herd::v1::UNIT_STATE_ERRORED;

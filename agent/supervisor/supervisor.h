@@ -65,9 +65,11 @@ class UnitHooks {
  public:
   virtual ~UnitHooks() = default;
   // Before the unit's process is spawned: may append environment and set a descriptor the
-  // child inherits as fd 3 (the caller does not take ownership).
-  virtual void BeforeSpawn(const herd::v1::AppSpec& spec, std::vector<std::string>* env,
-                           int* channel_fd) = 0;
+  // child inherits as fd 3 (the caller does not take ownership). An error keeps the process
+  // from starting: the unit is errored with the message as its reason (a module whose
+  // package.json no longer parses, a configuration too large for an environment).
+  virtual absl::Status BeforeSpawn(const herd::v1::AppSpec& spec, std::vector<std::string>* env,
+                                   int* channel_fd) = 0;
   // After the spawn: pid is 0 when it failed.
   virtual void AfterSpawn(const std::string& unit, pid_t pid) = 0;
   // The unit's process has exited (or was never started).

@@ -2,6 +2,7 @@
 // herd_test_child as the supervised program. Waits are bounded polls on observable state,
 // never fixed sleeps standing in for an event.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -438,3 +439,82 @@ TEST_F(AgentTest, TopShowsEveryUnit) {
 
 }  // namespace
 }  // namespace herd::testing
+
+// Like sshd's StrictModes: a home or logs/ that another user could write to is refused (they
+// could plant links there that a root agentd would write through), and agentd's own files
+// and units' logs are never opened through a link.
+class AgentHomeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "/herd-home-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    home_ = dir_ + "/home";
+  }
+  void TearDown() override { Run({"rm", "-rf", dir_}); }
+
+  CmdResult Agentd(const std::vector<std::string>& extra) {
+    std::vector<std::string> argv = {AgentHarness::BinDir() + "/agentd", "--home", home_};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return Run(argv);
+  }
+
+  std::string dir_, home_;
+};
+
+TEST_F(AgentHomeTest, AHomeWritableByOthersIsRefused) {
+  ASSERT_EQ(mkdir(home_.c_str(), 0700), 0);
+  ASSERT_EQ(chmod(home_.c_str(), 0777), 0);
+  CmdResult r = Agentd({"--daemon"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("writable by every user"));
+  EXPECT_THAT(r.err, HasSubstr("chmod go-w"));
+
+  ASSERT_EQ(chmod(home_.c_str(), 0770), 0);
+  r = Agentd({"--daemon"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("writable by its group"));
+}
+
+TEST_F(AgentHomeTest, LinksPlantedInTheHomeAreNotFollowed) {
+  const std::string victim = dir_ + "/victim";
+  std::ofstream(victim) << "untouched\n";
+  ASSERT_EQ(mkdir(home_.c_str(), 0700), 0);
+  // logs/ a link to somewhere else.
+  ASSERT_EQ(mkdir((dir_ + "/elsewhere").c_str(), 0700), 0);
+  ASSERT_EQ(symlink((dir_ + "/elsewhere").c_str(), (home_ + "/logs").c_str()), 0);
+  CmdResult r = Agentd({"--daemon"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("logs is a symbolic link"));
+  ASSERT_EQ(unlink((home_ + "/logs").c_str()), 0);
+
+  // agentd.log and agentd.pid links.
+  ASSERT_EQ(symlink(victim.c_str(), (home_ + "/agentd.log").c_str()), 0);
+  r = Agentd({"--daemon"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err + r.out, HasSubstr("symbolic link"));
+  ASSERT_EQ(unlink((home_ + "/agentd.log").c_str()), 0);
+  ASSERT_EQ(symlink(victim.c_str(), (home_ + "/agentd.pid").c_str()), 0);
+  r = Agentd({"--log-file", dir_ + "/agentd.log"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("agentd.pid: it is a symbolic link"));
+  ASSERT_EQ(unlink((home_ + "/agentd.pid").c_str()), 0);
+  std::ifstream in(victim);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), "untouched\n");
+}
+
+TEST_F(AgentTest, AUnitLogThatIsALinkIsNotWrittenThrough) {
+  const std::string victim = agent_.Path("victim");
+  WriteFile(victim, "untouched\n");
+  ASSERT_EQ(symlink(victim.c_str(), agent_.Path("logs/planted-out.log").c_str()), 0);
+  StartChild("planted", {}, {"--print", "secret-output"});
+  ASSERT_TRUE(WaitFor([&] { return agent_.State("planted") == "online"; }));
+  // The unit runs and writes both streams (its stderr log is a real file and gets its line);
+  // its stdout is not appended to what the link points at.
+  ASSERT_TRUE(WaitFor([&] {
+    return absl::StrContains(ReadFile(agent_.Path("logs/planted-err.log")), "err:secret-output");
+  })) << ReadFile(agent_.Path("logs/planted-err.log"));
+  EXPECT_EQ(ReadFile(victim), "untouched\n");
+}

@@ -649,5 +649,115 @@ TEST_F(ModuleTest, ArchivesWithLinksOutOrSpecialFilesAreRefused) {
       << Detail("raw-native").dump();
 }
 
+// One broken module does not keep agentd down: a package.json with a number no double holds
+// (which once threw out of the parser and ended agentd at every start) leaves that module
+// errored with the reason while the agent and its other modules run; mended, it comes back.
+TEST_F(ModuleTest, ABrokenModuleIsErroredAndTheRestRun) {
+  std::string broken = work_ + "/broken-dev", healthy = work_ + "/healthy-dev";
+  WriteFile(broken + "/package.json", kRawManifest);
+  WriteFile(broken + "/main.py", kRawMain);
+  std::string other = kRawManifest;
+  other.replace(other.find("raw-native"), 10, "raw-healthy");
+  WriteFile(healthy + "/package.json", other);
+  WriteFile(healthy + "/main.py", kRawMain);
+  ASSERT_EQ(agent_.Ctl({"install", broken}).exit_code, 0);
+  ASSERT_EQ(agent_.Ctl({"install", healthy}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return Pid("raw-native") > 0 && Pid("raw-healthy") > 0; }));
+
+  agent_.StopAgent();
+  const std::string bad = R"({"name": "raw-native", "version": "0.1.0",
+    "config": {"limit": 1e99999}, "apps": [{"script": "main.py"}]})";
+  WriteFile(broken + "/package.json", bad);
+  // Installing such a module is refused with the key, not a crash.
+  std::string third = work_ + "/third";
+  WriteFile(third + "/package.json", bad);
+  WriteFile(third + "/main.py", kRawMain);
+
+  ASSERT_TRUE(agent_.StartAgent()) << agent_.last_error();
+  ASSERT_TRUE(WaitFor([&] { return agent_.State("raw-native") == "errored"; }))
+      << agent_.Unit("raw-native").dump();
+  EXPECT_THAT(agent_.Unit("raw-native").dump(), HasSubstr("package.json"));
+  EXPECT_TRUE(WaitFor([&] { return agent_.State("raw-healthy") == "online"; }));
+  CmdResult refused = agent_.Ctl({"install", third});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("limit"));
+  EXPECT_TRUE(ProcessAlive(agent_.agent_pid()));
+
+  // Mended (development mode reloads it on change), it runs again.
+  WriteFile(broken + "/package.json", kRawManifest);
+  EXPECT_TRUE(WaitFor([&] { return agent_.State("raw-native") == "online"; },
+                      absl::Seconds(15)))
+      << agent_.Unit("raw-native").dump();
+}
+
+// A small archive that unpacks to more than --module-max-unpacked, or holds more members than
+// --module-max-files, is refused with the numbers before anything is written.
+TEST_F(ModuleTest, ArchivesPastTheSizeLimitsAreRefusedBeforeExtracting) {
+  agent_.StopAgent();
+  ASSERT_TRUE(agent_.StartAgent({"--module-max-unpacked", "1M", "--module-max-files", "20"}))
+      << agent_.last_error();
+  std::string parent = work_ + "/bomb";
+  WriteFile(parent + "/package/package.json", kRawManifest);
+  WriteFile(parent + "/package/main.py", kRawMain);
+  WriteFile(parent + "/package/zeros", std::string(3 << 20, '\0'));
+  std::string tgz = work_ + "/bomb.tgz";
+  ASSERT_EQ(Run({Which("tar"), "-czf", tgz, "-C", parent, "package"}).exit_code, 0);
+  ASSERT_LT(fs::file_size(tgz), 64u * 1024);
+  CmdResult bomb = agent_.Ctl({"install", tgz});
+  EXPECT_NE(bomb.exit_code, 0);
+  EXPECT_THAT(bomb.err, HasSubstr("unpacks to more than 1.0M"));
+  EXPECT_THAT(bomb.err, HasSubstr("--module-max-unpacked"));
+
+  std::string many = work_ + "/many";
+  WriteFile(many + "/package/package.json", kRawManifest);
+  WriteFile(many + "/package/main.py", kRawMain);
+  for (int i = 0; i < 25; ++i) WriteFile(absl::StrCat(many, "/package/f", i), "x");
+  std::string many_tgz = work_ + "/many.tgz";
+  ASSERT_EQ(Run({Which("tar"), "-czf", many_tgz, "-C", many, "package"}).exit_code, 0);
+  CmdResult crowd = agent_.Ctl({"install", many_tgz});
+  EXPECT_NE(crowd.exit_code, 0);
+  EXPECT_THAT(crowd.err, HasSubstr("more than 20 files"));
+  EXPECT_TRUE(fs::is_empty(agent_.Path("modules")));
+}
+
+// An install that cannot start its module (its script is not in the archive) is refused and
+// leaves nothing: no record, no configuration shown, no files.
+TEST_F(ModuleTest, AFailedInstallLeavesNothingBehind) {
+  std::string parent = work_ + "/noscript";
+  WriteFile(parent + "/package/package.json", kRawManifest);  // apps[0] is main.py: absent
+  WriteFile(parent + "/package/README", "no script here\n");
+  std::string tgz = work_ + "/noscript.tgz";
+  ASSERT_EQ(Run({Which("tar"), "-czf", tgz, "-C", parent, "package"}).exit_code, 0);
+  CmdResult r = agent_.Ctl({"install", tgz});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("main.py"));
+  EXPECT_TRUE(agent_.Unit("raw-native").is_null());
+  CmdResult conf = agent_.Ctl({"conf"});
+  EXPECT_THAT(conf.out + conf.err, ::testing::Not(HasSubstr("raw-native")));
+  std::string records = ReadFile(agent_.Path("modules.json"));
+  EXPECT_THAT(records, ::testing::Not(HasSubstr("raw-native")));
+  EXPECT_TRUE(fs::is_empty(agent_.Path("modules")));
+}
+
+// Values that would make the module's environment exceed what the kernel passes to a program
+// (128 KiB for one variable) are refused, and the module keeps running on the values it had.
+TEST_F(ModuleTest, ConfigTooLargeForTheEnvironmentIsRefused) {
+  std::string dir = work_ + "/envsize";
+  WriteFile(dir + "/package.json", kRawManifest);
+  WriteFile(dir + "/main.py", kRawMain);
+  ASSERT_EQ(agent_.Ctl({"install", dir}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return Pid("raw-native") > 0; }));
+  const std::string big(60 * 1024, 'v');
+  SetAndExpectRestart("raw-native", "label", big);
+  ASSERT_EQ(agent_.Ctl({"set", "raw-native:extra1", big, "--force"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return agent_.State("raw-native") == "online"; }));
+  int pid = Pid("raw-native");
+  CmdResult r = agent_.Ctl({"set", "raw-native:extra2", big, "--force"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("over the kernel's limit"));
+  EXPECT_EQ(agent_.State("raw-native"), "online");
+  EXPECT_EQ(Pid("raw-native"), pid);
+}
+
 }  // namespace
 }  // namespace herd::testing

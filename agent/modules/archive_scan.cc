@@ -1,0 +1,183 @@
+#include "agent/modules/archive_scan.h"
+
+#include <errno.h>
+#include <string.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "common/units.h"
+
+namespace herd::agent {
+namespace {
+
+constexpr size_t kBlock = 512;
+// A pax or GNU long-name header's own data is read into memory: names and a few records.
+constexpr uint64_t kMaxMetaBytes = 1 << 20;
+
+struct GzCloser {
+  void operator()(gzFile f) const { gzclose(f); }
+};
+using Gz = std::unique_ptr<std::remove_pointer_t<gzFile>, GzCloser>;
+
+// Reads exactly n bytes; false at the end of the stream or on an error.
+bool ReadFull(gzFile f, char* out, size_t n) {
+  while (n > 0) {
+    const int r = gzread(f, out, static_cast<unsigned>(std::min<size_t>(n, 1 << 30)));
+    if (r <= 0) return false;
+    out += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// A numeric header field: octal text (NUL or space terminated), or GNU's base-256 for
+// large values (high bit of the first byte set).
+bool ParseNumber(const char* field, size_t len, uint64_t* out) {
+  const auto* b = reinterpret_cast<const unsigned char*>(field);
+  if (b[0] & 0x80) {
+    if (b[0] & 0x40) return false;  // negative
+    uint64_t v = b[0] & 0x3f;
+    for (size_t i = 1; i < len; ++i) {
+      if (v > (UINT64_MAX >> 8)) return false;
+      v = (v << 8) | b[i];
+    }
+    *out = v;
+    return true;
+  }
+  uint64_t v = 0;
+  size_t i = 0;
+  while (i < len && field[i] == ' ') ++i;
+  bool digits = false;
+  for (; i < len && field[i] >= '0' && field[i] <= '7'; ++i) {
+    if (v > (UINT64_MAX >> 3)) return false;
+    v = v * 8 + static_cast<uint64_t>(field[i] - '0');
+    digits = true;
+  }
+  if (i < len && field[i] != '\0' && field[i] != ' ') return false;
+  *out = digits ? v : 0;
+  return true;
+}
+
+// Skips n bytes of member data (rounded up to the block), inflating but keeping nothing.
+bool Skip(gzFile f, uint64_t n) {
+  uint64_t padded = (n + kBlock - 1) / kBlock * kBlock;
+  char buf[16384];
+  while (padded > 0) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(padded, sizeof buf));
+    if (!ReadFull(f, buf, chunk)) return false;
+    padded -= chunk;
+  }
+  return true;
+}
+
+// pax records: "LEN key=value\n"...; returns the size a "size" record sets (if any) and
+// whether a GNU sparse key is present.
+bool ParsePax(absl::string_view data, uint64_t* size, bool* has_size, bool* sparse) {
+  while (!data.empty()) {
+    const size_t space = data.find(' ');
+    uint64_t len = 0;
+    if (space == absl::string_view::npos || !absl::SimpleAtoi(data.substr(0, space), &len) ||
+        len <= space || len > data.size()) {
+      return false;
+    }
+    absl::string_view record = data.substr(space + 1, len - space - 1);
+    data.remove_prefix(len);
+    if (!record.empty() && record.back() == '\n') record.remove_suffix(1);
+    const size_t eq = record.find('=');
+    if (eq == absl::string_view::npos) return false;
+    const absl::string_view key = record.substr(0, eq), value = record.substr(eq + 1);
+    if (key == "size") {
+      if (!absl::SimpleAtoi(value, size)) return false;
+      *has_size = true;
+    } else if (absl::StartsWith(key, "GNU.sparse")) {
+      *sparse = true;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const ArchiveLimits& limits) {
+  Gz f(gzopen(path.c_str(), "rb"));
+  if (!f) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
+  }
+  gzbuffer(f.get(), 64 * 1024);
+  auto not_tar = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not a tar archive that can be installed (", why,
+        "): make it with `npm pack`"));
+  };
+  ArchiveTotals totals;
+  uint64_t next_size = 0;
+  bool next_has_size = false;
+  char header[kBlock];
+  for (;;) {
+    if (!ReadFull(f.get(), header, kBlock)) {
+      // tar stops at the end of the data too (with a warning): so do we.
+      if (totals.files == 0) return not_tar("no tar header");
+      break;
+    }
+    if (std::all_of(header, header + kBlock, [](char c) { return c == '\0'; })) break;
+    uint64_t size = 0;
+    if (!ParseNumber(header + 124, 12, &size)) return not_tar("a member's size is unreadable");
+    const char type = header[156];
+    if (type == 'x' || type == 'g' || type == 'L' || type == 'K') {
+      if (size > kMaxMetaBytes) {
+        return not_tar(absl::StrCat("an extended header of ", size, " bytes"));
+      }
+      std::string data(static_cast<size_t>((size + kBlock - 1) / kBlock * kBlock), '\0');
+      if (!ReadFull(f.get(), data.data(), data.size())) return not_tar("it ends in a header");
+      if (type == 'x') {
+        bool sparse = false;
+        if (!ParsePax(absl::string_view(data).substr(0, size), &next_size, &next_has_size,
+                      &sparse)) {
+          return not_tar("a malformed pax header");
+        }
+        if (sparse) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              path, ": has a sparse file, which unpacks to more than it stores; make the "
+                    "archive with `npm pack`"));
+        }
+      }
+      continue;
+    }
+    if (type == 'S') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": has a sparse file, which unpacks to more than it stores; make the archive "
+                "with `npm pack`"));
+    }
+    if (next_has_size) size = next_size;
+    next_has_size = false;
+    ++totals.files;
+    if (totals.files > limits.max_files) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": holds more than ", limits.max_files,
+          " files, the limit for a module (agentd --module-max-files raises it)"));
+    }
+    // Regular files are what take space; other members carry no data in archives tar
+    // makes, and whatever one claims is inflated to be skipped, so it counts all the same.
+    if (size > limits.max_unpacked_bytes ||
+        totals.unpacked_bytes + size > limits.max_unpacked_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": unpacks to more than ", FormatBytes(limits.max_unpacked_bytes),
+          " (the limit for a module; its first ", totals.files, " members add up to ",
+          FormatBytes(totals.unpacked_bytes + size), "): agentd --module-max-unpacked raises it"));
+    }
+    totals.unpacked_bytes += size;
+    if (!Skip(f.get(), size)) {
+      // tar reports a truncated archive itself; what was counted is within the limits.
+      break;
+    }
+  }
+  return totals;
+}
+
+}  // namespace herd::agent

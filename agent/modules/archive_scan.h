@@ -1,0 +1,34 @@
+// ScanArchive: what a module archive would unpack to, read before anything is written.
+//
+// A 2 MB tarball of zeros unpacks to 2 GiB, and tar writes what it is given: the install
+// would fill the agent's disk (and every unit's logs with it) before any check on the
+// extracted tree could run. ScanArchive walks the tar headers through zlib (a .tgz, or a
+// plain .tar read as is), adds up the sizes of the members and counts them, and stops as
+// soon as either passes its limit, so that a bomb costs at most the limit's worth of
+// inflating and no disk at all. Sparse members (whose unpacked size is not their stored
+// size) are refused: `npm pack` never makes them. pax headers that set a member's size are
+// honoured, as tar honours them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace herd::agent {
+
+struct ArchiveLimits {
+  uint64_t max_unpacked_bytes = 512ull << 20;
+  uint64_t max_files = 20000;
+};
+
+struct ArchiveTotals {
+  uint64_t unpacked_bytes = 0;  // the regular files' sizes, added up
+  uint64_t files = 0;           // members of every kind (files, directories, links)
+};
+
+// InvalidArgument naming the archive, the limit and how to raise it when a limit is passed
+// or the archive is not a tar archive; NotFound when it cannot be opened.
+absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const ArchiveLimits& limits);
+
+}  // namespace herd::agent
