@@ -1,5 +1,7 @@
 // agentd: the Herd host agent. Flags only; the daemon is agent/daemon/agent_daemon.h.
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -151,12 +153,20 @@ int main(int argc, char** argv) {
     if (pid < 0) return Fail("fork failed");
     if (pid > 0) {
       close(ready[1]);
-      char ok = 0;
-      ssize_t n = read(ready[0], &ok, 1);
-      if (n == 1 && ok == 1) {
+      // One byte 1 when ready; otherwise the reason the daemon gave before exiting (its
+      // stderr is /dev/null, and its log may be what it could not open).
+      std::string answer;
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(ready[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+        if (n > 0) answer.append(buf, static_cast<size_t>(n));
+        if (answer.size() == 1 && answer[0] == 1) break;
+      }
+      if (answer.size() == 1 && answer[0] == 1) {
         printf("agentd started (pid %d, home %s, log %s)\n", pid, home.c_str(), log_file.c_str());
         return 0;
       }
+      if (answer.size() > 1) return Fail(answer.substr(1));
       return Fail(absl::StrCat("agentd did not start; see ", log_file));
     }
     close(ready[0]);
@@ -175,13 +185,25 @@ int main(int argc, char** argv) {
   lopts.level = log_level;
   lopts.file = log_file;
   lopts.to_stderr = !daemon;
-  if (auto st = herd::InitLogging(lopts); !st.ok()) return Fail(std::string(st.message()));
+  // A daemon tells the waiting parent why it could not start, on its own copy of the ready
+  // pipe (RunAgent closes the one it is given once ready; a parent gone by then makes the
+  // write fail, never land on a descriptor reused since).
+  const int report_fd = opts.ready_fd >= 0 ? fcntl(opts.ready_fd, F_DUPFD_CLOEXEC, 3) : -1;
+  auto fail_start = [&](const std::string& why) {
+    if (report_fd >= 0) {
+      signal(SIGPIPE, SIG_IGN);
+      const std::string msg = std::string(1, '\0') + why;
+      (void)!write(report_fd, msg.data(), msg.size());
+    }
+    return Fail(why);
+  };
+  if (auto st = herd::InitLogging(lopts); !st.ok()) return fail_start(std::string(st.message()));
   herd::InstallCrashHandlers("agentd");
 
   absl::Status st = herd::agent::RunAgent(opts);
   if (!st.ok()) {
     herd::Logger("agentd")->error("event=start_failed error=\"{}\"", st.message());
-    return Fail(std::string(st.message()));
+    return fail_start(std::string(st.message()));
   }
   return 0;
 }

@@ -437,8 +437,6 @@ TEST_F(AgentTest, TopShowsEveryUnit) {
   EXPECT_THAT(top.out, HasSubstr("agentd"));
 }
 
-}  // namespace
-}  // namespace herd::testing
 
 // Like sshd's StrictModes: a home or logs/ that another user could write to is refused (they
 // could plant links there that a root agentd would write through), and agentd's own files
@@ -451,12 +449,12 @@ class AgentHomeTest : public ::testing::Test {
     dir_ = tmpl;
     home_ = dir_ + "/home";
   }
-  void TearDown() override { Run({"rm", "-rf", dir_}); }
+  void TearDown() override { herd::testing::Run({"rm", "-rf", dir_}); }
 
   CmdResult Agentd(const std::vector<std::string>& extra) {
     std::vector<std::string> argv = {AgentHarness::BinDir() + "/agentd", "--home", home_};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    return Run(argv);
+    return herd::testing::Run(argv);
   }
 
   std::string dir_, home_;
@@ -518,3 +516,6 @@ TEST_F(AgentTest, AUnitLogThatIsALinkIsNotWrittenThrough) {
   })) << ReadFile(agent_.Path("logs/planted-err.log"));
   EXPECT_EQ(ReadFile(victim), "untouched\n");
 }
+
+}  // namespace
+}  // namespace herd::testing

@@ -701,7 +701,7 @@ TEST_F(ModuleTest, ArchivesPastTheSizeLimitsAreRefusedBeforeExtracting) {
   WriteFile(parent + "/package/main.py", kRawMain);
   WriteFile(parent + "/package/zeros", std::string(3 << 20, '\0'));
   std::string tgz = work_ + "/bomb.tgz";
-  ASSERT_EQ(Run({Which("tar"), "-czf", tgz, "-C", parent, "package"}).exit_code, 0);
+  ASSERT_EQ(herd::testing::Run({Which("tar"), "-czf", tgz, "-C", parent, "package"}).exit_code, 0);
   ASSERT_LT(fs::file_size(tgz), 64u * 1024);
   CmdResult bomb = agent_.Ctl({"install", tgz});
   EXPECT_NE(bomb.exit_code, 0);
@@ -713,7 +713,7 @@ TEST_F(ModuleTest, ArchivesPastTheSizeLimitsAreRefusedBeforeExtracting) {
   WriteFile(many + "/package/main.py", kRawMain);
   for (int i = 0; i < 25; ++i) WriteFile(absl::StrCat(many, "/package/f", i), "x");
   std::string many_tgz = work_ + "/many.tgz";
-  ASSERT_EQ(Run({Which("tar"), "-czf", many_tgz, "-C", many, "package"}).exit_code, 0);
+  ASSERT_EQ(herd::testing::Run({Which("tar"), "-czf", many_tgz, "-C", many, "package"}).exit_code, 0);
   CmdResult crowd = agent_.Ctl({"install", many_tgz});
   EXPECT_NE(crowd.exit_code, 0);
   EXPECT_THAT(crowd.err, HasSubstr("more than 20 files"));
@@ -727,7 +727,7 @@ TEST_F(ModuleTest, AFailedInstallLeavesNothingBehind) {
   WriteFile(parent + "/package/package.json", kRawManifest);  // apps[0] is main.py: absent
   WriteFile(parent + "/package/README", "no script here\n");
   std::string tgz = work_ + "/noscript.tgz";
-  ASSERT_EQ(Run({Which("tar"), "-czf", tgz, "-C", parent, "package"}).exit_code, 0);
+  ASSERT_EQ(herd::testing::Run({Which("tar"), "-czf", tgz, "-C", parent, "package"}).exit_code, 0);
   CmdResult r = agent_.Ctl({"install", tgz});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("main.py"));
