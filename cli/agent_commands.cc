@@ -8,11 +8,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "cli/args.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cli/render.h"
+#include "common/json_parse.h"
+#include "common/utf8.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 
@@ -80,6 +83,12 @@ int AgentCommands::Fail(const grpc::Status& s) {
              s.error_message() == "Deadline Exceeded") {
     // gRPC's own deadline (ours), not a timeout the agent reports (e.g. an action's).
     fprintf(stderr, "agentctl: agentd did not answer within %d s\n", options_.timeout_seconds);
+  } else if (s.error_message().empty()) {
+    // Never a bare "agentctl: ": an older or broken agentd may fail a call without a reason.
+    // absl's code names are gRPC's ("UNIMPLEMENTED").
+    const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code()));
+    fprintf(stderr, "agentctl: agentd answered %s without a reason: check `%s/agentd.log`\n",
+            code.c_str(), options_.home.c_str());
   } else {
     fprintf(stderr, "agentctl: %s\n", s.error_message().c_str());
   }
@@ -191,6 +200,17 @@ int AgentCommands::Start(const std::string& target, const StartFlags& f) {
     if (!in.good() && !in.eof()) {
       fprintf(stderr, "agentctl: cannot read %s\n", target.c_str());
       return 1;
+    }
+    // The document travels as a protobuf string, which must be UTF-8: find the app and field
+    // of a bad byte here (agentd would only see a request it cannot parse).
+    if (const size_t bad = FirstInvalidUtf8(ss.str()); bad != std::string::npos) {
+      auto parsed = ParseJson(ss.str());  // names the line, app and field
+      const std::string where = parsed.ok() ? absl::StrCat(LineColumn(ss.str(), bad), ": byte ",
+                                                           bad, " is not valid UTF-8")
+                                            : std::string(parsed.status().message());
+      fprintf(stderr, "agentctl: %s: %s: an ecosystem file must be UTF-8 text\n", target.c_str(),
+              where.c_str());
+      return 2;
     }
     req.set_ecosystem_json(ss.str());
   } else if (is_file || target.find('/') != std::string::npos) {

@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/log_escape.h"
+#include "common/utf8.h"
 #include "cli/agent_commands.h"
 #include "cli/fleet_commands.h"
 #include "common/atomic_file.h"
@@ -234,6 +236,19 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   generate->add_option("--dir", gen_dir, "Directory to create (default: ./NAME)");
 
+  // Every name, path and value reaches agentd or the control plane as a protobuf string,
+  // which must be UTF-8 (otherwise protobuf logs an ERROR and the peer drops the request
+  // without a word): say which argument is not, before anything is sent.
+  for (int i = 1; i < argc; ++i) {
+    const size_t bad = herd::FirstInvalidUtf8(argv[i]);
+    if (bad != std::string::npos) {
+      fprintf(stderr,
+              "agentctl: argument %d (\"%s\") is not valid UTF-8 at byte %zu: Herd sends names, "
+              "paths and values as UTF-8 text; rename the file or fix the value\n",
+              i, herd::EscapeForLog(argv[i], 200).c_str(), bad);
+      return 2;
+    }
+  }
   CLI11_PARSE(app, argc, argv);
   copts.json = output == "json";
   herd::cli::AgentCommands cmd(copts);

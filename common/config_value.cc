@@ -6,6 +6,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/json_parse.h"
+#include "common/utf8.h"
 
 namespace herd {
 namespace {
@@ -26,9 +28,16 @@ absl::StatusOr<json> ConvertConfigValue(const json& def, absl::string_view key,
   absl::string_view trimmed = absl::StripAsciiWhitespace(text);
   auto bad = [&](absl::string_view want) {
     return absl::InvalidArgumentError(absl::StrCat(
-        key, ": \"", text, "\" is not ", want, " (the default is ", def.dump(),
+        key, ": \"", text, "\" is not ", want, " (the default is ", JsonForMessage(def),
         "); give a value of that type"));
   };
+  // A value becomes a JSON string (whose dump() throws on invalid UTF-8) and a protobuf
+  // string (which must be UTF-8): refuse it here, where the key can be named.
+  if (size_t at = FirstInvalidUtf8(text); at != absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        key, ": the value is not valid UTF-8 (byte ", at, " of ", text.size(),
+        "); give text in UTF-8"));
+  }
   if (def.is_boolean()) {
     auto b = ParseBool(trimmed);
     if (!b) return bad("a boolean: use true or false");

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/supervisor/app_spec.h"
+#include "common/log_escape.h"
 #include "common/logging.h"
 
 namespace herd::agent {
@@ -125,7 +126,17 @@ grpc::ServerUnaryReactor* AgentService::Start(grpc::CallbackServerContext* ctx,
   }
   sctx.search_path = options_.search_path;
   // Parsing is CPU only (no disk beyond stat), so it runs here rather than on the loop.
-  auto specs = ParseEcosystem(req->ecosystem_json(), sctx);
+  // ParseEcosystem returns its errors; the catch is the boundary's guarantee that nothing a
+  // client sends can throw into gRPC (which answered UNIMPLEMENTED with no message).
+  absl::StatusOr<std::vector<herd::v1::AppSpec>> specs;
+  try {
+    specs = ParseEcosystem(req->ecosystem_json(), sctx);
+  } catch (const std::exception& e) {
+    herd::Logger("api")->error("event=start_parse_exception peer={} error=\"{}\"", ctx->peer(),
+                               herd::EscapeForLog(e.what()));
+    specs = absl::InternalError(absl::StrCat("the ecosystem document could not be read (",
+                                             e.what(), "); this is a bug in agentd"));
+  }
   if (!specs.ok()) {
     reactor->Finish(ToGrpc(specs.status()));
     return reactor;

@@ -6,6 +6,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/json_parse.h"
+#include "common/utf8.h"
 
 namespace herd::agent {
 namespace {
@@ -103,7 +105,8 @@ bool ModuleChannelState::Admit(absl::Time now) {
 
 std::string ModuleChannelState::Clip(std::string s, size_t max) const {
   if (s.size() > max) {
-    s.resize(max);
+    // Cut between characters: the text goes into protobuf strings, which must stay UTF-8.
+    s = TruncateUtf8(std::move(s), max);
     s += "…";
   }
   return s;
@@ -112,11 +115,14 @@ std::string ModuleChannelState::Clip(std::string s, size_t max) const {
 ModuleChannelState::Result ModuleChannelState::HandleLine(absl::string_view line,
                                                           absl::Time now) {
   if (!Admit(now)) return Result::kFlood;
-  json msg = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
-  if (msg.is_discarded()) {
+  // ParseJson never throws and bounds nesting: a line of 500,000 '[' would otherwise parse
+  // and then overflow the stack when a handler copies or dumps it.
+  auto parsed = ParseJson(line);
+  if (!parsed.ok()) {
     stats_.set_invalid_json(stats_.invalid_json() + 1);
     return Result::kInvalidJson;
   }
+  const json msg = *std::move(parsed);
   if (!msg.is_object() || !msg.contains("type") || !msg["type"].is_string()) {
     stats_.set_unknown_types(stats_.unknown_types() + 1);
     return Result::kInvalidMessage;

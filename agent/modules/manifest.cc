@@ -6,24 +6,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/supervisor/app_spec.h"
+#include "common/json_parse.h"
 
 namespace herd::agent {
 namespace {
 
 using json = nlohmann::json;
-
-std::string LineCol(absl::string_view text, size_t byte) {
-  size_t line = 1, col = 1;
-  for (size_t i = 0; i < byte && i < text.size(); ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      col = 1;
-    } else {
-      ++col;
-    }
-  }
-  return absl::StrCat("line ", line, ", column ", col);
-}
 
 absl::Status Bad(const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
@@ -79,18 +67,11 @@ absl::Status ValidateModuleName(absl::string_view name) {
 
 absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const std::string& path) {
   std::string clean = StripJsonComments(text);
-  json doc;
-  try {
-    doc = json::parse(clean);
-  } catch (const json::parse_error& e) {
-    // e.byte is 1-based and points just past the offending character.
-    size_t at = e.byte > 0 ? e.byte - 1 : 0;
-    std::string what = e.what();
-    size_t colon = what.rfind(": ");
-    return Bad(path, absl::StrCat(LineCol(clean, at), ": invalid JSON (",
-                                  colon == std::string::npos ? what : what.substr(colon + 2),
-                                  ")"));
-  }
+  // ParseJson never throws: a number too large for a double (1e99999) is an error naming
+  // its line and key, like any other invalid JSON.
+  auto parsed = ParseJson(clean);
+  if (!parsed.ok()) return Bad(path, absl::StrCat("invalid JSON: ", parsed.status().message()));
+  json doc = *std::move(parsed);
   if (!doc.is_object()) return Bad(path, "expected a JSON object (a package.json)");
 
   Manifest m;
@@ -115,7 +96,8 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const std::string
                           {"description", &m.description}}) {
     if (!doc.contains(key)) continue;
     if (!doc[key].is_string()) {
-      return Bad(path, absl::StrCat("\"", key, "\" must be a string, not ", doc[key].dump()));
+      return Bad(path, absl::StrCat("\"", key, "\" must be a string, not ",
+                                      JsonForMessage(doc[key])));
     }
     *out = doc[key].get<std::string>();
   }
@@ -126,7 +108,7 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const std::string
     }
     for (auto it = c.begin(); it != c.end(); ++it) {
       if (!it.value().is_primitive() || it.value().is_null()) {
-        return Bad(path, absl::StrCat("config.", it.key(), ": ", it.value().dump(),
+        return Bad(path, absl::StrCat("config.", it.key(), ": ", JsonForMessage(it.value()),
                                       " is not a scalar: use a string, number or boolean"));
       }
     }

@@ -10,6 +10,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/atomic_file.h"
+#include "common/json_parse.h"
+#include "common/utf8.h"
 
 namespace herd::agent {
 namespace {
@@ -73,8 +75,14 @@ absl::Status ModuleConfStore::Load() {
     }
     return text.status();
   }
-  json doc = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object()) {
+  auto parsed = ParseJson(*text);
+  if (!parsed.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        path_, ": invalid JSON: ", parsed.status().message(), "; fix or remove the file (its "
+        "overrides are then lost)"));
+  }
+  json doc = *std::move(parsed);
+  if (!doc.is_object()) {
     return absl::DataLossError(absl::StrCat(
         path_, ": not a JSON object of {\"module\": {\"key\": \"value\"}}; fix or remove the "
                "file (its overrides are then lost)"));
@@ -106,6 +114,14 @@ absl::Status ModuleConfStore::Save(const json& doc) {
 
 absl::Status ModuleConfStore::Set(const std::string& module, const std::string& key,
                                   const std::string& value) {
+  // The file is JSON, whose strings are UTF-8 (dump() would throw).
+  for (const std::string* s : {&module, &key, &value}) {
+    if (!IsValidUtf8(*s)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config ", s == &module ? "module name" : s == &key ? "key" : "value",
+          " is not valid UTF-8; give text in UTF-8"));
+    }
+  }
   json doc = doc_;
   doc[module][key] = value;
   return Save(doc);

@@ -15,7 +15,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "agent/supervisor/cron_schedule.h"
+#include "common/json_parse.h"
 #include "common/units.h"
 #include "nlohmann/json.hpp"
 
@@ -25,7 +27,7 @@ namespace {
 using json = nlohmann::json;
 using herd::v1::AppSpec;
 
-std::string Quote(const json& v) { return v.dump(); }
+std::string Quote(const json& v) { return JsonForMessage(v); }
 
 std::string JoinPath(const std::string& base, const std::string& p) {
   if (p.empty() || p[0] == '/') return p;
@@ -136,16 +138,32 @@ class AppReader {
     }
     return Error(field, absl::StrCat(Quote(v), " must be a whole number >= 0"));
   }
-  absl::StatusOr<uint64_t> DurationMs(const char* field, const json& v) const {
-    if (v.is_number_unsigned()) return v.get<uint64_t>();
-    if (v.is_number_float() && v.get<double>() >= 0) return static_cast<uint64_t>(v.get<double>());
-    if (v.is_string()) {
-      auto ms = ParseDurationMs(v.get<std::string>());
-      if (ms.ok()) return ms;
-      return Error(field, ms.status().message());
+  // Milliseconds, at most `max_ms`: a whole or fractional number, or a duration string.
+  absl::StatusOr<uint64_t> DurationMs(const char* field, const json& v, uint64_t max_ms) const {
+    const std::string forms = "milliseconds (e.g. 1500) or a duration string (e.g. \"1.5s\", \"2m\")";
+    double ms = -1;
+    if (v.is_number_unsigned()) {
+      const uint64_t n = v.get<uint64_t>();
+      if (n > max_ms) return TooLong(field, v, max_ms);
+      return n;
+    } else if (v.is_number()) {
+      ms = v.get<double>();  // negative integers and floats; parsed numbers are finite
+    } else if (v.is_string()) {
+      auto parsed = ParseDurationMs(v.get<std::string>());
+      if (!parsed.ok()) return Error(field, parsed.status().message());
+      if (*parsed > max_ms) return TooLong(field, v, max_ms);
+      return *parsed;
+    } else {
+      return Error(field, absl::StrCat(Quote(v), " must be ", forms));
     }
-    return Error(field, absl::StrCat(Quote(v), " must be milliseconds (e.g. 1500) or a duration "
-                                     "string (e.g. \"1.5s\", \"2m\")"));
+    if (!(ms >= 0)) return Error(field, absl::StrCat(Quote(v), " must be >= 0: ", forms));
+    if (ms > static_cast<double>(max_ms)) return TooLong(field, v, max_ms);
+    return static_cast<uint64_t>(ms);  // whole milliseconds, as before (2000.9 -> 2000)
+  }
+  absl::Status TooLong(const char* field, const json& v, uint64_t max_ms) const {
+    return Error(field, absl::StrCat(Quote(v), " is longer than the maximum of ", max_ms,
+                                     " ms (", absl::FormatDuration(absl::Milliseconds(max_ms)),
+                                     "); give a shorter duration"));
   }
   absl::StatusOr<uint64_t> Size(const char* field, const json& v) const {
     if (v.is_number_unsigned()) return v.get<uint64_t>();
@@ -261,16 +279,16 @@ absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
       if (n > 1'000'000'000) return r.Error(k, "must be at most 1000000000");
       spec.set_max_restarts(static_cast<uint32_t>(n));
     } else if (key == "min_uptime") {
-      HERD_TRY(ms, r.DurationMs(k, v));
+      HERD_TRY(ms, r.DurationMs(k, v, kMaxDelayMs));
       spec.set_min_uptime_ms(ms);
     } else if (key == "restart_delay") {
-      HERD_TRY(ms, r.DurationMs(k, v));
+      HERD_TRY(ms, r.DurationMs(k, v, kMaxDelayMs));
       spec.set_restart_delay_ms(ms);
     } else if (key == "exp_backoff_restart_delay") {
-      HERD_TRY(ms, r.DurationMs(k, v));
+      HERD_TRY(ms, r.DurationMs(k, v, kMaxDelayMs));
       spec.set_exp_backoff_restart_delay_ms(ms);
     } else if (key == "kill_timeout") {
-      HERD_TRY(ms, r.DurationMs(k, v));
+      HERD_TRY(ms, r.DurationMs(k, v, kMaxKillTimeoutMs));
       spec.set_kill_timeout_ms(ms);
     } else if (key == "stop_exit_codes") {
       json list = v.is_array() ? v : json::array({v});
@@ -401,19 +419,6 @@ absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
   return spec;
 }
 
-std::string LineCol(absl::string_view text, size_t byte) {
-  size_t line = 1, col = 1;
-  for (size_t i = 0; i < byte && i < text.size(); ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      col = 1;
-    } else {
-      ++col;
-    }
-  }
-  return absl::StrCat("line ", line, ", column ", col);
-}
-
 }  // namespace
 
 absl::Status ValidateUnitName(absl::string_view name) {
@@ -455,17 +460,11 @@ absl::Status ValidateAppSpec(const AppSpec& spec) {
 
 absl::StatusOr<std::vector<AppSpec>> ParseEcosystem(absl::string_view json_text,
                                                     const AppSpecContext& ctx) {
-  json doc;
-  try {
-    doc = json::parse(json_text);
-  } catch (const json::parse_error& e) {
-    std::string what = e.what();
-    // nlohmann's message starts with "[json.exception.parse_error.101] parse error at line..."
-    size_t p = what.find("] ");
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid JSON at ", LineCol(json_text, e.byte > 0 ? e.byte - 1 : 0), ": ",
-        p == std::string::npos ? what : what.substr(p + 2)));
-  }
+  // ParseJson never throws (a number too large for a double is an error like any other) and
+  // names the app and field the bad value is in, e.g. "at apps[0].kill_timeout".
+  auto parsed = ParseJson(json_text);
+  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat("invalid JSON at ", parsed.status().message()));
+  const json doc = *std::move(parsed);
   std::vector<AppSpec> specs;
   absl::flat_hash_set<std::string> names;
   auto add = [&](const json& app, const std::string& where) -> absl::Status {

@@ -22,6 +22,13 @@ inline constexpr uint32_t kDefaultMaxRestarts = 16;
 inline constexpr uint64_t kDefaultMinUptimeMs = 1000;
 inline constexpr uint64_t kDefaultKillTimeoutMs = 1600;
 
+// The longest durations accepted (README "App fields"). Past them a value is a mistake, not
+// a wish (1e19 ms is 300 million years; 1e300 used to wrap to 0), and is refused naming the
+// app and the field. kill_timeout: an hour is longer than any orderly shutdown (systemd's
+// default is 90 s); min_uptime, restart_delay, exp_backoff_restart_delay: a day.
+inline constexpr uint64_t kMaxKillTimeoutMs = 3'600'000;
+inline constexpr uint64_t kMaxDelayMs = 86'400'000;
+
 struct AppSpecContext {
   // Relative paths (script, cwd, log files, pid files) are resolved against this absolute
   // directory.

@@ -308,5 +308,39 @@ TEST(ChannelState, StatsCarryConnectionAndOversizedCounts) {
   EXPECT_EQ(info.channel().oversized_lines(), 3u);
 }
 
+// A module's line nested 200,000 deep parsed (iteratively) and then overflowed the stack when
+// a handler copied or dumped it: agentd died.
+TEST(ChannelState, DeeplyNestedLineIsInvalidJsonNotACrash) {
+  ModuleChannelState st;
+  std::string deep = R"({"type":"human:event","data":)" + std::string(200000, '[') +
+                     std::string(200000, ']') + "}";
+  EXPECT_EQ(st.HandleLine(deep, kT0), Result::kInvalidJson);
+  EXPECT_EQ(st.stats().invalid_json(), 1u);
+}
+
+TEST(ChannelState, NumberTooLargeForADoubleIsInvalidJson) {
+  ModuleChannelState st;
+  EXPECT_EQ(st.HandleLine(R"({"type":"axm:monitor","data":{"p":1e99999}})", kT0),
+            Result::kInvalidJson);
+}
+
+// Clipping cut inside a UTF-8 sequence, so the probe value was not UTF-8 and the ModuleInfo
+// carrying it could not be parsed by agentctl or the control plane.
+TEST(ChannelState, ClippedTextStaysValidUtf8) {
+  ChannelLimits limits;
+  limits.max_text_bytes = 9;
+  ModuleChannelState st(limits);
+  // "é" is two bytes: a cut after 9 bytes would split the fifth one.
+  std::string value;
+  for (int i = 0; i < 8; ++i) value += "\xc3\xa9";
+  ASSERT_EQ(st.HandleLine(Msg("axm:monitor", {{"p", value}}), kT0), Result::kOk);
+  herd::v1::ModuleInfo info;
+  st.Fill(&info);
+  ASSERT_EQ(info.probes_size(), 1);
+  EXPECT_EQ(info.probes(0).value(), "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9…");
+  herd::v1::ModuleInfo back;
+  EXPECT_TRUE(back.ParseFromString(info.SerializeAsString()));
+}
+
 }  // namespace
 }  // namespace herd::agent

@@ -503,5 +503,49 @@ TEST_F(ManifestDiskTest, MissingScriptNamesPackageJson) {
   EXPECT_THAT(Message(spec.status()), HasSubstr("lib/missing.js"));
 }
 
+// Issue 20: 1e99999 is a number too large for a double; nlohmann throws out_of_range (406)
+// for it, not parse_error, and that exception ended agentd.
+TEST(ParseManifest, NumberTooLargeForADoubleIsRefusedNamingTheKeyNotThrown) {
+  const std::string text =
+      R"({"name":"m","version":"1.0.0","config":{"k":1e99999},"apps":[{"script":"main.sh"}]})";
+  absl::StatusOr<Manifest> m = absl::InternalError("not parsed");
+  EXPECT_NO_THROW(m = ParseManifest(text, "/mods/m/package.json"));
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(m.status()), HasSubstr("/mods/m/package.json"));
+  EXPECT_THAT(Message(m.status()), HasSubstr("config.k"));
+  EXPECT_THAT(Message(m.status()), HasSubstr("number overflow"));
+  EXPECT_THAT(Message(m.status()), HasSubstr("line 1, column 42"));
+}
+
+TEST(ParseManifest, HugeNegativeNumberInAppsIsRefusedNamingThePath) {
+  absl::StatusOr<Manifest> m = absl::InternalError("not parsed");
+  EXPECT_NO_THROW(m = ParseManifest(
+                      R"({"name":"m","apps":[{"script":"a.sh","kill_timeout":-9e999}]})", "p"));
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(Message(m.status()), HasSubstr("apps[0].kill_timeout"));
+}
+
+TEST(ParseManifest, DeepNestingIsRefusedWithItsPosition) {
+  // Parsing is iterative but copying and dump() recurse: 100,000 levels would overflow the
+  // stack later on.
+  std::string deep = R"({"name":"m","apps":[{"script":"a.sh"}],"x":)" + std::string(100000, '[') +
+                     std::string(100000, ']') + "}";
+  auto m = ParseManifest(deep, "/p/package.json");
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(Message(m.status()), HasSubstr("nested deeper than"));
+  EXPECT_THAT(Message(m.status()), HasSubstr("line 1, column"));
+}
+
+TEST(ParseManifest, NonScalarConfigValueIsQuotedShortInTheError) {
+  std::string big = "[\"" + std::string(100000, 'x') + "\"]";
+  auto m = ParseManifest(absl::StrCat(R"({"name":"m","config":{"k":)", big,
+                                      R"(},"apps":[{"script":"a.sh"}]})"),
+                         "p");
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(Message(m.status()), HasSubstr("is not a scalar"));
+  EXPECT_LT(m.status().message().size(), 1000u);
+}
+
 }  // namespace
 }  // namespace herd::agent

@@ -248,5 +248,32 @@ TEST_F(ModuleConfStoreTest, FailedSaveLeavesTheStoreUnchangedAndSaysSo) {
   EXPECT_EQ(store.Overrides("redis"), json::object());
 }
 
+TEST_F(ModuleConfStoreTest, NumberTooLargeForADoubleIsAnErrorNamingTheFileNotAThrow) {
+  Write(R"({"redis": {"port": 1e99999}})");
+  ModuleConfStore store(path_);
+  absl::Status s;
+  EXPECT_NO_THROW(s = store.Load());
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr(path_));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("redis.port"));
+}
+
+TEST_F(ModuleConfStoreTest, SetRefusesInvalidUtf8InsteadOfThrowingOnSave) {
+  ModuleConfStore store(path_);
+  ASSERT_TRUE(store.Load().ok());
+  absl::Status s;
+  EXPECT_NO_THROW(s = store.Set("redis", "host", "db\xff"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("value is not valid UTF-8"));
+  EXPECT_FALSE(std::filesystem::exists(path_));
+}
+
+TEST(ConvertConfigValue, InvalidUtf8IsRefusedNamingTheKey) {
+  for (const json& def : {json("s"), json(), json(1)}) {
+    auto v = ConvertConfigValue(def, "greeting", "h\xc3");
+    ASSERT_FALSE(v.ok()) << def;
+    EXPECT_THAT(std::string(v.status().message()), HasSubstr("greeting: the value is not valid UTF-8"));
+  }
+}
+
 }  // namespace
 }  // namespace herd::agent

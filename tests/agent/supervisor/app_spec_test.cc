@@ -352,5 +352,58 @@ TEST_F(AppSpecTest, FindInPathNeedsAnExecutableRegularFile) {
   EXPECT_THAT(FindInPath("node", "::" + bin_), HasSubstr("/node"));
 }
 
+// Issue 20, item 10: numbers beyond a double threw out of ParseEcosystem (gRPC answered
+// UNIMPLEMENTED with an empty message); durations of 1e300 became 0 and 1e19 ms was taken.
+TEST_F(AppSpecTest, NumberTooLargeForADoubleIsAnErrorNamingTheAppAndField) {
+  for (const char* v : {"1e99999", "-1e99999", "9e+308"}) {
+    absl::StatusOr<std::vector<herd::v1::AppSpec>> r = absl::InternalError("not parsed");
+    EXPECT_NO_THROW(r = Parse(absl::StrCat(
+                        R"({"apps": [{"name": "a", "script": "app.js"},
+                                     {"name": "b", "script": "app.js", "kill_timeout": )",
+                        v, "}]}")));
+    ASSERT_FALSE(r.ok()) << v;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("apps[1].kill_timeout")) << v;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("number overflow")) << v;
+  }
+}
+
+TEST_F(AppSpecTest, DurationsBeyondTheirMaximumAreRefusedNamingAppAndField) {
+  for (const char* field : {"kill_timeout", "min_uptime", "restart_delay",
+                            "exp_backoff_restart_delay"}) {
+    for (const char* v : {"1e300", "1.7e308", "1e19", "10000000000000000000", "\"100000h\""}) {
+      std::string msg =
+          Refused(absl::StrCat(R"({"name": "api", "script": "app.js", ")", field, "\": ", v, "}"));
+      EXPECT_THAT(msg, HasSubstr(absl::StrCat("(\"api\"): ", field))) << field << "=" << v;
+      EXPECT_THAT(msg, HasSubstr("longer than the maximum")) << field << "=" << v;
+    }
+  }
+}
+
+TEST_F(AppSpecTest, DurationsAtTheirMaximumAndFractionsAreAccepted) {
+  auto s = One(R"({"script": "app.js", "kill_timeout": 3600000, "min_uptime": "24h",
+                   "restart_delay": 86400000.0, "exp_backoff_restart_delay": 2.6})");
+  EXPECT_EQ(s.kill_timeout_ms(), kMaxKillTimeoutMs);
+  EXPECT_EQ(s.min_uptime_ms(), kMaxDelayMs);
+  EXPECT_EQ(s.restart_delay_ms(), kMaxDelayMs);
+  EXPECT_EQ(s.exp_backoff_restart_delay_ms(), 2u);
+  EXPECT_THAT(Refused(R"({"script": "app.js", "kill_timeout": 3600001})"),
+              HasSubstr("kill_timeout: 3600001 is longer than the maximum of 3600000 ms (1h)"));
+}
+
+TEST_F(AppSpecTest, NegativeDurationsAreRefused) {
+  EXPECT_THAT(Refused(R"({"script": "app.js", "restart_delay": -5})"),
+              HasSubstr("restart_delay: -5 must be >= 0"));
+  EXPECT_THAT(Refused(R"({"script": "app.js", "min_uptime": -0.5})"),
+              HasSubstr("min_uptime: -0.5 must be >= 0"));
+}
+
+TEST_F(AppSpecTest, InvalidUtf8IsAnErrorNamingThePath) {
+  auto r = Parse("{\"apps\": [{\"script\": \"app.js\", \"env\": {\"A\": \"x\xff\"}}]}");
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("apps[0].env.A"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("UTF-8"));
+}
+
 }  // namespace
 }  // namespace herd::agent
