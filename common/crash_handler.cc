@@ -121,13 +121,19 @@ void OnFatalSignal(int sig, siginfo_t* info, void*) {
     line.Add(SignalName(sig));
     line.Add(" pid=");
     line.AddNumber(static_cast<unsigned long>(getpid()));
-    if (sig != SIGABRT && info != nullptr) {
+    const bool sent = info != nullptr && (info->si_code == SI_USER || info->si_code == SI_TKILL) &&
+                      info->si_pid != getpid();
+    if (sent) {
+      line.Add(" sender_pid=");
+      line.AddNumber(static_cast<unsigned long>(info->si_pid));
+    } else if (sig != SIGABRT && info != nullptr) {
       line.Add(" address=0x");
       line.AddNumber(reinterpret_cast<unsigned long>(info->si_addr), 0, 16);
     }
-    line.Add(sig == SIGABRT ? " reason=\"aborted (see the line before for why)\"\n"
-                            : " reason=\"a bug in this program: please report it with this "
-                              "log\"\n");
+    line.Add(sent ? " reason=\"sent by another process\"\n"
+             : sig == SIGABRT ? " reason=\"aborted (see the line before for why)\"\n"
+                              : " reason=\"a bug in this program: please report it with this "
+                                "log\"\n");
     void* frames[64];
     const int n = backtrace(frames, 64);
     const int fd = g_log_fd.load();
