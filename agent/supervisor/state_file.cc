@@ -184,6 +184,13 @@ absl::Status StateFile::Flush() {
 
 void StateFile::Run() {
   static auto log = herd::Logger("state");
+  // A write that failed (a full disk, most often) is tried again after a pause that doubles
+  // up to kMaxRetry, even if nothing changes meanwhile: otherwise the units started while
+  // the disk was full would be missing from the file until the next change, and an agentd
+  // killed in between would not know them (they would run on, unsupervised).
+  constexpr absl::Duration kFirstRetry = absl::Seconds(1), kMaxRetry = absl::Seconds(30);
+  std::optional<std::string> failed;  // the snapshot whose write failed, to try again
+  absl::Duration retry = kFirstRetry;
   while (true) {
     std::string content;
     uint64_t version;
@@ -192,17 +199,38 @@ void StateFile::Run() {
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return pending_.has_value() || stopping_;
       };
-      mu_.Await(absl::Condition(&ready));
-      if (!pending_.has_value()) return;
-      content = std::move(*pending_);
-      pending_.reset();
+      if (failed.has_value()) {
+        mu_.AwaitWithTimeout(absl::Condition(&ready), retry);
+      } else {
+        mu_.Await(absl::Condition(&ready));
+      }
+      if (pending_.has_value()) {
+        content = std::move(*pending_);  // a newer snapshot supersedes the failed one
+        pending_.reset();
+      } else if (failed.has_value()) {
+        content = std::move(*failed);  // time to try again (or a last try when stopping)
+      } else {
+        return;
+      }
+      failed.reset();
       version = queued_;
     }
     absl::Status st = WriteFileAtomically(path_, content, 0600);
-    if (!st.ok()) log->error("event=state_write_failed path={} error=\"{}\"", path_, st.message());
+    if (!st.ok()) {
+      log->error("event=state_write_failed path={} error=\"{}\" retry_in={}", path_,
+                 st.message(), absl::FormatDuration(retry));
+      failed = std::move(content);
+    } else if (retry > kFirstRetry) {  // the previous try had failed
+      log->info("event=state_write_recovered path={}", path_);
+    }
     absl::MutexLock l(&mu_);
     last_status_ = st;
     written_ = version;
+    retry = st.ok() ? kFirstRetry : std::min(retry * 2, kMaxRetry);
+    if (failed.has_value() && stopping_ && !pending_.has_value()) {
+      // Stopping: the destructor's caller gets no more tries than the one just made.
+      return;
+    }
   }
 }
 

@@ -5,8 +5,8 @@
 //
 // Writes happen on a background thread (latest snapshot wins), because an fsync on the event
 // loop would add milliseconds to every restart. The file is replaced atomically, so a crash
-// or a full disk leaves the previous state intact; a failed write is logged and retried with
-// the next snapshot.
+// or a full disk leaves the previous state intact; a failed write is logged and tried again
+// (after 1 s, doubling up to 30 s) until it succeeds or a newer snapshot replaces it.
 #pragma once
 
 #include <sys/types.h>

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 
 namespace herd::agent {
@@ -111,6 +112,23 @@ TEST_F(StateFileDiskTest, FailedWriteIsReportedAndKeepsThePreviousFile) {
   bad.Save("{}");
   EXPECT_FALSE(bad.Flush().ok());
   EXPECT_TRUE(good.Load().ok());
+}
+
+// A full disk that frees up again: the snapshot that could not be written is written without
+// waiting for another change to the units.
+TEST_F(StateFileDiskTest, FailedWriteIsTriedAgainUntilItSucceeds) {
+  const std::string sub = dir_ + "/not-yet";
+  StateFile f(sub + "/state.json");
+  f.Save(SerializeState({PersistedUnit{FullSpec(), true, 0, 0}}));
+  EXPECT_FALSE(f.Flush().ok());
+  std::filesystem::create_directory(sub);  // the space comes back
+  bool written = false;
+  for (int i = 0; i < 200 && !written; ++i) {  // tries again after 1 s, then 2 s...
+    auto units = f.Load();
+    written = units.ok() && units->size() == 1;
+    if (!written) absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(written) << "the failed snapshot was not written again";
 }
 
 }  // namespace
