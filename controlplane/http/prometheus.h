@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "controlplane/core/hub.h"
+#include "controlplane/http/http_stats.h"
 #include "controlplane/store/instrumented_store.h"
 #include "herd/v1/fleet.pb.h"
 
@@ -44,6 +45,8 @@ struct SelfMetrics {
   std::vector<InstrumentedStore::OpStats> store;
   // Absent where /proc cannot be read.
   std::optional<ProcessMetrics> process;
+  // The HTTP listener's refusals and open connections; absent without --http.
+  std::optional<HttpStats> http;
 };
 
 struct ExpositionOptions {
