@@ -204,6 +204,14 @@ TEST(HttpLimits, TwoThousandIdleConnectionsDoNotStopHealthOrTheApi) {
     idle.push_back(fd);
   }
   ASSERT_EQ(idle.size(), static_cast<size_t>(kIdle)) << "could not open them in 20 s";
+  // Each one established (writable, or already closed by the server), within 20 s.
+  std::vector<pollfd> pending;
+  for (int fd : idle) pending.push_back({fd, POLLOUT, 0});
+  while (!pending.empty() && absl::Now() < open_by) {
+    ASSERT_GE(poll(pending.data(), pending.size(), 1000), 0);
+    std::erase_if(pending, [](const pollfd& p) { return p.revents != 0; });
+  }
+  ASSERT_TRUE(pending.empty()) << pending.size() << " connections not established in 20 s";
 
   // While they are held: /healthz answers in under a second, each time, from the same
   // address and from another; /readyz too; the API serves an authenticated call.
