@@ -643,9 +643,17 @@ class Session : public SessionBase {
       return Write(TextResponse(version_, 431, "HTTP 431: request headers over 16 KiB\n"));
     }
     l_.log->debug("event=bad_request remote={} error=\"{}\"", peer(), ec.message());
+    if (ec == http::error::bad_field || ec == http::error::bad_value) {
+      return Write(TextResponse(
+          version_, 400,
+          absl::StrCat("HTTP 400: malformed request: ", ec.message(),
+                       " (a header name or value holds bytes HTTP does not allow, such as "
+                       "control characters)\n")));
+    }
     Write(TextResponse(version_, 400,
-                       "HTTP 400: malformed request (API calls are POST with a JSON body and a "
-                       "Content-Length)\n"));
+                       absl::StrCat("HTTP 400: malformed request: ", ec.message(),
+                                    " (API calls are POST with a JSON body and a "
+                                    "Content-Length)\n")));
   }
 
   void OnRequest(beast::error_code ec) {
