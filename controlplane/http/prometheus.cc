@@ -255,8 +255,9 @@ void RenderSelf(const SelfMetrics& self, Families& f) {
         "(refused), idle_shed (an idle one closed to make room), timeout (no request in time), "
         "tls_handshake (failed, e.g. no client certificate).";
     for (const auto& [reason, n] :
-         {std::pair{"total_limit", h.refused_total_limit}, std::pair{"ip_limit", h.refused_ip_limit},
-          std::pair{"idle_shed", h.shed_idle}, std::pair{"timeout", h.timed_out},
+         {std::pair{"total_limit", h.refused_total_limit},
+          std::pair{"ip_limit", h.refused_ip_limit}, std::pair{"idle_shed", h.shed_idle},
+          std::pair{"timeout", h.timed_out},
           std::pair{"tls_handshake", h.tls_handshake_failed}}) {
       f.Add("herd_controlplane_http_connections_closed_total", "counter", kClosed,
             Labels({{"reason", reason}}), static_cast<double>(n));
