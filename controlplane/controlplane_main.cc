@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   std::string lease = "30s", log_level = "info", log_file;
   std::string hello_timeout = "5s", silent_timeout = "60s", token_recheck = "10s";
   std::string stream_stall = "30s";
+  std::string http_header_timeout = "5s", http_idle_timeout = "30s", http_stall_timeout = "30s";
   app.add_option("--data", o.data_dir, "Data directory: the SQLite store, tokens (created if missing)")
       ->required();
   app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks a free one)")
@@ -88,11 +89,53 @@ int main(int argc, char** argv) {
   app.add_option("--http", o.http_listen,
                  "Serve the dashboard, the JSON API, /metrics, /healthz and /readyz on this "
                  "address (host:port; port 0 picks a free one). HTTPS with --tls-cert");
-  app.add_option("--http-max-streams", o.http_max_streams,
+  app.add_option("--http-max-streams", o.http.max_streams,
                  "Live streams (dashboard views, ndjson API streams) served at once; each holds "
                  "a thread")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  app.add_option("--http-max-streams-per-token", o.http.max_streams_per_token,
+                 "Live streams one API token may hold at once (so that one viewer cannot take "
+                 "every stream)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--http-stream-stall-timeout", http_stall_timeout,
+                 "End a stream (and close any HTTP connection) whose client has not taken "
+                 "written data for this long")
+      ->capture_default_str();
+  app.add_option("--http-stream-queue-bytes", o.http.stream_queue_bytes,
+                 "End a stream whose client is this many bytes behind")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{4096}, size_t{1} << 30));
+  app.add_option("--http-max-connections", o.http.max_connections,
+                 "HTTP connections open at once; past it the oldest idle one is closed, or the "
+                 "new one refused")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--http-max-connections-per-ip", o.http.max_connections_per_ip,
+                 "HTTP connections open at once from one client address (same rule)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--http-header-timeout", http_header_timeout,
+                 "Close an HTTP connection whose TLS handshake, or request (header and body), "
+                 "takes longer than this")
+      ->capture_default_str();
+  app.add_option("--http-idle-timeout", http_idle_timeout,
+                 "Close a keep-alive HTTP connection idle this long")
+      ->capture_default_str();
+  app.add_option("--http-workers", o.http.workers,
+                 "Threads for HTTP API calls and /metrics; requests wait for one in a queue of "
+                 "--http-max-queued, past which they get 503")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--http-max-queued", o.http.max_queued, "See --http-workers")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65536));
+  app.add_option("--http-max-requests-per-ip", o.http.max_requests_per_ip,
+                 "HTTP API calls and scrapes in progress (running or queued) from one client "
+                 "address; past it 429")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
   app.add_option("--metrics-max-probe-series", o.metrics_max_probe_series,
                  "/metrics shows one series per host, module and numeric probe while the fleet "
                  "has at most this many, and none above (herd_controlplane_probe_series_omitted "
@@ -140,7 +183,11 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain: serve TLS");
   app.add_option("--tls-key", o.tls_key, "PEM private key for --tls-cert");
   app.add_option("--client-ca", o.client_ca,
-                 "PEM CA bundle: require client certificates signed by it (mTLS)");
+                 "PEM CA bundle: require client certificates signed by it (mTLS), on the gRPC "
+                 "port and on the HTTPS port (--http)");
+  app.add_flag("--http-no-client-cert", o.http_no_client_cert,
+               "With --client-ca: do not ask HTTPS clients (browsers, scrapers) for a "
+               "certificate; they get in with a bearer token alone. gRPC still requires one");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
       ->capture_default_str();
   app.add_option("--log-file", log_file, "Also write the log here");
@@ -167,7 +214,13 @@ int main(int argc, char** argv) {
                                             &o.silent_stream_timeout},
                                  std::tuple{"--token-recheck", &token_recheck, &o.token_recheck},
                                  std::tuple{"--stream-stall-timeout", &stream_stall,
-                                            &o.stream_stall_timeout}}) {
+                                            &o.stream_stall_timeout},
+                                 std::tuple{"--http-header-timeout", &http_header_timeout,
+                                            &o.http.header_timeout},
+                                 std::tuple{"--http-idle-timeout", &http_idle_timeout,
+                                            &o.http.idle_timeout},
+                                 std::tuple{"--http-stream-stall-timeout", &http_stall_timeout,
+                                            &o.http.stream_stall_timeout}}) {
     auto d = herd::ParseDurationMs(*text);
     if (!d.ok() || *d == 0) {
       return Fail(absl::StrCat(flag, ": ", d.ok() ? "must be more than 0" : d.status().message()));
@@ -179,6 +232,10 @@ int main(int argc, char** argv) {
   }
   if (!o.client_ca.empty() && o.tls_cert.empty()) {
     return Fail("--client-ca (mTLS) needs --tls-cert and --tls-key");
+  }
+  if (o.http_no_client_cert && (o.client_ca.empty() || o.http_listen.empty())) {
+    return Fail("--http-no-client-cert exempts the HTTPS port (--http) from --client-ca: give "
+                "both, or leave it out");
   }
 
   herd::LogOptions lopts;
@@ -206,11 +263,20 @@ int main(int argc, char** argv) {
     printf("token %s revoked\n", token_name.c_str());
     return 0;
   }
-  // One descriptor per connected agent: take the hard limit (as servers commonly do).
+  // One descriptor per connected agent and per HTTP connection: take the hard limit (as
+  // servers commonly do); HTTP connections are bounded below it (--http-max-connections).
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (!o.http_listen.empty() && getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+      rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < o.http.max_connections + 256) {
+    herd::Logger("controlplane")
+        ->warn("event=low_fd_limit nofile={} http_max_connections={} hint=\"raise the hard "
+               "limit (LimitNOFILE= in the unit, ulimit -Hn) or lower --http-max-connections: "
+               "connections past the limit fail to be accepted\"",
+               rl.rlim_cur, o.http.max_connections);
   }
   absl::Status st = herd::controlplane::RunServer(o);
   if (!st.ok()) {

@@ -218,20 +218,22 @@ absl::Status RunServer(const ServerOptions& options) {
   std::unique_ptr<HttpServer> http;
   std::string http_address = "off";
   if (!options.http_listen.empty()) {
-    HttpServerOptions hopts;
+    HttpServerOptions hopts = options.http;
     hopts.listen = options.http_listen;
     hopts.tls_cert = options.tls_cert;
     hopts.tls_key = options.tls_key;
+    // mTLS covers this listener as it does gRPC's, unless the operator exempts it.
+    if (!options.http_no_client_cert) hopts.client_ca = options.client_ca;
     hopts.metrics_public = options.metrics_public;
-    hopts.max_streams = options.http_max_streams;
-    hopts.threads = options.http_max_streams + 8;  // streams never take the last 8
     HttpHandlers handlers;
     ExpositionOptions exposition;
     exposition.max_probe_series = options.metrics_max_probe_series;
     exposition.max_probe_series_per_host = options.metrics_max_probe_series_per_host;
     auto omitting = std::make_shared<std::atomic<bool>>(false);
+    // Scrapes come from the HTTP server's own workers, once it has started.
+    const std::unique_ptr<HttpServer>* http_ptr = &http;
     handlers.metrics = [&hub, &rollouts, &store_metrics, &clock, &fleet_api = fleet, exposition,
-                        omitting, log](bool fleet) {
+                        omitting, log, http_ptr](bool fleet) {
       // Hosts are taken one at a time, each under its own lock only: a scrape of a large
       // fleet holds up no agent.
       FleetExposition e(clock.Now(), exposition);
@@ -258,6 +260,7 @@ absl::Status RunServer(const ServerOptions& options) {
       self.fleet_stream_messages_dropped = streams.dropped;
       self.fleet_streams_ended_stalled = streams.stalled;
       self.fleet_streams_refused = streams.refused;
+      if (*http_ptr != nullptr) self.http = (*http_ptr)->stats();
       if (auto p = ReadProcessMetrics(); p.ok()) self.process = *p;
       return fleet ? e.Finish(self) : RenderControlPlane(self);
     };
@@ -288,9 +291,11 @@ absl::Status RunServer(const ServerOptions& options) {
       !w.ok()) {
     log->warn("event=listen_address_not_written error=\"{}\"", w.message());
   }
-  log->info("event=ready version={} pid={} listen={} http={} tls={} mtls={} data={}",
-            HERD_VERSION, getpid(), bound, http_address,
-            !options.tls_cert.empty(), !options.client_ca.empty(), options.data_dir);
+  log->info("event=ready version={} pid={} listen={} http={} tls={} mtls={} http_mtls={} data={}",
+            HERD_VERSION, getpid(), bound, http_address, !options.tls_cert.empty(),
+            !options.client_ca.empty(),
+            http && !options.client_ca.empty() && !options.http_no_client_cert,
+            options.data_dir);
 
   int sig = 0;
   sigwait(&mask, &sig);

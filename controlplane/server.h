@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "controlplane/core/agent_limits.h"
+#include "controlplane/http/http_server.h"
 
 namespace herd::controlplane {
 
@@ -32,7 +33,12 @@ struct ServerOptions {
   // HTTP(S) for the dashboard, JSON API, /metrics and health; empty = none.
   std::string http_listen;
   bool metrics_public = false;
-  uint32_t http_max_streams = 24;
+  // The HTTP listener's limits (connections, timeouts, workers, streams: HttpServerOptions);
+  // its address, TLS files and metrics_public come from the fields above.
+  HttpServerOptions http;
+  // With client_ca: the HTTPS listener does not ask for a client certificate (bearer tokens
+  // alone), which is otherwise required there as on gRPC.
+  bool http_no_client_cert = false;
   // /metrics shows per-probe series only while the fleet has at most this many, and a
   // host's only while it has at most metrics_max_probe_series_per_host.
   uint64_t metrics_max_probe_series = 100000;

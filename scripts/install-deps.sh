@@ -11,8 +11,9 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   # chosen dependencies: arguments, JSON
   libcli11-dev nlohmann-json3-dev
-  # control plane: embedded store (SQLite), secrets and TLS (OpenSSL), HTTP (cpp-httplib)
-  libsqlite3-dev libssl-dev openssl libcpp-httplib-dev
+  # control plane: embedded store (SQLite), secrets and TLS (OpenSSL), HTTP listener
+  # (Boost.Beast and Boost.Asio, header-only); HTTP clients in tests and benchmarks (cpp-httplib)
+  libsqlite3-dev libssl-dev openssl libboost1.74-dev libcpp-httplib-dev
   # examples/python/fleet_client.py: another service on the Fleet API (Debian python3)
   python3-grpcio python3-protobuf
   # used by tests and the demo (shell and Python sample apps)

@@ -8,29 +8,36 @@
 //   GET  /healthz           the process is up (liveness)
 //   GET  /readyz            the store answers and the server is not stopping (readiness)
 //
-// Served by cpp-httplib on a bounded thread pool; a stream (WatchMetrics, WatchRollout,
-// StreamLogs) holds one thread for its lifetime, so streams are capped below the pool size,
-// a quiet stream writes a heartbeat (a blank line) so that a client gone away is noticed,
-// and Stop() cancels every call in flight. With a certificate it serves HTTPS. Behind the
-// pool, connections are thread-per-connection: face the internet through a reverse proxy.
+// Event-driven (Boost.Beast on Boost.Asio), so that what a client can hold before it
+// authenticates is bounded and cheap:
+//   - a few io threads accept, do the TLS handshake and read requests; a connection is an
+//     object and a buffer, not a thread. A request (header and body) must arrive within
+//     header_timeout of the connection or of its first byte; a keep-alive connection waits
+//     idle_timeout for its next request.
+//   - connections are limited in total and per client IP; at a limit, the oldest idle one
+//     (no request in progress) is closed to make room, else the new one is refused. Idle
+//     connections therefore cannot lock real clients out, and /healthz, /readyz and the
+//     dashboard's files are answered on the io threads without waiting behind anything.
+//   - what blocks (unary API calls, /metrics) runs on a bounded worker pool with a bounded
+//     queue and a per-IP in-flight limit: past them 503 / 429 with a JSON error.
+//   - a stream (WatchMetrics, WatchRollout, StreamLogs as ndjson) holds a thread for its
+//     gRPC call; slots are limited in total and per bearer token. Its outbound queue is
+//     bounded in bytes, and a write that stalls past stream_stall_timeout ends it (its
+//     reader is not reading): the gRPC call is cancelled and the slot freed. A quiet stream
+//     writes a heartbeat (a blank line) so that a client gone away is noticed.
+// Every refusal is counted (stats(), on /metrics) and logged, rate-limited, with the peer.
+// Stop() cancels every call in flight. With a certificate it serves HTTPS, and with a client
+// CA it requires a client certificate signed by it (mTLS) unless told not to.
 #pragma once
 
-#include <atomic>
-#include <functional>
 #include <memory>
-#include <set>
 #include <string>
-#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "controlplane/http/http_stats.h"
 #include "controlplane/http/json_gateway.h"
-#include "spdlog/logger.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace herd::controlplane {
 
@@ -39,12 +46,33 @@ struct HttpServerOptions {
   std::string listen;
   // HTTPS with this certificate and key (PEM files) when both are set.
   std::string tls_cert, tls_key;
+  // With HTTPS: require a client certificate signed by this CA bundle (PEM).
+  std::string client_ca;
   // Serve /metrics without a token (for scrapers that cannot send one).
   bool metrics_public = false;
-  // Worker threads: concurrent connections, streams included.
-  size_t threads = 32;
-  // Streams open at once; further ones get 503 (keeps threads for everything else).
+  // Threads for accepting, TLS and reading requests.
+  size_t io_threads = 2;
+  // Unary API calls and /metrics: worker threads, requests waiting for one, and requests in
+  // progress (running or waiting) per client IP.
+  size_t workers = 16;
+  size_t max_queued = 64;
+  size_t max_requests_per_ip = 16;
+  // Open connections in total and per client IP.
+  size_t max_connections = 1024;
+  size_t max_connections_per_ip = 128;
+  // A request must arrive (TLS handshake, header and body) within this; a keep-alive
+  // connection waits idle_timeout for the first byte of its next request.
+  absl::Duration header_timeout = absl::Seconds(5);
+  absl::Duration idle_timeout = absl::Seconds(30);
+  // Streams open at once, in total and per bearer token; further ones get 429.
   size_t max_streams = 24;
+  size_t max_streams_per_token = 8;
+  // A stream whose queued output passes this many bytes, or one of whose writes has not
+  // completed for stream_stall_timeout, is ended.
+  size_t stream_queue_bytes = 1 << 20;
+  absl::Duration stream_stall_timeout = absl::Seconds(30);
+  // A quiet stream writes a blank line this often.
+  absl::Duration heartbeat = absl::Seconds(5);
 };
 
 struct HttpHandlers {
@@ -65,31 +93,18 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Binds and starts serving on its own thread; returns the bound address (host:port).
+  // Binds and starts serving on its own threads; returns the bound address (host:port).
   absl::StatusOr<std::string> Start();
-  // Cancels open streams, stops accepting and waits for the workers. Idempotent.
+  // Cancels open streams and calls, stops accepting and waits for every thread. Idempotent.
   void Stop();
 
+  // What was refused, shed and ended so far, and what is open now.
+  HttpStats stats() const;
+
+  class AsioListener;  // http_server.cc: keeps Boost out of this header
+
  private:
-  void Routes();
-  void ServeStream(const google::protobuf::MethodDescriptor* method, std::string body,
-                   std::string authorization, const std::function<bool(const std::string&)>& write);
-
-  const HttpServerOptions options_;
-  const HttpHandlers handlers_;
-  JsonGateway gateway_;
-  std::shared_ptr<spdlog::logger> log_;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
-  // Registers a call so that Stop() cancels it; false once stopping.
-  bool Track(grpc::ClientContext* ctx);
-  void Untrack(grpc::ClientContext* ctx);
-
-  std::atomic<size_t> streams_{0};
-  std::atomic<bool> listen_returned_{false};
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);  // unary and streams
+  std::unique_ptr<AsioListener> listener_;
 };
 
 }  // namespace herd::controlplane

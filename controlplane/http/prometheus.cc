@@ -268,6 +268,43 @@ void RenderSelf(const SelfMetrics& self, Families& f) {
           lo, static_cast<double>(op.errors));
   }
 
+  if (self.http) {
+    const HttpStats& h = *self.http;
+    f.Add("herd_controlplane_http_connections", "gauge", "HTTP connections open now.", "",
+          static_cast<double>(h.connections));
+    f.Add("herd_controlplane_http_streams", "gauge", "HTTP ndjson streams open now.", "",
+          static_cast<double>(h.streams));
+    const char* const kClosed =
+        "HTTP connections refused or closed by a limit, by reason: total_limit and ip_limit "
+        "(refused), idle_shed (an idle one closed to make room), timeout (no request in time), "
+        "tls_handshake (failed, e.g. no client certificate).";
+    for (const auto& [reason, n] :
+         {std::pair{"total_limit", h.refused_total_limit},
+          std::pair{"ip_limit", h.refused_ip_limit}, std::pair{"idle_shed", h.shed_idle},
+          std::pair{"timeout", h.timed_out},
+          std::pair{"tls_handshake", h.tls_handshake_failed}}) {
+      f.Add("herd_controlplane_http_connections_closed_total", "counter", kClosed,
+            Labels({{"reason", reason}}), static_cast<double>(n));
+    }
+    const char* const kShed =
+        "HTTP requests answered without being run, by reason: queue_full (503) and ip_limit "
+        "(429, too many in progress from one address).";
+    f.Add("herd_controlplane_http_requests_shed_total", "counter", kShed,
+          Labels({{"reason", "queue_full"}}), static_cast<double>(h.requests_shed_queue_full));
+    f.Add("herd_controlplane_http_requests_shed_total", "counter", kShed,
+          Labels({{"reason", "ip_limit"}}), static_cast<double>(h.requests_shed_ip_limit));
+    const char* const kStreams =
+        "HTTP streams refused (total_limit, token_limit) or ended because their reader did not "
+        "read (stalled, queue_full), by reason.";
+    for (const auto& [reason, n] : {std::pair{"total_limit", h.streams_refused_total},
+                                    std::pair{"token_limit", h.streams_refused_token},
+                                    std::pair{"stalled", h.streams_ended_stalled},
+                                    std::pair{"queue_full", h.streams_ended_queue_full}}) {
+      f.Add("herd_controlplane_http_streams_closed_total", "counter", kStreams,
+            Labels({{"reason", reason}}), static_cast<double>(n));
+    }
+  }
+
   if (self.process) {
     const ProcessMetrics& p = *self.process;
     f.Add("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",

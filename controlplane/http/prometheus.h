@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "controlplane/core/hub.h"
+#include "controlplane/http/http_stats.h"
 #include "controlplane/store/instrumented_store.h"
 #include "herd/v1/fleet.pb.h"
 
@@ -51,6 +52,8 @@ struct SelfMetrics {
   uint64_t fleet_stream_messages_dropped = 0;
   uint64_t fleet_streams_ended_stalled = 0;
   uint64_t fleet_streams_refused = 0;
+  // The HTTP listener's refusals and open connections; absent without --http.
+  std::optional<HttpStats> http;
 };
 
 struct ExpositionOptions {

@@ -400,6 +400,35 @@ TEST(Prometheus, ProcessMetricsUseTheStandardNamesAndAreLeftOutWhenUnknown) {
   EXPECT_THAT(bare, Not(HasSubstr("store_")));
 }
 
+TEST(Prometheus, HttpRefusalsAreCountedByReasonAndLeftOutWithoutHttp) {
+  SelfMetrics self = Full();
+  HttpStats h;
+  h.connections = 12;
+  h.streams = 3;
+  h.shed_idle = 1900;
+  h.timed_out = 7;
+  h.requests_shed_queue_full = 2;
+  h.streams_refused_token = 5;
+  h.streams_ended_stalled = 1;
+  self.http = h;
+  std::string out = RenderControlPlane(self);
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_http_connections 12\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_http_streams 3\n"));
+  EXPECT_THAT(out, HasSubstr("# TYPE herd_controlplane_http_connections_closed_total counter\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_http_connections_closed_total"
+                             "{reason=\"idle_shed\"} 1900\n"));
+  EXPECT_THAT(out,
+              HasSubstr("herd_controlplane_http_connections_closed_total{reason=\"timeout\"} 7\n"));
+  EXPECT_THAT(out,
+              HasSubstr("herd_controlplane_http_requests_shed_total{reason=\"queue_full\"} 2\n"));
+  EXPECT_THAT(out,
+              HasSubstr("herd_controlplane_http_streams_closed_total{reason=\"token_limit\"} 5\n"));
+  EXPECT_THAT(out,
+              HasSubstr("herd_controlplane_http_streams_closed_total{reason=\"stalled\"} 1\n"));
+  self.http.reset();
+  EXPECT_THAT(RenderControlPlane(self), Not(HasSubstr("herd_controlplane_http_")));
+}
+
 TEST(Prometheus, EveryFamilyHasOneHelpAndOneTypeBeforeItsSamples) {
   herd::v1::HostDetail a = Host(), b = Host();
   b.mutable_host()->set_host_id("web-2");
