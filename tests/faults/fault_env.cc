@@ -207,9 +207,10 @@ size_t CountInFile(const std::string& path, const std::string& needle) {
   return n;
 }
 
-absl::Status InstallSvc(AgentHarness& agent, const std::string& dir,
-                        const std::string& extra_python) {
-  CmdResult gen = agent.Ctl({"generate", "svc", "--lang", "python", "--dir", dir});
+absl::Status InstallPythonModule(AgentHarness& agent, const std::string& name,
+                                 const std::string& dir, const std::string& extra_python,
+                                 const nlohmann::json& env) {
+  CmdResult gen = agent.Ctl({"generate", name, "--lang", "python", "--dir", dir});
   if (gen.exit_code != 0) {
     return absl::InternalError(absl::StrCat("agentctl generate: ", gen.err, gen.out));
   }
@@ -223,6 +224,16 @@ absl::Status InstallSvc(AgentHarness& agent, const std::string& dir,
     }
     text.insert(at, extra_python + "\n\n");
     std::ofstream(main_py, std::ios::trunc) << text;
+  }
+  if (!env.empty()) {
+    const std::string manifest_path = dir + "/package.json";
+    nlohmann::json manifest =
+        nlohmann::json::parse(ReadFile(manifest_path), nullptr, /*allow_exceptions=*/false);
+    if (manifest.is_discarded() || !manifest.contains("apps")) {
+      return absl::InternalError(absl::StrCat(manifest_path, " is not the generated manifest"));
+    }
+    for (const auto& [k, v] : env.items()) manifest["apps"][0]["env"][k] = v;
+    std::ofstream(manifest_path, std::ios::trunc) << manifest.dump(2);
   }
   CmdResult inst = agent.Ctl({"install", dir});
   if (inst.exit_code != 0) {
@@ -239,6 +250,10 @@ std::string JsonStr(const nlohmann::json& j, const char* key) {
 int64_t JsonInt(const nlohmann::json& j, const char* key) {
   const std::string s = JsonStr(j, key);
   return s.empty() ? 0 : strtoll(s.c_str(), nullptr, 10);
+}
+
+absl::Status InstallSvc(AgentHarness& agent) {
+  return InstallPythonModule(agent, "svc", agent.Path("src/svc"));
 }
 
 double PromValue(const std::string& text, const std::string& name) {

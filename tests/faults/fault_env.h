@@ -103,11 +103,14 @@ size_t FreeBytes(const std::string& path);
 size_t CountInFile(const std::string& path, const std::string& needle);
 std::string ReadFile(const std::string& path);
 
-// Generates the Python sample module "svc" (agentctl generate) in `dir` and installs it on
+// Generates the Python sample module `name` (agentctl generate) in `dir` and installs it on
 // the agent (development mode). `extra_python` is added to its main.py before it runs (more
-// actions, say).
-absl::Status InstallSvc(AgentHarness& agent, const std::string& dir,
-                        const std::string& extra_python = "");
+// actions, say); `env` is merged into its app's environment.
+absl::Status InstallPythonModule(AgentHarness& agent, const std::string& name,
+                                 const std::string& dir, const std::string& extra_python = "",
+                                 const nlohmann::json& env = nlohmann::json::object());
+// The module "svc" in AGENT_HOME/src/svc.
+absl::Status InstallSvc(AgentHarness& agent);
 
 // A field of agentctl's -o json output as text ("" if absent), or as a number (0 if absent):
 // 64-bit fields come as strings, others as numbers.

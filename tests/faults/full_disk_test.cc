@@ -73,7 +73,9 @@ TEST(FaultFullDisk, AgentHomeFullDropsAndCountsLogLinesCorruptsNothingAndRecover
 
   // A unit that logs a numbered line every 50 ms.
   const std::string printer = tmp.path() + "/printer.sh";
-  std::ofstream(printer) << "i=0\nwhile :; do i=$((i+1)); echo \"line $i\"; sleep 0.05; done\n";
+  // 200-byte lines: the tmpfs page the log's last line sits on fills within a second.
+  std::ofstream(printer) << "i=0\nwhile :; do i=$((i+1)); printf 'line %d %0200d\\n' $i 0; "
+                            "sleep 0.05; done\n";
   CmdResult start = agent.Ctl({"start", printer, "--name", "printer"});
   ASSERT_EQ(start.exit_code, 0) << start.err;
   ASSERT_TRUE(WaitFor([&] {
@@ -176,7 +178,7 @@ TEST(FaultFullDisk, ControlPlaneStoreFullRefusesWritesWithTheReasonCorruptsNothi
   AgentHarness agent;
   ASSERT_TRUE(agent.StartAgent(cp.AgentArgs("fault=disk"))) << agent.last_error();
   {
-    absl::Status s = InstallSvc(agent, agent.Path("src/svc"));
+    absl::Status s = InstallSvc(agent);
     ASSERT_TRUE(s.ok()) << s.message();
   }
   auto greeting_is = [&](const std::string& g) {
@@ -203,10 +205,11 @@ TEST(FaultFullDisk, ControlPlaneStoreFullRefusesWritesWithTheReasonCorruptsNothi
   CmdResult set = cp.Ctl({"set", "svc:greeting", "during", "--global"});
   EXPECT_NE(set.exit_code, 0) << set.out;
   EXPECT_THAT(set.err, disk_full);
+  fprintf(stderr, "[fault] set while full: %s", set.err.c_str());
   CmdResult rollout = cp.Ctl({"restart", "svc", "--all-hosts", "--wait-healthy", "200ms"});
   EXPECT_NE(rollout.exit_code, 0) << rollout.out;
   EXPECT_THAT(rollout.err + rollout.out, disk_full);
-  CmdResult token = Run({AgentHarness::BinDir() + "/controlplane", "--data", cp.data_dir(),
+  CmdResult token = herd::testing::Run({AgentHarness::BinDir() + "/controlplane", "--data", cp.data_dir(),
                          "token", "create", "while-full"});
   EXPECT_NE(token.exit_code, 0) << token.out;
   EXPECT_THAT(token.err, disk_full);
@@ -224,13 +227,13 @@ TEST(FaultFullDisk, ControlPlaneStoreFullRefusesWritesWithTheReasonCorruptsNothi
   CmdResult after = cp.Ctl({"set", "svc:greeting", "after", "--global"});
   EXPECT_EQ(after.exit_code, 0) << after.err;
   EXPECT_TRUE(greeting_is("after"));
-  CmdResult ok_token = Run({AgentHarness::BinDir() + "/controlplane", "--data", cp.data_dir(),
+  CmdResult ok_token = herd::testing::Run({AgentHarness::BinDir() + "/controlplane", "--data", cp.data_dir(),
                             "token", "create", "after-full"});
   EXPECT_EQ(ok_token.exit_code, 0) << ok_token.err;
 
   // Nothing was corrupted: SQLite's own check, and the store opens again with everything.
   cp.Stop();
-  CmdResult check = Run({"/usr/bin/python3", "-c",
+  CmdResult check = herd::testing::Run({"/usr/bin/python3", "-c",
                          "import sqlite3, sys; "
                          "print(sqlite3.connect(sys.argv[1]).execute("
                          "'pragma integrity_check').fetchone()[0])",

@@ -36,7 +36,7 @@ TEST(FaultRollout, ControlPlaneKilledMidRolloutAbortsItLeavesNoHostStoppedAndANe
   for (int i = 0; i < kAgents; ++i) {
     agents[i] = std::make_unique<AgentHarness>();
     ASSERT_TRUE(agents[i]->StartAgent(cp.AgentArgs("fault=rollout"))) << agents[i]->last_error();
-    absl::Status s = InstallSvc(*agents[i], agents[i]->Path("src/svc"));
+    absl::Status s = InstallSvc(*agents[i]);
     ASSERT_TRUE(s.ok()) << s.message();
     ids[i] = agents[i]->CtlJson({"info"}).value("host_id", "");
     ASSERT_FALSE(ids[i].empty());
@@ -114,7 +114,9 @@ TEST(FaultRollout, ControlPlaneKilledMidRolloutAbortsItLeavesNoHostStoppedAndANe
       << cp.Ctl({"hosts"}).out << cp.Ctl({"modules"}).out;
   for (int i = 0; i < kAgents; ++i) {
     EXPECT_EQ(agents[i]->State("svc"), "online") << agents[i]->Ctl({"list"}).out;
-    if (i != first) EXPECT_EQ(pid(i), before[ids[i]]) << "host " << i << " was not in batch 0";
+    if (i != first) {
+      EXPECT_EQ(pid(i), before[ids[i]]) << "host " << i << " was not in batch 0";
+    }
   }
 
   // A new rollout over every host goes through.
