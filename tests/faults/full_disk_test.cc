@@ -209,8 +209,9 @@ TEST(FaultFullDisk, ControlPlaneStoreFullRefusesWritesWithTheReasonCorruptsNothi
   CmdResult rollout = cp.Ctl({"restart", "svc", "--all-hosts", "--wait-healthy", "200ms"});
   EXPECT_NE(rollout.exit_code, 0) << rollout.out;
   EXPECT_THAT(rollout.err + rollout.out, disk_full);
-  CmdResult token = herd::testing::Run({AgentHarness::BinDir() + "/controlplane", "--data", cp.data_dir(),
-                         "token", "create", "while-full"});
+  const std::string controlplane = AgentHarness::BinDir() + "/controlplane";
+  CmdResult token =
+      herd::testing::Run({controlplane, "--data", cp.data_dir(), "token", "create", "while-full"});
   EXPECT_NE(token.exit_code, 0) << token.out;
   EXPECT_THAT(token.err, disk_full);
   ASSERT_TRUE(ProcessAlive(cp.pid())) << ReadFile(log);
@@ -227,8 +228,8 @@ TEST(FaultFullDisk, ControlPlaneStoreFullRefusesWritesWithTheReasonCorruptsNothi
   CmdResult after = cp.Ctl({"set", "svc:greeting", "after", "--global"});
   EXPECT_EQ(after.exit_code, 0) << after.err;
   EXPECT_TRUE(greeting_is("after"));
-  CmdResult ok_token = herd::testing::Run({AgentHarness::BinDir() + "/controlplane", "--data", cp.data_dir(),
-                            "token", "create", "after-full"});
+  CmdResult ok_token =
+      herd::testing::Run({controlplane, "--data", cp.data_dir(), "token", "create", "after-full"});
   EXPECT_EQ(ok_token.exit_code, 0) << ok_token.err;
 
   // Nothing was corrupted: SQLite's own check, and the store opens again with everything.

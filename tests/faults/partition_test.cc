@@ -30,7 +30,7 @@ constexpr absl::Duration kPartition = absl::Seconds(120);
 constexpr int kBuffer = 20;            // --metrics-buffer
 constexpr int kIntervalMs = 500;       // --metrics-interval-ms
 
-TEST(FaultPartition, AgentCutOffForMinutesKeepsSupervisingBoundsItsBufferAndGetsTheLatestConfigOnce) {
+TEST(FaultPartition, AgentCutOffForMinutesKeepsSupervisingBoundsItsBufferGetsLatestConfigOnce) {
   Stopwatch took("FaultPartition");
   {
     absl::Status s = EnterPrivateNamespaces(/*network=*/true);
