@@ -24,6 +24,9 @@ PACKAGES=(
   # dashboard tests: a real browser (driven by playwright-core from npm), and Prometheus's
   # own parser (promtool) and server scraping /metrics
   chromium prometheus
+  # fault tests (tests/faults): network namespaces, veths and a drop rule for a partition;
+  # a stepped wall clock (LD_PRELOAD)
+  iproute2 nftables libfaketime
 )
 
 missing=()

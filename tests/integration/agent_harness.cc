@@ -64,8 +64,8 @@ std::string EnvOr(const char* name, const std::string& fallback) {
   return v != nullptr && *v != '\0' ? v : fallback;
 }
 
-// Starts argv with stdin from /dev/null and stdout+stderr appended to out_path; tags the
-// process (and what it starts) with HERD_TEST_HOME=tag when tag is given.
+}  // namespace
+
 pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& out_path,
                   const std::string& tag) {
   std::vector<char*> args = Argv(argv);
@@ -83,6 +83,8 @@ pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& out_p
   }
   return pid;
 }
+
+namespace {
 
 // agentctl's -o json output, or null with the reason in *error.
 nlohmann::json ParseJsonOutput(const CmdResult& r, std::string* error) {
@@ -232,11 +234,13 @@ bool AgentHarness::StartAgent(const std::vector<std::string>& extra_args) {
     last_error_ = "no temporary home";
     return false;
   }
-  std::vector<std::string> argv = {BinDir() + "/agentd", "--home", home_,
-                                   "--sample-interval", "100ms", "--smaps-interval", "500ms",
-                                   "--log-level", "debug"};
+  std::vector<std::string> argv = prefix_;
+  const std::vector<std::string> agentd = {BinDir() + "/agentd", "--home", home_,
+                                           "--sample-interval", "100ms", "--smaps-interval",
+                                           "500ms", "--log-level", "debug"};
+  argv.insert(argv.end(), agentd.begin(), agentd.end());
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  std::string out_path = Path("agentd.out");
+  const std::string out_path = output_path();
   agent_pid_ = SpawnLogged(argv, out_path, home_);
   bool up = WaitFor(
       [&] {
@@ -258,7 +262,7 @@ bool AgentHarness::StartAgent(const std::vector<std::string>& extra_args) {
 
 void AgentHarness::StopAgent() {
   if (agent_pid_ <= 0) return;
-  StopChild(agent_pid_, "agentd", Path("agentd.out"), absl::Seconds(30));
+  StopChild(agent_pid_, "agentd", output_path(), absl::Seconds(30));
   agent_pid_ = 0;
 }
 
@@ -333,11 +337,14 @@ bool ControlPlaneHarness::Start(const std::vector<std::string>& extra_args) {
   }
   const std::string addr_file = Path("listen-address");
   unlink(addr_file.c_str());
-  std::vector<std::string> argv = {AgentHarness::BinDir() + "/controlplane", "--data", dir_,
-                                   "--listen", address_.empty() ? "127.0.0.1:0" : address_,
-                                   "--log-level", "debug"};
+  std::vector<std::string> argv = prefix_;
+  const std::vector<std::string> cp = {AgentHarness::BinDir() + "/controlplane", "--data", dir_,
+                                       "--listen",
+                                       address_.empty() ? listen_host_ + ":0" : address_,
+                                       "--log-level", "debug"};
+  argv.insert(argv.end(), cp.begin(), cp.end());
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  const std::string out_path = Path("controlplane.out");
+  const std::string out_path = output_path();
   pid_ = SpawnLogged(argv, out_path, "");
   bool up = WaitFor(
       [&] {
@@ -359,7 +366,7 @@ bool ControlPlaneHarness::Start(const std::vector<std::string>& extra_args) {
 
 void ControlPlaneHarness::Stop() {
   if (pid_ <= 0) return;
-  StopChild(pid_, "controlplane", Path("controlplane.out"), absl::Seconds(20));
+  StopChild(pid_, "controlplane", output_path(), absl::Seconds(20));
   pid_ = 0;
 }
 

@@ -43,6 +43,11 @@ std::string ReadTrimmed(const std::string& path);
 // Runs argv to completion (stdin /dev/null), capturing stdout and stderr.
 CmdResult Run(const std::vector<std::string>& argv);
 
+// Starts argv (our child) with stdin from /dev/null and stdout+stderr appended to out_path;
+// tags the process (and what it starts) with HERD_TEST_HOME=tag when tag is given.
+pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& out_path,
+                  const std::string& tag = "");
+
 // True once `pred` holds, checking up to `timeout`: every 20 ms, or after resting as long as
 // the last check took if longer (a check that starts a process gets half the CPU at most).
 bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(10));
@@ -60,6 +65,15 @@ class AgentHarness {
   // Starts agentd in the foreground (as our child) and waits until it answers.
   // Returns false (with the agent's output in last_error()) if it does not come up.
   bool StartAgent(const std::vector<std::string>& extra_args = {});
+  // A command agentd is started through, which must end by exec'ing it (so agent_pid() is
+  // agentd's): `ip netns exec NS`, or `env LD_PRELOAD=...` (tests/faults). Absolute path first.
+  void set_command_prefix(std::vector<std::string> prefix) { prefix_ = std::move(prefix); }
+  // agentd's stdout and stderr (its log): HOME/agentd.out unless set, e.g. off a home that
+  // a test fills up.
+  void set_output_path(std::string path) { output_path_ = std::move(path); }
+  std::string output_path() const {
+    return output_path_.empty() ? Path("agentd.out") : output_path_;
+  }
   // SIGTERM and wait: units are stopped gracefully, state is kept for the next start.
   void StopAgent();
   // SIGKILL: the agent dies without stopping its units.
@@ -92,6 +106,8 @@ class AgentHarness {
   pid_t agent_pid_ = 0;
   std::string last_error_;
   std::vector<pid_t> tracked_;
+  std::vector<std::string> prefix_;
+  std::string output_path_;
 };
 
 // A real controlplane in a temporary data directory, on a loopback port chosen at the first
@@ -105,6 +121,15 @@ class ControlPlaneHarness {
   ControlPlaneHarness& operator=(const ControlPlaneHarness&) = delete;
 
   bool Start(const std::vector<std::string>& extra_args = {});
+  // Before the first Start: as AgentHarness::set_command_prefix, and the address to listen
+  // on instead of 127.0.0.1 (a veth's, for agents in another network namespace).
+  void set_command_prefix(std::vector<std::string> prefix) { prefix_ = std::move(prefix); }
+  void set_listen_host(std::string host) { listen_host_ = std::move(host); }
+  // Its stdout and stderr (its log): DATA/controlplane.out unless set.
+  void set_output_path(std::string path) { output_path_ = std::move(path); }
+  std::string output_path() const {
+    return output_path_.empty() ? Path("controlplane.out") : output_path_;
+  }
   void Stop();  // SIGTERM and wait
   void Kill();  // SIGKILL
   pid_t pid() const { return pid_; }
@@ -129,6 +154,9 @@ class ControlPlaneHarness {
   std::string address_;
   pid_t pid_ = 0;
   std::string last_error_;
+  std::vector<std::string> prefix_;
+  std::string listen_host_ = "127.0.0.1";
+  std::string output_path_;
 };
 
 }  // namespace herd::testing
