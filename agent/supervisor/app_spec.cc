@@ -115,7 +115,7 @@ std::optional<Shebang> ReadShebang(const std::string& path) {
 // Field readers. Each returns an error that starts with the field name.
 class AppReader {
  public:
-  AppReader(const json& app, std::string where) : app_(app), where_(std::move(where)) {}
+  explicit AppReader(std::string where) : where_(std::move(where)) {}
 
   absl::Status Error(absl::string_view field, absl::string_view what) const {
     return absl::InvalidArgumentError(absl::StrCat(where_, ": ", field, ": ", what));
@@ -194,7 +194,6 @@ class AppReader {
   }
 
  private:
-  const json& app_;
   std::string where_;
 };
 
@@ -217,7 +216,7 @@ absl::Status CheckNoOpField(const AppReader& r, const std::string& key, const js
 
 absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
                                  const AppSpecContext& ctx) {
-  AppReader r(app, where);
+  AppReader r(where);
   if (!app.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": an app must be a JSON object, got ",
                                                    Quote(app)));
