@@ -45,11 +45,11 @@ for t in "${TARGETS[@]}"; do
   if "$BUILD/fuzz/${t}_fuzz" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
       -max_len=65536 -print_final_stats=1 "${extra[@]}" \
       -artifact_prefix="$crashes/" "$work" "$seeds" >"$log" 2>&1; then
-    grep -E '^stat::number_of_executed_runs|^stat::new_units_added' "$log" | tr '\n' ' ' || true
+    grep -aE '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' "$log" | tr -s ' \n' ' ' || true
     echo
   else
     echo "!! fuzz: $t FAILED; input kept in $crashes/, output in $log:"
-    grep -E 'ERROR|invariant failed|runtime error|SUMMARY|Test unit written' -A3 "$log" | head -40 || tail -40 "$log"
+    grep -aE 'ERROR|invariant failed|runtime error|SUMMARY|Test unit written' -A3 "$log" | head -40 || tail -40 "$log"
     failed+=("$t")
   fi
 done
