@@ -422,6 +422,23 @@ TEST_F(AgentTest, LogsGoToFilesWithTimestampsAndMerge) {
   EXPECT_THAT(logs.out, HasSubstr("marker-line"));
 }
 
+// A unit may print any bytes; LogLine.text is a protobuf string, which must be UTF-8:
+// agentctl logs printed a libprotobuf ERROR line and no logs at all.
+TEST_F(AgentTest, LogsOfAUnitPrintingInvalidUtf8AreShownWithReplacementCharacters) {
+  std::string script = agent_.Path("bytes.sh");
+  WriteFile(script, "printf 'before \\377\\376 after\\n'\nexec sleep 60\n");
+  CmdResult started = agent_.Ctl({"start", script, "--name", "bytes"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  CmdResult logs;
+  ASSERT_TRUE(WaitFor([&] {
+    logs = agent_.Ctl({"logs", "bytes", "--lines", "5"});
+    return absl::StrContains(logs.out, "after");
+  })) << logs.out << logs.err;
+  EXPECT_EQ(logs.exit_code, 0);
+  EXPECT_THAT(logs.out, HasSubstr("before \xef\xbf\xbd\xef\xbf\xbd after"));
+  EXPECT_THAT(logs.err, Not(HasSubstr("libprotobuf")));
+}
+
 TEST_F(AgentTest, DeleteStopsAndForgets) {
   StartChild("gone", {}, {});
   ASSERT_TRUE(WaitFor([&] { return agent_.State("gone") == "online"; }));
