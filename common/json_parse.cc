@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/log_escape.h"
 
 namespace herd {
 namespace {
@@ -100,7 +101,8 @@ class PathTrackingSax {
       if (f.array) {
         absl::StrAppend(&p, "[", f.index, "]");
       } else if (!f.key.empty()) {
-        absl::StrAppend(&p, p.empty() ? "" : ".", f.key);
+        // Escaped: keys are outside text, and the message may be logged.
+        absl::StrAppend(&p, p.empty() ? "" : ".", EscapeForLog(f.key, 64));
       }
     }
     return p;

@@ -22,6 +22,10 @@ inline bool IsValidUtf8(absl::string_view s) {
   return FirstInvalidUtf8(s) == absl::string_view::npos;
 }
 
+// `s` with every byte that is not part of well-formed UTF-8 replaced by U+FFFD (what a
+// terminal or browser shows for it), for text that must travel as a protobuf string.
+std::string ToValidUtf8(absl::string_view s);
+
 // `s` cut to at most `max_bytes`, never inside a UTF-8 sequence.
 std::string TruncateUtf8(std::string s, size_t max_bytes);
 

@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   g++ cmake ninja-build pkg-config git lld
+  # the fuzzers (tests/fuzz, scripts/fuzz.sh): clang with libFuzzer
+  clang libfuzzer-14-dev
   # fixed dependencies (see README)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev

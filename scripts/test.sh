@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Herd needs, builds it twice (optimised, and with AddressSanitizer +
-# UndefinedBehaviorSanitizer) and runs every test once (see below). What CI runs.
+# UndefinedBehaviorSanitizer) and runs every test once (see below), then the fuzzers for a
+# short time each. What CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS="${HERD_JOBS:-$(nproc)}"
@@ -37,4 +38,10 @@ ninja -C build-asan -j "$JOBS"
 echo "== tests (ASan + UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$TEST_JOBS" --timeout 600 -E "$OPTIMISED_ONLY"
+
+# The fuzzers (tests/fuzz/README.md): every target for a short fixed time from its seed
+# corpus; any crash fails CI and its input is kept in build-fuzz/crashes/. 9 targets x 20 s
+# plus a cold clang build keeps this step near 6 minutes on 2 cores. Longer runs:
+# scripts/fuzz.sh SECONDS [TARGET...].
+scripts/fuzz.sh "${HERD_FUZZ_SECONDS:-20}"
 echo "== all tests passed"

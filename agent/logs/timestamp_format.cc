@@ -69,7 +69,13 @@ std::string TimestampFormat::Format(absl::Time t, const absl::TimeZone& tz) cons
     int off = ci.offset / 60;
     char sign = off < 0 ? '-' : '+';
     off = std::abs(off);
-    absl::StrAppendFormat(&out, colon ? "%c%02d:%02d" : "%c%02d%02d", sign, off / 60, off % 60);
+    // Two calls, not one with a ?: format: clang checks absl formats at compile time and a
+    // conditional is not a constant expression.
+    if (colon) {
+      absl::StrAppendFormat(&out, "%c%02d:%02d", sign, off / 60, off % 60);
+    } else {
+      absl::StrAppendFormat(&out, "%c%02d%02d", sign, off / 60, off % 60);
+    }
   };
   for (const auto& p : pieces_) {
     switch (p.token) {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/supervisor/app_spec.h"
 #include "common/json_parse.h"
+#include "common/log_escape.h"
 
 namespace herd::agent {
 namespace {
@@ -57,7 +58,7 @@ absl::Status ValidateModuleName(absl::string_view name) {
   if (absl::StrContains(name, "/") || absl::StrContains(name, "\\") ||
       absl::StrContains(name, "..")) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "module name \"", name, "\" must not contain '/', '\\' or '..'"));
+        "module name \"", EscapeForLog(name, 80), "\" must not contain '/', '\\' or '..'"));
   }
   if (auto s = ValidateUnitName(name); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("module name ", s.message()));
@@ -108,7 +109,7 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const std::string
     }
     for (auto it = c.begin(); it != c.end(); ++it) {
       if (!it.value().is_primitive() || it.value().is_null()) {
-        return Bad(path, absl::StrCat("config.", it.key(), ": ", JsonForMessage(it.value()),
+        return Bad(path, absl::StrCat("config.", EscapeForLog(it.key(), 64), ": ", JsonForMessage(it.value()),
                                       " is not a scalar: use a string, number or boolean"));
       }
     }

@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "agent/supervisor/cron_schedule.h"
 #include "common/json_parse.h"
+#include "common/log_escape.h"
 #include "common/units.h"
 #include "nlohmann/json.hpp"
 
@@ -115,10 +116,13 @@ std::optional<Shebang> ReadShebang(const std::string& path) {
 // Field readers. Each returns an error that starts with the field name.
 class AppReader {
  public:
-  AppReader(const json& app, std::string where) : app_(app), where_(std::move(where)) {}
+  explicit AppReader(std::string where) : where_(std::move(where)) {}
 
   absl::Status Error(absl::string_view field, absl::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat(where_, ": ", field, ": ", what));
+    // The field may be a key of the document (an unknown one): escaped, so that the message
+    // stays one line when it is logged.
+    return absl::InvalidArgumentError(
+        absl::StrCat(where_, ": ", EscapeForLog(field, 64), ": ", what));
   }
 
   absl::StatusOr<std::string> String(const char* field, const json& v) const {
@@ -194,7 +198,6 @@ class AppReader {
   }
 
  private:
-  const json& app_;
   std::string where_;
 };
 
@@ -217,7 +220,7 @@ absl::Status CheckNoOpField(const AppReader& r, const std::string& key, const js
 
 absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
                                  const AppSpecContext& ctx) {
-  AppReader r(app, where);
+  AppReader r(where);
   if (!app.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": an app must be a JSON object, got ",
                                                    Quote(app)));
@@ -261,7 +264,7 @@ absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
       if (!v.is_object()) return r.Error(k, "must be an object of NAME: value");
       for (const auto& [ek, ev] : v.items()) {
         if (ek.empty() || ek.find('=') != std::string::npos) {
-          return r.Error(k, absl::StrCat("\"", ek, "\" is not a valid variable name"));
+          return r.Error(k, absl::StrCat("\"", EscapeForLog(ek, 64), "\" is not a valid variable name"));
         }
         if (ev.is_string()) {
           (*spec.mutable_env())[ek] = ev.get<std::string>();
@@ -424,19 +427,19 @@ absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
 absl::Status ValidateUnitName(absl::string_view name) {
   if (name.empty() || name.size() > 64) {
     return absl::InvalidArgumentError(
-        absl::StrCat("\"", name, "\" must be 1 to 64 characters long"));
+        absl::StrCat("\"", EscapeForLog(name, 80), "\" must be 1 to 64 characters long"));
   }
   if (name == "all") {
     return absl::InvalidArgumentError("\"all\" is reserved (it selects every unit)");
   }
   if (name[0] == '.' || name[0] == '-') {
     return absl::InvalidArgumentError(
-        absl::StrCat("\"", name, "\" must not start with '.' or '-'"));
+        absl::StrCat("\"", EscapeForLog(name), "\" must not start with '.' or '-'"));
   }
   for (char c : name) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
       return absl::InvalidArgumentError(absl::StrCat(
-          "\"", name, "\" may only contain letters, digits, '.', '_' and '-'"));
+          "\"", EscapeForLog(name), "\" may only contain letters, digits, '.', '_' and '-'"));
     }
   }
   return absl::OkStatus();
@@ -470,7 +473,7 @@ absl::StatusOr<std::vector<AppSpec>> ParseEcosystem(absl::string_view json_text,
   auto add = [&](const json& app, const std::string& where) -> absl::Status {
     std::string label = where;
     if (app.is_object() && app.contains("name") && app["name"].is_string()) {
-      label = absl::StrCat(where, " (\"", app["name"].get<std::string>(), "\")");
+      label = absl::StrCat(where, " (\"", EscapeForLog(app["name"].get<std::string>(), 80), "\")");
     }
     auto spec = ParseApp(app, label, ctx);
     if (!spec.ok()) return spec.status();

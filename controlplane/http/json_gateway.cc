@@ -43,25 +43,6 @@ std::unique_ptr<pb::Message> NewMessage(const pb::Descriptor* type) {
       pb::MessageFactory::generated_factory()->GetPrototype(type)->New());
 }
 
-// The request as protobuf bytes, or INVALID_ARGUMENT saying what is wrong with the JSON.
-absl::StatusOr<std::string> EncodeRequest(const pb::MethodDescriptor* method,
-                                          absl::string_view json_body) {
-  auto request = NewMessage(method->input_type());
-  if (!json_body.empty()) {
-    pb::util::JsonParseOptions options;
-    options.ignore_unknown_fields = false;
-    auto s = pb::util::JsonStringToMessage(pb::StringPiece(json_body.data(), json_body.size()),
-                                           request.get(), options);
-    if (!s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the body is not a ", method->input_type()->full_name(),
-                       " in protobuf's JSON mapping (", s.message().as_string(),
-                       "); see proto/herd/v1/fleet.proto"));
-    }
-  }
-  return request->SerializeAsString();
-}
-
 // The response message as JSON.
 absl::StatusOr<std::string> DecodeResponse(const pb::MethodDescriptor* method,
                                            const grpc::ByteBuffer& buffer) {
@@ -142,6 +123,24 @@ class StreamReader final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc
 
 }  // namespace
 
+absl::StatusOr<std::string> EncodeJsonRequest(const pb::MethodDescriptor* method,
+                                              absl::string_view json_body) {
+  auto request = NewMessage(method->input_type());
+  if (!json_body.empty()) {
+    pb::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    auto s = pb::util::JsonStringToMessage(pb::StringPiece(json_body.data(), json_body.size()),
+                                           request.get(), options);
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the body is not a ", method->input_type()->full_name(),
+                       " in protobuf's JSON mapping (", s.message().as_string(),
+                       "); see proto/herd/v1/fleet.proto"));
+    }
+  }
+  return request->SerializeAsString();
+}
+
 int HttpStatusFor(absl::StatusCode code) {
   switch (code) {
     case absl::StatusCode::kOk: return 200;
@@ -186,7 +185,7 @@ JsonGateway::Reply JsonGateway::Unary(const pb::MethodDescriptor* method,
                                       const std::string& authorization, grpc::ClientContext& ctx,
                                       absl::Duration deadline) const {
   auto fail = [](const absl::Status& s) { return Reply{HttpStatusFor(s.code()), ErrorJson(s)}; };
-  auto request = EncodeRequest(method, json_body);
+  auto request = EncodeJsonRequest(method, json_body);
   if (!request.ok()) return fail(request.status());
   grpc::GenericStub stub(channel_);
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
@@ -210,7 +209,7 @@ absl::Status JsonGateway::Stream(const pb::MethodDescriptor* method, absl::strin
                                  const std::string& authorization, grpc::ClientContext& ctx,
                                  absl::Duration heartbeat,
                                  const std::function<bool(const std::string&)>& write) const {
-  auto request = EncodeRequest(method, json_body);
+  auto request = EncodeJsonRequest(method, json_body);
   if (!request.ok()) {
     write(ErrorJson(request.status()) + "\n");
     return request.status();

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "google/protobuf/descriptor.h"
@@ -32,6 +33,12 @@ namespace herd::controlplane {
 int HttpStatusFor(absl::StatusCode code);
 // {"error": {"code": N, "status": "NAME", "message": "..."}}
 std::string ErrorJson(const absl::Status& status);
+
+// An HTTP body (the request message in protobuf's JSON mapping) as the method's request in
+// protobuf bytes, or INVALID_ARGUMENT saying what is wrong with the JSON. No I/O: this is
+// the part of the gateway that reads what clients send (tests/fuzz/json_gateway_fuzz.cc).
+absl::StatusOr<std::string> EncodeJsonRequest(const google::protobuf::MethodDescriptor* method,
+                                              absl::string_view json_body);
 
 class JsonGateway {
  public:

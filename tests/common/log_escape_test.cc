@@ -49,6 +49,12 @@ TEST(Utf8, FindsTheFirstInvalidByte) {
   EXPECT_EQ(FirstInvalidUtf8("\xe0\x80\x80"), 0u);        // overlong
 }
 
+TEST(Utf8, ReplacesInvalidBytesWithTheReplacementCharacter) {
+  EXPECT_EQ(ToValidUtf8("ok \xff\xfe \xc3\xa9"), "ok \xef\xbf\xbd\xef\xbf\xbd \xc3\xa9");
+  EXPECT_EQ(ToValidUtf8("plain"), "plain");
+  EXPECT_TRUE(IsValidUtf8(ToValidUtf8("\xe2\x9c")));
+}
+
 TEST(Utf8, TruncatesBetweenCharacters) {
   EXPECT_EQ(TruncateUtf8("\xc3\xa9\xc3\xa9", 3), "\xc3\xa9");
   EXPECT_EQ(TruncateUtf8("abc", 3), "abc");

@@ -317,6 +317,47 @@ TEST_F(AgentTest, ErrorsSayWhatIsWrongAndExitNonZero) {
   EXPECT_THAT(down.err, HasSubstr("agentd --home"));
 }
 
+// Issue 20, item 10: a number beyond a double came back as UNIMPLEMENTED with an empty
+// message ("agentctl: "), invalid UTF-8 as a libprotobuf ERROR line and an empty message,
+// and 1e300 / 1e19 ms durations were taken. Each is now an error naming the app and field,
+// and agentd keeps running.
+TEST_F(AgentTest, NumbersAndEncodingsAreRefusedNamingTheAppAndField) {
+  std::string eco = agent_.Path("eco.json");
+  auto app = [&](const std::string& field_and_value) {
+    return absl::StrCat(R"({"apps": [{"name": "ok", "script": ")", AgentHarness::ChildBinary(),
+                        R"("}, {"name": "bad", "script": ")", AgentHarness::ChildBinary(),
+                        "\", ", field_and_value, "}]}");
+  };
+  for (const char* v : {"1e99999", "9e+308"}) {
+    WriteFile(eco, app(absl::StrCat("\"kill_timeout\": ", v)));
+    CmdResult r = agent_.Ctl({"start", eco});
+    EXPECT_NE(r.exit_code, 0) << v;
+    EXPECT_THAT(r.err, HasSubstr("apps[1].kill_timeout")) << v;
+    EXPECT_THAT(r.err, HasSubstr("number overflow")) << v;
+  }
+  for (const char* v : {"1e300", "1e19"}) {
+    WriteFile(eco, app(absl::StrCat("\"restart_delay\": ", v)));
+    CmdResult r = agent_.Ctl({"start", eco});
+    EXPECT_NE(r.exit_code, 0) << v;
+    EXPECT_THAT(r.err, HasSubstr("apps[1] (\"bad\"): restart_delay")) << v;
+    EXPECT_THAT(r.err, HasSubstr("longer than the maximum")) << v;
+  }
+  WriteFile(eco, app("\"env\": {\"GREETING\": \"h\xff\xfei\"}"));
+  CmdResult utf8 = agent_.Ctl({"start", eco});
+  EXPECT_EQ(utf8.exit_code, 2);
+  EXPECT_THAT(utf8.err, HasSubstr("apps[1].env.GREETING"));
+  EXPECT_THAT(utf8.err, HasSubstr("must be UTF-8"));
+  EXPECT_THAT(utf8.err, ::testing::Not(HasSubstr("libprotobuf")));
+
+  CmdResult arg = agent_.Ctl({"start", AgentHarness::ChildBinary(), "--name", "x\xff"});
+  EXPECT_EQ(arg.exit_code, 2);
+  EXPECT_THAT(arg.err, HasSubstr("is not valid UTF-8"));
+  EXPECT_THAT(arg.err, HasSubstr("x\\xff"));
+
+  EXPECT_TRUE(agent_.Unit("ok").is_null());
+  EXPECT_EQ(agent_.Ctl({"info"}).exit_code, 0);  // agentd is still there
+}
+
 TEST_F(AgentTest, EcosystemFileStartsEveryApp) {
   std::string eco = agent_.Path("apps.json");
   WriteFile(eco, absl::StrCat(R"({"apps": [
@@ -380,6 +421,23 @@ TEST_F(AgentTest, LogsGoToFilesWithTimestampsAndMerge) {
   CmdResult logs = agent_.Ctl({"logs", "talker", "--lines", "10"});
   ASSERT_EQ(logs.exit_code, 0) << logs.err;
   EXPECT_THAT(logs.out, HasSubstr("marker-line"));
+}
+
+// A unit may print any bytes; LogLine.text is a protobuf string, which must be UTF-8:
+// agentctl logs printed a libprotobuf ERROR line and no logs at all.
+TEST_F(AgentTest, LogsOfAUnitPrintingInvalidUtf8AreShownWithReplacementCharacters) {
+  std::string script = agent_.Path("bytes.sh");
+  WriteFile(script, "printf 'before \\377\\376 after\\n'\nexec sleep 60\n");
+  CmdResult started = agent_.Ctl({"start", script, "--name", "bytes"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  CmdResult logs;
+  ASSERT_TRUE(WaitFor([&] {
+    logs = agent_.Ctl({"logs", "bytes", "--lines", "5"});
+    return absl::StrContains(logs.out, "after");
+  })) << logs.out << logs.err;
+  EXPECT_EQ(logs.exit_code, 0);
+  EXPECT_THAT(logs.out, HasSubstr("before \xef\xbf\xbd\xef\xbf\xbd after"));
+  EXPECT_THAT(logs.err, Not(HasSubstr("libprotobuf")));
 }
 
 TEST_F(AgentTest, DeleteStopsAndForgets) {

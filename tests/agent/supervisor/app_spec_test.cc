@@ -405,5 +405,17 @@ TEST_F(AppSpecTest, InvalidUtf8IsAnErrorNamingThePath) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("UTF-8"));
 }
 
+// Messages are logged (agentd.log, key="value" fields): keys and names from the document are
+// escaped so that one cannot end the line or forge fields.
+TEST_F(AppSpecTest, KeysAndNamesInErrorsAreEscaped) {
+  std::string m = Refused(R"({"script": "app.js", "x\"\nevent=forged": 1})");
+  EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  EXPECT_THAT(m, HasSubstr("x\\\"\\nevent=forged: unknown field"));
+  m = Refused(R"({"script": "app.js", "name": "a\nb"})");
+  EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  m = Refused(R"({"script": "app.js", "env": {"A=\r": "1"}})");
+  EXPECT_EQ(m.find('\r'), std::string::npos) << m;
+}
+
 }  // namespace
 }  // namespace herd::agent
