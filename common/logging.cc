@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/crash_handler.h"
-#include "spdlog/sinks/basic_file_sink.h"
+#include "spdlog/sinks/base_sink.h"
 #include "spdlog/sinks/stdout_sinks.h"
 
 namespace herd {
@@ -23,6 +23,34 @@ std::vector<spdlog::sink_ptr>& Sinks() {
       std::make_shared<spdlog::sinks::stderr_sink_mt>()};
   return *sinks;
 }
+// Appends formatted lines to a descriptor opened once (with O_NOFOLLOW), rather than to a
+// path spdlog would open again by name, following whatever link was put there meanwhile.
+// write(2) of each line to an O_APPEND descriptor: nothing buffered, so nothing to flush.
+class AppendFdSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit AppendFdSink(int fd) : fd_(fd) {}
+  ~AppendFdSink() override { close(fd_); }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    const char* p = line.data();
+    size_t n = line.size();
+    while (n > 0) {
+      const ssize_t w = write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return;  // a full disk: the line is lost, the program goes on
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+  void flush_() override {}
+
+ private:
+  const int fd_;
+};
+
 spdlog::level::level_enum g_level = spdlog::level::info;
 constexpr char kPattern[] = "%Y-%m-%dT%H:%M:%S.%e %L [%n] %v";
 
@@ -48,13 +76,9 @@ absl::Status InitLogging(const LogOptions& options) {
           errno == ELOOP ? "it is a symbolic link (remove it: logs are not written through links)"
                          : strerror(errno)));
     }
-    internal::SetCrashLogFd(fd);
-    try {
-      sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.file));
-    } catch (const spdlog::spdlog_ex& e) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot open log file ", options.file, ": ", e.what()));
-    }
+    const int crash_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (crash_fd >= 0) internal::SetCrashLogFd(crash_fd);
+    sinks.push_back(std::make_shared<AppendFdSink>(fd));
   }
   std::lock_guard<std::mutex> l(g_mu);
   Sinks() = sinks;

@@ -2,7 +2,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
@@ -81,6 +83,42 @@ absl::Status CheckPrivateDir(const std::string& dir, bool allow_link) {
   return absl::OkStatus();
 }
 
+// The directories above the home matter as much as the home: whoever can rename an entry of
+// one of them can swap the whole home for theirs after it was checked. Each must belong to
+// root or to agentd's user, and be writable by nobody else unless it has the sticky bit (as
+// /tmp, where others cannot rename what is not theirs), as sshd checks a user's home.
+absl::Status CheckParents(const std::string& home) {
+  char resolved[PATH_MAX];
+  if (realpath(home.c_str(), resolved) == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot resolve ", home, ": ", strerror(errno)));
+  }
+  std::string dir = resolved;
+  const uid_t me = geteuid();
+  while (dir != "/") {
+    const size_t slash = dir.rfind('/');
+    dir = slash == 0 ? "/" : dir.substr(0, slash);
+    struct stat st{};
+    if (stat(dir.c_str(), &st) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot read ", dir, ": ", strerror(errno)));
+    }
+    if (st.st_uid != me && st.st_uid != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " (above the home ", home, ") belongs to uid ", st.st_uid,
+          ", who could replace the home: choose a --home whose parents belong to root or to "
+          "agentd's user"));
+    }
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s (above the home %s) is writable by others (mode %04o) without the sticky bit, "
+          "so they could replace the home: `chmod go-w %s` or choose another --home",
+          dir, home, st.st_mode & 07777, dir));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Holds an exclusive flock on $HERD_HOME/agentd.pid for agentd's lifetime, so that two
 // agents never supervise the same home (they would run every unit twice).
 absl::StatusOr<int> LockHome(const std::string& home) {
@@ -139,6 +177,7 @@ absl::Status PrepareHome(const std::string& home) {
   }
   if (auto st = MakeDir(home, 0750); !st.ok()) return st;
   if (auto st = CheckPrivateDir(home, /*allow_link=*/true); !st.ok()) return st;
+  if (auto st = CheckParents(home); !st.ok()) return st;
   const std::string logs_dir = absl::StrCat(home, "/logs");
   if (auto st = MakeDir(logs_dir, 0750); !st.ok()) return st;
   return CheckPrivateDir(logs_dir, /*allow_link=*/false);

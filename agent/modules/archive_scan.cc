@@ -1,6 +1,7 @@
 #include "agent/modules/archive_scan.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -102,9 +103,57 @@ bool ParsePax(absl::string_view data, uint64_t* size, bool* has_size, bool* spar
   return true;
 }
 
+// tar accepts a header whose checksum field matches the sum of its bytes (the field itself
+// read as spaces), unsigned or signed; it skips others as damaged and looks further on, so a
+// header it would skip must not be read as one either.
+bool ChecksumMatches(const char* header) {
+  uint64_t stored = 0;
+  if (!ParseNumber(header + 148, 8, &stored)) return false;
+  uint64_t unsigned_sum = 0;
+  int64_t signed_sum = 0;
+  for (size_t i = 0; i < kBlock; ++i) {
+    const bool field = i >= 148 && i < 156;
+    unsigned_sum += field ? ' ' : static_cast<unsigned char>(header[i]);
+    signed_sum += field ? ' ' : static_cast<signed char>(header[i]);
+  }
+  return stored == unsigned_sum || static_cast<int64_t>(stored) == signed_sum;
+}
+
+// The first bytes by which GNU tar recognises a compressed archive on its own (it would then
+// run a decompressor on what this scanner read as a plain archive).
+bool LooksCompressed(const unsigned char* b) {
+  static const std::pair<const char*, size_t> kMagics[] = {
+      {"\x1f\x8b", 2},          {"\x1f\x9d", 2},         {"\x1f\xa0", 2},
+      {"BZh", 3},               {"LZIP", 4},             {"\x89LZO", 4},
+      {"\xfd" "7zXZ", 5},        {"\x28\xb5\x2f\xfd", 4}, {"\x04\x22\x4d\x18", 4},
+      {"\x5d\x00\x00", 3}};
+  for (const auto& [magic, len] : kMagics) {
+    if (memcmp(b, magic, len) == 0) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const ArchiveLimits& limits) {
+  // What tar will be told the archive is (gzip, or plain): decided from the same first bytes
+  // this scanner reads, never left to tar's own guess.
+  ArchiveTotals totals;
+  {
+    FILE* raw = fopen(path.c_str(), "rb");
+    if (raw == nullptr) {
+      return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
+    }
+    unsigned char first[kBlock] = {};
+    const size_t n = fread(first, 1, sizeof first, raw);
+    fclose(raw);
+    totals.gzip = n >= 2 && first[0] == 0x1f && first[1] == 0x8b;
+    if (!totals.gzip && n >= 6 && LooksCompressed(first)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": is compressed in a way agentd does not install (only gzip, as `npm pack` "
+                "makes, or a plain tar archive)"));
+    }
+  }
   Gz f(gzopen(path.c_str(), "rb"));
   if (!f) {
     return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
@@ -115,8 +164,7 @@ absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const Archive
         path, ": not a tar archive that can be installed (", why,
         "): make it with `npm pack`"));
   };
-  ArchiveTotals totals;
-  uint64_t next_size = 0;
+  uint64_t next_size = 0, headers = 0;
   bool next_has_size = false;
   char header[kBlock];
   for (;;) {
@@ -126,6 +174,15 @@ absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const Archive
       break;
     }
     if (std::all_of(header, header + kBlock, [](char c) { return c == '\0'; })) break;
+    if (memcmp(header + 257, "ustar", 5) != 0) return not_tar("a header is not a ustar header");
+    if (!ChecksumMatches(header)) return not_tar("a header's checksum is wrong: it is damaged");
+    // Headers of every kind count, so that an archive of extended headers alone cannot make
+    // this scan inflate without end.
+    if (++headers > 2 * limits.max_files + 16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": holds more than ", limits.max_files,
+          " files, the limit for a module (agentd --module-max-files raises it)"));
+    }
     uint64_t size = 0;
     if (!ParseNumber(header + 124, 12, &size)) return not_tar("a member's size is unreadable");
     const char type = header[156];
@@ -135,16 +192,29 @@ absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const Archive
       }
       std::string data(static_cast<size_t>((size + kBlock - 1) / kBlock * kBlock), '\0');
       if (!ReadFull(f.get(), data.data(), data.size())) return not_tar("it ends in a header");
-      if (type == 'x') {
-        bool sparse = false;
-        if (!ParsePax(absl::string_view(data).substr(0, size), &next_size, &next_has_size,
-                      &sparse)) {
+      totals.unpacked_bytes += data.size();  // inflated to be read, so it counts
+      if (totals.unpacked_bytes > limits.max_unpacked_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ": unpacks to more than ", FormatBytes(limits.max_unpacked_bytes),
+            " (the limit for a module): agentd --module-max-unpacked raises it"));
+      }
+      if (type == 'x' || type == 'g') {
+        bool sparse = false, has_size = false;
+        uint64_t pax_size = 0;
+        if (!ParsePax(absl::string_view(data).substr(0, size), &pax_size, &has_size, &sparse)) {
           return not_tar("a malformed pax header");
         }
         if (sparse) {
           return absl::InvalidArgumentError(absl::StrCat(
               path, ": has a sparse file, which unpacks to more than it stores; make the "
                     "archive with `npm pack`"));
+        }
+        // tar applies a global header's size to every member after it: no archive `npm
+        // pack` makes has one, and reading sizes that way is not worth the risk.
+        if (type == 'g' && has_size) return not_tar("a global header sets members' size");
+        if (type == 'x' && has_size) {
+          next_size = pax_size;
+          next_has_size = true;
         }
       }
       continue;

@@ -7,7 +7,10 @@
 // soon as either passes its limit, so that a bomb costs at most the limit's worth of
 // inflating and no disk at all. Sparse members (whose unpacked size is not their stored
 // size) are refused: `npm pack` never makes them. pax headers that set a member's size are
-// honoured, as tar honours them.
+// honoured, as tar honours them; a header whose checksum or ustar magic is wrong (tar would
+// skip it and look further, where this scan would not) is refused, and so is a global pax
+// header that sets sizes. The caller tells tar the compression this scan found (gzip or
+// none), so that tar never guesses something else from the same bytes.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +28,7 @@ struct ArchiveLimits {
 struct ArchiveTotals {
   uint64_t unpacked_bytes = 0;  // the regular files' sizes, added up
   uint64_t files = 0;           // members of every kind (files, directories, links)
+  bool gzip = false;            // gzip-compressed (else a plain tar archive): tell tar so
 };
 
 // InvalidArgument naming the archive, the limit and how to raise it when a limit is passed

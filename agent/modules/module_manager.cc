@@ -447,8 +447,10 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
   fs::create_directories(extract);
   // GNU tar refuses members with absolute names or "..", so an archive cannot write outside;
   // what it leaves is checked below (CheckExtracted).
-  auto r = RunCommand({"tar", "-xf", archive, "-C", extract, "--no-same-owner",
-                       "--no-same-permissions"},
+  // The compression is the one ScanArchive read through (gzip, or none), not tar's guess.
+  std::vector<std::string> tar = {"tar", totals->gzip ? "-xzf" : "-xf", archive, "-C", extract,
+                                  "--no-same-owner", "--no-same-permissions"};
+  auto r = RunCommand(tar,
                       staging, options_.install_timeout);
   if (!r.ok() || r->exit_code != 0) {
     fs::remove_all(staging);
@@ -801,7 +803,9 @@ void ModuleManager::ApplySnapshot(const herd::v1::ConfigSnapshot& snap,
     if (it != snap.modules().end()) {
       for (const auto& [k, v] : it->second.values()) after[k] = v;
     }
-    if (before != after) changed.push_back(name);
+    // A module that could not start under the values in force is tried again with every
+    // snapshot, so that it is nacked again (or comes back) rather than acked as if applied.
+    if (before != after || config_failed_.count(name)) changed.push_back(name);
   }
   std::string text;
   google::protobuf::util::JsonPrintOptions po;
@@ -846,7 +850,12 @@ void ModuleManager::RestartEach(
   if (it == modules_.end()) return RestartEach(std::move(names), failures, std::move(done));
   RestartForConfig(*it->second, [this, name, names = std::move(names), failures,
                                  done = std::move(done)](auto result) mutable {
-    if (!result.ok()) failures->emplace_back(name, std::string(result.status().message()));
+    if (!result.ok()) {
+      failures->emplace_back(name, std::string(result.status().message()));
+      config_failed_.insert(name);
+    } else {
+      config_failed_.erase(name);
+    }
     RestartEach(std::move(names), failures, std::move(done));
   });
 }

@@ -23,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -152,6 +153,8 @@ class ModuleManager final : public UnitHooks {
   nlohmann::json Overrides(const std::string& module) const;
   std::string SnapshotPath() const;
   void RestartForConfig(Module& m, Done<herd::v1::ModuleConfig> done);
+  // Modules that could not start after the last snapshot changed their values.
+  std::set<std::string> config_failed_;
   // Restarts each module in turn; those that could not start are added to `failures`.
   void RestartEach(std::vector<std::string> names,
                    std::shared_ptr<std::vector<std::pair<std::string, std::string>>> failures,

@@ -1,5 +1,9 @@
 #include "agent/supervisor/state_file.h"
 
+#include <chrono>
+
+#include "absl/time/clock.h"
+
 #include "absl/strings/str_cat.h"
 #include "agent/supervisor/app_spec.h"
 #include "common/atomic_file.h"
@@ -200,7 +204,16 @@ void StateFile::Run() {
         return pending_.has_value() || stopping_;
       };
       if (failed.has_value()) {
-        mu_.AwaitWithTimeout(absl::Condition(&ready), retry);
+        // Not AwaitWithTimeout: this Abseil turns its timeout into a wall-clock deadline, so
+        // a clock stepped back an hour would hold the retry that long. Short sleeps instead
+        // (only while a write is failing), the pause measured on the monotonic clock.
+        const auto until = std::chrono::steady_clock::now() +
+                           std::chrono::nanoseconds(absl::ToInt64Nanoseconds(retry));
+        while (!ready() && std::chrono::steady_clock::now() < until) {
+          mu_.Unlock();
+          absl::SleepFor(absl::Milliseconds(100));
+          mu_.Lock();
+        }
       } else {
         mu_.Await(absl::Condition(&ready));
       }

@@ -1,7 +1,10 @@
 #include "controlplane/store/instrumented_store.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
+
+#include "common/logging.h"
 
 namespace herd::controlplane {
 namespace {
@@ -36,7 +39,21 @@ std::vector<InstrumentedStore::OpStats> InstrumentedStore::Stats() const {
 void InstrumentedStore::Record(Op op, absl::Duration took, const absl::Status& status) {
   Counters& c = ops_[static_cast<size_t>(op)];
   c.latency.Observe(took);
-  if (IsStorageError(status)) c.errors.fetch_add(1, std::memory_order_relaxed);
+  if (!IsStorageError(status)) return;
+  c.errors.fetch_add(1, std::memory_order_relaxed);
+  const int64_t now_ns = absl::ToUnixNanos(clock_.Monotonic());
+  int64_t last = last_error_log_ns_.load(std::memory_order_relaxed);
+  if (last != std::numeric_limits<int64_t>::min() && now_ns - last < absl::ToInt64Nanoseconds(absl::Seconds(10))) {
+    unlogged_errors_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (!last_error_log_ns_.compare_exchange_strong(last, now_ns)) {
+    unlogged_errors_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  static auto log = herd::Logger("store");
+  log->error("event=store_failed op={} error=\"{}\" not_logged_since={}", OpName(op),
+             status.message(), unlogged_errors_.exchange(0));
 }
 
 template <typename F>

@@ -15,6 +15,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <span>
@@ -85,6 +86,10 @@ class InstrumentedStore final : public Store {
   const std::unique_ptr<Store> inner_;
   const Clock& clock_;
   std::array<Counters, 2> ops_;
+  // A failing store (a full disk, a lost etcd) is logged, at most once per 10 s with how many
+  // failures were not logged: the caller gets the error, the operator must see it too.
+  std::atomic<int64_t> last_error_log_ns_{std::numeric_limits<int64_t>::min()};
+  std::atomic<uint64_t> unlogged_errors_{0};
 };
 
 }  // namespace herd::controlplane

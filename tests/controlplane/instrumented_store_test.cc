@@ -5,9 +5,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "common/clock.h"
+#include "common/logging.h"
 #include "tests/controlplane/store_contract_test.h"
 
 namespace herd::controlplane::testing {
@@ -165,6 +169,42 @@ TEST_F(InstrumentedStoreTest, OnlyStorageFailuresAreErrors) {
   EXPECT_EQ(Op("read").errors, 1u);
   EXPECT_EQ(Op("write").errors, 2u);
   EXPECT_EQ(Op("read").latency.count, 5u);  // failed calls are timed too
+}
+
+// A store that fails (a full disk) is logged, not only returned to the caller: once, then at
+// most every 10 s with how many failures were not logged in between.
+TEST_F(InstrumentedStoreTest, StorageFailuresAreLoggedAtMostEveryTenSeconds) {
+  char tmpl[] = "/tmp/herd-store-log-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string log = std::string(tmpl) + "/cp.log";
+  LogOptions o;
+  o.file = log;
+  o.to_stderr = false;
+  ASSERT_TRUE(InitLogging(o).ok());
+  auto lines = [&] {
+    std::ifstream in(log);
+    std::vector<std::string> out;
+    for (std::string l; std::getline(in, l);) {
+      if (l.find("event=store_failed") != std::string::npos) out.push_back(l);
+    }
+    return out;
+  };
+  inner_->status = absl::ResourceExhaustedError("database or disk is full");
+  for (int i = 0; i < 5; ++i) (void)store_->PutSetting("k", "v");
+  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+  auto first = lines();
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_NE(first[0].find("op=write error=\"database or disk is full\""), std::string::npos)
+      << first[0];
+  clock_.Advance(absl::Seconds(11));
+  (void)store_->GetHost("h");
+  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+  auto second = lines();
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_NE(second[1].find("op=read"), std::string::npos) << second[1];
+  EXPECT_NE(second[1].find("not_logged_since=4"), std::string::npos) << second[1];
+  ASSERT_TRUE(InitLogging(LogOptions{}).ok());
+  std::filesystem::remove_all(tmpl);
 }
 
 }  // namespace

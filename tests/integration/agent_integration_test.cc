@@ -575,5 +575,23 @@ TEST_F(AgentTest, AUnitLogThatIsALinkIsNotWrittenThrough) {
   EXPECT_EQ(ReadFile(victim), "untouched\n");
 }
 
+TEST_F(AgentHomeTest, AParentWritableByOthersIsRefused) {
+  // dir_/open is writable by everyone and not sticky: anyone could rename home away and put
+  // their own in its place after agentd checked it.
+  const std::string open_dir = dir_ + "/open";
+  ASSERT_EQ(mkdir(open_dir.c_str(), 0700), 0);
+  ASSERT_EQ(chmod(open_dir.c_str(), 0777), 0);
+  home_ = open_dir + "/home";
+  ASSERT_EQ(mkdir(home_.c_str(), 0700), 0);
+  CmdResult r = Agentd({"--daemon"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("without the sticky bit"));
+  // With the sticky bit (as /tmp) others cannot rename what is not theirs: accepted.
+  ASSERT_EQ(chmod(open_dir.c_str(), 01777), 0);
+  r = Agentd({"--daemon"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  herd::testing::Run({AgentHarness::BinDir() + "/agentctl", "--home", home_, "kill"});
+}
+
 }  // namespace
 }  // namespace herd::testing

@@ -909,5 +909,60 @@ TEST_F(FleetTlsTest, AgentsAndClientsConnectWithCertificatesOnly) {
   EXPECT_NE(plain.exit_code, 0);
 }
 
+// A configuration the control plane accepts may still not fit the module's environment on a
+// host (the effective config carries the module's own defaults too): the host rejects that
+// version with the reason, keeps its module running on the last good values, and the control
+// plane shows the rejection.
+TEST(FleetConfigSize, AConfigThatWouldNotFitTheModulesEnvironmentIsRejectedByTheHost) {
+  ControlPlaneHarness cp;
+  ASSERT_TRUE(cp.Start({"--metrics-interval-ms", "200", "--max-config-value-bytes", "122880",
+                        "--max-module-config-bytes", "122880"}))
+      << cp.last_error();
+  AgentHarness agent;
+  ASSERT_TRUE(agent.StartAgent(cp.AgentArgs("env=test"))) << agent.last_error();
+  const std::string dir = agent.Path("src/big");
+  CmdResult gen = agent.Ctl({"generate", "big", "--lang", "python", "--dir", dir});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  // A 20 KiB default: the module's effective configuration carries it beside the overrides.
+  json manifest;
+  {
+    std::ifstream in(dir + "/package.json");
+    manifest = json::parse(in, nullptr, false);
+  }
+  ASSERT_TRUE(manifest.is_object()) << "generated package.json does not parse";
+  manifest["config"]["banner"] = std::string(20 * 1024, 'd');
+  std::ofstream(dir + "/package.json", std::ios::trunc) << manifest.dump(2);
+  CmdResult inst = agent.Ctl({"install", dir});
+  ASSERT_EQ(inst.exit_code, 0) << inst.err;
+  json info = agent.CtlJson({"info"});
+  const std::string host = info.is_object() ? info.value("host_id", "") : "";
+  ASSERT_FALSE(host.empty());
+  ASSERT_TRUE(WaitFor([&] {
+    json m = cp.CtlJson({"modules", "big"});
+    return m.is_object() && m.contains("modules") && m["modules"].size() == 1;
+  }, absl::Seconds(30)));
+  ASSERT_TRUE(WaitFor([&] { return agent.State("big") == "online"; }));
+  const int pid = agent.Unit("big").value("pid", 0);
+
+  // 115 KiB of overrides: within the control plane's limit, over the kernel's with the
+  // default beside them.
+  ASSERT_EQ(cp.Ctl({"set", "big:blob", std::string(115 * 1024, 'v'), "--host", host, "--force"})
+                .exit_code,
+            0);
+  auto rejections = [&] {
+    json hosts = cp.CtlJson({"hosts"});
+    if (!hosts.is_object()) return json();
+    for (const auto& h : hosts["hosts"]) {
+      if (h["host_id"] == host && h.contains("config_rejections")) return h["config_rejections"];
+    }
+    return json();
+  };
+  ASSERT_TRUE(WaitFor([&] { return !rejections().empty(); }, absl::Seconds(20)))
+      << cp.Ctl({"hosts"}).out;
+  EXPECT_THAT(rejections()[0]["reason"].get<std::string>(), HasSubstr("over the kernel's limit"));
+  EXPECT_EQ(agent.State("big"), "online");
+  EXPECT_EQ(agent.Unit("big").value("pid", 0), pid) << "a rejected snapshot restarts nothing";
+}
+
 }  // namespace
 }  // namespace herd::testing

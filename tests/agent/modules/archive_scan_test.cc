@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -114,6 +115,44 @@ TEST_F(ArchiveScanTest, WhatIsNotATarArchiveIsRefused) {
   EXPECT_THAT(std::string(totals.status().message()), HasSubstr("npm pack"));
   EXPECT_EQ(ScanArchive(dir_ + "/missing.tgz", ArchiveLimits{}).status().code(),
             absl::StatusCode::kNotFound);
+}
+
+// What tar would read differently from the scan is refused: a damaged header (tar skips it
+// and reads on), a global header that sets sizes, an archive compressed otherwise than gzip.
+TEST_F(ArchiveScanTest, HeadersTarWouldReadDifferentlyAreRefused) {
+  Write("package.json", "{}");
+  const std::string plain = Tar("plain.tar", "-cf");
+  auto totals = ScanArchive(plain, ArchiveLimits{});
+  ASSERT_TRUE(totals.ok()) << totals.status();
+  EXPECT_FALSE(totals->gzip);
+  EXPECT_TRUE(ScanArchive(Tar("m.tgz"), ArchiveLimits{})->gzip);
+
+  // One byte of the first header changed: its checksum no longer matches.
+  std::string bytes;
+  {
+    std::ifstream in(plain, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string damaged = bytes;
+  damaged[10] ^= 1;
+  std::ofstream(dir_ + "/damaged.tar", std::ios::binary) << damaged;
+  auto d = ScanArchive(dir_ + "/damaged.tar", ArchiveLimits{});
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("checksum"));
+
+  // A global pax header that sets a size for what follows.
+  Write("after", "x");
+  // (GNU tar then lists every member as 999999 bytes long.)
+  auto g = ScanArchive(Tar("global.tar", "--format=pax --pax-option=size=999999 -cf"),
+                       ArchiveLimits{});
+  ASSERT_FALSE(g.ok());
+  EXPECT_THAT(std::string(g.status().message()), HasSubstr("global header"));
+
+  // bzip2's magic (tar would recognise it by itself; agentd installs gzip or plain only).
+  std::ofstream(dir_ + "/m.tar.bz2", std::ios::binary) << "BZh91AY&SY" << std::string(600, 'z');
+  auto bz = ScanArchive(dir_ + "/m.tar.bz2", ArchiveLimits{});
+  ASSERT_FALSE(bz.ok());
+  EXPECT_THAT(std::string(bz.status().message()), HasSubstr("only gzip"));
 }
 
 }  // namespace
