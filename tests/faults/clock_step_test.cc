@@ -101,8 +101,9 @@ class FaultClock : public ::testing::Test {
     // ASan wants to come first among the preloaded libraries; libfaketime only wraps time
     // calls, which ASan does not intercept.
     std::string asan = getenv("ASAN_OPTIONS") != nullptr ? getenv("ASAN_OPTIONS") : "";
+    // The shim first: it keeps absl's timed waits on the kernel's clock (see its header).
     prefix_ = {"/usr/bin/env",
-               "LD_PRELOAD=" + lib,
+               absl::StrCat("LD_PRELOAD=", HERD_FAULT_FUTEX_SHIM, ":", lib),
                "FAKETIME_TIMESTAMP_FILE=" + offset_file_,
                "FAKETIME_NO_CACHE=1",
                "FAKETIME_DONT_FAKE_MONOTONIC=1",
@@ -121,13 +122,15 @@ class FaultClock : public ::testing::Test {
   // Starts a control plane and an agent under libfaketime, opens the streams, puts the
   // requests in flight, steps the wall clock to `offset` and checks what survived it;
   // `skew` is where the processes' wall clocks should then read.
-  void StepOnce(const std::string& offset, absl::Duration skew);
+  // With `then_silence`, agentd is then stopped (SIGSTOP): the control plane must still
+  // close its silent stream within --silent-timeout, measured on the monotonic clock.
+  void StepOnce(const std::string& offset, absl::Duration skew, bool then_silence = false);
 
   std::string dir_, offset_file_;
   std::vector<std::string> prefix_;
 };
 
-void FaultClock::StepOnce(const std::string& offset, absl::Duration skew) {
+void FaultClock::StepOnce(const std::string& offset, absl::Duration skew, bool then_silence) {
   Stopwatch took(absl::StrCat("FaultClock step to ", offset));
   ControlPlaneHarness cp;
   cp.set_command_prefix(prefix_);
@@ -253,21 +256,29 @@ void FaultClock::StepOnce(const std::string& offset, absl::Duration skew) {
   EXPECT_NEAR(static_cast<double>(JsonInt(last, "at_unix_ms") - absl::ToUnixMillis(absl::Now())),
               static_cast<double>(absl::ToInt64Milliseconds(skew)), 120000.0)
       << "libfaketime did not move agentd's clock: " << last.dump();
+
+  if (!then_silence) return;
+  // An agent that goes quiet after the step is still found out: its stream is closed once
+  // --silent-timeout (10 s) has passed, not an hour later.
+  ASSERT_EQ(kill(agent.agent_pid(), SIGSTOP), 0);
+  const bool closed = WaitFor([&] { return CountInFile(cp_log, "event=stream_silent") > 0; },
+                              absl::Seconds(30));
+  kill(agent.agent_pid(), SIGCONT);
+  EXPECT_TRUE(closed) << "a stopped agent's stream was not closed as silent within 30 s of a "
+                         "--silent-timeout of 10 s, after the clock went back";
 }
 
 
-// Each test steps once, from processes started at the true time: libfaketime moves what the
-// processes read, not the kernel's clock, so an absolute CLOCK_REALTIME wait begun after
-// the step (absl 20220623's timed waits are FUTEX_CLOCK_REALTIME deadlines taken from
-// absl::Now()) is off by the offset, which a real step does not do; one begun before it
-// behaves as under a real step. One step per run keeps the injection faithful where it
-// matters: to what was pending and open when the clock moved.
+// Each test steps once, from processes started at the true time, so that what is pending
+// and open when the clock moves was set up on the true clock. (libfaketime moves what the
+// processes read, not the kernel's clock; futex_realtime_shim.cc keeps absl's absolute
+// CLOCK_REALTIME waits right despite that.)
 TEST_F(FaultClock, StepForwardAnHourExpiresNoRequestAndNoStream) {
   StepOnce("+1h", absl::Hours(1));
 }
 
 TEST_F(FaultClock, StepBackAnHourExpiresNoRequestAndNoStream) {
-  StepOnce("-1h", -absl::Hours(1));
+  StepOnce("-1h", -absl::Hours(1), /*then_silence=*/true);
 }
 
 }  // namespace
