@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -38,6 +39,13 @@ namespace {
 
 using ::testing::HasSubstr;
 using json = nlohmann::json;
+
+// The server closes connections these tests write to (refused, timed out, a failed client
+// certificate): a write then fails with EPIPE instead of killing the test with SIGPIPE.
+const bool kSigpipeIgnored = [] {
+  signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
 
 sockaddr_in Addr(const std::string& address) {
   const size_t colon = address.rfind(':');
