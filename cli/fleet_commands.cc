@@ -21,13 +21,15 @@
 namespace herd::cli {
 namespace {
 
+// Every host only when asked for (--all-hosts, --global): the control plane refuses a
+// restart or an action with no target rather than take it as the whole fleet.
 herd::v1::Target ToTarget(const TargetFlags& t) {
   herd::v1::Target out;
   if (!t.selector.empty()) {
     out.set_selector(t.selector);
   } else if (!t.hosts.empty()) {
     for (const auto& h : t.hosts) out.mutable_hosts()->add_ids(h);
-  } else {
+  } else if (t.all || t.global) {
     out.set_all(true);
   }
   return out;
@@ -74,18 +76,20 @@ std::string HostStateName(herd::v1::RolloutHostState s) {
 }
 
 std::string ProgressLine(const herd::v1::Rollout& r) {
-  int done = 0, failed = 0, skipped = 0;
+  int done = 0, failed = 0, skipped = 0, interrupted = 0;
   for (const auto& h : r.hosts()) {
     if (h.state() == herd::v1::ROLLOUT_HOST_STATE_DONE) ++done;
     if (h.state() == herd::v1::ROLLOUT_HOST_STATE_FAILED) ++failed;
     if (h.state() == herd::v1::ROLLOUT_HOST_STATE_SKIPPED) ++skipped;
+    if (h.state() == herd::v1::ROLLOUT_HOST_STATE_INTERRUPTED) ++interrupted;
   }
   const int total = r.hosts_size();
   const int width = 30;
   int filled = total > 0 ? (done + failed) * width / total : 0;
   return absl::StrCat("[", std::string(filled, '#'), std::string(width - filled, '.'), "] ",
                       done, "/", total, " done", failed ? absl::StrCat(", ", failed, " failed") : "",
-                      skipped ? absl::StrCat(", ", skipped, " skipped") : "", "  batch ",
+                      skipped ? absl::StrCat(", ", skipped, " skipped") : "",
+                      interrupted ? absl::StrCat(", ", interrupted, " interrupted") : "", "  batch ",
                       std::min(r.current_batch() + 1, std::max<uint32_t>(r.batches(), 1)), "/",
                       r.batches(), "  ", RolloutStateName(r.state()));
 }

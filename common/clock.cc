@@ -15,4 +15,24 @@ SystemClock& SystemClock::Get() {
   return *clock;
 }
 
+bool StopWaiter::WaitFor(absl::Duration d) {
+  std::unique_lock<std::mutex> l(mu_);
+  // std::condition_variable waits on the steady (monotonic) clock.
+  cv_.wait_for(l, absl::ToChronoNanoseconds(d), [this] { return stopped_; });
+  return stopped_;
+}
+
+void StopWaiter::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopped_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool StopWaiter::stopped() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return stopped_;
+}
+
 }  // namespace herd

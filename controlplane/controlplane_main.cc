@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   herd::controlplane::ServerOptions o;
   std::string lease = "30s", log_level = "info", log_file;
-  std::string hello_timeout = "30s", silent_timeout = "60s", token_recheck = "10s";
+  std::string hello_timeout = "5s", silent_timeout = "60s", token_recheck = "10s";
+  std::string stream_stall = "30s";
   app.add_option("--data", o.data_dir, "Data directory: the SQLite store, tokens (created if missing)")
       ->required();
   app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks a free one)")
@@ -96,6 +97,43 @@ int main(int argc, char** argv) {
                  "has at most this many, and none above (herd_controlplane_probe_series_omitted "
                  "says so); host and module series are always shown")
       ->capture_default_str();
+  app.add_option("--metrics-max-probe-series-per-host", o.metrics_max_probe_series_per_host,
+                 "/metrics leaves out the probe series of a host that has more than this many "
+                 "(herd_host_probe_series_omitted names it); the other hosts' stay")
+      ->capture_default_str();
+  // What one host may make the control plane keep (docs/controlplane.md, "Limits").
+  herd::controlplane::AgentLimits& lim = o.agent_limits;
+  app.add_option("--max-units-per-host", lim.max_units, "Units kept from one host's batch")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  app.add_option("--max-probes-per-unit", lim.max_probes_per_unit, "Probes kept per unit")
+      ->capture_default_str()->check(CLI::Range(0, 1000000));
+  app.add_option("--max-modules-per-host", lim.max_modules, "Modules kept from one host's inventory")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  app.add_option("--max-batch-bytes", lim.max_batch_bytes,
+                 "A host's metrics batch is cut (its last units) to this size")
+      ->capture_default_str()->check(CLI::Range(4096, 1 << 30));
+  app.add_option("--max-series-per-host", o.max_series_per_host,
+                 "Series of recent history kept per host")
+      ->capture_default_str()->check(CLI::Range(16, 1 << 24));
+  app.add_option("--max-message-bytes", o.max_message_bytes,
+                 "Largest gRPC message accepted (an agent's batch or inventory, an API request)")
+      ->capture_default_str()->check(CLI::Range(1 << 20, 1 << 30));
+  app.add_option("--max-config-value-bytes", o.max_config_value_bytes,
+                 "Largest config value SetConfig accepts (as JSON)")
+      ->capture_default_str()->check(CLI::Range(16, 120 * 1024));
+  app.add_option("--max-module-config-bytes", o.max_module_config_bytes,
+                 "Largest config of one module (its overrides together, as JSON): it reaches "
+                 "the module in one environment variable, which the kernel caps at 128 KiB")
+      ->capture_default_str()->check(CLI::Range(16, 120 * 1024));
+  app.add_option("--stream-stall-timeout", stream_stall,
+                 "End a Fleet API stream (watch, logs) whose reader has read nothing this long "
+                 "while messages wait")
+      ->capture_default_str();
+  app.add_option("--max-streams", o.max_streams, "Fleet API streams open at once")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  app.add_option("--max-streams-per-token", o.max_streams_per_token,
+                 "Fleet API streams one API token may hold open at once")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
   app.add_flag("--metrics-public", o.metrics_public,
                "Serve /metrics without a token (default: a viewer or operator token)");
   app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain: serve TLS");
@@ -126,7 +164,9 @@ int main(int argc, char** argv) {
   for (auto [flag, text, out] : {std::tuple{"--hello-timeout", &hello_timeout, &o.hello_timeout},
                                  std::tuple{"--silent-timeout", &silent_timeout,
                                             &o.silent_stream_timeout},
-                                 std::tuple{"--token-recheck", &token_recheck, &o.token_recheck}}) {
+                                 std::tuple{"--token-recheck", &token_recheck, &o.token_recheck},
+                                 std::tuple{"--stream-stall-timeout", &stream_stall,
+                                            &o.stream_stall_timeout}}) {
     auto d = herd::ParseDurationMs(*text);
     if (!d.ok() || *d == 0) {
       return Fail(absl::StrCat(flag, ": ", d.ok() ? "must be more than 0" : d.status().message()));

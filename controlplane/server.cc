@@ -150,6 +150,10 @@ absl::Status RunServer(const ServerOptions& options) {
   hopts.metrics_interval_ms = options.metrics_interval_ms;
   hopts.silent_stream_timeout = options.silent_stream_timeout;
   hopts.send_threads = 2;  // fan-outs leave the gRPC thread that asked (HubOptions)
+  hopts.limits = options.agent_limits;
+  hopts.series.max_series = options.max_series_per_host;
+  hopts.max_config_value_bytes = options.max_config_value_bytes;
+  hopts.max_module_config_bytes = options.max_module_config_bytes;
   Hub hub(**store, clock, hopts);
   if (auto s = hub.Start(); !s.ok()) return s;
   RolloutEngine rollouts(hub, **store, clock);
@@ -157,7 +161,12 @@ absl::Status RunServer(const ServerOptions& options) {
   GatewayOptions gopts;
   gopts.hello_timeout = options.hello_timeout;
   GatewayService gateway(hub, gopts);
-  FleetService fleet(hub, **store, rollouts, options.token_recheck);
+  FleetStreamOptions streams;
+  streams.token_recheck = options.token_recheck;
+  streams.queue.stall_timeout = options.stream_stall_timeout;
+  streams.max_streams = options.max_streams;
+  streams.max_streams_per_token = options.max_streams_per_token;
+  FleetService fleet(hub, **store, rollouts, streams);
 
   auto creds = Credentials(options);
   if (!creds) {
@@ -171,7 +180,7 @@ absl::Status RunServer(const ServerOptions& options) {
   builder.AddListeningPort(options.listen, creds, &port);
   builder.RegisterService(&gateway);
   builder.RegisterService(&fleet);
-  builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   // No keepalive pings from this side: with them on, gRPC re-arms a timer on every read of
   // every connection, and Debian's libgrpc (built without NDEBUG) also tracks each timer in
   // a debug hash table whose chains it walks: 8 % of the control plane's CPU at 10,000
@@ -219,9 +228,10 @@ absl::Status RunServer(const ServerOptions& options) {
     HttpHandlers handlers;
     ExpositionOptions exposition;
     exposition.max_probe_series = options.metrics_max_probe_series;
+    exposition.max_probe_series_per_host = options.metrics_max_probe_series_per_host;
     auto omitting = std::make_shared<std::atomic<bool>>(false);
-    handlers.metrics = [&hub, &rollouts, &store_metrics, &clock, exposition, omitting,
-                        log](bool fleet) {
+    handlers.metrics = [&hub, &rollouts, &store_metrics, &clock, &fleet_api = fleet, exposition,
+                        omitting, log](bool fleet) {
       // Hosts are taken one at a time, each under its own lock only: a scrape of a large
       // fleet holds up no agent.
       FleetExposition e(clock.Now(), exposition);
@@ -243,6 +253,11 @@ absl::Status RunServer(const ServerOptions& options) {
       self.rollouts_failed = r.failed;
       self.rollouts_aborted = r.aborted;
       self.store = store_metrics.Stats();
+      const StreamTokens::Counts streams = fleet_api.stream_counts();
+      self.fleet_streams_open = streams.open;
+      self.fleet_stream_messages_dropped = streams.dropped;
+      self.fleet_streams_ended_stalled = streams.stalled;
+      self.fleet_streams_refused = streams.refused;
       if (auto p = ReadProcessMetrics(); p.ok()) self.process = *p;
       return fleet ? e.Finish(self) : RenderControlPlane(self);
     };

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "controlplane/core/agent_limits.h"
 
 namespace herd::controlplane {
 
@@ -22,7 +23,7 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:7070";
   absl::Duration lease = absl::Seconds(30);
   // GatewayOptions::hello_timeout and HubOptions::silent_stream_timeout.
-  absl::Duration hello_timeout = absl::Seconds(30);
+  absl::Duration hello_timeout = absl::Seconds(5);
   absl::Duration silent_stream_timeout = absl::Seconds(60);
   // How often the Fleet API's open streams' tokens are looked up again (StreamTokens).
   absl::Duration token_recheck = absl::Seconds(10);
@@ -32,8 +33,22 @@ struct ServerOptions {
   std::string http_listen;
   bool metrics_public = false;
   uint32_t http_max_streams = 24;
-  // /metrics shows per-probe series only while the fleet has at most this many.
+  // /metrics shows per-probe series only while the fleet has at most this many, and a
+  // host's only while it has at most metrics_max_probe_series_per_host.
   uint64_t metrics_max_probe_series = 100000;
+  uint64_t metrics_max_probe_series_per_host = 2048;
+  // Per host (HubOptions::limits, SeriesOptions::max_series), and the largest message an
+  // agent (or any gRPC client) may send.
+  AgentLimits agent_limits;
+  size_t max_series_per_host = 2048;
+  size_t max_message_bytes = 16 << 20;
+  // SetConfig's bounds (HubOptions).
+  size_t max_config_value_bytes = 32 * 1024;
+  size_t max_module_config_bytes = 48 * 1024;
+  // The Fleet API's streams (FleetStreamOptions).
+  absl::Duration stream_stall_timeout = absl::Seconds(30);
+  size_t max_streams = 1024;
+  size_t max_streams_per_token = 32;
 };
 
 absl::Status RunServer(const ServerOptions& options);

@@ -40,27 +40,6 @@ std::string ConfigFingerprint(const ModuleList::Vector& modules) {
   return out;
 }
 
-// What an agent reports for display is bounded here too, not only by the agent.
-void BoundInventory(herd::v1::ModuleInventory& m) {
-  auto clip = [](std::string* s, size_t max) {
-    if (s->size() > max) s->resize(max);
-  };
-  clip(m.mutable_widget()->mutable_logo(), 4096);
-  clip(m.mutable_description(), 1024);
-  clip(m.mutable_interpreter(), 256);
-  while (m.widget().theme_size() > 8) m.mutable_widget()->mutable_theme()->RemoveLast();
-  for (auto& t : *m.mutable_widget()->mutable_theme()) clip(&t, 64);
-  while (m.widget().main_probes_size() > 16) m.mutable_widget()->mutable_main_probes()->RemoveLast();
-  while (m.actions_size() > 128) m.mutable_actions()->RemoveLast();
-  for (auto& a : *m.mutable_actions()) clip(a.mutable_name(), 256);
-  while (m.recent_issues_size() > 5) m.mutable_recent_issues()->DeleteSubrange(0, 1);
-  for (auto& i : *m.mutable_recent_issues()) {
-    clip(i.mutable_name(), 256);
-    clip(i.mutable_message(), 4096);
-    clip(i.mutable_stack(), 16384);
-  }
-}
-
 }  // namespace
 
 namespace {
@@ -94,6 +73,8 @@ absl::Status Hub::Start() {
     if (auto s = ReloadOverrides(); !s.ok()) return s;
   }
   {
+    const int64_t mono_ms = MonoMs();
+    const int64_t wall_ms = absl::ToUnixMillis(clock_.Now());
     absl::MutexLock l(&index_mu_);
     for (auto& r : *hosts) {
       auto e = std::make_shared<HostEntry>();
@@ -101,20 +82,15 @@ absl::Status Hub::Start() {
       e->s.series = HostSeries(options_.series);
       e->s.record = r;
       e->s.disconnected_at_ms = r.last_seen_unix_ms;
+      // Online for what is left of its lease, as if its stream had just ended then.
+      e->s.disconnected_mono_ms = mono_ms - std::max<int64_t>(0, wall_ms - r.last_seen_unix_ms);
       by_id_[r.host_id] = e;
       hosts_[r.host_id] = std::move(e);
     }
   }
   log_->info("event=hub_started hosts={}", hosts->size());
   sweeper_ = std::thread([this] {
-    absl::MutexLock l(&life_mu_);
-    while (!stopping_) {
-      life_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(250));
-      if (stopping_) break;
-      life_mu_.Unlock();
-      Sweep();
-      life_mu_.Lock();
-    }
+    while (!sweeper_wait_.WaitFor(absl::Milliseconds(250))) Sweep();
   });
   {
     absl::MutexLock l(&writer_mu_);
@@ -197,6 +173,7 @@ void Hub::Stop() {
     stopping_ = true;
   }
   stopped_ = true;
+  sweeper_wait_.Stop();
   if (sweeper_.joinable()) sweeper_.join();
   std::map<std::string, Pending> pending;
   {
@@ -336,11 +313,11 @@ void Hub::WriterLoop() {
         status.push_back({id, e->s.record.last_seen_unix_ms, e->s.record.acked_config_version});
       }
     }
-    const absl::Time t0 = absl::Now();
+    const absl::Time t0 = clock_.Monotonic();
     absl::Status s = records.empty() ? absl::OkStatus() : store_.PutHosts(records);
     if (s.ok() && !status.empty()) s = store_.PutHostStatus(status);
     log_->debug("event=hosts_saved records={} status={} ms={}", records.size(), status.size(),
-                absl::ToInt64Milliseconds(absl::Now() - t0));
+                absl::ToInt64Milliseconds(clock_.Monotonic() - t0));
     if (!s.ok()) {
       log_->error("event=hosts_not_saved hosts={} error=\"{}\" retry={}", batch.size(),
                   s.message(), last ? "no (stopping)" : "yes");
@@ -383,7 +360,7 @@ absl::Status Hub::ValidateHello(const herd::v1::Hello& hello) const {
           "\": keys and values are letters, digits, '.', '_', '-', '/'"));
     }
   }
-  if (hello.modules_size() > 1000) return absl::InvalidArgumentError("hello: more than 1000 modules");
+  // Past AgentLimits::max_modules, modules are dropped (Connect), not the host.
   return absl::OkStatus();
 }
 
@@ -393,7 +370,7 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
   if (auto s = ValidateHello(hello); !s.ok()) return s;
   if (stopped_) return absl::UnavailableError("the control plane is stopping");
   const std::string presented = Sha256Hex(bearer);
-  auto join = store_.GetSetting("join_token_sha256");
+  auto join = JoinTokenHash();
   if (!join.ok()) return join.status();
   const bool by_join = join->has_value() && ConstantTimeEquals(presented, **join);
   constexpr absl::string_view kRefused =
@@ -401,6 +378,7 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
       "token (--join-token-file) to register again";
 
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  const int64_t mono_ms = MonoMs();
   std::string credential;
   if (by_join) {
     auto secret = NewSecret("hc_");
@@ -438,12 +416,16 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     if (by_join) h.record.credential_sha256 = Sha256Hex(credential);
     h.record.hostname = hello.hostname();
     h.record.labels = {hello.labels().begin(), hello.labels().end()};
-    h.record.agent_version = hello.agent_version();
-    h.record.boot_id = hello.boot_id();
+    h.record.agent_version = hello.agent_version().substr(0, 256);
+    h.record.boot_id = hello.boot_id().substr(0, 256);
     h.record.last_seen_unix_ms = now_ms;
-    std::vector<herd::v1::ModuleInventory> modules(hello.modules().begin(), hello.modules().end());
-    for (auto& m : modules) BoundInventory(m);
-    h.record.modules = std::move(modules);
+    h.heard_mono_ms = mono_ms;
+    google::protobuf::RepeatedPtrField<herd::v1::ModuleInventory> inventory = hello.modules();
+    LimitHits hits;
+    BoundInventory(&inventory, options_.limits, &hits);
+    if (hits.any()) CountLimited(h, hits);
+    h.record.modules = std::vector<herd::v1::ModuleInventory>(
+        std::make_move_iterator(inventory.begin()), std::make_move_iterator(inventory.end()));
     h.record.acked_config_version =
         std::max(h.record.acked_config_version, hello.acked_config_version());
     record = h.record;
@@ -475,8 +457,11 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     h.session = session;
     h.peer = session->Peer();
     h.connected_at_ms = now_ms;
-    h.hello = hello;
-    h.hello.clear_modules();
+    // Without its inventory (that is record.modules), its display text bounded.
+    h.hello.set_kernel(hello.kernel().substr(0, 256));
+    h.hello.set_arch(hello.arch().substr(0, 64));
+    h.hello.set_cpu_count(hello.cpu_count());
+    h.hello.set_memory_total_bytes(hello.memory_total_bytes());
     h.rejections.clear();
     std::optional<ControlMessage> snapshot = NextSnapshot(
         h, Shared(ResolveHostConfig(overrides_, h.record.host_id, h.record.labels, Installed(h))),
@@ -495,8 +480,15 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
                     const AgentMessage& msg) {
   agent_messages_.fetch_add(1, std::memory_order_relaxed);
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  const int64_t mono_ms = MonoMs();
   Entry e = Find(host_id);
   if (!e) return;
+  // A batch past the host's limits is bounded before anything keeps or relays it; within
+  // them (the common case) it is used as it came, without a copy.
+  LimitHits hits;
+  const herd::v1::MetricsBatch* batch = msg.has_metrics() ? &msg.metrics() : nullptr;
+  herd::v1::MetricsBatch bounded;
+  if (batch != nullptr && BoundBatch(*batch, options_.limits, &bounded, &hits)) batch = &bounded;
   std::string hostname;
   bool inventory_changed = false;
   bool save = false;
@@ -505,15 +497,20 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
     HostState& h = e->s;
     if (h.session.get() != session) return;  // stale stream
     h.record.last_seen_unix_ms = now_ms;
+    h.heard_mono_ms = mono_ms;
     hostname = h.record.hostname;
     switch (msg.msg_case()) {
       case AgentMessage::kMetrics:
-        OnBatch(h, msg.metrics(), now_ms);
+        OnBatch(h, *batch, now_ms, &hits);
         break;
-      case AgentMessage::kEvent:
-        h.events.push_back(msg.event());
-        while (h.events.size() > options_.events_kept) h.events.pop_front();
+      case AgentMessage::kEvent: {
+        herd::v1::ModuleEvent event = msg.event();
+        if (BoundEvent(&event, options_.limits, &hits)) {
+          h.events.push_back(std::move(event));
+          while (h.events.size() > options_.events_kept) h.events.pop_front();
+        }
         break;
+      }
       case AgentMessage::kConfigAck: {
         const auto& ack = msg.config_ack();
         if (ack.accepted()) {
@@ -538,9 +535,11 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
         break;
       }
       case AgentMessage::kInventory: {
-        std::vector<herd::v1::ModuleInventory> modules(msg.inventory().modules().begin(),
-                                                       msg.inventory().modules().end());
-        for (auto& m : modules) BoundInventory(m);
+        google::protobuf::RepeatedPtrField<herd::v1::ModuleInventory> inventory =
+            msg.inventory().modules();
+        BoundInventory(&inventory, options_.limits, &hits);
+        std::vector<herd::v1::ModuleInventory> modules(
+            std::make_move_iterator(inventory.begin()), std::make_move_iterator(inventory.end()));
         // What config depends on (names, versions, defaults) is stored and re-resolved only
         // when it changed; widgets, actions and issues change often and are shown from memory.
         inventory_changed =
@@ -552,6 +551,7 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
       default:
         break;
     }
+    if (hits.any()) CountLimited(h, hits);
   }
   if (save) (void)MarkDirty(host_id, /*wait=*/false, /*full=*/inventory_changed);
 
@@ -569,7 +569,7 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
           herd::v1::HostMetrics update;
           update.set_host_id(host_id);
           update.set_hostname(hostname);
-          *update.mutable_batch() = msg.metrics();
+          *update.mutable_batch() = *batch;
           for (auto& w : watchers) w(update);
         }
       }
@@ -613,6 +613,7 @@ void Hub::OnDisconnect(const std::string& host_id, const HostSession* session) {
     if (current) {
       e->s.session.reset();
       e->s.disconnected_at_ms = absl::ToUnixMillis(clock_.Now());
+      e->s.disconnected_mono_ms = MonoMs();
       // `sent` stays: a config change while the host is away is reported as changing it,
       // and its next snapshot (forced at reconnect) gets a higher version.
     }
@@ -636,7 +637,8 @@ void Hub::OnDisconnect(const std::string& host_id, const HostSession* session) {
   for (const auto& id : failed) CompletePending(id, absl::UnavailableError(why));
 }
 
-void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms) {
+void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms,
+                  LimitHits* hits) {
   batches_received_.fetch_add(1, std::memory_order_relaxed);
   if (!batch.replayed() && batch.at_unix_ms() > 0) {
     // An agent's clock far behind ours must not overflow the histogram's sum: delays count
@@ -659,6 +661,7 @@ void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now
     h.usage = batch.host();
   }
   if (!h.series.Begin(at)) return;  // older than the history: latest state only
+  const uint64_t dropped_series = h.series.dropped_series();
   const auto& u = batch.host();
   h.series.Add("", "cpu", u.cpu_percent());
   h.series.Add("", "memory_available", static_cast<double>(u.memory_available_bytes()));
@@ -671,6 +674,43 @@ void Hub::OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now
       if (p.numeric()) h.series.Add(unit.name(), absl::StrCat("probe:", p.name()), p.number());
     }
   }
+  hits->Add(Limit::kSeries, h.series.dropped_series() - dropped_series);
+}
+
+void Hub::CountLimited(HostState& h, const LimitHits& hits) {
+  const int64_t mono_ms = MonoMs();
+  for (size_t i = 0; i < kLimitKinds; ++i) {
+    if (hits.n[i] == 0) continue;
+    limited_[i].fetch_add(hits.n[i], std::memory_order_relaxed);
+    int64_t& logged = h.limit_logged_mono_ms[i];
+    if (logged != 0 && mono_ms - logged < 60000) continue;
+    logged = mono_ms;
+    const Limit kind = static_cast<Limit>(i);
+    log_->warn("event=agent_limited host={} hostname={} limit={} cut={} hint=\"{}\"",
+               h.record.host_id, h.record.hostname, LimitName(kind), hits.n[i],
+               kind == Limit::kSeries
+                   ? "the host reports more series than --max-series-per-host keeps: new ones "
+                     "are not recorded (logged once a minute)"
+                   : "the agent sent more than the control plane keeps per host (see "
+                     "docs/controlplane.md, Limits): the rest was cut (logged once a minute)");
+  }
+}
+
+absl::StatusOr<std::optional<std::string>> Hub::JoinTokenHash() {
+  absl::MutexLock l(&join_mu_);
+  const int64_t mono_ms = MonoMs();
+  if (join_cached_ &&
+      mono_ms - join_read_mono_ms_ < absl::ToInt64Milliseconds(options_.join_token_cache)) {
+    return join_hash_;
+  }
+  // Read under the lock: agents reconnecting at once wait for one read, not one each.
+  join_token_reads_.fetch_add(1, std::memory_order_relaxed);
+  auto join = store_.GetSetting("join_token_sha256");
+  if (!join.ok()) return join.status();  // not cached: the next Connect asks again
+  join_hash_ = *join;
+  join_read_mono_ms_ = mono_ms;
+  join_cached_ = true;
+  return join_hash_;
 }
 
 std::vector<herd::v1::UnitSample> Hub::LatestUnits(const std::string& last_batch) {
@@ -720,9 +760,9 @@ std::optional<ControlMessage> Hub::NextSnapshot(
 }
 
 std::vector<std::string> Hub::PushConfig(const std::string* only) {
-  const absl::Time t0 = absl::Now();
+  const absl::Time t0 = clock_.Monotonic();
   absl::MutexLock config_lock(&config_mu_);
-  const absl::Time t_locked = absl::Now();
+  const absl::Time t_locked = clock_.Monotonic();
   // Hosts named by a host-scoped override resolve on their own; every other host's snapshot
   // depends only on its labels and installed modules.
   std::set<std::string> own;
@@ -796,7 +836,7 @@ std::vector<std::string> Hub::PushConfig(const std::string* only) {
   if (sent > 1) {
     log_->info("event=config_pushed hosts={} resolutions={} wait_ms={} resolve_and_post_ms={}",
                sent, resolved.size(), absl::ToInt64Milliseconds(t_locked - t0),
-               absl::ToInt64Milliseconds(absl::Now() - t_locked));
+               absl::ToInt64Milliseconds(clock_.Monotonic() - t_locked));
   }
   return changed;
 }
@@ -870,13 +910,65 @@ herd::v1::Scope Canonical(const herd::v1::Scope& scope) {
 }
 }  // namespace
 
+namespace {
+// What a key and its value take in the JSON object agentd puts in the module's environment
+// ("key":"value", with JSON's escapes).
+size_t EncodedBytes(const std::string& key, const std::string& value) {
+  constexpr auto kReplace = json::error_handler_t::replace;
+  return json(key).dump(-1, ' ', false, kReplace).size() +
+         json(value).dump(-1, ' ', false, kReplace).size() + 2;
+}
+}  // namespace
+
+absl::Status Hub::CheckConfigSize(const herd::v1::FleetSetConfigRequest& req,
+                                  const herd::v1::Scope& scope) {
+  const size_t value_bytes =
+      json(req.value()).dump(-1, ' ', false, json::error_handler_t::replace).size();
+  if (value_bytes > options_.max_config_value_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        req.module(), ":", req.key(), ": the value takes ", value_bytes,
+        " bytes (as JSON), more than the ", options_.max_config_value_bytes,
+        " a value may take: a module gets its config in one environment variable, which the "
+        "kernel caps at 128 KiB; give a path to a file with the data instead"));
+  }
+  // The most the module's overrides can take on one host: every key at its largest value
+  // among the scopes (a host may match them all), with this one in place of the value it
+  // replaces at its scope.
+  std::map<std::string, size_t> widest;  // key → bytes
+  {
+    absl::MutexLock config_lock(&config_mu_);
+    for (const auto& o : overrides_) {
+      if (o.module() != req.module()) continue;
+      if (o.key() == req.key() && DeterministicBytes(Canonical(o.scope())) ==
+                                      DeterministicBytes(scope)) {
+        continue;
+      }
+      size_t& w = widest[o.key()];
+      w = std::max(w, EncodedBytes(o.key(), o.value()));
+    }
+  }
+  size_t& mine = widest[req.key()];
+  mine = std::max(mine, EncodedBytes(req.key(), req.value()));
+  size_t total = 2;
+  for (const auto& [k, bytes] : widest) total += bytes + 1;
+  if (total > options_.max_module_config_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        req.module(), ": with this value its overrides could take ", total,
+        " bytes (as JSON, on a host every scope applies to), more than the ",
+        options_.max_module_config_bytes,
+        " a module's config may take (it reaches the module in one environment variable, "
+        "which the kernel caps at 128 KiB, and it would not start): unset overrides it does "
+        "not need (agentctl conf ", req.module(), " lists them), or shorten values"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<herd::v1::FleetConfigChange> Hub::SetConfig(
     const herd::v1::FleetSetConfigRequest& req, const Actor& actor) {
   if (auto s = CheckScope(req.scope()); !s.ok()) return s;
   if (!ValidId(req.module(), 214) || req.key().empty() || req.key().size() > 256) {
     return absl::InvalidArgumentError("give MODULE:KEY with a valid module name and a key");
   }
-  if (req.value().size() > 65536) return absl::InvalidArgumentError("value longer than 64 KiB");
   herd::v1::Scope scope = Canonical(req.scope());
   if (scope.what_case() == herd::v1::Scope::kHostId) {
     // A hostname is accepted for convenience.
@@ -888,6 +980,8 @@ absl::StatusOr<herd::v1::FleetConfigChange> Hub::SetConfig(
     absl::MutexLock hl(&e->mu);
     scope.set_host_id(e->s.record.host_id);
   }
+  // Sizes are checked with --force too: past them the module cannot start at all.
+  if (auto s = CheckConfigSize(req, scope); !s.ok()) return s;
   if (!req.force()) {
     if (auto s = CheckConfigValue(req); !s.ok()) return s;
   }
@@ -1003,18 +1097,18 @@ absl::StatusOr<herd::v1::FleetConfig> Hub::GetConfig(const std::string& module,
 // ---------------------------------------------------------------------------------------
 // Reads
 
-bool Hub::Online(const HostState& h, int64_t now_ms) const {
+bool Hub::Online(const HostState& h, int64_t mono_ms) const {
   if (h.session) return true;
   if (h.disconnected_at_ms == 0) return false;
-  return now_ms - h.disconnected_at_ms < absl::ToInt64Milliseconds(options_.lease);
+  return mono_ms - h.disconnected_mono_ms < absl::ToInt64Milliseconds(options_.lease);
 }
 
-herd::v1::Host Hub::HostView(const HostState& h, int64_t now_ms) const {
+herd::v1::Host Hub::HostView(const HostState& h, int64_t mono_ms) const {
   herd::v1::Host out;
   out.set_host_id(h.record.host_id);
   out.set_hostname(h.record.hostname);
   out.mutable_labels()->insert(h.record.labels.begin(), h.record.labels.end());
-  out.set_online(Online(h, now_ms));
+  out.set_online(Online(h, mono_ms));
   out.set_agent_version(h.record.agent_version);
   out.set_last_seen_unix_ms(h.record.last_seen_unix_ms);
   out.set_connected_at_unix_ms(h.connected_at_ms);
@@ -1070,10 +1164,33 @@ absl::StatusOr<std::vector<std::string>> Hub::ResolveTarget(const herd::v1::Targ
   return out;
 }
 
+absl::Status Hub::CheckChangeTarget(const herd::v1::Target& t) {
+  switch (t.what_case()) {
+    case herd::v1::Target::WHAT_NOT_SET:
+      return absl::InvalidArgumentError(
+          "no target: say which hosts, with a selector (--selector k=v), host ids (--host H), "
+          "or every host explicitly (--all-hosts; in the API \"target\": {\"all\": true})");
+    case herd::v1::Target::kAll:
+      if (!t.all()) {
+        return absl::InvalidArgumentError(
+            "target.all is false: set it to true for every host, or give a selector or hosts");
+      }
+      return absl::OkStatus();
+    case herd::v1::Target::kSelector:
+      return absl::OkStatus();  // an empty selector is refused when it is parsed
+    case herd::v1::Target::kHosts:
+      if (t.hosts().ids_size() == 0) {
+        return absl::InvalidArgumentError("target.hosts has no host id: give at least one");
+      }
+      return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("unknown target");
+}
+
 absl::StatusOr<std::vector<herd::v1::Host>> Hub::ListHosts(const herd::v1::Target& t) const {
   auto ids = ResolveTarget(t);
   if (!ids.ok()) return ids.status();
-  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  const int64_t now_ms = MonoMs();
   std::vector<herd::v1::Host> out;
   out.reserve(ids->size());
   for (const auto& id : *ids) {
@@ -1093,7 +1210,7 @@ absl::StatusOr<herd::v1::HostDetail> Hub::GetHost(const std::string& host_id) co
   {
     absl::MutexLock hl(&e->mu);
     const HostState& h = e->s;
-    *d.mutable_host() = HostView(h, absl::ToUnixMillis(clock_.Now()));
+    *d.mutable_host() = HostView(h, MonoMs());
     last_batch = h.last_batch;
     for (const auto& m : h.record.modules) *d.add_modules() = m;
     for (const auto& ev : h.events) *d.add_events() = ev;
@@ -1103,7 +1220,7 @@ absl::StatusOr<herd::v1::HostDetail> Hub::GetHost(const std::string& host_id) co
 }
 
 void Hub::VisitHosts(const std::function<void(const herd::v1::HostDetail&)>& visit) const {
-  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  const int64_t now_ms = MonoMs();
   std::string last_batch;
   for (const Entry& e : Entries()) {
     herd::v1::HostDetail d;
@@ -1127,7 +1244,7 @@ absl::StatusOr<std::vector<herd::v1::ModuleInstance>> Hub::ListModules(
     const herd::v1::Target& t, const std::string& module) const {
   auto ids = ResolveTarget(t);
   if (!ids.ok()) return ids.status();
-  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  const int64_t now_ms = MonoMs();
   std::vector<herd::v1::ModuleInstance> out;
   for (const auto& id : *ids) {
     Entry e = Find(id);
@@ -1234,7 +1351,7 @@ void Hub::RelayAll(std::vector<Request> requests) {
   // line callback.)
   {
     absl::MutexLock l(&pending_mu_);
-    const absl::Time now = clock_.Now();
+    const absl::Time now = clock_.Monotonic();
     for (size_t i = 0; i < requests.size(); ++i) {
       Request& r = requests[i];
       if (!entries[i]) {
@@ -1322,7 +1439,7 @@ void Hub::Sweep() {
   std::vector<std::string> expired;
   {
     absl::MutexLock l(&pending_mu_);
-    const absl::Time now = clock_.Now();
+    const absl::Time now = clock_.Monotonic();
     for (const auto& [id, p] : pending_) {
       if (p.deadline < now) expired.push_back(id);
     }
@@ -1330,15 +1447,15 @@ void Hub::Sweep() {
   for (const auto& id : expired) {
     CompletePending(id, absl::DeadlineExceededError("the host did not answer in time"));
   }
-  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
-  if (now_ms - silent_checked_ms_ >= 5000) {
-    silent_checked_ms_ = now_ms;
+  const int64_t mono_ms = MonoMs();
+  int64_t checked = silent_checked_mono_ms_.load();
+  if (mono_ms - checked >= 5000 && silent_checked_mono_ms_.compare_exchange_strong(checked, mono_ms)) {
     CloseSilentStreams();
   }
 }
 
 void Hub::CloseSilentStreams() {
-  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  const int64_t now_ms = MonoMs();
   const int64_t limit_ms = std::max<int64_t>(
       absl::ToInt64Milliseconds(options_.silent_stream_timeout),
       10 * static_cast<int64_t>(options_.metrics_interval_ms));
@@ -1351,7 +1468,7 @@ void Hub::CloseSilentStreams() {
   for (const Entry& e : Entries()) {
     absl::MutexLock hl(&e->mu);
     HostState& h = e->s;
-    const int64_t quiet_ms = now_ms - h.record.last_seen_unix_ms;
+    const int64_t quiet_ms = now_ms - h.heard_mono_ms;
     if (h.session && quiet_ms > limit_ms && h.closed_silent != h.session.get()) {
       h.closed_silent = h.session.get();
       silent.push_back({h.record.host_id, h.session, quiet_ms});
@@ -1371,6 +1488,10 @@ void Hub::TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& ac
                         std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> done) {
   if (req.module().empty() || req.action().empty()) {
     done(absl::InvalidArgumentError("give a module and an action"));
+    return;
+  }
+  if (auto s = CheckChangeTarget(req.target()); !s.ok()) {
+    done(s);
     return;
   }
   auto ids = ResolveTarget(req.target());
@@ -1583,7 +1704,9 @@ Hub::Stats Hub::stats() const {
   s.config_pushes = config_pushes_.load(std::memory_order_relaxed);
   s.config_nacks = config_nacks_.load(std::memory_order_relaxed);
   s.batch_delay = batch_delay_.Read();
-  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  for (size_t i = 0; i < kLimitKinds; ++i) s.limited[i] = limited_[i].load(std::memory_order_relaxed);
+  s.join_token_reads = join_token_reads_.load(std::memory_order_relaxed);
+  const int64_t now_ms = MonoMs();
   for (const Entry& e : Entries()) {
     absl::MutexLock hl(&e->mu);
     ++s.hosts;

@@ -36,6 +36,7 @@
 #include "common/interner.h"
 #include "common/latency_histogram.h"
 #include "common/logging.h"
+#include "controlplane/core/agent_limits.h"
 #include "controlplane/core/series.h"
 #include "controlplane/store/store.h"
 #include "herd/v1/fleet.pb.h"
@@ -76,6 +77,18 @@ struct HubOptions {
   // (bench/README.md). The server uses a few; tests use 0 to see sends at once. A host's
   // messages always go through the same thread, in order.
   size_t send_threads = 0;
+  // What one host may make the control plane hold (controlplane/core/agent_limits.h).
+  AgentLimits limits;
+  // The join token's hash is read from the store at most this often (every Connect needs
+  // it: 10,000 agents reconnecting at once would otherwise be 10,000 reads). Another process
+  // may write it (a new token adopted at start), so it is not cached for ever.
+  absl::Duration join_token_cache = absl::Seconds(5);
+  // A module's config as SetConfig checks it: one value, and all of the module's overrides
+  // that can apply to one host together, measured as the JSON agentd puts in the module's
+  // environment. One environment variable may not exceed 128 KiB (Linux's MAX_ARG_STRLEN),
+  // and the module's defaults share that variable with them.
+  size_t max_config_value_bytes = 32 * 1024;
+  size_t max_module_config_bytes = 48 * 1024;
 };
 
 // Who is calling the Fleet API (from its token) — for the audit log.
@@ -112,8 +125,8 @@ class Hub {
   void OnDisconnect(const std::string& host_id, const HostSession* session);
 
   // ---- Fleet side
-  // Host ids a target selects (unset target: every host). Unknown host ids / bad selectors
-  // are errors.
+  // Host ids a target selects (unset target: every host, for reads). Unknown host ids / bad
+  // selectors are errors.
   absl::StatusOr<std::vector<std::string>> ResolveTarget(const herd::v1::Target& target) const;
   absl::StatusOr<std::vector<herd::v1::Host>> ListHosts(const herd::v1::Target& target) const;
   absl::StatusOr<herd::v1::HostDetail> GetHost(const std::string& host_id) const;
@@ -136,6 +149,10 @@ class Hub {
       const herd::v1::FleetSetConfigRequest& req, const Actor& actor);
   absl::StatusOr<herd::v1::FleetConfigChange> UnsetConfig(
       const herd::v1::FleetUnsetConfigRequest& req, const Actor& actor);
+
+  // What changes hosts (actions, restarts) needs a target that says which: an unset target,
+  // `all: false` or an empty host list are refused (a fleet-wide change is `all: true`).
+  static absl::Status CheckChangeTarget(const herd::v1::Target& target);
 
   // Triggers the action on every selected host; `done` runs once, with one result per
   // host, when all have answered, failed or timed out.
@@ -177,6 +194,10 @@ class Hub {
     // those replayed after a reconnect). Seconds of delay mean the control plane (or its
     // machine) is behind: everything it does for agents waits as long.
     LatencyHistogram::Snapshot batch_delay;
+    // What agents sent past a per-host limit, by kind (AgentLimits; Limit indexes it).
+    std::array<uint64_t, kLimitKinds> limited{};
+    // Connects that read the join token's hash from the store (the rest used the cache).
+    uint64_t join_token_reads = 0;
   };
   static constexpr std::array<double, 12> kBatchDelayBounds = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                                1,    2.5,   5,    10,  30,   60};
@@ -185,6 +206,10 @@ class Hub {
   // Waits until every host record changed so far is written (or the write failed: its
   // status). For tests and Stop().
   absl::Status FlushHostRecords();
+
+  // One round of the sweeper now (what its thread does every 250 ms): fails relayed requests
+  // past their deadline, closes silent streams. For tests, which drive a FakeClock.
+  void Sweep();
 
  private:
   struct HostState {
@@ -195,6 +220,13 @@ class Hub {
     const HostSession* closed_silent = nullptr;
     int64_t connected_at_ms = 0;
     int64_t disconnected_at_ms = 0;
+    // Monotonic readings (Clock::Monotonic, ms) for every interval: the last message, the end
+    // of the last stream. The wall-clock fields are for display only: an NTP step must not
+    // close streams or show hosts offline.
+    int64_t heard_mono_ms = 0;
+    int64_t disconnected_mono_ms = 0;
+    // When each kind of limit was last logged for this host (monotonic ms; 0 never).
+    std::array<int64_t, kLimitKinds> limit_logged_mono_ms{};
     std::string peer;
     herd::v1::Hello hello;  // without its inventory (that is record.modules)
     // The latest batch, serialized (a tenth of its parsed size; parsed when a caller wants
@@ -240,8 +272,15 @@ class Hub {
   // Every host, in host id order.
   std::vector<Entry> Entries() const;
 
-  bool Online(const HostState& h, int64_t now_ms) const;
-  herd::v1::Host HostView(const HostState& h, int64_t now_ms) const;
+  // `mono_ms`: Clock::Monotonic in ms.
+  bool Online(const HostState& h, int64_t mono_ms) const;
+  herd::v1::Host HostView(const HostState& h, int64_t mono_ms) const;
+  int64_t MonoMs() const { return absl::ToUnixMillis(clock_.Monotonic()); }
+  // Counts what a host's message had cut, and logs it (once a minute per host and kind).
+  // Needs the host's lock.
+  void CountLimited(HostState& h, const LimitHits& hits);
+  // The join token's hash (cached for options_.join_token_cache), nullopt when none is set.
+  absl::StatusOr<std::optional<std::string>> JoinTokenHash();
   static std::set<std::string> Installed(const HostState& h);
   // Gives the host `snap` as its next snapshot (with a new version) when it differs from the
   // last one sent or when `force`; returns the message to send. Needs the host's lock.
@@ -256,7 +295,12 @@ class Hub {
   std::vector<std::string> PushConfig(const std::string* only = nullptr);
   // Reloads the overrides cache from the store. Needs config_mu_.
   absl::Status ReloadOverrides() ABSL_EXCLUSIVE_LOCKS_REQUIRED(config_mu_);
-  void OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms);
+  // Records a batch (bounded already); what the series cap left out is added to `hits`.
+  void OnBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms,
+               LimitHits* hits);
+  // Size checks of SetConfig (per value, per module): the error says by how much and what to do.
+  absl::Status CheckConfigSize(const herd::v1::FleetSetConfigRequest& req,
+                               const herd::v1::Scope& scope);
   std::string NewRequestId();
   // A request to one host: `msg` carries `request_id`; `done` gets the host's answer.
   struct Request {
@@ -274,10 +318,9 @@ class Hub {
   // so the first hosts have theirs while the rest are made; the loop relays the rest at the end.
   void RelayWhenFull(std::vector<Request>& requests);
   void CompletePending(const std::string& request_id, absl::StatusOr<herd::v1::AgentMessage> r);
-  void Sweep();
   // Closes the streams of agents silent for longer than silent_stream_timeout.
   void CloseSilentStreams();
-  int64_t silent_checked_ms_ = 0;  // sweeper thread only
+  std::atomic<int64_t> silent_checked_mono_ms_{0};
   absl::Status ValidateHello(const herd::v1::Hello& hello) const;
   absl::Status CheckConfigValue(const herd::v1::FleetSetConfigRequest& req) const;
   // After an override was written: audits a change, reloads the overrides and pushes.
@@ -346,10 +389,18 @@ class Hub {
   std::atomic<uint64_t> batches_received_{0}, batches_dropped_by_agents_{0};
   LatencyHistogram batch_delay_{kBatchDelayBounds};
   std::atomic<uint64_t> config_pushes_{0}, config_nacks_{0};
+  std::array<std::atomic<uint64_t>, kLimitKinds> limited_{};
+
+  absl::Mutex join_mu_;
+  std::optional<std::string> join_hash_ ABSL_GUARDED_BY(join_mu_);
+  int64_t join_read_mono_ms_ ABSL_GUARDED_BY(join_mu_) = 0;
+  bool join_cached_ ABSL_GUARDED_BY(join_mu_) = false;
+  std::atomic<uint64_t> join_token_reads_{0};
 
   absl::Mutex life_mu_;
   bool stopping_ ABSL_GUARDED_BY(life_mu_) = false;
   std::atomic<bool> stopped_{false};
+  StopWaiter sweeper_wait_;
   std::thread sweeper_;
 
   // Serializes config changes (store write + push) so pushes go out in revision order, and

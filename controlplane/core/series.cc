@@ -191,7 +191,12 @@ int64_t HostSeries::Insert(std::string_view unit, std::string_view metric) {
     ++dropped_series_;
     return -1;
   }
-  if (layout().slots.size() >= options_.max_series) DropStale();
+  // Stale series are looked for once per sample: a host past the cap offers a new series
+  // with every value of every batch, and each look rebuilds the layout.
+  if (layout().slots.size() >= options_.max_series && stale_dropped_seq_ != seq_) {
+    stale_dropped_seq_ = seq_;
+    DropStale();
+  }
   if (layout().slots.size() >= options_.max_series) {
     ++dropped_series_;
     return -1;

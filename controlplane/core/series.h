@@ -138,6 +138,7 @@ class HostSeries {
   std::vector<State> states_;
   std::vector<float> values_;  // exactly sized
   size_t cursor_ = 0;  // where the next Add of this batch probably is
+  uint32_t stale_dropped_seq_ = 0;  // the sample in which DropStale last ran
   uint64_t dropped_late_ = 0, dropped_series_ = 0;
 };
 

@@ -25,15 +25,18 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
   return r;
 }
 
-// A server-streaming reactor with a bounded queue: writes are issued one at a time; a reader
-// that falls behind by more than `max_queued` messages loses the oldest (counted in logs by
-// the caller if it matters) rather than growing memory.
+// A server-streaming reactor with a bounded queue (StreamQueue): writes are issued one at a
+// time; a reader that falls behind loses the oldest messages (counted) rather than growing
+// memory, and one that stops reading (the write in progress waits past the stall timeout
+// while more arrive, or at a poll) has its stream ended with RESOURCE_EXHAUSTED.
 template <typename T>
 class QueuedWriter : public grpc::ServerWriteReactor<T> {
  public:
   // The stream's headers go out at once (gRPC holds them until the reactor is bound): a
   // client then knows the stream is open, before its first message.
-  explicit QueuedWriter(size_t max_queued = 256) : max_queued_(max_queued) {
+  QueuedWriter(StreamQueueLimits limits, const Clock& clock, StreamTokens& tokens,
+               const char* what)
+      : tokens_(tokens), what_(what), queue_(limits, clock), stall_timeout_(limits.stall_timeout) {
     this->StartSendInitialMetadata();
   }
 
@@ -41,13 +44,24 @@ class QueuedWriter : public grpc::ServerWriteReactor<T> {
   bool Push(const T& msg) {
     absl::MutexLock l(&mu_);
     if (finished_ || ending_) return false;
-    if (queue_.size() >= max_queued_) queue_.pop_front();  // drop the oldest
-    queue_.push_back(msg);
-    if (!writing_) {
-      writing_ = true;
-      this->StartWrite(&queue_.front());
+    const auto pushed = queue_.Push(msg);
+    if (const uint64_t dropped = queue_.TakeDropped()) tokens_.CountDropped(dropped);
+    switch (pushed) {
+      case StreamQueue<T>::Pushed::kWrite:
+        this->StartWrite(queue_.front());
+        break;
+      case StreamQueue<T>::Pushed::kQueued:
+        break;
+      case StreamQueue<T>::Pushed::kStalled:
+        EndStalledLocked();
+        return false;
     }
     return true;
+  }
+  // Ends the stream if its reader has stalled (StreamTokens' poll).
+  void EndIfStalled() {
+    absl::MutexLock l(&mu_);
+    if (!finished_ && queue_.Stalled()) EndStalledLocked();
   }
   // Finishes once everything queued is written; with `drop_queued`, once the write in
   // progress is (a stream whose token was revoked gets nothing more).
@@ -56,28 +70,27 @@ class QueuedWriter : public grpc::ServerWriteReactor<T> {
     if (finished_ || ending_) return;
     ending_ = true;
     end_status_ = s;
-    if (drop_queued && !queue_.empty()) {
-      // The front is the message being written while `writing_`: it stays until done.
-      queue_.erase(writing_ ? queue_.begin() + 1 : queue_.begin(), queue_.end());
-    }
-    if (!writing_) FinishLocked();
+    if (drop_queued) queue_.DropWaiting();
+    if (!queue_.writing()) FinishLocked();
   }
   void OnWriteDone(bool ok) override {
     absl::MutexLock l(&mu_);
-    if (!queue_.empty()) queue_.pop_front();
     if (!ok) {
-      writing_ = false;
+      queue_.WriteFailed();
       if (!finished_) {
         finished_ = true;
         this->Finish(grpc::Status::CANCELLED);
       }
       return;
     }
-    if (!queue_.empty() && !finished_) {
-      this->StartWrite(&queue_.front());
+    if (queue_.WriteDone()) {
+      if (!finished_) {
+        this->StartWrite(queue_.front());
+        return;
+      }
+      queue_.WriteFailed();  // finished while stalled: nothing more goes out
       return;
     }
-    writing_ = false;
     if (ending_) FinishLocked();
   }
 
@@ -93,10 +106,33 @@ class QueuedWriter : public grpc::ServerWriteReactor<T> {
   }
 
  private:
-  const size_t max_queued_;
+  // Finished now, with what waits dropped: the write in progress may never complete (its
+  // reader is not reading), so the status is not held behind it; the reader that comes back
+  // reads what was in flight, then the status.
+  void EndStalledLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const size_t waiting = queue_.size(), bytes = queue_.bytes();
+    const absl::Duration waited = queue_.WriteWait();
+    queue_.DropWaiting();
+    tokens_.CountStalled();
+    Logger("fleet")->warn(
+        "event=stream_ended_stalled stream={} waited_s={} queued={} queued_bytes={} "
+        "hint=\"the client stopped reading its stream; it was ended\"",
+        what_, absl::ToInt64Seconds(waited), waiting, bytes);
+    ending_ = true;
+    finished_ = true;
+    this->Finish(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("the reader fell behind: nothing was read from this ", what_, " stream for ",
+                     absl::FormatDuration(waited), " (the limit is ",
+                     absl::FormatDuration(stall_timeout_), ") while ", waiting,
+                     " messages waited; read the stream as it comes, and open it again")));
+  }
+
+  StreamTokens& tokens_;
+  const char* const what_;
   absl::Mutex mu_;
-  std::deque<T> queue_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  StreamQueue<T> queue_ ABSL_GUARDED_BY(mu_);
+  const absl::Duration stall_timeout_;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status end_status_ ABSL_GUARDED_BY(mu_);
@@ -119,16 +155,48 @@ StreamTokens::End EndThrough(std::shared_ptr<G> guard) {
   };
 }
 
+// Ends the writer behind `guard` if its reader stalled (StreamTokens' Poll).
+template <typename G>
+StreamTokens::Poll PollThrough(std::shared_ptr<G> guard) {
+  return [guard = std::move(guard)] {
+    absl::MutexLock l(&guard->mu);
+    if (guard->self) guard->self->EndIfStalled();
+  };
+}
+
+// What a stream needs to register itself.
+struct StreamContext {
+  StreamTokens& tokens;
+  StreamQueueLimits limits;
+  const Clock& clock;
+  std::string token_hash;  // empty: the stream was refused at its opening
+  std::string who;         // the token's name
+};
+
 class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
  public:
-  MetricsWriter(Hub& hub, std::set<std::string> hosts, StreamTokens& tokens,
-                std::string token_hash)
-      : hub_(hub), tokens_(tokens), guard_(std::make_shared<WriterGuard<MetricsWriter>>()) {
+  // Watches once open (`refused` ok); otherwise ends at once with it.
+  MetricsWriter(Hub& hub, std::set<std::string> hosts, StreamContext c, absl::Status refused)
+      : QueuedWriter(c.limits, c.clock, c.tokens, "WatchMetrics"),
+        hub_(hub),
+        tokens_(c.tokens),
+        guard_(std::make_shared<WriterGuard<MetricsWriter>>()) {
     {
       absl::MutexLock l(&guard_->mu);
       guard_->self = this;
     }
-    token_id_ = tokens_.Add(std::move(token_hash), EndThrough(guard_));
+    if (refused.ok()) {
+      auto slot = tokens_.Add(c.token_hash, c.who, EndThrough(guard_), PollThrough(guard_));
+      if (slot.ok()) {
+        token_id_ = *slot;
+      } else {
+        refused = slot.status();
+      }
+    }
+    if (!refused.ok()) {
+      End(ToGrpc(refused));
+      return;
+    }
     id_ = hub_.WatchMetrics(std::move(hosts), [g = guard_](const herd::v1::HostMetrics& m) {
       absl::MutexLock l(&g->mu);
       if (g->self) g->self->Push(m);
@@ -158,14 +226,21 @@ class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
 
 class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
  public:
-  RolloutWriter(RolloutEngine& engine, const std::string& id, StreamTokens& tokens,
-                std::string token_hash)
-      : engine_(engine), tokens_(tokens), guard_(std::make_shared<WriterGuard<RolloutWriter>>()) {
+  RolloutWriter(RolloutEngine& engine, const std::string& id, StreamContext c)
+      : QueuedWriter(c.limits, c.clock, c.tokens, "WatchRollout"),
+        engine_(engine),
+        tokens_(c.tokens),
+        guard_(std::make_shared<WriterGuard<RolloutWriter>>()) {
     {
       absl::MutexLock l(&guard_->mu);
       guard_->self = this;
     }
-    token_id_ = tokens_.Add(std::move(token_hash), EndThrough(guard_));
+    auto slot = tokens_.Add(c.token_hash, c.who, EndThrough(guard_), PollThrough(guard_));
+    if (!slot.ok()) {
+      End(ToGrpc(slot.status()));
+      return;
+    }
+    token_id_ = *slot;
     auto w = engine_.Watch(id, [g = guard_](const herd::v1::Rollout& r) {
       absl::MutexLock l(&g->mu);
       if (!g->self) return;
@@ -206,16 +281,20 @@ class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
 
 class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
  public:
-  LogsWriter(Hub& hub, const herd::v1::FleetLogsRequest& req, StreamTokens& tokens,
-             std::string token_hash)
-      : QueuedWriter(4096), hub_(hub), tokens_(tokens) {
+  LogsWriter(Hub& hub, const herd::v1::FleetLogsRequest& req, StreamContext c)
+      : QueuedWriter(c.limits, c.clock, c.tokens, "StreamLogs"), hub_(hub), tokens_(c.tokens) {
     // Keep ourselves alive until both the stream and the hub are done with us.
     state_ = std::make_shared<State>();
     {
       absl::MutexLock l(&state_->mu);
       state_->self = this;
     }
-    token_id_ = tokens_.Add(std::move(token_hash), EndThrough(state_));
+    auto slot = tokens_.Add(c.token_hash, c.who, EndThrough(state_), PollThrough(state_));
+    if (!slot.ok()) {
+      End(ToGrpc(slot.status()));
+      return;
+    }
+    token_id_ = *slot;
     auto st = state_;
     request_id_ = hub_.StreamLogs(
         req,
@@ -230,7 +309,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
         });
   }
   void OnCancel() override {
-    hub_.CancelLogs(request_id_);
+    if (!request_id_.empty()) hub_.CancelLogs(request_id_);
     End(grpc::Status::CANCELLED);
   }
   void OnDone() override {
@@ -239,7 +318,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
       absl::MutexLock l(&state_->mu);
       state_->self = nullptr;
     }
-    hub_.CancelLogs(request_id_);
+    if (!request_id_.empty()) hub_.CancelLogs(request_id_);
     delete this;
   }
 
@@ -275,48 +354,82 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-StreamTokens::StreamTokens(Store& store, absl::Duration every)
-    : store_(store), every_(std::max(every, absl::Milliseconds(10))), log_(Logger("fleet")) {
+StreamTokens::StreamTokens(Store& store, absl::Duration every, size_t max, size_t max_per_token)
+    : store_(store),
+      every_(std::max(every, absl::Milliseconds(10))),
+      max_(max),
+      max_per_token_(max_per_token),
+      log_(Logger("fleet")) {
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "stream-tokens");
-    absl::MutexLock l(&mu_);
-    while (!stopping_) {
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_), every_);
-      if (stopping_) break;
-      mu_.Unlock();
-      Check();
-      mu_.Lock();
-    }
+    while (!stop_.WaitFor(every_)) Check();
   });
 }
 
 StreamTokens::~StreamTokens() {
-  {
-    absl::MutexLock l(&mu_);
-    stopping_ = true;
-  }
+  stop_.Stop();
   thread_.join();
 }
 
-uint64_t StreamTokens::Add(std::string token_hash, End end) {
+absl::StatusOr<uint64_t> StreamTokens::Add(std::string token_hash, const std::string& who,
+                                           End end, Poll poll) {
   if (token_hash.empty()) return 0;  // a stream refused at its opening: nothing to watch
   absl::MutexLock l(&mu_);
+  size_t& mine = per_token_[token_hash];
+  if (mine >= max_per_token_ || open_.size() >= max_) {
+    const bool token_full = mine >= max_per_token_;
+    if (mine == 0) per_token_.erase(token_hash);
+    refused_.fetch_add(1, std::memory_order_relaxed);
+    log_->warn("event=stream_refused token={} open_for_token={} open={} reason={}", who,
+               token_full ? max_per_token_ : mine, open_.size(),
+               token_full ? "token_slots" : "server_slots");
+    return absl::ResourceExhaustedError(
+        token_full
+            ? absl::StrCat("token \"", who, "\" has ", max_per_token_,
+                           " streams open already (the most one token may hold, "
+                           "--max-streams-per-token): end some (watches, log follows, "
+                           "dashboard views), or use another token")
+            : absl::StrCat("the control plane serves ", max_,
+                           " streams already (--max-streams): try again later"));
+  }
+  ++mine;
   const uint64_t id = next_++;
-  open_[id] = {std::move(token_hash), std::move(end)};
+  open_[id] = {std::move(token_hash), std::move(end), std::move(poll)};
   return id;
 }
 
 void StreamTokens::Remove(uint64_t id) {
   absl::MutexLock l(&mu_);
-  open_.erase(id);
+  auto it = open_.find(id);
+  if (it == open_.end()) return;
+  auto t = per_token_.find(it->second.token_hash);
+  if (t != per_token_.end() && --t->second == 0) per_token_.erase(t);
+  open_.erase(it);
+}
+
+StreamTokens::Counts StreamTokens::counts() const {
+  Counts c;
+  {
+    absl::MutexLock l(&mu_);
+    c.open = open_.size();
+  }
+  c.refused = refused_.load(std::memory_order_relaxed);
+  c.dropped = dropped_.load(std::memory_order_relaxed);
+  c.stalled = stalled_.load(std::memory_order_relaxed);
+  return c;
 }
 
 void StreamTokens::Check() {
   std::set<std::string> hashes;
+  std::vector<Poll> polls;
   {
     absl::MutexLock l(&mu_);
-    for (const auto& [id, o] : open_) hashes.insert(o.token_hash);
+    for (const auto& [id, o] : open_) {
+      hashes.insert(o.token_hash);
+      if (o.poll) polls.push_back(o.poll);
+    }
   }
+  for (auto& p : polls) p();  // outside the lock: a stalled stream ends itself
   std::set<std::string> revoked;
   for (const auto& h : hashes) {
     auto t = store_.FindTokenBySecretHash(h);
@@ -333,6 +446,8 @@ void StreamTokens::Check() {
     for (auto it = open_.begin(); it != open_.end();) {
       if (revoked.count(it->second.token_hash)) {
         ends.push_back(std::move(it->second.end));
+        auto t = per_token_.find(it->second.token_hash);
+        if (t != per_token_.end() && --t->second == 0) per_token_.erase(t);
         it = open_.erase(it);
       } else {
         ++it;
@@ -455,10 +570,11 @@ grpc::ServerWriteReactor<herd::v1::HostMetrics>* FleetService::WatchMetrics(
     }
   }
   // Watched only once open: a refused stream ends at once.
-  auto* w = new MetricsWriter(hub_, std::move(hosts), stream_tokens_,
-                              err.ok() ? actor->token_hash : std::string());
-  if (!err.ok()) w->End(ToGrpc(err));
-  return w;
+  return new MetricsWriter(
+      hub_, std::move(hosts),
+      StreamContext{stream_tokens_, streams_.queue, clock_,
+                    err.ok() ? actor->token_hash : std::string(), err.ok() ? actor->name : ""},
+      err);
 }
 
 grpc::ServerUnaryReactor* FleetService::GetConfig(grpc::CallbackServerContext* ctx,
@@ -533,7 +649,9 @@ grpc::ServerWriteReactor<herd::v1::Rollout>* FleetService::WatchRollout(
     };
     return new Refused(ToGrpc(actor.status()));
   }
-  return new RolloutWriter(rollouts_, req->id(), stream_tokens_, actor->token_hash);
+  return new RolloutWriter(
+      rollouts_, req->id(),
+      StreamContext{stream_tokens_, streams_.queue, clock_, actor->token_hash, actor->name});
 }
 
 grpc::ServerUnaryReactor* FleetService::TriggerAction(grpc::CallbackServerContext* ctx,
@@ -560,7 +678,12 @@ grpc::ServerWriteReactor<herd::v1::LogLine>* FleetService::StreamLogs(
     };
     return new Refused(ToGrpc(actor.status()));
   }
-  return new LogsWriter(hub_, *req, stream_tokens_, actor->token_hash);
+  // Log lines are many and short: more of them, in the same bytes.
+  StreamQueueLimits limits = streams_.queue;
+  limits.max_messages = std::max<size_t>(limits.max_messages, 4096);
+  return new LogsWriter(hub_, *req,
+                        StreamContext{stream_tokens_, limits, clock_, actor->token_hash,
+                                      actor->name});
 }
 
 grpc::ServerUnaryReactor* FleetService::ListAudit(grpc::CallbackServerContext* ctx,

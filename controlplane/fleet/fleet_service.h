@@ -2,6 +2,7 @@
 // bearer token (viewer: reads; operator: changes), validates the request, and answers.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -11,52 +12,91 @@
 
 #include "controlplane/core/hub.h"
 #include "controlplane/fleet/rollouts.h"
+#include "controlplane/fleet/stream_queue.h"
 #include "herd/v1/fleet.grpc.pb.h"
 
 namespace herd::controlplane {
 
-// The API tokens of the Fleet API's open streams (WatchMetrics, WatchRollout, StreamLogs,
-// and the dashboard's, which come through them), looked up again every `every`: a stream
-// stays open for hours, and a token revoked meanwhile (`controlplane token revoke`, which
-// writes the store a running control plane reads) ends the streams opened with it, with
-// UNAUTHENTICATED. A store that fails to answer ends nothing (the next round asks again).
+// The Fleet API's server streams and how many each may hold.
+struct FleetStreamOptions {
+  // How often open streams' tokens are looked up again (StreamTokens).
+  absl::Duration token_recheck = absl::Seconds(10);
+  // Each stream's queue (StreamQueue); StreamLogs keeps more, shorter messages (4096).
+  StreamQueueLimits queue;
+  // Streams open at once, in all and per token: one client (or one leaked script) cannot
+  // take every slot. The dashboard's streams come through here too, with the viewer's token.
+  size_t max_streams = 1024;
+  size_t max_streams_per_token = 32;
+};
+
+// The Fleet API's open streams (WatchMetrics, WatchRollout, StreamLogs, and the
+// dashboard's, which come through them), by API token:
+//   - a stream is given a slot only while its token holds fewer than max_per_token and the
+//     server fewer than max in all (refusals counted);
+//   - their tokens are looked up again every `every`: a stream stays open for hours, and a
+//     token revoked meanwhile (`controlplane token revoke`, which writes the store a running
+//     control plane reads) ends the streams opened with it, with UNAUTHENTICATED. A store
+//     that fails to answer ends nothing (the next round asks again);
+//   - each round also polls every stream, which ends itself if its reader has stalled (a
+//     stream whose messages stopped arriving would not notice otherwise).
 class StreamTokens {
  public:
   using End = std::function<void(const grpc::Status&)>;
-  StreamTokens(Store& store, absl::Duration every);
+  using Poll = std::function<void()>;
+  StreamTokens(Store& store, absl::Duration every, size_t max = 1024, size_t max_per_token = 32);
   ~StreamTokens();
   StreamTokens(const StreamTokens&) = delete;
   StreamTokens& operator=(const StreamTokens&) = delete;
 
-  // A stream opened with the token whose secret hashes to `token_hash`; `end` ends it (and
-  // must tolerate a stream that has ended already). Returns the id for Remove (0, and
-  // nothing watched, for an empty hash).
-  uint64_t Add(std::string token_hash, End end);
+  // A stream opened with the token whose secret hashes to `token_hash` (named `who`, for
+  // the log); `end` ends it (and must tolerate a stream that has ended already); `poll`, if
+  // set, runs every round. Returns the id for Remove (0, and nothing watched, for an empty
+  // hash), or RESOURCE_EXHAUSTED when the token (or the server) has no slot left.
+  absl::StatusOr<uint64_t> Add(std::string token_hash, const std::string& who, End end,
+                               Poll poll = nullptr);
   void Remove(uint64_t id);
   // One round now (what the thread does every `every`).
   void Check();
+
+  // For /metrics.
+  struct Counts {
+    uint64_t open = 0, refused = 0, dropped = 0, stalled = 0;
+  };
+  Counts counts() const;
+  void CountDropped(uint64_t n) { dropped_.fetch_add(n, std::memory_order_relaxed); }
+  void CountStalled() { stalled_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   struct Open {
     std::string token_hash;
     End end;
+    Poll poll;
   };
   Store& store_;
   const absl::Duration every_;
+  const size_t max_, max_per_token_;
+  std::atomic<uint64_t> refused_{0}, dropped_{0}, stalled_{0};
   std::shared_ptr<spdlog::logger> log_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::map<uint64_t, Open> open_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, size_t> per_token_ ABSL_GUARDED_BY(mu_);  // token hash → streams
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 1;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  StopWaiter stop_;
   std::thread thread_;
 };
 
 class FleetService final : public herd::v1::Fleet::CallbackService {
  public:
-  // `token_recheck`: how often open streams' tokens are looked up again (StreamTokens).
+  // `clock`: its monotonic reading times the streams' stalls.
   FleetService(Hub& hub, Store& store, RolloutEngine& rollouts,
-               absl::Duration token_recheck = absl::Seconds(10))
-      : hub_(hub), store_(store), rollouts_(rollouts), stream_tokens_(store, token_recheck) {}
+               FleetStreamOptions streams = {}, const Clock& clock = SystemClock::Get())
+      : hub_(hub),
+        store_(store),
+        rollouts_(rollouts),
+        streams_(streams),
+        clock_(clock),
+        stream_tokens_(store, streams.token_recheck, streams.max_streams,
+                       streams.max_streams_per_token) {}
 
   grpc::ServerUnaryReactor* ListHosts(grpc::CallbackServerContext* ctx,
                                       const herd::v1::ListHostsRequest* req,
@@ -109,10 +149,17 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
   // The same check for a bearer token that came another way (the HTTP server's /metrics).
   absl::StatusOr<Actor> AuthenticateToken(const std::string& bearer, bool needs_operator);
 
+  // The streams' numbers, for /metrics.
+  StreamTokens::Counts stream_counts() const { return stream_tokens_.counts(); }
+  // One round of the streams' token and stall check now (for tests).
+  void CheckStreams() { stream_tokens_.Check(); }
+
  private:
   Hub& hub_;
   Store& store_;
   RolloutEngine& rollouts_;
+  const FleetStreamOptions streams_;
+  const Clock& clock_;
   StreamTokens stream_tokens_;
 };
 

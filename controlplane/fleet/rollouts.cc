@@ -26,9 +26,13 @@ absl::Status RolloutEngine::Start() {
     r.set_reason("the control plane restarted while it ran");
     r.set_finished_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
     for (auto& h : *r.mutable_hosts()) {
-      if (h.state() == herd::v1::ROLLOUT_HOST_STATE_PENDING ||
-          h.state() == herd::v1::ROLLOUT_HOST_STATE_RESTARTING) {
+      if (h.state() == herd::v1::ROLLOUT_HOST_STATE_PENDING) {
         h.set_state(herd::v1::ROLLOUT_HOST_STATE_SKIPPED);
+      } else if (h.state() == herd::v1::ROLLOUT_HOST_STATE_RESTARTING) {
+        // It was told to restart: it may well have (skipped would say it was not touched).
+        h.set_state(herd::v1::ROLLOUT_HOST_STATE_INTERRUPTED);
+        h.set_error("told to restart, but the control plane stopped before the host answered: "
+                    "check the module on the host (agentctl host)");
       }
     }
     if (auto s = store_.PutRollout(r); !s.ok()) return s;
@@ -52,6 +56,7 @@ absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartReques
                                               const Actor& actor) {
   const absl::Time called = absl::Now();
   if (req.module().empty()) return absl::InvalidArgumentError("give the module to restart");
+  if (auto s = Hub::CheckChangeTarget(req.target()); !s.ok()) return s;
   if (req.batch_size() > 0 && req.batch_percent() > 0) {
     return absl::InvalidArgumentError("give a batch size or a percentage, not both");
   }
@@ -106,11 +111,9 @@ absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartReques
   return r;
 }
 
-void RolloutEngine::Publish(const Rollout& r, bool durable) {
-  if (durable) {
-    if (auto s = store_.PutRollout(r); !s.ok()) {
-      log_->error("event=rollout_not_saved id={} error=\"{}\"", r.id(), s.message());
-    }
+void RolloutEngine::Publish(const Rollout& r) {
+  if (auto s = store_.PutRollout(r); !s.ok()) {
+    log_->error("event=rollout_not_saved id={} error=\"{}\"", r.id(), s.message());
   }
   std::vector<Watcher> ws;
   {
@@ -152,10 +155,10 @@ void RolloutEngine::Run(std::string id) {
       for (size_t k = start; k < end; ++k) {
         r.mutable_hosts(members[k])->set_state(herd::v1::ROLLOUT_HOST_STATE_RESTARTING);
       }
-      // The requests go out first, then the record says so, in memory only (see Publish):
-      // storing a fleet-wide rollout takes tens of milliseconds that no host should wait
-      // for. Should the control plane stop in between, Start() marks the rollout aborted and
-      // its hosts skipped.
+      // The requests go out first, then the record says so (storing a fleet-wide rollout
+      // takes tens of milliseconds that no host should wait for). It is stored: should the
+      // control plane stop before the answers, Start() tells the hosts that were asked
+      // (interrupted: they may have restarted) from those that were not (skipped).
       const absl::Time sending = absl::Now();
       absl::BlockingCounter left(static_cast<int>(end - start));
       absl::Mutex results_mu;
@@ -173,7 +176,7 @@ void RolloutEngine::Run(std::string id) {
                           });
       log_->info("event=rollout_batch_sent id={} batch={} hosts={} send_ms={}", r.id(), b,
                  end - start, absl::ToInt64Milliseconds(absl::Now() - sending));
-      Publish(r, /*durable=*/false);
+      Publish(r);
       left.Wait();
       for (auto& [idx, res] : results) {
         RolloutHost* h = r.mutable_hosts(idx);

@@ -5,7 +5,8 @@
 // restart at once; a host is done when its agent reports the module restarted and online for
 // wait_healthy_ms; the rollout stops (FAILED, the rest SKIPPED) once failure_threshold hosts
 // failed. Every change is stored and pushed to watchers. A rollout still running when the
-// control plane stops (or found RUNNING at start) is ABORTED.
+// control plane stops (or found RUNNING at start) is ABORTED: its hosts that were told to
+// restart and did not answer are INTERRUPTED (they may have restarted), the rest SKIPPED.
 #pragma once
 
 #include <functional>
@@ -57,12 +58,8 @@ class RolloutEngine {
   void CountFinished(herd::v1::RolloutState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void Run(std::string id);
-  // Publishes the rollout's current state to Get, List and watchers, and stores it unless
-  // `durable` is false. Only a state a restarted control plane would read differently needs
-  // storing: hosts told to restart and hosts not yet told are both skipped by Start(), so
-  // the hand-off of a batch (tens of milliseconds to store at 10,000 hosts, while the
-  // requests are still going out) is published without a write.
-  void Publish(const herd::v1::Rollout& r, bool durable = true);
+  // Publishes the rollout's current state to Get, List and watchers, and stores it.
+  void Publish(const herd::v1::Rollout& r);
 
   Hub& hub_;
   Store& store_;

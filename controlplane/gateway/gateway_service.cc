@@ -201,14 +201,15 @@ std::string BearerToken(const grpc::ServerContextBase& ctx) {
   return v.substr(7);
 }
 
-GatewayService::GatewayService(Hub& hub, GatewayOptions options)
-    : hub_(hub), options_(options), watcher_([this] { WatchStreams(); }) {}
+GatewayService::GatewayService(Hub& hub, GatewayOptions options, const Clock& clock)
+    : hub_(hub),
+      options_(options),
+      clock_(clock),
+      log_(herd::Logger("gateway")),
+      watcher_([this] { WatchStreams(); }) {}
 
 GatewayService::~GatewayService() {
-  {
-    absl::MutexLock l(&mu_);
-    stopping_ = true;
-  }
+  stop_.Stop();
   watcher_.join();
 }
 
@@ -220,7 +221,7 @@ grpc::ServerBidiReactor<AgentMessage, ControlMessage>* GatewayService::Connect(
 uint64_t GatewayService::AwaitHello(std::shared_ptr<HostSession> session) {
   absl::MutexLock l(&mu_);
   const uint64_t id = ++next_id_;
-  waiting_[id] = {absl::Now(), std::move(session)};
+  waiting_[id] = {clock_.Monotonic(), std::move(session)};
   return id;
 }
 
@@ -231,40 +232,38 @@ void GatewayService::HelloDone(uint64_t id) {
 
 void GatewayService::CancelLater(std::function<void()> cancel) {
   absl::MutexLock l(&mu_);
-  closing_.emplace_back(absl::Now() + options_.close_grace, std::move(cancel));
+  closing_.emplace_back(clock_.Monotonic() + options_.close_grace, std::move(cancel));
 }
 
 void GatewayService::WatchStreams() {
   pthread_setname_np(pthread_self(), "gw-streams");
-  auto log = herd::Logger("gateway");
-  absl::MutexLock l(&mu_);
-  while (!stopping_) {
-    mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1));
-    if (stopping_) break;
+  while (!stop_.WaitFor(absl::Seconds(1))) CheckStreams();
+}
+
+void GatewayService::CheckStreams() {
+  std::vector<std::shared_ptr<HostSession>> late;
+  std::vector<std::function<void()>> cancel;
+  {
+    absl::MutexLock l(&mu_);
+    const absl::Time now = clock_.Monotonic();
     // Streams open in order, so the late ones are at the front.
-    const absl::Time limit = absl::Now() - options_.hello_timeout;
-    std::vector<std::shared_ptr<HostSession>> late;
+    const absl::Time limit = now - options_.hello_timeout;
     for (auto it = waiting_.begin(); it != waiting_.end() && it->second.opened < limit;) {
       late.push_back(std::move(it->second.session));
       it = waiting_.erase(it);
     }
     // Same grace for all, so the ones due are at the front.
-    std::vector<std::function<void()>> cancel;
-    const absl::Time now = absl::Now();
     while (!closing_.empty() && closing_.front().first <= now) {
       cancel.push_back(std::move(closing_.front().second));
       closing_.pop_front();
     }
-    if (late.empty() && cancel.empty()) continue;
-    mu_.Unlock();
-    for (const auto& c : cancel) c();
-    for (const auto& s : late) {
-      log->warn("event=stream_refused peer={} reason=no_hello timeout_s={}", s->Peer(),
-                absl::ToInt64Seconds(options_.hello_timeout));
-      s->Close(absl::StrCat("no Hello within ", absl::FormatDuration(options_.hello_timeout),
-                            " of opening the stream"));
-    }
-    mu_.Lock();
+  }
+  for (const auto& c : cancel) c();
+  for (const auto& s : late) {
+    log_->warn("event=stream_refused peer={} reason=no_hello timeout_ms={}", s->Peer(),
+               absl::ToInt64Milliseconds(options_.hello_timeout));
+    s->Close(absl::StrCat("no Hello within ", absl::FormatDuration(options_.hello_timeout),
+                          " of opening the stream"));
   }
 }
 

@@ -23,8 +23,8 @@ struct GatewayOptions {
   // A stream that has not sent Hello this long after it opened is ended: a peer that opens
   // a stream and says nothing, or dies before its Hello, holds none for ever (the control
   // plane sends no keepalive pings, server.cc; once a host is known, the hub closes streams
-  // that go silent).
-  absl::Duration hello_timeout = absl::Seconds(30);
+  // that go silent). agentd sends its Hello as soon as the stream opens.
+  absl::Duration hello_timeout = absl::Seconds(5);
   // A stream the control plane ends (host replaced, silent, no Hello, stopping) is finished
   // with its reason as the status, which the agent logs; one still open this long after
   // (its agent not reading what was queued before the status) is cancelled.
@@ -33,7 +33,9 @@ struct GatewayOptions {
 
 class GatewayService final : public herd::v1::Gateway::CallbackService {
  public:
-  GatewayService(Hub& hub, GatewayOptions options = {});
+  // `clock`: its monotonic reading times the Hello deadline and the close grace.
+  GatewayService(Hub& hub, GatewayOptions options = {},
+                 const Clock& clock = SystemClock::Get());
   ~GatewayService() override;  // ends the Hello watch (streams must be over by then)
 
   grpc::ServerBidiReactor<herd::v1::AgentMessage, herd::v1::ControlMessage>* Connect(
@@ -45,23 +47,29 @@ class GatewayService final : public herd::v1::Gateway::CallbackService {
   // A stream finished by the control plane: `cancel` runs once close_grace has passed
   // (a no-op for a stream over by then).
   void CancelLater(std::function<void()> cancel);
+  // One round of the stream watch now (what its thread does every second): for tests, which
+  // drive a FakeClock.
+  void CheckStreams();
 
  private:
-  // Ends streams without a Hello in time, cancels finished ones past their grace.
+  // Ends streams without a Hello in time, cancels finished ones past their grace (every
+  // second, on its thread).
   void WatchStreams();
 
   Hub& hub_;
   const GatewayOptions options_;
+  const Clock& clock_;
+  std::shared_ptr<spdlog::logger> log_;
   struct Waiting {
-    absl::Time opened;
+    absl::Time opened;  // monotonic
     std::shared_ptr<HostSession> session;
   };
   absl::Mutex mu_;
   std::map<uint64_t, Waiting> waiting_ ABSL_GUARDED_BY(mu_);
-  // Streams finished by us, oldest first: when to cancel each, and how.
+  // Streams finished by us, oldest first: when to cancel each (monotonic), and how.
   std::deque<std::pair<absl::Time, std::function<void()>>> closing_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  StopWaiter stop_;
   std::thread watcher_;
 };
 

@@ -225,6 +225,30 @@ void RenderSelf(const SelfMetrics& self, Families& f) {
   f.Add("herd_controlplane_config_rejections_total", "counter",
         "Config snapshots hosts rejected.", "", static_cast<double>(stats.config_nacks));
 
+  for (size_t i = 0; i < kLimitKinds; ++i) {
+    f.Add("herd_controlplane_agent_limited_total", "counter",
+          "Items of agents' messages cut past a per-host limit, by limit (units, probes, "
+          "modules, names, text, batch_bytes, inventory_bytes, series); the log names the host.",
+          Labels({{"limit", std::string(LimitName(static_cast<Limit>(i)))}}),
+          static_cast<double>(stats.limited[i]));
+  }
+  f.Add("herd_controlplane_join_token_reads_total", "counter",
+        "Reads of the join token's hash from the store (agents' connects use a cached copy).",
+        "", static_cast<double>(stats.join_token_reads));
+  f.Add("herd_controlplane_fleet_streams", "gauge",
+        "Fleet API server streams open now (WatchMetrics, WatchRollout, StreamLogs).", "",
+        static_cast<double>(self.fleet_streams_open));
+  f.Add("herd_controlplane_fleet_stream_dropped_messages_total", "counter",
+        "Messages dropped from Fleet API streams whose reader fell behind (queue full).", "",
+        static_cast<double>(self.fleet_stream_messages_dropped));
+  f.Add("herd_controlplane_fleet_streams_ended_stalled_total", "counter",
+        "Fleet API streams ended because their reader read nothing for --stream-stall-timeout.",
+        "", static_cast<double>(self.fleet_streams_ended_stalled));
+  f.Add("herd_controlplane_fleet_streams_refused_total", "counter",
+        "Fleet API streams refused: their token had --max-streams-per-token open, or every "
+        "slot was taken.",
+        "", static_cast<double>(self.fleet_streams_refused));
+
   f.Add("herd_controlplane_rollouts_running", "gauge", "Rollouts running now.", "",
         static_cast<double>(self.rollouts_running));
   const char* const kRolloutsHelp = "Rollouts finished since the control plane started, by state.";
@@ -281,6 +305,7 @@ struct FleetExposition::Impl {
   std::unordered_map<std::string, std::string> probe_family;
   uint64_t probe_series = 0;
   bool probes_omitted = false;
+  uint64_t hosts_probes_omitted = 0;
 };
 
 FleetExposition::FleetExposition(absl::Time now, ExpositionOptions options)
@@ -290,6 +315,7 @@ FleetExposition::~FleetExposition() = default;
 
 uint64_t FleetExposition::probe_series() const { return impl_->probe_series; }
 bool FleetExposition::probes_omitted() const { return impl_->probes_omitted; }
+uint64_t FleetExposition::hosts_probes_omitted() const { return impl_->hosts_probes_omitted; }
 
 void FleetExposition::AddHost(const herd::v1::HostDetail& d) {
   Families& f = impl_->fleet;
@@ -318,6 +344,20 @@ void FleetExposition::AddHost(const herd::v1::HostDetail& d) {
     // An offline host's modules are not reported: their last values would read as current
     // (herd_host_up says the host is gone).
     if (!h.online()) return;
+    // A host past its own cap shows none of its probes (a partial set would read as probes
+    // it lacks) and leaves the fleet's budget to the others.
+    uint64_t host_probes = 0;
+    for (const auto& u : d.units()) {
+      for (const auto& p : u.probes()) host_probes += p.numeric() ? 1 : 0;
+    }
+    const bool host_probes_shown = host_probes <= options_.max_probe_series_per_host;
+    if (!host_probes_shown) {
+      ++impl_->hosts_probes_omitted;
+      f.Add("herd_host_probe_series_omitted", "gauge",
+            "Numeric probe series of the host left out of this exposition because it has more "
+            "than --metrics-max-probe-series-per-host (only such hosts are listed).",
+            host, static_cast<double>(host_probes));
+    }
     std::set<std::string> units_seen;
     for (const auto& u : d.units()) {
       // A unit or probe reported twice by a faulty agent would make duplicate series, which
@@ -347,6 +387,7 @@ void FleetExposition::AddHost(const herd::v1::HostDetail& d) {
               static_cast<double>(u.issues_count()));
       }
       for (const auto& p : u.probes()) {
+        if (!host_probes_shown) break;
         if (!p.numeric() || !probes_seen.insert(p.name()).second) continue;
         // Past the cap no probe series is shown at all (a partial set would read as a
         // fleet where some hosts lack the probe); the count goes on, for the gauge.
@@ -387,6 +428,10 @@ std::string FleetExposition::Finish(const SelfMetrics& self) {
           "Numeric probe series in the fleet now (exposed unless above "
           "--metrics-max-probe-series).",
           "", static_cast<double>(impl_->probe_series));
+  own.Add("herd_controlplane_probe_series_omitted_hosts", "gauge",
+          "Hosts whose probe series were left out of this exposition because each has more "
+          "than --metrics-max-probe-series-per-host.",
+          "", static_cast<double>(impl_->hosts_probes_omitted));
   own.Add("herd_controlplane_probe_series_omitted", "gauge",
           "1 when the probe series were left out of this exposition because there are more "
           "than --metrics-max-probe-series.",

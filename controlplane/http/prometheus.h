@@ -44,6 +44,13 @@ struct SelfMetrics {
   std::vector<InstrumentedStore::OpStats> store;
   // Absent where /proc cannot be read.
   std::optional<ProcessMetrics> process;
+  // The Fleet API's server streams (WatchMetrics, WatchRollout, StreamLogs): open now,
+  // messages dropped for a reader behind (its queue full), streams ended because their
+  // reader stopped reading, streams refused because their token held its share of slots.
+  uint64_t fleet_streams_open = 0;
+  uint64_t fleet_stream_messages_dropped = 0;
+  uint64_t fleet_streams_ended_stalled = 0;
+  uint64_t fleet_streams_refused = 0;
 };
 
 struct ExpositionOptions {
@@ -51,6 +58,10 @@ struct ExpositionOptions {
   // is shown and herd_controlplane_probe_series_omitted says so. 10,000 hosts with 100
   // probes each would be a million series in one scrape; fleet and module series stay.
   uint64_t max_probe_series = 100000;
+  // Probe series of one host shown at most: a host with more has none of its own shown
+  // (herd_host_probe_series_omitted names it) and does not count towards max_probe_series,
+  // so one host cannot take the other hosts' probes out of the exposition.
+  uint64_t max_probe_series_per_host = 2048;
 };
 
 // The fleet's exposition, built one host at a time (the hub hands hosts over one by one,
@@ -66,9 +77,12 @@ class FleetExposition {
   // The text: the hosts' families and the control plane's own, in name order. Once.
   std::string Finish(const SelfMetrics& self);
 
-  // Probe series seen so far, and whether they exceed the cap (and are left out).
+  // Probe series seen so far (those of hosts past their own cap aside), and whether they
+  // exceed the fleet's cap (and are left out).
   uint64_t probe_series() const;
   bool probes_omitted() const;
+  // Hosts whose probe series were left out for exceeding max_probe_series_per_host.
+  uint64_t hosts_probes_omitted() const;
 
  private:
   struct Impl;

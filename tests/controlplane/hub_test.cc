@@ -870,7 +870,7 @@ TEST_F(HubConfigTest, BadRequestsAreInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Set(Global(), "app", "", "1", true).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Set(Global(), "app", "name", std::string(65537, 'v'), true).status().code(),
+  EXPECT_EQ(Set(Global(), "app", "name", std::string(32767, 'v'), true).status().code(),
             absl::StatusCode::kInvalidArgument);
   herd::v1::FleetUnsetConfigRequest un;
   un.set_module("app");
@@ -1895,6 +1895,226 @@ TEST_F(HubSendThreadsTest, RestartOnManyHostsMatchesEachAnswerToItsHost) {
     ASSERT_EQ(r->units_size(), 1);
     EXPECT_EQ(r->units(0).pid(), 1000 + i) << ids[i];
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 20: what one host can make the control plane hold, and what other hosts keep.
+
+// A batch of `units` units with `probes` numeric probes each.
+AgentMessage BigBatch(int64_t at_ms, int units, int probes) {
+  AgentMessage m;
+  auto* b = m.mutable_metrics();
+  b->set_at_unix_ms(at_ms);
+  b->mutable_host()->set_cpu_percent(1);
+  for (int i = 0; i < units; ++i) {
+    auto* u = b->add_units();
+    u->set_name(absl::StrCat("unit-", i));
+    u->set_state(herd::v1::UNIT_STATE_ONLINE);
+    for (int j = 0; j < probes; ++j) {
+      auto* p = u->add_probes();
+      p->set_name(absl::StrCat("p", j));
+      p->set_numeric(true);
+      p->set_number(j);
+    }
+  }
+  return m;
+}
+
+class HubLimitsTest : public HubTest {
+ protected:
+  void SetUp() override {
+    HubTest::SetUp();
+    hub_->Stop();
+    options_.limits.max_units = 50;
+    options_.limits.max_probes_per_unit = 4;
+    options_.limits.max_modules = 3;
+    options_.series.max_series = 64;
+    StartHub();
+  }
+};
+
+TEST_F(HubLimitsTest, OneHostsOversizedBatchIsCutAndCountedAndOtherHostsKeepTheirData) {
+  Conn normal = Connect(MakeHello("h2"));
+  Conn flood = Connect(MakeHello("h1"));
+  Send("h2", normal, Batch(NowMs(), 10, 3));
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    Send("h1", flood, BigBatch(NowMs(), 5000, 10));
+  }
+  clock_.Advance(absl::Seconds(1));
+  Send("h2", normal, Batch(NowMs(), 11, 4));
+
+  auto big = hub_->GetHost("h1");
+  ASSERT_TRUE(big.ok()) << big.status();
+  ASSERT_EQ(big->units_size(), 50);
+  EXPECT_EQ(big->units(0).name(), "unit-0");
+  for (const auto& u : big->units()) EXPECT_EQ(u.probes_size(), 4) << u.name();
+  const Hub::Stats st = hub_->stats();
+  EXPECT_EQ(st.limited[static_cast<size_t>(Limit::kUnits)], 3u * 4950u);
+  EXPECT_EQ(st.limited[static_cast<size_t>(Limit::kProbes)], 3u * 50u * 6u);
+  // 50 units × (cpu, rss, 4 probes) + 3 host series: past the 64 series kept.
+  EXPECT_GT(st.limited[static_cast<size_t>(Limit::kSeries)], 0u);
+
+  // The other host: its latest batch, its series and its probes, whole.
+  auto other = hub_->GetHost("h2");
+  ASSERT_TRUE(other.ok());
+  ASSERT_EQ(other->units_size(), 1);
+  EXPECT_EQ(other->units(0).probes_size(), 2);
+  herd::v1::QuerySeriesRequest q;
+  q.set_host_id("h2");
+  q.set_unit("app");
+  q.set_metric("probe:reqs");
+  auto series = hub_->QuerySeries(q);
+  ASSERT_TRUE(series.ok()) << series.status();
+  q.set_metric("cpu");
+  series = hub_->QuerySeries(q);
+  ASSERT_TRUE(series.ok()) << series.status();
+  EXPECT_EQ(series->points_size(), 2);
+}
+
+TEST_F(HubLimitsTest, WatchersGetTheBoundedBatch) {
+  Conn flood = Connect(MakeHello("h1"));
+  std::atomic<int> units{-1};
+  hub_->WatchMetrics({}, [&](const herd::v1::HostMetrics& m) { units = m.batch().units_size(); });
+  Send("h1", flood, BigBatch(NowMs(), 500, 1));
+  EXPECT_EQ(units.load(), 50);
+}
+
+TEST_F(HubLimitsTest, AnInventoryPastTheModuleLimitKeepsTheFirstModules) {
+  std::vector<ModuleInventory> mods;
+  for (int i = 0; i < 10; ++i) mods.push_back(Mod(absl::StrCat("m", i)));
+  Conn c = Connect(MakeHello("h1", {}, mods));
+  auto h = hub_->GetHost("h1");
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h->modules_size(), 3);
+  EXPECT_EQ(h->modules(2).name(), "m2");
+  EXPECT_EQ(hub_->stats().limited[static_cast<size_t>(Limit::kModules)], 7u);
+  // An inventory update is bounded the same way.
+  AgentMessage inv;
+  for (const auto& m : mods) *inv.mutable_inventory()->add_modules() = m;
+  Send("h1", c, inv);
+  EXPECT_EQ(hub_->GetHost("h1")->modules_size(), 3);
+  EXPECT_EQ(hub_->stats().limited[static_cast<size_t>(Limit::kModules)], 14u);
+}
+
+// An NTP step of the wall clock (an hour forward, then back) must not expire a relayed
+// request nor close an agent's stream: deadlines and silences are on the monotonic clock.
+TEST_F(HubTest, AWallClockStepExpiresNoRequestAndClosesNoStream) {
+  Conn c = Connect(MakeHello("h1", {}, {Mod("app")}));
+  herd::v1::FleetActionRequest req;
+  *req.mutable_target() = All();
+  req.set_module("app");
+  req.set_action("ping");
+  req.set_timeout_ms(30000);
+  auto cap = std::make_shared<Capture<herd::v1::FleetActionResponse>>();
+  hub_->TriggerAction(req, actor_, cap->Fn());
+  ASSERT_EQ(c.session->actions().size(), 1u);
+  for (absl::Duration step : {absl::Hours(1), absl::Hours(-2), absl::Hours(1)}) {
+    clock_.Advance(absl::Seconds(6));  // past the 5 s between silence checks
+    clock_.StepWall(step);
+    hub_->Sweep();
+    EXPECT_EQ(cap->calls(), 0) << "stepped " << step;
+    EXPECT_FALSE(c.session->closed()) << "stepped " << step;
+    EXPECT_TRUE(HostInfo("h1").online());
+  }
+  // Real time still counts: past the request's 30 s (+1 s grace) it expires, and past 60 s
+  // of silence the stream is closed.
+  clock_.Advance(absl::Seconds(14));
+  hub_->Sweep();
+  ASSERT_EQ(cap->calls(), 1);
+  ASSERT_TRUE(cap->value().ok());
+  EXPECT_THAT(cap->value()->results(0).error(), HasSubstr("did not answer in time"));
+  clock_.Advance(absl::Seconds(30));
+  hub_->Sweep();
+  EXPECT_TRUE(c.session->closed());
+}
+
+// A host whose stream ended shows online for its lease, however the wall clock moves.
+TEST_F(HubTest, AWallClockStepDoesNotChangeWhoIsOnline) {
+  Conn c = Connect(MakeHello("h1"));
+  hub_->OnDisconnect("h1", c.session.get());
+  clock_.StepWall(absl::Hours(1));
+  EXPECT_TRUE(HostInfo("h1").online());
+  clock_.StepWall(absl::Hours(-2));
+  EXPECT_TRUE(HostInfo("h1").online());
+  clock_.Advance(absl::Seconds(11));  // the lease is 10 s here
+  EXPECT_FALSE(HostInfo("h1").online());
+}
+
+TEST_F(HubTest, TheJoinTokenIsReadOnceForManyConnectsAndAgainAfterTheCache) {
+  for (int i = 0; i < 20; ++i) Connect(MakeHello(absl::StrCat("h", i)));
+  EXPECT_EQ(hub_->stats().join_token_reads, 1u);
+  // A new join token written by another process (a restart adopting a new file) is taken
+  // within the cache's time: the old one is refused from then on.
+  ASSERT_TRUE(store_->PutSetting("join_token_sha256", Sha256Hex("jt2")).ok());
+  clock_.Advance(absl::Seconds(6));
+  auto s = hub_->Connect("jt", MakeHello("late"), std::make_shared<FakeSession>());
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated);
+  Connect(MakeHello("late"), "jt2");
+  EXPECT_EQ(hub_->stats().join_token_reads, 2u);
+}
+
+// A restart or an action without a target is refused, not taken as the whole fleet: every
+// host must be asked for (all: true).
+TEST_F(HubRelayTest, ActionsNeedAnExplicitTarget) {
+  herd::v1::Target all_false;
+  all_false.set_all(false);
+  herd::v1::Target no_ids;
+  no_ids.mutable_hosts();
+  for (const herd::v1::Target& t : {herd::v1::Target(), all_false, no_ids}) {
+    auto cap = Trigger(t);
+    ASSERT_EQ(cap->calls(), 1);
+    EXPECT_EQ(cap->value().status().code(), absl::StatusCode::kInvalidArgument)
+        << t.ShortDebugString();
+  }
+  EXPECT_THAT(h1_.session->actions(), IsEmpty());
+  EXPECT_THAT(h2_.session->actions(), IsEmpty());
+  EXPECT_THAT(std::string(Hub::CheckChangeTarget(herd::v1::Target()).message()),
+              HasSubstr("all"));
+  EXPECT_TRUE(Hub::CheckChangeTarget(All()).ok());
+}
+
+// Three 60 KiB values made a module's environment exceed the kernel's limit: a value, and a
+// module's values together, are bounded at SetConfig (with --force too), with the numbers.
+TEST_F(HubTest, ConfigValuesAndAModulesConfigAreBoundedInSize) {
+  Connect(MakeHello("h1", {{"env", "prod"}}, {Mod("app", kAppDefaults)}));
+  auto big = Set(Global(), "app", "name", std::string(40 * 1024, 'x'), /*force=*/true);
+  ASSERT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(big.status().message()), HasSubstr("40962 bytes"));
+  EXPECT_THAT(std::string(big.status().message()), HasSubstr("32768"));
+  // Quotes and control characters count as JSON escapes them.
+  auto escaped = Set(Global(), "app", "name", std::string(6 * 1024, '\x01'), true);
+  EXPECT_EQ(escaped.status().code(), absl::StatusCode::kInvalidArgument);
+
+  const std::string v20(20 * 1024, 'v');
+  ASSERT_TRUE(Set(Global(), "app", "a", v20, true).ok());
+  // The same key at a narrower scope replaces it on some hosts: the widest counts once.
+  ASSERT_TRUE(Set(Selector("env=prod"), "app", "a", v20, true).ok());
+  ASSERT_TRUE(Set(Global(), "app", "b", v20, true).ok());
+  // Replacing a value at its own scope is not counted twice.
+  ASSERT_TRUE(Set(Global(), "app", "b", v20 + "w", true).ok());
+  auto third = Set(HostScope("h1"), "app", "c", v20, true);
+  ASSERT_EQ(third.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(third.status().message()), HasSubstr("49152"));
+  EXPECT_THAT(std::string(third.status().message()), HasSubstr("agentctl conf app"));
+  // Another module has its own room.
+  Connect(MakeHello("h2", {}, {Mod("web")}));
+  EXPECT_TRUE(Set(Global(), "web", "c", v20, true).ok());
+}
+
+// The agent nacks a version whose module then fails to start: shown like a bad value.
+TEST_F(HubConfigTest, ANackForAModuleThatFailsToStartIsShownAsRejected) {
+  ASSERT_TRUE(Set(Global(), "app", "interval", "5").ok());
+  const uint64_t v = h1_.session->last_config().version();
+  herd::v1::ConfigRejection r;
+  r.set_module("app");
+  r.set_reason("app did not start with this config: Argument list too long");
+  Send("h1", h1_, Ack(v, false, {r}));
+  herd::v1::Host h = HostInfo("h1");
+  EXPECT_LT(h.acked_config_version(), v);
+  EXPECT_EQ(h.desired_config_version(), v);
+  ASSERT_EQ(h.config_rejections_size(), 1);
+  EXPECT_THAT(h.config_rejections(0).reason(), HasSubstr("did not start"));
 }
 
 }  // namespace

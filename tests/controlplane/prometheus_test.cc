@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -540,6 +541,60 @@ TEST(Prometheus, ProbeSeriesAboveTheCapAreLeftOutAndCounted) {
   EXPECT_TRUE(e.probes_omitted());
   EXPECT_EQ(e.probe_series(), 4u);
   EXPECT_EQ(e.Finish(SelfMetrics{}), out);
+}
+
+// One host with 120,000 probe series took every host's probes out of /metrics (issue 20):
+// the cap is per host first. A host past its own cap has none of its probes shown, is named,
+// and leaves the fleet's budget to the others.
+TEST(Prometheus, OneHostPastItsProbeCapLosesOnlyItsOwnProbes) {
+  herd::v1::HostDetail normal = Host();
+  herd::v1::HostDetail noisy = Host();
+  noisy.mutable_host()->set_host_id("noisy");
+  auto* u = noisy.mutable_units(0);
+  for (int i = 0; i < 5000; ++i) {
+    auto* p = u->add_probes();
+    p->set_name(absl::StrCat("p", i));
+    p->set_numeric(true);
+    p->set_number(i);
+  }
+  ExpositionOptions options;
+  options.max_probe_series = 1000;
+  options.max_probe_series_per_host = 100;
+  FleetExposition e(kNow, options);
+  e.AddHost(noisy);
+  e.AddHost(normal);
+  const std::string out = e.Finish(SelfMetrics{});
+  EXPECT_FALSE(e.probes_omitted());
+  EXPECT_EQ(e.hosts_probes_omitted(), 1u);
+  EXPECT_EQ(e.probe_series(), 2u);
+  EXPECT_THAT(out, HasSubstr("herd_probe_req{host=\"web-1\""));
+  EXPECT_THAT(out, Not(HasSubstr("herd_probe_req{host=\"noisy\"")));
+  EXPECT_THAT(out, Not(HasSubstr("herd_probe_p0")));
+  EXPECT_THAT(out, HasSubstr("herd_host_probe_series_omitted{host=\"noisy\"} 5002\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_probe_series_omitted_hosts 1\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_probe_series_omitted 0\n"));
+  // Its other series stay.
+  EXPECT_THAT(out, HasSubstr("herd_module_up{host=\"noisy\",module=\"redis-mon\"} 1\n"));
+  Parse(out);
+}
+
+TEST(Prometheus, AgentLimitAndStreamCountersAreExposed) {
+  SelfMetrics self;
+  self.hub.limited[static_cast<size_t>(Limit::kUnits)] = 4950;
+  self.hub.join_token_reads = 3;
+  self.fleet_streams_open = 2;
+  self.fleet_stream_messages_dropped = 7;
+  self.fleet_streams_ended_stalled = 1;
+  self.fleet_streams_refused = 5;
+  const std::string out = RenderControlPlane(self);
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_agent_limited_total{limit=\"units\"} 4950\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_agent_limited_total{limit=\"series\"} 0\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_join_token_reads_total 3\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_fleet_streams 2\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_fleet_stream_dropped_messages_total 7\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_fleet_streams_ended_stalled_total 1\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_fleet_streams_refused_total 5\n"));
+  Parse(out);
 }
 
 }  // namespace

@@ -598,9 +598,11 @@ TEST_F(FleetTest, EndedStreamOfAnAgentThatDoesNotReadIsCancelledAfterTheGrace) {
     herd::v1::AgentMessage m;
     m.mutable_hello()->set_host_id("stuck-host");
     m.mutable_hello()->set_hostname("stuck-host");
-    auto* mod = m.mutable_hello()->add_modules();
-    mod->set_name("big");
-    mod->set_defaults_json(R"({"key": "x", "key2": "y"})");
+    for (const char* name : {"big", "big2"}) {
+      auto* mod = m.mutable_hello()->add_modules();
+      mod->set_name(name);
+      mod->set_defaults_json(R"({"key": "x", "key2": "y"})");
+    }
     return m;
   };
   // As agents do: no bandwidth probing, so the stream's window stays at 64 KiB (with it,
@@ -620,10 +622,10 @@ TEST_F(FleetTest, EndedStreamOfAnAgentThatDoesNotReadIsCancelledAfterTheGrace) {
   ASSERT_TRUE(m.has_welcome()) << m.DebugString();
   const std::string credential = m.welcome().host_credential();
   ASSERT_FALSE(credential.empty());
-  // Snapshots beyond the stream's 64 KiB window (a value is at most 64 KiB), which this
-  // agent never reads.
-  for (const char* key : {"big:key", "big:key2"}) {
-    CmdResult set = cp_.Ctl({"set", key, std::string(60 << 10, 'v'), "--host", "stuck-host"});
+  // Snapshots beyond the stream's 64 KiB window (a module's config is at most 48 KiB, so
+  // two modules), which this agent never reads.
+  for (const char* key : {"big:key", "big:key2", "big2:key", "big2:key2"}) {
+    CmdResult set = cp_.Ctl({"set", key, std::string(22 << 10, 'v'), "--host", "stuck-host"});
     ASSERT_EQ(set.exit_code, 0) << set.err;
   }
   absl::SleepFor(absl::Milliseconds(500));

@@ -58,7 +58,7 @@ export const unitState = (state) => enumName(state, 'UNIT_STATE_');
 export function stateTone(state) {
   const s = String(state || '');
   if (/ONLINE|SUCCEEDED|DONE/.test(s)) return 'ok';
-  if (/ERRORED|FAILED|ABORTED/.test(s)) return 'bad';
+  if (/ERRORED|FAILED|ABORTED|INTERRUPTED/.test(s)) return 'bad';
   if (/LAUNCHING|STOPPING|WAITING|RUNNING|RESTARTING|PENDING/.test(s)) return 'warn';
   return 'idle';
 }

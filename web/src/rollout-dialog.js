@@ -16,7 +16,7 @@ export function openRolloutDialog({ module, hostLabels, scope }) {
   new RolloutDialog(body, dialogScope, module, hostLabels);
 }
 
-const FINISHED_HOST_STATES = ['ROLLOUT_HOST_STATE_DONE', 'ROLLOUT_HOST_STATE_FAILED', 'ROLLOUT_HOST_STATE_SKIPPED'];
+const FINISHED_HOST_STATES = ['ROLLOUT_HOST_STATE_DONE', 'ROLLOUT_HOST_STATE_FAILED', 'ROLLOUT_HOST_STATE_SKIPPED', 'ROLLOUT_HOST_STATE_INTERRUPTED'];
 
 class RolloutDialog {
   constructor(body, scope, module, hostLabels) {
