@@ -1530,6 +1530,9 @@ void Hub::TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& ac
   }
   std::vector<Request> requests;
   requests.reserve(std::min(ids->size(), kHandOff));
+  // A host's answer is held until every host has answered: bounded like a batch.
+  const size_t max_reply = options_.limits.max_batch_bytes;
+  const size_t max_text = options_.limits.max_text_bytes;
   for (size_t i = 0; i < ids->size(); ++i) {
     ControlMessage m;
     std::string rid = NewRequestId();
@@ -1541,7 +1544,7 @@ void Hub::TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& ac
     a->set_timeout_ms(timeout_ms);
     requests.push_back(
         {(*ids)[i], std::move(m), Kind::kAction, std::move(rid), absl::Milliseconds(timeout_ms),
-         [g, i](absl::StatusOr<AgentMessage> r) {
+         [g, i, max_reply, max_text](absl::StatusOr<AgentMessage> r) {
            std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> finish;
            herd::v1::FleetActionResponse resp;
            {
@@ -1552,9 +1555,21 @@ void Hub::TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& ac
              } else {
                const auto& ar = r->action_result();
                out->set_ok(ar.ok());
-               out->set_reply_json(ar.reply_json());
-               out->mutable_stream()->CopyFrom(ar.stream());
-               out->set_error(ar.error());
+               out->set_error(ar.error().substr(0, max_text));
+               if (ar.reply_json().size() <= max_reply) {
+                 out->set_reply_json(ar.reply_json());
+               } else {
+                 out->set_ok(false);
+                 out->set_error(absl::StrCat("the reply took ", ar.reply_json().size(),
+                                             " bytes, more than the ", max_reply,
+                                             " kept per host (--max-batch-bytes)"));
+               }
+               size_t stream_bytes = 0;
+               for (const auto& line : ar.stream()) {
+                 stream_bytes += line.size();
+                 if (stream_bytes > max_reply) break;  // the first lines are kept
+                 out->add_stream(line);
+               }
                out->set_elapsed_ms(ar.elapsed_ms());
              }
              if (--g->left == 0) {
