@@ -231,6 +231,7 @@ TEST_F(ServicesTest, AWatchWhoseReaderStoppedReadingIsEndedAndCounted) {
   FleetStreamOptions options;
   options.token_recheck = absl::Hours(1);
   options.queue.stall_timeout = absl::Seconds(30);
+  options.queue.max_bytes = 32 * 1024;  // a few batches: the backlog is cut meanwhile
   FleetService fleet(*hub_, *store_, engine, options, clock_);
   grpc::ServerBuilder builder;
   int port = 0;
