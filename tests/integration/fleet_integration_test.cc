@@ -33,6 +33,8 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
+std::string FileText(const std::string& path);
+
 constexpr int kAgents = 3;
 const char* const kLabels[kAgents] = {"env=prod,role=web", "env=prod,role=db", "env=dev,role=web"};
 
@@ -303,7 +305,90 @@ TEST_F(FleetTest, RolloutRunningWhenTheControlPlaneDiesIsAborted) {
   const json& ro = list["rollouts"][0];
   EXPECT_EQ(ro["state"], "ROLLOUT_STATE_ABORTED");
   EXPECT_THAT(ro["reason"].get<std::string>(), HasSubstr("restarted"));
-  for (const auto& h : ro["hosts"]) EXPECT_EQ(h["state"], "ROLLOUT_HOST_STATE_SKIPPED");
+  // The first host was told to restart (and did): not "skipped", which says it was not
+  // touched, but interrupted, with why. The hosts never asked are skipped.
+  ASSERT_EQ(ro["hosts"].size(), static_cast<size_t>(kAgents));
+  EXPECT_EQ(ro["hosts"][0]["state"], "ROLLOUT_HOST_STATE_INTERRUPTED");
+  EXPECT_THAT(ro["hosts"][0].value("error", ""), HasSubstr("before the host answered"));
+  for (size_t i = 1; i < ro["hosts"].size(); ++i) {
+    EXPECT_EQ(ro["hosts"][i]["state"], "ROLLOUT_HOST_STATE_SKIPPED");
+  }
+}
+
+// A restart names its hosts: a request without a target is refused, not run on every host.
+TEST_F(FleetTest, ARestartWithoutATargetIsRefused) {
+  auto before = Pids();
+  auto channel = grpc::CreateChannel(cp_.address(), grpc::InsecureChannelCredentials());
+  auto stub = herd::v1::Fleet::NewStub(channel);
+  std::string token;
+  {
+    std::ifstream f(cp_.OperatorTokenFile());
+    std::getline(f, token);
+  }
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer " + token);
+  herd::v1::FleetRestartRequest req;
+  req.set_module("svc");
+  herd::v1::Rollout rollout;
+  grpc::Status st = stub->Restart(&ctx, req, &rollout);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("all"));
+  json list = cp_.CtlJson({"rollouts"});
+  ASSERT_TRUE(list.is_object());
+  EXPECT_TRUE(!list.contains("rollouts") || list["rollouts"].empty()) << list.dump();
+  EXPECT_EQ(Pids(), before);
+}
+
+// One host sending far more than a host may keep (here 20,000 units) is cut to the limit,
+// logged by name, and the other hosts' data stays whole.
+TEST_F(FleetTest, AHostPastItsLimitsIsCutAndTheOthersKeepTheirData) {
+  std::string join;
+  {
+    std::ifstream f(cp_.JoinTokenFile());
+    std::getline(f, join);
+  }
+  auto stub = herd::v1::Gateway::NewStub(
+      grpc::CreateChannel(cp_.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer " + join);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = stub->Connect(&ctx);
+  herd::v1::AgentMessage hello;
+  hello.mutable_hello()->set_host_id("flood-host");
+  hello.mutable_hello()->set_hostname("flood-host");
+  ASSERT_TRUE(stream->Write(hello));
+  herd::v1::ControlMessage m;
+  ASSERT_TRUE(stream->Read(&m));
+  ASSERT_TRUE(m.has_welcome());
+  herd::v1::AgentMessage batch;
+  auto* b = batch.mutable_metrics();
+  b->set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
+  for (int i = 0; i < 20000; ++i) {
+    auto* u = b->add_units();
+    u->set_name(absl::StrCat("u", i));
+    auto* p = u->add_probes();
+    p->set_name("p");
+    p->set_numeric(true);
+    p->set_number(i);
+  }
+  ASSERT_TRUE(stream->Write(batch));
+  ASSERT_TRUE(WaitFor([&] {
+    json h = cp_.CtlJson({"host", "flood-host"});
+    return h.is_object() && h.contains("units") && h["units"].size() == 1000u;
+  })) << cp_.CtlJson({"host", "flood-host"}).dump().substr(0, 500);
+  EXPECT_TRUE(WaitFor([&] {
+    return absl::StrContains(FileText(cp_.Path("controlplane.out")),
+                             "event=agent_limited host=flood-host");
+  }));
+  // The real hosts: their module, its probes, and its history.
+  json mods = cp_.CtlJson({"modules", "svc"});
+  ASSERT_TRUE(mods.is_object());
+  ASSERT_EQ(mods["modules"].size(), static_cast<size_t>(kAgents));
+  for (const auto& x : mods["modules"]) EXPECT_FALSE(x["unit"]["probes"].empty()) << x.dump();
+  CmdResult series = cp_.Ctl({"series", host_ids_[0], "cpu", "--unit", "svc"});
+  EXPECT_EQ(series.exit_code, 0) << series.err;
+  ctx.TryCancel();
+  (void)stream->Finish();
 }
 
 TEST_F(FleetTest, ActionFansOutAndEachHostReplies) {
