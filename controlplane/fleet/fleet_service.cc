@@ -34,9 +34,13 @@ class QueuedWriter : public grpc::ServerWriteReactor<T> {
  public:
   // The stream's headers go out at once (gRPC holds them until the reactor is bound): a
   // client then knows the stream is open, before its first message.
-  QueuedWriter(StreamQueueLimits limits, const Clock& clock, StreamTokens& tokens,
-               const char* what)
-      : tokens_(tokens), what_(what), queue_(limits, clock), stall_timeout_(limits.stall_timeout) {
+  QueuedWriter(grpc::CallbackServerContext* ctx, StreamQueueLimits limits, const Clock& clock,
+               StreamTokens& tokens, const char* what)
+      : ctx_(ctx),
+        tokens_(tokens),
+        what_(what),
+        queue_(limits, clock),
+        stall_timeout_(limits.stall_timeout) {
     this->StartSendInitialMetadata();
   }
 
@@ -58,10 +62,16 @@ class QueuedWriter : public grpc::ServerWriteReactor<T> {
     }
     return true;
   }
-  // Ends the stream if its reader has stalled (StreamTokens' poll).
+  // Ends the stream if its reader has stalled (StreamTokens' poll). One ended so that is
+  // still open at the next poll (its status waits behind data its reader does not read) is
+  // cancelled: until then a reader that comes back reads why it ended.
   void EndIfStalled() {
     absl::MutexLock l(&mu_);
-    if (!finished_ && queue_.Stalled()) EndStalledLocked();
+    if (stalled_) {
+      ctx_->TryCancel();
+    } else if (!finished_ && queue_.Stalled()) {
+      EndStalledLocked();
+    }
   }
   // Finishes once everything queued is written; with `drop_queued`, once the write in
   // progress is (a stream whose token was revoked gets nothing more).
@@ -120,6 +130,7 @@ class QueuedWriter : public grpc::ServerWriteReactor<T> {
         what_, absl::ToInt64Seconds(waited), waiting, bytes);
     ending_ = true;
     finished_ = true;
+    stalled_ = true;
     this->Finish(grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("the reader fell behind: nothing was read from this ", what_, " stream for ",
@@ -128,9 +139,11 @@ class QueuedWriter : public grpc::ServerWriteReactor<T> {
                      " messages waited; read the stream as it comes, and open it again")));
   }
 
+  grpc::CallbackServerContext* const ctx_;
   StreamTokens& tokens_;
   const char* const what_;
   absl::Mutex mu_;
+  bool stalled_ ABSL_GUARDED_BY(mu_) = false;  // ended by EndStalledLocked
   StreamQueue<T> queue_ ABSL_GUARDED_BY(mu_);
   const absl::Duration stall_timeout_;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
@@ -166,6 +179,7 @@ StreamTokens::Poll PollThrough(std::shared_ptr<G> guard) {
 
 // What a stream needs to register itself.
 struct StreamContext {
+  grpc::CallbackServerContext* ctx;
   StreamTokens& tokens;
   StreamQueueLimits limits;
   const Clock& clock;
@@ -177,7 +191,7 @@ class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
  public:
   // Watches once open (`refused` ok); otherwise ends at once with it.
   MetricsWriter(Hub& hub, std::set<std::string> hosts, StreamContext c, absl::Status refused)
-      : QueuedWriter(c.limits, c.clock, c.tokens, "WatchMetrics"),
+      : QueuedWriter(c.ctx, c.limits, c.clock, c.tokens, "WatchMetrics"),
         hub_(hub),
         tokens_(c.tokens),
         guard_(std::make_shared<WriterGuard<MetricsWriter>>()) {
@@ -227,7 +241,7 @@ class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
 class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
  public:
   RolloutWriter(RolloutEngine& engine, const std::string& id, StreamContext c)
-      : QueuedWriter(c.limits, c.clock, c.tokens, "WatchRollout"),
+      : QueuedWriter(c.ctx, c.limits, c.clock, c.tokens, "WatchRollout"),
         engine_(engine),
         tokens_(c.tokens),
         guard_(std::make_shared<WriterGuard<RolloutWriter>>()) {
@@ -282,7 +296,7 @@ class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
 class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
  public:
   LogsWriter(Hub& hub, const herd::v1::FleetLogsRequest& req, StreamContext c)
-      : QueuedWriter(c.limits, c.clock, c.tokens, "StreamLogs"), hub_(hub), tokens_(c.tokens) {
+      : QueuedWriter(c.ctx, c.limits, c.clock, c.tokens, "StreamLogs"), hub_(hub), tokens_(c.tokens) {
     // Keep ourselves alive until both the stream and the hub are done with us.
     state_ = std::make_shared<State>();
     {
@@ -572,7 +586,7 @@ grpc::ServerWriteReactor<herd::v1::HostMetrics>* FleetService::WatchMetrics(
   // Watched only once open: a refused stream ends at once.
   return new MetricsWriter(
       hub_, std::move(hosts),
-      StreamContext{stream_tokens_, streams_.queue, clock_,
+      StreamContext{ctx, stream_tokens_, streams_.queue, clock_,
                     err.ok() ? actor->token_hash : std::string(), err.ok() ? actor->name : ""},
       err);
 }
@@ -651,7 +665,7 @@ grpc::ServerWriteReactor<herd::v1::Rollout>* FleetService::WatchRollout(
   }
   return new RolloutWriter(
       rollouts_, req->id(),
-      StreamContext{stream_tokens_, streams_.queue, clock_, actor->token_hash, actor->name});
+      StreamContext{ctx, stream_tokens_, streams_.queue, clock_, actor->token_hash, actor->name});
 }
 
 grpc::ServerUnaryReactor* FleetService::TriggerAction(grpc::CallbackServerContext* ctx,
@@ -682,7 +696,7 @@ grpc::ServerWriteReactor<herd::v1::LogLine>* FleetService::StreamLogs(
   StreamQueueLimits limits = streams_.queue;
   limits.max_messages = std::max<size_t>(limits.max_messages, 4096);
   return new LogsWriter(hub_, *req,
-                        StreamContext{stream_tokens_, limits, clock_, actor->token_hash,
+                        StreamContext{ctx, stream_tokens_, limits, clock_, actor->token_hash,
                                       actor->name});
 }
 

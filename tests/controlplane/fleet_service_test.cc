@@ -221,68 +221,100 @@ TEST_F(ServicesTest, EachTokenHasItsShareOfStreamSlots) {
 // ---------------------------------------------------------------------------------------
 // A Fleet stream whose reader stopped reading, on a real loopback server.
 
-TEST_F(ServicesTest, AWatchWhoseReaderStoppedReadingIsEndedAndCounted) {
-  ApiToken token;
-  token.name = "viewer";
-  token.secret_sha256 = Sha256Hex("hv_secret");
-  ASSERT_TRUE(store_->AddToken(token).ok());
-  RolloutEngine engine(*hub_, *store_, clock_);
-  ASSERT_TRUE(engine.Start().ok());
-  FleetStreamOptions options;
-  options.token_recheck = absl::Hours(1);
-  options.queue.stall_timeout = absl::Seconds(30);
-  options.queue.max_bytes = 32 * 1024;  // a few batches: the backlog is cut meanwhile
-  FleetService fleet(*hub_, *store_, engine, options, clock_);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&fleet);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_TRUE(server && port > 0);
+// A loopback Fleet server, and a WatchMetrics stream on it whose client stops reading.
+class StalledWatchTest : public ServicesTest {
+ protected:
+  void SetUp() override {
+    ServicesTest::SetUp();
+    ApiToken token;
+    token.name = "viewer";
+    token.secret_sha256 = Sha256Hex("hv_secret");
+    ASSERT_TRUE(store_->AddToken(token).ok());
+    engine_ = std::make_unique<RolloutEngine>(*hub_, *store_, clock_);
+    ASSERT_TRUE(engine_->Start().ok());
+    FleetStreamOptions options;
+    options.token_recheck = absl::Hours(1);  // rounds only when the test asks
+    options.queue.stall_timeout = absl::Seconds(30);
+    options.queue.max_bytes = 32 * 1024;  // a few batches: the backlog is cut meanwhile
+    fleet_ = std::make_unique<FleetService>(*hub_, *store_, *engine_, options, clock_);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(fleet_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_TRUE(server_ && port > 0);
+    agent_ = ConnectHost("h1", "app");
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);  // the window stays at 64 KiB
+    auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
+                                             grpc::InsecureChannelCredentials(), args);
+    stub_ = herd::v1::Fleet::NewStub(channel);
+    ctx_.AddMetadata("authorization", "Bearer hv_secret");
+    reader_ = stub_->WatchMetrics(&ctx_, herd::v1::WatchMetricsRequest());
+    reader_->WaitForInitialMetadata();
 
-  auto agent = ConnectHost("h1", "app");
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);  // the window stays at 64 KiB
-  auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
-                                           grpc::InsecureChannelCredentials(), args);
-  auto stub = herd::v1::Fleet::NewStub(channel);
-  grpc::ClientContext ctx;
-  ctx.AddMetadata("authorization", "Bearer hv_secret");
-  herd::v1::WatchMetricsRequest req;
-  auto reader = stub->WatchMetrics(&ctx, req);
-  reader->WaitForInitialMetadata();
-
-  // Batches of ~8 KiB, never read: the writes back up, then one waits. Time passes (the
-  // fake clock) only between batches, so the stream ends at the first push after its
-  // write has waited 30 s.
-  herd::v1::AgentMessage batch;
-  auto* b = batch.mutable_metrics();
-  for (int i = 0; i < 20; ++i) {
-    auto* u = b->add_units();
-    u->set_name(absl::StrCat("unit-", i));
-    u->set_status_reason(std::string(400, 'r'));
-  }
-  ASSERT_TRUE(WaitFor([&] {
+    // Batches of ~8 KiB, never read: the writes back up, then one waits. Time passes (the
+    // fake clock) only between batches, so the stream ends at the first push after its
+    // write has waited 30 s.
+    herd::v1::AgentMessage batch;
+    auto* b = batch.mutable_metrics();
     for (int i = 0; i < 20; ++i) {
-      b->set_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
-      hub_->OnMessage("h1", agent.get(), batch);
+      auto* u = b->add_units();
+      u->set_name(absl::StrCat("unit-", i));
+      u->set_status_reason(std::string(400, 'r'));
     }
-    if (fleet.stream_counts().stalled > 0) return true;
-    clock_.Advance(absl::Seconds(31));
-    return false;
-  }));
-  const StreamTokens::Counts counts = fleet.stream_counts();
+    ASSERT_TRUE(WaitFor([&] {
+      for (int i = 0; i < 20; ++i) {
+        b->set_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
+        hub_->OnMessage("h1", agent_.get(), batch);
+      }
+      if (fleet_->stream_counts().stalled > 0) return true;
+      clock_.Advance(absl::Seconds(31));
+      return false;
+    }));
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown();  // every stream's OnDone has run when it returns
+    server_.reset();
+    fleet_.reset();
+    engine_.reset();
+    ServicesTest::TearDown();
+  }
+  // Reads the stream to its end: its status.
+  grpc::Status ReadToTheEnd() {
+    herd::v1::HostMetrics m;
+    while (reader_->Read(&m)) {
+    }
+    return reader_->Finish();
+  }
+
+  std::unique_ptr<RolloutEngine> engine_;
+  std::unique_ptr<FleetService> fleet_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<FakeSession> agent_;
+  std::unique_ptr<herd::v1::Fleet::Stub> stub_;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReader<herd::v1::HostMetrics>> reader_;
+};
+
+TEST_F(StalledWatchTest, AReaderThatStoppedReadingHasItsStreamEndedAndCounted) {
+  const StreamTokens::Counts counts = fleet_->stream_counts();
   EXPECT_EQ(counts.stalled, 1u);
   EXPECT_GT(counts.dropped, 0u);  // the queue, bounded meanwhile, dropped its oldest
   // The reader that comes back reads what was in flight, then why its stream ended.
-  herd::v1::HostMetrics m;
-  while (reader->Read(&m)) {
-  }
-  grpc::Status st = reader->Finish();
+  grpc::Status st = ReadToTheEnd();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(st.error_message(), HasSubstr("the reader fell behind"));
-  server->Shutdown();
-  engine.Stop();
+  ASSERT_TRUE(WaitFor([&] { return fleet_->stream_counts().open == 0u; }));
+}
+
+// Its status waits behind data its reader does not read, holding its slot: the next round
+// of the streams' check cancels it.
+TEST_F(StalledWatchTest, AStreamEndedForItsReaderIsCancelledIfItStaysOpen) {
+  EXPECT_EQ(fleet_->stream_counts().open, 1u);
+  fleet_->CheckStreams();
+  ASSERT_TRUE(WaitFor([&] { return fleet_->stream_counts().open == 0u; }));
+  EXPECT_EQ(ReadToTheEnd().error_code(), grpc::StatusCode::CANCELLED);
 }
 
 // ---------------------------------------------------------------------------------------
