@@ -389,14 +389,13 @@ absl::StatusOr<uint64_t> StreamTokens::Add(std::string token_hash, const std::st
                                            End end, Poll poll) {
   if (token_hash.empty()) return 0;  // a stream refused at its opening: nothing to watch
   absl::MutexLock l(&mu_);
-  size_t& mine = per_token_[token_hash];
+  auto it = per_token_.find(token_hash);
+  const size_t mine = it == per_token_.end() ? 0 : it->second;
   if (mine >= max_per_token_ || open_.size() >= max_) {
     const bool token_full = mine >= max_per_token_;
-    if (mine == 0) per_token_.erase(token_hash);
     refused_.fetch_add(1, std::memory_order_relaxed);
-    log_->warn("event=stream_refused token={} open_for_token={} open={} reason={}", who,
-               token_full ? max_per_token_ : mine, open_.size(),
-               token_full ? "token_slots" : "server_slots");
+    log_->warn("event=stream_refused token={} open_for_token={} open={} reason={}", who, mine,
+               open_.size(), token_full ? "token_slots" : "server_slots");
     return absl::ResourceExhaustedError(
         token_full
             ? absl::StrCat("token \"", who, "\" has ", max_per_token_,
@@ -406,7 +405,7 @@ absl::StatusOr<uint64_t> StreamTokens::Add(std::string token_hash, const std::st
             : absl::StrCat("the control plane serves ", max_,
                            " streams already (--max-streams): try again later"));
   }
-  ++mine;
+  ++per_token_[token_hash];
   const uint64_t id = next_++;
   open_[id] = {std::move(token_hash), std::move(end), std::move(poll)};
   return id;
