@@ -13,6 +13,10 @@
 // Host records are written behind (one thread, one transaction for every host changed since
 // the last write), so no agent's message waits on the disk. Sessions are the
 // gateway's stream reactors, behind the HostSession interface so tests can use fakes.
+// What a host sends is bounded where it enters (HubOptions::limits, agent_limits.h), so no
+// host can grow the control plane or slow what the others share. Every interval and
+// deadline (silences, leases, relayed requests) is on the clock's monotonic reading: a
+// wall-clock step expires nothing.
 #pragma once
 
 #include <array>
