@@ -100,14 +100,15 @@ class WorkerPool {
       : max_threads_(std::max<size_t>(1, max_threads)), max_queued_(max_queued) {}
   ~WorkerPool() { Stop(); }
 
-  // False when the queue is full or the pool is stopping: the job is not run.
+  // False when every thread is busy and the queue is full, or the pool is stopping: the job
+  // is not run.
   bool Submit(std::function<void()> job) {
     absl::MutexLock l(&mu_);
     if (stopping_) return false;
-    if (idle_ == 0 && threads_.size() < max_threads_) {
+    const size_t wanted = running_ + queue_.size() + 1;  // threads this job keeps busy
+    if (wanted > max_threads_ + max_queued_) return false;
+    if (wanted > threads_.size() && threads_.size() < max_threads_) {
       threads_.emplace_back([this] { Work(); });
-    } else if (queue_.size() >= max_queued_ + idle_) {
-      return false;
     }
     queue_.push_back(std::move(job));
     return true;
@@ -128,19 +129,20 @@ class WorkerPool {
 
  private:
   void Work() {
+    mu_.Lock();
     for (;;) {
-      std::function<void()> job;
-      {
-        absl::MutexLock l(&mu_);
-        ++idle_;
-        mu_.Await(absl::Condition(this, &WorkerPool::HasWork));
-        --idle_;
-        if (stopping_) return;
-        job = std::move(queue_.front());
-        queue_.pop_front();
-      }
+      mu_.Await(absl::Condition(this, &WorkerPool::HasWork));
+      if (stopping_) break;
+      std::function<void()> job = std::move(queue_.front());
+      queue_.pop_front();
+      ++running_;
+      mu_.Unlock();
       job();
+      job = nullptr;  // what it holds goes before the thread counts as free
+      mu_.Lock();
+      --running_;
     }
+    mu_.Unlock();
   }
 
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -150,7 +152,7 @@ class WorkerPool {
   const size_t max_threads_, max_queued_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  size_t idle_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t running_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
 };

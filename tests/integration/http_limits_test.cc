@@ -3,6 +3,7 @@
 //   - 2,000 idle, unauthenticated connections do not stop /healthz (answered in under a
 //     second) or an authenticated API call, even when they come from the same address;
 //   - a connection that sends no request is closed after --http-header-timeout;
+//   - API calls past the workers and their queue get 503, past one address's share 429;
 //   - stream slots are limited per token as well as in total;
 //   - a stream whose reader stops reading is ended and its slot freed;
 //   - with --client-ca, the HTTPS port requires a client certificate, unless
@@ -21,6 +22,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <httplib.h>
@@ -331,6 +333,87 @@ TEST(HttpLimits, OneTokenCannotTakeEveryStream) {
   cp.Stop();
 }
 
+// API calls block a worker for as long as the call takes: past the workers and their queue
+// a request gets 503, past one address's share 429, both counted; /healthz is not behind
+// them. The worker is held by an action sent to a host that cannot answer (its agent is
+// stopped with SIGSTOP) until the test lets it go on (SIGCONT).
+TEST(HttpLimits, RequestsPastTheWorkersOrOneAddressesShareAreShed) {
+  ControlPlaneHarness cp;
+  ASSERT_TRUE(cp.Start({"--http", "127.0.0.1:0", "--http-workers", "1", "--http-max-queued",
+                        "0", "--http-max-requests-per-ip", "1"}))
+      << cp.last_error();
+  const std::string http = cp.http_address();
+  const std::string viewer = ReadTrimmed(cp.ViewerTokenFile());
+  const std::string op = ReadTrimmed(cp.OperatorTokenFile());
+  AgentHarness agent;
+  ASSERT_TRUE(agent.StartAgent(cp.AgentArgs("role=stopped"))) << agent.last_error();
+  std::string host_id;
+  ASSERT_TRUE(WaitFor([&] {
+    json info = agent.CtlJson({"info"});
+    host_id = info.is_object() ? info.value("host_id", "") : "";
+    return !host_id.empty() && info.value("controlplane_connected", false);
+  }, absl::Seconds(20)));
+  // A module with an action (the dashboard's fixture), known to the control plane.
+  const std::string dir = agent.Path("src/dash-demo");
+  std::filesystem::create_directories(dir);
+  for (const char* f : {"package.json", "main.py"}) {
+    std::filesystem::copy_file(
+        SourceDir() + "/tests/integration/fixtures/dashboard-module/" + f, dir + "/" + f);
+  }
+  std::filesystem::copy_file(SourceDir() + "/sdk/python/herd_module.py",
+                             dir + "/herd_module.py");
+  CmdResult inst = agent.Ctl({"install", dir});
+  ASSERT_EQ(inst.exit_code, 0) << inst.out << inst.err;
+  ASSERT_TRUE(WaitFor([&] {
+    Answer h = Request(http, "POST", "/api/v1/GetHost", json({{"hostId", host_id}}).dump(),
+                       viewer);
+    return absl::StrContains(h.body, "\"greet\"");
+  }, absl::Seconds(30)));
+  ASSERT_EQ(kill(agent.agent_pid(), SIGSTOP), 0);
+  const std::string action =
+      json({{"target", {{"hosts", {{"ids", {host_id}}}}}}, {"module", "dash-demo"},
+            {"action", "greet"}, {"timeoutMs", 4000}})
+          .dump();
+  // The action comes from 127.0.0.3, retried until it has the worker (a probe below may
+  // hold it for a moment).
+  Answer slow;
+  std::thread holder([&] {
+    const absl::Time until = absl::Now() + absl::Seconds(20);
+    do {
+      slow = Request(http, "POST", "/api/v1/TriggerAction", action, op, "127.0.0.3",
+                     absl::Seconds(20));
+    } while ((slow.status == 429 || slow.status == 503) && absl::Now() < until &&
+             (absl::SleepFor(absl::Milliseconds(20)), true));
+  });
+  // While it holds the only worker: another address finds no worker free and no room to
+  // wait; the action's own address has its one request in progress.
+  Answer other;
+  EXPECT_TRUE(WaitFor([&] {
+    other = Request(http, "POST", "/api/v1/ListHosts", "{}", viewer, "127.0.0.2");
+    return other.status == 503;
+  }, absl::Seconds(10))) << other.head;
+  EXPECT_THAT(other.body, HasSubstr("busy"));
+  Answer mine = Request(http, "POST", "/api/v1/ListHosts", "{}", viewer, "127.0.0.3");
+  EXPECT_EQ(mine.status, 429) << mine.head;
+  EXPECT_THAT(mine.body, HasSubstr("too many requests in progress from your address"));
+  Answer health = Request(http, "GET", "/healthz", "", "", "127.0.0.1", absl::Seconds(2));
+  EXPECT_EQ(health.status, 200);
+  EXPECT_LT(health.took, absl::Seconds(1));
+  kill(agent.agent_pid(), SIGCONT);
+  holder.join();
+  // Answered once the host could: the call was run, not shed.
+  EXPECT_EQ(slow.status, 200) << slow.head << slow.body;
+  EXPECT_THAT(slow.body, HasSubstr("hello"));
+  EXPECT_GE(SampleValue(http, viewer,
+                        "herd_controlplane_http_requests_shed_total{reason=\"ip_limit\"}"),
+            1);
+  EXPECT_GE(SampleValue(http, viewer,
+                        "herd_controlplane_http_requests_shed_total{reason=\"queue_full\"}"),
+            1);
+  agent.StopAgent();
+  cp.Stop();
+}
+
 // A client that opens a busy log stream and never reads: once the kernel's buffers are full,
 // the write stalls (or the queue passes its bytes), the stream is ended, counted, and its
 // slot is free for someone else.
@@ -484,3 +567,4 @@ TEST(HttpTlsFlags, TheExemptionWithoutAClientCaIsRefused) {
 
 }  // namespace
 }  // namespace herd::testing
+
