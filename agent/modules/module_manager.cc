@@ -24,6 +24,7 @@
 #include "agent/modules/command.h"
 #include "agent/supervisor/app_spec.h"
 #include "common/atomic_file.h"
+#include "common/log_escape.h"
 #include "common/units.h"
 
 namespace herd::agent {
@@ -439,7 +440,7 @@ absl::StatusOr<ModuleManager::Prepared> ModuleManager::PrepareInstall(
   auto totals = ScanArchive(archive, options_.archive_limits);
   if (!totals.ok()) {
     fs::remove_all(staging);
-    log_->warn("event=archive_refused source=\"{}\" error=\"{}\"", source,
+    log_->warn("event=archive_refused source=\"{}\" error=\"{}\"", EscapeForLog(source),
                totals.status().message());
     return totals.status();
   }
@@ -1134,7 +1135,9 @@ void ModuleManager::OnReadable(const std::string& name) {
     uint64_t oversized_before = m.framer->oversized();
     m.framer->Feed(absl::string_view(buf, static_cast<size_t>(n)), [&](absl::string_view line) {
       if (line.empty()) return;
-      log_->trace("event=channel_line module={} line=\"{}\"", m.name, line.substr(0, 300));
+      if (log_->should_log(spdlog::level::trace)) {
+        log_->trace("event=channel_line module={} line=\"{}\"", m.name, EscapeForLog(line, 300));
+      }
       auto r = m.channel.HandleLine(line, now);
       if (r == ModuleChannelState::Result::kOk) return;
       const auto& st = m.channel.stats();
@@ -1146,7 +1149,7 @@ void ModuleManager::OnReadable(const std::string& name) {
                            : r == ModuleChannelState::Result::kUnknownType ? "unknown_type"
                                                                            : "invalid_message";
         log_->warn("event=channel_bad_message module={} kind={} total_bad={} line=\"{}\"",
-                   m.name, what, bad, absl::string_view(line).substr(0, 120));
+                   m.name, what, bad, EscapeForLog(line, 120));
       }
     });
     if (uint64_t over = m.framer->oversized() - oversized_before; over > 0) {

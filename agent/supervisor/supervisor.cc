@@ -19,6 +19,7 @@
 #include "agent/supervisor/app_spec.h"
 #include "common/atomic_file.h"
 #include "common/units.h"
+#include "common/utf8.h"
 
 namespace herd::agent {
 namespace {
@@ -428,7 +429,9 @@ void Supervisor::EmitLines(Unit& u, OutputStream& s, absl::string_view data, boo
       herd::v1::LogLine l;
       l.set_stream(s.name);
       l.set_unit(u.spec.name());
-      l.set_text(absl::StrCat(prefix, line));
+      // Output is bytes; a protobuf string must be UTF-8 or the peer cannot read the message
+      // (a unit printing 0xFF would end the control plane's stream of this agent).
+      l.set_text(ToValidUtf8(absl::StrCat(prefix, line)));
       for (auto& [id, f] : followers_) {
         if (f.unit == u.spec.name()) f.sink(l);
       }

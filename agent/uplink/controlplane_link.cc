@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/logs/log_writer.h"
+#include "common/utf8.h"
 
 namespace herd::agent {
 
@@ -244,7 +245,7 @@ void ControlPlaneLink::OnLogs(const herd::v1::HostLogsRequest& req,
       for (auto& text : *tail) {
         auto* l = chunk.add_lines();
         l->set_stream(stream);
-        l->set_text(std::move(text));
+        l->set_text(ToValidUtf8(text));  // a unit's bytes; the message must be UTF-8
         l->set_unit(req.unit());
       }
     }
@@ -282,3 +283,4 @@ void ControlPlaneLink::OnCancel(const std::string& request_id) {
 }
 
 }  // namespace herd::agent
+

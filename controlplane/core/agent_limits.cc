@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include "common/utf8.h"
 
 namespace herd::controlplane {
 namespace {
@@ -17,7 +18,9 @@ bool Long(const std::string& s, size_t max) { return s.size() > max; }
 
 void Clip(std::string* s, size_t max, LimitHits* hits) {
   if (s->size() > max) {
-    s->resize(max);
+    // Between characters: a string cut inside one is no longer UTF-8, and every reply that
+    // carries it (ListHosts, GetHost, a watch) would fail to parse for every client.
+    *s = TruncateUtf8(std::move(*s), max);
     hits->Add(Limit::kText);
   }
 }

@@ -12,6 +12,8 @@
 #include "absl/strings/str_join.h"
 #include "common/config_value.h"
 #include "common/labels.h"
+#include "common/log_escape.h"
+#include "common/utf8.h"
 #include "controlplane/core/config_resolver.h"
 #include "controlplane/core/secrets.h"
 #include "nlohmann/json.hpp"
@@ -416,8 +418,8 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     if (by_join) h.record.credential_sha256 = Sha256Hex(credential);
     h.record.hostname = hello.hostname();
     h.record.labels = {hello.labels().begin(), hello.labels().end()};
-    h.record.agent_version = hello.agent_version().substr(0, 256);
-    h.record.boot_id = hello.boot_id().substr(0, 256);
+    h.record.agent_version = TruncateUtf8(hello.agent_version(), 256);
+    h.record.boot_id = TruncateUtf8(hello.boot_id(), 256);
     h.record.last_seen_unix_ms = now_ms;
     h.heard_mono_ms = mono_ms;
     google::protobuf::RepeatedPtrField<herd::v1::ModuleInventory> inventory = hello.modules();
@@ -458,8 +460,8 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     h.peer = session->Peer();
     h.connected_at_ms = now_ms;
     // Without its inventory (that is record.modules), its display text bounded.
-    h.hello.set_kernel(hello.kernel().substr(0, 256));
-    h.hello.set_arch(hello.arch().substr(0, 64));
+    h.hello.set_kernel(TruncateUtf8(hello.kernel(), 256));
+    h.hello.set_arch(TruncateUtf8(hello.arch(), 64));
     h.hello.set_cpu_count(hello.cpu_count());
     h.hello.set_memory_total_bytes(hello.memory_total_bytes());
     h.rejections.clear();
@@ -522,15 +524,38 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
         } else {
           config_nacks_.fetch_add(1, std::memory_order_relaxed);
           // Shown only while it is about the latest version sent (Host.config_rejections).
-          if (!h.sent || ack.version() >= h.sent_version) {
-            h.rejections.assign(ack.rejections().begin(), ack.rejections().end());
+          // Bounded like everything else a host sends: at most one rejection per module it
+          // may have (and a few more), each text clipped, names kept within their bound.
+          const size_t keep = std::min<size_t>(ack.rejections_size(),
+                                               options_.limits.max_modules + 16);
+          if (static_cast<size_t>(ack.rejections_size()) > keep) hits.Add(Limit::kModules);
+          std::vector<herd::v1::ConfigRejection> kept(ack.rejections().begin(),
+                                                      ack.rejections().begin() + keep);
+          for (auto& r : kept) {
+            for (std::string* text : {r.mutable_module(), r.mutable_key()}) {
+              if (text->size() > options_.limits.max_name_bytes) {
+                *text = TruncateUtf8(std::move(*text), options_.limits.max_name_bytes);
+                hits.Add(Limit::kNames);
+              }
+            }
+            if (r.reason().size() > options_.limits.max_text_bytes) {
+              *r.mutable_reason() =
+                  TruncateUtf8(std::move(*r.mutable_reason()), options_.limits.max_text_bytes);
+              hits.Add(Limit::kText);
+            }
           }
           std::vector<std::string> why;
-          for (const auto& r : ack.rejections()) {
+          for (size_t i = 0; i < kept.size() && i < 8; ++i) {
+            const auto& r = kept[i];
             why.push_back(absl::StrCat(r.module(), ":", r.key(), ": ", r.reason()));
           }
-          log_->warn("event=config_rejected host={} version={} reasons=\"{}\"", host_id,
-                     ack.version(), absl::StrJoin(why, "; "));
+          if (ack.version() != h.nack_logged_version) {
+            h.nack_logged_version = ack.version();
+            log_->warn("event=config_rejected host={} version={} rejections={} reasons=\"{}\"",
+                       host_id, ack.version(), kept.size(),
+                       EscapeForLog(absl::StrJoin(why, "; "), 2048));
+          }
+          if (!h.sent || ack.version() >= h.sent_version) h.rejections = std::move(kept);
         }
         break;
       }
@@ -1082,7 +1107,8 @@ absl::StatusOr<herd::v1::FleetConfig> Hub::GetConfig(const std::string& module,
         if (has) {
           e->set_has_override(true);
           e->set_override_value(sm->second.values().at(k));
-          e->set_source(sm->second.sources().at(k));
+          auto src = sm->second.sources().find(k);
+          e->set_source(src != sm->second.sources().end() ? src->second : "");
           e->set_effective_json(json(sm->second.values().at(k)).dump());
         } else {
           e->set_source("default");

@@ -245,6 +245,9 @@ class Hub {
     std::shared_ptr<const herd::v1::ConfigSnapshot> sent;
     uint64_t sent_version = 0;
     std::vector<herd::v1::ConfigRejection> rejections;
+    // The last version whose rejection was logged: once per version, however often a host
+    // sends it.
+    uint64_t nack_logged_version = 0;
     HostSeries series;
   };
   // One host: its state behind its own lock. Entries are never removed from the index, so

@@ -454,7 +454,39 @@ class HttpServer::AsioListener {
   WorkerPool workers;
   WorkerPool stream_threads;
 
+  // /readyz answers from here, on the io thread, without waiting: the check itself reads the
+  // store, which can block behind a slow disk's transaction, so it runs on a worker at most
+  // once a second and the answer is the last result.
+  absl::Status Readiness() {
+    const auto now = std::chrono::steady_clock::now();
+    absl::MutexLock l(&ready_mu_);
+    if (!ready_refreshing_ && now - ready_checked_ >= std::chrono::seconds(1)) {
+      ready_refreshing_ = true;
+      const bool submitted = workers.Submit([this] {
+        absl::Status s = handlers.ready ? handlers.ready() : absl::OkStatus();
+        absl::MutexLock l(&ready_mu_);
+        ready_ = s;
+        ready_checked_ = std::chrono::steady_clock::now();
+        ready_refreshing_ = false;
+      });
+      if (!submitted) ready_refreshing_ = false;  // busy: the last answer stands
+    }
+    return ready_;
+  }
+  // The first answer, before serving.
+  void CheckReadyNow() {
+    absl::Status s = handlers.ready ? handlers.ready() : absl::OkStatus();
+    absl::MutexLock l(&ready_mu_);
+    ready_ = s;
+    ready_checked_ = std::chrono::steady_clock::now();
+  }
+
  private:
+  absl::Mutex ready_mu_;
+  absl::Status ready_ ABSL_GUARDED_BY(ready_mu_);
+  std::chrono::steady_clock::time_point ready_checked_ ABSL_GUARDED_BY(ready_mu_);
+  bool ready_refreshing_ ABSL_GUARDED_BY(ready_mu_) = false;
+
   void Accept();
   void OnAccept(beast::error_code ec, tcp::socket socket);
 
@@ -688,8 +720,7 @@ class Session : public SessionBase {
     if (!get) return Write(TextResponse(version_, 404, "not found\n"));
     if (path == "/healthz") return Write(TextResponse(version_, 200, "ok\n"));
     if (path == "/readyz") {
-      absl::Status s = l_.stopping() ? absl::UnavailableError("stopping")
-                                     : (l_.handlers.ready ? l_.handlers.ready() : absl::OkStatus());
+      absl::Status s = l_.stopping() ? absl::UnavailableError("stopping") : l_.Readiness();
       if (!s.ok()) l_.log->warn("event=not_ready reason=\"{}\"", s.message());
       // The reason is in the log, not in this unauthenticated answer.
       return Write(TextResponse(version_, s.ok() ? 200 : 503, s.ok() ? "ready\n" : "not ready\n"));
@@ -1112,13 +1143,19 @@ void HttpServer::AsioListener::OnAccept(beast::error_code ec, tcp::socket socket
     const std::string peer = remote.address().is_v6()
                                  ? absl::StrCat("[", ip, "]:", remote.port())
                                  : absl::StrCat(ip, ":", remote.port());
-    if (ssl_ctx_) {
-      auto s = std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
-          *this, ip, peer, std::move(socket), *ssl_ctx_);
-      if (Admit(*s)) s->Run();
-    } else {
-      auto s = std::make_shared<Session<beast::tcp_stream>>(*this, ip, peer, std::move(socket));
-      if (Admit(*s)) s->Run();
+    // Whatever one connection throws (an allocation, an SSL object that cannot be made), the
+    // listener goes on accepting the next.
+    try {
+      if (ssl_ctx_) {
+        auto s = std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
+            *this, ip, peer, std::move(socket), *ssl_ctx_);
+        if (Admit(*s)) s->Run();
+      } else {
+        auto s = std::make_shared<Session<beast::tcp_stream>>(*this, ip, peer, std::move(socket));
+        if (Admit(*s)) s->Run();
+      }
+    } catch (const std::exception& e) {
+      warn.Warn("http_accept_failed", absl::StrCat("remote=", peer, " error=\"", e.what(), "\""));
     }
   }
   Accept();
@@ -1180,7 +1217,10 @@ HttpServer::HttpServer(HttpServerOptions options, std::shared_ptr<grpc::Channel>
 
 HttpServer::~HttpServer() { Stop(); }
 
-absl::StatusOr<std::string> HttpServer::Start() { return listener_->Start(); }
+absl::StatusOr<std::string> HttpServer::Start() {
+  listener_->CheckReadyNow();
+  return listener_->Start();
+}
 
 void HttpServer::Stop() { listener_->Stop(); }
 
