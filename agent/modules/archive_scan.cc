@@ -164,7 +164,7 @@ absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const Archive
         path, ": not a tar archive that can be installed (", why,
         "): make it with `npm pack`"));
   };
-  uint64_t next_size = 0, headers = 0;
+  uint64_t next_size = 0, headers = 0, meta_bytes = 0;
   bool next_has_size = false;
   char header[kBlock];
   for (;;) {
@@ -192,8 +192,8 @@ absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const Archive
       }
       std::string data(static_cast<size_t>((size + kBlock - 1) / kBlock * kBlock), '\0');
       if (!ReadFull(f.get(), data.data(), data.size())) return not_tar("it ends in a header");
-      totals.unpacked_bytes += data.size();  // inflated to be read, so it counts
-      if (totals.unpacked_bytes > limits.max_unpacked_bytes) {
+      meta_bytes += data.size();  // inflated to be read, so it counts against the limit
+      if (totals.unpacked_bytes + meta_bytes > limits.max_unpacked_bytes) {
         return absl::InvalidArgumentError(absl::StrCat(
             path, ": unpacks to more than ", FormatBytes(limits.max_unpacked_bytes),
             " (the limit for a module): agentd --module-max-unpacked raises it"));
@@ -235,7 +235,7 @@ absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const Archive
     // Regular files are what take space; other members carry no data in archives tar
     // makes, and whatever one claims is inflated to be skipped, so it counts all the same.
     if (size > limits.max_unpacked_bytes ||
-        totals.unpacked_bytes + size > limits.max_unpacked_bytes) {
+        totals.unpacked_bytes + meta_bytes + size > limits.max_unpacked_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, ": unpacks to more than ", FormatBytes(limits.max_unpacked_bytes),
           " (the limit for a module; its first ", totals.files, " members add up to ",
