@@ -1,5 +1,7 @@
 #include "controlplane/fleet/fleet_service.h"
 
+#include <chrono>
+
 #include <pthread.h>
 
 #include <algorithm>
@@ -394,8 +396,17 @@ absl::StatusOr<uint64_t> StreamTokens::Add(std::string token_hash, const std::st
   if (mine >= max_per_token_ || open_.size() >= max_) {
     const bool token_full = mine >= max_per_token_;
     refused_.fetch_add(1, std::memory_order_relaxed);
-    log_->warn("event=stream_refused token={} open_for_token={} open={} reason={}", who, mine,
-               open_.size(), token_full ? "token_slots" : "server_slots");
+    // A client retrying in a loop must not flood the log: once per 10 s, with the count.
+    const auto now = std::chrono::steady_clock::now();
+    ++refused_unlogged_;
+    if (now - refused_logged_at_ >= std::chrono::seconds(10)) {
+      log_->warn("event=stream_refused token={} open_for_token={} open={} reason={} "
+                 "refused_since_last_log={}",
+                 who, mine, open_.size(), token_full ? "token_slots" : "server_slots",
+                 refused_unlogged_);
+      refused_logged_at_ = now;
+      refused_unlogged_ = 0;
+    }
     return absl::ResourceExhaustedError(
         token_full
             ? absl::StrCat("token \"", who, "\" has ", max_per_token_,

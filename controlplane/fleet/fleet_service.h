@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -76,6 +77,9 @@ class StreamTokens {
   const absl::Duration every_;
   const size_t max_, max_per_token_;
   std::atomic<uint64_t> refused_{0}, dropped_{0}, stalled_{0};
+  // Refusals are logged at most every 10 s (under mu_).
+  std::chrono::steady_clock::time_point refused_logged_at_ ABSL_GUARDED_BY(mu_);
+  uint64_t refused_unlogged_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<spdlog::logger> log_;
   mutable absl::Mutex mu_;
   std::map<uint64_t, Open> open_ ABSL_GUARDED_BY(mu_);
