@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
     opts.ready_fd = ready[1];
   }
 
-  // Before the log's flusher thread starts (with a log file), so that it inherits the mask.
+  // Before any thread starts (spdlog, gRPC), so that every thread inherits the mask.
   herd::agent::BlockAgentSignals();
   herd::LogOptions lopts;
   lopts.level = log_level;

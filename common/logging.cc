@@ -88,9 +88,7 @@ absl::Status InitLogging(const LogOptions& options) {
     logger->set_level(level);
     logger->set_pattern(kPattern);
   });
-  // A file is read by people tailing it: flush at least every second (warnings and errors
-  // are flushed at once).
-  if (!options.file.empty()) spdlog::flush_every(std::chrono::seconds(1));
+  // No periodic flusher: AppendFdSink writes each line as it comes, and stderr is unbuffered.
   return absl::OkStatus();
 }
 

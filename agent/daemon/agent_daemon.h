@@ -45,7 +45,7 @@ absl::Status RunAgent(const AgentOptions& options);
 // afterwards: RunAgent reads them from a signalfd, which only works if no thread of the
 // process leaves them unblocked (the kernel would deliver them to that thread, and their
 // default action ends agentd at once, leaving the units running). Call it before anything
-// starts a thread (the log's flusher does); RunAgent calls it too.
+// starts a thread; RunAgent calls it too.
 void BlockAgentSignals();
 
 // Creates the home and its logs/ if missing, and refuses a home or logs/ that another user

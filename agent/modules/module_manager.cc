@@ -194,12 +194,20 @@ std::vector<std::string> NpmEnv(const std::string& home) {
 // where a snapshot or a `set` can still be refused, rather than found at the next spawn.
 constexpr size_t kMaxEnvString = 128 * 1024;
 
-absl::Status CheckConfigFitsEnvironment(const std::string& module,
-                                        const std::string& overrides_json,
-                                        const std::string& effective_json) {
+// What a module process gets of its configuration: its overrides (PM2's contract: strings)
+// and the effective values typed like the defaults, as the JSON text of its two variables.
+struct ConfigEnvironment {
+  std::string overrides, effective;
+};
+
+// Both texts, or why they would not fit in an environment variable.
+absl::StatusOr<ConfigEnvironment> MakeConfigEnvironment(const std::string& module,
+                                                        const json& defaults,
+                                                        const json& overrides) {
+  ConfigEnvironment env{overrides.dump(), EffectiveConfig(defaults, overrides).dump()};
   const std::pair<std::string, size_t> vars[] = {
-      {module, module.size() + 2 + overrides_json.size()},
-      {"HERD_MODULE_CONFIG", sizeof("HERD_MODULE_CONFIG=") + effective_json.size()}};
+      {module, module.size() + 2 + env.overrides.size()},
+      {"HERD_MODULE_CONFIG", sizeof("HERD_MODULE_CONFIG=") + env.effective.size()}};
   for (const auto& [name, size] : vars) {
     if (size > kMaxEnvString) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -209,7 +217,7 @@ absl::Status CheckConfigFitsEnvironment(const std::string& module,
           "conf ", module, "` lists them)"));
     }
   }
-  return absl::OkStatus();
+  return env;
 }
 
 }  // namespace
@@ -780,12 +788,10 @@ void ModuleManager::ApplySnapshot(const herd::v1::ConfigSnapshot& snap,
       const Module& m = *modules_.at(name);
       json overrides = json::object();
       for (const auto& [k, v] : mod.values()) overrides[k] = v;
-      const json effective = EffectiveConfig(m.manifest.config, overrides);
-      if (auto s = CheckConfigFitsEnvironment(name, overrides.dump(), effective.dump());
-          !s.ok()) {
+      if (auto env = MakeConfigEnvironment(name, m.manifest.config, overrides); !env.ok()) {
         auto* r = ack.add_rejections();
         r->set_module(name);
-        r->set_reason(std::string(s.message()));
+        r->set_reason(std::string(env.status().message()));
       }
     }
   }
@@ -963,14 +969,10 @@ void ModuleManager::SetConfig(const herd::v1::SetConfigRequest& req,
   }
   auto v = ConvertConfigValue(declared ? defaults[req.key()] : json(), req.key(), req.value());
   if (!v.ok()) return done(v.status());
-  {
-    json overrides = Overrides(m.name);
-    overrides[req.key()] = req.value();
-    const json effective = EffectiveConfig(m.manifest.config, overrides);
-    if (auto s = CheckConfigFitsEnvironment(m.name, overrides.dump(), effective.dump());
-        !s.ok()) {
-      return done(s);
-    }
+  json overrides = Overrides(m.name);
+  overrides[req.key()] = req.value();
+  if (auto env = MakeConfigEnvironment(m.name, m.manifest.config, overrides); !env.ok()) {
+    return done(env.status());
   }
   if (auto s = conf_.Set(m.name, req.key(), req.value()); !s.ok()) return done(s);
   log_->info("event=config_set module={} key={}", m.name, req.key());
@@ -1018,12 +1020,8 @@ absl::Status ModuleManager::BeforeSpawn(const herd::v1::AppSpec& spec,
     m.manifest = std::move(*manifest);
     m.load_error.clear();
   }
-  json overrides = Overrides(m.name);
-  json effective = EffectiveConfig(m.manifest.config, overrides);
-  std::string overrides_text = overrides.dump(), effective_text = effective.dump();
-  if (auto s = CheckConfigFitsEnvironment(m.name, overrides_text, effective_text); !s.ok()) {
-    return s;
-  }
+  auto config_env = MakeConfigEnvironment(m.name, m.manifest.config, Overrides(m.name));
+  if (!config_env.ok()) return config_env.status();
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     log_->error("event=socketpair_failed module={} error=\"{}\"", m.name, strerror(errno));
@@ -1056,10 +1054,10 @@ absl::Status ModuleManager::BeforeSpawn(const herd::v1::AppSpec& spec,
     }
     set("NODE_OPTIONS", node_options);
   }
-  set(m.name, overrides_text);  // PM2: process.env[<module name>], strings
+  set(m.name, config_env->overrides);  // PM2: process.env[<module name>], strings
   set("HERD_MODULE_NAME", m.name);
   set("HERD_MODULE_DIR", m.dir);
-  set("HERD_MODULE_CONFIG", effective_text);
+  set("HERD_MODULE_CONFIG", config_env->effective);
   return absl::OkStatus();
 }
 
