@@ -154,14 +154,7 @@ void FaultClock::StepOnce(const std::string& offset, absl::Duration skew, bool t
   }
   const std::string id = agent.CtlJson({"info"}).value("host_id", "");
   ASSERT_FALSE(id.empty()) << agent.last_error();
-  auto host = [&]() -> json {
-    json hosts = cp.CtlJson({"hosts"});
-    if (!hosts.is_object() || !hosts.contains("hosts")) return nullptr;
-    for (const auto& h : hosts["hosts"]) {
-      if (h.value("host_id", "") == id) return h;
-    }
-    return nullptr;
-  };
+  auto host = [&] { return cp.Host(id); };
   ASSERT_TRUE(WaitFor([&] {
     json m = cp.CtlJson({"modules"});
     if (!m.is_object() || !m.contains("modules") || m["modules"].size() != 2u) return false;

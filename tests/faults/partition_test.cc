@@ -64,14 +64,7 @@ TEST(FaultPartition, AgentCutOffForMinutesKeepsSupervisingBoundsItsBufferGetsLat
   }
   const std::string id = agent.CtlJson({"info"}).value("host_id", "");
   ASSERT_FALSE(id.empty()) << agent.last_error();
-  auto host = [&]() -> json {
-    json hosts = cp.CtlJson({"hosts"});
-    if (!hosts.is_object() || !hosts.contains("hosts")) return nullptr;
-    for (const auto& h : hosts["hosts"]) {
-      if (h.value("host_id", "") == id) return h;
-    }
-    return nullptr;
-  };
+  auto host = [&] { return cp.Host(id); };
   auto greeting_is = [&](const std::string& g) {
     CmdResult r = agent.Ctl({"action", "svc", "greet", "--param", "name=x"});
     return r.exit_code == 0 && absl::StrContains(r.out, g + ", x");

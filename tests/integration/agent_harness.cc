@@ -167,6 +167,37 @@ bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout) {
   }
 }
 
+std::string MakeTestPki(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  auto ssl = [](std::vector<std::string> args) -> std::string {
+    args.insert(args.begin(), {"/usr/bin/env", "openssl"});
+    CmdResult r = Run(args);
+    return r.exit_code == 0 ? "" : absl::StrCat("openssl ", args[2], ": ", r.err);
+  };
+  if (auto e = ssl({"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    "/CN=herd-test-ca", "-keyout", dir + "/ca.key", "-out", dir + "/ca.pem"});
+      !e.empty()) {
+    return e;
+  }
+  for (const char* who : {"server", "client"}) {
+    const std::string base = dir + "/" + who;
+    if (auto e = ssl({"req", "-newkey", "rsa:2048", "-nodes", "-subj", std::string("/CN=") + who,
+                      "-keyout", base + ".key", "-out", base + ".csr"});
+        !e.empty()) {
+      return e;
+    }
+    std::ofstream(base + ".ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+    if (auto e = ssl({"x509", "-req", "-in", base + ".csr", "-CA", dir + "/ca.pem", "-CAkey",
+                      dir + "/ca.key", "-CAcreateserial", "-days", "2", "-extfile",
+                      base + ".ext", "-out", base + ".pem"});
+        !e.empty()) {
+      return e;
+    }
+  }
+  return "";
+}
+
 bool ProcessAlive(pid_t pid) {
   if (pid <= 0) return false;
   std::string stat = ReadWhole(absl::StrCat("/proc/", pid, "/stat"));
@@ -434,6 +465,15 @@ nlohmann::json ControlPlaneHarness::CtlJson(const std::vector<std::string>& args
   std::vector<std::string> full = {"-o", "json"};
   full.insert(full.end(), args.begin(), args.end());
   return ParseJsonOutput(Ctl(full), &last_error_);
+}
+
+nlohmann::json ControlPlaneHarness::Host(const std::string& host_id) {
+  nlohmann::json hosts = CtlJson({"hosts"});
+  if (!hosts.is_object() || !hosts.contains("hosts")) return nullptr;
+  for (const auto& h : hosts["hosts"]) {
+    if (h.value("host_id", "") == host_id) return h;
+  }
+  return nullptr;
 }
 
 }  // namespace herd::testing

@@ -52,6 +52,11 @@ pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& out_p
 // the last check took if longer (a check that starts a process gets half the CPU at most).
 bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(10));
 
+// Makes a test PKI in `dir` with openssl: a CA (ca.pem, ca.key) and, signed by it, a server
+// and a client certificate (server.pem/.key, client.pem/.key) for localhost and 127.0.0.1.
+// Returns "" or what failed.
+std::string MakeTestPki(const std::string& dir);
+
 // True while /proc/PID exists and is not a zombie.
 bool ProcessAlive(pid_t pid);
 
@@ -147,6 +152,8 @@ class ControlPlaneHarness {
   // agentctl --controlplane ADDR --token-file TOKEN args...
   CmdResult Ctl(const std::vector<std::string>& args, const std::string& token_file = "") const;
   nlohmann::json CtlJson(const std::vector<std::string>& args);
+  // One host's record from `hosts -o json`; null if absent or the call failed.
+  nlohmann::json Host(const std::string& host_id);
   const std::string& last_error() const { return last_error_; }
 
  private:

@@ -108,14 +108,7 @@ class FleetTest : public ::testing::Test {
       }
     }
   }
-  json Host(const std::string& id) {
-    json hosts = cp_.CtlJson({"hosts"});
-    if (!hosts.is_object()) return nullptr;
-    for (const auto& h : hosts["hosts"]) {
-      if (h["host_id"] == id) return h;
-    }
-    return nullptr;
-  }
+  json Host(const std::string& id) { return cp_.Host(id); }
 
   ControlPlaneHarness cp_;
   std::unique_ptr<AgentHarness> agents_[kAgents];
@@ -858,27 +851,8 @@ class FleetTlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = cp_.Path("pki");
-    std::filesystem::create_directories(dir_);
-    auto ssl = [&](std::vector<std::string> args) {
-      args.insert(args.begin(), "openssl");
-      args.insert(args.begin(), "/usr/bin/env");
-      CmdResult r = herd::testing::Run(args);
-      ASSERT_EQ(r.exit_code, 0) << r.err;
-    };
-    ssl({"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=herd-test-ca",
-         "-keyout", dir_ + "/ca.key", "-out", dir_ + "/ca.pem"});
-    for (const char* who : {"server", "client"}) {
-      std::string base = dir_ + "/" + who;
-      ssl({"req", "-newkey", "rsa:2048", "-nodes", "-subj", std::string("/CN=") + who, "-keyout",
-           base + ".key", "-out", base + ".csr"});
-      std::string ext = base + ".ext";
-      FILE* f = fopen(ext.c_str(), "w");
-      fputs("subjectAltName=DNS:localhost,IP:127.0.0.1\n", f);
-      fclose(f);
-      ssl({"x509", "-req", "-in", base + ".csr", "-CA", dir_ + "/ca.pem", "-CAkey",
-           dir_ + "/ca.key", "-CAcreateserial", "-days", "2", "-extfile", ext, "-out",
-           base + ".pem"});
-    }
+    const std::string pki = MakeTestPki(dir_);
+    ASSERT_TRUE(pki.empty()) << pki;
     ASSERT_TRUE(cp_.Start({"--tls-cert", dir_ + "/server.pem", "--tls-key", dir_ + "/server.key",
                            "--client-ca", dir_ + "/ca.pem"}))
         << cp_.last_error();
@@ -950,12 +924,8 @@ TEST(FleetConfigSize, AConfigThatWouldNotFitTheModulesEnvironmentIsRejectedByThe
                 .exit_code,
             0);
   auto rejections = [&] {
-    json hosts = cp.CtlJson({"hosts"});
-    if (!hosts.is_object()) return json();
-    for (const auto& h : hosts["hosts"]) {
-      if (h["host_id"] == host && h.contains("config_rejections")) return h["config_rejections"];
-    }
-    return json();
+    json h = cp.Host(host);
+    return h.is_object() && h.contains("config_rejections") ? h["config_rejections"] : json();
   };
   ASSERT_TRUE(WaitFor([&] { return !rejections().empty(); }, absl::Seconds(20)))
       << cp.Ctl({"hosts"}).out;

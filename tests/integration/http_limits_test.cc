@@ -474,28 +474,8 @@ class HttpTlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = cp_.Path("pki");
-    std::filesystem::create_directories(dir_);
-    auto ssl = [&](std::vector<std::string> args) {
-      args.insert(args.begin(), "openssl");
-      args.insert(args.begin(), "/usr/bin/env");
-      CmdResult r = herd::testing::Run(args);
-      ASSERT_EQ(r.exit_code, 0) << r.err;
-    };
-    ssl({"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-         "/CN=herd-test-ca", "-keyout", dir_ + "/ca.key", "-out", dir_ + "/ca.pem"});
-    for (const char* who : {"server", "client"}) {
-      std::string base = dir_ + "/" + who;
-      ssl({"req", "-newkey", "rsa:2048", "-nodes", "-subj", std::string("/CN=") + who,
-           "-keyout", base + ".key", "-out", base + ".csr"});
-      std::string ext = base + ".ext";
-      FILE* f = fopen(ext.c_str(), "w");
-      ASSERT_NE(f, nullptr);
-      fputs("subjectAltName=DNS:localhost,IP:127.0.0.1\n", f);
-      fclose(f);
-      ssl({"x509", "-req", "-in", base + ".csr", "-CA", dir_ + "/ca.pem", "-CAkey",
-           dir_ + "/ca.key", "-CAcreateserial", "-days", "2", "-extfile", ext, "-out",
-           base + ".pem"});
-    }
+    const std::string pki = MakeTestPki(dir_);
+    ASSERT_TRUE(pki.empty()) << pki;
   }
 
   bool Start(std::vector<std::string> extra) {
