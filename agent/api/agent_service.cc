@@ -9,7 +9,6 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/supervisor/app_spec.h"
 #include "common/log_escape.h"
-#include "common/utf8.h"
 #include "common/logging.h"
 
 namespace herd::agent {
@@ -446,9 +445,7 @@ class AgentService::LogsReactor final : public grpc::ServerWriteReactor<LogLine>
   }
 
   void Enqueue(LogLine line) {
-    // A unit may print any bytes; a protobuf string must be UTF-8, or agentctl fails to read
-    // the message (a libprotobuf ERROR line and no logs at all).
-    if (!IsValidUtf8(line.text())) line.set_text(ToValidUtf8(line.text()));
+    // Already UTF-8: ReadLastLines and the Supervisor's followers repair a unit's bytes.
     absl::MutexLock l(&mu_);
     if (finished_) return;
     if (queue_.size() >= kMaxQueued) {

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/utf8.h"
 
 namespace herd::agent {
 namespace {
@@ -259,10 +260,10 @@ absl::StatusOr<std::vector<std::string>> ReadLastLines(const std::string& path, 
     size_t nl = tail.rfind('\n', stop - 1);
     if (nl == std::string::npos) {
       // The remaining text is a whole first line only if we read from the file's start.
-      if (pos == 0) lines.push_back(tail.substr(0, stop));
+      if (pos == 0) lines.push_back(ToValidUtf8(absl::string_view(tail).substr(0, stop)));
       break;
     }
-    lines.push_back(tail.substr(nl + 1, stop - nl - 1));
+    lines.push_back(ToValidUtf8(absl::string_view(tail).substr(nl + 1, stop - nl - 1)));
     stop = nl;
   }
   std::reverse(lines.begin(), lines.end());

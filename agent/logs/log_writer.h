@@ -91,7 +91,9 @@ class LogWriter {
 };
 
 // The last `n` lines of a file (without newlines), reading backwards from the end, so a
-// large log costs only what is returned. A missing file is an empty result.
+// large log costs only what is returned. A missing file is an empty result. A unit writes
+// any bytes; the lines come back as UTF-8 (others replaced by U+FFFD), as the protobuf
+// messages that carry them must be.
 absl::StatusOr<std::vector<std::string>> ReadLastLines(const std::string& path, size_t n);
 
 }  // namespace herd::agent

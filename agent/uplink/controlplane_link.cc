@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/logs/log_writer.h"
-#include "common/utf8.h"
 
 namespace herd::agent {
 
@@ -245,7 +244,7 @@ void ControlPlaneLink::OnLogs(const herd::v1::HostLogsRequest& req,
       for (auto& text : *tail) {
         auto* l = chunk.add_lines();
         l->set_stream(stream);
-        l->set_text(ToValidUtf8(text));  // a unit's bytes; the message must be UTF-8
+        l->set_text(std::move(text));  // UTF-8 already (ReadLastLines)
         l->set_unit(req.unit());
       }
     }

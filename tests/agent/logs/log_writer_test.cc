@@ -132,6 +132,18 @@ TEST_F(LogWriterTest, ReadLastLinesWithFewerLinesThanAsked) {
   EXPECT_EQ(*lines, (std::vector<std::string>{"only", "last-without-newline"}));
 }
 
+// A unit writes bytes; what comes back travels in protobuf strings, which must be UTF-8.
+TEST_F(LogWriterTest, ReadLastLinesReplacesWhatIsNotUtf8) {
+  std::ofstream(Path("t.log")) << "ok \xc3\xa9\nbad \xff\xfe end\n";
+  auto lines = ReadLastLines(Path("t.log"), 2);
+  ASSERT_TRUE(lines.ok());
+  ASSERT_EQ(lines->size(), 2u);
+  EXPECT_EQ((*lines)[0], "ok \xc3\xa9");  // valid UTF-8 is kept as it is
+  EXPECT_EQ((*lines)[1].find('\xff'), std::string::npos) << (*lines)[1];
+  EXPECT_NE((*lines)[1].find("\xef\xbf\xbd"), std::string::npos) << (*lines)[1];  // U+FFFD
+  EXPECT_NE((*lines)[1].find(" end"), std::string::npos);
+}
+
 TEST_F(LogWriterTest, ReadLastLinesAcrossChunkBoundaries) {
   std::ofstream out(Path("big.log"));
   for (int i = 0; i < 20000; ++i) out << "line " << i << "\n";
