@@ -156,17 +156,18 @@ absl::Status RunServer(const ServerOptions& options) {
   hopts.max_module_config_bytes = options.max_module_config_bytes;
   Hub hub(**store, clock, hopts);
   if (auto s = hub.Start(); !s.ok()) return s;
-  RolloutEngine rollouts(hub, **store, clock);
+  ThreadScheduler timers(clock, "cp-timers");  // rollouts' steps, the streams' watches
+  RolloutEngine rollouts(hub, hub, hub, **store, timers);
   if (auto s = rollouts.Start(); !s.ok()) return s;
   GatewayOptions gopts;
   gopts.hello_timeout = options.hello_timeout;
-  GatewayService gateway(hub, gopts);
+  GatewayService gateway(hub, timers, gopts);
   FleetStreamOptions streams;
   streams.token_recheck = options.token_recheck;
   streams.queue.stall_timeout = options.stream_stall_timeout;
   streams.max_streams = options.max_streams;
   streams.max_streams_per_token = options.max_streams_per_token;
-  FleetService fleet(hub, **store, rollouts, streams);
+  FleetService fleet(FleetBackends::Of(hub), **store, rollouts, timers, streams);
 
   auto creds = Credentials(options);
   if (!creds) {

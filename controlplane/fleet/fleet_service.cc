@@ -1,9 +1,5 @@
 #include "controlplane/fleet/fleet_service.h"
 
-#include <chrono>
-
-#include <pthread.h>
-
 #include <algorithm>
 #include <deque>
 #include <set>
@@ -192,9 +188,10 @@ struct StreamContext {
 class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
  public:
   // Watches once open (`refused` ok); otherwise ends at once with it.
-  MetricsWriter(Hub& hub, std::set<std::string> hosts, StreamContext c, absl::Status refused)
+  MetricsWriter(MetricsFeed& feed, std::set<std::string> hosts, StreamContext c,
+                absl::Status refused)
       : QueuedWriter(c.ctx, c.limits, c.clock, c.tokens, "WatchMetrics"),
-        hub_(hub),
+        feed_(feed),
         tokens_(c.tokens),
         guard_(std::make_shared<WriterGuard<MetricsWriter>>()) {
     {
@@ -213,18 +210,18 @@ class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
       End(ToGrpc(refused));
       return;
     }
-    id_ = hub_.WatchMetrics(std::move(hosts), [g = guard_](const herd::v1::HostMetrics& m) {
+    id_ = feed_.WatchMetrics(std::move(hosts), [g = guard_](const herd::v1::HostMetrics& m) {
       absl::MutexLock l(&g->mu);
       if (g->self) g->self->Push(m);
     });
   }
   void OnCancel() override {
-    hub_.Unwatch(id_);
+    feed_.Unwatch(id_);
     End(grpc::Status::CANCELLED);
   }
   void OnDone() override {
     tokens_.Remove(token_id_);
-    hub_.Unwatch(id_);
+    feed_.Unwatch(id_);
     {
       absl::MutexLock l(&guard_->mu);
       guard_->self = nullptr;
@@ -233,7 +230,7 @@ class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
   }
 
  private:
-  Hub& hub_;
+  MetricsFeed& feed_;
   StreamTokens& tokens_;
   std::shared_ptr<WriterGuard<MetricsWriter>> guard_;
   uint64_t id_ = 0;
@@ -297,8 +294,10 @@ class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
 
 class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
  public:
-  LogsWriter(Hub& hub, const herd::v1::FleetLogsRequest& req, StreamContext c)
-      : QueuedWriter(c.ctx, c.limits, c.clock, c.tokens, "StreamLogs"), hub_(hub), tokens_(c.tokens) {
+  LogsWriter(RequestRelay& relay, const herd::v1::FleetLogsRequest& req, StreamContext c)
+      : QueuedWriter(c.ctx, c.limits, c.clock, c.tokens, "StreamLogs"),
+        relay_(relay),
+        tokens_(c.tokens) {
     // Keep ourselves alive until both the stream and the hub are done with us.
     state_ = std::make_shared<State>();
     {
@@ -312,7 +311,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
     }
     token_id_ = *slot;
     auto st = state_;
-    request_id_ = hub_.StreamLogs(
+    request_id_ = relay_.StreamLogs(
         req,
         [st](const herd::v1::LogChunk& c) {
           absl::MutexLock l(&st->mu);
@@ -325,7 +324,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
         });
   }
   void OnCancel() override {
-    if (!request_id_.empty()) hub_.CancelLogs(request_id_);
+    if (!request_id_.empty()) relay_.CancelLogs(request_id_);
     End(grpc::Status::CANCELLED);
   }
   void OnDone() override {
@@ -334,7 +333,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
       absl::MutexLock l(&state_->mu);
       state_->self = nullptr;
     }
-    if (!request_id_.empty()) hub_.CancelLogs(request_id_);
+    if (!request_id_.empty()) relay_.CancelLogs(request_id_);
     delete this;
   }
 
@@ -343,7 +342,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
     absl::Mutex mu;
     LogsWriter* self ABSL_GUARDED_BY(mu) = nullptr;
   };
-  Hub& hub_;
+  RequestRelay& relay_;
   StreamTokens& tokens_;
   uint64_t token_id_ = 0;
   std::shared_ptr<State> state_;
@@ -370,22 +369,18 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-StreamTokens::StreamTokens(Store& store, absl::Duration every, size_t max, size_t max_per_token)
+StreamTokens::StreamTokens(Store& store, Scheduler& scheduler, absl::Duration every, size_t max,
+                           size_t max_per_token)
     : store_(store),
-      every_(std::max(every, absl::Milliseconds(10))),
+      clock_(scheduler.clock()),
       max_(max),
       max_per_token_(max_per_token),
-      log_(Logger("fleet")) {
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "stream-tokens");
-    while (!stop_.WaitFor(every_)) Check();
-  });
+      log_(Logger("fleet")),
+      checker_(scheduler, std::max(every, absl::Milliseconds(10)), [this] { Check(); }) {
+  checker_.Start();
 }
 
-StreamTokens::~StreamTokens() {
-  stop_.Stop();
-  thread_.join();
-}
+StreamTokens::~StreamTokens() { checker_.Stop(); }
 
 absl::StatusOr<uint64_t> StreamTokens::Add(std::string token_hash, const std::string& who,
                                            End end, Poll poll) {
@@ -397,9 +392,9 @@ absl::StatusOr<uint64_t> StreamTokens::Add(std::string token_hash, const std::st
     const bool token_full = mine >= max_per_token_;
     refused_.fetch_add(1, std::memory_order_relaxed);
     // A client retrying in a loop must not flood the log: once per 10 s, with the count.
-    const auto now = std::chrono::steady_clock::now();
+    const absl::Time now = clock_.Monotonic();
     ++refused_unlogged_;
-    if (now - refused_logged_at_ >= std::chrono::seconds(10)) {
+    if (now - refused_logged_at_ >= absl::Seconds(10)) {
       log_->warn("event=stream_refused token={} open_for_token={} open={} reason={} "
                  "refused_since_last_log={}",
                  who, mine, open_.size(), token_full ? "token_slots" : "server_slots",
@@ -522,7 +517,7 @@ grpc::ServerUnaryReactor* FleetService::ListHosts(grpc::CallbackServerContext* c
                                                   const herd::v1::ListHostsRequest* req,
                                                   herd::v1::ListHostsResponse* resp) {
   HERD_AUTH(false);
-  auto hosts = hub_.ListHosts(req->target());
+  auto hosts = fleet_.hosts.ListHosts(req->target());
   if (!hosts.ok()) return Done(ctx, hosts.status());
   size_t offset = 0;
   if (!req->page_token().empty() && !absl::SimpleAtoi(req->page_token(), &offset)) {
@@ -552,7 +547,7 @@ grpc::ServerUnaryReactor* FleetService::GetHost(grpc::CallbackServerContext* ctx
                                                 const herd::v1::GetHostRequest* req,
                                                 herd::v1::HostDetail* resp) {
   HERD_AUTH(false);
-  auto d = hub_.GetHost(req->host_id());
+  auto d = fleet_.hosts.GetHost(req->host_id());
   if (!d.ok()) return Done(ctx, d.status());
   *resp = std::move(*d);
   return Done(ctx, absl::OkStatus());
@@ -562,7 +557,7 @@ grpc::ServerUnaryReactor* FleetService::ListModules(grpc::CallbackServerContext*
                                                     const herd::v1::ListModulesRequest* req,
                                                     herd::v1::ListModulesResponse* resp) {
   HERD_AUTH(false);
-  auto m = hub_.ListModules(req->target(), req->module());
+  auto m = fleet_.hosts.ListModules(req->target(), req->module());
   if (!m.ok()) return Done(ctx, m.status());
   for (auto& x : *m) *resp->add_modules() = std::move(x);
   return Done(ctx, absl::OkStatus());
@@ -572,7 +567,7 @@ grpc::ServerUnaryReactor* FleetService::QuerySeries(grpc::CallbackServerContext*
                                                     const herd::v1::QuerySeriesRequest* req,
                                                     herd::v1::Series* resp) {
   HERD_AUTH(false);
-  auto s = hub_.QuerySeries(*req);
+  auto s = fleet_.hosts.QuerySeries(*req);
   if (!s.ok()) return Done(ctx, s.status());
   *resp = std::move(*s);
   return Done(ctx, absl::OkStatus());
@@ -585,7 +580,7 @@ grpc::ServerWriteReactor<herd::v1::HostMetrics>* FleetService::WatchMetrics(
   absl::Status err = actor.status();
   if (err.ok() && req->has_target() &&
       req->target().what_case() != herd::v1::Target::kAll) {
-    auto ids = hub_.ResolveTarget(req->target());
+    auto ids = fleet_.hosts.ResolveTarget(req->target());
     if (ids.ok()) {
       hosts.insert(ids->begin(), ids->end());
       if (hosts.empty()) err = absl::NotFoundError("the target selects no host");
@@ -595,7 +590,7 @@ grpc::ServerWriteReactor<herd::v1::HostMetrics>* FleetService::WatchMetrics(
   }
   // Watched only once open: a refused stream ends at once.
   return new MetricsWriter(
-      hub_, std::move(hosts),
+      fleet_.metrics, std::move(hosts),
       StreamContext{ctx, stream_tokens_, streams_.queue, clock_,
                     err.ok() ? actor->token_hash : std::string(), err.ok() ? actor->name : ""},
       err);
@@ -605,7 +600,7 @@ grpc::ServerUnaryReactor* FleetService::GetConfig(grpc::CallbackServerContext* c
                                                   const herd::v1::FleetGetConfigRequest* req,
                                                   herd::v1::FleetConfig* resp) {
   HERD_AUTH(false);
-  auto c = hub_.GetConfig(req->module(), req->host_id());
+  auto c = fleet_.config.GetConfig(req->module(), req->host_id());
   if (!c.ok()) return Done(ctx, c.status());
   *resp = std::move(*c);
   return Done(ctx, absl::OkStatus());
@@ -615,7 +610,7 @@ grpc::ServerUnaryReactor* FleetService::SetConfig(grpc::CallbackServerContext* c
                                                   const herd::v1::FleetSetConfigRequest* req,
                                                   herd::v1::FleetConfigChange* resp) {
   HERD_AUTH(true);
-  auto c = hub_.SetConfig(*req, actor);
+  auto c = fleet_.config.SetConfig(*req, actor);
   if (!c.ok()) return Done(ctx, c.status());
   *resp = std::move(*c);
   return Done(ctx, absl::OkStatus());
@@ -625,7 +620,7 @@ grpc::ServerUnaryReactor* FleetService::UnsetConfig(grpc::CallbackServerContext*
                                                     const herd::v1::FleetUnsetConfigRequest* req,
                                                     herd::v1::FleetConfigChange* resp) {
   HERD_AUTH(true);
-  auto c = hub_.UnsetConfig(*req, actor);
+  auto c = fleet_.config.UnsetConfig(*req, actor);
   if (!c.ok()) return Done(ctx, c.status());
   *resp = std::move(*c);
   return Done(ctx, absl::OkStatus());
@@ -683,11 +678,11 @@ grpc::ServerUnaryReactor* FleetService::TriggerAction(grpc::CallbackServerContex
                                                       herd::v1::FleetActionResponse* resp) {
   HERD_AUTH(true);
   auto* reactor = ctx->DefaultReactor();
-  hub_.TriggerAction(*req, actor,
-                     [reactor, resp](absl::StatusOr<herd::v1::FleetActionResponse> r) {
-                       if (r.ok()) *resp = std::move(*r);
-                       reactor->Finish(ToGrpc(r.status()));
-                     });
+  fleet_.relay.TriggerAction(*req, actor,
+                             [reactor, resp](absl::StatusOr<herd::v1::FleetActionResponse> r) {
+                               if (r.ok()) *resp = std::move(*r);
+                               reactor->Finish(ToGrpc(r.status()));
+                             });
   return reactor;
 }
 
@@ -705,7 +700,7 @@ grpc::ServerWriteReactor<herd::v1::LogLine>* FleetService::StreamLogs(
   // Log lines are many and short: more of them, in the same bytes.
   StreamQueueLimits limits = streams_.queue;
   limits.max_messages = std::max<size_t>(limits.max_messages, 4096);
-  return new LogsWriter(hub_, *req,
+  return new LogsWriter(fleet_.relay, *req,
                         StreamContext{ctx, stream_tokens_, limits, clock_, actor->token_hash,
                                       actor->name});
 }
@@ -714,7 +709,7 @@ grpc::ServerUnaryReactor* FleetService::ListAudit(grpc::CallbackServerContext* c
                                                   const herd::v1::ListAuditRequest* req,
                                                   herd::v1::ListAuditResponse* resp) {
   HERD_AUTH(false);
-  auto a = hub_.ListAudit(req->limit() == 0 ? 100 : req->limit());
+  auto a = fleet_.audit.ListAudit(req->limit() == 0 ? 100 : req->limit());
   if (!a.ok()) return Done(ctx, a.status());
   for (auto& e : *a) *resp->add_entries() = std::move(e);
   return Done(ctx, absl::OkStatus());

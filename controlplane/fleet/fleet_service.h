@@ -1,17 +1,18 @@
-// The Fleet API (proto/herd/v1/fleet.proto) over the Hub: authenticates each call from its
-// bearer token (viewer: reads; operator: changes), validates the request, and answers.
+// The Fleet API (proto/herd/v1/fleet.proto) over the hub's narrow interfaces
+// (controlplane/core/fleet_interfaces.h): authenticates each call from its bearer token
+// (viewer: reads; operator: changes), validates the request, and answers. Its streams' token
+// and stall checks run on the control plane's Scheduler (a PeriodicTask), not a thread.
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
 
-#include "controlplane/core/hub.h"
+#include "common/scheduler.h"
+#include "controlplane/core/fleet_interfaces.h"
 #include "controlplane/fleet/rollouts.h"
 #include "controlplane/fleet/stream_queue.h"
 #include "herd/v1/fleet.grpc.pb.h"
@@ -34,7 +35,8 @@ struct FleetStreamOptions {
 // dashboard's, which come through them), by API token:
 //   - a stream is given a slot only while its token holds fewer than max_per_token and the
 //     server fewer than max in all (refusals counted);
-//   - their tokens are looked up again every `every`: a stream stays open for hours, and a
+//   - their tokens are looked up again every `every` (a PeriodicTask on the Scheduler, on
+//     its monotonic clock): a stream stays open for hours, and a
 //     token revoked meanwhile (`controlplane token revoke`, which writes the store a running
 //     control plane reads) ends the streams opened with it, with UNAUTHENTICATED. A store
 //     that fails to answer ends nothing (the next round asks again);
@@ -44,7 +46,9 @@ class StreamTokens {
  public:
   using End = std::function<void(const grpc::Status&)>;
   using Poll = std::function<void()>;
-  StreamTokens(Store& store, absl::Duration every, size_t max = 1024, size_t max_per_token = 32);
+  // Checks every `every` on `scheduler` (which must outlive this).
+  StreamTokens(Store& store, Scheduler& scheduler, absl::Duration every, size_t max = 1024,
+               size_t max_per_token = 32);
   ~StreamTokens();
   StreamTokens(const StreamTokens&) = delete;
   StreamTokens& operator=(const StreamTokens&) = delete;
@@ -56,7 +60,7 @@ class StreamTokens {
   absl::StatusOr<uint64_t> Add(std::string token_hash, const std::string& who, End end,
                                Poll poll = nullptr);
   void Remove(uint64_t id);
-  // One round now (what the thread does every `every`).
+  // One round now (what the scheduler runs every `every`).
   void Check();
 
   // For /metrics.
@@ -74,32 +78,47 @@ class StreamTokens {
     Poll poll;
   };
   Store& store_;
-  const absl::Duration every_;
+  const Clock& clock_;  // the scheduler's
   const size_t max_, max_per_token_;
   std::atomic<uint64_t> refused_{0}, dropped_{0}, stalled_{0};
-  // Refusals are logged at most every 10 s (under mu_).
-  std::chrono::steady_clock::time_point refused_logged_at_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Mutex mu_;
+  // Refusals are logged at most every 10 s (monotonic).
+  absl::Time refused_logged_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t refused_unlogged_ ABSL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<spdlog::logger> log_;
-  mutable absl::Mutex mu_;
   std::map<uint64_t, Open> open_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, size_t> per_token_ ABSL_GUARDED_BY(mu_);  // token hash → streams
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 1;
-  StopWaiter stop_;
-  std::thread thread_;
+  PeriodicTask checker_;  // last: stopped first, before what Check uses goes
+};
+
+// What the Fleet API uses of the hub, one reference per concern (the hub implements them
+// all: FleetBackends::Of(hub)).
+struct FleetBackends {
+  HostDirectory& hosts;
+  ConfigService& config;
+  RequestRelay& relay;
+  MetricsFeed& metrics;
+  AuditLog& audit;
+
+  template <typename T>
+  static FleetBackends Of(T& all) {
+    return FleetBackends{all, all, all, all, all};
+  }
 };
 
 class FleetService final : public herd::v1::Fleet::CallbackService {
  public:
-  // `clock`: its monotonic reading times the streams' stalls.
-  FleetService(Hub& hub, Store& store, RolloutEngine& rollouts,
-               FleetStreamOptions streams = {}, const Clock& clock = SystemClock::Get())
-      : hub_(hub),
+  // `store` holds the API tokens. `scheduler` (which must outlive this) runs the streams'
+  // checks; its clock's monotonic reading times the streams' stalls.
+  FleetService(FleetBackends backends, Store& store, RolloutEngine& rollouts,
+               Scheduler& scheduler, FleetStreamOptions streams = {})
+      : fleet_(backends),
         store_(store),
         rollouts_(rollouts),
         streams_(streams),
-        clock_(clock),
-        stream_tokens_(store, streams.token_recheck, streams.max_streams,
+        clock_(scheduler.clock()),
+        stream_tokens_(store, scheduler, streams.token_recheck, streams.max_streams,
                        streams.max_streams_per_token) {}
 
   grpc::ServerUnaryReactor* ListHosts(grpc::CallbackServerContext* ctx,
@@ -159,7 +178,7 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
   void CheckStreams() { stream_tokens_.Check(); }
 
  private:
-  Hub& hub_;
+  const FleetBackends fleet_;
   Store& store_;
   RolloutEngine& rollouts_;
   const FleetStreamOptions streams_;

@@ -1,19 +1,136 @@
 #include "controlplane/fleet/rollouts.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <mutex>
+#include <optional>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
+#include "controlplane/core/hub.h"  // Hub::CheckChangeTarget (static: no hub is used)
 #include "controlplane/core/secrets.h"
 #include "nlohmann/json.hpp"
 
 namespace herd::controlplane {
 
+using herd::v1::RestartResult;
 using herd::v1::Rollout;
 using herd::v1::RolloutHost;
 
-RolloutEngine::RolloutEngine(Hub& hub, Store& store, const Clock& clock)
-    : hub_(hub), store_(store), clock_(clock), log_(herd::Logger("rollouts")) {}
+namespace {
+
+// Why a host's restart failed; empty when it succeeded.
+std::string RestartError(const absl::StatusOr<RestartResult>& res) {
+  if (!res.ok()) return std::string(res.status().message());
+  std::string error;
+  for (const auto& u : res->units()) {
+    if (!u.ok()) error = u.error().empty() ? "restart failed" : u.error();
+  }
+  if (res->units_size() == 0) error = "the host restarted nothing";
+  return error;
+}
+
+// A rollout that ends before its hosts are done: those never told to restart are SKIPPED;
+// those told that did not answer are INTERRUPTED (they may well have restarted: skipped
+// would say they were not touched).
+void CloseUnfinishedHosts(Rollout& r) {
+  for (auto& h : *r.mutable_hosts()) {
+    if (h.state() == herd::v1::ROLLOUT_HOST_STATE_PENDING) {
+      h.set_state(herd::v1::ROLLOUT_HOST_STATE_SKIPPED);
+    } else if (h.state() == herd::v1::ROLLOUT_HOST_STATE_RESTARTING) {
+      h.set_state(herd::v1::ROLLOUT_HOST_STATE_INTERRUPTED);
+      h.set_error("told to restart, but the control plane stopped before the host answered: "
+                  "check the module on the host (agentctl host)");
+    }
+  }
+}
+
+std::string ThresholdReason(uint32_t failures, uint32_t threshold) {
+  return absl::StrCat(failures, " host(s) failed (threshold ", threshold, ")");
+}
+
+}  // namespace
+
+// The answers of the group of hosts told last, filed by the relay's callbacks (hub threads).
+struct RolloutEngine::Inbox {
+  explicit Inbox(size_t n) : results(n), left(n) {}
+  // Files host i's answer; true for the group's last one. A second answer is ignored.
+  bool Put(size_t i, absl::StatusOr<RestartResult> res) {
+    absl::MutexLock l(&mu);
+    if (i >= results.size() || results[i].has_value()) return false;
+    results[i] = std::move(res);
+    return --left == 0;
+  }
+  // Host i's answer, once (nullopt if it has not answered, or was taken already).
+  std::optional<absl::StatusOr<RestartResult>> Take(size_t i) {
+    absl::MutexLock l(&mu);
+    if (i >= results.size() || !results[i].has_value()) return std::nullopt;
+    std::optional<absl::StatusOr<RestartResult>> out = std::move(results[i]);
+    results[i].reset();
+    return out;
+  }
+
+  absl::Mutex mu;
+  std::vector<std::optional<absl::StatusOr<RestartResult>>> results ABSL_GUARDED_BY(mu);
+  size_t left ABSL_GUARDED_BY(mu);
+};
+
+// A running rollout's working state (under step_mu_).
+struct RolloutEngine::Active {
+  Rollout r;  // the working copy: published after each change
+  uint32_t failures = 0;
+  uint32_t batch = 0;         // the batch being rolled out
+  bool batch_open = false;    // members holds its hosts
+  std::vector<int> members;   // its hosts (indexes in r.hosts)
+  size_t next = 0;            // members told so far
+  std::vector<int> group;     // the hosts told last (indexes in r.hosts)
+  std::shared_ptr<Inbox> inbox;  // their answers
+};
+
+// Scheduled steps and relay callbacks hold this, not the engine: Close (from Stop) makes
+// them no-ops, waiting for a step that is running. Its two locks are never held together,
+// nor with the engine's: Post may run inside RestartOnHosts, inside a step that holds mu_
+// as a reader.
+class RolloutEngine::Life : public std::enable_shared_from_this<Life> {
+ public:
+  Life(RolloutEngine* engine, Scheduler& scheduler) : scheduler_(&scheduler), engine_(engine) {}
+
+  // Runs fn(engine) on the scheduler's thread soon, unless closed by then.
+  void Post(absl::AnyInvocable<void(RolloutEngine&)> fn) {
+    std::lock_guard<std::mutex> l(post_mu_);
+    if (scheduler_ == nullptr) return;
+    scheduler_->RunAfter(absl::ZeroDuration(),
+                         [self = shared_from_this(), fn = std::move(fn)]() mutable {
+                           absl::ReaderMutexLock l(&self->mu_);
+                           if (self->engine_ != nullptr) fn(*self->engine_);
+                         });
+  }
+  void Close() {
+    {
+      std::lock_guard<std::mutex> l(post_mu_);
+      scheduler_ = nullptr;
+    }
+    absl::MutexLock l(&mu_);  // waits for the step running now, if any
+    engine_ = nullptr;
+  }
+
+ private:
+  std::mutex post_mu_;
+  Scheduler* scheduler_;  // guarded by post_mu_; null once closed
+  absl::Mutex mu_;
+  RolloutEngine* engine_ ABSL_GUARDED_BY(mu_);
+};
+
+RolloutEngine::RolloutEngine(HostDirectory& hosts, RequestRelay& relay, AuditLog& audit,
+                             Store& store, Scheduler& scheduler)
+    : hosts_(hosts),
+      relay_(relay),
+      audit_(audit),
+      store_(store),
+      scheduler_(scheduler),
+      clock_(scheduler.clock()),
+      log_(herd::Logger("rollouts")),
+      life_(std::make_shared<Life>(this, scheduler)) {}
 
 RolloutEngine::~RolloutEngine() { Stop(); }
 
@@ -25,16 +142,7 @@ absl::Status RolloutEngine::Start() {
     r.set_state(herd::v1::ROLLOUT_STATE_ABORTED);
     r.set_reason("the control plane restarted while it ran");
     r.set_finished_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
-    for (auto& h : *r.mutable_hosts()) {
-      if (h.state() == herd::v1::ROLLOUT_HOST_STATE_PENDING) {
-        h.set_state(herd::v1::ROLLOUT_HOST_STATE_SKIPPED);
-      } else if (h.state() == herd::v1::ROLLOUT_HOST_STATE_RESTARTING) {
-        // It was told to restart: it may well have (skipped would say it was not touched).
-        h.set_state(herd::v1::ROLLOUT_HOST_STATE_INTERRUPTED);
-        h.set_error("told to restart, but the control plane stopped before the host answered: "
-                    "check the module on the host (agentctl host)");
-      }
-    }
+    CloseUnfinishedHosts(r);
     if (auto s = store_.PutRollout(r); !s.ok()) return s;
     absl::MutexLock l(&mu_);
     CountFinished(r.state());
@@ -43,36 +151,35 @@ absl::Status RolloutEngine::Start() {
 }
 
 void RolloutEngine::Stop() {
-  std::vector<std::thread> threads;
   {
     absl::MutexLock l(&mu_);
-    stopping_ = true;
-    threads.swap(threads_);
+    stopping_ = true;  // no rollout is created, and no step tells hosts, from now on
   }
-  for (auto& t : threads) t.join();
+  {
+    absl::MutexLock s(&step_mu_);
+    std::vector<std::string> ids;
+    {
+      absl::MutexLock l(&mu_);
+      for (const auto& [id, r] : running_) ids.push_back(id);
+    }
+    for (const auto& id : ids) {
+      Active* a = FindActive(id);
+      if (a == nullptr) continue;
+      ApplyAnswers(*a);  // the answers in already count
+      if (a->failures >= a->r.failure_threshold()) {
+        Finish(id, herd::v1::ROLLOUT_STATE_FAILED,
+               ThresholdReason(a->failures, a->r.failure_threshold()));
+      } else {
+        Finish(id, herd::v1::ROLLOUT_STATE_ABORTED, "the control plane stopped while it ran");
+      }
+    }
+  }
+  life_->Close();
 }
 
-absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartRequest& req,
-                                              const Actor& actor) {
-  const absl::Time called = absl::Now();
-  if (req.module().empty()) return absl::InvalidArgumentError("give the module to restart");
-  if (auto s = Hub::CheckChangeTarget(req.target()); !s.ok()) return s;
-  if (req.batch_size() > 0 && req.batch_percent() > 0) {
-    return absl::InvalidArgumentError("give a batch size or a percentage, not both");
-  }
-  if (req.batch_percent() > 100) return absl::InvalidArgumentError("--batch percentage above 100");
-  auto with_module = hub_.HostsWithModule(req.target(), req.module());
-  if (!with_module.ok()) return with_module.status();
-  const std::vector<std::pair<std::string, std::string>>& hosts = *with_module;  // id, hostname
-  if (hosts.empty()) {
-    return absl::NotFoundError(absl::StrCat("no selected host has a module named \"",
-                                            req.module(), "\": see `agentctl modules`"));
-  }
-  uint32_t batch = req.batch_size();
-  if (req.batch_percent() > 0) {
-    batch = static_cast<uint32_t>((hosts.size() * req.batch_percent() + 99) / 100);
-  }
-  batch = std::max<uint32_t>(batch, 1);
+Rollout RolloutEngine::NewRollout(const herd::v1::FleetRestartRequest& req, const Actor& actor,
+                                  const std::vector<std::pair<std::string, std::string>>& hosts,
+                                  uint32_t batch) const {
   Rollout r;
   auto suffix = NewSecret("");
   r.set_id(absl::StrCat("ro-", absl::ToUnixSeconds(clock_.Now()), "-",
@@ -95,141 +202,203 @@ absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartReques
     h->set_state(herd::v1::ROLLOUT_HOST_STATE_PENDING);
   }
   r.set_batches(static_cast<uint32_t>((hosts.size() + batch - 1) / batch));
+  return r;
+}
+
+absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartRequest& req,
+                                              const Actor& actor) {
+  const absl::Time called = clock_.Monotonic();
+  if (req.module().empty()) return absl::InvalidArgumentError("give the module to restart");
+  if (auto s = Hub::CheckChangeTarget(req.target()); !s.ok()) return s;
+  if (req.batch_size() > 0 && req.batch_percent() > 0) {
+    return absl::InvalidArgumentError("give a batch size or a percentage, not both");
+  }
+  if (req.batch_percent() > 100) return absl::InvalidArgumentError("--batch percentage above 100");
+  auto with_module = hosts_.HostsWithModule(req.target(), req.module());
+  if (!with_module.ok()) return with_module.status();
+  const std::vector<std::pair<std::string, std::string>>& hosts = *with_module;  // id, hostname
+  if (hosts.empty()) {
+    return absl::NotFoundError(absl::StrCat("no selected host has a module named \"",
+                                            req.module(), "\": see `agentctl modules`"));
+  }
+  uint32_t batch = req.batch_size();
+  if (req.batch_percent() > 0) {
+    batch = static_cast<uint32_t>((hosts.size() * req.batch_percent() + 99) / 100);
+  }
+  batch = std::max<uint32_t>(batch, 1);
+  Rollout r = NewRollout(req, actor, hosts, batch);
   if (auto s = store_.PutRollout(r); !s.ok()) return s;
-  hub_.Audit(actor.name, "rollout.create",
-             nlohmann::json{{"id", r.id()}, {"module", r.module()}, {"hosts", hosts.size()},
-                            {"batch_size", batch}}
-                 .dump());
+  audit_.Audit(actor.name, "rollout.create",
+               nlohmann::json{{"id", r.id()}, {"module", r.module()}, {"hosts", hosts.size()},
+                              {"batch_size", batch}}
+                   .dump());
   {
     absl::MutexLock l(&mu_);
     if (stopping_) return absl::UnavailableError("the control plane is stopping");
     running_[r.id()] = r;
-    threads_.emplace_back([this, id = r.id()] { Run(id); });
   }
+  life_->Post([id = r.id()](RolloutEngine& e) { e.Begin(id); });
   log_->info("event=rollout_started id={} module={} hosts={} batch={} create_ms={}", r.id(),
-             r.module(), hosts.size(), batch, absl::ToInt64Milliseconds(absl::Now() - called));
+             r.module(), hosts.size(), batch,
+             absl::ToInt64Milliseconds(clock_.Monotonic() - called));
   return r;
+}
+
+RolloutEngine::Active* RolloutEngine::FindActive(const std::string& id) {
+  if (auto it = active_.find(id); it != active_.end()) return it->second.get();
+  // Created, and its first step not run yet: it starts from its published state.
+  absl::MutexLock l(&mu_);
+  auto it = running_.find(id);
+  if (it == running_.end()) return nullptr;
+  auto a = std::make_unique<Active>();
+  a->r = it->second;
+  return active_.emplace(id, std::move(a)).first->second.get();
+}
+
+void RolloutEngine::Begin(const std::string& id) {
+  absl::MutexLock s(&step_mu_);
+  if (Active* a = FindActive(id)) Next(*a);
+}
+
+void RolloutEngine::Next(Active& a) {
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return;  // Stop, waiting for step_mu_, aborts it
+  }
+  while (true) {
+    if (!a.batch_open) {
+      if (a.batch >= a.r.batches()) {
+        Finish(a.r.id(), herd::v1::ROLLOUT_STATE_SUCCEEDED, "");
+        return;
+      }
+      a.members.clear();
+      for (int i = 0; i < a.r.hosts_size(); ++i) {
+        if (a.r.hosts(i).batch() == a.batch) a.members.push_back(i);
+      }
+      a.next = 0;
+      a.batch_open = true;
+      a.r.set_current_batch(a.batch);
+    }
+    if (a.next < a.members.size()) {
+      // At most max_unavailable hosts of the batch at once.
+      const size_t end =
+          std::min(a.members.size(), a.next + std::max<uint32_t>(a.r.max_unavailable(), 1));
+      std::vector<int> group(a.members.begin() + static_cast<std::ptrdiff_t>(a.next),
+                             a.members.begin() + static_cast<std::ptrdiff_t>(end));
+      a.next = end;
+      TellGroup(a, std::move(group));
+      return;
+    }
+    a.batch_open = false;
+    ++a.batch;
+  }
+}
+
+void RolloutEngine::TellGroup(Active& a, std::vector<int> group) {
+  std::vector<std::string> ids;
+  ids.reserve(group.size());
+  for (int k : group) {
+    a.r.mutable_hosts(k)->set_state(herd::v1::ROLLOUT_HOST_STATE_RESTARTING);
+    ids.push_back(a.r.hosts(k).host_id());
+  }
+  a.group = std::move(group);
+  a.inbox = std::make_shared<Inbox>(a.group.size());
+  // The requests go out first, then the record says so (storing a fleet-wide rollout takes
+  // tens of milliseconds that no host should wait for). It is stored: should the control
+  // plane die before the answers, Start() tells the hosts that were asked (interrupted: they
+  // may have restarted) from those that were not (skipped). The group's last answer posts
+  // the next step, which runs after this one: watchers see RESTARTING before the results.
+  const absl::Time sending = clock_.Monotonic();
+  relay_.RestartOnHosts(
+      ids, {a.r.module()}, a.r.wait_healthy_ms(), a.r.id(),
+      [life = life_, inbox = a.inbox, id = a.r.id()](size_t i,
+                                                    absl::StatusOr<RestartResult> res) {
+        if (!inbox->Put(i, std::move(res))) return;
+        life->Post([id, inbox](RolloutEngine& e) { e.OnAnswered(id, inbox.get()); });
+      });
+  log_->info("event=rollout_batch_sent id={} batch={} hosts={} send_ms={}", a.r.id(), a.batch,
+             ids.size(), absl::ToInt64Milliseconds(clock_.Monotonic() - sending));
+  Publish(a.r);
+}
+
+bool RolloutEngine::ApplyAnswers(Active& a) {
+  if (!a.inbox) return true;
+  bool all = true;
+  for (size_t k = 0; k < a.group.size(); ++k) {
+    RolloutHost* h = a.r.mutable_hosts(a.group[k]);
+    auto res = a.inbox->Take(k);
+    if (!res.has_value()) {
+      if (h->state() == herd::v1::ROLLOUT_HOST_STATE_RESTARTING) all = false;
+      continue;
+    }
+    const std::string error = RestartError(*res);
+    if (error.empty()) {
+      h->set_state(herd::v1::ROLLOUT_HOST_STATE_DONE);
+    } else {
+      h->set_state(herd::v1::ROLLOUT_HOST_STATE_FAILED);
+      h->set_error(error);
+      ++a.failures;
+    }
+  }
+  return all;
+}
+
+void RolloutEngine::OnAnswered(const std::string& id, const Inbox* inbox) {
+  absl::MutexLock s(&step_mu_);
+  auto it = active_.find(id);
+  if (it == active_.end() || it->second->inbox.get() != inbox) return;  // stopped meanwhile
+  Active& a = *it->second;
+  ApplyAnswers(a);
+  Publish(a.r);
+  if (a.failures >= a.r.failure_threshold()) {
+    Finish(id, herd::v1::ROLLOUT_STATE_FAILED,
+           ThresholdReason(a.failures, a.r.failure_threshold()));
+    return;
+  }
+  Next(a);
+}
+
+void RolloutEngine::Finish(const std::string& id, herd::v1::RolloutState state,
+                           const std::string& reason) {
+  auto it = active_.find(id);
+  if (it == active_.end()) return;
+  std::unique_ptr<Active> a = std::move(it->second);
+  active_.erase(it);
+  Rollout& r = a->r;
+  if (state != herd::v1::ROLLOUT_STATE_SUCCEEDED) {
+    CloseUnfinishedHosts(r);
+    r.set_reason(reason);
+  }
+  r.set_state(state);
+  r.set_finished_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
+  log_->info("event=rollout_finished id={} state={} failures={} reason=\"{}\"", r.id(),
+             herd::v1::RolloutState_Name(r.state()), a->failures, r.reason());
+  Publish(r);
 }
 
 void RolloutEngine::Publish(const Rollout& r) {
   if (auto s = store_.PutRollout(r); !s.ok()) {
     log_->error("event=rollout_not_saved id={} error=\"{}\"", r.id(), s.message());
   }
+  const bool finished = r.state() != herd::v1::ROLLOUT_STATE_RUNNING;
   std::vector<Watcher> ws;
+  absl::MutexLock w(&watch_mu_);
   {
     absl::MutexLock l(&mu_);
-    auto it = running_.find(r.id());
-    if (it != running_.end()) it->second = r;
-    for (const auto& [wid, w] : watchers_) {
-      if (w.first == r.id()) ws.push_back(w.second);
-    }
-  }
-  for (auto& w : ws) w(r);
-}
-
-void RolloutEngine::Run(std::string id) {
-  Rollout r;
-  {
-    absl::MutexLock l(&mu_);
-    r = running_.at(id);
-  }
-  uint32_t failures = 0;
-  std::string stop_reason;
-  for (uint32_t b = 0; b < r.batches() && stop_reason.empty(); ++b) {
-    r.set_current_batch(b);
-    std::vector<int> members;
-    for (int i = 0; i < r.hosts_size(); ++i) {
-      if (r.hosts(i).batch() == b) members.push_back(i);
-    }
-    // At most max_unavailable hosts of the batch at once.
-    for (size_t start = 0; start < members.size() && stop_reason.empty();
-         start += r.max_unavailable()) {
-      size_t end = std::min(members.size(), start + r.max_unavailable());
-      {
-        absl::MutexLock l(&mu_);
-        if (stopping_) {
-          stop_reason = "the control plane stopped while it ran";
-          break;
-        }
-      }
-      for (size_t k = start; k < end; ++k) {
-        r.mutable_hosts(members[k])->set_state(herd::v1::ROLLOUT_HOST_STATE_RESTARTING);
-      }
-      // The requests go out first, then the record says so (storing a fleet-wide rollout
-      // takes tens of milliseconds that no host should wait for). It is stored: should the
-      // control plane stop before the answers, Start() tells the hosts that were asked
-      // (interrupted: they may have restarted) from those that were not (skipped).
-      const absl::Time sending = absl::Now();
-      absl::BlockingCounter left(static_cast<int>(end - start));
-      absl::Mutex results_mu;
-      std::map<int, absl::StatusOr<herd::v1::RestartResult>> results;
-      std::vector<std::string> ids;
-      ids.reserve(end - start);
-      for (size_t k = start; k < end; ++k) ids.push_back(r.hosts(members[k]).host_id());
-      hub_.RestartOnHosts(ids, {r.module()}, r.wait_healthy_ms(), r.id(),
-                          [&](size_t i, absl::StatusOr<herd::v1::RestartResult> res) {
-                            {
-                              absl::MutexLock l(&results_mu);
-                              results.emplace(members[start + i], std::move(res));
-                            }
-                            left.DecrementCount();
-                          });
-      log_->info("event=rollout_batch_sent id={} batch={} hosts={} send_ms={}", r.id(), b,
-                 end - start, absl::ToInt64Milliseconds(absl::Now() - sending));
-      Publish(r);
-      left.Wait();
-      for (auto& [idx, res] : results) {
-        RolloutHost* h = r.mutable_hosts(idx);
-        std::string error;
-        if (!res.ok()) {
-          error = std::string(res.status().message());
-        } else {
-          for (const auto& u : res->units()) {
-            if (!u.ok()) error = u.error().empty() ? "restart failed" : u.error();
-          }
-          if (res->units_size() == 0) error = "the host restarted nothing";
-        }
-        if (error.empty()) {
-          h->set_state(herd::v1::ROLLOUT_HOST_STATE_DONE);
-        } else {
-          h->set_state(herd::v1::ROLLOUT_HOST_STATE_FAILED);
-          h->set_error(error);
-          ++failures;
-        }
-      }
-      Publish(r);
-      if (failures >= r.failure_threshold()) {
-        stop_reason = absl::StrCat(failures, " host(s) failed (threshold ",
-                                   r.failure_threshold(), ")");
+    // Stored first: a finished rollout leaves the running set only once Get can read it.
+    if (auto it = running_.find(r.id()); it != running_.end()) {
+      if (finished) {
+        running_.erase(it);
+        CountFinished(r.state());
+      } else {
+        it->second = r;
       }
     }
-  }
-  bool aborted = false;
-  {
-    absl::MutexLock l(&mu_);
-    aborted = stopping_ && !stop_reason.empty() && failures < r.failure_threshold();
-  }
-  if (!stop_reason.empty()) {
-    for (auto& h : *r.mutable_hosts()) {
-      if (h.state() == herd::v1::ROLLOUT_HOST_STATE_PENDING ||
-          h.state() == herd::v1::ROLLOUT_HOST_STATE_RESTARTING) {
-        h.set_state(herd::v1::ROLLOUT_HOST_STATE_SKIPPED);
-      }
+    for (const auto& [wid, watch] : watchers_) {
+      if (watch.first == r.id()) ws.push_back(watch.second);
     }
-    r.set_state(aborted ? herd::v1::ROLLOUT_STATE_ABORTED : herd::v1::ROLLOUT_STATE_FAILED);
-    r.set_reason(stop_reason);
-  } else {
-    r.set_state(herd::v1::ROLLOUT_STATE_SUCCEEDED);
   }
-  r.set_finished_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
-  log_->info("event=rollout_finished id={} state={} failures={} reason=\"{}\"", r.id(),
-             herd::v1::RolloutState_Name(r.state()), failures, r.reason());
-  {
-    absl::MutexLock l(&mu_);
-    running_.erase(id);
-    CountFinished(r.state());
-  }
-  Publish(r);
+  for (auto& fn : ws) fn(r);
 }
 
 absl::StatusOr<Rollout> RolloutEngine::Get(const std::string& id) const {
@@ -248,7 +417,8 @@ absl::StatusOr<Rollout> RolloutEngine::Get(const std::string& id) const {
 absl::StatusOr<std::vector<Rollout>> RolloutEngine::List(size_t limit) const {
   auto stored = store_.ListRollouts(limit == 0 ? 20 : limit);
   if (!stored.ok()) return stored;
-  // A running rollout's latest state is in memory (not every change is stored).
+  // A running rollout's latest state is in memory (published states are stored too, but
+  // the record may be a write behind).
   absl::MutexLock l(&mu_);
   for (auto& r : *stored) {
     auto it = running_.find(r.id());
@@ -260,18 +430,29 @@ absl::StatusOr<std::vector<Rollout>> RolloutEngine::List(size_t limit) const {
 absl::StatusOr<uint64_t> RolloutEngine::Watch(const std::string& id, Watcher watcher) {
   uint64_t wid;
   {
-    absl::MutexLock l(&mu_);
-    wid = next_watcher_++;
-    watchers_[wid] = {id, watcher};
+    // A running rollout: its state now, under watch_mu_, so that every later change comes
+    // after it, once.
+    absl::MutexLock w(&watch_mu_);
+    std::optional<Rollout> now;
+    {
+      absl::MutexLock l(&mu_);
+      wid = next_watcher_++;
+      watchers_[wid] = {id, watcher};
+      if (auto it = running_.find(id); it != running_.end()) now = it->second;
+    }
+    if (now.has_value()) {
+      watcher(*now);
+      return wid;
+    }
   }
-  // The current state first (after registering, so no change is missed in between; a
-  // change may then be seen twice, which watchers tolerate).
-  auto now = Get(id);
-  if (!now.ok()) {
+  // Not running: finished (its last state is stored, and no change follows) or unknown. The
+  // store is read outside watch_mu_, which no one waits on across the disk.
+  auto stored = Get(id);
+  if (!stored.ok()) {
     Unwatch(wid);
-    return now.status();
+    return stored.status();
   }
-  watcher(*now);
+  watcher(*stored);
   return wid;
 }
 

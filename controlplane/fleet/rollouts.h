@@ -1,26 +1,37 @@
 // RolloutEngine: restarts a module across hosts batch by batch (FleetRestartRequest).
 //
-// Each rollout runs on its own thread: hosts are taken in batches (batch_size or
-// batch_percent of the hosts that have the module); within a batch at most max_unavailable
-// restart at once; a host is done when its agent reports the module restarted and online for
-// wait_healthy_ms; the rollout stops (FAILED, the rest SKIPPED) once failure_threshold hosts
-// failed. Every change is stored and pushed to watchers. A rollout still running when the
-// control plane stops (or found RUNNING at start) is ABORTED: its hosts that were told to
-// restart and did not answer are INTERRUPTED (they may have restarted), the rest SKIPPED.
+// Hosts are taken in batches (batch_size or batch_percent of the hosts that have the
+// module); within a batch at most max_unavailable restart at once (a "group"); a host is
+// done when its agent reports the module restarted and online for wait_healthy_ms; the
+// rollout stops (FAILED, the rest SKIPPED) once failure_threshold hosts failed. Every change
+// is stored and pushed to watchers, in order. A rollout still running when the control plane
+// stops (Stop), or found RUNNING at start, is ABORTED: its hosts that were told to restart
+// and did not answer are INTERRUPTED (they may have restarted), the rest SKIPPED.
+//
+// A rollout is a state machine, not a thread: a step tells one group of hosts to restart
+// (RequestRelay::RestartOnHosts) and returns; the relay's answers arrive on the hub's threads,
+// which only file them and, with the group's last answer, post the next step to the
+// Scheduler. So every step (and every store write and watcher call) runs on the scheduler's
+// thread, one at a time, and no hub thread waits for the disk. Stop runs on its caller's
+// thread; it and the steps take step_mu_, which orders the changes of every rollout.
+//
+// Locks, in this order: step_mu_ → watch_mu_ → mu_; Life's locks are taken alone (see
+// rollouts.cc). No callback into a watcher is made under mu_.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "common/clock.h"
 #include "common/logging.h"
-#include "controlplane/core/hub.h"
+#include "common/scheduler.h"
+#include "controlplane/core/fleet_interfaces.h"
 #include "controlplane/store/store.h"
 #include "herd/v1/fleet.pb.h"
 
@@ -28,12 +39,18 @@ namespace herd::controlplane {
 
 class RolloutEngine {
  public:
-  RolloutEngine(Hub& hub, Store& store, const Clock& clock);
-  ~RolloutEngine();
+  // `scheduler` runs the rollouts' steps and must outlive the engine; its clock stamps them.
+  RolloutEngine(HostDirectory& hosts, RequestRelay& relay, AuditLog& audit, Store& store,
+                Scheduler& scheduler);
+  ~RolloutEngine();  // Stop()
+  RolloutEngine(const RolloutEngine&) = delete;
+  RolloutEngine& operator=(const RolloutEngine&) = delete;
 
   // Marks rollouts left RUNNING by a previous run as ABORTED.
   absl::Status Start();
-  // Aborts running rollouts and waits for their threads.
+  // Aborts the running rollouts (stored and pushed to their watchers before it returns);
+  // after it returns no step runs, and answers still to come are ignored. Idempotent; not
+  // from a scheduler task or a watcher.
   void Stop();
 
   absl::StatusOr<herd::v1::Rollout> Create(const herd::v1::FleetRestartRequest& req,
@@ -41,7 +58,9 @@ class RolloutEngine {
   absl::StatusOr<herd::v1::Rollout> Get(const std::string& id) const;
   absl::StatusOr<std::vector<herd::v1::Rollout>> List(size_t limit) const;
 
-  // Called with the rollout now and after every change; the last call has a finished state.
+  // Called with the rollout now and after every change, in order, each change once; the
+  // last call has a finished state. Calls are made on the scheduler's thread (or Stop's),
+  // and must not block.
   using Watcher = std::function<void(const herd::v1::Rollout&)>;
   absl::StatusOr<uint64_t> Watch(const std::string& id, Watcher watcher);
   void Unwatch(uint64_t id);
@@ -54,24 +73,53 @@ class RolloutEngine {
   Counts counts() const;
 
  private:
-  // Counts a finished rollout. Needs mu_.
+  struct Active;
+  struct Inbox;
+  class Life;
+
+  // Steps (on the scheduler's thread, under step_mu_).
+  void Begin(const std::string& id);
+  void OnAnswered(const std::string& id, const Inbox* inbox);
+  // Tells the next group of hosts to restart, or finishes the rollout when none is left.
+  void Next(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+  void TellGroup(Active& a, std::vector<int> group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+  // Files the answers the group's inbox holds; false when some host has not answered.
+  bool ApplyAnswers(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+  // Sets the final state, publishes it and forgets the rollout.
+  void Finish(const std::string& id, herd::v1::RolloutState state, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+  Active* FindActive(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+
+  // Stores `r` and hands it to Get, List and watchers; a finished one leaves the running set.
+  void Publish(const herd::v1::Rollout& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+  // Counts a finished rollout.
   void CountFinished(herd::v1::RolloutState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  herd::v1::Rollout NewRollout(const herd::v1::FleetRestartRequest& req, const Actor& actor,
+                               const std::vector<std::pair<std::string, std::string>>& hosts,
+                               uint32_t batch) const;
 
-  void Run(std::string id);
-  // Publishes the rollout's current state to Get, List and watchers, and stores it.
-  void Publish(const herd::v1::Rollout& r);
-
-  Hub& hub_;
+  HostDirectory& hosts_;
+  RequestRelay& relay_;
+  AuditLog& audit_;
   Store& store_;
-  const Clock& clock_;
+  Scheduler& scheduler_;
+  const Clock& clock_;  // scheduler_'s
   std::shared_ptr<spdlog::logger> log_;
-  mutable absl::Mutex mu_;
+  // What posted steps and relay callbacks reach the engine through: Stop closes it, so that
+  // neither touches an engine that has stopped (or been destroyed).
+  std::shared_ptr<Life> life_;
+
+  absl::Mutex step_mu_;
+  std::map<std::string, std::unique_ptr<Active>> active_ ABSL_GUARDED_BY(step_mu_);
+  // Orders deliveries to watchers with Watch's first call.
+  absl::Mutex watch_mu_ ABSL_ACQUIRED_AFTER(step_mu_);
+  mutable absl::Mutex mu_ ABSL_ACQUIRED_AFTER(watch_mu_);
+  // The running rollouts as last published (what Get and List return).
   std::map<std::string, herd::v1::Rollout> running_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::pair<std::string, Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
   uint64_t next_watcher_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   Counts finished_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace herd::controlplane

@@ -1,7 +1,5 @@
 #include "controlplane/gateway/gateway_service.h"
 
-#include <pthread.h>
-
 #include <list>
 #include <memory>
 #include <vector>
@@ -201,17 +199,16 @@ std::string BearerToken(const grpc::ServerContextBase& ctx) {
   return v.substr(7);
 }
 
-GatewayService::GatewayService(Hub& hub, GatewayOptions options, const Clock& clock)
+GatewayService::GatewayService(Hub& hub, Scheduler& scheduler, GatewayOptions options)
     : hub_(hub),
       options_(options),
-      clock_(clock),
+      clock_(scheduler.clock()),
       log_(herd::Logger("gateway")),
-      watcher_([this] { WatchStreams(); }) {}
-
-GatewayService::~GatewayService() {
-  stop_.Stop();
-  watcher_.join();
+      watch_(scheduler, absl::Seconds(1), [this] { CheckStreams(); }) {
+  watch_.Start();
 }
+
+GatewayService::~GatewayService() { watch_.Stop(); }
 
 grpc::ServerBidiReactor<AgentMessage, ControlMessage>* GatewayService::Connect(
     grpc::CallbackServerContext* ctx) {
@@ -233,11 +230,6 @@ void GatewayService::HelloDone(uint64_t id) {
 void GatewayService::CancelLater(std::function<void()> cancel) {
   absl::MutexLock l(&mu_);
   closing_.emplace_back(clock_.Monotonic() + options_.close_grace, std::move(cancel));
-}
-
-void GatewayService::WatchStreams() {
-  pthread_setname_np(pthread_self(), "gw-streams");
-  while (!stop_.WaitFor(absl::Seconds(1))) CheckStreams();
 }
 
 void GatewayService::CheckStreams() {

@@ -1,17 +1,19 @@
 // The Gateway service: agents' Connect streams (proto/herd/v1/gateway.proto), on gRPC's
 // callback API so that one thread pool carries every connected host. Each stream is a
 // reactor that authenticates from metadata, waits for Hello, attaches itself to the Hub and
-// relays messages both ways; writes are queued (bounded) and issued one at a time.
+// relays messages both ways; writes are queued (bounded) and issued one at a time. Streams
+// that send no Hello in time, and finished ones past their grace, are looked for every second
+// by a PeriodicTask on the control plane's Scheduler, on its monotonic clock.
 #pragma once
 
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <thread>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/scheduler.h"
 #include "controlplane/core/hub.h"
 #include "herd/v1/gateway.grpc.pb.h"
 
@@ -33,10 +35,10 @@ struct GatewayOptions {
 
 class GatewayService final : public herd::v1::Gateway::CallbackService {
  public:
-  // `clock`: its monotonic reading times the Hello deadline and the close grace.
-  GatewayService(Hub& hub, GatewayOptions options = {},
-                 const Clock& clock = SystemClock::Get());
-  ~GatewayService() override;  // ends the Hello watch (streams must be over by then)
+  // `scheduler` (which must outlive this) runs the stream watch; its clock's monotonic
+  // reading times the Hello deadline and the close grace.
+  GatewayService(Hub& hub, Scheduler& scheduler, GatewayOptions options = {});
+  ~GatewayService() override;  // ends the stream watch (streams must be over by then)
 
   grpc::ServerBidiReactor<herd::v1::AgentMessage, herd::v1::ControlMessage>* Connect(
       grpc::CallbackServerContext* ctx) override;
@@ -47,15 +49,11 @@ class GatewayService final : public herd::v1::Gateway::CallbackService {
   // A stream finished by the control plane: `cancel` runs once close_grace has passed
   // (a no-op for a stream over by then).
   void CancelLater(std::function<void()> cancel);
-  // One round of the stream watch now (what its thread does every second): for tests, which
-  // drive a FakeClock.
+  // One round of the stream watch now (what the scheduler runs every second): ends streams
+  // without a Hello in time, cancels finished ones past their grace.
   void CheckStreams();
 
  private:
-  // Ends streams without a Hello in time, cancels finished ones past their grace (every
-  // second, on its thread).
-  void WatchStreams();
-
   Hub& hub_;
   const GatewayOptions options_;
   const Clock& clock_;
@@ -69,8 +67,7 @@ class GatewayService final : public herd::v1::Gateway::CallbackService {
   // Streams finished by us, oldest first: when to cancel each (monotonic), and how.
   std::deque<std::pair<absl::Time, std::function<void()>>> closing_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
-  StopWaiter stop_;
-  std::thread watcher_;
+  PeriodicTask watch_;  // last: stopped first, before what CheckStreams uses goes
 };
 
 // The bearer secret from `authorization: Bearer <secret>` metadata; empty if absent.

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
+#include "common/scheduler.h"
 #include "controlplane/core/hub.h"
 #include "controlplane/core/secrets.h"
 #include "controlplane/fleet/fleet_service.h"
@@ -24,6 +25,7 @@
 #include "controlplane/gateway/gateway_service.h"
 #include "controlplane/store/store.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/fakes/fake_scheduler.h"
 
 namespace herd::controlplane {
 namespace {
@@ -117,6 +119,11 @@ class ServicesTest : public ::testing::Test {
 
   std::string dir_;
   FakeClock clock_;
+  // Rollouts against the real hub run their steps on a thread, as in the server (their
+  // steps are due at once: the fake clock need not move); the periodic checks of the
+  // gateway and the Fleet API's streams run only when a test advances `sched_`.
+  ThreadScheduler timers_{clock_, "test-timers"};
+  testing::FakeScheduler sched_{clock_};
   std::unique_ptr<Store> store_;
   std::unique_ptr<Hub> hub_;
   Actor actor_{"tester", Role::kOperator, ""};
@@ -140,7 +147,7 @@ TEST_F(ServicesTest, ARolloutLeftRunningRecordsHostsToldToRestartAsInterrupted) 
   later->set_batch(1);
   later->set_state(herd::v1::ROLLOUT_HOST_STATE_PENDING);
   ASSERT_TRUE(store_->PutRollout(r).ok());
-  RolloutEngine engine(*hub_, *store_, clock_);
+  RolloutEngine engine(*hub_, *hub_, *hub_, *store_, timers_);
   ASSERT_TRUE(engine.Start().ok());
   auto after = store_->GetRollout("ro-1");
   ASSERT_TRUE(after.ok());
@@ -154,7 +161,7 @@ TEST_F(ServicesTest, ARolloutLeftRunningRecordsHostsToldToRestartAsInterrupted) 
 // published, before the answers come.
 TEST_F(ServicesTest, ARolloutStoresWhichHostsWereToldToRestart) {
   auto session = ConnectHost("h1", "app");
-  RolloutEngine engine(*hub_, *store_, clock_);
+  RolloutEngine engine(*hub_, *hub_, *hub_, *store_, timers_);
   ASSERT_TRUE(engine.Start().ok());
   herd::v1::FleetRestartRequest req;
   req.mutable_target()->set_all(true);
@@ -179,7 +186,7 @@ TEST_F(ServicesTest, ARolloutStoresWhichHostsWereToldToRestart) {
 
 TEST_F(ServicesTest, ARestartNeedsAnExplicitTarget) {
   auto session = ConnectHost("h1", "app");
-  RolloutEngine engine(*hub_, *store_, clock_);
+  RolloutEngine engine(*hub_, *hub_, *hub_, *store_, timers_);
   ASSERT_TRUE(engine.Start().ok());
   herd::v1::FleetRestartRequest req;
   req.set_module("app");
@@ -195,7 +202,7 @@ TEST_F(ServicesTest, ARestartNeedsAnExplicitTarget) {
 // Stream slots
 
 TEST_F(ServicesTest, EachTokenHasItsShareOfStreamSlots) {
-  StreamTokens tokens(*store_, absl::Hours(1), /*max=*/5, /*max_per_token=*/2);
+  StreamTokens tokens(*store_, sched_, absl::Hours(1), /*max=*/5, /*max_per_token=*/2);
   auto noop = [](const grpc::Status&) {};
   auto a1 = tokens.Add("hash-a", "alice", noop);
   auto a2 = tokens.Add("hash-a", "alice", noop);
@@ -230,13 +237,14 @@ class StalledWatchTest : public ServicesTest {
     token.name = "viewer";
     token.secret_sha256 = Sha256Hex("hv_secret");
     ASSERT_TRUE(store_->AddToken(token).ok());
-    engine_ = std::make_unique<RolloutEngine>(*hub_, *store_, clock_);
+    engine_ = std::make_unique<RolloutEngine>(*hub_, *hub_, *hub_, *store_, timers_);
     ASSERT_TRUE(engine_->Start().ok());
     FleetStreamOptions options;
     options.token_recheck = absl::Hours(1);  // rounds only when the test asks
     options.queue.stall_timeout = absl::Seconds(30);
     options.queue.max_bytes = 32 * 1024;  // a few batches: the backlog is cut meanwhile
-    fleet_ = std::make_unique<FleetService>(*hub_, *store_, *engine_, options, clock_);
+    fleet_ = std::make_unique<FleetService>(FleetBackends::Of(*hub_), *store_, *engine_, sched_,
+                                            options);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -321,7 +329,7 @@ TEST_F(StalledWatchTest, AStreamEndedForItsReaderIsCancelledIfItStaysOpen) {
 // The gateway's Hello deadline: a few seconds, on the monotonic clock.
 
 TEST_F(ServicesTest, AStreamWithoutHelloIsEndedAfterTheDeadlineWhateverTheWallClockDoes) {
-  GatewayService gateway(*hub_, GatewayOptions{}, clock_);  // 5 s by default
+  GatewayService gateway(*hub_, sched_);  // 5 s by default
   auto session = std::make_shared<FakeSession>();
   const uint64_t id = gateway.AwaitHello(session);
   clock_.StepWall(absl::Hours(1));
