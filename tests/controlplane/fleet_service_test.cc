@@ -1,7 +1,9 @@
 // The control plane's gRPC-side pieces against a real SQLite store, a fake clock and fake
-// agent sessions: rollouts (what is recorded when the control plane stops mid-rollout, and
-// that a restart needs a target), the Fleet API's stream slots and stalled readers (one on a
-// real loopback gRPC server), and the gateway's Hello deadline.
+// agent sessions: rollouts with a real hub (what is recorded when the control plane stops
+// mid-rollout, and that a restart needs a target), the Fleet API's stream slots and stalled
+// readers (one on a real loopback gRPC server), the gateway's Hello deadline; and the Fleet
+// API on fakes of the hub's interfaces (tests/fakes/fake_fleet.h) through an in-process
+// channel, its periodic checks on a FakeScheduler. Rollouts on fakes: rollouts_test.cc.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -25,6 +27,7 @@
 #include "controlplane/gateway/gateway_service.h"
 #include "controlplane/store/store.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/fakes/fake_fleet.h"
 #include "tests/fakes/fake_scheduler.h"
 
 namespace herd::controlplane {
@@ -344,6 +347,254 @@ TEST_F(ServicesTest, AStreamWithoutHelloIsEndedAfterTheDeadlineWhateverTheWallCl
   ASSERT_TRUE(session->closed());
   EXPECT_THAT(session->why(), HasSubstr("no Hello within 5s"));
   gateway.HelloDone(id);
+}
+
+// The stream watch is a PeriodicTask on the scheduler: advancing it is enough.
+TEST_F(ServicesTest, TheGatewaysStreamWatchRunsEverySecondOnTheScheduler) {
+  GatewayService gateway(*hub_, sched_);
+  auto session = std::make_shared<FakeSession>();
+  const uint64_t id = gateway.AwaitHello(session);
+  sched_.Advance(absl::Seconds(5));
+  EXPECT_FALSE(session->closed());
+  sched_.Advance(absl::Seconds(1));
+  EXPECT_TRUE(session->closed());
+  gateway.HelloDone(id);
+}
+
+// ---------------------------------------------------------------------------------------
+// The Fleet API on fakes of the hub's interfaces (tests/fakes/fake_fleet.h), through an
+// in-process channel (no socket), with its periodic checks on a FakeScheduler.
+
+class FleetApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/herd_fleet_api_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto store = OpenSqliteStore(dir_ + "/herd.db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    ASSERT_TRUE(store_->AddToken({"viewer", Role::kViewer, Sha256Hex("v_secret")}).ok());
+    ASSERT_TRUE(store_->AddToken({"ops", Role::kOperator, Sha256Hex("o_secret")}).ok());
+    hosts_.Add({"h1", "web-1", {"app"}, {{"env", "prod"}}});
+    hosts_.Add({"h2", "web-2", {"app"}, {{"env", "dev"}}});
+    hosts_.Add({"h3", "db-1", {"db"}, {{"env", "prod"}}});
+    engine_ = std::make_unique<RolloutEngine>(hosts_, relay_, audit_, *store_, sched_);
+    ASSERT_TRUE(engine_->Start().ok());
+    FleetStreamOptions options;
+    options.token_recheck = absl::Seconds(10);
+    fleet_ = std::make_unique<FleetService>(
+        FleetBackends{hosts_, config_, relay_, metrics_, audit_}, *store_, *engine_, sched_,
+        options);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(fleet_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = herd::v1::Fleet::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+    server_.reset();
+    fleet_.reset();
+    engine_.reset();
+    store_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  // A client context with `secret` as its bearer token, and a deadline that only a broken
+  // test reaches.
+  static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& secret) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (!secret.empty()) ctx->AddMetadata("authorization", "Bearer " + secret);
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return ctx;
+  }
+
+  std::string dir_;
+  FakeClock clock_;
+  testing::FakeScheduler sched_{clock_};
+  testing::FakeFleetHosts hosts_;
+  testing::FakeFleetConfig config_;
+  testing::FakeFleetRelay relay_;
+  testing::FakeFleetMetrics metrics_;
+  testing::FakeFleetAudit audit_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<RolloutEngine> engine_;
+  std::unique_ptr<FleetService> fleet_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<herd::v1::Fleet::Stub> stub_;
+};
+
+TEST_F(FleetApiTest, ViewersReadOperatorsChange) {
+  herd::v1::ListHostsResponse hosts;
+  EXPECT_TRUE(stub_->ListHosts(Ctx("v_secret").get(), {}, &hosts).ok());
+  EXPECT_EQ(hosts.total_size(), 3u);
+  herd::v1::FleetSetConfigRequest set;
+  set.set_module("app");
+  set.set_key("level");
+  herd::v1::FleetConfigChange change;
+  grpc::Status st = stub_->SetConfig(Ctx("v_secret").get(), set, &change);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(st.error_message(), HasSubstr("read-only"));
+  EXPECT_EQ(stub_->SetConfig(Ctx("").get(), set, &change).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(stub_->SetConfig(Ctx("wrong").get(), set, &change).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(config_.changes().empty());
+  ASSERT_TRUE(stub_->SetConfig(Ctx("o_secret").get(), set, &change).ok());
+  EXPECT_EQ(change.revision(), 2u);
+  ASSERT_EQ(config_.changes().size(), 1u);
+  EXPECT_EQ(config_.changes()[0].actor, "ops");
+  herd::v1::FleetUnsetConfigRequest unset;
+  unset.set_module("app");
+  unset.set_key("level");
+  ASSERT_TRUE(stub_->UnsetConfig(Ctx("o_secret").get(), unset, &change).ok());
+  EXPECT_FALSE(config_.changes()[1].set);
+  herd::v1::WhoAmIResponse me;
+  ASSERT_TRUE(stub_->WhoAmI(Ctx("v_secret").get(), {}, &me).ok());
+  EXPECT_EQ(me.name(), "viewer");
+  EXPECT_EQ(me.role(), "viewer");
+}
+
+TEST_F(FleetApiTest, ListHostsFiltersSortsByHostnameAndPages) {
+  herd::v1::ListHostsRequest req;
+  req.set_query("PROD");  // a label, any case
+  herd::v1::ListHostsResponse resp;
+  ASSERT_TRUE(stub_->ListHosts(Ctx("v_secret").get(), req, &resp).ok());
+  ASSERT_EQ(resp.hosts_size(), 2);
+  EXPECT_EQ(resp.hosts(0).hostname(), "db-1");
+  EXPECT_EQ(resp.hosts(1).hostname(), "web-1");
+  req.clear_query();
+  req.set_page_size(2);
+  resp.Clear();
+  ASSERT_TRUE(stub_->ListHosts(Ctx("v_secret").get(), req, &resp).ok());
+  EXPECT_EQ(resp.hosts_size(), 2);
+  EXPECT_EQ(resp.total_size(), 3u);
+  ASSERT_EQ(resp.next_page_token(), "2");
+  req.set_page_token(resp.next_page_token());
+  resp.Clear();
+  ASSERT_TRUE(stub_->ListHosts(Ctx("v_secret").get(), req, &resp).ok());
+  ASSERT_EQ(resp.hosts_size(), 1);
+  EXPECT_EQ(resp.hosts(0).hostname(), "web-2");
+  EXPECT_TRUE(resp.next_page_token().empty());
+  req.set_page_token("x");
+  grpc::Status st = stub_->ListHosts(Ctx("v_secret").get(), req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("next_page_token"));
+  // The directory's errors come through as they are.
+  hosts_.FailWith(absl::UnavailableError("directory down"));
+  EXPECT_EQ(stub_->ListHosts(Ctx("v_secret").get(), {}, &resp).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(FleetApiTest, ARestartIsARolloutWatchedToItsEnd) {
+  herd::v1::FleetRestartRequest req;
+  req.mutable_target()->set_selector("env=prod");
+  req.set_module("app");
+  herd::v1::Rollout created;
+  EXPECT_EQ(stub_->Restart(Ctx("v_secret").get(), req, &created).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(stub_->Restart(Ctx("o_secret").get(), req, &created).ok());
+  ASSERT_EQ(created.hosts_size(), 1);
+  EXPECT_EQ(created.hosts(0).host_id(), "h1");
+  auto ctx = Ctx("v_secret");
+  herd::v1::GetRolloutRequest get;
+  get.set_id(created.id());
+  auto watch = stub_->WatchRollout(ctx.get(), get);
+  herd::v1::Rollout seen;
+  ASSERT_TRUE(watch->Read(&seen));
+  EXPECT_EQ(seen.state(), herd::v1::ROLLOUT_STATE_RUNNING);
+  sched_.RunDue();
+  ASSERT_TRUE(relay_.Succeed("h1"));
+  sched_.RunDue();
+  herd::v1::RolloutState last = herd::v1::ROLLOUT_STATE_RUNNING;
+  while (watch->Read(&seen)) last = seen.state();
+  EXPECT_EQ(last, herd::v1::ROLLOUT_STATE_SUCCEEDED);
+  EXPECT_TRUE(watch->Finish().ok());
+  herd::v1::ListRolloutsResponse list;
+  ASSERT_TRUE(stub_->ListRollouts(Ctx("v_secret").get(), {}, &list).ok());
+  ASSERT_EQ(list.rollouts_size(), 1);
+  EXPECT_EQ(list.rollouts(0).state(), herd::v1::ROLLOUT_STATE_SUCCEEDED);
+  herd::v1::ListAuditResponse audit;
+  ASSERT_TRUE(stub_->ListAudit(Ctx("v_secret").get(), {}, &audit).ok());
+  ASSERT_EQ(audit.entries_size(), 1);
+  EXPECT_EQ(audit.entries(0).action(), "rollout.create");
+  EXPECT_EQ(audit.entries(0).actor(), "ops");
+}
+
+TEST_F(FleetApiTest, WatchMetricsStreamsTheSelectedHostsOnly) {
+  herd::v1::WatchMetricsRequest req;
+  req.mutable_target()->mutable_hosts()->add_ids("web-2");
+  auto ctx = Ctx("v_secret");
+  auto stream = stub_->WatchMetrics(ctx.get(), req);
+  metrics_.WaitUntilWatched(1);
+  herd::v1::HostMetrics m;
+  m.set_host_id("h1");
+  metrics_.Publish(m);  // not selected
+  m.set_host_id("h2");
+  metrics_.Publish(m);
+  herd::v1::HostMetrics got;
+  ASSERT_TRUE(stream->Read(&got));
+  EXPECT_EQ(got.host_id(), "h2");
+  ctx->TryCancel();
+  while (stream->Read(&got)) {
+  }
+  stream->Finish();
+  // A target that selects an unknown host is refused.
+  req.mutable_target()->mutable_hosts()->add_ids("nope");
+  auto ctx2 = Ctx("v_secret");
+  auto refused = stub_->WatchMetrics(ctx2.get(), req);
+  EXPECT_FALSE(refused->Read(&got));
+  EXPECT_EQ(refused->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// Tokens are looked up again every token_recheck, on the scheduler: a revoked one ends its
+// streams at the next round, not before.
+TEST_F(FleetApiTest, ARevokedTokenEndsItsStreamsAtTheNextCheck) {
+  auto ctx = Ctx("v_secret");
+  auto stream = stub_->WatchMetrics(ctx.get(), herd::v1::WatchMetricsRequest());
+  stream->WaitForInitialMetadata();
+  metrics_.WaitUntilWatched(1);
+  ASSERT_TRUE(store_->DeleteToken("viewer").ok());
+  sched_.Advance(absl::Seconds(9));
+  EXPECT_EQ(fleet_->stream_counts().open, 1u);
+  sched_.Advance(absl::Seconds(1));
+  EXPECT_EQ(fleet_->stream_counts().open, 0u);
+  herd::v1::HostMetrics got;
+  while (stream->Read(&got)) {
+  }
+  grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(st.error_message(), HasSubstr("revoked"));
+}
+
+TEST_F(FleetApiTest, LogsAndActionsGoThroughTheRelay) {
+  herd::v1::FleetLogsRequest logs;
+  logs.set_host_id("h1");
+  logs.set_unit("app");
+  auto ctx = Ctx("v_secret");
+  auto stream = stub_->StreamLogs(ctx.get(), logs);
+  relay_.WaitUntilLogsOpen(1);
+  relay_.SendLogs({"one", "two"});
+  std::vector<std::string> lines;
+  herd::v1::LogLine line;
+  while (stream->Read(&line)) lines.push_back(line.text());
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_THAT(lines, ::testing::ElementsAre("one", "two"));
+
+  herd::v1::FleetActionRequest action;
+  action.mutable_target()->mutable_hosts()->add_ids("h2");
+  action.set_module("app");
+  action.set_action("flush");
+  relay_.set_action_reply_json(R"({"flushed":3})");
+  herd::v1::FleetActionResponse resp;
+  EXPECT_EQ(stub_->TriggerAction(Ctx("v_secret").get(), action, &resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(stub_->TriggerAction(Ctx("o_secret").get(), action, &resp).ok());
+  ASSERT_EQ(resp.results_size(), 1);
+  EXPECT_EQ(resp.results(0).reply_json(), R"({"flushed":3})");
+  ASSERT_EQ(relay_.actions().size(), 1u);
+  EXPECT_EQ(relay_.actions()[0].first, "ops");
 }
 
 }  // namespace
