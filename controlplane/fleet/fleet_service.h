@@ -36,10 +36,10 @@ struct FleetStreamOptions {
 //   - a stream is given a slot only while its token holds fewer than max_per_token and the
 //     server fewer than max in all (refusals counted);
 //   - their tokens are looked up again every `every` (a PeriodicTask on the Scheduler, on
-//     its monotonic clock): a stream stays open for hours, and a
-//     token revoked meanwhile (`controlplane token revoke`, which writes the store a running
-//     control plane reads) ends the streams opened with it, with UNAUTHENTICATED. A store
-//     that fails to answer ends nothing (the next round asks again);
+//     its monotonic clock): a stream stays open for hours, and a token revoked meanwhile
+//     (`controlplane token revoke`, which writes the store a running control plane reads)
+//     ends the streams opened with it, with UNAUTHENTICATED. A store that fails to answer
+//     ends nothing (the next round asks again);
 //   - each round also polls every stream, which ends itself if its reader has stalled (a
 //     stream whose messages stopped arriving would not notice otherwise).
 class StreamTokens {
