@@ -211,6 +211,8 @@ struct FailingStep {
   std::string message;
 };
 
+void PrintTo(const FailingStep& step, std::ostream* os) { *os << absl::StrJoin(step.command, " "); }
+
 class FailingCommandTest : public ModuleInstallerTest,
                            public ::testing::WithParamInterface<FailingStep> {};
 
