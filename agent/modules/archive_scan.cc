@@ -133,120 +133,162 @@ bool LooksCompressed(const unsigned char* b) {
   return false;
 }
 
+absl::Status Sparse(const std::string& path) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      path, ": has a sparse file, which unpacks to more than it stores; make the archive "
+            "with `npm pack`"));
+}
+
+// Whether the archive is gzip-compressed (else a plain tar archive): what tar will be told,
+// decided from the same first bytes this scanner reads, never left to tar's own guess.
+absl::StatusOr<bool> DetectGzip(const std::string& path) {
+  FILE* raw = fopen(path.c_str(), "rb");
+  if (raw == nullptr) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
+  }
+  unsigned char first[kBlock] = {};
+  const size_t n = fread(first, 1, sizeof first, raw);
+  fclose(raw);
+  const bool gzip = n >= 2 && first[0] == 0x1f && first[1] == 0x8b;
+  if (!gzip && n >= 6 && LooksCompressed(first)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": is compressed in a way agentd does not install (only gzip, as `npm pack` "
+              "makes, or a plain tar archive)"));
+  }
+  return gzip;
+}
+
+// Walks the headers of one archive, counting members and sizes against the limits.
+class Scanner {
+ public:
+  Scanner(const std::string& path, const ArchiveLimits& limits, gzFile f)
+      : path_(path), limits_(limits), f_(f) {}
+
+  absl::Status Run();
+  const ArchiveTotals& totals() const { return totals_; }
+
+ private:
+  absl::Status NotTar(absl::string_view why) const {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_, ": not a tar archive that can be installed (", why, "): make it with `npm pack`"));
+  }
+  absl::Status TooManyFiles() const {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_, ": holds more than ", limits_.max_files,
+        " files, the limit for a module (agentd --module-max-files raises it)"));
+  }
+  absl::Status CheckHeader(const char* header);
+  // A pax or GNU long-name header: its data is read (and counted), a pax size kept for the
+  // member that follows.
+  absl::Status Extended(char type, uint64_t size);
+  absl::Status Pax(char type, absl::string_view records);
+  // A member: counted, its data skipped. `more` is false when the archive ends in it.
+  absl::Status Member(uint64_t size, bool* more);
+
+  const std::string& path_;
+  const ArchiveLimits& limits_;
+  gzFile f_;
+  ArchiveTotals totals_;
+  uint64_t next_size_ = 0, headers_ = 0, meta_bytes_ = 0;
+  bool next_has_size_ = false;
+};
+
+absl::Status Scanner::Run() {
+  char header[kBlock];
+  for (;;) {
+    if (!ReadFull(f_, header, kBlock)) {
+      // tar stops at the end of the data too (with a warning): so do we.
+      return totals_.files == 0 ? NotTar("no tar header") : absl::OkStatus();
+    }
+    if (std::all_of(header, header + kBlock, [](char c) { return c == '\0'; })) {
+      return absl::OkStatus();
+    }
+    if (auto s = CheckHeader(header); !s.ok()) return s;
+    uint64_t size = 0;
+    if (!ParseNumber(header + 124, 12, &size)) return NotTar("a member's size is unreadable");
+    const char type = header[156];
+    if (type == 'x' || type == 'g' || type == 'L' || type == 'K') {
+      if (auto s = Extended(type, size); !s.ok()) return s;
+      continue;
+    }
+    if (type == 'S') return Sparse(path_);
+    bool more = true;
+    if (auto s = Member(size, &more); !s.ok() || !more) return s;
+  }
+}
+
+absl::Status Scanner::CheckHeader(const char* header) {
+  if (memcmp(header + 257, "ustar", 5) != 0) return NotTar("a header is not a ustar header");
+  if (!ChecksumMatches(header)) return NotTar("a header's checksum is wrong: it is damaged");
+  // Headers of every kind count, so that an archive of extended headers alone cannot make
+  // this scan inflate without end.
+  if (++headers_ > 2 * limits_.max_files + 16) return TooManyFiles();
+  return absl::OkStatus();
+}
+
+absl::Status Scanner::Extended(char type, uint64_t size) {
+  if (size > kMaxMetaBytes) return NotTar(absl::StrCat("an extended header of ", size, " bytes"));
+  std::string data(static_cast<size_t>((size + kBlock - 1) / kBlock * kBlock), '\0');
+  if (!ReadFull(f_, data.data(), data.size())) return NotTar("it ends in a header");
+  meta_bytes_ += data.size();  // inflated to be read, so it counts against the limit
+  if (totals_.unpacked_bytes + meta_bytes_ > limits_.max_unpacked_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_, ": unpacks to more than ", FormatBytes(limits_.max_unpacked_bytes),
+        " (the limit for a module): agentd --module-max-unpacked raises it"));
+  }
+  if (type != 'x' && type != 'g') return absl::OkStatus();
+  return Pax(type, absl::string_view(data).substr(0, size));
+}
+
+absl::Status Scanner::Pax(char type, absl::string_view records) {
+  bool sparse = false, has_size = false;
+  uint64_t pax_size = 0;
+  if (!ParsePax(records, &pax_size, &has_size, &sparse)) return NotTar("a malformed pax header");
+  if (sparse) return Sparse(path_);
+  // tar applies a global header's size to every member after it: no archive `npm
+  // pack` makes has one, and reading sizes that way is not worth the risk.
+  if (type == 'g' && has_size) return NotTar("a global header sets members' size");
+  if (type == 'x' && has_size) {
+    next_size_ = pax_size;
+    next_has_size_ = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scanner::Member(uint64_t size, bool* more) {
+  if (next_has_size_) size = next_size_;
+  next_has_size_ = false;
+  ++totals_.files;
+  if (totals_.files > limits_.max_files) return TooManyFiles();
+  // Regular files are what take space; other members carry no data in archives tar
+  // makes, and whatever one claims is inflated to be skipped, so it counts all the same.
+  if (size > limits_.max_unpacked_bytes ||
+      totals_.unpacked_bytes + meta_bytes_ + size > limits_.max_unpacked_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_, ": unpacks to more than ", FormatBytes(limits_.max_unpacked_bytes),
+        " (the limit for a module; its first ", totals_.files, " members add up to ",
+        FormatBytes(totals_.unpacked_bytes + size), "): agentd --module-max-unpacked raises it"));
+  }
+  totals_.unpacked_bytes += size;
+  // tar reports a truncated archive itself; what was counted is within the limits.
+  *more = Skip(f_, size);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const ArchiveLimits& limits) {
-  // What tar will be told the archive is (gzip, or plain): decided from the same first bytes
-  // this scanner reads, never left to tar's own guess.
-  ArchiveTotals totals;
-  {
-    FILE* raw = fopen(path.c_str(), "rb");
-    if (raw == nullptr) {
-      return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
-    }
-    unsigned char first[kBlock] = {};
-    const size_t n = fread(first, 1, sizeof first, raw);
-    fclose(raw);
-    totals.gzip = n >= 2 && first[0] == 0x1f && first[1] == 0x8b;
-    if (!totals.gzip && n >= 6 && LooksCompressed(first)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": is compressed in a way agentd does not install (only gzip, as `npm pack` "
-                "makes, or a plain tar archive)"));
-    }
-  }
+  auto gzip = DetectGzip(path);
+  if (!gzip.ok()) return gzip.status();
   Gz f(gzopen(path.c_str(), "rb"));
   if (!f) {
     return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
   }
   gzbuffer(f.get(), 64 * 1024);
-  auto not_tar = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": not a tar archive that can be installed (", why,
-        "): make it with `npm pack`"));
-  };
-  uint64_t next_size = 0, headers = 0, meta_bytes = 0;
-  bool next_has_size = false;
-  char header[kBlock];
-  for (;;) {
-    if (!ReadFull(f.get(), header, kBlock)) {
-      // tar stops at the end of the data too (with a warning): so do we.
-      if (totals.files == 0) return not_tar("no tar header");
-      break;
-    }
-    if (std::all_of(header, header + kBlock, [](char c) { return c == '\0'; })) break;
-    if (memcmp(header + 257, "ustar", 5) != 0) return not_tar("a header is not a ustar header");
-    if (!ChecksumMatches(header)) return not_tar("a header's checksum is wrong: it is damaged");
-    // Headers of every kind count, so that an archive of extended headers alone cannot make
-    // this scan inflate without end.
-    if (++headers > 2 * limits.max_files + 16) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": holds more than ", limits.max_files,
-          " files, the limit for a module (agentd --module-max-files raises it)"));
-    }
-    uint64_t size = 0;
-    if (!ParseNumber(header + 124, 12, &size)) return not_tar("a member's size is unreadable");
-    const char type = header[156];
-    if (type == 'x' || type == 'g' || type == 'L' || type == 'K') {
-      if (size > kMaxMetaBytes) {
-        return not_tar(absl::StrCat("an extended header of ", size, " bytes"));
-      }
-      std::string data(static_cast<size_t>((size + kBlock - 1) / kBlock * kBlock), '\0');
-      if (!ReadFull(f.get(), data.data(), data.size())) return not_tar("it ends in a header");
-      meta_bytes += data.size();  // inflated to be read, so it counts against the limit
-      if (totals.unpacked_bytes + meta_bytes > limits.max_unpacked_bytes) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ": unpacks to more than ", FormatBytes(limits.max_unpacked_bytes),
-            " (the limit for a module): agentd --module-max-unpacked raises it"));
-      }
-      if (type == 'x' || type == 'g') {
-        bool sparse = false, has_size = false;
-        uint64_t pax_size = 0;
-        if (!ParsePax(absl::string_view(data).substr(0, size), &pax_size, &has_size, &sparse)) {
-          return not_tar("a malformed pax header");
-        }
-        if (sparse) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              path, ": has a sparse file, which unpacks to more than it stores; make the "
-                    "archive with `npm pack`"));
-        }
-        // tar applies a global header's size to every member after it: no archive `npm
-        // pack` makes has one, and reading sizes that way is not worth the risk.
-        if (type == 'g' && has_size) return not_tar("a global header sets members' size");
-        if (type == 'x' && has_size) {
-          next_size = pax_size;
-          next_has_size = true;
-        }
-      }
-      continue;
-    }
-    if (type == 'S') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": has a sparse file, which unpacks to more than it stores; make the archive "
-                "with `npm pack`"));
-    }
-    if (next_has_size) size = next_size;
-    next_has_size = false;
-    ++totals.files;
-    if (totals.files > limits.max_files) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": holds more than ", limits.max_files,
-          " files, the limit for a module (agentd --module-max-files raises it)"));
-    }
-    // Regular files are what take space; other members carry no data in archives tar
-    // makes, and whatever one claims is inflated to be skipped, so it counts all the same.
-    if (size > limits.max_unpacked_bytes ||
-        totals.unpacked_bytes + meta_bytes + size > limits.max_unpacked_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": unpacks to more than ", FormatBytes(limits.max_unpacked_bytes),
-          " (the limit for a module; its first ", totals.files, " members add up to ",
-          FormatBytes(totals.unpacked_bytes + size), "): agentd --module-max-unpacked raises it"));
-    }
-    totals.unpacked_bytes += size;
-    if (!Skip(f.get(), size)) {
-      // tar reports a truncated archive itself; what was counted is within the limits.
-      break;
-    }
-  }
+  Scanner scanner(path, limits, f.get());
+  if (auto s = scanner.Run(); !s.ok()) return s;
+  ArchiveTotals totals = scanner.totals();
+  totals.gzip = *gzip;
   return totals;
 }
 

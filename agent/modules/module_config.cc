@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/atomic_file.h"
 #include "common/json_parse.h"
+#include "common/units.h"
 #include "common/utf8.h"
 
 namespace herd::agent {
@@ -33,6 +34,25 @@ json EffectiveConfig(const json& defaults, const json& overrides) {
     if (v.ok()) out[it.key()] = *v;
   }
   return out;
+}
+
+absl::StatusOr<ConfigEnvironment> MakeConfigEnvironment(const std::string& module,
+                                                        const json& defaults,
+                                                        const json& overrides) {
+  ConfigEnvironment env{overrides.dump(), EffectiveConfig(defaults, overrides).dump()};
+  const std::pair<std::string, size_t> vars[] = {
+      {module, module.size() + 2 + env.overrides.size()},
+      {"HERD_MODULE_CONFIG", sizeof("HERD_MODULE_CONFIG=") + env.effective.size()}};
+  for (const auto& [name, size] : vars) {
+    if (size > kMaxEnvString) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the configuration of ", module, " makes its environment variable ", name, " ",
+          FormatBytes(size), ", over the kernel's limit of ", FormatBytes(kMaxEnvString),
+          " for one variable, so the module could not start: shorten its values (`agentctl "
+          "conf ", module, "` lists them)"));
+    }
+  }
+  return env;
 }
 
 std::vector<herd::v1::ConfigEntry> ConfigEntries(const json& defaults, const json& overrides,

@@ -32,6 +32,24 @@ std::vector<herd::v1::ConfigEntry> ConfigEntries(const nlohmann::json& defaults,
                                                  const nlohmann::json& overrides,
                                                  const std::string& source);
 
+// The kernel refuses an exec whose single environment string ("KEY=value" and its NUL) is
+// longer than MAX_ARG_STRLEN (32 pages: 128 KiB): execve fails with E2BIG ("Argument list
+// too long") and the module cannot start. A module's whole configuration travels in two
+// such strings (PM2's process.env[<name>] and HERD_MODULE_CONFIG), so it is checked where a
+// snapshot or a `set` can still be refused, rather than found at the next spawn.
+inline constexpr size_t kMaxEnvString = 128 * 1024;
+
+// What a module process gets of its configuration: its overrides (PM2's contract: strings)
+// and the effective values typed like the defaults, as the JSON text of its two variables.
+struct ConfigEnvironment {
+  std::string overrides, effective;
+};
+
+// Both texts, or why they would not fit in an environment variable.
+absl::StatusOr<ConfigEnvironment> MakeConfigEnvironment(const std::string& module,
+                                                        const nlohmann::json& defaults,
+                                                        const nlohmann::json& overrides);
+
 // module_conf.json, loaded once and rewritten atomically on every change.
 class ModuleConfStore {
  public:

@@ -1,18 +1,21 @@
-// ModuleManager: PM2's module system on top of the Supervisor.
+// ModuleManager: PM2's module system on top of the Supervisor, and the registry of what is
+// installed.
 //
 // A module is a unit whose spec comes from a manifest (package.json) and that gets a
-// channel (docs/module-protocol.md). The manager
-//   - installs (npm name via `npm pack`, .tgz via `tar`, local directory in development
-//     mode), runs `npm install --omit=dev` for Node modules with dependencies, records what
-//     is installed in $HERD_HOME/modules.json, and starts apps[0] through the Supervisor
-//     (which then resurrects it with the agent like any unit);
-//   - gives each module process its channel and environment (config, name, dir) through the
-//     Supervisor's UnitHooks, reads the channel on the EventLoop and keeps the module's
-//     probes, actions, issues and events (ModuleChannelState);
-//   - owns the local configuration (module_conf.json) and restarts exactly the module whose
-//     values changed;
-//   - triggers actions (one in flight per action, with a timeout) and returns the replies;
-//   - watches development-mode directories with inotify and restarts on change (debounced).
+// channel (docs/module-protocol.md). The manager is the registry and the wiring of the
+// pieces that do the work:
+//   - ModuleInstaller (module_installer.h) stages and checks what install is given (npm
+//     name, .tgz, directory) on an install worker thread; the manager then stops the old
+//     version, has it moved into place, records it in $HERD_HOME/modules.json and starts
+//     apps[0] through the Supervisor (which then resurrects it with the agent like any unit);
+//   - ChannelEndpoint (channel_endpoint.h), one per module, is given to each module process
+//     through the Supervisor's UnitHooks with its environment (module_environment.h), reads
+//     the channel on the EventLoop and keeps the module's probes, actions, issues and events;
+//     its PendingActions run triggers (one in flight per action, with a timeout);
+//   - ModuleConfigService (module_config_service.h) owns the local configuration
+//     (module_conf.json) or the control plane's snapshots, and restarts exactly the modules
+//     whose values changed (through this registry, its ConfiguredModules);
+//   - DevModeWatcher (dev_mode_watcher.h) restarts development-mode modules on change.
 //
 // Threading: like the Supervisor, every method runs on the loop thread. Installation work
 // (tar, npm) runs on a worker thread and its result is posted back to the loop.
@@ -33,8 +36,14 @@
 #include "agent/loop/event_loop.h"
 #include "agent/modules/archive_scan.h"
 #include "agent/modules/channel.h"
+#include "agent/modules/channel_endpoint.h"
+#include "agent/modules/command_runner.h"
+#include "agent/modules/dev_mode_watcher.h"
+#include "agent/modules/dir_watcher.h"
 #include "agent/modules/manifest.h"
-#include "agent/modules/module_config.h"
+#include "agent/modules/module_config_service.h"
+#include "agent/modules/module_installer.h"
+#include "agent/supervisor/spawner.h"
 #include "agent/supervisor/supervisor.h"
 #include "common/logging.h"
 #include "herd/v1/agent.pb.h"
@@ -54,12 +63,20 @@ struct ModuleManagerOptions {
   absl::Duration watch_debounce = absl::Milliseconds(500);
 };
 
-class ModuleManager final : public UnitHooks {
+// The manager's seams; a null one is the real thing (SpawnerCommandRunner on a PosixSpawner,
+// InotifyDirWatcher on the loop). Given ones must outlive the manager.
+struct ModuleManagerSeams {
+  CommandRunner* commands = nullptr;
+  DirWatcher* dir_watcher = nullptr;
+};
+
+class ModuleManager final : public UnitHooks, private ConfiguredModules {
  public:
   template <typename T>
   using Done = std::function<void(absl::StatusOr<T>)>;
 
-  ModuleManager(EventLoop& loop, Supervisor& supervisor, ModuleManagerOptions options);
+  ModuleManager(EventLoop& loop, Supervisor& supervisor, ModuleManagerOptions options,
+                ModuleManagerSeams seams = {});
   ~ModuleManager() override;
   ModuleManager(const ModuleManager&) = delete;
   ModuleManager& operator=(const ModuleManager&) = delete;
@@ -74,9 +91,15 @@ class ModuleManager final : public UnitHooks {
                  Done<herd::v1::UninstallModuleResponse> done);
   void Update(const std::string& name, Done<herd::v1::ModuleInfo> done);
 
-  absl::StatusOr<std::vector<herd::v1::ModuleConfig>> GetConfig(const std::string& module) const;
-  void SetConfig(const herd::v1::SetConfigRequest& req, Done<herd::v1::ModuleConfig> done);
-  void UnsetConfig(const herd::v1::UnsetConfigRequest& req, Done<herd::v1::ModuleConfig> done);
+  absl::StatusOr<std::vector<herd::v1::ModuleConfig>> GetConfig(const std::string& module) const {
+    return config_.Get(module);
+  }
+  void SetConfig(const herd::v1::SetConfigRequest& req, Done<herd::v1::ModuleConfig> done) {
+    config_.Set(req, std::move(done));
+  }
+  void UnsetConfig(const herd::v1::UnsetConfigRequest& req, Done<herd::v1::ModuleConfig> done) {
+    config_.Unset(req, std::move(done));
+  }
 
   void TriggerAction(const herd::v1::TriggerActionRequest& req,
                      Done<herd::v1::TriggerActionResponse> done);
@@ -84,13 +107,18 @@ class ModuleManager final : public UnitHooks {
   // Control plane mode: overrides come from the control plane's snapshot (cached in
   // $HERD_HOME/controlplane-config.json so a restart while it is away keeps them), and local
   // set/unset are refused. Call before Supervisor::Restore.
-  absl::Status EnableManagedConfig(const std::string& controlplane);
+  absl::Status EnableManagedConfig(const std::string& controlplane) {
+    return config_.EnableManaged(controlplane);
+  }
   // Applies a snapshot whole, or rejects it whole (unknown module, a value that does not
   // convert to its default's type) keeping the last good one; restarts exactly the modules
   // whose values changed. `done` gets the ack to send.
-  void ApplySnapshot(const herd::v1::ConfigSnapshot& snap, std::function<void(herd::v1::ConfigAck)> done);
+  void ApplySnapshot(const herd::v1::ConfigSnapshot& snap,
+                     std::function<void(herd::v1::ConfigAck)> done) {
+    config_.ApplySnapshot(snap, std::move(done));
+  }
   // The version of the snapshot in force (0 = none).
-  uint64_t config_version() const { return managed_ ? snapshot_.version() : 0; }
+  uint64_t config_version() const { return config_.version(); }
   // What is installed, for the control plane.
   std::vector<herd::v1::ModuleInventory> Inventory() const;
   // Called after every install, update and uninstall (the uplink resends the inventory).
@@ -109,14 +137,6 @@ class ModuleManager final : public UnitHooks {
   std::vector<pid_t> SampleRoots(const std::string& unit, bool* join) override;
 
  private:
-  struct Pending {
-    uint64_t id = 0;
-    std::string uuid;  // scoped actions
-    EventLoop::Handle timer = 0;
-    absl::Time started;
-    std::vector<std::string> stream;
-    Done<herd::v1::TriggerActionResponse> done;
-  };
   struct Module {
     std::string name;
     std::string source;  // what install was given
@@ -126,63 +146,45 @@ class ModuleManager final : public UnitHooks {
     // Why the module cannot start (its package.json no longer loads), "" when it can. Such
     // a module stays listed and errored with this reason while the others run.
     std::string load_error;
-    ModuleChannelState channel;
-    std::unique_ptr<LineFramer> framer;
-    int agent_fd = -1;       // our end of the socketpair
-    int child_fd = -1;       // the child's end, between BeforeSpawn and AfterSpawn
-    EventLoop::Handle watch = 0;
-    std::map<std::string, Pending> pending;  // by action name
-    // Development mode.
-    int inotify_fd = -1;
-    EventLoop::Handle inotify_watch = 0;
-    std::map<int, std::string> watched_dirs;
-    EventLoop::Handle debounce_timer = 0;
-  };
-  struct Prepared {
-    std::string name, dir, source;
-    bool dev_mode = false;
-    Manifest manifest;
+    std::unique_ptr<ChannelEndpoint> channel;
   };
 
-  absl::StatusOr<Prepared> PrepareInstall(const std::string& source, const std::string& base_dir);
-  void FinishInstall(absl::StatusOr<Prepared> prepared, Done<herd::v1::ModuleInfo> done);
+  // ConfiguredModules (for the config service).
+  std::vector<std::string> ModuleNames() const override;
+  const nlohmann::json* Defaults(const std::string& module) const override;
+  void RestartForConfig(const std::string& module,
+                        std::function<void(absl::Status)> done) override;
+
+  std::unique_ptr<Module> NewModule(const std::string& name) const;
+  absl::Status LoadRecords();
   absl::Status SaveRecords();
+  // Saves modules.json and tells the uplink.
+  void RecordsChanged();
+  void FinishInstall(absl::StatusOr<PreparedModule> prepared, Done<herd::v1::ModuleInfo> done);
+  // With the old version stopped: moves the module into place, records it and starts it.
+  void Replace(PreparedModule prepared, Done<herd::v1::ModuleInfo> done);
+  void StartInstalled(Module& m, bool fresh, Done<herd::v1::ModuleInfo> done);
+  void RemoveModule(const std::string& name, bool keep_config,
+                    herd::v1::UninstallModuleResponse* resp);
   herd::v1::ModuleInfo Info(const Module& m) const;
-  herd::v1::ModuleConfig ConfigOf(const Module& m) const;
-  // The module's overrides (strings, PM2's layout) from the snapshot or module_conf.json.
-  nlohmann::json Overrides(const std::string& module) const;
-  std::string SnapshotPath() const;
-  void RestartForConfig(Module& m, Done<herd::v1::ModuleConfig> done);
-  // Modules that could not start after the last snapshot changed their values.
-  std::set<std::string> config_failed_;
-  // Restarts each module in turn; those that could not start are added to `failures`.
-  void RestartEach(std::vector<std::string> names,
-                   std::shared_ptr<std::vector<std::pair<std::string, std::string>>> failures,
-                   std::function<void()> done);
-  void OnReadable(const std::string& name);
-  void CloseChannel(Module& m, const std::string& why);
-  void FinishPending(Module& m, const std::string& action,
-                     absl::StatusOr<herd::v1::TriggerActionResponse> result);
-  bool SendLine(Module& m, const std::string& line);
-  void StartWatching(Module& m);
-  void StopWatching(Module& m);
-  void AddWatchTree(Module& m, const std::string& dir);
-  void OnInotify(const std::string& name);
+  // A development-mode module's files changed: reload package.json and restart it.
+  void ReloadDevModule(const std::string& name);
   void RunOnWorker(std::function<void()> work);
-  std::string PreloadPath() const;
 
   EventLoop& loop_;
   Supervisor& supervisor_;
   const ModuleManagerOptions options_;
   std::shared_ptr<spdlog::logger> log_;
-  ModuleConfStore conf_;
+  // The real seams, when none was given.
+  std::unique_ptr<PosixSpawner> spawner_;
+  std::unique_ptr<CommandRunner> own_commands_;
+  std::unique_ptr<DirWatcher> own_dir_watcher_;
+  ModuleInstaller installer_;
+  ModuleConfigService config_;
+  DevModeWatcher dev_watch_;
   std::map<std::string, std::unique_ptr<Module>> modules_;
   std::map<std::string, bool> installing_;  // names with an install/update in progress
   std::vector<std::thread> workers_;
-  uint64_t next_action_id_ = 1;
-  bool managed_ = false;
-  std::string controlplane_;
-  herd::v1::ConfigSnapshot snapshot_;
   std::function<void()> on_inventory_change_;
 };
 
