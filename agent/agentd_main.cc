@@ -1,4 +1,5 @@
-// agentd: the Herd host agent. Flags only; the daemon is agent/daemon/agent_daemon.h.
+// agentd: the Herd host agent. Flags, their checks, --daemon and logging; the daemon itself
+// is agent/daemon/agent_daemon.h.
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -6,9 +7,11 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/daemon/agent_daemon.h"
@@ -30,161 +33,178 @@ int Fail(const std::string& msg) {
   return 1;
 }
 
-}  // namespace
+// A relative path is taken from the directory agentd was started in (the daemon's is "/").
+std::string Absolute(std::string p) {
+  if (!p.empty() && p[0] != '/') {
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd)) p = absl::StrCat(cwd, "/", p);
+  }
+  return p;
+}
 
-int main(int argc, char** argv) {
-#ifdef NDEBUG
-  // Debian's Abseil keeps its lock-order detector on, which records every mutex in one
-  // global graph under one global lock (see controlplane_main.cc). Debug builds keep it.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-#endif
-  CLI::App app{"agentd: the Herd host agent. Supervises units (PM2 app fields), samples their "
-               "CPU and memory from /proc, and serves the local API that agentctl uses."};
-  app.set_version_flag("--version", HERD_VERSION);
+// The command line as given, before it is checked.
+struct AgentdFlags {
   std::string home = DefaultHome();
   std::string sample_interval = "1s", smaps_interval = "10s", log_max_size = "10M";
   uint32_t log_retain = 5;
   std::string log_level = "info", log_file;
   bool daemon = false;
   std::string controlplane, join_token_file, labels, tls_ca, tls_cert, tls_key;
-  app.add_option("--home", home, "Home directory: state, logs, agent.sock (env HERD_HOME)")
+  size_t metrics_buffer = 600;
+  std::string module_max_unpacked = "512M";
+  uint64_t module_max_files = 20000;
+};
+
+void AddLocalFlags(CLI::App& app, AgentdFlags& f) {
+  app.add_option("--home", f.home, "Home directory: state, logs, agent.sock (env HERD_HOME)")
       ->capture_default_str();
-  app.add_option("--sample-interval", sample_interval,
+  app.add_option("--sample-interval", f.sample_interval,
                  "How often every unit is sampled from /proc (e.g. 1s, 500ms)")
       ->capture_default_str();
-  app.add_option("--smaps-interval", smaps_interval,
+  app.add_option("--smaps-interval", f.smaps_interval,
                  "How often PSS/USS are read from smaps_rollup (costlier)")
       ->capture_default_str();
-  app.add_option("--log-max-size", log_max_size,
+  app.add_option("--log-max-size", f.log_max_size,
                  "Rotate a unit's log file when it reaches this size (e.g. 10M, 1G)")
       ->capture_default_str();
-  app.add_option("--log-retain", log_retain, "Rotated log files kept per stream")
+  app.add_option("--log-retain", f.log_retain, "Rotated log files kept per stream")
       ->capture_default_str();
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
       ->capture_default_str();
-  app.add_option("--log-file", log_file,
+  app.add_option("--log-file", f.log_file,
                  "Also write agentd's own log here (default with --daemon: HOME/agentd.log)");
-  app.add_flag("--daemon", daemon,
+  app.add_flag("--daemon", f.daemon,
                "Detach and run in the background; returns once the socket is ready");
-  app.add_option("--controlplane", controlplane,
+}
+
+void AddLinkFlags(CLI::App& app, AgentdFlags& f) {
+  app.add_option("--controlplane", f.controlplane,
                  "Link to the control plane at HOST:PORT: it owns the configuration, receives "
                  "metrics and events, and fans out restarts and actions");
-  app.add_option("--join-token-file", join_token_file,
+  app.add_option("--join-token-file", f.join_token_file,
                  "The fleet's join token (first connection; a per-host credential is kept in "
                  "HOME/host-credential afterwards)");
-  app.add_option("--labels", labels, "Host labels for selectors, e.g. env=prod,role=cache");
-  app.add_option("--tls-ca", tls_ca, "PEM CA of the control plane's certificate: connect with TLS");
-  app.add_option("--tls-cert", tls_cert, "PEM client certificate (mTLS)");
-  app.add_option("--tls-key", tls_key, "PEM client key (mTLS)");
-  size_t metrics_buffer = 600;
-  app.add_option("--metrics-buffer", metrics_buffer,
+  app.add_option("--labels", f.labels, "Host labels for selectors, e.g. env=prod,role=cache");
+  app.add_option("--tls-ca", f.tls_ca, "PEM CA of the control plane's certificate: connect with TLS");
+  app.add_option("--tls-cert", f.tls_cert, "PEM client certificate (mTLS)");
+  app.add_option("--tls-key", f.tls_key, "PEM client key (mTLS)");
+  app.add_option("--metrics-buffer", f.metrics_buffer,
                  "Metric batches kept while the control plane is unreachable (the oldest are "
                  "dropped and counted beyond)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
-  std::string module_max_unpacked = "512M";
-  uint64_t module_max_files = 20000;
-  app.add_option("--module-max-unpacked", module_max_unpacked,
+}
+
+void AddModuleFlags(CLI::App& app, AgentdFlags& f) {
+  app.add_option("--module-max-unpacked", f.module_max_unpacked,
                  "Largest total size a module archive may unpack to (e.g. 512M, 2G); larger "
                  "ones are refused before anything is extracted")
       ->capture_default_str();
-  app.add_option("--module-max-files", module_max_files,
+  app.add_option("--module-max-files", f.module_max_files,
                  "Most files, directories and links a module archive may hold")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{10000000}));
-  CLI11_PARSE(app, argc, argv);
+}
 
+absl::Status ParsePositiveDuration(const std::string& flag, const std::string& v,
+                                   absl::Duration* out) {
+  auto ms = herd::ParseDurationMs(v);
+  if (!ms.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", ms.status().message()));
+  if (*ms == 0) return absl::InvalidArgumentError(absl::StrCat(flag, ": must be more than 0"));
+  *out = absl::Milliseconds(*ms);
+  return absl::OkStatus();
+}
+
+// The flags checked and converted; the error names the flag and what is wrong with it.
+absl::StatusOr<herd::agent::AgentOptions> ToAgentOptions(const AgentdFlags& f) {
   herd::agent::AgentOptions opts;
-  if (!home.empty() && home[0] != '/') {
-    char cwd[4096];
-    if (getcwd(cwd, sizeof cwd)) home = absl::StrCat(cwd, "/", home);
+  opts.home = f.home;
+  if (auto st = ParsePositiveDuration("--sample-interval", f.sample_interval, &opts.sample_interval);
+      !st.ok())
+    return st;
+  if (auto st = ParsePositiveDuration("--smaps-interval", f.smaps_interval, &opts.smaps_interval);
+      !st.ok())
+    return st;
+  auto size = herd::ParseSize(f.log_max_size);
+  if (!size.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--log-max-size: ", size.status().message()));
   }
-  opts.home = home;
-  auto parse_duration = [](const std::string& flag, const std::string& v,
-                           absl::Duration* out) -> std::string {
-    auto ms = herd::ParseDurationMs(v);
-    if (!ms.ok()) return absl::StrCat(flag, ": ", ms.status().message());
-    if (*ms == 0) return absl::StrCat(flag, ": must be more than 0");
-    *out = absl::Milliseconds(*ms);
-    return "";
-  };
-  if (auto e = parse_duration("--sample-interval", sample_interval, &opts.sample_interval);
-      !e.empty())
-    return Fail(e);
-  if (auto e = parse_duration("--smaps-interval", smaps_interval, &opts.smaps_interval);
-      !e.empty())
-    return Fail(e);
-  auto size = herd::ParseSize(log_max_size);
-  if (!size.ok()) return Fail(absl::StrCat("--log-max-size: ", size.status().message()));
   opts.log_max_bytes = *size;
-  auto unpacked = herd::ParseSize(module_max_unpacked);
+  auto unpacked = herd::ParseSize(f.module_max_unpacked);
   if (!unpacked.ok() || *unpacked == 0) {
-    return Fail(absl::StrCat("--module-max-unpacked: ",
-                             unpacked.ok() ? "must be more than 0" : unpacked.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--module-max-unpacked: ",
+                     unpacked.ok() ? "must be more than 0" : unpacked.status().message()));
   }
   opts.module_max_unpacked = *unpacked;
-  opts.module_max_files = module_max_files;
-  opts.log_retain = log_retain;
-  opts.controlplane = controlplane;
-  opts.join_token_file = join_token_file;
-  if (!join_token_file.empty() && join_token_file[0] != '/') {
-    char cwd[4096];
-    if (getcwd(cwd, sizeof cwd)) opts.join_token_file = absl::StrCat(cwd, "/", join_token_file);
+  opts.module_max_files = f.module_max_files;
+  opts.log_retain = f.log_retain;
+  opts.controlplane = f.controlplane;
+  opts.join_token_file = Absolute(f.join_token_file);
+  auto labels = herd::ParseLabels(f.labels);
+  if (!labels.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--labels: ", labels.status().message()));
   }
-  auto parsed_labels = herd::ParseLabels(labels);
-  if (!parsed_labels.ok()) return Fail(absl::StrCat("--labels: ", parsed_labels.status().message()));
-  opts.labels = *parsed_labels;
-  opts.tls_ca = tls_ca;
-  opts.tls_cert = tls_cert;
-  opts.tls_key = tls_key;
-  opts.metrics_buffer = metrics_buffer;
-  if (controlplane.empty() && (!join_token_file.empty() || !labels.empty())) {
-    return Fail("--join-token-file and --labels need --controlplane HOST:PORT");
+  opts.labels = *labels;
+  opts.tls_ca = f.tls_ca;
+  opts.tls_cert = f.tls_cert;
+  opts.tls_key = f.tls_key;
+  opts.metrics_buffer = f.metrics_buffer;
+  if (f.controlplane.empty() && (!f.join_token_file.empty() || !f.labels.empty())) {
+    return absl::InvalidArgumentError("--join-token-file and --labels need --controlplane HOST:PORT");
   }
+  return opts;
+}
 
-  // Before the fork, so that a home agentd refuses is reported where it was started.
-  if (auto st = herd::agent::PrepareHome(home); !st.ok()) return Fail(std::string(st.message()));
-
-  if (daemon) {
-    if (log_file.empty()) log_file = absl::StrCat(home, "/agentd.log");
-    int ready[2];
-    if (pipe2(ready, O_CLOEXEC) != 0) return Fail("pipe failed");
-    pid_t pid = fork();
-    if (pid < 0) return Fail("fork failed");
-    if (pid > 0) {
-      close(ready[1]);
-      // One byte 1 when ready; otherwise the reason the daemon gave before exiting (its
-      // stderr is /dev/null, and its log may be what it could not open).
-      std::string answer;
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(ready[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
-        if (n > 0) answer.append(buf, static_cast<size_t>(n));
-        if (answer.size() == 1 && answer[0] == 1) break;
-      }
-      if (answer.size() == 1 && answer[0] == 1) {
-        printf("agentd started (pid %d, home %s, log %s)\n", pid, home.c_str(), log_file.c_str());
-        return 0;
-      }
-      if (answer.size() > 1) return Fail(answer.substr(1));
-      return Fail(absl::StrCat("agentd did not start; see ", log_file));
-    }
-    close(ready[0]);
-    setsid();
-    int devnull = open("/dev/null", O_RDWR);
-    dup2(devnull, 0);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
-    if (devnull > 2) close(devnull);
-    opts.ready_fd = ready[1];
+// The parent's side of --daemon: waits for the child's one byte 1 (ready), or the reason it
+// gave before exiting (its stderr is /dev/null, and its log may be what it could not open).
+int AwaitDaemon(int ready_fd, pid_t pid, const std::string& home, const std::string& log_file) {
+  std::string answer;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(ready_fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) answer.append(buf, static_cast<size_t>(n));
+    if (answer.size() == 1 && answer[0] == 1) break;
   }
+  if (answer.size() == 1 && answer[0] == 1) {
+    printf("agentd started (pid %d, home %s, log %s)\n", pid, home.c_str(), log_file.c_str());
+    return 0;
+  }
+  if (answer.size() > 1) return Fail(answer.substr(1));
+  return Fail(absl::StrCat("agentd did not start; see ", log_file));
+}
 
+// --daemon: forks. The parent gets the exit code to return once the child is ready (or
+// gave up); the child gets nothing and goes on detached, with opts.ready_fd to report on.
+std::optional<int> Daemonize(herd::agent::AgentOptions& opts, const std::string& log_file) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) return Fail("pipe failed");
+  pid_t pid = fork();
+  if (pid < 0) return Fail("fork failed");
+  if (pid > 0) {
+    close(ready[1]);
+    return AwaitDaemon(ready[0], pid, opts.home, log_file);
+  }
+  close(ready[0]);
+  setsid();
+  int devnull = open("/dev/null", O_RDWR);
+  dup2(devnull, 0);
+  dup2(devnull, 1);
+  dup2(devnull, 2);
+  if (devnull > 2) close(devnull);
+  opts.ready_fd = ready[1];
+  return std::nullopt;
+}
+
+// Logging, then the agent until it stops.
+int RunDaemon(const herd::agent::AgentOptions& opts, const AgentdFlags& f,
+              const std::string& log_file) {
   // Before any thread starts (spdlog, gRPC), so that every thread inherits the mask.
   herd::agent::BlockAgentSignals();
   herd::LogOptions lopts;
-  lopts.level = log_level;
+  lopts.level = f.log_level;
   lopts.file = log_file;
-  lopts.to_stderr = !daemon;
+  lopts.to_stderr = !f.daemon;
   // A daemon tells the waiting parent why it could not start, on its own copy of the ready
   // pipe (RunAgent closes the one it is given once ready; a parent gone by then makes the
   // write fail, never land on a descriptor reused since).
@@ -206,4 +226,34 @@ int main(int argc, char** argv) {
     return fail_start(std::string(st.message()));
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+#ifdef NDEBUG
+  // Debian's Abseil keeps its lock-order detector on, which records every mutex in one
+  // global graph under one global lock (see controlplane_main.cc). Debug builds keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
+  CLI::App app{"agentd: the Herd host agent. Supervises units (PM2 app fields), samples their "
+               "CPU and memory from /proc, and serves the local API that agentctl uses."};
+  app.set_version_flag("--version", HERD_VERSION);
+  AgentdFlags flags;
+  AddLocalFlags(app, flags);
+  AddLinkFlags(app, flags);
+  AddModuleFlags(app, flags);
+  CLI11_PARSE(app, argc, argv);
+
+  flags.home = Absolute(flags.home);
+  auto opts = ToAgentOptions(flags);
+  if (!opts.ok()) return Fail(std::string(opts.status().message()));
+  // Before the fork, so that a home agentd refuses is reported where it was started.
+  if (auto st = herd::agent::PrepareHome(flags.home); !st.ok()) return Fail(std::string(st.message()));
+  std::string log_file = flags.log_file;
+  if (flags.daemon) {
+    if (log_file.empty()) log_file = absl::StrCat(flags.home, "/agentd.log");
+    if (std::optional<int> parent_exit = Daemonize(*opts, log_file)) return *parent_exit;
+  }
+  return RunDaemon(*opts, flags, log_file);
 }

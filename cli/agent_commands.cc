@@ -188,6 +188,26 @@ int AgentCommands::Describe(const std::string& name) {
   return 0;
 }
 
+namespace {
+
+// --env NAME=value flags into the app's env; false (after saying which) for one without a
+// name.
+bool AddEnv(const std::vector<std::string>& flags, nlohmann::json& app) {
+  nlohmann::json env = nlohmann::json::object();
+  for (const auto& kv : flags) {
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fprintf(stderr, "agentctl: --env %s: use NAME=value\n", kv.c_str());
+      return false;
+    }
+    env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  app["env"] = env;
+  return true;
+}
+
+}  // namespace
+
 int AgentCommands::Start(const std::string& target, const StartFlags& f) {
   herd::v1::StartRequest req;
   req.set_base_dir(Cwd());
@@ -239,18 +259,7 @@ int AgentCommands::Start(const std::string& target, const StartFlags& f) {
     if (!f.out_file.empty()) app["out_file"] = f.out_file;
     if (!f.error_file.empty()) app["error_file"] = f.error_file;
     if (!f.pid_files.empty()) app["pid_files"] = f.pid_files;
-    if (!f.env.empty()) {
-      nlohmann::json env = nlohmann::json::object();
-      for (const auto& kv : f.env) {
-        size_t eq = kv.find('=');
-        if (eq == std::string::npos || eq == 0) {
-          fprintf(stderr, "agentctl: --env %s: use NAME=value\n", kv.c_str());
-          return 2;
-        }
-        env[kv.substr(0, eq)] = kv.substr(eq + 1);
-      }
-      app["env"] = env;
-    }
+    if (!f.env.empty() && !AddEnv(f.env, app)) return 2;
     req.set_ecosystem_json(nlohmann::json{{"apps", {app}}}.dump());
   } else {
     req.set_name(target);

@@ -1,9 +1,11 @@
-// controlplane: the Herd fleet service. Flags only; the wiring is controlplane/server.h.
+// controlplane: the Herd fleet service. Flags, their checks and the token commands; the
+// wiring is controlplane/server.h.
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -44,6 +46,259 @@ void TuneGrpcExperiments() {
   setenv("GRPC_EXPERIMENTS", value.c_str(), 1);
 }
 
+// The command line as given, before the durations are checked.
+struct ControlplaneFlags {
+  herd::controlplane::ServerOptions o;
+  std::string lease = "30s", log_level = "info", log_file;
+  std::string hello_timeout = "5s", silent_timeout = "60s", token_recheck = "10s";
+  std::string stream_stall = "30s";
+  std::string http_header_timeout = "5s", http_idle_timeout = "30s", http_stall_timeout = "30s";
+  // `controlplane token ...`
+  std::string token_name, token_role = "viewer";
+  CLI::App* token_create = nullptr;
+  CLI::App* token_list = nullptr;
+  CLI::App* token_revoke = nullptr;
+};
+
+// The store, the agents' streams and the Fleet API's.
+void AddAgentFlags(CLI::App& app, ControlplaneFlags& f) {
+  app.add_option("--data", f.o.data_dir, "Data directory: the SQLite store, tokens (created if missing)")
+      ->required();
+  app.add_option("--listen", f.o.listen, "gRPC address (host:port; port 0 picks a free one)")
+      ->capture_default_str();
+  app.add_option("--lease", f.lease, "A host is offline once its stream has been gone this long")
+      ->capture_default_str();
+  app.add_option("--hello-timeout", f.hello_timeout,
+                 "End a stream that has not sent Hello this long after it opened")
+      ->capture_default_str();
+  app.add_option("--silent-timeout", f.silent_timeout,
+                 "Close an agent's stream once it has sent nothing this long (at least 10 "
+                 "metrics intervals): its host is down or cut off")
+      ->capture_default_str();
+  app.add_option("--token-recheck", f.token_recheck,
+                 "How often the API tokens of open streams (watches, logs, the dashboard's) "
+                 "are checked again: a revoked token's streams end")
+      ->capture_default_str();
+  app.add_option("--metrics-interval-ms", f.o.metrics_interval_ms,
+                 "How often agents send metrics")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 600000));
+}
+
+// The HTTP listener (dashboard, JSON API, /metrics).
+void AddHttpFlags(CLI::App& app, ControlplaneFlags& f) {
+  app.add_option("--http", f.o.http_listen,
+                 "Serve the dashboard, the JSON API, /metrics, /healthz and /readyz on this "
+                 "address (host:port; port 0 picks a free one). HTTPS with --tls-cert");
+  app.add_option("--http-max-streams", f.o.http.max_streams,
+                 "Live streams (dashboard views, ndjson API streams) served at once; each holds "
+                 "a thread")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--http-max-streams-per-token", f.o.http.max_streams_per_token,
+                 "Live streams one API token may hold at once (so that one viewer cannot take "
+                 "every stream)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--http-stream-stall-timeout", f.http_stall_timeout,
+                 "End a stream (and close any HTTP connection) whose client has not taken "
+                 "written data for this long")
+      ->capture_default_str();
+  app.add_option("--http-stream-queue-bytes", f.o.http.stream_queue_bytes,
+                 "End a stream whose client is this many bytes behind")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{4096}, size_t{1} << 30));
+  app.add_option("--http-max-connections", f.o.http.max_connections,
+                 "HTTP connections open at once; past it the oldest idle one is closed, or the "
+                 "new one refused")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--http-max-connections-per-ip", f.o.http.max_connections_per_ip,
+                 "HTTP connections open at once from one client address (same rule)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--http-header-timeout", f.http_header_timeout,
+                 "Close an HTTP connection whose TLS handshake, or request (header and body), "
+                 "takes longer than this")
+      ->capture_default_str();
+  app.add_option("--http-idle-timeout", f.http_idle_timeout,
+                 "Close a keep-alive HTTP connection idle this long")
+      ->capture_default_str();
+  app.add_option("--http-workers", f.o.http.workers,
+                 "Threads for HTTP API calls and /metrics; requests wait for one in a queue of "
+                 "--http-max-queued, past which they get 503")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--http-max-queued", f.o.http.max_queued, "See --http-workers")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65536));
+  app.add_option("--http-max-requests-per-ip", f.o.http.max_requests_per_ip,
+                 "HTTP API calls and scrapes in progress (running or queued) from one client "
+                 "address; past it 429")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+}
+
+// What /metrics shows, and what one host and one API client may make the control plane keep.
+void AddLimitFlags(CLI::App& app, ControlplaneFlags& f) {
+  app.add_option("--metrics-max-probe-series", f.o.metrics_max_probe_series,
+                 "/metrics shows one series per host, module and numeric probe while the fleet "
+                 "has at most this many, and none above (herd_controlplane_probe_series_omitted "
+                 "says so); host and module series are always shown")
+      ->capture_default_str();
+  app.add_option("--metrics-max-probe-series-per-host", f.o.metrics_max_probe_series_per_host,
+                 "/metrics leaves out the probe series of a host that has more than this many "
+                 "(herd_host_probe_series_omitted names it); the other hosts' stay")
+      ->capture_default_str();
+  // What one host may make the control plane keep (docs/controlplane.md, "Limits").
+  herd::controlplane::AgentLimits& lim = f.o.agent_limits;
+  app.add_option("--max-units-per-host", lim.max_units, "Units kept from one host's batch")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  app.add_option("--max-probes-per-unit", lim.max_probes_per_unit, "Probes kept per unit")
+      ->capture_default_str()->check(CLI::Range(0, 1000000));
+  app.add_option("--max-modules-per-host", lim.max_modules, "Modules kept from one host's inventory")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  app.add_option("--max-batch-bytes", lim.max_batch_bytes,
+                 "A host's metrics batch is cut (its last units) to this size")
+      ->capture_default_str()->check(CLI::Range(4096, 1 << 30));
+  app.add_option("--max-series-per-host", f.o.max_series_per_host,
+                 "Series of recent history kept per host")
+      ->capture_default_str()->check(CLI::Range(16, 1 << 24));
+  app.add_option("--max-message-bytes", f.o.max_message_bytes,
+                 "Largest gRPC message accepted (an agent's batch or inventory, an API request)")
+      ->capture_default_str()->check(CLI::Range(1 << 20, 1 << 30));
+  app.add_option("--max-config-value-bytes", f.o.max_config_value_bytes,
+                 "Largest config value SetConfig accepts (as JSON)")
+      ->capture_default_str()->check(CLI::Range(16, 120 * 1024));
+  app.add_option("--max-module-config-bytes", f.o.max_module_config_bytes,
+                 "Largest config of one module (its overrides together, as JSON): it reaches "
+                 "the module in one environment variable, which the kernel caps at 128 KiB")
+      ->capture_default_str()->check(CLI::Range(16, 120 * 1024));
+  app.add_option("--stream-stall-timeout", f.stream_stall,
+                 "End a Fleet API stream (watch, logs) whose reader has read nothing this long "
+                 "while messages wait")
+      ->capture_default_str();
+  app.add_option("--max-streams", f.o.max_streams, "Fleet API streams open at once")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  app.add_option("--max-streams-per-token", f.o.max_streams_per_token,
+                 "Fleet API streams one API token may hold open at once")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
+}
+
+void AddTlsAndLogFlags(CLI::App& app, ControlplaneFlags& f) {
+  app.add_flag("--metrics-public", f.o.metrics_public,
+               "Serve /metrics without a token (default: a viewer or operator token)");
+  app.add_option("--tls-cert", f.o.tls_cert, "PEM certificate chain: serve TLS");
+  app.add_option("--tls-key", f.o.tls_key, "PEM private key for --tls-cert");
+  app.add_option("--client-ca", f.o.client_ca,
+                 "PEM CA bundle: require client certificates signed by it (mTLS), on the gRPC "
+                 "port and on the HTTPS port (--http)");
+  app.add_flag("--http-no-client-cert", f.o.http_no_client_cert,
+               "With --client-ca: do not ask HTTPS clients (browsers, scrapers) for a "
+               "certificate; they get in with a bearer token alone. gRPC still requires one");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
+      ->capture_default_str();
+  app.add_option("--log-file", f.log_file, "Also write the log here");
+}
+
+void AddTokenCommands(CLI::App& app, ControlplaneFlags& f) {
+  auto* token = app.add_subcommand("token", "Manage API tokens (viewer: reads; operator: changes)");
+  token->require_subcommand(1);
+  f.token_create = token->add_subcommand("create", "Create a token and print its secret once");
+  f.token_create->add_option("name", f.token_name, "Name (appears in the audit log)")->required();
+  f.token_create->add_option("--role", f.token_role, "viewer or operator")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"viewer", "operator"}));
+  f.token_list = token->add_subcommand("list", "List tokens (names and roles)");
+  f.token_revoke = token->add_subcommand("revoke", "Delete a token");
+  f.token_revoke->add_option("name", f.token_name, "Name")->required();
+}
+
+absl::Status ParsePositiveDuration(const char* flag, const std::string& text, absl::Duration* out) {
+  auto d = herd::ParseDurationMs(text);
+  if (!d.ok() || *d == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": ", d.ok() ? "must be more than 0" : d.status().message()));
+  }
+  *out = absl::Milliseconds(*d);
+  return absl::OkStatus();
+}
+
+// The durations into the options, and the TLS flags that only go together; the error
+// names the flag.
+absl::Status CheckFlags(ControlplaneFlags& f) {
+  herd::controlplane::ServerOptions& o = f.o;
+  o.data_dir = Absolute(o.data_dir);
+  for (auto [flag, text, out] :
+       {std::tuple{"--lease", &f.lease, &o.lease},
+        std::tuple{"--hello-timeout", &f.hello_timeout, &o.hello_timeout},
+        std::tuple{"--silent-timeout", &f.silent_timeout, &o.silent_stream_timeout},
+        std::tuple{"--token-recheck", &f.token_recheck, &o.token_recheck},
+        std::tuple{"--stream-stall-timeout", &f.stream_stall, &o.stream_stall_timeout},
+        std::tuple{"--http-header-timeout", &f.http_header_timeout, &o.http.header_timeout},
+        std::tuple{"--http-idle-timeout", &f.http_idle_timeout, &o.http.idle_timeout},
+        std::tuple{"--http-stream-stall-timeout", &f.http_stall_timeout,
+                   &o.http.stream_stall_timeout}}) {
+    if (auto st = ParsePositiveDuration(flag, *text, out); !st.ok()) return st;
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!o.client_ca.empty() && o.tls_cert.empty()) {
+    return absl::InvalidArgumentError("--client-ca (mTLS) needs --tls-cert and --tls-key");
+  }
+  if (o.http_no_client_cert && (o.client_ca.empty() || o.http_listen.empty())) {
+    return absl::InvalidArgumentError(
+        "--http-no-client-cert exempts the HTTPS port (--http) from --client-ca: give both, or "
+        "leave it out");
+  }
+  return absl::OkStatus();
+}
+
+// `controlplane token create|list|revoke`: the exit code, or nothing when no token command
+// was given.
+std::optional<int> RunTokenCommand(const ControlplaneFlags& f) {
+  const std::string& data_dir = f.o.data_dir;
+  if (*f.token_create) {
+    auto secret = herd::controlplane::CreateToken(data_dir, f.token_name, f.token_role == "operator");
+    if (!secret.ok()) return Fail(std::string(secret.status().message()));
+    printf("%s\n", secret->c_str());
+    return 0;
+  }
+  if (*f.token_list) {
+    auto tokens = herd::controlplane::ListTokens(data_dir);
+    if (!tokens.ok()) return Fail(std::string(tokens.status().message()));
+    printf("%-24s %s\n", "NAME", "ROLE");
+    for (const auto& [name, role] : *tokens) printf("%-24s %s\n", name.c_str(), role.c_str());
+    return 0;
+  }
+  if (*f.token_revoke) {
+    auto st = herd::controlplane::RevokeToken(data_dir, f.token_name);
+    if (!st.ok()) return Fail(std::string(st.message()));
+    printf("token %s revoked\n", f.token_name.c_str());
+    return 0;
+  }
+  return std::nullopt;
+}
+
+// One descriptor per connected agent and per HTTP connection: take the hard limit (as
+// servers commonly do); HTTP connections are bounded below it (--http-max-connections).
+void RaiseDescriptorLimit(const herd::controlplane::ServerOptions& o) {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (!o.http_listen.empty() && getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+      rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < o.http.max_connections + 256) {
+    herd::Logger("controlplane")
+        ->warn("event=low_fd_limit nofile={} http_max_connections={} hint=\"raise the hard "
+               "limit (LimitNOFILE= in the unit, ulimit -Hn) or lower --http-max-connections: "
+               "connections past the limit fail to be accepted\"",
+               rl.rlim_cur, o.http.max_connections);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -60,225 +315,24 @@ int main(int argc, char** argv) {
       "recent metrics, and serves the Fleet API to agentctl and other services."};
   app.set_version_flag("--version", HERD_VERSION);
   app.require_subcommand(0, 1);
-  herd::controlplane::ServerOptions o;
-  std::string lease = "30s", log_level = "info", log_file;
-  std::string hello_timeout = "5s", silent_timeout = "60s", token_recheck = "10s";
-  std::string stream_stall = "30s";
-  std::string http_header_timeout = "5s", http_idle_timeout = "30s", http_stall_timeout = "30s";
-  app.add_option("--data", o.data_dir, "Data directory: the SQLite store, tokens (created if missing)")
-      ->required();
-  app.add_option("--listen", o.listen, "gRPC address (host:port; port 0 picks a free one)")
-      ->capture_default_str();
-  app.add_option("--lease", lease, "A host is offline once its stream has been gone this long")
-      ->capture_default_str();
-  app.add_option("--hello-timeout", hello_timeout,
-                 "End a stream that has not sent Hello this long after it opened")
-      ->capture_default_str();
-  app.add_option("--silent-timeout", silent_timeout,
-                 "Close an agent's stream once it has sent nothing this long (at least 10 "
-                 "metrics intervals): its host is down or cut off")
-      ->capture_default_str();
-  app.add_option("--token-recheck", token_recheck,
-                 "How often the API tokens of open streams (watches, logs, the dashboard's) "
-                 "are checked again: a revoked token's streams end")
-      ->capture_default_str();
-  app.add_option("--metrics-interval-ms", o.metrics_interval_ms,
-                 "How often agents send metrics")
-      ->capture_default_str()
-      ->check(CLI::Range(100, 600000));
-  app.add_option("--http", o.http_listen,
-                 "Serve the dashboard, the JSON API, /metrics, /healthz and /readyz on this "
-                 "address (host:port; port 0 picks a free one). HTTPS with --tls-cert");
-  app.add_option("--http-max-streams", o.http.max_streams,
-                 "Live streams (dashboard views, ndjson API streams) served at once; each holds "
-                 "a thread")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 4096));
-  app.add_option("--http-max-streams-per-token", o.http.max_streams_per_token,
-                 "Live streams one API token may hold at once (so that one viewer cannot take "
-                 "every stream)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 4096));
-  app.add_option("--http-stream-stall-timeout", http_stall_timeout,
-                 "End a stream (and close any HTTP connection) whose client has not taken "
-                 "written data for this long")
-      ->capture_default_str();
-  app.add_option("--http-stream-queue-bytes", o.http.stream_queue_bytes,
-                 "End a stream whose client is this many bytes behind")
-      ->capture_default_str()
-      ->check(CLI::Range(size_t{4096}, size_t{1} << 30));
-  app.add_option("--http-max-connections", o.http.max_connections,
-                 "HTTP connections open at once; past it the oldest idle one is closed, or the "
-                 "new one refused")
-      ->capture_default_str()
-      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
-  app.add_option("--http-max-connections-per-ip", o.http.max_connections_per_ip,
-                 "HTTP connections open at once from one client address (same rule)")
-      ->capture_default_str()
-      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
-  app.add_option("--http-header-timeout", http_header_timeout,
-                 "Close an HTTP connection whose TLS handshake, or request (header and body), "
-                 "takes longer than this")
-      ->capture_default_str();
-  app.add_option("--http-idle-timeout", http_idle_timeout,
-                 "Close a keep-alive HTTP connection idle this long")
-      ->capture_default_str();
-  app.add_option("--http-workers", o.http.workers,
-                 "Threads for HTTP API calls and /metrics; requests wait for one in a queue of "
-                 "--http-max-queued, past which they get 503")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1024));
-  app.add_option("--http-max-queued", o.http.max_queued, "See --http-workers")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 65536));
-  app.add_option("--http-max-requests-per-ip", o.http.max_requests_per_ip,
-                 "HTTP API calls and scrapes in progress (running or queued) from one client "
-                 "address; past it 429")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 65536));
-  app.add_option("--metrics-max-probe-series", o.metrics_max_probe_series,
-                 "/metrics shows one series per host, module and numeric probe while the fleet "
-                 "has at most this many, and none above (herd_controlplane_probe_series_omitted "
-                 "says so); host and module series are always shown")
-      ->capture_default_str();
-  app.add_option("--metrics-max-probe-series-per-host", o.metrics_max_probe_series_per_host,
-                 "/metrics leaves out the probe series of a host that has more than this many "
-                 "(herd_host_probe_series_omitted names it); the other hosts' stay")
-      ->capture_default_str();
-  // What one host may make the control plane keep (docs/controlplane.md, "Limits").
-  herd::controlplane::AgentLimits& lim = o.agent_limits;
-  app.add_option("--max-units-per-host", lim.max_units, "Units kept from one host's batch")
-      ->capture_default_str()->check(CLI::Range(1, 1000000));
-  app.add_option("--max-probes-per-unit", lim.max_probes_per_unit, "Probes kept per unit")
-      ->capture_default_str()->check(CLI::Range(0, 1000000));
-  app.add_option("--max-modules-per-host", lim.max_modules, "Modules kept from one host's inventory")
-      ->capture_default_str()->check(CLI::Range(1, 1000000));
-  app.add_option("--max-batch-bytes", lim.max_batch_bytes,
-                 "A host's metrics batch is cut (its last units) to this size")
-      ->capture_default_str()->check(CLI::Range(4096, 1 << 30));
-  app.add_option("--max-series-per-host", o.max_series_per_host,
-                 "Series of recent history kept per host")
-      ->capture_default_str()->check(CLI::Range(16, 1 << 24));
-  app.add_option("--max-message-bytes", o.max_message_bytes,
-                 "Largest gRPC message accepted (an agent's batch or inventory, an API request)")
-      ->capture_default_str()->check(CLI::Range(1 << 20, 1 << 30));
-  app.add_option("--max-config-value-bytes", o.max_config_value_bytes,
-                 "Largest config value SetConfig accepts (as JSON)")
-      ->capture_default_str()->check(CLI::Range(16, 120 * 1024));
-  app.add_option("--max-module-config-bytes", o.max_module_config_bytes,
-                 "Largest config of one module (its overrides together, as JSON): it reaches "
-                 "the module in one environment variable, which the kernel caps at 128 KiB")
-      ->capture_default_str()->check(CLI::Range(16, 120 * 1024));
-  app.add_option("--stream-stall-timeout", stream_stall,
-                 "End a Fleet API stream (watch, logs) whose reader has read nothing this long "
-                 "while messages wait")
-      ->capture_default_str();
-  app.add_option("--max-streams", o.max_streams, "Fleet API streams open at once")
-      ->capture_default_str()->check(CLI::Range(1, 1000000));
-  app.add_option("--max-streams-per-token", o.max_streams_per_token,
-                 "Fleet API streams one API token may hold open at once")
-      ->capture_default_str()->check(CLI::Range(1, 1000000));
-  app.add_flag("--metrics-public", o.metrics_public,
-               "Serve /metrics without a token (default: a viewer or operator token)");
-  app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain: serve TLS");
-  app.add_option("--tls-key", o.tls_key, "PEM private key for --tls-cert");
-  app.add_option("--client-ca", o.client_ca,
-                 "PEM CA bundle: require client certificates signed by it (mTLS), on the gRPC "
-                 "port and on the HTTPS port (--http)");
-  app.add_flag("--http-no-client-cert", o.http_no_client_cert,
-               "With --client-ca: do not ask HTTPS clients (browsers, scrapers) for a "
-               "certificate; they get in with a bearer token alone. gRPC still requires one");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")
-      ->capture_default_str();
-  app.add_option("--log-file", log_file, "Also write the log here");
-
-  auto* token = app.add_subcommand("token", "Manage API tokens (viewer: reads; operator: changes)");
-  token->require_subcommand(1);
-  std::string token_name, token_role = "viewer";
-  auto* token_create = token->add_subcommand("create", "Create a token and print its secret once");
-  token_create->add_option("name", token_name, "Name (appears in the audit log)")->required();
-  token_create->add_option("--role", token_role, "viewer or operator")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"viewer", "operator"}));
-  auto* token_list = token->add_subcommand("list", "List tokens (names and roles)");
-  auto* token_revoke = token->add_subcommand("revoke", "Delete a token");
-  token_revoke->add_option("name", token_name, "Name")->required();
-
+  ControlplaneFlags flags;
+  AddAgentFlags(app, flags);
+  AddHttpFlags(app, flags);
+  AddLimitFlags(app, flags);
+  AddTlsAndLogFlags(app, flags);
+  AddTokenCommands(app, flags);
   CLI11_PARSE(app, argc, argv);
-  o.data_dir = Absolute(o.data_dir);
-  auto ms = herd::ParseDurationMs(lease);
-  if (!ms.ok() || *ms == 0) return Fail(absl::StrCat("--lease: ", ms.ok() ? "must be more than 0" : ms.status().message()));
-  o.lease = absl::Milliseconds(*ms);
-  for (auto [flag, text, out] : {std::tuple{"--hello-timeout", &hello_timeout, &o.hello_timeout},
-                                 std::tuple{"--silent-timeout", &silent_timeout,
-                                            &o.silent_stream_timeout},
-                                 std::tuple{"--token-recheck", &token_recheck, &o.token_recheck},
-                                 std::tuple{"--stream-stall-timeout", &stream_stall,
-                                            &o.stream_stall_timeout},
-                                 std::tuple{"--http-header-timeout", &http_header_timeout,
-                                            &o.http.header_timeout},
-                                 std::tuple{"--http-idle-timeout", &http_idle_timeout,
-                                            &o.http.idle_timeout},
-                                 std::tuple{"--http-stream-stall-timeout", &http_stall_timeout,
-                                            &o.http.stream_stall_timeout}}) {
-    auto d = herd::ParseDurationMs(*text);
-    if (!d.ok() || *d == 0) {
-      return Fail(absl::StrCat(flag, ": ", d.ok() ? "must be more than 0" : d.status().message()));
-    }
-    *out = absl::Milliseconds(*d);
-  }
-  if (o.tls_cert.empty() != o.tls_key.empty()) {
-    return Fail("--tls-cert and --tls-key go together");
-  }
-  if (!o.client_ca.empty() && o.tls_cert.empty()) {
-    return Fail("--client-ca (mTLS) needs --tls-cert and --tls-key");
-  }
-  if (o.http_no_client_cert && (o.client_ca.empty() || o.http_listen.empty())) {
-    return Fail("--http-no-client-cert exempts the HTTPS port (--http) from --client-ca: give "
-                "both, or leave it out");
-  }
+  if (auto st = CheckFlags(flags); !st.ok()) return Fail(std::string(st.message()));
 
   herd::LogOptions lopts;
-  lopts.level = log_level;
-  lopts.file = log_file;
+  lopts.level = flags.log_level;
+  lopts.file = flags.log_file;
   if (auto st = herd::InitLogging(lopts); !st.ok()) return Fail(std::string(st.message()));
   herd::InstallCrashHandlers("controlplane");
+  if (std::optional<int> exit_code = RunTokenCommand(flags)) return *exit_code;
 
-  if (*token_create) {
-    auto secret = herd::controlplane::CreateToken(o.data_dir, token_name, token_role == "operator");
-    if (!secret.ok()) return Fail(std::string(secret.status().message()));
-    printf("%s\n", secret->c_str());
-    return 0;
-  }
-  if (*token_list) {
-    auto tokens = herd::controlplane::ListTokens(o.data_dir);
-    if (!tokens.ok()) return Fail(std::string(tokens.status().message()));
-    printf("%-24s %s\n", "NAME", "ROLE");
-    for (const auto& [name, role] : *tokens) printf("%-24s %s\n", name.c_str(), role.c_str());
-    return 0;
-  }
-  if (*token_revoke) {
-    auto st = herd::controlplane::RevokeToken(o.data_dir, token_name);
-    if (!st.ok()) return Fail(std::string(st.message()));
-    printf("token %s revoked\n", token_name.c_str());
-    return 0;
-  }
-  // One descriptor per connected agent and per HTTP connection: take the hard limit (as
-  // servers commonly do); HTTP connections are bounded below it (--http-max-connections).
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-  if (!o.http_listen.empty() && getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
-      rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < o.http.max_connections + 256) {
-    herd::Logger("controlplane")
-        ->warn("event=low_fd_limit nofile={} http_max_connections={} hint=\"raise the hard "
-               "limit (LimitNOFILE= in the unit, ulimit -Hn) or lower --http-max-connections: "
-               "connections past the limit fail to be accepted\"",
-               rl.rlim_cur, o.http.max_connections);
-  }
-  absl::Status st = herd::controlplane::RunServer(o);
+  RaiseDescriptorLimit(flags.o);
+  absl::Status st = herd::controlplane::RunServer(flags.o);
   if (!st.ok()) {
     herd::Logger("controlplane")->error("event=start_failed error=\"{}\"", st.message());
     return Fail(std::string(st.message()));

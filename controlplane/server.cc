@@ -7,14 +7,18 @@
 
 #include <atomic>
 #include <climits>
+#include <functional>
 #include <memory>
-#include <thread>
+#include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "common/atomic_file.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "common/scheduler.h"
 #include "controlplane/core/hub.h"
 #include "controlplane/core/secrets.h"
 #include "controlplane/fleet/fleet_service.h"
@@ -124,27 +128,43 @@ std::shared_ptr<grpc::ServerCredentials> Credentials(const ServerOptions& o) {
   return grpc::SslServerCredentials(ssl);
 }
 
-}  // namespace
+// How long calls still open at shutdown may take before they are cancelled.
+constexpr absl::Duration kShutdownGrace = absl::Seconds(3);
 
-absl::Status RunServer(const ServerOptions& options) {
-  auto log = herd::Logger("controlplane");
-  // SIGTERM/SIGINT are taken by sigwait below; block them in every thread.
+// SIGTERM/SIGINT are taken by sigwait (WaitForShutdownSignal); block them in every thread.
+sigset_t BlockShutdownSignals() {
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  return mask;
+}
 
-  auto store = OpenStore(options.data_dir);
+int WaitForShutdownSignal(const sigset_t& mask) {
+  int sig = 0;
+  sigwait(&mask, &sig);
+  return sig;
+}
+
+// The store, with every call timed for /metrics (`metrics` points into `store`).
+struct TimedStore {
+  std::unique_ptr<Store> store;
+  const InstrumentedStore* metrics = nullptr;
+};
+
+absl::StatusOr<TimedStore> OpenTimedStore(const std::string& dir) {
+  auto store = OpenStore(dir);
   if (!store.ok()) return store.status();
-  // Every store call is timed for /metrics.
   auto timed = std::make_unique<InstrumentedStore>(std::move(*store));
-  const InstrumentedStore& store_metrics = *timed;
-  *store = std::move(timed);
-  if (auto s = Bootstrap(**store, options.data_dir, log); !s.ok()) return s;
+  TimedStore out;
+  out.metrics = timed.get();
+  out.store = std::move(timed);
+  return out;
+}
 
-  const Clock& clock = SystemClock::Get();
+HubOptions MakeHubOptions(const ServerOptions& options) {
   HubOptions hopts;
   hopts.lease = options.lease;
   hopts.metrics_interval_ms = options.metrics_interval_ms;
@@ -154,34 +174,43 @@ absl::Status RunServer(const ServerOptions& options) {
   hopts.series.max_series = options.max_series_per_host;
   hopts.max_config_value_bytes = options.max_config_value_bytes;
   hopts.max_module_config_bytes = options.max_module_config_bytes;
-  Hub hub(**store, clock, hopts);
-  if (auto s = hub.Start(); !s.ok()) return s;
-  ThreadScheduler timers(clock, "cp-timers");  // rollouts' steps, the streams' watches
-  RolloutEngine rollouts(hub, hub, hub, **store, timers);
-  if (auto s = rollouts.Start(); !s.ok()) return s;
+  return hopts;
+}
+
+GatewayOptions MakeGatewayOptions(const ServerOptions& options) {
   GatewayOptions gopts;
   gopts.hello_timeout = options.hello_timeout;
-  GatewayService gateway(hub, timers, gopts);
+  return gopts;
+}
+
+FleetStreamOptions MakeFleetStreamOptions(const ServerOptions& options) {
   FleetStreamOptions streams;
   streams.token_recheck = options.token_recheck;
   streams.queue.stall_timeout = options.stream_stall_timeout;
   streams.max_streams = options.max_streams;
   streams.max_streams_per_token = options.max_streams_per_token;
-  FleetService fleet(FleetBackends::Of(hub), **store, rollouts, timers, streams);
+  return streams;
+}
 
-  auto creds = Credentials(options);
-  if (!creds) {
-    return absl::InvalidArgumentError(
-        "cannot read --tls-cert / --tls-key / --client-ca: check the paths and permissions");
+// The gRPC server: the agents' Gateway and the Fleet API on one port, with health checks
+// and reflection.
+class GrpcEndpoint {
+ public:
+  // Builds and starts it; the address actually bound (port 0 resolved).
+  absl::StatusOr<std::string> Start(const ServerOptions& options,
+                                    const std::vector<grpc::Service*>& services);
+  // Cancels the calls still open after `grace` and waits for them; nothing if not started.
+  void Stop(absl::Duration grace);
+  // For the HTTP listener's JSON API, which transcodes to the Fleet API in process.
+  std::shared_ptr<grpc::Channel> InProcessChannel() {
+    return server_->InProcessChannel(grpc::ChannelArguments());
   }
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(options.listen, creds, &port);
-  builder.RegisterService(&gateway);
-  builder.RegisterService(&fleet);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+
+ private:
+  std::unique_ptr<grpc::Server> server_;
+};
+
+void TuneChannels(grpc::ServerBuilder& builder) {
   // No keepalive pings from this side: with them on, gRPC re-arms a timer on every read of
   // every connection, and Debian's libgrpc (built without NDEBUG) also tracks each timer in
   // a debug hash table whose chains it walks: 8 % of the control plane's CPU at 10,000
@@ -204,109 +233,171 @@ absl::Status RunServer(const ServerOptions& options) {
   // under 1 s (bench/README.md). Agents' messages are small; the fixed 64 KiB window of each
   // stream holds a dozen batches.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+}
 
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) {
-    rollouts.Stop();
-    hub.Stop();
+absl::StatusOr<std::string> GrpcEndpoint::Start(const ServerOptions& options,
+                                                const std::vector<grpc::Service*>& services) {
+  auto creds = Credentials(options);
+  if (!creds) {
+    return absl::InvalidArgumentError(
+        "cannot read --tls-cert / --tls-key / --client-ca: check the paths and permissions");
+  }
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen, creds, &port);
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  TuneChannels(builder);
+  server_ = builder.BuildAndStart();
+  if (!server_ || port == 0) {
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", options.listen,
         ": is another controlplane running there? choose another --listen"));
   }
   std::string host = options.listen.substr(0, options.listen.rfind(':'));
-  std::string bound = absl::StrCat(host, ":", port);
+  return absl::StrCat(host, ":", port);
+}
 
+void GrpcEndpoint::Stop(absl::Duration grace) {
+  if (!server_) return;
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  server_->Wait();
+}
+
+// What /metrics renders: the fleet (hosts one at a time, each under its own lock only, so a
+// scrape of a large fleet holds up no agent) and the control plane itself. Called on the
+// HTTP server's workers once it has started; `http` is read then.
+std::function<std::string(bool)> MakeMetricsHandler(
+    const ServerOptions& options, Hub& hub, RolloutEngine& rollouts, FleetService& fleet_api,
+    const InstrumentedStore& store_metrics, const Clock& clock,
+    std::shared_ptr<spdlog::logger> log, const std::unique_ptr<HttpServer>* http) {
+  ExpositionOptions exposition;
+  exposition.max_probe_series = options.metrics_max_probe_series;
+  exposition.max_probe_series_per_host = options.metrics_max_probe_series_per_host;
+  auto omitting = std::make_shared<std::atomic<bool>>(false);
+  return [&hub, &rollouts, &store_metrics, &clock, &fleet_api, exposition, omitting, log,
+          http](bool fleet) {
+    FleetExposition e(clock.Now(), exposition);
+    if (fleet) hub.VisitHosts([&e](const herd::v1::HostDetail& d) { e.AddHost(d); });
+    if (fleet && e.probes_omitted() != omitting->exchange(e.probes_omitted())) {
+      if (e.probes_omitted()) {
+        log->warn("event=metrics_probes_omitted series={} max={} hint=\"raise "
+                  "--metrics-max-probe-series, or query probes through the Fleet API\"",
+                  e.probe_series(), exposition.max_probe_series);
+      } else {
+        log->info("event=metrics_probes_shown series={}", e.probe_series());
+      }
+    }
+    SelfMetrics self;
+    self.hub = hub.stats();
+    const RolloutEngine::Counts r = rollouts.counts();
+    self.rollouts_running = r.running;
+    self.rollouts_succeeded = r.succeeded;
+    self.rollouts_failed = r.failed;
+    self.rollouts_aborted = r.aborted;
+    self.store = store_metrics.Stats();
+    const StreamTokens::Counts streams = fleet_api.stream_counts();
+    self.fleet_streams_open = streams.open;
+    self.fleet_stream_messages_dropped = streams.dropped;
+    self.fleet_streams_ended_stalled = streams.stalled;
+    self.fleet_streams_refused = streams.refused;
+    if (*http != nullptr) self.http = (*http)->stats();
+    if (auto p = ReadProcessMetrics(); p.ok()) self.process = *p;
+    return fleet ? e.Finish(self) : RenderControlPlane(self);
+  };
+}
+
+HttpServerOptions MakeHttpOptions(const ServerOptions& options) {
+  HttpServerOptions hopts = options.http;
+  hopts.listen = options.http_listen;
+  hopts.tls_cert = options.tls_cert;
+  hopts.tls_key = options.tls_key;
+  // mTLS covers this listener as it does gRPC's, unless the operator exempts it.
+  if (!options.http_no_client_cert) hopts.client_ca = options.client_ca;
+  hopts.metrics_public = options.metrics_public;
+  return hopts;
+}
+
+void WriteAddressFile(const std::string& data_dir, const char* name, const std::string& address,
+                      const std::shared_ptr<spdlog::logger>& log) {
+  if (auto w = WriteFileAtomically(absl::StrCat(data_dir, "/", name), address + "\n", 0600);
+      !w.ok()) {
+    log->warn("event={}_not_written error=\"{}\"", absl::StrReplaceAll(name, {{"-", "_"}}),
+              w.message());
+  }
+}
+
+}  // namespace
+
+absl::Status RunServer(const ServerOptions& options) {
+  auto log = herd::Logger("controlplane");
+  const sigset_t shutdown_signals = BlockShutdownSignals();
+  auto timed = OpenTimedStore(options.data_dir);
+  if (!timed.ok()) return timed.status();
+  Store& store = *timed->store;
+  if (auto s = Bootstrap(store, options.data_dir, log); !s.ok()) return s;
+
+  // Every part is built before any starts, so that each outlives the whole shutdown below.
+  const Clock& clock = SystemClock::Get();
+  // The control plane's timers: rollouts' steps, the streams' watches. Declared first, so it
+  // outlives every part that plans tasks on it.
+  ThreadScheduler timers(clock, "cp-timers");
+  Hub hub(store, clock, MakeHubOptions(options));
+  RolloutEngine rollouts(hub, hub, hub, store, timers);
+  GatewayService gateway(hub, timers, MakeGatewayOptions(options));
+  FleetService fleet(FleetBackends::Of(hub), store, rollouts, timers,
+                     MakeFleetStreamOptions(options));
+  GrpcEndpoint grpc_server;
   std::unique_ptr<HttpServer> http;
+  bool serving = false;
+
+  // The guards stop what started, the last declared first: the HTTP listener, rollouts,
+  // the hub (which ends the agents' streams), then the gRPC server, whose Shutdown waits
+  // for the calls still open.
+  absl::Cleanup log_stopped = [&] {
+    if (serving) log->info("event=stopped");
+  };
+  absl::Cleanup stop_grpc = [&] { grpc_server.Stop(kShutdownGrace); };
+  if (auto s = hub.Start(); !s.ok()) return s;
+  absl::Cleanup stop_hub = [&] { hub.Stop(); };
+  if (auto s = rollouts.Start(); !s.ok()) return s;
+  absl::Cleanup stop_rollouts = [&] { rollouts.Stop(); };
+  auto bound = grpc_server.Start(options, {&gateway, &fleet});
+  if (!bound.ok()) return bound.status();
+  absl::Cleanup stop_http = [&] {
+    if (http) http->Stop();
+  };
   std::string http_address = "off";
   if (!options.http_listen.empty()) {
-    HttpServerOptions hopts = options.http;
-    hopts.listen = options.http_listen;
-    hopts.tls_cert = options.tls_cert;
-    hopts.tls_key = options.tls_key;
-    // mTLS covers this listener as it does gRPC's, unless the operator exempts it.
-    if (!options.http_no_client_cert) hopts.client_ca = options.client_ca;
-    hopts.metrics_public = options.metrics_public;
     HttpHandlers handlers;
-    ExpositionOptions exposition;
-    exposition.max_probe_series = options.metrics_max_probe_series;
-    exposition.max_probe_series_per_host = options.metrics_max_probe_series_per_host;
-    auto omitting = std::make_shared<std::atomic<bool>>(false);
-    // Scrapes come from the HTTP server's own workers, once it has started.
-    const std::unique_ptr<HttpServer>* http_ptr = &http;
-    handlers.metrics = [&hub, &rollouts, &store_metrics, &clock, &fleet_api = fleet, exposition,
-                        omitting, log, http_ptr](bool fleet) {
-      // Hosts are taken one at a time, each under its own lock only: a scrape of a large
-      // fleet holds up no agent.
-      FleetExposition e(clock.Now(), exposition);
-      if (fleet) hub.VisitHosts([&e](const herd::v1::HostDetail& d) { e.AddHost(d); });
-      if (fleet && e.probes_omitted() != omitting->exchange(e.probes_omitted())) {
-        if (e.probes_omitted()) {
-          log->warn("event=metrics_probes_omitted series={} max={} hint=\"raise "
-                    "--metrics-max-probe-series, or query probes through the Fleet API\"",
-                    e.probe_series(), exposition.max_probe_series);
-        } else {
-          log->info("event=metrics_probes_shown series={}", e.probe_series());
-        }
-      }
-      SelfMetrics self;
-      self.hub = hub.stats();
-      const RolloutEngine::Counts r = rollouts.counts();
-      self.rollouts_running = r.running;
-      self.rollouts_succeeded = r.succeeded;
-      self.rollouts_failed = r.failed;
-      self.rollouts_aborted = r.aborted;
-      self.store = store_metrics.Stats();
-      const StreamTokens::Counts streams = fleet_api.stream_counts();
-      self.fleet_streams_open = streams.open;
-      self.fleet_stream_messages_dropped = streams.dropped;
-      self.fleet_streams_ended_stalled = streams.stalled;
-      self.fleet_streams_refused = streams.refused;
-      if (*http_ptr != nullptr) self.http = (*http_ptr)->stats();
-      if (auto p = ReadProcessMetrics(); p.ok()) self.process = *p;
-      return fleet ? e.Finish(self) : RenderControlPlane(self);
-    };
-    handlers.ready = [&store] { return (*store)->GetSetting("join_token_sha256").status(); };
+    handlers.metrics = MakeMetricsHandler(options, hub, rollouts, fleet, *timed->metrics, clock,
+                                          log, &http);
+    handlers.ready = [&store] { return store.GetSetting("join_token_sha256").status(); };
     handlers.authorize_read = [&fleet](const std::string& bearer) {
       return fleet.AuthenticateToken(bearer, false).status();
     };
-    http = std::make_unique<HttpServer>(hopts, server->InProcessChannel(grpc::ChannelArguments()),
+    http = std::make_unique<HttpServer>(MakeHttpOptions(options), grpc_server.InProcessChannel(),
                                         std::move(handlers));
     auto http_bound = http->Start();
     if (!http_bound.ok()) {
       http.reset();
-      rollouts.Stop();
-      hub.Stop();
-      server->Shutdown();
       return http_bound.status();
     }
     http_address = *http_bound;
-    if (auto w = WriteFileAtomically(absl::StrCat(options.data_dir, "/http-address"),
-                                     http_address + "\n", 0600);
-        !w.ok()) {
-      log->warn("event=http_address_not_written error=\"{}\"", w.message());
-    }
+    WriteAddressFile(options.data_dir, "http-address", http_address, log);
   }
   // Written last: tools and tests take it to mean that everything is serving.
-  if (auto w = WriteFileAtomically(absl::StrCat(options.data_dir, "/listen-address"),
-                                   bound + "\n", 0600);
-      !w.ok()) {
-    log->warn("event=listen_address_not_written error=\"{}\"", w.message());
-  }
+  WriteAddressFile(options.data_dir, "listen-address", *bound, log);
   log->info("event=ready version={} pid={} listen={} http={} tls={} mtls={} http_mtls={} data={}",
-            HERD_VERSION, getpid(), bound, http_address, !options.tls_cert.empty(),
+            HERD_VERSION, getpid(), *bound, http_address, !options.tls_cert.empty(),
             !options.client_ca.empty(),
             http && !options.client_ca.empty() && !options.http_no_client_cert,
             options.data_dir);
-
-  int sig = 0;
-  sigwait(&mask, &sig);
+  serving = true;
+  const int sig = WaitForShutdownSignal(shutdown_signals);
   log->info("event=shutdown_begin signal={}", strsignal(sig));
-  if (http) http->Stop();
-  rollouts.Stop();
-  hub.Stop();
-  server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(3)));
-  server->Wait();
-  log->info("event=stopped");
   return absl::OkStatus();
 }
 

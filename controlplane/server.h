@@ -1,6 +1,9 @@
 // The control plane process: opens the store, bootstraps secrets on first start, runs the
-// Hub, rollouts and the gRPC server (Gateway + Fleet + health + reflection), and stops
-// cleanly on SIGTERM/SIGINT.
+// Hub, rollouts, the gRPC server (Gateway + Fleet + health + reflection) and the HTTP
+// listener, and stops cleanly on SIGTERM/SIGINT: the HTTP listener, rollouts, the hub (which
+// ends the agents' streams), then the gRPC server (open calls get 3 s). RunServer builds
+// every part first and starts them in turn; cleanup guards stop what started, so an error on
+// the way stops only that.
 //
 // Files in the data directory (all 0600): herd.db (SQLite, WAL), join-token (give it to
 // agentd --join-token-file), operator-token and viewer-token (API tokens created on first

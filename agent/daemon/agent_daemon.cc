@@ -11,14 +11,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <thread>
+#include <memory>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
-#include "absl/cleanup/cleanup.h"
 #include "agent/api/agent_service.h"
+#include "agent/daemon/local_api.h"
 #include "agent/modules/module_manager.h"
 #include "agent/logs/log_writer.h"
 #include "agent/loop/event_loop.h"
@@ -30,7 +30,6 @@
 #include "common/atomic_file.h"
 #include "common/clock.h"
 #include "common/logging.h"
-#include "grpcpp/grpcpp.h"
 
 extern char** environ;
 
@@ -161,6 +160,129 @@ std::vector<std::string> CurrentEnvironment() {
   return env;
 }
 
+// Signals arrive through a signalfd on the loop; block them for every thread (threads
+// created from here on inherit the mask; children get a clean mask from the spawner).
+absl::StatusOr<int> OpenSignalFd() {
+  BlockAgentSignals();
+  signal(SIGPIPE, SIG_IGN);
+  const sigset_t mask = AgentSignals();
+  int sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigfd < 0) return absl::InternalError(absl::StrCat("signalfd: ", strerror(errno)));
+  return sigfd;
+}
+
+std::string SearchPath() {
+  const char* path_env = getenv("PATH");
+  return path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
+}
+
+SupervisorOptions MakeSupervisorOptions(const AgentOptions& options) {
+  SupervisorOptions sopts;
+  sopts.logs_dir = absl::StrCat(options.home, "/logs");
+  sopts.sample_interval = options.sample_interval;
+  sopts.smaps_interval = options.smaps_interval;
+  sopts.log_max_bytes = options.log_max_bytes;
+  sopts.log_retain = options.log_retain;
+  sopts.base_env = CurrentEnvironment();
+  return sopts;
+}
+
+ModuleManagerOptions MakeModuleOptions(const AgentOptions& options, const std::string& search_path) {
+  ModuleManagerOptions mopts;
+  mopts.home = options.home;
+  mopts.search_path = search_path;
+  mopts.archive_limits.max_unpacked_bytes = options.module_max_unpacked;
+  mopts.archive_limits.max_files = options.module_max_files;
+  return mopts;
+}
+
+// The link to the control plane, when agentd has one (null: standalone).
+std::unique_ptr<ControlPlaneLink> MakeLink(const AgentOptions& options, EventLoop& loop,
+                                           Supervisor& supervisor, ModuleManager& modules) {
+  if (options.controlplane.empty()) return nullptr;
+  UplinkOptions uo;
+  uo.address = options.controlplane;
+  uo.join_token_file = options.join_token_file;
+  uo.labels = options.labels;
+  uo.home = options.home;
+  uo.tls_ca = options.tls_ca;
+  uo.tls_cert = options.tls_cert;
+  uo.tls_key = options.tls_key;
+  uo.buffer_batches = options.metrics_buffer;
+  return std::make_unique<ControlPlaneLink>(loop, supervisor, modules, std::move(uo));
+}
+
+// agentd's shutdown, begun once (SIGTERM, SIGINT or the Shutdown RPC) on the loop: the link
+// first, then every unit gracefully (SIGTERM, SIGKILL after kill_timeout); once they all
+// exited, the local API on its own thread (LocalApi::ShutdownThen), then the loop.
+class ShutdownSequence {
+ public:
+  ShutdownSequence(EventLoop& loop, Supervisor& supervisor, ControlPlaneLink* link, LocalApi& api)
+      : loop_(loop), supervisor_(supervisor), link_(link), api_(api), log_(Logger("agentd")) {}
+
+  void Begin() {
+    if (begun_) return;
+    begun_ = true;
+    log_->info("event=shutdown_begin units={}", supervisor_.unit_count());
+    if (link_) link_->Stop();
+    supervisor_.StopAll([this] {
+      log_->info("event=units_stopped");
+      api_.ShutdownThen(absl::Seconds(2), [this] { loop_.Stop(); });
+    });
+  }
+
+ private:
+  EventLoop& loop_;
+  Supervisor& supervisor_;
+  ControlPlaneLink* const link_;
+  LocalApi& api_;
+  std::shared_ptr<spdlog::logger> log_;
+  bool begun_ = false;
+};
+
+// SIGTERM and SIGINT begin the shutdown; SIGHUP is only logged.
+absl::StatusOr<EventLoop::Handle> WatchSignals(EventLoop& loop, int sigfd,
+                                               ShutdownSequence& shutdown) {
+  return loop.WatchFd(sigfd, EPOLLIN, [sigfd, &shutdown, log = Logger("agentd")](uint32_t) {
+    signalfd_siginfo si{};
+    while (read(sigfd, &si, sizeof si) == sizeof si) {
+      log->info("event=signal signal={}", strsignal(static_cast<int>(si.ssi_signo)));
+      if (si.ssi_signo != SIGHUP) shutdown.Begin();
+    }
+  });
+}
+
+AgentServiceOptions MakeServiceOptions(const AgentOptions& options, const std::string& search_path,
+                                       const Clock& clock, ShutdownSequence& shutdown,
+                                       ControlPlaneLink* link) {
+  AgentServiceOptions aopts;
+  aopts.home = options.home;
+  aopts.search_path = search_path;
+  aopts.started_at = clock.Now();
+  aopts.sample_interval_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options.sample_interval));
+  aopts.on_shutdown = [&shutdown] { shutdown.Begin(); };
+  if (link) aopts.fill_info = [link](herd::v1::AgentInfo* info) { link->FillInfo(info); };
+  return aopts;
+}
+
+// Releases `agentd --daemon`'s parent: one byte 1 on the ready pipe.
+void SignalReady(int ready_fd) {
+  if (ready_fd < 0) return;
+  char ok = 1;
+  (void)!write(ready_fd, &ok, 1);
+  close(ready_fd);
+}
+
+// The last thing a clean stop does, once the API is closed: what the units wrote, and the
+// state file the next start resumes from.
+void FlushOnStop(LogWriter& logs, StateFile& state, spdlog::logger& log) {
+  logs.Flush();
+  if (auto st = state.Flush(); !st.ok()) {
+    log.error("event=state_not_saved error=\"{}\"", st.message());
+  }
+  log.info("event=stopped");
+}
+
 }  // namespace
 
 std::string AgentSocketPath(const std::string& home) { return absl::StrCat(home, "/agent.sock"); }
@@ -187,138 +309,64 @@ absl::Status RunAgent(const AgentOptions& options) {
   auto log = herd::Logger("agentd");
   const std::string& home = options.home;
   if (auto st = PrepareHome(home); !st.ok()) return st;
-  const std::string logs_dir = absl::StrCat(home, "/logs");
   auto lock_fd = LockHome(home);
   if (!lock_fd.ok()) return lock_fd.status();
   absl::Cleanup unlock = [fd = *lock_fd] { close(fd); };
-
-  // Signals arrive through a signalfd on the loop; block them for every thread (threads
-  // created from here on inherit the mask; children get a clean mask from the spawner).
-  BlockAgentSignals();
-  signal(SIGPIPE, SIG_IGN);
-  const sigset_t mask = AgentSignals();
-  int sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (sigfd < 0) return absl::InternalError(absl::StrCat("signalfd: ", strerror(errno)));
-  absl::Cleanup close_sigfd = [sigfd] { close(sigfd); };
+  auto sigfd = OpenSignalFd();
+  if (!sigfd.ok()) return sigfd.status();
+  absl::Cleanup close_sigfd = [fd = *sigfd] { close(fd); };
 
   const Clock& clock = SystemClock::Get();
-  auto loop = EventLoop::Create(clock);
-  if (!loop.ok()) return loop.status();
+  auto created = EventLoop::Create(clock);
+  if (!created.ok()) return created.status();
+  EventLoop& loop = **created;
   PosixSpawner spawner;
   ProcSampler sampler(options.proc_root);
   LogWriter logs;
   StateFile state(absl::StrCat(home, "/state.json"));
-
-  SupervisorOptions sopts;
-  sopts.logs_dir = logs_dir;
-  sopts.sample_interval = options.sample_interval;
-  sopts.smaps_interval = options.smaps_interval;
-  sopts.log_max_bytes = options.log_max_bytes;
-  sopts.log_retain = options.log_retain;
-  sopts.base_env = CurrentEnvironment();
-  Supervisor supervisor(**loop, spawner, sampler, logs, &state, sopts);
-  const char* path_env = getenv("PATH");
-  const std::string search_path = path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
-  ModuleManagerOptions mopts;
-  mopts.home = home;
-  mopts.search_path = search_path;
-  mopts.archive_limits.max_unpacked_bytes = options.module_max_unpacked;
-  mopts.archive_limits.max_files = options.module_max_files;
-  ModuleManager modules(**loop, supervisor, mopts);
+  Supervisor supervisor(loop, spawner, sampler, logs, &state, MakeSupervisorOptions(options));
+  const std::string search_path = SearchPath();
+  ModuleManager modules(loop, supervisor, MakeModuleOptions(options, search_path));
   supervisor.set_hooks(&modules);
   absl::Cleanup unhook = [&] { supervisor.set_hooks(nullptr); };
   if (auto st = modules.Load(); !st.ok()) return st;
 
   // Linked to a control plane: its configuration (cached) replaces module_conf.json before
   // any module starts.
-  std::unique_ptr<ControlPlaneLink> link;
-  if (!options.controlplane.empty()) {
-    UplinkOptions uo;
-    uo.address = options.controlplane;
-    uo.join_token_file = options.join_token_file;
-    uo.labels = options.labels;
-    uo.home = home;
-    uo.tls_ca = options.tls_ca;
-    uo.tls_cert = options.tls_cert;
-    uo.tls_key = options.tls_key;
-    uo.buffer_batches = options.metrics_buffer;
-    link = std::make_unique<ControlPlaneLink>(**loop, supervisor, modules, std::move(uo));
+  std::unique_ptr<ControlPlaneLink> link = MakeLink(options, loop, supervisor, modules);
+  if (link) {
     if (auto st = link->Start(); !st.ok()) return st;
   }
   absl::Cleanup stop_link = [&] {
     if (link) link->Stop();
   };
 
-  std::unique_ptr<grpc::Server> server;
-  std::thread server_stopper;
-  bool shutting_down = false;
-  auto shutdown = [&] {
-    if (shutting_down) return;
-    shutting_down = true;
-    log->info("event=shutdown_begin units={}", supervisor.unit_count());
-    if (link) link->Stop();
-    supervisor.StopAll([&] {
-      log->info("event=units_stopped");
-      // Server shutdown waits for in-flight calls, which may need the loop: do it from
-      // another thread while the loop keeps running, then stop the loop.
-      server_stopper = std::thread([&] {
-        if (server) server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
-        (*loop)->Stop();
-      });
-    });
-  };
-
-  auto sigwatch = (*loop)->WatchFd(sigfd, EPOLLIN, [&](uint32_t) {
-    signalfd_siginfo si{};
-    while (read(sigfd, &si, sizeof si) == sizeof si) {
-      log->info("event=signal signal={}", strsignal(static_cast<int>(si.ssi_signo)));
-      if (si.ssi_signo != SIGHUP) shutdown();
-    }
-  });
+  LocalApi api(AgentSocketPath(home));
+  ShutdownSequence shutdown(loop, supervisor, link.get(), api);
+  auto sigwatch = WatchSignals(loop, *sigfd, shutdown);
   if (!sigwatch.ok()) return sigwatch.status();
-
   if (auto st = supervisor.Restore(); !st.ok()) return st;
 
-  AgentServiceOptions aopts;
-  aopts.home = home;
-  aopts.search_path = search_path;
-  aopts.started_at = clock.Now();
-  aopts.sample_interval_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(options.sample_interval));
-  aopts.on_shutdown = shutdown;
-  if (link) aopts.fill_info = [&](herd::v1::AgentInfo* info) { link->FillInfo(info); };
-  AgentService service(**loop, supervisor, modules, logs, aopts);
-
-  const std::string sock = AgentSocketPath(home);
-  unlink(sock.c_str());  // we hold the home lock: any socket file here is stale
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat("unix:", sock), grpc::InsecureServerCredentials());
-  builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(4 << 20);
-  server = builder.BuildAndStart();
-  if (!server) {
-    (*loop)->Post([&] { supervisor.StopAll([&] { (*loop)->Stop(); }); });
-    (*loop)->Run();
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", sock,
-                                               ": check that the directory is writable"));
+  AgentService service(loop, supervisor, modules, logs,
+                       MakeServiceOptions(options, search_path, clock, shutdown, link.get()));
+  bool stopped_cleanly = false;
+  // Guards run last-declared first: the API closes (and its socket goes), then a clean stop
+  // flushes; the link stops after that, then everything is destroyed in reverse.
+  absl::Cleanup flush = [&] {
+    if (stopped_cleanly) FlushOnStop(logs, state, *log);
+  };
+  absl::Cleanup close_api = [&] { api.Close(); };
+  if (auto st = api.Start(service); !st.ok()) {
+    // The units the state file started go again before agentd exits.
+    loop.Post([&] { supervisor.StopAll([&] { loop.Stop(); }); });
+    loop.Run();
+    return st;
   }
-  chmod(sock.c_str(), 0660);
   log->info("event=ready version={} pid={} home={} socket={} units={}", HERD_VERSION, getpid(),
-            home, sock, supervisor.unit_count());
-  if (options.ready_fd >= 0) {
-    char ok = 1;
-    (void)!write(options.ready_fd, &ok, 1);
-    close(options.ready_fd);
-  }
-
-  (*loop)->Run();
-  if (server_stopper.joinable()) server_stopper.join();
-  server.reset();
-  unlink(sock.c_str());
-  logs.Flush();
-  if (auto st = state.Flush(); !st.ok()) {
-    log->error("event=state_not_saved error=\"{}\"", st.message());
-  }
-  log->info("event=stopped");
+            home, api.socket_path(), supervisor.unit_count());
+  SignalReady(options.ready_fd);
+  loop.Run();
+  stopped_cleanly = true;
   return absl::OkStatus();
 }
 

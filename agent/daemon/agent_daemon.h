@@ -1,10 +1,15 @@
 // AgentDaemon: wires agentd together and runs it: the home directory and its lock, the
-// event loop with its signalfd, the sampler, log writer, state file, supervisor, and the
-// local gRPC server on $HERD_HOME/agent.sock. main() only parses flags into AgentOptions.
+// event loop with its signalfd, the sampler, log writer, state file, supervisor, module
+// manager, the control plane link (when given one), and agentctl's gRPC API on
+// $HERD_HOME/agent.sock (LocalApi, agent/daemon/local_api.h). main() only parses flags into
+// AgentOptions.
 //
-// Lifecycle: Run() restores the previous state (resurrect), serves until SIGTERM/SIGINT or a
-// Shutdown RPC, then stops every unit gracefully (SIGTERM, SIGKILL after kill_timeout), shuts
-// the server down, and writes the state file, so the next start runs the same units.
+// Lifecycle: RunAgent() restores the previous state (resurrect), serves until SIGTERM/SIGINT
+// or a Shutdown RPC, then stops, in this order: the link; every unit, gracefully (SIGTERM,
+// SIGKILL after kill_timeout); the local API (on a thread of its own, as its calls in flight
+// may need the loop) and the loop. Once the loop has returned, cleanup guards remove the
+// API's socket, flush the units' logs and write the state file, so the next start runs the
+// same units; an error before serving releases only what had started.
 #pragma once
 
 #include <map>

@@ -218,148 +218,185 @@ absl::Status CheckNoOpField(const AppReader& r, const std::string& key, const js
                                    "it to false"));
 }
 
-absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
-                                 const AppSpecContext& ctx) {
-  AppReader r(where);
-  if (!app.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": an app must be a JSON object, got ",
-                                                   Quote(app)));
-  }
+// What ParseApp gathers while it reads an app's fields, before the spec is completed.
+struct AppFields {
   AppSpec spec;
-  spec.set_autorestart(true);
-  spec.set_max_restarts(kDefaultMaxRestarts);
-  spec.set_min_uptime_ms(kDefaultMinUptimeMs);
-  spec.set_kill_timeout_ms(kDefaultKillTimeoutMs);
   std::string script_raw;
   bool interpreter_given = false;
   bool time_prefix = false;
+};
 
-#define HERD_TRY(lhs, expr)          \
-  auto lhs##_or = (expr);            \
+// The field parsers below each take one group of fields: they return true when the key is
+// theirs (and was stored), false when it is not, or the field's error.
+#define HERD_TRY(lhs, expr)                     \
+  auto lhs##_or = (expr);                       \
   if (!lhs##_or.ok()) return lhs##_or.status(); \
   auto lhs = *std::move(lhs##_or);
 
-  for (const auto& [key, v] : app.items()) {
-    const char* k = key.c_str();
-    if (key == "name") {
-      HERD_TRY(s, r.String(k, v));
-      spec.set_name(s);
-    } else if (key == "script") {
-      HERD_TRY(s, r.String(k, v));
-      script_raw = s;
-    } else if (key == "args") {
-      HERD_TRY(l, r.StringList(k, v));
-      for (auto& a : l) spec.add_args(a);
-    } else if (key == "interpreter" || key == "exec_interpreter") {
-      HERD_TRY(s, r.String(k, v));
-      spec.set_interpreter(s);
-      interpreter_given = true;
-    } else if (key == "interpreter_args" || key == "node_args") {
-      HERD_TRY(l, r.StringList(k, v));
-      for (auto& a : l) spec.add_interpreter_args(a);
-    } else if (key == "cwd") {
-      HERD_TRY(s, r.String(k, v));
-      spec.set_cwd(JoinPath(ctx.base_dir, s));
-    } else if (key == "env") {
-      if (!v.is_object()) return r.Error(k, "must be an object of NAME: value");
-      for (const auto& [ek, ev] : v.items()) {
-        if (ek.empty() || ek.find('=') != std::string::npos) {
-          return r.Error(k, absl::StrCat("\"", EscapeForLog(ek, 64), "\" is not a valid variable name"));
-        }
-        if (ev.is_string()) {
-          (*spec.mutable_env())[ek] = ev.get<std::string>();
-        } else if (ev.is_number() || ev.is_boolean()) {
-          (*spec.mutable_env())[ek] = ev.dump();
-        } else {
-          return r.Error(k, absl::StrCat(ek, ": ", Quote(ev), " must be a string, number or bool"));
-        }
-      }
-    } else if (key == "autorestart") {
-      HERD_TRY(b, r.Bool(k, v));
-      spec.set_autorestart(b);
-    } else if (key == "max_restarts") {
-      HERD_TRY(n, r.Count(k, v));
-      if (n > 1'000'000'000) return r.Error(k, "must be at most 1000000000");
-      spec.set_max_restarts(static_cast<uint32_t>(n));
-    } else if (key == "min_uptime") {
-      HERD_TRY(ms, r.DurationMs(k, v, kMaxDelayMs));
-      spec.set_min_uptime_ms(ms);
-    } else if (key == "restart_delay") {
-      HERD_TRY(ms, r.DurationMs(k, v, kMaxDelayMs));
-      spec.set_restart_delay_ms(ms);
-    } else if (key == "exp_backoff_restart_delay") {
-      HERD_TRY(ms, r.DurationMs(k, v, kMaxDelayMs));
-      spec.set_exp_backoff_restart_delay_ms(ms);
-    } else if (key == "kill_timeout") {
-      HERD_TRY(ms, r.DurationMs(k, v, kMaxKillTimeoutMs));
-      spec.set_kill_timeout_ms(ms);
-    } else if (key == "stop_exit_codes") {
-      json list = v.is_array() ? v : json::array({v});
-      for (const json& c : list) {
-        if (!c.is_number_integer() || c.get<int64_t>() < 0 || c.get<int64_t>() > 255) {
-          return r.Error(k, absl::StrCat(Quote(c), " is not an exit code: use integers 0-255, "
-                                         "e.g. [0, 3]"));
-        }
-        spec.add_stop_exit_codes(c.get<int32_t>());
-      }
-    } else if (key == "max_memory_restart") {
-      HERD_TRY(b, r.Size(k, v));
-      spec.set_max_memory_restart_bytes(b);
-    } else if (key == "cron_restart" || key == "cron") {
-      HERD_TRY(s, r.String(k, v));
-      auto cron = CronSchedule::Parse(s);
-      if (!cron.ok()) return r.Error(k, cron.status().message());
-      spec.set_cron_restart(s);
-    } else if (key == "merge_logs" || key == "combine_logs") {
-      HERD_TRY(b, r.Bool(k, v));
-      spec.set_merge_logs(b);
-    } else if (key == "log_date_format") {
-      HERD_TRY(s, r.String(k, v));
-      spec.set_log_date_format(s);
-    } else if (key == "time") {
-      HERD_TRY(b, r.Bool(k, v));
-      time_prefix = b;
-    } else if (key == "out_file" || key == "output") {
-      HERD_TRY(s, r.String(k, v));
-      spec.set_out_file(s);
-    } else if (key == "error_file" || key == "error") {
-      HERD_TRY(s, r.String(k, v));
-      spec.set_error_file(s);
-    } else if (key == "pid_files") {
-      HERD_TRY(l, r.StringList(k, v));
-      for (auto& p : l) spec.add_pid_files(JoinPath(ctx.base_dir, p));
-    } else if (key == "pid_files_join") {
-      HERD_TRY(b, r.Bool(k, v));
-      spec.set_pid_files_join(b);
-    } else if (key == "log_max_size") {
-      HERD_TRY(b, r.Size(k, v));
-      spec.set_log_max_size_bytes(b);
-    } else if (key == "log_retain") {
-      HERD_TRY(n, r.Count(k, v));
-      if (n > 1000) return r.Error(k, "must be at most 1000");
-      spec.set_log_retain(static_cast<uint32_t>(n));
-    } else if (key == "instances" || key == "exec_mode" || key == "watch" || key == "vizion" ||
-               key == "pmx" || key == "automation") {
-      if (auto s = CheckNoOpField(r, key, v); !s.ok()) return s;
+absl::Status ParseEnv(const AppReader& r, const char* k, const json& v, AppSpec& spec) {
+  if (!v.is_object()) return r.Error(k, "must be an object of NAME: value");
+  for (const auto& [ek, ev] : v.items()) {
+    if (ek.empty() || ek.find('=') != std::string::npos) {
+      return r.Error(k, absl::StrCat("\"", EscapeForLog(ek, 64), "\" is not a valid variable name"));
+    }
+    if (ev.is_string()) {
+      (*spec.mutable_env())[ek] = ev.get<std::string>();
+    } else if (ev.is_number() || ev.is_boolean()) {
+      (*spec.mutable_env())[ek] = ev.dump();
     } else {
-      return r.Error(key, "unknown field; see README.md \"App fields\" for the accepted fields "
-                          "(PM2's names: name, script, args, interpreter, cwd, env, autorestart, "
-                          "max_restarts, min_uptime, restart_delay, exp_backoff_restart_delay, "
-                          "kill_timeout, stop_exit_codes, max_memory_restart, cron_restart, "
-                          "merge_logs, log_date_format, out_file, error_file, ...)");
+      return r.Error(k, absl::StrCat(ek, ": ", Quote(ev), " must be a string, number or bool"));
     }
   }
+  return absl::OkStatus();
+}
+
+// What runs, where, and with which environment.
+absl::StatusOr<bool> ParseProgramField(const AppReader& r, const std::string& key, const json& v,
+                                       const AppSpecContext& ctx, AppFields& f) {
+  const char* k = key.c_str();
+  AppSpec& spec = f.spec;
+  if (key == "name") {
+    HERD_TRY(s, r.String(k, v));
+    spec.set_name(s);
+  } else if (key == "script") {
+    HERD_TRY(s, r.String(k, v));
+    f.script_raw = s;
+  } else if (key == "args") {
+    HERD_TRY(l, r.StringList(k, v));
+    for (auto& a : l) spec.add_args(a);
+  } else if (key == "interpreter" || key == "exec_interpreter") {
+    HERD_TRY(s, r.String(k, v));
+    spec.set_interpreter(s);
+    f.interpreter_given = true;
+  } else if (key == "interpreter_args" || key == "node_args") {
+    HERD_TRY(l, r.StringList(k, v));
+    for (auto& a : l) spec.add_interpreter_args(a);
+  } else if (key == "cwd") {
+    HERD_TRY(s, r.String(k, v));
+    spec.set_cwd(JoinPath(ctx.base_dir, s));
+  } else if (key == "env") {
+    if (auto s = ParseEnv(r, k, v, spec); !s.ok()) return s;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+absl::Status ParseStopExitCodes(const AppReader& r, const char* k, const json& v, AppSpec& spec) {
+  json list = v.is_array() ? v : json::array({v});
+  for (const json& c : list) {
+    if (!c.is_number_integer() || c.get<int64_t>() < 0 || c.get<int64_t>() > 255) {
+      return r.Error(k, absl::StrCat(Quote(c), " is not an exit code: use integers 0-255, "
+                                     "e.g. [0, 3]"));
+    }
+    spec.add_stop_exit_codes(c.get<int32_t>());
+  }
+  return absl::OkStatus();
+}
+
+// When and how the unit is restarted and stopped.
+absl::StatusOr<bool> ParseRestartField(const AppReader& r, const std::string& key, const json& v,
+                                       AppSpec& spec) {
+  const char* k = key.c_str();
+  if (key == "autorestart") {
+    HERD_TRY(b, r.Bool(k, v));
+    spec.set_autorestart(b);
+  } else if (key == "max_restarts") {
+    HERD_TRY(n, r.Count(k, v));
+    if (n > 1'000'000'000) return r.Error(k, "must be at most 1000000000");
+    spec.set_max_restarts(static_cast<uint32_t>(n));
+  } else if (key == "min_uptime") {
+    HERD_TRY(ms, r.DurationMs(k, v, kMaxDelayMs));
+    spec.set_min_uptime_ms(ms);
+  } else if (key == "restart_delay") {
+    HERD_TRY(ms, r.DurationMs(k, v, kMaxDelayMs));
+    spec.set_restart_delay_ms(ms);
+  } else if (key == "exp_backoff_restart_delay") {
+    HERD_TRY(ms, r.DurationMs(k, v, kMaxDelayMs));
+    spec.set_exp_backoff_restart_delay_ms(ms);
+  } else if (key == "kill_timeout") {
+    HERD_TRY(ms, r.DurationMs(k, v, kMaxKillTimeoutMs));
+    spec.set_kill_timeout_ms(ms);
+  } else if (key == "stop_exit_codes") {
+    if (auto s = ParseStopExitCodes(r, k, v, spec); !s.ok()) return s;
+  } else if (key == "max_memory_restart") {
+    HERD_TRY(b, r.Size(k, v));
+    spec.set_max_memory_restart_bytes(b);
+  } else if (key == "cron_restart" || key == "cron") {
+    HERD_TRY(s, r.String(k, v));
+    auto cron = CronSchedule::Parse(s);
+    if (!cron.ok()) return r.Error(k, cron.status().message());
+    spec.set_cron_restart(s);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// Where output goes and which processes are sampled.
+absl::StatusOr<bool> ParseLogField(const AppReader& r, const std::string& key, const json& v,
+                                   const AppSpecContext& ctx, AppFields& f) {
+  const char* k = key.c_str();
+  AppSpec& spec = f.spec;
+  if (key == "merge_logs" || key == "combine_logs") {
+    HERD_TRY(b, r.Bool(k, v));
+    spec.set_merge_logs(b);
+  } else if (key == "log_date_format") {
+    HERD_TRY(s, r.String(k, v));
+    spec.set_log_date_format(s);
+  } else if (key == "time") {
+    HERD_TRY(b, r.Bool(k, v));
+    f.time_prefix = b;
+  } else if (key == "out_file" || key == "output") {
+    HERD_TRY(s, r.String(k, v));
+    spec.set_out_file(s);
+  } else if (key == "error_file" || key == "error") {
+    HERD_TRY(s, r.String(k, v));
+    spec.set_error_file(s);
+  } else if (key == "pid_files") {
+    HERD_TRY(l, r.StringList(k, v));
+    for (auto& p : l) spec.add_pid_files(JoinPath(ctx.base_dir, p));
+  } else if (key == "pid_files_join") {
+    HERD_TRY(b, r.Bool(k, v));
+    spec.set_pid_files_join(b);
+  } else if (key == "log_max_size") {
+    HERD_TRY(b, r.Size(k, v));
+    spec.set_log_max_size_bytes(b);
+  } else if (key == "log_retain") {
+    HERD_TRY(n, r.Count(k, v));
+    if (n > 1000) return r.Error(k, "must be at most 1000");
+    spec.set_log_retain(static_cast<uint32_t>(n));
+  } else {
+    return false;
+  }
+  return true;
+}
 #undef HERD_TRY
 
-  if (script_raw.empty()) return r.Error("script", "is required (the program or file to run)");
-  if (time_prefix && spec.log_date_format().empty()) {
-    spec.set_log_date_format("YYYY-MM-DDTHH:mm:ss");
+// One field of an app: the first group that takes the key stores it.
+absl::Status ParseField(const AppReader& r, const std::string& key, const json& v,
+                        const AppSpecContext& ctx, AppFields& f) {
+  absl::StatusOr<bool> parsed = ParseProgramField(r, key, v, ctx, f);
+  if (parsed.ok() && !*parsed) parsed = ParseRestartField(r, key, v, f.spec);
+  if (parsed.ok() && !*parsed) parsed = ParseLogField(r, key, v, ctx, f);
+  if (!parsed.ok()) return parsed.status();
+  if (*parsed) return absl::OkStatus();
+  if (key == "instances" || key == "exec_mode" || key == "watch" || key == "vizion" ||
+      key == "pmx" || key == "automation") {
+    return CheckNoOpField(r, key, v);
   }
-  if (spec.cwd().empty()) spec.set_cwd(ctx.base_dir);
-  if (!IsDirectory(spec.cwd())) {
-    return r.Error("cwd", absl::StrCat("\"", spec.cwd(), "\" is not a directory"));
-  }
-  // Script: a file relative to cwd/base_dir, or a command on PATH.
+  return r.Error(key, "unknown field; see README.md \"App fields\" for the accepted fields "
+                      "(PM2's names: name, script, args, interpreter, cwd, env, autorestart, "
+                      "max_restarts, min_uptime, restart_delay, exp_backoff_restart_delay, "
+                      "kill_timeout, stop_exit_codes, max_memory_restart, cron_restart, "
+                      "merge_logs, log_date_format, out_file, error_file, ...)");
+}
+
+// The script's absolute path: a file relative to cwd or base_dir, or a command on PATH; and
+// the unit's name from it when none was given.
+absl::Status ResolveScript(const AppReader& r, const AppSpecContext& ctx, AppFields& f) {
+  AppSpec& spec = f.spec;
+  const std::string& script_raw = f.script_raw;
   std::string script = JoinPath(spec.cwd(), script_raw);
   if (!IsRegularFile(script)) {
     std::string alt = JoinPath(ctx.base_dir, script_raw);
@@ -382,28 +419,41 @@ absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
     spec.set_name(stem);
   }
   if (auto s = ValidateUnitName(spec.name()); !s.ok()) return r.Error("name", s.message());
+  return absl::OkStatus();
+}
 
-  if (!interpreter_given) {
-    std::string interp = InterpreterForExtension(script);
-    if (interp.empty() && access(script.c_str(), X_OK) != 0) {
-      // Not executable, so exec would fail with EACCES despite a #! line: run the #! program
-      // ourselves, the way the kernel would for an executable script.
-      std::optional<Shebang> shebang = ReadShebang(script);
-      if (!shebang.has_value() || shebang->program.empty()) {
-        return r.Error("interpreter", absl::StrCat("cannot tell how to run \"", script,
-                                                   "\": make it executable, add a #! line, or "
-                                                   "set interpreter (e.g. \"bash\")"));
-      }
-      interp = shebang->program;
-      if (!shebang->arg.empty()) {
-        // The #! argument comes first, before any interpreter_args given.
-        std::vector<std::string> args = {shebang->arg};
-        args.insert(args.end(), spec.interpreter_args().begin(), spec.interpreter_args().end());
-        spec.clear_interpreter_args();
-        for (auto& a : args) spec.add_interpreter_args(std::move(a));
-      }
+// The interpreter when none was given: from the extension, or the #! line of a script that is
+// not executable.
+absl::Status ChooseInterpreter(const AppReader& r, AppSpec& spec) {
+  const std::string& script = spec.script();
+  std::string interp = InterpreterForExtension(script);
+  if (interp.empty() && access(script.c_str(), X_OK) != 0) {
+    // Not executable, so exec would fail with EACCES despite a #! line: run the #! program
+    // ourselves, the way the kernel would for an executable script.
+    std::optional<Shebang> shebang = ReadShebang(script);
+    if (!shebang.has_value() || shebang->program.empty()) {
+      return r.Error("interpreter", absl::StrCat("cannot tell how to run \"", script,
+                                                 "\": make it executable, add a #! line, or "
+                                                 "set interpreter (e.g. \"bash\")"));
     }
-    spec.set_interpreter(interp);
+    interp = shebang->program;
+    if (!shebang->arg.empty()) {
+      // The #! argument comes first, before any interpreter_args given.
+      std::vector<std::string> args = {shebang->arg};
+      args.insert(args.end(), spec.interpreter_args().begin(), spec.interpreter_args().end());
+      spec.clear_interpreter_args();
+      for (auto& a : args) spec.add_interpreter_args(std::move(a));
+    }
+  }
+  spec.set_interpreter(interp);
+  return absl::OkStatus();
+}
+
+// The interpreter's absolute path ("none": run the script itself).
+absl::Status ResolveInterpreter(const AppReader& r, const AppSpecContext& ctx, AppFields& f) {
+  AppSpec& spec = f.spec;
+  if (!f.interpreter_given) {
+    if (auto s = ChooseInterpreter(r, spec); !s.ok()) return s;
   } else if (spec.interpreter() == "none") {
     spec.clear_interpreter();
   }
@@ -416,10 +466,40 @@ absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
     }
     spec.set_interpreter(found);
   }
-  for (auto* f : {spec.mutable_out_file(), spec.mutable_error_file()}) {
-    if (!f->empty()) *f = JoinPath(spec.cwd(), *f);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AppSpec> ParseApp(const json& app, const std::string& where,
+                                 const AppSpecContext& ctx) {
+  AppReader r(where);
+  if (!app.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": an app must be a JSON object, got ",
+                                                   Quote(app)));
   }
-  return spec;
+  AppFields f;
+  AppSpec& spec = f.spec;
+  spec.set_autorestart(true);
+  spec.set_max_restarts(kDefaultMaxRestarts);
+  spec.set_min_uptime_ms(kDefaultMinUptimeMs);
+  spec.set_kill_timeout_ms(kDefaultKillTimeoutMs);
+  for (const auto& [key, v] : app.items()) {
+    if (auto s = ParseField(r, key, v, ctx, f); !s.ok()) return s;
+  }
+
+  if (f.script_raw.empty()) return r.Error("script", "is required (the program or file to run)");
+  if (f.time_prefix && spec.log_date_format().empty()) {
+    spec.set_log_date_format("YYYY-MM-DDTHH:mm:ss");
+  }
+  if (spec.cwd().empty()) spec.set_cwd(ctx.base_dir);
+  if (!IsDirectory(spec.cwd())) {
+    return r.Error("cwd", absl::StrCat("\"", spec.cwd(), "\" is not a directory"));
+  }
+  if (auto s = ResolveScript(r, ctx, f); !s.ok()) return s;
+  if (auto s = ResolveInterpreter(r, ctx, f); !s.ok()) return s;
+  for (auto* file : {spec.mutable_out_file(), spec.mutable_error_file()}) {
+    if (!file->empty()) *file = JoinPath(spec.cwd(), *file);
+  }
+  return std::move(f.spec);
 }
 
 }  // namespace

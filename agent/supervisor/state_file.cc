@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/supervisor/app_spec.h"
 #include "common/atomic_file.h"
+#include "common/backoff.h"
 #include "common/logging.h"
 #include "nlohmann/json.hpp"
 
@@ -189,12 +190,18 @@ absl::Status StateFile::Flush() {
 void StateFile::Run() {
   static auto log = herd::Logger("state");
   // A write that failed (a full disk, most often) is tried again after a pause that doubles
-  // up to kMaxRetry, even if nothing changes meanwhile: otherwise the units started while
-  // the disk was full would be missing from the file until the next change, and an agentd
-  // killed in between would not know them (they would run on, unsupervised).
-  constexpr absl::Duration kFirstRetry = absl::Seconds(1), kMaxRetry = absl::Seconds(30);
+  // from 1 s up to 30 s, even if nothing changes meanwhile: otherwise the units started
+  // while the disk was full would be missing from the file until the next change, and an
+  // agentd killed in between would not know them (they would run on, unsupervised). No
+  // jitter: one agent's own file, nobody to fall in step with.
+  BackoffOptions retries;
+  retries.initial = absl::Seconds(1);
+  retries.max = absl::Seconds(30);
+  retries.multiplier = 2.0;
+  retries.jitter = 0;
+  Backoff backoff(retries);
   std::optional<std::string> failed;  // the snapshot whose write failed, to try again
-  absl::Duration retry = kFirstRetry;
+  absl::Duration retry;               // the pause before trying it again
   while (true) {
     std::string content;
     uint64_t version;
@@ -230,16 +237,17 @@ void StateFile::Run() {
     }
     absl::Status st = WriteFileAtomically(path_, content, 0600);
     if (!st.ok()) {
+      retry = backoff.Next();
       log->error("event=state_write_failed path={} error=\"{}\" retry_in={}", path_,
                  st.message(), absl::FormatDuration(retry));
       failed = std::move(content);
-    } else if (retry > kFirstRetry) {  // the previous try had failed
+    } else if (backoff.attempts() > 0) {  // the previous try had failed
       log->info("event=state_write_recovered path={}", path_);
+      backoff.Reset();
     }
     absl::MutexLock l(&mu_);
     last_status_ = st;
     written_ = version;
-    retry = st.ok() ? kFirstRetry : std::min(retry * 2, kMaxRetry);
     if (failed.has_value() && stopping_ && !pending_.has_value()) {
       // Stopping: the destructor's caller gets no more tries than the one just made.
       return;

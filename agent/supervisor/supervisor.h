@@ -179,6 +179,11 @@ class Supervisor {
   void CloseOutput(Unit& u);
   void Spawn(Unit& u);
   void OnExit(Unit& u);
+  // Collects the exit of the unit's process (nothing if it still runs) and what it wrote last.
+  std::optional<ExitInfo> Reap(Unit& u);
+  // An exit nobody asked for: restart now or later, stop, or error, as the policy decides.
+  void ApplyRestartPolicy(Unit& u, pid_t old_pid, const std::string& how, const ExitInfo& exit);
+  void ScheduleRestart(Unit& u, const std::string& how, absl::Duration delay);
   void OnOutput(Unit& u, OutputStream& s);
   void EmitLines(Unit& u, OutputStream& s, absl::string_view data, bool flush_partial);
   void RequestStop(Unit& u, Intent intent, std::function<void()> on_stopped);

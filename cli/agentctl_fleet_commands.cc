@@ -1,0 +1,111 @@
+// agentctl's fleet reads, from the control plane's Fleet API: hosts, host, modules,
+// rollouts, rollout, audit, watch, series.
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "cli/agentctl_app.h"
+
+namespace herd::cli {
+namespace {
+
+// Most fleet reads take one name (a host, a module, a rollout id) and a scope.
+struct FleetArgs {
+  std::string name;
+  TargetFlags target;
+  uint32_t limit = 20;
+  bool watch = false;
+  int count = 0;
+  std::string unit, metric;
+};
+
+using FleetCall = int (*)(FleetCommands&, const FleetArgs&);
+
+void Register(CommandTable& table, CLI::App* command, AgentctlContext& ctx,
+              std::shared_ptr<FleetArgs> args, FleetCall call) {
+  table.Add(command, [&ctx, args, call] {
+    return ctx.OnFleet([&](FleetCommands& f) { return call(f, *args); });
+  });
+}
+
+void AddHosts(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  auto args = std::make_shared<FleetArgs>();
+  auto* hosts = app.add_subcommand("hosts", "Hosts of the fleet: status, labels, modules, config");
+  AddTargetFlags(hosts, args->target, false);
+  Register(table, hosts, ctx, args, [](FleetCommands& f, const FleetArgs& a) { return f.Hosts(a.target); });
+}
+
+void AddHost(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  auto args = std::make_shared<FleetArgs>();
+  auto* host = app.add_subcommand("host", "One host: units with probes, recent events");
+  host->add_option("host", args->name, "Host id or hostname")->required();
+  Register(table, host, ctx, args, [](FleetCommands& f, const FleetArgs& a) { return f.Host(a.name); });
+}
+
+void AddModules(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  auto args = std::make_shared<FleetArgs>();
+  auto* modules = app.add_subcommand("modules", "Modules across the fleet with their probes");
+  modules->add_option("module", args->name, "Only this module");
+  AddTargetFlags(modules, args->target, false);
+  Register(table, modules, ctx, args,
+           [](FleetCommands& f, const FleetArgs& a) { return f.Modules(a.name, a.target); });
+}
+
+void AddRollouts(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  auto args = std::make_shared<FleetArgs>();
+  auto* rollouts = app.add_subcommand("rollouts", "Recent rollouts");
+  rollouts->add_option("--limit", args->limit, "How many")->capture_default_str();
+  Register(table, rollouts, ctx, args,
+           [](FleetCommands& f, const FleetArgs& a) { return f.Rollouts(a.limit); });
+}
+
+void AddRollout(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  auto args = std::make_shared<FleetArgs>();
+  auto* rollout = app.add_subcommand("rollout", "One rollout, host by host");
+  rollout->add_option("id", args->name, "Rollout id")->required();
+  rollout->add_flag("--watch", args->watch, "Follow it until it ends (progress bar)");
+  Register(table, rollout, ctx, args,
+           [](FleetCommands& f, const FleetArgs& a) { return f.Rollout(a.name, a.watch); });
+}
+
+void AddAudit(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  auto args = std::make_shared<FleetArgs>();
+  auto* audit = app.add_subcommand("audit", "Who changed what (config, rollouts, actions)");
+  audit->add_option("--limit", args->limit, "How many")->capture_default_str();
+  Register(table, audit, ctx, args, [](FleetCommands& f, const FleetArgs& a) { return f.Audit(a.limit); });
+}
+
+void AddWatch(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  auto args = std::make_shared<FleetArgs>();
+  auto* watch = app.add_subcommand("watch", "Metrics batches of the fleet as they arrive");
+  AddTargetFlags(watch, args->target, false);
+  watch->add_option("--count", args->count, "Stop after N batches (0 = until Ctrl-C)");
+  Register(table, watch, ctx, args,
+           [](FleetCommands& f, const FleetArgs& a) { return f.Watch(a.target, a.count); });
+}
+
+void AddSeries(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  auto args = std::make_shared<FleetArgs>();
+  auto* series = app.add_subcommand("series", "Recent history of one metric of a host or unit");
+  series->add_option("host", args->name, "Host id or hostname")->required();
+  series->add_option("metric", args->metric, "cpu, rss, probe:NAME (host: cpu, memory_available, load1)")
+      ->required();
+  series->add_option("--unit", args->unit, "Unit (default: the host itself)");
+  Register(table, series, ctx, args,
+           [](FleetCommands& f, const FleetArgs& a) { return f.Series(a.name, a.unit, a.metric); });
+}
+
+}  // namespace
+
+void AddFleetCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  AddHosts(app, ctx, table);
+  AddHost(app, ctx, table);
+  AddModules(app, ctx, table);
+  AddRollouts(app, ctx, table);
+  AddRollout(app, ctx, table);
+  AddAudit(app, ctx, table);
+  AddWatch(app, ctx, table);
+  AddSeries(app, ctx, table);
+}
+
+}  // namespace herd::cli

@@ -1,0 +1,133 @@
+// agentctl's command line as main() builds it: every subcommand runs a command, and the
+// commands that reach either the local agent or the fleet choose the right one. The home
+// has no agent socket, so nothing connects anywhere: which side was chosen shows in the
+// message each side gives when it has nothing to talk to.
+#include "cli/agentctl_app.h"
+
+#include <stdlib.h>
+
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "gtest/gtest.h"
+
+namespace herd::cli {
+namespace {
+
+constexpr char kNoAgent[] = "agentd is not running at /nonexistent/herd-home/agent.sock";
+constexpr char kNoControlPlane[] = "agentctl: no control plane: pass --controlplane";
+
+struct Outcome {
+  int exit_code = -1;
+  std::string err;
+};
+
+// Builds agentctl's app, parses `args` (after the program name and --home) and runs the
+// chosen command, as main() does.
+Outcome RunAgentctl(std::vector<std::string> args) {
+  unsetenv("HERD_CONTROLPLANE");
+  unsetenv("HERD_TOKEN_FILE");
+  unsetenv("HERD_TOKEN");
+  args.insert(args.begin(), {"agentctl", "--home", "/nonexistent/herd-home", "--timeout", "1"});
+  CLI::App app;
+  app.require_subcommand(1);
+  AgentctlContext ctx;
+  CommandTable table;
+  AddAgentctlCommands(app, ctx, table);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  Outcome out;
+  testing::internal::CaptureStderr();
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+    ctx.OptionsParsed();
+    out.exit_code = table.Run();
+  } catch (const CLI::ParseError& e) {
+    out.exit_code = e.get_exit_code();
+  }
+  out.err = testing::internal::GetCapturedStderr();
+  return out;
+}
+
+void ExpectEveryLeafHasACommand(const CLI::App& app, const CommandTable& table) {
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (sub->get_subcommands([](const CLI::App*) { return true; }).empty()) {
+      EXPECT_TRUE(table.Has(sub)) << sub->get_name() << " has no command";
+    } else {
+      ExpectEveryLeafHasACommand(*sub, table);
+    }
+  }
+}
+
+TEST(AgentctlApp, EverySubcommandRunsACommand) {
+  CLI::App app;
+  AgentctlContext ctx;
+  CommandTable table;
+  AddAgentctlCommands(app, ctx, table);
+  ExpectEveryLeafHasACommand(app, table);
+  EXPECT_EQ(app.get_subcommands([](const CLI::App*) { return true; }).size(), 26u);
+}
+
+TEST(AgentctlApp, RestartWithoutHostsIsLocalAndWithHostsAFleetRollout) {
+  Outcome local = RunAgentctl({"restart", "web"});
+  EXPECT_EQ(local.exit_code, 1);
+  EXPECT_NE(local.err.find(kNoAgent), std::string::npos) << local.err;
+  Outcome fleet = RunAgentctl({"restart", "web", "--host", "h1"});
+  EXPECT_EQ(fleet.exit_code, 1);
+  EXPECT_NE(fleet.err.find(kNoControlPlane), std::string::npos) << fleet.err;
+}
+
+TEST(AgentctlApp, LogsActionAndConfGoToTheFleetOnlyWithAHost) {
+  EXPECT_NE(RunAgentctl({"logs", "web"}).err.find(kNoAgent), std::string::npos);
+  EXPECT_NE(RunAgentctl({"logs", "web", "--host", "h1"}).err.find(kNoControlPlane),
+            std::string::npos);
+  EXPECT_NE(RunAgentctl({"action", "m", "ping"}).err.find(kNoAgent), std::string::npos);
+  EXPECT_NE(RunAgentctl({"action", "m", "ping", "--all-hosts"}).err.find(kNoControlPlane),
+            std::string::npos);
+  EXPECT_NE(RunAgentctl({"conf", "m"}).err.find(kNoAgent), std::string::npos);
+  EXPECT_NE(RunAgentctl({"conf", "m", "--fleet"}).err.find(kNoControlPlane), std::string::npos);
+}
+
+TEST(AgentctlApp, SetWithoutScopeIsLocalUnlessAControlPlaneIsNamed) {
+  Outcome local = RunAgentctl({"set", "m:k", "v"});
+  EXPECT_EQ(local.exit_code, 1);
+  EXPECT_NE(local.err.find(kNoAgent), std::string::npos) << local.err;
+  Outcome scoped = RunAgentctl({"unset", "m:k", "--global"});
+  EXPECT_NE(scoped.err.find(kNoControlPlane), std::string::npos) << scoped.err;
+  Outcome unscoped = RunAgentctl({"--controlplane", "127.0.0.1:1", "set", "m:k", "v"});
+  EXPECT_EQ(unscoped.exit_code, 2);
+  EXPECT_NE(unscoped.err.find("with --controlplane, choose a scope"), std::string::npos)
+      << unscoped.err;
+}
+
+TEST(AgentctlApp, FleetReadsNeedAControlPlane) {
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"hosts"}, {"host", "h1"}, {"modules"}, {"rollouts"},
+        {"rollout", "r1"}, {"audit"}, {"watch"}, {"series", "h1", "cpu"}}) {
+    Outcome out = RunAgentctl(args);
+    EXPECT_EQ(out.exit_code, 1) << args[0];
+    EXPECT_NE(out.err.find(kNoControlPlane), std::string::npos) << args[0] << ": " << out.err;
+  }
+}
+
+TEST(AgentctlApp, TokenFileThatCannotBeReadIsNamed) {
+  Outcome out = RunAgentctl(
+      {"--controlplane", "127.0.0.1:1", "--token-file", "/nonexistent/token", "hosts"});
+  EXPECT_EQ(out.exit_code, 1);
+  EXPECT_NE(out.err.find("agentctl: --token-file: "), std::string::npos) << out.err;
+}
+
+TEST(AgentctlApp, ArgumentsMustBeUtf8) {
+  const char* good[] = {"agentctl", "list", "naïve"};
+  EXPECT_EQ(CheckArgumentsUtf8(3, good), 0);
+  const char* bad[] = {"agentctl", "describe", "a\xff"};
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(CheckArgumentsUtf8(3, bad), 2);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("argument 2"), std::string::npos) << err;
+  EXPECT_NE(err.find("at byte 1"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace herd::cli
