@@ -17,10 +17,12 @@
 #include "controlplane/store/sqlite_store.h"
 #include "controlplane/store/store.h"
 #include "tests/controlplane/store_contract_test.h"
+#include "tests/fakes/file_util.h"
 
 namespace herd::controlplane::testing {
 namespace {
 
+using ::herd::testing::ReadFile;
 using ::testing::HasSubstr;
 
 // A second, independent connection, as an operator's sqlite3 shell would have.
@@ -62,11 +64,6 @@ class RawDb {
  private:
   sqlite3* db_ = nullptr;
 };
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 class SqliteStoreTest : public ::testing::Test {
  protected:

@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "controlplane/store/store.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd::controlplane::testing {
 
@@ -55,23 +56,9 @@ T Must(absl::StatusOr<T> v, const char* what = "") {
 }
 
 // A fresh temporary directory, removed with everything in it.
-class TempDir {
+class TempDir : public ::herd::testing::ScopedTempDir {
  public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "herd-store-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : ScopedTempDir("herd-store") {}
 };
 
 class StoreContractTest : public ::testing::TestWithParam<StoreBackend> {
