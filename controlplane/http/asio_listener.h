@@ -1,9 +1,11 @@
 // HttpServer::AsioListener: the HTTP listener behind http_server.h, on Boost.Asio. Internal to
 // controlplane/http; http_server.h keeps Boost out of its includers. Its parts:
 //   asio_listener.h          this class: options, handlers, counters, the limits' bookkeeping
-//   asio_listener.cc         lifecycle: TLS setup, bind, accept, the io threads, Stop, stats
+//   http_server.cc           HttpServer, and the listener's lifecycle: TLS setup, bind,
+//                            accept, the io threads, Stop
 //   asio_listener_limits.cc  connections (total, per IP, oldest idle shed), requests in
-//                            progress per IP, stream slots per token, calls to cancel, /readyz
+//                            progress per IP, stream slots per token, calls to cancel,
+//                            /readyz, stats()
 //   http_session.h           one connection (Session<Stream>): read, route, write, streams
 //   http_messages.{h,cc}     request parsing and response building, no I/O
 //   worker_pool.{h,cc}       threads for blocking work; rate_limited_log.{h,cc} its warnings

@@ -3,8 +3,8 @@
 // header timeout, routed (/api/v1/<Method>, /metrics, /healthz, /readyz, the dashboard's
 // files), and answered on the connection's strand or, when it blocks, on the worker pool; a
 // server-streaming API call becomes a chunked ndjson answer fed by its gRPC call's thread.
-// A template over the stream type, included only by asio_listener.cc, which makes both
-// kinds. Internal to controlplane/http.
+// A template over the stream type, included only by http_server.cc, whose accept loop
+// makes both kinds. Internal to controlplane/http.
 #pragma once
 
 #include <algorithm>
