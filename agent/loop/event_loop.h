@@ -23,17 +23,18 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/scheduler.h"
 
 namespace herd::agent {
 
-class EventLoop {
+// The agent's Scheduler (common/scheduler.h): its timers run on the loop thread, and are set
+// and cancelled from it.
+class EventLoop final : public Scheduler {
  public:
-  using Task = absl::AnyInvocable<void()>;
   using FdCallback = std::function<void(uint32_t events)>;
-  using Handle = uint64_t;  // 0 is never a valid handle
 
   static absl::StatusOr<std::unique_ptr<EventLoop>> Create(const Clock& clock);
-  ~EventLoop();
+  ~EventLoop() override;
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
@@ -42,8 +43,9 @@ class EventLoop {
   void UnwatchFd(Handle h);
 
   // Runs task once, `delay` from now (monotonic). Returns a handle for CancelTimer.
-  Handle RunAfter(absl::Duration delay, Task task);
+  Handle RunAfter(absl::Duration delay, Task task) override;
   void CancelTimer(Handle h);
+  void Cancel(Handle h) override { CancelTimer(h); }
 
   // Thread-safe: runs task on the loop thread soon.
   void Post(Task task);
@@ -54,7 +56,7 @@ class EventLoop {
   void Stop();
 
   bool InLoopThread() const;
-  const Clock& clock() const { return clock_; }
+  const Clock& clock() const override { return clock_; }
 
  private:
   EventLoop(const Clock& clock, int epfd, int wakefd, int timerfd);

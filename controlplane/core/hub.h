@@ -41,6 +41,7 @@
 #include "common/latency_histogram.h"
 #include "common/logging.h"
 #include "controlplane/core/agent_limits.h"
+#include "controlplane/core/fleet_interfaces.h"
 #include "controlplane/core/series.h"
 #include "controlplane/store/store.h"
 #include "herd/v1/fleet.pb.h"
@@ -95,18 +96,15 @@ struct HubOptions {
   size_t max_module_config_bytes = 48 * 1024;
 };
 
-// Who is calling the Fleet API (from its token) — for the audit log.
-struct Actor {
-  std::string name;
-  Role role = Role::kViewer;
-  // SHA-256 (hex) of the API token's secret it authenticated with (StreamTokens watches it).
-  std::string token_hash;
-};
-
-class Hub {
+// The hub implements every interface the Fleet API sees of it (fleet_interfaces.h).
+class Hub final : public HostDirectory,
+                  public ConfigService,
+                  public RequestRelay,
+                  public MetricsFeed,
+                  public AuditLog {
  public:
   Hub(Store& store, const Clock& clock, HubOptions options);
-  ~Hub();
+  ~Hub() override;
   Hub(const Hub&) = delete;
   Hub& operator=(const Hub&) = delete;
 
@@ -131,28 +129,28 @@ class Hub {
   // ---- Fleet side
   // Host ids a target selects (unset target: every host, for reads). Unknown host ids / bad
   // selectors are errors.
-  absl::StatusOr<std::vector<std::string>> ResolveTarget(const herd::v1::Target& target) const;
-  absl::StatusOr<std::vector<herd::v1::Host>> ListHosts(const herd::v1::Target& target) const;
-  absl::StatusOr<herd::v1::HostDetail> GetHost(const std::string& host_id) const;
+  absl::StatusOr<std::vector<std::string>> ResolveTarget(const herd::v1::Target& target) const override;
+  absl::StatusOr<std::vector<herd::v1::Host>> ListHosts(const herd::v1::Target& target) const override;
+  absl::StatusOr<herd::v1::HostDetail> GetHost(const std::string& host_id) const override;
   // Every host with its latest units (events left out), for exposition: `visit` runs once
   // per host, in host id order, outside every lock (each host is copied under its own lock).
   void VisitHosts(const std::function<void(const herd::v1::HostDetail&)>& visit) const;
   // VisitHosts, gathered.
   std::vector<herd::v1::HostDetail> Snapshot() const;
   absl::StatusOr<std::vector<herd::v1::ModuleInstance>> ListModules(
-      const herd::v1::Target& target, const std::string& module) const;
+      const herd::v1::Target& target, const std::string& module) const override;
   // The selected hosts that have `module` installed: (host id, hostname), in host id order.
   // ListModules without the units (no batch is parsed).
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> HostsWithModule(
-      const herd::v1::Target& target, const std::string& module) const;
-  absl::StatusOr<herd::v1::Series> QuerySeries(const herd::v1::QuerySeriesRequest& req) const;
+      const herd::v1::Target& target, const std::string& module) const override;
+  absl::StatusOr<herd::v1::Series> QuerySeries(const herd::v1::QuerySeriesRequest& req) const override;
 
   absl::StatusOr<herd::v1::FleetConfig> GetConfig(const std::string& module,
-                                                  const std::string& host_id) const;
+                                                  const std::string& host_id) const override;
   absl::StatusOr<herd::v1::FleetConfigChange> SetConfig(
-      const herd::v1::FleetSetConfigRequest& req, const Actor& actor);
+      const herd::v1::FleetSetConfigRequest& req, const Actor& actor) override;
   absl::StatusOr<herd::v1::FleetConfigChange> UnsetConfig(
-      const herd::v1::FleetUnsetConfigRequest& req, const Actor& actor);
+      const herd::v1::FleetUnsetConfigRequest& req, const Actor& actor) override;
 
   // What changes hosts (actions, restarts) needs a target that says which: an unset target,
   // `all: false` or an empty host list are refused (a fleet-wide change is `all: true`).
@@ -161,7 +159,7 @@ class Hub {
   // Triggers the action on every selected host; `done` runs once, with one result per
   // host, when all have answered, failed or timed out.
   void TriggerAction(const herd::v1::FleetActionRequest& req, const Actor& actor,
-                     std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> done);
+                     std::function<void(absl::StatusOr<herd::v1::FleetActionResponse>)> done) override;
 
   // Restarts units on each of the hosts (a rollout's step), handed out a few hundred at a time.
   // `done(i, result)` gets host_ids[i]'s result, or an error if that host is offline,
@@ -169,23 +167,22 @@ class Hub {
   void RestartOnHosts(
       const std::vector<std::string>& host_ids, const std::vector<std::string>& units,
       uint32_t wait_healthy_ms, const std::string& rollout_id,
-      std::function<void(size_t, absl::StatusOr<herd::v1::RestartResult>)> done);
+      std::function<void(size_t, absl::StatusOr<herd::v1::RestartResult>)> done) override;
 
   // Streams a unit's log from its host: `on_lines` for each chunk; `on_end` once (OK when the
   // log ended, an error if the host is gone). Returns an id for CancelLogs.
   std::string StreamLogs(const herd::v1::FleetLogsRequest& req,
                          std::function<void(const herd::v1::LogChunk&)> on_lines,
-                         std::function<void(absl::Status)> on_end);
-  void CancelLogs(const std::string& request_id);
+                         std::function<void(absl::Status)> on_end) override;
+  void CancelLogs(const std::string& request_id) override;
 
   // Every metrics batch of the selected hosts (empty set = all) as it arrives. The callback
   // runs on the thread that received the batch and must not block.
-  using MetricsWatcher = std::function<void(const herd::v1::HostMetrics&)>;
-  uint64_t WatchMetrics(std::set<std::string> hosts, MetricsWatcher watcher);
-  void Unwatch(uint64_t id);
+  uint64_t WatchMetrics(std::set<std::string> hosts, MetricsWatcher watcher) override;
+  void Unwatch(uint64_t id) override;
 
-  absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t limit) const;
-  void Audit(const std::string& actor, const std::string& action, const std::string& detail_json);
+  absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t limit) const override;
+  void Audit(const std::string& actor, const std::string& action, const std::string& detail_json) override;
 
   // Counters for /metrics and tests.
   struct Stats {
