@@ -11,19 +11,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/proc_stat.h"
 
 namespace herd::agent {
 namespace {
-
-// Reads the next space-separated unsigned field; false at the end.
-bool NextField(absl::string_view& s, absl::string_view* field) {
-  size_t b = s.find_first_not_of(' ');
-  if (b == absl::string_view::npos) return false;
-  size_t e = s.find(' ', b);
-  *field = s.substr(b, e == absl::string_view::npos ? absl::string_view::npos : e - b);
-  s = e == absl::string_view::npos ? absl::string_view() : s.substr(e);
-  return true;
-}
 
 uint64_t KbLine(absl::string_view content, absl::string_view key) {
   size_t p = content.find(key);
@@ -40,31 +31,14 @@ uint64_t KbLine(absl::string_view content, absl::string_view key) {
 }  // namespace
 
 bool ParseStat(absl::string_view content, StatFields* out) {
-  size_t close = content.rfind(')');
-  if (close == absl::string_view::npos) return false;
-  absl::string_view rest = content.substr(close + 1);
-  // Field numbers per proc(5), starting at 3 (state) after the comm.
-  absl::string_view f;
-  uint64_t utime = 0, stime = 0;
-  bool ok_ppid = false, ok_u = false, ok_s = false, ok_t = false, ok_st = false, ok_rss = false;
-  for (int n = 3; n <= 24 && NextField(rest, &f); ++n) {
-    switch (n) {
-      case 4: ok_ppid = absl::SimpleAtoi(f, &out->ppid); break;
-      case 14: ok_u = absl::SimpleAtoi(f, &utime); break;
-      case 15: ok_s = absl::SimpleAtoi(f, &stime); break;
-      case 20: ok_t = absl::SimpleAtoi(f, &out->threads); break;
-      case 22: ok_st = absl::SimpleAtoi(f, &out->start_ticks); break;
-      case 24: {
-        int64_t rss = 0;
-        ok_rss = absl::SimpleAtoi(f, &rss);
-        out->rss_pages = rss > 0 ? static_cast<uint64_t>(rss) : 0;
-        break;
-      }
-      default: break;
-    }
-  }
-  out->cpu_ticks = utime + stime;
-  return ok_ppid && ok_u && ok_s && ok_t && ok_st && ok_rss;
+  absl::StatusOr<ProcStat> stat = ParseProcStat(content);
+  if (!stat.ok()) return false;
+  out->ppid = stat->ppid;
+  out->cpu_ticks = stat->cpu_ticks();
+  out->threads = stat->threads;
+  out->start_ticks = stat->start_ticks;
+  out->rss_pages = stat->rss_pages;
+  return true;
 }
 
 bool ParseSmapsRollup(absl::string_view content, SmapsRollup* out) {

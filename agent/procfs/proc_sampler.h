@@ -56,7 +56,8 @@ struct StatFields {
   uint64_t rss_pages = 0;
 };
 // Parses the content of /proc/PID/stat; false if malformed. The comm field may contain
-// spaces and parentheses: fields are counted from the last ')'.
+// spaces and parentheses: fields are counted from the last ')'. The sampler's view of
+// common/proc_stat.h's ParseProcStat (which says what is wrong), kept for its callers.
 bool ParseStat(absl::string_view content, StatFields* out);
 
 struct SmapsRollup {

@@ -101,7 +101,7 @@ class HttpServer {
   // What was refused, shed and ended so far, and what is open now.
   HttpStats stats() const;
 
-  class AsioListener;  // http_server.cc: keeps Boost out of this header
+  class AsioListener;  // asio_listener.h: keeps Boost out of this header
 
  private:
   std::unique_ptr<AsioListener> listener_;

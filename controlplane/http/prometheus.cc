@@ -5,10 +5,8 @@
 #include <charconv>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <unordered_map>
 
 #include "absl/strings/ascii.h"
@@ -17,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/atomic_file.h"
+#include "common/proc_stat.h"
 
 namespace herd::controlplane {
 namespace {
@@ -200,8 +200,8 @@ bool RefusedWord(absl::string_view w) {
   return false;
 }
 
-void RenderSelf(const SelfMetrics& self, Families& f) {
-  const Hub::Stats& stats = self.hub;
+// The hub's counters: hosts, agents' messages, config pushes, per-host limits.
+void RenderHub(const Hub::Stats& stats, Families& f) {
   f.Add("herd_controlplane_hosts", "gauge", "Hosts known to the control plane.", "",
         static_cast<double>(stats.hosts));
   f.Add("herd_controlplane_hosts_online", "gauge", "Hosts online (stream up or within lease).",
@@ -235,6 +235,10 @@ void RenderSelf(const SelfMetrics& self, Families& f) {
   f.Add("herd_controlplane_join_token_reads_total", "counter",
         "Reads of the join token's hash from the store (agents' connects use a cached copy).",
         "", static_cast<double>(stats.join_token_reads));
+}
+
+// The Fleet API's streams and the rollouts.
+void RenderStreamsAndRollouts(const SelfMetrics& self, Families& f) {
   f.Add("herd_controlplane_fleet_streams", "gauge",
         "Fleet API server streams open now (WatchMetrics, WatchRollout, StreamLogs).", "",
         static_cast<double>(self.fleet_streams_open));
@@ -258,7 +262,64 @@ void RenderSelf(const SelfMetrics& self, Families& f) {
         Labels({{"state", "failed"}}), static_cast<double>(self.rollouts_failed));
   f.Add("herd_controlplane_rollouts_total", "counter", kRolloutsHelp,
         Labels({{"state", "aborted"}}), static_cast<double>(self.rollouts_aborted));
+}
 
+void RenderHttp(const HttpStats& h, Families& f) {
+  f.Add("herd_controlplane_http_connections", "gauge", "HTTP connections open now.", "",
+        static_cast<double>(h.connections));
+  f.Add("herd_controlplane_http_streams", "gauge", "HTTP ndjson streams open now.", "",
+        static_cast<double>(h.streams));
+  const char* const kClosed =
+      "HTTP connections refused or closed by a limit, by reason: total_limit and ip_limit "
+      "(refused), idle_shed (an idle one closed to make room), timeout (no request in time), "
+      "tls_handshake (failed, e.g. no client certificate).";
+  for (const auto& [reason, n] :
+       {std::pair{"total_limit", h.refused_total_limit},
+        std::pair{"ip_limit", h.refused_ip_limit}, std::pair{"idle_shed", h.shed_idle},
+        std::pair{"timeout", h.timed_out},
+        std::pair{"tls_handshake", h.tls_handshake_failed}}) {
+    f.Add("herd_controlplane_http_connections_closed_total", "counter", kClosed,
+          Labels({{"reason", reason}}), static_cast<double>(n));
+  }
+  const char* const kShed =
+      "HTTP requests answered without being run, by reason: queue_full (503) and ip_limit "
+      "(429, too many in progress from one address).";
+  f.Add("herd_controlplane_http_requests_shed_total", "counter", kShed,
+        Labels({{"reason", "queue_full"}}), static_cast<double>(h.requests_shed_queue_full));
+  f.Add("herd_controlplane_http_requests_shed_total", "counter", kShed,
+        Labels({{"reason", "ip_limit"}}), static_cast<double>(h.requests_shed_ip_limit));
+  const char* const kStreams =
+      "HTTP streams refused (total_limit, token_limit) or ended because their reader did not "
+      "read (stalled, queue_full), by reason.";
+  for (const auto& [reason, n] : {std::pair{"total_limit", h.streams_refused_total},
+                                  std::pair{"token_limit", h.streams_refused_token},
+                                  std::pair{"stalled", h.streams_ended_stalled},
+                                  std::pair{"queue_full", h.streams_ended_queue_full}}) {
+    f.Add("herd_controlplane_http_streams_closed_total", "counter", kStreams,
+          Labels({{"reason", reason}}), static_cast<double>(n));
+  }
+}
+
+// The process_* families every Prometheus client library exports.
+void RenderProcess(const ProcessMetrics& p, Families& f) {
+  f.Add("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+        "", p.cpu_seconds);
+  f.Add("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "",
+        p.resident_bytes);
+  f.Add("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", "",
+        p.virtual_bytes);
+  f.Add("process_open_fds", "gauge", "Number of open file descriptors.", "", p.open_fds);
+  if (p.max_fds > 0) {
+    f.Add("process_max_fds", "gauge", "Maximum number of open file descriptors.", "",
+          p.max_fds);
+  }
+  f.Add("process_start_time_seconds", "gauge",
+        "Start time of the process since unix epoch in seconds.", "", p.start_time_seconds);
+}
+
+void RenderSelf(const SelfMetrics& self, Families& f) {
+  RenderHub(self.hub, f);
+  RenderStreamsAndRollouts(self, f);
   for (const auto& op : self.store) {
     const std::string lo = Labels({{"op", op.op}});
     f.AddHistogram("herd_controlplane_store_operation_duration_seconds",
@@ -267,68 +328,8 @@ void RenderSelf(const SelfMetrics& self, Families& f) {
           "Store calls that failed (not-found and invalid requests are answers, not errors).",
           lo, static_cast<double>(op.errors));
   }
-
-  if (self.http) {
-    const HttpStats& h = *self.http;
-    f.Add("herd_controlplane_http_connections", "gauge", "HTTP connections open now.", "",
-          static_cast<double>(h.connections));
-    f.Add("herd_controlplane_http_streams", "gauge", "HTTP ndjson streams open now.", "",
-          static_cast<double>(h.streams));
-    const char* const kClosed =
-        "HTTP connections refused or closed by a limit, by reason: total_limit and ip_limit "
-        "(refused), idle_shed (an idle one closed to make room), timeout (no request in time), "
-        "tls_handshake (failed, e.g. no client certificate).";
-    for (const auto& [reason, n] :
-         {std::pair{"total_limit", h.refused_total_limit},
-          std::pair{"ip_limit", h.refused_ip_limit}, std::pair{"idle_shed", h.shed_idle},
-          std::pair{"timeout", h.timed_out},
-          std::pair{"tls_handshake", h.tls_handshake_failed}}) {
-      f.Add("herd_controlplane_http_connections_closed_total", "counter", kClosed,
-            Labels({{"reason", reason}}), static_cast<double>(n));
-    }
-    const char* const kShed =
-        "HTTP requests answered without being run, by reason: queue_full (503) and ip_limit "
-        "(429, too many in progress from one address).";
-    f.Add("herd_controlplane_http_requests_shed_total", "counter", kShed,
-          Labels({{"reason", "queue_full"}}), static_cast<double>(h.requests_shed_queue_full));
-    f.Add("herd_controlplane_http_requests_shed_total", "counter", kShed,
-          Labels({{"reason", "ip_limit"}}), static_cast<double>(h.requests_shed_ip_limit));
-    const char* const kStreams =
-        "HTTP streams refused (total_limit, token_limit) or ended because their reader did not "
-        "read (stalled, queue_full), by reason.";
-    for (const auto& [reason, n] : {std::pair{"total_limit", h.streams_refused_total},
-                                    std::pair{"token_limit", h.streams_refused_token},
-                                    std::pair{"stalled", h.streams_ended_stalled},
-                                    std::pair{"queue_full", h.streams_ended_queue_full}}) {
-      f.Add("herd_controlplane_http_streams_closed_total", "counter", kStreams,
-            Labels({{"reason", reason}}), static_cast<double>(n));
-    }
-  }
-
-  if (self.process) {
-    const ProcessMetrics& p = *self.process;
-    f.Add("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
-          "", p.cpu_seconds);
-    f.Add("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "",
-          p.resident_bytes);
-    f.Add("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", "",
-          p.virtual_bytes);
-    f.Add("process_open_fds", "gauge", "Number of open file descriptors.", "", p.open_fds);
-    if (p.max_fds > 0) {
-      f.Add("process_max_fds", "gauge", "Maximum number of open file descriptors.", "",
-            p.max_fds);
-    }
-    f.Add("process_start_time_seconds", "gauge",
-          "Start time of the process since unix epoch in seconds.", "", p.start_time_seconds);
-  }
-}
-
-std::optional<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  if (self.http) RenderHttp(*self.http, f);
+  if (self.process) RenderProcess(*self.process, f);
 }
 
 }  // namespace
@@ -343,6 +344,14 @@ struct FleetExposition::Impl {
   uint64_t probe_series = 0;
   bool probes_omitted = false;
   uint64_t hosts_probes_omitted = 0;
+
+  // The host's own families; false when it is offline (its modules are then left out).
+  bool AddHostFamilies(const herd::v1::Host& h);
+  // One unit's families, and its numeric probes unless the host is past its own cap.
+  void AddUnit(const std::string& host_id, const herd::v1::UnitSample& u, bool probes_shown,
+               int64_t now_ms, uint64_t max_probe_series);
+  void AddProbe(const std::string& host_id, const std::string& unit, const herd::v1::Probe& p,
+                uint64_t max_probe_series);
 };
 
 FleetExposition::FleetExposition(absl::Time now, ExpositionOptions options)
@@ -354,109 +363,120 @@ uint64_t FleetExposition::probe_series() const { return impl_->probe_series; }
 bool FleetExposition::probes_omitted() const { return impl_->probes_omitted; }
 uint64_t FleetExposition::hosts_probes_omitted() const { return impl_->hosts_probes_omitted; }
 
-void FleetExposition::AddHost(const herd::v1::HostDetail& d) {
-  Families& f = impl_->fleet;
-  const int64_t now_ms = absl::ToUnixMillis(now_);
-  {
-    const auto& h = d.host();
-    const std::string host = Labels({{"host", h.host_id()}});
-    f.Add("herd_host_info", "gauge", "Host identity (always 1).",
-          Labels({{"host", h.host_id()}, {"hostname", h.hostname()},
-                  {"agent_version", h.agent_version()}}),
-          1);
-    f.Add("herd_host_up", "gauge", "1 while the host's stream is up or within its lease.", host,
-          h.online() ? 1 : 0);
-    f.Add("herd_host_cpu_usage_ratio", "gauge", "Share of all the host's cores in use (0-1).",
-          host, h.usage().cpu_percent() / 100.0);
-    f.Add("herd_host_memory_total_bytes", "gauge", "Host memory.", host,
-          static_cast<double>(h.usage().memory_total_bytes()));
-    f.Add("herd_host_memory_available_bytes", "gauge", "Host memory available.", host,
-          static_cast<double>(h.usage().memory_available_bytes()));
-    f.Add("herd_host_load1", "gauge", "Host load average over 1 minute.", host, h.usage().load1());
-    f.Add("herd_host_config_acked_version", "gauge", "Config version the host applied.", host,
-          static_cast<double>(h.acked_config_version()));
-    f.Add("herd_host_dropped_batches_total", "counter",
-          "Metric batches the host dropped while it could not send.", host,
-          static_cast<double>(h.dropped_batches()));
-    // An offline host's modules are not reported: their last values would read as current
-    // (herd_host_up says the host is gone).
-    if (!h.online()) return;
-    // A host past its own cap shows none of its probes (a partial set would read as probes
-    // it lacks) and leaves the fleet's budget to the others.
-    uint64_t host_probes = 0;
-    for (const auto& u : d.units()) {
-      for (const auto& p : u.probes()) host_probes += p.numeric() ? 1 : 0;
-    }
-    const bool host_probes_shown = host_probes <= options_.max_probe_series_per_host;
-    if (!host_probes_shown) {
-      ++impl_->hosts_probes_omitted;
-      f.Add("herd_host_probe_series_omitted", "gauge",
-            "Numeric probe series of the host left out of this exposition because it has more "
-            "than --metrics-max-probe-series-per-host (only such hosts are listed).",
-            host, static_cast<double>(host_probes));
-    }
-    std::set<std::string> units_seen;
-    for (const auto& u : d.units()) {
-      // A unit or probe reported twice by a faulty agent would make duplicate series, which
-      // invalidate the whole exposition: the first one counts.
-      if (!units_seen.insert(u.name()).second) continue;
-      std::set<std::string> probes_seen;
-      const std::string lu = Labels({{"host", h.host_id()}, {"module", u.name()}});
-      const bool online = u.state() == herd::v1::UNIT_STATE_ONLINE;
-      f.Add("herd_module_up", "gauge", "1 when the module (or unit) is online.", lu,
-            online ? 1 : 0);
-      f.Add("herd_module_state", "gauge",
-            "The module's state as a label (online, launching, stopping, stopped, "
-            "waiting_restart, errored); always 1.",
-            absl::StrCat(lu, ",", Labels({{"state", StateName(u.state())}})), 1);
-      f.Add("herd_module_cpu_usage_ratio", "gauge",
-            "CPU of the module's processes, in cores (1 = one core busy).", lu,
-            u.usage().cpu_percent() / 100.0);
-      f.Add("herd_module_memory_rss_bytes", "gauge", "Resident memory of the module's processes.",
-            lu, static_cast<double>(u.usage().rss_bytes()));
-      f.Add("herd_module_restarts_total", "counter", "Restarts of the module.", lu, u.restarts());
-      f.Add("herd_module_uptime_seconds", "gauge", "Time since the module's process started.", lu,
-            online && u.started_at_unix_ms() > 0
-                ? static_cast<double>(now_ms - u.started_at_unix_ms()) / 1000.0
-                : 0);
-      if (u.is_module()) {
-        f.Add("herd_module_issues_total", "counter", "Issues the module reported.", lu,
-              static_cast<double>(u.issues_count()));
-      }
-      for (const auto& p : u.probes()) {
-        if (!host_probes_shown) break;
-        if (!p.numeric() || !probes_seen.insert(p.name()).second) continue;
-        // Past the cap no probe series is shown at all (a partial set would read as a
-        // fleet where some hosts lack the probe); the count goes on, for the gauge.
-        if (++impl_->probe_series > options_.max_probe_series) {
-          if (!impl_->probes_omitted) {
-            impl_->probes_omitted = true;
-            impl_->probes.Clear();
-            impl_->probe_family.clear();
-          }
-          continue;
-        }
-        auto fam = impl_->probe_family.find(p.name());
-        if (fam == impl_->probe_family.end()) {
-          fam = impl_->probe_family.emplace(p.name(), ProbeMetricName(p.name())).first;
-        }
-        const std::string lp =
-            p.unit().empty()
-                ? Labels({{"host", h.host_id()}, {"module", u.name()}, {"probe", p.name()}})
-                : Labels({{"host", h.host_id()},
-                          {"module", u.name()},
-                          {"probe", p.name()},
-                          {"unit", p.unit()}});
-        // Nothing of the module's in HELP: one text for every probe family.
-        impl_->probes.Add(fam->second, "gauge",
-              "Module probe: latest value of the module's numeric probe (original name in "
-              "label probe, unit in label unit).",
-              lp, p.number());
-      }
-    }
+bool FleetExposition::Impl::AddHostFamilies(const herd::v1::Host& h) {
+  Families& f = fleet;
+  const std::string host = Labels({{"host", h.host_id()}});
+  f.Add("herd_host_info", "gauge", "Host identity (always 1).",
+        Labels({{"host", h.host_id()}, {"hostname", h.hostname()},
+                {"agent_version", h.agent_version()}}),
+        1);
+  f.Add("herd_host_up", "gauge", "1 while the host's stream is up or within its lease.", host,
+        h.online() ? 1 : 0);
+  f.Add("herd_host_cpu_usage_ratio", "gauge", "Share of all the host's cores in use (0-1).",
+        host, h.usage().cpu_percent() / 100.0);
+  f.Add("herd_host_memory_total_bytes", "gauge", "Host memory.", host,
+        static_cast<double>(h.usage().memory_total_bytes()));
+  f.Add("herd_host_memory_available_bytes", "gauge", "Host memory available.", host,
+        static_cast<double>(h.usage().memory_available_bytes()));
+  f.Add("herd_host_load1", "gauge", "Host load average over 1 minute.", host, h.usage().load1());
+  f.Add("herd_host_config_acked_version", "gauge", "Config version the host applied.", host,
+        static_cast<double>(h.acked_config_version()));
+  f.Add("herd_host_dropped_batches_total", "counter",
+        "Metric batches the host dropped while it could not send.", host,
+        static_cast<double>(h.dropped_batches()));
+  return h.online();
+}
+
+void FleetExposition::Impl::AddUnit(const std::string& host_id, const herd::v1::UnitSample& u,
+                                    bool probes_shown, int64_t now_ms,
+                                    uint64_t max_probe_series) {
+  Families& f = fleet;
+  const std::string lu = Labels({{"host", host_id}, {"module", u.name()}});
+  const bool online = u.state() == herd::v1::UNIT_STATE_ONLINE;
+  f.Add("herd_module_up", "gauge", "1 when the module (or unit) is online.", lu, online ? 1 : 0);
+  f.Add("herd_module_state", "gauge",
+        "The module's state as a label (online, launching, stopping, stopped, "
+        "waiting_restart, errored); always 1.",
+        absl::StrCat(lu, ",", Labels({{"state", StateName(u.state())}})), 1);
+  f.Add("herd_module_cpu_usage_ratio", "gauge",
+        "CPU of the module's processes, in cores (1 = one core busy).", lu,
+        u.usage().cpu_percent() / 100.0);
+  f.Add("herd_module_memory_rss_bytes", "gauge", "Resident memory of the module's processes.",
+        lu, static_cast<double>(u.usage().rss_bytes()));
+  f.Add("herd_module_restarts_total", "counter", "Restarts of the module.", lu, u.restarts());
+  f.Add("herd_module_uptime_seconds", "gauge", "Time since the module's process started.", lu,
+        online && u.started_at_unix_ms() > 0
+            ? static_cast<double>(now_ms - u.started_at_unix_ms()) / 1000.0
+            : 0);
+  if (u.is_module()) {
+    f.Add("herd_module_issues_total", "counter", "Issues the module reported.", lu,
+          static_cast<double>(u.issues_count()));
+  }
+  if (!probes_shown) return;
+  std::set<std::string> probes_seen;
+  for (const auto& p : u.probes()) {
+    // A probe reported twice by a faulty agent would make duplicate series: the first counts.
+    if (!p.numeric() || !probes_seen.insert(p.name()).second) continue;
+    AddProbe(host_id, u.name(), p, max_probe_series);
   }
 }
 
+void FleetExposition::Impl::AddProbe(const std::string& host_id, const std::string& unit,
+                                     const herd::v1::Probe& p, uint64_t max_probe_series) {
+  // Past the cap no probe series is shown at all (a partial set would read as a
+  // fleet where some hosts lack the probe); the count goes on, for the gauge.
+  if (++probe_series > max_probe_series) {
+    if (!probes_omitted) {
+      probes_omitted = true;
+      probes.Clear();
+      probe_family.clear();
+    }
+    return;
+  }
+  auto fam = probe_family.find(p.name());
+  if (fam == probe_family.end()) {
+    fam = probe_family.emplace(p.name(), ProbeMetricName(p.name())).first;
+  }
+  const std::string lp =
+      p.unit().empty()
+          ? Labels({{"host", host_id}, {"module", unit}, {"probe", p.name()}})
+          : Labels({{"host", host_id}, {"module", unit}, {"probe", p.name()}, {"unit", p.unit()}});
+  // Nothing of the module's in HELP: one text for every probe family.
+  probes.Add(fam->second, "gauge",
+             "Module probe: latest value of the module's numeric probe (original name in "
+             "label probe, unit in label unit).",
+             lp, p.number());
+}
+
+void FleetExposition::AddHost(const herd::v1::HostDetail& d) {
+  const auto& h = d.host();
+  // An offline host's modules are not reported: their last values would read as current
+  // (herd_host_up says the host is gone).
+  if (!impl_->AddHostFamilies(h)) return;
+  // A host past its own cap shows none of its probes (a partial set would read as probes
+  // it lacks) and leaves the fleet's budget to the others.
+  uint64_t host_probes = 0;
+  for (const auto& u : d.units()) {
+    for (const auto& p : u.probes()) host_probes += p.numeric() ? 1 : 0;
+  }
+  const bool host_probes_shown = host_probes <= options_.max_probe_series_per_host;
+  if (!host_probes_shown) {
+    ++impl_->hosts_probes_omitted;
+    impl_->fleet.Add("herd_host_probe_series_omitted", "gauge",
+                     "Numeric probe series of the host left out of this exposition because it "
+                     "has more than --metrics-max-probe-series-per-host (only such hosts are "
+                     "listed).",
+                     Labels({{"host", h.host_id()}}), static_cast<double>(host_probes));
+  }
+  const int64_t now_ms = absl::ToUnixMillis(now_);
+  std::set<std::string> units_seen;
+  for (const auto& u : d.units()) {
+    // A unit reported twice by a faulty agent would make duplicate series, which invalidate
+    // the whole exposition: the first one counts.
+    if (!units_seen.insert(u.name()).second) continue;
+    impl_->AddUnit(h.host_id(), u, host_probes_shown, now_ms, options_.max_probe_series);
+  }
+}
 
 std::string FleetExposition::Finish(const SelfMetrics& self) {
   Families own;
@@ -519,43 +539,28 @@ std::string RenderPrometheus(const std::vector<herd::v1::HostDetail>& hosts,
 
 absl::StatusOr<ProcessMetrics> ReadProcessMetrics(const std::string& proc_root) {
   const std::string self = proc_root + "/self";
-  auto stat = ReadFile(self + "/stat");
-  if (!stat) return absl::UnavailableError(absl::StrCat("cannot read ", self, "/stat"));
-  // Fields after the command (which may hold spaces and parentheses), from field 3 (state).
-  const size_t close = stat->rfind(')');
-  if (close == std::string::npos) {
-    return absl::DataLossError(absl::StrCat(self, "/stat: no command field"));
-  }
-  std::vector<std::string> fields =
-      absl::StrSplit(absl::StripAsciiWhitespace(stat->substr(close + 1)), ' ', absl::SkipEmpty());
-  // Indexes into `fields` of stat(5) fields 14 utime, 15 stime, 22 starttime, 23 vsize, 24 rss.
-  constexpr size_t kUtime = 11, kStime = 12, kStart = 19, kVsize = 20, kRss = 21;
-  uint64_t utime = 0, stime = 0, start = 0, vsize = 0;
-  int64_t rss_pages = 0;
-  if (fields.size() <= kRss || !absl::SimpleAtoi(fields[kUtime], &utime) ||
-      !absl::SimpleAtoi(fields[kStime], &stime) || !absl::SimpleAtoi(fields[kStart], &start) ||
-      !absl::SimpleAtoi(fields[kVsize], &vsize) || !absl::SimpleAtoi(fields[kRss], &rss_pages)) {
-    return absl::DataLossError(absl::StrCat(self, "/stat: unexpected format"));
+  absl::StatusOr<std::string> text = ReadFileToString(self + "/stat");
+  if (!text.ok()) return absl::UnavailableError(text.status().message());
+  absl::StatusOr<ProcStat> stat = ParseProcStat(*text);
+  if (!stat.ok()) {
+    return absl::DataLossError(absl::StrCat(self, "/stat ", stat.status().message()));
   }
   const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
   const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
   ProcessMetrics m;
-  m.cpu_seconds = static_cast<double>(utime + stime) / ticks;
-  m.virtual_bytes = static_cast<double>(vsize);
-  m.resident_bytes = static_cast<double>(rss_pages) * page;
+  m.cpu_seconds = static_cast<double>(stat->cpu_ticks()) / ticks;
+  m.virtual_bytes = static_cast<double>(stat->vsize_bytes);
+  m.resident_bytes = static_cast<double>(stat->rss_pages) * page;
 
   // Start time: boot time (btime in /proc/stat) plus the start in ticks since boot.
-  auto system = ReadFile(proc_root + "/stat");
-  uint64_t btime = 0;
-  if (system) {
-    for (absl::string_view line : absl::StrSplit(*system, '\n')) {
-      if (absl::ConsumePrefix(&line, "btime ")) {
-        (void)absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &btime);
-      }
-    }
+  absl::StatusOr<std::string> system = ReadFileToString(proc_root + "/stat");
+  if (!system.ok()) return absl::DataLossError(system.status().message());
+  absl::StatusOr<uint64_t> btime = ParseBootTime(*system);
+  if (!btime.ok()) {
+    return absl::DataLossError(absl::StrCat(proc_root, "/stat ", btime.status().message()));
   }
-  if (btime == 0) return absl::DataLossError(absl::StrCat(proc_root, "/stat: no btime"));
-  m.start_time_seconds = static_cast<double>(btime) + static_cast<double>(start) / ticks;
+  m.start_time_seconds =
+      static_cast<double>(*btime) + static_cast<double>(stat->start_ticks) / ticks;
 
   std::error_code ec;
   size_t fds = 0;
@@ -566,7 +571,7 @@ absl::StatusOr<ProcessMetrics> ReadProcessMetrics(const std::string& proc_root) 
   m.open_fds = static_cast<double>(fds);
 
   // "Max open files            1024                 1048576              files"
-  if (auto limits = ReadFile(self + "/limits")) {
+  if (auto limits = ReadFileToString(self + "/limits"); limits.ok()) {
     for (absl::string_view line : absl::StrSplit(*limits, '\n')) {
       if (!absl::ConsumePrefix(&line, "Max open files")) continue;
       std::vector<absl::string_view> cols = absl::StrSplit(line, ' ', absl::SkipEmpty());

@@ -9,309 +9,37 @@
 
 #include <cerrno>
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "common/status_macros.h"
+#include "controlplane/store/sqlite_conn.h"
+#include "controlplane/store/sqlite_schema.h"
 #include "controlplane/store/sqlite_store.h"
 #include "controlplane/store/store.h"
-
-#define HERD_STORE_RETURN_IF_ERROR(expr)        \
-  do {                                          \
-    if (absl::Status _st = (expr); !_st.ok()) { \
-      return _st;                               \
-    }                                           \
-  } while (0)
-
-#define HERD_STORE_CONCAT_INNER(a, b) a##b
-#define HERD_STORE_CONCAT(a, b) HERD_STORE_CONCAT_INNER(a, b)
-#define HERD_STORE_ASSIGN_OR_RETURN(lhs, expr) \
-  HERD_STORE_ASSIGN_OR_RETURN_IMPL(HERD_STORE_CONCAT(_statusor_, __LINE__), lhs, expr)
-#define HERD_STORE_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                                     \
-  if (!tmp.ok()) {                                       \
-    return std::move(tmp).status();                      \
-  }                                                      \
-  lhs = std::move(tmp).value()
 
 namespace herd::controlplane {
 namespace {
 
-// ---------------------------------------------------------------------------------------
-// Schema (version 1). Text sorts with the BINARY collation (bytewise), like std::string.
-
-constexpr const char* kSchemaV1[] = {
-    R"sql(CREATE TABLE meta (
-      key TEXT PRIMARY KEY,
-      value INTEGER NOT NULL
-    ) WITHOUT ROWID)sql",
-    R"sql(CREATE TABLE hosts (
-      host_id TEXT PRIMARY KEY,
-      hostname TEXT NOT NULL,
-      credential_sha256 TEXT NOT NULL,
-      agent_version TEXT NOT NULL,
-      boot_id TEXT NOT NULL,
-      registered_at INTEGER NOT NULL,
-      last_seen INTEGER NOT NULL,
-      acked_config_version INTEGER NOT NULL
-    ))sql",
-    R"sql(CREATE TABLE host_labels (
-      host_id TEXT NOT NULL REFERENCES hosts(host_id) ON DELETE CASCADE,
-      key TEXT NOT NULL,
-      value TEXT NOT NULL,
-      PRIMARY KEY (host_id, key)
-    ) WITHOUT ROWID)sql",
-    // One serialized herd.v1.ModuleInventory per row, in reported order.
-    R"sql(CREATE TABLE host_modules (
-      host_id TEXT NOT NULL REFERENCES hosts(host_id) ON DELETE CASCADE,
-      idx INTEGER NOT NULL,
-      inventory BLOB NOT NULL,
-      PRIMARY KEY (host_id, idx)
-    ) WITHOUT ROWID)sql",
-    // scope_kind: 0 global (scope_value ''), 1 selector, 2 host; that is the listing order.
-    R"sql(CREATE TABLE overrides (
-      scope_kind INTEGER NOT NULL CHECK (scope_kind IN (0, 1, 2)),
-      scope_value TEXT NOT NULL,
-      module TEXT NOT NULL,
-      key TEXT NOT NULL,
-      value TEXT NOT NULL,
-      updated_at INTEGER NOT NULL,
-      updated_by TEXT NOT NULL,
-      PRIMARY KEY (scope_kind, scope_value, module, key)
-    ) WITHOUT ROWID)sql",
-    R"sql(CREATE INDEX overrides_by_module
-      ON overrides (module, scope_kind, scope_value, key))sql",
-    // Serialized herd.v1.Rollout; created_at copied out for ordering.
-    R"sql(CREATE TABLE rollouts (
-      id TEXT PRIMARY KEY,
-      created_at INTEGER NOT NULL,
-      rollout BLOB NOT NULL
-    ))sql",
-    R"sql(CREATE INDEX rollouts_by_created ON rollouts (created_at))sql",
-    R"sql(CREATE TABLE tokens (
-      name TEXT PRIMARY KEY,
-      role TEXT NOT NULL CHECK (role IN ('viewer', 'operator')),
-      secret_sha256 TEXT NOT NULL UNIQUE,
-      created_at INTEGER NOT NULL
-    ))sql",
-    R"sql(CREATE TABLE audit (
-      id INTEGER PRIMARY KEY AUTOINCREMENT,
-      at INTEGER NOT NULL,
-      actor TEXT NOT NULL,
-      action TEXT NOT NULL,
-      detail_json TEXT NOT NULL
-    ))sql",
-    R"sql(CREATE INDEX audit_by_time ON audit (at, id))sql",
-    R"sql(CREATE TABLE settings (
-      key TEXT PRIMARY KEY,
-      value TEXT NOT NULL
-    ) WITHOUT ROWID)sql",
-};
-
-constexpr absl::string_view kSchemaVersionKey = "schema_version";
-constexpr absl::string_view kConfigRevisionKey = "config_revision";
-
-struct DbCloser {
-  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
-};
-using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
-
-struct StmtFinalizer {
-  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
-};
-using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
-
-// ---------------------------------------------------------------------------------------
-// The connection: error mapping and a cache of prepared statements. Not thread-safe by
-// itself; SqliteStore serializes every use.
-
-class Conn {
- public:
-  Conn(std::string path, DbPtr db) : path_(std::move(path)), db_(std::move(db)) {}
-  ~Conn() {
-    cache_.clear();  // finalize statements before the connection closes
-  }
-  Conn(const Conn&) = delete;
-  Conn& operator=(const Conn&) = delete;
-
-  const std::string& path() const { return path_; }
-  sqlite3* db() const { return db_.get(); }
-
-  // Maps an SQLite result code to a Status naming the file, what was being done and the
-  // way out.
-  absl::Status Error(int rc, absl::string_view what) const {
-    std::string detail = absl::StrCat("sqlite: ", sqlite3_errmsg(db_.get()));
-    if (sqlite3_errcode(db_.get()) != rc) detail = absl::StrCat("sqlite: ", sqlite3_errstr(rc));
-    switch (rc & 0xff) {
-      case SQLITE_FULL:
-        return absl::ResourceExhaustedError(
-            absl::StrCat("control plane store ", path_, ": disk full while ", what, " (",
-                         detail, "); free space, the change was not applied"));
-      case SQLITE_BUSY:
-      case SQLITE_LOCKED:
-        return absl::UnavailableError(absl::StrCat(
-            "control plane store ", path_, " is locked by another connection while ", what,
-            " (", detail, "); retry, and make sure only one controlplane uses this file"));
-      case SQLITE_CORRUPT:
-      case SQLITE_NOTADB:
-        return absl::DataLossError(absl::StrCat("control plane store ", path_,
-                                                " is corrupt: ", what, " failed (", detail,
-                                                "); restore the file from a backup"));
-      default:
-        return absl::InternalError(
-            absl::StrCat("control plane store ", path_, ": ", what, " failed (", detail, ")"));
-    }
-  }
-
-  absl::StatusOr<sqlite3_stmt*> Prepare(const std::string& sql) {
-    auto it = cache_.find(sql);
-    if (it != cache_.end()) return it->second.get();
-    sqlite3_stmt* raw = nullptr;
-    int rc = sqlite3_prepare_v3(db_.get(), sql.c_str(), static_cast<int>(sql.size()) + 1,
-                                SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
-    StmtPtr stmt(raw);
-    if (rc != SQLITE_OK) return Error(rc, absl::StrCat("preparing \"", sql, "\""));
-    sqlite3_stmt* out = stmt.get();
-    cache_.emplace(sql, std::move(stmt));
-    return out;
-  }
-
-  // For DDL and pragmas without values.
-  absl::Status Exec(const char* sql, absl::string_view what) {
-    int rc = sqlite3_exec(db_.get(), sql, nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) return Error(rc, what);
-    return absl::OkStatus();
-  }
-
- private:
-  std::string path_;
-  DbPtr db_;
-  // Keyed by the SQL text.
-  std::unordered_map<std::string, StmtPtr> cache_;
-};
-
-// One use of a cached statement: binds parameters in order, steps, reads columns, and
-// resets the statement when it goes out of scope.
-class Query {
- public:
-  Query(Conn& conn, sqlite3_stmt* stmt, absl::string_view what)
-      : conn_(conn), stmt_(stmt), what_(what) {}
-  ~Query() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  Query(const Query&) = delete;
-  Query& operator=(const Query&) = delete;
-
-  Query& Text(absl::string_view v) {
-    // A null data pointer would bind NULL, not ''.
-    Check(sqlite3_bind_text64(stmt_, ++index_, v.data() != nullptr ? v.data() : "", v.size(),
-                              SQLITE_TRANSIENT, SQLITE_UTF8));
-    return *this;
-  }
-  Query& Blob(absl::string_view v) {
-    Check(sqlite3_bind_blob64(stmt_, ++index_, v.data() != nullptr ? v.data() : "", v.size(),
-                              SQLITE_TRANSIENT));
-    return *this;
-  }
-  Query& Int(int64_t v) {
-    Check(sqlite3_bind_int64(stmt_, ++index_, v));
-    return *this;
-  }
-
-  // True when a row is available, false when done.
-  absl::StatusOr<bool> Step() {
-    if (bind_rc_ != SQLITE_OK) return conn_.Error(bind_rc_, what_);
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    return conn_.Error(rc, what_);
-  }
-  // Runs a statement that returns no rows.
-  absl::Status Run() {
-    HERD_STORE_ASSIGN_OR_RETURN(bool row, Step());
-    (void)row;
-    return absl::OkStatus();
-  }
-  // Only meaningful after Step() returned false/Run() for INSERT/UPDATE/DELETE.
-  int Changes() const { return sqlite3_changes(conn_.db()); }
-
-  std::string ColText(int col) const {
-    const unsigned char* p = sqlite3_column_text(stmt_, col);
-    int n = sqlite3_column_bytes(stmt_, col);
-    if (p == nullptr || n <= 0) return std::string();
-    return std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
-  }
-  std::string ColBlob(int col) const {
-    const void* p = sqlite3_column_blob(stmt_, col);
-    int n = sqlite3_column_bytes(stmt_, col);
-    if (p == nullptr || n <= 0) return std::string();
-    return std::string(static_cast<const char*>(p), static_cast<size_t>(n));
-  }
-  int64_t ColInt(int col) const { return sqlite3_column_int64(stmt_, col); }
-
- private:
-  void Check(int rc) {
-    if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
-  }
-
-  Conn& conn_;
-  sqlite3_stmt* stmt_;
-  absl::string_view what_;
-  int index_ = 0;
-  int bind_rc_ = SQLITE_OK;
-};
-
-// Begin() (BEGIN IMMEDIATE: takes the write lock up front, so a writer never fails half-way
-// on a lock upgrade) or BeginRead() (a consistent snapshot, no write lock); ROLLBACK on
-// destruction unless committed.
-class Txn {
- public:
-  explicit Txn(Conn& conn) : conn_(conn) {}
-  ~Txn() {
-    if (open_ && !sqlite3_get_autocommit(conn_.db())) {
-      sqlite3_exec(conn_.db(), "ROLLBACK", nullptr, nullptr, nullptr);
-    }
-  }
-  Txn(const Txn&) = delete;
-  Txn& operator=(const Txn&) = delete;
-
-  absl::Status Begin() {
-    HERD_STORE_RETURN_IF_ERROR(conn_.Exec("BEGIN IMMEDIATE", "starting a transaction"));
-    open_ = true;
-    return absl::OkStatus();
-  }
-  absl::Status BeginRead() {
-    HERD_STORE_RETURN_IF_ERROR(conn_.Exec("BEGIN DEFERRED", "starting a read"));
-    open_ = true;
-    return absl::OkStatus();
-  }
-  absl::Status Commit() {
-    absl::Status st = conn_.Exec("COMMIT", "committing");
-    if (st.ok()) open_ = false;
-    return st;
-  }
-
- private:
-  Conn& conn_;
-  bool open_ = false;
-};
-
-int64_t ToDb(uint64_t v) { return static_cast<int64_t>(v); }
-uint64_t FromDb(int64_t v) { return static_cast<uint64_t>(v); }
-int64_t LimitToDb(size_t limit) {
-  constexpr size_t kMax = static_cast<size_t>(std::numeric_limits<int64_t>::max());
-  return static_cast<int64_t>(limit > kMax ? kMax : limit);
-}
+using sqlite::CheckIdentity;
+using sqlite::CheckSchemaVersion;
+using sqlite::Conn;
+using sqlite::CreateSchema;
+using sqlite::DbPtr;
+using sqlite::FromDb;
+using sqlite::kConfigRevisionKey;
+using sqlite::LimitToDb;
+using sqlite::Query;
+using sqlite::ToDb;
+using sqlite::Txn;
 
 const char* RoleText(Role role) { return role == Role::kOperator ? "operator" : "viewer"; }
 
@@ -392,9 +120,9 @@ class SqliteStore final : public Store {
 
     std::lock_guard lock(mu_);
     Txn txn(*conn_);
-    HERD_STORE_RETURN_IF_ERROR(txn.Begin());
+    HERD_RETURN_IF_ERROR(txn.Begin());
     for (size_t h = 0; h < hosts.size(); ++h) {
-      HERD_STORE_RETURN_IF_ERROR(WriteHost(hosts[h], modules[h]));
+      HERD_RETURN_IF_ERROR(WriteHost(hosts[h], modules[h]));
     }
     return txn.Commit();
   }
@@ -406,13 +134,13 @@ class SqliteStore final : public Store {
     if (status.empty()) return absl::OkStatus();
     std::lock_guard lock(mu_);
     Txn txn(*conn_);
-    HERD_STORE_RETURN_IF_ERROR(txn.Begin());
+    HERD_RETURN_IF_ERROR(txn.Begin());
     for (const auto& st : status) {
-      HERD_STORE_ASSIGN_OR_RETURN(
+      HERD_ASSIGN_OR_RETURN(
           auto q, Q("UPDATE hosts SET last_seen = ?, acked_config_version = ? WHERE host_id = ?",
                     "saving a host's status"));
       q->Int(st.last_seen_unix_ms).Int(ToDb(st.acked_config_version)).Text(st.host_id);
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
+      HERD_RETURN_IF_ERROR(q->Run());
     }
     return txn.Commit();
   }
@@ -421,9 +149,9 @@ class SqliteStore final : public Store {
     std::lock_guard lock(mu_);
     // One read transaction so the host and its children are consistent.
     Txn txn(*conn_);
-    HERD_STORE_RETURN_IF_ERROR(txn.BeginRead());
-    HERD_STORE_ASSIGN_OR_RETURN(auto hosts, ReadHosts(&host_id));
-    HERD_STORE_RETURN_IF_ERROR(txn.Commit());
+    HERD_RETURN_IF_ERROR(txn.BeginRead());
+    HERD_ASSIGN_OR_RETURN(auto hosts, ReadHosts(&host_id));
+    HERD_RETURN_IF_ERROR(txn.Commit());
     if (hosts.empty()) return absl::NotFoundError(absl::StrCat("no host ", host_id));
     return std::move(hosts.front());
   }
@@ -431,19 +159,19 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<HostRecord>> ListHosts() override {
     std::lock_guard lock(mu_);
     Txn txn(*conn_);
-    HERD_STORE_RETURN_IF_ERROR(txn.BeginRead());
-    HERD_STORE_ASSIGN_OR_RETURN(auto hosts, ReadHosts(nullptr));
-    HERD_STORE_RETURN_IF_ERROR(txn.Commit());
+    HERD_RETURN_IF_ERROR(txn.BeginRead());
+    HERD_ASSIGN_OR_RETURN(auto hosts, ReadHosts(nullptr));
+    HERD_RETURN_IF_ERROR(txn.Commit());
     return hosts;
   }
 
   absl::Status DeleteHost(const std::string& host_id) override {
     std::lock_guard lock(mu_);
     // Children go with ON DELETE CASCADE; one statement, atomic by itself.
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q("DELETE FROM hosts WHERE host_id = ?",
-                                          "deleting a host"));
+    HERD_ASSIGN_OR_RETURN(auto q, Q("DELETE FROM hosts WHERE host_id = ?",
+                                    "deleting a host"));
     q->Text(host_id);
-    HERD_STORE_RETURN_IF_ERROR(q->Run());
+    HERD_RETURN_IF_ERROR(q->Run());
     if (q->Changes() == 0) return absl::NotFoundError(absl::StrCat("no host ", host_id));
     return absl::OkStatus();
   }
@@ -456,28 +184,28 @@ class SqliteStore final : public Store {
   }
 
   absl::StatusOr<ConfigWrite> SetOverride(const herd::v1::Override& override) override {
-    HERD_STORE_ASSIGN_OR_RETURN(auto scope, ScopeKey(override.scope()));
-    HERD_STORE_RETURN_IF_ERROR(CheckModuleKey(override.module(), override.key()));
+    HERD_ASSIGN_OR_RETURN(auto scope, ScopeKey(override.scope()));
+    HERD_RETURN_IF_ERROR(CheckModuleKey(override.module(), override.key()));
 
     std::lock_guard lock(mu_);
     Txn txn(*conn_);
-    HERD_STORE_RETURN_IF_ERROR(txn.Begin());
-    HERD_STORE_ASSIGN_OR_RETURN(uint64_t revision, ReadRevision());
+    HERD_RETURN_IF_ERROR(txn.Begin());
+    HERD_ASSIGN_OR_RETURN(uint64_t revision, ReadRevision());
     {
-      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+      HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
           SELECT value FROM overrides
           WHERE scope_kind = ? AND scope_value = ? AND module = ? AND key = ?)sql",
                                             "reading an override"));
       q->Int(scope.first).Text(scope.second).Text(override.module()).Text(override.key());
-      HERD_STORE_ASSIGN_OR_RETURN(bool found, q->Step());
+      HERD_ASSIGN_OR_RETURN(bool found, q->Step());
       if (found && q->ColText(0) == override.value()) {
         // Same value: not a change (who/when of the original set are kept).
-        HERD_STORE_RETURN_IF_ERROR(txn.Commit());
+        HERD_RETURN_IF_ERROR(txn.Commit());
         return ConfigWrite{revision, false};
       }
     }
     {
-      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+      HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
           INSERT INTO overrides (scope_kind, scope_value, module, key, value, updated_at,
                                  updated_by)
           VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -493,46 +221,46 @@ class SqliteStore final : public Store {
           .Text(override.value())
           .Int(override.updated_at_unix_ms())
           .Text(override.updated_by());
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
+      HERD_RETURN_IF_ERROR(q->Run());
     }
-    HERD_STORE_RETURN_IF_ERROR(WriteRevision(revision + 1));
-    HERD_STORE_RETURN_IF_ERROR(txn.Commit());
+    HERD_RETURN_IF_ERROR(WriteRevision(revision + 1));
+    HERD_RETURN_IF_ERROR(txn.Commit());
     return ConfigWrite{revision + 1, true};
   }
 
   absl::StatusOr<ConfigWrite> UnsetOverride(const herd::v1::Scope& scope_msg,
                                             const std::string& module,
                                             const std::string& key) override {
-    HERD_STORE_ASSIGN_OR_RETURN(auto scope, ScopeKey(scope_msg));
-    HERD_STORE_RETURN_IF_ERROR(CheckModuleKey(module, key));
+    HERD_ASSIGN_OR_RETURN(auto scope, ScopeKey(scope_msg));
+    HERD_RETURN_IF_ERROR(CheckModuleKey(module, key));
 
     std::lock_guard lock(mu_);
     Txn txn(*conn_);
-    HERD_STORE_RETURN_IF_ERROR(txn.Begin());
-    HERD_STORE_ASSIGN_OR_RETURN(uint64_t revision, ReadRevision());
+    HERD_RETURN_IF_ERROR(txn.Begin());
+    HERD_ASSIGN_OR_RETURN(uint64_t revision, ReadRevision());
     int changes = 0;
     {
-      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+      HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
           DELETE FROM overrides
           WHERE scope_kind = ? AND scope_value = ? AND module = ? AND key = ?)sql",
                                             "deleting an override"));
       q->Int(scope.first).Text(scope.second).Text(module).Text(key);
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
+      HERD_RETURN_IF_ERROR(q->Run());
       changes = q->Changes();
     }
     if (changes == 0) {
-      HERD_STORE_RETURN_IF_ERROR(txn.Commit());
+      HERD_RETURN_IF_ERROR(txn.Commit());
       return ConfigWrite{revision, false};
     }
-    HERD_STORE_RETURN_IF_ERROR(WriteRevision(revision + 1));
-    HERD_STORE_RETURN_IF_ERROR(txn.Commit());
+    HERD_RETURN_IF_ERROR(WriteRevision(revision + 1));
+    HERD_RETURN_IF_ERROR(txn.Commit());
     return ConfigWrite{revision + 1, true};
   }
 
   absl::StatusOr<std::vector<herd::v1::Override>> ListOverrides(
       const std::string& module) override {
     std::lock_guard lock(mu_);
-    HERD_STORE_ASSIGN_OR_RETURN(
+    HERD_ASSIGN_OR_RETURN(
         auto q, Q(module.empty() ? R"sql(
         SELECT scope_kind, scope_value, module, key, value, updated_at, updated_by
         FROM overrides
@@ -545,7 +273,7 @@ class SqliteStore final : public Store {
     if (!module.empty()) q->Text(module);
     std::vector<herd::v1::Override> out;
     while (true) {
-      HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+      HERD_ASSIGN_OR_RETURN(bool row, q->Step());
       if (!row) break;
       herd::v1::Override& o = out.emplace_back();
       *o.mutable_scope() = ScopeFromDb(q->ColInt(0), q->ColText(1));
@@ -568,7 +296,7 @@ class SqliteStore final : public Store {
           absl::StrCat("rollout ", rollout.id(), " cannot be serialized"));
     }
     std::lock_guard lock(mu_);
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+    HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
         INSERT INTO rollouts (id, created_at, rollout) VALUES (?, ?, ?)
         ON CONFLICT (id) DO UPDATE SET
           created_at = excluded.created_at,
@@ -580,10 +308,10 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<herd::v1::Rollout> GetRollout(const std::string& id) override {
     std::lock_guard lock(mu_);
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q("SELECT rollout FROM rollouts WHERE id = ?",
-                                          "reading a rollout"));
+    HERD_ASSIGN_OR_RETURN(auto q, Q("SELECT rollout FROM rollouts WHERE id = ?",
+                                    "reading a rollout"));
     q->Text(id);
-    HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+    HERD_ASSIGN_OR_RETURN(bool row, q->Step());
     if (!row) return absl::NotFoundError(absl::StrCat("no rollout ", id));
     return DecodeRollout(q->ColBlob(0), id);
   }
@@ -591,7 +319,7 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<herd::v1::Rollout>> ListRollouts(size_t limit) override {
     std::lock_guard lock(mu_);
     // Ties in created_at: the one inserted last first.
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+    HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
         SELECT id, rollout FROM rollouts
         ORDER BY created_at DESC, rowid DESC
         LIMIT ?)sql",
@@ -599,9 +327,9 @@ class SqliteStore final : public Store {
     q->Int(LimitToDb(limit));
     std::vector<herd::v1::Rollout> out;
     while (true) {
-      HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+      HERD_ASSIGN_OR_RETURN(bool row, q->Step());
       if (!row) break;
-      HERD_STORE_ASSIGN_OR_RETURN(auto r, DecodeRollout(q->ColBlob(1), q->ColText(0)));
+      HERD_ASSIGN_OR_RETURN(auto r, DecodeRollout(q->ColBlob(1), q->ColText(0)));
       out.push_back(std::move(r));
     }
     return out;
@@ -617,48 +345,48 @@ class SqliteStore final : public Store {
     }
     std::lock_guard lock(mu_);
     Txn txn(*conn_);
-    HERD_STORE_RETURN_IF_ERROR(txn.Begin());
+    HERD_RETURN_IF_ERROR(txn.Begin());
     {
-      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q("SELECT 1 FROM tokens WHERE name = ?",
-                                            "reading tokens"));
+      HERD_ASSIGN_OR_RETURN(auto q, Q("SELECT 1 FROM tokens WHERE name = ?",
+                                      "reading tokens"));
       q->Text(token.name);
-      HERD_STORE_ASSIGN_OR_RETURN(bool taken, q->Step());
+      HERD_ASSIGN_OR_RETURN(bool taken, q->Step());
       if (taken) {
         return absl::AlreadyExistsError(
             absl::StrCat("a token named ", token.name, " already exists"));
       }
     }
     {
-      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q("SELECT 1 FROM tokens WHERE secret_sha256 = ?",
-                                            "reading tokens"));
+      HERD_ASSIGN_OR_RETURN(auto q, Q("SELECT 1 FROM tokens WHERE secret_sha256 = ?",
+                                      "reading tokens"));
       q->Text(token.secret_sha256);
-      HERD_STORE_ASSIGN_OR_RETURN(bool taken, q->Step());
+      HERD_ASSIGN_OR_RETURN(bool taken, q->Step());
       if (taken) {
         return absl::AlreadyExistsError(
             absl::StrCat("token ", token.name, ": another token already has this secret"));
       }
     }
     {
-      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+      HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
           INSERT INTO tokens (name, role, secret_sha256, created_at) VALUES (?, ?, ?, ?))sql",
                                             "saving a token"));
       q->Text(token.name)
           .Text(RoleText(token.role))
           .Text(token.secret_sha256)
           .Int(token.created_at_unix_ms);
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
+      HERD_RETURN_IF_ERROR(q->Run());
     }
     return txn.Commit();
   }
 
   absl::StatusOr<ApiToken> FindTokenBySecretHash(const std::string& secret_sha256) override {
     std::lock_guard lock(mu_);
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+    HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
         SELECT name, role, secret_sha256, created_at FROM tokens
         WHERE secret_sha256 = ?)sql",
                                           "looking up a token"));
     q->Text(secret_sha256);
-    HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+    HERD_ASSIGN_OR_RETURN(bool row, q->Step());
     // The hash is not echoed: it is a credential's fingerprint.
     if (!row) return absl::NotFoundError("no token has this secret");
     return TokenFromRow(*q);
@@ -666,12 +394,12 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<std::vector<ApiToken>> ListTokens() override {
     std::lock_guard lock(mu_);
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+    HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
         SELECT name, role, secret_sha256, created_at FROM tokens ORDER BY name)sql",
                                           "listing tokens"));
     std::vector<ApiToken> out;
     while (true) {
-      HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+      HERD_ASSIGN_OR_RETURN(bool row, q->Step());
       if (!row) break;
       out.push_back(TokenFromRow(*q));
     }
@@ -680,10 +408,10 @@ class SqliteStore final : public Store {
 
   absl::Status DeleteToken(const std::string& name) override {
     std::lock_guard lock(mu_);
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q("DELETE FROM tokens WHERE name = ?",
-                                          "deleting a token"));
+    HERD_ASSIGN_OR_RETURN(auto q, Q("DELETE FROM tokens WHERE name = ?",
+                                    "deleting a token"));
     q->Text(name);
-    HERD_STORE_RETURN_IF_ERROR(q->Run());
+    HERD_RETURN_IF_ERROR(q->Run());
     if (q->Changes() == 0) return absl::NotFoundError(absl::StrCat("no token named ", name));
     return absl::OkStatus();
   }
@@ -692,7 +420,7 @@ class SqliteStore final : public Store {
 
   absl::Status AppendAudit(const herd::v1::AuditEntry& entry) override {
     std::lock_guard lock(mu_);
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+    HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
         INSERT INTO audit (at, actor, action, detail_json) VALUES (?, ?, ?, ?))sql",
                                           "appending to the audit log"));
     q->Int(entry.at_unix_ms()).Text(entry.actor()).Text(entry.action()).Text(
@@ -702,7 +430,7 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t limit) override {
     std::lock_guard lock(mu_);
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+    HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
         SELECT at, actor, action, detail_json FROM audit
         ORDER BY at DESC, id DESC
         LIMIT ?)sql",
@@ -710,7 +438,7 @@ class SqliteStore final : public Store {
     q->Int(LimitToDb(limit));
     std::vector<herd::v1::AuditEntry> out;
     while (true) {
-      HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+      HERD_ASSIGN_OR_RETURN(bool row, q->Step());
       if (!row) break;
       herd::v1::AuditEntry& e = out.emplace_back();
       e.set_at_unix_ms(q->ColInt(0));
@@ -726,7 +454,7 @@ class SqliteStore final : public Store {
   absl::Status PutSetting(const std::string& key, const std::string& value) override {
     if (key.empty()) return absl::InvalidArgumentError("the setting's key is empty");
     std::lock_guard lock(mu_);
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+    HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
         INSERT INTO settings (key, value) VALUES (?, ?)
         ON CONFLICT (key) DO UPDATE SET value = excluded.value)sql",
                                           "saving a setting"));
@@ -736,10 +464,10 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<std::optional<std::string>> GetSetting(const std::string& key) override {
     std::lock_guard lock(mu_);
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q("SELECT value FROM settings WHERE key = ?",
-                                          "reading a setting"));
+    HERD_ASSIGN_OR_RETURN(auto q, Q("SELECT value FROM settings WHERE key = ?",
+                                    "reading a setting"));
     q->Text(key);
-    HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+    HERD_ASSIGN_OR_RETURN(bool row, q->Step());
     if (!row) return std::optional<std::string>();
     return std::optional<std::string>(q->ColText(0));
   }
@@ -748,7 +476,7 @@ class SqliteStore final : public Store {
   // One host's rows (inside the caller's transaction; needs mu_).
   absl::Status WriteHost(const HostRecord& host, const std::vector<std::string>& modules) {
     {
-      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(R"sql(
+      HERD_ASSIGN_OR_RETURN(auto q, Q(R"sql(
           INSERT INTO hosts (host_id, hostname, credential_sha256, agent_version, boot_id,
                              registered_at, last_seen, acked_config_version)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -769,42 +497,42 @@ class SqliteStore final : public Store {
           .Int(host.registered_at_unix_ms)
           .Int(host.last_seen_unix_ms)
           .Int(ToDb(host.acked_config_version));
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
+      HERD_RETURN_IF_ERROR(q->Run());
     }
     for (const char* sql : {"DELETE FROM host_labels WHERE host_id = ?",
                             "DELETE FROM host_modules WHERE host_id = ?"}) {
-      HERD_STORE_ASSIGN_OR_RETURN(auto q, Q(sql, "saving a host"));
+      HERD_ASSIGN_OR_RETURN(auto q, Q(sql, "saving a host"));
       q->Text(host.host_id);
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
+      HERD_RETURN_IF_ERROR(q->Run());
     }
     for (const auto& [k, v] : host.labels) {
-      HERD_STORE_ASSIGN_OR_RETURN(
+      HERD_ASSIGN_OR_RETURN(
           auto q, Q("INSERT INTO host_labels (host_id, key, value) VALUES (?, ?, ?)",
                     "saving a host's labels"));
       q->Text(host.host_id).Text(k).Text(v);
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
+      HERD_RETURN_IF_ERROR(q->Run());
     }
     for (size_t i = 0; i < modules.size(); ++i) {
-      HERD_STORE_ASSIGN_OR_RETURN(
+      HERD_ASSIGN_OR_RETURN(
           auto q, Q("INSERT INTO host_modules (host_id, idx, inventory) VALUES (?, ?, ?)",
                     "saving a host's modules"));
       q->Text(host.host_id).Int(static_cast<int64_t>(i)).Blob(modules[i]);
-      HERD_STORE_RETURN_IF_ERROR(q->Run());
+      HERD_RETURN_IF_ERROR(q->Run());
     }
     return absl::OkStatus();
   }
 
   // A cached statement ready to bind; the lock must be held for its whole life.
   absl::StatusOr<std::unique_ptr<Query>> Q(const char* sql, absl::string_view what) {
-    HERD_STORE_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, conn_->Prepare(sql));
+    HERD_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, conn_->Prepare(sql));
     return std::make_unique<Query>(*conn_, stmt, what);
   }
 
   absl::StatusOr<uint64_t> ReadRevision() {
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q("SELECT value FROM meta WHERE key = ?",
-                                          "reading the config revision"));
+    HERD_ASSIGN_OR_RETURN(auto q, Q("SELECT value FROM meta WHERE key = ?",
+                                    "reading the config revision"));
     q->Text(kConfigRevisionKey);
-    HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+    HERD_ASSIGN_OR_RETURN(bool row, q->Step());
     if (!row) {
       return absl::DataLossError(absl::StrCat("control plane store ", conn_->path(),
                                               " has no config revision; restore the file "
@@ -814,8 +542,8 @@ class SqliteStore final : public Store {
   }
 
   absl::Status WriteRevision(uint64_t revision) {
-    HERD_STORE_ASSIGN_OR_RETURN(auto q, Q("UPDATE meta SET value = ? WHERE key = ?",
-                                          "saving the config revision"));
+    HERD_ASSIGN_OR_RETURN(auto q, Q("UPDATE meta SET value = ? WHERE key = ?",
+                                    "saving the config revision"));
     q->Int(ToDb(revision)).Text(kConfigRevisionKey);
     return q->Run();
   }
@@ -826,7 +554,7 @@ class SqliteStore final : public Store {
     std::vector<HostRecord> hosts;
     std::unordered_map<std::string, size_t> index;
     {
-      HERD_STORE_ASSIGN_OR_RETURN(
+      HERD_ASSIGN_OR_RETURN(
           auto q, Q(one ? R"sql(
           SELECT host_id, hostname, credential_sha256, agent_version, boot_id,
                  registered_at, last_seen, acked_config_version
@@ -838,7 +566,7 @@ class SqliteStore final : public Store {
                     "reading hosts"));
       if (one) q->Text(*host_id);
       while (true) {
-        HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+        HERD_ASSIGN_OR_RETURN(bool row, q->Step());
         if (!row) break;
         HostRecord& h = hosts.emplace_back();
         h.host_id = q->ColText(0);
@@ -854,20 +582,20 @@ class SqliteStore final : public Store {
     }
     if (hosts.empty()) return hosts;
     {
-      HERD_STORE_ASSIGN_OR_RETURN(
+      HERD_ASSIGN_OR_RETURN(
           auto q, Q(one ? "SELECT host_id, key, value FROM host_labels WHERE host_id = ?"
                         : "SELECT host_id, key, value FROM host_labels",
                     "reading host labels"));
       if (one) q->Text(*host_id);
       while (true) {
-        HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+        HERD_ASSIGN_OR_RETURN(bool row, q->Step());
         if (!row) break;
         auto it = index.find(q->ColText(0));
         if (it != index.end()) hosts[it->second].labels.emplace(q->ColText(1), q->ColText(2));
       }
     }
     {
-      HERD_STORE_ASSIGN_OR_RETURN(
+      HERD_ASSIGN_OR_RETURN(
           auto q,
           Q(one ? "SELECT host_id, inventory FROM host_modules WHERE host_id = ? ORDER BY idx"
                 : "SELECT host_id, inventory FROM host_modules ORDER BY host_id, idx",
@@ -875,7 +603,7 @@ class SqliteStore final : public Store {
       if (one) q->Text(*host_id);
       std::vector<ModuleList::Vector> modules(hosts.size());
       while (true) {
-        HERD_STORE_ASSIGN_OR_RETURN(bool row, q->Step());
+        HERD_ASSIGN_OR_RETURN(bool row, q->Step());
         if (!row) break;
         std::string id = q->ColText(0);
         auto it = index.find(id);
@@ -918,91 +646,6 @@ class SqliteStore final : public Store {
   std::unique_ptr<Conn> conn_;
 };
 
-// ---------------------------------------------------------------------------------------
-// Opening
-
-absl::Status NotHerd(const std::string& path, absl::string_view why) {
-  return absl::FailedPreconditionError(
-      absl::StrCat(path, " is not a Herd control plane store (", why,
-                   "); move it away or point the controlplane at another file"));
-}
-
-// The single integer a pragma or query returns.
-absl::StatusOr<int64_t> QueryInt(Conn& conn, const char* sql, absl::string_view what) {
-  HERD_STORE_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, conn.Prepare(sql));
-  Query q(conn, stmt, what);
-  HERD_STORE_ASSIGN_OR_RETURN(bool row, q.Step());
-  if (!row) return conn.Error(SQLITE_ERROR, what);
-  return q.ColInt(0);
-}
-
-// Refuses files that are not ours; reports whether the database is still empty.
-absl::StatusOr<bool> CheckIdentity(Conn& conn) {
-  auto app_id = QueryInt(conn, "PRAGMA application_id", "reading the application id");
-  if (!app_id.ok()) {
-    int rc = sqlite3_errcode(conn.db());
-    if (rc == SQLITE_NOTADB) return NotHerd(conn.path(), "not an SQLite database");
-    return app_id.status();
-  }
-  HERD_STORE_ASSIGN_OR_RETURN(
-      int64_t objects, QueryInt(conn, "SELECT count(*) FROM sqlite_schema",
-                                "reading the schema"));
-  if (*app_id == kSqliteApplicationId) return objects == 0;
-  if (*app_id != 0) {
-    return NotHerd(conn.path(),
-                   absl::StrFormat("an SQLite database of another application, id 0x%08x",
-                                   static_cast<uint32_t>(*app_id)));
-  }
-  if (objects != 0) return NotHerd(conn.path(), "an SQLite database of another application");
-  return true;
-}
-
-absl::Status CreateSchema(Conn& conn) {
-  for (const char* ddl : kSchemaV1) {
-    HERD_STORE_RETURN_IF_ERROR(conn.Exec(ddl, "creating the schema"));
-  }
-  // Constants, not values from outside: a pragma cannot take bound parameters.
-  HERD_STORE_RETURN_IF_ERROR(
-      conn.Exec(absl::StrCat("PRAGMA application_id = ", kSqliteApplicationId).c_str(),
-                "setting the application id"));
-  HERD_STORE_ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
-                              conn.Prepare("INSERT INTO meta (key, value) VALUES (?, ?)"));
-  for (auto [key, value] : {std::pair{kSchemaVersionKey, kSqliteSchemaVersion},
-                            std::pair{kConfigRevisionKey, int64_t{0}}}) {
-    Query q(conn, stmt, "creating the schema");
-    q.Text(key).Int(value);
-    HERD_STORE_RETURN_IF_ERROR(q.Run());
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckSchemaVersion(Conn& conn) {
-  HERD_STORE_ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
-                              conn.Prepare("SELECT value FROM meta WHERE key = ?"));
-  Query q(conn, stmt, "reading the schema version");
-  q.Text(kSchemaVersionKey);
-  auto row = q.Step();
-  if (!row.ok() || !*row) {
-    return absl::DataLossError(absl::StrCat(conn.path(),
-                                            " is a Herd control plane store without a schema "
-                                            "version; restore the file from a backup"));
-  }
-  int64_t version = q.ColInt(0);
-  if (version > kSqliteSchemaVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        conn.path(), " was written by a newer controlplane (schema version ", version,
-        ", this one knows up to ", kSqliteSchemaVersion,
-        "); upgrade the controlplane or restore an older backup"));
-  }
-  if (version < 1) {
-    return absl::DataLossError(absl::StrCat(conn.path(), " has an invalid schema version ",
-                                            version, "; restore the file from a backup"));
-  }
-  // Version 1 is the first: nothing to migrate yet. Later versions migrate here, inside
-  // the caller's transaction.
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
@@ -1034,13 +677,13 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) 
   sqlite3_busy_timeout(db.get(), 5000);
   auto conn = std::make_unique<Conn>(path, std::move(db));
 
-  HERD_STORE_RETURN_IF_ERROR(CheckIdentity(*conn).status());
+  HERD_RETURN_IF_ERROR(CheckIdentity(*conn).status());
 
   // Only now that the file is known to be ours (or empty) may it be changed.
   {
-    HERD_STORE_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, conn->Prepare("PRAGMA journal_mode = WAL"));
+    HERD_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, conn->Prepare("PRAGMA journal_mode = WAL"));
     Query q(*conn, stmt, "switching to WAL");
-    HERD_STORE_ASSIGN_OR_RETURN(bool row, q.Step());
+    HERD_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row || q.ColText(0) != "wal") {
       return absl::FailedPreconditionError(absl::StrCat(
           "control plane store ", path, ": cannot use the WAL journal (got ",
@@ -1048,17 +691,17 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) 
           "); put the store on a local filesystem"));
     }
   }
-  HERD_STORE_RETURN_IF_ERROR(conn->Exec("PRAGMA synchronous = NORMAL", "setting synchronous"));
-  HERD_STORE_RETURN_IF_ERROR(conn->Exec("PRAGMA foreign_keys = ON", "enabling foreign keys"));
+  HERD_RETURN_IF_ERROR(conn->Exec("PRAGMA synchronous = NORMAL", "setting synchronous"));
+  HERD_RETURN_IF_ERROR(conn->Exec("PRAGMA foreign_keys = ON", "enabling foreign keys"));
 
   {
     Txn txn(*conn);
-    HERD_STORE_RETURN_IF_ERROR(txn.Begin());
+    HERD_RETURN_IF_ERROR(txn.Begin());
     // Again under the write lock: another process may have created it meanwhile.
-    HERD_STORE_ASSIGN_OR_RETURN(bool empty, CheckIdentity(*conn));
-    if (empty) HERD_STORE_RETURN_IF_ERROR(CreateSchema(*conn));
-    HERD_STORE_RETURN_IF_ERROR(CheckSchemaVersion(*conn));
-    HERD_STORE_RETURN_IF_ERROR(txn.Commit());
+    HERD_ASSIGN_OR_RETURN(bool empty, CheckIdentity(*conn));
+    if (empty) HERD_RETURN_IF_ERROR(CreateSchema(*conn));
+    HERD_RETURN_IF_ERROR(CheckSchemaVersion(*conn));
+    HERD_RETURN_IF_ERROR(txn.Commit());
   }
   return std::unique_ptr<Store>(std::make_unique<SqliteStore>(std::move(conn)));
 }

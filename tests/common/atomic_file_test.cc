@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd {
 namespace {
@@ -20,12 +21,6 @@ using ::testing::HasSubstr;
 
 class AtomicFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = testing::TempDir() + "/herd-atomic-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // Names of the entries in the temp dir, sorted.
   std::vector<std::string> Entries() const {
@@ -43,7 +38,8 @@ class AtomicFileTest : public ::testing::Test {
     return st.st_mode & 0777;
   }
 
-  std::string dir_;
+  ::herd::testing::ScopedTempDir tmp_{"herd-atomic"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(AtomicFileTest, WriteThenReadReturnsTheContent) {

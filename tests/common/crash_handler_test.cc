@@ -13,6 +13,7 @@
 #include "common/logging.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd {
 namespace {
@@ -25,12 +26,8 @@ class CrashHandlerTest : public ::testing::Test {
     // "fast": the child is forked from this process, so it writes where SetUp pointed it
     // ("threadsafe" would run SetUp again in a new process, with another directory).
     GTEST_FLAG_SET(death_test_style, "fast");
-    std::string tmpl = testing::TempDir() + "/herd-crash-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
     log_ = dir_ + "/daemon.log";
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // What a daemon does: a log file, nothing on stderr (it is /dev/null there).
   void StartDaemonLogging() {
@@ -41,7 +38,9 @@ class CrashHandlerTest : public ::testing::Test {
     InstallCrashHandlers("crash_test");
   }
 
-  std::string dir_, log_;
+  ::herd::testing::ScopedTempDir tmp_{"herd-crash"};
+  const std::string dir_ = tmp_.path();
+  std::string log_;
 };
 
 TEST_F(CrashHandlerTest, UncaughtExceptionInAThreadLeavesItsReasonInTheLogFile) {
@@ -78,7 +77,7 @@ TEST_F(CrashHandlerTest, TheProcessStillDiesOfTheSignal) {
         StartDaemonLogging();
         raise(SIGILL);
       },
-      testing::KilledBySignal(SIGILL), "");
+      ::testing::KilledBySignal(SIGILL), "");
 }
 
 TEST_F(CrashHandlerTest, ALogFileThatIsALinkIsRefused) {

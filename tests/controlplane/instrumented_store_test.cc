@@ -174,9 +174,8 @@ TEST_F(InstrumentedStoreTest, OnlyStorageFailuresAreErrors) {
 // A store that fails (a full disk) is logged, not only returned to the caller: once, then at
 // most every 10 s with how many failures were not logged in between.
 TEST_F(InstrumentedStoreTest, StorageFailuresAreLoggedAtMostEveryTenSeconds) {
-  char tmpl[] = "/tmp/herd-store-log-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string log = std::string(tmpl) + "/cp.log";
+  ::herd::testing::ScopedTempDir dir("herd-store-log");
+  const std::string log = dir.Path("cp.log");
   LogOptions o;
   o.file = log;
   o.to_stderr = false;
@@ -204,7 +203,6 @@ TEST_F(InstrumentedStoreTest, StorageFailuresAreLoggedAtMostEveryTenSeconds) {
   EXPECT_NE(second[1].find("op=read"), std::string::npos) << second[1];
   EXPECT_NE(second[1].find("not_logged_since=4"), std::string::npos) << second[1];
   ASSERT_TRUE(InitLogging(LogOptions{}).ok());
-  std::filesystem::remove_all(tmpl);
 }
 
 }  // namespace

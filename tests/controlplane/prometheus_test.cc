@@ -21,6 +21,8 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/file_util.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd::controlplane {
 namespace {
@@ -325,17 +327,12 @@ TEST(Prometheus, AwkwardProbeNamesPassPromtool) {
     p->set_numeric(true);
     p->set_number(++i);
   }
-  char tmpl[] = "/tmp/herd-promtool-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
-  std::ofstream(dir + "/metrics.txt") << RenderPrometheus({d}, Full(), kNow);
-  const std::string cmd = std::string(promtool) + " check metrics < " + dir + "/metrics.txt > " +
-                          dir + "/out.txt 2>&1";
+  ::herd::testing::ScopedTempDir tmp("herd-promtool");
+  const std::string metrics = tmp.WriteFile("metrics.txt", RenderPrometheus({d}, Full(), kNow));
+  const std::string cmd =
+      std::string(promtool) + " check metrics < " + metrics + " > " + tmp.Path("out.txt") + " 2>&1";
   const int rc = system(cmd.c_str());
-  std::ifstream in(dir + "/out.txt");
-  const std::string findings((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  std::filesystem::remove_all(dir);
+  const std::string findings = ::herd::testing::ReadFile(tmp.Path("out.txt"));
   EXPECT_EQ(rc, 0) << findings;
   EXPECT_EQ(findings, "");
 }
@@ -479,17 +476,10 @@ TEST(Prometheus, NumbersAreExactAndSpecialValuesUseTheExpositionSpelling) {
 // A fake /proc: this process's stat, limits and fds, and the boot time.
 class ProcFixture : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/herd-proc-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    std::filesystem::create_directories(root_ + "/self/fd");
-  }
-  void TearDown() override { std::filesystem::remove_all(root_); }
-  void Write(const std::string& rel, const std::string& text) {
-    std::ofstream(root_ + "/" + rel) << text;
-  }
-  std::string root_;
+  void SetUp() override { std::filesystem::create_directories(root_ + "/self/fd"); }
+  void Write(const std::string& rel, const std::string& text) { dir_.WriteFile(rel, text); }
+  ::herd::testing::ScopedTempDir dir_{"herd-proc"};
+  const std::string root_ = dir_.path();
 };
 
 TEST_F(ProcFixture, ProcessMetricsComeFromStatLimitsAndFds) {

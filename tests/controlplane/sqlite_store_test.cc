@@ -22,6 +22,7 @@
 namespace herd::controlplane::testing {
 namespace {
 
+using ::herd::testing::ReadFile;
 using ::testing::HasSubstr;
 
 // A second, independent connection, as an operator's sqlite3 shell would have.

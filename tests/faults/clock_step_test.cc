@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/temp_dir.h"
 #include "tests/faults/fault_env.h"
 #include "tests/integration/agent_harness.h"
 
@@ -93,9 +94,7 @@ class FaultClock : public ::testing::Test {
     const std::string lib = FindLibFaketime();
     ASSERT_FALSE(lib.empty()) << "libfaketime is not installed: the clock-step test needs the "
                                  "Debian package libfaketime (scripts/install-deps.sh installs it)";
-    char tmpl[] = "/tmp/herd-fault-clock-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    ASSERT_FALSE(dir_.empty());
     offset_file_ = dir_ + "/faketime";
     Step("+0");
     // ASan wants to come first among the preloaded libraries; libfaketime only wraps time
@@ -108,10 +107,6 @@ class FaultClock : public ::testing::Test {
                "FAKETIME_NO_CACHE=1",
                "FAKETIME_DONT_FAKE_MONOTONIC=1",
                "ASAN_OPTIONS=" + asan + (asan.empty() ? "" : ":") + "verify_asan_link_order=0"};
-  }
-  void TearDown() override {
-    std::error_code ec;
-    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
   }
   // Replaces the offset the faked processes see from their next clock reading on.
   void Step(const std::string& offset) {
@@ -126,7 +121,9 @@ class FaultClock : public ::testing::Test {
   // close its silent stream within --silent-timeout, measured on the monotonic clock.
   void StepOnce(const std::string& offset, absl::Duration skew, bool then_silence = false);
 
-  std::string dir_, offset_file_;
+  ScopedTempDir tmp_{"herd-fault-clock"};
+  const std::string dir_ = tmp_.path();
+  std::string offset_file_;
   std::vector<std::string> prefix_;
 };
 

@@ -191,13 +191,6 @@ size_t FreeBytes(const std::string& path) {
   return static_cast<size_t>(s.f_bavail) * s.f_frsize;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 size_t CountInFile(const std::string& path, const std::string& needle) {
   const std::string text = ReadFile(path);
   size_t n = 0;

@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "tests/fakes/file_util.h"
 
 namespace herd::testing {
 
@@ -101,7 +102,6 @@ size_t FreeBytes(const std::string& path);
 
 // Occurrences of `needle` in the file at `path` (0 if unreadable).
 size_t CountInFile(const std::string& path, const std::string& needle);
-std::string ReadFile(const std::string& path);
 
 // Generates the Python sample module `name` (agentctl generate) in `dir` and installs it on
 // the agent (development mode). `extra_python` is added to its main.py before it runs (more

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/temp_dir.h"
 #include "tests/faults/fault_env.h"
 #include "tests/integration/agent_harness.h"
 
@@ -31,24 +32,6 @@ using json = nlohmann::json;
 
 constexpr size_t kDiskBytes = 4 << 20;
 
-// A directory off the small disks for what the test must still be able to write (the
-// processes' own logs, scripts); removed at the end.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/herd-fault-XXXXXX";
-    if (mkdtemp(tmpl) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 int64_t LogLinesDropped(AgentHarness& agent) {
   return JsonInt(agent.CtlJson({"info"}), "log_lines_dropped");
 }
@@ -59,7 +42,9 @@ TEST(FaultFullDisk, AgentHomeFullDropsAndCountsLogLinesCorruptsNothingAndRecover
     absl::Status s = EnterPrivateNamespaces(/*network=*/false);
     ASSERT_TRUE(s.ok()) << s.message();
   }
-  TempDir tmp;
+  // A directory off the small disks for what the test must still be able to write (the
+  // processes' own logs, scripts); removed at the end.
+  ScopedTempDir tmp("herd-fault");
   ASSERT_FALSE(tmp.path().empty());
   TmpfsMount disk;  // declared before the agent: unmounted after it has stopped
   AgentHarness agent;
@@ -163,7 +148,9 @@ TEST(FaultFullDisk, ControlPlaneStoreFullRefusesWritesWithTheReasonCorruptsNothi
     absl::Status s = EnterPrivateNamespaces(/*network=*/false);
     ASSERT_TRUE(s.ok()) << s.message();
   }
-  TempDir tmp;
+  // A directory off the small disks for what the test must still be able to write (the
+  // processes' own logs, scripts); removed at the end.
+  ScopedTempDir tmp("herd-fault");
   ASSERT_FALSE(tmp.path().empty());
   TmpfsMount disk;  // declared before the control plane: unmounted after it has stopped
   ControlPlaneHarness cp;

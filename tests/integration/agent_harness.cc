@@ -20,18 +20,12 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "tests/fakes/file_util.h"
 
 namespace herd::testing {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string ReadWhole(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 std::vector<char*> Argv(const std::vector<std::string>& args) {
   std::vector<char*> v;
@@ -110,7 +104,7 @@ void StopChild(pid_t pid, const char* what, const std::string& out_path,
             status < 0 ? absl::StrCat("did not stop within ", absl::FormatDuration(timeout),
                                       " of SIGTERM").c_str()
                        : absl::StrCat("exited with status ", status).c_str(),
-            ReadWhole(out_path).c_str());
+            ReadFile(out_path).c_str());
   }
   if (status < 0) {
     kill(pid, SIGKILL);
@@ -147,8 +141,8 @@ CmdResult Run(const std::vector<std::string>& argv) {
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   r.exit_code = DecodeStatus(status);
-  r.out = ReadWhole(out_tmpl);
-  r.err = ReadWhole(err_tmpl);
+  r.out = ReadFile(out_tmpl);
+  r.err = ReadFile(err_tmpl);
   unlink(out_tmpl);
   unlink(err_tmpl);
   return r;
@@ -200,7 +194,7 @@ std::string MakeTestPki(const std::string& dir) {
 
 bool ProcessAlive(pid_t pid) {
   if (pid <= 0) return false;
-  std::string stat = ReadWhole(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
   if (stat.empty()) return false;
   size_t close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
@@ -236,11 +230,11 @@ AgentHarness::~AgentHarness() {
   for (const auto& entry : fs::directory_iterator("/proc", ec)) {
     pid_t pid = 0;
     if (!absl::SimpleAtoi(entry.path().filename().string(), &pid) || pid == getpid()) continue;
-    std::string env = ReadWhole(absl::StrCat("/proc/", pid, "/environ"));
+    std::string env = ReadFile(absl::StrCat("/proc/", pid, "/environ"));
     for (absl::string_view var : absl::StrSplit(env, '\0')) {
       if (var == tag) {
         fprintf(stderr, "[harness] killing leftover pid %d: %s\n", pid,
-                ReadWhole(absl::StrCat("/proc/", pid, "/cmdline")).c_str());
+                ReadFile(absl::StrCat("/proc/", pid, "/cmdline")).c_str());
         kill(pid, SIGKILL);
         break;
       }
@@ -248,7 +242,7 @@ AgentHarness::~AgentHarness() {
   }
   // Anything a test left running (e.g. after KillAgent without a restart).
   for (pid_t pid : tracked_) {
-    std::string cmdline = ReadWhole(absl::StrCat("/proc/", pid, "/cmdline"));
+    std::string cmdline = ReadFile(absl::StrCat("/proc/", pid, "/cmdline"));
     if (ProcessAlive(pid) && absl::StrContains(cmdline, "herd_test_child")) {
       kill(-pid, SIGKILL);
       kill(pid, SIGKILL);
@@ -285,7 +279,7 @@ bool AgentHarness::StartAgent(const std::vector<std::string>& extra_args) {
       },
       absl::Seconds(15));
   if (!up || agent_pid_ == 0) {
-    last_error_ = absl::StrCat("agentd did not come up; its output:\n", ReadWhole(out_path));
+    last_error_ = absl::StrCat("agentd did not come up; its output:\n", ReadFile(out_path));
     return false;
   }
   return true;
@@ -384,14 +378,14 @@ bool ControlPlaneHarness::Start(const std::vector<std::string>& extra_args) {
           pid_ = 0;
           return true;
         }
-        return !ReadWhole(addr_file).empty();
+        return !ReadFile(addr_file).empty();
       },
       absl::Seconds(15));
   if (!up || pid_ == 0) {
-    last_error_ = absl::StrCat("controlplane did not come up; its output:\n", ReadWhole(out_path));
+    last_error_ = absl::StrCat("controlplane did not come up; its output:\n", ReadFile(out_path));
     return false;
   }
-  address_ = std::string(absl::StripAsciiWhitespace(ReadWhole(addr_file)));
+  address_ = std::string(absl::StripAsciiWhitespace(ReadFile(addr_file)));
   return true;
 }
 
@@ -414,7 +408,7 @@ std::string SourceDir() {
 }
 
 std::string ReadTrimmed(const std::string& path) {
-  return std::string(absl::StripAsciiWhitespace(ReadWhole(path)));
+  return std::string(absl::StripAsciiWhitespace(ReadFile(path)));
 }
 
 std::string ControlPlaneHarness::http_address() const {

@@ -21,6 +21,8 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/file_util.h"
+#include "tests/fakes/temp_dir.h"
 #include "tests/integration/agent_harness.h"
 
 namespace herd::testing {
@@ -48,13 +50,6 @@ class AgentTest : public ::testing::Test {
   void WriteFile(const std::string& path, const std::string& content) {
     std::ofstream f(path, std::ios::trunc);
     f << content;
-  }
-
-  static std::string ReadFile(const std::string& path) {
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
   }
 
   static int64_t Int(const nlohmann::json& j, const char* key) {
@@ -502,12 +497,9 @@ TEST_F(AgentTest, TopShowsEveryUnit) {
 class AgentHomeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/herd-home-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
+    ASSERT_FALSE(dir_.empty());
     home_ = dir_ + "/home";
   }
-  void TearDown() override { herd::testing::Run({"rm", "-rf", dir_}); }
 
   CmdResult Agentd(const std::vector<std::string>& extra) {
     std::vector<std::string> argv = {AgentHarness::BinDir() + "/agentd", "--home", home_};
@@ -515,7 +507,9 @@ class AgentHomeTest : public ::testing::Test {
     return herd::testing::Run(argv);
   }
 
-  std::string dir_, home_;
+  ScopedTempDir tmp_{"herd-home"};
+  const std::string dir_ = tmp_.path();
+  std::string home_;
 };
 
 TEST_F(AgentHomeTest, AHomeWritableByOthersIsRefused) {

@@ -34,6 +34,7 @@
 #include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/file_util.h"
 #include "tests/integration/agent_harness.h"
 
 namespace herd::testing {
@@ -176,16 +177,6 @@ double SampleValue(const std::string& http, const std::string& token, const std:
   return v;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::string out;
-  if (FILE* f = fopen(path.c_str(), "r")) {
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    fclose(f);
-  }
-  return out;
-}
 
 // 2,000 idle connections are many descriptors: take the hard limit.
 void RaiseFileLimit() {

@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/file_util.h"
 #include "tests/integration/agent_harness.h"
 
 namespace herd::testing {
@@ -46,13 +47,6 @@ void WriteFile(const std::string& path, const std::string& content) {
   fs::create_directories(fs::path(path).parent_path());
   std::ofstream f(path, std::ios::trunc);
   f << content;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 // A pmx module (PM2's legacy library, as pm2-logrotate uses).

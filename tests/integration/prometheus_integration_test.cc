@@ -41,6 +41,8 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/file_util.h"
+#include "tests/fakes/temp_dir.h"
 #include "tests/integration/agent_harness.h"
 
 extern char** environ;
@@ -53,13 +55,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using json = nlohmann::json;
 
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 void WriteFile(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
@@ -253,23 +248,6 @@ class ServerProcess {
  private:
   pid_t pid_ = 0;
   std::string log_path_;
-};
-
-// A scratch directory, removed with everything in it.
-class ScratchDir {
- public:
-  ScratchDir() {
-    char tmpl[] = "/tmp/herd-prom-XXXXXX";
-    if (mkdtemp(tmpl) != nullptr) path_ = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  std::string Path(const std::string& rel) const { return path_ + "/" + rel; }
-
- private:
-  std::string path_;
 };
 
 // One control plane and one linked agent for every test here (starting them is most of the
@@ -536,7 +514,7 @@ TEST_F(PrometheusTest, RolloutsAreCountedByFinalState) {
 
 TEST_F(PrometheusTest, ExpositionPassesPromtoolCheckMetrics) {
   REQUIRE_TOOL(promtool, "promtool");
-  ScratchDir dir;
+  ScopedTempDir dir("herd-prom");
   const std::string m = Metrics();
   WriteFile(dir.Path("metrics.txt"), m);
   // Lint findings are printed and make it exit non-zero (3); both must stay clean.
@@ -556,7 +534,7 @@ TEST_F(PrometheusTest, DeployConfigAndRulesPassPromtool) {
       {promtool, "check", "rules", "--lint=all", "--lint-fatal", deploy + "/herd-rules.yml"});
   EXPECT_EQ(rules.exit_code, 0) << rules.out << rules.err;
   // Fully (referenced files included), with this test's token file.
-  ScratchDir dir;
+  ScopedTempDir dir("herd-prom");
   std::string config = ReadFile(deploy + "/prometheus.yml");
   ASSERT_EQ(absl::StrReplaceAll({{"credentials_file: /etc/herd/viewer-token",
                                   "credentials_file: " + cp_->ViewerTokenFile()}},
@@ -612,7 +590,7 @@ json PromQuery(const std::string& address, const std::string& expr) {
 
 TEST_F(PrometheusTest, PrometheusScrapesTheControlPlaneWithTheShippedConfig) {
   REQUIRE_TOOL(prometheus, "prometheus");
-  ScratchDir dir;
+  ScopedTempDir dir("herd-prom");
   const std::string deploy = SourceDir() + "/deploy/prometheus";
   // The shipped config at this control plane, scraping every 2 s (a scrape may take over 1 s
   // on a loaded CI machine) and evaluating every second.

@@ -9,25 +9,18 @@
 #include <sstream>
 
 #include "gtest/gtest.h"
+#include "tests/fakes/file_util.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd::agent {
 namespace {
 
 class LogWriterTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/herd-logwriter-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-  static std::string Read(const std::string& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  std::string dir_;
+  static std::string Read(const std::string& p) { return ::herd::testing::ReadFile(p); }
+  ::herd::testing::ScopedTempDir tmp_{"herd-logwriter"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(LogWriterTest, WritesQueuedDataInOrder) {

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd::agent {
 namespace {
@@ -37,20 +38,8 @@ std::string StatLine(pid_t pid, absl::string_view comm, pid_t ppid, uint64_t uti
 
 class FakeProc : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/herd-fakeproc-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(root_); }
-
-  void Write(const std::string& rel, const std::string& content) {
-    fs::path p = fs::path(root_) / rel;
-    fs::create_directories(p.parent_path());
-    // Rewrite in place (same inode), as the kernel's files change under an open fd.
-    std::ofstream f(p, std::ios::binary | std::ios::trunc);
-    f << content;
-  }
+  // Rewrites in place (same inode), as the kernel's files change under an open fd.
+  void Write(const std::string& rel, const std::string& content) { dir_.WriteFile(rel, content); }
   void SetProc(pid_t pid, pid_t ppid, uint64_t utime, uint64_t stime, uint32_t threads = 1,
                int64_t rss_pages = 256, uint64_t start = 1000) {
     Write(absl::StrCat(pid, "/stat"),
@@ -61,7 +50,8 @@ class FakeProc : public ::testing::Test {
           children.empty() ? "" : absl::StrCat(absl::StrJoin(children, " "), " "));
   }
 
-  std::string root_;
+  ::herd::testing::ScopedTempDir dir_{"herd-fakeproc"};
+  const std::string root_ = dir_.path();
   absl::Time t0_ = absl::FromUnixSeconds(1'000'000);
 };
 
