@@ -1,6 +1,6 @@
 #include "agent/uplink/controlplane_link.h"
 
-#include <future>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "agent/logs/log_writer.h"
@@ -13,8 +13,9 @@ ControlPlaneLink::ControlPlaneLink(EventLoop& loop, Supervisor& supervisor,
       supervisor_(supervisor),
       modules_(modules),
       address_(options.address),
+      transport_(loop, GrpcUplinkTlsFiles{options.tls_ca, options.tls_cert, options.tls_key}),
       log_(herd::Logger("uplink")) {
-  uplink_ = std::make_unique<Uplink>(std::move(options), *this);
+  uplink_ = std::make_unique<Uplink>(std::move(options), *this, loop, transport_);
 }
 
 ControlPlaneLink::~ControlPlaneLink() { Stop(); }
@@ -36,7 +37,8 @@ absl::Status ControlPlaneLink::Start() {
 }
 
 void ControlPlaneLink::Stop() {
-  if (!alive_->exchange(false)) return;
+  if (!*alive_) return;
+  *alive_ = false;
   if (metrics_timer_) loop_.CancelTimer(metrics_timer_);
   metrics_timer_ = 0;
   supervisor_.set_event_listener(nullptr);
@@ -56,33 +58,18 @@ void ControlPlaneLink::FillInfo(herd::v1::AgentInfo* info) const {
   info->set_metrics_dropped(s.dropped_batches);
 }
 
-template <typename T>
-T ControlPlaneLink::OnLoop(std::function<T()> f, T fallback) {
-  auto promise = std::make_shared<std::promise<T>>();
-  auto future = promise->get_future();
-  auto alive = alive_;
-  loop_.Post([promise, f = std::move(f), alive] {
-    promise->set_value(*alive ? f() : T{});
-  });
-  if (future.wait_for(std::chrono::seconds(5)) != std::future_status::ready) return fallback;
-  return future.get();
-}
-
 std::vector<herd::v1::ModuleInventory> ControlPlaneLink::Inventory() {
-  return OnLoop<std::vector<herd::v1::ModuleInventory>>([this] { return modules_.Inventory(); },
-                                                        {});
+  return modules_.Inventory();
 }
 
-uint64_t ControlPlaneLink::AckedConfigVersion() {
-  return OnLoop<uint64_t>([this] { return modules_.config_version(); }, 0);
-}
+uint64_t ControlPlaneLink::AckedConfigVersion() { return modules_.config_version(); }
 
 void ControlPlaneLink::OnWelcome(const herd::v1::Welcome& welcome) {
   if (welcome.metrics_interval_ms() >= 100) metrics_interval_ms_ = welcome.metrics_interval_ms();
 }
 
 void ControlPlaneLink::ScheduleMetrics() {
-  metrics_timer_ = loop_.RunAfter(absl::Milliseconds(metrics_interval_ms_.load()), [this] {
+  metrics_timer_ = loop_.RunAfter(absl::Milliseconds(metrics_interval_ms_), [this] {
     metrics_timer_ = 0;
     if (!*alive_) return;
     SendMetrics();
@@ -129,43 +116,37 @@ void ControlPlaneLink::SendMetrics() {
 
 void ControlPlaneLink::OnConfig(const herd::v1::ConfigSnapshot& snap,
                                 std::function<void(herd::v1::ConfigAck)> done) {
-  auto alive = alive_;
-  loop_.Post([this, snap, done, alive] {
-    if (!*alive) return;
-    if (snap.version() <= modules_.config_version()) {
-      // Older than what is in force (it crossed a newer one): nothing to apply.
-      herd::v1::ConfigAck ack;
-      ack.set_version(snap.version());
-      ack.set_accepted(true);
-      return done(ack);
-    }
-    modules_.ApplySnapshot(snap, done);
-  });
+  if (!*alive_) return;
+  if (snap.version() <= modules_.config_version()) {
+    // Older than what is in force (it crossed a newer one): nothing to apply.
+    herd::v1::ConfigAck ack;
+    ack.set_version(snap.version());
+    ack.set_accepted(true);
+    return done(ack);
+  }
+  modules_.ApplySnapshot(snap, done);
 }
 
 void ControlPlaneLink::OnAction(const herd::v1::ActionRequest& req,
                                 std::function<void(herd::v1::ActionResult)> done) {
-  auto alive = alive_;
-  loop_.Post([this, req, done, alive] {
-    if (!*alive) return;
-    herd::v1::TriggerActionRequest t;
-    t.set_module(req.module());
-    t.set_action(req.action());
-    t.mutable_params()->insert(req.params().begin(), req.params().end());
-    t.set_timeout_ms(req.timeout_ms());
-    modules_.TriggerAction(t, [req, done](absl::StatusOr<herd::v1::TriggerActionResponse> r) {
-      herd::v1::ActionResult out;
-      out.set_request_id(req.request_id());
-      if (!r.ok()) {
-        out.set_error(std::string(r.status().message()));
-      } else {
-        out.set_ok(true);
-        out.set_reply_json(r->reply_json());
-        out.mutable_stream()->CopyFrom(r->stream());
-        out.set_elapsed_ms(r->elapsed_ms());
-      }
-      done(std::move(out));
-    });
+  if (!*alive_) return;
+  herd::v1::TriggerActionRequest t;
+  t.set_module(req.module());
+  t.set_action(req.action());
+  t.mutable_params()->insert(req.params().begin(), req.params().end());
+  t.set_timeout_ms(req.timeout_ms());
+  modules_.TriggerAction(t, [req, done](absl::StatusOr<herd::v1::TriggerActionResponse> r) {
+    herd::v1::ActionResult out;
+    out.set_request_id(req.request_id());
+    if (!r.ok()) {
+      out.set_error(std::string(r.status().message()));
+    } else {
+      out.set_ok(true);
+      out.set_reply_json(r->reply_json());
+      out.mutable_stream()->CopyFrom(r->stream());
+      out.set_elapsed_ms(r->elapsed_ms());
+    }
+    done(std::move(out));
   });
 }
 
@@ -203,82 +184,73 @@ void ControlPlaneLink::RestartOne(const std::string& unit, uint32_t wait_healthy
 
 void ControlPlaneLink::OnRestart(const herd::v1::RestartRequest& req,
                                  std::function<void(herd::v1::RestartResult)> done) {
-  auto alive = alive_;
-  loop_.Post([this, req, done, alive] {
-    if (!*alive) return;
-    log_->info("event=restart_requested units={} rollout={}", req.units_size(), req.rollout_id());
-    auto result = std::make_shared<herd::v1::RestartResult>();
-    result->set_request_id(req.request_id());
-    auto left = std::make_shared<int>(req.units_size());
-    if (*left == 0) return done(*result);
-    for (int i = 0; i < req.units_size(); ++i) result->add_units()->set_unit(req.units(i));
-    for (int i = 0; i < req.units_size(); ++i) {
-      RestartOne(req.units(i), req.wait_healthy_ms(),
-                 [result, left, done, i](herd::v1::UnitRestartResult r) {
-                   *result->mutable_units(i) = std::move(r);
-                   if (--*left == 0) done(*result);
-                 });
-    }
-  });
+  if (!*alive_) return;
+  log_->info("event=restart_requested units={} rollout={}", req.units_size(), req.rollout_id());
+  auto result = std::make_shared<herd::v1::RestartResult>();
+  result->set_request_id(req.request_id());
+  auto left = std::make_shared<int>(req.units_size());
+  if (*left == 0) return done(*result);
+  for (int i = 0; i < req.units_size(); ++i) result->add_units()->set_unit(req.units(i));
+  for (int i = 0; i < req.units_size(); ++i) {
+    RestartOne(req.units(i), req.wait_healthy_ms(),
+               [result, left, done, i](herd::v1::UnitRestartResult r) {
+                 *result->mutable_units(i) = std::move(r);
+                 if (--*left == 0) done(*result);
+               });
+  }
 }
 
 void ControlPlaneLink::OnLogs(const herd::v1::HostLogsRequest& req,
                               std::function<void(herd::v1::LogChunk)> send) {
-  auto alive = alive_;
-  loop_.Post([this, req, send, alive] {
-    if (!*alive) return;
-    herd::v1::LogChunk chunk;
-    chunk.set_request_id(req.request_id());
-    auto paths = supervisor_.LogPaths(req.unit());
-    if (!paths.ok()) {
-      chunk.set_end(true);
-      chunk.set_error(std::string(paths.status().message()));
-      return send(chunk);
+  if (!*alive_) return;
+  herd::v1::LogChunk chunk;
+  chunk.set_request_id(req.request_id());
+  auto paths = supervisor_.LogPaths(req.unit());
+  if (!paths.ok()) {
+    chunk.set_end(true);
+    chunk.set_error(std::string(paths.status().message()));
+    return send(chunk);
+  }
+  const size_t n = req.lines() == 0 ? 15 : std::min<uint32_t>(req.lines(), 10000);
+  std::vector<std::pair<std::string, std::string>> streams = {{"out", paths->first}};
+  if (paths->second != paths->first) streams.push_back({"err", paths->second});
+  for (const auto& [stream, path] : streams) {
+    auto tail = ReadLastLines(path, n);
+    if (!tail.ok()) continue;
+    for (auto& text : *tail) {
+      auto* l = chunk.add_lines();
+      l->set_stream(stream);
+      l->set_text(std::move(text));  // UTF-8 already (ReadLastLines)
+      l->set_unit(req.unit());
     }
-    const size_t n = req.lines() == 0 ? 15 : std::min<uint32_t>(req.lines(), 10000);
-    std::vector<std::pair<std::string, std::string>> streams = {{"out", paths->first}};
-    if (paths->second != paths->first) streams.push_back({"err", paths->second});
-    for (const auto& [stream, path] : streams) {
-      auto tail = ReadLastLines(path, n);
-      if (!tail.ok()) continue;
-      for (auto& text : *tail) {
-        auto* l = chunk.add_lines();
-        l->set_stream(stream);
-        l->set_text(std::move(text));  // UTF-8 already (ReadLastLines)
-        l->set_unit(req.unit());
-      }
-    }
-    if (!req.follow()) {
-      chunk.set_end(true);
-      return send(chunk);
-    }
-    send(chunk);
-    auto follow = supervisor_.Follow(req.unit(), [req, send](const herd::v1::LogLine& line) {
-      herd::v1::LogChunk c;
-      c.set_request_id(req.request_id());
-      *c.add_lines() = line;
-      send(std::move(c));
-    });
-    if (!follow.ok()) {
-      herd::v1::LogChunk end;
-      end.set_request_id(req.request_id());
-      end.set_end(true);
-      end.set_error(std::string(follow.status().message()));
-      return send(end);
-    }
-    follows_[req.request_id()] = *follow;
+  }
+  if (!req.follow()) {
+    chunk.set_end(true);
+    return send(chunk);
+  }
+  send(chunk);
+  auto follow = supervisor_.Follow(req.unit(), [req, send](const herd::v1::LogLine& line) {
+    herd::v1::LogChunk c;
+    c.set_request_id(req.request_id());
+    *c.add_lines() = line;
+    send(std::move(c));
   });
+  if (!follow.ok()) {
+    herd::v1::LogChunk end;
+    end.set_request_id(req.request_id());
+    end.set_end(true);
+    end.set_error(std::string(follow.status().message()));
+    return send(end);
+  }
+  follows_[req.request_id()] = *follow;
 }
 
 void ControlPlaneLink::OnCancel(const std::string& request_id) {
-  auto alive = alive_;
-  loop_.Post([this, request_id, alive] {
-    if (!*alive) return;
-    auto it = follows_.find(request_id);
-    if (it == follows_.end()) return;
-    supervisor_.Unfollow(it->second);
-    follows_.erase(it);
-  });
+  if (!*alive_) return;
+  auto it = follows_.find(request_id);
+  if (it == follows_.end()) return;
+  supervisor_.Unfollow(it->second);
+  follows_.erase(it);
 }
 
 }  // namespace herd::agent

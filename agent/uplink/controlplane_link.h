@@ -1,11 +1,11 @@
-// ControlPlaneLink: the agent's side of the control plane, between the Uplink's threads and
-// the agent's loop. It builds a metrics batch every interval (host usage, every unit's
-// sample and probes) and hands it to the Uplink; it applies config snapshots through the
-// ModuleManager, runs actions, restarts (waiting for health) and log requests, and forwards
-// unit events. Everything touching the supervisor or modules runs on the loop.
+// ControlPlaneLink: the agent's side of the control plane, wiring the Uplink (on gRPC, through
+// GrpcUplinkTransport) to the supervisor and the modules. It builds a metrics batch every
+// interval (host usage, every unit's sample and probes) and hands it to the Uplink; it applies
+// config snapshots through the ModuleManager, runs actions, restarts (waiting for health) and
+// log requests, and forwards unit events. Everything runs on the loop thread: the Uplink
+// calls it there, and nothing here blocks (long work answers later through callbacks).
 #pragma once
 
-#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,6 +14,7 @@
 #include "agent/modules/module_manager.h"
 #include "agent/procfs/host_sampler.h"
 #include "agent/supervisor/supervisor.h"
+#include "agent/uplink/grpc_uplink_transport.h"
 #include "agent/uplink/uplink.h"
 
 namespace herd::agent {
@@ -26,12 +27,12 @@ class ControlPlaneLink final : public UplinkHandler {
 
   // Call on the loop thread after the modules are loaded.
   absl::Status Start();
-  // Call on the loop thread; stops the uplink (joins its threads).
+  // Call on the loop thread; stops the uplink (ends its stream).
   void Stop();
   // GetInfo's control plane fields (loop thread).
   void FillInfo(herd::v1::AgentInfo* info) const;
 
-  // UplinkHandler (uplink threads).
+  // UplinkHandler (loop thread).
   std::vector<herd::v1::ModuleInventory> Inventory() override;
   uint64_t AckedConfigVersion() override;
   void OnConfig(const herd::v1::ConfigSnapshot& snap,
@@ -46,9 +47,6 @@ class ControlPlaneLink final : public UplinkHandler {
   void OnWelcome(const herd::v1::Welcome& welcome) override;
 
  private:
-  // Runs `f` on the loop and waits for its result (bounded: the loop may be stopping).
-  template <typename T>
-  T OnLoop(std::function<T()> f, T fallback);
   void ScheduleMetrics();
   void SendMetrics();
   void RestartOne(const std::string& unit, uint32_t wait_healthy_ms,
@@ -58,16 +56,17 @@ class ControlPlaneLink final : public UplinkHandler {
   Supervisor& supervisor_;
   ModuleManager& modules_;
   const std::string address_;
+  GrpcUplinkTransport transport_;
   std::unique_ptr<Uplink> uplink_;
   std::shared_ptr<spdlog::logger> log_;
   HostSampler host_sampler_;
   EventLoop::Handle metrics_timer_ = 0;
-  std::atomic<uint32_t> metrics_interval_ms_{1000};
+  uint32_t metrics_interval_ms_ = 1000;
   // Modules' widgets, actions and issue counts as last sent in the inventory (loop).
   std::string shown_in_inventory_;
   std::map<std::string, uint64_t> follows_;  // log request id → supervisor follow id (loop)
-  // Cleared at Stop: callbacks posted to the loop afterwards do nothing.
-  std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
+  // Cleared at Stop: timers and callbacks that run afterwards do nothing.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace herd::agent

@@ -1,29 +1,43 @@
-// Uplink: the agent's one stream to the control plane (proto/herd/v1/gateway.proto).
+// Uplink: the agent's one stream to the control plane (proto/herd/v1/gateway.proto), as a
+// state machine on the agent's loop:
 //
-// A connection thread dials, authenticates (the host credential kept in $HERD_HOME, or the
-// fleet's join token the first time), sends Hello, then writes what the agent queued while a
-// reader thread dispatches what the control plane sends to an UplinkHandler. When the stream
-// breaks it reconnects with exponential backoff and jitter; meanwhile the agent keeps
+//   kIdle ─Start→ kBackoff(0) ─dial→ kHelloSent ─Welcome→ kStreaming
+//                    ↑                   │ stream ends         │ stream ends
+//                    └───────────────────┴─────────────────────┘   (any state ─Stop→ kStopped)
+//
+// A dial authenticates with the host credential kept in $HERD_HOME, or the fleet's join token
+// the first time (the Welcome then carries the credential, saved before anything else), and
+// sends Hello; the first answer must be Welcome. While streaming it writes what the agent
+// queued (inventory first, then replies and events, then metrics oldest first) and hands what
+// the control plane sends to an UplinkHandler. When the stream ends it retries after a delay
+// from herd::Backoff (reset by a session that lasted 30 s); meanwhile the agent keeps
 // supervising and metrics wait in a bounded ring (oldest dropped and counted, the count sent
-// with the next batch). Writes block under gRPC flow control, never the agent: a slow
-// control plane only makes the ring drop old batches.
+// with the next batch, batches made before the connection marked replayed). A refused
+// credential (the control plane's data was reset) is deleted: the next dial registers again
+// with the join token.
+//
+// Threads: none of its own. Every method, every timer (Scheduler) and every transport callback
+// runs on the loop thread, so the state needs no lock; the transport (grpc_uplink_transport.h)
+// posts gRPC's reactions to the loop. Writes are one at a time (gRPC's rule) and wait under
+// flow control, never the loop: a slow control plane only makes the ring drop old batches.
+// Replies of an older connection (a slow action, a restart waiting for health) are dropped.
 #pragma once
 
-#include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "agent/uplink/uplink_transport.h"
+#include "common/backoff.h"
 #include "common/logging.h"
-#include "grpcpp/security/credentials.h"
-#include "herd/v1/gateway.grpc.pb.h"
+#include "common/scheduler.h"
+#include "herd/v1/gateway.pb.h"
 
 namespace herd::agent {
 
@@ -33,7 +47,7 @@ struct UplinkOptions {
   std::map<std::string, std::string> labels;
   std::string home;  // host_id and credential live here
   // TLS: the CA that signed the control plane's certificate (enables TLS); a client
-  // certificate and key for mTLS.
+  // certificate and key for mTLS. (Read by the transport: GrpcUplinkTransport.)
   std::string tls_ca, tls_cert, tls_key;
   size_t buffer_batches = 600;
   size_t max_control_queue = 1000;
@@ -41,8 +55,8 @@ struct UplinkOptions {
   absl::Duration backoff_max = absl::Seconds(30);
 };
 
-// What the uplink asks of the agent. Called on the uplink's threads: implementations hand
-// the work to the agent's loop and must not block for long.
+// What the uplink asks of the agent. Called on the loop thread; must not block (long work
+// answers later through `done` / `send`, on the loop thread too).
 class UplinkHandler {
  public:
   virtual ~UplinkHandler() = default;
@@ -62,19 +76,25 @@ class UplinkHandler {
   virtual void OnWelcome(const herd::v1::Welcome& welcome) = 0;
 };
 
-class Uplink {
+class Uplink final : private UplinkStreamObserver {
  public:
-  Uplink(UplinkOptions options, UplinkHandler& handler);
-  ~Uplink();
+  enum class Phase { kIdle, kBackoff, kHelloSent, kStreaming, kStopped };
+
+  // `loop` runs the timers (the agent's EventLoop; FakeScheduler in tests).
+  Uplink(UplinkOptions options, UplinkHandler& handler, Scheduler& loop,
+         UplinkTransport& transport);
+  ~Uplink() override;
   Uplink(const Uplink&) = delete;
   Uplink& operator=(const Uplink&) = delete;
 
-  // Loads or creates the host id; checks that there is a credential or a join token.
+  // Loads or creates the host id; checks that there is a credential or a join token and
+  // the transport's settings; then dials from the loop.
   absl::Status Start();
+  // Ends the stream (if any) and cancels the timers; nothing runs afterwards.
   void Stop();
 
-  // Thread-safe.
   void PushMetrics(herd::v1::MetricsBatch batch);
+  // Dropped when not connected (the control plane reads events of the live stream only).
   void PushEvent(herd::v1::ModuleEvent event);
   void InventoryChanged();
 
@@ -87,36 +107,67 @@ class Uplink {
     size_t buffered_batches = 0;
   };
   State state() const;
+  Phase phase() const { return phase_; }
   const std::string& host_id() const { return host_id_; }
 
+  // A write that failed while the control plane's status has not come: the stream is
+  // cancelled after this grace (the status usually follows the failure at once).
+  static constexpr absl::Duration kWriteFailureGrace = absl::Seconds(2);
+  // A session that lasted this long resets the backoff.
+  static constexpr absl::Duration kStableSession = absl::Seconds(30);
+
  private:
-  void Run();
-  // One connection: returns when the stream ends (the error says why).
-  absl::Status Session();
+  // UplinkStreamObserver (the current stream's; loop thread).
+  void OnRead(herd::v1::ControlMessage msg) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone(absl::Status status) override;
+
+  void Dial();
+  herd::v1::AgentMessage MakeHello();
+  void OnWelcome(const herd::v1::Welcome& welcome);
+  void Dispatch(const herd::v1::ControlMessage& msg);
+  // Writes the next queued message if none is in flight.
+  void Pump();
+  bool NextMessage(herd::v1::AgentMessage* out);
   void SendControl(herd::v1::AgentMessage msg);
+  // A reply to the connection of `generation`; dropped if that connection is gone.
+  std::function<void(herd::v1::AgentMessage)> ReplyTo(uint64_t generation);
+  // Why the stream ended, from the control plane's status and what we saw.
+  absl::Status EndReason(const absl::Status& status);
+  // The stream is over: forget it and plan the next dial.
+  void EndSession(const absl::Status& why);
+  void DropStream();
   std::string CredentialPath() const;
-  std::shared_ptr<grpc::ChannelCredentials> MakeCredentials(absl::Status* error) const;
 
   const UplinkOptions options_;
   UplinkHandler& handler_;
+  Scheduler& loop_;
+  UplinkTransport& transport_;
   std::shared_ptr<spdlog::logger> log_;
   std::string host_id_;
-  std::thread thread_;
+  Backoff backoff_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
+  Phase phase_ = Phase::kIdle;
+  Scheduler::Handle dial_timer_ = 0;
+  Scheduler::Handle grace_timer_ = 0;
+  std::unique_ptr<UplinkStream> stream_;
+  bool by_join_ = false;         // the current stream authenticated with the join token
+  bool write_in_flight_ = false;
+  bool write_failed_ = false;    // the current stream broke while sending
+  absl::Status protocol_error_;  // set when we end a stream that broke the protocol
+  absl::Time session_began_;     // monotonic: when the current dial started
   bool connected_ = false;
-  bool broken_ = false;        // the current stream failed (set by the reader)
   bool inventory_dirty_ = false;
-  grpc::ClientContext* ctx_ = nullptr;  // the current stream's, for cancellation
   std::deque<herd::v1::MetricsBatch> metrics_;
   std::deque<herd::v1::AgentMessage> control_;
   uint64_t dropped_since_sent_ = 0;
   uint64_t dropped_total_ = 0;
+  uint64_t control_dropped_ = 0;  // replies and events over max_control_queue (logged)
   std::string last_error_;
   int64_t connected_at_ms_ = 0;
   uint64_t generation_ = 0;  // bumps with each connection; results of older ones are dropped
+  // Replies hold a weak reference: one that comes after the Uplink is gone does nothing.
+  std::shared_ptr<bool> life_ = std::make_shared<bool>(true);
 };
 
 }  // namespace herd::agent
