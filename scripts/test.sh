@@ -11,6 +11,11 @@ TEST_JOBS="${HERD_TEST_JOBS:-$((JOBS + 1))}"
 
 scripts/install-deps.sh
 
+# Size limits first (seconds): no file in agent/, controlplane/, cli/ over 800 lines, no
+# function over 80 (docs/agent.md, "Seams and their fakes").
+echo "== size limits"
+python3 scripts/check-size.py
+
 # Every test runs once, in the build that finds the most: under AddressSanitizer and
 # UndefinedBehaviorSanitizer. Three run in the optimised build instead, being mostly compile,
 # npm, browser or scrape time that the sanitizers would only slow down: the generated C++ and
