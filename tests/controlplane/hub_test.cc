@@ -26,6 +26,7 @@
 #include "common/clock.h"
 #include "controlplane/core/secrets.h"
 #include "controlplane/store/store.h"
+#include "tests/fakes/fake_scheduler.h"
 
 namespace herd::controlplane {
 namespace {
@@ -254,7 +255,7 @@ class HubTest : public ::testing::Test {
   }
 
   void StartHub() {
-    hub_ = std::make_unique<Hub>(*store_, clock_, options_);
+    hub_ = std::make_unique<Hub>(*store_, sched_, options_);
     auto s = hub_->Start();
     ASSERT_TRUE(s.ok()) << s;
   }
@@ -375,6 +376,8 @@ class HubTest : public ::testing::Test {
   std::string dir_;
   std::unique_ptr<Store> store_;
   FakeClock clock_;
+  // The hub's timers (the sweep, the writer's retries) run when a test advances it.
+  herd::testing::FakeScheduler sched_{clock_};
   HubOptions options_;
   std::unique_ptr<Hub> hub_;
   Actor actor_{"alice", Role::kOperator, ""};
@@ -614,21 +617,23 @@ TEST_F(HubTest, SilentStreamsAreClosed) {
     Send("h2", busy, Batch(NowMs(), 10));
   }
   // 60 s without a message is not yet more than 60 s.
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  sched_.RunDue();
   EXPECT_FALSE(quiet.session->closed());
   clock_.Advance(absl::Seconds(6));
   Send("h2", busy, Batch(NowMs(), 10));
+  sched_.RunDue();
   ASSERT_TRUE(WaitFor([&] { return quiet.session->closed(); }));
   EXPECT_THAT(quiet.session->close_reason(), HasSubstr("no message from the agent in 66 s"));
   EXPECT_FALSE(busy.session->closed());
   // Until its stream has ended (the status may wait behind unread data), the sweeps that
   // follow (every 250 ms) neither close it again nor warn again.
   clock_.Advance(absl::Seconds(5));
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  sched_.RunDue();
   EXPECT_EQ(quiet.session->closes(), 1);
   // A new stream of the same host that goes silent is closed in its turn.
   Conn again = Connect(MakeHello("h1"), quiet.credential);
   clock_.Advance(absl::Seconds(70));
+  sched_.RunDue();
   ASSERT_TRUE(WaitFor([&] { return again.session->closed(); }));
   EXPECT_EQ(again.session->closes(), 1);
 }
@@ -1153,10 +1158,11 @@ TEST_F(HubRelayTest, HostThatNeverAnswersTimesOut) {
   Send("h1", h1_, ActionReply(h1_.session->actions().at(0).request_id(), true, "{}"));
   // Past the timeout, within the grace: still waiting.
   clock_.Advance(absl::Milliseconds(1900));
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  sched_.RunDue();
   EXPECT_EQ(cap->calls(), 0);
   // Past timeout + grace: the sweeper fails it.
   clock_.Advance(absl::Milliseconds(200));
+  sched_.Advance(absl::Milliseconds(250));  // the sweep task's next round
   ASSERT_TRUE(WaitFor([&] { return cap->calls() > 0; }));
   EXPECT_EQ(cap->calls(), 1);
   auto resp = cap->value();
@@ -1777,6 +1783,7 @@ TEST_F(HubWriteBehindTest, AcksAreGroupedAndSurviveAFailedWrite) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (store_->GetHost("h19")->acked_config_version != 1u &&
          std::chrono::steady_clock::now() < deadline) {
+    sched_.Advance(absl::Seconds(1));  // the writer's retry (its backoff starts at 1 s)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   for (int i = 0; i < 20; ++i) {
@@ -1802,6 +1809,7 @@ TEST_F(HubWriteBehindTest, RegistrationIsStoredBeforeTheWelcome) {
   flaky_->fail_puts = false;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!store_->GetHost("b").ok() && std::chrono::steady_clock::now() < deadline) {
+    sched_.Advance(absl::Seconds(1));  // the writer's retry (its backoff starts at 1 s)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_TRUE(store_->GetHost("b").ok());
