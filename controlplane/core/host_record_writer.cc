@@ -124,8 +124,10 @@ absl::Status HostRecordWriter::Write(const std::map<std::string, bool>& batch) {
 }
 
 void HostRecordWriter::ArmRetry() {
-  const absl::Duration delay = backoff_.Next();
-  const Scheduler::Handle timer = scheduler_.RunAfter(delay, [this] {
+  retry_wait_ = true;
+  // Under mu_, so the retry is planned before anyone sees the failure. (RunAfter never runs
+  // the task inside the call; the task takes mu_ on the scheduler's thread.)
+  retry_timer_ = scheduler_.RunAfter(backoff_.Next(), [this] {
     {
       std::lock_guard<std::mutex> l(mu_);
       retry_wait_ = false;
@@ -133,9 +135,6 @@ void HostRecordWriter::ArmRetry() {
     }
     cv_.notify_all();
   });
-  std::lock_guard<std::mutex> l(mu_);
-  // The task may have run already (a zero delay on another thread): then it is not waited.
-  if (retry_wait_) retry_timer_ = timer;
 }
 
 void HostRecordWriter::Loop() {
@@ -158,19 +157,14 @@ void HostRecordWriter::Loop() {
     written_gen_ = gen;
     last_write_ = s;
     ++attempts_;
-    const bool retry = !s.ok() && !last;
-    if (retry) {
+    if (s.ok()) {
+      backoff_.Reset();
+    } else if (!last) {
       // Nothing is lost: the records are written again with the next batch.
       for (const auto& [id, full] : batch) dirty_[id] |= full;
-      retry_wait_ = true;
+      ArmRetry();
     }
     cv_.notify_all();
-    if (s.ok()) backoff_.Reset();
-    if (retry) {
-      l.unlock();
-      ArmRetry();
-      l.lock();
-    }
     if (last) break;
   }
   exited_ = true;

@@ -58,8 +58,8 @@ class HostRecordWriter {
   void Loop();
   // One transaction for `batch` (host id → full).
   absl::Status Write(const std::map<std::string, bool>& batch);
-  // After a failed write: the thread waits until the backoff's task wakes it.
-  void ArmRetry() ;
+  // After a failed write (mu_ held): the thread waits until the backoff's task wakes it.
+  void ArmRetry();
 
   Store& store_;
   HostRegistry& registry_;

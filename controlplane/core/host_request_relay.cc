@@ -74,15 +74,16 @@ void HostRequestRelay::AddPending(std::vector<Request>& requests,
 }
 
 void HostRequestRelay::RelayAll(std::vector<Request> requests) {
-  std::vector<HostRoute> routes;
-  routes.reserve(requests.size());
-  for (const auto& r : requests) routes.push_back(registry_.Route(r.host_id));
+  // Which hosts are known (their sessions are read after the requests are pending).
+  std::vector<HostRoute> routes(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    routes[i].known = registry_.Find(requests[i].host_id) != nullptr;
+  }
   // Run once every lock is released: what could not be sent.
   std::vector<std::function<void()>> failures;
   // Pending first, then the session: a disconnect from here on finds the request and fails
   // it; one before finds no session below. (A log request is registered already, with its
-  // line callback.) The session is read again after: the route above is only for knowing
-  // the host.
+  // line callback.)
   AddPending(requests, routes, failures);
   std::vector<SendPool::Outgoing> out;
   out.reserve(requests.size());
