@@ -55,11 +55,11 @@ bool LimitHits::any() const {
   return std::any_of(n.begin(), n.end(), [](uint64_t v) { return v > 0; });
 }
 
-bool BoundBatch(const MetricsBatch& batch, const AgentLimits& limits, MetricsBatch* out,
-                LimitHits* hits) {
-  // One pass to tell whether anything is past a limit: the sizes of its text are its bulk,
-  // so their sum (with a little per item) tells a batch that may be too large; only that
-  // one is measured exactly.
+namespace {
+// One pass to tell whether anything is past a limit: the sizes of its text are its bulk,
+// so their sum (with a little per item) tells a batch that may be too large; only that
+// one is measured exactly.
+bool MayBeOver(const MetricsBatch& batch, const AgentLimits& limits) {
   bool over = static_cast<size_t>(batch.units_size()) > limits.max_units;
   size_t estimate = 64;
   for (const UnitSample& u : batch.units()) {
@@ -79,7 +79,52 @@ bool BoundBatch(const MetricsBatch& batch, const AgentLimits& limits, MetricsBat
                   p.agg_type().size();
     }
   }
-  if (!over && estimate <= limits.max_batch_bytes) return false;
+  return over || estimate > limits.max_batch_bytes;
+}
+
+// Copies one unit into `u`: everything but the probes, then the probes that fit.
+void CopyUnit(const UnitSample& in, const AgentLimits& limits, UnitSample* u, LimitHits* cut) {
+  u->set_name(in.name());
+  u->set_is_module(in.is_module());
+  u->set_state(in.state());
+  u->set_pid(in.pid());
+  u->set_restarts(in.restarts());
+  u->set_started_at_unix_ms(in.started_at_unix_ms());
+  *u->mutable_usage() = in.usage();
+  u->set_issues_count(in.issues_count());
+  u->set_status_reason(in.status_reason());
+  Clip(u->mutable_status_reason(), limits.max_text_bytes, cut);
+  u->set_version(in.version());
+  Clip(u->mutable_version(), limits.max_text_bytes, cut);
+  for (const std::string& m : in.main_probes()) {
+    if (Long(m, limits.max_name_bytes) || u->main_probes_size() >= kMaxMainProbes) {
+      cut->Add(Limit::kNames);
+      continue;
+    }
+    u->add_main_probes(m);
+  }
+  for (const Probe& p : in.probes()) {
+    if (Long(p.name(), limits.max_name_bytes)) {
+      cut->Add(Limit::kNames);
+      continue;
+    }
+    if (static_cast<size_t>(u->probes_size()) >= limits.max_probes_per_unit) {
+      cut->Add(Limit::kProbes);
+      continue;
+    }
+    Probe* q = u->add_probes();
+    *q = p;
+    Clip(q->mutable_value(), limits.max_text_bytes, cut);
+    Clip(q->mutable_type(), limits.max_text_bytes, cut);
+    Clip(q->mutable_unit(), limits.max_text_bytes, cut);
+    Clip(q->mutable_agg_type(), limits.max_text_bytes, cut);
+  }
+}
+}  // namespace
+
+bool BoundBatch(const MetricsBatch& batch, const AgentLimits& limits, MetricsBatch* out,
+                LimitHits* hits) {
+  if (!MayBeOver(batch, limits)) return false;
 
   LimitHits cut;
   MetricsBatch b;
@@ -96,43 +141,7 @@ bool BoundBatch(const MetricsBatch& batch, const AgentLimits& limits, MetricsBat
       cut.Add(Limit::kUnits);
       continue;
     }
-    UnitSample* u = b.add_units();
-    // Everything but the probes, then the probes that fit.
-    u->set_name(in.name());
-    u->set_is_module(in.is_module());
-    u->set_state(in.state());
-    u->set_pid(in.pid());
-    u->set_restarts(in.restarts());
-    u->set_started_at_unix_ms(in.started_at_unix_ms());
-    *u->mutable_usage() = in.usage();
-    u->set_issues_count(in.issues_count());
-    u->set_status_reason(in.status_reason());
-    Clip(u->mutable_status_reason(), limits.max_text_bytes, &cut);
-    u->set_version(in.version());
-    Clip(u->mutable_version(), limits.max_text_bytes, &cut);
-    for (const std::string& m : in.main_probes()) {
-      if (Long(m, limits.max_name_bytes) || u->main_probes_size() >= kMaxMainProbes) {
-        cut.Add(Limit::kNames);
-        continue;
-      }
-      u->add_main_probes(m);
-    }
-    for (const Probe& p : in.probes()) {
-      if (Long(p.name(), limits.max_name_bytes)) {
-        cut.Add(Limit::kNames);
-        continue;
-      }
-      if (static_cast<size_t>(u->probes_size()) >= limits.max_probes_per_unit) {
-        cut.Add(Limit::kProbes);
-        continue;
-      }
-      Probe* q = u->add_probes();
-      *q = p;
-      Clip(q->mutable_value(), limits.max_text_bytes, &cut);
-      Clip(q->mutable_type(), limits.max_text_bytes, &cut);
-      Clip(q->mutable_unit(), limits.max_text_bytes, &cut);
-      Clip(q->mutable_agg_type(), limits.max_text_bytes, &cut);
-    }
+    CopyUnit(in, limits, b.add_units(), &cut);
   }
   // Still too large: the last units go (the host's own usage stays).
   size_t bytes = b.ByteSizeLong();

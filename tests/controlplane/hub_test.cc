@@ -26,6 +26,9 @@
 #include "common/clock.h"
 #include "controlplane/core/secrets.h"
 #include "controlplane/store/store.h"
+#include "tests/fakes/fake_host_session.h"
+#include "tests/fakes/fake_hub_store.h"
+#include "tests/fakes/fake_scheduler.h"
 
 namespace herd::controlplane {
 namespace {
@@ -45,79 +48,7 @@ using Labels = std::map<std::string, std::string>;
 // ---------------------------------------------------------------------------------------
 // Fakes and helpers
 
-class FakeSession : public HostSession {
- public:
-  explicit FakeSession(std::string peer = "10.0.0.1:5000") : peer_(std::move(peer)) {}
-
-  bool Send(ControlMessage msg) override {
-    absl::MutexLock l(&mu_);
-    if (fail_send_) return false;
-    sent_.push_back(std::move(msg));
-    return true;
-  }
-  void Close(const std::string& why) override {
-    absl::MutexLock l(&mu_);
-    closed_ = true;
-    ++closes_;
-    close_reason_ = why;
-  }
-  int closes() const {
-    absl::MutexLock l(&mu_);
-    return closes_;
-  }
-  std::string Peer() const override { return peer_; }
-
-  void set_fail_send(bool fail) {
-    absl::MutexLock l(&mu_);
-    fail_send_ = fail;
-  }
-  std::vector<ControlMessage> sent() const {
-    absl::MutexLock l(&mu_);
-    return sent_;
-  }
-  bool closed() const {
-    absl::MutexLock l(&mu_);
-    return closed_;
-  }
-  std::string close_reason() const {
-    absl::MutexLock l(&mu_);
-    return close_reason_;
-  }
-  std::vector<ConfigSnapshot> configs() const {
-    std::vector<ConfigSnapshot> out;
-    for (const auto& m : sent()) {
-      if (m.has_config()) out.push_back(m.config());
-    }
-    return out;
-  }
-  ConfigSnapshot last_config() const {
-    auto c = configs();
-    return c.empty() ? ConfigSnapshot() : c.back();
-  }
-  std::vector<herd::v1::ActionRequest> actions() const {
-    std::vector<herd::v1::ActionRequest> out;
-    for (const auto& m : sent()) {
-      if (m.has_action()) out.push_back(m.action());
-    }
-    return out;
-  }
-  std::vector<herd::v1::RestartRequest> restarts() const {
-    std::vector<herd::v1::RestartRequest> out;
-    for (const auto& m : sent()) {
-      if (m.has_restart()) out.push_back(m.restart());
-    }
-    return out;
-  }
-
- private:
-  const std::string peer_;
-  mutable absl::Mutex mu_;
-  std::vector<ControlMessage> sent_ ABSL_GUARDED_BY(mu_);
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  int closes_ ABSL_GUARDED_BY(mu_) = 0;
-  std::string close_reason_ ABSL_GUARDED_BY(mu_);
-  bool fail_send_ ABSL_GUARDED_BY(mu_) = false;
-};
+using FakeSession = herd::testing::FakeHostSession;
 
 // Collects a `done` callback's calls. Shared, so a late call (e.g. from Stop) stays safe.
 template <typename T>
@@ -254,7 +185,7 @@ class HubTest : public ::testing::Test {
   }
 
   void StartHub() {
-    hub_ = std::make_unique<Hub>(*store_, clock_, options_);
+    hub_ = std::make_unique<Hub>(*store_, sched_, options_);
     auto s = hub_->Start();
     ASSERT_TRUE(s.ok()) << s;
   }
@@ -375,6 +306,8 @@ class HubTest : public ::testing::Test {
   std::string dir_;
   std::unique_ptr<Store> store_;
   FakeClock clock_;
+  // The hub's timers (the sweep, the writer's retries) run when a test advances it.
+  herd::testing::FakeScheduler sched_{clock_};
   HubOptions options_;
   std::unique_ptr<Hub> hub_;
   Actor actor_{"alice", Role::kOperator, ""};
@@ -614,21 +547,23 @@ TEST_F(HubTest, SilentStreamsAreClosed) {
     Send("h2", busy, Batch(NowMs(), 10));
   }
   // 60 s without a message is not yet more than 60 s.
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  sched_.RunDue();
   EXPECT_FALSE(quiet.session->closed());
   clock_.Advance(absl::Seconds(6));
   Send("h2", busy, Batch(NowMs(), 10));
+  sched_.RunDue();
   ASSERT_TRUE(WaitFor([&] { return quiet.session->closed(); }));
   EXPECT_THAT(quiet.session->close_reason(), HasSubstr("no message from the agent in 66 s"));
   EXPECT_FALSE(busy.session->closed());
   // Until its stream has ended (the status may wait behind unread data), the sweeps that
   // follow (every 250 ms) neither close it again nor warn again.
   clock_.Advance(absl::Seconds(5));
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  sched_.RunDue();
   EXPECT_EQ(quiet.session->closes(), 1);
   // A new stream of the same host that goes silent is closed in its turn.
   Conn again = Connect(MakeHello("h1"), quiet.credential);
   clock_.Advance(absl::Seconds(70));
+  sched_.RunDue();
   ASSERT_TRUE(WaitFor([&] { return again.session->closed(); }));
   EXPECT_EQ(again.session->closes(), 1);
 }
@@ -1153,10 +1088,11 @@ TEST_F(HubRelayTest, HostThatNeverAnswersTimesOut) {
   Send("h1", h1_, ActionReply(h1_.session->actions().at(0).request_id(), true, "{}"));
   // Past the timeout, within the grace: still waiting.
   clock_.Advance(absl::Milliseconds(1900));
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  sched_.RunDue();
   EXPECT_EQ(cap->calls(), 0);
   // Past timeout + grace: the sweeper fails it.
   clock_.Advance(absl::Milliseconds(200));
+  sched_.Advance(absl::Milliseconds(250));  // the sweep task's next round
   ASSERT_TRUE(WaitFor([&] { return cap->calls() > 0; }));
   EXPECT_EQ(cap->calls(), 1);
   auto resp = cap->value();
@@ -1681,67 +1617,7 @@ TEST_F(HubTest, ConcurrentIngestListingsAndConfigChanges) {
 
 // ------------------------------------------------------------------ records written behind
 
-// Passes everything to a real store, but PutHosts fails while `fail_puts` is set.
-class FlakyHostsStore final : public Store {
- public:
-  explicit FlakyHostsStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
-  std::atomic<bool> fail_puts{false};
-  std::atomic<int> put_calls{0};
-
-  absl::Status PutHost(const HostRecord& h) override { return PutHosts({h}); }
-  absl::Status PutHosts(const std::vector<HostRecord>& hosts) override {
-    ++put_calls;
-    if (fail_puts) return absl::ResourceExhaustedError("disk full (injected)");
-    return inner_->PutHosts(hosts);
-  }
-  absl::Status PutHostStatus(const std::vector<HostStatus>& status) override {
-    ++put_calls;
-    if (fail_puts) return absl::ResourceExhaustedError("disk full (injected)");
-    return inner_->PutHostStatus(status);
-  }
-  absl::StatusOr<HostRecord> GetHost(const std::string& id) override { return inner_->GetHost(id); }
-  absl::StatusOr<std::vector<HostRecord>> ListHosts() override { return inner_->ListHosts(); }
-  absl::Status DeleteHost(const std::string& id) override { return inner_->DeleteHost(id); }
-  absl::StatusOr<uint64_t> ConfigRevision() override { return inner_->ConfigRevision(); }
-  absl::StatusOr<ConfigWrite> SetOverride(const herd::v1::Override& o) override {
-    return inner_->SetOverride(o);
-  }
-  absl::StatusOr<ConfigWrite> UnsetOverride(const herd::v1::Scope& s, const std::string& m,
-                                            const std::string& k) override {
-    return inner_->UnsetOverride(s, m, k);
-  }
-  absl::StatusOr<std::vector<herd::v1::Override>> ListOverrides(const std::string& m) override {
-    return inner_->ListOverrides(m);
-  }
-  absl::Status PutRollout(const herd::v1::Rollout& r) override { return inner_->PutRollout(r); }
-  absl::StatusOr<herd::v1::Rollout> GetRollout(const std::string& id) override {
-    return inner_->GetRollout(id);
-  }
-  absl::StatusOr<std::vector<herd::v1::Rollout>> ListRollouts(size_t n) override {
-    return inner_->ListRollouts(n);
-  }
-  absl::Status AddToken(const ApiToken& t) override { return inner_->AddToken(t); }
-  absl::StatusOr<ApiToken> FindTokenBySecretHash(const std::string& h) override {
-    return inner_->FindTokenBySecretHash(h);
-  }
-  absl::StatusOr<std::vector<ApiToken>> ListTokens() override { return inner_->ListTokens(); }
-  absl::Status DeleteToken(const std::string& n) override { return inner_->DeleteToken(n); }
-  absl::Status AppendAudit(const herd::v1::AuditEntry& e) override {
-    return inner_->AppendAudit(e);
-  }
-  absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t n) override {
-    return inner_->ListAudit(n);
-  }
-  absl::Status PutSetting(const std::string& k, const std::string& v) override {
-    return inner_->PutSetting(k, v);
-  }
-  absl::StatusOr<std::optional<std::string>> GetSetting(const std::string& k) override {
-    return inner_->GetSetting(k);
-  }
-
- private:
-  std::unique_ptr<Store> inner_;
-};
+using herd::testing::FlakyHostsStore;
 
 class HubWriteBehindTest : public HubTest {
  protected:
@@ -1777,6 +1653,7 @@ TEST_F(HubWriteBehindTest, AcksAreGroupedAndSurviveAFailedWrite) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (store_->GetHost("h19")->acked_config_version != 1u &&
          std::chrono::steady_clock::now() < deadline) {
+    sched_.Advance(absl::Seconds(1));  // the writer's retry (its backoff starts at 1 s)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   for (int i = 0; i < 20; ++i) {
@@ -1802,6 +1679,7 @@ TEST_F(HubWriteBehindTest, RegistrationIsStoredBeforeTheWelcome) {
   flaky_->fail_puts = false;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!store_->GetHost("b").ok() && std::chrono::steady_clock::now() < deadline) {
+    sched_.Advance(absl::Seconds(1));  // the writer's retry (its backoff starts at 1 s)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_TRUE(store_->GetHost("b").ok());

@@ -1,0 +1,79 @@
+// FlakyHostsStore: a Store that passes everything to a real one, but whose host writes
+// (PutHosts, PutHostStatus) fail while `fail_puts` is set — a full disk, for the hub's
+// write-behind of host records. Counts the host writes tried.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "controlplane/store/store.h"
+
+namespace herd::testing {
+
+// Passes everything to a real store, but PutHosts fails while `fail_puts` is set.
+class FlakyHostsStore final : public controlplane::Store {
+ public:
+  explicit FlakyHostsStore(std::unique_ptr<controlplane::Store> inner) : inner_(std::move(inner)) {}
+  std::atomic<bool> fail_puts{false};
+  std::atomic<int> put_calls{0};
+
+  absl::Status PutHost(const controlplane::HostRecord& h) override { return PutHosts({h}); }
+  absl::Status PutHosts(const std::vector<controlplane::HostRecord>& hosts) override {
+    ++put_calls;
+    if (fail_puts) return absl::ResourceExhaustedError("disk full (injected)");
+    return inner_->PutHosts(hosts);
+  }
+  absl::Status PutHostStatus(const std::vector<controlplane::HostStatus>& status) override {
+    ++put_calls;
+    if (fail_puts) return absl::ResourceExhaustedError("disk full (injected)");
+    return inner_->PutHostStatus(status);
+  }
+  absl::StatusOr<controlplane::HostRecord> GetHost(const std::string& id) override { return inner_->GetHost(id); }
+  absl::StatusOr<std::vector<controlplane::HostRecord>> ListHosts() override { return inner_->ListHosts(); }
+  absl::Status DeleteHost(const std::string& id) override { return inner_->DeleteHost(id); }
+  absl::StatusOr<uint64_t> ConfigRevision() override { return inner_->ConfigRevision(); }
+  absl::StatusOr<controlplane::ConfigWrite> SetOverride(const herd::v1::Override& o) override {
+    return inner_->SetOverride(o);
+  }
+  absl::StatusOr<controlplane::ConfigWrite> UnsetOverride(const herd::v1::Scope& s, const std::string& m,
+                                            const std::string& k) override {
+    return inner_->UnsetOverride(s, m, k);
+  }
+  absl::StatusOr<std::vector<herd::v1::Override>> ListOverrides(const std::string& m) override {
+    return inner_->ListOverrides(m);
+  }
+  absl::Status PutRollout(const herd::v1::Rollout& r) override { return inner_->PutRollout(r); }
+  absl::StatusOr<herd::v1::Rollout> GetRollout(const std::string& id) override {
+    return inner_->GetRollout(id);
+  }
+  absl::StatusOr<std::vector<herd::v1::Rollout>> ListRollouts(size_t n) override {
+    return inner_->ListRollouts(n);
+  }
+  absl::Status AddToken(const controlplane::ApiToken& t) override { return inner_->AddToken(t); }
+  absl::StatusOr<controlplane::ApiToken> FindTokenBySecretHash(const std::string& h) override {
+    return inner_->FindTokenBySecretHash(h);
+  }
+  absl::StatusOr<std::vector<controlplane::ApiToken>> ListTokens() override { return inner_->ListTokens(); }
+  absl::Status DeleteToken(const std::string& n) override { return inner_->DeleteToken(n); }
+  absl::Status AppendAudit(const herd::v1::AuditEntry& e) override {
+    return inner_->AppendAudit(e);
+  }
+  absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t n) override {
+    return inner_->ListAudit(n);
+  }
+  absl::Status PutSetting(const std::string& k, const std::string& v) override {
+    return inner_->PutSetting(k, v);
+  }
+  absl::StatusOr<std::optional<std::string>> GetSetting(const std::string& k) override {
+    return inner_->GetSetting(k);
+  }
+
+ private:
+  std::unique_ptr<controlplane::Store> inner_;
+};
+
+}  // namespace herd::testing
