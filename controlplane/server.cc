@@ -341,10 +341,10 @@ absl::Status RunServer(const ServerOptions& options) {
 
   // Every part is built before any starts, so that each outlives the whole shutdown below.
   const Clock& clock = SystemClock::Get();
-  // The control plane's timers: rollouts' steps, the streams' watches. Declared first, so it
-  // outlives every part that plans tasks on it.
+  // The control plane's timers: the hub's sweep and write retries, rollouts' steps, the
+  // streams' watches. Declared first, so it outlives every part that plans tasks on it.
   ThreadScheduler timers(clock, "cp-timers");
-  Hub hub(store, clock, MakeHubOptions(options));
+  Hub hub(store, timers, MakeHubOptions(options));
   RolloutEngine rollouts(hub, hub, hub, store, timers);
   GatewayService gateway(hub, timers, MakeGatewayOptions(options));
   FleetService fleet(FleetBackends::Of(hub), store, rollouts, timers,

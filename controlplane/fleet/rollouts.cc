@@ -7,7 +7,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
-#include "controlplane/core/hub.h"  // Hub::CheckChangeTarget (static: no hub is used)
+#include "controlplane/core/host_registry.h"  // CheckChangeTarget (a pure rule: no registry is used)
 #include "controlplane/core/secrets.h"
 #include "nlohmann/json.hpp"
 
@@ -209,7 +209,7 @@ absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartReques
                                               const Actor& actor) {
   const absl::Time called = clock_.Monotonic();
   if (req.module().empty()) return absl::InvalidArgumentError("give the module to restart");
-  if (auto s = Hub::CheckChangeTarget(req.target()); !s.ok()) return s;
+  if (auto s = CheckChangeTarget(req.target()); !s.ok()) return s;
   if (req.batch_size() > 0 && req.batch_percent() > 0) {
     return absl::InvalidArgumentError("give a batch size or a percentage, not both");
   }
