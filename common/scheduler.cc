@@ -80,9 +80,14 @@ void ThreadScheduler::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable() && std::this_thread::get_id() != thread_.get_id()) thread_.join();
-  std::lock_guard<std::mutex> l(mu_);
-  queue_.clear();
-  deadlines_.clear();
+  // The dropped tasks' captures are destroyed outside the lock, as Loop does: a capture's
+  // destructor may call back in (Cancel, RunAfter).
+  std::map<std::pair<absl::Time, Handle>, Task> dropped;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    dropped.swap(queue_);
+    deadlines_.clear();
+  }
 }
 
 size_t ThreadScheduler::pending() const {

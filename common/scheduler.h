@@ -58,7 +58,8 @@ class PeriodicTask {
 
   void Start();
   // After Stop returns the task does not run again (nor is it running, unless Stop was
-  // called from the task itself).
+  // called from the task itself). The task may call Stop, but must not destroy this
+  // PeriodicTask: the run re-arms (or not) after the function returns.
   void Stop();
 
  private:

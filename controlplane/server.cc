@@ -341,13 +341,18 @@ absl::Status RunServer(const ServerOptions& options) {
 
   // Every part is built before any starts, so that each outlives the whole shutdown below.
   const Clock& clock = SystemClock::Get();
-  // The control plane's timers: the hub's sweep and write retries, rollouts' steps, the
-  // streams' watches. Declared first, so it outlives every part that plans tasks on it.
+  // The control plane's timers, on two threads declared first, so that they outlive every
+  // part that plans tasks on them. `timers` has what must keep time and never waits on the
+  // disk: the hub's sweep (relayed requests' deadlines, silent streams) and write retries,
+  // the gateway's Hello deadlines. `store_tasks` has what writes or reads the store: the
+  // rollouts' steps (each stores the rollout) and the Fleet API's token checks, so that a
+  // slow store (its one connection busy with a fleet's host records) delays no deadline.
   ThreadScheduler timers(clock, "cp-timers");
+  ThreadScheduler store_tasks(clock, "cp-store-tasks");
   Hub hub(store, timers, MakeHubOptions(options));
-  RolloutEngine rollouts(hub, hub, hub, store, timers);
+  RolloutEngine rollouts(hub, hub, hub, store, store_tasks);
   GatewayService gateway(hub, timers, MakeGatewayOptions(options));
-  FleetService fleet(FleetBackends::Of(hub), store, rollouts, timers,
+  FleetService fleet(FleetBackends::Of(hub), store, rollouts, store_tasks,
                      MakeFleetStreamOptions(options));
   GrpcEndpoint grpc_server;
   std::unique_ptr<HttpServer> http;
