@@ -32,6 +32,7 @@ void HostRecordWriter::Stop() {
     std::lock_guard<std::mutex> l(mu_);
     stop_ = true;
   }
+  work_cv_.notify_all();
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   // After the thread: it arms no timer any more. (Cancel waits for a running task, which
@@ -52,10 +53,10 @@ absl::Status HostRecordWriter::MarkDirty(const std::string& host_id, bool wait, 
       const uint64_t gen = ++queued_gen_;
       if (!wait) {
         l.unlock();
-        cv_.notify_all();
+        work_cv_.notify_one();
         return absl::OkStatus();
       }
-      cv_.notify_all();
+      work_cv_.notify_one();
       // While the store fails, the writer backs off (up to 30 s): a caller does not wait for
       // that; the record stays queued.
       if (!last_write_.ok()) return last_write_;
@@ -133,7 +134,7 @@ void HostRecordWriter::ArmRetry() {
       retry_wait_ = false;
       retry_timer_ = 0;
     }
-    cv_.notify_all();
+    work_cv_.notify_one();
   });
 }
 
@@ -141,7 +142,7 @@ void HostRecordWriter::Loop() {
   pthread_setname_np(pthread_self(), "hub-writer");
   std::unique_lock<std::mutex> l(mu_);
   while (true) {
-    cv_.wait(l, [&] { return (!dirty_.empty() && !retry_wait_) || stop_; });
+    work_cv_.wait(l, [&] { return (!dirty_.empty() && !retry_wait_) || stop_; });
     if (dirty_.empty()) break;  // stopping, nothing left
     std::map<std::string, bool> batch;
     batch.swap(dirty_);

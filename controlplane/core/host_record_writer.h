@@ -68,7 +68,11 @@ class HostRecordWriter {
   Backoff backoff_;  // the writer thread's only
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;  // work, a retry due, stop, or a write finished
+  // Two conditions, so that a record queued wakes the writer alone: with one, each of 10,000
+  // registrations waiting for its write was woken by every other one queued (a thundering
+  // herd that slowed a fleet's registration).
+  std::condition_variable work_cv_;  // the writer's: work, a retry due, stop
+  std::condition_variable cv_;       // callers': a write finished, or the writer left
   std::map<std::string, bool> dirty_;  // host id → full
   uint64_t queued_gen_ = 0;
   uint64_t written_gen_ = 0;
