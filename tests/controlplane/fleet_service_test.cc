@@ -29,6 +29,7 @@
 #include "grpcpp/grpcpp.h"
 #include "tests/fakes/fake_fleet.h"
 #include "tests/fakes/fake_scheduler.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd::controlplane {
 namespace {
@@ -96,10 +97,7 @@ herd::v1::Hello HelloWith(const std::string& id, const std::string& module) {
 class ServicesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/herd_services_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    auto store = OpenSqliteStore(dir_ + "/herd.db");
+    auto store = OpenSqliteStore(tmp_.Path("herd.db"));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     ASSERT_TRUE(store_->PutSetting("join_token_sha256", Sha256Hex("jt")).ok());
@@ -110,8 +108,6 @@ class ServicesTest : public ::testing::Test {
     if (hub_) hub_->Stop();
     hub_.reset();
     store_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
   std::shared_ptr<FakeSession> ConnectHost(const std::string& id, const std::string& module) {
     auto s = std::make_shared<FakeSession>();
@@ -120,7 +116,7 @@ class ServicesTest : public ::testing::Test {
     return s;
   }
 
-  std::string dir_;
+  herd::testing::ScopedTempDir tmp_;
   FakeClock clock_;
   // Rollouts against the real hub run their steps on a thread, as in the server (their
   // steps are due at once: the fake clock need not move); the periodic checks of the
@@ -368,10 +364,7 @@ TEST_F(ServicesTest, TheGatewaysStreamWatchRunsEverySecondOnTheScheduler) {
 class FleetApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/herd_fleet_api_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    auto store = OpenSqliteStore(dir_ + "/herd.db");
+    auto store = OpenSqliteStore(tmp_.Path("herd.db"));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     ASSERT_TRUE(store_->AddToken({"viewer", Role::kViewer, Sha256Hex("v_secret")}).ok());
@@ -398,8 +391,6 @@ class FleetApiTest : public ::testing::Test {
     fleet_.reset();
     engine_.reset();
     store_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
   // A client context with `secret` as its bearer token, and a deadline that only a broken
   // test reaches.
@@ -410,7 +401,7 @@ class FleetApiTest : public ::testing::Test {
     return ctx;
   }
 
-  std::string dir_;
+  herd::testing::ScopedTempDir tmp_;
   FakeClock clock_;
   testing::FakeScheduler sched_{clock_};
   testing::FakeFleetHosts hosts_;

@@ -23,6 +23,7 @@
 #include "tests/fakes/fake_host_session.h"
 #include "tests/fakes/fake_hub_store.h"
 #include "tests/fakes/fake_scheduler.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd::controlplane {
 namespace {
@@ -48,21 +49,17 @@ herd::v1::Target Selector(const std::string& s) {
 class TempStore {
  public:
   TempStore() {
-    char tmpl[] = "/tmp/herd_hub_components_test.XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    auto store = OpenSqliteStore(dir_ + "/herd.db");
+    auto store = OpenSqliteStore(tmp_.Path("herd.db"));
     EXPECT_TRUE(store.ok()) << store.status();
     if (store.ok()) store_ = std::move(*store);
   }
   ~TempStore() {
     store_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
   std::unique_ptr<Store>& store() { return store_; }
 
  private:
-  std::string dir_;
+  herd::testing::ScopedTempDir tmp_;
   std::unique_ptr<Store> store_;
 };
 

@@ -29,6 +29,7 @@
 #include "tests/fakes/fake_host_session.h"
 #include "tests/fakes/fake_hub_store.h"
 #include "tests/fakes/fake_scheduler.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd::controlplane {
 namespace {
@@ -161,10 +162,7 @@ const char kAppDefaults[] = R"({"interval":1000,"name":"x","debug":false,"ratio"
 class HubTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/herd_hub_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    auto store = OpenSqliteStore(dir_ + "/herd.db");
+    auto store = OpenSqliteStore(tmp_.Path("herd.db"));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     ASSERT_TRUE(store_->PutSetting("join_token_sha256", Sha256Hex("jt")).ok());
@@ -180,8 +178,6 @@ class HubTest : public ::testing::Test {
     if (hub_) hub_->Stop();
     hub_.reset();
     store_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   void StartHub() {
@@ -303,7 +299,7 @@ class HubTest : public ::testing::Test {
 
   int64_t NowMs() const { return absl::ToUnixMillis(clock_.Now()); }
 
-  std::string dir_;
+  herd::testing::ScopedTempDir tmp_;
   std::unique_ptr<Store> store_;
   FakeClock clock_;
   // The hub's timers (the sweep, the writer's retries) run when a test advances it.

@@ -21,6 +21,7 @@
 #include "controlplane/store/store.h"
 #include "tests/fakes/fake_fleet.h"
 #include "tests/fakes/fake_scheduler.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd::controlplane {
 namespace {
@@ -44,10 +45,7 @@ std::string States(const Rollout& r) {
 class RolloutsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/herd_rollouts_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    auto store = OpenSqliteStore(dir_ + "/herd.db");
+    auto store = OpenSqliteStore(tmp_.Path("herd.db"));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     for (int i = 0; i < 5; ++i) {
@@ -60,8 +58,6 @@ class RolloutsTest : public ::testing::Test {
   void TearDown() override {
     engine_.reset();
     store_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   static herd::v1::FleetRestartRequest Request(uint32_t batch_size = 0) {
@@ -90,7 +86,7 @@ class RolloutsTest : public ::testing::Test {
     return out;
   }
 
-  std::string dir_;
+  herd::testing::ScopedTempDir tmp_;
   FakeClock clock_;
   FakeScheduler sched_{clock_};
   testing::FakeFleetHosts hosts_;
@@ -433,9 +429,8 @@ TEST_F(RolloutsTest, ACreatedRolloutIsAuditedAndStoredBeforeAnyHostIsTold) {
 // Asserts only what holds whichever comes first (run it under the sanitizers).
 
 TEST(RolloutsThreadsTest, AnswersRacingStopLeaveAFinishedRecord) {
-  char tmpl[] = "/tmp/herd_rollouts_threads.XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  herd::testing::ScopedTempDir tmp("herd_rollouts_threads");
+  const std::string dir = tmp.path();
   auto store = OpenSqliteStore(dir + "/herd.db");
   ASSERT_TRUE(store.ok()) << store.status();
   testing::FakeFleetHosts hosts;
@@ -488,8 +483,6 @@ TEST(RolloutsThreadsTest, AnswersRacingStopLeaveAFinishedRecord) {
     EXPECT_NE(h.state(), herd::v1::ROLLOUT_HOST_STATE_RESTARTING) << h.host_id();
   }
   store->reset();
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace
