@@ -167,6 +167,9 @@ AgentMessage Uplink::MakeHello() {
   FillHostFacts(hello);
   hello->mutable_labels()->insert(options_.labels.begin(), options_.labels.end());
   hello->set_agent_version(HERD_VERSION);
+  // The Hello carries the inventory as it is now: a change after this (before the Welcome)
+  // is sent once streaming.
+  inventory_dirty_ = false;
   for (auto& m : handler_.Inventory()) *hello->add_modules() = std::move(m);
   hello->set_acked_config_version(handler_.AckedConfigVersion());
   return msg;
@@ -199,7 +202,6 @@ void Uplink::OnWelcome(const herd::v1::Welcome& welcome) {
   phase_ = Phase::kStreaming;
   connected_ = true;
   connected_at_ms_ = absl::ToUnixMillis(loop_.clock().Now());
-  inventory_dirty_ = false;  // the Hello carried it
   ++generation_;
   log_->info("event=connected address={} host_id={} registered={}", options_.address, host_id_,
              by_join_);

@@ -350,6 +350,19 @@ TEST_F(UplinkTest, BufferedMetricsAreReplayedAfterReconnectWithTheDroppedCount) 
   EXPECT_EQ(uplink_->state().dropped_batches, 2u);  // a total
 }
 
+// An inventory change while the Hello waits for its Welcome is not lost: the Hello carried
+// the inventory as it was, the change goes out once streaming.
+TEST_F(UplinkTest, AnInventoryChangeBeforeTheWelcomeIsSentAfterIt) {
+  Start();
+  uplink_->InventoryChanged();
+  sched_.RunDue();
+  auto& d = transport_.last();
+  ASSERT_EQ(d.written.size(), 1u);  // the Hello: nothing is written before the Welcome
+  Welcome();
+  ASSERT_EQ(d.written.size(), 2u);
+  EXPECT_TRUE(d.written[1].has_inventory());
+}
+
 // Inventory first, then replies and events, then metrics; events are not kept for later.
 TEST_F(UplinkTest, WritesOneAtATimeInventoryFirstThenControlThenMetrics) {
   Start();
