@@ -40,13 +40,14 @@ void EtcdWatch::Run() {
   Backoff backoff(BackoffOptions{.initial = absl::Milliseconds(200), .max = absl::Seconds(5),
                                  .multiplier = 2.0, .jitter = 0.5});
   size_t member = connection_->preferred();
-  while (!RunStream(connection_->member(member), backoff)) {
+  while (!RunStream(member, backoff)) {
     ++member;  // the next stream goes to the next member
     if (WaitStop(backoff.Next())) return;
   }
 }
 
-bool EtcdWatch::RunStream(EtcdMember& member, Backoff& backoff) {
+bool EtcdWatch::RunStream(size_t member_index, Backoff& backoff) {
+  std::shared_ptr<EtcdMember> member = connection_->member(member_index);
   grpc::ClientContext context;
   std::string token;
   if (absl::Status s = connection_->PrepareStream(&context, &token); !s.ok()) {
@@ -59,7 +60,7 @@ bool EtcdWatch::RunStream(EtcdMember& member, Backoff& backoff) {
     if (stopping_) return true;
     context_ = &context;
   }
-  auto stream = member.watch->Watch(&context);
+  auto stream = member->watch->Watch(&context);
   etcdserverpb::WatchRequest request;
   etcdserverpb::WatchCreateRequest* create = request.mutable_create_request();
   create->set_key(key_);
@@ -83,9 +84,10 @@ bool EtcdWatch::RunStream(EtcdMember& member, Backoff& backoff) {
   if (ClassifyFailure(status) == Failure::kInvalidToken) {
     (void)connection_->Reauthenticate(token, absl::Now() + connection_->options().timeout);
   }
+  connection_->NoteFailure(member_index, *member, status);
   Logger("etcd")->info(
       "msg=\"etcd watch stream ended, reopening\" key=\"{}\" member={} next_revision={} "
-      "error=\"{}\"", key_, member.address, next_revision_, status.error_message());
+      "error=\"{}\"", key_, member->address, next_revision_, status.error_message());
   return false;
 }
 

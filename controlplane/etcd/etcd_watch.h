@@ -31,7 +31,7 @@ class EtcdWatch final : public Watch {
  private:
   void Run();
   // One stream, until it breaks (false: open another) or the watch is over (true).
-  bool RunStream(EtcdMember& member, Backoff& backoff);
+  bool RunStream(size_t member_index, Backoff& backoff);
   // Delivers what a response carries; true when it ends the watch.
   bool Handle(const etcdserverpb::WatchResponse& response, Backoff& backoff);
   // Waits `d` or until destruction; true when destroying.
