@@ -18,7 +18,7 @@ int HexValue(char c) {
 
 }  // namespace
 
-std::string EscapeSegment(std::string_view name) {
+std::string EscapeSegment(absl::string_view name) {
   std::string out;
   out.reserve(name.size());
   for (char ch : name) {
@@ -32,7 +32,7 @@ std::string EscapeSegment(std::string_view name) {
   return out;
 }
 
-absl::StatusOr<std::string> UnescapeSegment(std::string_view segment) {
+absl::StatusOr<std::string> UnescapeSegment(absl::string_view segment) {
   std::string out;
   out.reserve(segment.size());
   for (size_t i = 0; i < segment.size(); ++i) {
@@ -56,13 +56,13 @@ EtcdKeys::EtcdKeys(std::string prefix) : p_(std::move(prefix)) {
   while (!p_.empty() && p_.back() == '/') p_.pop_back();
 }
 
-std::string EtcdKeys::OverridesOfModule(std::string_view module) const {
+std::string EtcdKeys::OverridesOfModule(absl::string_view module) const {
   return absl::StrCat(OverridesDir(), EscapeSegment(module), "/");
 }
 
 absl::StatusOr<std::string> EtcdKeys::Override(const herd::v1::Scope& scope,
-                                               std::string_view module,
-                                               std::string_view key) const {
+                                               absl::string_view module,
+                                               absl::string_view key) const {
   std::string scope_part;
   switch (scope.what_case()) {
     case herd::v1::Scope::kGlobal:
@@ -90,19 +90,19 @@ absl::StatusOr<std::string> EtcdKeys::Override(const herd::v1::Scope& scope,
   return absl::StrCat(OverridesOfModule(module), scope_part, "/", EscapeSegment(key));
 }
 
-std::string EtcdKeys::Host(std::string_view host_id) const {
+std::string EtcdKeys::Host(absl::string_view host_id) const {
   return absl::StrCat(HostsDir(), EscapeSegment(host_id));
 }
 
-std::string EtcdKeys::Rollout(std::string_view id) const {
+std::string EtcdKeys::Rollout(absl::string_view id) const {
   return absl::StrCat(RolloutsDir(), EscapeSegment(id));
 }
 
-std::string EtcdKeys::TokenByName(std::string_view name) const {
+std::string EtcdKeys::TokenByName(absl::string_view name) const {
   return absl::StrCat(TokensByNameDir(), EscapeSegment(name));
 }
 
-std::string EtcdKeys::TokenBySecret(std::string_view secret_sha256) const {
+std::string EtcdKeys::TokenBySecret(absl::string_view secret_sha256) const {
   return absl::StrCat(TokensDir(), "secret/", EscapeSegment(secret_sha256));
 }
 
@@ -112,7 +112,7 @@ std::string EtcdKeys::AuditEntry(int64_t at_unix_ms, uint64_t seq) const {
   return absl::StrFormat("%s%020u.%020u", AuditEntriesDir(), at, seq);
 }
 
-std::string EtcdKeys::Setting(std::string_view key) const {
+std::string EtcdKeys::Setting(absl::string_view key) const {
   return absl::StrCat(SettingsDir(), EscapeSegment(key));
 }
 
@@ -133,13 +133,13 @@ std::string EtcdKeys::StoreDirs(int i) const {
   }
 }
 
-std::optional<HostKey> ParseHostKey(const EtcdKeys& keys, std::string_view key) {
+std::optional<HostKey> ParseHostKey(const EtcdKeys& keys, absl::string_view key) {
   const std::string dir = keys.HostsDir();
   if (key.substr(0, dir.size()) != dir) return std::nullopt;
-  std::string_view rest = key.substr(dir.size());
+  absl::string_view rest = key.substr(dir.size());
   HostKey out;
   const size_t slash = rest.find('/');
-  if (slash != std::string_view::npos) {
+  if (slash != absl::string_view::npos) {
     if (rest.substr(slash) != "/status") return std::nullopt;
     out.status = true;
     rest = rest.substr(0, slash);
@@ -172,7 +172,7 @@ std::string EncodeHostStatus(const HostStatus& status) {
   return s.SerializeAsString();
 }
 
-absl::StatusOr<HostRecord> DecodeHostRecord(std::string_view key, std::string_view value) {
+absl::StatusOr<HostRecord> DecodeHostRecord(absl::string_view key, absl::string_view value) {
   herd::v1::StoredHost s;
   if (!s.ParseFromArray(value.data(), static_cast<int>(value.size())) || s.host_id().empty()) {
     return absl::DataLossError(absl::StrCat(
@@ -194,8 +194,8 @@ absl::StatusOr<HostRecord> DecodeHostRecord(std::string_view key, std::string_vi
   return h;
 }
 
-absl::StatusOr<HostStatus> DecodeHostStatus(std::string_view key, std::string_view host_id,
-                                            std::string_view value) {
+absl::StatusOr<HostStatus> DecodeHostStatus(absl::string_view key, absl::string_view host_id,
+                                            absl::string_view value) {
   herd::v1::StoredHostStatus s;
   if (!s.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
     return absl::DataLossError(absl::StrCat("etcd key ", key,

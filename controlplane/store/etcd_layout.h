@@ -41,7 +41,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
 #include "controlplane/store/store.h"
@@ -49,9 +49,9 @@
 namespace herd::controlplane {
 
 // '%', '/' and bytes outside '!'..'~' as %XX (upper-case hex); everything else as is.
-std::string EscapeSegment(std::string_view name);
+std::string EscapeSegment(absl::string_view name);
 // The inverse; InvalidArgument for a bad escape.
-absl::StatusOr<std::string> UnescapeSegment(std::string_view segment);
+absl::StatusOr<std::string> UnescapeSegment(absl::string_view segment);
 
 // The store's keys under one prefix.
 class EtcdKeys {
@@ -63,22 +63,22 @@ class EtcdKeys {
   std::string ConfigDir() const { return p_ + "/config/"; }
   std::string ConfigRevision() const { return p_ + "/config/revision"; }
   std::string OverridesDir() const { return p_ + "/config/overrides/"; }
-  std::string OverridesOfModule(std::string_view module) const;
+  std::string OverridesOfModule(absl::string_view module) const;
   // InvalidArgument for a scope with nothing set or an empty selector/host.
-  absl::StatusOr<std::string> Override(const herd::v1::Scope& scope, std::string_view module,
-                                       std::string_view key) const;
+  absl::StatusOr<std::string> Override(const herd::v1::Scope& scope, absl::string_view module,
+                                       absl::string_view key) const;
 
   std::string HostsDir() const { return p_ + "/hosts/"; }
-  std::string Host(std::string_view host_id) const;
-  std::string HostStatus(std::string_view host_id) const { return Host(host_id) + "/status"; }
+  std::string Host(absl::string_view host_id) const;
+  std::string HostStatus(absl::string_view host_id) const { return Host(host_id) + "/status"; }
 
   std::string RolloutsDir() const { return p_ + "/rollouts/"; }
-  std::string Rollout(std::string_view id) const;
+  std::string Rollout(absl::string_view id) const;
 
   std::string TokensDir() const { return p_ + "/tokens/"; }
   std::string TokensByNameDir() const { return p_ + "/tokens/name/"; }
-  std::string TokenByName(std::string_view name) const;
-  std::string TokenBySecret(std::string_view secret_sha256) const;
+  std::string TokenByName(absl::string_view name) const;
+  std::string TokenBySecret(absl::string_view secret_sha256) const;
 
   std::string AuditDir() const { return p_ + "/audit/"; }
   std::string AuditMeta() const { return p_ + "/audit/meta"; }
@@ -86,7 +86,7 @@ class EtcdKeys {
   std::string AuditEntry(int64_t at_unix_ms, uint64_t seq) const;
 
   std::string SettingsDir() const { return p_ + "/settings/"; }
-  std::string Setting(std::string_view key) const;
+  std::string Setting(absl::string_view key) const;
 
   // Every key the store owns lives under one of these (for migrate's emptiness check).
   std::string StoreDirs(int i) const;
@@ -102,14 +102,14 @@ struct HostKey {
   std::string host_id;
   bool status = false;
 };
-std::optional<HostKey> ParseHostKey(const EtcdKeys& keys, std::string_view key);
+std::optional<HostKey> ParseHostKey(const EtcdKeys& keys, absl::string_view key);
 
 std::string EncodeHostRecord(const HostRecord& host);
 std::string EncodeHostStatus(const HostStatus& status);
 // DataLoss naming `key` when the value is not a record.
-absl::StatusOr<HostRecord> DecodeHostRecord(std::string_view key, std::string_view value);
-absl::StatusOr<HostStatus> DecodeHostStatus(std::string_view key, std::string_view host_id,
-                                            std::string_view value);
+absl::StatusOr<HostRecord> DecodeHostRecord(absl::string_view key, absl::string_view value);
+absl::StatusOr<HostStatus> DecodeHostStatus(absl::string_view key, absl::string_view host_id,
+                                            absl::string_view value);
 // The record with the status that is newer by etcd mod_revision.
 void MergeHostStatus(HostRecord& record, int64_t record_mod_revision,
                      const std::optional<HostStatus>& status, int64_t status_mod_revision);

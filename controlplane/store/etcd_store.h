@@ -43,9 +43,10 @@ namespace herd::controlplane {
 
 struct EtcdStoreOptions {
   // Audit retention (0 / ZeroDuration: no limit of that kind): --audit-max-entries,
-  // --audit-max-age.
+  // --audit-max-age. By default the count bounds the keyspace (a million entries of ~200
+  // bytes: ~200 MB before compaction) and age is not limited.
   uint64_t audit_max_entries = 1'000'000;
-  absl::Duration audit_max_age = absl::Hours(24 * 365);
+  absl::Duration audit_max_age = absl::ZeroDuration();
   // Oldest entries removed per append at most.
   size_t audit_trim_per_append = 16;
   // etcd's limits (its defaults: --max-txn-ops 128, --max-request-bytes 1.5 MiB): a batch is
