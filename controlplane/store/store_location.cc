@@ -57,8 +57,9 @@ absl::StatusOr<etcd::Options> EtcdClientOptions(const StoreLocation& location) {
 
 absl::StatusOr<OpenedStore> OpenStoreAt(const StoreLocation& location) {
   OpenedStore out;
+  // Made on etcd too: the token and address files live there.
+  if (!location.data_dir.empty()) HERD_RETURN_IF_ERROR(MakeDataDir(location.data_dir));
   if (!location.on_etcd()) {
-    HERD_RETURN_IF_ERROR(MakeDataDir(location.data_dir));
     const std::string path = absl::StrCat(location.data_dir, "/herd.db");
     HERD_ASSIGN_OR_RETURN(out.store, OpenSqliteStore(path));
     out.description = absl::StrCat("sqlite ", path);

@@ -41,7 +41,7 @@ struct OpenedStore {
 // password read from its file); INVALID_ARGUMENT naming the flag otherwise.
 absl::StatusOr<etcd::Options> EtcdClientOptions(const StoreLocation& location);
 
-// Opens the store (SQLite: creates the data directory if needed; etcd: connects and reads
+// Opens the store (creating the data directory if needed; etcd: connects and reads
 // once, so a wrong address or credentials fail here).
 absl::StatusOr<OpenedStore> OpenStoreAt(const StoreLocation& location);
 

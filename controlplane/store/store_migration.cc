@@ -1,6 +1,7 @@
 #include "controlplane/store/store_migration.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <limits>
@@ -133,6 +134,21 @@ absl::StatusOr<MigrationReport> MigrateToEtcd(Store& from, const std::string& sq
   for (const auto& [k, v] : settings) HERD_RETURN_IF_ERROR(target->PutSetting(k, v));
   report.settings = settings.size();
   return report;
+}
+
+absl::StatusOr<MigrationReport> MigrateSqliteDirToEtcd(const std::string& from_dir,
+                                                       const StoreLocation& to, bool force) {
+  const std::string path = absl::StrCat(from_dir, "/herd.db");
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(
+        "no store at ", path, ": --from takes the --data directory of the control plane to "
+        "migrate (stop it first)"));
+  }
+  HERD_ASSIGN_OR_RETURN(std::unique_ptr<Store> from, OpenSqliteStore(path));
+  HERD_ASSIGN_OR_RETURN(etcd::Options options, EtcdClientOptions(to));
+  HERD_ASSIGN_OR_RETURN(std::unique_ptr<etcd::Client> client, etcd::Client::Connect(options));
+  return MigrateToEtcd(*from, path, *client, to.etcd_prefix, force, to.etcd);
 }
 
 }  // namespace herd::controlplane

@@ -13,6 +13,7 @@
 #include "controlplane/etcd/etcd_client.h"
 #include "controlplane/store/etcd_store.h"
 #include "controlplane/store/store.h"
+#include "controlplane/store/store_location.h"
 
 namespace herd::controlplane {
 
@@ -32,5 +33,10 @@ std::string DescribeMigration(const MigrationReport& report);
 absl::StatusOr<MigrationReport> MigrateToEtcd(Store& from, const std::string& sqlite_path,
                                               etcd::Client& to, const std::string& prefix,
                                               bool force, const EtcdStoreOptions& options = {});
+
+// The command: the SQLite store of `from_dir` (which must exist; it is only read) into the
+// etcd store `to` names (its url, prefix, TLS and auth flags).
+absl::StatusOr<MigrationReport> MigrateSqliteDirToEtcd(const std::string& from_dir,
+                                                       const StoreLocation& to, bool force);
 
 }  // namespace herd::controlplane

@@ -315,7 +315,9 @@ TEST_F(EtcdStoreTest, AuditListIsPagedAndKeepsTimeThenInsertionOrder) {
   EtcdStoreOptions o;
   o.range_page = 3;
   auto store = Open(o);
-  for (int i = 0; i < 10; ++i) HERD_ASSERT_OK(store->AppendAudit(Audit(i % 2 == 0 ? 5 : 7, absl::StrCat(i))));
+  for (int i = 0; i < 10; ++i) {
+    HERD_ASSERT_OK(store->AppendAudit(Audit(i % 2 == 0 ? 5 : 7, absl::StrCat(i))));
+  }
   HERD_ASSERT_OK(store->AppendAudit(Audit(-3, "negative")));
   EXPECT_THAT(Actions(Must(store->ListAudit(100))),
               ::testing::ElementsAre("9", "7", "5", "3", "1", "8", "6", "4", "2", "0", "negative"));
@@ -366,7 +368,9 @@ TEST_F(EtcdStoreTest, OpenRefusesAPrefixThatIsNotADirectory) {
 }
 
 TEST(EtcdLayoutTest, EscapeRoundTripsAndKeepsSlashesOut) {
-  for (const std::string& name : std::vector<std::string>{"plain", "a/b", "100%", "sp ace", std::string("nul\0x", 5), "é"}) {
+  const std::vector<std::string> names = {"plain", "a/b",  "100%", "sp ace",
+                                          std::string("nul\0x", 5), "é"};
+  for (const std::string& name : names) {
     const std::string esc = EscapeSegment(name);
     EXPECT_EQ(esc.find('/'), std::string::npos) << esc;
     EXPECT_EQ(Must(UnescapeSegment(esc)), name);
