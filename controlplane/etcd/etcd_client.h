@@ -6,8 +6,13 @@
 // Watch, and etcd's own authentication (user/password → a token sent with every call,
 // renewed when etcd says it is invalid), over TLS or mTLS.
 //
-// Endpoints: any number; calls go to one and move to the next on UNAVAILABLE (gRPC's
-// round-robin over a static list). Every unary call has a deadline (Options::timeout).
+// Endpoints: any number, one gRPC channel each (so every member is verified against its own
+// name under TLS, and hostnames work). Calls go to the member that answered last and move to
+// the next when a member cannot be reached or has no leader; a write is moved on only when it
+// was never sent (the member's channel was not connected), since a write lost in flight may
+// have applied. Every unary call has a deadline (Options::timeout) over all its attempts, and
+// carries etcd's "hasleader" requirement (except serializable reads), so a member cut from
+// its cluster answers "no leader" at once instead of waiting.
 //
 // Errors (absl::Status), so callers and operators can act on them:
 //   UNAVAILABLE "the store has no quorum: ..." — etcd answered "no leader" / "request timed
@@ -48,6 +53,13 @@ struct Options {
   std::string user, password;
   // Deadline of every unary call.
   absl::Duration timeout = absl::Seconds(5);
+  // TLS with the system's roots when no ca_file is given ("etcds://"); a ca_file, cert_file
+  // or key_file turns TLS on too.
+  bool tls = false;
+  // Bounds etcd enforces (its --max-request-bytes and --max-txn-ops defaults): a request
+  // over them is refused here with INVALID_ARGUMENT naming the key, before it is sent.
+  int64_t max_request_bytes = 1536 * 1024;
+  int max_txn_ops = 128;
 };
 
 // Parses "etcd://HOST:PORT[,HOST:PORT...]" (also "etcds://" = TLS required) into endpoints.
@@ -182,7 +194,8 @@ struct WatchBatch {
   absl::Status error;
 };
 
-// A running watch; destroying it cancels it and waits until no callback runs.
+// A running watch; destroying it cancels it and waits until no callback runs. It may outlive
+// its Client (it shares the connection).
 class Watch {
  public:
   virtual ~Watch() = default;
@@ -239,6 +252,8 @@ class Client {
 
   // The endpoints, for messages ("127.0.0.1:2379,127.0.0.1:22379").
   virtual std::string EndpointsText() const = 0;
+  // Requests refused before they were sent (over a bound above): for metrics.
+  virtual int64_t RefusedRequests() const { return 0; }
 };
 
 }  // namespace herd::etcd
