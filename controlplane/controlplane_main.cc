@@ -16,6 +16,7 @@
 #include "common/logging.h"
 #include "common/units.h"
 #include "controlplane/server.h"
+#include "controlplane/store/store_migration.h"
 
 namespace {
 
@@ -53,8 +54,13 @@ struct ControlplaneFlags {
   std::string hello_timeout = "5s", silent_timeout = "60s", token_recheck = "10s";
   std::string stream_stall = "30s";
   std::string http_header_timeout = "5s", http_idle_timeout = "30s", http_stall_timeout = "30s";
+  std::string audit_max_age = "0";
   // `controlplane token ...`
   std::string token_name, token_role = "viewer";
+  // `controlplane migrate ...`
+  std::string migrate_from, migrate_to;
+  bool migrate_force = false;
+  CLI::App* migrate = nullptr;
   CLI::App* token_create = nullptr;
   CLI::App* token_list = nullptr;
   CLI::App* token_revoke = nullptr;
@@ -62,8 +68,9 @@ struct ControlplaneFlags {
 
 // The store, the agents' streams and the Fleet API's.
 void AddAgentFlags(CLI::App& app, ControlplaneFlags& f) {
-  app.add_option("--data", f.o.data_dir, "Data directory: the SQLite store, tokens (created if missing)")
-      ->required();
+  app.add_option("--data", f.o.data_dir,
+                 "Data directory: the SQLite store, tokens (created if missing); required, "
+                 "with --store etcd too (token and address files)");
   app.add_option("--listen", f.o.listen, "gRPC address (host:port; port 0 picks a free one)")
       ->capture_default_str();
   app.add_option("--lease", f.lease, "A host is offline once its stream has been gone this long")
@@ -201,9 +208,52 @@ void AddTlsAndLogFlags(CLI::App& app, ControlplaneFlags& f) {
   app.add_option("--log-file", f.log_file, "Also write the log here");
 }
 
+// Where the store is: SQLite in --data, or etcd (replicas, issue 22; docs/controlplane.md).
+void AddStoreFlags(CLI::App& app, ControlplaneFlags& f) {
+  herd::controlplane::StoreLocation& s = f.o.store;
+  app.add_option("--store", s.url,
+                 "etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS): keep the store in etcd, "
+                 "shared by replicas. Default: SQLite in --data");
+  app.add_option("--etcd-prefix", s.etcd_prefix, "The store's keys in etcd start with this")
+      ->capture_default_str();
+  app.add_option("--etcd-ca", s.etcd_ca, "PEM CA that signed etcd's certificates (TLS)");
+  app.add_option("--etcd-cert", s.etcd_cert, "PEM client certificate for etcd (mTLS)");
+  app.add_option("--etcd-key", s.etcd_key, "PEM private key for --etcd-cert");
+  app.add_option("--etcd-user", s.etcd_user,
+                 "etcd user (etcd's auth), with --etcd-password-file");
+  app.add_option("--etcd-password-file", s.etcd_password_file,
+                 "File holding --etcd-user's password");
+  app.add_option("--audit-max-entries", s.etcd.audit_max_entries,
+                 "etcd store: keep at most this many audit entries (0: no limit); the oldest "
+                 "go as new ones are appended")
+      ->capture_default_str();
+  app.add_option("--audit-max-age", f.audit_max_age,
+                 "etcd store: drop audit entries older than this (e.g. 2160h for 90 days; "
+                 "0: no limit)")
+      ->capture_default_str();
+  app.add_option("--replica-id", f.o.replica_id,
+                 "This replica's name among the replicas on one etcd (default: hostname:port "
+                 "of --listen)");
+  app.add_option("--advertise", f.o.advertise,
+                 "host:port other replicas dial to reach this one (default: the address bound)");
+}
+
+void AddMigrateCommand(CLI::App& app, ControlplaneFlags& f) {
+  f.migrate = app.add_subcommand(
+      "migrate", "Copy a single node's store (--from its --data directory) into etcd (--to), "
+                 "with the --etcd-* flags");
+  f.migrate->fallthrough();
+  f.migrate->add_option("--from", f.migrate_from, "The data directory holding herd.db")
+      ->required();
+  f.migrate->add_option("--to", f.migrate_to, "etcd://HOST:PORT[,HOST:PORT...]")->required();
+  f.migrate->add_flag("--force", f.migrate_force,
+                      "Delete what the --etcd-prefix already holds and write over it");
+}
+
 void AddTokenCommands(CLI::App& app, ControlplaneFlags& f) {
   auto* token = app.add_subcommand("token", "Manage API tokens (viewer: reads; operator: changes)");
   token->require_subcommand(1);
+  token->fallthrough();
   f.token_create = token->add_subcommand("create", "Create a token and print its secret once");
   f.token_create->add_option("name", f.token_name, "Name (appears in the audit log)")->required();
   f.token_create->add_option("--role", f.token_role, "viewer or operator")
@@ -224,11 +274,38 @@ absl::Status ParsePositiveDuration(const char* flag, const std::string& text, ab
   return absl::OkStatus();
 }
 
+// --audit-max-age ("0" = no limit) and the replica's defaults.
+absl::Status CheckStoreFlags(ControlplaneFlags& f) {
+  herd::controlplane::ServerOptions& o = f.o;
+  if (f.audit_max_age != "0") {
+    absl::Duration age;
+    if (auto st = ParsePositiveDuration("--audit-max-age", f.audit_max_age, &age); !st.ok()) {
+      return st;
+    }
+    o.store.etcd.audit_max_age = age;
+  }
+  if (!o.store.url.empty() && o.store.etcd_prefix.empty()) {
+    return absl::InvalidArgumentError("--etcd-prefix must not be empty (e.g. /herd)");
+  }
+  if (o.replica_id.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    o.replica_id = absl::StrCat(host, ":", o.listen.substr(o.listen.rfind(':') + 1));
+  }
+  return absl::OkStatus();
+}
+
 // The durations into the options, and the TLS flags that only go together; the error
 // names the flag.
 absl::Status CheckFlags(ControlplaneFlags& f) {
   herd::controlplane::ServerOptions& o = f.o;
+  if (*f.migrate) return absl::OkStatus();  // its own flags, checked by RunMigrate
+  if (o.data_dir.empty()) {
+    return absl::InvalidArgumentError("--data is required (a directory for the store, tokens "
+                                      "and address files; created if missing)");
+  }
   o.data_dir = Absolute(o.data_dir);
+  if (auto st = CheckStoreFlags(f); !st.ok()) return st;
   for (auto [flag, text, out] :
        {std::tuple{"--lease", &f.lease, &o.lease},
         std::tuple{"--hello-timeout", &f.hello_timeout, &o.hello_timeout},
@@ -258,27 +335,40 @@ absl::Status CheckFlags(ControlplaneFlags& f) {
 // `controlplane token create|list|revoke`: the exit code, or nothing when no token command
 // was given.
 std::optional<int> RunTokenCommand(const ControlplaneFlags& f) {
-  const std::string& data_dir = f.o.data_dir;
+  const herd::controlplane::ServerOptions& options = f.o;
   if (*f.token_create) {
-    auto secret = herd::controlplane::CreateToken(data_dir, f.token_name, f.token_role == "operator");
+    auto secret = herd::controlplane::CreateToken(options, f.token_name, f.token_role == "operator");
     if (!secret.ok()) return Fail(std::string(secret.status().message()));
     printf("%s\n", secret->c_str());
     return 0;
   }
   if (*f.token_list) {
-    auto tokens = herd::controlplane::ListTokens(data_dir);
+    auto tokens = herd::controlplane::ListTokens(options);
     if (!tokens.ok()) return Fail(std::string(tokens.status().message()));
     printf("%-24s %s\n", "NAME", "ROLE");
     for (const auto& [name, role] : *tokens) printf("%-24s %s\n", name.c_str(), role.c_str());
     return 0;
   }
   if (*f.token_revoke) {
-    auto st = herd::controlplane::RevokeToken(data_dir, f.token_name);
+    auto st = herd::controlplane::RevokeToken(options, f.token_name);
     if (!st.ok()) return Fail(std::string(st.message()));
     printf("token %s revoked\n", f.token_name.c_str());
     return 0;
   }
   return std::nullopt;
+}
+
+// `controlplane migrate --from DIR --to etcd://...`: prints what it moved.
+int RunMigrate(ControlplaneFlags& f) {
+  herd::controlplane::StoreLocation to = f.o.store;
+  to.url = f.migrate_to;
+  to.data_dir.clear();
+  auto report = herd::controlplane::MigrateSqliteDirToEtcd(Absolute(f.migrate_from), to,
+                                                           f.migrate_force);
+  if (!report.ok()) return Fail(std::string(report.status().message()));
+  printf("migrated to %s prefix %s: %s\n", f.migrate_to.c_str(), to.etcd_prefix.c_str(),
+         herd::controlplane::DescribeMigration(*report).c_str());
+  return 0;
 }
 
 // One descriptor per connected agent and per HTTP connection: take the hard limit (as
@@ -320,7 +410,9 @@ int main(int argc, char** argv) {
   AddHttpFlags(app, flags);
   AddLimitFlags(app, flags);
   AddTlsAndLogFlags(app, flags);
+  AddStoreFlags(app, flags);
   AddTokenCommands(app, flags);
+  AddMigrateCommand(app, flags);
   CLI11_PARSE(app, argc, argv);
   if (auto st = CheckFlags(flags); !st.ok()) return Fail(std::string(st.message()));
 
@@ -329,6 +421,7 @@ int main(int argc, char** argv) {
   lopts.file = flags.log_file;
   if (auto st = herd::InitLogging(lopts); !st.ok()) return Fail(std::string(st.message()));
   herd::InstallCrashHandlers("controlplane");
+  if (*flags.migrate) return RunMigrate(flags);
   if (std::optional<int> exit_code = RunTokenCommand(flags)) return *exit_code;
 
   RaiseDescriptorLimit(flags.o);

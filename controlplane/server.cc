@@ -35,23 +35,11 @@
 namespace herd::controlplane {
 namespace {
 
-std::string DbPath(const std::string& dir) { return absl::StrCat(dir, "/herd.db"); }
-
-absl::Status MakeDataDir(const std::string& dir) {
-  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", strerror(errno),
-                                                    "; choose a writable --data directory"));
-  }
-  struct stat st {};
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(dir, " is not a directory"));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir) {
-  if (auto s = MakeDataDir(dir); !s.ok()) return s;
-  return OpenSqliteStore(DbPath(dir));
+// SQLite in the data directory, or etcd (--store); the directory is made either way.
+absl::StatusOr<OpenedStore> OpenStore(const ServerOptions& options) {
+  StoreLocation location = options.store;
+  location.data_dir = options.data_dir;
+  return OpenStoreAt(location);
 }
 
 absl::StatusOr<std::string> AddToken(Store& store, const std::string& name, Role role) {
@@ -71,44 +59,80 @@ std::string ReadSecretFile(const std::string& path) {
   return text.ok() ? std::string(absl::StripAsciiWhitespace(*text)) : "";
 }
 
-// First start: a join token and two API tokens, written to files only the owner can read.
-// Later starts: the files are checked against the store's hashes (a file replaced by hand is
-// adopted: its hash is stored).
-absl::Status Bootstrap(Store& store, const std::string& dir, std::shared_ptr<spdlog::logger> log) {
+// The join token: created on first start, or adopted from the file when it was replaced by
+// hand. With replicas (etcd) the first one creates it and the others' files are copies.
+absl::Status BootstrapJoinToken(Store& store, const std::string& dir, bool shared_store,
+                                const std::shared_ptr<spdlog::logger>& log) {
   const std::string join_path = absl::StrCat(dir, "/join-token");
   auto join_hash = store.GetSetting("join_token_sha256");
   if (!join_hash.ok()) return join_hash.status();
   std::string join = ReadSecretFile(join_path);
   if (join.empty() && join_hash->has_value()) {
-    log->warn("event=join_token_file_missing path={} (agents with a credential still connect; "
-              "new agents need a join token: delete the setting by removing herd.db or write "
-              "a new token to the file and restart)",
-              join_path);
-  } else {
-    if (join.empty()) {
-      auto s = NewSecret("hj_");
-      if (!s.ok()) return s.status();
-      join = *s;
-      if (auto w = WriteFileAtomically(join_path, join + "\n", 0600); !w.ok()) return w;
-      log->info("event=join_token_created path={}", join_path);
+    if (shared_store) {
+      log->warn("event=join_token_file_missing path={} hint=\"the store already has a join "
+                "token (another replica made it): copy join-token from that replica's --data "
+                "directory here if agents are to read it from this one\"",
+                join_path);
+    } else {
+      log->warn("event=join_token_file_missing path={} (agents with a credential still "
+                "connect; new agents need a join token: delete the setting by removing herd.db "
+                "or write a new token to the file and restart)",
+                join_path);
     }
-    if (!join_hash->has_value() || **join_hash != Sha256Hex(join)) {
-      if (auto s = store.PutSetting("join_token_sha256", Sha256Hex(join)); !s.ok()) return s;
-    }
+    return absl::OkStatus();
   }
+  if (join.empty()) {
+    auto s = NewSecret("hj_");
+    if (!s.ok()) return s.status();
+    join = *s;
+    if (auto w = WriteFileAtomically(join_path, join + "\n", 0600); !w.ok()) return w;
+    log->info("event=join_token_created path={}", join_path);
+  }
+  if (!join_hash->has_value() || **join_hash != Sha256Hex(join)) {
+    if (auto s = store.PutSetting("join_token_sha256", Sha256Hex(join)); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// The first API tokens (admin, viewer) when the store has none. With replicas, one that
+// starts on a store that has them (or loses the race to make them) makes no other: it says
+// where its operator's files are.
+absl::Status BootstrapApiTokens(Store& store, const std::string& dir,
+                                const std::shared_ptr<spdlog::logger>& log) {
   auto tokens = store.ListTokens();
   if (!tokens.ok()) return tokens.status();
+  bool made = false;
   if (tokens->empty()) {
     for (auto [name, role, file] : {std::tuple{"admin", Role::kOperator, "operator-token"},
                                     std::tuple{"viewer", Role::kViewer, "viewer-token"}}) {
       auto secret = AddToken(store, name, role);
+      if (secret.status().code() == absl::StatusCode::kAlreadyExists) break;  // another replica
       if (!secret.ok()) return secret.status();
       std::string path = absl::StrCat(dir, "/", file);
       if (auto w = WriteFileAtomically(path, *secret + "\n", 0600); !w.ok()) return w;
       log->info("event=api_token_created name={} path={}", name, path);
+      made = true;
     }
   }
+  const std::string operator_file = absl::StrCat(dir, "/operator-token");
+  if (!made && ReadSecretFile(operator_file).empty()) {
+    log->warn("event=api_token_files_missing path={} hint=\"the store already has API tokens "
+              "(made by the first replica that started on it): copy operator-token and "
+              "viewer-token from that replica's --data directory, or make a new one with "
+              "`controlplane token create NAME --role operator` and the same --data/--store "
+              "flags\"",
+              operator_file);
+  }
   return absl::OkStatus();
+}
+
+// First start: a join token and two API tokens, written to files only the owner can read.
+// Later starts: the files are checked against the store's hashes (a file replaced by hand is
+// adopted: its hash is stored).
+absl::Status Bootstrap(Store& store, const std::string& dir, bool shared_store,
+                       std::shared_ptr<spdlog::logger> log) {
+  if (auto s = BootstrapJoinToken(store, dir, shared_store, log); !s.ok()) return s;
+  return BootstrapApiTokens(store, dir, log);
 }
 
 std::shared_ptr<grpc::ServerCredentials> Credentials(const ServerOptions& o) {
@@ -148,19 +172,24 @@ int WaitForShutdownSignal(const sigset_t& mask) {
   return sig;
 }
 
-// The store, with every call timed for /metrics (`metrics` points into `store`).
+// The store, with every call timed for /metrics (`metrics` points into `store`); the etcd
+// client (if any) is declared first so that it outlives the store.
 struct TimedStore {
+  std::unique_ptr<etcd::Client> etcd_client;
   std::unique_ptr<Store> store;
   const InstrumentedStore* metrics = nullptr;
+  std::string description;
 };
 
-absl::StatusOr<TimedStore> OpenTimedStore(const std::string& dir) {
-  auto store = OpenStore(dir);
-  if (!store.ok()) return store.status();
-  auto timed = std::make_unique<InstrumentedStore>(std::move(*store));
+absl::StatusOr<TimedStore> OpenTimedStore(const ServerOptions& options) {
+  auto opened = OpenStore(options);
+  if (!opened.ok()) return opened.status();
+  auto timed = std::make_unique<InstrumentedStore>(std::move(opened->store));
   TimedStore out;
+  out.etcd_client = std::move(opened->etcd_client);
   out.metrics = timed.get();
   out.store = std::move(timed);
+  out.description = opened->description;
   return out;
 }
 
@@ -334,10 +363,12 @@ void WriteAddressFile(const std::string& data_dir, const char* name, const std::
 absl::Status RunServer(const ServerOptions& options) {
   auto log = herd::Logger("controlplane");
   const sigset_t shutdown_signals = BlockShutdownSignals();
-  auto timed = OpenTimedStore(options.data_dir);
+  auto timed = OpenTimedStore(options);
   if (!timed.ok()) return timed.status();
   Store& store = *timed->store;
-  if (auto s = Bootstrap(store, options.data_dir, log); !s.ok()) return s;
+  if (auto s = Bootstrap(store, options.data_dir, options.store.on_etcd(), log); !s.ok()) {
+    return s;
+  }
 
   // Every part is built before any starts, so that each outlives the whole shutdown below.
   const Clock& clock = SystemClock::Get();
@@ -395,32 +426,33 @@ absl::Status RunServer(const ServerOptions& options) {
   }
   // Written last: tools and tests take it to mean that everything is serving.
   WriteAddressFile(options.data_dir, "listen-address", *bound, log);
-  log->info("event=ready version={} pid={} listen={} http={} tls={} mtls={} http_mtls={} data={}",
+  log->info("event=ready version={} pid={} listen={} http={} tls={} mtls={} http_mtls={} data={} "
+            "store=\"{}\"",
             HERD_VERSION, getpid(), *bound, http_address, !options.tls_cert.empty(),
             !options.client_ca.empty(),
             http && !options.client_ca.empty() && !options.http_no_client_cert,
-            options.data_dir);
+            options.data_dir, timed->description);
   serving = true;
   const int sig = WaitForShutdownSignal(shutdown_signals);
   log->info("event=shutdown_begin signal={}", strsignal(sig));
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> CreateToken(const std::string& data_dir, const std::string& name,
+absl::StatusOr<std::string> CreateToken(const ServerOptions& options, const std::string& name,
                                         bool operator_role) {
   if (name.empty() || name.size() > 64) {
     return absl::InvalidArgumentError("a token name is 1-64 characters");
   }
-  auto store = OpenStore(data_dir);
-  if (!store.ok()) return store.status();
-  return AddToken(**store, name, operator_role ? Role::kOperator : Role::kViewer);
+  auto opened = OpenStore(options);
+  if (!opened.ok()) return opened.status();
+  return AddToken(*opened->store, name, operator_role ? Role::kOperator : Role::kViewer);
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListTokens(
-    const std::string& data_dir) {
-  auto store = OpenStore(data_dir);
-  if (!store.ok()) return store.status();
-  auto tokens = (*store)->ListTokens();
+    const ServerOptions& options) {
+  auto opened = OpenStore(options);
+  if (!opened.ok()) return opened.status();
+  auto tokens = opened->store->ListTokens();
   if (!tokens.ok()) return tokens.status();
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& t : *tokens) {
@@ -429,10 +461,10 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListTokens(
   return out;
 }
 
-absl::Status RevokeToken(const std::string& data_dir, const std::string& name) {
-  auto store = OpenStore(data_dir);
-  if (!store.ok()) return store.status();
-  return (*store)->DeleteToken(name);
+absl::Status RevokeToken(const ServerOptions& options, const std::string& name) {
+  auto opened = OpenStore(options);
+  if (!opened.ok()) return opened.status();
+  return opened->store->DeleteToken(name);
 }
 
 }  // namespace herd::controlplane

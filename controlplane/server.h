@@ -5,6 +5,10 @@
 // every part first and starts them in turn; cleanup guards stop what started, so an error on
 // the way stops only that.
 //
+// The store: SQLite (herd.db in the data directory) by default, or etcd (options.store, from
+// --store etcd://...; replicas share it). On etcd the first replica to start makes the join
+// and API tokens; the others find them in the store and say to copy the files from it.
+//
 // Files in the data directory (all 0600): herd.db (SQLite, WAL), join-token (give it to
 // agentd --join-token-file), operator-token and viewer-token (API tokens created on first
 // start), listen-address and http-address (the addresses actually bound, for tools and
@@ -19,11 +23,20 @@
 #include "absl/time/time.h"
 #include "controlplane/core/agent_limits.h"
 #include "controlplane/http/http_server.h"
+#include "controlplane/store/store_location.h"
 
 namespace herd::controlplane {
 
 struct ServerOptions {
+  // Required even on etcd: the token files and address files live there.
   std::string data_dir;
+  // Where the store is (its data_dir is ignored: data_dir above is used).
+  StoreLocation store;
+  // Replicas over one etcd (issue 22; parsed here, used by the replica wiring): this
+  // replica's id (--replica-id; default hostname:port of --listen) and the host:port peers
+  // dial (--advertise; empty = the address bound).
+  std::string replica_id;
+  std::string advertise;
   std::string listen = "127.0.0.1:7070";
   absl::Duration lease = absl::Seconds(30);
   // GatewayOptions::hello_timeout and HubOptions::silent_stream_timeout.
@@ -62,11 +75,12 @@ struct ServerOptions {
 
 absl::Status RunServer(const ServerOptions& options);
 
-// Token management on a store that may be in use by a running control plane.
-absl::StatusOr<std::string> CreateToken(const std::string& data_dir, const std::string& name,
+// Token management on a store that may be in use by a running control plane (its data_dir
+// and store: SQLite or etcd).
+absl::StatusOr<std::string> CreateToken(const ServerOptions& options, const std::string& name,
                                         bool operator_role);
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListTokens(
-    const std::string& data_dir);
-absl::Status RevokeToken(const std::string& data_dir, const std::string& name);
+    const ServerOptions& options);
+absl::Status RevokeToken(const ServerOptions& options, const std::string& name);
 
 }  // namespace herd::controlplane

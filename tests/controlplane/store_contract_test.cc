@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "controlplane/store/store.h"
+#include "tests/controlplane/etcd_store_backends.h"
 
 namespace herd::controlplane::testing {
 namespace {
@@ -643,6 +644,13 @@ INSTANTIATE_TEST_SUITE_P(
         "sqlite",
         [](const std::string& dir) { return OpenSqliteStore(dir + "/controlplane.db"); }}),
     StoreBackendName);
+
+// The etcd store on the in-memory fake (fast, every test) and on a real etcd from Debian on
+// loopback (one per test binary).
+INSTANTIATE_TEST_SUITE_P(EtcdFake, StoreContractTest, ::testing::Values(FakeEtcdBackend()),
+                         StoreBackendName);
+INSTANTIATE_TEST_SUITE_P(Etcd, StoreContractTest, ::testing::Values(RealEtcdBackend()),
+                         StoreBackendName);
 
 }  // namespace
 }  // namespace herd::controlplane::testing
