@@ -13,47 +13,6 @@
 namespace herd::controlplane {
 namespace {
 
-etcd::Compare ValueIs(std::string key, std::string value) {
-  etcd::Compare c;
-  c.key = std::move(key);
-  c.target = etcd::Compare::Target::kValue;
-  c.result = etcd::Compare::Result::kEqual;
-  c.value = std::move(value);
-  return c;
-}
-
-etcd::Compare Absent(std::string key) {
-  etcd::Compare c;
-  c.key = std::move(key);
-  c.target = etcd::Compare::Target::kVersion;
-  c.result = etcd::Compare::Result::kEqual;
-  c.number = 0;
-  return c;
-}
-
-etcd::Op PutOp(std::string key, std::string value, int64_t lease) {
-  etcd::Op op;
-  op.kind = etcd::Op::Kind::kPut;
-  op.key = std::move(key);
-  op.value = std::move(value);
-  op.lease = lease;
-  return op;
-}
-
-etcd::Op DeleteOp(std::string key) {
-  etcd::Op op;
-  op.kind = etcd::Op::Kind::kDelete;
-  op.key = std::move(key);
-  return op;
-}
-
-etcd::Op GetOp(std::string key) {
-  etcd::Op op;
-  op.kind = etcd::Op::Kind::kRange;
-  op.key = std::move(key);
-  return op;
-}
-
 // The part of `key` after `prefix` ("" when it is not under it).
 std::string After(const std::string& key, const std::string& prefix) {
   return absl::StartsWith(key, prefix) ? key.substr(prefix.size()) : std::string();
@@ -80,7 +39,7 @@ absl::Status EtcdMembership::LoadPeerSecret() {
   auto fresh = NewSecret("hp_");
   if (!fresh.ok()) return fresh.status();
   // Created by whichever replica comes first; the others read that one.
-  auto txn = client_.Txn({Absent(key)}, {PutOp(key, *fresh, 0)}, {GetOp(key)});
+  auto txn = client_.Txn({etcd::Compare::Absent(key)}, {etcd::Op::Put(key, *fresh, 0)}, {etcd::Op::Get(key)});
   if (!txn.ok()) return txn.status();
   std::string secret = *fresh;
   if (!txn->succeeded) {
@@ -321,17 +280,17 @@ absl::Status EtcdMembership::WriteBatch(const std::map<std::string, bool>& batch
   std::vector<std::string> detached;
   for (const auto& [host, attached] : batch) {
     if (attached) {
-      success.push_back(PutOp(PresenceKey(host), options_.self_id, lease));
+      success.push_back(etcd::Op::Put(PresenceKey(host), options_.self_id, lease));
       failure.push_back(success.back());
     } else {
       // Only if it still names this replica: another may hold the host already.
-      compares.push_back(ValueIs(PresenceKey(host), options_.self_id));
-      success.push_back(DeleteOp(PresenceKey(host)));
+      compares.push_back(etcd::Compare::ValueIs(PresenceKey(host), options_.self_id));
+      success.push_back(etcd::Op::Delete(PresenceKey(host)));
       detached.push_back(host);
     }
   }
   if (replica_key) {
-    success.push_back(PutOp(ReplicaKey(options_.self_id), options_.address, lease));
+    success.push_back(etcd::Op::Put(ReplicaKey(options_.self_id), options_.address, lease));
     failure.push_back(success.back());
   }
   auto txn = client_.Txn(compares, success, failure);
@@ -347,8 +306,8 @@ absl::Status EtcdMembership::WriteBatch(const std::map<std::string, bool>& batch
 
 absl::Status EtcdMembership::DeleteOneByOne(const std::vector<std::string>& hosts) {
   for (const auto& host : hosts) {
-    auto txn = client_.Txn({ValueIs(PresenceKey(host), options_.self_id)},
-                           {DeleteOp(PresenceKey(host))});
+    auto txn = client_.Txn({etcd::Compare::ValueIs(PresenceKey(host), options_.self_id)},
+                           {etcd::Op::Delete(PresenceKey(host))});
     if (!txn.ok()) return txn.status();
     std::lock_guard<std::mutex> l(mu_);
     ++stats_.txns;
