@@ -71,26 +71,33 @@ void ClusterSync::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void ClusterSync::Queue(const etcd::KeyValue& kv, bool put) {
+  const std::string id = HostIdOf(kv.key);
+  if (id.empty()) return;
+  HostChange& change = hosts_[id];
+  if (kv.key.size() == hosts_prefix_.size() + id.size()) {  // the record's own key
+    if (put) {
+      change.deleted = false;
+      change.record = kv;
+    } else {
+      change = HostChange{true, std::nullopt, std::nullopt};
+    }
+  } else if (put) {
+    change.status = kv;
+  }
+  // (A status key deleted alone: its record's delete says what matters.)
+}
+
 void ClusterSync::OnHosts(const etcd::RangeResult* all, const etcd::WatchBatch* batch) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (all != nullptr) {
       // A (re)read: every record, as if each had just been put. (Hosts deleted while the
       // watch was down are not noticed here; deletes are an operator's rare act.)
-      for (const auto& kv : all->kvs) {
-        std::string id = HostIdOf(kv.key);
-        if (!id.empty()) hosts_[id] = HostChange{false, false, kv};
-      }
+      for (const auto& kv : all->kvs) Queue(kv, true);
     } else {
       for (const auto& ev : batch->events) {
-        std::string id = HostIdOf(ev.kv.key);
-        if (id.empty()) continue;
-        const bool whole = ev.kv.key == hosts_prefix_ + id;
-        if (ev.type == etcd::WatchEvent::Type::kPut) {
-          hosts_[id] = HostChange{false, false, ev.kv};
-        } else {
-          hosts_[id] = HostChange{whole, !whole, ev.kv};
-        }
+        Queue(ev.kv, ev.type == etcd::WatchEvent::Type::kPut);
       }
     }
     ++queued_gen_;
@@ -107,6 +114,16 @@ void ClusterSync::OnConfig() {
   work_cv_.notify_one();
 }
 
+absl::Status ClusterSync::ReadHost(const std::string& host_id) {
+  auto stored = store_.GetHost(host_id);
+  if (absl::IsNotFound(stored.status())) return absl::OkStatus();  // deleted since
+  if (!stored.ok()) return stored.status();
+  fleet_.HostStored(*stored);
+  std::lock_guard<std::mutex> l(mu_);
+  ++stats_.hosts_stored;
+  return absl::OkStatus();
+}
+
 absl::Status ClusterSync::ApplyHost(const std::string& host_id, const HostChange& change) {
   if (change.deleted) {
     fleet_.HostDeleted(host_id);
@@ -114,20 +131,26 @@ absl::Status ClusterSync::ApplyHost(const std::string& host_id, const HostChange
     ++stats_.hosts_deleted;
     return absl::OkStatus();
   }
-  std::optional<HostRecord> record;
-  if (options_.decode_host && !change.reread) {
-    auto decoded = options_.decode_host(change.kv);
-    if (decoded.ok() && decoded->host_id == host_id) record = std::move(*decoded);
+  if (change.record) {
+    auto decoded = options_.decode_host ? options_.decode_host(*change.record)
+                                        : absl::UnimplementedError("no decoder");
+    if (!decoded.ok() || decoded->host_id != host_id) {
+      return ReadHost(host_id);  // the record and its latest status, merged by the store
+    }
+    fleet_.HostStored(*decoded);
+    std::lock_guard<std::mutex> l(mu_);
+    ++stats_.hosts_stored;
   }
-  if (!record) {
-    auto stored = store_.GetHost(host_id);
-    if (absl::IsNotFound(stored.status())) return absl::OkStatus();  // deleted since
-    if (!stored.ok()) return stored.status();
-    record = std::move(*stored);
+  // A status written after the record (one from before it is in the record already).
+  if (change.status &&
+      (!change.record || change.status->mod_revision > change.record->mod_revision)) {
+    auto decoded = options_.decode_status ? options_.decode_status(*change.status)
+                                          : absl::UnimplementedError("no decoder");
+    if (!decoded.ok() || decoded->host_id != host_id) return ReadHost(host_id);
+    fleet_.HostStatusStored(*decoded);
+    std::lock_guard<std::mutex> l(mu_);
+    ++stats_.statuses_stored;
   }
-  fleet_.HostStored(*record);
-  std::lock_guard<std::mutex> l(mu_);
-  ++stats_.hosts_stored;
   return absl::OkStatus();
 }
 
@@ -185,8 +208,15 @@ void ClusterSync::Loop() {
       done_cv_.notify_all();
       continue;
     }
-    // Kept for the next try, unless a newer change of the host came meanwhile.
-    for (auto& entry : retry) hosts_.insert(std::move(entry));
+    // Kept for the next try; a newer change of the host that came meanwhile wins over it,
+    // field by field (a newer status does not drop an older record not yet applied).
+    for (auto& [id, older] : retry) {
+      auto [it, inserted] = hosts_.try_emplace(id, older);
+      HostChange& newer = it->second;
+      if (inserted || newer.deleted || newer.record) continue;
+      newer.record = std::move(older.record);
+      newer.deleted = older.deleted && !newer.status;
+    }
     config_dirty_ |= config_failed;
     ++stats_.failures;
     last_ = failed;

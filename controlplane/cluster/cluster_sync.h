@@ -1,11 +1,14 @@
 // ClusterSync: brings what other replicas wrote to etcd into this replica's hub
 // (ReplicatedFleet, replica_hooks.h), so that the hub itself stays store-agnostic.
 //
-//   <p>/hosts/   a host record stored by any replica (a registration, an inventory change, a
-//                status) → ReplicatedFleet::HostStored: the host is known here, offline here
-//                (a host whose stream is held here keeps its own state); a delete →
-//                HostDeleted. Decoded with the store's own decoder (Options::decode_host);
-//                without one, or when it fails, the record is read through the Store.
+//   <p>/hosts/   a host record stored by any replica (<p>/hosts/<id>: a registration, an
+//                inventory change) → ReplicatedFleet::HostStored: the host is known here,
+//                offline here (a host whose stream is held here keeps its own state); its
+//                status written apart (a key under it, <p>/hosts/<id>/status: last seen,
+//                acked version) → HostStatusStored; the record deleted → HostDeleted.
+//                Decoded with the store's own decoders (Options::decode_host/decode_status,
+//                etcd_layout.h's); without them, or when one fails, the host is read through
+//                the Store (one read per change: fine for tests, costly for a fleet).
 //   <p>/config/  any change (the overrides and the config revision move together, in one
 //                etcd revision) → ReplicatedFleet::ReloadConfig once per watch batch: the hub
 //                reloads the overrides and pushes the hosts it holds, in version order; its
@@ -44,6 +47,8 @@ struct ClusterSyncOptions {
   // The host record stored under a key of <p>/hosts/ (the etcd store's encoding:
   // EtcdStore exports its decoder). Null: every change is read with Store::GetHost.
   std::function<absl::StatusOr<HostRecord>(const etcd::KeyValue&)> decode_host;
+  // The status stored under a key below the host's (<p>/hosts/<id>/status). Null: read.
+  std::function<absl::StatusOr<HostStatus>(const etcd::KeyValue&)> decode_status;
   BackoffOptions retry{.initial = absl::Milliseconds(200),
                        .max = absl::Seconds(10),
                        .multiplier = 2.0,
@@ -69,7 +74,7 @@ class ClusterSync {
   absl::Status WaitApplied();
 
   struct Stats {
-    uint64_t hosts_stored = 0, hosts_deleted = 0;
+    uint64_t hosts_stored = 0, statuses_stored = 0, hosts_deleted = 0;
     uint64_t config_reloads = 0;   // reloads tried
     uint64_t hosts_pushed = 0;     // hosts whose config those reloads changed
     uint64_t failures = 0;         // applies that failed (and were retried)
@@ -77,12 +82,15 @@ class ClusterSync {
   Stats stats() const;
 
  private:
-  // A host key's latest event.
+  // A host's latest events: of its record key, and of its status key.
   struct HostChange {
-    bool deleted = false;  // the host's record key was deleted
-    bool reread = false;   // read it through the store (a part of it was deleted)
-    etcd::KeyValue kv;
+    bool deleted = false;                  // its record key was deleted (after the puts)
+    std::optional<etcd::KeyValue> record;  // the latest put of <p>/hosts/<id>
+    std::optional<etcd::KeyValue> status;  // the latest put of a key under it
   };
+  void Queue(const etcd::KeyValue& kv, bool put);
+  // Reads the host through the store and hands it over.
+  absl::Status ReadHost(const std::string& host_id);
   void OnHosts(const etcd::RangeResult* all, const etcd::WatchBatch* batch);
   void OnConfig();
   void Loop();

@@ -76,6 +76,19 @@ Entry HostRegistry::Adopt(const HostRecord& record) {
   return e;
 }
 
+void HostRegistry::AdoptStatus(const HostStatus& status) {
+  Entry e = Find(status.host_id);
+  if (!e) return;  // its record comes first (ClusterSync reads it)
+  const int64_t mono_ms = MonoMs();
+  const int64_t wall_ms = absl::ToUnixMillis(clock_.Now());
+  absl::MutexLock hl(&e->mu);
+  if (e->s.session) return;
+  e->s.record.last_seen_unix_ms = std::max(e->s.record.last_seen_unix_ms, status.last_seen_unix_ms);
+  e->s.record.acked_config_version =
+      std::max(e->s.record.acked_config_version, status.acked_config_version);
+  SetOfflineFromRecord(e->s, mono_ms, wall_ms);
+}
+
 bool HostRegistry::Forget(const std::string& host_id) {
   absl::MutexLock l(&index_mu_);
   auto it = by_id_.find(host_id);

@@ -129,6 +129,8 @@ class HostRegistry final : public HostDirectory {
   // added, or written over the record of a host whose stream is not held here. A host held
   // here keeps its own (newer) state: returns it unchanged.
   Entry Adopt(const HostRecord& record);
+  // A status stored by another replica, for a host known here and not held here.
+  void AdoptStatus(const HostStatus& status);
   // Removes a host deleted from the store, unless its stream is held here; true if removed.
   bool Forget(const std::string& host_id);
 

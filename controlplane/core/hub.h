@@ -108,6 +108,7 @@ class Hub final : public HostDirectory,
 
   // ---- ReplicatedFleet: what other replicas stored.
   void HostStored(const HostRecord& record) override { registry_.Adopt(record); }
+  void HostStatusStored(const HostStatus& status) override { registry_.AdoptStatus(status); }
   void HostDeleted(const std::string& host_id) override { registry_.Forget(host_id); }
   absl::StatusOr<std::vector<std::string>> ReloadConfig() override {
     return config_.ReloadFromStore();

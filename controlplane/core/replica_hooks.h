@@ -33,6 +33,9 @@ class ReplicatedFleet {
   // A host record another replica stored: known here as a host offline here (a host whose
   // stream this replica holds is left as it is: its state here is the newer).
   virtual void HostStored(const HostRecord& record) = 0;
+  // A host's status (last seen, acked config version) another replica stored: applied to a
+  // host known here and not held here.
+  virtual void HostStatusStored(const HostStatus& status) = 0;
   // A host record deleted from the store (not while its stream is held here).
   virtual void HostDeleted(const std::string& host_id) = 0;
   // The config changed in the store: reload the overrides and push the hosts attached here

@@ -210,6 +210,10 @@ class RecordingFleet final : public ReplicatedFleet {
     absl::MutexLock l(&mu_);
     stored.push_back(r);
   }
+  void HostStatusStored(const HostStatus& st) override {
+    absl::MutexLock l(&mu_);
+    statuses.push_back(st);
+  }
   void HostDeleted(const std::string& id) override {
     absl::MutexLock l(&mu_);
     deleted.push_back(id);
@@ -222,6 +226,7 @@ class RecordingFleet final : public ReplicatedFleet {
   }
   absl::Mutex mu_;
   std::vector<HostRecord> stored;
+  std::vector<HostStatus> statuses;
   std::vector<std::string> deleted;
   int reloads = 0;
   bool fail = false;
@@ -280,6 +285,53 @@ TEST_F(ClusterSyncTest, HostRecordsAreDecodedWithTheStoresDecoderAndDeletesForwa
   ASSERT_EQ(fleet.deleted.size(), 1u);
   EXPECT_EQ(fleet.deleted[0], "h5");
   for (const auto& r : fleet.stored) EXPECT_EQ(r.hostname, "five.example");
+}
+
+TEST_F(ClusterSyncTest, AStatusWrittenAfterTheRecordIsAppliedAlone) {
+  auto store = OpenSqliteStore(db_);
+  ASSERT_TRUE(store.ok());
+  RecordingFleet fleet;
+  ClusterSyncOptions so;
+  so.retry = FastRetry();
+  so.decode_host = [](const etcd::KeyValue& kv) -> absl::StatusOr<HostRecord> {
+    HostRecord r;
+    r.host_id = kv.key.substr(std::string("/herd/hosts/").size());
+    r.hostname = kv.value;
+    return r;
+  };
+  so.decode_status = [](const etcd::KeyValue& kv) -> absl::StatusOr<HostStatus> {
+    HostStatus st;
+    st.host_id = "h7";
+    st.acked_config_version = std::stoull(kv.value);
+    return st;
+  };
+  ClusterSync sync(etcd_, **store, fleet, so);
+  ASSERT_TRUE(sync.Start().ok());
+  NoticeHost("h7", "seven.example");
+  ASSERT_TRUE(etcd_.Put("/herd/hosts/h7/status", "4").ok());
+  etcd_.DeliverWatches();
+  ASSERT_TRUE(sync.WaitApplied().ok());
+  ASSERT_TRUE(etcd_.Put("/herd/hosts/h7/status", "5").ok());
+  etcd_.DeliverWatches();
+  ASSERT_TRUE(sync.WaitApplied().ok());
+  absl::MutexLock l(&fleet.mu_);
+  ASSERT_GE(fleet.stored.size(), 1u);
+  EXPECT_EQ(fleet.stored.back().hostname, "seven.example");
+  ASSERT_GE(fleet.statuses.size(), 1u);
+  EXPECT_EQ(fleet.statuses.back().acked_config_version, 5u);
+}
+
+TEST_F(ClusterSyncTest, AnotherReplicasStatusMovesAnOfflineHostsAckedVersion) {
+  Replica b(db_, etcd_, true);
+  HostRecord r;
+  r.host_id = "h8";
+  r.hostname = "h8.example";
+  r.acked_config_version = 2;
+  b.hub->HostStored(r);
+  b.hub->HostStatusStored(HostStatus{"h8", 0, 7});
+  EXPECT_EQ(b.hub->GetHost("h8")->host().acked_config_version(), 7u);
+  b.hub->HostStatusStored(HostStatus{"h8", 0, 3});  // older: never back
+  EXPECT_EQ(b.hub->GetHost("h8")->host().acked_config_version(), 7u);
 }
 
 }  // namespace
