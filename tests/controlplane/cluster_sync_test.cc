@@ -4,6 +4,8 @@
 // alongside. No sleeps: watches are delivered by the test, the sync's thread waited for.
 #include "controlplane/cluster/cluster_sync.h"
 
+#include "controlplane/cluster/membership.h"
+
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -201,6 +203,42 @@ TEST_F(ClusterSyncTest, ACredentialOfAHostRegisteredElsewhereIsReadFromTheStore)
   // A wrong credential for it is refused on b too.
   EXPECT_EQ(b.hub->Connect("nope", MakeHello("h3"), std::make_shared<FakeHostSession>()).code(),
             absl::StatusCode::kUnauthenticated);
+}
+
+TEST_F(ClusterSyncTest, QuorumLossKeepsStreamsAndConfigAndRecoversAlone) {
+  Replica a(db_, etcd_, true), b(db_, etcd_, true);
+  MembershipOptions mo;
+  mo.self_id = "b";
+  mo.address = "b.test:7443";
+  mo.retry = FastRetry();
+  EtcdMembership membership(etcd_, mo);
+  b.hub->set_presence(&membership);
+  ASSERT_TRUE(membership.Start().ok());
+  auto h1 = Attach(b, "h1");
+  ASSERT_TRUE(membership.FlushPresence().ok());
+  ASSERT_TRUE(a.Set("debug").ok());
+  NoticeConfig();
+  const size_t configs = h1->configs().size();
+
+  etcd_.SetQuorum(false);
+  etcd_.DeliverWatches();  // silent while etcd has no leader
+  auto h2 = Attach(b, "h2");  // agents still connect; their presence waits
+  EXPECT_EQ(membership.FlushPresence().code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(h1->closed());
+  EXPECT_EQ(h1->configs().size(), configs);  // its config as it was
+
+  etcd_.SetQuorum(true);
+  etcd_.DeliverWatches();
+  ASSERT_TRUE(b.sync->WaitApplied().ok());
+  EXPECT_EQ(Level(h1->last_config()), "debug");
+  EXPECT_EQ(Level(h2->last_config()), "debug");
+  absl::Status flushed = membership.FlushPresence();
+  for (int i = 0; i < 10 && !flushed.ok(); ++i) flushed = membership.FlushPresence();
+  EXPECT_TRUE(flushed.ok()) << flushed;
+  EXPECT_EQ(etcd_.Dump("/herd/presence/").at("/herd/presence/h2"), "b");
+  EXPECT_FALSE(h1->closed());
+  EXPECT_FALSE(h2->closed());
+  b.hub->Stop();  // before the membership it reports to
 }
 
 // A fleet that records what the sync told it, and fails its reloads while told to.
