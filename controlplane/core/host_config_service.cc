@@ -72,7 +72,27 @@ HostConfigService::HostConfigService(Store& store, HostRegistry& registry, SendP
 
 absl::Status HostConfigService::Load() {
   absl::MutexLock config_lock(&config_mu_);
-  return ReloadOverrides();
+  // The revision first: the overrides read after it are at least as new.
+  auto rev = store_.ConfigRevision();
+  if (!rev.ok()) return rev.status();
+  if (auto s = ReloadOverrides(); !s.ok()) return s;
+  loaded_revision_ = *rev;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> HostConfigService::ReloadFromStore() {
+  {
+    absl::MutexLock config_lock(&config_mu_);
+    auto rev = store_.ConfigRevision();
+    if (!rev.ok()) return rev.status();
+    if (*rev == loaded_revision_) return std::vector<std::string>();
+    if (auto s = ReloadOverrides(); !s.ok()) return s;
+    log_->info("event=config_reloaded revision={} loaded={}", *rev, loaded_revision_);
+    loaded_revision_ = *rev;
+  }
+  // A change made here between the two locks is pushed by whichever runs first; the other
+  // finds every snapshot unchanged (interned: equal ones are one) and sends nothing.
+  return PushConfig();
 }
 
 void HostConfigService::AddStats(HubStats& s) const {
@@ -414,7 +434,7 @@ herd::v1::FleetConfigChange HostConfigService::ConfigChanged(const ConfigWrite& 
     absl::MutexLock config_lock(&config_mu_);
     // On failure the cache keeps the previous overrides; the next change or restart
     // reloads them (the error is logged).
-    (void)ReloadOverrides();
+    if (ReloadOverrides().ok()) loaded_revision_ = std::max(loaded_revision_, w.revision);
   }
   for (auto& h : PushConfig()) change.add_hosts(h);
   return change;

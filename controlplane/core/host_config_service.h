@@ -38,6 +38,13 @@ class HostConfigService final : public ConfigService {
 
   // Reads the overrides from the store (at start).
   absl::Status Load();
+  // Another replica changed the config (replica_hooks.h, ReplicatedFleet::ReloadConfig):
+  // reads the store's config revision and, if it is not the one loaded (this replica's own
+  // change was loaded when it made it: it is not pushed twice), the overrides, then pushes
+  // the hosts attached here whose snapshot changed. Under config_mu_ like every change, so
+  // each host's versions go out in order whichever replica made the change. The hosts whose
+  // config changed; the store's error (nothing changed here) for the caller to retry.
+  absl::StatusOr<std::vector<std::string>> ReloadFromStore();
 
   // ---- ConfigService
   absl::StatusOr<herd::v1::FleetConfig> GetConfig(const std::string& module,
@@ -98,6 +105,8 @@ class HostConfigService final : public ConfigService {
 
   absl::Mutex config_mu_;
   std::vector<herd::v1::Override> overrides_ ABSL_GUARDED_BY(config_mu_);
+  // The store's config revision the overrides were read at (at least).
+  uint64_t loaded_revision_ ABSL_GUARDED_BY(config_mu_) = 0;
   Interner<herd::v1::ConfigSnapshot> snapshots_;
   std::atomic<uint64_t> config_pushes_{0}, config_nacks_{0};
 };

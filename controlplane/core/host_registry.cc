@@ -36,12 +36,71 @@ void HostRegistry::Load(const std::vector<HostRecord>& records) {
     absl::MutexLock hl(&e->mu);
     e->s.series = HostSeries(options_.series);
     e->s.record = r;
-    e->s.disconnected_at_ms = r.last_seen_unix_ms;
-    // Online for what is left of its lease, as if its stream had just ended then.
-    e->s.disconnected_mono_ms = mono_ms - std::max<int64_t>(0, wall_ms - r.last_seen_unix_ms);
+    SetOfflineFromRecord(e->s, mono_ms, wall_ms);
     by_id_[r.host_id] = e;
     hosts_[r.host_id] = std::move(e);
   }
+}
+
+void HostRegistry::SetOfflineFromRecord(HostState& h, int64_t mono_ms, int64_t wall_ms) const {
+  h.disconnected_at_ms = h.record.last_seen_unix_ms;
+  // Online for what is left of its lease, as if its stream had just ended then.
+  h.disconnected_mono_ms = mono_ms - std::max<int64_t>(0, wall_ms - h.record.last_seen_unix_ms);
+}
+
+Entry HostRegistry::Adopt(const HostRecord& record) {
+  const int64_t mono_ms = MonoMs();
+  const int64_t wall_ms = absl::ToUnixMillis(clock_.Now());
+  Entry e = Find(record.host_id);
+  if (!e) {
+    absl::MutexLock l(&index_mu_);
+    Entry& slot = hosts_[record.host_id];
+    if (!slot) {
+      // Complete before it is published, as in FindOrAdd.
+      slot = std::make_shared<HostEntry>();
+      absl::MutexLock hl(&slot->mu);
+      slot->s.series = HostSeries(options_.series);
+      slot->s.record = record;
+      SetOfflineFromRecord(slot->s, mono_ms, wall_ms);
+      by_id_[record.host_id] = slot;
+      return slot;
+    }
+    e = slot;
+  }
+  absl::MutexLock hl(&e->mu);
+  if (e->s.session) return e;  // held here: this replica's state is the newer
+  // What this replica sent it stays (sent, sent_version): its next snapshot here, if it
+  // comes back, gets a higher version than both that and what it acked elsewhere.
+  e->s.record = record;
+  SetOfflineFromRecord(e->s, mono_ms, wall_ms);
+  return e;
+}
+
+void HostRegistry::AdoptStatus(const HostStatus& status) {
+  Entry e = Find(status.host_id);
+  if (!e) return;  // its record comes first (ClusterSync reads it)
+  const int64_t mono_ms = MonoMs();
+  const int64_t wall_ms = absl::ToUnixMillis(clock_.Now());
+  absl::MutexLock hl(&e->mu);
+  if (e->s.session) return;
+  e->s.record.last_seen_unix_ms = std::max(e->s.record.last_seen_unix_ms, status.last_seen_unix_ms);
+  e->s.record.acked_config_version =
+      std::max(e->s.record.acked_config_version, status.acked_config_version);
+  SetOfflineFromRecord(e->s, mono_ms, wall_ms);
+}
+
+bool HostRegistry::Forget(const std::string& host_id) {
+  absl::MutexLock l(&index_mu_);
+  auto it = by_id_.find(host_id);
+  if (it == by_id_.end()) return false;
+  {
+    absl::MutexLock hl(&it->second->mu);
+    if (it->second->s.session) return false;
+  }
+  // Entries are shared: a caller holding this one keeps a valid (now unlisted) host.
+  hosts_.erase(host_id);
+  by_id_.erase(it);
+  return true;
 }
 
 Entry HostRegistry::Find(const std::string& host_id) const {
@@ -115,6 +174,7 @@ bool HostRegistry::Detach(const std::string& host_id, const HostSession* session
   e->s.session.reset();
   e->s.disconnected_at_ms = absl::ToUnixMillis(clock_.Now());
   e->s.disconnected_mono_ms = MonoMs();
+  if (presence_ != nullptr) presence_->HostDetached(host_id);
   // `sent` stays: a config change while the host is away is reported as changing it,
   // and its next snapshot (forced at reconnect) gets a higher version.
   return true;

@@ -34,6 +34,7 @@
 #include "controlplane/core/fleet_interfaces.h"
 #include "controlplane/core/host_session.h"
 #include "controlplane/core/hub_options.h"
+#include "controlplane/core/replica_hooks.h"
 #include "controlplane/core/series.h"
 #include "controlplane/store/store.h"
 
@@ -114,8 +115,24 @@ class HostRegistry final : public HostDirectory {
   HostRoute Route(const std::string& host_id) const;
   // Every attached session (to close them all when stopping).
   std::vector<std::shared_ptr<HostSession>> Sessions() const;
-  // Detaches `session` if it is still the host's; true then.
+  // Detaches `session` if it is still the host's; true then (and the presence sink is told).
   bool Detach(const std::string& host_id, const HostSession* session);
+
+  // ---- Replicas (replica_hooks.h)
+  // Told of every attach and detach (null: a single node). Set before any host connects.
+  void set_presence(PresenceSink* presence) { presence_ = presence; }
+  // Under the host's lock, after its session was attached.
+  void NotifyAttached(const std::string& host_id) {
+    if (presence_ != nullptr) presence_->HostAttached(host_id);
+  }
+  // A record stored by another replica (or read from the store for a host unknown here):
+  // added, or written over the record of a host whose stream is not held here. A host held
+  // here keeps its own (newer) state: returns it unchanged.
+  Entry Adopt(const HostRecord& record);
+  // A status stored by another replica, for a host known here and not held here.
+  void AdoptStatus(const HostStatus& status);
+  // Removes a host deleted from the store, unless its stream is held here; true if removed.
+  bool Forget(const std::string& host_id);
 
   // ---- HostDirectory
   absl::StatusOr<std::vector<std::string>> ResolveTarget(
@@ -158,9 +175,13 @@ class HostRegistry final : public HostDirectory {
                                            bool online, const herd::v1::ModuleInventory& m,
                                            const std::vector<herd::v1::UnitSample>& units);
 
+  // Offline here: shown online for what is left of its lease from its last_seen (Load, Adopt).
+  void SetOfflineFromRecord(HostState& h, int64_t mono_ms, int64_t wall_ms) const;
+
   const Clock& clock_;
   const HubOptions& options_;
   std::shared_ptr<spdlog::logger> log_;
+  PresenceSink* presence_ = nullptr;
 
   mutable absl::Mutex index_mu_;
   // In id order, for listings; and hashed, for the lookup of every agent message (a map

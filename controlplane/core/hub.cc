@@ -153,6 +153,21 @@ absl::StatusOr<std::optional<std::string>> Hub::JoinTokenHash() {
   return join_hash_;
 }
 
+absl::StatusOr<Entry> Hub::FindForCredential(const std::string& host_id) {
+  if (Entry e = registry_.Find(host_id)) return e;
+  if (!options_.read_unknown_hosts) return Entry();
+  auto stored = store_.GetHost(host_id);
+  if (absl::IsNotFound(stored.status())) return Entry();
+  if (!stored.ok()) {
+    // UNAVAILABLE while the store has no quorum: the agent retries (with backoff).
+    return absl::Status(stored.status().code(),
+                        absl::StrCat("cannot read host ", host_id,
+                                     " from the store: ", stored.status().message()));
+  }
+  log_->info("event=host_read_from_store host={}", host_id);
+  return registry_.Adopt(*stored);
+}
+
 absl::StatusOr<bool> Hub::CheckJoinToken(const std::string& presented) {
   auto join = JoinTokenHash();
   if (!join.ok()) return join.status();
@@ -211,8 +226,14 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
     credential = *secret;
   }
   bool new_host = false;
-  Entry e = *by_join ? registry_.FindOrAdd(hello.host_id(), hello.hostname(), now_ms, &new_host)
-                     : registry_.Find(hello.host_id());
+  Entry e;
+  if (*by_join) {
+    e = registry_.FindOrAdd(hello.host_id(), hello.hostname(), now_ms, &new_host);
+  } else {
+    auto found = FindForCredential(hello.host_id());
+    if (!found.ok()) return found.status();
+    e = std::move(*found);
+  }
   if (!e) return absl::UnauthenticatedError(kRefused);
   HostRecord record;
   {
@@ -243,6 +264,7 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
         h.hello.set_cpu_count(hello.cpu_count());
         h.hello.set_memory_total_bytes(hello.memory_total_bytes());
         h.rejections.clear();
+        registry_.NotifyAttached(h.record.host_id);
         return old;
       });
   if (replaced) replaced->Close("the host connected again on another stream");

@@ -25,7 +25,7 @@
 //
 //   HostConfigService::config_mu_ → HostRegistry::index_mu_ → HostEntry::mu (one host)
 //     → HostRequestRelay::pending_mu_ | MetricsWatchers::mu_ | HostRecordWriter::mu_
-//       | Hub::join_mu_ | SendPool's Outbox::mu
+//       | Hub::join_mu_ | SendPool's Outbox::mu | the PresenceSink's queue lock
 //
 // No call into a session or a callback is made while holding any of them, except a post to
 // the SendPool (a queue push; a direct Send with no send threads) under config_mu_ and the
@@ -39,6 +39,12 @@
 // host can grow the control plane or slow what the others share. Every interval and
 // deadline (silences, leases, relayed requests, the join token's cache, the writer's
 // retries) is on the clock's monotonic reading: a wall-clock step expires nothing.
+//
+// Replicas (issue 22; replica_hooks.h): the hub tells a PresenceSink which streams it holds
+// (set_presence), and is told what other replicas stored (it is a ReplicatedFleet: hosts,
+// config). With HubOptions::read_unknown_hosts, a host presenting its credential that this
+// replica does not know yet (registered through another one) is read from the store. What
+// watches etcd lives in controlplane/cluster/, not here.
 #pragma once
 
 #include <atomic>
@@ -65,6 +71,7 @@
 #include "controlplane/core/host_session.h"
 #include "controlplane/core/hub_options.h"
 #include "controlplane/core/metrics_watchers.h"
+#include "controlplane/core/replica_hooks.h"
 #include "controlplane/core/send_pool.h"
 #include "controlplane/core/series.h"
 #include "controlplane/core/store_audit_log.h"
@@ -78,7 +85,8 @@ class Hub final : public HostDirectory,
                   public ConfigService,
                   public RequestRelay,
                   public MetricsFeed,
-                  public AuditLog {
+                  public AuditLog,
+                  public ReplicatedFleet {
  public:
   // Timers (the sweep, the writer's retries) run on `scheduler`, on its clock.
   Hub(Store& store, Scheduler& scheduler, HubOptions options);
@@ -93,6 +101,18 @@ class Hub final : public HostDirectory,
   // Fails every pending request, closes sessions, stops the sweep, sends what is queued and
   // writes what the hosts' last messages changed.
   void Stop();
+
+  // Told of every stream attached and detached here (replica_hooks.h); null: none (a single
+  // node). Before Start.
+  void set_presence(PresenceSink* presence) { registry_.set_presence(presence); }
+
+  // ---- ReplicatedFleet: what other replicas stored.
+  void HostStored(const HostRecord& record) override { registry_.Adopt(record); }
+  void HostStatusStored(const HostStatus& status) override { registry_.AdoptStatus(status); }
+  void HostDeleted(const std::string& host_id) override { registry_.Forget(host_id); }
+  absl::StatusOr<std::vector<std::string>> ReloadConfig() override {
+    return config_.ReloadFromStore();
+  }
 
   // ---- gateway side
   // Checks `bearer` (join token, or the credential of hello.host_id), validates the Hello,
@@ -230,6 +250,9 @@ class Hub final : public HostDirectory,
   // The join token's hash (cached for options_.join_token_cache), nullopt when none is set.
   absl::StatusOr<std::optional<std::string>> JoinTokenHash();
   absl::Status ValidateHello(const herd::v1::Hello& hello) const;
+  // The host presenting its credential: from memory, else (read_unknown_hosts) from the
+  // store. Null when unknown; the store's error when it cannot tell.
+  absl::StatusOr<Entry> FindForCredential(const std::string& host_id);
 
   // Declared first: the components' timers run on it until they are stopped.
   std::unique_ptr<ThreadScheduler> owned_scheduler_;

@@ -42,6 +42,10 @@ struct HubOptions {
   // environment. One environment variable may not exceed 128 KiB (Linux's MAX_ARG_STRLEN),
   // and the module's defaults share that variable with them.
   size_t max_config_value_bytes = 32 * 1024;
+  // Replicas (issue 22): a host presenting its credential that is not in memory is read
+  // from the store (it registered through another replica, whose record has not reached
+  // this one's watch yet). Off on a single node: every host is in memory from the start.
+  bool read_unknown_hosts = false;
   size_t max_module_config_bytes = 48 * 1024;
 };
 
