@@ -250,7 +250,9 @@ void RolloutEngine::TakeOver(const std::string& id, const std::string& previous)
     if (h.state() == herd::v1::ROLLOUT_HOST_STATE_FAILED) ++a->failures;
   }
   a->batch = ResumeBatch(a->r);
-  a->takeover_note = TakeoverNote(a->r, interrupted, a->batch, previous, self);
+  // A RUNNING rollout's reason is what earlier takeovers did: kept, this one added.
+  const std::string note = TakeoverNote(a->r, interrupted, a->batch, previous, self);
+  a->takeover_note = a->r.reason().empty() ? note : absl::StrCat(a->r.reason(), "; ", note);
   a->r.set_reason(a->takeover_note);
   a->confirmed = true;  // Acquire just said so
   audit_.Audit(absl::StrCat("replica:", self), "rollout.takeover",

@@ -333,9 +333,10 @@ void RolloutEngine::Finish(const std::string& id, herd::v1::RolloutState state,
     CloseUnfinishedHosts(r);
     r.set_reason(reason);
   }
-  if (!a->takeover_note.empty()) {
-    r.set_reason(r.reason().empty() ? a->takeover_note
-                                    : absl::StrCat(r.reason(), "; ", a->takeover_note));
+  if (!a->takeover_note.empty()) {  // replicas: what takeovers did stays said
+    r.set_reason(state == herd::v1::ROLLOUT_STATE_SUCCEEDED
+                     ? a->takeover_note
+                     : absl::StrCat(reason, "; ", a->takeover_note));
   }
   r.set_state(state);
   r.set_finished_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
