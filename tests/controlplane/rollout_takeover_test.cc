@@ -253,6 +253,25 @@ TEST_F(RolloutTakeoverTest, AnOwnerThatDiesMidGroupIsTakenOverAndNoHostRestartsT
   EXPECT_THAT(audit_.entries()[1].detail_json(), HasSubstr("\"from\":\"a\""));
 }
 
+// Halfway through a batch: its hosts already done or told are not told again; the ones it
+// had not reached are.
+TEST_F(RolloutTakeoverTest, ABatchCutHalfwayGoesOnWithTheHostsNotToldYet) {
+  Rollout r = Create(*a_, 4, 1);  // h0..h3 in one batch, one at a time
+  ASSERT_TRUE(a_->relay.Succeed("h0"));
+  a_->sched.RunDue();  // h1 told
+  Kill(*a_);
+  Deliver({b_.get()});
+  EXPECT_EQ(States(Stored(r.id())), "DONE INTERRUPTED RESTARTING PENDING PENDING");
+  EXPECT_EQ(Stored(r.id()).current_batch(), 0u);
+  for (const char* h : {"h2", "h3", "h4"}) {
+    ASSERT_TRUE(b_->relay.Succeed(h));
+    b_->sched.RunDue();
+  }
+  EXPECT_THAT(a_->Calls(), ElementsAre("h0", "h1"));
+  EXPECT_THAT(b_->Calls(), ElementsAre("h2", "h3", "h4"));
+  EXPECT_EQ(Stored(r.id()).state(), herd::v1::ROLLOUT_STATE_SUCCEEDED);
+}
+
 TEST_F(RolloutTakeoverTest, OnlyOneReplicaWinsATakeover) {
   auto c = Start("c");
   Rollout r = Create(*a_);
