@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "controlplane/core/host_registry.h"  // CheckChangeTarget (a pure rule: no registry is used)
 #include "controlplane/core/secrets.h"
+#include "controlplane/fleet/rollouts_internal.h"
 #include "nlohmann/json.hpp"
 
 namespace herd::controlplane {
@@ -51,79 +52,16 @@ std::string ThresholdReason(uint32_t failures, uint32_t threshold) {
 
 }  // namespace
 
-// The answers of the group of hosts told last, filed by the relay's callbacks (hub threads).
-struct RolloutEngine::Inbox {
-  explicit Inbox(size_t n) : results(n), left(n) {}
-  // Files host i's answer; true for the group's last one. A second answer is ignored.
-  bool Put(size_t i, absl::StatusOr<RestartResult> res) {
-    absl::MutexLock l(&mu);
-    if (i >= results.size() || results[i].has_value()) return false;
-    results[i] = std::move(res);
-    return --left == 0;
-  }
-  // Host i's answer, once (nullopt if it has not answered, or was taken already).
-  std::optional<absl::StatusOr<RestartResult>> Take(size_t i) {
-    absl::MutexLock l(&mu);
-    if (i >= results.size() || !results[i].has_value()) return std::nullopt;
-    std::optional<absl::StatusOr<RestartResult>> out = std::move(results[i]);
-    results[i].reset();
-    return out;
-  }
-
-  absl::Mutex mu;
-  std::vector<std::optional<absl::StatusOr<RestartResult>>> results ABSL_GUARDED_BY(mu);
-  size_t left ABSL_GUARDED_BY(mu);
-};
-
-// A running rollout's working state (under step_mu_).
-struct RolloutEngine::Active {
-  Rollout r;  // the working copy: published after each change
-  uint32_t failures = 0;
-  uint32_t batch = 0;         // the batch being rolled out
-  bool batch_open = false;    // members holds its hosts
-  std::vector<int> members;   // its hosts (indexes in r.hosts)
-  size_t next = 0;            // members told so far
-  std::vector<int> group;     // the hosts told last (indexes in r.hosts)
-  std::shared_ptr<Inbox> inbox;  // their answers
-};
-
-// Scheduled steps and relay callbacks hold this, not the engine: Close (from Stop) makes
-// them no-ops, waiting for a step that is running. Its two locks are never held together,
-// nor with the engine's: Post may run inside RestartOnHosts, inside a step that holds mu_
-// as a reader.
-class RolloutEngine::Life : public std::enable_shared_from_this<Life> {
- public:
-  Life(RolloutEngine* engine, Scheduler& scheduler) : scheduler_(&scheduler), engine_(engine) {}
-
-  // Runs fn(engine) on the scheduler's thread soon, unless closed by then.
-  void Post(absl::AnyInvocable<void(RolloutEngine&)> fn) {
-    std::lock_guard<std::mutex> l(post_mu_);
-    if (scheduler_ == nullptr) return;
-    scheduler_->RunAfter(absl::ZeroDuration(),
-                         [self = shared_from_this(), fn = std::move(fn)]() mutable {
-                           absl::ReaderMutexLock l(&self->mu_);
-                           if (self->engine_ != nullptr) fn(*self->engine_);
-                         });
-  }
-  void Close() {
-    {
-      std::lock_guard<std::mutex> l(post_mu_);
-      scheduler_ = nullptr;
-    }
-    absl::MutexLock l(&mu_);  // waits for the step running now, if any
-    engine_ = nullptr;
-  }
-
- private:
-  std::mutex post_mu_;
-  Scheduler* scheduler_;  // guarded by post_mu_; null once closed
-  absl::Mutex mu_;
-  RolloutEngine* engine_ ABSL_GUARDED_BY(mu_);
-};
-
 RolloutEngine::RolloutEngine(HostDirectory& hosts, RequestRelay& relay, AuditLog& audit,
                              Store& store, Scheduler& scheduler)
-    : hosts_(hosts),
+    : RolloutEngine(hosts, relay, audit, store, scheduler, *new SingleNodeOwnership()) {
+  single_node_.reset(&owners_);
+}
+
+RolloutEngine::RolloutEngine(HostDirectory& hosts, RequestRelay& relay, AuditLog& audit,
+                             Store& store, Scheduler& scheduler, RolloutOwnership& owners)
+    : owners_(owners),
+      hosts_(hosts),
       relay_(relay),
       audit_(audit),
       store_(store),
@@ -135,6 +73,7 @@ RolloutEngine::RolloutEngine(HostDirectory& hosts, RequestRelay& relay, AuditLog
 RolloutEngine::~RolloutEngine() { Stop(); }
 
 absl::Status RolloutEngine::Start() {
+  if (owners_.shared()) return StartShared();
   auto all = store_.ListRollouts(1000);
   if (!all.ok()) return all.status();
   for (auto r : *all) {
@@ -158,7 +97,9 @@ void RolloutEngine::Stop() {
   {
     absl::MutexLock s(&step_mu_);
     std::vector<std::string> ids;
-    {
+    if (owners_.shared()) {
+      StopShared();  // handed over, not aborted: another replica goes on
+    } else {
       absl::MutexLock l(&mu_);
       for (const auto& [id, r] : running_) ids.push_back(id);
     }
@@ -174,6 +115,7 @@ void RolloutEngine::Stop() {
       }
     }
   }
+  owners_.Stop();
   life_->Close();
 }
 
@@ -227,14 +169,22 @@ absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartReques
   }
   batch = std::max<uint32_t>(batch, 1);
   Rollout r = NewRollout(req, actor, hosts, batch);
-  if (auto s = store_.PutRollout(r); !s.ok()) return s;
+  // Owned before it is stored RUNNING: no other replica may find it without an owner.
+  if (auto s = owners_.Acquire(r.id()); !s.ok()) return s;
+  if (auto s = store_.PutRollout(r); !s.ok()) {
+    owners_.Release(r.id());
+    return s;
+  }
   audit_.Audit(actor.name, "rollout.create",
                nlohmann::json{{"id", r.id()}, {"module", r.module()}, {"hosts", hosts.size()},
                               {"batch_size", batch}}
                    .dump());
   {
     absl::MutexLock l(&mu_);
-    if (stopping_) return absl::UnavailableError("the control plane is stopping");
+    if (stopping_) {
+      owners_.Release(r.id());
+      return absl::UnavailableError("the control plane is stopping");
+    }
     running_[r.id()] = r;
   }
   life_->Post([id = r.id()](RolloutEngine& e) { e.Begin(id); });
@@ -257,7 +207,10 @@ RolloutEngine::Active* RolloutEngine::FindActive(const std::string& id) {
 
 void RolloutEngine::Begin(const std::string& id) {
   absl::MutexLock s(&step_mu_);
-  if (Active* a = FindActive(id)) Next(*a);
+  if (Active* a = FindActive(id)) {
+    a->confirmed = false;
+    Next(*a);
+  }
 }
 
 void RolloutEngine::Next(Active& a) {
@@ -265,6 +218,7 @@ void RolloutEngine::Next(Active& a) {
     absl::MutexLock l(&mu_);
     if (stopping_) return;  // Stop, waiting for step_mu_, aborts it
   }
+  if (!Owned(a)) return;
   while (true) {
     if (!a.batch_open) {
       if (a.batch >= a.r.batches()) {
@@ -272,8 +226,12 @@ void RolloutEngine::Next(Active& a) {
         return;
       }
       a.members.clear();
+      // Its hosts not done yet (all of them, unless taken over from another replica).
       for (int i = 0; i < a.r.hosts_size(); ++i) {
-        if (a.r.hosts(i).batch() == a.batch) a.members.push_back(i);
+        if (a.r.hosts(i).batch() == a.batch &&
+            a.r.hosts(i).state() == herd::v1::ROLLOUT_HOST_STATE_PENDING) {
+          a.members.push_back(i);
+        }
       }
       a.next = 0;
       a.batch_open = true;
@@ -347,11 +305,16 @@ void RolloutEngine::OnAnswered(const std::string& id, const Inbox* inbox) {
   absl::MutexLock s(&step_mu_);
   auto it = active_.find(id);
   if (it == active_.end() || it->second->inbox.get() != inbox) return;  // stopped meanwhile
-  Active& a = *it->second;
+  it->second->confirmed = false;
+  Continue(*it->second);
+}
+
+void RolloutEngine::Continue(Active& a) {
+  if (!Owned(a)) return;
   ApplyAnswers(a);
   Publish(a.r);
   if (a.failures >= a.r.failure_threshold()) {
-    Finish(id, herd::v1::ROLLOUT_STATE_FAILED,
+    Finish(a.r.id(), herd::v1::ROLLOUT_STATE_FAILED,
            ThresholdReason(a.failures, a.r.failure_threshold()));
     return;
   }
@@ -362,6 +325,7 @@ void RolloutEngine::Finish(const std::string& id, herd::v1::RolloutState state,
                            const std::string& reason) {
   auto it = active_.find(id);
   if (it == active_.end()) return;
+  if (!Owned(*it->second)) return;  // another replica finishes it (or a later scan, stalled)
   std::unique_ptr<Active> a = std::move(it->second);
   active_.erase(it);
   Rollout& r = a->r;
@@ -369,11 +333,17 @@ void RolloutEngine::Finish(const std::string& id, herd::v1::RolloutState state,
     CloseUnfinishedHosts(r);
     r.set_reason(reason);
   }
+  if (!a->takeover_note.empty()) {  // replicas: what takeovers did stays said
+    r.set_reason(state == herd::v1::ROLLOUT_STATE_SUCCEEDED
+                     ? a->takeover_note
+                     : absl::StrCat(reason, "; ", a->takeover_note));
+  }
   r.set_state(state);
   r.set_finished_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
   log_->info("event=rollout_finished id={} state={} failures={} reason=\"{}\"", r.id(),
              herd::v1::RolloutState_Name(r.state()), a->failures, r.reason());
   Publish(r);
+  owners_.Release(id);  // after the final record: whoever sees the key go reads it finished
 }
 
 void RolloutEngine::Publish(const Rollout& r) {
@@ -397,6 +367,7 @@ void RolloutEngine::Publish(const Rollout& r) {
     for (const auto& [wid, watch] : watchers_) {
       if (watch.first == r.id()) ws.push_back(watch.second);
     }
+    if (!ws.empty() && owners_.shared()) delivered_[r.id()] = Progress(r);
   }
   for (auto& fn : ws) fn(r);
 }
@@ -439,6 +410,7 @@ absl::StatusOr<uint64_t> RolloutEngine::Watch(const std::string& id, Watcher wat
       wid = next_watcher_++;
       watchers_[wid] = {id, watcher};
       if (auto it = running_.find(id); it != running_.end()) now = it->second;
+      if (now.has_value() && owners_.shared()) delivered_[id] = Progress(*now);
     }
     if (now.has_value()) {
       watcher(*now);
@@ -452,13 +424,25 @@ absl::StatusOr<uint64_t> RolloutEngine::Watch(const std::string& id, Watcher wat
     Unwatch(wid);
     return stored.status();
   }
+  if (owners_.shared()) {
+    absl::MutexLock l(&mu_);
+    uint64_t& d = delivered_[id];
+    d = std::max(d, Progress(*stored));
+  }
   watcher(*stored);
   return wid;
 }
 
 void RolloutEngine::Unwatch(uint64_t id) {
   absl::MutexLock l(&mu_);
-  watchers_.erase(id);
+  auto it = watchers_.find(id);
+  if (it == watchers_.end()) return;
+  const std::string rollout = it->second.first;
+  watchers_.erase(it);
+  for (const auto& [wid, watch] : watchers_) {
+    if (watch.first == rollout) return;
+  }
+  delivered_.erase(rollout);
 }
 
 void RolloutEngine::CountFinished(herd::v1::RolloutState state) {

@@ -15,8 +15,17 @@
 // thread, one at a time, and no hub thread waits for the disk. Stop runs on its caller's
 // thread; it and the steps take step_mu_, which orders the changes of every rollout.
 //
+// Replicas (issue 22): a RolloutOwnership says which replica steps which rollout. On one
+// machine (SingleNodeOwnership, the default) all of the above holds as is. With replicas
+// (EtcdRolloutOwnership) a rollout is acquired when created and released when finished; every
+// step first confirms it is still this replica's (a replica whose lease was replaced stops
+// stepping and lets whoever wins the owner key go on); a RUNNING rollout with no owner is
+// taken over from its stored record (rollout_takeover.cc: hosts told to restart that never
+// answered are INTERRUPTED and not restarted again); Stop hands running rollouts over instead
+// of aborting them; watchers of a rollout another replica runs get its stored changes.
+//
 // Locks, in this order: step_mu_ → watch_mu_ → mu_; Life's locks are taken alone (see
-// rollouts.cc). No callback into a watcher is made under mu_.
+// rollouts_internal.h). No callback into a watcher is made under mu_.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +41,7 @@
 #include "common/logging.h"
 #include "common/scheduler.h"
 #include "controlplane/core/fleet_interfaces.h"
+#include "controlplane/fleet/rollout_ownership.h"
 #include "controlplane/store/store.h"
 #include "herd/v1/fleet.pb.h"
 
@@ -40,17 +50,24 @@ namespace herd::controlplane {
 class RolloutEngine {
  public:
   // `scheduler` runs the rollouts' steps and must outlive the engine; its clock stamps them.
+  // One machine: every rollout is this process's.
   RolloutEngine(HostDirectory& hosts, RequestRelay& relay, AuditLog& audit, Store& store,
                 Scheduler& scheduler);
+  // Replicas: `owners` says which rollouts are this replica's; it must outlive the engine.
+  RolloutEngine(HostDirectory& hosts, RequestRelay& relay, AuditLog& audit, Store& store,
+                Scheduler& scheduler, RolloutOwnership& owners);
   ~RolloutEngine();  // Stop()
   RolloutEngine(const RolloutEngine&) = delete;
   RolloutEngine& operator=(const RolloutEngine&) = delete;
 
-  // Marks rollouts left RUNNING by a previous run as ABORTED.
+  // Marks rollouts left RUNNING by a previous run as ABORTED (one machine); with replicas,
+  // starts the ownership's events and looks for RUNNING rollouts with no owner at once,
+  // then every scan_period.
   absl::Status Start();
   // Aborts the running rollouts (stored and pushed to their watchers before it returns);
-  // after it returns no step runs, and answers still to come are ignored. Idempotent; not
-  // from a scheduler task or a watcher.
+  // with replicas, hands them over instead (answers in are stored, the owner key released:
+  // another replica takes each over). After it returns no step runs, and answers still to
+  // come are ignored. Idempotent; not from a scheduler task or a watcher.
   void Stop();
 
   absl::StatusOr<herd::v1::Rollout> Create(const herd::v1::FleetRestartRequest& req,
@@ -90,6 +107,27 @@ class RolloutEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
   Active* FindActive(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
 
+  // Replicas (rollout_takeover.cc). True if the rollout is still this replica's to step
+  // (always on one machine). False when it is not: forgotten (Drop), or stalled until the
+  // next scan when the store cannot say.
+  bool Owned(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+  // Forgets a rollout this replica no longer owns: no final state, no count; its watchers
+  // go on with the stored record (the new owner's changes).
+  void Drop(const std::string& id, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+  absl::Status StartShared();
+  void StopShared() ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+  // Every scan_period: drops rollouts lost, retries stalled ones, takes over RUNNING ones
+  // with no owner among the `limit` most recent.
+  void Scan(size_t limit);
+  void OnOwnerGone(const std::string& id, const std::string& previous);
+  // Resumes a RUNNING rollout with no owner from its stored record, if this replica wins it.
+  void TakeOver(const std::string& id, const std::string& previous)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+  // A stored change of a rollout another replica runs: to this replica's watchers of it.
+  void OnStoredChange(const herd::v1::Rollout& r);
+  // Files the answers in and goes on (threshold, next group, or finish).
+  void Continue(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+
   // Stores `r` and hands it to Get, List and watchers; a finished one leaves the running set.
   void Publish(const herd::v1::Rollout& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
   // Counts a finished rollout.
@@ -98,6 +136,9 @@ class RolloutEngine {
                                const std::vector<std::pair<std::string, std::string>>& hosts,
                                uint32_t batch) const;
 
+  // The ownership on one machine when none is given (owners_ then points at it).
+  std::unique_ptr<RolloutOwnership> single_node_;
+  RolloutOwnership& owners_;
   HostDirectory& hosts_;
   RequestRelay& relay_;
   AuditLog& audit_;
@@ -118,6 +159,10 @@ class RolloutEngine {
   std::map<std::string, herd::v1::Rollout> running_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::pair<std::string, Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
   uint64_t next_watcher_ ABSL_GUARDED_BY(mu_) = 1;
+  // Replicas: the Progress (rollouts_internal.h) of the latest record given to the watchers
+  // of each watched rollout, so that a stored change is given once, and never an older one
+  // (this replica's own writes come back through the ownership's `changed` too).
+  std::map<std::string, uint64_t> delivered_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   Counts finished_ ABSL_GUARDED_BY(mu_);
 };
