@@ -35,6 +35,9 @@ struct Actor {
   Role role = Role::kViewer;
   // SHA-256 (hex) of the API token's secret it authenticated with (StreamTokens watches it).
   std::string token_hash;
+  // The call was audited already, whole (issue 22: the replica that forwarded it, or that
+  // runs this part of a fan-out across replicas, wrote the one entry): not audited again.
+  bool audited = false;
 };
 
 class HostDirectory {

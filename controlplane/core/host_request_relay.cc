@@ -279,8 +279,10 @@ void HostRequestRelay::TriggerAction(
     done(absl::NotFoundError("the target selects no host: see `agentctl hosts`"));
     return;
   }
-  audit_.Audit(actor.name, "action.trigger",
-               json{{"module", req.module()}, {"action", req.action()}, {"hosts", *ids}}.dump());
+  if (!actor.audited) {
+    audit_.Audit(actor.name, "action.trigger",
+                 json{{"module", req.module()}, {"action", req.action()}, {"hosts", *ids}}.dump());
+  }
   const uint32_t timeout_ms = req.timeout_ms() > 0 ? req.timeout_ms() : 30000;
   auto g = std::make_shared<ActionGather>();
   {

@@ -11,6 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "controlplane/core/secrets.h"
+#include "controlplane/fleet/peer_router.h"
+#include "controlplane/fleet/queued_writer.h"
 #include "controlplane/gateway/gateway_service.h"
 
 namespace herd::controlplane {
@@ -23,176 +25,22 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
   return r;
 }
 
-// A server-streaming reactor with a bounded queue (StreamQueue): writes are issued one at a
-// time; a reader that falls behind loses the oldest messages (counted) rather than growing
-// memory, and one that stops reading (the write in progress waits past the stall timeout
-// while more arrive, or at a poll) has its stream ended with RESOURCE_EXHAUSTED.
-template <typename T>
-class QueuedWriter : public grpc::ServerWriteReactor<T> {
- public:
-  // The stream's headers go out at once (gRPC holds them until the reactor is bound): a
-  // client then knows the stream is open, before its first message.
-  QueuedWriter(grpc::CallbackServerContext* ctx, StreamQueueLimits limits, const Clock& clock,
-               StreamTokens& tokens, const char* what)
-      : ctx_(ctx),
-        tokens_(tokens),
-        what_(what),
-        queue_(limits, clock),
-        stall_timeout_(limits.stall_timeout) {
-    this->StartSendInitialMetadata();
-  }
-
-  // False once ending or finished.
-  bool Push(const T& msg) {
-    absl::MutexLock l(&mu_);
-    if (finished_ || ending_) return false;
-    const auto pushed = queue_.Push(msg);
-    if (const uint64_t dropped = queue_.TakeDropped()) tokens_.CountDropped(dropped);
-    switch (pushed) {
-      case StreamQueue<T>::Pushed::kWrite:
-        this->StartWrite(queue_.front());
-        break;
-      case StreamQueue<T>::Pushed::kQueued:
-        break;
-      case StreamQueue<T>::Pushed::kStalled:
-        EndStalledLocked();
-        return false;
-    }
-    return true;
-  }
-  // Ends the stream if its reader has stalled (StreamTokens' poll). One ended so that is
-  // still open at the next poll (its status waits behind data its reader does not read) is
-  // cancelled: until then a reader that comes back reads why it ended.
-  void EndIfStalled() {
-    absl::MutexLock l(&mu_);
-    if (stalled_) {
-      ctx_->TryCancel();
-    } else if (!finished_ && queue_.Stalled()) {
-      EndStalledLocked();
-    }
-  }
-  // Finishes once everything queued is written; with `drop_queued`, once the write in
-  // progress is (a stream whose token was revoked gets nothing more).
-  void End(const grpc::Status& s, bool drop_queued = false) {
-    absl::MutexLock l(&mu_);
-    if (finished_ || ending_) return;
-    ending_ = true;
-    end_status_ = s;
-    if (drop_queued) queue_.DropWaiting();
-    if (!queue_.writing()) FinishLocked();
-  }
-  void OnWriteDone(bool ok) override {
-    absl::MutexLock l(&mu_);
-    if (!ok) {
-      queue_.WriteFailed();
-      if (!finished_) {
-        finished_ = true;
-        this->Finish(grpc::Status::CANCELLED);
-      }
-      return;
-    }
-    if (queue_.WriteDone()) {
-      if (!finished_) {
-        this->StartWrite(queue_.front());
-        return;
-      }
-      queue_.WriteFailed();  // finished while stalled: nothing more goes out
-      return;
-    }
-    if (ending_) FinishLocked();
-  }
-
- protected:
-  void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_) return;
-    finished_ = true;
-    this->Finish(end_status_);
-  }
-  bool finished() {
-    absl::MutexLock l(&mu_);
-    return finished_;
-  }
-
- private:
-  // Finished now, with what waits dropped: the write in progress may never complete (its
-  // reader is not reading), so the status is not held behind it; the reader that comes back
-  // reads what was in flight, then the status.
-  void EndStalledLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const size_t waiting = queue_.size(), bytes = queue_.bytes();
-    const absl::Duration waited = queue_.WriteWait();
-    queue_.DropWaiting();
-    tokens_.CountStalled();
-    Logger("fleet")->warn(
-        "event=stream_ended_stalled stream={} waited_s={} queued={} queued_bytes={} "
-        "hint=\"the client stopped reading its stream; it was ended\"",
-        what_, absl::ToInt64Seconds(waited), waiting, bytes);
-    ending_ = true;
-    finished_ = true;
-    stalled_ = true;
-    this->Finish(grpc::Status(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
-        absl::StrCat("the reader fell behind: nothing was read from this ", what_, " stream for ",
-                     absl::FormatDuration(waited), " (the limit is ",
-                     absl::FormatDuration(stall_timeout_), ") while ", waiting,
-                     " messages waited; read the stream as it comes, and open it again")));
-  }
-
-  grpc::CallbackServerContext* const ctx_;
-  StreamTokens& tokens_;
-  const char* const what_;
-  absl::Mutex mu_;
-  bool stalled_ ABSL_GUARDED_BY(mu_) = false;  // ended by EndStalledLocked
-  StreamQueue<T> queue_ ABSL_GUARDED_BY(mu_);
-  const absl::Duration stall_timeout_;
-  bool ending_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status end_status_ ABSL_GUARDED_BY(mu_);
-};
-
-// Callbacks from the hub or the rollout engine run outside their locks, possibly while the
-// stream ends: they reach the writer through this guard, which OnDone clears.
-template <typename W>
-struct WriterGuard {
-  absl::Mutex mu;
-  W* self ABSL_GUARDED_BY(mu) = nullptr;
-};
-
-// Ends the writer behind `guard`, if it is still there (StreamTokens' End).
-template <typename G>
-StreamTokens::End EndThrough(std::shared_ptr<G> guard) {
-  return [guard = std::move(guard)](const grpc::Status& s) {
-    absl::MutexLock l(&guard->mu);
-    if (guard->self) guard->self->End(s, /*drop_queued=*/true);
-  };
-}
-
-// Ends the writer behind `guard` if its reader stalled (StreamTokens' Poll).
-template <typename G>
-StreamTokens::Poll PollThrough(std::shared_ptr<G> guard) {
-  return [guard = std::move(guard)] {
-    absl::MutexLock l(&guard->mu);
-    if (guard->self) guard->self->EndIfStalled();
-  };
-}
-
-// What a stream needs to register itself.
-struct StreamContext {
-  grpc::CallbackServerContext* ctx;
-  StreamTokens& tokens;
-  StreamQueueLimits limits;
-  const Clock& clock;
-  std::string token_hash;  // empty: the stream was refused at its opening
-  std::string who;         // the token's name
+// The peers' side of a merged WatchMetrics (PeerRouter::WatchPeers); none without a router.
+struct PeerWatch {
+  PeerRouter* router = nullptr;
+  ForwardedCall call;
+  herd::v1::WatchMetricsRequest req;
 };
 
 class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
  public:
   // Watches once open (`refused` ok); otherwise ends at once with it.
   MetricsWriter(MetricsFeed& feed, std::set<std::string> hosts, StreamContext c,
-                absl::Status refused)
+                absl::Status refused, PeerWatch peers = {})
       : QueuedWriter(c.ctx, c.limits, c.clock, c.tokens, "WatchMetrics"),
         feed_(feed),
         tokens_(c.tokens),
+        router_(peers.router),
         guard_(std::make_shared<WriterGuard<MetricsWriter>>()) {
     {
       absl::MutexLock l(&guard_->mu);
@@ -210,18 +58,22 @@ class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
       End(ToGrpc(refused));
       return;
     }
-    id_ = feed_.WatchMetrics(std::move(hosts), [g = guard_](const herd::v1::HostMetrics& m) {
+    auto push = [g = guard_](const herd::v1::HostMetrics& m) {
       absl::MutexLock l(&g->mu);
       if (g->self) g->self->Push(m);
-    });
+    };
+    if (router_) peer_id_ = router_->WatchPeers(peers.call, peers.req, hosts, push);
+    id_ = feed_.WatchMetrics(std::move(hosts), push);
   }
   void OnCancel() override {
     feed_.Unwatch(id_);
+    if (router_) router_->Unwatch(peer_id_);
     End(grpc::Status::CANCELLED);
   }
   void OnDone() override {
     tokens_.Remove(token_id_);
     feed_.Unwatch(id_);
+    if (router_) router_->Unwatch(peer_id_);
     {
       absl::MutexLock l(&guard_->mu);
       guard_->self = nullptr;
@@ -232,8 +84,10 @@ class MetricsWriter final : public QueuedWriter<herd::v1::HostMetrics> {
  private:
   MetricsFeed& feed_;
   StreamTokens& tokens_;
+  PeerRouter* const router_;
   std::shared_ptr<WriterGuard<MetricsWriter>> guard_;
   uint64_t id_ = 0;
+  uint64_t peer_id_ = 0;
   uint64_t token_id_ = 0;
 };
 
@@ -292,11 +146,21 @@ class RolloutWriter final : public QueuedWriter<herd::v1::Rollout> {
   uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// Where a log's lines come from: this replica's relay, or the host's holder (PeerRouter):
+// RequestRelay's StreamLogs and CancelLogs.
+struct LogSource {
+  std::function<std::string(const herd::v1::FleetLogsRequest&,
+                            std::function<void(const herd::v1::LogChunk&)>,
+                            std::function<void(absl::Status)>)>
+      open;
+  std::function<void(const std::string&)> cancel;
+};
+
 class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
  public:
-  LogsWriter(RequestRelay& relay, const herd::v1::FleetLogsRequest& req, StreamContext c)
+  LogsWriter(LogSource source, const herd::v1::FleetLogsRequest& req, StreamContext c)
       : QueuedWriter(c.ctx, c.limits, c.clock, c.tokens, "StreamLogs"),
-        relay_(relay),
+        source_(std::move(source)),
         tokens_(c.tokens) {
     // Keep ourselves alive until both the stream and the hub are done with us.
     state_ = std::make_shared<State>();
@@ -311,7 +175,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
     }
     token_id_ = *slot;
     auto st = state_;
-    request_id_ = relay_.StreamLogs(
+    request_id_ = source_.open(
         req,
         [st](const herd::v1::LogChunk& c) {
           absl::MutexLock l(&st->mu);
@@ -324,7 +188,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
         });
   }
   void OnCancel() override {
-    if (!request_id_.empty()) relay_.CancelLogs(request_id_);
+    if (!request_id_.empty()) source_.cancel(request_id_);
     End(grpc::Status::CANCELLED);
   }
   void OnDone() override {
@@ -333,7 +197,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
       absl::MutexLock l(&state_->mu);
       state_->self = nullptr;
     }
-    if (!request_id_.empty()) relay_.CancelLogs(request_id_);
+    if (!request_id_.empty()) source_.cancel(request_id_);
     delete this;
   }
 
@@ -342,7 +206,7 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
     absl::Mutex mu;
     LogsWriter* self ABSL_GUARDED_BY(mu) = nullptr;
   };
-  RequestRelay& relay_;
+  const LogSource source_;
   StreamTokens& tokens_;
   uint64_t token_id_ = 0;
   std::shared_ptr<State> state_;
@@ -361,6 +225,24 @@ bool HostMatches(const herd::v1::Host& h, const std::string& query) {
   }
   return false;
 }
+
+// In local scope, a replica answers for the hosts it holds only.
+template <typename T, typename Id>
+void KeepHeldHere(std::vector<T>& items, const PeerLinks& links, Id id) {
+  items.erase(std::remove_if(items.begin(), items.end(),
+                             [&](const T& x) { return !links.HeldHere(id(x)); }),
+              items.end());
+}
+
+// A peer that could not be reached (rather than one that answered with an error).
+bool IsUnreachable(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+}
+
+void PageHosts(const herd::v1::ListHostsRequest& req, size_t offset,
+               std::vector<herd::v1::Host>& hosts, herd::v1::ListHostsResponse* resp);
 
 }  // namespace
 
@@ -484,7 +366,32 @@ void StreamTokens::Check() {
 
 absl::StatusOr<Actor> FleetService::Authenticate(const grpc::ServerContextBase& ctx,
                                                  bool needs_operator) {
+  // A peer secret that is not this cluster's fails the call, whatever it asks.
+  if (router_) {
+    if (auto local = router_->links().LocalScope(ctx); !local.ok()) return local.status();
+  } else if (ctx.client_metadata().count(kPeerSecretHeader)) {
+    return absl::UnauthenticatedError(
+        "x-herd-peer-secret is for calls between control-plane replicas, and this one has no "
+        "peers: leave the header out");
+  }
   return AuthenticateToken(BearerToken(ctx), needs_operator);
+}
+
+bool FleetService::LocalScope(const grpc::ServerContextBase& ctx) const {
+  // Authenticate has refused a secret that is not the cluster's: the header is the secret.
+  return router_ && ctx.client_metadata().count(kPeerSecretHeader) > 0;
+}
+
+bool FleetService::Routes(const grpc::ServerContextBase& ctx) const {
+  return router_ && !LocalScope(ctx);
+}
+
+std::optional<ReplicaInfo> FleetService::PeerHolding(const std::string& host) const {
+  herd::v1::Target t;
+  t.mutable_hosts()->add_ids(host);  // a hostname too
+  auto ids = fleet_.hosts.ResolveTarget(t);
+  if (!ids.ok() || ids->size() != 1) return router_->links().PeerHolding(host);
+  return router_->links().PeerHolding(ids->front());
 }
 
 absl::StatusOr<Actor> FleetService::AuthenticateToken(const std::string& bearer,
@@ -524,9 +431,30 @@ grpc::ServerUnaryReactor* FleetService::ListHosts(grpc::CallbackServerContext* c
     return Done(ctx, absl::InvalidArgumentError(
                          "page_token is not one this API returned: pass next_page_token as is"));
   }
+  if (LocalScope(*ctx)) {
+    KeepHeldHere(*hosts, router_->links(), [](const herd::v1::Host& h) { return h.host_id(); });
+  } else if (router_) {
+    auto* reactor = ctx->DefaultReactor();
+    router_->ListHosts(ForwardedCall::Of(*ctx), *req, std::move(*hosts),
+                       [reactor, req, resp, offset](std::vector<herd::v1::Host> all,
+                                                    PeerRouter::Unreachable unreachable) {
+                         PageHosts(*req, offset, all, resp);
+                         for (auto& r : unreachable) resp->add_unreachable_replicas(r);
+                         reactor->Finish(grpc::Status::OK);
+                       });
+    return reactor;
+  }
+  PageHosts(*req, offset, *hosts, resp);
+  return Done(ctx, absl::OkStatus());
+}
+
+namespace {
+
+void PageHosts(const herd::v1::ListHostsRequest& req, size_t offset,
+               std::vector<herd::v1::Host>& hosts, herd::v1::ListHostsResponse* resp) {
   std::vector<herd::v1::Host*> matching;
-  const std::string query = absl::AsciiStrToLower(req->query());
-  for (auto& h : *hosts) {
+  const std::string query = absl::AsciiStrToLower(req.query());
+  for (auto& h : hosts) {
     if (HostMatches(h, query)) matching.push_back(&h);
   }
   std::sort(matching.begin(), matching.end(), [](const herd::v1::Host* a, const herd::v1::Host* b) {
@@ -535,19 +463,40 @@ grpc::ServerUnaryReactor* FleetService::ListHosts(grpc::CallbackServerContext* c
   resp->set_total_size(static_cast<uint32_t>(matching.size()));
   resp->set_online_size(static_cast<uint32_t>(
       std::count_if(matching.begin(), matching.end(), [](auto* h) { return h->online(); })));
-  const size_t end = req->page_size() == 0
+  const size_t end = req.page_size() == 0
                          ? matching.size()
-                         : std::min(matching.size(), offset + req->page_size());
+                         : std::min(matching.size(), offset + req.page_size());
   for (size_t i = offset; i < end; ++i) *resp->add_hosts() = std::move(*matching[i]);
   if (end < matching.size()) resp->set_next_page_token(absl::StrCat(end));
-  return Done(ctx, absl::OkStatus());
 }
+
+}  // namespace
 
 grpc::ServerUnaryReactor* FleetService::GetHost(grpc::CallbackServerContext* ctx,
                                                 const herd::v1::GetHostRequest* req,
                                                 herd::v1::HostDetail* resp) {
   HERD_AUTH(false);
   auto d = fleet_.hosts.GetHost(req->host_id());
+  if (Routes(*ctx)) {
+    if (auto holder = PeerHolding(req->host_id())) {
+      // The holder has the live state; if it does not answer, the record here will do, and
+      // the trailing metadata names the replica.
+      auto* reactor = ctx->DefaultReactor();
+      router_->GetHost(*holder, ForwardedCall::Of(*ctx), *req,
+                       [ctx, reactor, resp, local = std::move(d), id = holder->id](
+                           grpc::Status s, herd::v1::HostDetail detail) mutable {
+                         if (s.ok()) {
+                           *resp = std::move(detail);
+                         } else if (IsUnreachable(s) && local.ok()) {
+                           *resp = std::move(*local);
+                           ctx->AddTrailingMetadata(kUnreachableReplicasHeader, id);
+                           s = grpc::Status::OK;
+                         }
+                         reactor->Finish(s);
+                       });
+      return reactor;
+    }
+  }
   if (!d.ok()) return Done(ctx, d.status());
   *resp = std::move(*d);
   return Done(ctx, absl::OkStatus());
@@ -559,6 +508,21 @@ grpc::ServerUnaryReactor* FleetService::ListModules(grpc::CallbackServerContext*
   HERD_AUTH(false);
   auto m = fleet_.hosts.ListModules(req->target(), req->module());
   if (!m.ok()) return Done(ctx, m.status());
+  if (LocalScope(*ctx)) {
+    KeepHeldHere(*m, router_->links(), [](const herd::v1::ModuleInstance& i) {
+      return i.host_id();
+    });
+  } else if (router_) {
+    auto* reactor = ctx->DefaultReactor();
+    router_->ListModules(ForwardedCall::Of(*ctx), *req, std::move(*m),
+                         [reactor, resp](std::vector<herd::v1::ModuleInstance> all,
+                                         PeerRouter::Unreachable unreachable) {
+                           for (auto& x : all) *resp->add_modules() = std::move(x);
+                           for (auto& r : unreachable) resp->add_unreachable_replicas(r);
+                           reactor->Finish(grpc::Status::OK);
+                         });
+    return reactor;
+  }
   for (auto& x : *m) *resp->add_modules() = std::move(x);
   return Done(ctx, absl::OkStatus());
 }
@@ -567,6 +531,17 @@ grpc::ServerUnaryReactor* FleetService::QuerySeries(grpc::CallbackServerContext*
                                                     const herd::v1::QuerySeriesRequest* req,
                                                     herd::v1::Series* resp) {
   HERD_AUTH(false);
+  if (Routes(*ctx)) {
+    if (auto holder = PeerHolding(req->host_id())) {
+      auto* reactor = ctx->DefaultReactor();
+      router_->QuerySeries(*holder, ForwardedCall::Of(*ctx), *req,
+                           [reactor, resp](grpc::Status st, herd::v1::Series series) {
+                             if (st.ok()) *resp = std::move(series);
+                             reactor->Finish(st);
+                           });
+      return reactor;
+    }
+  }
   auto s = fleet_.hosts.QuerySeries(*req);
   if (!s.ok()) return Done(ctx, s.status());
   *resp = std::move(*s);
@@ -588,12 +563,15 @@ grpc::ServerWriteReactor<herd::v1::HostMetrics>* FleetService::WatchMetrics(
       err = ids.status();
     }
   }
-  // Watched only once open: a refused stream ends at once.
+  // Watched only once open: a refused stream ends at once. Not in local scope: merged with
+  // the peers' feeds.
+  PeerWatch peers;
+  if (err.ok() && Routes(*ctx)) peers = {router_, ForwardedCall::Of(*ctx), *req};
   return new MetricsWriter(
       fleet_.metrics, std::move(hosts),
       StreamContext{ctx, stream_tokens_, streams_.queue, clock_,
                     err.ok() ? actor->token_hash : std::string(), err.ok() ? actor->name : ""},
-      err);
+      err, std::move(peers));
 }
 
 grpc::ServerUnaryReactor* FleetService::GetConfig(grpc::CallbackServerContext* ctx,
@@ -678,11 +656,17 @@ grpc::ServerUnaryReactor* FleetService::TriggerAction(grpc::CallbackServerContex
                                                       herd::v1::FleetActionResponse* resp) {
   HERD_AUTH(true);
   auto* reactor = ctx->DefaultReactor();
-  fleet_.relay.TriggerAction(*req, actor,
-                             [reactor, resp](absl::StatusOr<herd::v1::FleetActionResponse> r) {
-                               if (r.ok()) *resp = std::move(*r);
-                               reactor->Finish(ToGrpc(r.status()));
-                             });
+  auto finish = [reactor, resp](absl::StatusOr<herd::v1::FleetActionResponse> r) {
+    if (r.ok()) *resp = std::move(*r);
+    reactor->Finish(ToGrpc(r.status()));
+  };
+  if (Routes(*ctx)) {
+    router_->TriggerAction(ForwardedCall::Of(*ctx), *req, actor, std::move(finish));
+  } else {
+    Actor part = actor;
+    part.audited = LocalScope(*ctx);  // the replica that forwarded it audited it, whole
+    fleet_.relay.TriggerAction(*req, part, std::move(finish));
+  }
   return reactor;
 }
 
@@ -700,7 +684,23 @@ grpc::ServerWriteReactor<herd::v1::LogLine>* FleetService::StreamLogs(
   // Log lines are many and short: more of them, in the same bytes.
   StreamQueueLimits limits = streams_.queue;
   limits.max_messages = std::max<size_t>(limits.max_messages, 4096);
-  return new LogsWriter(fleet_.relay, *req,
+  RequestRelay& relay = fleet_.relay;
+  LogSource source{[&relay](const herd::v1::FleetLogsRequest& r, auto on_lines, auto on_end) {
+                     return relay.StreamLogs(r, std::move(on_lines), std::move(on_end));
+                   },
+                   [&relay](const std::string& id) { relay.CancelLogs(id); }};
+  if (Routes(*ctx)) {
+    if (auto holder = PeerHolding(req->host_id())) {
+      PeerRouter* router = router_;
+      source = {[router, holder = *holder, call = ForwardedCall::Of(*ctx)](
+                    const herd::v1::FleetLogsRequest& r, auto on_lines, auto on_end) {
+                  return router->StreamLogs(holder, call, r, std::move(on_lines),
+                                            std::move(on_end));
+                },
+                [router](const std::string& id) { router->CancelLogs(id); }};
+    }
+  }
+  return new LogsWriter(std::move(source), *req,
                         StreamContext{ctx, stream_tokens_, limits, clock_, actor->token_hash,
                                       actor->name});
 }

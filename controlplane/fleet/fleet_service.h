@@ -9,9 +9,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/scheduler.h"
+#include "controlplane/cluster/cluster.h"
 #include "controlplane/core/fleet_interfaces.h"
 #include "controlplane/fleet/rollouts.h"
 #include "controlplane/fleet/stream_queue.h"
@@ -107,6 +109,8 @@ struct FleetBackends {
   }
 };
 
+class PeerRouter;
+
 class FleetService final : public herd::v1::Fleet::CallbackService {
  public:
   // `store` holds the API tokens. `scheduler` (which must outlive this) runs the streams'
@@ -172,12 +176,26 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
   // The same check for a bearer token that came another way (the HTTP server's /metrics).
   absl::StatusOr<Actor> AuthenticateToken(const std::string& bearer, bool needs_operator);
 
+  // With several replicas (issue 22): calls are answered for the whole fleet through
+  // `router` (peer_router.h), which must outlive this and be set before serving. Without
+  // one, this replica is the fleet (and a call carrying a peer secret is refused).
+  void RouteThrough(PeerRouter* router) { router_ = router; }
+
   // The streams' numbers, for /metrics.
   StreamTokens::Counts stream_counts() const { return stream_tokens_.counts(); }
   // One round of the streams' token and stall check now (for tests).
   void CheckStreams() { stream_tokens_.Check(); }
 
  private:
+  // The call carries this cluster's peer secret (checked by Authenticate): answered from
+  // this replica's hosts only, never forwarded.
+  bool LocalScope(const grpc::ServerContextBase& ctx) const;
+  // There are other replicas and the call is not in local scope: it is for the whole fleet.
+  bool Routes(const grpc::ServerContextBase& ctx) const;
+  // The peer holding `host` (an id or a hostname); nullopt when this replica or none does.
+  std::optional<ReplicaInfo> PeerHolding(const std::string& host) const;
+
+  PeerRouter* router_ = nullptr;
   const FleetBackends fleet_;
   Store& store_;
   RolloutEngine& rollouts_;
