@@ -28,6 +28,9 @@ PACKAGES=(
   # dashboard tests: a real browser (driven by playwright-core from npm), and Prometheus's
   # own parser (promtool) and server scraping /metrics
   chromium prometheus
+  # the replicated store of control plane replicas (--store etcd://): etcd 3.4 and etcdctl,
+  # started by the etcd store and replica tests on loopback
+  etcd-server etcd-client
   # fault tests (tests/faults): network namespaces, veths and a drop rule for a partition;
   # a stepped wall clock (LD_PRELOAD)
   iproute2 nftables libfaketime
