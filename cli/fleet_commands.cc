@@ -193,6 +193,13 @@ int FleetCommands::Fail(const grpc::Status& s) {
   std::string msg = s.error_message();
   switch (s.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
+      // A replica that answered but cannot write (its etcd lost the quorum) is reachable:
+      // say what it said, not to check the address.
+      if (absl::StrContains(msg, "quorum")) {
+        msg = absl::StrCat("the control plane at ", options_.address, " refused: ", msg,
+                           " (reads still work; retry once etcd has its quorum back)");
+        break;
+      }
       msg = absl::StrCat("the control plane at ", options_.address, " is not reachable (", msg,
                          "): check --controlplane, and that controlplane is running");
       break;
