@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/daemon/agent_daemon.h"
+#include "common/controlplane_addresses.h"
 #include "common/crash_handler.h"
 #include "common/labels.h"
 #include "common/logging.h"
@@ -80,7 +81,9 @@ void AddLocalFlags(CLI::App& app, AgentdFlags& f) {
 void AddLinkFlags(CLI::App& app, AgentdFlags& f) {
   app.add_option("--controlplane", f.controlplane,
                  "Link to the control plane at HOST:PORT: it owns the configuration, receives "
-                 "metrics and events, and fans out restarts and actions");
+                 "metrics and events, and fans out restarts and actions. Replicas: "
+                 "HOST:PORT,HOST:PORT,... (the agent moves to the next when its replica goes "
+                 "away), or one DNS name with several addresses");
   app.add_option("--join-token-file", f.join_token_file,
                  "The fleet's join token (first connection; a per-host credential is kept in "
                  "HOME/host-credential afterwards)");
@@ -139,7 +142,11 @@ absl::StatusOr<herd::agent::AgentOptions> ToAgentOptions(const AgentdFlags& f) {
   opts.module_max_unpacked = *unpacked;
   opts.module_max_files = f.module_max_files;
   opts.log_retain = f.log_retain;
-  opts.controlplane = f.controlplane;
+  if (!f.controlplane.empty()) {
+    auto addresses = herd::ParseControlPlaneAddresses(f.controlplane, "--controlplane");
+    if (!addresses.ok()) return addresses.status();
+    opts.controlplane = *std::move(addresses);
+  }
   opts.join_token_file = Absolute(f.join_token_file);
   auto labels = herd::ParseLabels(f.labels);
   if (!labels.ok()) {

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "cli/args.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "cli/render.h"
 #include "common/json_parse.h"
@@ -149,14 +150,20 @@ int AgentCommands::Info() {
                             {"log writes dropped", absl::StrCat(info.log_lines_dropped())}})
                    .c_str());
   if (!info.controlplane_address().empty()) {
-    printf("%s", FormatTable({{"control plane", info.controlplane_address()},
-                              {"host id", info.host_id()},
-                              {"connected", info.controlplane_connected()
-                                                ? "yes"
-                                                : absl::StrCat("no (", info.controlplane_error(), ")")},
-                              {"config version", absl::StrCat(info.config_version())},
-                              {"metrics dropped", absl::StrCat(info.metrics_dropped())}})
-                     .c_str());
+    std::vector<std::vector<std::string>> rows = {
+        {"control plane", info.controlplane_address()},
+        {"host id", info.host_id()},
+        {"connected", info.controlplane_connected()
+                          ? "yes"
+                          : absl::StrCat("no (", info.controlplane_error(), ")")},
+        {"config version", absl::StrCat(info.config_version())},
+        {"metrics dropped", absl::StrCat(info.metrics_dropped())}};
+    // Replicas: the row above is the one connected to (or dialled next), this is the list.
+    if (info.controlplane_addresses_size() > 1) {
+      rows.insert(rows.begin() + 1,
+                  {"replicas", absl::StrJoin(info.controlplane_addresses(), ",")});
+    }
+    printf("%s", FormatTable(rows).c_str());
   }
   return 0;
 }

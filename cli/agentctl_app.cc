@@ -5,6 +5,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/atomic_file.h"
 #include "common/log_escape.h"
@@ -37,8 +38,9 @@ void AgentctlContext::AddGlobalFlags(CLI::App& app) {
   app.add_option("--timeout", client_.timeout_seconds, "Seconds to wait for the agent")
       ->capture_default_str();
   app.add_option("--controlplane", fleet_.address,
-                 "Control plane HOST:PORT for fleet commands (env HERD_CONTROLPLANE; default: "
-                 "the one the local agent is linked to)");
+                 "Control plane HOST:PORT for fleet commands, or HOST:PORT,HOST:PORT,... for "
+                 "replicas (the first that answers; env HERD_CONTROLPLANE; default: the one the "
+                 "local agent is linked to)");
   app.add_option("--token-file", fleet_.token_file,
                  "File with an API token of the control plane (env HERD_TOKEN_FILE, or the "
                  "token itself in HERD_TOKEN)");
@@ -69,7 +71,11 @@ const std::optional<herd::v1::AgentInfo>& AgentctlContext::LocalInfo() {
 std::optional<FleetCommands> AgentctlContext::Fleet() {
   if (fleet_.address.empty()) {
     if (LocalInfo() && !LocalInfo()->controlplane_address().empty()) {
+      // The replica the agent is connected to; when it is not, every replica it knows.
       fleet_.address = LocalInfo()->controlplane_address();
+      if (!LocalInfo()->controlplane_connected() && LocalInfo()->controlplane_addresses_size() > 1) {
+        fleet_.address = absl::StrJoin(LocalInfo()->controlplane_addresses(), ",");
+      }
     } else {
       fprintf(stderr,
               "agentctl: no control plane: pass --controlplane HOST:PORT (or set "

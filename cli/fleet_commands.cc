@@ -15,6 +15,7 @@
 #include "cli/args.h"
 #include "cli/render.h"
 #include "common/atomic_file.h"
+#include "common/controlplane_addresses.h"
 #include "common/units.h"
 #include "grpcpp/grpcpp.h"
 
@@ -144,8 +145,39 @@ bool FleetCommands::Connect() {
     }
     creds = grpc::SslCredentials(ssl);
   }
-  stub_ = herd::v1::Fleet::NewStub(grpc::CreateChannel(options_.address, creds));
+  auto channel = PickReplica(creds);
+  if (!channel) return false;
+  stub_ = herd::v1::Fleet::NewStub(channel);
   return true;
+}
+
+// One address: its channel, as before (gRPC connects on the first call). Several (replicas,
+// any of which serves the whole fleet): the first, in order, that accepts a connection within
+// a few seconds; options_.address becomes that one, for the messages.
+std::shared_ptr<grpc::Channel> FleetCommands::PickReplica(
+    const std::shared_ptr<grpc::ChannelCredentials>& creds) {
+  auto addresses = ParseControlPlaneAddresses(options_.address, "--controlplane");
+  if (!addresses.ok()) {
+    fprintf(stderr, "agentctl: %s\n", std::string(addresses.status().message()).c_str());
+    return nullptr;
+  }
+  if (addresses->size() == 1) return grpc::CreateChannel(addresses->front(), creds);
+  const int wait_seconds = std::clamp(options_.timeout_seconds, 1, 3);
+  for (const auto& address : *addresses) {
+    auto channel = grpc::CreateChannel(address, creds);
+    if (channel->WaitForConnected(std::chrono::system_clock::now() +
+                                  std::chrono::seconds(wait_seconds))) {
+      options_.address = address;
+      return channel;
+    }
+    fprintf(stderr, "agentctl: the control plane replica at %s does not answer; trying the next\n",
+            address.c_str());
+  }
+  fprintf(stderr,
+          "agentctl: none of the control plane replicas (%s) answered within %d s each: check "
+          "--controlplane, and that controlplane is running\n",
+          options_.address.c_str(), wait_seconds);
+  return nullptr;
 }
 
 std::unique_ptr<grpc::ClientContext> FleetCommands::Context(int timeout_seconds) const {
@@ -161,6 +193,13 @@ int FleetCommands::Fail(const grpc::Status& s) {
   std::string msg = s.error_message();
   switch (s.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
+      // A replica that answered but cannot write (its etcd lost the quorum) is reachable:
+      // say what it said, not to check the address.
+      if (absl::StrContains(msg, "quorum")) {
+        msg = absl::StrCat("the control plane at ", options_.address, " refused: ", msg,
+                           " (reads still work; retry once etcd has its quorum back)");
+        break;
+      }
       msg = absl::StrCat("the control plane at ", options_.address, " is not reachable (", msg,
                          "): check --controlplane, and that controlplane is running");
       break;

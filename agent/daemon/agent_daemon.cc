@@ -201,7 +201,7 @@ std::unique_ptr<ControlPlaneLink> MakeLink(const AgentOptions& options, EventLoo
                                            Supervisor& supervisor, ModuleManager& modules) {
   if (options.controlplane.empty()) return nullptr;
   UplinkOptions uo;
-  uo.address = options.controlplane;
+  uo.addresses = options.controlplane;
   uo.join_token_file = options.join_token_file;
   uo.labels = options.labels;
   uo.home = options.home;

@@ -14,6 +14,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -30,8 +31,8 @@ struct AgentOptions {
   std::string proc_root = "/proc";
   // Written once the socket accepts calls (used by --daemon to release the parent).
   int ready_fd = -1;
-  // Control plane link (empty address: standalone).
-  std::string controlplane;
+  // Control plane link: one address per replica (empty: standalone).
+  std::vector<std::string> controlplane;
   std::string join_token_file;
   std::map<std::string, std::string> labels;
   std::string tls_ca, tls_cert, tls_key;

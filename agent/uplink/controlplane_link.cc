@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "agent/logs/log_writer.h"
 
 namespace herd::agent {
@@ -12,7 +13,7 @@ ControlPlaneLink::ControlPlaneLink(EventLoop& loop, Supervisor& supervisor,
     : loop_(loop),
       supervisor_(supervisor),
       modules_(modules),
-      address_(options.address),
+      addresses_(absl::StrJoin(options.addresses, ",")),
       transport_(loop, GrpcUplinkTlsFiles{options.tls_ca, options.tls_cert, options.tls_key}),
       log_(herd::Logger("uplink")) {
   uplink_ = std::make_unique<Uplink>(std::move(options), *this, loop, transport_);
@@ -21,7 +22,7 @@ ControlPlaneLink::ControlPlaneLink(EventLoop& loop, Supervisor& supervisor,
 ControlPlaneLink::~ControlPlaneLink() { Stop(); }
 
 absl::Status ControlPlaneLink::Start() {
-  if (auto s = modules_.EnableManagedConfig(address_); !s.ok()) return s;
+  if (auto s = modules_.EnableManagedConfig(addresses_); !s.ok()) return s;
   modules_.set_on_inventory_change([this] { uplink_->InventoryChanged(); });
   supervisor_.set_event_listener([this](const std::string& unit, const herd::v1::UnitEvent& e) {
     herd::v1::ModuleEvent me;
@@ -50,7 +51,8 @@ void ControlPlaneLink::Stop() {
 
 void ControlPlaneLink::FillInfo(herd::v1::AgentInfo* info) const {
   Uplink::State s = uplink_->state();
-  info->set_controlplane_address(address_);
+  info->set_controlplane_address(s.address);
+  for (const auto& a : uplink_->addresses()) info->add_controlplane_addresses(a);
   info->set_host_id(s.host_id);
   info->set_controlplane_connected(s.connected);
   if (!s.connected) info->set_controlplane_error(s.last_error);

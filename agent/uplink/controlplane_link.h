@@ -55,7 +55,9 @@ class ControlPlaneLink final : public UplinkHandler {
   EventLoop& loop_;
   Supervisor& supervisor_;
   ModuleManager& modules_;
-  const std::string address_;
+  // Every replica's address, comma-separated: where the agent's configuration is owned
+  // (what agentctl --controlplane takes, for the messages that point there).
+  const std::string addresses_;
   GrpcUplinkTransport transport_;
   std::unique_ptr<Uplink> uplink_;
   std::shared_ptr<spdlog::logger> log_;

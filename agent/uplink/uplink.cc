@@ -23,6 +23,27 @@ BackoffOptions UplinkBackoff(const UplinkOptions& o) {
   return b;
 }
 
+// Full jitter over the failover window: uniform in [0, failover_spread], never growing.
+BackoffOptions FailoverDelay(const UplinkOptions& o) {
+  BackoffOptions b;
+  b.initial = o.failover_spread;
+  b.max = o.failover_spread;
+  b.multiplier = 1.0;
+  b.jitter = 1.0;
+  return b;
+}
+
+// FNV-1a: stable across builds and runs (std::hash is not promised to be), so a host keeps
+// its first replica across restarts.
+uint64_t StableHash(const std::string& s) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
 // Wraps a handler's answer of type T into the AgentMessage field `field` makes.
 template <typename T>
 std::function<void(T)> Into(std::function<void(AgentMessage)> reply,
@@ -43,14 +64,26 @@ Uplink::Uplink(UplinkOptions options, UplinkHandler& handler, Scheduler& loop,
       loop_(loop),
       transport_(transport),
       log_(herd::Logger("uplink")),
-      backoff_(UplinkBackoff(options_)) {}
+      backoff_(UplinkBackoff(options_), options_.jitter_seed),
+      // A seed of its own (derived when fixed), so the two draws are not the same sequence.
+      failover_delay_(FailoverDelay(options_),
+                      options_.jitter_seed != 0 ? StableHash(std::to_string(options_.jitter_seed))
+                                                : 0) {}
 
 Uplink::~Uplink() { Stop(); }
+
+size_t Uplink::FirstAddressIndex(const std::string& host_id, size_t addresses) {
+  return addresses == 0 ? 0 : StableHash(host_id) % addresses;
+}
 
 std::string Uplink::CredentialPath() const { return absl::StrCat(options_.home, "/host-credential"); }
 
 absl::Status Uplink::Start() {
   if (phase_ != Phase::kIdle) return absl::FailedPreconditionError("the uplink was started already");
+  if (options_.addresses.empty()) {
+    return absl::InvalidArgumentError(
+        "no control plane address: give --controlplane HOST:PORT[,HOST:PORT...]");
+  }
   const std::string id_path = absl::StrCat(options_.home, "/host_id");
   host_id_ = ReadTrimmed(id_path);
   if (host_id_.empty()) {
@@ -58,6 +91,7 @@ absl::Status Uplink::Start() {
     if (auto s = WriteFileAtomically(id_path, host_id_ + "\n", 0644); !s.ok()) return s;
     log_->info("event=host_id_created host_id={}", host_id_);
   }
+  address_index_ = FirstAddressIndex(host_id_, options_.addresses.size());
   if (ReadTrimmed(CredentialPath()).empty()) {
     if (options_.join_token_file.empty()) {
       return absl::InvalidArgumentError(
@@ -132,6 +166,7 @@ void Uplink::SendControl(AgentMessage msg) {
 Uplink::State Uplink::state() const {
   State s;
   s.connected = connected_;
+  s.address = address();
   s.host_id = host_id_;
   s.last_error = last_error_;
   s.connected_at_unix_ms = connected_at_ms_;
@@ -150,7 +185,7 @@ void Uplink::Dial() {
         "no credential and no join token (", options_.join_token_file, " is empty or missing)")));
   }
   UplinkDial dial;
-  dial.address = options_.address;
+  dial.address = address();
   dial.metadata["authorization"] = absl::StrCat("Bearer ", secret);
   auto stream = transport_.Dial(dial, *this);
   if (!stream.ok()) return EndSession(stream.status());
@@ -184,7 +219,7 @@ void Uplink::OnRead(ControlMessage msg) {
     const auto* field = ControlMessage::descriptor()->FindFieldByNumber(msg.msg_case());
     protocol_error_ = absl::UnavailableError(absl::StrCat(
         "the control plane answered Hello with ", field ? field->name() : "an empty message",
-        " instead of Welcome: is ", options_.address, " a Herd control plane of this version?"));
+        " instead of Welcome: is ", address(), " a Herd control plane of this version?"));
     stream_->Cancel();
     return;
   }
@@ -203,7 +238,7 @@ void Uplink::OnWelcome(const herd::v1::Welcome& welcome) {
   connected_ = true;
   connected_at_ms_ = absl::ToUnixMillis(loop_.clock().Now());
   ++generation_;
-  log_->info("event=connected address={} host_id={} registered={}", options_.address, host_id_,
+  log_->info("event=connected address={} host_id={} registered={}", address(), host_id_,
              by_join_);
   Pump();
 }
@@ -293,7 +328,7 @@ absl::Status Uplink::EndReason(const absl::Status& status) {
     }
     if (write_failed_ && !absl::IsUnauthenticated(status)) {
       return absl::UnavailableError(
-          absl::StrCat("cannot reach ", options_.address, ": ", status.message()));
+          absl::StrCat("cannot reach ", address(), ": ", status.message()));
     }
     return absl::Status(status.ok() ? absl::StatusCode::kUnavailable : status.code(),
                         absl::StrCat("the control plane refused the stream: ", status.message()));
@@ -322,21 +357,35 @@ void Uplink::DropStream() {
 
 void Uplink::EndSession(const absl::Status& why) {
   DropStream();
-  if (connected_) log_->info("event=disconnected reason=\"{}\"", why.message());
+  if (connected_) log_->info("event=disconnected address={} reason=\"{}\"", address(), why.message());
   connected_ = false;
   control_.clear();
   last_error_ = std::string(why.message());
   if (phase_ == Phase::kStopped) return;
-  // A session that lasted resets the backoff; quick failures grow it.
-  if (loop_.clock().Monotonic() - session_began_ > kStableSession) backoff_.Reset();
-  const absl::Duration wait = backoff_.Next();
-  log_->warn("event=controlplane_unreachable address={} retry_in_ms={} error=\"{}\"",
-             options_.address, absl::ToInt64Milliseconds(wait), why.message());
+  const std::string lost = address();
+  const absl::Duration wait = NextDial();
+  log_->warn("event=controlplane_unreachable address={} next_address={} retry_in_ms={} error=\"{}\"",
+             lost, address(), absl::ToInt64Milliseconds(wait), why.message());
   phase_ = Phase::kBackoff;
   dial_timer_ = loop_.RunAfter(wait, [this] {
     dial_timer_ = 0;
     Dial();
   });
+}
+
+absl::Duration Uplink::NextDial() {
+  // A session that lasted resets the backoff and starts a new round; quick failures grow it.
+  if (loop_.clock().Monotonic() - session_began_ > kStableSession) {
+    backoff_.Reset();
+    failed_sessions_ = 0;
+  }
+  ++failed_sessions_;
+  const size_t n = options_.addresses.size();
+  address_index_ = (address_index_ + 1) % n;
+  // Another replica of this round may well be up: go there promptly (jittered). Every one
+  // failed in a row: back off before the next round.
+  if (failed_sessions_ % n != 0) return failover_delay_.Next();
+  return backoff_.Next();
 }
 
 }  // namespace herd::agent

@@ -9,12 +9,29 @@
 // the first time (the Welcome then carries the credential, saved before anything else), and
 // sends Hello; the first answer must be Welcome. While streaming it writes what the agent
 // queued (inventory first, then replies and events, then metrics oldest first) and hands what
-// the control plane sends to an UplinkHandler. When the stream ends it retries after a delay
-// from herd::Backoff (reset by a session that lasted 30 s); meanwhile the agent keeps
+// the control plane sends to an UplinkHandler. Meanwhile, when not connected, the agent keeps
 // supervising and metrics wait in a bounded ring (oldest dropped and counted, the count sent
 // with the next batch, batches made before the connection marked replayed). A refused
 // credential (the control plane's data was reset) is deleted: the next dial registers again
 // with the join token.
+//
+// Replicas: the options list one address per control plane replica (any of them serves the
+// whole fleet, issue 22). The first dial goes to the address the host id hashes to, so a
+// fleet given the same list spreads over the replicas; every failed dial or ended stream
+// moves the next dial to the next address, in list order. Within a round of the list the
+// next dial waits only a delay drawn from [0, failover_spread] (full jitter): when a replica
+// dies, its agents go to the others at once, yet spread over that window rather than all in
+// the same millisecond. Once every address has failed in a row (a full round), the wait is
+// herd::Backoff's, growing up to backoff_max (each delay drawn from [step/2, step]), so a
+// fleet whose replicas are all down does not hammer them. A session that lasted 30 s resets
+// both the backoff and the round. With one address every wait is the backoff's, as before.
+// The jitter is seeded per agent (random_device, or UplinkOptions::jitter_seed in tests):
+// agents that lost the same replica at the same instant draw different delays.
+// One address may also be a DNS name with several addresses: gRPC's dns resolver returns
+// them all and pick_first connects to the first that answers (a refused connection is
+// skipped at once, a silent one after gRPC's connect timeout); every dial resolves again.
+// That gives failover but not spread (every agent tries the same first address): list the
+// replicas for both.
 //
 // Threads: none of its own. Every method, every timer (Scheduler) and every transport callback
 // runs on the loop thread, so the state needs no lock; the transport (grpc_uplink_transport.h)
@@ -42,7 +59,9 @@
 namespace herd::agent {
 
 struct UplinkOptions {
-  std::string address;  // host:port of the control plane
+  // host:port of each control plane replica (ParseControlPlaneAddresses checked them); one
+  // or more, tried in turn as the header says.
+  std::vector<std::string> addresses;
   std::string join_token_file;
   std::map<std::string, std::string> labels;
   std::string home;  // host_id and credential live here
@@ -53,6 +72,11 @@ struct UplinkOptions {
   size_t max_control_queue = 1000;
   absl::Duration backoff_initial = absl::Milliseconds(500);
   absl::Duration backoff_max = absl::Seconds(30);
+  // The next replica within a round is dialled after a delay drawn from [0, this]: the
+  // window over which the agents of a dead replica arrive at the others.
+  absl::Duration failover_spread = absl::Seconds(1);
+  // Seeds the jitter; 0: std::random_device (each agent its own). Tests fix it.
+  uint64_t jitter_seed = 0;
 };
 
 // What the uplink asks of the agent. Called on the loop thread; must not block (long work
@@ -100,6 +124,8 @@ class Uplink final : private UplinkStreamObserver {
 
   struct State {
     bool connected = false;
+    // The replica connected to; when not connected, the one the next dial goes to.
+    std::string address;
     std::string host_id;
     std::string last_error;
     int64_t connected_at_unix_ms = 0;
@@ -109,6 +135,13 @@ class Uplink final : private UplinkStreamObserver {
   State state() const;
   Phase phase() const { return phase_; }
   const std::string& host_id() const { return host_id_; }
+  const std::vector<std::string>& addresses() const { return options_.addresses; }
+  // The address connected to, or dialled next (see State::address).
+  const std::string& address() const { return options_.addresses[address_index_]; }
+
+  // The index in the address list of a host's first dial: a stable hash of its host id, so
+  // a fleet given the same list spreads over it and a host keeps its replica across restarts.
+  static size_t FirstAddressIndex(const std::string& host_id, size_t addresses);
 
   // A write that failed while the control plane's status has not come: the stream is
   // cancelled after this grace (the status usually follows the failure at once).
@@ -137,6 +170,9 @@ class Uplink final : private UplinkStreamObserver {
   // The stream is over: forget it and plan the next dial.
   void EndSession(const absl::Status& why);
   void DropStream();
+  // After a session ended: moves to the next address and says how long to wait before
+  // dialling it (see the header: prompt within a round, the backoff after a full one).
+  absl::Duration NextDial();
   std::string CredentialPath() const;
 
   const UplinkOptions options_;
@@ -145,7 +181,10 @@ class Uplink final : private UplinkStreamObserver {
   UplinkTransport& transport_;
   std::shared_ptr<spdlog::logger> log_;
   std::string host_id_;
-  Backoff backoff_;
+  Backoff backoff_;          // between full rounds of the address list
+  Backoff failover_delay_;   // within a round: uniform in [0, failover_spread]
+  size_t address_index_ = 0;      // into options_.addresses: the current or next dial's
+  uint64_t failed_sessions_ = 0;  // sessions that ended since the last stable one
 
   Phase phase_ = Phase::kIdle;
   Scheduler::Handle dial_timer_ = 0;

@@ -13,6 +13,14 @@
 //   - the control plane's CPU and RSS (from /proc/PID) per connected agent;
 //   - every stream that failed.
 // It is bounded in agents and time and stops by itself. See bench/README.md.
+//
+// Replicas (issue 22): --controlplane A,B,C spreads the agents over the list (agent i on
+// address i mod n) and fails over like agentd: a stream that ends is redialled to the next
+// address after a delay drawn from [0, --failover-spread-ms] (seeded per agent), and after a
+// full round of failures with a growing backoff. Each failover is counted, and each agent's
+// slot records when it lost its replica and when another one welcomed it again. The Fleet
+// API calls and --http go to the first address. With one address nothing changes: a stream
+// that ends is a failed stream, as before.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -36,6 +44,7 @@
 #include <mutex>
 #include <new>
 #include <queue>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -57,6 +66,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "herd/v1/fleet.grpc.pb.h"
+#include "common/controlplane_addresses.h"
 #include "herd/v1/gateway.grpc.pb.h"
 
 namespace herd::fleetsim {
@@ -66,7 +76,9 @@ using herd::v1::AgentMessage;
 using herd::v1::ControlMessage;
 
 struct Options {
-  std::string controlplane = "127.0.0.1:7070";
+  std::string controlplane = "127.0.0.1:7070";  // the flag: one address, or A,B,C
+  std::vector<std::string> replicas;            // parsed from it
+  int failover_spread_ms = 1000;
   std::string http;  // the control plane's --http address, for /metrics
   std::string join_token_file, operator_token_file, viewer_token_file;
   int controlplane_pid = 0;
@@ -173,6 +185,8 @@ class Scheduler {
 // atomics only (address-free, so they work across processes) and plain bytes.
 struct Counters {
   std::atomic<int> welcomed{0}, failed{0}, open{0};
+  // Replicas: streams that ended and were redialled to another address; welcomes after one.
+  std::atomic<int> failovers{0}, rewelcomed{0};
   std::atomic<uint64_t> batches_sent{0}, batches_skipped{0};
   std::atomic<int64_t> last_welcome_us{0};
 };
@@ -185,6 +199,10 @@ struct Slot {
   std::atomic<int64_t> restart_received_us{0}, restart_ack_us{0};
   std::atomic<bool> failed{false};
   char error[120] = {0};  // written once, before `failed` is set
+  // Replicas: how often its stream ended and was redialled, when it last ended, and when a
+  // replica last welcomed it again afterwards (0: not yet).
+  std::atomic<int> failovers{0};
+  std::atomic<int64_t> lost_us{0}, rewelcome_us{0};
 };
 
 struct Shared {
@@ -280,12 +298,17 @@ class Batches {
 
 class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  SimAgent(int index, const Options& o, const Batches& b, Counters& c, Scheduler& s, Slot& slot)
-      : index_(index), options_(o), batches_(b), counters_(c), scheduler_(s), slot_(slot) {
+  // `replica`: the index in options_.replicas to dial; `failures`: streams that ended in a
+  // row before this one (0 for the first connection).
+  SimAgent(int index, const Options& o, const Batches& b, Counters& c, Scheduler& s, Slot& slot,
+           size_t replica = 0, int failures = 0)
+      : index_(index), options_(o), batches_(b), counters_(c), scheduler_(s), slot_(slot),
+        replica_(replica), failures_(failures) {
     host_id_ = HostId(index);
   }
 
   void Start(const std::string& join_token) {
+    join_token_ = join_token;
     grpc::ChannelArguments args;
     // A channel of its own: its own subchannel and TCP connection, as a real agent has.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -294,8 +317,8 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);  // as agentd's uplink
-    channel_ = grpc::CreateCustomChannel(options_.controlplane, grpc::InsecureChannelCredentials(),
-                                         args);
+    channel_ = grpc::CreateCustomChannel(options_.replicas[replica_],
+                                         grpc::InsecureChannelCredentials(), args);
     stub_ = std::make_unique<grpc::GenericStub>(channel_);
     ctx_.AddMetadata("authorization", "Bearer " + join_token);
     stub_->PrepareBidiStreamingCall(&ctx_, "/herd.v1.Gateway/Connect", grpc::StubOptions(), this);
@@ -324,6 +347,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   }
 
   void Tick() {
+    if (SimAgent* next = next_.load()) return next->Tick();
     if (!welcomed_.load() || done_.load()) return;
     std::lock_guard<std::mutex> l(mu_);
     if (queue_.size() > 4) {  // the stream is not keeping up: drop, as a real agent's ring does
@@ -336,14 +360,22 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     SendLocked(std::move(m));
   }
 
+  // Also the connections that replaced this one (failover); none is made afterwards.
   void Finish() {
-    stopping_ = true;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stopping_ = true;
+    }
     ctx_.TryCancel();
     ReleaseHold();
+    if (SimAgent* next = next_.load()) next->Finish();
   }
   void Wait() {
-    std::unique_lock<std::mutex> l(mu_);
-    done_cv_.wait(l, [&] { return done_.load(); });
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      done_cv_.wait(l, [&] { return done_.load(); });
+    }
+    if (SimAgent* next = next_.load()) next->Wait();
   }
 
   void OnReadDone(bool ok) override {
@@ -369,7 +401,9 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   void OnDone(const grpc::Status& s) override {
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (!stopping_.load()) {
+      if (!stopping_.load() && options_.replicas.size() > 1) {
+        PlanFailoverLocked();
+      } else if (!stopping_.load()) {
         absl::SNPrintF(slot_.error, sizeof slot_.error, "%d: %s", s.error_code(),
                        s.error_message());
         slot_.failed = true;
@@ -387,6 +421,12 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     switch (m.msg_case()) {
       case ControlMessage::kWelcome: {
         int64_t now = NowUs();
+        welcomed_ = true;
+        if (failures_ > 0) {  // a failover: registered again elsewhere
+          slot_.rewelcome_us = now;
+          counters_.rewelcomed++;
+          break;
+        }
         slot_.welcome_us = now;
         welcomed_ = true;
         counters_.welcomed++;
@@ -440,6 +480,37 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     }
   }
 
+  // The stream ended while running (its replica went away): the next address, after a
+  // delay drawn from this agent's own sequence, promptly within a round of the list and with
+  // a growing backoff after a full one (as agentd's Uplink). The new connection is made on
+  // the scheduler's thread, under mu_, so that Finish either sees it or prevents it.
+  void PlanFailoverLocked() {
+    const bool was_streaming = welcomed_.load();
+    const int failures = was_streaming ? 1 : failures_ + 1;
+    const size_t n = options_.replicas.size();
+    std::mt19937_64 rng(static_cast<uint64_t>(index_) * 1000003u + static_cast<uint64_t>(slot_.failovers.load()));
+    int64_t delay_us;
+    if (failures % static_cast<int>(n) != 0) {
+      delay_us = std::uniform_int_distribution<int64_t>(0, options_.failover_spread_ms * 1000LL)(rng);
+    } else {
+      const int round = failures / static_cast<int>(n);
+      const int64_t step = std::min<int64_t>(500000LL << std::min(round - 1, 10), 30000000LL);
+      delay_us = std::uniform_int_distribution<int64_t>(step / 2, step)(rng);
+    }
+    slot_.failovers++;
+    slot_.lost_us = NowUs();
+    counters_.failovers++;
+    const size_t replica = (replica_ + 1) % n;
+    scheduler_.At(NowUs() + delay_us, [this, replica, failures] {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_.load()) return;
+      next_owned_ = std::make_unique<SimAgent>(index_, options_, batches_, counters_, scheduler_,
+                                               slot_, replica, failures);
+      next_owned_->Start(join_token_);
+      next_ = next_owned_.get();
+    });
+  }
+
   // No write starts once this ran (both under mu_), so OnDone cannot race a new write.
   void ReleaseHold() {
     {
@@ -484,6 +555,14 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   uint64_t seq_ = 0;
   std::atomic<bool> welcomed_{false}, stopping_{false}, done_{false};
   std::atomic<bool> hold_released_{false};
+  // Failover: the address dialled, streams that ended in a row before this one, and the
+  // connection that replaced this one once its stream ended (owned here; published after
+  // it started).
+  const size_t replica_;
+  const int failures_;
+  std::string join_token_;
+  std::unique_ptr<SimAgent> next_owned_;
+  std::atomic<SimAgent*> next_{nullptr};
 };
 
 // One process of simulated agents: its share of --agents (agent k*N/P up to (k+1)*N/P), its
@@ -498,8 +577,8 @@ int RunSwarm(int k, const Options& o, const std::string& join, Shared& sh) {
   Scheduler scheduler;
   agents.reserve(end - first);
   for (int i = first; i < end; ++i) {
-    agents.push_back(
-        std::make_unique<SimAgent>(i, o, batches, sh.counters, scheduler, sh.slots[i]));
+    agents.push_back(std::make_unique<SimAgent>(i, o, batches, sh.counters, scheduler,
+                                                sh.slots[i], i % o.replicas.size()));
   }
 
   // The metrics ticker: every interval, each welcomed agent sends one batch (spread over the
@@ -788,7 +867,7 @@ class OperatorProcess {
     FILE* in = fdopen(fd, "r");
     FILE* out = fdopen(fcntl(fd, F_DUPFD_CLOEXEC, 0), "w");
     if (!in || !out) return 1;
-    auto channel = grpc::CreateChannel(o.controlplane, grpc::InsecureChannelCredentials());
+    auto channel = grpc::CreateChannel(o.replicas.front(), grpc::InsecureChannelCredentials());
     auto fleet = herd::v1::Fleet::NewStub(channel);
     // Connected before any clock starts: what is timed is the fan-out, not a handshake.
     const bool connected =
@@ -874,7 +953,13 @@ int Main(int argc, char** argv) {
   CLI::App app{"fleetsim: simulated agents against a real controlplane (loopback only); "
                "measures registration, ingest, config and restart fan-out, and the control "
                "plane's CPU and memory per agent. Results: bench/README.md."};
-  app.add_option("--controlplane", o.controlplane, "gRPC address")->capture_default_str();
+  app.add_option("--controlplane", o.controlplane,
+                 "gRPC address, or A,B,C for replicas: agent i on address i mod n, failing over "
+                 "to the next when its replica goes away; the Fleet API calls go to the first")
+      ->capture_default_str();
+  app.add_option("--failover-spread-ms", o.failover_spread_ms,
+                 "Replicas: an agent whose stream ended redials within this window (jittered)")
+      ->check(CLI::Range(0, 600000))->capture_default_str();
   app.add_option("--http", o.http, "The control plane's --http address (ingest from /metrics)");
   app.add_option("--join-token-file", o.join_token_file, "DATA/join-token")->required();
   app.add_option("--operator-token-file", o.operator_token_file,
@@ -910,9 +995,15 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(10.0, 7200.0))->capture_default_str();
   app.add_option("--json", o.json_out, "Also write the results here as JSON");
   CLI11_PARSE(app, argc, argv);
-  if (!absl::StartsWith(o.controlplane, "127.") && !absl::StartsWith(o.controlplane, "localhost:") &&
-      !absl::StartsWith(o.controlplane, "[::1]:")) {
-    return Fail("--controlplane must be a loopback address: fleetsim loads only this machine");
+  auto replicas = ParseControlPlaneAddresses(o.controlplane, "--controlplane");
+  if (!replicas.ok()) return Fail(std::string(replicas.status().message()));
+  o.replicas = *std::move(replicas);
+  for (const auto& r : o.replicas) {
+    if (!absl::StartsWith(r, "127.") && !absl::StartsWith(r, "localhost:") &&
+        !absl::StartsWith(r, "[::1]:")) {
+      return Fail(absl::StrCat("--controlplane: ", r,
+                               " is not a loopback address: fleetsim loads only this machine"));
+    }
   }
   const std::string join = ReadTrimmed(o.join_token_file);
   const std::string op = ReadTrimmed(o.operator_token_file);
@@ -1189,6 +1280,10 @@ int Main(int argc, char** argv) {
            static_cast<double>(api.metrics_bytes) / (1 << 20));
   }
   printf("  failed streams      %d\n", counters.failed.load());
+  if (o.replicas.size() > 1) {
+    printf("  replicas            %zu; failovers %d, registered again after one %d\n",
+           o.replicas.size(), counters.failovers.load(), counters.rewelcomed.load());
+  }
   for (const auto& e : errors) printf("    %s\n", e.c_str());
   if (!o.json_out.empty()) {
     std::ofstream j(o.json_out);
@@ -1201,13 +1296,14 @@ int Main(int argc, char** argv) {
         R"("restart_received_p50_ms":%.1f,"restart_received_p99_ms":%.1f,"failed_streams":%d,)"
         R"("list_hosts_ms":%.1f,"search_hosts_ms":%.1f,"get_host_ms":%.1f,"metrics_ms":%.1f,)"
         R"("batch_delay_p50_s":%.3f,"batch_delay_p99_s":%.3f,"restart_settle_s":%.3f,)"
-        R"("back_to_back":%s})",
+        R"("replicas":%zu,"failovers":%d,"rewelcomed":%d,"back_to_back":%s})",
         o.agents, o.modules, o.probes, o.interval_ms, connected, registration_s,
         static_cast<double>(sent) / window_s, accepted < 0 ? -1 : accepted / window_s,
         static_cast<unsigned long long>(skipped), cp_cores, sim_cores,
         static_cast<unsigned long long>(p1.rss), static_cast<unsigned long long>(baseline.rss), cfg.p50, cfg.p99, cfg.max, cfg.n, rst.p50,
         rst.p99, rst.max, rst.n, rst_in.p50, rst_in.p99, counters.failed.load(), api.list_ms, api.search_ms, api.host_ms,
-        api.metrics_ms, delay_p50, delay_p99, settled.first, o.back_to_back ? "true" : "false");
+        api.metrics_ms, delay_p50, delay_p99, settled.first, o.replicas.size(),
+        counters.failovers.load(), counters.rewelcomed.load(), o.back_to_back ? "true" : "false");
     j << "\n";
   }
   const bool ok = swarms_ok && connected == o.agents && counters.failed.load() == 0 &&

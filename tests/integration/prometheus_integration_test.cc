@@ -530,6 +530,9 @@ TEST_F(PrometheusTest, DeployConfigAndRulesPassPromtool) {
   CmdResult syntax = herd::testing::Run(
       {promtool, "check", "config", "--syntax-only", deploy + "/prometheus.yml"});
   EXPECT_EQ(syntax.exit_code, 0) << syntax.out << syntax.err;
+  CmdResult replicas = herd::testing::Run(
+      {promtool, "check", "config", "--syntax-only", deploy + "/replicas.yml"});
+  EXPECT_EQ(replicas.exit_code, 0) << replicas.out << replicas.err;
   CmdResult rules = herd::testing::Run(
       {promtool, "check", "rules", "--lint=all", "--lint-fatal", deploy + "/herd-rules.yml"});
   EXPECT_EQ(rules.exit_code, 0) << rules.out << rules.err;

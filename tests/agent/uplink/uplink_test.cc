@@ -89,7 +89,7 @@ class UplinkTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     home_ = tmpl;
     WriteFile(home_ + "/join-token", "hj_join\n");
-    options_.address = "cp.test:8443";
+    options_.addresses = {"cp.test:8443"};
     options_.home = home_;
     options_.join_token_file = home_ + "/join-token";
     options_.labels = {{"env", "test"}};

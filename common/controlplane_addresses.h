@@ -1,0 +1,27 @@
+// The control plane's addresses as agentd, agentctl and the fleet simulator take them: one
+// HOST:PORT, or several separated by commas, one per replica ("cp1:8443,cp2:8443,cp3:8443").
+// Each item is what gRPC dials: HOST:PORT (an IPv6 host in brackets, "[::1]:8443") or a
+// target with a scheme ("dns:///cp.example:8443", whose name may resolve to several
+// addresses). The list is checked once, at start, so that a typo stops the binary with a
+// message naming the item instead of failing every reconnection for ever.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace herd {
+
+// More replicas than this in one list is a mistake (a pasted host list), not a fleet.
+inline constexpr size_t kMaxControlPlaneAddresses = 64;
+
+// Splits and checks `text`; `flag` names where it came from in the errors ("--controlplane").
+// Refuses an empty list, an empty item ("a,,b", a trailing comma), an item without a port or
+// with a port outside 1-65535, a host with spaces, a repeated item and more than
+// kMaxControlPlaneAddresses items. Whitespace around items is ignored.
+absl::StatusOr<std::vector<std::string>> ParseControlPlaneAddresses(absl::string_view text,
+                                                                    absl::string_view flag);
+
+}  // namespace herd
