@@ -26,7 +26,13 @@
 // Keys are full keys: the client does not add a prefix (callers build keys under theirs).
 //
 // Threads: every method is thread-safe. Watch callbacks and lease-loss callbacks run on the
-// client's own threads, one at a time per Watch / KeptLease, and must not block for long.
+// client's own threads (one per Watch / KeptLease), one at a time per Watch / KeptLease, and
+// must not block for long nor destroy their own Watch / KeptLease (its destructor joins the
+// thread the callback runs on). Watches and KeptLeases share the client's connection, so
+// they may outlive the Client.
+//
+// Implementation: GrpcEtcdClient (grpc_etcd_client.h), over EtcdConnection (members,
+// deadlines, auth), EtcdWatch and EtcdLeaseKeeper; docs/controlplane.md "The etcd client".
 #pragma once
 
 #include <cstdint>
@@ -156,8 +162,7 @@ struct WatchBatch {
   absl::Status error;
 };
 
-// A running watch; destroying it cancels it and waits until no callback runs. It may outlive
-// its Client (it shares the connection).
+// A running watch; destroying it cancels it and waits until no callback runs.
 class Watch {
  public:
   virtual ~Watch() = default;
