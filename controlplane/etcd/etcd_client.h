@@ -40,6 +40,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -118,9 +119,27 @@ struct Compare {
   std::string value;      // kValue
 
   // Shorthands: the key does not exist; its value is `v`; its mod revision is `rev`.
-  static Compare Absent(std::string key);
-  static Compare ValueIs(std::string key, std::string v);
-  static Compare ModRevisionIs(std::string key, int64_t rev);
+  static Compare Absent(std::string key) {
+    Compare c;
+    c.key = std::move(key);
+    c.target = Target::kCreateRevision;
+    c.number = 0;
+    return c;
+  }
+  static Compare ValueIs(std::string key, std::string v) {
+    Compare c;
+    c.key = std::move(key);
+    c.target = Target::kValue;
+    c.value = std::move(v);
+    return c;
+  }
+  static Compare ModRevisionIs(std::string key, int64_t rev) {
+    Compare c;
+    c.key = std::move(key);
+    c.target = Target::kModRevision;
+    c.number = rev;
+    return c;
+  }
 };
 
 // One operation of a Txn branch.
@@ -133,9 +152,28 @@ struct Op {
   int64_t lease = 0;      // kPut: attach to this lease (0 = none)
   RangeOptions range;     // kRange (its range_end is ignored: use this one's)
 
-  static Op Put(std::string key, std::string value, int64_t lease = 0);
-  static Op Delete(std::string key, std::string range_end = "");
-  static Op Get(std::string key, std::string range_end = "");
+  static Op Put(std::string key, std::string value, int64_t lease = 0) {
+    Op op;
+    op.kind = Kind::kPut;
+    op.key = std::move(key);
+    op.value = std::move(value);
+    op.lease = lease;
+    return op;
+  }
+  static Op Delete(std::string key, std::string range_end = "") {
+    Op op;
+    op.kind = Kind::kDelete;
+    op.key = std::move(key);
+    op.range_end = std::move(range_end);
+    return op;
+  }
+  static Op Get(std::string key, std::string range_end = "") {
+    Op op;
+    op.kind = Kind::kRange;
+    op.key = std::move(key);
+    op.range_end = std::move(range_end);
+    return op;
+  }
 };
 
 struct TxnResult {
