@@ -150,7 +150,7 @@ struct Op {
   std::string range_end;  // kDelete / kRange over a range
   std::string value;      // kPut
   int64_t lease = 0;      // kPut: attach to this lease (0 = none)
-  RangeOptions range;     // kRange (its range_end is ignored: use this one's)
+  RangeOptions range;     // kRange (its range_end is used only when the Op's is empty)
 
   static Op Put(std::string key, std::string value, int64_t lease = 0) {
     Op op;
