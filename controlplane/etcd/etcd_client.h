@@ -7,12 +7,13 @@
 // renewed when etcd says it is invalid), over TLS or mTLS.
 //
 // Endpoints: any number, one gRPC channel each (so every member is verified against its own
-// name under TLS, and hostnames work). Calls go to the member that answered last and move to
-// the next when a member cannot be reached or has no leader; a write is moved on only when it
-// was never sent (the member's channel was not connected), since a write lost in flight may
-// have applied. Every unary call has a deadline (Options::timeout) over all its attempts, and
-// carries etcd's "hasleader" requirement (except serializable reads), so a member cut from
-// its cluster answers "no leader" at once instead of waiting.
+// name under TLS, and hostnames work). Calls go to the member that answered last and move on
+// round the members when one cannot be reached or has no leader, until Options::timeout
+// (the deadline over all attempts). Reads and idempotent writes (Put, Delete, LeaseGrant)
+// also move on when lost in flight or slow (each attempt gets a third of the deadline); a
+// Txn or Compact lost in flight is not repeated — it may have applied, so the caller gets
+// UNAVAILABLE and reads again. Every call but a serializable read carries etcd's "hasleader"
+// requirement, so a member cut from its cluster answers "no leader" at once.
 //
 // Errors (absl::Status), so callers and operators can act on them:
 //   UNAVAILABLE "the store has no quorum: ..." — etcd answered "no leader" / "request timed
