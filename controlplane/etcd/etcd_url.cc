@@ -1,8 +1,7 @@
-// ParseEtcdUrl, PrefixEnd and the Compare / Op shorthands of etcd_client.h: the parts of the
-// contract that need no connection.
+// ParseEtcdUrl and PrefixEnd of etcd_client.h: the parts of the contract that need no
+// connection.
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -85,58 +84,6 @@ std::string PrefixEnd(const std::string& prefix) {
     end.pop_back();
   }
   return std::string(1, '\0');
-}
-
-Compare Compare::Absent(std::string key) {
-  Compare c;
-  c.key = std::move(key);
-  c.target = Target::kVersion;
-  c.result = Result::kEqual;
-  c.number = 0;
-  return c;
-}
-
-Compare Compare::ValueIs(std::string key, std::string v) {
-  Compare c;
-  c.key = std::move(key);
-  c.target = Target::kValue;
-  c.result = Result::kEqual;
-  c.value = std::move(v);
-  return c;
-}
-
-Compare Compare::ModRevisionIs(std::string key, int64_t rev) {
-  Compare c;
-  c.key = std::move(key);
-  c.target = Target::kModRevision;
-  c.result = Result::kEqual;
-  c.number = rev;
-  return c;
-}
-
-Op Op::Put(std::string key, std::string value, int64_t lease) {
-  Op op;
-  op.kind = Kind::kPut;
-  op.key = std::move(key);
-  op.value = std::move(value);
-  op.lease = lease;
-  return op;
-}
-
-Op Op::Delete(std::string key, std::string range_end) {
-  Op op;
-  op.kind = Kind::kDelete;
-  op.key = std::move(key);
-  op.range_end = std::move(range_end);
-  return op;
-}
-
-Op Op::Get(std::string key, std::string range_end) {
-  Op op;
-  op.kind = Kind::kRange;
-  op.key = std::move(key);
-  op.range.range_end = std::move(range_end);
-  return op;
 }
 
 }  // namespace herd::etcd

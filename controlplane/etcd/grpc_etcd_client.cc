@@ -191,6 +191,7 @@ absl::StatusOr<std::unique_ptr<Watch>> GrpcEtcdClient::WatchRange(
     const std::string& key, const std::string& range_end, int64_t start_revision,
     std::function<void(const WatchBatch&)> on_batch) {
   if (absl::Status s = CheckKey("watch", key); !s.ok()) return s;
+  if (!on_batch) return Refuse("watch", key, "no callback given for its batches");
   if (start_revision < 0) {
     return Refuse("watch", key, "the start revision is negative (0 = from now)");
   }

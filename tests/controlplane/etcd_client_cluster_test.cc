@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
 #include "controlplane/etcd/etcd_client.h"
 #include "tests/fakes/temp_dir.h"
 #include "tests/integration/agent_harness.h"
@@ -45,6 +46,17 @@ TEST(EtcdClientAuthTest, AuthenticatesAndRefusesAWrongPassword) {
   ASSERT_NE(wrong, nullptr);
   auto refused = wrong->Put("/auth/k", "x");
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated) << refused.status();
+
+  // A watch with a wrong password ends at once, saying why (retrying would not help).
+  absl::Notification ended;
+  absl::Status watch_error;
+  auto watch = wrong->WatchRange("/auth/", PrefixEnd("/auth/"), 0, [&](const WatchBatch& b) {
+    watch_error = b.error;
+    ended.Notify();
+  });
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_TRUE(ended.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(watch_error.code(), absl::StatusCode::kUnauthenticated) << watch_error;
 
   o.user.clear();
   o.password.clear();

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "tests/integration/agent_harness.h"
 #include "tests/support/etcd_harness.h"
@@ -130,6 +131,11 @@ TEST_F(EtcdClientTest, TxnRunsSuccessOrFailureByItsCompares) {
   ASSERT_TRUE(stale.ok());
   EXPECT_FALSE(stale->succeeded);
   EXPECT_EQ((*client_->Get("/txn/owner"))->value, "next");
+  ASSERT_TRUE(client_->Put("/txn/second", "2").ok());
+  auto read = client_->Txn({}, {Op::Get("/txn/", PrefixEnd("/txn/"))});
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->ranges.size(), 1u);
+  EXPECT_EQ(read->ranges[0].count, 2);
 }
 
 TEST_F(EtcdClientTest, DeleteRemovesAKeyOrARange) {
@@ -233,19 +239,45 @@ TEST_F(EtcdClientTest, CompactionEndsAWatchFromBeforeIt) {
   EXPECT_TRUE(log.events().empty());
 }
 
+TEST_F(EtcdClientTest, EtcdsOwnRefusalIsInvalidArgument) {
+  // With the client's own bound lifted, etcd's --max-txn-ops (128) refuses the request.
+  Options o;
+  o.max_txn_ops = 1000;
+  auto lax = ConnectTo(*etcd_, o);
+  ASSERT_NE(lax, nullptr);
+  std::vector<Op> ops;
+  for (int i = 0; i < 129; ++i) ops.push_back(Op::Put("/many/" + std::to_string(i), "v"));
+  auto txn = lax->Txn({}, ops);
+  EXPECT_EQ(txn.status().code(), absl::StatusCode::kInvalidArgument) << txn.status();
+  EXPECT_EQ(lax->RefusedRequests(), 0);
+}
+
+TEST_F(EtcdClientTest, AWatchOutlivesItsClient) {
+  WatchLog log;
+  auto start = client_->Put("/outlive/start", "s");
+  ASSERT_TRUE(start.ok());
+  auto watch = client_->WatchRange("/outlive/", PrefixEnd("/outlive/"), *start + 1, log.Callback());
+  ASSERT_TRUE(watch.ok());
+  client_.reset();
+  auto other = ConnectTo(*etcd_);
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(other->Put("/outlive/k", "v").ok());
+  ASSERT_TRUE(log.WaitForEvents(1));
+  EXPECT_EQ(log.events(), std::vector<std::string>{"put /outlive/k=v"});
+}
+
 TEST(EtcdClientRestartTest, WatchResumesAfterEtcdRestartsWithoutLosingEvents) {
   EtcdHarness etcd;
   ASSERT_TRUE(etcd.Start()) << etcd.error();
   auto client = ConnectTo(etcd);
   ASSERT_NE(client, nullptr);
   WatchLog log;
-  auto watch = client->WatchRange("/r/", PrefixEnd("/r/"), 0, log.Callback());
+  auto seed = client->Put("/seed", "s");
+  ASSERT_TRUE(seed.ok()) << seed.status();
+  auto watch = client->WatchRange("/r/", PrefixEnd("/r/"), *seed + 1, log.Callback());
   ASSERT_TRUE(watch.ok());
-  // The watch is created: a put it sees proves it.
-  ASSERT_TRUE(WaitFor([&] {
-    (void)client->Put("/r/0", "before");
-    return !log.events().empty();
-  }));
+  ASSERT_TRUE(client->Put("/r/0", "before").ok());
+  ASSERT_TRUE(log.WaitForEvents(1));
   const size_t before = log.events().size();
   etcd.KillMember(0);
   ASSERT_TRUE(etcd.RestartMember(0));
@@ -259,7 +291,7 @@ TEST(EtcdClientRestartTest, WatchResumesAfterEtcdRestartsWithoutLosingEvents) {
   }
   ASSERT_TRUE(log.WaitForEvents(before + 3));
   std::vector<std::string> events = log.events();
-  ASSERT_EQ(events.size(), before + 3);
+  ASSERT_EQ(events.size(), before + 3) << absl::StrJoin(events, ", ");
   EXPECT_EQ(std::vector<std::string>(events.begin() + before, events.end()),
             (std::vector<std::string>{"put /r/1=after", "put /r/2=after", "put /r/3=after"}));
 }
