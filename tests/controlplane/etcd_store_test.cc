@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "controlplane/store/etcd_layout.h"
 #include "controlplane/store/etcd_ops.h"
 #include "tests/controlplane/etcd_store_backends.h"
@@ -470,6 +471,26 @@ TEST(RealEtcdStoreTest, TwoClientsOnOnePrefixShareOneRevision) {
   std::string out;
   ASSERT_EQ(etcd.Etcdctl({"get", "/herd/config/revision", "--print-value-only"}, &out), 0);
   EXPECT_EQ(out, "80\n");
+}
+
+TEST(RealEtcdStoreTest, ThousandsOfHostsAreWrittenInTxnsAndListedInPages) {
+  EtcdStoreOptions o;
+  o.range_page = 256;
+  auto store = Must(OpenEtcdStore(*Must(SharedRealEtcd()), "/paged", o));
+  std::vector<HostRecord> hosts;
+  std::vector<HostStatus> status;
+  for (int i = 0; i < 1500; ++i) {
+    hosts.push_back(Host(absl::StrFormat("h%05d", i)));
+    status.push_back({hosts.back().host_id, i, 9});
+  }
+  HERD_ASSERT_OK(store->PutHosts(hosts));  // etcd refuses a Txn of more than 128 ops
+  HERD_ASSERT_OK(store->PutHostStatus(status));
+  std::vector<HostRecord> listed = Must(store->ListHosts());
+  ASSERT_EQ(listed.size(), 1500u);
+  for (int i = 0; i < 1500; ++i) {
+    ASSERT_EQ(listed[i].host_id, hosts[i].host_id);
+    ASSERT_EQ(listed[i].acked_config_version, 9u);
+  }
 }
 
 TEST(RealEtcdStoreTest, LosingQuorumIsUnavailableNamingIt) {
