@@ -55,6 +55,23 @@ TEST_F(EtcdStoreIntegrationTest, SecondReplicaFindsTheTokensAndMakesNoOther) {
   b.Stop();
 }
 
+TEST_F(EtcdStoreIntegrationTest, AReplicasDifferentJoinTokenFileIsNotAdopted) {
+  ControlPlaneHarness a, b;
+  ASSERT_TRUE(a.Start(StoreArgs())) << a.last_error();
+  std::string fleet_hash;
+  ASSERT_EQ(etcd_.Etcdctl({"get", "/herd/settings/join_token_sha256", "--print-value-only"},
+                          &fleet_hash), 0);
+  ASSERT_TRUE(WriteFileAtomically(b.JoinTokenFile(), "hj_another\n", 0600).ok());
+  ASSERT_TRUE(b.Start(StoreArgs())) << b.last_error();
+  EXPECT_THAT(ReadFile(b.output_path()), HasSubstr("join_token_file_differs"));
+  std::string after;
+  ASSERT_EQ(etcd_.Etcdctl({"get", "/herd/settings/join_token_sha256", "--print-value-only"},
+                          &after), 0);
+  EXPECT_EQ(after, fleet_hash) << "A's join token stays the fleet's";
+  a.Stop();
+  b.Stop();
+}
+
 TEST_F(EtcdStoreIntegrationTest, MigrateMovesASingleNodeAndRefusesToWriteOverIt) {
   ControlPlaneHarness single;
   ASSERT_TRUE(single.Start()) << single.last_error();
