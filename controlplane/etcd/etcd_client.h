@@ -7,12 +7,13 @@
 // renewed when etcd says it is invalid), over TLS or mTLS.
 //
 // Endpoints: any number, one gRPC channel each (so every member is verified against its own
-// name under TLS, and hostnames work). Calls go to the member that answered last and move to
-// the next when a member cannot be reached or has no leader; a write is moved on only when it
-// was never sent (the member's channel was not connected), since a write lost in flight may
-// have applied. Every unary call has a deadline (Options::timeout) over all its attempts, and
-// carries etcd's "hasleader" requirement (except serializable reads), so a member cut from
-// its cluster answers "no leader" at once instead of waiting.
+// name under TLS, and hostnames work). Calls go to the member that answered last and move on
+// round the members when one cannot be reached or has no leader, until Options::timeout
+// (the deadline over all attempts). Reads and idempotent writes (Put, Delete, LeaseGrant)
+// also move on when lost in flight or slow (each attempt gets a third of the deadline); a
+// Txn or Compact lost in flight is not repeated — it may have applied, so the caller gets
+// UNAVAILABLE and reads again. Every call but a serializable read carries etcd's "hasleader"
+// requirement, so a member cut from its cluster answers "no leader" at once.
 //
 // Errors (absl::Status), so callers and operators can act on them:
 //   UNAVAILABLE "the store has no quorum: ..." — etcd answered "no leader" / "request timed
@@ -26,7 +27,13 @@
 // Keys are full keys: the client does not add a prefix (callers build keys under theirs).
 //
 // Threads: every method is thread-safe. Watch callbacks and lease-loss callbacks run on the
-// client's own threads, one at a time per Watch / KeptLease, and must not block for long.
+// client's own threads (one per Watch / KeptLease), one at a time per Watch / KeptLease, and
+// must not block for long nor destroy their own Watch / KeptLease (its destructor joins the
+// thread the callback runs on). Watches and KeptLeases share the client's connection, so
+// they may outlive the Client.
+//
+// Implementation: GrpcEtcdClient (grpc_etcd_client.h), over EtcdConnection (members,
+// deadlines, auth), EtcdWatch and EtcdLeaseKeeper; docs/controlplane.md "The etcd client".
 #pragma once
 
 #include <cstdint>
@@ -144,7 +151,7 @@ struct Op {
   std::string range_end;  // kDelete / kRange over a range
   std::string value;      // kPut
   int64_t lease = 0;      // kPut: attach to this lease (0 = none)
-  RangeOptions range;     // kRange (its range_end is ignored: use this one's)
+  RangeOptions range;     // kRange (its range_end is used only when the Op's is empty)
 
   static Op Put(std::string key, std::string value, int64_t lease = 0) {
     Op op;
@@ -194,8 +201,7 @@ struct WatchBatch {
   absl::Status error;
 };
 
-// A running watch; destroying it cancels it and waits until no callback runs. It may outlive
-// its Client (it shares the connection).
+// A running watch; destroying it cancels it and waits until no callback runs.
 class Watch {
  public:
   virtual ~Watch() = default;

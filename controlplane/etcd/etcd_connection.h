@@ -4,7 +4,12 @@
 // Held by shared_ptr by the Client, its Watches and KeptLeases, so any of them may outlive
 // the others.
 //
-// Thread-safe: the stubs are immutable after Create; the token is under a mutex; the
+// A member's channel is replaced when a connection to it reached its port but never got an
+// HTTP/2 answer (seen with gRPC 1.51 after an etcd member restarts: the reconnecting channel
+// stays stuck while a new one connects at once). Callers hold the member they use by
+// shared_ptr, so a replacement never pulls a stub from under a call.
+//
+// Thread-safe: each member slot is under its own mutex; the token is under a mutex; the
 // preferred member is an atomic hint.
 #pragma once
 
@@ -44,13 +49,21 @@ class EtcdConnection {
   const Options& options() const { return options_; }
   const std::string& endpoints_text() const { return endpoints_text_; }
   size_t size() const { return members_.size(); }
-  EtcdMember& member(size_t i) { return members_[i % members_.size()]; }
+  // Member i (modulo the count): its current channel and stubs.
+  std::shared_ptr<EtcdMember> member(size_t i);
+  // After a transport failure on `used` (member i): replaces its channel when the failure says
+  // the connection got no HTTP/2 answer (at most every 2 s per member).
+  void NoteFailure(size_t i, const EtcdMember& used, const grpc::Status& status);
   // The member that answered last (where calls and streams start).
   size_t preferred() const { return preferred_.load(std::memory_order_relaxed); }
   void Prefer(size_t i) { preferred_.store(i % members_.size(), std::memory_order_relaxed); }
 
   struct CallFlags {
     bool is_write = false;
+    // A write that may apply twice with the same result (Put, Delete, LeaseGrant): moved on
+    // to the next member even when lost in flight (a Txn is not: its compares may fail the
+    // second time although the first applied).
+    bool idempotent = false;
     // Send etcd's "hasleader" requirement (a leaderless member refuses at once). Off for
     // serializable reads, which a member serves alone.
     bool require_leader = true;
@@ -68,7 +81,13 @@ class EtcdConnection {
   absl::Status Reauthenticate(const std::string& stale_token, absl::Time deadline);
 
  private:
+  struct Slot {
+    absl::Mutex mu;
+    std::shared_ptr<EtcdMember> member ABSL_GUARDED_BY(mu);
+    absl::Time created ABSL_GUARDED_BY(mu);
+  };
   explicit EtcdConnection(Options options);
+  std::shared_ptr<EtcdMember> Dial(const std::string& address) const;
   // The current token, authenticating when none is held; "" without a user.
   absl::StatusOr<std::string> Token(absl::Time deadline);
   absl::Status Authenticate(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(auth_mu_);
@@ -77,7 +96,8 @@ class EtcdConnection {
 
   const Options options_;
   std::string endpoints_text_;
-  std::vector<EtcdMember> members_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  std::vector<std::unique_ptr<Slot>> members_;
   std::atomic<size_t> preferred_{0};
 
   // Held across Authenticate so that one thread authenticates and the others wait for it.

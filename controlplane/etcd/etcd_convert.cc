@@ -117,6 +117,7 @@ void ToProto(const Op& op, etcdserverpb::RequestOp* out) {
     }
     case Op::Kind::kRange:
       ToProto(op.key, op.range, out->mutable_request_range());
+      if (!op.range_end.empty()) out->mutable_request_range()->set_range_end(op.range_end);
       break;
   }
 }

@@ -56,7 +56,7 @@ bool MayTryNextMember(const grpc::Status& status, bool is_write, bool was_connec
     case Failure::kNoLeader:
       return true;
     case Failure::kTimedOut:
-      return !is_write && status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED;
+      return !is_write;
     default:
       return false;
   }

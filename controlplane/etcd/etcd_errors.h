@@ -19,9 +19,10 @@ enum class Failure {
 
 Failure ClassifyFailure(const grpc::Status& status);
 
-// Whether a call that failed so may go to the next member: reads always when the member was
-// unreachable, leaderless or timed out; writes only when they cannot have been proposed
-// (never sent: `was_connected` false, or refused for having no leader).
+// Whether a call that failed so may go to the next member: a repeatable call (a read, an
+// idempotent write) whenever the member was unreachable, leaderless or timed out; another
+// write (`is_write`) only when it cannot have been proposed (never sent: `was_connected`
+// false, or refused for having no leader).
 bool MayTryNextMember(const grpc::Status& status, bool is_write, bool was_connected);
 
 // The caller's status for a failed call: `what` names the call ("put /herd/x"), `endpoints`

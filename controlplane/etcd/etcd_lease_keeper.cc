@@ -21,7 +21,7 @@ absl::StatusOr<int64_t> GrantLease(EtcdConnection& connection, absl::Duration tt
   request.set_ttl(static_cast<int64_t>(std::ceil(absl::ToDoubleSeconds(ttl))));
   etcdserverpb::LeaseGrantResponse response;
   absl::Status s = connection.Unary(
-      "lease grant", {.is_write = true, .require_leader = true},
+      "lease grant", {.is_write = true, .idempotent = true, .require_leader = true},
       [&](EtcdMember& m, grpc::ClientContext* c) {
         return m.lease->LeaseGrant(c, request, &response);
       });
@@ -48,8 +48,8 @@ absl::StatusOr<int64_t> KeepAliveOnce(EtcdConnection& connection, size_t member,
   context.set_deadline(absl::ToChronoTime(absl::Now() + connection.options().timeout));
   std::string token;
   HERD_RETURN_IF_ERROR(connection.PrepareStream(&context, &token));
-  EtcdMember& m = connection.member(member);
-  auto stream = m.lease->LeaseKeepAlive(&context);
+  std::shared_ptr<EtcdMember> m = connection.member(member);
+  auto stream = m->lease->LeaseKeepAlive(&context);
   etcdserverpb::LeaseKeepAliveRequest request;
   request.set_id(lease);
   etcdserverpb::LeaseKeepAliveResponse response;
@@ -60,8 +60,9 @@ absl::StatusOr<int64_t> KeepAliveOnce(EtcdConnection& connection, size_t member,
   if (ClassifyFailure(status) == Failure::kInvalidToken) {
     (void)connection.Reauthenticate(token, absl::Now() + connection.options().timeout);
   }
+  connection.NoteFailure(member, *m, status);
   if (status.ok()) status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "keepalive stream closed");
-  return MapEtcdError(status, absl::StrCat("lease keepalive ", lease, " at ", m.address),
+  return MapEtcdError(status, absl::StrCat("lease keepalive ", lease, " at ", m->address),
                       connection.endpoints_text());
 }
 

@@ -1,8 +1,7 @@
-// ParseEtcdUrl, PrefixEnd and the Compare / Op shorthands of etcd_client.h: the parts of the
-// contract that need no connection.
+// ParseEtcdUrl and PrefixEnd of etcd_client.h: the parts of the contract that need no
+// connection.
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"

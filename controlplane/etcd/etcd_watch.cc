@@ -40,16 +40,18 @@ void EtcdWatch::Run() {
   Backoff backoff(BackoffOptions{.initial = absl::Milliseconds(200), .max = absl::Seconds(5),
                                  .multiplier = 2.0, .jitter = 0.5});
   size_t member = connection_->preferred();
-  while (!RunStream(connection_->member(member), backoff)) {
+  while (!RunStream(member, backoff)) {
     ++member;  // the next stream goes to the next member
     if (WaitStop(backoff.Next())) return;
   }
 }
 
-bool EtcdWatch::RunStream(EtcdMember& member, Backoff& backoff) {
+bool EtcdWatch::RunStream(size_t member_index, Backoff& backoff) {
+  std::shared_ptr<EtcdMember> member = connection_->member(member_index);
   grpc::ClientContext context;
   std::string token;
   if (absl::Status s = connection_->PrepareStream(&context, &token); !s.ok()) {
+    if (absl::IsUnauthenticated(s)) return EndWithError(s);  // a wrong password stays wrong
     Logger("etcd")->warn("msg=\"etcd watch cannot authenticate, retrying\" key=\"{}\" error=\"{}\"",
                          key_, s.message());
     return false;
@@ -59,7 +61,7 @@ bool EtcdWatch::RunStream(EtcdMember& member, Backoff& backoff) {
     if (stopping_) return true;
     context_ = &context;
   }
-  auto stream = member.watch->Watch(&context);
+  auto stream = member->watch->Watch(&context);
   etcdserverpb::WatchRequest request;
   etcdserverpb::WatchCreateRequest* create = request.mutable_create_request();
   create->set_key(key_);
@@ -82,11 +84,24 @@ bool EtcdWatch::RunStream(EtcdMember& member, Backoff& backoff) {
   if (ended || stopping) return true;
   if (ClassifyFailure(status) == Failure::kInvalidToken) {
     (void)connection_->Reauthenticate(token, absl::Now() + connection_->options().timeout);
+  } else if (status.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+             status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    return EndWithError(MapEtcdError(status, absl::StrCat("watch ", key_),
+                                     connection_->endpoints_text()));
   }
+  connection_->NoteFailure(member_index, *member, status);
   Logger("etcd")->info(
       "msg=\"etcd watch stream ended, reopening\" key=\"{}\" member={} next_revision={} "
-      "error=\"{}\"", key_, member.address, next_revision_, status.error_message());
+      "error=\"{}\"", key_, member->address, next_revision_, status.error_message());
   return false;
+}
+
+bool EtcdWatch::EndWithError(absl::Status error) {
+  Logger("etcd")->warn("msg=\"etcd watch ended\" key=\"{}\" error=\"{}\"", key_, error.message());
+  WatchBatch batch;
+  batch.error = std::move(error);
+  on_batch_(batch);
+  return true;
 }
 
 bool EtcdWatch::Handle(const etcdserverpb::WatchResponse& response, Backoff& backoff) {

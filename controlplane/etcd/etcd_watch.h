@@ -2,8 +2,8 @@
 // member at a time. When the stream breaks (the member died, lost its leader — the stream
 // carries "hasleader" — or the network failed) it opens another on the next member after a
 // backoff, from the revision after the last one delivered, so no event is lost or repeated.
-// Compaction of that revision ends the watch with a `compacted` batch; a cancel by etcd ends
-// it with an error batch. Destroying it cancels the stream and joins the thread (not from
+// Compaction of that revision ends the watch with a `compacted` batch; a cancel by etcd, a
+// refused password or a permission denied ends it with an error batch. Destroying it cancels the stream and joins the thread (not from
 // inside its own callback).
 #pragma once
 
@@ -31,9 +31,11 @@ class EtcdWatch final : public Watch {
  private:
   void Run();
   // One stream, until it breaks (false: open another) or the watch is over (true).
-  bool RunStream(EtcdMember& member, Backoff& backoff);
+  bool RunStream(size_t member_index, Backoff& backoff);
   // Delivers what a response carries; true when it ends the watch.
   bool Handle(const etcdserverpb::WatchResponse& response, Backoff& backoff);
+  // Delivers a batch with `error` (the watch is over); true.
+  bool EndWithError(absl::Status error);
   // Waits `d` or until destruction; true when destroying.
   bool WaitStop(absl::Duration d);
 

@@ -14,6 +14,8 @@ namespace {
 
 constexpr EtcdConnection::CallFlags kRead{.is_write = false, .require_leader = true};
 constexpr EtcdConnection::CallFlags kWrite{.is_write = true, .require_leader = true};
+constexpr EtcdConnection::CallFlags kIdempotentWrite{
+    .is_write = true, .idempotent = true, .require_leader = true};
 
 // Keys in messages: long or binary keys are cut, so a log line stays a line.
 std::string KeyText(absl::string_view key) {
@@ -107,7 +109,7 @@ absl::StatusOr<int64_t> GrpcEtcdClient::Put(const std::string& key, const std::s
   if (absl::Status s = CheckSize("put", key, request.ByteSizeLong()); !s.ok()) return s;
   etcdserverpb::PutResponse response;
   absl::Status s = connection_->Unary(
-      absl::StrCat("put ", KeyText(key)), kWrite,
+      absl::StrCat("put ", KeyText(key)), kIdempotentWrite,
       [&](EtcdMember& m, grpc::ClientContext* c) { return m.kv->Put(c, request, &response); });
   if (!s.ok()) return s;
   return response.header().revision();
@@ -121,7 +123,7 @@ absl::StatusOr<int64_t> GrpcEtcdClient::Delete(const std::string& key,
   request.set_range_end(range_end);
   etcdserverpb::DeleteRangeResponse response;
   absl::Status s = connection_->Unary(
-      absl::StrCat("delete ", KeyText(key)), kWrite, [&](EtcdMember& m, grpc::ClientContext* c) {
+      absl::StrCat("delete ", KeyText(key)), kIdempotentWrite, [&](EtcdMember& m, grpc::ClientContext* c) {
         return m.kv->DeleteRange(c, request, &response);
       });
   if (!s.ok()) return s;
@@ -189,6 +191,7 @@ absl::StatusOr<std::unique_ptr<Watch>> GrpcEtcdClient::WatchRange(
     const std::string& key, const std::string& range_end, int64_t start_revision,
     std::function<void(const WatchBatch&)> on_batch) {
   if (absl::Status s = CheckKey("watch", key); !s.ok()) return s;
+  if (!on_batch) return Refuse("watch", key, "no callback given for its batches");
   if (start_revision < 0) {
     return Refuse("watch", key, "the start revision is negative (0 = from now)");
   }
