@@ -60,7 +60,8 @@ std::string ReadSecretFile(const std::string& path) {
 }
 
 // The join token: created on first start, or adopted from the file when it was replaced by
-// hand. With replicas (etcd) the first one creates it and the others' files are copies.
+// hand. With replicas (etcd) the first one creates it and the others' files are copies: a
+// file that differs is reported, not adopted.
 absl::Status BootstrapJoinToken(Store& store, const std::string& dir, bool shared_store,
                                 const std::shared_ptr<spdlog::logger>& log) {
   const std::string join_path = absl::StrCat(dir, "/join-token");
@@ -79,6 +80,15 @@ absl::Status BootstrapJoinToken(Store& store, const std::string& dir, bool share
                 "or write a new token to the file and restart)",
                 join_path);
     }
+    return absl::OkStatus();
+  }
+  if (shared_store && join_hash->has_value() && **join_hash != Sha256Hex(join)) {
+    // Not adopted: replicas' files would take turns replacing the fleet's join token.
+    log->warn("event=join_token_file_differs path={} hint=\"this file is not the fleet's join "
+              "token (another replica set it): agents given it are refused; copy join-token "
+              "from that replica. To replace the fleet's join token, delete <prefix>/settings/"
+              "join_token_sha256 with etcdctl and restart the replica holding the new file\"",
+              join_path);
     return absl::OkStatus();
   }
   if (join.empty()) {

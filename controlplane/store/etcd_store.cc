@@ -4,6 +4,7 @@
 #include "controlplane/store/etcd_store.h"
 
 #include <algorithm>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>

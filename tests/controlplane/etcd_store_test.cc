@@ -8,12 +8,16 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
+#include <optional>
+#include <utility>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "controlplane/store/etcd_layout.h"
 #include "controlplane/store/etcd_ops.h"
 #include "tests/controlplane/etcd_store_backends.h"
@@ -221,6 +225,63 @@ TEST_F(EtcdStoreTest, TwoStoresOnOnePrefixShareOneRevisionThatGoesUpByOnePerChan
   EXPECT_EQ(Must(b->ConfigRevision()), 100u);
 }
 
+// Passes every call to a FakeEtcd, and runs `before_guarded_txn` once, just before the first
+// Txn that has compares: another replica's write landing between a read and a guarded write.
+class InterleavingEtcd final : public etcd::Client {
+ public:
+  explicit InterleavingEtcd(FakeEtcd& fake) : fake_(fake) {}
+  std::function<void()> before_guarded_txn;
+
+  absl::StatusOr<etcd::RangeResult> Range(const std::string& key,
+                                          const etcd::RangeOptions& o) override {
+    return fake_.Range(key, o);
+  }
+  absl::StatusOr<std::optional<etcd::KeyValue>> Get(const std::string& key) override {
+    return fake_.Get(key);
+  }
+  absl::StatusOr<int64_t> Put(const std::string& k, const std::string& v, int64_t l) override {
+    return fake_.Put(k, v, l);
+  }
+  absl::StatusOr<int64_t> Delete(const std::string& k, const std::string& end) override {
+    return fake_.Delete(k, end);
+  }
+  absl::StatusOr<etcd::TxnResult> Txn(const std::vector<etcd::Compare>& compares,
+                                      const std::vector<etcd::Op>& success,
+                                      const std::vector<etcd::Op>& failure) override {
+    if (!compares.empty() && before_guarded_txn) std::exchange(before_guarded_txn, nullptr)();
+    return fake_.Txn(compares, success, failure);
+  }
+  absl::Status Compact(int64_t revision) override { return fake_.Compact(revision); }
+  absl::StatusOr<int64_t> LeaseGrant(absl::Duration ttl) override { return fake_.LeaseGrant(ttl); }
+  absl::Status LeaseRevoke(int64_t lease) override { return fake_.LeaseRevoke(lease); }
+  absl::StatusOr<std::unique_ptr<etcd::KeptLease>> KeepLease(
+      absl::Duration ttl, std::function<void()> lost, std::function<void(int64_t)> renewed) override {
+    return fake_.KeepLease(ttl, std::move(lost), std::move(renewed));
+  }
+  absl::StatusOr<std::unique_ptr<etcd::Watch>> WatchRange(
+      const std::string& key, const std::string& end, int64_t from,
+      std::function<void(const etcd::WatchBatch&)> cb) override {
+    return fake_.WatchRange(key, end, from, std::move(cb));
+  }
+  std::string EndpointsText() const override { return "interleaving-fake"; }
+
+ private:
+  FakeEtcd& fake_;
+};
+
+TEST_F(EtcdStoreTest, AChangeThatLosesTheRevisionGuardToAnotherReplicaIsRetriedOnTop) {
+  InterleavingEtcd a_client(etcd_);
+  auto a = Must(OpenEtcdStore(a_client, kPrefix));
+  auto b = Open();  // another replica, on the same keys
+  ConfigWrite b_write;
+  a_client.before_guarded_txn = [&] { b_write = Must(b->SetOverride(Global("b", "1"))); };
+  ConfigWrite a_write = Must(a->SetOverride(Global("a", "1")));
+  EXPECT_EQ(b_write.revision, 1u);
+  EXPECT_EQ(a_write.revision, 2u) << "A read revision 0, B wrote 1 meanwhile: A must be 2";
+  EXPECT_EQ(Must(a->ConfigRevision()), 2u);
+  EXPECT_EQ(Must(a->ListOverrides("")).size(), 2u);
+}
+
 TEST(EtcdOpsTest, AWriterThatKeepsLosingItsGuardIsAbortedNotLooping) {
   int tries = 0;
   absl::StatusOr<int> r = RetryOnConflict<int>(5, "changing the configuration", [&] {
@@ -410,6 +471,26 @@ TEST(RealEtcdStoreTest, TwoClientsOnOnePrefixShareOneRevision) {
   std::string out;
   ASSERT_EQ(etcd.Etcdctl({"get", "/herd/config/revision", "--print-value-only"}, &out), 0);
   EXPECT_EQ(out, "80\n");
+}
+
+TEST(RealEtcdStoreTest, ThousandsOfHostsAreWrittenInTxnsAndListedInPages) {
+  EtcdStoreOptions o;
+  o.range_page = 256;
+  auto store = Must(OpenEtcdStore(*Must(SharedRealEtcd()), "/paged", o));
+  std::vector<HostRecord> hosts;
+  std::vector<HostStatus> status;
+  for (int i = 0; i < 1500; ++i) {
+    hosts.push_back(Host(absl::StrFormat("h%05d", i)));
+    status.push_back({hosts.back().host_id, i, 9});
+  }
+  HERD_ASSERT_OK(store->PutHosts(hosts));  // etcd refuses a Txn of more than 128 ops
+  HERD_ASSERT_OK(store->PutHostStatus(status));
+  std::vector<HostRecord> listed = Must(store->ListHosts());
+  ASSERT_EQ(listed.size(), 1500u);
+  for (int i = 0; i < 1500; ++i) {
+    ASSERT_EQ(listed[i].host_id, hosts[i].host_id);
+    ASSERT_EQ(listed[i].acked_config_version, 9u);
+  }
 }
 
 TEST(RealEtcdStoreTest, LosingQuorumIsUnavailableNamingIt) {
