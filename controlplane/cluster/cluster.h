@@ -7,6 +7,7 @@
 // Key layout under the etcd prefix (default /herd), so that no two parts collide:
 //   <p>/config/...          overrides and the config revision    (EtcdStore)
 //   <p>/hosts/<id>          host records                         (EtcdStore)
+//   <p>/hosts/<id>/status   a host's status written apart          (EtcdStore)
 //   <p>/rollouts/<id>       rollouts                             (EtcdStore)
 //   <p>/tokens/..., <p>/audit/..., <p>/settings/<key>             (EtcdStore)
 //   <p>/replicas/<replica>  a live replica: its address (leased) (EtcdMembership)
@@ -26,6 +27,7 @@ struct ReplicaInfo {
   std::string id;
   // host:port of its gRPC server, as peers dial it (--advertise).
   std::string address;
+  // When this replica started; 0 for peers (their key holds only the address).
   int64_t started_at_unix_ms = 0;
 };
 

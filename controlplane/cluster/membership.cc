@@ -180,11 +180,13 @@ void EtcdMembership::OnReplicas(const etcd::RangeResult* all, const etcd::WatchB
   for (const auto& ev : batch->events) {
     const std::string id = After(ev.kv.key, prefix);
     if (id.empty()) continue;
+    const bool peer = id != options_.self_id;
     if (ev.type == etcd::WatchEvent::Type::kPut) {
-      if (replicas_.count(id) == 0) log_->info("event=peer_joined replica={} address={}", id,
-                                               ev.kv.value);
+      if (peer && replicas_.count(id) == 0) {
+        log_->info("event=peer_joined replica={} address={}", id, ev.kv.value);
+      }
       replicas_[id] = info(ev.kv);
-    } else if (replicas_.erase(id) > 0) {
+    } else if (replicas_.erase(id) > 0 && peer) {
       log_->info("event=peer_left replica={}", id);
     }
   }

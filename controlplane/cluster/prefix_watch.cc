@@ -90,6 +90,12 @@ uint64_t PrefixWatch::resyncs() const {
   return resyncs_;
 }
 
+bool PrefixWatch::WaitResyncs(uint64_t n) {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait(l, [&] { return resyncs_ >= n || stop_; });
+  return resyncs_ >= n;
+}
+
 void PrefixWatch::Loop() {
   pthread_setname_np(pthread_self(), "cluster-watch");
   std::unique_lock<std::mutex> l(mu_);
@@ -105,6 +111,7 @@ void PrefixWatch::Loop() {
       resync_ = false;
       ++resyncs_;
       backoff_.Reset();
+      cv_.notify_all();
       log_->info("event=watch_resynced watch={} prefix={}", name_, prefix_);
       continue;
     }

@@ -49,8 +49,10 @@ class PrefixWatch {
   // Ends the watch and the thread; no handler runs after it returns. Idempotent.
   void Stop();
 
-  // Re-reads done after the watch ended (for tests and logs).
+  // Re-reads done after the watch ended (for tests and logs), and a wait until there are
+  // `n` (false when Stop came first).
   uint64_t resyncs() const;
+  bool WaitResyncs(uint64_t n);
 
  private:
   // Reads the keys, hands them over and watches from the revision after them.

@@ -80,9 +80,24 @@ absl::Status HostConfigService::Load() {
   return absl::OkStatus();
 }
 
+HostConfigService::LocalChange::LocalChange(HostConfigService& s) : s_(s) {
+  absl::MutexLock config_lock(&s_.config_mu_);
+  ++s_.local_changes_;
+}
+
+HostConfigService::LocalChange::~LocalChange() {
+  absl::MutexLock config_lock(&s_.config_mu_);
+  --s_.local_changes_;
+}
+
 absl::StatusOr<std::vector<std::string>> HostConfigService::ReloadFromStore() {
   {
     absl::MutexLock config_lock(&config_mu_);
+    // A change made here is in flight: its own reload and push come first (they report the
+    // hosts it changed to its caller); this one then finds that revision loaded. (Await
+    // releases config_mu_ while it waits.)
+    config_mu_.Await(absl::Condition(
+        +[](int* n) { return *n == 0; }, &local_changes_));
     auto rev = store_.ConfigRevision();
     if (!rev.ok()) return rev.status();
     if (*rev == loaded_revision_) return std::vector<std::string>();
@@ -395,6 +410,7 @@ absl::StatusOr<herd::v1::FleetConfigChange> HostConfigService::SetConfig(
   o.set_value(req.value());
   o.set_updated_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
   o.set_updated_by(actor.name);
+  LocalChange local(*this);
   auto w = store_.SetOverride(o);
   if (!w.ok()) return w.status();
   return ConfigChanged(*w, actor, "config.set",
@@ -413,6 +429,7 @@ absl::StatusOr<herd::v1::FleetConfigChange> HostConfigService::UnsetConfig(
       scope.set_host_id(e->s.record.host_id);
     }
   }
+  LocalChange local(*this);
   auto w = store_.UnsetOverride(scope, req.module(), req.key());
   if (!w.ok()) return w.status();
   return ConfigChanged(*w, actor, "config.unset",

@@ -107,6 +107,17 @@ class HostConfigService final : public ConfigService {
   std::vector<herd::v1::Override> overrides_ ABSL_GUARDED_BY(config_mu_);
   // The store's config revision the overrides were read at (at least).
   uint64_t loaded_revision_ ABSL_GUARDED_BY(config_mu_) = 0;
+  // SetConfig / UnsetConfig calls between their store write's start and their push's end:
+  // ReloadFromStore waits for none (LocalChange counts them).
+  int local_changes_ ABSL_GUARDED_BY(config_mu_) = 0;
+  class LocalChange {
+   public:
+    explicit LocalChange(HostConfigService& s);
+    ~LocalChange();
+
+   private:
+    HostConfigService& s_;
+  };
   Interner<herd::v1::ConfigSnapshot> snapshots_;
   std::atomic<uint64_t> config_pushes_{0}, config_nacks_{0};
 };

@@ -4,8 +4,9 @@
 // silences).
 //
 // Locks (the hub's order, hub.h): index_mu_ (a reader lock for lookups; written only when a
-// host registers) → one host's HostEntry::mu, never two hosts' at once. Entries are never
-// removed, so an Entry taken under the index lock stays valid after it.
+// host registers) → one host's HostEntry::mu, never two hosts' at once. Entries are removed
+// only when another replica deleted the host (Forget); they are shared, so an Entry taken
+// under the index lock stays valid after it.
 //
 // Where a host is reached: Route(host_id) is the one method through which others (the
 // relay, the hub) ask for a host's stream. Today a route is the session attached here; when

@@ -146,7 +146,16 @@ absl::StatusOr<std::optional<std::string>> Hub::JoinTokenHash() {
   // Read under the lock: agents reconnecting at once wait for one read, not one each.
   join_token_reads_.fetch_add(1, std::memory_order_relaxed);
   auto join = store_.GetSetting("join_token_sha256");
-  if (!join.ok()) return join.status();  // not cached: the next Connect asks again
+  if (!join.ok()) {
+    // Not cached: the next Connect asks again. Meanwhile the hash read last stands (the
+    // token rarely changes): agents keep reconnecting while the store has no quorum.
+    if (join_cached_) {
+      log_->warn("event=join_token_unreadable error=\"{}\" using=last_read",
+                 join.status().message());
+      return join_hash_;
+    }
+    return join.status();
+  }
   join_hash_ = *join;
   join_read_mono_ms_ = mono_ms;
   join_cached_ = true;
@@ -228,6 +237,12 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
   bool new_host = false;
   Entry e;
   if (*by_join) {
+    // Registered through another replica already: its record (registration time, acked
+    // version) is read first, so a join here re-registers it rather than starting afresh.
+    if (options_.read_unknown_hosts) {
+      auto stored = FindForCredential(hello.host_id());
+      if (!stored.ok()) return stored.status();
+    }
     e = registry_.FindOrAdd(hello.host_id(), hello.hostname(), now_ms, &new_host);
   } else {
     auto found = FindForCredential(hello.host_id());

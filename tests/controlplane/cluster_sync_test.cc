@@ -19,6 +19,7 @@
 #include "tests/fakes/fake_etcd.h"
 #include "tests/fakes/fake_host_session.h"
 #include "tests/fakes/fake_scheduler.h"
+#include "tests/fakes/no_quorum_store.h"
 #include "tests/fakes/temp_dir.h"
 
 namespace herd::controlplane {
@@ -239,6 +240,49 @@ TEST_F(ClusterSyncTest, QuorumLossKeepsStreamsAndConfigAndRecoversAlone) {
   EXPECT_FALSE(h1->closed());
   EXPECT_FALSE(h2->closed());
   b.hub->Stop();  // before the membership it reports to
+}
+
+// The hub alone while its store has no quorum (what the etcd store answers then).
+TEST_F(ClusterSyncTest, WithoutQuorumTheHubKeepsItsStreamsServesReconnectsAndRetriesWrites) {
+  auto sqlite = OpenSqliteStore(db_);
+  ASSERT_TRUE(sqlite.ok());
+  herd::testing::NoQuorumStore store(std::move(*sqlite));
+  FakeClock clock;
+  herd::testing::FakeScheduler sched{clock};
+  HubOptions options;
+  options.read_unknown_hosts = true;
+  Hub hub(store, sched, options);
+  ASSERT_TRUE(hub.Start().ok());
+  auto first = std::make_shared<FakeHostSession>();
+  ASSERT_TRUE(hub.Connect("jt", MakeHello("h1"), first).ok());
+  const std::string credential = Credential(*first);
+
+  store.no_quorum = true;
+  clock.Advance(absl::Seconds(10));  // past the join token's cache
+  // A reconnect (an agent whose replica died) is served from memory.
+  auto again = std::make_shared<FakeHostSession>();
+  absl::Status s = hub.Connect(credential, MakeHello("h1"), again);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_FALSE(again->closed());
+  // A host this replica cannot tell about is not refused for good: UNAVAILABLE, retried.
+  EXPECT_EQ(hub.Connect("hc_x", MakeHello("h9"), std::make_shared<FakeHostSession>()).code(),
+            absl::StatusCode::kUnavailable);
+  herd::v1::FleetSetConfigRequest req;
+  req.mutable_scope()->set_global(true);
+  req.set_module("app");
+  req.set_key("level");
+  req.set_value("debug");
+  auto change = hub.SetConfig(req, Actor{"test", Role::kOperator, ""});
+  EXPECT_EQ(change.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(change.status().message().find("no quorum"), std::string::npos);
+  EXPECT_EQ(hub.FlushHostRecords().code(), absl::StatusCode::kUnavailable);
+
+  store.no_quorum = false;
+  sched.Advance(absl::Seconds(1));  // the writer's retry
+  EXPECT_TRUE(hub.FlushHostRecords().ok());
+  EXPECT_TRUE(hub.SetConfig(req, Actor{"test", Role::kOperator, ""}).ok());
+  EXPECT_EQ(Level(again->last_config()), "debug");
+  hub.Stop();
 }
 
 // A fleet that records what the sync told it, and fails its reloads while told to.

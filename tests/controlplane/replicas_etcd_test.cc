@@ -160,6 +160,10 @@ TEST_F(ReplicasEtcdTest, TwoReplicasShareHostsPresenceAndConfig) {
   req.set_value("debug");
   auto change = a.hub->SetConfig(req, Actor{"test", Role::kOperator, ""});
   ASSERT_TRUE(change.ok()) << change.status();
+  // The reply names the host A pushed, though A's own watch saw the change too (the watch's
+  // reload waits for the change in flight, then finds it loaded).
+  ASSERT_EQ(change->hosts_size(), 1);
+  EXPECT_EQ(change->hosts(0), "h1");
   ASSERT_TRUE(Eventually([&] { return Level(h2->last_config()) == "debug"; }));
   EXPECT_EQ(Level(h1->last_config()), "debug");
 
