@@ -61,7 +61,8 @@ class EtcdRolloutOwnership final : public RolloutOwnership {
   bool StillOwned(const std::string& id) const override;
   absl::StatusOr<bool> Confirm(const std::string& id) override;
   absl::StatusOr<std::string> OwnerOf(const std::string& id) override;
-  // Retries releases etcd refused, and re-establishes a watch that ended (compacted).
+  // Retries releases etcd refused, and re-establishes a watch that ended (compacted), then
+  // asks the engine to read the store again (Events::resync).
   void Sweep() override;
 
   // The key of a rollout's owner.
@@ -75,8 +76,10 @@ class EtcdRolloutOwnership final : public RolloutOwnership {
     int64_t revision = 0;
   };
 
-  absl::Status WatchOwners();
-  absl::Status WatchRollouts();
+  absl::Status WatchOwners() ABSL_EXCLUSIVE_LOCKS_REQUIRED(watch_mu_);
+  absl::Status WatchRollouts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(watch_mu_);
+  // Starts the watches that ended again; true if all did.
+  bool Rewatch(bool owners, bool rollouts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(watch_mu_);
   void OnOwnerBatch(const etcd::WatchBatch& batch);
   void OnRolloutBatch(const etcd::WatchBatch& batch);
   // Deletes the owner key if it is still under `lease`.

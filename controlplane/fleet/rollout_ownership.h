@@ -34,6 +34,8 @@ class RolloutOwnership {
     // A rollout's stored record changed (any replica's write, this one's included): for the
     // watchers of rollouts that another replica runs.
     std::function<void(const herd::v1::Rollout&)> changed;
+    // Changes may have been missed (a watch had to be established again): read the store.
+    std::function<void()> resync;
   };
 
   virtual ~RolloutOwnership() = default;

@@ -289,8 +289,9 @@ TEST_F(RolloutTakeoverTest, OnlyOneReplicaWinsATakeover) {
 // step, finds the key another's, and stops: it tells no one and writes nothing.
 TEST_F(RolloutTakeoverTest, AnOwnerThatLostItsKeyNeverStepsAgain) {
   Rollout r = Create(*a_);
+  Deliver({a_.get(), b_.get()});  // b has seen it RUNNING
   Kill(*a_);
-  b_->sched.Advance(kScan);  // no watch delivered: the periodic scan finds it
+  b_->sched.Advance(kScan);  // the key's deletion not delivered: the periodic scan finds it
   EXPECT_THAT(b_->Calls(), ElementsAre("h2,h3"));
   const std::string stored = Stored(r.id()).SerializeAsString();
   ASSERT_TRUE(a_->relay.Succeed("h0"));
@@ -299,6 +300,19 @@ TEST_F(RolloutTakeoverTest, AnOwnerThatLostItsKeyNeverStepsAgain) {
   EXPECT_THAT(a_->Calls(), ElementsAre("h0,h1"));
   EXPECT_EQ(Stored(r.id()).SerializeAsString(), stored);
   EXPECT_EQ(a_->engine->counts().running, 0u);
+  EXPECT_THAT(Owners(), ElementsAre(std::make_pair(r.id(), "b")));
+}
+
+// A watch that etcd compacted missed the rollout and its owner's death: once the watches are
+// back, the store is read again and the rollout taken over.
+TEST_F(RolloutTakeoverTest, AfterACompactedWatchTheStoreIsReadAgain) {
+  Rollout r = Create(*a_);
+  Kill(*a_);
+  ASSERT_TRUE(etcd_.Compact(etcd_.revision()).ok());
+  Deliver({b_.get()});  // b's watches end: compacted
+  EXPECT_TRUE(b_->relay.restarts().empty());
+  b_->sched.Advance(kScan);
+  EXPECT_THAT(b_->Calls(), ElementsAre("h2,h3"));
   EXPECT_THAT(Owners(), ElementsAre(std::make_pair(r.id(), "b")));
 }
 
