@@ -75,6 +75,7 @@ EtcdRolloutOwnership::~EtcdRolloutOwnership() { Stop(); }
 absl::Status EtcdRolloutOwnership::Start(Events events) {
   events_ = std::move(events);
   absl::MutexLock w(&watch_mu_);
+  stopped_ = false;
   if (owner_watch_ == nullptr) {
     if (auto s = WatchOwners(); !s.ok()) return s;
   }
@@ -89,6 +90,7 @@ void EtcdRolloutOwnership::Stop() {
   std::unique_ptr<etcd::Watch> owners, rollouts;
   {
     absl::MutexLock w(&watch_mu_);
+    stopped_ = true;  // a Sweep running now starts no watch again
     owners = std::move(owner_watch_);
     rollouts = std::move(rollout_watch_);
   }
@@ -299,6 +301,7 @@ void EtcdRolloutOwnership::Sweep() {
 }
 
 bool EtcdRolloutOwnership::Rewatch(bool owners, bool rollouts) {
+  if (stopped_) return false;
   bool ok = true;
   if (owners) {
     owner_watch_.reset();  // ended already: this only frees it

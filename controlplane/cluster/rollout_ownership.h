@@ -99,6 +99,7 @@ class EtcdRolloutOwnership final : public RolloutOwnership {
   absl::Mutex watch_mu_;
   std::unique_ptr<etcd::Watch> owner_watch_ ABSL_GUARDED_BY(watch_mu_);
   std::unique_ptr<etcd::Watch> rollout_watch_ ABSL_GUARDED_BY(watch_mu_);
+  bool stopped_ ABSL_GUARDED_BY(watch_mu_) = false;
 
   mutable absl::Mutex mu_ ABSL_ACQUIRED_AFTER(watch_mu_);
   std::map<std::string, Held> owned_ ABSL_GUARDED_BY(mu_);
