@@ -23,6 +23,7 @@
 #include "tests/fakes/fake_etcd.h"
 #include "tests/fakes/fake_fleet.h"
 #include "tests/fakes/fake_scheduler.h"
+#include "tests/controlplane/rollout_records_on_etcd.h"
 
 namespace herd::controlplane {
 namespace {
@@ -44,67 +45,6 @@ std::string States(const Rollout& r) {
   }
   return absl::StrJoin(out, " ");
 }
-
-// The rollouts part of a Store, in etcd as EtcdStore keeps them; the rest is not used here.
-class EtcdRollouts final : public Store {
- public:
-  explicit EtcdRollouts(etcd::Client& etcd) : etcd_(etcd) {}
-  absl::Status PutRollout(const Rollout& r) override {
-    return etcd_.Put(Key(r.id()), r.SerializeAsString()).status();
-  }
-  absl::StatusOr<Rollout> GetRollout(const std::string& id) override {
-    auto kv = etcd_.Get(Key(id));
-    if (!kv.ok()) return kv.status();
-    if (!kv->has_value()) return absl::NotFoundError(id);
-    Rollout r;
-    if (!r.ParseFromString((*kv)->value)) return absl::DataLossError(id);
-    return r;
-  }
-  absl::StatusOr<std::vector<Rollout>> ListRollouts(size_t limit) override {
-    etcd::RangeOptions all;
-    all.range_end = absl::StrCat(kPrefix, "/rollouts0");  // the prefix's range end
-    auto kvs = etcd_.Range(Key(""), all);
-    if (!kvs.ok()) return kvs.status();
-    std::vector<Rollout> out;
-    for (const auto& kv : kvs->kvs) out.emplace_back().ParseFromString(kv.value);
-    std::stable_sort(out.begin(), out.end(), [](const Rollout& a, const Rollout& b) {
-      return a.created_at_unix_ms() > b.created_at_unix_ms();
-    });
-    if (out.size() > limit) out.resize(limit);
-    return out;
-  }
-
-  absl::Status PutHost(const HostRecord&) override { return No(); }
-  absl::Status PutHosts(const std::vector<HostRecord>&) override { return No(); }
-  absl::Status PutHostStatus(const std::vector<HostStatus>&) override { return No(); }
-  absl::StatusOr<HostRecord> GetHost(const std::string&) override { return No(); }
-  absl::StatusOr<std::vector<HostRecord>> ListHosts() override { return No(); }
-  absl::Status DeleteHost(const std::string&) override { return No(); }
-  absl::StatusOr<uint64_t> ConfigRevision() override { return No(); }
-  absl::StatusOr<ConfigWrite> SetOverride(const herd::v1::Override&) override { return No(); }
-  absl::StatusOr<ConfigWrite> UnsetOverride(const herd::v1::Scope&, const std::string&,
-                                            const std::string&) override {
-    return No();
-  }
-  absl::StatusOr<std::vector<herd::v1::Override>> ListOverrides(const std::string&) override {
-    return No();
-  }
-  absl::Status AddToken(const ApiToken&) override { return No(); }
-  absl::StatusOr<ApiToken> FindTokenBySecretHash(const std::string&) override { return No(); }
-  absl::StatusOr<std::vector<ApiToken>> ListTokens() override { return No(); }
-  absl::Status DeleteToken(const std::string&) override { return No(); }
-  absl::Status AppendAudit(const herd::v1::AuditEntry&) override { return No(); }
-  absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t) override { return No(); }
-  absl::Status PutSetting(const std::string&, const std::string&) override { return No(); }
-  absl::StatusOr<std::optional<std::string>> GetSetting(const std::string&) override {
-    return No();
-  }
-
- private:
-  static std::string Key(const std::string& id) { return absl::StrCat(kPrefix, "/rollouts/", id); }
-  static absl::Status No() { return absl::UnimplementedError("not a rollout"); }
-  etcd::Client& etcd_;
-};
 
 // A replica's directory as far as rollouts care: its id and its lease, set by the test.
 class TestReplica final : public ReplicaDirectory {
@@ -195,7 +135,7 @@ class RolloutTakeoverTest : public ::testing::Test {
   }
 
   FakeEtcd etcd_;
-  EtcdRollouts store_{etcd_};
+  RolloutRecordsOnEtcd store_{etcd_, kPrefix};
   testing::FakeFleetHosts hosts_;
   testing::FakeFleetAudit audit_;
   std::unique_ptr<Node> a_, b_;
