@@ -41,6 +41,10 @@ class EtcdRolloutOwnership final : public RolloutOwnership {
     std::string prefix = "/herd";
     // How often the engine scans for orphans and this retries what failed.
     absl::Duration scan_period = absl::Seconds(5);
+    // How long a rollout taken over waits before telling hosts (RolloutOwnership::
+    // takeover_grace): about the time agents take to find another replica (issue 22: 15 s
+    // at most), less the lease's TTL, which has passed already when the key goes.
+    absl::Duration takeover_grace = absl::Seconds(5);
   };
 
   // `etcd` and `replicas` must outlive this.
@@ -52,6 +56,7 @@ class EtcdRolloutOwnership final : public RolloutOwnership {
   bool shared() const override { return true; }
   const std::string& self_id() const override { return replicas_.self_id(); }
   absl::Duration scan_period() const override { return options_.scan_period; }
+  absl::Duration takeover_grace() const override { return options_.takeover_grace; }
   // Reads the owner keys (to name a dead owner) and starts both watches; an etcd that does
   // not answer is an error (the control plane does not start without its store).
   absl::Status Start(Events events) override;

@@ -287,10 +287,11 @@ void RolloutEngine::TakeOver(const std::string& id, const std::string& previous)
     running_[id] = a->r;
   }
   Active& taken = *active_.emplace(id, std::move(a)).first->second;
-  log_->info("event=rollout_taken_over id={} from={} batch={} interrupted={}", id, previous,
-             taken.batch, interrupted.size());
+  log_->info("event=rollout_taken_over id={} from={} batch={} interrupted={} grace_ms={}", id,
+             previous, taken.batch, interrupted.size(),
+             absl::ToInt64Milliseconds(owners_.takeover_grace()));
   Publish(taken.r);
-  Next(taken);
+  life_->Post([id](RolloutEngine& e) { e.Begin(id); }, owners_.takeover_grace());
 }
 
 void RolloutEngine::OnStoredChange(const Rollout& r) {

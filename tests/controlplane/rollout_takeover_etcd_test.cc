@@ -55,7 +55,7 @@ struct Node {
        testing::FakeFleetHosts& hosts, testing::FakeFleetAudit& audit)
       : etcd(std::move(client)),
         dir(id),
-        owners(*etcd, dir, EtcdRolloutOwnership::Options{kPrefix, absl::Seconds(5)}),
+        owners(*etcd, dir, EtcdRolloutOwnership::Options{kPrefix, absl::Seconds(5), absl::ZeroDuration()}),
         store(*etcd, kPrefix) {
     engine = std::make_unique<RolloutEngine>(hosts, relay, audit, store, sched, owners);
   }

@@ -36,6 +36,7 @@ using testing::FakeScheduler;
 
 constexpr char kPrefix[] = "/herd";
 constexpr absl::Duration kScan = absl::Seconds(5);
+constexpr absl::Duration kGrace = absl::Seconds(2);
 
 // "DONE INTERRUPTED RESTARTING PENDING ..."
 std::string States(const Rollout& r) {
@@ -67,7 +68,7 @@ class TestReplica final : public ReplicaDirectory {
 struct Node {
   Node(const std::string& id, FakeEtcd& etcd, testing::FakeFleetHosts& hosts,
        testing::FakeFleetAudit& audit, Store& store)
-      : dir(id), owners(etcd, dir, EtcdRolloutOwnership::Options{kPrefix, kScan}) {
+      : dir(id), owners(etcd, dir, EtcdRolloutOwnership::Options{kPrefix, kScan, kGrace}) {
     dir.set_lease(*etcd.LeaseGrant(absl::Seconds(10)));
     engine = std::make_unique<RolloutEngine>(hosts, relay, audit, store, sched, owners);
   }
@@ -128,10 +129,12 @@ class RolloutTakeoverTest : public ::testing::Test {
   }
   // `n` dies: etcd expires its lease (its owner keys go) and its scheduler never runs again.
   void Kill(Node& n) { etcd_.ExpireLease(n.dir.lease_id()); }
-  // The watches delivered, and what they posted run on each living node.
+  // The watches delivered, what they posted run on each living node, and a takeover's grace
+  // passed.
   void Deliver(std::initializer_list<Node*> living) {
     etcd_.DeliverWatches();
     for (Node* n : living) n->sched.RunDue();
+    for (Node* n : living) n->sched.Advance(kGrace);
   }
 
   FakeEtcd etcd_;
@@ -162,10 +165,16 @@ TEST_F(RolloutTakeoverTest, AnOwnerThatDiesMidGroupIsTakenOverAndNoHostRestartsT
   a_->sched.RunDue();  // h1 told; the owner dies before it answers
   EXPECT_EQ(States(Stored(r.id())), "DONE RESTARTING PENDING PENDING PENDING");
   Kill(*a_);
-  Deliver({b_.get()});
+  etcd_.DeliverWatches();
+  b_->sched.RunDue();
   Rollout taken = Stored(r.id());
   EXPECT_EQ(taken.state(), herd::v1::ROLLOUT_STATE_RUNNING);
-  EXPECT_EQ(States(taken), "DONE INTERRUPTED RESTARTING PENDING PENDING");
+  EXPECT_EQ(States(taken), "DONE INTERRUPTED PENDING PENDING PENDING");
+  // Its grace first (the dead owner's agents are finding another replica): nobody told yet.
+  b_->sched.Advance(kGrace - absl::Milliseconds(1));
+  EXPECT_TRUE(b_->relay.restarts().empty());
+  b_->sched.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(States(Stored(r.id())), "DONE INTERRUPTED RESTARTING PENDING PENDING");
   EXPECT_THAT(taken.hosts(1).error(), HasSubstr("told to restart by replica a"));
   EXPECT_THAT(taken.hosts(1).error(), HasSubstr("not restarted again"));
   EXPECT_THAT(taken.reason(), HasSubstr("taken over by replica b from replica a at batch 2 of 3"));
@@ -231,7 +240,7 @@ TEST_F(RolloutTakeoverTest, AnOwnerThatLostItsKeyNeverStepsAgain) {
   Rollout r = Create(*a_);
   Deliver({a_.get(), b_.get()});  // b has seen it RUNNING
   Kill(*a_);
-  b_->sched.Advance(kScan);  // the key's deletion not delivered: the periodic scan finds it
+  b_->sched.Advance(kScan + kGrace);  // the key's deletion not delivered: the scan finds it
   EXPECT_THAT(b_->Calls(), ElementsAre("h2,h3"));
   const std::string stored = Stored(r.id()).SerializeAsString();
   ASSERT_TRUE(a_->relay.Succeed("h0"));
@@ -251,7 +260,7 @@ TEST_F(RolloutTakeoverTest, AfterACompactedWatchTheStoreIsReadAgain) {
   ASSERT_TRUE(etcd_.Compact(etcd_.revision()).ok());
   Deliver({b_.get()});  // b's watches end: compacted
   EXPECT_TRUE(b_->relay.restarts().empty());
-  b_->sched.Advance(kScan);
+  b_->sched.Advance(kScan + kGrace);
   EXPECT_THAT(b_->Calls(), ElementsAre("h2,h3"));
   EXPECT_THAT(Owners(), ElementsAre(std::make_pair(r.id(), "b")));
 }
@@ -311,6 +320,7 @@ TEST_F(RolloutTakeoverTest, AReplicaStartingFindsARolloutWithNoOwnerAndTakesItOv
   Kill(*a_);
   etcd_.DeliverWatches();  // nobody else is there
   auto c = Start("c");      // its first scan, at start
+  c->sched.Advance(kGrace);
   EXPECT_THAT(c->Calls(), ElementsAre("h2,h3"));
   EXPECT_THAT(Owners(), ElementsAre(std::make_pair(r.id(), "c")));
   EXPECT_THAT(Stored(r.id()).reason(), HasSubstr("from its previous owner"));
