@@ -153,6 +153,7 @@ void RolloutEngine::StopShared() {
   for (const auto& id : ids) {
     Active* a = FindActive(id);
     if (a == nullptr) continue;
+    a->confirmed = false;  // this is a step of its own: it confirms again
     ApplyAnswers(*a);  // the answers in already count
     if (a->failures >= a->r.failure_threshold()) {
       Finish(id, herd::v1::ROLLOUT_STATE_FAILED,
@@ -160,7 +161,6 @@ void RolloutEngine::StopShared() {
                           ")"));
       continue;
     }
-    a->confirmed = false;
     if (!Owned(*a)) continue;  // dropped, or the store cannot take the record anyway
     // Handed over, not aborted: stored as it is, the owner key released, and whichever
     // replica wins the key goes on from this record.
