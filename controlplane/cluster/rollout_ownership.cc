@@ -75,6 +75,7 @@ EtcdRolloutOwnership::~EtcdRolloutOwnership() { Stop(); }
 absl::Status EtcdRolloutOwnership::Start(Events events) {
   events_ = std::move(events);
   absl::MutexLock w(&watch_mu_);
+  stopped_ = false;
   if (owner_watch_ == nullptr) {
     if (auto s = WatchOwners(); !s.ok()) return s;
   }
@@ -89,6 +90,7 @@ void EtcdRolloutOwnership::Stop() {
   std::unique_ptr<etcd::Watch> owners, rollouts;
   {
     absl::MutexLock w(&watch_mu_);
+    stopped_ = true;  // a Sweep running now starts no watch again
     owners = std::move(owner_watch_);
     rollouts = std::move(rollout_watch_);
   }
@@ -289,13 +291,25 @@ void EtcdRolloutOwnership::Sweep() {
     }
   }
   if (!owners && !rollouts) return;
-  absl::MutexLock w(&watch_mu_);
+  bool resumed = false;
+  {
+    absl::MutexLock w(&watch_mu_);
+    resumed = Rewatch(owners, rollouts);
+  }
+  // What the ended watch would have said is in the store: the engine reads it again.
+  if (resumed && events_.resync) events_.resync();
+}
+
+bool EtcdRolloutOwnership::Rewatch(bool owners, bool rollouts) {
+  if (stopped_) return false;
+  bool ok = true;
   if (owners) {
     owner_watch_.reset();  // ended already: this only frees it
     if (auto s = WatchOwners(); !s.ok()) {
       log_->warn("event=owner_watch_not_restarted error=\"{}\"", s.message());
       absl::MutexLock l(&mu_);
       rewatch_owners_ = true;
+      ok = false;
     }
   }
   if (rollouts) {
@@ -304,8 +318,11 @@ void EtcdRolloutOwnership::Sweep() {
       log_->warn("event=rollout_watch_not_restarted error=\"{}\"", s.message());
       absl::MutexLock l(&mu_);
       rewatch_rollouts_ = true;
+      ok = false;
     }
   }
+  if (ok) log_->info("event=watches_restarted owners={} rollouts={}", owners, rollouts);
+  return ok;
 }
 
 }  // namespace herd::controlplane

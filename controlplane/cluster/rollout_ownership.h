@@ -41,6 +41,10 @@ class EtcdRolloutOwnership final : public RolloutOwnership {
     std::string prefix = "/herd";
     // How often the engine scans for orphans and this retries what failed.
     absl::Duration scan_period = absl::Seconds(5);
+    // How long a rollout taken over waits before telling hosts (RolloutOwnership::
+    // takeover_grace): about the time agents take to find another replica (issue 22: 15 s
+    // at most), less the lease's TTL, which has passed already when the key goes.
+    absl::Duration takeover_grace = absl::Seconds(5);
   };
 
   // `etcd` and `replicas` must outlive this.
@@ -52,6 +56,7 @@ class EtcdRolloutOwnership final : public RolloutOwnership {
   bool shared() const override { return true; }
   const std::string& self_id() const override { return replicas_.self_id(); }
   absl::Duration scan_period() const override { return options_.scan_period; }
+  absl::Duration takeover_grace() const override { return options_.takeover_grace; }
   // Reads the owner keys (to name a dead owner) and starts both watches; an etcd that does
   // not answer is an error (the control plane does not start without its store).
   absl::Status Start(Events events) override;
@@ -61,7 +66,8 @@ class EtcdRolloutOwnership final : public RolloutOwnership {
   bool StillOwned(const std::string& id) const override;
   absl::StatusOr<bool> Confirm(const std::string& id) override;
   absl::StatusOr<std::string> OwnerOf(const std::string& id) override;
-  // Retries releases etcd refused, and re-establishes a watch that ended (compacted).
+  // Retries releases etcd refused, and re-establishes a watch that ended (compacted), then
+  // asks the engine to read the store again (Events::resync).
   void Sweep() override;
 
   // The key of a rollout's owner.
@@ -75,8 +81,10 @@ class EtcdRolloutOwnership final : public RolloutOwnership {
     int64_t revision = 0;
   };
 
-  absl::Status WatchOwners();
-  absl::Status WatchRollouts();
+  absl::Status WatchOwners() ABSL_EXCLUSIVE_LOCKS_REQUIRED(watch_mu_);
+  absl::Status WatchRollouts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(watch_mu_);
+  // Starts the watches that ended again; true if all did.
+  bool Rewatch(bool owners, bool rollouts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(watch_mu_);
   void OnOwnerBatch(const etcd::WatchBatch& batch);
   void OnRolloutBatch(const etcd::WatchBatch& batch);
   // Deletes the owner key if it is still under `lease`.
@@ -96,6 +104,7 @@ class EtcdRolloutOwnership final : public RolloutOwnership {
   absl::Mutex watch_mu_;
   std::unique_ptr<etcd::Watch> owner_watch_ ABSL_GUARDED_BY(watch_mu_);
   std::unique_ptr<etcd::Watch> rollout_watch_ ABSL_GUARDED_BY(watch_mu_);
+  bool stopped_ ABSL_GUARDED_BY(watch_mu_) = false;
 
   mutable absl::Mutex mu_ ABSL_ACQUIRED_AFTER(watch_mu_);
   std::map<std::string, Held> owned_ ABSL_GUARDED_BY(mu_);

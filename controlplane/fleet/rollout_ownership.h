@@ -34,6 +34,8 @@ class RolloutOwnership {
     // A rollout's stored record changed (any replica's write, this one's included): for the
     // watchers of rollouts that another replica runs.
     std::function<void(const herd::v1::Rollout&)> changed;
+    // Changes may have been missed (a watch had to be established again): read the store.
+    std::function<void()> resync;
   };
 
   virtual ~RolloutOwnership() = default;
@@ -47,6 +49,10 @@ class RolloutOwnership {
   // How often the engine looks for rollouts it lost and RUNNING ones with no owner (and
   // calls Sweep). InfiniteDuration: never (single node).
   virtual absl::Duration scan_period() const = 0;
+  // How long a rollout taken over waits before it tells its next group: the dead owner's
+  // agents are moving to other replicas meanwhile, and a host told while it has no stream
+  // answers "offline", a failure.
+  virtual absl::Duration takeover_grace() const = 0;
 
   // Starts delivering Events; Stop ends them (after it returns no event runs).
   virtual absl::Status Start(Events events) = 0;
@@ -77,6 +83,7 @@ class SingleNodeOwnership final : public RolloutOwnership {
   bool shared() const override { return false; }
   const std::string& self_id() const override { return self_id_; }
   absl::Duration scan_period() const override { return absl::InfiniteDuration(); }
+  absl::Duration takeover_grace() const override { return absl::ZeroDuration(); }
   absl::Status Start(Events) override { return absl::OkStatus(); }
   void Stop() override {}
   absl::Status Acquire(const std::string&) override { return absl::OkStatus(); }

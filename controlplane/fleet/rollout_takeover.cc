@@ -28,11 +28,10 @@ using herd::v1::Rollout;
 
 namespace {
 
-// Rollouts looked at by the scan at start (as Start does on one machine), then by each
-// periodic scan: the most recent ones (a RUNNING rollout is among them unless a hundred
-// were created since it started).
-constexpr size_t kFirstScanLimit = 1000;
-constexpr size_t kScanLimit = 100;
+// Rollouts a scan that reads the store looks at (as Start does on one machine): the most
+// recent ones. Only at start and after a watch was re-established: EtcdStore lists rollouts
+// by reading every record, which a scan every few seconds must not do.
+constexpr size_t kStoreScanLimit = 1000;
 // Hosts named in a takeover's reason (all of them are in the record and the audit entry).
 constexpr size_t kHostsNamed = 5;
 
@@ -136,8 +135,12 @@ absl::Status RolloutEngine::StartShared() {
   events.changed = [life = life_](const Rollout& r) {
     life->Post([r](RolloutEngine& e) { e.OnStoredChange(r); });
   };
+  events.resync = [life = life_] { life->Post([](RolloutEngine& e) { e.Scan(true); }); };
   if (auto s = owners_.Start(std::move(events)); !s.ok()) return s;
-  life_->Post([](RolloutEngine& e) { e.Scan(kFirstScanLimit); });
+  life_->Post([](RolloutEngine& e) { e.Scan(true); });
+  if (owners_.scan_period() < absl::InfiniteDuration()) {
+    life_->Post([](RolloutEngine& e) { e.Tick(); }, owners_.scan_period());
+  }
   return absl::OkStatus();
 }
 
@@ -150,6 +153,7 @@ void RolloutEngine::StopShared() {
   for (const auto& id : ids) {
     Active* a = FindActive(id);
     if (a == nullptr) continue;
+    a->confirmed = false;  // this is a step of its own: it confirms again
     ApplyAnswers(*a);  // the answers in already count
     if (a->failures >= a->r.failure_threshold()) {
       Finish(id, herd::v1::ROLLOUT_STATE_FAILED,
@@ -157,7 +161,6 @@ void RolloutEngine::StopShared() {
                           ")"));
       continue;
     }
-    a->confirmed = false;
     if (!Owned(*a)) continue;  // dropped, or the store cannot take the record anyway
     // Handed over, not aborted: stored as it is, the owner key released, and whichever
     // replica wins the key goes on from this record.
@@ -170,44 +173,52 @@ void RolloutEngine::StopShared() {
   }
 }
 
-void RolloutEngine::Scan(size_t limit) {
+void RolloutEngine::Tick() {
+  Scan(false);
+  life_->Post([](RolloutEngine& e) { e.Tick(); }, owners_.scan_period());
+}
+
+void RolloutEngine::Scan(bool read_store) {
   owners_.Sweep();
-  // RUNNING rollouts not run here with no owner (their owner's key went while this replica
-  // did not watch: before it started, or a watch that had to be re-established).
-  std::vector<std::string> orphans;
-  if (auto stored = store_.ListRollouts(limit); stored.ok()) {
-    for (const auto& r : *stored) {
-      if (r.state() != herd::v1::ROLLOUT_STATE_RUNNING) continue;
-      {
-        absl::MutexLock l(&mu_);
-        if (running_.count(r.id())) continue;
+  if (read_store) {
+    if (auto stored = store_.ListRollouts(kStoreScanLimit); stored.ok()) {
+      absl::MutexLock l(&mu_);
+      for (const auto& r : *stored) {
+        if (r.state() == herd::v1::ROLLOUT_STATE_RUNNING) seen_running_.insert(r.id());
       }
-      auto owner = owners_.OwnerOf(r.id());
-      if (owner.ok() && owner->empty()) orphans.push_back(r.id());
+    } else {
+      log_->warn("event=rollout_scan_failed error=\"{}\"", stored.status().message());
+      life_->Post([](RolloutEngine& e) { e.Scan(true); }, owners_.scan_period());
     }
-  } else {
-    log_->warn("event=rollout_scan_failed error=\"{}\"", stored.status().message());
   }
+  // RUNNING rollouts not run here with no owner: their owner's key went while this replica
+  // did not watch, or a takeover did not get through (no quorum then).
+  std::vector<std::string> candidates, orphans;
   {
-    absl::MutexLock s(&step_mu_);
-    std::vector<std::string> ids;
-    for (const auto& [id, a] : active_) ids.push_back(id);
-    for (const auto& id : ids) {
-      auto it = active_.find(id);
-      if (it == active_.end()) continue;
-      Active& a = *it->second;
-      a.confirmed = false;
-      if (a.stalled) {
-        Continue(a);  // confirms again, then goes on where it stalled
-      } else if (!owners_.StillOwned(id)) {
-        Drop(id, "this replica's lease was replaced or its owner key deleted");
-      }
+    absl::MutexLock l(&mu_);
+    for (const auto& id : seen_running_) {
+      if (!running_.count(id)) candidates.push_back(id);
     }
-    for (const auto& id : orphans) TakeOver(id, "");
   }
-  if (owners_.scan_period() < absl::InfiniteDuration()) {
-    life_->Post([](RolloutEngine& e) { e.Scan(kScanLimit); }, owners_.scan_period());
+  for (const auto& id : candidates) {
+    auto owner = owners_.OwnerOf(id);
+    if (owner.ok() && owner->empty()) orphans.push_back(id);
   }
+  absl::MutexLock s(&step_mu_);
+  std::vector<std::string> ids;
+  for (const auto& [id, a] : active_) ids.push_back(id);
+  for (const auto& id : ids) {
+    auto it = active_.find(id);
+    if (it == active_.end()) continue;
+    Active& a = *it->second;
+    a.confirmed = false;
+    if (a.stalled) {
+      Continue(a);  // confirms again, then goes on where it stalled
+    } else if (!owners_.StillOwned(id)) {
+      Drop(id, "this replica's lease was replaced or its owner key deleted");
+    }
+  }
+  for (const auto& id : orphans) TakeOver(id, "");
 }
 
 void RolloutEngine::OnOwnerGone(const std::string& id, const std::string& previous) {
@@ -230,8 +241,14 @@ void RolloutEngine::TakeOver(const std::string& id, const std::string& previous)
     if (stopping_ || running_.count(id)) return;
   }
   // Most keys that go are of rollouts that finished: read before contending for the key.
+  // (Not RUNNING: no longer a candidate for Scan; unreadable: the next scan tries again.)
   auto seen = store_.GetRollout(id);
-  if (!seen.ok() || seen->state() != herd::v1::ROLLOUT_STATE_RUNNING) return;
+  if (!seen.ok()) return;
+  if (seen->state() != herd::v1::ROLLOUT_STATE_RUNNING) {
+    absl::MutexLock l(&mu_);
+    seen_running_.erase(id);
+    return;
+  }
   if (auto s = owners_.Acquire(id); !s.ok()) {
     log_->debug("event=rollout_takeover_skipped id={} why=\"{}\"", id, s.message());
     return;
@@ -241,6 +258,10 @@ void RolloutEngine::TakeOver(const std::string& id, const std::string& previous)
   if (!r.ok() || r->state() != herd::v1::ROLLOUT_STATE_RUNNING) {
     owners_.Release(id);
     return;
+  }
+  {
+    absl::MutexLock l(&mu_);
+    seen_running_.insert(id);
   }
   const std::string& self = owners_.self_id();
   auto a = std::make_unique<Active>();
@@ -266,10 +287,11 @@ void RolloutEngine::TakeOver(const std::string& id, const std::string& previous)
     running_[id] = a->r;
   }
   Active& taken = *active_.emplace(id, std::move(a)).first->second;
-  log_->info("event=rollout_taken_over id={} from={} batch={} interrupted={}", id, previous,
-             taken.batch, interrupted.size());
+  log_->info("event=rollout_taken_over id={} from={} batch={} interrupted={} grace_ms={}", id,
+             previous, taken.batch, interrupted.size(),
+             absl::ToInt64Milliseconds(owners_.takeover_grace()));
   Publish(taken.r);
-  Next(taken);
+  life_->Post([id](RolloutEngine& e) { e.Begin(id); }, owners_.takeover_grace());
 }
 
 void RolloutEngine::OnStoredChange(const Rollout& r) {
@@ -277,6 +299,11 @@ void RolloutEngine::OnStoredChange(const Rollout& r) {
   absl::MutexLock w(&watch_mu_);
   {
     absl::MutexLock l(&mu_);
+    if (r.state() == herd::v1::ROLLOUT_STATE_RUNNING) {
+      seen_running_.insert(r.id());
+    } else {
+      seen_running_.erase(r.id());
+    }
     if (running_.count(r.id())) return;  // run here: Publish told its watchers
     for (const auto& [wid, watch] : watchers_) {
       if (watch.first == r.id()) ws.push_back(watch.second);

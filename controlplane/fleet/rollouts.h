@@ -32,6 +32,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -116,9 +117,12 @@ class RolloutEngine {
   void Drop(const std::string& id, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
   absl::Status StartShared();
   void StopShared() ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
-  // Every scan_period: drops rollouts lost, retries stalled ones, takes over RUNNING ones
-  // with no owner among the `limit` most recent.
-  void Scan(size_t limit);
+  // Drops rollouts lost, retries stalled ones, and takes over the RUNNING ones with no
+  // owner: those known RUNNING from the stored changes seen (one etcd read each), and, with
+  // `read_store` (at start, after a watch was re-established), those the store lists.
+  void Scan(bool read_store);
+  // Scan every scan_period.
+  void Tick();
   void OnOwnerGone(const std::string& id, const std::string& previous);
   // Resumes a RUNNING rollout with no owner from its stored record, if this replica wins it.
   void TakeOver(const std::string& id, const std::string& previous)
@@ -163,6 +167,9 @@ class RolloutEngine {
   // of each watched rollout, so that a stored change is given once, and never an older one
   // (this replica's own writes come back through the ownership's `changed` too).
   std::map<std::string, uint64_t> delivered_ ABSL_GUARDED_BY(mu_);
+  // Replicas: the rollouts whose latest stored record seen is RUNNING, run here or not (from
+  // the stored changes and the store's list): what Scan checks for an owner.
+  std::set<std::string> seen_running_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   Counts finished_ ABSL_GUARDED_BY(mu_);
 };

@@ -23,6 +23,7 @@
 #include "tests/fakes/fake_etcd.h"
 #include "tests/fakes/fake_fleet.h"
 #include "tests/fakes/fake_scheduler.h"
+#include "tests/controlplane/rollout_records_on_etcd.h"
 
 namespace herd::controlplane {
 namespace {
@@ -35,6 +36,7 @@ using testing::FakeScheduler;
 
 constexpr char kPrefix[] = "/herd";
 constexpr absl::Duration kScan = absl::Seconds(5);
+constexpr absl::Duration kGrace = absl::Seconds(2);
 
 // "DONE INTERRUPTED RESTARTING PENDING ..."
 std::string States(const Rollout& r) {
@@ -44,67 +46,6 @@ std::string States(const Rollout& r) {
   }
   return absl::StrJoin(out, " ");
 }
-
-// The rollouts part of a Store, in etcd as EtcdStore keeps them; the rest is not used here.
-class EtcdRollouts final : public Store {
- public:
-  explicit EtcdRollouts(etcd::Client& etcd) : etcd_(etcd) {}
-  absl::Status PutRollout(const Rollout& r) override {
-    return etcd_.Put(Key(r.id()), r.SerializeAsString()).status();
-  }
-  absl::StatusOr<Rollout> GetRollout(const std::string& id) override {
-    auto kv = etcd_.Get(Key(id));
-    if (!kv.ok()) return kv.status();
-    if (!kv->has_value()) return absl::NotFoundError(id);
-    Rollout r;
-    if (!r.ParseFromString((*kv)->value)) return absl::DataLossError(id);
-    return r;
-  }
-  absl::StatusOr<std::vector<Rollout>> ListRollouts(size_t limit) override {
-    etcd::RangeOptions all;
-    all.range_end = absl::StrCat(kPrefix, "/rollouts0");  // the prefix's range end
-    auto kvs = etcd_.Range(Key(""), all);
-    if (!kvs.ok()) return kvs.status();
-    std::vector<Rollout> out;
-    for (const auto& kv : kvs->kvs) out.emplace_back().ParseFromString(kv.value);
-    std::stable_sort(out.begin(), out.end(), [](const Rollout& a, const Rollout& b) {
-      return a.created_at_unix_ms() > b.created_at_unix_ms();
-    });
-    if (out.size() > limit) out.resize(limit);
-    return out;
-  }
-
-  absl::Status PutHost(const HostRecord&) override { return No(); }
-  absl::Status PutHosts(const std::vector<HostRecord>&) override { return No(); }
-  absl::Status PutHostStatus(const std::vector<HostStatus>&) override { return No(); }
-  absl::StatusOr<HostRecord> GetHost(const std::string&) override { return No(); }
-  absl::StatusOr<std::vector<HostRecord>> ListHosts() override { return No(); }
-  absl::Status DeleteHost(const std::string&) override { return No(); }
-  absl::StatusOr<uint64_t> ConfigRevision() override { return No(); }
-  absl::StatusOr<ConfigWrite> SetOverride(const herd::v1::Override&) override { return No(); }
-  absl::StatusOr<ConfigWrite> UnsetOverride(const herd::v1::Scope&, const std::string&,
-                                            const std::string&) override {
-    return No();
-  }
-  absl::StatusOr<std::vector<herd::v1::Override>> ListOverrides(const std::string&) override {
-    return No();
-  }
-  absl::Status AddToken(const ApiToken&) override { return No(); }
-  absl::StatusOr<ApiToken> FindTokenBySecretHash(const std::string&) override { return No(); }
-  absl::StatusOr<std::vector<ApiToken>> ListTokens() override { return No(); }
-  absl::Status DeleteToken(const std::string&) override { return No(); }
-  absl::Status AppendAudit(const herd::v1::AuditEntry&) override { return No(); }
-  absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t) override { return No(); }
-  absl::Status PutSetting(const std::string&, const std::string&) override { return No(); }
-  absl::StatusOr<std::optional<std::string>> GetSetting(const std::string&) override {
-    return No();
-  }
-
- private:
-  static std::string Key(const std::string& id) { return absl::StrCat(kPrefix, "/rollouts/", id); }
-  static absl::Status No() { return absl::UnimplementedError("not a rollout"); }
-  etcd::Client& etcd_;
-};
 
 // A replica's directory as far as rollouts care: its id and its lease, set by the test.
 class TestReplica final : public ReplicaDirectory {
@@ -127,7 +68,7 @@ class TestReplica final : public ReplicaDirectory {
 struct Node {
   Node(const std::string& id, FakeEtcd& etcd, testing::FakeFleetHosts& hosts,
        testing::FakeFleetAudit& audit, Store& store)
-      : dir(id), owners(etcd, dir, EtcdRolloutOwnership::Options{kPrefix, kScan}) {
+      : dir(id), owners(etcd, dir, EtcdRolloutOwnership::Options{kPrefix, kScan, kGrace}) {
     dir.set_lease(*etcd.LeaseGrant(absl::Seconds(10)));
     engine = std::make_unique<RolloutEngine>(hosts, relay, audit, store, sched, owners);
   }
@@ -188,14 +129,16 @@ class RolloutTakeoverTest : public ::testing::Test {
   }
   // `n` dies: etcd expires its lease (its owner keys go) and its scheduler never runs again.
   void Kill(Node& n) { etcd_.ExpireLease(n.dir.lease_id()); }
-  // The watches delivered, and what they posted run on each living node.
+  // The watches delivered, what they posted run on each living node, and a takeover's grace
+  // passed.
   void Deliver(std::initializer_list<Node*> living) {
     etcd_.DeliverWatches();
     for (Node* n : living) n->sched.RunDue();
+    for (Node* n : living) n->sched.Advance(kGrace);
   }
 
   FakeEtcd etcd_;
-  EtcdRollouts store_{etcd_};
+  RolloutRecordsOnEtcd store_{etcd_, kPrefix};
   testing::FakeFleetHosts hosts_;
   testing::FakeFleetAudit audit_;
   std::unique_ptr<Node> a_, b_;
@@ -222,10 +165,16 @@ TEST_F(RolloutTakeoverTest, AnOwnerThatDiesMidGroupIsTakenOverAndNoHostRestartsT
   a_->sched.RunDue();  // h1 told; the owner dies before it answers
   EXPECT_EQ(States(Stored(r.id())), "DONE RESTARTING PENDING PENDING PENDING");
   Kill(*a_);
-  Deliver({b_.get()});
+  etcd_.DeliverWatches();
+  b_->sched.RunDue();
   Rollout taken = Stored(r.id());
   EXPECT_EQ(taken.state(), herd::v1::ROLLOUT_STATE_RUNNING);
-  EXPECT_EQ(States(taken), "DONE INTERRUPTED RESTARTING PENDING PENDING");
+  EXPECT_EQ(States(taken), "DONE INTERRUPTED PENDING PENDING PENDING");
+  // Its grace first (the dead owner's agents are finding another replica): nobody told yet.
+  b_->sched.Advance(kGrace - absl::Milliseconds(1));
+  EXPECT_TRUE(b_->relay.restarts().empty());
+  b_->sched.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(States(Stored(r.id())), "DONE INTERRUPTED RESTARTING PENDING PENDING");
   EXPECT_THAT(taken.hosts(1).error(), HasSubstr("told to restart by replica a"));
   EXPECT_THAT(taken.hosts(1).error(), HasSubstr("not restarted again"));
   EXPECT_THAT(taken.reason(), HasSubstr("taken over by replica b from replica a at batch 2 of 3"));
@@ -289,8 +238,9 @@ TEST_F(RolloutTakeoverTest, OnlyOneReplicaWinsATakeover) {
 // step, finds the key another's, and stops: it tells no one and writes nothing.
 TEST_F(RolloutTakeoverTest, AnOwnerThatLostItsKeyNeverStepsAgain) {
   Rollout r = Create(*a_);
+  Deliver({a_.get(), b_.get()});  // b has seen it RUNNING
   Kill(*a_);
-  b_->sched.Advance(kScan);  // no watch delivered: the periodic scan finds it
+  b_->sched.Advance(kScan + kGrace);  // the key's deletion not delivered: the scan finds it
   EXPECT_THAT(b_->Calls(), ElementsAre("h2,h3"));
   const std::string stored = Stored(r.id()).SerializeAsString();
   ASSERT_TRUE(a_->relay.Succeed("h0"));
@@ -299,6 +249,19 @@ TEST_F(RolloutTakeoverTest, AnOwnerThatLostItsKeyNeverStepsAgain) {
   EXPECT_THAT(a_->Calls(), ElementsAre("h0,h1"));
   EXPECT_EQ(Stored(r.id()).SerializeAsString(), stored);
   EXPECT_EQ(a_->engine->counts().running, 0u);
+  EXPECT_THAT(Owners(), ElementsAre(std::make_pair(r.id(), "b")));
+}
+
+// A watch that etcd compacted missed the rollout and its owner's death: once the watches are
+// back, the store is read again and the rollout taken over.
+TEST_F(RolloutTakeoverTest, AfterACompactedWatchTheStoreIsReadAgain) {
+  Rollout r = Create(*a_);
+  Kill(*a_);
+  ASSERT_TRUE(etcd_.Compact(etcd_.revision()).ok());
+  Deliver({b_.get()});  // b's watches end: compacted
+  EXPECT_TRUE(b_->relay.restarts().empty());
+  b_->sched.Advance(kScan + kGrace);
+  EXPECT_THAT(b_->Calls(), ElementsAre("h2,h3"));
   EXPECT_THAT(Owners(), ElementsAre(std::make_pair(r.id(), "b")));
 }
 
@@ -357,6 +320,7 @@ TEST_F(RolloutTakeoverTest, AReplicaStartingFindsARolloutWithNoOwnerAndTakesItOv
   Kill(*a_);
   etcd_.DeliverWatches();  // nobody else is there
   auto c = Start("c");      // its first scan, at start
+  c->sched.Advance(kGrace);
   EXPECT_THAT(c->Calls(), ElementsAre("h2,h3"));
   EXPECT_THAT(Owners(), ElementsAre(std::make_pair(r.id(), "c")));
   EXPECT_THAT(Stored(r.id()).reason(), HasSubstr("from its previous owner"));
