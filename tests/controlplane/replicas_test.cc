@@ -553,6 +553,25 @@ TEST_F(ReplicasTest, ADeadReplicaLeavesAPartialListingThatNamesIt) {
   auto trailing = get_ctx.GetServerTrailingMetadata().find(kUnreachableReplicasHeader);
   ASSERT_NE(trailing, get_ctx.GetServerTrailingMetadata().end());
   EXPECT_EQ(std::string(trailing->second.data(), trailing->second.size()), "C");
+  // What only the holder has fails, and says which replica it asked.
+  herd::v1::QuerySeriesRequest query;
+  query.set_host_id("h5");
+  query.set_metric("cpu");
+  herd::v1::Series series;
+  grpc::Status st = a_->FleetStub()->QuerySeries(Ctx("v_secret").get(), query, &series);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(st.error_message(), HasSubstr("replica C"));
+  herd::v1::FleetLogsRequest logs;
+  logs.set_host_id("h5");
+  logs.set_unit("app");
+  auto logs_ctx = Ctx("v_secret");
+  auto stub = a_->FleetStub();
+  auto stream = stub->StreamLogs(logs_ctx.get(), logs);
+  herd::v1::LogLine line;
+  EXPECT_FALSE(stream->Read(&line));
+  st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(st.error_message(), HasSubstr("replica C"));
 }
 
 // Directories that disagree (each thinks the other holds h1) send a call one hop, not round.
@@ -569,6 +588,68 @@ TEST_F(ReplicasTest, DirectoriesThatDisagreeMakeNoCallLoop) {
   EXPECT_THAT(HostIds(hosts), ElementsAre("h1", "h2", "h3"));
   EXPECT_EQ(a_->links->counts().forwarded_calls, 2u);
   EXPECT_EQ(b_->links->counts().forwarded_calls, 0u);
+}
+
+// ---------------------------------------------------------------------------------------
+// PeerLinks alone: no server is dialled (a channel connects on its first call).
+
+TEST(PeerLinksTest, CallsPastTheBoundAreRefusedAndCountedUntilASlotIsGivenBack) {
+  herd::testing::FakeReplicas dir("A");
+  dir.SetReplica("B", "127.0.0.1:1");
+  PeerLinkOptions options;
+  options.max_calls = 2;
+  PeerLinks links(dir, grpc::InsecureChannelCredentials(), options);
+  const ReplicaInfo b = links.Peers().at(0);
+  auto first = links.Open(b);
+  auto second = links.Open(b);
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto third = links.Open(b);
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(third.status().message()), HasSubstr("2 calls open"));
+  EXPECT_EQ(links.counts().refused_calls, 1u);
+  EXPECT_EQ(links.counts().open_calls, 2u);
+  first = absl::UnavailableError("done");  // its slot is given back
+  EXPECT_TRUE(links.Open(b).ok());
+  EXPECT_EQ(links.counts().forwarded_calls, 3u);
+}
+
+TEST(PeerLinksTest, OneChannelPerPeerDroppedWhenThePeerLeaves) {
+  herd::testing::FakeReplicas dir("A");
+  dir.SetReplica("A", "127.0.0.1:1");
+  dir.SetReplica("B", "127.0.0.1:2");
+  PeerLinks links(dir, grpc::InsecureChannelCredentials());
+  auto peers = links.Peers();
+  ASSERT_EQ(peers.size(), 1u);  // not itself
+  auto one = links.Open(peers[0]);
+  auto two = links.Open(peers[0]);
+  ASSERT_TRUE(one.ok() && two.ok());
+  EXPECT_EQ(one->fleet, two->fleet);
+  EXPECT_EQ(links.counts().channels, 1u);
+  // Moved: a new channel to the new address.
+  dir.SetReplica("B", "127.0.0.1:3");
+  auto moved = links.Open(links.Peers().at(0));
+  ASSERT_TRUE(moved.ok());
+  EXPECT_NE(moved->fleet, one->fleet);
+  dir.RemoveReplica("B");
+  EXPECT_TRUE(links.Peers().empty());
+  EXPECT_EQ(links.counts().channels, 0u);
+}
+
+TEST(PeerLinksTest, AForwardedCallCarriesTheSecretTheBearerAndTheNearerDeadline) {
+  herd::testing::FakeReplicas dir("A", "s3cret");
+  PeerLinks links(dir, grpc::InsecureChannelCredentials());
+  ForwardedCall call;
+  call.authorization = "Bearer v_secret";
+  call.deadline = absl::Now() + absl::Seconds(2);
+  grpc::ClientContext ctx;
+  links.Prepare(ctx, call, absl::Seconds(5));
+  const absl::Time deadline = absl::FromChrono(ctx.deadline());
+  EXPECT_LE(deadline, call.deadline);
+  EXPECT_GT(deadline, absl::Now() + absl::Seconds(1));
+  // A stream with no caller deadline has none.
+  grpc::ClientContext stream;
+  links.Prepare(stream, ForwardedCall{}, absl::InfiniteDuration());
+  EXPECT_EQ(stream.deadline(), std::chrono::system_clock::time_point::max());
 }
 
 }  // namespace
