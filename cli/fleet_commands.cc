@@ -213,6 +213,16 @@ int FleetCommands::Fail(const grpc::Status& s) {
   return 1;
 }
 
+// Replicas of the control plane that did not answer a listing: their hosts were listed from
+// the records of the replica asked, which may be stale.
+static void WarnUnreachable(const google::protobuf::RepeatedPtrField<std::string>& replicas) {
+  if (replicas.empty()) return;
+  fprintf(stderr,
+          "agentctl: control-plane replicas %s did not answer: their hosts are shown from "
+          "records (status may be stale)\n",
+          absl::StrJoin(replicas, ", ").c_str());
+}
+
 int FleetCommands::Hosts(const TargetFlags& t) {
   if (!Connect()) return 1;
   herd::v1::ListHostsRequest req;
@@ -221,6 +231,7 @@ int FleetCommands::Hosts(const TargetFlags& t) {
   auto ctx = Context(options_.timeout_seconds);
   grpc::Status s = stub_->ListHosts(ctx.get(), req, &resp);
   if (!s.ok()) return Fail(s);
+  WarnUnreachable(resp.unreachable_replicas());
   if (options_.json) {
     printf("%s\n", ToJson(resp).c_str());
     return 0;
@@ -291,6 +302,7 @@ int FleetCommands::Modules(const std::string& module, const TargetFlags& t) {
   auto ctx = Context(options_.timeout_seconds);
   grpc::Status s = stub_->ListModules(ctx.get(), req, &resp);
   if (!s.ok()) return Fail(s);
+  WarnUnreachable(resp.unreachable_replicas());
   if (options_.json) {
     printf("%s\n", ToJson(resp).c_str());
     return 0;

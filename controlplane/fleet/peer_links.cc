@@ -118,6 +118,7 @@ absl::StatusOr<PeerLinks::Link> PeerLinks::Open(const ReplicaInfo& peer) {
         "shortly (replica ",
         peer.id, " was to be asked)"));
   }
+  forwarded_.fetch_add(1, std::memory_order_relaxed);
   Link link;
   link.slot = Slot(this);
   link.peer = peer;
@@ -177,6 +178,7 @@ absl::StatusOr<bool> PeerLinks::LocalScope(const grpc::ServerContextBase& ctx) {
 PeerLinks::Counts PeerLinks::counts() const {
   Counts c;
   c.open_calls = open_.load(std::memory_order_relaxed);
+  c.forwarded_calls = forwarded_.load(std::memory_order_relaxed);
   c.refused_calls = refused_.load(std::memory_order_relaxed);
   c.bad_secrets = bad_secrets_.load(std::memory_order_relaxed);
   absl::MutexLock l(&mu_);

@@ -112,7 +112,10 @@ class PeerLinks {
   absl::StatusOr<bool> LocalScope(const grpc::ServerContextBase& ctx);
 
   struct Counts {
-    uint64_t open_calls = 0, refused_calls = 0, bad_secrets = 0, channels = 0;
+    // Calls forwarded open now and in all; refused past max_calls; calls that came in with a
+    // wrong secret; channels open.
+    uint64_t open_calls = 0, forwarded_calls = 0, refused_calls = 0, bad_secrets = 0,
+             channels = 0;
   };
   Counts counts() const;
 
@@ -129,7 +132,7 @@ class PeerLinks {
   const PeerLinkOptions options_;
   std::shared_ptr<spdlog::logger> log_;
   httpd::RateLimitedLog limited_log_;
-  std::atomic<uint64_t> open_{0}, refused_{0}, bad_secrets_{0};
+  std::atomic<uint64_t> open_{0}, forwarded_{0}, refused_{0}, bad_secrets_{0};
   mutable absl::Mutex mu_;
   std::map<std::string, Channel> channels_ ABSL_GUARDED_BY(mu_);  // by peer id
 };

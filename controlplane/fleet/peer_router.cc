@@ -16,6 +16,18 @@ absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
+// A peer that could not be reached (rather than one that answered with an error): the error
+// then names it, since the caller asked another replica.
+grpc::Status Named(const ReplicaInfo& peer, const grpc::Status& s) {
+  const auto code = s.error_code();
+  if (code != grpc::StatusCode::UNAVAILABLE && code != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return s;
+  }
+  return grpc::Status(code, absl::StrCat("replica ", peer.id, " (", peer.address,
+                                         "), which holds this host's stream, did not answer: ",
+                                         s.error_message()));
+}
+
 // Which entry of a host wins in a merged listing: its holder's, then one from a peer that
 // answered for it (the directory here may lag a move), then the record here.
 enum Rank { kRecord = 0, kClaimed = 1, kHolder = 2 };
@@ -98,10 +110,11 @@ struct PeerRouter::Watch {
 // A log forwarded from the host's holder: each line as it comes, then its end.
 class PeerRouter::LogsCall final : public grpc::ClientReadReactor<herd::v1::LogLine> {
  public:
-  LogsCall(PeerRouter& router, PeerLinks::Slot slot, std::string id,
+  LogsCall(PeerRouter& router, ReplicaInfo peer, PeerLinks::Slot slot, std::string id,
            std::function<void(const herd::v1::LogChunk&)> on_lines,
            std::function<void(absl::Status)> on_end)
       : router_(router),
+        peer_(std::move(peer)),
         slot_(std::move(slot)),
         id_(std::move(id)),
         on_lines_(std::move(on_lines)),
@@ -114,7 +127,7 @@ class PeerRouter::LogsCall final : public grpc::ClientReadReactor<herd::v1::LogL
     StartRead(&line_);
   }
   void OnDone(const grpc::Status& s) override {
-    on_end_(FromGrpc(s));
+    on_end_(FromGrpc(Named(peer_, s)));
     {
       absl::MutexLock l(&router_.mu_);
       router_.logs_.erase(id_);
@@ -135,6 +148,7 @@ class PeerRouter::LogsCall final : public grpc::ClientReadReactor<herd::v1::LogL
 
  private:
   PeerRouter& router_;
+  const ReplicaInfo peer_;
   PeerLinks::Slot slot_;
   const std::string id_;
   std::function<void(const herd::v1::LogChunk&)> on_lines_;
@@ -374,7 +388,9 @@ void PeerRouter::GetHost(const ReplicaInfo& holder, const ForwardedCall& call,
       [](herd::v1::Fleet::Stub& s, grpc::ClientContext* c, const herd::v1::GetHostRequest* r,
          herd::v1::HostDetail* o,
          std::function<void(grpc::Status)> f) { s.async()->GetHost(c, r, o, std::move(f)); },
-      std::move(done));
+      [holder, done = std::move(done)](grpc::Status s, herd::v1::HostDetail d) {
+        done(Named(holder, s), std::move(d));
+      });
 }
 
 void PeerRouter::QuerySeries(const ReplicaInfo& holder, const ForwardedCall& call,
@@ -385,7 +401,9 @@ void PeerRouter::QuerySeries(const ReplicaInfo& holder, const ForwardedCall& cal
       [](herd::v1::Fleet::Stub& s, grpc::ClientContext* c, const herd::v1::QuerySeriesRequest* r,
          herd::v1::Series* o,
          std::function<void(grpc::Status)> f) { s.async()->QuerySeries(c, r, o, std::move(f)); },
-      std::move(done));
+      [holder, done = std::move(done)](grpc::Status s, herd::v1::Series series) {
+        done(Named(holder, s), std::move(series));
+      });
 }
 
 void PeerRouter::TriggerAction(
@@ -478,7 +496,7 @@ std::string PeerRouter::StreamLogs(const ReplicaInfo& holder, const ForwardedCal
     on_end(link.status());
     return id;
   }
-  auto* c = new LogsCall(*this, std::move(link->slot), id, std::move(on_lines), on_end);
+  auto* c = new LogsCall(*this, holder, std::move(link->slot), id, std::move(on_lines), on_end);
   c->req = req;
   links_.Prepare(*c->ctx, call, absl::InfiniteDuration());
   {
