@@ -73,7 +73,8 @@ std::optional<FleetCommands> AgentctlContext::Fleet() {
     if (LocalInfo() && !LocalInfo()->controlplane_address().empty()) {
       // The replica the agent is connected to; when it is not, every replica it knows.
       fleet_.address = LocalInfo()->controlplane_address();
-      if (!LocalInfo()->controlplane_connected() && LocalInfo()->controlplane_addresses_size() > 1) {
+      if (!LocalInfo()->controlplane_connected() &&
+          LocalInfo()->controlplane_addresses_size() > 1) {
         fleet_.address = absl::StrJoin(LocalInfo()->controlplane_addresses(), ",");
       }
     } else {

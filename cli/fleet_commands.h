@@ -13,7 +13,8 @@
 namespace herd::cli {
 
 struct FleetOptions {
-  std::string address;     // host:port, or host:port,host:port,... (replicas: the first that answers)
+  // host:port, or host:port,host:port,... (replicas: the first that answers is used)
+  std::string address;
   std::string token;       // bearer secret (from --token-file / HERD_TOKEN)
   std::string token_file;  // for messages
   std::string tls_ca;      // PEM: use TLS and trust this CA
@@ -63,7 +64,8 @@ class FleetCommands {
 
  private:
   bool Connect();
-  std::shared_ptr<grpc::Channel> PickReplica(const std::shared_ptr<grpc::ChannelCredentials>& creds);
+  std::shared_ptr<grpc::Channel> PickReplica(
+      const std::shared_ptr<grpc::ChannelCredentials>& creds);
   int Fail(const grpc::Status& s);
   std::unique_ptr<grpc::ClientContext> Context(int timeout_seconds) const;
   int WatchRollout(const std::string& id);

@@ -64,10 +64,15 @@ absl::StatusOr<std::vector<std::string>> ParseControlPlaneAddresses(absl::string
           flag, " \"", text, "\": item ", n, " is empty (a doubled or trailing comma?): ", kForm));
     }
     absl::string_view hostport = item;
-    if (const size_t scheme = item.find(":///"); scheme != absl::string_view::npos) {
+    // A Unix socket target (gRPC's unix:PATH, unix:///PATH, unix-abstract:NAME) has no port.
+    const bool unix_socket =
+        absl::StartsWith(item, "unix:") || absl::StartsWith(item, "unix-abstract:");
+    if (unix_socket) {
+      hostport = "";
+    } else if (const size_t scheme = item.find(":///"); scheme != absl::string_view::npos) {
       hostport = item.substr(scheme + 4);
     }
-    if (auto s = CheckHostPort(item, hostport); !s.ok()) {
+    if (auto s = unix_socket ? absl::OkStatus() : CheckHostPort(item, hostport); !s.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(flag, ": item ", n, " ", s.message(), ": ", kForm));
     }

@@ -2,8 +2,9 @@
 // HOST:PORT, or several separated by commas, one per replica ("cp1:8443,cp2:8443,cp3:8443").
 // Each item is what gRPC dials: HOST:PORT (an IPv6 host in brackets, "[::1]:8443") or a
 // target with a scheme ("dns:///cp.example:8443", whose name may resolve to several
-// addresses). The list is checked once, at start, so that a typo stops the binary with a
-// message naming the item instead of failing every reconnection for ever.
+// addresses; "unix:/run/herd.sock", a Unix socket, has no port). The list is checked once, at
+// start, so that a typo stops the binary with a message naming the item instead of failing
+// every reconnection for ever.
 #pragma once
 
 #include <string>

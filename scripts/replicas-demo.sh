@@ -99,11 +99,15 @@ start_replica() {
   local http="127.0.0.1:${PORTS[$((7 + 2 * i))]}"
   "$BIN/controlplane" --data "$data" --store "etcd://$ENDPOINTS" --etcd-prefix /herd \
     --replica-id "r$i" --advertise "${LISTEN[$i]}" --listen "${LISTEN[$i]}" --http "$http" \
-    --log-file "$DEMO/replica$i.log" >/dev/null 2>&1 &
+    --log-file "$DEMO/replica$i.log" >"$DEMO/replica$i.out" 2>&1 &
   PIDS+=($!)
   REPLICA_PIDS[$i]=$!
   for _ in $(seq 100); do [ -s "$data/http-address" ] && break; sleep 0.1; done
-  [ -s "$data/http-address" ] || { echo "replica $i did not start: see $DEMO/replica$i.log" >&2; tail -5 "$DEMO/replica$i.log" >&2; exit 1; }
+  if [ ! -s "$data/http-address" ]; then
+    echo "replica $i did not start; its output:" >&2
+    tail -5 "$DEMO/replica$i.out" >&2
+    exit 1
+  fi
   WEB[$i]="http://$(cat "$data/http-address")"
 }
 start_replica 0

@@ -357,15 +357,18 @@ void Uplink::DropStream() {
 
 void Uplink::EndSession(const absl::Status& why) {
   DropStream();
-  if (connected_) log_->info("event=disconnected address={} reason=\"{}\"", address(), why.message());
+  if (connected_) {
+    log_->info("event=disconnected address={} reason=\"{}\"", address(), why.message());
+  }
   connected_ = false;
   control_.clear();
   last_error_ = std::string(why.message());
   if (phase_ == Phase::kStopped) return;
   const std::string lost = address();
   const absl::Duration wait = NextDial();
-  log_->warn("event=controlplane_unreachable address={} next_address={} retry_in_ms={} error=\"{}\"",
-             lost, address(), absl::ToInt64Milliseconds(wait), why.message());
+  log_->warn(
+      "event=controlplane_unreachable address={} next_address={} retry_in_ms={} error=\"{}\"",
+      lost, address(), absl::ToInt64Milliseconds(wait), why.message());
   phase_ = Phase::kBackoff;
   dial_timer_ = loop_.RunAfter(wait, [this] {
     dial_timer_ = 0;

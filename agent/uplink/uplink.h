@@ -137,7 +137,10 @@ class Uplink final : private UplinkStreamObserver {
   const std::string& host_id() const { return host_id_; }
   const std::vector<std::string>& addresses() const { return options_.addresses; }
   // The address connected to, or dialled next (see State::address).
-  const std::string& address() const { return options_.addresses[address_index_]; }
+  const std::string& address() const {
+    static const std::string kNone;
+    return options_.addresses.empty() ? kNone : options_.addresses[address_index_];
+  }
 
   // The index in the address list of a host's first dial: a stable hash of its host id, so
   // a fleet given the same list spreads over it and a host keeps its replica across restarts.

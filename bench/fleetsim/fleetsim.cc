@@ -488,10 +488,12 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     const bool was_streaming = welcomed_.load();
     const int failures = was_streaming ? 1 : failures_ + 1;
     const size_t n = options_.replicas.size();
-    std::mt19937_64 rng(static_cast<uint64_t>(index_) * 1000003u + static_cast<uint64_t>(slot_.failovers.load()));
+    std::mt19937_64 rng(static_cast<uint64_t>(index_) * 1000003u +
+                        static_cast<uint64_t>(slot_.failovers.load()));
     int64_t delay_us;
     if (failures % static_cast<int>(n) != 0) {
-      delay_us = std::uniform_int_distribution<int64_t>(0, options_.failover_spread_ms * 1000LL)(rng);
+      delay_us =
+          std::uniform_int_distribution<int64_t>(0, options_.failover_spread_ms * 1000LL)(rng);
     } else {
       const int round = failures / static_cast<int>(n);
       const int64_t step = std::min<int64_t>(500000LL << std::min(round - 1, 10), 30000000LL);

@@ -13,6 +13,8 @@ TEST(ControlPlaneAddresses, OneOrSeveralWithSpacesAndSchemes) {
   EXPECT_THAT(*ParseControlPlaneAddresses("cp:8443", "--controlplane"), ElementsAre("cp:8443"));
   EXPECT_THAT(*ParseControlPlaneAddresses(" 127.0.0.1:1 , [::1]:2,dns:///cp.example:3 ", "--x"),
               ElementsAre("127.0.0.1:1", "[::1]:2", "dns:///cp.example:3"));
+  EXPECT_THAT(*ParseControlPlaneAddresses("unix:/run/herd.sock,unix:///run/b.sock", "--x"),
+              ElementsAre("unix:/run/herd.sock", "unix:///run/b.sock"));
 }
 
 TEST(ControlPlaneAddresses, BadListsNameTheItemAndTheFix) {
