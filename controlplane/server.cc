@@ -26,6 +26,7 @@
 #include "controlplane/gateway/gateway_service.h"
 #include "controlplane/http/http_server.h"
 #include "controlplane/http/prometheus.h"
+#include "controlplane/replication.h"
 #include "controlplane/store/instrumented_store.h"
 #include "controlplane/store/store.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -213,6 +214,8 @@ HubOptions MakeHubOptions(const ServerOptions& options) {
   hopts.series.max_series = options.max_series_per_host;
   hopts.max_config_value_bytes = options.max_config_value_bytes;
   hopts.max_module_config_bytes = options.max_module_config_bytes;
+  // A replica may be reached by a host that registered through another one moments ago.
+  hopts.read_unknown_hosts = options.store.on_etcd();
   return hopts;
 }
 
@@ -309,17 +312,23 @@ void GrpcEndpoint::Stop(absl::Duration grace) {
 // scrape of a large fleet holds up no agent) and the control plane itself. Called on the
 // HTTP server's workers once it has started; `http` is read then.
 std::function<std::string(bool)> MakeMetricsHandler(
-    const ServerOptions& options, Hub& hub, RolloutEngine& rollouts, FleetService& fleet_api,
-    const InstrumentedStore& store_metrics, const Clock& clock,
-    std::shared_ptr<spdlog::logger> log, const std::unique_ptr<HttpServer>* http) {
+    const ServerOptions& options, Hub& hub, const Replication& replication,
+    RolloutEngine& rollouts, FleetService& fleet_api, const InstrumentedStore& store_metrics,
+    const Clock& clock, std::shared_ptr<spdlog::logger> log,
+    const std::unique_ptr<HttpServer>* http) {
   ExpositionOptions exposition;
   exposition.max_probe_series = options.metrics_max_probe_series;
   exposition.max_probe_series_per_host = options.metrics_max_probe_series_per_host;
   auto omitting = std::make_shared<std::atomic<bool>>(false);
-  return [&hub, &rollouts, &store_metrics, &clock, &fleet_api, exposition, omitting, log,
-          http](bool fleet) {
+  return [&hub, &replication, &rollouts, &store_metrics, &clock, &fleet_api, exposition,
+          omitting, log, http](bool fleet) {
     FleetExposition e(clock.Now(), exposition);
-    if (fleet) hub.VisitHosts([&e](const herd::v1::HostDetail& d) { e.AddHost(d); });
+    // On replicas, each shows the hosts it holds (replication.h: Prometheus scrapes them all).
+    if (fleet) {
+      hub.VisitHosts([&e, &replication](const herd::v1::HostDetail& d) {
+        if (replication.Exposes(d.host().id())) e.AddHost(d);
+      });
+    }
     if (fleet && e.probes_omitted() != omitting->exchange(e.probes_omitted())) {
       if (e.probes_omitted()) {
         log->warn("event=metrics_probes_omitted series={} max={} hint=\"raise "
@@ -368,11 +377,39 @@ void WriteAddressFile(const std::string& data_dir, const char* name, const std::
   }
 }
 
+// The HTTP listener (dashboard, JSON API, /metrics), started; its address ("off" when
+// there is none).
+absl::StatusOr<std::string> StartHttp(const ServerOptions& options, Hub& hub,
+                                      const Replication& replication, RolloutEngine& rollouts,
+                                      FleetService& fleet, Store& store,
+                                      const InstrumentedStore& store_metrics, GrpcEndpoint& grpc,
+                                      std::shared_ptr<spdlog::logger> log,
+                                      std::unique_ptr<HttpServer>* http) {
+  if (options.http_listen.empty()) return std::string("off");
+  HttpHandlers handlers;
+  handlers.metrics = MakeMetricsHandler(options, hub, replication, rollouts, fleet,
+                                        store_metrics, SystemClock::Get(), log, http);
+  handlers.ready = [&store] { return store.GetSetting("join_token_sha256").status(); };
+  handlers.authorize_read = [&fleet](const std::string& bearer) {
+    return fleet.AuthenticateToken(bearer, false).status();
+  };
+  *http = std::make_unique<HttpServer>(MakeHttpOptions(options), grpc.InProcessChannel(),
+                                       std::move(handlers));
+  auto bound = (*http)->Start();
+  if (!bound.ok()) {
+    http->reset();
+    return bound.status();
+  }
+  WriteAddressFile(options.data_dir, "http-address", *bound, log);
+  return *bound;
+}
+
 }  // namespace
 
 absl::Status RunServer(const ServerOptions& options) {
   auto log = herd::Logger("controlplane");
   const sigset_t shutdown_signals = BlockShutdownSignals();
+  if (auto s = CheckReplicaAddress(options); !s.ok()) return s;
   auto timed = OpenTimedStore(options);
   if (!timed.ok()) return timed.status();
   Store& store = *timed->store;
@@ -381,67 +418,59 @@ absl::Status RunServer(const ServerOptions& options) {
   }
 
   // Every part is built before any starts, so that each outlives the whole shutdown below.
-  const Clock& clock = SystemClock::Get();
   // The control plane's timers, on two threads declared first, so that they outlive every
   // part that plans tasks on them. `timers` has what must keep time and never waits on the
   // disk: the hub's sweep (relayed requests' deadlines, silent streams) and write retries,
-  // the gateway's Hello deadlines. `store_tasks` has what writes or reads the store: the
-  // rollouts' steps (each stores the rollout) and the Fleet API's token checks, so that a
-  // slow store (its one connection busy with a fleet's host records) delays no deadline.
-  ThreadScheduler timers(clock, "cp-timers");
-  ThreadScheduler store_tasks(clock, "cp-store-tasks");
+  // the gateway's Hello deadlines, the peer router's refresh. `store_tasks` has what writes
+  // or reads the store: the rollouts' steps (each stores the rollout) and the Fleet API's
+  // token checks, so that a slow store delays no deadline.
+  ThreadScheduler timers(SystemClock::Get(), "cp-timers");
+  ThreadScheduler store_tasks(SystemClock::Get(), "cp-store-tasks");
   Hub hub(store, timers, MakeHubOptions(options));
-  RolloutEngine rollouts(hub, hub, hub, store, store_tasks);
+  auto replication = Replication::Create(options, timed->etcd_client.get(), store, hub, timers);
+  if (!replication.ok()) return replication.status();
+  Replication& repl = **replication;
+  RolloutEngine rollouts(hub, repl.relay(), hub, store, store_tasks, repl.ownership());
   GatewayService gateway(hub, timers, MakeGatewayOptions(options));
   FleetService fleet(FleetBackends::Of(hub), store, rollouts, store_tasks,
                      MakeFleetStreamOptions(options));
+  repl.Attach(fleet);
   GrpcEndpoint grpc_server;
   std::unique_ptr<HttpServer> http;
   bool serving = false;
 
-  // The guards stop what started, the last declared first: the HTTP listener, rollouts,
-  // the hub (which ends the agents' streams), then the gRPC server, whose Shutdown waits
-  // for the calls still open.
+  // The guards stop what started, the last declared first: the HTTP listener, forwarded
+  // calls and the replicas' sync, rollouts, the hub (which ends the agents' streams), the
+  // replica's lease, then the gRPC server, whose Shutdown waits for the calls still open.
   absl::Cleanup log_stopped = [&] {
     if (serving) log->info("event=stopped");
   };
   absl::Cleanup stop_grpc = [&] { grpc_server.Stop(kShutdownGrace); };
+  absl::Cleanup stop_membership = [&] { repl.StopMembership(); };
   if (auto s = hub.Start(); !s.ok()) return s;
   absl::Cleanup stop_hub = [&] { hub.Stop(); };
+  if (auto s = repl.Start(); !s.ok()) return s;
   if (auto s = rollouts.Start(); !s.ok()) return s;
   absl::Cleanup stop_rollouts = [&] { rollouts.Stop(); };
-  auto bound = grpc_server.Start(options, {&gateway, &fleet});
+  absl::Cleanup stop_forwarding = [&] { repl.StopForwarding(); };
+  std::vector<grpc::Service*> services = {&gateway, &fleet};
+  for (grpc::Service* extra : repl.services()) services.push_back(extra);
+  auto bound = grpc_server.Start(options, services);
   if (!bound.ok()) return bound.status();
   absl::Cleanup stop_http = [&] {
     if (http) http->Stop();
   };
-  std::string http_address = "off";
-  if (!options.http_listen.empty()) {
-    HttpHandlers handlers;
-    handlers.metrics = MakeMetricsHandler(options, hub, rollouts, fleet, *timed->metrics, clock,
-                                          log, &http);
-    handlers.ready = [&store] { return store.GetSetting("join_token_sha256").status(); };
-    handlers.authorize_read = [&fleet](const std::string& bearer) {
-      return fleet.AuthenticateToken(bearer, false).status();
-    };
-    http = std::make_unique<HttpServer>(MakeHttpOptions(options), grpc_server.InProcessChannel(),
-                                        std::move(handlers));
-    auto http_bound = http->Start();
-    if (!http_bound.ok()) {
-      http.reset();
-      return http_bound.status();
-    }
-    http_address = *http_bound;
-    WriteAddressFile(options.data_dir, "http-address", http_address, log);
-  }
+  auto http_address = StartHttp(options, hub, repl, rollouts, fleet, store, *timed->metrics,
+                                grpc_server, log, &http);
+  if (!http_address.ok()) return http_address.status();
   // Written last: tools and tests take it to mean that everything is serving.
   WriteAddressFile(options.data_dir, "listen-address", *bound, log);
   log->info("event=ready version={} pid={} listen={} http={} tls={} mtls={} http_mtls={} data={} "
-            "store=\"{}\"",
-            HERD_VERSION, getpid(), *bound, http_address, !options.tls_cert.empty(),
+            "store=\"{}\" replica={}",
+            HERD_VERSION, getpid(), *bound, *http_address, !options.tls_cert.empty(),
             !options.client_ca.empty(),
             http && !options.client_ca.empty() && !options.http_no_client_cert,
-            options.data_dir, timed->description);
+            options.data_dir, timed->description, repl.on() ? options.replica_id : "-");
   serving = true;
   const int sig = WaitForShutdownSignal(shutdown_signals);
   log->info("event=shutdown_begin signal={}", strsignal(sig));
