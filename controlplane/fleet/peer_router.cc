@@ -79,9 +79,17 @@ struct PeerRouter::ActionGather {
     {
       absl::MutexLock l(&mu);
       if (r.ok()) {
+        std::set<int> answered;
         for (const auto& result : r->results()) {
           auto it = position.find(result.host_id());
-          if (it != position.end()) *resp.mutable_results(it->second) = result;
+          if (it == position.end()) continue;
+          *resp.mutable_results(it->second) = result;
+          answered.insert(it->second);
+        }
+        for (size_t i : index) {
+          if (answered.count(static_cast<int>(i))) continue;
+          resp.mutable_results(static_cast<int>(i))
+              ->set_error(absl::StrCat(why, "no result for this host"));
         }
       } else {
         for (size_t i : index) {
