@@ -290,7 +290,9 @@ absl::Status CheckStoreFlags(ControlplaneFlags& f) {
   if (o.replica_id.empty()) {
     char host[256] = {};
     gethostname(host, sizeof host - 1);
-    o.replica_id = absl::StrCat(host, ":", o.listen.substr(o.listen.rfind(':') + 1));
+    const std::string port = o.listen.substr(o.listen.rfind(':') + 1);
+    // Port 0 is picked at bind: the process id tells replicas on one machine apart then.
+    o.replica_id = port == "0" ? absl::StrCat(host, "-", getpid()) : absl::StrCat(host, ":", port);
   }
   return absl::OkStatus();
 }

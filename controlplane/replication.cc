@@ -52,10 +52,9 @@ absl::Status CheckReplicaAddress(const ServerOptions& o) {
   const std::string address = Advertised(o);
   const std::string host = HostOf(address);
   const std::string port = PortOf(address);
-  if (port.empty() || port == "0") {
+  if (port.empty() || (port == "0" && !o.advertise.empty())) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "a replica (--store etcd://...) needs a fixed port peers can dial, not ", address,
-        ": give --listen HOST:PORT with a port, or --advertise HOST:PORT"));
+        "--advertise ", address, " has no port peers can dial: give HOST:PORT"));
   }
   if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -125,8 +124,9 @@ void Replication::Attach(FleetService& fleet) {
   if (router_) fleet.RouteThrough(router_.get());
 }
 
-absl::Status Replication::Start() {
+absl::Status Replication::Start(const std::string& bound) {
   if (!on()) return absl::OkStatus();
+  if (options_.advertise.empty()) membership_->set_address(bound);
   if (auto s = membership_->Start(); !s.ok()) return s;
   return sync_->Start();
 }

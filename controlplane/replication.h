@@ -42,7 +42,7 @@ class PeerService;
 class RoutedRequestRelay;
 
 // The address peers dial and this replica's id, from the flags: INVALID_ARGUMENT when a
-// replica cannot be reached at what it would advertise (port 0, a wildcard host).
+// replica cannot be reached at what it would advertise (a wildcard host without --advertise).
 absl::Status CheckReplicaAddress(const ServerOptions& options);
 
 class Replication {
@@ -65,8 +65,10 @@ class Replication {
   // Routes the Fleet API through the peers (on etcd). Before serving.
   void Attach(FleetService& fleet);
 
-  // After the hub's Start: the membership (lease, replica key, peer secret), then the sync.
-  absl::Status Start();
+  // After the hub's and the gRPC server's Start (`bound`: the address bound, advertised
+  // unless --advertise says otherwise): the membership (lease, replica key, peer secret),
+  // then the sync.
+  absl::Status Start(const std::string& bound);
   // Cancels forwarded calls and ends the sync. Idempotent.
   void StopForwarding();
   // Revokes the lease (the replica's key and hosts' presence go). Idempotent; last.

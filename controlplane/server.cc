@@ -326,7 +326,7 @@ std::function<std::string(bool)> MakeMetricsHandler(
     // On replicas, each shows the hosts it holds (replication.h: Prometheus scrapes them all).
     if (fleet) {
       hub.VisitHosts([&e, &replication](const herd::v1::HostDetail& d) {
-        if (replication.Exposes(d.host().id())) e.AddHost(d);
+        if (replication.Exposes(d.host().host_id())) e.AddHost(d);
       });
     }
     if (fleet && e.probes_omitted() != omitting->exchange(e.probes_omitted())) {
@@ -449,14 +449,22 @@ absl::Status RunServer(const ServerOptions& options) {
   absl::Cleanup stop_membership = [&] { repl.StopMembership(); };
   if (auto s = hub.Start(); !s.ok()) return s;
   absl::Cleanup stop_hub = [&] { hub.Stop(); };
-  if (auto s = repl.Start(); !s.ok()) return s;
-  if (auto s = rollouts.Start(); !s.ok()) return s;
+  // A single node starts its rollouts before serving (those a previous run left RUNNING are
+  // closed first); a replica once it has joined (its lease owns rollouts), after the server
+  // is bound (its address is what it advertises).
+  if (!repl.on()) {
+    if (auto s = rollouts.Start(); !s.ok()) return s;
+  }
   absl::Cleanup stop_rollouts = [&] { rollouts.Stop(); };
   absl::Cleanup stop_forwarding = [&] { repl.StopForwarding(); };
   std::vector<grpc::Service*> services = {&gateway, &fleet};
   for (grpc::Service* extra : repl.services()) services.push_back(extra);
   auto bound = grpc_server.Start(options, services);
   if (!bound.ok()) return bound.status();
+  if (repl.on()) {
+    if (auto s = repl.Start(*bound); !s.ok()) return s;
+    if (auto s = rollouts.Start(); !s.ok()) return s;
+  }
   absl::Cleanup stop_http = [&] {
     if (http) http->Stop();
   };

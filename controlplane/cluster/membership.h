@@ -78,6 +78,9 @@ class EtcdMembership final : public ReplicaDirectory, public PresenceSink {
   // watches and the presence thread. Its error when etcd cannot answer (nothing kept then):
   // a replica does not start without its store.
   absl::Status Start();
+  // The address peers dial, when it is known only once the server is bound (--listen with
+  // port 0): before Start.
+  void set_address(std::string address) { options_.address = std::move(address); }
   // Ends the thread and the watches, then revokes the lease (best effort): the replica's
   // key and its hosts' presence go with it, so peers see them released at once. Idempotent.
   void Stop();
@@ -126,7 +129,7 @@ class EtcdMembership final : public ReplicaDirectory, public PresenceSink {
   absl::Status DeleteOneByOne(const std::vector<std::string>& hosts);
 
   etcd::Client& client_;
-  const MembershipOptions options_;
+  MembershipOptions options_;  // address set before Start, then read-only
   std::shared_ptr<spdlog::logger> log_;
   Backoff backoff_;  // the presence thread's only
   // Set by Start, destroyed by Stop (the presence thread has ended then): not shared.

@@ -188,8 +188,9 @@ TEST_F(ReplicasTest, ConfigChangedThroughOneReplicaReachesHostsOnEveryReplica) {
       json hosts = replica(k).CtlJson({"hosts"});
       if (!hosts.is_object() || hosts["hosts"].size() != kAgents) return false;
       for (const auto& h : hosts["hosts"]) {
-        if (h.value("acked_config_version", 0) == 0 ||
-            h.value("acked_config_version", 0) != h.value("desired_config_version", -1)) {
+        // uint64 fields are strings in protobuf's JSON ("7"); absent when 0.
+        const std::string acked = h.value("acked_config_version", "0");
+        if (acked == "0" || acked != h.value("desired_config_version", "")) {
           return false;
         }
       }
