@@ -86,18 +86,18 @@ absl::StatusOr<std::unique_ptr<Replication>> Replication::Create(const ServerOpt
   mo.prefix = prefix;
   mo.self_id = options.replica_id;
   mo.address = Advertised(options);
-  r->membership_ = std::make_unique<EtcdMembership>(*etcd, mo);
-  hub.set_presence(r->membership_.get());
-  r->sync_ = std::make_unique<ClusterSync>(*etcd, store, hub, MakeSyncOptions(prefix));
-  EtcdRolloutOwnership::Options oo;
-  oo.prefix = prefix;
-  r->ownership_ = std::make_unique<EtcdRolloutOwnership>(*etcd, *r->membership_, oo);
   PeerLinkOptions lo;
   lo.tls_cert = options.tls_cert;
   lo.tls_key = options.tls_key;
   lo.ca = options.client_ca;
   auto creds = PeerCredentials(lo);
   if (!creds.ok()) return creds.status();
+  r->membership_ = std::make_unique<EtcdMembership>(*etcd, mo);
+  hub.set_presence(r->membership_.get());
+  r->sync_ = std::make_unique<ClusterSync>(*etcd, store, hub, MakeSyncOptions(prefix));
+  EtcdRolloutOwnership::Options oo;
+  oo.prefix = prefix;
+  r->ownership_ = std::make_unique<EtcdRolloutOwnership>(*etcd, *r->membership_, oo);
   r->links_ = std::make_unique<PeerLinks>(*r->membership_, *creds, lo);
   r->router_ = std::make_unique<PeerRouter>(*r->links_, hub, hub.relay(), hub.audit(), scheduler);
   r->routed_ = std::make_unique<RoutedRequestRelay>(hub.relay(), *r->links_);
@@ -108,6 +108,7 @@ absl::StatusOr<std::unique_ptr<Replication>> Replication::Create(const ServerOpt
 Replication::~Replication() {
   StopForwarding();
   StopMembership();
+  if (membership_) hub_.set_presence(nullptr);  // the hub outlives this
 }
 
 RequestRelay& Replication::relay() {

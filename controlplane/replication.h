@@ -11,9 +11,9 @@
 //   PeerLinks, PeerRouter the Fleet API answering for the whole fleet (FleetService routes
 //                         through the router), PeerService for a rollout's restarts on hosts
 //                         held by peers, RoutedRequestRelay (the rollouts' relay)
-// Stop order (StopForwarding, then, after the hub and rollouts stopped, StopMembership):
-// forwarded calls and the sync end first; the lease is revoked last, so peers see this
-// replica's hosts released only once it no longer serves them.
+// Stop order (RunServer): rollouts first (handed over, their restarts on peers' hosts still
+// open), then StopForwarding (forwarded calls, the sync), the hub, and StopMembership last:
+// the lease is revoked once this replica no longer serves its hosts.
 #pragma once
 
 #include <memory>

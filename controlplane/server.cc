@@ -439,9 +439,10 @@ absl::Status RunServer(const ServerOptions& options) {
   std::unique_ptr<HttpServer> http;
   bool serving = false;
 
-  // The guards stop what started, the last declared first: the HTTP listener, forwarded
-  // calls and the replicas' sync, rollouts, the hub (which ends the agents' streams), the
-  // replica's lease, then the gRPC server, whose Shutdown waits for the calls still open.
+  // The guards stop what started, the last declared first: the HTTP listener, rollouts
+  // (handed over to other replicas), forwarded calls and the replicas' sync, the hub (which
+  // ends the agents' streams), the replica's lease, then the gRPC server, whose Shutdown
+  // waits for the calls still open.
   absl::Cleanup log_stopped = [&] {
     if (serving) log->info("event=stopped");
   };
@@ -452,11 +453,13 @@ absl::Status RunServer(const ServerOptions& options) {
   // A single node starts its rollouts before serving (those a previous run left RUNNING are
   // closed first); a replica once it has joined (its lease owns rollouts), after the server
   // is bound (its address is what it advertises).
+  // Stopped after the rollouts (declared before them): a rollout handed over at stop must
+  // not first see its restarts on peers' hosts cancelled, as failures.
+  absl::Cleanup stop_forwarding = [&] { repl.StopForwarding(); };
   if (!repl.on()) {
     if (auto s = rollouts.Start(); !s.ok()) return s;
   }
   absl::Cleanup stop_rollouts = [&] { rollouts.Stop(); };
-  absl::Cleanup stop_forwarding = [&] { repl.StopForwarding(); };
   std::vector<grpc::Service*> services = {&gateway, &fleet};
   for (grpc::Service* extra : repl.services()) services.push_back(extra);
   auto bound = grpc_server.Start(options, services);

@@ -259,6 +259,7 @@ void RolloutEngine::TellGroup(Active& a, std::vector<int> group) {
     a.r.mutable_hosts(k)->set_state(herd::v1::ROLLOUT_HOST_STATE_RESTARTING);
     ids.push_back(a.r.hosts(k).host_id());
   }
+  if (owners_.shared() && !StoreBeforeTelling(a, group)) return;
   a.group = std::move(group);
   a.inbox = std::make_shared<Inbox>(a.group.size());
   // The requests go out first, then the record says so (storing a fleet-wide rollout takes
@@ -277,6 +278,25 @@ void RolloutEngine::TellGroup(Active& a, std::vector<int> group) {
   log_->info("event=rollout_batch_sent id={} batch={} hosts={} send_ms={}", a.r.id(), a.batch,
              ids.size(), absl::ToInt64Milliseconds(clock_.Monotonic() - sending));
   Publish(a.r);
+}
+
+// Replicas: the record says RESTARTING before any host of the group is told, so that a
+// replica taking the rollout over (this one killed right after telling them) finds them
+// told and marks them INTERRUPTED instead of telling them again. If it cannot be stored, the
+// group is not told: the rollout stalls and the next scan (Sweep) goes on from there.
+bool RolloutEngine::StoreBeforeTelling(Active& a, const std::vector<int>& group) {
+  auto stored = store_.PutRollout(a.r);
+  if (stored.ok()) return true;
+  for (int k : group) a.r.mutable_hosts(k)->set_state(herd::v1::ROLLOUT_HOST_STATE_PENDING);
+  a.next -= group.size();
+  a.confirmed = false;
+  if (!a.stalled) {
+    log_->warn("event=rollout_stalled id={} error=\"{}\" hint=\"its next group is told once "
+               "the record says so\"",
+               a.r.id(), stored.message());
+  }
+  a.stalled = true;
+  return false;
 }
 
 bool RolloutEngine::ApplyAnswers(Active& a) {

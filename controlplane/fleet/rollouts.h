@@ -100,6 +100,8 @@ class RolloutEngine {
   void OnAnswered(const std::string& id, const Inbox* inbox);
   // Tells the next group of hosts to restart, or finishes the rollout when none is left.
   void Next(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
+  bool StoreBeforeTelling(Active& a, const std::vector<int>& group)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
   void TellGroup(Active& a, std::vector<int> group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);
   // Files the answers the group's inbox holds; false when some host has not answered.
   bool ApplyAnswers(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(step_mu_);

@@ -8,6 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -278,8 +281,14 @@ TEST_F(ClusterSyncTest, WithoutQuorumTheHubKeepsItsStreamsServesReconnectsAndRet
   EXPECT_EQ(hub.FlushHostRecords().code(), absl::StatusCode::kUnavailable);
 
   store.no_quorum = false;
-  sched.Advance(absl::Seconds(1));  // the writer's retry
-  EXPECT_TRUE(hub.FlushHostRecords().ok());
+  sched.Advance(absl::Seconds(1));  // the writer's retry, on the writer's own thread: until it
+  // has run, a flush answers with the last failure at once, so ask until it has (bounded).
+  absl::Status flushed = hub.FlushHostRecords();
+  for (int i = 0; i < 500 && !flushed.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    flushed = hub.FlushHostRecords();
+  }
+  EXPECT_TRUE(flushed.ok()) << flushed;
   EXPECT_TRUE(hub.SetConfig(req, Actor{"test", Role::kOperator, ""}).ok());
   EXPECT_EQ(Level(again->last_config()), "debug");
   hub.Stop();

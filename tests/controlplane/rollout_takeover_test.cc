@@ -202,6 +202,23 @@ TEST_F(RolloutTakeoverTest, AnOwnerThatDiesMidGroupIsTakenOverAndNoHostRestartsT
   EXPECT_THAT(audit_.entries()[1].detail_json(), HasSubstr("\"from\":\"a\""));
 }
 
+// The record says a group is restarting before any of its hosts is told, so that a replica
+// taking over after the owner died right after telling them never tells them again unknowingly.
+TEST_F(RolloutTakeoverTest, AGroupIsStoredRestartingBeforeItsHostsAreTold) {
+  std::vector<std::string> stored_when_told;
+  a_->relay.set_on_restart([&](const testing::FakeFleetRelay::Restart& call) {
+    auto r = store_.GetRollout(call.rollout_id);
+    stored_when_told.push_back(r.ok() ? States(*r) : r.status().ToString());
+  });
+  Rollout r = Create(*a_);
+  ASSERT_TRUE(a_->relay.Succeed("h0"));
+  ASSERT_TRUE(a_->relay.Succeed("h1"));
+  a_->sched.RunDue();
+  EXPECT_THAT(a_->Calls(), ElementsAre("h0,h1", "h2,h3"));
+  EXPECT_THAT(stored_when_told, ElementsAre("RESTARTING RESTARTING PENDING PENDING PENDING",
+                                            "DONE DONE RESTARTING RESTARTING PENDING"));
+}
+
 // Halfway through a batch: its hosts already done or told are not told again; the ones it
 // had not reached are.
 TEST_F(RolloutTakeoverTest, ABatchCutHalfwayGoesOnWithTheHostsNotToldYet) {

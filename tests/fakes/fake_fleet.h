@@ -236,9 +236,21 @@ class FakeFleetRelay final : public controlplane::RequestRelay {
     at_once_.insert_or_assign(host_id, std::move(result));
   }
 
+  // Called with every RestartOnHosts call as it is made (before any answer), on its thread.
+  void set_on_restart(std::function<void(const Restart&)> hook) {
+    std::lock_guard<std::mutex> l(mu_);
+    on_restart_ = std::move(hook);
+  }
+
   void RestartOnHosts(const std::vector<std::string>& host_ids,
                       const std::vector<std::string>& units, uint32_t wait_healthy_ms,
                       const std::string& rollout_id, RestartDone done) override {
+    std::function<void(const Restart&)> hook;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      hook = on_restart_;
+    }
+    if (hook) hook(Restart{host_ids, units, wait_healthy_ms, rollout_id});
     std::vector<std::pair<size_t, absl::StatusOr<herd::v1::RestartResult>>> now;
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -360,6 +372,7 @@ class FakeFleetRelay final : public controlplane::RequestRelay {
   }
 
  private:
+  std::function<void(const Restart&)> on_restart_;
   struct Told {
     std::string host_id;
     size_t index;
