@@ -165,6 +165,11 @@ absl::StatusOr<std::optional<std::string>> Hub::JoinTokenHash() {
 absl::StatusOr<Entry> Hub::FindForCredential(const std::string& host_id) {
   if (Entry e = registry_.Find(host_id)) return e;
   if (!options_.read_unknown_hosts) return Entry();
+  if (!AdmitUnknownHostRead()) {
+    return absl::UnavailableError(absl::StrCat(
+        "host ", host_id, " is not known to this replica yet and too many unknown hosts are "
+        "being looked up; retry shortly"));
+  }
   auto stored = store_.GetHost(host_id);
   if (absl::IsNotFound(stored.status())) return Entry();
   if (!stored.ok()) {
@@ -175,6 +180,28 @@ absl::StatusOr<Entry> Hub::FindForCredential(const std::string& host_id) {
   }
   log_->info("event=host_read_from_store host={}", host_id);
   return registry_.Adopt(*stored);
+}
+
+bool Hub::AdmitUnknownHostRead() {
+  const int64_t now = MonoMs();
+  absl::MutexLock l(&unknown_mu_);
+  if (now - unknown_window_ms_ >= 1000) {
+    if (unknown_refused_ > 0) {
+      log_->warn("event=unknown_host_reads_refused count={} max_per_second={} hint=\"Hellos "
+                 "for hosts this replica does not know (registered moments ago elsewhere, or "
+                 "made up)\"",
+                 unknown_refused_, kUnknownHostReadsPerSecond);
+    }
+    unknown_window_ms_ = now;
+    unknown_reads_ = 0;
+    unknown_refused_ = 0;
+  }
+  if (unknown_reads_ >= kUnknownHostReadsPerSecond) {
+    ++unknown_refused_;
+    return false;
+  }
+  ++unknown_reads_;
+  return true;
 }
 
 absl::StatusOr<bool> Hub::CheckJoinToken(const std::string& presented) {

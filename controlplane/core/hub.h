@@ -253,6 +253,11 @@ class Hub final : public HostDirectory,
   // The host presenting its credential: from memory, else (read_unknown_hosts) from the
   // store. Null when unknown; the store's error when it cannot tell.
   absl::StatusOr<Entry> FindForCredential(const std::string& host_id);
+  // Replicas: a Hello for a host unknown here costs a store read, before anything proves the
+  // caller holds a credential; at most kUnknownHostReadsPerSecond a second, the rest refused
+  // (UNAVAILABLE: an agent retries) and counted.
+  bool AdmitUnknownHostRead();
+  static constexpr uint32_t kUnknownHostReadsPerSecond = 50;
 
   // Declared first: the components' timers run on it until they are stopped.
   std::unique_ptr<ThreadScheduler> owned_scheduler_;
@@ -273,6 +278,10 @@ class Hub final : public HostDirectory,
   // Counted before any lock is taken (and before a Hello is validated).
   std::atomic<uint64_t> agent_messages_{0};
 
+  absl::Mutex unknown_mu_;  // a leaf
+  int64_t unknown_window_ms_ ABSL_GUARDED_BY(unknown_mu_) = 0;
+  uint32_t unknown_reads_ ABSL_GUARDED_BY(unknown_mu_) = 0;
+  uint64_t unknown_refused_ ABSL_GUARDED_BY(unknown_mu_) = 0;
   absl::Mutex join_mu_;
   std::optional<std::string> join_hash_ ABSL_GUARDED_BY(join_mu_);
   int64_t join_read_mono_ms_ ABSL_GUARDED_BY(join_mu_) = 0;

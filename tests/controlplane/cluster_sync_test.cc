@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "controlplane/core/hub.h"
@@ -291,6 +292,34 @@ TEST_F(ClusterSyncTest, WithoutQuorumTheHubKeepsItsStreamsServesReconnectsAndRet
   EXPECT_TRUE(flushed.ok()) << flushed;
   EXPECT_TRUE(hub.SetConfig(req, Actor{"test", Role::kOperator, ""}).ok());
   EXPECT_EQ(Level(again->last_config()), "debug");
+  hub.Stop();
+}
+
+// Hellos for hosts unknown here each cost a store read before any credential is checked:
+// bounded per second, the rest refused (UNAVAILABLE, retried by agents) until the next second.
+TEST_F(ClusterSyncTest, StoreReadsForUnknownHostsAreBoundedPerSecond) {
+  auto sqlite = OpenSqliteStore(db_);
+  ASSERT_TRUE(sqlite.ok());
+  FakeClock clock;
+  herd::testing::FakeScheduler sched{clock};
+  HubOptions options;
+  options.read_unknown_hosts = true;
+  Hub hub(**sqlite, sched, options);
+  ASSERT_TRUE(hub.Start().ok());
+  auto hello = [&](int i) {
+    return hub.Connect("hc_made_up", MakeHello(absl::StrCat("ghost", i)),
+                       std::make_shared<FakeHostSession>());
+  };
+  int refused_as_unknown = 0, refused_busy = 0;
+  for (int i = 0; i < 60; ++i) {
+    const absl::Status s = hello(i);
+    if (s.code() == absl::StatusCode::kUnauthenticated) ++refused_as_unknown;
+    if (s.code() == absl::StatusCode::kUnavailable) ++refused_busy;
+  }
+  EXPECT_EQ(refused_as_unknown, 50);
+  EXPECT_EQ(refused_busy, 10);
+  clock.Advance(absl::Seconds(1));
+  EXPECT_EQ(hello(61).code(), absl::StatusCode::kUnauthenticated);  // read again, not found
   hub.Stop();
 }
 
