@@ -417,12 +417,11 @@ absl::Status RunServer(const ServerOptions& options) {
     return s;
   }
 
-  // Every part is built before any starts, so that each outlives the whole shutdown below.
-  // The control plane's timers, on two threads declared first, so that they outlive every
-  // part that plans tasks on them. `timers` has what must keep time and never waits on the
-  // disk: the hub's sweep (relayed requests' deadlines, silent streams) and write retries,
-  // the gateway's Hello deadlines, the peer router's refresh. `store_tasks` has what writes
-  // or reads the store: the rollouts' steps (each stores the rollout) and the Fleet API's
+  // Every part is built before any starts, so that each outlives the whole shutdown below;
+  // the timers' two threads first, as every part plans tasks on them. `timers` has what must
+  // keep time and never waits on the disk: the hub's sweep (relayed requests' deadlines,
+  // silent streams) and write retries, the gateway's Hello deadlines, the peer router's
+  // refresh. `store_tasks` has what uses the store: the rollouts' steps and the Fleet API's
   // token checks, so that a slow store delays no deadline.
   ThreadScheduler timers(SystemClock::Get(), "cp-timers");
   ThreadScheduler store_tasks(SystemClock::Get(), "cp-store-tasks");

@@ -185,7 +185,14 @@ void ClusterSync::Loop() {
     absl::Status failed;
     std::map<std::string, HostChange> retry;
     for (auto& [id, change] : hosts) {
-      if (absl::Status s = ApplyHost(id, change); !s.ok()) {
+      absl::Status s = ApplyHost(id, change);
+      if (s.code() == absl::StatusCode::kDataLoss) {
+        // A record that does not decode, read again from the store: no retry will mend it
+        // (the next write of the host will). Dropped, said once, not retried for ever.
+        log_->error("event=cluster_sync_host_skipped host={} error=\"{}\"", id, s.message());
+        continue;
+      }
+      if (!s.ok()) {
         failed = s;
         retry.emplace(id, std::move(change));
       }

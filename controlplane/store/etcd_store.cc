@@ -291,6 +291,14 @@ absl::StatusOr<HostRecord> EtcdStore::GetHost(const std::string& host_id) {
   return h;
 }
 
+// A record left out of a listing because it does not decode: logged with its key (etcdctl
+// can show or delete it). Listings are rare (start, a compacted watch), so no rate limit.
+void SkipUndecodable(const std::string& key, const absl::Status& why) {
+  herd::Logger("store")->error("event=record_skipped key={} error=\"{}\" hint=\"inspect it "
+                               "with etcdctl get {} (or delete it)\"",
+                               key, why.message(), key);
+}
+
 absl::StatusOr<std::vector<HostRecord>> EtcdStore::ListHosts() {
   HERD_ASSIGN_OR_RETURN(auto kvs, RangeAll(c_, k_.HostsDir(), o_.range_page));
   struct Parts {
@@ -304,13 +312,24 @@ absl::StatusOr<std::vector<HostRecord>> EtcdStore::ListHosts() {
     std::optional<HostKey> hk = ParseHostKey(k_, kv.key);
     if (!hk) continue;  // not ours
     Parts& p = by_id[hk->host_id];
+    // A value that does not decode is left out, with its key in the log, instead of failing
+    // the listing: one bad key must not keep every replica from starting. Its host's agent
+    // is refused its credential and registers again with the join token, writing it anew.
     if (hk->status) {
-      HERD_ASSIGN_OR_RETURN(HostStatus s, DecodeHostStatus(kv.key, hk->host_id, kv.value));
-      p.status = std::move(s);
+      auto st = DecodeHostStatus(kv.key, hk->host_id, kv.value);
+      if (!st.ok()) {
+        SkipUndecodable(kv.key, st.status());
+        continue;
+      }
+      p.status = std::move(*st);
       p.status_rev = kv.mod_revision;
     } else {
-      HERD_ASSIGN_OR_RETURN(HostRecord h, DecodeHostRecord(kv.key, kv.value));
-      p.record = std::move(h);
+      auto h = DecodeHostRecord(kv.key, kv.value);
+      if (!h.ok()) {
+        SkipUndecodable(kv.key, h.status());
+        continue;
+      }
+      p.record = std::move(*h);
       p.record_rev = kv.mod_revision;
     }
   }
@@ -424,8 +443,12 @@ absl::StatusOr<std::vector<herd::v1::Rollout>> EtcdStore::ListRollouts(size_t li
   std::vector<std::pair<int64_t, herd::v1::Rollout>> all;  // (create_revision, rollout)
   all.reserve(kvs.size());
   for (const etcd::KeyValue& kv : kvs) {
-    auto& [created, r] = all.emplace_back(kv.create_revision, herd::v1::Rollout());
-    if (!r.ParseFromString(kv.value)) return Undecodable(kv.key, "a rollout");
+    herd::v1::Rollout r;
+    if (!r.ParseFromString(kv.value)) {  // left out, as a host record is (ListHosts)
+      SkipUndecodable(kv.key, Undecodable(kv.key, "a rollout"));
+      continue;
+    }
+    all.emplace_back(kv.create_revision, std::move(r));
   }
   // Most recent first; ties in created_at: the one inserted last (its key created last).
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
