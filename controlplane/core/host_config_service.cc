@@ -95,9 +95,10 @@ absl::StatusOr<std::vector<std::string>> HostConfigService::ReloadFromStore() {
     absl::MutexLock config_lock(&config_mu_);
     // A change made here is in flight: its own reload and push come first (they report the
     // hosts it changed to its caller); this one then finds that revision loaded. (Await
-    // releases config_mu_ while it waits.)
-    config_mu_.Await(absl::Condition(
-        +[](int* n) { return *n == 0; }, &local_changes_));
+    // releases config_mu_ while it waits.) Bounded: changes made here without a pause must
+    // not hold other replicas' changes back; past it, a caller's reply may list fewer hosts.
+    config_mu_.AwaitWithTimeout(
+        absl::Condition(+[](int* n) { return *n == 0; }, &local_changes_), absl::Seconds(2));
     auto rev = store_.ConfigRevision();
     if (!rev.ok()) return rev.status();
     if (*rev == loaded_revision_) return std::vector<std::string>();
