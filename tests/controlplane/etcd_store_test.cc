@@ -69,6 +69,27 @@ std::vector<std::string> Actions(const std::vector<herd::v1::AuditEntry>& entrie
   return out;
 }
 
+// Four writers, two on each store, each making `per_writer` config changes at once: the
+// revisions the calls returned, sorted (0 for a call that failed).
+std::vector<uint64_t> ConcurrentChanges(Store& a, Store& b, int per_writer) {
+  std::mutex mu;
+  std::vector<uint64_t> revisions;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    Store* store = t % 2 == 0 ? &a : &b;
+    threads.emplace_back([&, store, t] {
+      for (int i = 0; i < per_writer; ++i) {
+        auto w = store->SetOverride(Global(absl::StrCat("t", t, "-", i), "v"));
+        std::lock_guard lock(mu);
+        revisions.push_back(w.ok() ? w->revision : 0);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::sort(revisions.begin(), revisions.end());
+  return revisions;
+}
+
 class EtcdStoreTest : public ::testing::Test {
  protected:
   std::unique_ptr<Store> Open(EtcdStoreOptions options = {}) {
@@ -227,21 +248,7 @@ TEST_F(EtcdStoreTest, EveryConfigChangeIsOneTxnThatWritesTheRevisionKey) {
 TEST_F(EtcdStoreTest, TwoStoresOnOnePrefixShareOneRevisionThatGoesUpByOnePerChange) {
   auto a = Open();
   auto b = Open();  // another replica
-  std::mutex mu;
-  std::vector<uint64_t> revisions;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    Store* store = t % 2 == 0 ? a.get() : b.get();
-    threads.emplace_back([&, store, t] {
-      for (int i = 0; i < 25; ++i) {
-        auto w = store->SetOverride(Global(absl::StrCat("t", t, "-", i), "v"));
-        std::lock_guard lock(mu);
-        revisions.push_back(w.ok() ? w->revision : 0);
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  std::sort(revisions.begin(), revisions.end());
+  std::vector<uint64_t> revisions = ConcurrentChanges(*a, *b, 25);
   ASSERT_EQ(revisions.size(), 100u);
   for (uint64_t i = 0; i < 100; ++i) ASSERT_EQ(revisions[i], i + 1);
   EXPECT_EQ(Must(b->ConfigRevision()), 100u);
@@ -473,21 +480,7 @@ TEST(RealEtcdStoreTest, TwoClientsOnOnePrefixShareOneRevision) {
   auto cb = Must(etcd::Client::Connect(options));
   auto a = Must(OpenEtcdStore(*ca, kPrefix));
   auto b = Must(OpenEtcdStore(*cb, kPrefix));
-  std::mutex mu;
-  std::vector<uint64_t> revisions;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    Store* store = t % 2 == 0 ? a.get() : b.get();
-    threads.emplace_back([&, store, t] {
-      for (int i = 0; i < 20; ++i) {
-        auto w = store->SetOverride(Global(absl::StrCat("t", t, "-", i), "v"));
-        std::lock_guard lock(mu);
-        revisions.push_back(w.ok() ? w->revision : 0);
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  std::sort(revisions.begin(), revisions.end());
+  std::vector<uint64_t> revisions = ConcurrentChanges(*a, *b, 20);
   ASSERT_EQ(revisions.size(), 80u);
   for (uint64_t i = 0; i < 80; ++i) ASSERT_EQ(revisions[i], i + 1);
   std::string out;
