@@ -233,7 +233,7 @@ void AddStoreFlags(CLI::App& app, ControlplaneFlags& f) {
       ->capture_default_str();
   app.add_option("--replica-id", f.o.replica_id,
                  "This replica's name among the replicas on one etcd (default: hostname:port "
-                 "of --listen)");
+                 "of --listen; hostname-pid when that port is 0)");
   app.add_option("--advertise", f.o.advertise,
                  "host:port other replicas dial to reach this one (default: the address bound)");
 }
