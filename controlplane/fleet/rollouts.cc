@@ -312,6 +312,11 @@ bool RolloutEngine::ApplyAnswers(Active& a) {
     const std::string error = RestartError(*res);
     if (error.empty()) {
       h->set_state(herd::v1::ROLLOUT_HOST_STATE_DONE);
+    } else if (absl::IsAborted(res->status())) {
+      // Told, and the replica relaying it went away before the result (RoutedRequestRelay):
+      // it may have restarted. As after a takeover: INTERRUPTED, not counted as a failure.
+      h->set_state(herd::v1::ROLLOUT_HOST_STATE_INTERRUPTED);
+      h->set_error(error);
     } else {
       h->set_state(herd::v1::ROLLOUT_HOST_STATE_FAILED);
       h->set_error(error);

@@ -45,7 +45,8 @@ class RoutedRequestRelay::RestartCall final
     for (size_t i = 0; i < index_.size(); ++i) {
       if (answered_[i]) continue;
       (*done_)(index_[i],
-               absl::UnavailableError(absl::StrCat(
+               // ABORTED: told, outcome unknown (the rollout marks it INTERRUPTED).
+               absl::AbortedError(absl::StrCat(
                    "replica ", peer_.id, " (", peer_.address, "), which holds host ",
                    host_ids_[i], "'s stream, did not give its result (", s.error_message(),
                    "): the host may have restarted; see its units")));

@@ -227,6 +227,19 @@ TEST_F(RolloutsTest, AnOfflineHostFailsAtOnceAndInOrder) {
                                 "FAILED SKIPPED SKIPPED SKIPPED SKIPPED"));
 }
 
+// A host told through another replica that went away before giving its result (ABORTED from
+// the routed relay) may have restarted: INTERRUPTED, not a failure, and the rollout goes on.
+TEST_F(RolloutsTest, AHostWhoseResultWasLostIsInterruptedNotFailed) {
+  Rollout r = Start(Request(5));
+  ASSERT_TRUE(relay_.Answer("h0", absl::AbortedError("replica b did not give its result")));
+  for (const char* h : {"h1", "h2", "h3", "h4"}) ASSERT_TRUE(relay_.Succeed(h));
+  sched_.RunDue();
+  Rollout done = Stored(r.id());
+  EXPECT_EQ(done.state(), herd::v1::ROLLOUT_STATE_SUCCEEDED);
+  EXPECT_EQ(States(done), "INTERRUPTED DONE DONE DONE DONE");
+  EXPECT_EQ(done.hosts(0).error(), "replica b did not give its result");
+}
+
 TEST_F(RolloutsTest, AHostThatRestartedNothingFailed) {
   Rollout r = Start(Request(5));
   ASSERT_TRUE(relay_.Answer("h0", herd::v1::RestartResult()));
