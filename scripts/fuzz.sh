@@ -26,7 +26,7 @@ echo "== fuzz: build (${CXX_BIN}, libFuzzer + ASan + UBSan) in ${BUILD}"
 # a report needs no more than lines. No tests, benchmarks or dashboard in this build.
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1" \
   "-DCMAKE_C_FLAGS_DEBUG=-O1 -g1" -DCMAKE_C_COMPILER="$CC_BIN" -DCMAKE_CXX_COMPILER="$CXX_BIN" \
-  -DHERD_FUZZ=ON -DHERD_BUILD_TESTS=OFF -DHERD_BUILD_BENCH=OFF -DHERD_WEB=OFF >/dev/null
+  -DHERD_FUZZ=ON -DHERD_WERROR=ON -DHERD_BUILD_TESTS=OFF -DHERD_BUILD_BENCH=OFF -DHERD_WEB=OFF >/dev/null
 ninja -C "$BUILD" -j "$JOBS" $(printf '%s_fuzz ' "${TARGETS[@]}")
 
 failed=()
