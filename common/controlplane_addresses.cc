@@ -90,4 +90,47 @@ absl::StatusOr<std::vector<std::string>> ParseControlPlaneAddresses(absl::string
   return out;
 }
 
+namespace {
+
+// FNV-1a, then splitmix64's finalizer: FNV alone leaves strings that differ only at the end
+// (ports, host-0001) too alike in the high bits for a fair ranking.
+uint64_t RendezvousWeight(absl::string_view host_id, absl::string_view address) {
+  uint64_t h = 14695981039346656037ull;
+  auto mix_in = [&h](absl::string_view s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+  };
+  mix_in(host_id);
+  mix_in("\n");
+  mix_in(address);
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h;
+}
+
+}  // namespace
+
+std::vector<size_t> ReplicaDialOrder(absl::string_view host_id,
+                                     const std::vector<std::string>& addresses) {
+  std::vector<std::pair<uint64_t, size_t>> ranked;
+  ranked.reserve(addresses.size());
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    ranked.emplace_back(RendezvousWeight(host_id, addresses[i]), i);
+  }
+  // Highest weight first; equal weights (practically never) by the address itself.
+  std::sort(ranked.begin(), ranked.end(), [&](const auto& a, const auto& b) {
+    if (a.first != b.first) return a.first > b.first;
+    return addresses[a.second] < addresses[b.second];
+  });
+  std::vector<size_t> order;
+  order.reserve(ranked.size());
+  for (const auto& r : ranked) order.push_back(r.second);
+  return order;
+}
+
 }  // namespace herd

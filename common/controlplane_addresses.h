@@ -25,4 +25,14 @@ inline constexpr size_t kMaxControlPlaneAddresses = 64;
 absl::StatusOr<std::vector<std::string>> ParseControlPlaneAddresses(absl::string_view text,
                                                                     absl::string_view flag);
 
+// The order in which a host dials the replicas (indices into `addresses`): rendezvous, or
+// highest-random-weight, hashing of its host id with each address. It is stable across
+// restarts and builds; a fleet given the same list spreads evenly over it; when a replica
+// goes away, the hosts it held spread evenly over the others (each host's next choice)
+// instead of all moving to the replica after it in the list; and adding a replica moves only
+// the hosts that now rank it first (about 1/n of them). The order of `addresses` does not
+// matter.
+std::vector<size_t> ReplicaDialOrder(absl::string_view host_id,
+                                     const std::vector<std::string>& addresses);
+
 }  // namespace herd

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/uplink/host_facts.h"
 #include "common/atomic_file.h"
+#include "common/controlplane_addresses.h"
 
 namespace herd::agent {
 namespace {
@@ -72,10 +73,6 @@ Uplink::Uplink(UplinkOptions options, UplinkHandler& handler, Scheduler& loop,
 
 Uplink::~Uplink() { Stop(); }
 
-size_t Uplink::FirstAddressIndex(const std::string& host_id, size_t addresses) {
-  return addresses == 0 ? 0 : StableHash(host_id) % addresses;
-}
-
 std::string Uplink::CredentialPath() const { return absl::StrCat(options_.home, "/host-credential"); }
 
 absl::Status Uplink::Start() {
@@ -91,7 +88,8 @@ absl::Status Uplink::Start() {
     if (auto s = WriteFileAtomically(id_path, host_id_ + "\n", 0644); !s.ok()) return s;
     log_->info("event=host_id_created host_id={}", host_id_);
   }
-  address_index_ = FirstAddressIndex(host_id_, options_.addresses.size());
+  dial_order_ = ReplicaDialOrder(host_id_, options_.addresses);
+  dial_pos_ = 0;
   if (ReadTrimmed(CredentialPath()).empty()) {
     if (options_.join_token_file.empty()) {
       return absl::InvalidArgumentError(
@@ -384,7 +382,7 @@ absl::Duration Uplink::NextDial() {
   }
   ++failed_sessions_;
   const size_t n = options_.addresses.size();
-  address_index_ = (address_index_ + 1) % n;
+  dial_pos_ = (dial_pos_ + 1) % n;
   // Another replica of this round may well be up: go there promptly (jittered). Every one
   // failed in a row: back off before the next round.
   if (failed_sessions_ % n != 0) return failover_delay_.Next();

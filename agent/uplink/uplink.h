@@ -16,9 +16,11 @@
 // with the join token.
 //
 // Replicas: the options list one address per control plane replica (any of them serves the
-// whole fleet, issue 22). The first dial goes to the address the host id hashes to, so a
-// fleet given the same list spreads over the replicas; every failed dial or ended stream
-// moves the next dial to the next address, in list order. Within a round of the list the
+// whole fleet, issue 22). Each host dials them in its own order (common/
+// controlplane_addresses.h, ReplicaDialOrder: rendezvous hashing of its host id), so a fleet
+// given the same list spreads over the replicas, and the hosts of a replica that goes away
+// spread over the others; every failed dial or ended stream moves the next dial to the next
+// address in the host's order. Within a round of the list the
 // next dial waits only a delay drawn from [0, failover_spread] (full jitter): when a replica
 // dies, its agents go to the others at once, yet spread over that window rather than all in
 // the same millisecond. Once every address has failed in a row (a full round), the wait is
@@ -139,12 +141,9 @@ class Uplink final : private UplinkStreamObserver {
   // The address connected to, or dialled next (see State::address).
   const std::string& address() const {
     static const std::string kNone;
-    return options_.addresses.empty() ? kNone : options_.addresses[address_index_];
+    if (options_.addresses.empty()) return kNone;
+    return options_.addresses[dial_order_.empty() ? 0 : dial_order_[dial_pos_]];
   }
-
-  // The index in the address list of a host's first dial: a stable hash of its host id, so
-  // a fleet given the same list spreads over it and a host keeps its replica across restarts.
-  static size_t FirstAddressIndex(const std::string& host_id, size_t addresses);
 
   // A write that failed while the control plane's status has not come: the stream is
   // cancelled after this grace (the status usually follows the failure at once).
@@ -186,7 +185,10 @@ class Uplink final : private UplinkStreamObserver {
   std::string host_id_;
   Backoff backoff_;          // between full rounds of the address list
   Backoff failover_delay_;   // within a round: uniform in [0, failover_spread]
-  size_t address_index_ = 0;      // into options_.addresses: the current or next dial's
+  // The host's order of the addresses (ReplicaDialOrder), and the current or next dial's
+  // place in it.
+  std::vector<size_t> dial_order_;
+  size_t dial_pos_ = 0;
   uint64_t failed_sessions_ = 0;  // sessions that ended since the last stable one
 
   Phase phase_ = Phase::kIdle;

@@ -14,9 +14,9 @@
 //   - every stream that failed.
 // It is bounded in agents and time and stops by itself. See bench/README.md.
 //
-// Replicas (issue 22): --controlplane A,B,C spreads the agents over the list (agent i on
-// address i mod n) and fails over like agentd: a stream that ends is redialled to the next
-// address after a delay drawn from [0, --failover-spread-ms] (seeded per agent), and after a
+// Replicas (issue 22): --controlplane A,B,C spreads the agents over the list and fails over
+// like agentd: each agent dials the replicas in its host id's ReplicaDialOrder, and a stream
+// that ends is redialled to the next address of that order after a delay drawn from [0, --failover-spread-ms] (seeded per agent), and after a
 // full round of failures with a growing backoff. Each failover is counted, and each agent's
 // slot records when it lost its replica and when another one welcomed it again. The Fleet
 // API calls and --http go to the first address. With one address nothing changes: a stream
@@ -32,9 +32,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <functional>
@@ -82,6 +84,12 @@ struct Options {
   std::string http;  // the control plane's --http address, for /metrics
   std::string join_token_file, operator_token_file, viewer_token_file;
   int controlplane_pid = 0;
+  // Replicas: each one's pid (the order of --controlplane), for its CPU and for the failover.
+  std::string replica_pids_flag;
+  std::vector<int> replica_pids;
+  int kill_replica = -1;       // kill -9 this replica (index) after the fan-outs; -1: none
+  int ring = 600;              // batches a simulated agent keeps while it has no replica
+  std::string etcd_metrics;    // an etcd member's client URL: its write counter, per phase
   int agents = 100;
   int modules = 10;
   int probes = 10;
@@ -188,6 +196,11 @@ struct Counters {
   // Replicas: streams that ended and were redialled to another address; welcomes after one.
   std::atomic<int> failovers{0}, rewelcomed{0};
   std::atomic<uint64_t> batches_sent{0}, batches_skipped{0};
+  // Replicas: batches made while an agent had no replica (kept in its ring), sent once one
+  // welcomed it again, and dropped because the ring was full; config snapshots older than
+  // one the agent had already acked (a replica sending a stale version).
+  std::atomic<uint64_t> ring_buffered{0}, ring_replayed{0}, ring_dropped{0};
+  std::atomic<int> version_regressions{0};
   std::atomic<int64_t> last_welcome_us{0};
 };
 
@@ -203,6 +216,9 @@ struct Slot {
   // replica last welcomed it again afterwards (0: not yet).
   std::atomic<int> failovers{0};
   std::atomic<int64_t> lost_us{0}, rewelcome_us{0};
+  std::atomic<int> replica{-1};        // the index of the replica that welcomed it last
+  std::atomic<int> ring_pending{0};    // batches in its ring, waiting for a replica
+  std::atomic<int64_t> ring_first_ms{0};  // when the oldest of them was made
 };
 
 struct Shared {
@@ -348,8 +364,13 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
 
   void Tick() {
     if (SimAgent* next = next_.load()) return next->Tick();
-    if (!welcomed_.load() || done_.load()) return;
+    if (!welcomed_.load() || done_.load()) {
+      // Between replicas (a failover): the batch waits in the agent's ring, as agentd's.
+      if (slot_.failovers.load() > 0) KeepInRing();
+      return;
+    }
     std::lock_guard<std::mutex> l(mu_);
+    if (slot_.ring_pending.load() > 0) ReplayRingLocked();
     if (queue_.size() > 4) {  // the stream is not keeping up: drop, as a real agent's ring does
       counters_.batches_skipped++;
       return;
@@ -422,9 +443,12 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
       case ControlMessage::kWelcome: {
         int64_t now = NowUs();
         welcomed_ = true;
+        slot_.replica = static_cast<int>(replica_);
         if (failures_ > 0) {  // a failover: registered again elsewhere
           slot_.rewelcome_us = now;
           counters_.rewelcomed++;
+          std::lock_guard<std::mutex> l(mu_);
+          ReplayRingLocked();
           break;
         }
         slot_.welcome_us = now;
@@ -436,6 +460,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
         break;
       }
       case ControlMessage::kConfig: {
+        if (m.config().version() < slot_.config_version.load()) counters_.version_regressions++;
         AgentMessage ack;
         ack.mutable_config_ack()->set_version(m.config().version());
         ack.mutable_config_ack()->set_accepted(true);
@@ -502,7 +527,10 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     slot_.failovers++;
     slot_.lost_us = NowUs();
     counters_.failovers++;
-    const size_t replica = (replica_ + 1) % n;
+    const std::vector<size_t> order = ReplicaDialOrder(host_id_, options_.replicas);
+    const size_t at = static_cast<size_t>(
+        std::find(order.begin(), order.end(), replica_) - order.begin());
+    const size_t replica = order[(at + 1) % n];
     scheduler_.At(NowUs() + delay_us, [this, replica, failures] {
       std::lock_guard<std::mutex> l(mu_);
       if (stopping_.load()) return;
@@ -511,6 +539,28 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
       next_owned_->Start(join_token_);
       next_ = next_owned_.get();
     });
+  }
+
+  // A batch made while the agent has no replica: kept, or counted as dropped once the ring
+  // holds --ring of them (agentd drops the oldest; only the count matters here).
+  void KeepInRing() {
+    if (slot_.ring_pending.load() >= options_.ring) {
+      counters_.ring_dropped++;
+      return;
+    }
+    if (slot_.ring_pending.fetch_add(1) == 0) slot_.ring_first_ms = NowUs() / 1000;
+    counters_.ring_buffered++;
+  }
+  // Sends what the ring holds, stamped when each batch was made.
+  void ReplayRingLocked() {
+    const int n = slot_.ring_pending.exchange(0);
+    const int64_t first_ms = slot_.ring_first_ms.load();
+    for (int k = 0; k < n; ++k) {
+      ++seq_;
+      SendLocked(batches_.Make(seq_ + static_cast<uint64_t>(index_),
+                               first_ms + static_cast<int64_t>(k) * options_.interval_ms));
+    }
+    counters_.ring_replayed += static_cast<uint64_t>(n);
   }
 
   // No write starts once this ran (both under mu_), so OnDone cannot race a new write.
@@ -580,7 +630,8 @@ int RunSwarm(int k, const Options& o, const std::string& join, Shared& sh) {
   agents.reserve(end - first);
   for (int i = first; i < end; ++i) {
     agents.push_back(std::make_unique<SimAgent>(i, o, batches, sh.counters, scheduler,
-                                                sh.slots[i], i % o.replicas.size()));
+                                                sh.slots[i],
+                                                ReplicaDialOrder(HostId(i), o.replicas).front()));
   }
 
   // The metrics ticker: every interval, each welcomed agent sends one batch (spread over the
@@ -668,7 +719,8 @@ double MedianMs(const std::function<bool()>& f) {
 ApiTimes TimeApi(const Options& o, const std::string& host_id) {
   ApiTimes t;
   if (o.http.empty() || o.viewer_token_file.empty()) return t;
-  httplib::Client c(absl::StrCat("http://", o.http));
+  const std::vector<std::string> https = absl::StrSplit(o.http, ',');
+  httplib::Client c(absl::StrCat("http://", https.front()));
   c.set_read_timeout(60);
   const httplib::Headers h = {{"Authorization", "Bearer " + ReadTrimmed(o.viewer_token_file)}};
   auto post = [&](const char* method, const std::string& body) {
@@ -693,10 +745,9 @@ struct Scrape {
   double batches = -1;
   std::vector<std::pair<double, double>> delay;
 };
-Scrape ScrapeMetrics(const Options& o) {
+Scrape ScrapeOne(const Options& o, const std::string& address) {
   Scrape out;
-  if (o.http.empty()) return out;
-  httplib::Client c(absl::StrCat("http://", o.http));
+  httplib::Client c(absl::StrCat("http://", address));
   c.set_read_timeout(30);
   httplib::Headers h;
   if (!o.viewer_token_file.empty()) {
@@ -727,6 +778,28 @@ Scrape ScrapeMetrics(const Options& o) {
     }
   }
   return out;
+}
+
+// Every --http address's counters added up (replicas: each counts the hosts it holds); the
+// batches are -1 when one of them did not answer.
+Scrape ScrapeMetrics(const Options& o) {
+  Scrape sum;
+  bool first = true;
+  for (absl::string_view a : absl::StrSplit(o.http, ',', absl::SkipEmpty())) {
+    const Scrape one = ScrapeOne(o, std::string(a));
+    if (first) {
+      sum = one;
+      first = false;
+      continue;
+    }
+    sum.batches = sum.batches < 0 || one.batches < 0 ? -1 : sum.batches + one.batches;
+    if (one.delay.size() != sum.delay.size()) {
+      sum.delay.clear();
+    } else {
+      for (size_t i = 0; i < one.delay.size(); ++i) sum.delay[i].second += one.delay[i].second;
+    }
+  }
+  return sum;
 }
 
 // The q-quantile of the observations between two scrapes of a histogram, interpolated within
@@ -945,6 +1018,144 @@ class OperatorProcess {
   FILE* from_ = nullptr;
 };
 
+// An etcd member's count of committed writes (raft proposals: each Put, DeleteRange, Txn and
+// lease grant or revoke is one; lease keep-alives are not), from its /metrics; -1 without
+// --etcd-metrics or when it does not answer.
+double EtcdWrites(const Options& o) {
+  if (o.etcd_metrics.empty()) return -1;
+  httplib::Client c(o.etcd_metrics);
+  c.set_read_timeout(10);
+  auto r = c.Get("/metrics");
+  if (!r || r->status != 200) return -1;
+  for (absl::string_view line : absl::StrSplit(r->body, '\n')) {
+    double v = 0;
+    if (absl::ConsumePrefix(&line, "etcd_server_proposals_committed_total ") &&
+        absl::SimpleAtod(line, &v)) {
+      return v;
+    }
+  }
+  return -1;
+}
+
+// Writes between two readings, less what the steady rate accounts for over `seconds`.
+double EtcdWritesBetween(double before, double after, double rate, double seconds) {
+  if (before < 0 || after < 0) return -1;
+  return std::max(0.0, after - before - std::max(0.0, rate) * seconds);
+}
+
+// CPU seconds of each replica (--replica-pids), in order.
+std::vector<double> ReplicaCpu(const Options& o) {
+  std::vector<double> out;
+  for (int pid : o.replica_pids) out.push_back(SampleProc(pid).cpu_s);
+  return out;
+}
+
+// The failover (--kill-replica K): kill -9 of replica K once the fan-outs are over, then at
+// once a config change through the first replica. Measured until every agent K held is
+// welcomed by another replica and every agent has acked that change.
+struct Failover {
+  bool ran = false;
+  int moved = 0;               // agents replica K held when it was killed
+  Percentiles rewelcome;       // kill -> welcomed again, those agents
+  Percentiles moved_acked;     // kill -> acked the change, those agents
+  Percentiles all_acked;       // kill -> acked the change, every agent
+  double set_after_kill_ms = 0, seconds = 0, etcd_writes = -1;
+  bool set_ok = false;
+  std::string error;
+  uint64_t buffered = 0, replayed = 0, dropped = 0, left_in_rings = 0;
+  int regressions = 0;
+};
+Failover RunFailover(const Options& o, Shared& sh, OperatorProcess& op, double etcd_rate,
+                     const std::function<bool()>& out_of_time) {
+  Failover f;
+  if (o.kill_replica < 0) return f;
+  f.ran = true;
+  Counters& c = sh.counters;
+  auto slot = [&](int i) -> Slot& { return sh.slots[i]; };
+  std::vector<int> moved;
+  std::vector<uint64_t> before(o.agents);
+  for (int i = 0; i < o.agents; ++i) {
+    before[i] = slot(i).config_version.load();
+    if (slot(i).replica.load() == o.kill_replica) moved.push_back(i);
+  }
+  f.moved = static_cast<int>(moved.size());
+  const uint64_t buffered0 = c.ring_buffered.load(), replayed0 = c.ring_replayed.load(),
+                 dropped0 = c.ring_dropped.load();
+  const int regressions0 = c.version_regressions.load();
+  const double etcd0 = EtcdWrites(o);
+  fprintf(stderr, "fleetsim: kill -9 of replica %d (pid %d), which holds %d agents\n",
+          o.kill_replica, o.replica_pids[o.kill_replica], f.moved);
+  if (kill(o.replica_pids[o.kill_replica], SIGKILL) != 0) {
+    f.error = absl::StrCat("cannot kill pid ", o.replica_pids[o.kill_replica], ": ", strerror(errno));
+    return f;
+  }
+  const int64_t t_kill = NowUs();
+  const OperatorProcess::Reply set = op.Call("config");
+  f.set_ok = set.ok;
+  if (!set.ok) f.error = absl::StrCat("SetConfig after the kill: ", set.error);
+  f.set_after_kill_ms = static_cast<double>(set.t0_us - t_kill) / 1000.0;
+  auto over = [&] {
+    for (int i : moved) {
+      if (slot(i).rewelcome_us.load() <= t_kill || slot(i).ring_pending.load() > 0) return false;
+    }
+    for (int i = 0; set.ok && i < o.agents; ++i) {
+      if (!slot(i).failed.load() && slot(i).config_version.load() <= before[i]) return false;
+    }
+    return true;
+  };
+  while (!over() && !out_of_time() && NowUs() - t_kill < 60 * 1000000LL) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  f.seconds = static_cast<double>(NowUs() - t_kill) / 1e6;
+  f.etcd_writes = EtcdWritesBetween(etcd0, EtcdWrites(o), etcd_rate, f.seconds);
+  std::vector<double> back, moved_ack, all_ack;
+  auto acked_ms = [&](int i) {
+    return static_cast<double>(slot(i).config_ack_us.load() - t_kill) / 1000.0;
+  };
+  for (int i : moved) {
+    if (slot(i).rewelcome_us.load() > t_kill) {
+      back.push_back(static_cast<double>(slot(i).rewelcome_us.load() - t_kill) / 1000.0);
+    }
+    if (set.ok && slot(i).config_version.load() > before[i]) moved_ack.push_back(acked_ms(i));
+  }
+  for (int i = 0; set.ok && i < o.agents; ++i) {
+    if (slot(i).config_version.load() > before[i]) all_ack.push_back(acked_ms(i));
+    f.left_in_rings += static_cast<uint64_t>(slot(i).ring_pending.load());
+  }
+  f.rewelcome = Summarize(back);
+  f.moved_acked = Summarize(moved_ack);
+  f.all_acked = Summarize(all_ack);
+  f.buffered = c.ring_buffered.load() - buffered0;
+  f.replayed = c.ring_replayed.load() - replayed0;
+  f.dropped = c.ring_dropped.load() - dropped0;
+  f.regressions = c.version_regressions.load() - regressions0;
+  return f;
+}
+
+void PrintFailover(const Options& o, const Failover& f, int connected) {
+  if (!f.ran) return;
+  printf("  failover            kill -9 of replica %d holding %d agents; config change issued "
+         "%.0f ms after it%s\n",
+         o.kill_replica, f.moved, f.set_after_kill_ms, f.set_ok ? "" : " FAILED");
+  printf("                      welcomed by another replica: %zu/%d, p50 %.0f ms, p99 %.0f ms, "
+         "max %.0f ms\n",
+         f.rewelcome.n, f.moved, f.rewelcome.p50, f.rewelcome.p99, f.rewelcome.max);
+  printf("                      and acked the change: %zu/%d, p99 %.0f ms, max %.0f ms; every "
+         "agent: %zu/%d, p99 %.0f ms, max %.0f ms\n",
+         f.moved_acked.n, f.moved, f.moved_acked.p99, f.moved_acked.max, f.all_acked.n,
+         connected, f.all_acked.p99, f.all_acked.max);
+  printf("                      ring: %llu batches kept while away, %llu sent after, %llu "
+         "dropped, %llu still waiting; config versions gone back: %d\n",
+         static_cast<unsigned long long>(f.buffered), static_cast<unsigned long long>(f.replayed),
+         static_cast<unsigned long long>(f.dropped),
+         static_cast<unsigned long long>(f.left_in_rings), f.regressions);
+  if (f.etcd_writes >= 0) {
+    printf("                      etcd writes until then: %.0f (%.2f per agent moved)\n",
+           f.etcd_writes, f.moved ? f.etcd_writes / f.moved : 0);
+  }
+  if (!f.error.empty()) printf("    %s\n", f.error.c_str());
+}
+
 int Main(int argc, char** argv) {
   // gRPC's own locks are absl::Mutex; Debian's Abseil runs its lock-order detector on every one
   // of them (one global graph, one global lock). The simulator shares the machine with the
@@ -956,13 +1167,26 @@ int Main(int argc, char** argv) {
                "measures registration, ingest, config and restart fan-out, and the control "
                "plane's CPU and memory per agent. Results: bench/README.md."};
   app.add_option("--controlplane", o.controlplane,
-                 "gRPC address, or A,B,C for replicas: agent i on address i mod n, failing over "
-                 "to the next when its replica goes away; the Fleet API calls go to the first")
+                 "gRPC address, or A,B,C for replicas: each agent dials them in its own order "
+                 "(as agentd: rendezvous hashing of its host id), failing over to its next when "
+                 "its replica goes away; the Fleet API calls go to the first")
       ->capture_default_str();
   app.add_option("--failover-spread-ms", o.failover_spread_ms,
                  "Replicas: an agent whose stream ended redials within this window (jittered)")
       ->check(CLI::Range(0, 600000))->capture_default_str();
-  app.add_option("--http", o.http, "The control plane's --http address (ingest from /metrics)");
+  app.add_option("--replica-pids", o.replica_pids_flag,
+                 "Replicas: each one's pid, in the order of --controlplane (CPU per replica)");
+  app.add_option("--kill-replica", o.kill_replica,
+                 "Replicas: kill -9 this one (index in --controlplane, not 0: the Fleet API's) "
+                 "after the fan-outs, change the config through the first, and measure until "
+                 "its agents are elsewhere and every agent acked");
+  app.add_option("--ring", o.ring, "Batches a simulated agent keeps while it has no replica")
+      ->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_option("--etcd-metrics", o.etcd_metrics,
+                 "An etcd member's client URL (http://127.0.0.1:2379): etcd writes per phase");
+  app.add_option("--http", o.http,
+                 "The control plane's --http address (ingest from /metrics); replicas: every "
+                 "one's, A,B,C (the counters are added up; the API is timed on the first)");
   app.add_option("--join-token-file", o.join_token_file, "DATA/join-token")->required();
   app.add_option("--operator-token-file", o.operator_token_file,
                  "DATA/operator-token (config change and restart through the Fleet API)")
@@ -1000,6 +1224,19 @@ int Main(int argc, char** argv) {
   auto replicas = ParseControlPlaneAddresses(o.controlplane, "--controlplane");
   if (!replicas.ok()) return Fail(std::string(replicas.status().message()));
   o.replicas = *std::move(replicas);
+  for (absl::string_view p : absl::StrSplit(o.replica_pids_flag, ',', absl::SkipEmpty())) {
+    int pid = 0;
+    if (!absl::SimpleAtoi(p, &pid) || pid <= 0) return Fail(absl::StrCat("--replica-pids: ", p, " is not a pid"));
+    o.replica_pids.push_back(pid);
+  }
+  if (!o.replica_pids.empty() && o.replica_pids.size() != o.replicas.size()) {
+    return Fail("--replica-pids needs one pid per --controlplane address, in the same order");
+  }
+  if (o.kill_replica >= 0 &&
+      (o.kill_replica == 0 || o.kill_replica >= static_cast<int>(o.replica_pids.size()))) {
+    return Fail("--kill-replica takes the index of a replica other than the first (the Fleet "
+                "API's) and needs --replica-pids");
+  }
   for (const auto& r : o.replicas) {
     if (!absl::StartsWith(r, "127.") && !absl::StartsWith(r, "localhost:") &&
         !absl::StartsWith(r, "[::1]:")) {
@@ -1088,6 +1325,7 @@ int Main(int argc, char** argv) {
           o.connect_rate, o.processes);
   const int64_t reg_start = NowUs();
   sh->reg_start_us = reg_start;
+  const double etcd_reg0 = EtcdWrites(o);
   sh->phase = 1;
   while (counters.welcomed.load() + counters.failed.load() < o.agents && !out_of_time()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -1108,6 +1346,8 @@ int Main(int argc, char** argv) {
     fprintf(stderr, "fleetsim: steady after %.0f s of warm-up (batch delay p50 %.2f s)\n",
             waited_s, p50);
   }
+  const double etcd_reg1 = EtcdWrites(o);
+  const double reg_to_steady_s = static_cast<double>(NowUs() - reg_start) / 1e6;
   // The control plane's counter and ours are read back to back, at the start and the end of
   // the window, so the two rates cover the same time.
   const Scrape scrape0 = ScrapeMetrics(o);
@@ -1115,10 +1355,14 @@ int Main(int argc, char** argv) {
   const uint64_t sent0 = counters.batches_sent.load();
   const uint64_t skipped0 = counters.batches_skipped.load();
   const ProcSample p0 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
+  const std::vector<double> replicas0 = ReplicaCpu(o);
+  const double etcd_w0 = EtcdWrites(o);
   const ProcSample self0 = sim_cpu();
   const int64_t t0 = NowUs();
   std::this_thread::sleep_for(absl::ToChronoSeconds(absl::Seconds(o.steady_s)));
   const ProcSample p1 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
+  const std::vector<double> replicas1 = ReplicaCpu(o);
+  const double etcd_w1 = EtcdWrites(o);
   const ProcSample self1 = sim_cpu();
   const Scrape scrape1 = ScrapeMetrics(o);
   const double cp_batches1 = scrape1.batches;
@@ -1141,6 +1385,7 @@ int Main(int argc, char** argv) {
   for (int i = 0; i < o.agents; ++i) version_before.push_back(slot(i).config_version.load());
   // CPU each side spends on the fan-out (with the ingest going on): which one limits it.
   const ProcSample cfg_cp0 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
+  const double etcd_cfg0 = EtcdWrites(o);
   const ProcSample cfg_self0 = sim_cpu();
   const OperatorProcess::Reply set = operator_process.Call("config");
   const int64_t config_t0 = set.t0_us;
@@ -1158,6 +1403,7 @@ int Main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   const ProcSample cfg_cp1 = o.controlplane_pid ? SampleProc(o.controlplane_pid) : ProcSample{};
+  const double etcd_cfg1 = EtcdWrites(o);
   const ProcSample cfg_self1 = sim_cpu();
   const double cfg_cp_cpu_ms = (cfg_cp1.cpu_s - cfg_cp0.cpu_s) * 1000.0;
   const double cfg_sim_cpu_ms = (cfg_self1.cpu_s - cfg_self0.cpu_s) * 1000.0;
@@ -1198,6 +1444,14 @@ int Main(int argc, char** argv) {
   // What the dashboard (and a scraper) asks of a fleet this size: a page of hosts, a search,
   // one host, and /metrics, each timed end to end over HTTP (median of 5). Last, so that the
   // memory figures above hold no scrape's leftovers.
+  // Writes etcd takes per second at steady load, and per registration and config change
+  // (less that rate over their time).
+  const double etcd_rate = etcd_w0 >= 0 && etcd_w1 >= 0 ? (etcd_w1 - etcd_w0) / window_s : -1;
+  const double etcd_reg = EtcdWritesBetween(etcd_reg0, etcd_reg1, etcd_rate, reg_to_steady_s);
+  const double etcd_cfg = EtcdWritesBetween(etcd_cfg0, etcd_cfg1, etcd_rate,
+                                            static_cast<double>(NowUs() - config_t0) / 1e6);
+  const Failover failover = RunFailover(o, *sh, operator_process, etcd_rate, out_of_time);
+
   ApiTimes api = TimeApi(o, HostId(o.agents / 2));
 
   sh->phase = 2;
@@ -1281,6 +1535,20 @@ int Main(int argc, char** argv) {
            api.list_ms, api.search_ms, api.host_ms, api.metrics_ms,
            static_cast<double>(api.metrics_bytes) / (1 << 20));
   }
+  if (!replicas0.empty()) {
+    std::string per;
+    for (size_t k = 0; k < replicas0.size(); ++k) {
+      absl::StrAppendFormat(&per, "%sr%zu %.2f", k ? ", " : "", k,
+                            (replicas1[k] - replicas0[k]) / window_s);
+    }
+    printf("  replicas' CPU       %s cores over the ingest window\n", per.c_str());
+  }
+  if (etcd_rate >= 0) {
+    printf("  etcd writes         steady %.1f/s; registration %.0f (%.2f per agent, warm-up "
+           "included); config change %.0f\n",
+           etcd_rate, etcd_reg, o.agents ? etcd_reg / o.agents : 0, etcd_cfg);
+  }
+  PrintFailover(o, failover, connected);
   printf("  failed streams      %d\n", counters.failed.load());
   if (o.replicas.size() > 1) {
     printf("  replicas            %zu; failovers %d, registered again after one %d\n",
@@ -1298,18 +1566,42 @@ int Main(int argc, char** argv) {
         R"("restart_received_p50_ms":%.1f,"restart_received_p99_ms":%.1f,"failed_streams":%d,)"
         R"("list_hosts_ms":%.1f,"search_hosts_ms":%.1f,"get_host_ms":%.1f,"metrics_ms":%.1f,)"
         R"("batch_delay_p50_s":%.3f,"batch_delay_p99_s":%.3f,"restart_settle_s":%.3f,)"
-        R"("replicas":%zu,"failovers":%d,"rewelcomed":%d,"back_to_back":%s})",
+        R"("replicas":%zu,"failovers":%d,"rewelcomed":%d,"back_to_back":%s,)"
+        R"("etcd_writes_per_s":%.2f,"etcd_writes_registration":%.0f,"etcd_writes_config":%.0f,)"
+        R"("failover_moved":%d,"failover_rewelcomed":%zu,"failover_rewelcome_p99_ms":%.1f,)"
+        R"("failover_rewelcome_max_ms":%.1f,"failover_moved_acked":%zu,)"
+        R"("failover_moved_acked_max_ms":%.1f,"failover_all_acked":%zu,)"
+        R"("failover_all_acked_p99_ms":%.1f,"failover_ring_dropped":%llu,)"
+        R"("failover_ring_left":%llu,"failover_version_regressions":%d,"replica_cores":[%s]})",
         o.agents, o.modules, o.probes, o.interval_ms, connected, registration_s,
         static_cast<double>(sent) / window_s, accepted < 0 ? -1 : accepted / window_s,
         static_cast<unsigned long long>(skipped), cp_cores, sim_cores,
         static_cast<unsigned long long>(p1.rss), static_cast<unsigned long long>(baseline.rss), cfg.p50, cfg.p99, cfg.max, cfg.n, rst.p50,
         rst.p99, rst.max, rst.n, rst_in.p50, rst_in.p99, counters.failed.load(), api.list_ms, api.search_ms, api.host_ms,
         api.metrics_ms, delay_p50, delay_p99, settled.first, o.replicas.size(),
-        counters.failovers.load(), counters.rewelcomed.load(), o.back_to_back ? "true" : "false");
+        counters.failovers.load(), counters.rewelcomed.load(), o.back_to_back ? "true" : "false",
+        etcd_rate, etcd_reg, etcd_cfg, failover.moved, failover.rewelcome.n,
+        failover.rewelcome.p99, failover.rewelcome.max, failover.moved_acked.n,
+        failover.moved_acked.max, failover.all_acked.n, failover.all_acked.p99,
+        static_cast<unsigned long long>(failover.dropped),
+        static_cast<unsigned long long>(failover.left_in_rings), failover.regressions,
+        [&] {
+          std::string a;
+          for (size_t k = 0; k < replicas0.size(); ++k) {
+            absl::StrAppendFormat(&a, "%s%.3f", k ? "," : "", (replicas1[k] - replicas0[k]) / window_s);
+          }
+          return a;
+        }().c_str());
     j << "\n";
   }
+  const bool failover_ok =
+      !failover.ran || (failover.set_ok && static_cast<int>(failover.rewelcome.n) == failover.moved &&
+                        static_cast<int>(failover.all_acked.n) == connected &&
+                        failover.dropped == 0 && failover.left_in_rings == 0 &&
+                        failover.regressions == 0);
   const bool ok = swarms_ok && connected == o.agents && counters.failed.load() == 0 &&
-                  static_cast<int>(cfg.n) == connected && static_cast<int>(rst.n) == connected;
+                  static_cast<int>(cfg.n) == connected && static_cast<int>(rst.n) == connected &&
+                  failover_ok;
   return ok ? 0 : 2;
 }
 

@@ -28,7 +28,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "agent/uplink/uplink.h"
+#include "common/controlplane_addresses.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/agent_harness.h"
@@ -50,12 +50,6 @@ constexpr int kAgents = 6;
 bool ControlPlaneHasReplicas() {
   CmdResult help = Run({AgentHarness::BinDir() + "/controlplane", "--help"});
   return absl::StrContains(help.out, "--replica-id") && absl::StrContains(help.out, "--store");
-}
-
-// A host id that looks like agentd's own (NewHostId: name-hex12).
-std::string MakeHostId(int i) {
-  std::random_device rd;
-  return absl::StrFormat("replicas-test-%d-%012x", i, (uint64_t{rd()} << 16) ^ rd());
 }
 
 class ReplicasTest : public ::testing::Test {
@@ -102,26 +96,30 @@ class ReplicasTest : public ::testing::Test {
       chmod(to.Path(f).c_str(), 0600);
     }
   }
-  // Every replica's address, rotated so that agent i's first dial (the list index its host
-  // id hashes to) is replica i % kReplicas.
-  std::string AddressListFor(const std::string& host_id, int replica) const {
-    const size_t start = agent::Uplink::FirstAddressIndex(host_id, kReplicas);
-    std::vector<std::string> list(kReplicas);
-    for (int j = 0; j < kReplicas; ++j) {
-      list[j] = replicas_[(replica - static_cast<int>(start) + j + 2 * kReplicas) % kReplicas]
-                    ->address();
+  std::vector<std::string> Addresses() const {
+    std::vector<std::string> list;
+    for (const auto& r : replicas_) list.push_back(r->address());
+    return list;
+  }
+  // A host id that looks like agentd's own (NewHostId: name-hex12) and whose first dial (its
+  // ReplicaDialOrder over every replica) is `replica`.
+  std::string HostIdStartingOn(int i, int replica) const {
+    std::random_device rd;
+    for (;;) {
+      std::string id =
+          absl::StrFormat("replicas-test-%d-%012x", i, (uint64_t{rd()} << 16) ^ rd());
+      if (ReplicaDialOrder(id, Addresses()).front() == static_cast<size_t>(replica)) return id;
     }
-    return absl::StrJoin(list, ",");
   }
   void StartAgent(int i) {
     agents_[i] = std::make_unique<AgentHarness>();
-    host_ids_[i] = MakeHostId(i);
+    host_ids_[i] = HostIdStartingOn(i, i % kReplicas);
     std::FILE* f = std::fopen(agents_[i]->Path("host_id").c_str(), "w");
     ASSERT_NE(f, nullptr);
     std::fprintf(f, "%s\n", host_ids_[i].c_str());
     std::fclose(f);
     ASSERT_TRUE(agents_[i]->StartAgent(
-        {"--controlplane", AddressListFor(host_ids_[i], i % kReplicas), "--join-token-file",
+        {"--controlplane", absl::StrJoin(Addresses(), ","), "--join-token-file",
          replicas_[0]->JoinTokenFile(), "--labels", absl::StrCat("agent=a", i)}))
         << agents_[i]->last_error();
     agentd_pids_[i] = agents_[i]->agent_pid();

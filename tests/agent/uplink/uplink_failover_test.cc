@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "agent/uplink/uplink.h"
+#include "common/controlplane_addresses.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/fakes/fake_scheduler.h"
@@ -53,7 +54,14 @@ void WriteFile(const std::string& path, const std::string& text) {
 std::string HostIdStartingAt(size_t index) {
   for (int i = 0;; ++i) {
     std::string id = "h_test" + std::to_string(i);
-    if (Uplink::FirstAddressIndex(id, kReplicas.size()) == index) return id;
+    if (ReplicaDialOrder(id, kReplicas).front() == index) return id;
+  }
+}
+// A host id that dials kReplicas in list order: a, b, c.
+std::string HostIdInListOrder() {
+  for (int i = 0;; ++i) {
+    std::string id = "h_test" + std::to_string(i);
+    if (ReplicaDialOrder(id, kReplicas) == std::vector<size_t>{0, 1, 2}) return id;
   }
 }
 
@@ -64,7 +72,7 @@ class UplinkFailoverTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     home_ = tmpl;
     WriteFile(home_ + "/join-token", "hj_join\n");
-    WriteFile(home_ + "/host_id", HostIdStartingAt(0) + "\n");  // starts at a.test
+    WriteFile(home_ + "/host_id", HostIdInListOrder() + "\n");  // a.test, b.test, c.test
     options_.addresses = kReplicas;
     options_.home = home_;
     options_.join_token_file = home_ + "/join-token";
@@ -116,22 +124,69 @@ class UplinkFailoverTest : public ::testing::Test {
   std::unique_ptr<Uplink> uplink_;
 };
 
-TEST_F(UplinkFailoverTest, DialsTheReplicasInListOrderFromTheHostsOwnStart) {
-  WriteFile(home_ + "/host_id", HostIdStartingAt(1) + "\n");
+TEST_F(UplinkFailoverTest, DialsTheReplicasInTheHostsOwnOrderRoundAfterRound) {
+  const std::string id = HostIdStartingAt(1);
+  WriteFile(home_ + "/host_id", id + "\n");
+  const std::vector<size_t> order = ReplicaDialOrder(id, kReplicas);
+  ASSERT_EQ(order.size(), 3u);
+  ASSERT_EQ(order[0], 1u);
   Start();
   End(absl::UnavailableError("connection refused"));
   for (int i = 0; i < 4; ++i) FailNextDial();
-  EXPECT_THAT(DialedAddresses(), ElementsAre("b.test:8443", "c.test:8443", "a.test:8443",
-                                             "b.test:8443", "c.test:8443"));
+  std::vector<std::string> expected;
+  for (int i = 0; i < 5; ++i) expected.push_back(kReplicas[order[i % 3]]);
+  EXPECT_EQ(DialedAddresses(), expected);
+  // Every replica once per round.
+  EXPECT_EQ(std::set<size_t>(order.begin(), order.end()), (std::set<size_t>{0, 1, 2}));
 }
 
 TEST_F(UplinkFailoverTest, HostsSpreadOverTheReplicasByTheirIds) {
   std::vector<int> per_replica(kReplicas.size());
   for (int i = 0; i < 300; ++i) {
-    ++per_replica.at(Uplink::FirstAddressIndex("h_" + std::to_string(i), kReplicas.size()));
+    ++per_replica.at(ReplicaDialOrder("h_" + std::to_string(i), kReplicas).front());
   }
-  for (int n : per_replica) EXPECT_GT(n, 60) << "300 hosts over 3 replicas";
-  EXPECT_EQ(Uplink::FirstAddressIndex("h_any", 1), 0u);
+  for (int n : per_replica) EXPECT_GT(n, 70) << "300 hosts over 3 replicas";
+  EXPECT_THAT(ReplicaDialOrder("h_any", {"a:1"}), ElementsAre(0u));
+  EXPECT_TRUE(ReplicaDialOrder("h_any", {}).empty());
+}
+
+// A dead replica's hosts go to their own next choices, so the survivors share them instead of
+// the replica after it in the list taking them all.
+TEST_F(UplinkFailoverTest, ADeadReplicasHostsSpreadEvenlyOverTheOthers) {
+  std::vector<int> next_of_b(kReplicas.size());
+  int on_b = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const std::vector<size_t> order = ReplicaDialOrder("h_" + std::to_string(i), kReplicas);
+    if (order[0] != 1) continue;
+    ++on_b;
+    ++next_of_b.at(order[1]);
+  }
+  ASSERT_GT(on_b, 800);
+  EXPECT_EQ(next_of_b[1], 0);
+  EXPECT_GT(next_of_b[0], on_b * 2 / 5) << "a.test takes " << next_of_b[0] << " of " << on_b;
+  EXPECT_GT(next_of_b[2], on_b * 2 / 5) << "c.test takes " << next_of_b[2] << " of " << on_b;
+}
+
+// The order depends on the addresses, not on where they are in the list; a replica added
+// takes only the hosts that now rank it first (about 1/n), and no host moves between two
+// replicas that stayed.
+TEST_F(UplinkFailoverTest, TheOrderIgnoresTheListsOrderAndAnAddedReplicaMovesOnlyItsShare) {
+  const std::vector<std::string> shuffled = {"c.test:8443", "a.test:8443", "b.test:8443"};
+  const std::vector<std::string> four = {"a.test:8443", "b.test:8443", "c.test:8443",
+                                         "d.test:8443"};
+  int moved = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const std::string id = "h_" + std::to_string(i);
+    const std::string first = kReplicas[ReplicaDialOrder(id, kReplicas).front()];
+    EXPECT_EQ(shuffled[ReplicaDialOrder(id, shuffled).front()], first) << id;
+    const std::string now = four[ReplicaDialOrder(id, four).front()];
+    if (now != first) {
+      EXPECT_EQ(now, "d.test:8443") << id << " moved between two replicas that stayed";
+      ++moved;
+    }
+  }
+  EXPECT_GT(moved, 2000 / 4 - 150);
+  EXPECT_LT(moved, 2000 / 4 + 150);
 }
 
 TEST_F(UplinkFailoverTest, ReplicaThatEndsTheStreamIsLeftForTheNextPromptly) {

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# One fleetsim run against 3 control plane replicas sharing a 3-member etcd cluster, all on
+# this machine's loopback (issue 22's measurements): starts etcd and the replicas in a fresh
+# temporary directory, runs fleetsim with the agents spread over the replicas, stops
+# everything it started and removes the directory. bench/README.md ("Replicas") has the rows.
+#
+#   bench/fleetsim/replicas.sh [options] [-- fleetsim options]
+#
+#   --build DIR      where the binaries are (default: build)
+#   --replicas N     control plane replicas (default 3, at least 2)
+#   --kill           kill -9 replica 1 after the fan-outs (fleetsim --kill-replica 1): its
+#                    agents' failover, a config change during it, and what was kept
+#   --keep-logs DIR  copy etcd's and the replicas' logs there before removing the rest
+#
+# Example: bench/fleetsim/replicas.sh --kill -- --agents 10000 --steady 20 --json /tmp/r.json
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+build=build replicas=3 kill_one=0 keep_logs=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --build) build="${2:?--build needs a directory}"; shift 2 ;;
+    --replicas) replicas="${2:?--replicas needs a number}"; shift 2 ;;
+    --kill) kill_one=1; shift ;;
+    --keep-logs) keep_logs="${2:?--keep-logs needs a directory}"; shift 2 ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "replicas.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ "$replicas" =~ ^[2-9]$ ]] || { echo "replicas.sh: --replicas takes 2 to 9" >&2; exit 2; }
+for b in controlplane fleetsim; do
+  [[ -x "$build/bin/$b" ]] || { echo "replicas.sh: no $build/bin/$b: build first (ninja -C $build $b)" >&2; exit 2; }
+done
+for tool in etcd etcdctl python3; do
+  command -v "$tool" >/dev/null ||
+    { echo "replicas.sh: no $tool: run scripts/install-deps.sh (etcd-server, etcd-client)" >&2; exit 2; }
+done
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+dir=$(mktemp -d /tmp/herd-replicas-bench.XXXXXX)
+etcd_pids=() cp_pids=()
+cleanup() {
+  set +e
+  for pid in "${cp_pids[@]}" "${etcd_pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${cp_pids[@]}" "${etcd_pids[@]}"; do
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null
+    { wait "$pid"; } 2>/dev/null  # (also bash's "Killed" notice for the replica killed)
+  done
+  if [[ -n "$keep_logs" ]]; then mkdir -p "$keep_logs" && cp "$dir"/*.log "$keep_logs"/; fi
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# Free loopback ports: client + peer for each etcd member, gRPC + HTTP for each replica.
+mapfile -t ports < <(python3 - "$((6 + 2 * replicas))" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+for s in socks:
+    print(s.getsockname()[1])
+PY
+)
+
+cluster="" endpoints=""
+for i in 0 1 2; do cluster+="${cluster:+,}m$i=http://127.0.0.1:${ports[$((2 * i + 1))]}"; done
+for i in 0 1 2; do
+  client="127.0.0.1:${ports[$((2 * i))]}" peer="127.0.0.1:${ports[$((2 * i + 1))]}"
+  endpoints+="${endpoints:+,}$client"
+  etcd --name "m$i" --data-dir "$dir/etcd$i" --listen-client-urls "http://$client" \
+    --advertise-client-urls "http://$client" --listen-peer-urls "http://$peer" \
+    --initial-advertise-peer-urls "http://$peer" --initial-cluster "$cluster" \
+    --initial-cluster-state new --initial-cluster-token herd-bench --log-level warn \
+    >"$dir/etcd$i.log" 2>&1 &
+  etcd_pids+=($!)
+done
+for _ in $(seq 100); do
+  etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
+  sleep 0.2
+done
+etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 ||
+  { echo "replicas.sh: etcd did not become healthy:" >&2; tail -5 "$dir/etcd0.log" >&2; exit 1; }
+
+# The replicas. The first makes the fleet's tokens; the others get copies of its files.
+addresses="" https=""
+for ((k = 0; k < replicas; k++)); do
+  data="$dir/r$k"
+  mkdir -p "$data" && chmod 700 "$data"
+  if [[ $k -gt 0 ]]; then
+    for f in join-token operator-token viewer-token; do install -m 600 "$dir/r0/$f" "$data/$f"; done
+  fi
+  listen="127.0.0.1:${ports[$((6 + 2 * k))]}"
+  "$build/bin/controlplane" --data "$data" --store "etcd://$endpoints" --etcd-prefix /herd \
+    --replica-id "r$k" --advertise "$listen" --listen "$listen" \
+    --http "127.0.0.1:${ports[$((7 + 2 * k))]}" --log-level info >"$dir/r$k.log" 2>&1 &
+  cp_pids+=($!)
+  for _ in $(seq 300); do
+    [[ -s "$data/listen-address" ]] && break
+    kill -0 "${cp_pids[$k]}" 2>/dev/null || { echo "replicas.sh: replica $k exited:" >&2; tail -5 "$dir/r$k.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  [[ -s "$data/listen-address" ]] ||
+    { echo "replicas.sh: replica $k did not serve in 30 s:" >&2; tail -5 "$dir/r$k.log" >&2; exit 1; }
+  addresses+="${addresses:+,}$listen"
+  https+="${https:+,}$(cat "$data/http-address")"
+done
+pids=$(IFS=,; echo "${cp_pids[*]}")
+extra=()
+[[ "$kill_one" == 1 ]] && extra+=(--kill-replica 1)
+
+rc=0
+"$build/bin/fleetsim" --controlplane "$addresses" --http "$https" \
+  --join-token-file "$dir/r0/join-token" --operator-token-file "$dir/r0/operator-token" \
+  --viewer-token-file "$dir/r0/viewer-token" --controlplane-pid "${cp_pids[0]}" \
+  --replica-pids "$pids" --etcd-metrics "http://127.0.0.1:${ports[0]}" "${extra[@]}" "$@" || rc=$?
+if [[ "$rc" != 0 ]]; then
+  echo "replicas.sh: fleetsim failed (exit $rc); the replicas' logs end:" >&2
+  for ((k = 0; k < replicas; k++)); do echo "--- r$k" >&2; tail -5 "$dir/r$k.log" >&2; done
+fi
+exit "$rc"
