@@ -142,6 +142,15 @@ void Replication::StopMembership() {
   if (membership_) membership_->Stop();
 }
 
+absl::Status Replication::Ready() const {
+  if (etcd_ == nullptr) return store_.GetSetting("join_token_sha256").status();
+  etcd::RangeOptions o;
+  o.serializable = true;
+  o.count_only = true;
+  return etcd_->Range(EtcdKeys(options_.store.etcd_prefix).SettingsDir() + "join_token_sha256", o)
+      .status();
+}
+
 bool Replication::Exposes(const std::string& host_id) const {
   if (!on()) return true;
   const std::optional<ReplicaInfo> holder = membership_->HolderOf(host_id);

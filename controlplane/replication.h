@@ -79,6 +79,13 @@ class Replication {
   // once). Always true on a single node.
   bool Exposes(const std::string& host_id) const;
 
+  // /readyz: whether the store answers. On etcd a serializable read, which one member serves
+  // alone: a replica whose etcd lost its quorum still serves its agents (their streams and
+  // config stay, only writes are refused), and every replica loses quorum at once, so a load
+  // balancer that dropped them all as not ready would leave reconnecting agents nowhere to
+  // go. Not ready once no member answers.
+  absl::Status Ready() const;
+
  private:
   Replication(const ServerOptions& options, etcd::Client* etcd, Store& store, Hub& hub);
 

@@ -381,7 +381,7 @@ void WriteAddressFile(const std::string& data_dir, const char* name, const std::
 // there is none).
 absl::StatusOr<std::string> StartHttp(const ServerOptions& options, Hub& hub,
                                       const Replication& replication, RolloutEngine& rollouts,
-                                      FleetService& fleet, Store& store,
+                                      FleetService& fleet,
                                       const InstrumentedStore& store_metrics, GrpcEndpoint& grpc,
                                       std::shared_ptr<spdlog::logger> log,
                                       std::unique_ptr<HttpServer>* http) {
@@ -389,7 +389,7 @@ absl::StatusOr<std::string> StartHttp(const ServerOptions& options, Hub& hub,
   HttpHandlers handlers;
   handlers.metrics = MakeMetricsHandler(options, hub, replication, rollouts, fleet,
                                         store_metrics, SystemClock::Get(), log, http);
-  handlers.ready = [&store] { return store.GetSetting("join_token_sha256").status(); };
+  handlers.ready = [&replication] { return replication.Ready(); };
   handlers.authorize_read = [&fleet](const std::string& bearer) {
     return fleet.AuthenticateToken(bearer, false).status();
   };
@@ -470,7 +470,7 @@ absl::Status RunServer(const ServerOptions& options) {
   absl::Cleanup stop_http = [&] {
     if (http) http->Stop();
   };
-  auto http_address = StartHttp(options, hub, repl, rollouts, fleet, store, *timed->metrics,
+  auto http_address = StartHttp(options, hub, repl, rollouts, fleet, *timed->metrics,
                                 grpc_server, log, &http);
   if (!http_address.ok()) return http_address.status();
   // Written last: tools and tests take it to mean that everything is serving.

@@ -316,6 +316,12 @@ TEST_F(ReplicasTest, QuorumLostRefusesWritesThenAcceptsThemWithoutRestartingAnyA
     }, absl::Seconds(30))) << "replica " << k << " still accepts writes";
     EXPECT_THAT(refused.err, HasSubstr("quorum")) << "replica " << k;
   }
+  // Every replica stays ready (/readyz: a member still answers a serializable read): agents
+  // may go on connecting to any of them.
+  for (int k = 0; k < kReplicas; ++k) {
+    HttpReply ready = HttpCall(replica(k).http_address(), "GET", "/readyz");
+    EXPECT_EQ(ready.status, 200) << "replica " << k << ": " << ready.body;
+  }
   // Agents keep their streams, their config and their processes.
   absl::SleepFor(absl::Seconds(3));
   for (int i = 0; i < kAgents; ++i) {
@@ -324,8 +330,18 @@ TEST_F(ReplicasTest, QuorumLostRefusesWritesThenAcceptsThemWithoutRestartingAnyA
     EXPECT_EQ(ModulePid(i), module_pids[i]) << "agent " << i << "'s module restarted";
   }
 
+  // With no member left to answer, a replica is not ready.
+  etcd_->KillMember(0);
+  EXPECT_TRUE(WaitFor([&] {
+    return HttpCall(replica(0).http_address(), "GET", "/readyz").status == 503;
+  }, absl::Seconds(30))) << HttpCall(replica(0).http_address(), "GET", "/readyz").body;
+
+  // Member 0 alone cannot be healthy (no quorum): started without waiting, it is once the
+  // next one is back.
+  (void)etcd_->RestartMember(0, absl::ZeroDuration());
   ASSERT_TRUE(etcd_->RestartMember(1));
   ASSERT_TRUE(etcd_->RestartMember(2));
+  ASSERT_TRUE(etcd_->MemberRunning(0));
   // Accepted again, by themselves (no replica restarted), and pushed to every host.
   ASSERT_TRUE(WaitFor([&] {
     return replica(2).Ctl({"set", "svc:greeting", "after", "--global"}).exit_code == 0;
