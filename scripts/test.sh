@@ -27,7 +27,8 @@ python3 scripts/check-size.py
 stage "build (ASan + UBSan)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHERD_SANITIZE=ON \
   -DHERD_WERROR=ON -DHERD_BUILD_BENCH=ON >/dev/null
-ninja -C build-asan -j "$JOBS"
+# One more job than cores: compiles also wait on the disk (the assembler, the linker).
+ninja -C build-asan -j "$((JOBS + 1))"
 stage "tests (ASan + UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$TEST_JOBS" --timeout 600

@@ -115,6 +115,27 @@ rc=0
   --join-token-file "$dir/r0/join-token" --operator-token-file "$dir/r0/operator-token" \
   --viewer-token-file "$dir/r0/viewer-token" --controlplane-pid "${cp_pids[0]}" \
   --replica-pids "$pids" --etcd-metrics "http://127.0.0.1:${ports[0]}" "${extra[@]}" "$@" || rc=$?
+# What the fleet left in etcd: keys and bytes by kind (the hosts' ids and the ids of rollouts
+# and audit entries folded), and the database's size.
+etcdctl --endpoints "$endpoints" get --prefix /herd -w json 2>/dev/null | python3 -c '
+import base64, collections, json, re, sys
+try:
+    kvs = json.load(sys.stdin).get("kvs", [])
+except ValueError:
+    sys.exit(0)
+count, size = collections.Counter(), collections.Counter()
+for kv in kvs:
+    key = base64.b64decode(kv["key"]).decode(errors="replace")
+    kind = re.sub(r"^/herd/([^/]+)(/[^/]+)?(/status)?.*$", lambda m: m.group(1) + ("/*" if m.group(2) else "") + (m.group(3) or ""), key)
+    count[kind] += 1
+    size[kind] += len(key) + len(base64.b64decode(kv.get("value", "")))
+print("  etcd keys           " + ", ".join("%s %d (%.0f B each)" % (k, count[k], size[k] / count[k]) for k in sorted(count)))
+'
+etcdctl --endpoints "127.0.0.1:${ports[0]}" endpoint status -w json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)[0]["Status"]
+print("  etcd database       %.1f MiB (in use %.1f MiB), revision %d, raft index %d" % (s["dbSize"] / 2**20, s.get("dbSizeInUse", 0) / 2**20, s["header"]["revision"], s["raftIndex"]))
+' || true
 if [[ "$rc" != 0 ]]; then
   echo "replicas.sh: fleetsim failed (exit $rc); the replicas' logs end:" >&2
   for ((k = 0; k < replicas; k++)); do echo "--- r$k" >&2; tail -5 "$dir/r$k.log" >&2; done
