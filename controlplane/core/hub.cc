@@ -162,10 +162,10 @@ absl::StatusOr<std::optional<std::string>> Hub::JoinTokenHash() {
   return join_hash_;
 }
 
-absl::StatusOr<Entry> Hub::FindForCredential(const std::string& host_id) {
+absl::StatusOr<Entry> Hub::FindForCredential(const std::string& host_id, bool capped) {
   if (Entry e = registry_.Find(host_id)) return e;
   if (!options_.read_unknown_hosts) return Entry();
-  if (!AdmitUnknownHostRead()) {
+  if (capped && !AdmitUnknownHostRead()) {
     return absl::UnavailableError(absl::StrCat(
         "host ", host_id, " is not known to this replica yet and too many unknown hosts are "
         "being looked up; retry shortly"));
@@ -266,13 +266,15 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
   if (*by_join) {
     // Registered through another replica already: its record (registration time, acked
     // version) is read first, so a join here re-registers it rather than starting afresh.
+    // Not limited: the join token was checked (the limit is for reads made before a
+    // credential is), and a fleet joining at once must not be refused for it.
     if (options_.read_unknown_hosts) {
-      auto stored = FindForCredential(hello.host_id());
+      auto stored = FindForCredential(hello.host_id(), /*capped=*/false);
       if (!stored.ok()) return stored.status();
     }
     e = registry_.FindOrAdd(hello.host_id(), hello.hostname(), now_ms, &new_host);
   } else {
-    auto found = FindForCredential(hello.host_id());
+    auto found = FindForCredential(hello.host_id(), /*capped=*/true);
     if (!found.ok()) return found.status();
     e = std::move(*found);
   }

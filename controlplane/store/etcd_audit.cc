@@ -40,18 +40,62 @@ etcd::Op PutOp(std::string key, std::string value) {
 }  // namespace
 
 absl::Status EtcdAuditLog::Append(const herd::v1::AuditEntry& entry) {
-  std::lock_guard lock(mu_);
-  return RetryOnConflict<bool>(options_.max_conflict_retries, "appending to the audit log",
-                               [&] { return TryAppend(entry); })
-      .status();
+  Waiter self{&entry, absl::OkStatus()};
+  std::unique_lock lock(mu_);
+  waiting_.push_back(&self);
+  while (!self.done) {
+    if (writing_) {
+      written_.wait(lock);
+      continue;
+    }
+    // Nobody is writing: this append writes what waits (its own entry among it, unless more
+    // than a batch waits before it: then it writes again).
+    writing_ = true;
+    std::vector<Waiter*> batch = TakeBatchLocked();
+    lock.unlock();
+    const absl::Status s =
+        RetryOnConflict<bool>(options_.max_conflict_retries, "appending to the audit log",
+                              [&] { return TryAppend(batch); })
+            .status();
+    lock.lock();
+    for (Waiter* w : batch) {
+      w->status = s;
+      w->done = true;
+    }
+    writing_ = false;
+    written_.notify_all();
+  }
+  return self.status;
 }
 
-absl::StatusOr<std::optional<bool>> EtcdAuditLog::TryAppend(const herd::v1::AuditEntry& entry) {
+std::vector<EtcdAuditLog::Waiter*> EtcdAuditLog::TakeBatchLocked() {
+  std::vector<Waiter*> batch;
+  size_t bytes = 0;
+  // A quarter of a Txn's operations at most: the rest for the meta and the trims.
+  const size_t most = std::clamp<size_t>(options_.max_txn_ops / 4, 1, kMaxBatch);
+  const size_t most_bytes = std::min(kMaxBatchBytes, options_.max_txn_bytes / 2);
+  while (!waiting_.empty() && batch.size() < most) {
+    const size_t size = waiting_.front()->entry->ByteSizeLong();
+    if (!batch.empty() && bytes + size > most_bytes) break;
+    bytes += size;
+    batch.push_back(waiting_.front());
+    waiting_.pop_front();
+  }
+  return batch;
+}
+
+absl::StatusOr<std::optional<bool>> EtcdAuditLog::TryAppend(const std::vector<Waiter*>& batch) {
   const std::string meta_key = keys_.AuditMeta();
   const std::string dir = keys_.AuditEntriesDir();
   etcd::Op oldest = GetOp(dir, /*keys_only=*/true);
   oldest.range_end = oldest.range.range_end = etcd::PrefixEnd(dir);
-  oldest.range.limit = static_cast<int64_t>(std::max<size_t>(options_.audit_trim_per_append, 1));
+  // Trimmed at most audit_trim_per_append per entry, within a Txn's operations (the entries,
+  // the trims, the meta).
+  const size_t trim_max =
+      std::max<size_t>(1, std::min(std::max<size_t>(options_.audit_trim_per_append, 1) *
+                                       batch.size(),
+                                   options_.max_txn_ops - 1 - batch.size()));
+  oldest.range.limit = static_cast<int64_t>(trim_max);
   oldest.range.sort = etcd::RangeOptions::Sort::kKeyAscend;
   HERD_ASSIGN_OR_RETURN(etcd::TxnResult read, client_.Txn({}, {GetOp(meta_key), oldest}));
   if (read.ranges.size() != 2) return absl::InternalError("etcd answered a Txn of 2 reads badly");
@@ -59,9 +103,12 @@ absl::StatusOr<std::optional<bool>> EtcdAuditLog::TryAppend(const herd::v1::Audi
   const int64_t meta_rev = read.ranges[0].kvs.empty() ? 0 : read.ranges[0].kvs[0].mod_revision;
 
   std::vector<etcd::Op> ops;
-  ops.push_back(PutOp(keys_.AuditEntry(entry.at_unix_ms(), meta.next_seq()),
-                      entry.SerializeAsString()));
-  uint64_t count = meta.count() + 1;
+  uint64_t seq = meta.next_seq();
+  for (const Waiter* w : batch) {
+    ops.push_back(PutOp(keys_.AuditEntry(w->entry->at_unix_ms(), seq++),
+                        w->entry->SerializeAsString()));
+  }
+  uint64_t count = meta.count() + batch.size();
   const int64_t now = options_.now_unix_ms ? options_.now_unix_ms()
                                            : absl::ToUnixMillis(absl::Now());
   const bool by_age = options_.audit_max_age > absl::ZeroDuration();
@@ -74,7 +121,7 @@ absl::StatusOr<std::optional<bool>> EtcdAuditLog::TryAppend(const herd::v1::Audi
     ops.push_back(etcd::Op::Delete(kv.key));
     if (count > 0) --count;
   }
-  meta.set_next_seq(meta.next_seq() + 1);
+  meta.set_next_seq(seq);
   meta.set_count(count);
   ops.push_back(PutOp(meta_key, meta.SerializeAsString()));
   HERD_ASSIGN_OR_RETURN(etcd::TxnResult w, client_.Txn({Unchanged(meta_key, meta_rev)}, ops));
@@ -108,7 +155,8 @@ absl::StatusOr<std::vector<herd::v1::AuditEntry>> EtcdAuditLog::List(size_t limi
 }
 
 absl::Status EtcdAuditLog::Import(const std::vector<herd::v1::AuditEntry>& oldest_first) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  written_.wait(lock, [&] { return !writing_; });  // no batch in flight; none starts now
   const std::string meta_key = keys_.AuditMeta();
   HERD_ASSIGN_OR_RETURN(etcd::RangeResult r, client_.Range(meta_key));
   HERD_ASSIGN_OR_RETURN(herd::v1::StoredAuditMeta meta, DecodeMeta(meta_key, r.kvs));

@@ -13,6 +13,7 @@
 #include <utility>
 #include <mutex>
 #include <string>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -399,6 +400,35 @@ TEST_F(EtcdStoreTest, AuditTrimsABacklogAFewEntriesPerAppend) {
   for (int i = 0; i < 10; ++i) HERD_ASSERT_OK(store->AppendAudit(Audit(101 + i, "b")));
   EXPECT_EQ(KeysUnder(keys_.AuditEntriesDir()), 10u);
   EXPECT_EQ(Must(store->ListAudit(100)).size(), 10u);
+}
+
+// Appends made while one is written go together in the next Txn (group commit): 16 threads
+// appending at once over an etcd 5 ms away keep every entry, each once, and need far fewer
+// than the two round trips per entry an append alone takes.
+TEST_F(EtcdStoreTest, ConcurrentAuditAppendsShareTxnsAndLoseNothing) {
+  EtcdStoreOptions o;
+  o.audit_max_entries = 0;
+  o.audit_max_age = absl::ZeroDuration();
+  auto store = Open(o);
+  etcd_.SetTxnDelay(absl::Milliseconds(5));
+  const uint64_t txns = etcd_.counters().txns;
+  constexpr int kThreads = 16, kEach = 10;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        EXPECT_TRUE(store->AppendAudit(Audit(1000 + i, absl::StrCat(t, ".", i))).ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  etcd_.SetTxnDelay(absl::ZeroDuration());
+  const std::vector<std::string> actions = Actions(Must(store->ListAudit(1000)));
+  EXPECT_EQ(actions.size(), static_cast<size_t>(kThreads * kEach));
+  EXPECT_EQ(std::set<std::string>(actions.begin(), actions.end()).size(),
+            static_cast<size_t>(kThreads * kEach));
+  EXPECT_LT(etcd_.counters().txns - txns, static_cast<uint64_t>(kThreads * kEach))
+      << "appends were not written together";
 }
 
 TEST_F(EtcdStoreTest, AuditListIsPagedAndKeepsTimeThenInsertionOrder) {

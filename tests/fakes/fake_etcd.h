@@ -20,6 +20,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -33,6 +34,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "controlplane/etcd/etcd_client.h"
 
 namespace herd::testing {
@@ -173,9 +176,14 @@ class FakeEtcd final : public herd::etcd::Client {
     }
     return n;
   }
+  // Each Txn takes this long before it runs, as a round trip to a real etcd would (the
+  // callers' concurrency shows: group commits, waits).
+  void SetTxnDelay(absl::Duration d) { txn_delay_ns_ = absl::ToInt64Nanoseconds(d); }
+
   absl::StatusOr<TxnResult> Txn(const std::vector<Compare>& compares,
                                 const std::vector<Op>& success,
                                 const std::vector<Op>& failure = {}) override {
+    if (const int64_t ns = txn_delay_ns_.load()) absl::SleepFor(absl::Nanoseconds(ns));
     std::lock_guard<std::mutex> l(mu_);
     size_t bytes = 0;
     for (const auto& op : success) bytes += op.key.size() + op.value.size();
@@ -478,6 +486,7 @@ class FakeEtcd final : public herd::etcd::Client {
   }
 
   mutable std::mutex mu_;
+  std::atomic<int64_t> txn_delay_ns_{0};
   std::map<std::string, KeyValue> kv_;
   std::map<int64_t, std::set<std::string>> leases_;
   std::map<int64_t, KeptState*> kept_;
