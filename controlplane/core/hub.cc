@@ -79,6 +79,7 @@ void Hub::Stop() {
   relay_.Stop();
   for (auto& s : sessions) s->Close("the control plane is stopping");
   sends_.Stop();
+  audit_.Stop();  // the registrations' entries still waiting
   // Last: what the hosts' final messages changed is written too.
   writer_.Stop();
 }
@@ -162,10 +163,10 @@ absl::StatusOr<std::optional<std::string>> Hub::JoinTokenHash() {
   return join_hash_;
 }
 
-absl::StatusOr<Entry> Hub::FindForCredential(const std::string& host_id, bool capped) {
+absl::StatusOr<Entry> Hub::FindForCredential(const std::string& host_id) {
   if (Entry e = registry_.Find(host_id)) return e;
   if (!options_.read_unknown_hosts) return Entry();
-  if (capped && !AdmitUnknownHostRead()) {
+  if (!AdmitUnknownHostRead()) {
     return absl::UnavailableError(absl::StrCat(
         "host ", host_id, " is not known to this replica yet and too many unknown hosts are "
         "being looked up; retry shortly"));
@@ -264,17 +265,15 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
   bool new_host = false;
   Entry e;
   if (*by_join) {
-    // Registered through another replica already: its record (registration time, acked
-    // version) is read first, so a join here re-registers it rather than starting afresh.
-    // Not limited: the join token was checked (the limit is for reads made before a
-    // credential is), and a fleet joining at once must not be refused for it.
-    if (options_.read_unknown_hosts) {
-      auto stored = FindForCredential(hello.host_id(), /*capped=*/false);
-      if (!stored.ok()) return stored.status();
-    }
+    // A host registered through another replica is known here already: the hub loaded every
+    // host at start and ClusterSync brings in those registered since, so a join here
+    // re-registers it rather than starting afresh. No store read: it would cost every new
+    // host a round trip on the gRPC thread that took its Hello. (A host registered elsewhere
+    // in the last few milliseconds, before the watch brought it, starts afresh here: its
+    // registration time and acked version are those of this join.)
     e = registry_.FindOrAdd(hello.host_id(), hello.hostname(), now_ms, &new_host);
   } else {
-    auto found = FindForCredential(hello.host_id(), /*capped=*/true);
+    auto found = FindForCredential(hello.host_id());
     if (!found.ok()) return found.status();
     e = std::move(*found);
   }
@@ -292,9 +291,10 @@ absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hell
   if (auto s = writer_.MarkDirty(record.host_id, /*wait=*/*by_join); !s.ok()) {
     log_->error("event=host_not_saved host={} error=\"{}\"", record.host_id, s.message());
   }
-  if (*by_join) {
-    Audit(absl::StrCat("host:", record.host_id), new_host ? "host.register" : "host.reregister",
-          json{{"host_id", record.host_id}, {"hostname", record.hostname}}.dump());
+  if (*by_join) {  // not waited for: a fleet registering at once makes many
+    audit_.AuditLater(absl::StrCat("host:", record.host_id),
+                      new_host ? "host.register" : "host.reregister",
+                      json{{"host_id", record.host_id}, {"hostname", record.hostname}}.dump());
   }
   std::shared_ptr<HostSession> replaced = config_.Attach(
       *e, session, Welcome(record.host_id, credential), [&](HostState& h) {

@@ -252,10 +252,7 @@ class Hub final : public HostDirectory,
   absl::Status ValidateHello(const herd::v1::Hello& hello) const;
   // The host presenting its credential: from memory, else (read_unknown_hosts) from the
   // store. Null when unknown; the store's error when it cannot tell.
-  // `capped`: the store read for a host this replica does not know counts against
-  // kUnknownHostReadsPerSecond (a credential not checked yet); a caller that presented the
-  // join token is not limited.
-  absl::StatusOr<Entry> FindForCredential(const std::string& host_id, bool capped);
+  absl::StatusOr<Entry> FindForCredential(const std::string& host_id);
   // Replicas: a Hello for a host unknown here costs a store read, before anything proves the
   // caller holds a credential; at most kUnknownHostReadsPerSecond a second, the rest refused
   // (UNAVAILABLE: an agent retries) and counted.

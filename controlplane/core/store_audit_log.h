@@ -1,10 +1,21 @@
 // StoreAuditLog: the AuditLog (fleet_interfaces.h) kept in the Store, with the clock's wall
 // time on each entry. A failed append is logged, not returned: who changed what must not
-// stop the change itself. Thread-safe (the store is); no lock of its own.
+// stop the change itself. Thread-safe (the store is).
+//
+// AuditLater appends from threads of its own (kWorkers, started at its first use), for
+// entries many hosts make at once (a fleet registering): the gRPC thread that took the Hello
+// does not wait for the store, and the workers' concurrent appends are what the etcd store
+// writes together (group commit). At most kMaxQueued wait; past that they are dropped,
+// counted and logged. Stop() (or destruction) appends what waits, then ends the workers.
 #pragma once
 
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/clock.h"
@@ -19,25 +30,98 @@ class StoreAuditLog final : public AuditLog {
   StoreAuditLog(Store& store, const Clock& clock)
       : store_(store), clock_(clock), log_(herd::Logger("hub")) {}
 
+  // Every entry made before the call is in the list (those waiting are appended first).
   absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t limit) const override {
+    {
+      std::unique_lock l(mu_);
+      idle_.wait(l, [&] { return queue_.empty() && in_flight_ == 0; });
+    }
     return store_.ListAudit(limit);
   }
+  ~StoreAuditLog() override { Stop(); }
+
   void Audit(const std::string& actor, const std::string& action,
              const std::string& detail_json) override {
+    Append(Entry(actor, action, detail_json));
+  }
+
+  // As Audit, without waiting for the store (see above).
+  void AuditLater(const std::string& actor, const std::string& action,
+                  const std::string& detail_json) {
+    herd::v1::AuditEntry e = Entry(actor, action, detail_json);
+    std::lock_guard l(mu_);
+    if (stopping_) return Append(e);
+    if (queue_.size() >= kMaxQueued) {
+      if (dropped_++ % 1000 == 0) {
+        log_->warn("event=audit_dropped action={} dropped={} hint=\"the store is not keeping "
+                   "up with the entries hosts make\"", action, dropped_);
+      }
+      return;
+    }
+    queue_.push_back(std::move(e));
+    if (workers_.empty()) {
+      for (int i = 0; i < kWorkers; ++i) workers_.emplace_back([this] { Run(); });
+    }
+    cv_.notify_one();
+  }
+  uint64_t dropped() const {
+    std::lock_guard l(mu_);
+    return dropped_;
+  }
+  void Stop() {
+    {
+      std::lock_guard l(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  static constexpr size_t kMaxQueued = 10000;
+  static constexpr int kWorkers = 8;
+
+ private:
+  herd::v1::AuditEntry Entry(const std::string& actor, const std::string& action,
+                             const std::string& detail_json) const {
     herd::v1::AuditEntry e;
     e.set_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
     e.set_actor(actor);
     e.set_action(action);
     e.set_detail_json(detail_json);
+    return e;
+  }
+  void Append(const herd::v1::AuditEntry& e) {
     if (auto s = store_.AppendAudit(e); !s.ok()) {
-      log_->error("event=audit_not_saved action={} error=\"{}\"", action, s.message());
+      log_->error("event=audit_not_saved action={} error=\"{}\"", e.action(), s.message());
+    }
+  }
+  void Run() {
+    std::unique_lock l(mu_);
+    for (;;) {
+      cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      herd::v1::AuditEntry e = std::move(queue_.front());
+      queue_.pop_front();
+      ++in_flight_;
+      l.unlock();
+      Append(e);
+      l.lock();
+      if (--in_flight_ == 0 && queue_.empty()) idle_.notify_all();
     }
   }
 
- private:
   Store& store_;
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  mutable std::condition_variable idle_;  // the queue is empty and no append is running
+  int in_flight_ = 0;
+  std::deque<herd::v1::AuditEntry> queue_;
+  uint64_t dropped_ = 0;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
 };
 
 }  // namespace herd::controlplane

@@ -320,8 +320,8 @@ TEST_F(ClusterSyncTest, StoreReadsForUnknownHostsAreBoundedPerSecond) {
   EXPECT_EQ(refused_as_unknown, 50);
   EXPECT_EQ(refused_busy, 10);
   // Hosts presenting the join token are not limited, in the same second: a fleet joining at
-  // once (each join reads the host's record, in case another replica registered it) must
-  // not be refused for it.
+  // once must not be refused (a join reads nothing from the store: a host registered
+  // elsewhere is known here through the sync).
   for (int i = 0; i < 120; ++i) {
     const absl::Status s = hub.Connect("jt", MakeHello(absl::StrCat("joining", i)),
                                        std::make_shared<FakeHostSession>());
