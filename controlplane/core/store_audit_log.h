@@ -49,8 +49,11 @@ class StoreAuditLog final : public AuditLog {
   void AuditLater(const std::string& actor, const std::string& action,
                   const std::string& detail_json) {
     herd::v1::AuditEntry e = Entry(actor, action, detail_json);
-    std::lock_guard l(mu_);
-    if (stopping_) return Append(e);
+    std::unique_lock l(mu_);
+    if (stopping_) {  // no worker any more: appended here, without holding the lock
+      l.unlock();
+      return Append(e);
+    }
     if (queue_.size() >= kMaxQueued) {
       if (dropped_++ % 1000 == 0) {
         log_->warn("event=audit_dropped action={} dropped={} hint=\"the store is not keeping "
