@@ -38,11 +38,16 @@ void HostRecordWriter::Stop() {
   // After the thread: it arms no timer any more. (Cancel waits for a running task, which
   // takes mu_: not held here.)
   Scheduler::Handle timer;
+  std::vector<Done> left;  // only if the writer never started
   {
     std::lock_guard<std::mutex> l(mu_);
     timer = std::exchange(retry_timer_, 0);
+    exited_ = true;
+    left = TakeDone(UINT64_MAX);
   }
+  cv_.notify_all();
   scheduler_.Cancel(timer);
+  for (Done& d : left) d(absl::UnavailableError("the control plane is stopping"));
 }
 
 absl::Status HostRecordWriter::MarkDirty(const std::string& host_id, bool wait, bool full) {
@@ -69,6 +74,10 @@ absl::Status HostRecordWriter::MarkDirty(const std::string& host_id, bool wait, 
     }
   }
   // The writer is gone (a host's last messages while the server stops): written here.
+  return WriteNow(host_id);
+}
+
+absl::Status HostRecordWriter::WriteNow(const std::string& host_id) {
   Entry e = registry_.Find(host_id);
   if (!e) return absl::OkStatus();
   HostRecord record;
@@ -79,6 +88,32 @@ absl::Status HostRecordWriter::MarkDirty(const std::string& host_id, bool wait, 
   absl::Status s = store_.PutHosts({record});
   if (!s.ok()) log_->error("event=host_not_saved host={} error=\"{}\"", host_id, s.message());
   return s;
+}
+
+void HostRecordWriter::MarkDirtyThen(const std::string& host_id, Done done) {
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    if (!exited_) {
+      dirty_[host_id] = true;
+      const uint64_t gen = ++queued_gen_;
+      absl::Status failing = last_write_;
+      if (failing.ok()) done_.emplace_back(gen, std::move(done));
+      l.unlock();
+      work_cv_.notify_one();
+      if (!failing.ok()) done(std::move(failing));
+      return;
+    }
+  }
+  done(WriteNow(host_id));
+}
+
+std::vector<HostRecordWriter::Done> HostRecordWriter::TakeDone(uint64_t gen) {
+  std::vector<Done> out;
+  while (!done_.empty() && done_.front().first <= gen) {
+    out.push_back(std::move(done_.front().second));
+    done_.pop_front();
+  }
+  return out;
 }
 
 absl::Status HostRecordWriter::Flush() {
@@ -166,10 +201,21 @@ void HostRecordWriter::Loop() {
       ArmRetry();
     }
     cv_.notify_all();
+    std::vector<Done> done = TakeDone(gen);
+    if (!done.empty()) {
+      l.unlock();
+      for (Done& d : done) d(s);
+      l.lock();
+    }
     if (last) break;
   }
   exited_ = true;
+  // None is left (each was queued with a record the last write took); defensively, none waits
+  // for ever.
+  std::vector<Done> left = TakeDone(UINT64_MAX);
+  l.unlock();
   cv_.notify_all();
+  for (Done& d : left) d(absl::UnavailableError("the control plane is stopping"));
 }
 
 }  // namespace herd::controlplane

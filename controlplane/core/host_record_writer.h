@@ -15,10 +15,14 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "common/backoff.h"
@@ -46,6 +50,14 @@ class HostRecordWriter {
   // once a write that includes it has finished (its status), or at once with the last
   // failure while the store fails (the record stays queued).
   absl::Status MarkDirty(const std::string& host_id, bool wait, bool full = true);
+  // MarkDirty (whole record) without a thread waiting: `done` runs with the status of the
+  // first write that includes the record, on the writer's thread, outside its lock. While the
+  // store fails, it runs at once on the caller's thread with the last failure (the record
+  // stays queued), as MarkDirty(wait) returns; after Stop, once written on the caller's.
+  // A fleet registering at once: each Hello parks here instead of holding one of gRPC's few
+  // callback threads for a store round trip, so one write takes all those queued meanwhile.
+  using Done = std::function<void(absl::Status)>;
+  void MarkDirtyThen(const std::string& host_id, Done done);
   // Waits until every record queued so far is written (or the write failed: its status;
   // while a retry waits, at once with the last failure).
   absl::Status Flush();
@@ -60,6 +72,10 @@ class HostRecordWriter {
   absl::Status Write(const std::map<std::string, bool>& batch);
   // After a failed write (mu_ held): the thread waits until the backoff's task wakes it.
   void ArmRetry();
+  // Takes the callbacks whose record the write of generation `gen` included (mu_ held).
+  std::vector<Done> TakeDone(uint64_t gen);
+  // Writes the host's record on the caller's thread (after the writer left).
+  absl::Status WriteNow(const std::string& host_id);
 
   Store& store_;
   HostRegistry& registry_;
@@ -74,6 +90,7 @@ class HostRecordWriter {
   std::condition_variable work_cv_;  // the writer's: work, a retry due, stop
   std::condition_variable cv_;       // callers': a write finished, or the writer left
   std::map<std::string, bool> dirty_;  // host id → full
+  std::deque<std::pair<uint64_t, Done>> done_;  // by generation, ascending
   uint64_t queued_gen_ = 0;
   uint64_t written_gen_ = 0;
   uint64_t attempts_ = 0;

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/labels.h"
 #include "common/utf8.h"
 #include "controlplane/core/secrets.h"
@@ -104,6 +105,7 @@ Hub::Stats Hub::stats() const {
   Stats s;
   s.agent_messages = agent_messages_.load(std::memory_order_relaxed);
   s.join_token_reads = join_token_reads_.load(std::memory_order_relaxed);
+  s.joins_refused = joins_refused_.load(std::memory_order_relaxed);
   registry_.AddStats(s);
   config_.AddStats(s);
   return s;
@@ -249,73 +251,132 @@ ControlMessage Hub::Welcome(const std::string& host_id, const std::string& crede
 
 absl::Status Hub::Connect(const std::string& bearer, const herd::v1::Hello& hello,
                           std::shared_ptr<HostSession> session) {
+  absl::Notification answered;
+  absl::Status out;
+  ConnectAsync(bearer, hello, std::move(session), [&](absl::Status s) {
+    out = std::move(s);
+    answered.Notify();
+  });
+  answered.WaitForNotification();
+  return out;
+}
+
+void Hub::ConnectAsync(const std::string& bearer, const herd::v1::Hello& hello,
+                       std::shared_ptr<HostSession> session, ConnectDone done) {
   agent_messages_.fetch_add(1, std::memory_order_relaxed);
-  if (auto s = ValidateHello(hello); !s.ok()) return s;
-  if (stopped_) return absl::UnavailableError("the control plane is stopping");
+  if (auto s = ValidateHello(hello); !s.ok()) return done(s);
+  if (stopped_) return done(absl::UnavailableError("the control plane is stopping"));
   const std::string presented = Sha256Hex(bearer);
   auto by_join = CheckJoinToken(presented);
-  if (!by_join.ok()) return by_join.status();
+  if (!by_join.ok()) return done(by_join.status());
+  if (!*by_join) return done(Reconnect(presented, hello, std::move(session)));
+  // A join is answered once its new credential is stored; until then its stream waits and
+  // holds its Hello. Bounded: past the bound the agent is refused and retries after its
+  // backoff, as after any refusal.
+  if (pending_joins_.fetch_add(1) >= options_.max_pending_joins) {
+    pending_joins_.fetch_sub(1);
+    joins_refused_.fetch_add(1, std::memory_order_relaxed);
+    return done(absl::ResourceExhaustedError(absl::StrCat(
+        "too many hosts are registering at once (", options_.max_pending_joins,
+        " waiting for the store): retry after a backoff")));
+  }
+  auto secret = NewSecret("hc_");
+  if (!secret.ok()) {
+    pending_joins_.fetch_sub(1);
+    return done(secret.status());
+  }
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
-  std::string credential;
-  if (*by_join) {
-    auto secret = NewSecret("hc_");
-    if (!secret.ok()) return secret.status();
-    credential = *secret;
-  }
+  // A host registered through another replica is known here already: the hub loaded every
+  // host at start and ClusterSync brings in those registered since, so a join here
+  // re-registers it rather than starting afresh. No store read: it would cost every new
+  // host a round trip. (A host registered elsewhere in the last few milliseconds, before the
+  // watch brought it, starts afresh here: its registration time and acked version are those
+  // of this join.)
   bool new_host = false;
-  Entry e;
-  if (*by_join) {
-    // A host registered through another replica is known here already: the hub loaded every
-    // host at start and ClusterSync brings in those registered since, so a join here
-    // re-registers it rather than starting afresh. No store read: it would cost every new
-    // host a round trip on the gRPC thread that took its Hello. (A host registered elsewhere
-    // in the last few milliseconds, before the watch brought it, starts afresh here: its
-    // registration time and acked version are those of this join.)
-    e = registry_.FindOrAdd(hello.host_id(), hello.hostname(), now_ms, &new_host);
-  } else {
-    auto found = FindForCredential(hello.host_id());
-    if (!found.ok()) return found.status();
-    e = std::move(*found);
-  }
-  if (!e) return absl::UnauthenticatedError(kRefused);
+  Entry e = registry_.FindOrAdd(hello.host_id(), hello.hostname(), now_ms, &new_host);
   HostRecord record;
   {
     absl::MutexLock hl(&e->mu);
-    if (auto s = RecordHello(e->s, hello, *by_join, presented, credential, now_ms); !s.ok()) {
-      return s;
-    }
+    // Cannot fail for a join (no credential to check).
+    (void)RecordHello(e->s, hello, /*by_join=*/true, presented, *secret, now_ms);
     record = e->s.record;
   }
-  // A new credential is on disk before the agent is given it (many hosts registering at
-  // once share one transaction); otherwise the record is written behind.
-  if (auto s = writer_.MarkDirty(record.host_id, /*wait=*/*by_join); !s.ok()) {
-    log_->error("event=host_not_saved host={} error=\"{}\"", record.host_id, s.message());
+  // The new credential is on disk before the agent is given it. Many hosts registering at
+  // once share one write, and no gRPC thread waits for it.
+  writer_.MarkDirtyThen(
+      record.host_id, [this, e, host_id = record.host_id, session = std::move(session),
+                       shown = Shown(hello),
+                       credential = *secret, new_host, now_ms,
+                       done = std::move(done)](absl::Status s) mutable {
+        pending_joins_.fetch_sub(1);
+        if (stopped_) return done(absl::UnavailableError("the control plane is stopping"));
+        if (!s.ok()) {
+          // Not refused: the agent keeps the new credential in memory, and the record
+          // stays queued until the store takes it.
+          log_->error("event=host_not_saved host={} error=\"{}\"", host_id, s.message());
+        }
+        audit_.AuditLater(absl::StrCat("host:", host_id),
+                          new_host ? "host.register" : "host.reregister",
+                          json{{"host_id", host_id}, {"hostname", shown.hostname()}}.dump());
+        AttachSession(*e, host_id, std::move(session), shown, credential, now_ms, "join_token");
+        done(absl::OkStatus());
+      });
+}
+
+absl::Status Hub::Reconnect(const std::string& presented, const herd::v1::Hello& hello,
+                            std::shared_ptr<HostSession> session) {
+  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  auto found = FindForCredential(hello.host_id());
+  if (!found.ok()) return found.status();
+  Entry e = std::move(*found);
+  if (!e) return absl::UnauthenticatedError(kRefused);
+  {
+    absl::MutexLock hl(&e->mu);
+    if (auto s = RecordHello(e->s, hello, /*by_join=*/false, presented, "", now_ms); !s.ok()) {
+      return s;
+    }
   }
-  if (*by_join) {  // not waited for: a fleet registering at once makes many
-    audit_.AuditLater(absl::StrCat("host:", record.host_id),
-                      new_host ? "host.register" : "host.reregister",
-                      json{{"host_id", record.host_id}, {"hostname", record.hostname}}.dump());
-  }
-  std::shared_ptr<HostSession> replaced = config_.Attach(
-      *e, session, Welcome(record.host_id, credential), [&](HostState& h) {
+  // Written behind: the credential did not change.
+  (void)writer_.MarkDirty(hello.host_id(), /*wait=*/false);
+  AttachSession(*e, hello.host_id(), std::move(session), Shown(hello), "", now_ms,
+                "credential");
+  return absl::OkStatus();
+}
+
+herd::v1::Hello Hub::Shown(const herd::v1::Hello& hello) {
+  herd::v1::Hello shown;
+  shown.set_hostname(hello.hostname());
+  shown.set_kernel(TruncateUtf8(hello.kernel(), 256));
+  shown.set_arch(TruncateUtf8(hello.arch(), 64));
+  shown.set_cpu_count(hello.cpu_count());
+  shown.set_memory_total_bytes(hello.memory_total_bytes());
+  return shown;
+}
+
+void Hub::AttachSession(HostEntry& e, const std::string& host_id,
+                        std::shared_ptr<HostSession> session,
+                        const herd::v1::Hello& shown, const std::string& credential,
+                        int64_t now_ms, const char* by) {
+  size_t modules = 0;
+  std::shared_ptr<HostSession> replaced =
+      config_.Attach(e, session, Welcome(host_id, credential), [&](HostState& h) {
         std::shared_ptr<HostSession> old = std::move(h.session);
         h.session = session;
         h.peer = session->Peer();
         h.connected_at_ms = now_ms;
         // Without its inventory (that is record.modules), its display text bounded.
-        h.hello.set_kernel(TruncateUtf8(hello.kernel(), 256));
-        h.hello.set_arch(TruncateUtf8(hello.arch(), 64));
-        h.hello.set_cpu_count(hello.cpu_count());
-        h.hello.set_memory_total_bytes(hello.memory_total_bytes());
+        h.hello.set_kernel(shown.kernel());
+        h.hello.set_arch(shown.arch());
+        h.hello.set_cpu_count(shown.cpu_count());
+        h.hello.set_memory_total_bytes(shown.memory_total_bytes());
         h.rejections.clear();
+        modules = h.record.modules.size();
         registry_.NotifyAttached(h.record.host_id);
         return old;
       });
   if (replaced) replaced->Close("the host connected again on another stream");
-  log_->info("event=host_connected host={} hostname={} peer={} modules={} by={}", record.host_id,
-             record.hostname, session->Peer(), record.modules.size(),
-             *by_join ? "join_token" : "credential");
-  return absl::OkStatus();
+  log_->info("event=host_connected host={} hostname={} peer={} modules={} by={}", host_id,
+             shown.hostname(), session->Peer(), modules, by);
 }
 
 // ---------------------------------------------------------------------------------------

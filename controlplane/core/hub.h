@@ -119,8 +119,18 @@ class Hub final : public HostDirectory,
   // records the host and attaches the session (closing an older one for the same host),
   // then sends the Welcome and the host's config snapshot through the session.
   // UNAUTHENTICATED / INVALID_ARGUMENT errors say why (nothing is sent then).
+  // ConnectAsync's answer, waited for (tests; the gateway uses ConnectAsync).
   absl::Status Connect(const std::string& bearer, const herd::v1::Hello& hello,
                        std::shared_ptr<HostSession> session);
+  // Connect without a thread waiting: `done` gets the answer once the session is attached
+  // (the Welcome posted) or refused. With the credential it runs before this returns; a
+  // join is answered once its new credential is stored, on the record writer's thread
+  // (HostRecordWriter::MarkDirtyThen). At most HubOptions::max_pending_joins joins wait at
+  // once; more are refused with RESOURCE_EXHAUSTED (counted: joins_refused). `hello` is
+  // not used after this returns.
+  using ConnectDone = std::function<void(absl::Status)>;
+  void ConnectAsync(const std::string& bearer, const herd::v1::Hello& hello,
+                    std::shared_ptr<HostSession> session, ConnectDone done);
   // A message on an attached session (Hello excluded).
   void OnMessage(const std::string& host_id, const HostSession* session,
                  const herd::v1::AgentMessage& msg);
@@ -240,6 +250,16 @@ class Hub final : public HostDirectory,
                            int64_t now_ms);
   herd::v1::ControlMessage Welcome(const std::string& host_id,
                                    const std::string& credential) const;
+  // The Hello of a host presenting its credential: answered at once.
+  absl::Status Reconnect(const std::string& presented, const herd::v1::Hello& hello,
+                         std::shared_ptr<HostSession> session);
+  // What the dashboard shows of a Hello besides its inventory, display text bounded.
+  static herd::v1::Hello Shown(const herd::v1::Hello& hello);
+  // Connect's last step: the session attached, the Welcome (with `credential`, empty on a
+  // reconnect) and the config posted, the replaced session closed.
+  void AttachSession(HostEntry& e, const std::string& host_id,
+                     std::shared_ptr<HostSession> session, const herd::v1::Hello& shown,
+                     const std::string& credential, int64_t now_ms, const char* by);
   // OnMessage's update of the host's state (under its lock). Sets `save`/`inventory_changed`.
   void Apply(HostState& h, const herd::v1::AgentMessage& msg,
              const herd::v1::MetricsBatch* batch, int64_t now_ms, LimitHits* hits, bool* save,
@@ -287,6 +307,8 @@ class Hub final : public HostDirectory,
   int64_t join_read_mono_ms_ ABSL_GUARDED_BY(join_mu_) = 0;
   bool join_cached_ ABSL_GUARDED_BY(join_mu_) = false;
   std::atomic<uint64_t> join_token_reads_{0};
+  std::atomic<size_t> pending_joins_{0};  // waiting for their credential's write
+  std::atomic<uint64_t> joins_refused_{0};
 
   absl::Mutex life_mu_;
   bool stopping_ ABSL_GUARDED_BY(life_mu_) = false;

@@ -47,6 +47,10 @@ struct HubOptions {
   // this one's watch yet). Off on a single node: every host is in memory from the start.
   bool read_unknown_hosts = false;
   size_t max_module_config_bytes = 48 * 1024;
+  // Joins waiting for their new credential's write (Hub::ConnectAsync); past it a join is
+  // refused (RESOURCE_EXHAUSTED) and the agent retries after its backoff. Each waiting join
+  // holds its stream and its Hello (an inventory, up to AgentLimits' bound).
+  size_t max_pending_joins = 4096;
 };
 
 // Counters for /metrics and tests.
@@ -64,6 +68,8 @@ struct HubStats {
   std::array<uint64_t, kLimitKinds> limited{};
   // Connects that read the join token's hash from the store (the rest used the cache).
   uint64_t join_token_reads = 0;
+  // Joins refused because max_pending_joins were waiting for the store.
+  uint64_t joins_refused = 0;
 
   static constexpr std::array<double, 12> kBatchDelayBounds = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                                1,    2.5,   5,    10,  30,   60};

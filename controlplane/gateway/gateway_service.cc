@@ -95,21 +95,34 @@ class AgentStream final
                                 "the first message on a Connect stream must be Hello"));
         return;
       }
-      absl::Status s = hub_.Connect(bearer_, in.hello(), handle_);
-      if (!s.ok()) {
-        log_->warn("event=stream_refused peer={} host={} reason=\"{}\"", ctx_->peer(),
-                   in.hello().host_id(), s.message());
-        FinishOnce(grpc::Status(static_cast<grpc::StatusCode>(s.code()),
-                                std::string(s.message())));
-        return;
-      }
-      host_id_ = in.hello().host_id();
+      // No read until the Hello is answered: a join waits for its credential's write (off
+      // this thread). Meanwhile nothing can finish the stream (the session is in no one's
+      // hands but the hub's answer, and gRPC keeps a reactor until it finishes), so `this`
+      // outlives the answer.
+      hub_.ConnectAsync(bearer_, in.hello(), handle_,
+                        [this, host_id = in.hello().host_id()](absl::Status s) {
+                          HelloAnswered(host_id, s);
+                        });
+      return;
     } else if (in.has_hello()) {
       FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "Hello sent twice"));
       return;
     } else {
       hub_.OnMessage(host_id_, handle_.get(), in);
     }
+    NextRead();
+  }
+
+  // The hub's answer to the Hello: on the thread that read it, or on the hub's record
+  // writer's for a join.
+  void HelloAnswered(const std::string& host_id, const absl::Status& s) {
+    if (!s.ok()) {
+      log_->warn("event=stream_refused peer={} host={} reason=\"{}\"", ctx_->peer(), host_id,
+                 s.message());
+      FinishOnce(grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message())));
+      return;
+    }
+    host_id_ = host_id;
     NextRead();
   }
 

@@ -235,6 +235,10 @@ void RenderHub(const Hub::Stats& stats, Families& f) {
   f.Add("herd_controlplane_join_token_reads_total", "counter",
         "Reads of the join token's hash from the store (agents' connects use a cached copy).",
         "", static_cast<double>(stats.join_token_reads));
+  f.Add("herd_controlplane_joins_refused_total", "counter",
+        "Registrations refused because too many were waiting for the store at once (the "
+        "agents retry after a backoff).",
+        "", static_cast<double>(stats.joins_refused));
 }
 
 // The Fleet API's streams and the rollouts.

@@ -276,6 +276,64 @@ TEST_F(WriterTest, AcksWriteOnlyTheStatus) {
   EXPECT_EQ(store_->GetHost("a")->hostname, "a.example");
 }
 
+// MarkDirtyThen: no thread waits; each caller is answered by the write that took its record,
+// and those queued during a write share the next one.
+TEST_F(WriterTest, MarkDirtyThenAnswersOnceAWriteTookTheRecord) {
+  for (const char* id : {"a", "b", "c"}) Add(id, {});
+  std::mutex mu;
+  std::map<std::string, absl::Status> answers;
+  auto answer = [&](std::string id) {
+    return [&, id](absl::Status s) {
+      std::lock_guard<std::mutex> l(mu);
+      answers[id] = s;
+    };
+  };
+  auto answered = [&] {
+    std::lock_guard<std::mutex> l(mu);
+    return answers.size();
+  };
+  store_->Hold();
+  writer_->MarkDirtyThen("a", answer("a"));
+  store_->WaitForHeldPuts(1);  // a's write has begun, and waits on the store
+  writer_->MarkDirtyThen("b", answer("b"));
+  writer_->MarkDirtyThen("c", answer("c"));
+  EXPECT_EQ(answered(), 0u);
+  store_->Release();
+  ASSERT_TRUE(writer_->Flush().ok());
+  writer_->WaitForAttempts(2);
+  ASSERT_EQ(answered(), 3u);
+  for (const char* id : {"a", "b", "c"}) {
+    EXPECT_TRUE(answers[id].ok()) << id << ": " << answers[id];
+    EXPECT_TRUE(store_->GetHost(id).ok()) << id;
+  }
+  EXPECT_EQ(store_->put_calls, 2);  // a's, then b's and c's together
+}
+
+// While the store fails, the caller is answered at once with the failure (the record stays
+// queued and is written once the store takes it); after Stop, on the caller's thread.
+TEST_F(WriterTest, MarkDirtyThenAnswersAtOnceWhileTheStoreFailsAndAfterStop) {
+  Add("a", {});
+  Add("b", {});
+  store_->fail_puts = true;
+  ASSERT_FALSE(writer_->MarkDirty("a", /*wait=*/true).ok());
+  std::optional<absl::Status> got;
+  writer_->MarkDirtyThen("b", [&](absl::Status s) { got = s; });
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->code(), absl::StatusCode::kResourceExhausted);
+  store_->fail_puts = false;
+  sched_.Advance(absl::Seconds(1));  // the retry
+  writer_->WaitForAttempts(2);
+  EXPECT_TRUE(store_->GetHost("b").ok());
+
+  writer_->Stop();
+  Add("c", {});
+  got.reset();
+  writer_->MarkDirtyThen("c", [&](absl::Status s) { got = s; });
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(got->ok()) << *got;
+  EXPECT_TRUE(store_->GetHost("c").ok());
+}
+
 // ---------------------------------------------------------------------------------------
 // The hub under a wall-clock step
 

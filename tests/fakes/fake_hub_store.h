@@ -4,6 +4,8 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,8 +24,33 @@ class FlakyHostsStore final : public controlplane::Store {
   std::atomic<int> put_calls{0};
 
   absl::Status PutHost(const controlplane::HostRecord& h) override { return PutHosts({h}); }
+  // While held, host writes wait (a slow store) until Release(); WaitForHeldPuts(n) waits
+  // until n of them are waiting.
+  void Hold() {
+    std::lock_guard<std::mutex> l(gate_mu_);
+    held_ = true;
+  }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> l(gate_mu_);
+      held_ = false;
+    }
+    gate_cv_.notify_all();
+  }
+  void WaitForHeldPuts(int n) {
+    std::unique_lock<std::mutex> l(gate_mu_);
+    gate_cv_.wait(l, [&] { return held_puts_ >= n; });
+  }
+
   absl::Status PutHosts(const std::vector<controlplane::HostRecord>& hosts) override {
     ++put_calls;
+    {
+      std::unique_lock<std::mutex> l(gate_mu_);
+      ++held_puts_;
+      gate_cv_.notify_all();
+      gate_cv_.wait(l, [&] { return !held_; });
+      --held_puts_;
+    }
     if (fail_puts) return absl::ResourceExhaustedError("disk full (injected)");
     return inner_->PutHosts(hosts);
   }
@@ -73,6 +100,10 @@ class FlakyHostsStore final : public controlplane::Store {
   }
 
  private:
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  bool held_ = false;
+  int held_puts_ = 0;
   std::unique_ptr<controlplane::Store> inner_;
 };
 
