@@ -323,8 +323,11 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     host_id_ = HostId(index);
   }
 
-  void Start(const std::string& join_token) {
+  // With the host's credential once a replica gave it (as agentd: a failover reconnects
+  // with it, and registers again with the join token only if it was refused).
+  void Start(const std::string& join_token, const std::string& credential = "") {
     join_token_ = join_token;
+    credential_ = credential;
     grpc::ChannelArguments args;
     // A channel of its own: its own subchannel and TCP connection, as a real agent has.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -336,7 +339,8 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     channel_ = grpc::CreateCustomChannel(options_.replicas[replica_],
                                          grpc::InsecureChannelCredentials(), args);
     stub_ = std::make_unique<grpc::GenericStub>(channel_);
-    ctx_.AddMetadata("authorization", "Bearer " + join_token);
+    ctx_.AddMetadata("authorization",
+                     "Bearer " + (credential.empty() ? join_token : credential));
     stub_->PrepareBidiStreamingCall(&ctx_, "/herd.v1.Gateway/Connect", grpc::StubOptions(), this);
     AgentMessage hello;
     auto* h = hello.mutable_hello();
@@ -423,7 +427,8 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     {
       std::lock_guard<std::mutex> l(mu_);
       if (!stopping_.load() && options_.replicas.size() > 1) {
-        PlanFailoverLocked();
+        PlanFailoverLocked(!welcomed_.load() &&
+                           s.error_code() == grpc::StatusCode::UNAUTHENTICATED);
       } else if (!stopping_.load()) {
         absl::SNPrintF(slot_.error, sizeof slot_.error, "%d: %s", s.error_code(),
                        s.error_message());
@@ -442,6 +447,10 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     switch (m.msg_case()) {
       case ControlMessage::kWelcome: {
         int64_t now = NowUs();
+        if (!m.welcome().host_credential().empty()) {
+          std::lock_guard<std::mutex> l(mu_);
+          credential_ = m.welcome().host_credential();
+        }
         welcomed_ = true;
         slot_.replica = static_cast<int>(replica_);
         if (failures_ > 0) {  // a failover: registered again elsewhere
@@ -509,7 +518,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   // delay drawn from this agent's own sequence, promptly within a round of the list and with
   // a growing backoff after a full one (as agentd's Uplink). The new connection is made on
   // the scheduler's thread, under mu_, so that Finish either sees it or prevents it.
-  void PlanFailoverLocked() {
+  void PlanFailoverLocked(bool refused_credential) {
     const bool was_streaming = welcomed_.load();
     const int failures = was_streaming ? 1 : failures_ + 1;
     const size_t n = options_.replicas.size();
@@ -531,12 +540,14 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     const size_t at = static_cast<size_t>(
         std::find(order.begin(), order.end(), replica_) - order.begin());
     const size_t replica = order[(at + 1) % n];
+    // A credential refused (the replica does not know the host): the join token next.
+    if (refused_credential) credential_.clear();
     scheduler_.At(NowUs() + delay_us, [this, replica, failures] {
       std::lock_guard<std::mutex> l(mu_);
       if (stopping_.load()) return;
       next_owned_ = std::make_unique<SimAgent>(index_, options_, batches_, counters_, scheduler_,
                                                slot_, replica, failures);
-      next_owned_->Start(join_token_);
+      next_owned_->Start(join_token_, credential_);
       next_ = next_owned_.get();
     });
   }
@@ -613,6 +624,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   const size_t replica_;
   const int failures_;
   std::string join_token_;
+  std::string credential_;  // under mu_ once started
   std::unique_ptr<SimAgent> next_owned_;
   std::atomic<SimAgent*> next_{nullptr};
 };

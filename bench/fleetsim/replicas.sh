@@ -40,14 +40,20 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 dir=$(mktemp -d /tmp/herd-replicas-bench.XXXXXX)
 etcd_pids=() cp_pids=()
-cleanup() {
-  set +e
-  for pid in "${cp_pids[@]}" "${etcd_pids[@]}"; do kill "$pid" 2>/dev/null; done
-  for pid in "${cp_pids[@]}" "${etcd_pids[@]}"; do
+# The replicas first, etcd once they are gone: a replica stopping writes what it still has
+# queued (audit entries, presence) to etcd.
+stop_all() {
+  for pid in "$@"; do kill "$pid" 2>/dev/null; done
+  for pid in "$@"; do
     for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null
     { wait "$pid"; } 2>/dev/null  # (also bash's "Killed" notice for the replica killed)
   done
+}
+cleanup() {
+  set +e
+  stop_all "${cp_pids[@]}"
+  stop_all "${etcd_pids[@]}"
   if [[ -n "$keep_logs" ]]; then mkdir -p "$keep_logs" && cp "$dir"/*.log "$keep_logs"/; fi
   rm -rf "$dir"
 }

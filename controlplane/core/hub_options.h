@@ -50,7 +50,7 @@ struct HubOptions {
   // Joins waiting for their new credential's write (Hub::ConnectAsync); past it a join is
   // refused (RESOURCE_EXHAUSTED) and the agent retries after its backoff. Each waiting join
   // holds its stream and its Hello (an inventory, up to AgentLimits' bound).
-  size_t max_pending_joins = 4096;
+  size_t max_pending_joins = 10000;
 };
 
 // Counters for /metrics and tests.
