@@ -90,6 +90,15 @@ void AddAgentFlags(CLI::App& app, ControlplaneFlags& f) {
                  "How often agents send metrics")
       ->capture_default_str()
       ->check(CLI::Range(100, 600000));
+  app.add_option("--metrics-batches-per-message", f.o.metrics_batches_per_message,
+                 "Once --metrics-group-above hosts are connected, agents send their batches "
+                 "this many at a time (every sample is kept; a host watched live still sends "
+                 "each at once). 1: each batch alone")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 60));
+  app.add_option("--metrics-group-above", f.o.metrics_group_above,
+                 "Connected hosts from which agents are asked to group their batches")
+      ->capture_default_str();
 }
 
 // The HTTP listener (dashboard, JSON API, /metrics).

@@ -208,6 +208,8 @@ HubOptions MakeHubOptions(const ServerOptions& options) {
   HubOptions hopts;
   hopts.lease = options.lease;
   hopts.metrics_interval_ms = options.metrics_interval_ms;
+  hopts.metrics_batches_per_message = options.metrics_batches_per_message;
+  hopts.metrics_group_above = options.metrics_group_above;
   hopts.silent_stream_timeout = options.silent_stream_timeout;
   hopts.send_threads = 2;  // fan-outs leave the gRPC thread that asked (HubOptions)
   hopts.limits = options.agent_limits;

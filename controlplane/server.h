@@ -45,6 +45,9 @@ struct ServerOptions {
   // How often the Fleet API's open streams' tokens are looked up again (StreamTokens).
   absl::Duration token_recheck = absl::Seconds(10);
   uint32_t metrics_interval_ms = 1000;
+  // HubOptions' fields of the same names: large fleets send their batches grouped.
+  uint32_t metrics_batches_per_message = 5;
+  size_t metrics_group_above = 1000;
   std::string tls_cert, tls_key, client_ca;
   // HTTP(S) for the dashboard, JSON API, /metrics and health; empty = none.
   std::string http_listen;

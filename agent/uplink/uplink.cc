@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -232,6 +233,9 @@ void Uplink::OnWelcome(const herd::v1::Welcome& welcome) {
     }
   }
   handler_.OnWelcome(welcome);
+  // 0: a control plane that reads batches one by one only.
+  reads_groups_ = welcome.metrics_batches_per_message() > 0;
+  SetBatchesPerMessage(welcome.metrics_batches_per_message());
   phase_ = Phase::kStreaming;
   connected_ = true;
   connected_at_ms_ = absl::ToUnixMillis(loop_.clock().Now());
@@ -262,6 +266,10 @@ void Uplink::Dispatch(const ControlMessage& in) {
       return handler_.OnLogs(in.logs(), Into(reply, &AgentMessage::mutable_log_chunk));
     case ControlMessage::kCancel:
       return handler_.OnCancel(in.cancel().request_id());
+    case ControlMessage::kCadence:
+      // What waits goes now if the new cadence says so.
+      SetBatchesPerMessage(in.cadence().metrics_batches_per_message());
+      return Pump();
     case ControlMessage::kWelcome:
     case ControlMessage::MSG_NOT_SET:
       return;
@@ -290,13 +298,37 @@ bool Uplink::NextMessage(AgentMessage* out) {
     return true;
   }
   if (metrics_.empty()) return false;
-  herd::v1::MetricsBatch* b = out->mutable_metrics();
-  *b = std::move(metrics_.front());
-  metrics_.pop_front();
-  b->set_dropped_batches(dropped_since_sent_);
+  // Batches taken before this connection (a replay) go at once, grouped if the control plane
+  // reads groups; the others one by one, or once batches_per_message_ of them wait.
+  const bool replay = metrics_.front().at_unix_ms() < connected_at_ms_;
+  if (!(replay && reads_groups_) && batches_per_message_ <= 1) {
+    herd::v1::MetricsBatch* b = out->mutable_metrics();
+    *b = std::move(metrics_.front());
+    metrics_.pop_front();
+    b->set_dropped_batches(dropped_since_sent_);
+    dropped_since_sent_ = 0;
+    b->set_replayed(replay);
+    return true;
+  }
+  if (!replay && metrics_.size() < batches_per_message_) return false;
+  herd::v1::MetricsBatches* group = out->mutable_metrics_batches();
+  size_t bytes = 0;
+  while (!metrics_.empty() && group->batches_size() < static_cast<int>(kMaxBatchesPerMessage)) {
+    const size_t size = metrics_.front().ByteSizeLong();
+    if (group->batches_size() > 0 && bytes + size > kMaxGroupBytes) break;
+    bytes += size;
+    herd::v1::MetricsBatch* b = group->add_batches();
+    *b = std::move(metrics_.front());
+    metrics_.pop_front();
+    b->set_replayed(b->at_unix_ms() < connected_at_ms_);
+  }
+  group->mutable_batches(0)->set_dropped_batches(dropped_since_sent_);
   dropped_since_sent_ = 0;
-  b->set_replayed(b->at_unix_ms() < connected_at_ms_);
   return true;
+}
+
+void Uplink::SetBatchesPerMessage(uint32_t n) {
+  batches_per_message_ = std::clamp<uint32_t>(n, 1, kMaxBatchesPerMessage);
 }
 
 void Uplink::OnWriteDone(bool ok) {

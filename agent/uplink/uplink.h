@@ -150,6 +150,10 @@ class Uplink final : private UplinkStreamObserver {
   static constexpr absl::Duration kWriteFailureGrace = absl::Seconds(2);
   // A session that lasted this long resets the backoff.
   static constexpr absl::Duration kStableSession = absl::Seconds(30);
+  // A group of batches (Welcome.metrics_batches_per_message, and a replay) holds at most
+  // this many, and this many bytes unless it is one batch.
+  static constexpr uint32_t kMaxBatchesPerMessage = 60;
+  static constexpr size_t kMaxGroupBytes = 1 << 20;
 
  private:
   // UplinkStreamObserver (the current stream's; loop thread).
@@ -164,6 +168,7 @@ class Uplink final : private UplinkStreamObserver {
   // Writes the next queued message if none is in flight.
   void Pump();
   bool NextMessage(herd::v1::AgentMessage* out);
+  void SetBatchesPerMessage(uint32_t n);
   void SendControl(herd::v1::AgentMessage msg);
   // A reply to the connection of `generation`; dropped if that connection is gone.
   std::function<void(herd::v1::AgentMessage)> ReplyTo(uint64_t generation);
@@ -203,6 +208,10 @@ class Uplink final : private UplinkStreamObserver {
   bool connected_ = false;
   bool inventory_dirty_ = false;
   std::deque<herd::v1::MetricsBatch> metrics_;
+  // As the control plane asked (Welcome, MetricsCadence); reads_groups_: it reads
+  // MetricsBatches (a replay is sent grouped).
+  uint32_t batches_per_message_ = 1;
+  bool reads_groups_ = false;
   std::deque<herd::v1::AgentMessage> control_;
   uint64_t dropped_since_sent_ = 0;
   uint64_t dropped_total_ = 0;

@@ -295,6 +295,36 @@ class Batches {
       bodies_.emplace_back(b.SerializeAsString());
     }
   }
+  // Several batches in one AgentMessage.metrics_batches (field 9; MetricsBatches.batches is
+  // field 1), each (variant, at_ms) as Make's.
+  grpc::ByteBuffer MakeGroup(const std::vector<std::pair<uint64_t, int64_t>>& items) const {
+    std::vector<std::string> heads;
+    std::vector<const grpc::Slice*> bodies;
+    size_t total = 0;
+    for (const auto& [variant, at_ms] : items) {
+      const grpc::Slice& body = bodies_[variant % bodies_.size()];
+      std::string at_field;
+      at_field.push_back(0x08);
+      AppendVarint(&at_field, static_cast<uint64_t>(at_ms));
+      std::string head;
+      head.push_back(0x0a);  // MetricsBatches field 1, length-delimited
+      AppendVarint(&head, at_field.size() + body.size());
+      head += at_field;
+      total += head.size() + body.size();
+      heads.push_back(std::move(head));
+      bodies.push_back(&body);
+    }
+    std::string outer;
+    outer.push_back(0x4a);  // AgentMessage field 9 (metrics_batches), length-delimited
+    AppendVarint(&outer, total);
+    std::vector<grpc::Slice> slices;
+    slices.emplace_back(outer);
+    for (size_t i = 0; i < heads.size(); ++i) {
+      slices.emplace_back(heads[i]);
+      slices.push_back(*bodies[i]);
+    }
+    return grpc::ByteBuffer(slices.data(), slices.size());
+  }
   grpc::ByteBuffer Make(uint64_t variant, int64_t at_ms) const {
     const grpc::Slice& body = bodies_[variant % bodies_.size()];
     std::string at_field;
@@ -380,9 +410,14 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
       return;
     }
     ++seq_;
-    grpc::ByteBuffer m = batches_.Make(seq_ + static_cast<uint64_t>(index_), NowUs() / 1000);
     counters_.batches_sent++;
-    SendLocked(std::move(m));
+    if (per_message_ <= 1) {
+      SendLocked(batches_.Make(seq_ + static_cast<uint64_t>(index_), NowUs() / 1000));
+      return;
+    }
+    // As agentd: the batches wait until the control plane's count of them is reached.
+    pending_.emplace_back(seq_ + static_cast<uint64_t>(index_), NowUs() / 1000);
+    if (pending_.size() >= per_message_) FlushPendingLocked();
   }
 
   // Also the connections that replaced this one (failover); none is made afterwards.
@@ -447,9 +482,11 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     switch (m.msg_case()) {
       case ControlMessage::kWelcome: {
         int64_t now = NowUs();
-        if (!m.welcome().host_credential().empty()) {
+        {
           std::lock_guard<std::mutex> l(mu_);
-          credential_ = m.welcome().host_credential();
+          if (!m.welcome().host_credential().empty()) credential_ = m.welcome().host_credential();
+          reads_groups_ = m.welcome().metrics_batches_per_message() > 0;
+          SetCadenceLocked(m.welcome().metrics_batches_per_message());
         }
         welcomed_ = true;
         slot_.replica = static_cast<int>(replica_);
@@ -498,6 +535,11 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
           }
           slot_.restart_ack_us = NowUs();
         });
+        break;
+      }
+      case ControlMessage::kCadence: {
+        std::lock_guard<std::mutex> l(mu_);
+        SetCadenceLocked(m.cadence().metrics_batches_per_message());
         break;
       }
       case ControlMessage::kAction: {
@@ -562,16 +604,33 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     if (slot_.ring_pending.fetch_add(1) == 0) slot_.ring_first_ms = NowUs() / 1000;
     counters_.ring_buffered++;
   }
-  // Sends what the ring holds, stamped when each batch was made.
+  // Sends what the ring holds, stamped when each batch was made: grouped (at most 60 a
+  // message, as agentd) to a control plane that reads groups.
   void ReplayRingLocked() {
     const int n = slot_.ring_pending.exchange(0);
     const int64_t first_ms = slot_.ring_first_ms.load();
     for (int k = 0; k < n; ++k) {
       ++seq_;
-      SendLocked(batches_.Make(seq_ + static_cast<uint64_t>(index_),
-                               first_ms + static_cast<int64_t>(k) * options_.interval_ms));
+      const uint64_t variant = seq_ + static_cast<uint64_t>(index_);
+      const int64_t at_ms = first_ms + static_cast<int64_t>(k) * options_.interval_ms;
+      if (!reads_groups_) {
+        SendLocked(batches_.Make(variant, at_ms));
+        continue;
+      }
+      pending_.emplace_back(variant, at_ms);
+      if (pending_.size() >= 60) FlushPendingLocked();
     }
+    if (!pending_.empty()) FlushPendingLocked();
     counters_.ring_replayed += static_cast<uint64_t>(n);
+  }
+  void FlushPendingLocked() {
+    SendLocked(batches_.MakeGroup(pending_));
+    pending_.clear();
+  }
+  // Welcome.metrics_batches_per_message or a MetricsCadence (under mu_).
+  void SetCadenceLocked(uint32_t n) {
+    per_message_ = std::clamp<uint32_t>(n, 1, 60);
+    if (!pending_.empty() && pending_.size() >= per_message_) FlushPendingLocked();
   }
 
   // No write starts once this ran (both under mu_), so OnDone cannot race a new write.
@@ -625,6 +684,11 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   const int failures_;
   std::string join_token_;
   std::string credential_;  // under mu_ once started
+  // Metrics cadence (under mu_): batches per message, whether the control plane reads groups,
+  // and the batches waiting for their group (variant, time).
+  uint32_t per_message_ = 1;
+  bool reads_groups_ = false;
+  std::vector<std::pair<uint64_t, int64_t>> pending_;
   std::unique_ptr<SimAgent> next_owned_;
   std::atomic<SimAgent*> next_{nullptr};
 };

@@ -166,6 +166,16 @@ std::vector<std::shared_ptr<HostSession>> HostRegistry::Sessions() const {
   return sessions;
 }
 
+std::vector<std::pair<std::string, std::shared_ptr<HostSession>>> HostRegistry::Attached()
+    const {
+  std::vector<std::pair<std::string, std::shared_ptr<HostSession>>> out;
+  for (const Entry& e : Entries()) {
+    absl::MutexLock hl(&e->mu);
+    if (e->s.session) out.emplace_back(e->s.record.host_id, e->s.session);
+  }
+  return out;
+}
+
 bool HostRegistry::Detach(const std::string& host_id, const HostSession* session) {
   Entry e = Find(host_id);
   if (!e) return false;
@@ -428,9 +438,9 @@ absl::StatusOr<herd::v1::Series> HostRegistry::QuerySeries(
 // What hosts' messages change
 
 void HostRegistry::RecordBatch(HostState& h, const herd::v1::MetricsBatch& batch,
-                               int64_t now_ms, LimitHits* hits) {
+                               int64_t now_ms, LimitHits* hits, bool newest) {
   batches_received_.fetch_add(1, std::memory_order_relaxed);
-  if (!batch.replayed() && batch.at_unix_ms() > 0) {
+  if (newest && !batch.replayed() && batch.at_unix_ms() > 0) {
     // An agent's clock far behind ours must not overflow the histogram's sum: delays count
     // up to twice the last bound (they are all in +Inf beyond it anyway).
     constexpr int64_t kMaxDelayMs = 120000;
@@ -445,7 +455,7 @@ void HostRegistry::RecordBatch(HostState& h, const herd::v1::MetricsBatch& batch
   const int64_t at = batch.at_unix_ms() > 0 && batch.at_unix_ms() <= now_ms + kClockSlackMs
                          ? batch.at_unix_ms()
                          : now_ms;
-  if (!batch.replayed() || at >= h.last_batch_at_ms) {
+  if (newest && (!batch.replayed() || at >= h.last_batch_at_ms)) {
     h.last_batch = batch.SerializeAsString();
     h.last_batch_at_ms = at;
     h.usage = batch.host();
@@ -456,12 +466,17 @@ void HostRegistry::RecordBatch(HostState& h, const herd::v1::MetricsBatch& batch
   h.series.Add("", "cpu", u.cpu_percent());
   h.series.Add("", "memory_available", static_cast<double>(u.memory_available_bytes()));
   h.series.Add("", "load1", u.load1());
+  constexpr absl::string_view kProbe = "probe:";
+  std::string metric(kProbe);  // "probe:<name>", its buffer reused from probe to probe
   for (const auto& unit : batch.units()) {
     if (absl::StrContains(unit.name(), '\n')) continue;  // not a unit name (the key separator)
     h.series.Add(unit.name(), "cpu", unit.usage().cpu_percent());
     h.series.Add(unit.name(), "rss", static_cast<double>(unit.usage().rss_bytes()));
     for (const auto& p : unit.probes()) {
-      if (p.numeric()) h.series.Add(unit.name(), absl::StrCat("probe:", p.name()), p.number());
+      if (!p.numeric()) continue;
+      metric.resize(kProbe.size());
+      metric += p.name();
+      h.series.Add(unit.name(), metric, p.number());
     }
   }
   hits->Add(Limit::kSeries, h.series.dropped_series() - dropped_series);

@@ -116,6 +116,8 @@ class HostRegistry final : public HostDirectory {
   HostRoute Route(const std::string& host_id) const;
   // Every attached session (to close them all when stopping).
   std::vector<std::shared_ptr<HostSession>> Sessions() const;
+  // The connected hosts' ids and sessions.
+  std::vector<std::pair<std::string, std::shared_ptr<HostSession>>> Attached() const;
   // Detaches `session` if it is still the host's; true then (and the presence sink is told).
   bool Detach(const std::string& host_id, const HostSession* session);
 
@@ -154,8 +156,11 @@ class HostRegistry final : public HostDirectory {
 
   // ---- What a host's messages change (the caller holds the host's lock).
   // Records a batch (bounded already); what the series cap left out is added to `hits`.
+  // `newest`: the batch is its message's last (a group's others are older, and held in the
+  // agent by design): only such a batch is timed (the batch delay says how far behind the
+  // control plane is) and kept as the host's latest state.
   void RecordBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms,
-                   LimitHits* hits);
+                   LimitHits* hits, bool newest = true);
   // Counts what a host's message had cut, and logs it (once a minute per host and kind).
   void CountLimited(HostState& h, const LimitHits& hits);
 

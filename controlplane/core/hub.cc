@@ -1,6 +1,7 @@
 #include "controlplane/core/hub.h"
 
 #include <algorithm>
+#include <deque>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -52,7 +53,11 @@ Hub::Hub(Store& store, std::unique_ptr<ThreadScheduler> owned, Scheduler* schedu
       config_(store_, registry_, sends_, audit_, clock_, options_),
       relay_(registry_, sends_, audit_, clock_, options_),
       writer_(store_, registry_, scheduler_),
-      sweeper_(scheduler_, absl::Milliseconds(250), [this] { Sweep(); }) {}
+      sweeper_(scheduler_, absl::Milliseconds(250), [this] { Sweep(); }) {
+  watchers_.set_on_watched([this](const std::string& host_id, bool watched) {
+    SendCadence(host_id, watched ? 1 : fleet_cadence_.load());
+  });
+}
 
 Hub::~Hub() { Stop(); }
 
@@ -92,7 +97,50 @@ void Hub::Sweep() {
   if (mono_ms - checked >= 5000 &&
       silent_checked_mono_ms_.compare_exchange_strong(checked, mono_ms)) {
     registry_.CloseSilentStreams();
+    UpdateFleetCadence();
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics cadence
+
+uint32_t Hub::CadenceFor(const std::string& host_id) const {
+  return watchers_.Watched(host_id) ? 1 : fleet_cadence_.load(std::memory_order_relaxed);
+}
+
+void Hub::SendCadence(const std::string& host_id, uint32_t per_message) {
+  HostRoute route = registry_.Route(host_id);
+  if (!route.session) return;  // its Welcome will say
+  ControlMessage m;
+  m.mutable_cadence()->set_metrics_batches_per_message(per_message);
+  sends_.Post(host_id, std::move(route.session), std::move(m));
+}
+
+void Hub::UpdateFleetCadence() {
+  if (options_.metrics_batches_per_message <= 1) return;
+  const std::vector<std::pair<std::string, std::shared_ptr<HostSession>>> attached =
+      registry_.Attached();
+  const uint32_t now = fleet_cadence_.load();
+  uint32_t want = now;
+  // Hysteresis: a fleet hovering at the threshold does not switch every check.
+  if (attached.size() >= options_.metrics_group_above) {
+    want = options_.metrics_batches_per_message;
+  } else if (attached.size() * 10 < options_.metrics_group_above * 9) {
+    want = 1;
+  }
+  if (want == now) return;
+  fleet_cadence_.store(want);
+  log_->info("event=metrics_cadence batches_per_message={} connected={} threshold={}", want,
+             attached.size(), options_.metrics_group_above);
+  std::vector<SendPool::Outgoing> out;
+  out.reserve(attached.size());
+  for (const auto& [id, session] : attached) {
+    if (watchers_.Watched(id)) continue;
+    ControlMessage m;
+    m.mutable_cadence()->set_metrics_batches_per_message(want);
+    out.push_back({id, session, std::move(m), nullptr});
+  }
+  sends_.PostAll(std::move(out));
 }
 
 std::vector<herd::v1::HostDetail> Hub::Snapshot() const {
@@ -246,6 +294,7 @@ ControlMessage Hub::Welcome(const std::string& host_id, const std::string& crede
   w->set_lease_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(options_.lease)));
   w->set_metrics_interval_ms(options_.metrics_interval_ms);
   w->set_controlplane_version(HERD_VERSION);
+  w->set_metrics_batches_per_message(CadenceFor(host_id));
   return welcome;
 }
 
@@ -394,11 +443,14 @@ void Hub::ApplyInventory(HostState& h, const herd::v1::Inventory& inv, LimitHits
   h.record.modules = std::move(modules);
 }
 
-void Hub::Apply(HostState& h, const AgentMessage& msg, const herd::v1::MetricsBatch* batch,
-                int64_t now_ms, LimitHits* hits, bool* save, bool* inventory_changed) {
+void Hub::Apply(HostState& h, const AgentMessage& msg, const Batches& batches, int64_t now_ms,
+                LimitHits* hits, bool* save, bool* inventory_changed) {
   switch (msg.msg_case()) {
     case AgentMessage::kMetrics:
-      registry_.RecordBatch(h, *batch, now_ms, hits);
+    case AgentMessage::kMetricsBatches:
+      for (size_t i = 0; i < batches.size(); ++i) {
+        registry_.RecordBatch(h, *batches[i], now_ms, hits, i + 1 == batches.size());
+      }
       break;
     case AgentMessage::kEvent: {
       herd::v1::ModuleEvent event = msg.event();
@@ -430,9 +482,24 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
   // A batch past the host's limits is bounded before anything keeps or relays it; within
   // them (the common case) it is used as it came, without a copy.
   LimitHits hits;
-  const herd::v1::MetricsBatch* batch = msg.has_metrics() ? &msg.metrics() : nullptr;
-  herd::v1::MetricsBatch bounded;
-  if (batch != nullptr && BoundBatch(*batch, options_.limits, &bounded, &hits)) batch = &bounded;
+  Batches batches;
+  std::deque<herd::v1::MetricsBatch> bounded;
+  auto add = [&](const herd::v1::MetricsBatch& b) {
+    if (BoundBatch(b, options_.limits, &bounded.emplace_back(), &hits)) {
+      batches.push_back(&bounded.back());
+    } else {
+      bounded.pop_back();
+      batches.push_back(&b);
+    }
+  };
+  if (msg.has_metrics()) add(msg.metrics());
+  if (msg.has_metrics_batches()) {
+    const auto& group = msg.metrics_batches().batches();
+    const int n = std::min(group.size(), static_cast<int>(kMaxBatchesPerGroup));
+    for (int i = 0; i < n; ++i) add(group[i]);
+    // More than an agent sends at once: not kept (counted with the batches cut to size).
+    if (group.size() > n) hits.Add(Limit::kBatchBytes, static_cast<uint64_t>(group.size() - n));
+  }
   std::string hostname;
   bool inventory_changed = false;
   bool save = false;
@@ -443,13 +510,14 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
     h.record.last_seen_unix_ms = now_ms;
     h.heard_mono_ms = mono_ms;
     hostname = h.record.hostname;
-    Apply(h, msg, batch, now_ms, &hits, &save, &inventory_changed);
+    Apply(h, msg, batches, now_ms, &hits, &save, &inventory_changed);
     if (hits.any()) registry_.CountLimited(h, hits);
   }
   if (save) (void)writer_.MarkDirty(host_id, /*wait=*/false, /*full=*/inventory_changed);
   switch (msg.msg_case()) {
     case AgentMessage::kMetrics:
-      watchers_.Publish(host_id, hostname, *batch);
+    case AgentMessage::kMetricsBatches:
+      for (const herd::v1::MetricsBatch* b : batches) watchers_.Publish(host_id, hostname, *b);
       break;
     case AgentMessage::kActionResult:
     case AgentMessage::kRestartResult:

@@ -119,6 +119,10 @@ class Hub final : public HostDirectory,
   // records the host and attaches the session (closing an older one for the same host),
   // then sends the Welcome and the host's config snapshot through the session.
   // UNAUTHENTICATED / INVALID_ARGUMENT errors say why (nothing is sent then).
+  // A group of batches holds at most this many (what agentd sends at most: Uplink's
+  // kMaxBatchesPerMessage); more are cut and counted.
+  static constexpr size_t kMaxBatchesPerGroup = 60;
+
   // ConnectAsync's answer, waited for (tests; the gateway uses ConnectAsync).
   absl::Status Connect(const std::string& bearer, const herd::v1::Hello& hello,
                        std::shared_ptr<HostSession> session);
@@ -250,6 +254,15 @@ class Hub final : public HostDirectory,
                            int64_t now_ms);
   herd::v1::ControlMessage Welcome(const std::string& host_id,
                                    const std::string& credential) const;
+  // Metrics cadence (Welcome.metrics_batches_per_message): 1 for a host someone watches
+  // live by name, else the fleet's: options_.metrics_batches_per_message once
+  // options_.metrics_group_above hosts are connected (checked with the silent streams, every
+  // 5 s; back to 1 below 90 % of it), told to every connected host when it changes.
+  uint32_t CadenceFor(const std::string& host_id) const;
+  void SendCadence(const std::string& host_id, uint32_t per_message);
+  void UpdateFleetCadence();
+  // A group holds at most this many batches (what agentd sends at most: Uplink's
+  // kMaxBatchesPerMessage).
   // The Hello of a host presenting its credential: answered at once.
   absl::Status Reconnect(const std::string& presented, const herd::v1::Hello& hello,
                          std::shared_ptr<HostSession> session);
@@ -261,9 +274,9 @@ class Hub final : public HostDirectory,
                      std::shared_ptr<HostSession> session, const herd::v1::Hello& shown,
                      const std::string& credential, int64_t now_ms, const char* by);
   // OnMessage's update of the host's state (under its lock). Sets `save`/`inventory_changed`.
-  void Apply(HostState& h, const herd::v1::AgentMessage& msg,
-             const herd::v1::MetricsBatch* batch, int64_t now_ms, LimitHits* hits, bool* save,
-             bool* inventory_changed);
+  using Batches = std::vector<const herd::v1::MetricsBatch*>;
+  void Apply(HostState& h, const herd::v1::AgentMessage& msg, const Batches& batches,
+             int64_t now_ms, LimitHits* hits, bool* save, bool* inventory_changed);
   void ApplyInventory(HostState& h, const herd::v1::Inventory& inv, LimitHits* hits,
                       bool* inventory_changed);
   int64_t MonoMs() const { return absl::ToUnixMillis(clock_.Monotonic()); }
@@ -307,6 +320,7 @@ class Hub final : public HostDirectory,
   int64_t join_read_mono_ms_ ABSL_GUARDED_BY(join_mu_) = 0;
   bool join_cached_ ABSL_GUARDED_BY(join_mu_) = false;
   std::atomic<uint64_t> join_token_reads_{0};
+  std::atomic<uint32_t> fleet_cadence_{1};
   std::atomic<size_t> pending_joins_{0};  // waiting for their credential's write
   std::atomic<uint64_t> joins_refused_{0};
 

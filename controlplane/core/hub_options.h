@@ -25,6 +25,12 @@ struct HubOptions {
   SeriesOptions series;
   size_t events_kept = 100;
   uint32_t metrics_interval_ms = 1000;
+  // Once this many hosts are connected, each is asked to send its batches this many at a
+  // time (Welcome.metrics_batches_per_message; a host watched live by name still sends each
+  // at once). Every sample is kept; the fleet's messages, each a cost in the kernel and in
+  // gRPC, are divided by it (bench/README.md). 1: always each batch alone.
+  uint32_t metrics_batches_per_message = 1;
+  size_t metrics_group_above = 1000;
   // Extra time a relayed request may take beyond its own timeout before the hub fails it.
   absl::Duration request_grace = absl::Seconds(5);
   // Threads that hand messages to sessions (0: the caller's thread; send_pool.h). The server
@@ -61,8 +67,8 @@ struct HubStats {
   // Every message agents sent (Hellos included, stale streams and refused Hellos too).
   uint64_t agent_messages = 0;
   // From a batch's time (the agent's clock) to its processing here, live batches only (not
-  // those replayed after a reconnect). Seconds of delay mean the control plane (or its
-  // machine) is behind: everything it does for agents waits as long.
+  // those replayed after a reconnect; of a group, its newest). Seconds of delay mean the
+  // control plane (or its machine) is behind: everything it does for agents waits as long.
   LatencyHistogram::Snapshot batch_delay;
   // What agents sent past a per-host limit, by kind (AgentLimits; Limit indexes it).
   std::array<uint64_t, kLimitKinds> limited{};

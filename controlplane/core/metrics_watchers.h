@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -19,17 +20,54 @@ namespace herd::controlplane {
 
 class MetricsWatchers final : public MetricsFeed {
  public:
+  // Told (outside the lock) when a host gets its first watcher that names it, and when it
+  // loses its last one: the hub asks that host for each batch as it is taken while someone
+  // watches it live. (A watch of every host changes no host's cadence.) Before any watch.
+  using WatchedChange = std::function<void(const std::string& host_id, bool watched)>;
+  void set_on_watched(WatchedChange f) { on_watched_ = std::move(f); }
+
   uint64_t WatchMetrics(std::set<std::string> hosts, MetricsWatcher watcher) override {
-    absl::MutexLock l(&mu_);
-    uint64_t id = next_++;
-    watchers_[id] = {std::move(hosts), std::move(watcher)};
-    count_.store(watchers_.size(), std::memory_order_relaxed);
+    std::vector<std::string> now_watched;
+    uint64_t id;
+    {
+      absl::MutexLock l(&mu_);
+      id = next_++;
+      for (const auto& h : hosts) {
+        if (named_[h]++ == 0) now_watched.push_back(h);
+      }
+      watchers_[id] = {std::move(hosts), std::move(watcher)};
+      count_.store(watchers_.size(), std::memory_order_relaxed);
+    }
+    if (on_watched_) {
+      for (const auto& h : now_watched) on_watched_(h, true);
+    }
     return id;
   }
   void Unwatch(uint64_t id) override {
+    std::vector<std::string> unwatched;
+    {
+      absl::MutexLock l(&mu_);
+      auto it = watchers_.find(id);
+      if (it == watchers_.end()) return;
+      for (const auto& h : it->second.first) {
+        auto n = named_.find(h);
+        if (n != named_.end() && --n->second == 0) {
+          named_.erase(n);
+          unwatched.push_back(h);
+        }
+      }
+      watchers_.erase(it);
+      count_.store(watchers_.size(), std::memory_order_relaxed);
+    }
+    if (on_watched_) {
+      for (const auto& h : unwatched) on_watched_(h, false);
+    }
+  }
+  // A watcher names the host.
+  bool Watched(const std::string& host_id) const {
+    if (count_.load(std::memory_order_relaxed) == 0) return false;
     absl::MutexLock l(&mu_);
-    watchers_.erase(id);
-    count_.store(watchers_.size(), std::memory_order_relaxed);
+    return named_.count(host_id) > 0;
   }
 
   // Gives the host's batch to every watcher of it, on the caller's thread, outside the lock.
@@ -56,6 +94,8 @@ class MetricsWatchers final : public MetricsFeed {
   std::map<uint64_t, std::pair<std::set<std::string>, MetricsWatcher>> watchers_
       ABSL_GUARDED_BY(mu_);
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::string, int> named_ ABSL_GUARDED_BY(mu_);  // host → watchers naming it
+  WatchedChange on_watched_;
   std::atomic<size_t> count_{0};
 };
 

@@ -215,7 +215,8 @@ void RenderHub(const Hub::Stats& stats, Families& f) {
         static_cast<double>(stats.batches_received));
   f.AddHistogram("herd_controlplane_metric_batch_delay_seconds",
                  "From a metric batch's time (the agent's clock) to the control plane processing "
-                 "it; batches replayed after a reconnect are left out.",
+                 "it; batches replayed after a reconnect are left out, and of a group of "
+                 "batches sent together only the newest is timed.",
                  "", stats.batch_delay);
   f.Add("herd_controlplane_agent_dropped_batches_total", "counter",
         "Metric batches agents reported dropping while disconnected.", "",

@@ -1390,6 +1390,48 @@ TEST_F(HubTest, MetricsBatchIsVisibleEverywhere) {
   EXPECT_EQ(hub_->stats().batches_received, 2u);
 }
 
+// A group of batches (MetricsBatches) is each of its batches in turn: every one in the
+// history and handed to watchers; past kMaxBatchesPerGroup the rest is cut and counted.
+TEST_F(HubTest, AGroupOfBatchesIsRecordedBatchByBatch) {
+  Conn c = Connect(MakeHello("h1"));
+  std::vector<int64_t> seen;
+  absl::Mutex mu;
+  hub_->WatchMetrics({}, [&](const herd::v1::HostMetrics& m) {
+    absl::MutexLock l(&mu);
+    seen.push_back(m.batch().at_unix_ms());
+  });
+  const int64_t t0 = NowMs() - 10000;
+  AgentMessage group;
+  for (int i = 0; i < 3; ++i) {
+    *group.mutable_metrics_batches()->add_batches() = Batch(t0 + i * 1000, i + 1).metrics();
+  }
+  Send("h1", c, group);
+  herd::v1::QuerySeriesRequest req;
+  req.set_host_id("h1");
+  req.set_metric("cpu");
+  auto s = hub_->QuerySeries(req);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->points_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(s->points(i).at_unix_ms(), t0 + i * 1000);
+    EXPECT_DOUBLE_EQ(s->points(i).value(), i + 1);
+  }
+  EXPECT_DOUBLE_EQ(hub_->GetHost("h1")->host().usage().cpu_percent(), 3);  // the latest
+  EXPECT_EQ(hub_->stats().batches_received, 3u);
+  {
+    absl::MutexLock l(&mu);
+    EXPECT_THAT(seen, ElementsAre(t0, t0 + 1000, t0 + 2000));
+  }
+
+  AgentMessage big;
+  for (size_t i = 0; i < Hub::kMaxBatchesPerGroup + 5; ++i) {
+    *big.mutable_metrics_batches()->add_batches() = Batch(t0 + 3000 + i, 1).metrics();
+  }
+  Send("h1", c, big);
+  EXPECT_EQ(hub_->stats().batches_received, 3u + Hub::kMaxBatchesPerGroup);
+  EXPECT_EQ(hub_->stats().limited[static_cast<size_t>(Limit::kBatchBytes)], 5u);
+}
+
 TEST_F(HubTest, SeriesRingIsBoundedAndOrdered) {
   Conn c = Connect(MakeHello("h1"));
   const int64_t t0 = NowMs() - 10000;
@@ -1749,6 +1791,47 @@ TEST_F(HubWriteBehindTest, JoinsWaitForTheStoreOffTheCallersThreadUpToABound) {
   // The bound is free again.
   Conn later = Connect(MakeHello("j5"));
   EXPECT_FALSE(later.credential.empty());
+}
+
+// Once metrics_group_above hosts are connected, every host is told to group its batches
+// (a MetricsCadence, and the Welcome of those connecting after); a host watched by name is
+// asked for each batch at once while watched; below 90 % of the threshold, back to 1.
+TEST_F(HubTest, AFleetPastTheThresholdGroupsItsBatchesExceptAWatchedHost) {
+  hub_->Stop();
+  hub_.reset();
+  options_.metrics_batches_per_message = 5;
+  options_.metrics_group_above = 3;
+  StartHub();
+  auto cadences = [](const Conn& c) {
+    std::vector<uint32_t> out;
+    for (const auto& m : c.session->sent()) {
+      if (m.has_cadence()) out.push_back(m.cadence().metrics_batches_per_message());
+    }
+    return out;
+  };
+  std::vector<Conn> conns;
+  for (int i = 0; i < 3; ++i) conns.push_back(Connect(MakeHello(absl::StrCat("h", i))));
+  EXPECT_EQ(conns[0].session->sent().front().welcome().metrics_batches_per_message(), 1u);
+  sched_.Advance(absl::Seconds(6));  // the check runs every 5 s
+  for (const Conn& c : conns) EXPECT_THAT(cadences(c), ElementsAre(5u));
+  Conn late = Connect(MakeHello("h3"));
+  EXPECT_EQ(late.session->sent().front().welcome().metrics_batches_per_message(), 5u);
+  EXPECT_THAT(cadences(late), IsEmpty());
+
+  const uint64_t w = hub_->WatchMetrics({"h1"}, [](const herd::v1::HostMetrics&) {});
+  EXPECT_THAT(cadences(conns[1]), ElementsAre(5u, 1u));
+  const uint64_t w_all = hub_->WatchMetrics({}, [](const herd::v1::HostMetrics&) {});
+  EXPECT_THAT(cadences(conns[2]), ElementsAre(5u));  // a watch of every host changes nothing
+  hub_->Unwatch(w_all);
+  hub_->Unwatch(w);
+  EXPECT_THAT(cadences(conns[1]), ElementsAre(5u, 1u, 5u));
+
+  // 4 connected; down to 2 (below 90 % of 3): back to each batch alone.
+  hub_->OnDisconnect("h0", conns[0].session.get());
+  hub_->OnDisconnect("h3", late.session.get());
+  sched_.Advance(absl::Seconds(6));
+  EXPECT_THAT(cadences(conns[2]), ElementsAre(5u, 1u));
+  EXPECT_THAT(cadences(conns[0]), ElementsAre(5u));  // gone: told nothing
 }
 
 // Stop writes what is still queued.

@@ -98,10 +98,12 @@ class FakeUplinkTransport final : public agent::UplinkTransport {
       o.OnRead(std::move(msg));
     });
   }
-  void Welcome(const std::string& credential = "", uint32_t metrics_interval_ms = 1000) {
+  void Welcome(const std::string& credential = "", uint32_t metrics_interval_ms = 1000,
+               uint32_t batches_per_message = 0) {
     herd::v1::ControlMessage m;
     m.mutable_welcome()->set_host_credential(credential);
     m.mutable_welcome()->set_metrics_interval_ms(metrics_interval_ms);
+    m.mutable_welcome()->set_metrics_batches_per_message(batches_per_message);
     Send(std::move(m));
   }
   // The control plane ends the latest stream with `status` (a write in flight fails first).

@@ -350,6 +350,73 @@ TEST_F(UplinkTest, BufferedMetricsAreReplayedAfterReconnectWithTheDroppedCount) 
   EXPECT_EQ(uplink_->state().dropped_batches, 2u);  // a total
 }
 
+// Asked for groups of 3 (Welcome), the agent sends its batches 3 at a time in one
+// MetricsBatches; a MetricsCadence of 1 sends what waits at once, and each batch alone after.
+TEST_F(UplinkTest, BatchesGoInGroupsAsTheControlPlaneAsksAndACadenceChangeSendsWhatWaits) {
+  Start();
+  transport_.Welcome("", 1000, 3);
+  sched_.RunDue();
+  auto& d = transport_.last();
+  uplink_->PushMetrics(Batch(NowMs()));
+  uplink_->PushMetrics(Batch(NowMs() + 1));
+  sched_.RunDue();
+  EXPECT_TRUE(d.Written(AgentMessage::kMetricsBatches).empty());
+  EXPECT_EQ(uplink_->state().buffered_batches, 2u);
+  uplink_->PushMetrics(Batch(NowMs() + 2));
+  sched_.RunDue();
+  auto groups = d.Written(AgentMessage::kMetricsBatches);
+  ASSERT_EQ(groups.size(), 1u);
+  ASSERT_EQ(groups[0].metrics_batches().batches_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(groups[0].metrics_batches().batches(i).at_unix_ms(), NowMs() + i);
+    EXPECT_FALSE(groups[0].metrics_batches().batches(i).replayed());
+  }
+  uplink_->PushMetrics(Batch(NowMs() + 3));
+  sched_.RunDue();
+  EXPECT_EQ(d.Written(AgentMessage::kMetricsBatches).size(), 1u);
+  herd::v1::ControlMessage cadence;
+  cadence.mutable_cadence()->set_metrics_batches_per_message(1);
+  transport_.Send(cadence);
+  sched_.RunDue();
+  auto singles = d.Written(AgentMessage::kMetrics);
+  ASSERT_EQ(singles.size(), 1u);
+  EXPECT_EQ(singles[0].metrics().at_unix_ms(), NowMs() + 3);
+  uplink_->PushMetrics(Batch(NowMs() + 4));
+  sched_.RunDue();
+  EXPECT_EQ(d.Written(AgentMessage::kMetrics).size(), 2u);
+  EXPECT_EQ(uplink_->state().buffered_batches, 0u);
+}
+
+// A replay goes at once, in groups of at most kMaxBatchesPerMessage, the dropped count on the
+// first batch, to a control plane that reads groups; one that does not (its Welcome says 0,
+// BufferedMetricsAreReplayedAfterReconnectWithTheDroppedCount) gets them one by one.
+TEST_F(UplinkTest, AReplayGoesAtOnceInGroupsToAControlPlaneThatReadsThem) {
+  options_.buffer_batches = 65;
+  Start();
+  transport_.Welcome("", 1000, 5);
+  sched_.RunDue();
+  End(absl::UnavailableError("gone"));
+  const int64_t t0 = NowMs() - 100;
+  for (int i = 1; i <= 70; ++i) uplink_->PushMetrics(Batch(t0 + i));
+  ASSERT_EQ(uplink_->phase(), Phase::kBackoff);
+  sched_.Advance(sched_.NextIn());
+  transport_.Welcome("", 1000, 5);
+  sched_.RunDue();
+  auto groups = transport_.last().Written(AgentMessage::kMetricsBatches);
+  ASSERT_EQ(groups.size(), 2u);
+  ASSERT_EQ(groups[0].metrics_batches().batches_size(),
+            static_cast<int>(Uplink::kMaxBatchesPerMessage));
+  ASSERT_EQ(groups[1].metrics_batches().batches_size(), 5);
+  EXPECT_EQ(groups[0].metrics_batches().batches(0).dropped_batches(), 5u);
+  EXPECT_EQ(groups[0].metrics_batches().batches(0).at_unix_ms(), t0 + 6);  // 5 dropped
+  EXPECT_EQ(groups[1].metrics_batches().batches(4).at_unix_ms(), t0 + 70);
+  for (const auto& g : groups) {
+    for (const auto& b : g.metrics_batches().batches()) EXPECT_TRUE(b.replayed());
+  }
+  EXPECT_EQ(groups[1].metrics_batches().batches(0).dropped_batches(), 0u);
+  EXPECT_EQ(uplink_->state().buffered_batches, 0u);
+}
+
 // An inventory change while the Hello waits for its Welcome is not lost: the Hello carried
 // the inventory as it was, the change goes out once streaming.
 TEST_F(UplinkTest, AnInventoryChangeBeforeTheWelcomeIsSentAfterIt) {
