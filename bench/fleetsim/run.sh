@@ -13,17 +13,21 @@
 #   --rss-every S    also log the control plane's VmRSS every S seconds (for a soak)
 #   --log FILE       keep the control plane's log there (by default it is removed with the
 #                    run's directory; its last lines are printed if fleetsim fails)
+#   --cp-arg ARG     one more argument for the control plane (repeatable), e.g.
+#                    --cp-arg --metrics-batches-per-message=1
 #
 # Example: bench/fleetsim/run.sh --pinned -- --agents 10000 --steady 20 --json /tmp/r.json
 set -euo pipefail
 
-build=build pinned=0 cp_cpu="" sim_cpu="" rss_every="" log=""
+build=build pinned=0 cp_cpu="" sim_cpu="" rss_every="" log="" cp_args=()
 needs_value() {
   [[ $# -ge 2 && "$2" != --* ]] || { echo "run.sh: $1 needs a value (see --help)" >&2; exit 2; }
 }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build|--cp-cpu|--sim-cpu|--rss-every|--log) needs_value "$@" ;;&
+    --cp-arg) [[ $# -ge 2 ]] || { echo "run.sh: --cp-arg needs a value" >&2; exit 2; }
+      cp_args+=("$2"); shift 2 ;;
     --build) build="$2"; shift 2 ;;
     --pinned) pinned=1; shift ;;
     --cp-cpu) cp_cpu="$2"; shift 2 ;;
@@ -31,7 +35,7 @@ while [[ $# -gt 0 ]]; do
     --rss-every) rss_every="$2"; shift 2 ;;
     --log) log="$2"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -82,7 +86,7 @@ cp_cpus=0-$(( $(nproc) - 1 )) sim_cpus=0-$(( $(nproc) - 1 ))
 if [[ "$pinned" == 1 ]]; then cp_cpus=0 sim_cpus=1; fi
 
 taskset -c "$cp_cpus" "$build/bin/controlplane" --data "$dir/data" --listen 127.0.0.1:0 \
-  --http 127.0.0.1:0 --log-level info >"$log" 2>&1 &
+  --http 127.0.0.1:0 --log-level info "${cp_args[@]}" >"$log" 2>&1 &
 cp=$!
 
 # new_cgroup NAME PCT: a cgroup whose processes get at most PCT % of one core, in $made. 10 ms

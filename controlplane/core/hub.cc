@@ -54,8 +54,10 @@ Hub::Hub(Store& store, std::unique_ptr<ThreadScheduler> owned, Scheduler* schedu
       relay_(registry_, sends_, audit_, clock_, options_),
       writer_(store_, registry_, scheduler_),
       sweeper_(scheduler_, absl::Milliseconds(250), [this] { Sweep(); }) {
-  watchers_.set_on_watched([this](const std::string& host_id, bool watched) {
-    SendCadence(host_id, watched ? 1 : fleet_cadence_.load());
+  // The cadence as it is when sent, not as the change said: of a watch and an unwatch
+  // racing, the later send carries the final state.
+  watchers_.set_on_watched([this](const std::string& host_id, bool /*watched*/) {
+    SendCadence(host_id, CadenceFor(host_id));
   });
 }
 

@@ -22,7 +22,8 @@ class MetricsWatchers final : public MetricsFeed {
  public:
   // Told (outside the lock) when a host gets its first watcher that names it, and when it
   // loses its last one: the hub asks that host for each batch as it is taken while someone
-  // watches it live. (A watch of every host changes no host's cadence.) Before any watch.
+  // watches it live. (A watch of every host, or of more than kMaxLiveHosts, changes no
+  // host's cadence: a fleet-wide view is not worth its messages.) Before any watch.
   using WatchedChange = std::function<void(const std::string& host_id, bool watched)>;
   void set_on_watched(WatchedChange f) { on_watched_ = std::move(f); }
 
@@ -32,8 +33,10 @@ class MetricsWatchers final : public MetricsFeed {
     {
       absl::MutexLock l(&mu_);
       id = next_++;
-      for (const auto& h : hosts) {
-        if (named_[h]++ == 0) now_watched.push_back(h);
+      if (hosts.size() <= kMaxLiveHosts) {
+        for (const auto& h : hosts) {
+          if (named_[h]++ == 0) now_watched.push_back(h);
+        }
       }
       watchers_[id] = {std::move(hosts), std::move(watcher)};
       count_.store(watchers_.size(), std::memory_order_relaxed);
@@ -49,11 +52,14 @@ class MetricsWatchers final : public MetricsFeed {
       absl::MutexLock l(&mu_);
       auto it = watchers_.find(id);
       if (it == watchers_.end()) return;
-      for (const auto& h : it->second.first) {
-        auto n = named_.find(h);
-        if (n != named_.end() && --n->second == 0) {
-          named_.erase(n);
-          unwatched.push_back(h);
+      const auto& hosts = it->second.first;
+      if (hosts.size() <= kMaxLiveHosts) {
+        for (const auto& h : hosts) {
+          auto n = named_.find(h);
+          if (n != named_.end() && --n->second == 0) {
+            named_.erase(n);
+            unwatched.push_back(h);
+          }
         }
       }
       watchers_.erase(it);
@@ -63,6 +69,8 @@ class MetricsWatchers final : public MetricsFeed {
       for (const auto& h : unwatched) on_watched_(h, false);
     }
   }
+  static constexpr size_t kMaxLiveHosts = 100;
+
   // A watcher names the host.
   bool Watched(const std::string& host_id) const {
     if (count_.load(std::memory_order_relaxed) == 0) return false;

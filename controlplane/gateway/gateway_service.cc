@@ -96,9 +96,13 @@ class AgentStream final
         return;
       }
       // No read until the Hello is answered: a join waits for its credential's write (off
-      // this thread). Meanwhile nothing can finish the stream (the session is in no one's
-      // hands but the hub's answer, and gRPC keeps a reactor until it finishes), so `this`
-      // outlives the answer.
+      // this thread). The stream may still be finished meanwhile (the Hello timeout's check
+      // took it as late just before it came): while the answer is pending, OnDone leaves
+      // the deletion to HelloAnswered.
+      {
+        absl::MutexLock l(&mu_);
+        answer_pending_ = true;
+      }
       hub_.ConnectAsync(bearer_, in.hello(), handle_,
                         [this, host_id = in.hello().host_id()](absl::Status s) {
                           HelloAnswered(host_id, s);
@@ -116,14 +120,27 @@ class AgentStream final
   // The hub's answer to the Hello: on the thread that read it, or on the hub's record
   // writer's for a join.
   void HelloAnswered(const std::string& host_id, const absl::Status& s) {
+    bool finished;
+    {
+      absl::MutexLock l(&mu_);
+      if (s.ok()) host_id_ = host_id;
+      finished = finished_;
+    }
     if (!s.ok()) {
       log_->warn("event=stream_refused peer={} host={} reason=\"{}\"", ctx_->peer(), host_id,
                  s.message());
       FinishOnce(grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message())));
-      return;
+    } else if (!finished) {
+      NextRead();
     }
-    host_id_ = host_id;
-    NextRead();
+    // Last: until here OnDone (even one run inside the calls above) left `this` alone.
+    bool done;
+    {
+      absl::MutexLock l(&mu_);
+      answer_pending_ = false;
+      done = done_seen_;
+    }
+    if (done) Gone();
   }
 
   void OnWriteDone(bool ok) override {
@@ -137,10 +154,15 @@ class AgentStream final
   }
 
   void OnDone() override {
-    if (host_id_.empty()) gateway_.HelloDone(hello_wait_);
     handle_->Detach();
-    if (!host_id_.empty()) hub_.OnDisconnect(host_id_, handle_.get());
-    delete this;
+    {
+      absl::MutexLock l(&mu_);
+      if (answer_pending_) {  // HelloAnswered finishes this
+        done_seen_ = true;
+        return;
+      }
+    }
+    Gone();
   }
 
  private:
@@ -155,6 +177,18 @@ class AgentStream final
     arena_.Reset();
     in_ = google::protobuf::Arena::CreateMessage<AgentMessage>(&arena_);
     StartRead(in_);
+  }
+
+  // The stream is over and no answer is pending: detached everywhere, then deleted.
+  void Gone() {
+    std::string host_id;
+    {
+      absl::MutexLock l(&mu_);
+      host_id = host_id_;
+    }
+    if (host_id.empty()) gateway_.HelloDone(hello_wait_);
+    if (!host_id.empty()) hub_.OnDisconnect(host_id, handle_.get());
+    delete this;
   }
 
   // False when the stream was finished already.
@@ -175,7 +209,9 @@ class AgentStream final
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<SessionHandle> handle_;
   std::string bearer_;
-  std::string host_id_;  // set once Hello is accepted (reactor callbacks are serialized)
+  // Set once Hello is accepted, under mu_ (the answer may come on the hub's writer thread);
+  // read without it by the reactor's callbacks that follow that answer's read.
+  std::string host_id_;
   uint64_t hello_wait_ = 0;  // GatewayService::AwaitHello's id (0: none)
   google::protobuf::Arena arena_;
   AgentMessage* in_ = nullptr;  // on arena_
@@ -184,6 +220,8 @@ class AgentStream final
   std::list<ControlMessage> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool answer_pending_ ABSL_GUARDED_BY(mu_) = false;  // the hub has not answered the Hello
+  bool done_seen_ ABSL_GUARDED_BY(mu_) = false;       // OnDone came while it was pending
 };
 
 bool SessionHandle::Send(ControlMessage msg) {

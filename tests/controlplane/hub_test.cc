@@ -1822,6 +1822,11 @@ TEST_F(HubTest, AFleetPastTheThresholdGroupsItsBatchesExceptAWatchedHost) {
   EXPECT_THAT(cadences(conns[1]), ElementsAre(5u, 1u));
   const uint64_t w_all = hub_->WatchMetrics({}, [](const herd::v1::HostMetrics&) {});
   EXPECT_THAT(cadences(conns[2]), ElementsAre(5u));  // a watch of every host changes nothing
+  std::set<std::string> many = {"h2"};
+  for (int i = 0; i < 100; ++i) many.insert(absl::StrCat("other", i));
+  const uint64_t w_many = hub_->WatchMetrics(many, [](const herd::v1::HostMetrics&) {});
+  EXPECT_THAT(cadences(conns[2]), ElementsAre(5u));  // nor does one of more than 100
+  hub_->Unwatch(w_many);
   hub_->Unwatch(w_all);
   hub_->Unwatch(w);
   EXPECT_THAT(cadences(conns[1]), ElementsAre(5u, 1u, 5u));
