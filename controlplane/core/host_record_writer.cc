@@ -190,9 +190,7 @@ void HostRecordWriter::Loop() {
                   s.message(), last ? "no (stopping)" : "yes");
     }
     l.lock();
-    written_gen_ = gen;
     last_write_ = s;
-    ++attempts_;
     if (s.ok()) {
       backoff_.Reset();
     } else if (!last) {
@@ -200,13 +198,17 @@ void HostRecordWriter::Loop() {
       for (const auto& [id, full] : batch) dirty_[id] |= full;
       ArmRetry();
     }
-    cv_.notify_all();
+    // The callers answered before the write counts as done: once Flush or WaitForAttempts
+    // returns, so has every MarkDirtyThen callback of the records it wrote.
     std::vector<Done> done = TakeDone(gen);
     if (!done.empty()) {
       l.unlock();
       for (Done& d : done) d(s);
       l.lock();
     }
+    written_gen_ = gen;
+    ++attempts_;
+    cv_.notify_all();
     if (last) break;
   }
   exited_ = true;

@@ -4,8 +4,9 @@
 //
 // AuditLater appends from threads of its own (kWorkers, started at its first use), for
 // entries many hosts make at once (a fleet registering): the gRPC thread that took the Hello
-// does not wait for the store, and the workers' concurrent appends are what the etcd store
-// writes together (group commit). At most kMaxQueued wait; past that they are dropped,
+// does not wait for the store. Each worker takes up to kAppendBatch waiting entries at a time
+// (Store::AppendAudits: one Txn on etcd), and the workers' concurrent appends are what the
+// etcd store writes together (group commit). At most kMaxQueued wait; past that they are dropped,
 // counted and logged. Stop() (or destruction) appends what waits, then ends the workers.
 // So an entry made with AuditLater may be listed after one Audit appended later (each says
 // when it was made): an operator's change is not held behind a fleet's registrations.
@@ -85,6 +86,7 @@ class StoreAuditLog final : public AuditLog {
 
   static constexpr size_t kMaxQueued = 10000;
   static constexpr int kWorkers = 8;
+  static constexpr size_t kAppendBatch = 32;
 
  private:
   herd::v1::AuditEntry Entry(const std::string& actor, const std::string& action,
@@ -101,18 +103,26 @@ class StoreAuditLog final : public AuditLog {
       log_->error("event=audit_not_saved action={} error=\"{}\"", e.action(), s.message());
     }
   }
+  // Each worker appends up to kAppendBatch waiting entries in one call (one etcd Txn).
   void Run() {
     std::unique_lock l(mu_);
+    std::vector<herd::v1::AuditEntry> batch;
     for (;;) {
       cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, nothing left
-      herd::v1::AuditEntry e = std::move(queue_.front());
-      queue_.pop_front();
-      ++in_flight_;
+      batch.clear();
+      while (!queue_.empty() && batch.size() < kAppendBatch) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      in_flight_ += static_cast<int>(batch.size());
       l.unlock();
-      Append(e);
+      if (auto s = store_.AppendAudits(batch); !s.ok()) {
+        log_->error("event=audit_not_saved entries={} error=\"{}\"", batch.size(), s.message());
+      }
       l.lock();
-      if (--in_flight_ == 0 && queue_.empty()) idle_.notify_all();
+      in_flight_ -= static_cast<int>(batch.size());
+      if (in_flight_ == 0 && queue_.empty()) idle_.notify_all();
     }
   }
 

@@ -39,11 +39,16 @@ etcd::Op PutOp(std::string key, std::string value) {
 
 }  // namespace
 
-absl::Status EtcdAuditLog::Append(const herd::v1::AuditEntry& entry) {
-  Waiter self{&entry, absl::OkStatus()};
+absl::Status EtcdAuditLog::Append(const std::vector<const herd::v1::AuditEntry*>& entries) {
+  std::vector<Waiter> mine;
+  mine.reserve(entries.size());
+  for (const herd::v1::AuditEntry* e : entries) mine.push_back(Waiter{e, absl::OkStatus()});
+  auto all_done = [&] {
+    return std::all_of(mine.begin(), mine.end(), [](const Waiter& w) { return w.done; });
+  };
   std::unique_lock lock(mu_);
-  waiting_.push_back(&self);
-  while (!self.done) {
+  for (Waiter& w : mine) waiting_.push_back(&w);
+  while (!all_done()) {
     if (writing_) {
       written_.wait(lock);
       continue;
@@ -65,7 +70,10 @@ absl::Status EtcdAuditLog::Append(const herd::v1::AuditEntry& entry) {
     writing_ = false;
     written_.notify_all();
   }
-  return self.status;
+  for (const Waiter& w : mine) {
+    if (!w.status.ok()) return w.status;
+  }
+  return absl::OkStatus();
 }
 
 std::vector<EtcdAuditLog::Waiter*> EtcdAuditLog::TakeBatchLocked() {

@@ -33,7 +33,9 @@ class EtcdAuditLog {
   EtcdAuditLog(etcd::Client& client, const EtcdKeys& keys, const EtcdStoreOptions& options)
       : client_(client), keys_(keys), options_(options) {}
 
-  absl::Status Append(const herd::v1::AuditEntry& entry);
+  // The entries go into the group commit together (in order, in one Txn when they fit);
+  // the first failure is returned.
+  absl::Status Append(const std::vector<const herd::v1::AuditEntry*>& entries);
   // Newest first (time, then insertion), at most `limit`.
   absl::StatusOr<std::vector<herd::v1::AuditEntry>> List(size_t limit);
   // Writes entries as they are, with fresh sequence numbers, and the meta (migrate: oldest

@@ -157,7 +157,13 @@ class EtcdStore final : public Store {
   // --- audit
 
   absl::Status AppendAudit(const herd::v1::AuditEntry& entry) override {
-    return audit_.Append(entry);
+    return audit_.Append({&entry});
+  }
+  absl::Status AppendAudits(const std::vector<herd::v1::AuditEntry>& entries) override {
+    std::vector<const herd::v1::AuditEntry*> all;
+    all.reserve(entries.size());
+    for (const auto& e : entries) all.push_back(&e);
+    return audit_.Append(all);
   }
   absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t limit) override {
     return audit_.List(limit);

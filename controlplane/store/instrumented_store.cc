@@ -122,6 +122,9 @@ absl::Status InstrumentedStore::DeleteToken(const std::string& name) {
 absl::Status InstrumentedStore::AppendAudit(const herd::v1::AuditEntry& entry) {
   return Timed(Op::kWrite, [&] { return inner_->AppendAudit(entry); });
 }
+absl::Status InstrumentedStore::AppendAudits(const std::vector<herd::v1::AuditEntry>& entries) {
+  return Timed(Op::kWrite, [&] { return inner_->AppendAudits(entries); });
+}
 absl::StatusOr<std::vector<herd::v1::AuditEntry>> InstrumentedStore::ListAudit(size_t limit) {
   return Timed(Op::kRead, [&] { return inner_->ListAudit(limit); });
 }

@@ -68,6 +68,7 @@ class InstrumentedStore final : public Store {
   absl::StatusOr<std::vector<ApiToken>> ListTokens() override;
   absl::Status DeleteToken(const std::string& name) override;
   absl::Status AppendAudit(const herd::v1::AuditEntry& entry) override;
+  absl::Status AppendAudits(const std::vector<herd::v1::AuditEntry>& entries) override;
   absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t limit) override;
   absl::Status PutSetting(const std::string& key, const std::string& value) override;
   absl::StatusOr<std::optional<std::string>> GetSetting(const std::string& key) override;

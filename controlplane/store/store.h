@@ -156,6 +156,14 @@ class Store {
 
   // --- audit log (append only)
   virtual absl::Status AppendAudit(const herd::v1::AuditEntry& entry) = 0;
+  // Several entries, in order (the first failure is returned; those before it are kept). A
+  // store that writes them together overrides it (etcd: one Txn for them all).
+  virtual absl::Status AppendAudits(const std::vector<herd::v1::AuditEntry>& entries) {
+    for (const auto& e : entries) {
+      if (absl::Status s = AppendAudit(e); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   // Most recent first (by time, then by insertion), at most `limit`.
   virtual absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t limit) = 0;
 

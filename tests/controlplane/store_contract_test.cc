@@ -523,6 +523,21 @@ TEST_P(StoreContractTest, AuditMostRecentFirstWithLimit) {
   EXPECT_TRUE(ProtoEq(first, Audit(100, "a")));
 }
 
+// Several entries appended in one call keep their order, after what was there, and more
+// than one etcd Txn holds (the etcd store cuts them into Txns of at most 32).
+TEST_P(StoreContractTest, AuditAppendsSeveralInOrder) {
+  HERD_ASSERT_OK(store().AppendAudit(Audit(100, "first")));
+  std::vector<herd::v1::AuditEntry> many;
+  for (int i = 0; i < 70; ++i) many.push_back(Audit(200, absl::StrCat("e", i)));
+  HERD_ASSERT_OK(store().AppendAudits(many));
+  HERD_ASSERT_OK(store().AppendAudits({}));
+  std::vector<std::string> listed = AuditActions(Must(store().ListAudit(100)));
+  ASSERT_EQ(listed.size(), 71u);
+  EXPECT_EQ(listed.front(), "e69");  // newest first
+  EXPECT_EQ(listed[69], "e0");
+  EXPECT_EQ(listed.back(), "first");
+}
+
 // ------------------------------------------------------------------------------ settings
 
 TEST_P(StoreContractTest, Settings) {
