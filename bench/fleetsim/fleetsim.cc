@@ -490,7 +490,9 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
         }
         welcomed_ = true;
         slot_.replica = static_cast<int>(replica_);
-        if (failures_ > 0) {  // a failover: registered again elsewhere
+        // A failover: registered again elsewhere. (An agent refused before its first
+        // Welcome, which then registers through another replica, is a first registration.)
+        if (failures_ > 0 && slot_.welcome_us.load() > 0) {
           slot_.rewelcome_us = now;
           counters_.rewelcomed++;
           std::lock_guard<std::mutex> l(mu_);
