@@ -934,5 +934,50 @@ TEST(FleetConfigSize, AConfigThatWouldNotFitTheModulesEnvironmentIsRejectedByThe
   EXPECT_EQ(agent.Unit("big").value("pid", 0), pid) << "a rejected snapshot restarts nothing";
 }
 
+// A real agentd told to group its batches (the threshold at 1 host): it sends several
+// batches per message, and the control plane still keeps a point per interval.
+TEST(FleetCadence, AnAgentToldToGroupItsBatchesSendsFewerMessagesAndEverySample) {
+  ControlPlaneHarness cp;
+  ASSERT_TRUE(cp.Start({"--metrics-interval-ms", "200", "--metrics-group-above", "1",
+                        "--metrics-batches-per-message", "5", "--http", "127.0.0.1:0"}))
+      << cp.last_error();
+  AgentHarness agent;
+  ASSERT_TRUE(agent.StartAgent(cp.AgentArgs("env=test"))) << agent.last_error();
+  json info;
+  ASSERT_TRUE(WaitFor([&] {
+    info = agent.CtlJson({"info"});
+    return info.is_object() && info.value("controlplane_connected", false);
+  }, absl::Seconds(20))) << agent.last_error();
+  const std::string host = info.value("host_id", "");
+  const std::string viewer = ReadTrimmed(cp.ViewerTokenFile());
+  auto counter = [&](const std::string& name) -> double {
+    HttpReply r = HttpCall(cp.http_address(), "GET", "/metrics?scope=controlplane", "", viewer);
+    for (absl::string_view line : absl::StrSplit(r.body, '\n')) {
+      if (absl::ConsumePrefix(&line, name + " ")) return std::stod(std::string(line));
+    }
+    return -1;
+  };
+  // The fleet's cadence is checked every 5 s: by 7 s the agent was told.
+  absl::SleepFor(absl::Seconds(7));
+  const double batches0 = counter("herd_controlplane_metric_batches_total");
+  const double messages0 = counter("herd_controlplane_agent_messages_total");
+  absl::SleepFor(absl::Seconds(4));
+  const double batches = counter("herd_controlplane_metric_batches_total") - batches0;
+  const double messages = counter("herd_controlplane_agent_messages_total") - messages0;
+  ASSERT_GE(batches0, 0);
+  EXPECT_GE(batches, 10) << "4 s of batches every 200 ms";
+  EXPECT_GE(batches, 3 * messages) << batches << " batches in " << messages << " messages";
+  // Every sample is kept: the history's last points are an interval apart, not a group's.
+  json s = cp.CtlJson({"series", host, "cpu"});
+  ASSERT_TRUE(s.is_object() && s.contains("points")) << cp.last_error();
+  const auto& points = s["points"];
+  ASSERT_GE(points.size(), 10u);
+  for (size_t i = points.size() - 8; i < points.size(); ++i) {
+    const int64_t gap = std::stoll(points[i]["at_unix_ms"].get<std::string>()) -
+                        std::stoll(points[i - 1]["at_unix_ms"].get<std::string>());
+    EXPECT_LT(gap, 600) << "point " << i;
+  }
+}
+
 }  // namespace
 }  // namespace herd::testing
