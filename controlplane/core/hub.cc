@@ -156,6 +156,7 @@ Hub::Stats Hub::stats() const {
   s.agent_messages = agent_messages_.load(std::memory_order_relaxed);
   s.join_token_reads = join_token_reads_.load(std::memory_order_relaxed);
   s.joins_refused = joins_refused_.load(std::memory_order_relaxed);
+  s.audit_dropped = audit_.dropped();
   registry_.AddStats(s);
   config_.AddStats(s);
   return s;

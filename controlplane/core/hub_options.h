@@ -76,6 +76,8 @@ struct HubStats {
   uint64_t join_token_reads = 0;
   // Joins refused because max_pending_joins were waiting for the store.
   uint64_t joins_refused = 0;
+  // Audit entries dropped because StoreAuditLog::kMaxQueued waited for the store.
+  uint64_t audit_dropped = 0;
 
   static constexpr std::array<double, 12> kBatchDelayBounds = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                                1,    2.5,   5,    10,  30,   60};

@@ -240,6 +240,10 @@ void RenderHub(const Hub::Stats& stats, Families& f) {
         "Registrations refused because too many were waiting for the store at once (the "
         "agents retry after a backoff).",
         "", static_cast<double>(stats.joins_refused));
+  f.Add("herd_controlplane_audit_dropped_total", "counter",
+        "Audit entries of registrations dropped because 10,000 were already waiting for the "
+        "store (logged).",
+        "", static_cast<double>(stats.audit_dropped));
 }
 
 // The Fleet API's streams and the rollouts.

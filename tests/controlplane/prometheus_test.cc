@@ -601,6 +601,8 @@ TEST(Prometheus, AgentLimitAndStreamCountersAreExposed) {
   SelfMetrics self;
   self.hub.limited[static_cast<size_t>(Limit::kUnits)] = 4950;
   self.hub.join_token_reads = 3;
+  self.hub.joins_refused = 6;
+  self.hub.audit_dropped = 8;
   self.fleet_streams_open = 2;
   self.fleet_stream_messages_dropped = 7;
   self.fleet_streams_ended_stalled = 1;
@@ -609,6 +611,8 @@ TEST(Prometheus, AgentLimitAndStreamCountersAreExposed) {
   EXPECT_THAT(out, HasSubstr("herd_controlplane_agent_limited_total{limit=\"units\"} 4950\n"));
   EXPECT_THAT(out, HasSubstr("herd_controlplane_agent_limited_total{limit=\"series\"} 0\n"));
   EXPECT_THAT(out, HasSubstr("herd_controlplane_join_token_reads_total 3\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_joins_refused_total 6\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_audit_dropped_total 8\n"));
   EXPECT_THAT(out, HasSubstr("herd_controlplane_fleet_streams 2\n"));
   EXPECT_THAT(out, HasSubstr("herd_controlplane_fleet_stream_dropped_messages_total 7\n"));
   EXPECT_THAT(out, HasSubstr("herd_controlplane_fleet_streams_ended_stalled_total 1\n"));
