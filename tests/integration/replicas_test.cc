@@ -354,5 +354,71 @@ TEST_F(ReplicasTest, QuorumLostRefusesWritesThenAcceptsThemWithoutRestartingAnyA
   for (int k = 0; k < kReplicas; ++k) EXPECT_TRUE(ProcessAlive(replica(k).pid())) << k;
 }
 
+// Replicas serving mutual TLS call each other with their own certificate (--tls-cert is
+// also the client certificate of the peer links, checked against --client-ca): an action
+// through one replica reaches a host that only the other holds.
+TEST(ReplicasTlsTest, AnActionThroughOneReplicaReachesAHostOnTheOtherOverMutualTls) {
+  if (access("/usr/bin/etcd", X_OK) != 0) {
+    GTEST_FAIL() << "/usr/bin/etcd is missing: run scripts/install-deps.sh (etcd-server)";
+  }
+  EtcdHarness etcd;
+  ASSERT_TRUE(etcd.Start()) << etcd.error();
+  ControlPlaneHarness r0, r1;
+  const std::string pki = r0.Path("pki");
+  const std::string made = MakeTestPki(pki);
+  ASSERT_TRUE(made.empty()) << made;
+  auto args = [&](int k) {
+    return std::vector<std::string>{
+        "--store", etcd.Url(), "--etcd-prefix", "/herd-tls-test", "--replica-id",
+        absl::StrCat("r", k), "--tls-cert", pki + "/server.pem", "--tls-key",
+        pki + "/server.key", "--client-ca", pki + "/ca.pem", "--metrics-interval-ms", "200"};
+  };
+  ASSERT_TRUE(r0.Start(args(0))) << r0.last_error();
+  for (const char* f : {"join-token", "operator-token", "viewer-token"}) {
+    std::error_code ec;
+    fs::copy_file(r0.Path(f), r1.Path(f), fs::copy_options::overwrite_existing, ec);
+    ASSERT_FALSE(ec) << f << ": " << ec.message();
+    chmod(r1.Path(f).c_str(), 0600);
+  }
+  ASSERT_TRUE(r1.Start(args(1))) << r1.last_error();
+  const std::vector<std::string> tls = {"--tls-ca",  pki + "/ca.pem",     "--tls-cert",
+                                        pki + "/client.pem", "--tls-key", pki + "/client.key"};
+  // The agent knows only replica 1.
+  AgentHarness agent;
+  std::vector<std::string> agent_args = {"--controlplane", r1.address(), "--join-token-file",
+                                         r0.JoinTokenFile(), "--labels", "tls=1"};
+  agent_args.insert(agent_args.end(), tls.begin(), tls.end());
+  ASSERT_TRUE(agent.StartAgent(agent_args)) << agent.last_error();
+  const std::string dir = agent.Path("src/svc");
+  ASSERT_EQ(agent.Ctl({"generate", "svc", "--lang", "python", "--dir", dir}).exit_code, 0);
+  ASSERT_EQ(agent.Ctl({"install", dir}).exit_code, 0);
+  std::string host;
+  ASSERT_TRUE(WaitFor([&] {
+    json info = agent.CtlJson({"info"});
+    if (!info.is_object() || !info.value("controlplane_connected", false)) return false;
+    host = info.value("host_id", "");
+    return !host.empty();
+  }, absl::Seconds(30))) << agent.last_error();
+
+  std::vector<std::string> action = tls;
+  for (const char* a : {"-o", "json", "action", "svc", "greet", "--param", "name=x", "--host"}) {
+    action.push_back(a);
+  }
+  action.push_back(host);
+  CmdResult last;
+  // The module registers its action a moment after it starts.
+  ASSERT_TRUE(WaitFor([&] {
+    last = r0.Ctl(action);
+    return last.exit_code == 0 && absl::StrContains(last.out, ", x");
+  }, absl::Seconds(30))) << last.out << last.err;
+  json reply = json::parse(last.out, nullptr, false);
+  ASSERT_TRUE(reply.is_object()) << last.out;
+  ASSERT_EQ(reply["results"].size(), 1u);
+  EXPECT_EQ(reply["results"][0].value("host_id", ""), host);
+  EXPECT_TRUE(reply["results"][0].value("ok", false)) << last.out;
+  // Without TLS, replica 0 answers nothing.
+  EXPECT_NE(r0.Ctl({"hosts"}).exit_code, 0);
+}
+
 }  // namespace
 }  // namespace herd::testing
