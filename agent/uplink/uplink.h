@@ -54,6 +54,7 @@
 #include "absl/time/time.h"
 #include "agent/uplink/uplink_transport.h"
 #include "common/backoff.h"
+#include "common/gateway_protocol.h"
 #include "common/logging.h"
 #include "common/scheduler.h"
 #include "herd/v1/gateway.pb.h"
@@ -152,7 +153,7 @@ class Uplink final : private UplinkStreamObserver {
   static constexpr absl::Duration kStableSession = absl::Seconds(30);
   // A group of batches (Welcome.metrics_batches_per_message, and a replay) holds at most
   // this many, and this many bytes unless it is one batch.
-  static constexpr uint32_t kMaxBatchesPerMessage = 60;
+  static constexpr uint32_t kMaxBatchesPerMessage = kMaxMetricsBatchesPerMessage;
   static constexpr size_t kMaxGroupBytes = 1 << 20;
 
  private:

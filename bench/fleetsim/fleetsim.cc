@@ -69,6 +69,7 @@
 #include "grpcpp/support/byte_buffer.h"
 #include "herd/v1/fleet.grpc.pb.h"
 #include "common/controlplane_addresses.h"
+#include "common/gateway_protocol.h"
 #include "herd/v1/gateway.grpc.pb.h"
 
 namespace herd::fleetsim {
@@ -606,8 +607,8 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
     if (slot_.ring_pending.fetch_add(1) == 0) slot_.ring_first_ms = NowUs() / 1000;
     counters_.ring_buffered++;
   }
-  // Sends what the ring holds, stamped when each batch was made: grouped (at most 60 a
-  // message, as agentd) to a control plane that reads groups.
+  // Sends what the ring holds, stamped when each batch was made: grouped (at most
+  // kMaxMetricsBatchesPerMessage a message, as agentd) to a control plane that reads groups.
   void ReplayRingLocked() {
     const int n = slot_.ring_pending.exchange(0);
     const int64_t first_ms = slot_.ring_first_ms.load();
@@ -620,7 +621,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
         continue;
       }
       pending_.emplace_back(variant, at_ms);
-      if (pending_.size() >= 60) FlushPendingLocked();
+      if (pending_.size() >= herd::kMaxMetricsBatchesPerMessage) FlushPendingLocked();
     }
     if (!pending_.empty()) FlushPendingLocked();
     counters_.ring_replayed += static_cast<uint64_t>(n);
@@ -631,7 +632,7 @@ class SimAgent final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::By
   }
   // Welcome.metrics_batches_per_message or a MetricsCadence (under mu_).
   void SetCadenceLocked(uint32_t n) {
-    per_message_ = std::clamp<uint32_t>(n, 1, 60);
+    per_message_ = std::clamp<uint32_t>(n, 1, herd::kMaxMetricsBatchesPerMessage);
     if (!pending_.empty() && pending_.size() >= per_message_) FlushPendingLocked();
   }
 

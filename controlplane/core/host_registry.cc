@@ -166,6 +166,15 @@ std::vector<std::shared_ptr<HostSession>> HostRegistry::Sessions() const {
   return sessions;
 }
 
+size_t HostRegistry::ConnectedCount() const {
+  size_t n = 0;
+  for (const Entry& e : Entries()) {
+    absl::MutexLock hl(&e->mu);
+    if (e->s.session) ++n;
+  }
+  return n;
+}
+
 std::vector<std::pair<std::string, std::shared_ptr<HostSession>>> HostRegistry::Attached()
     const {
   std::vector<std::pair<std::string, std::shared_ptr<HostSession>>> out;

@@ -116,8 +116,9 @@ class HostRegistry final : public HostDirectory {
   HostRoute Route(const std::string& host_id) const;
   // Every attached session (to close them all when stopping).
   std::vector<std::shared_ptr<HostSession>> Sessions() const;
-  // The connected hosts' ids and sessions.
+  // The connected hosts' ids and sessions, and (without copying them) their number.
   std::vector<std::pair<std::string, std::shared_ptr<HostSession>>> Attached() const;
+  size_t ConnectedCount() const;
   // Detaches `session` if it is still the host's; true then (and the presence sink is told).
   bool Detach(const std::string& host_id, const HostSession* session);
 

@@ -120,20 +120,22 @@ void Hub::SendCadence(const std::string& host_id, uint32_t per_message) {
 
 void Hub::UpdateFleetCadence() {
   if (options_.metrics_batches_per_message <= 1) return;
-  const std::vector<std::pair<std::string, std::shared_ptr<HostSession>>> attached =
-      registry_.Attached();
+  const size_t connected = registry_.ConnectedCount();
   const uint32_t now = fleet_cadence_.load();
   uint32_t want = now;
   // Hysteresis: a fleet hovering at the threshold does not switch every check.
-  if (attached.size() >= options_.metrics_group_above) {
+  if (connected >= options_.metrics_group_above) {
     want = options_.metrics_batches_per_message;
-  } else if (attached.size() * 10 < options_.metrics_group_above * 9) {
+  } else if (connected * 10 < options_.metrics_group_above * 9) {
     want = 1;
   }
   if (want == now) return;
   fleet_cadence_.store(want);
   log_->info("event=metrics_cadence batches_per_message={} connected={} threshold={}", want,
-             attached.size(), options_.metrics_group_above);
+             connected, options_.metrics_group_above);
+  // Only on a change: every connected host's id and session.
+  const std::vector<std::pair<std::string, std::shared_ptr<HostSession>>> attached =
+      registry_.Attached();
   std::vector<SendPool::Outgoing> out;
   out.reserve(attached.size());
   for (const auto& [id, session] : attached) {
@@ -346,20 +348,17 @@ void Hub::ConnectAsync(const std::string& bearer, const herd::v1::Hello& hello,
   // of this join.)
   bool new_host = false;
   Entry e = registry_.FindOrAdd(hello.host_id(), hello.hostname(), now_ms, &new_host);
-  HostRecord record;
   {
     absl::MutexLock hl(&e->mu);
     // Cannot fail for a join (no credential to check).
     (void)RecordHello(e->s, hello, /*by_join=*/true, presented, *secret, now_ms);
-    record = e->s.record;
   }
   // The new credential is on disk before the agent is given it. Many hosts registering at
   // once share one write, and no gRPC thread waits for it.
   writer_.MarkDirtyThen(
-      record.host_id, [this, e, host_id = record.host_id, session = std::move(session),
-                       shown = Shown(hello),
-                       credential = *secret, new_host, now_ms,
-                       done = std::move(done)](absl::Status s) mutable {
+      hello.host_id(), [this, e, host_id = hello.host_id(), session = std::move(session),
+                        shown = Shown(hello), credential = *secret, new_host, now_ms,
+                        done = std::move(done)](absl::Status s) mutable {
         pending_joins_.fetch_sub(1);
         if (stopped_) return done(absl::UnavailableError("the control plane is stopping"));
         if (!s.ok()) {

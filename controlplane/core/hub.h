@@ -60,6 +60,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/gateway_protocol.h"
 #include "common/logging.h"
 #include "common/scheduler.h"
 #include "controlplane/core/agent_limits.h"
@@ -119,9 +120,9 @@ class Hub final : public HostDirectory,
   // records the host and attaches the session (closing an older one for the same host),
   // then sends the Welcome and the host's config snapshot through the session.
   // UNAUTHENTICATED / INVALID_ARGUMENT errors say why (nothing is sent then).
-  // A group of batches holds at most this many (what agentd sends at most: Uplink's
-  // kMaxBatchesPerMessage); more are cut and counted.
-  static constexpr size_t kMaxBatchesPerGroup = 60;
+  // A group of batches holds at most this many (what agentd sends at most); more are cut
+  // and counted.
+  static constexpr size_t kMaxBatchesPerGroup = kMaxMetricsBatchesPerMessage;
 
   // ConnectAsync's answer, waited for (tests; the gateway uses ConnectAsync).
   absl::Status Connect(const std::string& bearer, const herd::v1::Hello& hello,

@@ -6,8 +6,8 @@
 // entries many hosts make at once (a fleet registering): the gRPC thread that took the Hello
 // does not wait for the store. Each worker takes up to kAppendBatch waiting entries at a time
 // (Store::AppendAudits: one Txn on etcd), and the workers' concurrent appends are what the
-// etcd store writes together (group commit). At most kMaxQueued wait; past that they are dropped,
-// counted and logged. Stop() (or destruction) appends what waits, then ends the workers.
+// etcd store writes together (group commit). At most kMaxQueued wait (beside those being
+// appended); past that they are dropped, counted and logged. Stop() (or destruction) appends what waits, then ends the workers.
 // So an entry made with AuditLater may be listed after one Audit appended later (each says
 // when it was made): an operator's change is not held behind a fleet's registrations.
 #pragma once
@@ -30,8 +30,9 @@ namespace herd::controlplane {
 
 class StoreAuditLog final : public AuditLog {
  public:
-  StoreAuditLog(Store& store, const Clock& clock)
-      : store_(store), clock_(clock), log_(herd::Logger("hub")) {}
+  // `max_queued`: entries waiting for AuditLater's workers (tests make it small).
+  StoreAuditLog(Store& store, const Clock& clock, size_t max_queued = kMaxQueued)
+      : store_(store), clock_(clock), max_queued_(max_queued), log_(herd::Logger("hub")) {}
 
   // Every entry made before the call is in the list (those waiting are appended first).
   absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t limit) const override {
@@ -57,7 +58,7 @@ class StoreAuditLog final : public AuditLog {
       l.unlock();
       return Append(e);
     }
-    if (queue_.size() >= kMaxQueued) {
+    if (queue_.size() >= max_queued_) {
       if (dropped_++ % 1000 == 0) {
         log_->warn("event=audit_dropped action={} dropped={} hint=\"the store is not keeping "
                    "up with the entries hosts make\"", action, dropped_);
@@ -128,6 +129,7 @@ class StoreAuditLog final : public AuditLog {
 
   Store& store_;
   const Clock& clock_;
+  const size_t max_queued_;
   std::shared_ptr<spdlog::logger> log_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

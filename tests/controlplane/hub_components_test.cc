@@ -335,6 +335,34 @@ TEST_F(WriterTest, MarkDirtyThenAnswersAtOnceWhileTheStoreFailsAndAfterStop) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The audit log's queue
+
+// While the store is slow, AuditLater keeps at most its bound waiting (beside what its
+// workers are appending): the rest is dropped and counted, never blocks the caller, and
+// everything not dropped is written once the store takes it.
+TEST(StoreAuditLogTest, PastItsBoundEntriesAreDroppedAndCountedAndTheRestWritten) {
+  TempStore temp;
+  FlakyHostsStore store(std::move(temp.store()));
+  FakeClock clock;
+  StoreAuditLog log(store, clock, /*max_queued=*/10);
+  store.HoldAudit();
+  constexpr int kMade = 400;
+  for (int i = 0; i < kMade; ++i) {
+    log.AuditLater("host:h", "host.register", absl::StrCat("{\"n\":", i, "}"));
+  }
+  // 10 queued, at most kWorkers × kAppendBatch taken by the workers.
+  const int most_kept =
+      10 + StoreAuditLog::kWorkers * static_cast<int>(StoreAuditLog::kAppendBatch);
+  const auto dropped = static_cast<int>(log.dropped());
+  EXPECT_GE(dropped, kMade - most_kept);
+  EXPECT_LT(dropped, kMade);
+  store.Release();
+  auto listed = log.ListAudit(1000);  // waits for the queue
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(static_cast<int>(listed->size()) + dropped, kMade);
+}
+
+// ---------------------------------------------------------------------------------------
 // The hub under a wall-clock step
 
 // An NTP step (an hour forward, then back) with hosts connected and requests of each kind

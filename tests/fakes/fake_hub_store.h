@@ -24,16 +24,21 @@ class FlakyHostsStore final : public controlplane::Store {
   std::atomic<int> put_calls{0};
 
   absl::Status PutHost(const controlplane::HostRecord& h) override { return PutHosts({h}); }
-  // While held, host writes wait (a slow store) until Release(); WaitForHeldPuts(n) waits
-  // until n of them are waiting.
+  // While held, host writes (HoldAudit: audit appends) wait, a slow store, until Release();
+  // WaitForHeldPuts(n) waits until n host writes are waiting.
   void Hold() {
     std::lock_guard<std::mutex> l(gate_mu_);
     held_ = true;
+  }
+  void HoldAudit() {
+    std::lock_guard<std::mutex> l(gate_mu_);
+    held_audit_ = true;
   }
   void Release() {
     {
       std::lock_guard<std::mutex> l(gate_mu_);
       held_ = false;
+      held_audit_ = false;
     }
     gate_cv_.notify_all();
   }
@@ -87,6 +92,10 @@ class FlakyHostsStore final : public controlplane::Store {
   absl::StatusOr<std::vector<controlplane::ApiToken>> ListTokens() override { return inner_->ListTokens(); }
   absl::Status DeleteToken(const std::string& n) override { return inner_->DeleteToken(n); }
   absl::Status AppendAudit(const herd::v1::AuditEntry& e) override {
+    {
+      std::unique_lock<std::mutex> l(gate_mu_);
+      gate_cv_.wait(l, [&] { return !held_audit_; });
+    }
     return inner_->AppendAudit(e);
   }
   absl::StatusOr<std::vector<herd::v1::AuditEntry>> ListAudit(size_t n) override {
@@ -103,6 +112,7 @@ class FlakyHostsStore final : public controlplane::Store {
   std::mutex gate_mu_;
   std::condition_variable gate_cv_;
   bool held_ = false;
+  bool held_audit_ = false;
   int held_puts_ = 0;
   std::unique_ptr<controlplane::Store> inner_;
 };
