@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/crash_handler.h"
+#include "common/gateway_protocol.h"
 #include "common/logging.h"
 #include "common/units.h"
 #include "controlplane/server.h"
@@ -95,7 +96,7 @@ void AddAgentFlags(CLI::App& app, ControlplaneFlags& f) {
                  "this many at a time (every sample is kept; a host watched live still sends "
                  "each at once). 1: each batch alone")
       ->capture_default_str()
-      ->check(CLI::Range(1, 60));
+      ->check(CLI::Range(1u, herd::kMaxMetricsBatchesPerMessage));
   app.add_option("--metrics-group-above", f.o.metrics_group_above,
                  "Connected hosts from which agents are asked to group their batches")
       ->capture_default_str();

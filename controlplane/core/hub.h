@@ -124,7 +124,8 @@ class Hub final : public HostDirectory,
   // and counted.
   static constexpr size_t kMaxBatchesPerGroup = kMaxMetricsBatchesPerMessage;
 
-  // ConnectAsync's answer, waited for (tests; the gateway uses ConnectAsync).
+  // ConnectAsync's answer, waited for (tests; the gateway uses ConnectAsync). A join waits
+  // for the record writer: after Start (or Stop, when it writes on the caller's thread).
   absl::Status Connect(const std::string& bearer, const herd::v1::Hello& hello,
                        std::shared_ptr<HostSession> session);
   // Connect without a thread waiting: `done` gets the answer once the session is attached
