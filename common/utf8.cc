@@ -1,5 +1,8 @@
 #include "common/utf8.h"
 
+#include <cstdint>
+#include <cstring>
+
 namespace herd {
 
 size_t Utf8SequenceLength(absl::string_view s) {
@@ -32,6 +35,12 @@ size_t Utf8SequenceLength(absl::string_view s) {
 
 size_t FirstInvalidUtf8(absl::string_view s) {
   size_t i = 0;
+  // Eight bytes at a time while they are all ASCII (names and numbers nearly always are).
+  constexpr uint64_t kHighBits = 0x8080808080808080ull;
+  for (uint64_t word; i + sizeof word <= s.size(); i += sizeof word) {
+    std::memcpy(&word, s.data() + i, sizeof word);
+    if ((word & kHighBits) != 0) break;
+  }
   while (i < s.size()) {
     if (static_cast<unsigned char>(s[i]) < 0x80) {  // the common case, one byte at a time
       ++i;

@@ -11,9 +11,6 @@ using herd::v1::MetricsBatch;
 using herd::v1::Probe;
 using herd::v1::UnitSample;
 
-// Main probes are names of probes the unit has: no more of them than the widget shows.
-constexpr int kMaxMainProbes = 16;
-
 bool Long(const std::string& s, size_t max) { return s.size() > max; }
 
 void Clip(std::string* s, size_t max, LimitHits* hits) {
@@ -66,7 +63,8 @@ bool MayBeOver(const MetricsBatch& batch, const AgentLimits& limits) {
     if (over) break;
     over = Long(u.name(), limits.max_name_bytes) ||
            static_cast<size_t>(u.probes_size()) > limits.max_probes_per_unit ||
-           u.main_probes_size() > kMaxMainProbes || Long(u.status_reason(), limits.max_text_bytes) ||
+           static_cast<size_t>(u.main_probes_size()) > kMaxMainProbes ||
+           Long(u.status_reason(), limits.max_text_bytes) ||
            Long(u.version(), limits.max_text_bytes);
     estimate += 64 + u.name().size() + u.status_reason().size() + u.version().size();
     for (const std::string& m : u.main_probes()) {
@@ -97,7 +95,8 @@ void CopyUnit(const UnitSample& in, const AgentLimits& limits, UnitSample* u, Li
   u->set_version(in.version());
   Clip(u->mutable_version(), limits.max_text_bytes, cut);
   for (const std::string& m : in.main_probes()) {
-    if (Long(m, limits.max_name_bytes) || u->main_probes_size() >= kMaxMainProbes) {
+    if (Long(m, limits.max_name_bytes) ||
+        static_cast<size_t>(u->main_probes_size()) >= kMaxMainProbes) {
       cut->Add(Limit::kNames);
       continue;
     }
@@ -179,7 +178,7 @@ void BoundInventory(google::protobuf::RepeatedPtrField<herd::v1::ModuleInventory
     Clip(m.mutable_interpreter(), 256, hits);
     while (m.widget().theme_size() > 8) m.mutable_widget()->mutable_theme()->RemoveLast();
     for (auto& t : *m.mutable_widget()->mutable_theme()) Clip(&t, 64, hits);
-    while (m.widget().main_probes_size() > kMaxMainProbes) {
+    while (static_cast<size_t>(m.widget().main_probes_size()) > kMaxMainProbes) {
       m.mutable_widget()->mutable_main_probes()->RemoveLast();
     }
     for (auto& p : *m.mutable_widget()->mutable_main_probes()) Clip(&p, name_max, hits);

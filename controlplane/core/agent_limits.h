@@ -46,6 +46,9 @@ struct AgentLimits {
   size_t max_inventory_bytes = 2 << 20;
 };
 
+// Main probes are names of probes the unit has: no more of them than the widget shows.
+inline constexpr size_t kMaxMainProbes = 16;
+
 // The kinds of cut, for counters and logs.
 enum class Limit : size_t {
   kUnits = 0,      // units past max_units

@@ -446,8 +446,8 @@ absl::StatusOr<herd::v1::Series> HostRegistry::QuerySeries(
 // ---------------------------------------------------------------------------------------
 // What hosts' messages change
 
-void HostRegistry::RecordBatch(HostState& h, const herd::v1::MetricsBatch& batch,
-                               int64_t now_ms, LimitHits* hits, bool newest) {
+void HostRegistry::RecordBatch(HostState& h, const MetricsBatchView& batch, int64_t now_ms,
+                               LimitHits* hits, bool newest) {
   batches_received_.fetch_add(1, std::memory_order_relaxed);
   if (newest && !batch.replayed() && batch.at_unix_ms() > 0) {
     // An agent's clock far behind ours must not overflow the histogram's sum: delays count
@@ -465,27 +465,29 @@ void HostRegistry::RecordBatch(HostState& h, const herd::v1::MetricsBatch& batch
                          ? batch.at_unix_ms()
                          : now_ms;
   if (newest && (!batch.replayed() || at >= h.last_batch_at_ms)) {
-    h.last_batch = batch.SerializeAsString();
+    batch.WireTo(&h.last_batch);
     h.last_batch_at_ms = at;
-    h.usage = batch.host();
+    batch.HostUsageTo(&h.usage);
   }
   if (!h.series.Begin(at)) return;  // older than the history: latest state only
   const uint64_t dropped_series = h.series.dropped_series();
-  const auto& u = batch.host();
-  h.series.Add("", "cpu", u.cpu_percent());
-  h.series.Add("", "memory_available", static_cast<double>(u.memory_available_bytes()));
-  h.series.Add("", "load1", u.load1());
-  constexpr absl::string_view kProbe = "probe:";
+  h.series.Add("", "cpu", batch.host_cpu_percent());
+  h.series.Add("", "memory_available", static_cast<double>(batch.host_memory_available_bytes()));
+  h.series.Add("", "load1", batch.host_load1());
+  constexpr std::string_view kProbe = "probe:";
   std::string metric(kProbe);  // "probe:<name>", its buffer reused from probe to probe
-  for (const auto& unit : batch.units()) {
-    if (absl::StrContains(unit.name(), '\n')) continue;  // not a unit name (the key separator)
-    h.series.Add(unit.name(), "cpu", unit.usage().cpu_percent());
-    h.series.Add(unit.name(), "rss", static_cast<double>(unit.usage().rss_bytes()));
-    for (const auto& p : unit.probes()) {
-      if (!p.numeric()) continue;
+  const auto& probes = batch.probes();
+  for (const UnitView& unit : batch.units()) {
+    // Not a unit name (the key separator).
+    if (unit.name.find('\n') != std::string_view::npos) continue;
+    h.series.Add(unit.name, "cpu", unit.cpu_percent);
+    h.series.Add(unit.name, "rss", static_cast<double>(unit.rss_bytes));
+    for (uint32_t i = unit.first_probe; i < unit.first_probe + unit.probes; ++i) {
+      const ProbeView& p = probes[i];
+      if (!p.numeric) continue;
       metric.resize(kProbe.size());
-      metric += p.name();
-      h.series.Add(unit.name(), metric, p.number());
+      metric += p.name;
+      h.series.Add(unit.name, metric, p.number);
     }
   }
   hits->Add(Limit::kSeries, h.series.dropped_series() - dropped_series);

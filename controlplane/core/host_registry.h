@@ -32,6 +32,7 @@
 #include "common/latency_histogram.h"
 #include "common/logging.h"
 #include "controlplane/core/agent_limits.h"
+#include "controlplane/core/metrics_view.h"
 #include "controlplane/core/fleet_interfaces.h"
 #include "controlplane/core/host_session.h"
 #include "controlplane/core/hub_options.h"
@@ -160,7 +161,7 @@ class HostRegistry final : public HostDirectory {
   // `newest`: the batch is its message's last (a group's others are older, and held in the
   // agent by design): only such a batch is timed (the batch delay says how far behind the
   // control plane is) and kept as the host's latest state.
-  void RecordBatch(HostState& h, const herd::v1::MetricsBatch& batch, int64_t now_ms,
+  void RecordBatch(HostState& h, const MetricsBatchView& batch, int64_t now_ms,
                    LimitHits* hits, bool newest = true);
   // Counts what a host's message had cut, and logs it (once a minute per host and kind).
   void CountLimited(HostState& h, const LimitHits& hits);

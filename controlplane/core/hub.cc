@@ -445,13 +445,13 @@ void Hub::ApplyInventory(HostState& h, const herd::v1::Inventory& inv, LimitHits
   h.record.modules = std::move(modules);
 }
 
-void Hub::Apply(HostState& h, const AgentMessage& msg, const Batches& batches, int64_t now_ms,
+void Hub::Apply(HostState& h, const AgentMessage& msg, const Views& batches, int64_t now_ms,
                 LimitHits* hits, bool* save, bool* inventory_changed) {
   switch (msg.msg_case()) {
     case AgentMessage::kMetrics:
     case AgentMessage::kMetricsBatches:
       for (size_t i = 0; i < batches.size(); ++i) {
-        registry_.RecordBatch(h, *batches[i], now_ms, hits, i + 1 == batches.size());
+        registry_.RecordBatch(h, batches[i], now_ms, hits, i + 1 == batches.size());
       }
       break;
     case AgentMessage::kEvent: {
@@ -474,17 +474,54 @@ void Hub::Apply(HostState& h, const AgentMessage& msg, const Batches& batches, i
   }
 }
 
+bool Hub::UpdateHost(const std::string& host_id, const HostSession* session, int64_t now_ms,
+                     LimitHits* hits, absl::FunctionRef<void(HostState&)> apply,
+                     std::string* hostname) {
+  const int64_t mono_ms = MonoMs();
+  Entry e = registry_.Find(host_id);
+  if (!e) return false;
+  absl::MutexLock hl(&e->mu);
+  HostState& h = e->s;
+  if (h.session.get() != session) return false;  // stale stream
+  h.record.last_seen_unix_ms = now_ms;
+  h.heard_mono_ms = mono_ms;
+  if (hostname != nullptr) *hostname = h.record.hostname;
+  apply(h);
+  if (hits->any()) registry_.CountLimited(h, *hits);
+  return true;
+}
+
+bool Hub::OnMessageBytes(const std::string& host_id, const HostSession* session,
+                         std::string_view bytes) {
+  // Per thread, their vectors' capacity kept from message to message.
+  thread_local std::vector<std::string_view> wires;
+  thread_local Views views;
+  if (!MetricsBatchesOf(bytes, kMaxBatchesPerGroup, &wires)) return false;
+  // A live watcher is handed the batch as a message.
+  if (watchers_.Wants(host_id)) return false;
+  if (views.size() < wires.size()) views.resize(wires.size());
+  for (size_t i = 0; i < wires.size(); ++i) {
+    if (!views[i].Read(wires[i], options_.limits)) return false;
+  }
+  agent_messages_.fetch_add(1, std::memory_order_relaxed);
+  const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
+  LimitHits hits;
+  UpdateHost(host_id, session, now_ms, &hits, [&](HostState& h) {
+    for (size_t i = 0; i < wires.size(); ++i) {
+      registry_.RecordBatch(h, views[i], now_ms, &hits, i + 1 == wires.size());
+    }
+  }, nullptr);
+  return true;
+}
+
 void Hub::OnMessage(const std::string& host_id, const HostSession* session,
                     const AgentMessage& msg) {
   agent_messages_.fetch_add(1, std::memory_order_relaxed);
   const int64_t now_ms = absl::ToUnixMillis(clock_.Now());
-  const int64_t mono_ms = MonoMs();
-  Entry e = registry_.Find(host_id);
-  if (!e) return;
   // A batch past the host's limits is bounded before anything keeps or relays it; within
   // them (the common case) it is used as it came, without a copy.
   LimitHits hits;
-  Batches batches;
+  std::vector<const herd::v1::MetricsBatch*> batches;
   std::deque<herd::v1::MetricsBatch> bounded;
   auto add = [&](const herd::v1::MetricsBatch& b) {
     if (BoundBatch(b, options_.limits, &bounded.emplace_back(), &hits)) {
@@ -502,19 +539,15 @@ void Hub::OnMessage(const std::string& host_id, const HostSession* session,
     // More than an agent sends at once: not kept (counted with the batches cut to size).
     if (group.size() > n) hits.Add(Limit::kBatchBytes, static_cast<uint64_t>(group.size() - n));
   }
+  Views views(batches.size());
+  for (size_t i = 0; i < batches.size(); ++i) views[i].From(*batches[i]);
   std::string hostname;
   bool inventory_changed = false;
   bool save = false;
-  {
-    absl::MutexLock hl(&e->mu);
-    HostState& h = e->s;
-    if (h.session.get() != session) return;  // stale stream
-    h.record.last_seen_unix_ms = now_ms;
-    h.heard_mono_ms = mono_ms;
-    hostname = h.record.hostname;
-    Apply(h, msg, batches, now_ms, &hits, &save, &inventory_changed);
-    if (hits.any()) registry_.CountLimited(h, hits);
-  }
+  const bool current = UpdateHost(host_id, session, now_ms, &hits, [&](HostState& h) {
+    Apply(h, msg, views, now_ms, &hits, &save, &inventory_changed);
+  }, &hostname);
+  if (!current) return;
   if (save) (void)writer_.MarkDirty(host_id, /*wait=*/false, /*full=*/inventory_changed);
   switch (msg.msg_case()) {
     case AgentMessage::kMetrics:

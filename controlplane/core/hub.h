@@ -56,6 +56,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -71,6 +72,7 @@
 #include "controlplane/core/host_request_relay.h"
 #include "controlplane/core/host_session.h"
 #include "controlplane/core/hub_options.h"
+#include "controlplane/core/metrics_view.h"
 #include "controlplane/core/metrics_watchers.h"
 #include "controlplane/core/replica_hooks.h"
 #include "controlplane/core/send_pool.h"
@@ -140,6 +142,13 @@ class Hub final : public HostDirectory,
   // A message on an attached session (Hello excluded).
   void OnMessage(const std::string& host_id, const HostSession* session,
                  const herd::v1::AgentMessage& msg);
+  // The same message as its wire bytes, taken in place when it is a metrics message that
+  // needs nothing more (metrics_view.h): no batch past the host's limits or in an unusual
+  // form, the host not watched live. Nearly every message of a fleet is one, and then
+  // nothing of it is parsed into objects. False when it is not taken: parse it then and
+  // call OnMessage. (True, nothing done, for a stale session, as OnMessage.)
+  bool OnMessageBytes(const std::string& host_id, const HostSession* session,
+                      std::string_view bytes);
   // The session's stream ended.
   void OnDisconnect(const std::string& host_id, const HostSession* session);
 
@@ -275,9 +284,14 @@ class Hub final : public HostDirectory,
   void AttachSession(HostEntry& e, const std::string& host_id,
                      std::shared_ptr<HostSession> session, const herd::v1::Hello& shown,
                      const std::string& credential, int64_t now_ms, const char* by);
+  // What every message from a host does, then `apply` under the host's lock (and what it
+  // cut counted): false, nothing done, when `session` is no longer the host's stream.
+  bool UpdateHost(const std::string& host_id, const HostSession* session, int64_t now_ms,
+                  LimitHits* hits, absl::FunctionRef<void(HostState&)> apply,
+                  std::string* hostname);
   // OnMessage's update of the host's state (under its lock). Sets `save`/`inventory_changed`.
-  using Batches = std::vector<const herd::v1::MetricsBatch*>;
-  void Apply(HostState& h, const herd::v1::AgentMessage& msg, const Batches& batches,
+  using Views = std::vector<MetricsBatchView>;
+  void Apply(HostState& h, const herd::v1::AgentMessage& msg, const Views& batches,
              int64_t now_ms, LimitHits* hits, bool* save, bool* inventory_changed);
   void ApplyInventory(HostState& h, const herd::v1::Inventory& inv, LimitHits* hits,
                       bool* inventory_changed);

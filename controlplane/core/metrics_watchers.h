@@ -78,6 +78,16 @@ class MetricsWatchers final : public MetricsFeed {
     return named_.count(host_id) > 0;
   }
 
+  // Some watcher is handed the host's batches (it names the host, or watches every host).
+  bool Wants(const std::string& host_id) const {
+    if (count_.load(std::memory_order_relaxed) == 0) return false;
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, w] : watchers_) {
+      if (w.first.empty() || w.first.count(host_id)) return true;
+    }
+    return false;
+  }
+
   // Gives the host's batch to every watcher of it, on the caller's thread, outside the lock.
   void Publish(const std::string& host_id, const std::string& hostname,
                const herd::v1::MetricsBatch& batch) const {

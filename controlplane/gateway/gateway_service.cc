@@ -24,7 +24,7 @@ class AgentStream;
 class SessionHandle final : public HostSession {
  public:
   SessionHandle(AgentStream* stream, std::string peer) : stream_(stream), peer_(std::move(peer)) {}
-  bool Send(ControlMessage msg) override;
+  bool Send(ControlMessage msg) override;  // serialized on the caller's thread
   void Close(const std::string& why) override;
   std::string Peer() const override { return peer_; }
   // Cancels the stream if it is not over yet.
@@ -40,8 +40,10 @@ class SessionHandle final : public HostSession {
   const std::string peer_;
 };
 
-class AgentStream final
-    : public grpc::ServerBidiReactor<AgentMessage, ControlMessage> {
+// Reads and writes the stream's messages as bytes (the Connect method is raw, see
+// gateway_service.h): a metrics message is taken in place by the hub, anything else is
+// parsed here.
+class AgentStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   AgentStream(grpc::CallbackServerContext* ctx, GatewayService& gateway, Hub& hub,
               const GatewayOptions& options)
@@ -60,11 +62,17 @@ class AgentStream final
     NextRead();
   }
 
-  bool Enqueue(ControlMessage msg) {
+  // Serialized on the caller's thread (a send thread), outside the stream's lock.
+  bool Enqueue(const ControlMessage& msg) {
+    grpc::ByteBuffer bytes;
+    bool own_buffer;
+    if (!grpc::SerializationTraits<ControlMessage>::Serialize(msg, &bytes, &own_buffer).ok()) {
+      return false;  // not reached: our own message always serializes
+    }
     absl::MutexLock l(&mu_);
     if (finished_) return false;
     if (queue_.size() >= options_.max_queued) return false;
-    queue_.push_back(std::move(msg));
+    queue_.push_back(std::move(bytes));
     if (!writing_) {
       writing_ = true;
       StartWrite(&queue_.front());
@@ -87,7 +95,27 @@ class AgentStream final
       FinishOnce(grpc::Status::OK);
       return;
     }
-    const AgentMessage& in = *in_;
+    grpc::Slice slice;
+    if (!read_.TrySingleSlice(&slice).ok() && !read_.DumpToSingleSlice(&slice).ok()) {
+      FinishOnce(grpc::Status(grpc::StatusCode::INTERNAL, "could not read the message"));
+      return;
+    }
+    read_.Clear();
+    const std::string_view bytes(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    if (!host_id_.empty() && hub_.OnMessageBytes(host_id_, handle_.get(), bytes)) {
+      NextRead();
+      return;
+    }
+    AgentMessage* parsed = google::protobuf::Arena::CreateMessage<AgentMessage>(&arena_);
+    if (!parsed->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      log_->warn("event=stream_refused peer={} host={} reason=unparsable_message bytes={}",
+                 ctx_->peer(), host_id_, bytes.size());
+      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "a message on the Connect stream is not a herd.v1.AgentMessage "
+                              "(it does not parse): is the agent built from the same protocol?"));
+      return;
+    }
+    const AgentMessage& in = *parsed;
     if (host_id_.empty()) {
       gateway_.HelloDone(hello_wait_);
       if (!in.has_hello()) {
@@ -166,17 +194,16 @@ class AgentStream final
   }
 
  private:
-  // Each message is parsed into an arena emptied before the next read: a batch of 10 modules
-  // of 10 probes is hundreds of small objects and strings, which the arena takes in a few
-  // growing blocks instead of a malloc and a free each; and nothing but the empty message
-  // stays allocated between messages (Clear() would keep a parsed batch, tens of KiB, for
-  // every connected agent). The hub copies what it keeps. Default options on purpose: an
-  // arena with its own block sizes allocates a block to hold them again after every Reset(),
-  // 16 KiB per agent held while idle.
+  // A message the hub does not take as bytes is parsed into an arena emptied before the
+  // next read: an inventory is hundreds of small objects and strings, which the arena takes
+  // in a few growing blocks instead of a malloc and a free each; and nothing stays
+  // allocated between messages (a message kept would be tens of KiB for every connected
+  // agent). The hub copies what it keeps. Default options on purpose: an arena with its own
+  // block sizes allocates a block to hold them again after every Reset(), 16 KiB per agent
+  // held while idle.
   void NextRead() {
     arena_.Reset();
-    in_ = google::protobuf::Arena::CreateMessage<AgentMessage>(&arena_);
-    StartRead(in_);
+    StartRead(&read_);
   }
 
   // The stream is over and no answer is pending: detached everywhere, then deleted.
@@ -214,10 +241,11 @@ class AgentStream final
   std::string host_id_;
   uint64_t hello_wait_ = 0;  // GatewayService::AwaitHello's id (0: none)
   google::protobuf::Arena arena_;
-  AgentMessage* in_ = nullptr;  // on arena_
+  grpc::ByteBuffer read_;  // the message being read (empty between messages)
   absl::Mutex mu_;
-  // A list, not a deque: an empty deque still holds a 512-byte node, for every agent.
-  std::list<ControlMessage> queue_ ABSL_GUARDED_BY(mu_);
+  // Serialized messages. A list, not a deque: an empty deque still holds a 512-byte node,
+  // for every agent.
+  std::list<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool answer_pending_ ABSL_GUARDED_BY(mu_) = false;  // the hub has not answered the Hello
@@ -226,7 +254,7 @@ class AgentStream final
 
 bool SessionHandle::Send(ControlMessage msg) {
   absl::MutexLock l(&mu_);
-  return stream_ != nullptr && stream_->Enqueue(std::move(msg));
+  return stream_ != nullptr && stream_->Enqueue(msg);
 }
 
 void SessionHandle::Close(const std::string& why) {
@@ -261,7 +289,7 @@ GatewayService::GatewayService(Hub& hub, Scheduler& scheduler, GatewayOptions op
 
 GatewayService::~GatewayService() { watch_.Stop(); }
 
-grpc::ServerBidiReactor<AgentMessage, ControlMessage>* GatewayService::Connect(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* GatewayService::Connect(
     grpc::CallbackServerContext* ctx) {
   return new AgentStream(ctx, *this, hub_, options_);
 }

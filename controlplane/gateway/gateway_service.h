@@ -33,14 +33,19 @@ struct GatewayOptions {
   absl::Duration close_grace = absl::Seconds(5);
 };
 
-class GatewayService final : public herd::v1::Gateway::CallbackService {
+// Connect is a raw method (gRPC's WithRawCallbackMethod): its messages come and go as bytes,
+// so that a metrics message (nearly all of them) is taken by the hub in place
+// (Hub::OnMessageBytes) rather than parsed into objects; any other is parsed here. The
+// service is registered and listed (reflection) as herd.v1.Gateway all the same.
+class GatewayService final
+    : public herd::v1::Gateway::WithRawCallbackMethod_Connect<herd::v1::Gateway::Service> {
  public:
   // `scheduler` (which must outlive this) runs the stream watch; its clock's monotonic
   // reading times the Hello deadline and the close grace.
   GatewayService(Hub& hub, Scheduler& scheduler, GatewayOptions options = {});
   ~GatewayService() override;  // ends the stream watch (streams must be over by then)
 
-  grpc::ServerBidiReactor<herd::v1::AgentMessage, herd::v1::ControlMessage>* Connect(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(
       grpc::CallbackServerContext* ctx) override;
 
   // A stream waiting for its Hello (its session, to close it), until HelloDone(id).

@@ -1,0 +1,327 @@
+#include "controlplane/core/metrics_view.h"
+
+#include <climits>
+#include <cstring>
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
+#include "common/utf8.h"
+
+namespace herd::controlplane {
+namespace {
+
+using google::protobuf::io::CodedInputStream;
+using WireFormatLite = google::protobuf::internal::WireFormatLite;
+
+constexpr uint32_t kVarint = WireFormatLite::WIRETYPE_VARINT;
+constexpr uint32_t kFixed64 = WireFormatLite::WIRETYPE_FIXED64;
+constexpr uint32_t kBytes = WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+
+// Field numbers (proto/herd/v1/gateway.proto, types.proto): the wire format is the
+// protocol's public contract, so these never change.
+namespace batch_field {
+constexpr uint32_t kAt = 1, kHost = 2, kUnits = 3, kDropped = 4, kReplayed = 5;
+}
+namespace host_field {
+constexpr uint32_t kCpu = 1, kMemoryTotal = 2, kMemoryAvailable = 3, kLoad1 = 4, kLoad5 = 5,
+                   kLoad15 = 6;
+}
+namespace unit_field {
+constexpr uint32_t kName = 1, kIsModule = 2, kState = 3, kPid = 4, kRestarts = 5, kStarted = 6,
+                   kUsage = 7, kProbes = 8, kMainProbes = 9, kIssues = 10, kReason = 11,
+                   kVersion = 12;
+}
+namespace usage_field {
+constexpr uint32_t kCpu = 1, kRss = 2, kLast = 7;  // 3..7: varints
+}
+namespace probe_field {
+constexpr uint32_t kName = 1, kValue = 2, kNumber = 3, kNumeric = 4, kType = 5, kUnit = 6,
+                   kAggType = 7, kUpdated = 8;
+}
+namespace message_field {
+constexpr uint32_t kMetrics = 2, kMetricsBatches = 9;
+constexpr uint32_t kBatches = 1;  // MetricsBatches.batches
+}
+
+// A CodedInputStream over one flat buffer (one message: a nested one gets a Reader of its
+// own), with what reading in place needs: the bytes of a length-delimited field as a view,
+// and a message's end told apart from a bad tag. Positions are checked against the
+// buffer's size rather than with the stream's limits, which are calls into the library.
+class Reader {
+ public:
+  explicit Reader(std::string_view bytes)
+      : base_(bytes.data()),
+        size_(static_cast<int>(bytes.size())),
+        in_(reinterpret_cast<const uint8_t*>(bytes.data()), size_) {}
+  // The next field's tag, or 0 at the end of the message (`ok()` then tells a clean end from
+  // a bad tag or a truncated field).
+  uint32_t Next() {
+    if (in_.CurrentPosition() == size_) return 0;  // the end (ReadTag's slow path finds it)
+    const uint32_t tag = in_.ReadTag();
+    if (tag == 0) return Fail();
+    // Field number 0 is no field: protobuf refuses the message.
+    if (tag != 0 && WireFormatLite::GetTagFieldNumber(tag) == 0) return Fail();
+    return tag;
+  }
+  bool ok() const { return ok_; }
+  bool Fail() { return ok_ = false; }
+
+  bool Varint(uint64_t* v) { return in_.ReadVarint64(v) || Fail(); }
+  bool Double(double* v) {
+    uint64_t bits;
+    if (!in_.ReadLittleEndian64(&bits)) return Fail();
+    std::memcpy(v, &bits, sizeof bits);
+    return true;
+  }
+  // A length-delimited field's bytes, in place.
+  bool Bytes(std::string_view* v) {
+    uint32_t size;
+    if (!in_.ReadVarint32(&size)) return Fail();
+    const int at = in_.CurrentPosition();
+    if (size > static_cast<uint32_t>(size_ - at)) return Fail();
+    *v = std::string_view(base_ + at, size);
+    return in_.Skip(static_cast<int>(size)) || Fail();
+  }
+  // A string field: its bytes, which must be UTF-8 (protobuf refuses a proto3 string that is
+  // not) and at most `max` long (past it, the batch is bounded by the caller).
+  bool String(std::string_view* v, size_t max) {
+    return Bytes(v) &&
+           ((v->size() <= max && IsValidUtf8(absl::string_view(v->data(), v->size()))) || Fail());
+  }
+  bool Skip(uint32_t tag) { return WireFormatLite::SkipField(&in_, tag) || Fail(); }
+
+ private:
+  const char* base_;
+  int size_;
+  CodedInputStream in_;
+  bool ok_ = true;
+};
+
+uint32_t Field(uint32_t tag) { return WireFormatLite::GetTagFieldNumber(tag); }
+uint32_t Type(uint32_t tag) { return static_cast<uint32_t>(WireFormatLite::GetTagWireType(tag)); }
+
+// Reads one nested message with `field(reader, tag)` for each of its fields.
+template <typename F>
+bool ReadMessage(std::string_view bytes, F field) {
+  Reader r(bytes);
+  while (const uint32_t tag = r.Next()) {
+    if (!field(r, tag)) return false;
+  }
+  return r.ok();
+}
+
+// The varint fields this reader does not use: read only to check their wire type (one of
+// another type is an unknown field to protobuf, which keeps the field's default; such a
+// batch is left to it).
+bool SkipVarint(Reader& r, uint32_t tag) {
+  uint64_t ignored;
+  return Type(tag) == kVarint ? r.Varint(&ignored) : r.Fail();
+}
+
+bool ReadProbe(std::string_view bytes, const AgentLimits& limits, ProbeView* p) {
+  return ReadMessage(bytes, [&](Reader& r, uint32_t tag) {
+    std::string_view text;
+    uint64_t v;
+    switch (Field(tag)) {
+      case probe_field::kName:
+        return Type(tag) == kBytes ? r.String(&p->name, limits.max_name_bytes) : r.Fail();
+      case probe_field::kValue:
+      case probe_field::kType:
+      case probe_field::kUnit:
+      case probe_field::kAggType:
+        return Type(tag) == kBytes ? r.String(&text, limits.max_text_bytes) : r.Fail();
+      case probe_field::kNumber:
+        return Type(tag) == kFixed64 ? r.Double(&p->number) : r.Fail();
+      case probe_field::kNumeric:
+        if (Type(tag) != kVarint || !r.Varint(&v)) return r.Fail();
+        p->numeric = v != 0;
+        return true;
+      case probe_field::kUpdated:
+        return SkipVarint(r, tag);
+      default:
+        return r.Skip(tag);
+    }
+  });
+}
+
+bool ReadUsage(std::string_view bytes, UnitView* u) {
+  return ReadMessage(bytes, [&](Reader& r, uint32_t tag) {
+    const uint32_t f = Field(tag);
+    if (f == usage_field::kCpu) return Type(tag) == kFixed64 ? r.Double(&u->cpu_percent) : r.Fail();
+    if (f == usage_field::kRss) return Type(tag) == kVarint ? r.Varint(&u->rss_bytes) : r.Fail();
+    if (f > usage_field::kRss && f <= usage_field::kLast) return SkipVarint(r, tag);
+    return r.Skip(tag);
+  });
+}
+
+}  // namespace
+
+void MetricsBatchView::Reset() {
+  wire_ = host_ = {};
+  parsed_ = nullptr;
+  at_unix_ms_ = 0;
+  dropped_batches_ = 0;
+  replayed_ = false;
+  host_cpu_percent_ = host_load1_ = 0;
+  host_memory_available_ = 0;
+  units_.clear();
+  probes_.clear();
+}
+
+bool MetricsBatchView::Read(std::string_view bytes, const AgentLimits& limits) {
+  Reset();
+  // Exact where BoundBatch estimates: a batch within this size is within it re-serialized.
+  if (bytes.size() > limits.max_batch_bytes || bytes.size() > INT_MAX) return false;
+  wire_ = bytes;
+  bool host_seen = false;
+  auto read_host = [&](Reader& r, uint32_t tag) {
+    switch (Field(tag)) {
+      case host_field::kCpu:
+        return Type(tag) == kFixed64 ? r.Double(&host_cpu_percent_) : r.Fail();
+      case host_field::kLoad1:
+        return Type(tag) == kFixed64 ? r.Double(&host_load1_) : r.Fail();
+      case host_field::kLoad5:
+      case host_field::kLoad15: {
+        double ignored;
+        return Type(tag) == kFixed64 ? r.Double(&ignored) : r.Fail();
+      }
+      case host_field::kMemoryAvailable:
+        return Type(tag) == kVarint ? r.Varint(&host_memory_available_) : r.Fail();
+      case host_field::kMemoryTotal:
+        return SkipVarint(r, tag);
+      default:
+        return r.Skip(tag);
+    }
+  };
+  auto read_unit = [&](std::string_view unit_bytes) {
+    if (units_.size() >= limits.max_units) return false;
+    UnitView& u = units_.emplace_back();
+    u.first_probe = static_cast<uint32_t>(probes_.size());
+    bool usage_seen = false;
+    size_t main_probes = 0;
+    return ReadMessage(unit_bytes, [&](Reader& r, uint32_t tag) {
+      std::string_view v;
+      switch (Field(tag)) {
+        case unit_field::kName:
+          return Type(tag) == kBytes ? r.String(&u.name, limits.max_name_bytes) : r.Fail();
+        case unit_field::kReason:
+        case unit_field::kVersion:
+          return Type(tag) == kBytes ? r.String(&v, limits.max_text_bytes) : r.Fail();
+        case unit_field::kMainProbes:
+          if (++main_probes > kMaxMainProbes) return r.Fail();
+          return Type(tag) == kBytes ? r.String(&v, limits.max_name_bytes) : r.Fail();
+        case unit_field::kUsage:
+          // Given twice, protobuf merges the two: left to it.
+          if (Type(tag) != kBytes || usage_seen || !r.Bytes(&v)) return r.Fail();
+          usage_seen = true;
+          return ReadUsage(v, &u) || r.Fail();
+        case unit_field::kProbes:
+          if (Type(tag) != kBytes || u.probes >= limits.max_probes_per_unit || !r.Bytes(&v)) {
+            return r.Fail();
+          }
+          ++u.probes;
+          return ReadProbe(v, limits, &probes_.emplace_back()) || r.Fail();
+        case unit_field::kIsModule:
+        case unit_field::kState:
+        case unit_field::kPid:
+        case unit_field::kRestarts:
+        case unit_field::kStarted:
+        case unit_field::kIssues:
+          return SkipVarint(r, tag);
+        default:
+          return r.Skip(tag);
+      }
+    });
+  };
+  const bool ok = ReadMessage(bytes, [&](Reader& r, uint32_t tag) {
+    std::string_view v;
+    uint64_t n;
+    switch (Field(tag)) {
+      case batch_field::kAt:
+        if (Type(tag) != kVarint || !r.Varint(&n)) return r.Fail();
+        at_unix_ms_ = static_cast<int64_t>(n);
+        return true;
+      case batch_field::kHost:
+        if (Type(tag) != kBytes || host_seen || !r.Bytes(&host_)) return r.Fail();
+        host_seen = true;
+        return ReadMessage(host_, read_host) || r.Fail();
+      case batch_field::kUnits:
+        return (Type(tag) == kBytes && r.Bytes(&v) && read_unit(v)) || r.Fail();
+      case batch_field::kDropped:
+        return Type(tag) == kVarint ? r.Varint(&dropped_batches_) : r.Fail();
+      case batch_field::kReplayed:
+        if (Type(tag) != kVarint || !r.Varint(&n)) return r.Fail();
+        replayed_ = n != 0;
+        return true;
+      default:
+        return r.Skip(tag);
+    }
+  });
+  if (!ok) Reset();
+  return ok;
+}
+
+void MetricsBatchView::From(const herd::v1::MetricsBatch& batch) {
+  Reset();
+  parsed_ = &batch;
+  at_unix_ms_ = batch.at_unix_ms();
+  dropped_batches_ = batch.dropped_batches();
+  replayed_ = batch.replayed();
+  host_cpu_percent_ = batch.host().cpu_percent();
+  host_load1_ = batch.host().load1();
+  host_memory_available_ = batch.host().memory_available_bytes();
+  for (const auto& unit : batch.units()) {
+    UnitView& u = units_.emplace_back();
+    u.name = unit.name();
+    u.cpu_percent = unit.usage().cpu_percent();
+    u.rss_bytes = unit.usage().rss_bytes();
+    u.first_probe = static_cast<uint32_t>(probes_.size());
+    u.probes = static_cast<uint32_t>(unit.probes_size());
+    for (const auto& p : unit.probes()) probes_.push_back({p.name(), p.number(), p.numeric()});
+  }
+}
+
+void MetricsBatchView::HostUsageTo(herd::v1::HostUsage* out) const {
+  if (parsed_ != nullptr) {
+    *out = parsed_->host();
+  } else if (!out->ParseFromArray(host_.data(), static_cast<int>(host_.size()))) {
+    out->Clear();  // not reached: Read read it
+  }
+}
+
+void MetricsBatchView::WireTo(std::string* out) const {
+  if (parsed_ != nullptr) {
+    parsed_->SerializeToString(out);
+  } else {
+    out->assign(wire_);
+  }
+}
+
+bool MetricsBatchesOf(std::string_view agent_message, size_t max_batches,
+                      std::vector<std::string_view>* batches) {
+  batches->clear();
+  if (agent_message.size() > INT_MAX) return false;
+  Reader r(agent_message);
+  const uint32_t tag = r.Next();
+  std::string_view v;
+  if (tag == 0 || Type(tag) != kBytes || !r.Bytes(&v) || r.Next() != 0 || !r.ok()) return false;
+  if (Field(tag) == message_field::kMetrics) {
+    batches->push_back(v);
+    return true;
+  }
+  if (Field(tag) != message_field::kMetricsBatches) return false;
+  const bool ok = ReadMessage(v, [&](Reader& group, uint32_t t) {
+    std::string_view batch;
+    if (Field(t) != message_field::kBatches || Type(t) != kBytes ||
+        batches->size() >= max_batches || !group.Bytes(&batch)) {
+      return group.Fail();
+    }
+    batches->push_back(batch);
+    return true;
+  });
+  if (!ok) batches->clear();
+  return ok;
+}
+
+}  // namespace herd::controlplane
