@@ -240,9 +240,11 @@ FleetStreamOptions MakeFleetStreamOptions(const ServerOptions& options) {
 // and reflection.
 class GrpcEndpoint {
  public:
-  // Builds and starts it; the address actually bound (port 0 resolved).
+  // Builds and starts it; the address actually bound (port 0 resolved). `gateway` (also in
+  // `services`) serves its streams on completion queues of its own (gateway_service.h).
   absl::StatusOr<std::string> Start(const ServerOptions& options,
-                                    const std::vector<grpc::Service*>& services);
+                                    const std::vector<grpc::Service*>& services,
+                                    GatewayService& gateway);
   // Cancels the calls still open after `grace` and waits for them; nothing if not started.
   void Stop(absl::Duration grace);
   // For the HTTP listener's JSON API, which transcodes to the Fleet API in process.
@@ -252,6 +254,7 @@ class GrpcEndpoint {
 
  private:
   std::unique_ptr<grpc::Server> server_;
+  GatewayService* gateway_ = nullptr;
 };
 
 void TuneChannels(grpc::ServerBuilder& builder) {
@@ -280,7 +283,8 @@ void TuneChannels(grpc::ServerBuilder& builder) {
 }
 
 absl::StatusOr<std::string> GrpcEndpoint::Start(const ServerOptions& options,
-                                                const std::vector<grpc::Service*>& services) {
+                                                const std::vector<grpc::Service*>& services,
+                                                GatewayService& gateway) {
   auto creds = Credentials(options);
   if (!creds) {
     return absl::InvalidArgumentError(
@@ -294,7 +298,10 @@ absl::StatusOr<std::string> GrpcEndpoint::Start(const ServerOptions& options,
   for (grpc::Service* service : services) builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   TuneChannels(builder);
+  gateway_ = &gateway;
+  gateway.AddQueues(builder);
   server_ = builder.BuildAndStart();
+  if (server_) gateway.Serve();
   if (!server_ || port == 0) {
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", options.listen,
@@ -306,7 +313,9 @@ absl::StatusOr<std::string> GrpcEndpoint::Start(const ServerOptions& options,
 
 void GrpcEndpoint::Stop(absl::Duration grace) {
   if (!server_) return;
+  // The gateway's threads complete the calls Shutdown ends; its queues go after.
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  if (gateway_ != nullptr) gateway_->Drain();
   server_->Wait();
 }
 
@@ -463,7 +472,7 @@ absl::Status RunServer(const ServerOptions& options) {
   absl::Cleanup stop_rollouts = [&] { rollouts.Stop(); };
   std::vector<grpc::Service*> services = {&gateway, &fleet};
   for (grpc::Service* extra : repl.services()) services.push_back(extra);
-  auto bound = grpc_server.Start(options, services);
+  auto bound = grpc_server.Start(options, services, gateway);
   if (!bound.ok()) return bound.status();
   if (repl.on()) {
     if (auto s = repl.Start(*bound); !s.ok()) return s;
