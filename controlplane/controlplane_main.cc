@@ -56,6 +56,7 @@ struct ControlplaneFlags {
   std::string stream_stall = "30s";
   std::string http_header_timeout = "5s", http_idle_timeout = "30s", http_stall_timeout = "30s";
   std::string audit_max_age = "0";
+  std::string peer_call_timeout = "5s";
   // `controlplane token ...`
   std::string token_name, token_role = "viewer";
   // `controlplane migrate ...`
@@ -97,6 +98,10 @@ void AddAgentFlags(CLI::App& app, ControlplaneFlags& f) {
                  "each at once). 1: each batch alone")
       ->capture_default_str()
       ->check(CLI::Range(1u, herd::kMaxMetricsBatchesPerMessage));
+  app.add_option("--gateway-queues", f.o.gateway_queues,
+                 "Completion queues (a thread each) carrying the agents' streams")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--metrics-group-above", f.o.metrics_group_above,
                  "Connected hosts from which agents are asked to group their batches")
       ->capture_default_str();
@@ -246,6 +251,10 @@ void AddStoreFlags(CLI::App& app, ControlplaneFlags& f) {
                  "of --listen; hostname-pid when that port is 0)");
   app.add_option("--advertise", f.o.advertise,
                  "host:port other replicas dial to reach this one (default: the address bound)");
+  app.add_option("--peer-call-timeout", f.peer_call_timeout,
+                 "Replicas: a call forwarded to another replica (a listing's share, a config "
+                 "change, a restart) fails past this; an action waits its own timeout plus 10s")
+      ->capture_default_str();
 }
 
 void AddMigrateCommand(CLI::App& app, ControlplaneFlags& f) {
@@ -327,7 +336,8 @@ absl::Status CheckFlags(ControlplaneFlags& f) {
         std::tuple{"--http-header-timeout", &f.http_header_timeout, &o.http.header_timeout},
         std::tuple{"--http-idle-timeout", &f.http_idle_timeout, &o.http.idle_timeout},
         std::tuple{"--http-stream-stall-timeout", &f.http_stall_timeout,
-                   &o.http.stream_stall_timeout}}) {
+                   &o.http.stream_stall_timeout},
+        std::tuple{"--peer-call-timeout", &f.peer_call_timeout, &o.peer_call_timeout}}) {
     if (auto st = ParsePositiveDuration(flag, *text, out); !st.ok()) return st;
   }
   if (o.tls_cert.empty() != o.tls_key.empty()) {

@@ -90,6 +90,7 @@ absl::StatusOr<std::unique_ptr<Replication>> Replication::Create(const ServerOpt
   lo.tls_cert = options.tls_cert;
   lo.tls_key = options.tls_key;
   lo.ca = options.client_ca;
+  lo.call_timeout = options.peer_call_timeout;
   auto creds = PeerCredentials(lo);
   if (!creds.ok()) return creds.status();
   r->membership_ = std::make_unique<EtcdMembership>(*etcd, mo);

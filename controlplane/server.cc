@@ -224,6 +224,7 @@ HubOptions MakeHubOptions(const ServerOptions& options) {
 GatewayOptions MakeGatewayOptions(const ServerOptions& options) {
   GatewayOptions gopts;
   gopts.hello_timeout = options.hello_timeout;
+  gopts.completion_queues = options.gateway_queues;
   return gopts;
 }
 

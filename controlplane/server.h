@@ -37,6 +37,8 @@ struct ServerOptions {
   // dial (--advertise; empty = the address bound).
   std::string replica_id;
   std::string advertise;
+  // PeerLinkOptions::call_timeout (--peer-call-timeout).
+  absl::Duration peer_call_timeout = absl::Seconds(5);
   std::string listen = "127.0.0.1:7070";
   absl::Duration lease = absl::Seconds(30);
   // GatewayOptions::hello_timeout and HubOptions::silent_stream_timeout.
@@ -47,6 +49,8 @@ struct ServerOptions {
   uint32_t metrics_interval_ms = 1000;
   // HubOptions' fields of the same names: large fleets send their batches grouped.
   uint32_t metrics_batches_per_message = 5;
+  // GatewayOptions::completion_queues.
+  size_t gateway_queues = 4;
   size_t metrics_group_above = 1000;
   std::string tls_cert, tls_key, client_ca;
   // HTTP(S) for the dashboard, JSON API, /metrics and health; empty = none.

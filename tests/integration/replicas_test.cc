@@ -85,7 +85,7 @@ class ReplicasTest : public ::testing::Test {
   std::vector<std::string> ReplicaArgs(int k) const {
     return {"--store", etcd_->Url(), "--etcd-prefix", "/herd-replicas-test", "--replica-id",
             absl::StrCat("r", k), "--lease", "2s", "--metrics-interval-ms", "200",
-            "--hello-timeout", "2s", "--http", "127.0.0.1:0"};
+            "--hello-timeout", "2s", "--http", "127.0.0.1:0", "--peer-call-timeout", "4s"};
   }
   // The fleet's tokens are the first replica's: the others get copies of its files.
   static void CopyTokens(const ControlPlaneHarness& from, const ControlPlaneHarness& to) {
