@@ -88,7 +88,7 @@ void CopyUnit(const UnitSample& in, const AgentLimits& limits, UnitSample* u, Li
   u->set_pid(in.pid());
   u->set_restarts(in.restarts());
   u->set_started_at_unix_ms(in.started_at_unix_ms());
-  *u->mutable_usage() = in.usage();
+  if (in.has_usage()) *u->mutable_usage() = in.usage();
   u->set_issues_count(in.issues_count());
   u->set_status_reason(in.status_reason());
   Clip(u->mutable_status_reason(), limits.max_text_bytes, cut);
@@ -128,7 +128,7 @@ bool BoundBatch(const MetricsBatch& batch, const AgentLimits& limits, MetricsBat
   LimitHits cut;
   MetricsBatch b;
   b.set_at_unix_ms(batch.at_unix_ms());
-  *b.mutable_host() = batch.host();
+  if (batch.has_host()) *b.mutable_host() = batch.host();
   b.set_dropped_batches(batch.dropped_batches());
   b.set_replayed(batch.replayed());
   for (const UnitSample& in : batch.units()) {

@@ -17,6 +17,16 @@ using WireFormatLite = google::protobuf::internal::WireFormatLite;
 constexpr uint32_t kVarint = WireFormatLite::WIRETYPE_VARINT;
 constexpr uint32_t kFixed64 = WireFormatLite::WIRETYPE_FIXED64;
 constexpr uint32_t kBytes = WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+constexpr uint32_t kStartGroup = WireFormatLite::WIRETYPE_START_GROUP;
+constexpr uint32_t kEndGroup = WireFormatLite::WIRETYPE_END_GROUP;
+constexpr uint32_t kFixed32 = WireFormatLite::WIRETYPE_FIXED32;
+// The longest tag or length protobuf's parser reads (parse_context.h: ReadTag, ReadSize).
+constexpr int kMaxVarint32Bytes = 5;
+// Unknown groups nested in one another, at most (see Reader::Skip).
+constexpr int kMaxGroupDepth = 32;
+
+uint32_t Field(uint32_t tag) { return WireFormatLite::GetTagFieldNumber(tag); }
+uint32_t Type(uint32_t tag) { return static_cast<uint32_t>(WireFormatLite::GetTagWireType(tag)); }
 
 // Field numbers (proto/herd/v1/gateway.proto, types.proto): the wire format is the
 // protocol's public contract, so these never change.
@@ -57,11 +67,13 @@ class Reader {
   // The next field's tag, or 0 at the end of the message (`ok()` then tells a clean end from
   // a bad tag or a truncated field).
   uint32_t Next() {
-    if (in_.CurrentPosition() == size_) return 0;  // the end (ReadTag's slow path finds it)
+    const int at = in_.CurrentPosition();
+    if (at == size_) return 0;  // the end (ReadTag's slow path finds it)
     const uint32_t tag = in_.ReadTag();
-    if (tag == 0) return Fail();
+    // Protobuf's parser reads a tag of at most 5 bytes (a CodedInputStream, up to 10).
+    if (tag == 0 || in_.CurrentPosition() - at > kMaxVarint32Bytes) return Fail();
     // Field number 0 is no field: protobuf refuses the message.
-    if (tag != 0 && WireFormatLite::GetTagFieldNumber(tag) == 0) return Fail();
+    if (WireFormatLite::GetTagFieldNumber(tag) == 0) return Fail();
     return tag;
   }
   bool ok() const { return ok_; }
@@ -76,10 +88,13 @@ class Reader {
   }
   // A length-delimited field's bytes, in place.
   bool Bytes(std::string_view* v) {
-    uint32_t size;
-    if (!in_.ReadVarint32(&size)) return Fail();
+    // Its length as protobuf's parser reads one: at most 5 bytes, below 2 GiB (a
+    // CodedInputStream reads up to 10 and keeps the low 32 bits).
+    const int start = in_.CurrentPosition();
+    uint64_t size;
+    if (!in_.ReadVarint64(&size)) return Fail();
     const int at = in_.CurrentPosition();
-    if (size > static_cast<uint32_t>(size_ - at)) return Fail();
+    if (at - start > kMaxVarint32Bytes || size > static_cast<uint64_t>(size_ - at)) return Fail();
     *v = std::string_view(base_ + at, size);
     return in_.Skip(static_cast<int>(size)) || Fail();
   }
@@ -89,7 +104,37 @@ class Reader {
     return Bytes(v) &&
            ((v->size() <= max && IsValidUtf8(absl::string_view(v->data(), v->size()))) || Fail());
   }
-  bool Skip(uint32_t tag) { return WireFormatLite::SkipField(&in_, tag) || Fail(); }
+  // An unknown field, read as protobuf's parser reads it (WireFormatLite::SkipField is more
+  // lenient: long tags and lengths, field 0 in a group). A group nests at most
+  // kMaxGroupDepth deep: the parser counts its depth from the top of the whole message,
+  // which a nested Reader does not know, so this stays well under its 100 less the 4
+  // messages above a probe.
+  bool Skip(uint32_t tag, int depth = 0) {
+    uint64_t ignored;
+    std::string_view bytes;
+    switch (Type(tag)) {
+      case kVarint:
+        return Varint(&ignored);
+      case kFixed64:
+        return in_.ReadLittleEndian64(&ignored) || Fail();
+      case kFixed32: {
+        uint32_t v;
+        return in_.ReadLittleEndian32(&v) || Fail();
+      }
+      case kBytes:
+        return Bytes(&bytes);
+      case kStartGroup:
+        if (depth >= kMaxGroupDepth) return Fail();
+        for (;;) {
+          const uint32_t t = Next();
+          if (t == 0) return Fail();  // the message ends first
+          if (Type(t) == kEndGroup) return Field(t) == Field(tag) || Fail();
+          if (!Skip(t, depth + 1)) return false;
+        }
+      default:  // an end-group tag of no group, wire types 6 and 7
+        return Fail();
+    }
+  }
 
  private:
   const char* base_;
@@ -97,9 +142,6 @@ class Reader {
   CodedInputStream in_;
   bool ok_ = true;
 };
-
-uint32_t Field(uint32_t tag) { return WireFormatLite::GetTagFieldNumber(tag); }
-uint32_t Type(uint32_t tag) { return static_cast<uint32_t>(WireFormatLite::GetTagWireType(tag)); }
 
 // Reads one nested message with `field(reader, tag)` for each of its fields.
 template <typename F>
@@ -117,6 +159,17 @@ bool ReadMessage(std::string_view bytes, F field) {
 bool SkipVarint(Reader& r, uint32_t tag) {
   uint64_t ignored;
   return Type(tag) == kVarint ? r.Varint(&ignored) : r.Fail();
+}
+
+// An int32 or enum field (a unit's pid, state): protobuf writes a negative one in 10 bytes
+// (sign-extended to 64 bits), so one that came shorter (e.g. 5 bytes, as a uint32) grows
+// when the batch is serialized again, past max_batch_bytes perhaps, and BoundBatch would cut
+// it. Only such a shorter one is refused; a sign-extended one (10 bytes) is read.
+bool SkipInt32(Reader& r, uint32_t tag) {
+  uint64_t v;
+  if (Type(tag) != kVarint || !r.Varint(&v)) return r.Fail();
+  const int32_t n = static_cast<int32_t>(v);
+  return n >= 0 || static_cast<int64_t>(v) == n || r.Fail();
 }
 
 bool ReadProbe(std::string_view bytes, const AgentLimits& limits, ProbeView* p) {
@@ -169,71 +222,80 @@ void MetricsBatchView::Reset() {
   probes_.clear();
 }
 
-bool MetricsBatchView::Read(std::string_view bytes, const AgentLimits& limits) {
-  Reset();
-  // Exact where BoundBatch estimates: a batch within this size is within it re-serialized.
-  if (bytes.size() > limits.max_batch_bytes || bytes.size() > INT_MAX) return false;
-  wire_ = bytes;
-  bool host_seen = false;
-  auto read_host = [&](Reader& r, uint32_t tag) {
+bool MetricsBatchView::ReadHost(std::string_view bytes, MetricsBatchView* view) {
+  return ReadMessage(bytes, [view](Reader& r, uint32_t tag) {
     switch (Field(tag)) {
       case host_field::kCpu:
-        return Type(tag) == kFixed64 ? r.Double(&host_cpu_percent_) : r.Fail();
+        return Type(tag) == kFixed64 ? r.Double(&view->host_cpu_percent_) : r.Fail();
       case host_field::kLoad1:
-        return Type(tag) == kFixed64 ? r.Double(&host_load1_) : r.Fail();
+        return Type(tag) == kFixed64 ? r.Double(&view->host_load1_) : r.Fail();
       case host_field::kLoad5:
       case host_field::kLoad15: {
         double ignored;
         return Type(tag) == kFixed64 ? r.Double(&ignored) : r.Fail();
       }
       case host_field::kMemoryAvailable:
-        return Type(tag) == kVarint ? r.Varint(&host_memory_available_) : r.Fail();
+        return Type(tag) == kVarint ? r.Varint(&view->host_memory_available_) : r.Fail();
       case host_field::kMemoryTotal:
         return SkipVarint(r, tag);
       default:
         return r.Skip(tag);
     }
-  };
-  auto read_unit = [&](std::string_view unit_bytes) {
-    if (units_.size() >= limits.max_units) return false;
-    UnitView& u = units_.emplace_back();
-    u.first_probe = static_cast<uint32_t>(probes_.size());
-    bool usage_seen = false;
-    size_t main_probes = 0;
-    return ReadMessage(unit_bytes, [&](Reader& r, uint32_t tag) {
-      std::string_view v;
-      switch (Field(tag)) {
-        case unit_field::kName:
-          return Type(tag) == kBytes ? r.String(&u.name, limits.max_name_bytes) : r.Fail();
-        case unit_field::kReason:
-        case unit_field::kVersion:
-          return Type(tag) == kBytes ? r.String(&v, limits.max_text_bytes) : r.Fail();
-        case unit_field::kMainProbes:
-          if (++main_probes > kMaxMainProbes) return r.Fail();
-          return Type(tag) == kBytes ? r.String(&v, limits.max_name_bytes) : r.Fail();
-        case unit_field::kUsage:
-          // Given twice, protobuf merges the two: left to it.
-          if (Type(tag) != kBytes || usage_seen || !r.Bytes(&v)) return r.Fail();
-          usage_seen = true;
-          return ReadUsage(v, &u) || r.Fail();
-        case unit_field::kProbes:
-          if (Type(tag) != kBytes || u.probes >= limits.max_probes_per_unit || !r.Bytes(&v)) {
-            return r.Fail();
-          }
-          ++u.probes;
-          return ReadProbe(v, limits, &probes_.emplace_back()) || r.Fail();
-        case unit_field::kIsModule:
-        case unit_field::kState:
-        case unit_field::kPid:
-        case unit_field::kRestarts:
-        case unit_field::kStarted:
-        case unit_field::kIssues:
-          return SkipVarint(r, tag);
-        default:
-          return r.Skip(tag);
-      }
-    });
-  };
+  });
+}
+
+namespace {
+
+// One UnitSample into `u`, its probes appended to `probes`.
+bool ReadUnit(std::string_view bytes, const AgentLimits& limits, UnitView* u,
+              std::vector<ProbeView>* probes) {
+  u->first_probe = static_cast<uint32_t>(probes->size());
+  bool usage_seen = false;
+  size_t main_probes = 0;
+  return ReadMessage(bytes, [&](Reader& r, uint32_t tag) {
+    std::string_view v;
+    switch (Field(tag)) {
+      case unit_field::kName:
+        return Type(tag) == kBytes ? r.String(&u->name, limits.max_name_bytes) : r.Fail();
+      case unit_field::kReason:
+      case unit_field::kVersion:
+        return Type(tag) == kBytes ? r.String(&v, limits.max_text_bytes) : r.Fail();
+      case unit_field::kMainProbes:
+        if (++main_probes > kMaxMainProbes) return r.Fail();
+        return Type(tag) == kBytes ? r.String(&v, limits.max_name_bytes) : r.Fail();
+      case unit_field::kUsage:
+        // Given twice, protobuf merges the two: left to it.
+        if (Type(tag) != kBytes || usage_seen || !r.Bytes(&v)) return r.Fail();
+        usage_seen = true;
+        return ReadUsage(v, u) || r.Fail();
+      case unit_field::kProbes:
+        if (Type(tag) != kBytes || u->probes >= limits.max_probes_per_unit || !r.Bytes(&v)) {
+          return r.Fail();
+        }
+        ++u->probes;
+        return ReadProbe(v, limits, &probes->emplace_back()) || r.Fail();
+      case unit_field::kState:
+      case unit_field::kPid:
+        return SkipInt32(r, tag);
+      case unit_field::kIsModule:
+      case unit_field::kRestarts:
+      case unit_field::kStarted:
+      case unit_field::kIssues:
+        return SkipVarint(r, tag);
+      default:
+        return r.Skip(tag);
+    }
+  });
+}
+
+}  // namespace
+
+bool MetricsBatchView::Read(std::string_view bytes, const AgentLimits& limits) {
+  Reset();
+  // Exact where BoundBatch estimates: a batch within this size is within it re-serialized.
+  if (bytes.size() > limits.max_batch_bytes || bytes.size() > INT_MAX) return false;
+  wire_ = bytes;
+  bool host_seen = false;
   const bool ok = ReadMessage(bytes, [&](Reader& r, uint32_t tag) {
     std::string_view v;
     uint64_t n;
@@ -245,9 +307,12 @@ bool MetricsBatchView::Read(std::string_view bytes, const AgentLimits& limits) {
       case batch_field::kHost:
         if (Type(tag) != kBytes || host_seen || !r.Bytes(&host_)) return r.Fail();
         host_seen = true;
-        return ReadMessage(host_, read_host) || r.Fail();
+        return ReadHost(host_, this) || r.Fail();
       case batch_field::kUnits:
-        return (Type(tag) == kBytes && r.Bytes(&v) && read_unit(v)) || r.Fail();
+        if (Type(tag) != kBytes || units_.size() >= limits.max_units || !r.Bytes(&v)) {
+          return r.Fail();
+        }
+        return ReadUnit(v, limits, &units_.emplace_back(), &probes_) || r.Fail();
       case batch_field::kDropped:
         return Type(tag) == kVarint ? r.Varint(&dropped_batches_) : r.Fail();
       case batch_field::kReplayed:
