@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "controlplane/core/agent_limits.h"
 #include "controlplane/core/metrics_view.h"
+#include "google/protobuf/util/field_comparator.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "herd/v1/gateway.pb.h"
 
@@ -121,6 +122,16 @@ inline uint64_t Bits(double d) {
   uint64_t b;
   std::memcpy(&b, &d, sizeof b);
   return b;
+}
+
+// Two messages equal, a NaN equal to a NaN (MessageDifferencer's default is IEEE's: a batch
+// with a NaN probe would differ from itself). The views compare NaNs bit for bit.
+inline bool SameMessage(const google::protobuf::Message& a, const google::protobuf::Message& b) {
+  google::protobuf::util::DefaultFieldComparator numbers;
+  numbers.set_treat_nan_as_equal(true);
+  google::protobuf::util::MessageDifferencer d;
+  d.set_field_comparator(&numbers);
+  return d.Compare(a, b);
 }
 
 // Two views equal field by field (doubles bit for bit: NaN payloads and -0.0 too).
