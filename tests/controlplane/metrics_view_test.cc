@@ -507,6 +507,26 @@ TEST(MetricsBatchViewTest, ABatchThatGrowsPastMaxBatchBytesOnceParsedIsRefused) 
   EXPECT_TRUE(ReadsLikeProtobuf(batch, limits));
 }
 
+// BoundBatch measures its copy of the batch, which has a host and a usage in each unit even
+// when the batch had none (mutable_host(), mutable_usage(): 2 bytes each, empty): a batch
+// within max_batch_bytes as it came, and as protobuf holds it, is cut. Found by
+// metrics_view_fuzz (input 00 07 30 03 1a 00 1a 00 1a 00 1a 00).
+TEST(MetricsBatchViewTest, ABatchWithoutHostOrUsageAtMaxBatchBytesIsLeftWhole) {
+  MetricsBatch batch;
+  for (int i = 0; i < 4; ++i) batch.add_units()->set_name("u");
+  const std::string bytes = batch.SerializeAsString();
+  AgentLimits limits;
+  limits.max_batch_bytes = bytes.size();
+  bool read = false;
+  EXPECT_TRUE(ReadsLikeProtobuf(bytes, limits, &read));
+  EXPECT_TRUE(read);
+  MetricsBatch bounded;
+  LimitHits hits;
+  EXPECT_FALSE(BoundBatch(batch, limits, &bounded, &hits))
+      << "BoundBatch cut " << batch.units_size() - bounded.units_size()
+      << " units of a batch within max_batch_bytes";
+}
+
 // ---------------------------------------------------------------------------------------
 // MetricsBatchesOf
 
