@@ -507,6 +507,24 @@ TEST(MetricsBatchViewTest, ABatchThatGrowsPastMaxBatchBytesOnceParsedIsRefused) 
   EXPECT_TRUE(ReadsLikeProtobuf(batch, limits));
 }
 
+// A negative pid as protobuf writes it (10 bytes, sign-extended) does not grow: read, even at
+// max_batch_bytes (a fix for the test above must not refuse it: a unit's pid may be -1).
+TEST(MetricsBatchViewTest, ANegativePidAsProtobufWritesItIsRead) {
+  MetricsBatch batch;
+  batch.mutable_host()->set_cpu_percent(1);
+  UnitSample* u = batch.add_units();
+  u->set_name("u");
+  u->set_pid(-1);
+  u->set_state(static_cast<herd::v1::UnitState>(-2));
+  u->mutable_usage()->set_rss_bytes(1);
+  const std::string bytes = batch.SerializeAsString();
+  AgentLimits limits;
+  limits.max_batch_bytes = bytes.size();
+  bool read = false;
+  EXPECT_TRUE(ReadsLikeProtobuf(bytes, limits, &read));
+  EXPECT_TRUE(read);
+}
+
 // BoundBatch measures its copy of the batch, which has a host and a usage in each unit even
 // when the batch had none (mutable_host(), mutable_usage(): 2 bytes each, empty): a batch
 // within max_batch_bytes as it came, and as protobuf holds it, is cut. Found by
