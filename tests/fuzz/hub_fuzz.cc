@@ -1,5 +1,6 @@
 // An agent's messages into the control plane: a Hello through Hub::Connect, then
-// AgentMessages through Hub::OnMessage, then what the Fleet API and /metrics read from the
+// AgentMessages as the gateway hands them over (Hub::OnMessageBytes, and when it does not take
+// them, parsed, Hub::OnMessage), then what the Fleet API and /metrics read from the
 // hub. The hub runs over a real SQLite store in a temporary directory, as
 // tests/controlplane/hub_test.cc does, with a fake clock and a fake session.
 //
@@ -102,10 +103,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto session = std::make_shared<FakeSession>();
   if (!w.hub->Connect("jt", hello, session).ok()) return 0;
   while (NextRecord(p, end, &record)) {
-    herd::v1::AgentMessage msg;
-    if (!msg.ParseFromString(record)) continue;
-    if (msg.has_hello()) continue;  // the gateway refuses a second Hello
-    w.hub->OnMessage(host_id, session.get(), msg);
+    // As the gateway: the bytes first (metrics taken in place), parsed only when refused.
+    if (!w.hub->OnMessageBytes(host_id, session.get(), record)) {
+      herd::v1::AgentMessage msg;
+      if (!msg.ParseFromString(record)) continue;
+      if (msg.has_hello()) continue;  // the gateway refuses a second Hello
+      w.hub->OnMessage(host_id, session.get(), msg);
+    }
     w.clock.Advance(absl::Seconds(1));
   }
   // What the Fleet API, the dashboard and /metrics read back.
