@@ -98,10 +98,6 @@ void AddAgentFlags(CLI::App& app, ControlplaneFlags& f) {
                  "each at once). 1: each batch alone")
       ->capture_default_str()
       ->check(CLI::Range(1u, herd::kMaxMetricsBatchesPerMessage));
-  app.add_option("--gateway-queues", f.o.gateway_queues,
-                 "Completion queues (a thread each) carrying the agents' streams")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 64));
   app.add_option("--metrics-group-above", f.o.metrics_group_above,
                  "Connected hosts from which agents are asked to group their batches")
       ->capture_default_str();

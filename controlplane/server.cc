@@ -224,7 +224,6 @@ HubOptions MakeHubOptions(const ServerOptions& options) {
 GatewayOptions MakeGatewayOptions(const ServerOptions& options) {
   GatewayOptions gopts;
   gopts.hello_timeout = options.hello_timeout;
-  gopts.completion_queues = options.gateway_queues;
   return gopts;
 }
 
@@ -241,11 +240,9 @@ FleetStreamOptions MakeFleetStreamOptions(const ServerOptions& options) {
 // and reflection.
 class GrpcEndpoint {
  public:
-  // Builds and starts it; the address actually bound (port 0 resolved). `gateway` (also in
-  // `services`) serves its streams on completion queues of its own (gateway_service.h).
+  // Builds and starts it; the address actually bound (port 0 resolved).
   absl::StatusOr<std::string> Start(const ServerOptions& options,
-                                    const std::vector<grpc::Service*>& services,
-                                    GatewayService& gateway);
+                                    const std::vector<grpc::Service*>& services);
   // Cancels the calls still open after `grace` and waits for them; nothing if not started.
   void Stop(absl::Duration grace);
   // For the HTTP listener's JSON API, which transcodes to the Fleet API in process.
@@ -255,7 +252,6 @@ class GrpcEndpoint {
 
  private:
   std::unique_ptr<grpc::Server> server_;
-  GatewayService* gateway_ = nullptr;
 };
 
 void TuneChannels(grpc::ServerBuilder& builder) {
@@ -284,8 +280,7 @@ void TuneChannels(grpc::ServerBuilder& builder) {
 }
 
 absl::StatusOr<std::string> GrpcEndpoint::Start(const ServerOptions& options,
-                                                const std::vector<grpc::Service*>& services,
-                                                GatewayService& gateway) {
+                                                const std::vector<grpc::Service*>& services) {
   auto creds = Credentials(options);
   if (!creds) {
     return absl::InvalidArgumentError(
@@ -299,10 +294,7 @@ absl::StatusOr<std::string> GrpcEndpoint::Start(const ServerOptions& options,
   for (grpc::Service* service : services) builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   TuneChannels(builder);
-  gateway_ = &gateway;
-  gateway.AddQueues(builder);
   server_ = builder.BuildAndStart();
-  if (server_) gateway.Serve();
   if (!server_ || port == 0) {
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", options.listen,
@@ -314,9 +306,7 @@ absl::StatusOr<std::string> GrpcEndpoint::Start(const ServerOptions& options,
 
 void GrpcEndpoint::Stop(absl::Duration grace) {
   if (!server_) return;
-  // The gateway's threads complete the calls Shutdown ends; its queues go after.
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
-  if (gateway_ != nullptr) gateway_->Drain();
   server_->Wait();
 }
 
@@ -473,7 +463,7 @@ absl::Status RunServer(const ServerOptions& options) {
   absl::Cleanup stop_rollouts = [&] { rollouts.Stop(); };
   std::vector<grpc::Service*> services = {&gateway, &fleet};
   for (grpc::Service* extra : repl.services()) services.push_back(extra);
-  auto bound = grpc_server.Start(options, services, gateway);
+  auto bound = grpc_server.Start(options, services);
   if (!bound.ok()) return bound.status();
   if (repl.on()) {
     if (auto s = repl.Start(*bound); !s.ok()) return s;

@@ -49,8 +49,6 @@ struct ServerOptions {
   uint32_t metrics_interval_ms = 1000;
   // HubOptions' fields of the same names: large fleets send their batches grouped.
   uint32_t metrics_batches_per_message = 5;
-  // GatewayOptions::completion_queues.
-  size_t gateway_queues = 4;
   size_t metrics_group_above = 1000;
   std::string tls_cert, tls_key, client_ca;
   // HTTP(S) for the dashboard, JSON API, /metrics and health; empty = none.

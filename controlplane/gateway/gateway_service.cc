@@ -1,31 +1,29 @@
 #include "controlplane/gateway/gateway_service.h"
 
-#include <array>
 #include <list>
 #include <memory>
 #include <vector>
 
 #include <google/protobuf/arena.h>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/logging.h"
 
 namespace herd::controlplane {
+namespace {
 
 using herd::v1::AgentMessage;
 using herd::v1::ControlMessage;
 
-namespace {
+class AgentStream;
 
-// What the Hub holds: outlives the stream (deleted once its call is over) and turns sends
-// after that into no-ops.
+// What the Hub holds: outlives the reactor (which gRPC deletes after OnDone) and turns
+// sends after that into no-ops.
 class SessionHandle final : public HostSession {
  public:
-  SessionHandle(GatewayStream* stream, std::string peer)
-      : stream_(stream), peer_(std::move(peer)) {}
+  SessionHandle(AgentStream* stream, std::string peer) : stream_(stream), peer_(std::move(peer)) {}
   bool Send(ControlMessage msg) override;  // serialized on the caller's thread
   void Close(const std::string& why) override;
   std::string Peer() const override { return peer_; }
@@ -38,67 +36,33 @@ class SessionHandle final : public HostSession {
 
  private:
   absl::Mutex mu_;
-  GatewayStream* stream_ ABSL_GUARDED_BY(mu_);
+  AgentStream* stream_ ABSL_GUARDED_BY(mu_);
   const std::string peer_;
 };
 
-}  // namespace
-
-// One Connect call, from the accept that takes it to its deletion. Every completion of its
-// operations comes back on its queue's one thread, in order (Proceed); Enqueue (the send
-// threads), CloseStream and Cancel (the hub, the stream watch) and HelloAnswered (the hub's
-// record writer, for a join) come from other threads, under mu_. The stream is deleted once
-// its call is done, none of its operations is pending and no Hello answer is awaited.
-class GatewayStream {
+// Reads and writes the stream's messages as bytes (the Connect method is raw, see
+// gateway_service.h): a metrics message is taken in place by the hub, anything else is
+// parsed here.
+class AgentStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  enum class Op : uint8_t { kAccept, kRead, kWrite, kFinish, kDone };
-  // What the queue hands back: the stream, and which of its operations completed.
-  struct Tag {
-    GatewayStream* stream;
-    Op op;
-  };
-
-  GatewayStream(GatewayService& gateway, grpc::ServerCompletionQueue* cq)
-      : gateway_(gateway), hub_(gateway.hub_), options_(gateway.options_), cq_(cq),
-        log_(gateway.log_), stream_(&ctx_) {
-    for (size_t i = 0; i < tags_.size(); ++i) tags_[i] = {this, static_cast<Op>(i)};
-    // Before the call starts (gRPC's rule); delivered once it is over, if it ever starts.
-    ctx_.AsyncNotifyWhenDone(Tagged(Op::kDone));
-    gateway_.RequestConnect(&ctx_, &stream_, cq_, cq_, Tagged(Op::kAccept));
+  AgentStream(grpc::CallbackServerContext* ctx, GatewayService& gateway, Hub& hub,
+              const GatewayOptions& options)
+      : ctx_(ctx), gateway_(gateway), hub_(hub), options_(options),
+        log_(herd::Logger("gateway")) {
+    handle_ = std::make_shared<SessionHandle>(this, ctx->peer());
+    bearer_ = BearerToken(*ctx);
+    if (bearer_.empty()) {
+      log_->warn("event=stream_refused peer={} reason=no_credentials", ctx->peer());
+      FinishOnce(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                              "no credentials: send `authorization: Bearer <join token or host "
+                              "credential>` metadata"));
+      return;
+    }
+    hello_wait_ = gateway_.AwaitHello(handle_);
+    NextRead();
   }
 
-  // On the queue's thread. May delete this.
-  void Proceed(Op op, bool ok) {
-    switch (op) {
-      case Op::kAccept:
-        Started(ok);
-        return;
-      case Op::kRead:
-        ReadDone(ok);
-        break;
-      case Op::kWrite:
-        WriteDone(ok);
-        break;
-      case Op::kFinish:
-        break;
-      case Op::kDone:
-        handle_->Detach();
-        break;
-    }
-    bool gone;
-    {
-      absl::MutexLock l(&mu_);
-      if (op == Op::kDone) {
-        done_ = true;
-      } else {
-        --pending_;
-      }
-      gone = Over();
-    }
-    if (gone) Gone();
-  }
-
-  // Serialized on the caller's thread (a send thread).
+  // Serialized on the caller's thread (a send thread), outside the stream's lock.
   bool Enqueue(const ControlMessage& msg) {
     grpc::ByteBuffer bytes;
     bool own_buffer;
@@ -111,7 +75,7 @@ class GatewayStream {
     queue_.push_back(std::move(bytes));
     if (!writing_) {
       writing_ = true;
-      WriteFront();
+      StartWrite(&queue_.front());
     }
     return true;
   }
@@ -123,33 +87,9 @@ class GatewayStream {
     if (!FinishOnce(grpc::Status(grpc::StatusCode::ABORTED, why))) return;
     gateway_.CancelLater([handle = handle_] { handle->Cancel(); });
   }
-  void Cancel() { ctx_.TryCancel(); }
+  void Cancel() { ctx_->TryCancel(); }
 
- private:
-  void* Tagged(Op op) { return &tags_[static_cast<size_t>(op)]; }
-
-  // The accept's completion: a call to serve, or the server shutting down (the call never
-  // started: no other event will come).
-  void Started(bool ok) {
-    if (!ok) {
-      delete this;
-      return;
-    }
-    gateway_.Accept(cq_);  // the next call on this queue
-    handle_ = std::make_shared<SessionHandle>(this, ctx_.peer());
-    bearer_ = BearerToken(ctx_);
-    if (bearer_.empty()) {
-      log_->warn("event=stream_refused peer={} reason=no_credentials", ctx_.peer());
-      FinishOnce(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                              "no credentials: send `authorization: Bearer <join token or host "
-                              "credential>` metadata"));
-      return;
-    }
-    hello_wait_ = gateway_.AwaitHello(handle_);
-    NextRead();
-  }
-
-  void ReadDone(bool ok) {
+  void OnReadDone(bool ok) override {
     if (!ok) {
       // The agent closed its side or the stream broke.
       FinishOnce(grpc::Status::OK);
@@ -162,57 +102,63 @@ class GatewayStream {
     }
     read_.Clear();
     const std::string_view bytes(reinterpret_cast<const char*>(slice.begin()), slice.size());
-    // host_id_ is set (under mu_) before the read that follows the Hello's answer is issued.
     if (!host_id_.empty() && hub_.OnMessageBytes(host_id_, handle_.get(), bytes)) {
       NextRead();
       return;
     }
-    // Emptied on this thread once the message is handled (the hub copies what it keeps).
-    absl::Cleanup empty_arena = [this] { arena_.Reset(); };
     AgentMessage* in = google::protobuf::Arena::CreateMessage<AgentMessage>(&arena_);
     if (!in->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      arena_.Reset();
       log_->warn("event=stream_refused peer={} host={} reason=unparsable_message bytes={}",
-                 ctx_.peer(), host_id_, bytes.size());
+                 ctx_->peer(), host_id_, bytes.size());
       FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                               "a message on the Connect stream is not a herd.v1.AgentMessage "
                               "(it does not parse): is the agent built from the same protocol?"));
       return;
     }
     if (host_id_.empty()) {
-      OnHello(*in);
+      OnHello(in);
       return;
     }
-    if (in->has_hello()) {
+    const bool hello_again = in->has_hello();
+    if (!hello_again) hub_.OnMessage(host_id_, handle_.get(), *in);
+    arena_.Reset();  // before the next read, whose reaction may run on another thread
+    if (hello_again) {
       FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "Hello sent twice"));
       return;
     }
-    hub_.OnMessage(host_id_, handle_.get(), *in);
     NextRead();
   }
 
-  void OnHello(const AgentMessage& in) {
+  // The first message, parsed on the arena (emptied here).
+  void OnHello(AgentMessage* in) {
     gateway_.HelloDone(hello_wait_);
-    if (!in.has_hello()) {
+    if (!in->has_hello()) {
+      arena_.Reset();
       FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                               "the first message on a Connect stream must be Hello"));
       return;
     }
+    // A copy off the arena, emptied before the hub may answer: a join is answered on the
+    // hub's record writer's thread, which starts the next read, whose reaction may run at
+    // once on another thread.
+    const herd::v1::Hello hello = in->hello();
+    arena_.Reset();
     // No read until the Hello is answered: a join waits for its credential's write (off
     // this thread). The stream may still be finished meanwhile (the Hello timeout's check
-    // took it as late just before it came): while the answer is pending the stream is not
-    // deleted.
+    // took it as late just before it came): while the answer is pending, OnDone leaves the
+    // deletion to HelloAnswered.
     {
       absl::MutexLock l(&mu_);
       answer_pending_ = true;
     }
-    hub_.ConnectAsync(bearer_, in.hello(), handle_,
-                      [this, host_id = in.hello().host_id()](absl::Status s) {
-                        HelloAnswered(host_id, s);
-                      });
+    hub_.ConnectAsync(bearer_, hello, handle_, [this, host_id = hello.host_id()](absl::Status s) {
+      HelloAnswered(host_id, s);
+    });
   }
 
-  // The hub's answer to the Hello: on the queue's thread, or on the hub's record writer's
-  // for a join.
+  // The hub's answer to the Hello: on the thread that read it, or on the hub's record
+  // writer's for a join.
   void HelloAnswered(const std::string& host_id, const absl::Status& s) {
     bool finished;
     {
@@ -221,81 +167,49 @@ class GatewayStream {
       finished = finished_;
     }
     if (!s.ok()) {
-      log_->warn("event=stream_refused peer={} host={} reason=\"{}\"", ctx_.peer(), host_id,
+      log_->warn("event=stream_refused peer={} host={} reason=\"{}\"", ctx_->peer(), host_id,
                  s.message());
       FinishOnce(grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message())));
     } else if (!finished) {
       NextRead();
     }
-    bool gone;
+    // Last: until here OnDone (even one run inside the calls above) left `this` alone.
+    bool done;
     {
       absl::MutexLock l(&mu_);
       answer_pending_ = false;
-      gone = Over();
+      done = done_seen_;
     }
-    if (gone) Gone();  // last: until here `this` stayed
+    if (done) Gone();
   }
 
-  void WriteDone(bool ok) {
+  void OnWriteDone(bool ok) override {
     absl::MutexLock l(&mu_);
     if (!queue_.empty()) queue_.pop_front();
-    if (finished_) {
-      // What was queued behind goes; the status waited for this write.
-      writing_ = false;
-      queue_.clear();
-      if (finish_waits_) {
-        finish_waits_ = false;
-        IssueFinish();
-      }
-      return;
-    }
-    if (!ok || queue_.empty()) {
+    if (!ok || finished_ || queue_.empty()) {
       writing_ = false;
       return;
     }
-    WriteFront();
+    StartWrite(&queue_.front());
   }
 
-  // May run on the hub's writer thread (after a join's answer): touches no arena.
-  void NextRead() {
+  void OnDone() override {
+    handle_->Detach();
     {
       absl::MutexLock l(&mu_);
-      ++pending_;
+      if (answer_pending_) {  // HelloAnswered finishes this
+        done_seen_ = true;
+        return;
+      }
     }
-    stream_.Read(&read_, Tagged(Op::kRead));
+    Gone();
   }
 
-  void WriteFront() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    ++pending_;
-    stream_.Write(queue_.front(), Tagged(Op::kWrite));
-  }
+ private:
+  // May run on the hub's writer thread (after a join's answer): touches no arena.
+  void NextRead() { StartRead(&read_); }
 
-  void IssueFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    ++pending_;
-    stream_.Finish(finish_status_, Tagged(Op::kFinish));
-  }
-
-  // False when the stream was finished already. The status goes after the write in flight
-  // (one write-side operation at a time: gRPC's rule); a read may be pending.
-  bool FinishOnce(grpc::Status status) {
-    absl::MutexLock l(&mu_);
-    if (finished_) return false;
-    finished_ = true;
-    finish_status_ = std::move(status);
-    if (writing_) {
-      finish_waits_ = true;
-    } else {
-      queue_.clear();
-      IssueFinish();
-    }
-    return true;
-  }
-
-  bool Over() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return done_ && pending_ == 0 && !answer_pending_;
-  }
-
-  // The call is over and nothing of it is pending: detached everywhere, then deleted.
+  // The stream is over and no answer is pending: detached everywhere, then deleted.
   void Gone() {
     std::string host_id;
     {
@@ -307,27 +221,35 @@ class GatewayStream {
     delete this;
   }
 
+  // False when the stream was finished already.
+  bool FinishOnce(grpc::Status status) {
+    {
+      absl::MutexLock l(&mu_);
+      if (finished_) return false;
+      finished_ = true;
+    }
+    Finish(std::move(status));
+    return true;
+  }
+
+  grpc::CallbackServerContext* ctx_;
   GatewayService& gateway_;
   Hub& hub_;
   const GatewayOptions& options_;
-  grpc::ServerCompletionQueue* const cq_;
   std::shared_ptr<spdlog::logger> log_;
-  grpc::ServerContext ctx_;
-  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_;
-  std::array<Tag, 5> tags_;
   std::shared_ptr<SessionHandle> handle_;
   std::string bearer_;
   // Set once Hello is accepted, under mu_ (the answer may come on the hub's writer thread);
-  // read without it on the queue's thread by the reads that follow that answer.
+  // read without it by the reactor's callbacks that follow that answer's read.
   std::string host_id_;
   uint64_t hello_wait_ = 0;  // GatewayService::AwaitHello's id (0: none)
   // A message that is not a batch taken in place is parsed into this arena, emptied once it
-  // is handled: an inventory is hundreds of small objects and strings, which the arena takes
-  // in a few growing blocks instead of a malloc and a free each; and nothing stays
-  // allocated between messages (a message kept would be tens of KiB for every connected
-  // agent). Default options on purpose: an arena with its own block sizes allocates a block
-  // to hold them again after every Reset(), 16 KiB per agent held while idle. Used on the
-  // queue's thread only.
+  // is handled and before the next read: an inventory is hundreds of small objects and
+  // strings, which the arena takes in a few growing blocks instead of a malloc and a free
+  // each; and nothing stays allocated between messages (a message kept would be tens of KiB
+  // for every connected agent). Default options on purpose: an arena with its own block
+  // sizes allocates a block to hold them again after every Reset(), 16 KiB per agent held
+  // while idle.
   google::protobuf::Arena arena_;
   grpc::ByteBuffer read_;  // the message being read (empty between messages)
   absl::Mutex mu_;
@@ -336,14 +258,9 @@ class GatewayStream {
   std::list<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool finish_waits_ ABSL_GUARDED_BY(mu_) = false;  // for the write in flight
-  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
-  int pending_ ABSL_GUARDED_BY(mu_) = 0;  // reads, writes and the finish issued, not completed
-  bool done_ ABSL_GUARDED_BY(mu_) = false;  // the call is over (its kDone came)
   bool answer_pending_ ABSL_GUARDED_BY(mu_) = false;  // the hub has not answered the Hello
+  bool done_seen_ ABSL_GUARDED_BY(mu_) = false;       // OnDone came while it was pending
 };
-
-namespace {
 
 bool SessionHandle::Send(ControlMessage msg) {
   absl::MutexLock l(&mu_);
@@ -380,54 +297,11 @@ GatewayService::GatewayService(Hub& hub, Scheduler& scheduler, GatewayOptions op
   watch_.Start();
 }
 
-GatewayService::~GatewayService() {
-  watch_.Stop();
-  Drain();
-}
+GatewayService::~GatewayService() { watch_.Stop(); }
 
-void GatewayService::AddQueues(grpc::ServerBuilder& builder) {
-  for (size_t i = 0; i < std::max<size_t>(options_.completion_queues, 1); ++i) {
-    queues_.push_back(builder.AddCompletionQueue());
-  }
-}
-
-void GatewayService::Serve() {
-  for (auto& q : queues_) {
-    threads_.emplace_back([this, cq = q.get()] { Poll(cq); });
-    for (size_t i = 0; i < std::max<size_t>(options_.accepts_per_queue, 1); ++i) {
-      Accept(q.get());
-    }
-  }
-}
-
-void GatewayService::Drain() {
-  {
-    absl::MutexLock l(&accept_mu_);
-    if (draining_) return;
-    draining_ = true;
-  }
-  for (auto& q : queues_) q->Shutdown();
-  if (threads_.empty()) {
-    for (auto& q : queues_) Poll(q.get());  // nothing was asked of them: they empty at once
-  }
-  for (auto& t : threads_) t.join();
-  threads_.clear();
-}
-
-void GatewayService::Accept(grpc::ServerCompletionQueue* cq) {
-  // Under the lock: a queue being shut down takes no new operation.
-  absl::MutexLock l(&accept_mu_);
-  if (draining_) return;
-  new GatewayStream(*this, cq);  // deletes itself
-}
-
-void GatewayService::Poll(grpc::ServerCompletionQueue* cq) {
-  void* tag;
-  bool ok;
-  while (cq->Next(&tag, &ok)) {
-    auto* t = static_cast<GatewayStream::Tag*>(tag);
-    t->stream->Proceed(t->op, ok);
-  }
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* GatewayService::Connect(
+    grpc::CallbackServerContext* ctx) {
+  return new AgentStream(ctx, *this, hub_, options_);
 }
 
 uint64_t GatewayService::AwaitHello(std::shared_ptr<HostSession> session) {

@@ -1,8 +1,7 @@
 // The Gateway on a real gRPC server (loopback, a port of its own) over a real Hub on
-// SQLite: its streams on gRPC's asynchronous API spread over several completion queues, the
-// metrics messages the hub takes in place and those it leaves to be parsed, refusals, and a
-// server shut down with streams open (every stream ended, every queue drained, nothing
-// leaked: this suite runs under ASan in CI).
+// SQLite: its raw Connect streams, the metrics messages the hub takes in place and those it
+// leaves to be parsed, refusals, and a server shut down with streams open (every stream
+// ended, nothing leaked: this suite runs under ASan in CI).
 #include <chrono>
 #include <memory>
 #include <string>
@@ -38,18 +37,13 @@ class GatewayTest : public ::testing::Test {
     ASSERT_TRUE(store_->PutSetting("join_token_sha256", Sha256Hex("jt")).ok());
     hub_ = std::make_unique<Hub>(*store_, clock_, HubOptions{});
     ASSERT_TRUE(hub_->Start().ok());
-    GatewayOptions options;
-    options.completion_queues = 3;
-    options.accepts_per_queue = 2;  // fewer than the streams some tests open at once
-    gateway_ = std::make_unique<GatewayService>(*hub_, sched_, options);
+    gateway_ = std::make_unique<GatewayService>(*hub_, sched_);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(gateway_.get());
-    gateway_->AddQueues(builder);
     server_ = builder.BuildAndStart();
     ASSERT_TRUE(server_ != nullptr && port != 0);
-    gateway_->Serve();
     stub_ = herd::v1::Gateway::NewStub(grpc::CreateChannel(
         absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
   }
@@ -59,7 +53,6 @@ class GatewayTest : public ::testing::Test {
     if (server_ == nullptr) return;
     hub_->Stop();
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    gateway_->Drain();
     server_->Wait();
     server_.reset();
   }
@@ -126,8 +119,8 @@ class GatewayTest : public ::testing::Test {
   std::unique_ptr<herd::v1::Gateway::Stub> stub_;
 };
 
-// Batches alone and in groups reach the host's state, across hosts on different queues.
-TEST_F(GatewayTest, MetricsOfHostsOnSeveralQueuesReachTheirState) {
+// Batches alone and in groups reach the host's state, for each of several hosts.
+TEST_F(GatewayTest, MetricsAloneAndInGroupsReachTheirHostsState) {
   std::vector<Call> calls;
   for (int i = 0; i < 7; ++i) calls.push_back(Join(absl::StrCat("h", i)));
   for (int i = 0; i < 7; ++i) {
@@ -188,9 +181,8 @@ TEST_F(GatewayTest, AWrongJoinTokenIsRefusedAfterTheHello) {
   EXPECT_EQ(c.stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
-// The server stops with streams open (some joined, some before their Hello, one reading
-// nothing): each is ended, the queues drain and every stream is deleted (ASan would report
-// a leak), and Drain returns.
+// The server stops with streams open (some joined, some before their Hello): each is ended
+// and every stream is deleted (ASan would report a leak).
 TEST_F(GatewayTest, StoppingWithStreamsOpenEndsThemAll) {
   std::vector<Call> calls;
   for (int i = 0; i < 5; ++i) calls.push_back(Join(absl::StrCat("s", i)));

@@ -41,9 +41,7 @@ const char* const kLabels[kAgents] = {"env=prod,role=web", "env=prod,role=db", "
 class FleetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // Two gateway queues (4 by default): the fixture's agents share them.
-    ASSERT_TRUE(cp_.Start({"--lease", "2s", "--metrics-interval-ms", "200", "--hello-timeout", "2s",
-                           "--gateway-queues", "2"}))
+    ASSERT_TRUE(cp_.Start({"--lease", "2s", "--metrics-interval-ms", "200", "--hello-timeout", "2s"}))
         << cp_.last_error();
     for (int i = 0; i < kAgents; ++i) {
       agents_[i] = std::make_unique<AgentHarness>();
