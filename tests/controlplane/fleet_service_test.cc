@@ -27,6 +27,7 @@
 #include "controlplane/gateway/gateway_service.h"
 #include "controlplane/store/store.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/fakes/store_with_join_token.h"
 #include "tests/fakes/fake_fleet.h"
 #include "tests/fakes/fake_scheduler.h"
 #include "tests/fakes/temp_dir.h"
@@ -97,10 +98,9 @@ herd::v1::Hello HelloWith(const std::string& id, const std::string& module) {
 class ServicesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = OpenSqliteStore(tmp_.Path("herd.db"));
+    auto store = herd::testing::OpenStoreWithJoinToken(tmp_.Path("herd.db"), "jt");
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    ASSERT_TRUE(store_->PutSetting("join_token_sha256", Sha256Hex("jt")).ok());
     hub_ = std::make_unique<Hub>(*store_, clock_, HubOptions{});
     ASSERT_TRUE(hub_->Start().ok());
   }

@@ -19,6 +19,7 @@
 #include "controlplane/gateway/gateway_service.h"
 #include "controlplane/store/store.h"
 #include "herd/v1/gateway.grpc.pb.h"
+#include "tests/fakes/store_with_join_token.h"
 #include "tests/fakes/fake_scheduler.h"
 #include "tests/fakes/temp_dir.h"
 
@@ -31,10 +32,9 @@ using Stream = grpc::ClientReaderWriter<herd::v1::AgentMessage, herd::v1::Contro
 class GatewayTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = OpenSqliteStore(tmp_.Path("herd.db"));
+    auto store = herd::testing::OpenStoreWithJoinToken(tmp_.Path("herd.db"), "jt");
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    ASSERT_TRUE(store_->PutSetting("join_token_sha256", Sha256Hex("jt")).ok());
     hub_ = std::make_unique<Hub>(*store_, clock_, HubOptions{});
     ASSERT_TRUE(hub_->Start().ok());
     gateway_ = std::make_unique<GatewayService>(*hub_, sched_);

@@ -15,6 +15,7 @@
 #include "controlplane/core/secrets.h"
 #include "controlplane/store/store.h"
 #include "tests/controlplane/metrics_view_test.h"
+#include "tests/fakes/store_with_join_token.h"
 #include "tests/fakes/fake_host_session.h"
 #include "tests/fakes/fake_scheduler.h"
 #include "tests/fakes/temp_dir.h"
@@ -29,10 +30,9 @@ using testing::RealisticBatch;
 class HubMetricsBytesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = OpenSqliteStore(tmp_.Path("herd.db"));
+    auto store = herd::testing::OpenStoreWithJoinToken(tmp_.Path("herd.db"), "jt");
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    ASSERT_TRUE(store_->PutSetting("join_token_sha256", Sha256Hex("jt")).ok());
     options_.series.points = 6;
     options_.series.probe_points = 3;
     hub_ = std::make_unique<Hub>(*store_, sched_, options_);

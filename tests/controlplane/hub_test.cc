@@ -27,6 +27,7 @@
 #include "common/clock.h"
 #include "controlplane/core/secrets.h"
 #include "controlplane/store/store.h"
+#include "tests/fakes/store_with_join_token.h"
 #include "tests/fakes/fake_host_session.h"
 #include "tests/fakes/fake_hub_store.h"
 #include "tests/fakes/fake_scheduler.h"
@@ -163,10 +164,9 @@ const char kAppDefaults[] = R"({"interval":1000,"name":"x","debug":false,"ratio"
 class HubTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = OpenSqliteStore(tmp_.Path("herd.db"));
+    auto store = herd::testing::OpenStoreWithJoinToken(tmp_.Path("herd.db"), "jt");
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    ASSERT_TRUE(store_->PutSetting("join_token_sha256", Sha256Hex("jt")).ok());
     options_.lease = absl::Seconds(10);
     options_.request_grace = absl::Seconds(1);
     options_.series.points = 5;
