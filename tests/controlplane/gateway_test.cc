@@ -20,6 +20,7 @@
 #include "controlplane/store/store.h"
 #include "herd/v1/gateway.grpc.pb.h"
 #include "tests/fakes/store_with_join_token.h"
+#include "tests/fakes/fake_hub_store.h"
 #include "tests/fakes/fake_scheduler.h"
 #include "tests/fakes/temp_dir.h"
 
@@ -34,7 +35,10 @@ class GatewayTest : public ::testing::Test {
   void SetUp() override {
     auto store = herd::testing::OpenStoreWithJoinToken(tmp_.Path("herd.db"), "jt");
     ASSERT_TRUE(store.ok()) << store.status();
-    store_ = std::move(*store);
+    // Passes everything through until a test holds its host writes.
+    auto flaky = std::make_unique<herd::testing::FlakyHostsStore>(std::move(*store));
+    flaky_ = flaky.get();
+    store_ = std::move(flaky);
     hub_ = std::make_unique<Hub>(*store_, clock_, HubOptions{});
     ASSERT_TRUE(hub_->Start().ok());
     gateway_ = std::make_unique<GatewayService>(*hub_, sched_);
@@ -113,6 +117,7 @@ class GatewayTest : public ::testing::Test {
   FakeClock clock_;
   testing::FakeScheduler sched_{clock_};
   std::unique_ptr<Store> store_;
+  herd::testing::FlakyHostsStore* flaky_ = nullptr;  // store_
   std::unique_ptr<Hub> hub_;
   std::unique_ptr<GatewayService> gateway_;
   std::unique_ptr<grpc::Server> server_;
@@ -216,6 +221,33 @@ TEST_F(GatewayTest, ASecondStreamForAHostEndsTheFirstWithWhy) {
   *b.mutable_metrics() = Batch("svc", 9);
   ASSERT_TRUE(second.stream->Write(b));
   EXPECT_TRUE(WaitFor([&] { return Latest("twice") == "svc=9"; }));
+}
+
+// A stream that ends while the hub still answers its Hello (a join waits for its new
+// credential's write, held here): the stream is kept until the answer comes, which then
+// finds it over and lets it go (ASan would report a use after free or a leak). The host
+// joins again afterwards as any other.
+TEST_F(GatewayTest, AStreamEndedWhileItsJoinIsWrittenGoesWithTheAnswer) {
+  flaky_->Hold();
+  {
+    Call c = Open("jt");
+    herd::v1::AgentMessage hello;
+    hello.mutable_hello()->set_host_id("gone-early");
+    hello.mutable_hello()->set_hostname("gone-early");
+    ASSERT_TRUE(c.stream->Write(hello));
+    flaky_->WaitForHeldPuts(1);  // the join's record is being written
+    c.ctx->TryCancel();          // and the agent goes away meanwhile
+    herd::v1::ControlMessage m;
+    EXPECT_FALSE(c.stream->Read(&m));
+    EXPECT_EQ(c.stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  absl::SleepFor(absl::Milliseconds(200));  // the server's side of the call ends first
+  flaky_->Release();
+  Call again = Join("gone-early");
+  herd::v1::AgentMessage b;
+  *b.mutable_metrics() = Batch("svc", 5);
+  ASSERT_TRUE(again.stream->Write(b));
+  EXPECT_TRUE(WaitFor([&] { return Latest("gone-early") == "svc=5"; }));
 }
 
 }  // namespace
