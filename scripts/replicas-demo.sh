@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+. scripts/lib/local-etcd.sh
 AGENTS=3 BUILD=build DO_BUILD=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -54,39 +55,14 @@ trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 # Free loopback ports: 6 for etcd (client + peer per member), 6 for the replicas (gRPC + HTTP).
-mapfile -t PORTS < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(12):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-for s in socks:
-    print(s.getsockname()[1])
-PY
-)
+mapfile -t PORTS < <(free_ports 12)
 
 # etcd: 3 members, one cluster.
-CLUSTER=""
-for i in 0 1 2; do CLUSTER+="${CLUSTER:+,}m$i=http://127.0.0.1:${PORTS[$((2 * i + 1))]}"; done
-ENDPOINTS=""
-for i in 0 1 2; do
-  client="127.0.0.1:${PORTS[$((2 * i))]}" peer="127.0.0.1:${PORTS[$((2 * i + 1))]}"
-  ENDPOINTS+="${ENDPOINTS:+,}$client"
-  etcd --name "m$i" --data-dir "$DEMO/etcd$i" \
-    --listen-client-urls "http://$client" --advertise-client-urls "http://$client" \
-    --listen-peer-urls "http://$peer" --initial-advertise-peer-urls "http://$peer" \
-    --initial-cluster "$CLUSTER" --initial-cluster-state new \
-    --initial-cluster-token herd-replicas-demo >"$DEMO/etcd$i.log" 2>&1 &
-  PIDS+=($!)
-  ETCD_PIDS[$i]=$!
-done
-for _ in $(seq 100); do
-  etcdctl --endpoints "$ENDPOINTS" endpoint health >/dev/null 2>&1 && break
-  sleep 0.2
-done
-etcdctl --endpoints "$ENDPOINTS" endpoint health >/dev/null 2>&1 ||
-  { echo "etcd did not become healthy: see $DEMO/etcd*.log" >&2; tail -5 "$DEMO"/etcd0.log >&2; exit 1; }
+etcd_ok=1
+start_etcd3 "$DEMO" herd-replicas-demo "${PORTS[@]:0:6}" || etcd_ok=0
+ETCD_PIDS=("${ETCD_MEMBER_PIDS[@]}") ENDPOINTS="$ETCD_ENDPOINTS"
+PIDS+=("${ETCD_PIDS[@]}")
+[[ $etcd_ok == 1 ]] || { echo "etcd did not become healthy: see $DEMO/etcd*.log (above)" >&2; exit 1; }
 echo "etcd: 3 members at $ENDPOINTS"
 
 # The replicas. The first creates the fleet's tokens in its data directory; the others are

@@ -37,6 +37,7 @@ for tool in etcd etcdctl python3; do
     { echo "replicas.sh: no $tool: run scripts/install-deps.sh (etcd-server, etcd-client)" >&2; exit 2; }
 done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+. "$(dirname "$0")/../../scripts/lib/local-etcd.sh"
 
 dir=$(mktemp -d /tmp/herd-replicas-bench.XXXXXX)
 etcd_pids=() cp_pids=()
@@ -60,34 +61,12 @@ cleanup() {
 trap cleanup EXIT
 
 # Free loopback ports: client + peer for each etcd member, gRPC + HTTP for each replica.
-mapfile -t ports < <(python3 - "$((6 + 2 * replicas))" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-for s in socks:
-    print(s.getsockname()[1])
-PY
-)
+mapfile -t ports < <(free_ports "$((6 + 2 * replicas))")
 
-cluster="" endpoints=""
-for i in 0 1 2; do cluster+="${cluster:+,}m$i=http://127.0.0.1:${ports[$((2 * i + 1))]}"; done
-for i in 0 1 2; do
-  client="127.0.0.1:${ports[$((2 * i))]}" peer="127.0.0.1:${ports[$((2 * i + 1))]}"
-  endpoints+="${endpoints:+,}$client"
-  etcd --name "m$i" --data-dir "$dir/etcd$i" --listen-client-urls "http://$client" \
-    --advertise-client-urls "http://$client" --listen-peer-urls "http://$peer" \
-    --initial-advertise-peer-urls "http://$peer" --initial-cluster "$cluster" \
-    --initial-cluster-state new --initial-cluster-token herd-bench --log-level warn \
-    >"$dir/etcd$i.log" 2>&1 &
-  etcd_pids+=($!)
-done
-for _ in $(seq 100); do
-  etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
-  sleep 0.2
-done
-etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 ||
-  { echo "replicas.sh: etcd did not become healthy:" >&2; tail -5 "$dir/etcd0.log" >&2; exit 1; }
+etcd_ok=1
+start_etcd3 "$dir" herd-bench "${ports[@]:0:6}" --log-level warn || etcd_ok=0
+etcd_pids=("${ETCD_MEMBER_PIDS[@]}") endpoints="$ETCD_ENDPOINTS"
+[[ $etcd_ok == 1 ]] || { echo "replicas.sh: etcd did not become healthy (above)" >&2; exit 1; }
 
 # The replicas. The first makes the fleet's tokens; the others get copies of its files.
 addresses="" https=""
