@@ -409,8 +409,10 @@ void Hub::AttachSession(HostEntry& e, const std::string& host_id,
                         const herd::v1::Hello& shown, const std::string& credential,
                         int64_t now_ms, const char* by) {
   size_t modules = 0;
+  ControlMessage welcome = Welcome(host_id, credential);
+  const uint32_t cadence_told = welcome.welcome().metrics_batches_per_message();
   std::shared_ptr<HostSession> replaced =
-      config_.Attach(e, session, Welcome(host_id, credential), [&](HostState& h) {
+      config_.Attach(e, session, std::move(welcome), [&](HostState& h) {
         std::shared_ptr<HostSession> old = std::move(h.session);
         h.session = session;
         h.peer = session->Peer();
@@ -426,6 +428,10 @@ void Hub::AttachSession(HostEntry& e, const std::string& host_id,
         return old;
       });
   if (replaced) replaced->Close("the host connected again on another stream");
+  // The fleet's cadence (or this host's watch) changed between its Welcome and its attach:
+  // the change's broadcast did not find it attached, so it is told here, after its Welcome
+  // (the same send thread keeps them in order).
+  if (const uint32_t now = CadenceFor(host_id); now != cadence_told) SendCadence(host_id, now);
   log_->info("event=host_connected host={} hostname={} peer={} modules={} by={}", host_id,
              shown.hostname(), session->Peer(), modules, by);
 }
