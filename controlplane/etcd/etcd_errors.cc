@@ -13,6 +13,14 @@ bool FromEtcd(const grpc::Status& status) {
   return absl::StartsWith(status.error_message(), "etcdserver:");
 }
 
+// The member's own handler gave up when the call's deadline (which the server sees too)
+// passed: Go's context error, which etcd 3.4 does not translate (UNKNOWN). The same as our
+// side's DEADLINE_EXCEEDED, whichever of the two arrives first.
+bool ServerDeadline(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::UNKNOWN &&
+         absl::StrContains(status.error_message(), "context deadline exceeded");
+}
+
 bool IsAuthFailure(const grpc::Status& status) {
   // etcd 3.4 answers a bad password or a missing user with INVALID_ARGUMENT.
   const std::string& m = status.error_message();
@@ -32,6 +40,7 @@ absl::Status NoQuorum(absl::string_view why, absl::string_view what, absl::strin
 
 Failure ClassifyFailure(const grpc::Status& status) {
   const std::string& m = status.error_message();
+  if (ServerDeadline(status)) return Failure::kTimedOut;
   switch (status.error_code()) {
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       return Failure::kTimedOut;
@@ -65,6 +74,9 @@ bool MayTryNextMember(const grpc::Status& status, bool is_write, bool was_connec
 absl::Status MapEtcdError(const grpc::Status& status, absl::string_view what,
                           absl::string_view endpoints) {
   const std::string& m = status.error_message();
+  if (ServerDeadline(status)) {
+    return NoQuorum("no etcd member answered within the deadline", what, endpoints);
+  }
   switch (status.error_code()) {
     case grpc::StatusCode::OK:
       return absl::OkStatus();

@@ -68,6 +68,9 @@ TEST(MapEtcdError, NoQuorumIsUnavailableNamingTheEndpoints) {
            grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"),
            grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: request timed out"),
            grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded"),
+           // The member's handler gave up at the same deadline, first (etcd 3.4's raw Go
+           // error: seen from a 3-member cluster with two members killed).
+           grpc::Status(grpc::StatusCode::UNKNOWN, "context deadline exceeded"),
            grpc::Status(grpc::StatusCode::UNAVAILABLE, "failed to connect to all addresses"),
        }) {
     absl::Status mapped = MapEtcdError(s, "put /k", "127.0.0.1:1,127.0.0.1:2");
@@ -112,6 +115,10 @@ TEST(MayTryNextMember, WritesMoveOnOnlyWhenTheyCannotHaveApplied) {
   EXPECT_TRUE(MayTryNextMember(no_leader, true, true));
   EXPECT_TRUE(MayTryNextMember(timed_out, false, true));
   EXPECT_FALSE(MayTryNextMember(timed_out, true, true));
+  // The server's own deadline: a write may have applied, a read may go elsewhere.
+  const grpc::Status server_deadline(grpc::StatusCode::UNKNOWN, "context deadline exceeded");
+  EXPECT_FALSE(MayTryNextMember(server_deadline, true, true));
+  EXPECT_TRUE(MayTryNextMember(server_deadline, false, true));
   EXPECT_FALSE(MayTryNextMember(denied, false, true));
   EXPECT_EQ(ClassifyFailure(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                                          "etcdserver: invalid auth token")),
