@@ -204,7 +204,13 @@ void EtcdHarness::KillMember(int i) {
 bool EtcdHarness::RestartMember(int i, absl::Duration timeout) {
   if (MemberRunning(i)) return true;
   if (!Launch(i, /*initial=*/false)) return false;
-  return WaitFor([&] { return Healthy(i); }, timeout);
+  if (WaitFor([&] { return Healthy(i); }, timeout)) return true;
+  // What the member said, for the test's failure (it is removed with the directory).
+  const Member& m = members_[static_cast<size_t>(i)];
+  error_ = absl::StrCat("etcd member ", m.name, " was not healthy within ",
+                        absl::FormatDuration(timeout), " of its restart; its log:\n",
+                        ReadAll(absl::StrCat(dir_, "/", m.name, ".log")));
+  return false;
 }
 
 bool EtcdHarness::MemberRunning(int i) const {
