@@ -25,34 +25,17 @@ constexpr int kMaxVarint32Bytes = 5;
 // Unknown groups nested in one another, at most (see Reader::Skip).
 constexpr int kMaxGroupDepth = 32;
 
-uint32_t Field(uint32_t tag) { return WireFormatLite::GetTagFieldNumber(tag); }
+int Field(uint32_t tag) { return WireFormatLite::GetTagFieldNumber(tag); }
 uint32_t Type(uint32_t tag) { return static_cast<uint32_t>(WireFormatLite::GetTagWireType(tag)); }
 
-// Field numbers (proto/herd/v1/gateway.proto, types.proto): the wire format is the
-// protocol's public contract, so these never change.
-namespace batch_field {
-constexpr uint32_t kAt = 1, kHost = 2, kUnits = 3, kDropped = 4, kReplayed = 5;
-}
-namespace host_field {
-constexpr uint32_t kCpu = 1, kMemoryTotal = 2, kMemoryAvailable = 3, kLoad1 = 4, kLoad5 = 5,
-                   kLoad15 = 6;
-}
-namespace unit_field {
-constexpr uint32_t kName = 1, kIsModule = 2, kState = 3, kPid = 4, kRestarts = 5, kStarted = 6,
-                   kUsage = 7, kProbes = 8, kMainProbes = 9, kIssues = 10, kReason = 11,
-                   kVersion = 12;
-}
-namespace usage_field {
-constexpr uint32_t kCpu = 1, kRss = 2, kLast = 7;  // 3..7: varints
-}
-namespace probe_field {
-constexpr uint32_t kName = 1, kValue = 2, kNumber = 3, kNumeric = 4, kType = 5, kUnit = 6,
-                   kAggType = 7, kUpdated = 8;
-}
-namespace message_field {
-constexpr uint32_t kMetrics = 2, kMetricsBatches = 9;
-constexpr uint32_t kBatches = 1;  // MetricsBatches.batches
-}
+// Field numbers: the generated code's (the wire format is the protocol's public contract).
+using herd::v1::AgentMessage;
+using herd::v1::HostUsage;
+using herd::v1::MetricsBatch;
+using herd::v1::MetricsBatches;
+using herd::v1::Probe;
+using herd::v1::ResourceUsage;
+using herd::v1::UnitSample;
 
 // A CodedInputStream over one flat buffer (one message: a nested one gets a Reader of its
 // own), with what reading in place needs: the bytes of a length-delimited field as a view,
@@ -78,6 +61,9 @@ class Reader {
   }
   bool ok() const { return ok_; }
   bool Fail() { return ok_ = false; }
+  // The field has the wire type its declaration gives it. One of another type is an unknown
+  // field to protobuf, which keeps the field's default: such a message is left to it.
+  bool Is(uint32_t tag, uint32_t type) { return Type(tag) == type || Fail(); }
 
   bool Varint(uint64_t* v) { return in_.ReadVarint64(v) || Fail(); }
   bool Double(double* v) {
@@ -153,12 +139,10 @@ bool ReadMessage(std::string_view bytes, F field) {
   return r.ok();
 }
 
-// The varint fields this reader does not use: read only to check their wire type (one of
-// another type is an unknown field to protobuf, which keeps the field's default; such a
-// batch is left to it).
+// A varint field this reader does not keep: read only to check its wire type.
 bool SkipVarint(Reader& r, uint32_t tag) {
   uint64_t ignored;
-  return Type(tag) == kVarint ? r.Varint(&ignored) : r.Fail();
+  return r.Is(tag, kVarint) && r.Varint(&ignored);
 }
 
 // An int32 or enum field (a unit's pid, state): protobuf writes a negative one in 10 bytes
@@ -167,7 +151,7 @@ bool SkipVarint(Reader& r, uint32_t tag) {
 // it. Only such a shorter one is refused; a sign-extended one (10 bytes) is read.
 bool SkipInt32(Reader& r, uint32_t tag) {
   uint64_t v;
-  if (Type(tag) != kVarint || !r.Varint(&v)) return r.Fail();
+  if (!r.Is(tag, kVarint) || !r.Varint(&v)) return r.Fail();
   const int32_t n = static_cast<int32_t>(v);
   return n >= 0 || static_cast<int64_t>(v) == n || r.Fail();
 }
@@ -177,20 +161,20 @@ bool ReadProbe(std::string_view bytes, const AgentLimits& limits, ProbeView* p) 
     std::string_view text;
     uint64_t v;
     switch (Field(tag)) {
-      case probe_field::kName:
-        return Type(tag) == kBytes ? r.String(&p->name, limits.max_name_bytes) : r.Fail();
-      case probe_field::kValue:
-      case probe_field::kType:
-      case probe_field::kUnit:
-      case probe_field::kAggType:
-        return Type(tag) == kBytes ? r.String(&text, limits.max_text_bytes) : r.Fail();
-      case probe_field::kNumber:
-        return Type(tag) == kFixed64 ? r.Double(&p->number) : r.Fail();
-      case probe_field::kNumeric:
-        if (Type(tag) != kVarint || !r.Varint(&v)) return r.Fail();
+      case Probe::kNameFieldNumber:
+        return r.Is(tag, kBytes) && r.String(&p->name, limits.max_name_bytes);
+      case Probe::kValueFieldNumber:
+      case Probe::kTypeFieldNumber:
+      case Probe::kUnitFieldNumber:
+      case Probe::kAggTypeFieldNumber:
+        return r.Is(tag, kBytes) && r.String(&text, limits.max_text_bytes);
+      case Probe::kNumberFieldNumber:
+        return r.Is(tag, kFixed64) && r.Double(&p->number);
+      case Probe::kNumericFieldNumber:
+        if (!r.Is(tag, kVarint) || !r.Varint(&v)) return r.Fail();
         p->numeric = v != 0;
         return true;
-      case probe_field::kUpdated:
+      case Probe::kUpdatedAtUnixMsFieldNumber:
         return SkipVarint(r, tag);
       default:
         return r.Skip(tag);
@@ -200,11 +184,85 @@ bool ReadProbe(std::string_view bytes, const AgentLimits& limits, ProbeView* p) 
 
 bool ReadUsage(std::string_view bytes, UnitView* u) {
   return ReadMessage(bytes, [&](Reader& r, uint32_t tag) {
-    const uint32_t f = Field(tag);
-    if (f == usage_field::kCpu) return Type(tag) == kFixed64 ? r.Double(&u->cpu_percent) : r.Fail();
-    if (f == usage_field::kRss) return Type(tag) == kVarint ? r.Varint(&u->rss_bytes) : r.Fail();
-    if (f > usage_field::kRss && f <= usage_field::kLast) return SkipVarint(r, tag);
+    const int f = Field(tag);
+    if (f == ResourceUsage::kCpuPercentFieldNumber) {
+      return r.Is(tag, kFixed64) && r.Double(&u->cpu_percent);
+    }
+    if (f == ResourceUsage::kRssBytesFieldNumber) {
+      return r.Is(tag, kVarint) && r.Varint(&u->rss_bytes);
+    }
+    // pss, uss, threads, processes, sampled_at: varints, not kept.
+    if (f > ResourceUsage::kRssBytesFieldNumber &&
+        f <= ResourceUsage::kSampledAtUnixMsFieldNumber) {
+      return SkipVarint(r, tag);
+    }
     return r.Skip(tag);
+  });
+}
+
+// A HostUsage: what the series keep of it.
+bool ReadHost(std::string_view bytes, double* cpu_percent, double* load1,
+              uint64_t* memory_available) {
+  return ReadMessage(bytes, [&](Reader& r, uint32_t tag) {
+    switch (Field(tag)) {
+      case HostUsage::kCpuPercentFieldNumber:
+        return r.Is(tag, kFixed64) && r.Double(cpu_percent);
+      case HostUsage::kLoad1FieldNumber:
+        return r.Is(tag, kFixed64) && r.Double(load1);
+      case HostUsage::kLoad5FieldNumber:
+      case HostUsage::kLoad15FieldNumber: {
+        double ignored;
+        return r.Is(tag, kFixed64) && r.Double(&ignored);
+      }
+      case HostUsage::kMemoryAvailableBytesFieldNumber:
+        return r.Is(tag, kVarint) && r.Varint(memory_available);
+      case HostUsage::kMemoryTotalBytesFieldNumber:
+        return SkipVarint(r, tag);
+      default:
+        return r.Skip(tag);
+    }
+  });
+}
+
+// One UnitSample into `u`, its probes appended to `probes`.
+bool ReadUnit(std::string_view bytes, const AgentLimits& limits, UnitView* u,
+              std::vector<ProbeView>* probes) {
+  u->first_probe = static_cast<uint32_t>(probes->size());
+  bool usage_seen = false;
+  size_t main_probes = 0;
+  return ReadMessage(bytes, [&](Reader& r, uint32_t tag) {
+    std::string_view v;
+    switch (Field(tag)) {
+      case UnitSample::kNameFieldNumber:
+        return r.Is(tag, kBytes) && r.String(&u->name, limits.max_name_bytes);
+      case UnitSample::kStatusReasonFieldNumber:
+      case UnitSample::kVersionFieldNumber:
+        return r.Is(tag, kBytes) && r.String(&v, limits.max_text_bytes);
+      case UnitSample::kMainProbesFieldNumber:
+        if (++main_probes > kMaxMainProbes) return r.Fail();
+        return r.Is(tag, kBytes) && r.String(&v, limits.max_name_bytes);
+      case UnitSample::kUsageFieldNumber:
+        // Given twice, protobuf merges the two: left to it.
+        if (!r.Is(tag, kBytes) || usage_seen || !r.Bytes(&v)) return r.Fail();
+        usage_seen = true;
+        return ReadUsage(v, u) || r.Fail();
+      case UnitSample::kProbesFieldNumber:
+        if (!r.Is(tag, kBytes) || u->probes >= limits.max_probes_per_unit || !r.Bytes(&v)) {
+          return r.Fail();
+        }
+        ++u->probes;
+        return ReadProbe(v, limits, &probes->emplace_back()) || r.Fail();
+      case UnitSample::kStateFieldNumber:
+      case UnitSample::kPidFieldNumber:
+        return SkipInt32(r, tag);
+      case UnitSample::kIsModuleFieldNumber:
+      case UnitSample::kRestartsFieldNumber:
+      case UnitSample::kStartedAtUnixMsFieldNumber:
+      case UnitSample::kIssuesCountFieldNumber:
+        return SkipVarint(r, tag);
+      default:
+        return r.Skip(tag);
+    }
   });
 }
 
@@ -222,74 +280,6 @@ void MetricsBatchView::Reset() {
   probes_.clear();
 }
 
-bool MetricsBatchView::ReadHost(std::string_view bytes, MetricsBatchView* view) {
-  return ReadMessage(bytes, [view](Reader& r, uint32_t tag) {
-    switch (Field(tag)) {
-      case host_field::kCpu:
-        return Type(tag) == kFixed64 ? r.Double(&view->host_cpu_percent_) : r.Fail();
-      case host_field::kLoad1:
-        return Type(tag) == kFixed64 ? r.Double(&view->host_load1_) : r.Fail();
-      case host_field::kLoad5:
-      case host_field::kLoad15: {
-        double ignored;
-        return Type(tag) == kFixed64 ? r.Double(&ignored) : r.Fail();
-      }
-      case host_field::kMemoryAvailable:
-        return Type(tag) == kVarint ? r.Varint(&view->host_memory_available_) : r.Fail();
-      case host_field::kMemoryTotal:
-        return SkipVarint(r, tag);
-      default:
-        return r.Skip(tag);
-    }
-  });
-}
-
-namespace {
-
-// One UnitSample into `u`, its probes appended to `probes`.
-bool ReadUnit(std::string_view bytes, const AgentLimits& limits, UnitView* u,
-              std::vector<ProbeView>* probes) {
-  u->first_probe = static_cast<uint32_t>(probes->size());
-  bool usage_seen = false;
-  size_t main_probes = 0;
-  return ReadMessage(bytes, [&](Reader& r, uint32_t tag) {
-    std::string_view v;
-    switch (Field(tag)) {
-      case unit_field::kName:
-        return Type(tag) == kBytes ? r.String(&u->name, limits.max_name_bytes) : r.Fail();
-      case unit_field::kReason:
-      case unit_field::kVersion:
-        return Type(tag) == kBytes ? r.String(&v, limits.max_text_bytes) : r.Fail();
-      case unit_field::kMainProbes:
-        if (++main_probes > kMaxMainProbes) return r.Fail();
-        return Type(tag) == kBytes ? r.String(&v, limits.max_name_bytes) : r.Fail();
-      case unit_field::kUsage:
-        // Given twice, protobuf merges the two: left to it.
-        if (Type(tag) != kBytes || usage_seen || !r.Bytes(&v)) return r.Fail();
-        usage_seen = true;
-        return ReadUsage(v, u) || r.Fail();
-      case unit_field::kProbes:
-        if (Type(tag) != kBytes || u->probes >= limits.max_probes_per_unit || !r.Bytes(&v)) {
-          return r.Fail();
-        }
-        ++u->probes;
-        return ReadProbe(v, limits, &probes->emplace_back()) || r.Fail();
-      case unit_field::kState:
-      case unit_field::kPid:
-        return SkipInt32(r, tag);
-      case unit_field::kIsModule:
-      case unit_field::kRestarts:
-      case unit_field::kStarted:
-      case unit_field::kIssues:
-        return SkipVarint(r, tag);
-      default:
-        return r.Skip(tag);
-    }
-  });
-}
-
-}  // namespace
-
 bool MetricsBatchView::Read(std::string_view bytes, const AgentLimits& limits) {
   Reset();
   // Exact where BoundBatch estimates: a batch within this size is within it re-serialized.
@@ -300,23 +290,24 @@ bool MetricsBatchView::Read(std::string_view bytes, const AgentLimits& limits) {
     std::string_view v;
     uint64_t n;
     switch (Field(tag)) {
-      case batch_field::kAt:
-        if (Type(tag) != kVarint || !r.Varint(&n)) return r.Fail();
+      case MetricsBatch::kAtUnixMsFieldNumber:
+        if (!r.Is(tag, kVarint) || !r.Varint(&n)) return r.Fail();
         at_unix_ms_ = static_cast<int64_t>(n);
         return true;
-      case batch_field::kHost:
-        if (Type(tag) != kBytes || host_seen || !r.Bytes(&host_)) return r.Fail();
+      case MetricsBatch::kHostFieldNumber:
+        if (!r.Is(tag, kBytes) || host_seen || !r.Bytes(&host_)) return r.Fail();
         host_seen = true;
-        return ReadHost(host_, this) || r.Fail();
-      case batch_field::kUnits:
-        if (Type(tag) != kBytes || units_.size() >= limits.max_units || !r.Bytes(&v)) {
+        return ReadHost(host_, &host_cpu_percent_, &host_load1_, &host_memory_available_) ||
+               r.Fail();
+      case MetricsBatch::kUnitsFieldNumber:
+        if (!r.Is(tag, kBytes) || units_.size() >= limits.max_units || !r.Bytes(&v)) {
           return r.Fail();
         }
         return ReadUnit(v, limits, &units_.emplace_back(), &probes_) || r.Fail();
-      case batch_field::kDropped:
-        return Type(tag) == kVarint ? r.Varint(&dropped_batches_) : r.Fail();
-      case batch_field::kReplayed:
-        if (Type(tag) != kVarint || !r.Varint(&n)) return r.Fail();
+      case MetricsBatch::kDroppedBatchesFieldNumber:
+        return r.Is(tag, kVarint) && r.Varint(&dropped_batches_);
+      case MetricsBatch::kReplayedFieldNumber:
+        if (!r.Is(tag, kVarint) || !r.Varint(&n)) return r.Fail();
         replayed_ = n != 0;
         return true;
       default:
@@ -371,14 +362,14 @@ bool MetricsBatchesOf(std::string_view agent_message, size_t max_batches,
   const uint32_t tag = r.Next();
   std::string_view v;
   if (tag == 0 || Type(tag) != kBytes || !r.Bytes(&v) || r.Next() != 0 || !r.ok()) return false;
-  if (Field(tag) == message_field::kMetrics) {
+  if (Field(tag) == AgentMessage::kMetricsFieldNumber) {
     batches->push_back(v);
     return true;
   }
-  if (Field(tag) != message_field::kMetricsBatches) return false;
+  if (Field(tag) != AgentMessage::kMetricsBatchesFieldNumber) return false;
   const bool ok = ReadMessage(v, [&](Reader& group, uint32_t t) {
     std::string_view batch;
-    if (Field(t) != message_field::kBatches || Type(t) != kBytes ||
+    if (Field(t) != MetricsBatches::kBatchesFieldNumber || !group.Is(t, kBytes) ||
         batches->size() >= max_batches || !group.Bytes(&batch)) {
       return group.Fail();
     }

@@ -62,8 +62,6 @@ class MetricsBatchView {
 
  private:
   void Reset();
-  // A HostUsage's fields into the view's.
-  static bool ReadHost(std::string_view bytes, MetricsBatchView* view);
 
   std::string_view wire_;   // Read: the batch's bytes
   std::string_view host_;   // Read: its HostUsage's bytes (empty if absent)
