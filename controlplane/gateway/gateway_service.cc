@@ -106,9 +106,14 @@ class AgentStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       NextRead();
       return;
     }
-    AgentMessage* in = google::protobuf::Arena::CreateMessage<AgentMessage>(&arena_);
+    // Anything else is parsed into an arena of its own: an inventory is hundreds of small
+    // objects and strings, which the arena takes in a few blocks instead of a malloc and a
+    // free each, and frees at once when the message is handled (the hub copies what it
+    // keeps). Local, not the stream's: the next read's reaction may run on another thread as
+    // soon as it is started, and nothing is held between messages.
+    google::protobuf::Arena arena;
+    AgentMessage* in = google::protobuf::Arena::CreateMessage<AgentMessage>(&arena);
     if (!in->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-      arena_.Reset();
       log_->warn("event=stream_refused peer={} host={} reason=unparsable_message bytes={}",
                  ctx_->peer(), host_id_, bytes.size());
       FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -117,33 +122,27 @@ class AgentStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       return;
     }
     if (host_id_.empty()) {
-      OnHello(in);
+      OnHello(*in);
       return;
     }
-    const bool hello_again = in->has_hello();
-    if (!hello_again) hub_.OnMessage(host_id_, handle_.get(), *in);
-    arena_.Reset();  // before the next read, whose reaction may run on another thread
-    if (hello_again) {
+    if (in->has_hello()) {
       FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "Hello sent twice"));
       return;
     }
+    hub_.OnMessage(host_id_, handle_.get(), *in);
     NextRead();
   }
 
-  // The first message, parsed on the arena (emptied here).
-  void OnHello(AgentMessage* in) {
+  // The first message. ConnectAsync does not use the Hello once it returns (its answer may
+  // come on the hub's record writer's thread before that).
+  void OnHello(const AgentMessage& in) {
     gateway_.HelloDone(hello_wait_);
-    if (!in->has_hello()) {
-      arena_.Reset();
+    if (!in.has_hello()) {
       FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                               "the first message on a Connect stream must be Hello"));
       return;
     }
-    // A copy off the arena, emptied before the hub may answer: a join is answered on the
-    // hub's record writer's thread, which starts the next read, whose reaction may run at
-    // once on another thread.
-    const herd::v1::Hello hello = in->hello();
-    arena_.Reset();
+    const herd::v1::Hello& hello = in.hello();
     // No read until the Hello is answered: a join waits for its credential's write (off
     // this thread). The stream may still be finished meanwhile (the Hello timeout's check
     // took it as late just before it came): while the answer is pending, OnDone leaves the
@@ -206,7 +205,7 @@ class AgentStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   }
 
  private:
-  // May run on the hub's writer thread (after a join's answer): touches no arena.
+  // May run on the hub's writer thread (after a join's answer).
   void NextRead() { StartRead(&read_); }
 
   // The stream is over and no answer is pending: detached everywhere, then deleted.
@@ -243,14 +242,6 @@ class AgentStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   // read without it by the reactor's callbacks that follow that answer's read.
   std::string host_id_;
   uint64_t hello_wait_ = 0;  // GatewayService::AwaitHello's id (0: none)
-  // A message that is not a batch taken in place is parsed into this arena, emptied once it
-  // is handled and before the next read: an inventory is hundreds of small objects and
-  // strings, which the arena takes in a few growing blocks instead of a malloc and a free
-  // each; and nothing stays allocated between messages (a message kept would be tens of KiB
-  // for every connected agent). Default options on purpose: an arena with its own block
-  // sizes allocates a block to hold them again after every Reset(), 16 KiB per agent held
-  // while idle.
-  google::protobuf::Arena arena_;
   grpc::ByteBuffer read_;  // the message being read (empty between messages)
   absl::Mutex mu_;
   // Serialized messages. A list, not a deque: an empty deque still holds a 512-byte node,
