@@ -83,7 +83,7 @@ class MetricsWatchers final : public MetricsFeed {
     if (count_.load(std::memory_order_relaxed) == 0) return false;
     absl::MutexLock l(&mu_);
     for (const auto& [id, w] : watchers_) {
-      if (w.first.empty() || w.first.count(host_id)) return true;
+      if (Covers(w.first, host_id)) return true;
     }
     return false;
   }
@@ -96,7 +96,7 @@ class MetricsWatchers final : public MetricsFeed {
     {
       absl::MutexLock l(&mu_);
       for (const auto& [id, w] : watchers_) {
-        if (w.first.empty() || w.first.count(host_id)) watchers.push_back(w.second);
+        if (Covers(w.first, host_id)) watchers.push_back(w.second);
       }
     }
     if (watchers.empty()) return;
@@ -108,6 +108,11 @@ class MetricsWatchers final : public MetricsFeed {
   }
 
  private:
+  // A watch of `hosts` (empty: every host) is handed `host_id`'s batches.
+  static bool Covers(const std::set<std::string>& hosts, const std::string& host_id) {
+    return hosts.empty() || hosts.count(host_id) > 0;
+  }
+
   mutable absl::Mutex mu_;
   std::map<uint64_t, std::pair<std::set<std::string>, MetricsWatcher>> watchers_
       ABSL_GUARDED_BY(mu_);

@@ -7,7 +7,8 @@
 // does not wait for the store. Each worker takes up to kAppendBatch waiting entries at a time
 // (Store::AppendAudits: one Txn on etcd), and the workers' concurrent appends are what the
 // etcd store writes together (group commit). At most kMaxQueued wait (beside those being
-// appended); past that they are dropped, counted and logged. Stop() (or destruction) appends what waits, then ends the workers.
+// appended); past that they are dropped, counted and logged. Stop() (or destruction)
+// appends what waits, then ends the workers.
 // So an entry made with AuditLater may be listed after one Audit appended later (each says
 // when it was made): an operator's change is not held behind a fleet's registrations.
 #pragma once
