@@ -4,6 +4,7 @@
 #include <deque>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/labels.h"
@@ -502,6 +503,11 @@ bool Hub::OnMessageBytes(const std::string& host_id, const HostSession* session,
   // Per thread, their vectors' capacity kept from message to message.
   thread_local std::vector<std::string_view> wires;
   thread_local Views views;
+  // Nothing left pointing into the message once it is handled, nor grown past a bound.
+  absl::Cleanup clear = [] {
+    for (size_t i = 0; i < std::min(wires.size(), views.size()); ++i) views[i].Clear();
+    wires.clear();
+  };
   if (!MetricsBatchesOf(bytes, kMaxBatchesPerGroup, &wires)) return false;
   // A live watcher is handed the batch as a message.
   if (watchers_.Wants(host_id)) return false;

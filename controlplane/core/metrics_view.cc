@@ -268,6 +268,12 @@ bool ReadUnit(std::string_view bytes, const AgentLimits& limits, UnitView* u,
 
 }  // namespace
 
+void MetricsBatchView::Clear() {
+  Reset();
+  if (probes_.capacity() > kKeptProbes) std::vector<ProbeView>().swap(probes_);
+  if (units_.capacity() > kKeptUnits) std::vector<UnitView>().swap(units_);
+}
+
 void MetricsBatchView::Reset() {
   wire_ = host_ = {};
   parsed_ = nullptr;

@@ -60,6 +60,17 @@ class MetricsBatchView {
   // the host's latest state, parsed only when someone asks for it.
   void WireTo(std::string* out) const;
 
+  // Forgets the batch (nothing left pointing into it). The vectors keep their capacity for
+  // the next one, up to kKeptProbes probes and kKeptUnits units: a view kept per thread
+  // does not hold on to what one batch at the limits made it grow to (a 16 MiB message of
+  // empty probes is millions of them).
+  void Clear();
+  static constexpr size_t kKeptProbes = 16384, kKeptUnits = 1024;
+  // Heap bytes the view holds (tests).
+  size_t MemoryBytes() const {
+    return units_.capacity() * sizeof(UnitView) + probes_.capacity() * sizeof(ProbeView);
+  }
+
  private:
   void Reset();
 

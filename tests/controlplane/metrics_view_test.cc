@@ -130,6 +130,29 @@ TEST(MetricsBatchViewTest, AReadLeavesNothingOfTheLastBatch) {
   EXPECT_EQ(view.host_cpu_percent(), 0);
 }
 
+// The hub keeps a view per thread: a batch at the limits (here 120 units of 200 probes,
+// 24,000 probes) must not leave it holding that much once cleared, while an ordinary
+// batch's storage is kept for the next one.
+TEST(MetricsBatchViewTest, ClearingGivesBackWhatABatchAtTheLimitsGrewTo) {
+  const std::string huge = RealisticBatch(120, 200).SerializeAsString();
+  AgentLimits limits;  // the default 1 MiB a batch is too little for these realistic probes
+  limits.max_batch_bytes = 4 << 20;
+  MetricsBatchView view;
+  ASSERT_TRUE(view.Read(huge, limits));
+  ASSERT_EQ(view.probes().size(), 24000u);
+  const size_t grown = view.MemoryBytes();
+  view.Clear();
+  EXPECT_TRUE(view.probes().empty());
+  EXPECT_LT(view.MemoryBytes(), grown / 10);
+  EXPECT_LE(view.MemoryBytes(), MetricsBatchView::kKeptProbes * sizeof(ProbeView) +
+                                    MetricsBatchView::kKeptUnits * sizeof(UnitView));
+  const std::string usual = RealisticBatch(10, 10).SerializeAsString();
+  ASSERT_TRUE(view.Read(usual, AgentLimits{}));
+  const size_t usual_bytes = view.MemoryBytes();
+  view.Clear();
+  EXPECT_EQ(view.MemoryBytes(), usual_bytes);  // kept: no allocation for the next batch
+}
+
 // Every cut of a realistic batch: taken only when protobuf parses it too, to the same values.
 TEST(MetricsBatchViewTest, EveryPrefixIsReadOnlyAsProtobufReadsIt) {
   const std::string bytes = RealisticBatch(4, 5).SerializeAsString();
