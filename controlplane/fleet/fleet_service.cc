@@ -3,14 +3,11 @@
 #include <algorithm>
 #include <deque>
 #include <set>
-#include <tuple>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "controlplane/core/secrets.h"
+#include "controlplane/fleet/host_pages.h"
 #include "controlplane/fleet/peer_router.h"
 #include "controlplane/fleet/queued_writer.h"
 #include "controlplane/gateway/gateway_service.h"
@@ -213,19 +210,6 @@ class LogsWriter final : public QueuedWriter<herd::v1::LogLine> {
   std::string request_id_;
 };
 
-// `query` is lower case; empty matches every host.
-bool HostMatches(const herd::v1::Host& h, const std::string& query) {
-  if (query.empty()) return true;
-  auto has = [&](const std::string& text) {
-    return absl::StrContains(absl::AsciiStrToLower(text), query);
-  };
-  if (has(h.host_id()) || has(h.hostname())) return true;
-  for (const auto& [k, v] : h.labels()) {
-    if (has(absl::StrCat(k, "=", v))) return true;
-  }
-  return false;
-}
-
 // In local scope, a replica answers for the hosts it holds only.
 template <typename T, typename Id>
 void KeepHeldHere(std::vector<T>& items, const PeerLinks& links, Id id) {
@@ -240,9 +224,6 @@ bool IsUnreachable(const grpc::Status& s) {
          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
          s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
 }
-
-void PageHosts(const herd::v1::ListHostsRequest& req, size_t offset,
-               std::vector<herd::v1::Host>& hosts, herd::v1::ListHostsResponse* resp);
 
 }  // namespace
 
@@ -426,51 +407,24 @@ grpc::ServerUnaryReactor* FleetService::ListHosts(grpc::CallbackServerContext* c
   HERD_AUTH(false);
   auto hosts = fleet_.hosts.ListHosts(req->target());
   if (!hosts.ok()) return Done(ctx, hosts.status());
-  size_t offset = 0;
-  if (!req->page_token().empty() && !absl::SimpleAtoi(req->page_token(), &offset)) {
-    return Done(ctx, absl::InvalidArgumentError(
-                         "page_token is not one this API returned: pass next_page_token as is"));
-  }
+  auto after = ParsePageToken(req->page_token());
+  if (!after.ok()) return Done(ctx, after.status());
   if (LocalScope(*ctx)) {
     KeepHeldHere(*hosts, router_->links(), [](const herd::v1::Host& h) { return h.host_id(); });
   } else if (router_) {
     auto* reactor = ctx->DefaultReactor();
     router_->ListHosts(ForwardedCall::Of(*ctx), *req, std::move(*hosts),
-                       [reactor, req, resp, offset](std::vector<herd::v1::Host> all,
-                                                    PeerRouter::Unreachable unreachable) {
-                         PageHosts(*req, offset, all, resp);
+                       [reactor, req, resp, after = *after](std::vector<herd::v1::Host> all,
+                                                            PeerRouter::Unreachable unreachable) {
+                         PageHosts(*req, after, all, resp);
                          for (auto& r : unreachable) resp->add_unreachable_replicas(r);
                          reactor->Finish(grpc::Status::OK);
                        });
     return reactor;
   }
-  PageHosts(*req, offset, *hosts, resp);
+  PageHosts(*req, *after, *hosts, resp);
   return Done(ctx, absl::OkStatus());
 }
-
-namespace {
-
-void PageHosts(const herd::v1::ListHostsRequest& req, size_t offset,
-               std::vector<herd::v1::Host>& hosts, herd::v1::ListHostsResponse* resp) {
-  std::vector<herd::v1::Host*> matching;
-  const std::string query = absl::AsciiStrToLower(req.query());
-  for (auto& h : hosts) {
-    if (HostMatches(h, query)) matching.push_back(&h);
-  }
-  std::sort(matching.begin(), matching.end(), [](const herd::v1::Host* a, const herd::v1::Host* b) {
-    return std::tie(a->hostname(), a->host_id()) < std::tie(b->hostname(), b->host_id());
-  });
-  resp->set_total_size(static_cast<uint32_t>(matching.size()));
-  resp->set_online_size(static_cast<uint32_t>(
-      std::count_if(matching.begin(), matching.end(), [](auto* h) { return h->online(); })));
-  const size_t end = req.page_size() == 0
-                         ? matching.size()
-                         : std::min(matching.size(), offset + req.page_size());
-  for (size_t i = offset; i < end; ++i) *resp->add_hosts() = std::move(*matching[i]);
-  if (end < matching.size()) resp->set_next_page_token(absl::StrCat(end));
-}
-
-}  // namespace
 
 grpc::ServerUnaryReactor* FleetService::GetHost(grpc::CallbackServerContext* ctx,
                                                 const herd::v1::GetHostRequest* req,

@@ -324,18 +324,28 @@ void PeerRouter::ListHosts(const ForwardedCall& call, const herd::v1::ListHostsR
       const std::string id = h.host_id();
       g->Add(id, links_.HeldHere(id) ? kHolder : kRecord, std::move(h));
     }
-    g->finish = [done = std::move(done)](std::map<std::string, std::pair<int, Host>> by_host,
-                                         Unreachable unreachable) {
+    // A peer returns only its page, so the records here stand for its other hosts in the
+    // totals: a host whose holder (the directory, under that replica's lease) answered is
+    // online, which the record here cannot know. An unreachable holder's stay as recorded.
+    g->finish = [this, done = std::move(done)](
+                    std::map<std::string, std::pair<int, Host>> by_host, Unreachable unreachable) {
+      const std::set<std::string> silent(unreachable.begin(), unreachable.end());
       std::vector<Host> out;
       out.reserve(by_host.size());
-      for (auto& [id, e] : by_host) out.push_back(std::move(e.second));
+      for (auto& [id, e] : by_host) {
+        if (e.first == kRecord) {
+          auto holder = links_.PeerHolding(id);
+          if (holder && !silent.count(holder->id)) e.second.set_online(true);
+        }
+        out.push_back(std::move(e.second));
+      }
       done(std::move(out), std::move(unreachable));
     };
   }
-  // Every matching host each peer holds, in one page: pages are cut here.
-  herd::v1::ListHostsRequest ask;
-  *ask.mutable_target() = req.target();
-  ask.set_query(req.query());
+  // Each peer's page after the same key, of the hosts it holds: at most one page each, and
+  // every host of the merged page is in its holder's (host_pages.h). The records here have
+  // every host, so the totals and the page are cut here, from the merge.
+  herd::v1::ListHostsRequest ask = req;
   Scatter<Host, herd::v1::ListHostsRequest, herd::v1::ListHostsResponse>(
       call, ask, g,
       [](herd::v1::Fleet::Stub& s, grpc::ClientContext* c, const herd::v1::ListHostsRequest* r,

@@ -4,8 +4,8 @@
 // reach it. So FleetService, for a call that is not itself forwarded (local scope, see
 // peer_links.h), asks the router:
 //   - listings (ListHosts, ListModules): every peer is asked in parallel, with a deadline,
-//     for the hosts it holds; the answers are merged by host id, the holder's entry winning
-//     over the records here. A peer that does not answer is named (unreachable_replicas) and
+//     for the hosts it holds (for ListHosts, only its page after the request's key); the
+//     answers are merged by host id, the holder's entry winning over the records here. A peer that does not answer is named (unreachable_replicas) and
 //     its hosts are listed from the records here;
 //   - one host's reads (GetHost, QuerySeries) and its log (StreamLogs): forwarded to the
 //     holder; a forwarded log is a stream, cancelled both ways;

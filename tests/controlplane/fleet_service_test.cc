@@ -461,7 +461,7 @@ TEST_F(FleetApiTest, ListHostsFiltersSortsByHostnameAndPages) {
   ASSERT_TRUE(stub_->ListHosts(Ctx("v_secret").get(), req, &resp).ok());
   EXPECT_EQ(resp.hosts_size(), 2);
   EXPECT_EQ(resp.total_size(), 3u);
-  ASSERT_EQ(resp.next_page_token(), "2");
+  ASSERT_FALSE(resp.next_page_token().empty());
   req.set_page_token(resp.next_page_token());
   resp.Clear();
   ASSERT_TRUE(stub_->ListHosts(Ctx("v_secret").get(), req, &resp).ok());

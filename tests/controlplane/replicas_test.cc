@@ -307,6 +307,7 @@ class ReplicasTest : public ::testing::Test {
     u->set_name("app");
     u->set_is_module(true);
     u->mutable_usage()->set_cpu_percent(cpu);
+    b->mutable_host()->set_cpu_percent(cpu);  // the whole host's too
     holder.hub->OnMessage(host, sessions_[host].get(), m);
   }
 
@@ -324,14 +325,31 @@ TEST_F(ReplicasTest, AListingOnAnyReplicaShowsEveryHostAsItsHolderSeesIt) {
     EXPECT_EQ(hosts.online_size(), 3u) << "on " << r->id;
     EXPECT_TRUE(hosts.unreachable_replicas().empty());
   }
-  // Pages are cut after the merge.
-  herd::v1::ListHostsRequest page;
-  page.set_page_size(2);
-  page.set_page_token("2");
-  herd::v1::ListHostsResponse last;
-  ASSERT_TRUE(a_->FleetStub()->ListHosts(Ctx("v_secret").get(), page, &last).ok());
-  EXPECT_THAT(HostIds(last), ElementsAre("h3"));
-  EXPECT_EQ(last.total_size(), 3u);
+  // Pages are cut after the merge: walked page by page from either replica, every host once,
+  // each as its holder sees it (h2 and h3 are B's: their usage is known only there), with the
+  // fleet's totals on every page.
+  SendBatch(*b_, "h2", 12);
+  SendBatch(*b_, "h3", 13);
+  for (Replica* r : {a_.get(), b_.get()}) {
+    herd::v1::ListHostsRequest page;
+    page.set_page_size(1);
+    std::vector<std::string> walked;
+    for (int i = 0; i < 5; ++i) {
+      herd::v1::ListHostsResponse resp;
+      ASSERT_TRUE(r->FleetStub()->ListHosts(Ctx("v_secret").get(), page, &resp).ok());
+      EXPECT_EQ(resp.total_size(), 3u) << "on " << r->id;
+      EXPECT_EQ(resp.online_size(), 3u) << "on " << r->id;
+      ASSERT_EQ(resp.hosts_size(), 1) << "on " << r->id;
+      const auto& h = resp.hosts(0);
+      walked.push_back(h.host_id());
+      if (h.host_id() != "h1") {
+        EXPECT_DOUBLE_EQ(h.usage().cpu_percent(), h.host_id() == "h2" ? 12 : 13) << "on " << r->id;
+      }
+      if (resp.next_page_token().empty()) break;
+      page.set_page_token(resp.next_page_token());
+    }
+    EXPECT_THAT(walked, ElementsAre("h1", "h2", "h3")) << "on " << r->id;
+  }
 
   herd::v1::ListModulesResponse modules;
   ASSERT_TRUE(a_->FleetStub()->ListModules(Ctx("v_secret").get(), {}, &modules).ok());
