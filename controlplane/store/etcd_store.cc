@@ -185,6 +185,10 @@ class EtcdStore final : public Store {
   absl::StatusOr<ConfigRead> ReadConfig(const std::string& override_key);
   absl::StatusOr<std::optional<ConfigWrite>> TryConfigChange(const std::string& override_key,
                                                              const herd::v1::Override* set);
+  absl::StatusOr<std::optional<ConfigWrite>> ResolveUnanswered(const std::string& override_key,
+                                                               const herd::v1::Override* set,
+                                                               const ConfigRead& before,
+                                                               const absl::Status& lost);
   absl::StatusOr<size_t> WriteStatusChunk(const std::vector<HostStatus>& status, size_t begin,
                                           size_t end, std::vector<std::string>& values);
 
@@ -396,10 +400,42 @@ absl::StatusOr<std::optional<ConfigWrite>> EtcdStore::TryConfigChange(
   ops.push_back(set != nullptr ? etcd::Op::Put(override_key, set->SerializeAsString())
                                : etcd::Op::Delete(override_key));
   ops.push_back(etcd::Op::Put(k_.ConfigRevision(), absl::StrCat(next)));
-  HERD_ASSIGN_OR_RETURN(etcd::TxnResult r,
-                        c_.Txn({Unchanged(k_.ConfigRevision(), now.revision_mod)}, ops));
-  if (!r.succeeded) return std::optional<ConfigWrite>();
+  auto r = c_.Txn({Unchanged(k_.ConfigRevision(), now.revision_mod)}, ops);
+  if (!r.ok()) {
+    if (!absl::IsUnavailable(r.status())) return r.status();  // refused: nothing was written
+    return ResolveUnanswered(override_key, set, now, r.status());
+  }
+  if (!r->succeeded) return std::optional<ConfigWrite>();
   return std::optional<ConfigWrite>(ConfigWrite{next, true});
+}
+
+// A change's Txn got no answer (UNAVAILABLE): etcd may have applied it (a member lost after
+// the request reached it) or not. The config read again tells, so that a change is not
+// reported failed while in the store (docs/controlplane.md, "Replicas"): the revision key
+// untouched since `before` → not applied, tried again (the guard makes a late apply of the
+// first try and the retry exclusive); at the next revision with exactly this change (the
+// override carries who and when) → applied. Anything else, or no answer to the read either,
+// is the error, saying the outcome is unknown.
+absl::StatusOr<std::optional<ConfigWrite>> EtcdStore::ResolveUnanswered(
+    const std::string& override_key, const herd::v1::Override* set, const ConfigRead& before,
+    const absl::Status& lost) {
+  auto unknown = [&](absl::string_view why) {
+    return absl::UnavailableError(absl::StrCat(
+        lost.message(), "; whether the change was applied is unknown (", why,
+        "): read the configuration again once the store answers"));
+  };
+  auto again = ReadConfig(override_key);
+  if (!again.ok()) return unknown("the store did not answer the read that would tell");
+  if (again->revision_mod == before.revision_mod) return std::optional<ConfigWrite>();
+  const uint64_t next = before.revision + 1;
+  const bool applied =
+      again->revision == next &&
+      (set != nullptr ? again->current.has_value() &&
+                            again->current->SerializeAsString() == set->SerializeAsString()
+                      : !again->current.has_value());
+  if (applied) return std::optional<ConfigWrite>(ConfigWrite{next, true});
+  return unknown(absl::StrCat("the configuration is at revision ", again->revision,
+                              " now, after another change"));
 }
 
 absl::StatusOr<ConfigWrite> EtcdStore::SetOverride(const herd::v1::Override& override) {

@@ -256,11 +256,13 @@ TEST_F(EtcdStoreTest, TwoStoresOnOnePrefixShareOneRevisionThatGoesUpByOnePerChan
 }
 
 // Passes every call to a FakeEtcd, and runs `before_guarded_txn` once, just before the first
-// Txn that has compares: another replica's write landing between a read and a guarded write.
+// Txn that has compares: another replica's write landing between a read and a guarded write
+// (`after_guarded_txn`: between a guarded write and what follows it).
 class InterleavingEtcd final : public etcd::Client {
  public:
   explicit InterleavingEtcd(FakeEtcd& fake) : fake_(fake) {}
   std::function<void()> before_guarded_txn;
+  std::function<void()> after_guarded_txn;
 
   absl::StatusOr<etcd::RangeResult> Range(const std::string& key,
                                           const etcd::RangeOptions& o) override {
@@ -279,7 +281,9 @@ class InterleavingEtcd final : public etcd::Client {
                                       const std::vector<etcd::Op>& success,
                                       const std::vector<etcd::Op>& failure) override {
     if (!compares.empty() && before_guarded_txn) std::exchange(before_guarded_txn, nullptr)();
-    return fake_.Txn(compares, success, failure);
+    auto r = fake_.Txn(compares, success, failure);
+    if (!compares.empty() && after_guarded_txn) std::exchange(after_guarded_txn, nullptr)();
+    return r;
   }
   absl::Status Compact(int64_t revision) override { return fake_.Compact(revision); }
   absl::StatusOr<int64_t> LeaseGrant(absl::Duration ttl) override { return fake_.LeaseGrant(ttl); }
@@ -310,6 +314,50 @@ TEST_F(EtcdStoreTest, AChangeThatLosesTheRevisionGuardToAnotherReplicaIsRetriedO
   EXPECT_EQ(a_write.revision, 2u) << "A read revision 0, B wrote 1 meanwhile: A must be 2";
   EXPECT_EQ(Must(a->ConfigRevision()), 2u);
   EXPECT_EQ(Must(a->ListOverrides("")).size(), 2u);
+}
+
+// A Txn "lost in flight": the member went away after the request reached it, so etcd may
+// have applied it. The change is read again rather than reported failed while in the store.
+TEST_F(EtcdStoreTest, AChangeWhoseAnswerIsLostIsReportedAsItIsInTheStore) {
+  auto store = Open();
+  const absl::Status lost = absl::UnavailableError(
+      "the store has no quorum: etcd answered \"request timed out\" (txn; etcd endpoints x)");
+  for (const bool applied : {true, false}) {
+    SCOPED_TRACE(applied ? "applied, answer lost" : "lost before etcd had it");
+    const uint64_t rev = Must(store->ConfigRevision());
+    const FakeEtcd::Counters before = etcd_.counters();
+    etcd_.LoseNextWriteTxn(applied, lost);
+    ConfigWrite w = Must(store->SetOverride(Global("k", applied ? "a" : "b")));
+    EXPECT_EQ(w.revision, rev + 1);
+    EXPECT_TRUE(w.changed);
+    EXPECT_EQ(etcd_.counters().writes - before.writes, 1u) << "written once, never twice";
+    ASSERT_EQ(Must(store->ListOverrides("")).size(), 1u);
+    EXPECT_EQ(Must(store->ListOverrides(""))[0].value(), applied ? "a" : "b");
+  }
+  // An unset too.
+  const uint64_t rev = Must(store->ConfigRevision());
+  etcd_.LoseNextWriteTxn(true, lost);
+  ConfigWrite w = Must(store->UnsetOverride(Global("k", "").scope(), "weather", "k"));
+  EXPECT_EQ(w.revision, rev + 1);
+  EXPECT_TRUE(Must(store->ListOverrides("")).empty());
+}
+
+TEST_F(EtcdStoreTest, ALostAnswerWithAnotherChangeSinceSaysTheOutcomeIsUnknown) {
+  InterleavingEtcd a_client(etcd_);
+  auto a = Must(OpenEtcdStore(a_client, kPrefix));
+  auto b = Open();  // another replica
+  etcd_.LoseNextWriteTxn(true, absl::UnavailableError("the store has no quorum: lost"));
+  a_client.after_guarded_txn = [&] { Must(b->SetOverride(Global("b", "1"))); };
+  absl::Status s = a->SetOverride(Global("a", "1")).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("whether the change was applied is unknown"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("read the configuration again"));
+  EXPECT_EQ(Must(a->ConfigRevision()), 2u) << "A's (lost) and B's";
+  // A refusal is not a lost answer: passed on as it is, with nothing written.
+  const uint64_t writes = etcd_.counters().writes;
+  etcd_.LoseNextWriteTxn(false, absl::PermissionDeniedError("etcd refused txn: no role"));
+  EXPECT_EQ(a->SetOverride(Global("a", "2")).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(etcd_.counters().writes, writes);
 }
 
 TEST(EtcdOpsTest, AWriterThatKeepsLosingItsGuardIsAbortedNotLooping) {

@@ -15,7 +15,8 @@
 //     re-entered — the real client delivers on its own threads;
 //   - SetQuorum(false): every call fails UNAVAILABLE "the store has no quorum" (as the real
 //     client reports it), leases do not expire and watches stay silent until it returns;
-//     FailNext(n, status) fails the next n calls;
+//     FailNext(n, status) fails the next n calls; LoseNextWriteTxn the next writing Txn's
+//     answer (applied or not);
 //   - counters of calls and written keys (writes per registration, per config change).
 #pragma once
 
@@ -80,6 +81,15 @@ class FakeEtcd final : public herd::etcd::Client {
     std::lock_guard<std::mutex> l(mu_);
     fail_next_ = n;
     fail_status_ = std::move(status);
+  }
+  // The next Txn that writes (a Put or Delete in the branch its compares pick) fails with
+  // `status` as a Txn lost in flight does: the answer is lost after etcd applied it
+  // (`applied`), or the request before.
+  void LoseNextWriteTxn(bool applied, absl::Status status) {
+    std::lock_guard<std::mutex> l(mu_);
+    lose_next_write_ = true;
+    lose_applied_ = applied;
+    lose_status_ = std::move(status);
   }
   // As etcd does to a lease whose TTL ran out: its keys are deleted, and the KeptLease
   // holding it (if any) reports the loss and takes a new lease (once quorum is back).
@@ -204,6 +214,12 @@ class FakeEtcd final : public herd::etcd::Client {
     }
     bool wrote = std::any_of(ops.begin(), ops.end(),
                              [](const Op& op) { return op.kind != Op::Kind::kRange; });
+    const bool lost = wrote && lose_next_write_;
+    if (lost) {
+      lose_next_write_ = false;
+      ++counters_.refused;
+      if (!lose_applied_) return lose_status_;
+    }
     if (wrote) {
       ++revision_;
       ++counters_.writes;
@@ -218,6 +234,7 @@ class FakeEtcd final : public herd::etcd::Client {
       }
     }
     out.revision = revision_;
+    if (lost) return lose_status_;
     return out;
   }
   absl::Status Compact(int64_t revision) override {
@@ -500,6 +517,9 @@ class FakeEtcd final : public herd::etcd::Client {
   bool quorum_ = true;
   int fail_next_ = 0;
   absl::Status fail_status_;
+  bool lose_next_write_ = false;
+  bool lose_applied_ = false;
+  absl::Status lose_status_;
   Counters counters_;
 };
 
