@@ -14,14 +14,17 @@
 #include <memory>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "agent/api/agent_service.h"
 #include "agent/daemon/local_api.h"
+#include "agent/daemon/pm2_backend.h"
 #include "agent/modules/module_manager.h"
 #include "agent/logs/log_writer.h"
 #include "agent/loop/event_loop.h"
+#include "agent/pm2/pm2_daemon.h"
 #include "agent/procfs/proc_sampler.h"
 #include "agent/supervisor/spawner.h"
 #include "agent/supervisor/state_file.h"
@@ -184,7 +187,36 @@ SupervisorOptions MakeSupervisorOptions(const AgentOptions& options) {
   sopts.log_max_bytes = options.log_max_bytes;
   sopts.log_retain = options.log_retain;
   sopts.base_env = CurrentEnvironment();
+  // PM2's API for the units is agentd's (agent/pm2): `require('pm2')` finds it through
+  // PM2_HOME instead of starting a PM2 daemon of its own.
+  std::erase_if(sopts.base_env,
+                [](const std::string& kv) { return absl::StartsWith(kv, "PM2_HOME="); });
+  sopts.base_env.push_back(absl::StrCat("PM2_HOME=", Pm2Home(options.home)));
   return sopts;
+}
+
+// PM2's daemon API for the units, on the loop, and PM2's bus fed with the units' events.
+// Not fatal when it cannot listen (a home too long for a socket path): units run, and a
+// module that needs PM2's API says it cannot reach it.
+// Returns the listener's id (0: not started).
+uint64_t StartPm2Api(pm2::Pm2Daemon& api, UnitsAsPm2& units, Supervisor& supervisor,
+                     spdlog::logger& log) {
+  if (auto st = api.Start(); !st.ok()) {
+    log.warn("event=pm2_api_unavailable error=\"{}\"", st.message());
+    return 0;
+  }
+  return supervisor.AddEventListener([&api, &units, &supervisor](const std::string& unit,
+                                                          const herd::v1::UnitEvent& e) {
+    nlohmann::json process = {{"name", unit}};
+    for (const auto& u : supervisor.List()) {
+      if (u.name() == unit) process = units.Describe(u)["pm2_env"];
+    }
+    process["pm_id"] = api.IdOf(unit);
+    api.Publish("process:event", {{"event", Pm2EventName(e.kind())},
+                                  {"manually", false},
+                                  {"process", std::move(process)},
+                                  {"at", e.at_unix_ms()}});
+  });
 }
 
 ModuleManagerOptions MakeModuleOptions(const AgentOptions& options, const std::string& search_path) {
@@ -286,6 +318,7 @@ void FlushOnStop(LogWriter& logs, StateFile& state, spdlog::logger& log) {
 }  // namespace
 
 std::string AgentSocketPath(const std::string& home) { return absl::StrCat(home, "/agent.sock"); }
+std::string Pm2Home(const std::string& home) { return absl::StrCat(home, "/pm2"); }
 
 void BlockAgentSignals() {
   const sigset_t mask = AgentSignals();
@@ -326,7 +359,15 @@ absl::Status RunAgent(const AgentOptions& options) {
   StateFile state(absl::StrCat(home, "/state.json"));
   Supervisor supervisor(loop, spawner, sampler, logs, &state, MakeSupervisorOptions(options));
   const std::string search_path = SearchPath();
+  UnitsAsPm2 pm2_units(supervisor, logs);
+  pm2::Pm2Daemon pm2_api(loop, pm2_units, {.dir = Pm2Home(home)});
+  const uint64_t pm2_listener = StartPm2Api(pm2_api, pm2_units, supervisor, *log);
+  absl::Cleanup pm2_unlisten = [&] {
+    if (pm2_listener) supervisor.RemoveEventListener(pm2_listener);
+  };
   ModuleManager modules(loop, supervisor, MakeModuleOptions(options, search_path));
+  pm2_units.set_modules(&modules);
+  absl::Cleanup pm2_unmodule = [&] { pm2_units.set_modules(nullptr); };
   supervisor.set_hooks(&modules);
   absl::Cleanup unhook = [&] { supervisor.set_hooks(nullptr); };
   if (auto st = modules.Load(); !st.ok()) return st;

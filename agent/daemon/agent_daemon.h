@@ -62,5 +62,7 @@ absl::Status PrepareHome(const std::string& home);
 
 // The agent socket path for a home directory.
 std::string AgentSocketPath(const std::string& home);
+// PM2_HOME for the units: where agentd serves PM2's daemon API (rpc.sock, pub.sock).
+std::string Pm2Home(const std::string& home);
 
 }  // namespace herd::agent

@@ -87,6 +87,11 @@ void LogWriter::Flush() {
   mu_.Await(absl::Condition(&done));
 }
 
+void LogWriter::ReopenAll() {
+  absl::MutexLock l(&mu_);
+  queue_.push_back(Op{Op::kReopen, 0, ""});
+}
+
 void LogWriter::Run() {
   std::deque<Op> batch;
   while (true) {
@@ -124,6 +129,12 @@ void LogWriter::Run() {
         }
         case Op::kFlush:
           ++flushes;
+          break;
+        case Op::kReopen:
+          for (auto& [id, sink] : sinks_) {
+            if (sink.fd >= 0) close(sink.fd);
+            sink.fd = -1;
+          }
           break;
       }
     }
@@ -182,6 +193,13 @@ void LogWriter::DoWrite(Sink& sink, const std::string& data) {
     dropped_bytes_ += data.size();
     ++dropped_writes_;
     return;
+  }
+  if (sink.options.max_bytes > 0 && sink.size > 0 &&
+      sink.size + data.size() > sink.options.max_bytes) {
+    // Someone else may have truncated the file (pm2-logrotate copies a log, then truncates
+    // it): its size now, not what was written to it, decides.
+    struct stat st{};
+    if (fstat(sink.fd, &st) == 0) sink.size = static_cast<uint64_t>(st.st_size);
   }
   if (sink.options.max_bytes > 0 && sink.size > 0 &&
       sink.size + data.size() > sink.options.max_bytes) {

@@ -49,6 +49,9 @@ class LogWriter {
   bool Write(SinkId id, std::string data);
   // Blocks until everything queued so far is written (tests, shutdown).
   void Flush();
+  // Closes every file after what is queued: the next write to each opens its path again
+  // (PM2's reloadLogs, after a rotation that renamed the files).
+  void ReopenAll();
 
   uint64_t dropped_bytes() const { return dropped_bytes_.load(); }
   uint64_t dropped_writes() const { return dropped_writes_.load(); }
@@ -62,7 +65,7 @@ class LogWriter {
     bool failing = false;
   };
   struct Op {
-    enum Kind { kWrite, kClose, kFlush } kind;
+    enum Kind { kWrite, kClose, kFlush, kReopen } kind;
     SinkId id;
     std::string data;
   };

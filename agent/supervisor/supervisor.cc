@@ -352,7 +352,13 @@ void Supervisor::AddEvent(Unit& u, const std::string& kind, const std::string& d
   e.set_at_unix_ms(UnixMs(loop_.clock().Now()));
   e.set_kind(kind);
   e.set_detail(detail);
-  if (event_listener_) event_listener_(u.spec.name(), e);
+  // A listener may remove itself (or another): iterate over a copy of the ids.
+  std::vector<uint64_t> ids;
+  for (const auto& [id, f] : event_listeners_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    auto it = event_listeners_.find(id);
+    if (it != event_listeners_.end()) it->second(u.spec.name(), e);
+  }
   u.events.push_back(std::move(e));
   while (u.events.size() > options_.events_kept) u.events.pop_front();
 }

@@ -118,10 +118,17 @@ class Supervisor {
 
   // Module hooks (may be null); must outlive the supervisor.
   void set_hooks(UnitHooks* hooks) { hooks_ = hooks; }
-  // Called (on the loop) with every unit event, e.g. to forward it to the control plane.
-  void set_event_listener(std::function<void(const std::string&, const herd::v1::UnitEvent&)> f) {
-    event_listener_ = std::move(f);
+  // Called (on the loop) with every unit event, e.g. to forward it to the control plane or to
+  // PM2's bus. An id for RemoveEventListener.
+  using EventListener = std::function<void(const std::string&, const herd::v1::UnitEvent&)>;
+  uint64_t AddEventListener(EventListener f) {
+    event_listeners_.emplace(next_listener_, std::move(f));
+    return next_listener_++;
   }
+  void RemoveEventListener(uint64_t id) { event_listeners_.erase(id); }
+  // Writes `line` to the unit's error log as the unit's own output would go (agentd's note
+  // about something the unit did); nothing if the unit has no open log.
+  void NoteInLog(const std::string& name, const std::string& line);
 
   // The agent's own latest resource sample.
   const herd::v1::ResourceUsage& self_usage() const { return self_usage_; }
@@ -212,7 +219,8 @@ class Supervisor {
   // std::map: List() is sorted by name; node-based so Unit& stays valid across inserts.
   std::map<std::string, std::unique_ptr<Unit>> units_;
   EventLoop::Handle sample_timer_ = 0;
-  std::function<void(const std::string&, const herd::v1::UnitEvent&)> event_listener_;
+  std::map<uint64_t, EventListener> event_listeners_;
+  uint64_t next_listener_ = 1;
   absl::Time last_smaps_;
   herd::v1::ResourceUsage self_usage_;
   herd::v1::SamplerStats sampler_stats_;

@@ -131,6 +131,13 @@ void Supervisor::EmitLines(Unit& u, OutputStream& s, absl::string_view data, boo
   if (!batch.empty()) logs_.Write(s.sink, std::move(batch));
 }
 
+void Supervisor::NoteInLog(const std::string& name, const std::string& line) {
+  auto it = units_.find(name);
+  if (it == units_.end() || it->second->err.sink == 0) return;
+  // Written on its own, not through EmitLines: a line the unit has half written stays whole.
+  logs_.Write(it->second->err.sink, absl::StrCat(line, "\n"));
+}
+
 absl::StatusOr<uint64_t> Supervisor::Follow(const std::string& name, LineSink sink) {
   if (!units_.count(name)) {
     return absl::NotFoundError(absl::StrCat("no unit named \"", name,

@@ -24,7 +24,8 @@ ControlPlaneLink::~ControlPlaneLink() { Stop(); }
 absl::Status ControlPlaneLink::Start() {
   if (auto s = modules_.EnableManagedConfig(addresses_); !s.ok()) return s;
   modules_.set_on_inventory_change([this] { uplink_->InventoryChanged(); });
-  supervisor_.set_event_listener([this](const std::string& unit, const herd::v1::UnitEvent& e) {
+  event_listener_ = supervisor_.AddEventListener([this](const std::string& unit,
+                                                       const herd::v1::UnitEvent& e) {
     herd::v1::ModuleEvent me;
     me.set_at_unix_ms(e.at_unix_ms());
     me.set_unit(unit);
@@ -42,7 +43,7 @@ void ControlPlaneLink::Stop() {
   *alive_ = false;
   if (metrics_timer_) loop_.CancelTimer(metrics_timer_);
   metrics_timer_ = 0;
-  supervisor_.set_event_listener(nullptr);
+  supervisor_.RemoveEventListener(event_listener_);
   modules_.set_on_inventory_change(nullptr);
   for (const auto& [id, follow] : follows_) supervisor_.Unfollow(follow);
   follows_.clear();

@@ -63,6 +63,7 @@ class ControlPlaneLink final : public UplinkHandler {
   std::shared_ptr<spdlog::logger> log_;
   HostSampler host_sampler_;
   EventLoop::Handle metrics_timer_ = 0;
+  uint64_t event_listener_ = 0;  // Supervisor::AddEventListener's id
   uint32_t metrics_interval_ms_ = 1000;
   // Modules' widgets, actions and issue counts as last sent in the inventory (loop).
   std::string shown_in_inventory_;

@@ -1,0 +1,193 @@
+// PM2's daemon API served by a real agentd (agent/pm2, issue 23) to what `require('pm2')`
+// does, unmodified: pm2-logrotate installed from npm rotates a unit's log through it, a unit
+// using PM2's client lists the units, sees a restart on PM2's bus and is told, in its log,
+// which call Herd does not serve. No PM2 daemon is ever started.
+//
+// Needs node and npm (and the npm registry): scripts/test.sh installs them.
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/fakes/file_util.h"
+#include "tests/integration/agent_harness.h"
+
+namespace herd::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+std::string Which(const std::string& prog) {
+  CmdResult r = Run({"/usr/bin/env", "sh", "-c", "command -v " + prog});
+  std::string out = r.out;
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return r.exit_code == 0 ? out : "";
+}
+
+void WriteFile(const std::string& path, const std::string& content) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream f(path, std::ios::trunc);
+  f << content;
+}
+
+// Writes "line N" every 20 ms, N counting up from 1.
+constexpr char kChatter[] = R"(let n = 0;
+setInterval(() => console.log('line ' + (++n) + ' ' + 'x'.repeat(60)), 20);
+)";
+
+// PM2's client, as a module built on `require('pm2')` uses it: list, the bus, a restart
+// through the API, and a call Herd does not serve. Prints what it saw, one line each.
+constexpr char kPm2Client[] = R"(const pm2 = require(process.argv[2]);
+pm2.connect((err) => {
+  if (err) { console.log('CONNECT-ERROR ' + err.message); return; }
+  pm2.list((err, list) => {
+    if (err) { console.log('LIST-ERROR ' + err.message); return; }
+    console.log('LIST ' + JSON.stringify(list.map((p) => ({
+      name: p.name, pm_id: p.pm_id, status: p.pm2_env.status,
+      out: p.pm2_env.pm_out_log_path, module: p.pm2_env.axm_options.isModule === true }))));
+    pm2.launchBus((err, bus) => {
+      if (err) { console.log('BUS-ERROR ' + err.message); return; }
+      bus.on('process:event', (p) => console.log('EVENT ' + p.event + ' ' + p.process.name));
+      console.log('BUS-READY');
+      pm2.sendSignalToProcessName('SIGUSR2', 'chatter', (err) => {
+        console.log('SIGNAL ' + (err ? 'refused: ' + err.message : 'sent'));
+      });
+    });
+  });
+});
+)";
+
+class Pm2ApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(Which("node").empty()) << "node is not installed: apt-get install nodejs";
+    ASSERT_FALSE(Which("npm").empty()) << "npm is not installed: apt-get install npm";
+    ASSERT_TRUE(agent_.StartAgent()) << agent_.last_error();
+  }
+
+  std::string Log(const std::string& file) { return ReadFile(agent_.Path("logs/" + file)); }
+
+  // Processes of this test's agent whose command line says they are a PM2 daemon.
+  std::vector<std::string> Pm2Daemons() {
+    std::vector<std::string> found;
+    const std::string tag = "HERD_TEST_HOME=" + agent_.home();
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      const std::string pid = e.path().filename();
+      if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+      const std::string env = ReadFile(e.path().string() + "/environ");
+      if (env.find(tag) == std::string::npos) continue;
+      std::string cmd = ReadFile(e.path().string() + "/cmdline");
+      if (absl::StrContains(cmd, "God Daemon") || absl::StrContains(cmd, "pm2/lib/Daemon")) {
+        found.push_back(pid + ": " + cmd);
+      }
+    }
+    return found;
+  }
+
+  // The numbers N of "line N" in `text`, in order.
+  static std::vector<int> LineNumbers(const std::string& text) {
+    std::vector<int> out;
+    for (absl::string_view l : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+      std::vector<absl::string_view> w = absl::StrSplit(l, ' ');
+      int n = 0;
+      if (w.size() >= 2 && w[0] == "line" && absl::SimpleAtoi(w[1], &n)) out.push_back(n);
+    }
+    return out;
+  }
+
+  AgentHarness agent_;
+};
+
+TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
+  // The unit whose log is rotated, and pm2-logrotate from npm, unmodified.
+  const std::string work = agent_.Path("work");
+  WriteFile(work + "/chatter.js", kChatter);
+  ASSERT_EQ(agent_.Ctl({"start", work + "/chatter.js", "--name", "chatter"}).exit_code, 0);
+  CmdResult install = agent_.Ctl({"install", "pm2-logrotate@3.0.0"});
+  ASSERT_EQ(install.exit_code, 0) << install.out << install.err;
+  const std::string pm2_lib = agent_.Path("modules/pm2-logrotate/node_modules/pm2");
+  ASSERT_TRUE(fs::exists(pm2_lib + "/package.json"));
+
+  // PM2's client in a unit of its own: it lists the units, listens on the bus.
+  WriteFile(work + "/client.js", kPm2Client);
+  ASSERT_EQ(agent_.Ctl({"start", work + "/client.js", "--name", "client", "--", pm2_lib})
+                .exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Log("client-out.log"), "BUS-READY"); },
+                      absl::Seconds(30)))
+      << Log("client-out.log") << Log("client-err.log");
+  const std::string out = Log("client-out.log");
+  EXPECT_THAT(out, HasSubstr("\"name\":\"chatter\""));
+  EXPECT_THAT(out, HasSubstr(absl::StrCat("\"out\":\"", agent_.Path("logs/chatter-out.log"))));
+  EXPECT_THAT(out, HasSubstr("\"name\":\"pm2-logrotate\""));
+  EXPECT_THAT(out, HasSubstr("\"module\":true"));
+  // What Herd does not serve: an error naming the call, to the caller and in its log.
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Log("client-out.log"), "SIGNAL "); }));
+  EXPECT_THAT(Log("client-out.log"), HasSubstr("SIGNAL refused: agentd (Herd) does not serve "
+                                               "PM2's \"sendSignalToProcessName\" call"));
+  EXPECT_THAT(Log("client-err.log"), HasSubstr("[herd] agentd (Herd) does not serve PM2's "
+                                               "\"sendSignalToProcessName\" call"));
+
+  // A restart by the operator reaches PM2's bus.
+  ASSERT_EQ(agent_.Ctl({"restart", "chatter"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] {
+    const std::string o = Log("client-out.log");
+    return absl::StrContains(o, "EVENT restart chatter") &&
+           absl::StrContains(o, "EVENT online chatter");
+  })) << Log("client-out.log");
+
+  // pm2-logrotate by its own settings: past 2 KB, looked at every second.
+  ASSERT_EQ(agent_.Ctl({"set", "pm2-logrotate:max_size", "2K"}).exit_code, 0);
+  ASSERT_EQ(agent_.Ctl({"set", "pm2-logrotate:workerInterval", "1"}).exit_code, 0);
+  const std::regex rotated_name("chatter-out__.*\\.log");
+  std::string rotated;
+  ASSERT_TRUE(WaitFor([&] {
+    for (const auto& e : fs::directory_iterator(agent_.Path("logs"))) {
+      const std::string name = e.path().filename();
+      if (std::regex_match(name, rotated_name)) rotated = e.path();
+    }
+    return !rotated.empty();
+  }, absl::Seconds(45))) << Log("pm2-logrotate-out.log") << Log("pm2-logrotate-err.log");
+  // Wait for its copy to finish (it truncates the live file once written).
+  ASSERT_TRUE(WaitFor([&] {
+    return absl::StrContains(Log("pm2-logrotate-out.log"), "has been created");
+  }, absl::Seconds(20))) << Log("pm2-logrotate-out.log");
+  const std::string copy = ReadFile(rotated);
+  const std::vector<int> before = LineNumbers(copy);
+  ASSERT_FALSE(before.empty());
+
+  // agentd keeps writing to the live file, from its start (O_APPEND after the truncation:
+  // no hole of NUL bytes where the old content was), and never to the rotated copy.
+  ASSERT_TRUE(WaitFor([&] {
+    const std::vector<int> after = LineNumbers(Log("chatter-out.log"));
+    return !after.empty() && after.back() > before.back() + 20;
+  })) << Log("chatter-out.log");
+  const std::string live = Log("chatter-out.log");
+  EXPECT_EQ(live.find('\0'), std::string::npos) << "agentd wrote past the truncated end";
+  EXPECT_EQ(ReadFile(rotated), copy) << "the rotated copy changed after it was made";
+  const std::vector<int> after = LineNumbers(live);
+  for (size_t i = 1; i < after.size(); ++i) {
+    ASSERT_LT(after[i - 1], after[i]) << "lines out of order in the live log";
+  }
+
+  // No PM2 daemon, ever: none running, and no pid file where it would write one.
+  EXPECT_THAT(Pm2Daemons(), ::testing::IsEmpty());
+  EXPECT_FALSE(fs::exists(agent_.Path("pm2/pm2.pid")));
+
+  // Uninstalled, pm2-logrotate leaves nothing running either.
+  ASSERT_EQ(agent_.Ctl({"uninstall", "pm2-logrotate"}).exit_code, 0);
+  EXPECT_THAT(Pm2Daemons(), ::testing::IsEmpty());
+}
+
+}  // namespace
+}  // namespace herd::testing
