@@ -64,6 +64,34 @@ TEST_F(LogWriterTest, RotatesWhenMaxSizeWouldBePassed) {
   EXPECT_EQ(Read(Path("r.log.1")), "aaaaaaaa\n");
 }
 
+TEST_F(LogWriterTest, ReopenAllFollowsARenameByAnotherRotator) {
+  // What PM2's reloadLogs is for: a rotator renamed the file; the next lines go to a new one.
+  LogWriter w;
+  auto id = w.Open({Path("a.log"), 0, 0});
+  w.Write(id, "old\n");
+  w.Flush();
+  ASSERT_EQ(rename(Path("a.log").c_str(), Path("a.log.rotated").c_str()), 0);
+  w.ReopenAll();
+  w.Write(id, "new\n");
+  w.Flush();
+  EXPECT_EQ(Read(Path("a.log.rotated")), "old\n");
+  EXPECT_EQ(Read(Path("a.log")), "new\n");
+}
+
+TEST_F(LogWriterTest, AnOutsideTruncationIsNotMistakenForAFullFile) {
+  // pm2-logrotate copies a log and truncates it: the writer goes on at the new end, and the
+  // size it counted before does not make it rotate a file that is nearly empty.
+  LogWriter w;
+  auto id = w.Open({Path("a.log"), 100, 2});
+  w.Write(id, std::string(79, 'a') + "\n");
+  w.Flush();
+  ASSERT_EQ(truncate(Path("a.log").c_str(), 0), 0);
+  w.Write(id, std::string(39, 'b') + "\n");
+  w.Flush();
+  EXPECT_EQ(Read(Path("a.log")), std::string(39, 'b') + "\n");
+  EXPECT_FALSE(std::filesystem::exists(Path("a.log.1")));
+}
+
 TEST_F(LogWriterTest, KeepsOnlyRetainRotatedFiles) {
   LogWriter w;
   auto id = w.Open({Path("r.log"), 4, 2});
