@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "absl/strings/strip.h"
 #include "agent/api/agent_service.h"
 #include "agent/daemon/local_api.h"
@@ -195,29 +196,71 @@ SupervisorOptions MakeSupervisorOptions(const AgentOptions& options) {
   return sopts;
 }
 
-// PM2's daemon API for the units, on the loop, and PM2's bus fed with the units' events.
-// Not fatal when it cannot listen (a home too long for a socket path): units run, and a
-// module that needs PM2's API says it cannot reach it.
-// Returns the listener's id (0: not started).
-uint64_t StartPm2Api(pm2::Pm2Daemon& api, UnitsAsPm2& units, Supervisor& supervisor,
-                     spdlog::logger& log) {
-  if (auto st = api.Start(); !st.ok()) {
-    log.warn("event=pm2_api_unavailable error=\"{}\"", st.message());
-    return 0;
-  }
-  return supervisor.AddEventListener([&api, &units, &supervisor](const std::string& unit,
-                                                          const herd::v1::UnitEvent& e) {
-    nlohmann::json process = {{"name", unit}};
-    for (const auto& u : supervisor.List()) {
-      if (u.name() == unit) process = units.Describe(u)["pm2_env"];
+// PM2's bus fed from the units: their events as process:event, and while someone listens,
+// every line they write as log:out / log:err (followed only then: no line is turned into a
+// bus message for nobody).
+class Pm2Bus {
+ public:
+  Pm2Bus(Supervisor& supervisor, UnitsAsPm2& units) : supervisor_(supervisor), units_(units) {}
+  ~Pm2Bus() { Detach(); }
+
+  // Starts `api` and feeds it; not fatal when it cannot listen (a home too long for a socket
+  // path): units run, and a module that needs PM2's API says it cannot reach it.
+  void Start(pm2::Pm2Daemon& api, spdlog::logger& log) {
+    if (auto st = api.Start(); !st.ok()) {
+      log.warn("event=pm2_api_unavailable error=\"{}\"", st.message());
+      return;
     }
-    process["pm_id"] = api.IdOf(unit);
-    api.Publish("process:event", {{"event", Pm2EventName(e.kind())},
-                                  {"manually", false},
-                                  {"process", std::move(process)},
-                                  {"at", e.at_unix_ms()}});
-  });
-}
+    api_ = &api;
+    events_ = supervisor_.AddEventListener(
+        [this](const std::string& unit, const herd::v1::UnitEvent& e) { OnEvent(unit, e); });
+  }
+  // The daemon's on_listeners.
+  void Listen(bool on) {
+    if (on && follow_ == 0 && api_ != nullptr) {
+      follow_ = supervisor_.FollowAll([this](const herd::v1::LogLine& l) { OnLine(l); });
+    } else if (!on && follow_ != 0) {
+      supervisor_.Unfollow(follow_);
+      follow_ = 0;
+    }
+  }
+  // Before the daemon goes.
+  void Detach() {
+    Listen(false);
+    if (events_) supervisor_.RemoveEventListener(events_);
+    events_ = 0;
+    api_ = nullptr;
+  }
+
+ private:
+  void OnEvent(const std::string& unit, const herd::v1::UnitEvent& e) {
+    if (!api_->has_listeners()) return;
+    nlohmann::json process = {{"name", unit}};
+    for (const auto& u : supervisor_.List()) {
+      if (u.name() == unit) process = units_.Describe(u)["pm2_env"];
+    }
+    process["pm_id"] = api_->IdOf(unit);
+    api_->Publish("process:event", {{"event", Pm2EventName(e.kind())},
+                                    {"manually", false},
+                                    {"process", std::move(process)},
+                                    {"at", e.at_unix_ms()}});
+  }
+  void OnLine(const herd::v1::LogLine& l) {
+    if (api_ == nullptr) return;
+    api_->Publish(l.stream() == "err" ? "log:err" : "log:out",
+                  {{"process", {{"pm_id", api_->IdOf(l.unit())},
+                                {"name", l.unit()},
+                                {"rev", nullptr},
+                                {"namespace", "default"}}},
+                   {"at", absl::ToUnixMillis(absl::Now())},
+                   {"data", absl::StrCat(l.text(), "\n")}});
+  }
+
+  Supervisor& supervisor_;
+  UnitsAsPm2& units_;
+  pm2::Pm2Daemon* api_ = nullptr;
+  uint64_t events_ = 0, follow_ = 0;
+};
 
 ModuleManagerOptions MakeModuleOptions(const AgentOptions& options, const std::string& search_path) {
   ModuleManagerOptions mopts;
@@ -360,11 +403,11 @@ absl::Status RunAgent(const AgentOptions& options) {
   Supervisor supervisor(loop, spawner, sampler, logs, &state, MakeSupervisorOptions(options));
   const std::string search_path = SearchPath();
   UnitsAsPm2 pm2_units(supervisor, logs);
-  pm2::Pm2Daemon pm2_api(loop, pm2_units, {.dir = Pm2Home(home)});
-  const uint64_t pm2_listener = StartPm2Api(pm2_api, pm2_units, supervisor, *log);
-  absl::Cleanup pm2_unlisten = [&] {
-    if (pm2_listener) supervisor.RemoveEventListener(pm2_listener);
-  };
+  Pm2Bus pm2_bus(supervisor, pm2_units);
+  pm2::Pm2Daemon pm2_api(loop, pm2_units,
+                         {.dir = Pm2Home(home), .on_listeners = [&](bool on) { pm2_bus.Listen(on); }});
+  pm2_bus.Start(pm2_api, *log);
+  absl::Cleanup pm2_detach = [&] { pm2_bus.Detach(); };
   ModuleManager modules(loop, supervisor, MakeModuleOptions(options, search_path));
   pm2_units.set_modules(&modules);
   absl::Cleanup pm2_unmodule = [&] { pm2_units.set_modules(nullptr); };

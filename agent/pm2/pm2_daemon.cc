@@ -142,6 +142,9 @@ void Pm2Daemon::Accept(int listen_fd, Kind kind) {
     c->peer_pid = cred.pid;
     Conn* raw = c.get();
     conns_.emplace(c->id, std::move(c));
+    if (kind == Kind::kPub && ++subscribers_ == 1 && options_.on_listeners) {
+      options_.on_listeners(true);
+    }
     Watch(raw, false);
   }
 }
@@ -163,7 +166,9 @@ void Pm2Daemon::Watch(Conn* c, bool want_write) {
 void Pm2Daemon::Close(Conn* c) {
   if (c->watch) loop_.UnwatchFd(c->watch);
   close(c->fd);
+  const bool last = c->kind == Kind::kPub && --subscribers_ == 0;
   conns_.erase(c->id);
+  if (last && options_.on_listeners) options_.on_listeners(false);
 }
 
 void Pm2Daemon::OnEvents(Conn* c, uint32_t events) {

@@ -60,6 +60,9 @@ class Pm2Backend {
 struct Pm2DaemonOptions {
   std::string dir;  // PM2_HOME: rpc.sock and pub.sock are made here
   std::string version = "5.4.3";  // getVersion's answer: the PM2 whose API this follows
+  // Called when the bus gets its first subscriber (true) or loses its last (false): what is
+  // only sent on the bus (every log line) need not be made while nobody listens.
+  std::function<void(bool)> on_listeners;
   size_t max_connections = 64;
   size_t max_message_bytes = 1 << 20;
   size_t max_pending_bytes = 4 << 20;  // waiting to be sent to one connection
@@ -88,6 +91,7 @@ class Pm2Daemon {
   // The unit's PM2 number (given on first sight).
   int IdOf(const std::string& unit);
 
+  bool has_listeners() const { return subscribers_ > 0; }
   const Counts& counts() const { return counts_; }
   size_t connections() const { return conns_.size(); }
   std::string rpc_path() const;
@@ -123,6 +127,7 @@ class Pm2Daemon {
   std::map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::map<std::string, int> ids_;
   int next_id_ = 0;
+  size_t subscribers_ = 0;  // pub.sock connections
   Counts counts_;
 };
 

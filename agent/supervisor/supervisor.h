@@ -114,6 +114,8 @@ class Supervisor {
 
   // Live output of a unit, line by line, from now on. Returns a subscription id.
   absl::StatusOr<uint64_t> Follow(const std::string& name, LineSink sink);
+  // Every unit's output, line by line, from now on (PM2's bus while someone listens).
+  uint64_t FollowAll(LineSink sink);
   void Unfollow(uint64_t id);
 
   // Module hooks (may be null); must outlive the supervisor.
@@ -226,7 +228,7 @@ class Supervisor {
   herd::v1::SamplerStats sampler_stats_;
   uint64_t next_follow_id_ = 1;
   struct Follower {
-    std::string unit;
+    std::string unit;  // empty: every unit
     LineSink sink;
   };
   std::map<uint64_t, Follower> followers_;

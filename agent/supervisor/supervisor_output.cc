@@ -105,7 +105,7 @@ void Supervisor::EmitLines(Unit& u, OutputStream& s, absl::string_view data, boo
       // (a unit printing 0xFF would end the control plane's stream of this agent).
       l.set_text(ToValidUtf8(absl::StrCat(prefix, line)));
       for (auto& [id, f] : followers_) {
-        if (f.unit == u.spec.name()) f.sink(l);
+        if (f.unit.empty() || f.unit == u.spec.name()) f.sink(l);
       }
     }
   };
@@ -145,6 +145,12 @@ absl::StatusOr<uint64_t> Supervisor::Follow(const std::string& name, LineSink si
   }
   uint64_t id = next_follow_id_++;
   followers_[id] = Follower{name, std::move(sink)};
+  return id;
+}
+
+uint64_t Supervisor::FollowAll(LineSink sink) {
+  uint64_t id = next_follow_id_++;
+  followers_[id] = Follower{"", std::move(sink)};
   return id;
 }
 

@@ -59,6 +59,10 @@ pm2.connect((err) => {
     pm2.launchBus((err, bus) => {
       if (err) { console.log('BUS-ERROR ' + err.message); return; }
       bus.on('process:event', (p) => console.log('EVENT ' + p.event + ' ' + p.process.name));
+      let lines = 0;
+      bus.on('log:out', (p) => {
+        if (p.process.name === 'chatter' && lines++ < 1) console.log('LOG-OUT ' + p.data.trim());
+      });
       console.log('BUS-READY');
       pm2.sendSignalToProcessName('SIGUSR2', 'chatter', (err) => {
         console.log('SIGNAL ' + (err ? 'refused: ' + err.message : 'sent'));
@@ -138,6 +142,9 @@ TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
   EXPECT_THAT(Log("client-err.log"), HasSubstr("[herd] agentd (Herd) does not serve PM2's "
                                                "\"sendSignalToProcessName\" call"));
 
+  // A unit's output reaches PM2's bus while someone listens.
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Log("client-out.log"), "LOG-OUT line "); }))
+      << Log("client-out.log");
   // A restart by the operator reaches PM2's bus.
   ASSERT_EQ(agent_.Ctl({"restart", "chatter"}).exit_code, 0);
   ASSERT_TRUE(WaitFor([&] {

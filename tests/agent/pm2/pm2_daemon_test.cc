@@ -134,6 +134,7 @@ class Pm2DaemonTest : public ::testing::Test {
     o.max_connections = 4;
     o.max_message_bytes = 4096;
     o.max_pending_bytes = 64 * 1024;
+    o.on_listeners = [this](bool on) { listening_.push_back(on); };
     absl::Status started = OnLoop([&] {
       daemon_ = std::make_unique<Pm2Daemon>(*loop_, *backend_, o);
       return daemon_->Start();
@@ -160,6 +161,7 @@ class Pm2DaemonTest : public ::testing::Test {
   std::unique_ptr<FakeBackend> backend_;
   std::unique_ptr<Pm2Daemon> daemon_;
   std::thread thread_;
+  std::vector<bool> listening_;  // on_listeners' calls (loop thread)
 };
 
 TEST_F(Pm2DaemonTest, AnswersPingVersionAndTheProcessListAsPm2Does) {
@@ -246,6 +248,22 @@ TEST_F(Pm2DaemonTest, TheBusReachesEverySubscriberAsPubEmitterSendsIt) {
     EXPECT_EQ((*m)[0], "s:process:event");
     EXPECT_EQ((*UnpackJson((*m)[1]))["process"]["name"], "web");
   }
+  // Told once when the first subscriber came, and once the last is gone.
+  EXPECT_THAT(OnLoop([&] { return listening_; }), ElementsAre(true));
+  EXPECT_TRUE(OnLoop([&] { return daemon_->has_listeners(); }));
+}
+
+TEST_F(Pm2DaemonTest, TheLastSubscriberLeavingIsTold) {
+  {
+    Client a(daemon_->pub_path());
+    for (int i = 0; i < 200 && !OnLoop([&] { return daemon_->has_listeners(); }); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  for (int i = 0; i < 200 && OnLoop([&] { return daemon_->has_listeners(); }); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_THAT(OnLoop([&] { return listening_; }), ElementsAre(true, false));
 }
 
 TEST_F(Pm2DaemonTest, BadInputClosesOnlyThatConnectionAndIsCounted) {
