@@ -192,6 +192,19 @@ std::string MakeTestPki(const std::string& dir) {
   return "";
 }
 
+std::string Which(const std::string& prog) {
+  CmdResult r = Run({"/usr/bin/env", "sh", "-c", "command -v " + prog});
+  std::string out = r.out;
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return r.exit_code == 0 ? out : "";
+}
+
+void WriteTextFile(const std::string& path, const std::string& content) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream f(path, std::ios::trunc);
+  f << content;
+}
+
 bool ProcessAlive(pid_t pid) {
   if (pid <= 0) return false;
   std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));

@@ -60,6 +60,11 @@ std::string MakeTestPki(const std::string& dir);
 // True while /proc/PID exists and is not a zombie.
 bool ProcessAlive(pid_t pid);
 
+// The program's path on $PATH ("" when it is not installed).
+std::string Which(const std::string& prog);
+// Writes `content` to `path`, making its parent directories.
+void WriteTextFile(const std::string& path, const std::string& content);
+
 class AgentHarness {
  public:
   AgentHarness();

@@ -36,17 +36,8 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
-std::string Which(const std::string& prog) {
-  CmdResult r = Run({"/usr/bin/env", "sh", "-c", "command -v " + prog});
-  std::string out = r.out;
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return r.exit_code == 0 ? out : "";
-}
-
 void WriteFile(const std::string& path, const std::string& content) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream f(path, std::ios::trunc);
-  f << content;
+  WriteTextFile(path, content);
 }
 
 // A pmx module (PM2's legacy library, as pm2-logrotate uses).

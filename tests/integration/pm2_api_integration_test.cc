@@ -7,7 +7,6 @@
 #include <sys/stat.h>
 
 #include <filesystem>
-#include <fstream>
 #include <regex>
 #include <string>
 #include <vector>
@@ -27,19 +26,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
-
-std::string Which(const std::string& prog) {
-  CmdResult r = Run({"/usr/bin/env", "sh", "-c", "command -v " + prog});
-  std::string out = r.out;
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return r.exit_code == 0 ? out : "";
-}
-
-void WriteFile(const std::string& path, const std::string& content) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream f(path, std::ios::trunc);
-  f << content;
-}
 
 // Writes "line N" every 20 ms, N counting up from 1.
 constexpr char kChatter[] = R"(let n = 0;
@@ -116,7 +102,7 @@ class Pm2ApiTest : public ::testing::Test {
 TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
   // The unit whose log is rotated, and pm2-logrotate from npm, unmodified.
   const std::string work = agent_.Path("work");
-  WriteFile(work + "/chatter.js", kChatter);
+  WriteTextFile(work + "/chatter.js", kChatter);
   ASSERT_EQ(agent_.Ctl({"start", work + "/chatter.js", "--name", "chatter"}).exit_code, 0);
   CmdResult install = agent_.Ctl({"install", "pm2-logrotate@3.0.0"});
   ASSERT_EQ(install.exit_code, 0) << install.out << install.err;
@@ -124,7 +110,7 @@ TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
   ASSERT_TRUE(fs::exists(pm2_lib + "/package.json"));
 
   // PM2's client in a unit of its own: it lists the units, listens on the bus.
-  WriteFile(work + "/client.js", kPm2Client);
+  WriteTextFile(work + "/client.js", kPm2Client);
   ASSERT_EQ(agent_.Ctl({"start", work + "/client.js", "--name", "client", "--", pm2_lib})
                 .exit_code, 0);
   ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Log("client-out.log"), "BUS-READY"); },
