@@ -15,7 +15,7 @@ namespace {
 // "k1." + the hostname + "." + the host id, each in web-safe base64 (which has no '.').
 constexpr absl::string_view kTokenPrefix = "k1";
 
-bool After(const herd::v1::Host& h, const HostKey& key) {
+bool After(const herd::v1::Host& h, const HostPageKey& key) {
   return std::tie(key.hostname, key.host_id) < std::tie(h.hostname(), h.host_id());
 }
 
@@ -30,10 +30,10 @@ std::string PageTokenAfter(const herd::v1::Host& h) {
                       absl::WebSafeBase64Escape(h.host_id()));
 }
 
-absl::StatusOr<std::optional<HostKey>> ParsePageToken(absl::string_view token) {
-  if (token.empty()) return std::optional<HostKey>();
+absl::StatusOr<std::optional<HostPageKey>> ParsePageToken(absl::string_view token) {
+  if (token.empty()) return std::optional<HostPageKey>();
   const std::vector<absl::string_view> parts = absl::StrSplit(token, '.');
-  HostKey key;
+  HostPageKey key;
   if (parts.size() != 3 || parts[0] != kTokenPrefix ||
       !absl::WebSafeBase64Unescape(parts[1], &key.hostname) ||
       !absl::WebSafeBase64Unescape(parts[2], &key.host_id) || key.host_id.empty()) {
@@ -41,7 +41,7 @@ absl::StatusOr<std::optional<HostKey>> ParsePageToken(absl::string_view token) {
         "page_token is not one this API returned: pass next_page_token as is, or leave it "
         "empty for the first page");
   }
-  return std::optional<HostKey>(std::move(key));
+  return std::optional<HostPageKey>(std::move(key));
 }
 
 bool HostMatches(const herd::v1::Host& h, const std::string& lower_query) {
@@ -56,7 +56,7 @@ bool HostMatches(const herd::v1::Host& h, const std::string& lower_query) {
   return false;
 }
 
-void PageHosts(const herd::v1::ListHostsRequest& req, const std::optional<HostKey>& after,
+void PageHosts(const herd::v1::ListHostsRequest& req, const std::optional<HostPageKey>& after,
                std::vector<herd::v1::Host>& hosts, herd::v1::ListHostsResponse* resp) {
   const std::string query = absl::AsciiStrToLower(req.query());
   uint32_t total = 0, online = 0;

@@ -17,7 +17,7 @@
 
 namespace herd::controlplane {
 
-struct HostKey {
+struct HostPageKey {
   std::string hostname;
   std::string host_id;
 };
@@ -25,7 +25,7 @@ struct HostKey {
 // The token for the page after `h`.
 std::string PageTokenAfter(const herd::v1::Host& h);
 // The key a token names; nullopt for the empty token (the first page).
-absl::StatusOr<std::optional<HostKey>> ParsePageToken(absl::string_view token);
+absl::StatusOr<std::optional<HostPageKey>> ParsePageToken(absl::string_view token);
 
 // Whether `h`'s id, hostname or one of its `key=value` labels contains `lower_query` (lower
 // case; empty matches every host).
@@ -34,7 +34,7 @@ bool HostMatches(const herd::v1::Host& h, const std::string& lower_query);
 // Fills `resp` from `hosts` (moved from): total_size and online_size over every host matching
 // req.query, then the hosts after `after` (every one, in order, if page_size is 0) and the
 // token for the next page if there are more.
-void PageHosts(const herd::v1::ListHostsRequest& req, const std::optional<HostKey>& after,
+void PageHosts(const herd::v1::ListHostsRequest& req, const std::optional<HostPageKey>& after,
                std::vector<herd::v1::Host>& hosts, herd::v1::ListHostsResponse* resp);
 
 }  // namespace herd::controlplane
