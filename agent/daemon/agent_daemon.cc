@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 
 #include "absl/cleanup/cleanup.h"
@@ -295,9 +296,13 @@ class ShutdownSequence {
   ShutdownSequence(EventLoop& loop, Supervisor& supervisor, ControlPlaneLink* link, LocalApi& api)
       : loop_(loop), supervisor_(supervisor), link_(link), api_(api), log_(Logger("agentd")) {}
 
+  // Runs first when the shutdown begins.
+  void set_on_begin(std::function<void()> f) { on_begin_ = std::move(f); }
+
   void Begin() {
     if (begun_) return;
     begun_ = true;
+    if (on_begin_) on_begin_();
     log_->info("event=shutdown_begin units={}", supervisor_.unit_count());
     if (link_) link_->Stop();
     supervisor_.StopAll([this] {
@@ -313,6 +318,7 @@ class ShutdownSequence {
   LocalApi& api_;
   std::shared_ptr<spdlog::logger> log_;
   bool begun_ = false;
+  std::function<void()> on_begin_;
 };
 
 // SIGTERM and SIGINT begin the shutdown; SIGHUP is only logged.
@@ -427,6 +433,7 @@ absl::Status RunAgent(const AgentOptions& options) {
 
   LocalApi api(AgentSocketPath(home));
   ShutdownSequence shutdown(loop, supervisor, link.get(), api);
+  shutdown.set_on_begin([&pm2_units] { pm2_units.RefuseStarts(); });
   auto sigwatch = WatchSignals(loop, *sigfd, shutdown);
   if (!sigwatch.ok()) return sigwatch.status();
   if (auto st = supervisor.Restore(); !st.ok()) return st;

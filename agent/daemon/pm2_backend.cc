@@ -84,6 +84,10 @@ json UnitsAsPm2::Processes() {
 }
 
 void UnitsAsPm2::Act(Verb verb, const std::string& unit, Done done) {
+  if (refuse_starts_ && (verb == Verb::kStart || verb == Verb::kRestart)) {
+    return done(absl::FailedPreconditionError(
+        "agentd is stopping: units are not started or restarted through PM2's API now"));
+  }
   auto finish = [done = std::move(done)](
                     absl::StatusOr<std::vector<herd::v1::UnitStatus>> r) { done(r.status()); };
   switch (verb) {

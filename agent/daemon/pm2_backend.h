@@ -17,6 +17,10 @@ class UnitsAsPm2 final : public pm2::Pm2Backend {
   UnitsAsPm2(Supervisor& supervisor, LogWriter& logs) : supervisor_(supervisor), logs_(logs) {}
   // Which units are modules, and their probes (made after the daemon: set once it is).
   void set_modules(const ModuleManager* modules) { modules_ = modules; }
+  // agentd is stopping: starts and restarts asked through PM2's API are refused from now on
+  // (a module reacting to the units' stop events would otherwise start what is being
+  // stopped, after the stop counted it).
+  void RefuseStarts() { refuse_starts_ = true; }
 
   nlohmann::json Processes() override;
   void ReopenLogs() override { logs_.ReopenAll(); }
@@ -30,6 +34,7 @@ class UnitsAsPm2 final : public pm2::Pm2Backend {
   Supervisor& supervisor_;
   LogWriter& logs_;
   const ModuleManager* modules_ = nullptr;
+  bool refuse_starts_ = false;
 };
 
 // PM2's name for a unit event's kind ("started" is PM2's "online"...), for process:event.

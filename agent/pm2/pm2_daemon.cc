@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "common/logging.h"
 
 namespace herd::agent::pm2 {
@@ -28,6 +29,14 @@ const std::vector<std::string>& Served() {
       "startProcessId", "stopProcessId",  "restartProcessId", "deleteProcessId",
       "notifyByProcessId"};
   return kServed;
+}
+
+// A name from a peer, for a log line or a message: at most 64 bytes, printable ASCII.
+std::string Printable(const std::string& s) {
+  std::string out;
+  for (char ch : s.substr(0, 64)) out.push_back(ch >= 0x20 && ch < 0x7f && ch != '"' ? ch : '?');
+  if (s.size() > 64) out += "...";
+  return out;
 }
 
 // j[key] when j is an object holding a string there; "" otherwise (json::value would throw
@@ -56,6 +65,7 @@ struct Pm2Daemon::Conn {
   std::string out;  // bytes not sent yet
   EventLoop::Handle watch = 0;
   bool want_write = false;
+  bool want_read = true;
   explicit Conn(size_t max_message_bytes) : decoder(max_message_bytes) {}
 };
 
@@ -64,21 +74,30 @@ Pm2Daemon::Pm2Daemon(EventLoop& loop, Pm2Backend& backend, Pm2DaemonOptions opti
 
 Pm2Daemon::~Pm2Daemon() {
   while (!conns_.empty()) Close(conns_.begin()->second.get());
-  for (auto [fd, watch] : {std::pair{rpc_fd_, rpc_watch_}, std::pair{pub_fd_, pub_watch_}}) {
-    if (watch) loop_.UnwatchFd(watch);
-    if (fd >= 0) close(fd);
-  }
-  if (rpc_fd_ >= 0) unlink(rpc_path().c_str());
-  if (pub_fd_ >= 0) unlink(pub_path().c_str());
+  if (resume_timer_) loop_.CancelTimer(resume_timer_);
+  StopListening();
 }
 
 std::string Pm2Daemon::rpc_path() const { return options_.dir + "/rpc.sock"; }
 std::string Pm2Daemon::pub_path() const { return options_.dir + "/pub.sock"; }
 
 absl::Status Pm2Daemon::Start() {
+  absl::Status st = Bind();
+  if (!st.ok()) StopListening();  // nothing half-open: a client fails at once, not hangs
+  return st;
+}
+
+absl::Status Pm2Daemon::Bind() {
   if (mkdir(options_.dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::InternalError(absl::StrCat("cannot make ", options_.dir, " (PM2_HOME for the "
                                             "units): ", strerror(errno)));
+  }
+  // Not through a link, and ours only: whoever could write here could answer for agentd.
+  struct stat st {};
+  if (lstat(options_.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options_.dir, " (PM2_HOME for the units) is not a directory of agentd's user: remove it, "
+        "agentd makes it again"));
   }
   chmod(options_.dir.c_str(), 0700);
   auto rpc = Listen(rpc_path());
@@ -87,14 +106,35 @@ absl::Status Pm2Daemon::Start() {
   auto pub = Listen(pub_path());
   if (!pub.ok()) return pub.status();
   pub_fd_ = *pub;
-  auto rw = loop_.WatchFd(rpc_fd_, EPOLLIN, [this](uint32_t) { Accept(rpc_fd_, Kind::kRpc); });
-  if (!rw.ok()) return rw.status();
-  rpc_watch_ = *rw;
-  auto pw = loop_.WatchFd(pub_fd_, EPOLLIN, [this](uint32_t) { Accept(pub_fd_, Kind::kPub); });
-  if (!pw.ok()) return pw.status();
-  pub_watch_ = *pw;
+  if (auto s = WatchListening(Kind::kRpc); !s.ok()) return s;
+  if (auto s = WatchListening(Kind::kPub); !s.ok()) return s;
   log_->info("event=pm2_api_listening dir={}", options_.dir);
   return absl::OkStatus();
+}
+
+absl::Status Pm2Daemon::WatchListening(Kind kind) {
+  const int fd = kind == Kind::kRpc ? rpc_fd_ : pub_fd_;
+  EventLoop::Handle& watch = kind == Kind::kRpc ? rpc_watch_ : pub_watch_;
+  auto w = loop_.WatchFd(fd, EPOLLIN, [this, fd, kind](uint32_t) { Accept(fd, kind); });
+  if (!w.ok()) return w.status();
+  watch = *w;
+  return absl::OkStatus();
+}
+
+void Pm2Daemon::StopListening() {
+  for (auto* pair : {&rpc_watch_, &pub_watch_}) {
+    if (*pair) loop_.UnwatchFd(*pair);
+    *pair = 0;
+  }
+  if (rpc_fd_ >= 0) {
+    close(rpc_fd_);
+    unlink(rpc_path().c_str());
+  }
+  if (pub_fd_ >= 0) {
+    close(pub_fd_);
+    unlink(pub_path().c_str());
+  }
+  rpc_fd_ = pub_fd_ = -1;
 }
 
 absl::StatusOr<int> Pm2Daemon::Listen(const std::string& path) {
@@ -123,15 +163,25 @@ absl::StatusOr<int> Pm2Daemon::Listen(const std::string& path) {
 void Pm2Daemon::Accept(int listen_fd, Kind kind) {
   while (true) {
     int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+      // Out of descriptors: the socket stays readable, so stop watching it for a second
+      // instead of spinning the loop.
+      log_->warn("event=pm2_api_paused reason=\"{}\"", strerror(errno));
+      PauseAccepting();
+      return;
+    }
     if (fd < 0) return;  // EAGAIN, or a connection gone before it was taken
     ucred cred{};
     socklen_t len = sizeof(cred);
     const bool same_user = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
                            (cred.uid == geteuid() || cred.uid == 0);
     if (!same_user || conns_.size() >= options_.max_connections) {
-      ++counts_.refused_connections;
-      log_->warn("event=pm2_api_refused pid={} reason={}", cred.pid,
-                 same_user ? "too many connections" : "another user");
+      // Logged the first time and every 100th after: refusals must not flood the log.
+      if (counts_.refused_connections++ % 100 == 0) {
+        log_->warn("event=pm2_api_refused pid={} reason=\"{}\" refused_so_far={}", cred.pid,
+                   same_user ? "too many connections" : "another user",
+                   counts_.refused_connections);
+      }
       close(fd);
       continue;
     }
@@ -145,20 +195,39 @@ void Pm2Daemon::Accept(int listen_fd, Kind kind) {
     if (kind == Kind::kPub && ++subscribers_ == 1 && options_.on_listeners) {
       options_.on_listeners(true);
     }
-    Watch(raw, false);
+    Watch(raw);
   }
 }
 
-void Pm2Daemon::Watch(Conn* c, bool want_write) {
-  if (c->watch && c->want_write == want_write) return;
+void Pm2Daemon::PauseAccepting() {
+  if (resume_timer_) return;
+  for (auto* pair : {&rpc_watch_, &pub_watch_}) {
+    if (*pair) loop_.UnwatchFd(*pair);
+    *pair = 0;
+  }
+  resume_timer_ = loop_.RunAfter(absl::Seconds(1), [this] {
+    resume_timer_ = 0;
+    if (rpc_fd_ >= 0) (void)WatchListening(Kind::kRpc);
+    if (pub_fd_ >= 0) (void)WatchListening(Kind::kPub);
+  });
+}
+
+// Reads are watched while the answers waiting for the peer are under half the bound (a peer
+// that does not read them is not read either); writes while any wait.
+void Pm2Daemon::Watch(Conn* c) {
+  const bool want_write = !c->out.empty();
+  const bool want_read = c->out.size() <= options_.max_pending_bytes / 2;
+  if (c->watch && c->want_write == want_write && c->want_read == want_read) return;
   if (c->watch) loop_.UnwatchFd(c->watch);
   c->want_write = want_write;
+  c->want_read = want_read;
+  uint32_t mask = want_read ? static_cast<uint32_t>(EPOLLIN | EPOLLRDHUP) : 0u;
+  if (want_write) mask |= static_cast<uint32_t>(EPOLLOUT);
   const uint64_t id = c->id;
-  auto w = loop_.WatchFd(c->fd, static_cast<uint32_t>(EPOLLIN | EPOLLRDHUP) | (want_write ? static_cast<uint32_t>(EPOLLOUT) : 0u),
-                         [this, id](uint32_t events) {
-                           auto it = conns_.find(id);
-                           if (it != conns_.end()) OnEvents(it->second.get(), events);
-                         });
+  auto w = loop_.WatchFd(c->fd, mask, [this, id](uint32_t events) {
+    auto it = conns_.find(id);
+    if (it != conns_.end()) OnEvents(it->second.get(), events);
+  });
   c->watch = w.ok() ? *w : 0;
   if (!w.ok()) Close(c);
 }
@@ -178,32 +247,42 @@ void Pm2Daemon::OnEvents(Conn* c, uint32_t events) {
     if (!conns_.count(id)) return;
   }
   if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
+  // At most kReadPerWakeup bytes, then back to the loop (epoll is level-triggered: the rest
+  // comes at the next turn), so that a peer writing without pause neither holds the loop nor
+  // grows what waits to be handled; each read's requests are answered before the next read,
+  // and a peer that does not read its answers is not read either.
+  constexpr size_t kReadPerWakeup = 64 * 1024;
   char buf[16384];
-  std::vector<std::vector<std::string>> msgs;
-  while (true) {
+  size_t taken = 0;
+  bool peer_closed = false;
+  while (taken < kReadPerWakeup) {
+    if (c->out.size() > options_.max_pending_bytes / 2) break;
     const ssize_t n = read(c->fd, buf, sizeof(buf));
-    if (n > 0) {
-      if (c->kind == Kind::kPub) continue;  // a subscriber has nothing to say
-      absl::Status s = c->decoder.Feed(absl::string_view(buf, static_cast<size_t>(n)), &msgs);
-      if (!s.ok()) {
-        ++counts_.bad_messages;
-        log_->warn("event=pm2_api_closed pid={} reason=\"{}\"", c->peer_pid, s.message());
-        Close(c);
-        return;
-      }
-      continue;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    if (n <= 0) {  // the peer closed, or the socket failed
+      peer_closed = true;
+      break;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
-    Close(c);  // the peer closed (n == 0) or the socket failed
-    c = nullptr;
-    break;
+    taken += static_cast<size_t>(n);
+    if (c->kind == Kind::kPub) continue;  // a subscriber has nothing to say
+    std::vector<std::vector<std::string>> msgs;
+    absl::Status s = c->decoder.Feed(absl::string_view(buf, static_cast<size_t>(n)), &msgs);
+    if (!s.ok()) {
+      ++counts_.bad_messages;
+      log_->warn("event=pm2_api_closed pid={} reason=\"{}\"", c->peer_pid, s.message());
+      Close(c);
+      return;
+    }
+    for (const auto& m : msgs) {
+      HandleRequest(c, m);
+      auto it = conns_.find(id);
+      if (it == conns_.end()) return;  // closed while answering (its peer went away)
+      c = it->second.get();
+    }
   }
-  for (const auto& m : msgs) {
-    auto it = conns_.find(id);
-    // A closed connection's last requests are still answered where possible: not here.
-    if (it == conns_.end()) return;
-    HandleRequest(it->second.get(), m);
-  }
+  // Requests that came with the close were handled above; their answers have nowhere to go.
+  if (peer_closed) Close(c);
 }
 
 void Pm2Daemon::HandleRequest(Conn* c, const std::vector<std::string>& msg) {
@@ -227,7 +306,8 @@ void Pm2Daemon::HandleRequest(Conn* c, const std::vector<std::string>& msg) {
 void Pm2Daemon::Call(Conn* c, const std::string& id, const std::string& method,
                      const json& args) {
   const uint64_t conn = c->id;
-  const json first = args.empty() ? json() : args[0];
+  static const json kNone;
+  const json& first = args.empty() ? kNone : args[0];
   if (method == "ping") return Reply(conn, id, Answer({{"msg", "pong"}}));
   if (method == "getVersion") return Reply(conn, id, Answer(options_.version));
   if (method == "getMonitorData") return Reply(conn, id, Answer(ProcessesWithIds()));
@@ -264,11 +344,16 @@ void Pm2Daemon::Call(Conn* c, const std::string& id, const std::string& method,
     return;
   }
   ++counts_.unserved_calls;
+  const std::string name = Printable(method);
   const std::string why = absl::StrCat(
-      "agentd (Herd) does not serve PM2's \"", method, "\" call; it serves ",
+      "agentd (Herd) does not serve PM2's \"", name, "\" call; it serves ",
       absl::StrJoin(Served(), ", "), ". Use agentctl for the rest.");
-  log_->warn("event=pm2_call_unserved pid={} method={}", c->peer_pid, method);
-  backend_.NoteForProcess(c->peer_pid, absl::StrCat("[herd] ", why));
+  // Logged and noted in the caller's log once per process and call (a module retrying every
+  // second would fill both), in a bounded set.
+  if (noted_.size() < kMaxNoted && noted_.emplace(c->peer_pid, name).second) {
+    log_->warn("event=pm2_call_unserved pid={} method=\"{}\"", c->peer_pid, name);
+    backend_.NoteForProcess(c->peer_pid, absl::StrCat("[herd] ", why));
+  }
   ReplyError(conn, id, why);
 }
 
@@ -293,7 +378,8 @@ int Pm2Daemon::IdOf(const std::string& unit) {
 std::string Pm2Daemon::UnitOfId(const json& id_or_opts) {
   // PM2 passes an id, or {id: ...} (stopProcessId, restartProcessId), as a number or a
   // numeric string.
-  json id = id_or_opts.is_object() && id_or_opts.contains("id") ? id_or_opts["id"] : id_or_opts;
+  const json& id =
+      id_or_opts.is_object() && id_or_opts.contains("id") ? id_or_opts["id"] : id_or_opts;
   int n = -1;
   if (id.is_number_integer()) {
     n = id.get<int>();
@@ -332,7 +418,9 @@ void Pm2Daemon::Publish(const std::string& topic, const json& data) {
 }
 
 bool Pm2Daemon::Send(Conn* c, std::string bytes) {
-  if (c->out.size() + bytes.size() > options_.max_pending_bytes) {
+  // Past the bound only once something already waits: one answer larger than the bound (a
+  // big getMonitorData) still goes to a peer that reads.
+  if (!c->out.empty() && c->out.size() + bytes.size() > options_.max_pending_bytes) {
     if (c->kind == Kind::kPub) ++counts_.dropped_subscribers;
     log_->warn("event=pm2_api_closed pid={} reason=\"{} bytes wait to be read\"", c->peer_pid,
                c->out.size());
@@ -356,7 +444,7 @@ void Pm2Daemon::Flush(Conn* c) {
     Close(c);  // the peer is gone
     return;
   }
-  Watch(c, !c->out.empty());
+  Watch(c);
 }
 
 }  // namespace herd::agent::pm2

@@ -28,6 +28,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -101,7 +102,11 @@ class Pm2Daemon {
   struct Conn;
   enum class Kind { kRpc, kPub };
 
+  absl::Status Bind();
   absl::StatusOr<int> Listen(const std::string& path);
+  absl::Status WatchListening(Kind kind);
+  void StopListening();
+  void PauseAccepting();
   void Accept(int listen_fd, Kind kind);
   void OnEvents(Conn* c, uint32_t events);
   void HandleRequest(Conn* c, const std::vector<std::string>& msg);
@@ -112,7 +117,7 @@ class Pm2Daemon {
   // Queues bytes for the connection; false (and the connection closed) past the bound.
   bool Send(Conn* c, std::string bytes);
   void Flush(Conn* c);
-  void Watch(Conn* c, bool want_write);
+  void Watch(Conn* c);
   void Close(Conn* c);
   nlohmann::json ProcessesWithIds();
   std::string UnitOfId(const nlohmann::json& id_or_opts);
@@ -123,11 +128,14 @@ class Pm2Daemon {
   std::shared_ptr<spdlog::logger> log_;
   int rpc_fd_ = -1, pub_fd_ = -1;
   EventLoop::Handle rpc_watch_ = 0, pub_watch_ = 0;
+  EventLoop::Handle resume_timer_ = 0;  // accepting paused (out of descriptors)
   uint64_t next_conn_ = 1;
   std::map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::map<std::string, int> ids_;
   int next_id_ = 0;
   size_t subscribers_ = 0;  // pub.sock connections
+  static constexpr size_t kMaxNoted = 256;
+  std::set<std::pair<pid_t, std::string>> noted_;  // unserved calls already logged
   Counts counts_;
 };
 

@@ -104,8 +104,17 @@ void Supervisor::EmitLines(Unit& u, OutputStream& s, absl::string_view data, boo
       // Output is bytes; a protobuf string must be UTF-8 or the peer cannot read the message
       // (a unit printing 0xFF would end the control plane's stream of this agent).
       l.set_text(ToValidUtf8(absl::StrCat(prefix, line)));
-      for (auto& [id, f] : followers_) {
-        if (f.unit.empty() || f.unit == u.spec.name()) f.sink(l);
+      // A sink may unfollow (itself or another): by a copy of the ids, and each sink
+      // copied before it runs, so that nothing it erases is in use.
+      std::vector<uint64_t> ids;
+      for (const auto& [id, f] : followers_) {
+        if (f.unit.empty() || f.unit == u.spec.name()) ids.push_back(id);
+      }
+      for (uint64_t id : ids) {
+        auto it = followers_.find(id);
+        if (it == followers_.end()) continue;
+        LineSink sink = it->second.sink;
+        sink(l);
       }
     }
   };

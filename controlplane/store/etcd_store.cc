@@ -183,12 +183,17 @@ class EtcdStore final : public Store {
 
  private:
   absl::StatusOr<ConfigRead> ReadConfig(const std::string& override_key);
+  // `lost`: an earlier try's answer was lost, and it may still apply (ResolveUnanswered).
   absl::StatusOr<std::optional<ConfigWrite>> TryConfigChange(const std::string& override_key,
-                                                             const herd::v1::Override* set);
+                                                             const herd::v1::Override* set,
+                                                             bool* lost);
   absl::StatusOr<std::optional<ConfigWrite>> ResolveUnanswered(const std::string& override_key,
                                                                const herd::v1::Override* set,
                                                                const ConfigRead& before,
-                                                               const absl::Status& lost);
+                                                               const absl::Status& lost_answer,
+                                                               bool* lost);
+  absl::StatusOr<ConfigWrite> ChangeConfig(const std::string& override_key,
+                                           const herd::v1::Override* set);
   absl::StatusOr<size_t> WriteStatusChunk(const std::vector<HostStatus>& status, size_t begin,
                                           size_t end, std::vector<std::string>& values);
 
@@ -389,12 +394,13 @@ absl::StatusOr<ConfigRead> EtcdStore::ReadConfig(const std::string& override_key
 // One try of a set (`set`) or an unset (nullptr): nullopt when another writer changed the
 // revision between the read and the write.
 absl::StatusOr<std::optional<ConfigWrite>> EtcdStore::TryConfigChange(
-    const std::string& override_key, const herd::v1::Override* set) {
+    const std::string& override_key, const herd::v1::Override* set, bool* lost) {
   HERD_ASSIGN_OR_RETURN(ConfigRead now, ReadConfig(override_key));
   const bool same = set != nullptr ? now.current && now.current->value() == set->value()
                                    : !now.current.has_value();
-  // Same value (who/when of the original set are kept), or unset of nothing: no change.
-  if (same) return std::optional<ConfigWrite>(ConfigWrite{now.revision, false});
+  // Same value (who/when of the original set are kept), or unset of nothing: no change,
+  // unless a try whose answer was lost put it there.
+  if (same) return std::optional<ConfigWrite>(ConfigWrite{now.revision, *lost});
   const uint64_t next = now.revision + 1;
   std::vector<etcd::Op> ops;
   ops.push_back(set != nullptr ? etcd::Op::Put(override_key, set->SerializeAsString())
@@ -403,7 +409,7 @@ absl::StatusOr<std::optional<ConfigWrite>> EtcdStore::TryConfigChange(
   auto r = c_.Txn({Unchanged(k_.ConfigRevision(), now.revision_mod)}, ops);
   if (!r.ok()) {
     if (!absl::IsUnavailable(r.status())) return r.status();  // refused: nothing was written
-    return ResolveUnanswered(override_key, set, now, r.status());
+    return ResolveUnanswered(override_key, set, now, r.status(), lost);
   }
   if (!r->succeeded) return std::optional<ConfigWrite>();
   return std::optional<ConfigWrite>(ConfigWrite{next, true});
@@ -418,15 +424,20 @@ absl::StatusOr<std::optional<ConfigWrite>> EtcdStore::TryConfigChange(
 // is the error, saying the outcome is unknown.
 absl::StatusOr<std::optional<ConfigWrite>> EtcdStore::ResolveUnanswered(
     const std::string& override_key, const herd::v1::Override* set, const ConfigRead& before,
-    const absl::Status& lost) {
+    const absl::Status& lost_answer, bool* lost) {
   auto unknown = [&](absl::string_view why) {
     return absl::UnavailableError(absl::StrCat(
-        lost.message(), "; whether the change was applied is unknown (", why,
+        lost_answer.message(), "; whether the change was applied is unknown (", why,
         "): read the configuration again once the store answers"));
   };
   auto again = ReadConfig(override_key);
   if (!again.ok()) return unknown("the store did not answer the read that would tell");
-  if (again->revision_mod == before.revision_mod) return std::optional<ConfigWrite>();
+  if (again->revision_mod == before.revision_mod) {
+    // Not applied yet: tried again, remembering that this try may still apply (etcd can
+    // commit a proposal it timed out).
+    *lost = true;
+    return std::optional<ConfigWrite>();
+  }
   const uint64_t next = before.revision + 1;
   const bool applied =
       again->revision == next &&
@@ -442,9 +453,22 @@ absl::StatusOr<ConfigWrite> EtcdStore::SetOverride(const herd::v1::Override& ove
   HERD_RETURN_IF_ERROR(CheckModuleKey(override.module(), override.key()));
   HERD_ASSIGN_OR_RETURN(std::string key,
                         k_.Override(override.scope(), override.module(), override.key()));
+  return ChangeConfig(key, &override);
+}
+
+absl::StatusOr<ConfigWrite> EtcdStore::ChangeConfig(const std::string& override_key,
+                                                    const herd::v1::Override* set) {
   std::lock_guard lock(config_mu_);
-  return RetryOnConflict<ConfigWrite>(o_.max_conflict_retries, "changing the configuration",
-                                      [&] { return TryConfigChange(key, &override); });
+  bool lost = false;
+  auto r = RetryOnConflict<ConfigWrite>(o_.max_conflict_retries, "changing the configuration",
+                                        [&] { return TryConfigChange(override_key, set, &lost); });
+  // Out of tries after a lost answer: not "others kept changing it", but unknown.
+  if (lost && absl::IsAborted(r.status())) {
+    return absl::UnavailableError(absl::StrCat(
+        r.status().message(), "; a try's answer was lost, so whether the change was applied is "
+        "unknown: read the configuration again"));
+  }
+  return r;
 }
 
 absl::StatusOr<ConfigWrite> EtcdStore::UnsetOverride(const herd::v1::Scope& scope,
@@ -452,9 +476,7 @@ absl::StatusOr<ConfigWrite> EtcdStore::UnsetOverride(const herd::v1::Scope& scop
                                                      const std::string& key) {
   HERD_RETURN_IF_ERROR(CheckModuleKey(module, key));
   HERD_ASSIGN_OR_RETURN(std::string okey, k_.Override(scope, module, key));
-  std::lock_guard lock(config_mu_);
-  return RetryOnConflict<ConfigWrite>(o_.max_conflict_retries, "changing the configuration",
-                                      [&] { return TryConfigChange(okey, nullptr); });
+  return ChangeConfig(okey, nullptr);
 }
 
 absl::StatusOr<std::vector<herd::v1::Override>> EtcdStore::ListOverrides(

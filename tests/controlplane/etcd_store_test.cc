@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <optional>
 #include <utility>
 #include <mutex>
@@ -263,6 +264,8 @@ class InterleavingEtcd final : public etcd::Client {
   explicit InterleavingEtcd(FakeEtcd& fake) : fake_(fake) {}
   std::function<void()> before_guarded_txn;
   std::function<void()> after_guarded_txn;
+  // Run once, just before the Nth Txn (1-based) of this client.
+  std::map<int, std::function<void()>> before_nth_txn;
 
   absl::StatusOr<etcd::RangeResult> Range(const std::string& key,
                                           const etcd::RangeOptions& o) override {
@@ -280,6 +283,11 @@ class InterleavingEtcd final : public etcd::Client {
   absl::StatusOr<etcd::TxnResult> Txn(const std::vector<etcd::Compare>& compares,
                                       const std::vector<etcd::Op>& success,
                                       const std::vector<etcd::Op>& failure) override {
+    if (auto it = before_nth_txn.find(++txns_); it != before_nth_txn.end()) {
+      auto f = std::move(it->second);
+      before_nth_txn.erase(it);
+      f();
+    }
     if (!compares.empty() && before_guarded_txn) std::exchange(before_guarded_txn, nullptr)();
     auto r = fake_.Txn(compares, success, failure);
     if (!compares.empty() && after_guarded_txn) std::exchange(after_guarded_txn, nullptr)();
@@ -301,6 +309,7 @@ class InterleavingEtcd final : public etcd::Client {
 
  private:
   FakeEtcd& fake_;
+  int txns_ = 0;
 };
 
 TEST_F(EtcdStoreTest, AChangeThatLosesTheRevisionGuardToAnotherReplicaIsRetriedOnTop) {
@@ -358,6 +367,22 @@ TEST_F(EtcdStoreTest, ALostAnswerWithAnotherChangeSinceSaysTheOutcomeIsUnknown) 
   etcd_.LoseNextWriteTxn(false, absl::PermissionDeniedError("etcd refused txn: no role"));
   EXPECT_EQ(a->SetOverride(Global("a", "2")).status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(etcd_.counters().writes, writes);
+}
+
+TEST_F(EtcdStoreTest, ALostTryThatAppliesLateIsStillReportedAsTheChange) {
+  // etcd may commit a proposal it timed out: after the re-read found nothing, the first try
+  // lands (here: the same override, written meanwhile) before the retry reads. The retry then
+  // finds the value in place, and that is this change, not "nothing changed".
+  InterleavingEtcd a_client(etcd_);
+  auto a = Must(OpenEtcdStore(a_client, kPrefix));
+  auto late = Open();
+  const herd::v1::Override change = Global("k", "v");
+  etcd_.LoseNextWriteTxn(false, absl::UnavailableError("the store has no quorum: lost"));
+  // Txns through A: 1 read, 2 the lost write, 3 the re-read, 4 the retry's read.
+  a_client.before_nth_txn[4] = [&] { Must(late->SetOverride(change)); };
+  ConfigWrite w = Must(a->SetOverride(change));
+  EXPECT_EQ(w.revision, 1u);
+  EXPECT_TRUE(w.changed) << "the change is in the store: reported as made";
 }
 
 TEST(EtcdOpsTest, AWriterThatKeepsLosingItsGuardIsAbortedNotLooping) {

@@ -8,7 +8,9 @@
 
 #include <filesystem>
 #include <regex>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -176,6 +178,12 @@ TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
   // No PM2 daemon, ever: none running, and no pid file where it would write one.
   EXPECT_THAT(Pm2Daemons(), ::testing::IsEmpty());
   EXPECT_FALSE(fs::exists(agent_.Path("pm2/pm2.pid")));
+
+  // The bus's last listener going away while a unit writes (its lines were being sent to
+  // it) leaves agentd serving.
+  ASSERT_EQ(agent_.Ctl({"stop", "client"}).exit_code, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(agent_.State("chatter"), "online");
 
   // Uninstalled, pm2-logrotate leaves nothing running either.
   ASSERT_EQ(agent_.Ctl({"uninstall", "pm2-logrotate"}).exit_code, 0);

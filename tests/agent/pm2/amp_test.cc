@@ -78,5 +78,16 @@ TEST(Amp, ArgumentsUnpackAsAmpMessageTagsThem) {
   EXPECT_EQ(PackJson(std::string("a\xff")), "j:\"a\xef\xbf\xbd\"");
 }
 
+TEST(Amp, JsonNestedPastTheBoundIsRefusedNotParsed) {
+  // Copying or printing a parsed value recurses: 100,000 levels would end agentd's stack.
+  const std::string deep = "j:" + std::string(100000, '[') + std::string(100000, ']');
+  auto j = UnpackJson(deep);
+  ASSERT_FALSE(j.ok());
+  EXPECT_THAT(std::string(j.status().message()), HasSubstr("deeper than 64"));
+  // Brackets inside strings do not count, and 64 levels are fine.
+  EXPECT_TRUE(UnpackJson("j:[\"" + std::string(1000, '[') + "\"]").ok());
+  EXPECT_TRUE(UnpackJson("j:" + std::string(64, '[') + std::string(64, ']')).ok());
+}
+
 }  // namespace
 }  // namespace herd::agent::pm2

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -74,6 +75,7 @@ class Client {
   }
   ~Client() { close(fd_); }
   bool connected() const { return connected_; }
+  int fd() const { return fd_; }
   void Write(const std::string& bytes) {
     ASSERT_EQ(write(fd_, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
   }
@@ -280,6 +282,37 @@ TEST_F(Pm2DaemonTest, BadInputClosesOnlyThatConnectionAndIsCounted) {
   good.Call("ping", json::array(), "9:1");
   EXPECT_EQ(good.Answer("9:1")["args"][0]["msg"], "pong");
   EXPECT_EQ(OnLoop([&] { return daemon_->counts().bad_messages; }), 3u);
+}
+
+TEST_F(Pm2DaemonTest, DeepJsonIsAnErrorAndAFloodingPeerDoesNotHoldTheOthers) {
+  Client deep(daemon_->rpc_path()), flood(daemon_->rpc_path()), good(daemon_->rpc_path());
+  // Arguments nested 2,000 deep (within the 4 KiB message bound): an error, agentd goes on.
+  deep.Write(EncodeAmp({"j:{\"type\":\"call\",\"method\":\"x\",\"args\":" +
+                            std::string(2000, '[') + std::string(2000, ']') + "}",
+                        PackString("d:0")}));
+  EXPECT_THAT(deep.Answer("d:0").value("error", ""), HasSubstr("JSON object"));
+  // A peer that sends requests without reading the answers: once they pile up it is not
+  // read, and the others are answered meanwhile.
+  std::string burst;
+  for (int i = 0; i < 3000; ++i) {
+    burst += EncodeAmp({PackJson({{"type", "call"}, {"method", "getMonitorData"},
+                                  {"args", json::array({json::object()})}}),
+                        PackString(absl::StrCat("f:", i))});
+  }
+  std::thread writer([&] {
+    size_t off = 0;
+    // Until the daemon stops reading (the socket's buffers full): then give up.
+    while (off < burst.size()) {
+      pollfd p{flood.fd(), POLLOUT, 0};
+      if (poll(&p, 1, 2000) != 1) break;
+      ssize_t n = send(flood.fd(), burst.data() + off, burst.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+  });
+  good.Call("ping", json::array(), "g:0");
+  EXPECT_EQ(good.Answer("g:0")["args"][0]["msg"], "pong");
+  writer.join();
 }
 
 TEST_F(Pm2DaemonTest, ConnectionsPastTheBoundAreRefusedAndASubscriberThatDoesNotReadIsDropped) {
