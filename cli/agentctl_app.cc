@@ -3,7 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -53,6 +57,12 @@ void AgentctlContext::OptionsParsed() {
   client_.json = output_ == "json";
   fleet_.json = client_.json;
   fleet_.timeout_seconds = client_.timeout_seconds;
+}
+
+void AgentctlContext::UseJson() {
+  output_ = "json";
+  OptionsParsed();
+  agent_.reset();  // made again with the JSON option
 }
 
 AgentCommands& AgentctlContext::agent() {
@@ -121,11 +131,87 @@ void AddTargetFlags(CLI::App* c, TargetFlags& target, bool config_scope) {
 }
 
 void AddAgentctlCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  // Global flags after the command too (`agentctl list -o json`, as kubectl takes them):
+  // what a subcommand does not know falls through to the app. Inherited by the subcommands
+  // made below.
+  app.fallthrough();
   ctx.AddGlobalFlags(app);
   AddUnitCommands(app, ctx, table);
   AddModuleCommands(app, ctx, table);
   AddFleetCommands(app, ctx, table);
   AddGenerateCommand(app, table);
+}
+
+namespace {
+
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The app's options that take a value, as they may come before the command.
+bool TakesValue(const CLI::App& app, const std::string& arg) {
+  if (arg.find('=') != std::string::npos) return false;  // --home=/x
+  for (const CLI::Option* o : app.get_options()) {
+    if (o->get_expected_min() == 0) continue;  // a flag
+    for (const auto& n : o->get_lnames()) {
+      if (arg == "--" + n) return true;
+    }
+    for (const auto& n : o->get_snames()) {
+      if (arg == "-" + n) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::optional<std::string> UnknownCommand(const CLI::App& app, int argc,
+                                          const char* const* argv) {
+  std::string word;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") return std::nullopt;
+    if (arg.size() > 1 && arg[0] == '-') {
+      if (TakesValue(app, arg)) ++i;
+      continue;
+    }
+    word = arg;
+    break;
+  }
+  if (word.empty()) return std::nullopt;
+  std::vector<std::string> names;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    names.push_back(sub->get_name());
+    for (const auto& a : sub->get_aliases()) names.push_back(a);
+  }
+  if (std::find(names.begin(), names.end(), word) != names.end()) return std::nullopt;
+  std::string best;
+  size_t best_distance = 3;  // suggested only within 2 edits, or as a prefix
+  for (const auto& n : names) {
+    const size_t d = absl::StartsWith(n, word) && word.size() >= 2 ? 1 : EditDistance(word, n);
+    if (d < best_distance) {
+      best_distance = d;
+      best = n;
+    }
+  }
+  const std::string said = herd::EscapeForLog(word, 64);
+  if (best.empty()) {
+    return absl::StrCat("agentctl: unknown command \"", said,
+                        "\": `agentctl --help` lists the commands");
+  }
+  return absl::StrCat("agentctl: unknown command \"", said, "\": did you mean \"", best,
+                      "\"? (`agentctl --help` lists the commands)");
 }
 
 int CheckArgumentsUtf8(int argc, const char* const* argv) {

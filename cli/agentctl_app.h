@@ -33,6 +33,8 @@ class AgentctlContext {
   void AddGlobalFlags(CLI::App& app);
   // Once the command line is parsed: -o and --timeout apply to the agent and the fleet.
   void OptionsParsed();
+  // JSON output whatever -o says (PM2's jlist), before the first call.
+  void UseJson();
 
   // The local agent's commands (built on first use, with the parsed options).
   AgentCommands& agent();
@@ -72,6 +74,11 @@ void AddTargetFlags(CLI::App* command, TargetFlags& target, bool config_scope);
 
 // Every name, path and value reaches agentd or the control plane as a protobuf string,
 // which must be UTF-8: 0 when every argument is, else 2 after naming the one that is not.
+// The command the command line names, when it is not one of `app`'s (a name or alias):
+// what to tell the operator ("unknown command "lst": did you mean "list"?"); nullopt when
+// the command is known or there is none (CLI11 then says what is wrong).
+std::optional<std::string> UnknownCommand(const CLI::App& app, int argc, const char* const* argv);
+
 int CheckArgumentsUtf8(int argc, const char* const* argv);
 
 }  // namespace herd::cli

@@ -1,6 +1,8 @@
 // agentctl: the Herd operator CLI. main() only wires: the commands are declared and
 // registered in cli/agentctl_app.h (one function each), and each runs one method of
 // AgentCommands (cli/agent_commands.h) or FleetCommands (cli/fleet_commands.h).
+#include <stdio.h>
+
 #include "CLI/CLI.hpp"
 #include "cli/agentctl_app.h"
 #include "cli/command_table.h"
@@ -18,6 +20,10 @@ int main(int argc, char** argv) {
   herd::cli::AddAgentctlCommands(app, ctx, commands);
 
   if (int bad = herd::cli::CheckArgumentsUtf8(argc, argv); bad != 0) return bad;
+  if (auto unknown = herd::cli::UnknownCommand(app, argc, argv)) {
+    fprintf(stderr, "%s\n", unknown->c_str());
+    return 1;
+  }
   CLI11_PARSE(app, argc, argv);
   ctx.OptionsParsed();
   return commands.Run();

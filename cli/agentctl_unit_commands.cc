@@ -21,11 +21,19 @@ void AddList(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
   auto* list = app.add_subcommand("list", "Every unit: name, status, pid, cpu, memory, restarts, uptime");
   list->alias("ls");
   table.Add(list, [&ctx] { return ctx.agent().List(); });
+  // PM2's habits: `pm2 jlist` / `pm2 prettylist` print the list as JSON.
+  auto* jlist = app.add_subcommand("jlist", "PM2's jlist: the list as JSON (= list -o json)");
+  jlist->alias("prettylist");
+  table.Add(jlist, [&ctx] {
+    ctx.UseJson();
+    return ctx.agent().List();
+  });
 }
 
 void AddDescribe(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
   auto name = std::make_shared<std::string>();
   auto* describe = app.add_subcommand("describe", "One unit: spec, status and recent events");
+  describe->alias("show");  // PM2's name
   describe->add_option("name", *name, "Unit name")->required();
   table.Add(describe, [&ctx, name] { return ctx.agent().Describe(*name); });
 }
@@ -105,6 +113,7 @@ void AddRestart(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
   auto* restart = app.add_subcommand(
       "restart", "Restart a unit (or all); with --selector/--host/--all-hosts, a module across "
                  "the fleet as a rollout, batch by batch");
+  restart->alias("reload");  // PM2's graceful restart: a unit's restart already is one
   restart->add_option("name", args->name, kUnitOrAll)->required();
   AddTargetFlags(restart, args->target, false);
   RolloutFlags& rf = args->rollout;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace herd::cli {
@@ -66,7 +67,7 @@ TEST(AgentctlApp, EverySubcommandRunsACommand) {
   CommandTable table;
   AddAgentctlCommands(app, ctx, table);
   ExpectEveryLeafHasACommand(app, table);
-  EXPECT_EQ(app.get_subcommands([](const CLI::App*) { return true; }).size(), 26u);
+  EXPECT_EQ(app.get_subcommands([](const CLI::App*) { return true; }).size(), 27u);
 }
 
 TEST(AgentctlApp, RestartWithoutHostsIsLocalAndWithHostsAFleetRollout) {
@@ -116,6 +117,54 @@ TEST(AgentctlApp, TokenFileThatCannotBeReadIsNamed) {
       {"--controlplane", "127.0.0.1:1", "--token-file", "/nonexistent/token", "hosts"});
   EXPECT_EQ(out.exit_code, 1);
   EXPECT_NE(out.err.find("agentctl: --token-file: "), std::string::npos) << out.err;
+}
+
+TEST(AgentctlApp, GlobalFlagsAreTakenAfterTheCommandToo) {
+  // Parsed (a parse error would exit 106 and say "not expected"), then the command ran.
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"list", "-o", "json"}, {"describe", "web", "--output=json"},
+        {"logs", "web", "--socket", "/nonexistent/agent.sock"}}) {
+    Outcome out = RunAgentctl(args);
+    EXPECT_EQ(out.exit_code, 1) << args[0] << ": " << out.err;
+    EXPECT_NE(out.err.find("agentd is not running at"), std::string::npos)
+        << args[0] << ": " << out.err;
+  }
+  // And used: the socket named after the command is the one tried.
+  EXPECT_NE(RunAgentctl({"list", "--socket", "/nonexistent/agent.sock"})
+                .err.find("not running at /nonexistent/agent.sock"),
+            std::string::npos);
+}
+
+TEST(AgentctlApp, Pm2sCommandNamesWorkWhereTheyMeanTheSame) {
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"ls"}, {"jlist"}, {"prettylist"}, {"show", "web"},
+        {"reload", "web"}, {"monit"}}) {
+    Outcome out = RunAgentctl(args);
+    EXPECT_NE(out.err.find(kNoAgent), std::string::npos) << args[0] << ": " << out.err;
+  }
+}
+
+TEST(AgentctlApp, AnUnknownCommandIsNamedWithTheClosestOne) {
+  CLI::App app;
+  AgentctlContext ctx;
+  CommandTable table;
+  AddAgentctlCommands(app, ctx, table);
+  auto unknown = [&](std::vector<const char*> argv) {
+    argv.insert(argv.begin(), "agentctl");
+    return UnknownCommand(app, static_cast<int>(argv.size()), argv.data());
+  };
+  EXPECT_EQ(unknown({"lst"}).value_or(""),
+            "agentctl: unknown command \"lst\": did you mean \"list\"? (`agentctl --help` "
+            "lists the commands)");
+  EXPECT_THAT(unknown({"--home", "/x", "-o", "json", "instal", "m"}).value_or(""),
+              ::testing::HasSubstr("did you mean \"install\""));
+  EXPECT_THAT(unknown({"frobnicate"}).value_or(""),
+              ::testing::HasSubstr("unknown command \"frobnicate\": `agentctl --help`"));
+  // Known names and aliases, a value of a global option, and no command at all: not for us.
+  EXPECT_FALSE(unknown({"list"}).has_value());
+  EXPECT_FALSE(unknown({"prettylist"}).has_value());
+  EXPECT_FALSE(unknown({"--home", "lst", "list"}).has_value());
+  EXPECT_FALSE(unknown({"--version"}).has_value());
 }
 
 TEST(AgentctlApp, ArgumentsMustBeUtf8) {
