@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_parse.h"
 
 namespace herd::agent::pm2 {
 namespace {
@@ -100,47 +101,16 @@ std::string PackJson(const nlohmann::json& value) {
   return absl::StrCat("j:", value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
-namespace {
-
-// Deeper JSON than this is refused before it is parsed: nlohmann's parser is iterative, but
-// copying or dumping a value recurses, and a module could nest 100,000 arrays in 200 KB.
-constexpr int kMaxJsonDepth = 64;
-
-bool TooDeep(absl::string_view text) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char ch : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (ch == '\\') {
-        escaped = true;
-      } else if (ch == '"') {
-        in_string = false;
-      }
-    } else if (ch == '"') {
-      in_string = true;
-    } else if (ch == '[' || ch == '{') {
-      if (++depth > kMaxJsonDepth) return true;
-    } else if (ch == ']' || ch == '}') {
-      --depth;
-    }
-  }
-  return false;
-}
-
-}  // namespace
-
 absl::StatusOr<nlohmann::json> UnpackJson(const std::string& arg) {
   if (arg.size() >= 2 && arg[0] == 's' && arg[1] == ':') return nlohmann::json(arg.substr(2));
   if (arg.size() >= 2 && arg[0] == 'j' && arg[1] == ':') {
-    if (TooDeep(absl::string_view(arg).substr(2))) {
+    // Never throws (a number past a double's range would with nlohmann's own parse), and
+    // refuses nesting past kMaxJsonDepth: copying or printing a value recurses.
+    auto j = ParseJson(absl::string_view(arg).substr(2));
+    if (!j.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("an argument's JSON nests deeper than ", kMaxJsonDepth, " levels"));
+          absl::StrCat("an argument's JSON does not parse: ", j.status().message()));
     }
-    nlohmann::json j = nlohmann::json::parse(arg.begin() + 2, arg.end(), nullptr,
-                                             /*allow_exceptions=*/false);
-    if (j.is_discarded()) return absl::InvalidArgumentError("an argument's JSON does not parse");
     return j;
   }
   return absl::InvalidArgumentError("an argument is a blob where JSON was expected");
