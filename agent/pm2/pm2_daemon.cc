@@ -381,8 +381,14 @@ std::string Pm2Daemon::UnitOfId(const json& id_or_opts) {
   const json& id =
       id_or_opts.is_object() && id_or_opts.contains("id") ? id_or_opts["id"] : id_or_opts;
   int n = -1;
-  if (id.is_number_integer()) {
-    n = id.get<int>();
+  if (id.is_number_unsigned()) {
+    // Not narrowed: 2^32 would be taken for 0.
+    if (id.get<uint64_t>() > static_cast<uint64_t>(next_id_)) return "";
+    n = static_cast<int>(id.get<uint64_t>());
+  } else if (id.is_number_integer()) {
+    const int64_t v = id.get<int64_t>();
+    if (v < 0 || v > next_id_) return "";
+    n = static_cast<int>(v);
   } else if (id.is_string()) {
     const std::string s = id.get<std::string>();
     if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) {

@@ -213,6 +213,11 @@ TEST_F(Pm2DaemonTest, ActsOnAUnitByItsPm2IdAndAnswersOnceDone) {
   EXPECT_EQ(c.Answer("1:2")["args"][0]["name"], "web");
   c.Call("stopProcessId", json::array({99}), "1:3");
   EXPECT_THAT(c.Answer("1:3")["error"].get<std::string>(), HasSubstr("id unknown"));
+  // Ids that would wrap to a unit's when narrowed to an int are unknown too.
+  c.Call("stopProcessId", json::array({4294967296ull + static_cast<uint64_t>(web)}), "1:5");
+  EXPECT_THAT(c.Answer("1:5")["error"].get<std::string>(), HasSubstr("id unknown"));
+  c.Call("stopProcessId", json::array({-4294967296ll + web}), "1:6");
+  EXPECT_THAT(c.Answer("1:6")["error"].get<std::string>(), HasSubstr("id unknown"));
   EXPECT_THAT(OnLoop([&] { return backend_->acted; }), ElementsAre("web", "web"));
   c.Call("reloadLogs", json::array({json::object()}), "1:4");
   EXPECT_TRUE(c.Answer("1:4").contains("args"));
