@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/json_parse.h"
+#include "common/log_escape.h"
 #include "common/utf8.h"
 
 namespace herd {
@@ -28,7 +29,7 @@ absl::StatusOr<json> ConvertConfigValue(const json& def, absl::string_view key,
   absl::string_view trimmed = absl::StripAsciiWhitespace(text);
   auto bad = [&](absl::string_view want) {
     return absl::InvalidArgumentError(absl::StrCat(
-        key, ": \"", text, "\" is not ", want, " (the default is ", JsonForMessage(def),
+        key, ": \"", EscapeForLog(text, 120), "\" is not ", want, " (the default is ", JsonForMessage(def),
         "); give a value of that type"));
   };
   // A value becomes a JSON string (whose dump() throws on invalid UTF-8) and a protobuf
@@ -54,7 +55,26 @@ absl::StatusOr<json> ConvertConfigValue(const json& def, absl::string_view key,
     return json(v);
   }
   if (def.is_string()) return json(std::string(text));
-  // No default: PM2's autocast.
+  if (def.is_array() || def.is_object()) {
+    const char* want = def.is_array() ? "a JSON array" : "a JSON object";
+    auto v = ParseJson(trimmed);
+    if (!v.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          key, ": \"", EscapeForLog(text, 120), "\" is not ", want, " (", v.status().message(),
+          "; the default is ", JsonForMessage(def), "); give a JSON literal, e.g. ",
+          def.is_array() ? "'[\"a\", \"b\"]'" : "'{\"name\": \"value\"}'"));
+    }
+    if (v->is_array() != def.is_array() || v->is_object() != def.is_object()) {
+      return bad(def.is_array() ? "a JSON array: write it as [ ... ]"
+                                : "a JSON object: write it as { ... }");
+    }
+    return *std::move(v);
+  }
+  // No default (or a null one): PM2's autocast, plus a JSON array or object as itself.
+  if (!trimmed.empty() && (trimmed.front() == '[' || trimmed.front() == '{')) {
+    auto v = ParseJson(trimmed);
+    if (v.ok() && v->is_structured()) return *std::move(v);
+  }
   if (trimmed == "true") return json(true);
   if (trimmed == "false") return json(false);
   int64_t i = 0;

@@ -66,6 +66,51 @@ absl::Status ValidateModuleName(absl::string_view name) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// How PM2 finds what to run: `apps` (an array's first element, or one object), else `bin`
+// (a string, or one command of an object), else `main`.
+absl::StatusOr<json> AppOf(const json& doc, const std::string& path) {
+  if (doc.contains("apps")) {
+    const json& apps = doc["apps"];
+    json app = apps.is_array() && !apps.empty() ? apps[0] : apps;
+    if (!app.is_object()) {
+      return Bad(path, "\"apps\" must be a non-empty array of objects, e.g. "
+                       "[{\"script\": \"index.js\"}]");
+    }
+    if (!app.contains("script") || !app["script"].is_string()) {
+      return Bad(path, "apps[0].script is missing: name the entry point, e.g. \"index.js\"");
+    }
+    return app;
+  }
+  json script;
+  if (doc.contains("bin")) {
+    const json& bin = doc["bin"];
+    // Object.keys order is lost in parsing (keys come sorted): the command named like the
+    // package (npm's usual main command), else the first by name.
+    const std::string name = doc.contains("name") && doc["name"].is_string()
+                                 ? doc["name"].get<std::string>() : "";
+    const std::string bare = name.substr(name.find('/') == std::string::npos ? 0 : name.find('/') + 1);
+    script = !bin.is_object() ? bin
+             : bin.contains(bare) ? bin[bare]
+             : !bin.empty()       ? bin.begin().value()
+                                  : json();
+  } else if (doc.contains("main")) {
+    script = doc["main"];
+  } else {
+    return Bad(path, "nothing to run: add \"apps\": [{\"script\": \"index.js\"}] (or "
+                     "\"main\": \"index.js\")");
+  }
+  if (!script.is_string() || script.get<std::string>().empty()) {
+    return Bad(path, absl::StrCat("\"", doc.contains("bin") ? "bin" : "main",
+                                  "\" must name the entry point (a file, e.g. \"index.js\"), not ",
+                                  JsonForMessage(script)));
+  }
+  return json{{"script", script}};
+}
+
+}  // namespace
+
 absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const std::string& path) {
   std::string clean = StripJsonComments(text);
   // ParseJson never throws: a number too large for a double (1e99999) is an error naming
@@ -107,25 +152,11 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const std::string
     if (!c.is_object()) {
       return Bad(path, "\"config\" must be an object of defaults (key: value)");
     }
-    for (auto it = c.begin(); it != c.end(); ++it) {
-      if (!it.value().is_primitive() || it.value().is_null()) {
-        return Bad(path, absl::StrCat("config.", EscapeForLog(it.key(), 64), ": ", JsonForMessage(it.value()),
-                                      " is not a scalar: use a string, number or boolean"));
-      }
-    }
     m.config = c;
   }
-  if (!doc.contains("apps")) {
-    return Bad(path, "\"apps\" is missing: add \"apps\": [{\"script\": \"index.js\"}]");
-  }
-  if (!doc["apps"].is_array() || doc["apps"].empty() || !doc["apps"][0].is_object()) {
-    return Bad(path, "\"apps\" must be a non-empty array of objects, e.g. "
-                     "[{\"script\": \"index.js\"}]");
-  }
-  m.app = doc["apps"][0];
-  if (!m.app.contains("script") || !m.app["script"].is_string()) {
-    return Bad(path, "apps[0].script is missing: name the entry point, e.g. \"index.js\"");
-  }
+  auto app = AppOf(doc, path);
+  if (!app.ok()) return app.status();
+  m.app = *std::move(app);
   // exec_interpreter is PM2's alias (interpreter wins, as in ParseEcosystem); one that is not
   // a string is left for ModuleAppSpec to refuse (json::value would throw here).
   std::string interp;

@@ -1,6 +1,7 @@
-// A module's manifest: PM2's package.json (name, version, description, `config` defaults,
-// `apps[0]` for how to run it), with `//` and `/* */` comments accepted as PM2's docs show
-// them. Errors name the file, the line and column, and what was expected.
+// A module's manifest: PM2's package.json (name, version, description, `config` defaults of
+// any JSON, `apps[0]` for how to run it, else `bin` or `main` as PM2 does), with `//` and
+// `/* */` comments accepted as PM2's docs show them. Errors name the file, the line and
+// column, and what was expected.
 #pragma once
 
 #include <string>
@@ -17,7 +18,7 @@ struct Manifest {
   std::string package;      // the package name as written (may be @scope/name)
   std::string version;
   std::string description;
-  nlohmann::json config = nlohmann::json::object();  // defaults: key -> scalar
+  nlohmann::json config = nlohmann::json::object();  // defaults: key -> any JSON
   nlohmann::json app = nlohmann::json::object();     // apps[0], as written
   bool is_node = false;     // runs under node (so gets NODE_CHANNEL_FD)
   bool has_dependencies = false;

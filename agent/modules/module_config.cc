@@ -25,6 +25,24 @@ std::string OverrideText(const json& v) { return v.is_string() ? v.get<std::stri
 
 }  // namespace
 
+// What a module receives in process.env[<name>] (PM2's contract): the overrides as given,
+// except that one whose value is an array or object is passed as that JSON value, and one
+// that does not convert is left out (its reason added to `refused`).
+json Pm2Overrides(const json& defaults, const json& overrides, std::vector<std::string>* refused) {
+  json out = json::object();
+  if (!overrides.is_object()) return out;
+  for (auto it = overrides.begin(); it != overrides.end(); ++it) {
+    json def = defaults.is_object() && defaults.contains(it.key()) ? defaults[it.key()] : json();
+    auto v = ConvertConfigValue(def, it.key(), OverrideText(it.value()));
+    if (!v.ok()) {
+      refused->emplace_back(v.status().message());
+      continue;
+    }
+    out[it.key()] = v->is_structured() ? *v : it.value();
+  }
+  return out;
+}
+
 json EffectiveConfig(const json& defaults, const json& overrides) {
   json out = defaults.is_object() ? defaults : json::object();
   if (!overrides.is_object()) return out;
@@ -39,7 +57,9 @@ json EffectiveConfig(const json& defaults, const json& overrides) {
 absl::StatusOr<ConfigEnvironment> MakeConfigEnvironment(const std::string& module,
                                                         const json& defaults,
                                                         const json& overrides) {
-  ConfigEnvironment env{overrides.dump(), EffectiveConfig(defaults, overrides).dump()};
+  ConfigEnvironment env;
+  env.overrides = Pm2Overrides(defaults, overrides, &env.refused).dump();
+  env.effective = EffectiveConfig(defaults, overrides).dump();
   const std::pair<std::string, size_t> vars[] = {
       {module, module.size() + 2 + env.overrides.size()},
       {"HERD_MODULE_CONFIG", sizeof("HERD_MODULE_CONFIG=") + env.effective.size()}};
@@ -86,7 +106,32 @@ std::vector<herd::v1::ConfigEntry> ConfigEntries(const json& defaults, const jso
   return out;
 }
 
+ModuleConfStore::Stamp ModuleConfStore::StatFile() const {
+  struct stat st;
+  if (stat(path_.c_str(), &st) != 0) return {};
+  return {true, st.st_ino, st.st_size,
+          int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec};
+}
+
 absl::Status ModuleConfStore::Load() {
+  stamp_ = StatFile();
+  return Read();
+}
+
+absl::Status ModuleConfStore::Refresh() {
+  Stamp now = StatFile();
+  if (now == stamp_) return refresh_error_.empty() ? absl::OkStatus()
+                                                   : absl::DataLossError(refresh_error_);
+  stamp_ = now;
+  refresh_error_.clear();
+  if (auto s = Read(); !s.ok()) {
+    refresh_error_ = absl::StrCat(s.message(), "; until then the values read before stay in force");
+    return absl::DataLossError(refresh_error_);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ModuleConfStore::Read() {
   auto text = ReadFileToString(path_);
   if (!text.ok()) {
     if (absl::IsNotFound(text.status())) {
@@ -129,25 +174,30 @@ absl::Status ModuleConfStore::Save(const json& doc) {
                                                " (the change was not applied)"));
   }
   doc_ = doc;
+  stamp_ = StatFile();
   return absl::OkStatus();
 }
 
 absl::Status ModuleConfStore::Set(const std::string& module, const std::string& key,
-                                  const std::string& value) {
+                                  const json& value) {
   // The file is JSON, whose strings are UTF-8 (dump() would throw).
-  for (const std::string* s : {&module, &key, &value}) {
+  const std::string text = value.is_string() ? value.get<std::string>() : "";
+  for (const std::string* s : {&module, &key, &text}) {
     if (!IsValidUtf8(*s)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "config ", s == &module ? "module name" : s == &key ? "key" : "value",
           " is not valid UTF-8; give text in UTF-8"));
     }
   }
+  // A hand edit made since is kept (or, unreadable, stops the change).
+  if (auto s = Refresh(); !s.ok()) return s;
   json doc = doc_;
   doc[module][key] = value;
   return Save(doc);
 }
 
 absl::StatusOr<bool> ModuleConfStore::Unset(const std::string& module, const std::string& key) {
+  if (auto s = Refresh(); !s.ok()) return s;
   if (!doc_.contains(module) || !doc_[module].contains(key)) return false;
   json doc = doc_;
   doc[module].erase(key);
@@ -158,6 +208,7 @@ absl::StatusOr<bool> ModuleConfStore::Unset(const std::string& module, const std
 }
 
 absl::Status ModuleConfStore::Erase(const std::string& module) {
+  if (auto s = Refresh(); !s.ok()) return s;
   if (!doc_.contains(module)) return absl::OkStatus();
   json doc = doc_;
   doc.erase(module);

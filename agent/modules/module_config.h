@@ -2,11 +2,15 @@
 //
 // Overrides are stored in PM2's layout in $HERD_HOME/module_conf.json:
 //   {"<module>": {"<key>": "<value as a string>"}}
+// except that a key whose value is an array or an object (a JSON literal when set) holds it
+// as JSON. A hand edit of the file is read again at a module's next start.
 // A module receives its overrides in the environment variable named after it (what pmx and
 // @pm2/io read and autocast), and the effective config typed like the defaults in
 // HERD_MODULE_CONFIG (what our SDKs read). A value that cannot be converted to the type of
 // its default is refused when it is set, never at the module's start.
 #pragma once
+
+#include <sys/types.h>
 
 #include <string>
 #include <vector>
@@ -43,6 +47,9 @@ inline constexpr size_t kMaxEnvString = 128 * 1024;
 // and the effective values typed like the defaults, as the JSON text of its two variables.
 struct ConfigEnvironment {
   std::string overrides, effective;
+  // Overrides left out because they do not convert to their default's type (only a hand
+  // edit of module_conf.json can hold one), each as the reason: the default applies instead.
+  std::vector<std::string> refused;
 };
 
 // Both texts, or why they would not fit in an environment variable.
@@ -58,19 +65,36 @@ class ModuleConfStore {
   // A missing file is an empty store; a corrupt one is an error naming the file and the
   // position (the agent refuses to start rather than lose the operator's settings).
   absl::Status Load();
+  // Reads the file again if it changed since it was last read or written (a hand edit).
+  // An edit that cannot be read keeps the values in force and is returned as the error, on
+  // every call until the file is fixed.
+  absl::Status Refresh();
 
   // The overrides of one module (an object of strings; empty object if none).
   nlohmann::json Overrides(const std::string& module) const;
-  absl::Status Set(const std::string& module, const std::string& key, const std::string& value);
+  // `value`: a string (PM2's layout) or, for an array or object key, the JSON value.
+  absl::Status Set(const std::string& module, const std::string& key, const nlohmann::json& value);
   // False when there was no such override.
   absl::StatusOr<bool> Unset(const std::string& module, const std::string& key);
   absl::Status Erase(const std::string& module);
   const std::string& path() const { return path_; }
 
  private:
+  struct Stamp {
+    bool exists = false;
+    ino_t ino = 0;
+    off_t size = 0;
+    int64_t mtime_ns = 0;
+    bool operator==(const Stamp&) const = default;
+  };
+  Stamp StatFile() const;
   absl::Status Save(const nlohmann::json& doc);
+  // Parses module_conf.json's text (or none: empty) into doc_.
+  absl::Status Read();
   std::string path_;
   nlohmann::json doc_ = nlohmann::json::object();
+  Stamp stamp_;                // of the file as last read or written
+  std::string refresh_error_;  // why the file as it is now could not be read
 };
 
 }  // namespace herd::agent

@@ -250,7 +250,15 @@ void ModuleConfigService::Set(const herd::v1::SetConfigRequest& req,
         "no module named \"", req.module(), "\": `agentctl list` shows the installed ones")));
   }
   if (auto s = CheckSet(req, *defaults); !s.ok()) return done(s);
-  if (auto s = conf_.Set(req.module(), req.key(), req.value()); !s.ok()) return done(s);
+  // An array or object is kept as JSON in module_conf.json; anything else as the text given.
+  json def = defaults->contains(req.key()) ? (*defaults)[req.key()] : json();
+  auto value = ConvertConfigValue(def, req.key(), req.value());
+  if (!value.ok()) return done(value.status());
+  if (auto s = conf_.Set(req.module(), req.key(),
+                         value->is_structured() ? *value : json(req.value()));
+      !s.ok()) {
+    return done(s);
+  }
   log_->info("event=config_set module={} key={}", req.module(), req.key());
   Restart(req.module(), *defaults, std::move(done));
 }

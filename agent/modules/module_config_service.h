@@ -52,6 +52,9 @@ class ModuleConfigService {
 
   // Loads module_conf.json (a corrupt one is an error: the agent does not start).
   absl::Status Load() { return conf_.Load(); }
+  // Locally, reads module_conf.json again if it was edited by hand (see
+  // ModuleConfStore::Refresh); managed, the file is not in use.
+  absl::Status Refresh() { return managed_ ? absl::OkStatus() : conf_.Refresh(); }
   // Managed mode from now on; loads the cached snapshot if there is one.
   absl::Status EnableManaged(const std::string& controlplane);
   bool managed() const { return managed_; }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "agent/modules/inotify_dir_watcher.h"
 #include "agent/modules/module_environment.h"
+#include "common/log_escape.h"
 #include "common/atomic_file.h"
 
 namespace herd::agent {
@@ -347,13 +348,29 @@ absl::Status ModuleManager::BeforeSpawn(const herd::v1::AppSpec& spec,
     m.manifest = std::move(*manifest);
     m.load_error.clear();
   }
-  auto config_env = config_.EnvironmentOf(m.name, m.manifest.config);
+  auto config_env = ConfigEnvironmentOf(m);
   if (!config_env.ok()) return config_env.status();
   const int fd = m.channel->Open();
   if (fd < 0) return absl::OkStatus();  // runs without its channel, as before
   *channel_fd = fd;
   SetModuleEnvironment(spec, m.name, m.dir, *config_env, NodePreloadPath(options_.home), env);
   return absl::OkStatus();
+}
+
+absl::StatusOr<ConfigEnvironment> ModuleManager::ConfigEnvironmentOf(const Module& m) {
+  // A hand edit of module_conf.json applies from the module's next start; one that cannot
+  // be applied is said where the operator looks (the module's log), not skipped silently.
+  auto note = [&](absl::string_view what) {
+    log_->warn("event=module_conf_refused module={} reason=\"{}\"", m.name, EscapeForLog(what));
+    supervisor_.NoteInLog(m.name, absl::StrCat("[herd] ", what));
+  };
+  if (auto s = config_.Refresh(); !s.ok()) note(s.message());
+  auto env = config_.EnvironmentOf(m.name, m.manifest.config);
+  if (!env.ok()) return env.status();
+  for (const auto& reason : env->refused) {
+    note(absl::StrCat(options_.home, "/module_conf.json: ", reason, "; the default applies"));
+  }
+  return env;
 }
 
 void ModuleManager::AfterSpawn(const std::string& unit, pid_t pid) {

@@ -167,6 +167,9 @@ class ModuleManager final : public UnitHooks, private ConfiguredModules {
   void RemoveModule(const std::string& name, bool keep_config,
                     herd::v1::UninstallModuleResponse* resp);
   herd::v1::ModuleInfo Info(const Module& m) const;
+  // The module's configuration variables for a start, after reading a hand edit of
+  // module_conf.json; what of it cannot apply is noted in the module's log.
+  absl::StatusOr<ConfigEnvironment> ConfigEnvironmentOf(const Module& m);
   // A development-mode module's files changed: reload package.json and restart it.
   void ReloadDevModule(const std::string& name);
   void RunOnWorker(std::function<void()> work);

@@ -244,6 +244,31 @@ async function main() {
       await waitFor('greet to answer bonjour', async () => /bonjour, e2e/.test(await greet()));
     });
 
+    await step('configure-json', async () => {
+      // A key whose default is an array gets a JSON editor that says what is wrong before
+      // anything is sent; a valid array reaches the module as an array.
+      assert.match(await greet(), /teams: core\)/);
+      const { dialog } = await openConfig();
+      const row = dialog.locator(byAttr('config-row', 'data-key', 'teams'));
+      const editor = row.getByTestId('config-json');
+      assert.deepEqual(JSON.parse(await editor.inputValue()), ['core']);
+      const problem = row.getByTestId('config-json-problem');
+      await editor.fill('["ops",');
+      await waitFor('the editor to say the JSON is invalid', async () => /not valid JSON/.test(await text(problem)));
+      await row.getByTestId('config-save').click();
+      await configStatus(dialog, /teams: not valid JSON/);
+      await editor.fill('{"ops": 1}');
+      await waitFor('the editor to ask for an array', async () => /must be a JSON array/.test(await text(problem)));
+      await editor.fill('["ops", "dev"]');
+      await waitFor('the problem to clear', async () => (await text(problem)) === '');
+      await row.getByTestId('config-save').click();
+      await configStatus(dialog, /applied|rejected|not acknowledged/i).then((st) => assert.match(st, /applied/, st));
+      await waitFor('teams to show the new array', async () =>
+        (await text(row.getByTestId('config-effective'))).includes('["ops","dev"]'));
+      await dialog.getByTestId('config-close').click();
+      await waitFor('greet to list the new teams', async () => /teams: ops\+dev\)/.test(await greet()));
+    });
+
     await step('restart', async () => {
       // Restart on this host: the button asks for a second click to confirm, then follows the
       // one-host rollout to its end, and the module's restart count goes up.

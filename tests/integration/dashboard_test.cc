@@ -233,6 +233,20 @@ TEST_F(DashboardTest, ActionsAndConfigGoThroughTheSamePathAsAgentctl) {
     }
   }
   EXPECT_TRUE(seen) << conf.dump();
+  // A key whose default is an array takes a JSON array, checked by the control plane against
+  // the host's manifest, and the module gets an array.
+  json refused = Api("SetConfig", {{"scope", {{"hostId", host_id_}}}, {"module", "dash-demo"},
+                                   {"key", "teams"}, {"value", "ops,dev"}},
+                     operator_);
+  EXPECT_EQ(last_status_, 400) << refused.dump();
+  EXPECT_THAT(refused.dump(), HasSubstr("is not a JSON array"));
+  Api("SetConfig", {{"scope", {{"hostId", host_id_}}}, {"module", "dash-demo"},
+                    {"key", "teams"}, {"value", "[\"ops\", 7]"}},
+      operator_);
+  ASSERT_EQ(last_status_, 200);
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(greet(), "teams: ops+7)"); },
+                      absl::Seconds(30)))
+      << greet();
 }
 
 TEST_F(DashboardTest, StreamsAreNdjsonAndEndWhenTheClientGoes) {

@@ -190,5 +190,73 @@ TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
   EXPECT_THAT(Pm2Daemons(), ::testing::IsEmpty());
 }
 
+// pm2-health (npm, unmodified) declares config defaults that are objects and arrays
+// (`smtp: {...}`, `appsExcluded: []`) and runs from `main` (no `apps`). It installs, runs on
+// PM2's API served by agentd, and its `debug` action writes the config it was given and PM2's
+// process list to its directory: what the module really received.
+TEST_F(Pm2ApiTest, Pm2HealthTakesJsonArraysAndObjectsAndHandEdits) {
+  CmdResult install = agent_.Ctl({"install", "pm2-health@1.12.10"});
+  ASSERT_EQ(install.exit_code, 0) << install.out << install.err;
+  const std::string dir = agent_.Path("modules/pm2-health");
+  // What the module saw, after its `debug` action (retried until it has registered it).
+  auto debug = [&]() -> json {
+    fs::remove(dir + "/pm2-health-config.json");
+    bool ran = WaitFor([&] {
+      return agent_.Ctl({"action", "pm2-health", "debug"}).exit_code == 0 &&
+             fs::exists(dir + "/pm2-health-config.json");
+    }, absl::Seconds(30));
+    if (!ran) return json();
+    return json::parse(ReadFile(dir + "/pm2-health-config.json"), nullptr, false);
+  };
+
+  json seen = debug();
+  ASSERT_TRUE(seen.is_object()) << Log("pm2-health-out.log") << Log("pm2-health-err.log");
+  EXPECT_EQ(seen["appsExcluded"], json::array());
+  EXPECT_EQ(seen["smtp"]["port"], 587);
+  // PM2.list answered by agentd: the module itself, as a PM2 process.
+  json list = json::parse(ReadFile(dir + "/pm2-health-debug.json"), nullptr, false);
+  ASSERT_TRUE(list.is_array()) << ReadFile(dir + "/pm2-health-debug.json");
+  bool listed = false;
+  for (const auto& p : list) listed |= p.value("name", "") == "pm2-health";
+  EXPECT_TRUE(listed) << list.dump();
+
+  // A value of the wrong shape is refused saying how to write it; a JSON array is taken.
+  CmdResult bad = agent_.Ctl({"set", "pm2-health:appsExcluded", "web"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("is not a JSON array"));
+  CmdResult set = agent_.Ctl({"set", "pm2-health:appsExcluded", R"(["web", "api"])"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  CmdResult obj = agent_.Ctl({"set", "pm2-health:smtp", R"({"host": "mail.test", "port": 25})"});
+  ASSERT_EQ(obj.exit_code, 0) << obj.err;
+  json conf = json::parse(ReadFile(agent_.Path("module_conf.json")), nullptr, false);
+  EXPECT_EQ(conf["pm2-health"]["appsExcluded"], json::parse(R"(["web", "api"])"));
+  seen = debug();
+  ASSERT_TRUE(seen.is_object());
+  EXPECT_EQ(seen["appsExcluded"], json::parse(R"(["web", "api"])"));
+  EXPECT_EQ(seen["smtp"]["host"], "mail.test");
+  EXPECT_EQ(seen["smtp"]["port"], 25);
+
+  // A hand edit of module_conf.json applies at the module's next restart; what of it does
+  // not fit its default is said in the module's log and the default applies.
+  WriteTextFile(agent_.Path("module_conf.json"),
+                R"({"pm2-health": {"appsExcluded": ["db"], "events": "exit"}})");
+  ASSERT_EQ(agent_.Ctl({"restart", "pm2-health"}).exit_code, 0);
+  seen = debug();
+  ASSERT_TRUE(seen.is_object());
+  EXPECT_EQ(seen["appsExcluded"], json::array({"db"}));
+  EXPECT_EQ(seen["events"], json::array({"exit"}));
+  EXPECT_EQ(seen["smtp"]["host"], "your-smtp-host");
+  EXPECT_THAT(Log("pm2-health-err.log"), HasSubstr("events: \"exit\" is not a JSON array"));
+  // An edit that is not JSON keeps the values read before, and says so.
+  WriteTextFile(agent_.Path("module_conf.json"), R"({"pm2-health": {"appsExcluded": [)");
+  ASSERT_EQ(agent_.Ctl({"restart", "pm2-health"}).exit_code, 0);
+  seen = debug();
+  ASSERT_TRUE(seen.is_object());
+  EXPECT_EQ(seen["appsExcluded"], json::array({"db"}));
+  EXPECT_THAT(Log("pm2-health-err.log"), HasSubstr("values read before stay in force"));
+
+  EXPECT_THAT(Pm2Daemons(), ::testing::IsEmpty());
+}
+
 }  // namespace
 }  // namespace herd::testing

@@ -48,7 +48,7 @@ class ConfigDialog {
         h('thead', {}, h('tr', {}, ['key', 'default', 'effective', 'source', 'new value', ''].map((t) => h('th', {}, t)))),
         this.rows),
       this.status,
-      h('p', { class: 'muted small' }, 'Values are given as text (PM2\'s layout); each host converts them to the type of the default and restarts the module when one of its values changes. Precedence: global < label selector < host.'),
+      h('p', { class: 'muted small' }, 'Values are given as text (PM2\'s layout), and as JSON for a key whose default is an array or an object (Ctrl+Enter saves); each host converts them to the type of the default and restarts the module when one of its values changes. Precedence: global < label selector < host.'),
       h('h4', {}, 'Stored overrides for this module'),
       this.overrides);
   }
@@ -75,17 +75,22 @@ class ConfigDialog {
   }
 
   row(entry) {
-    const input = h('input', { class: 'input', testid: 'config-input', value: fmt.configText(entry.effectiveJson), spellcheck: false, 'aria-label': `new value of ${entry.key}` });
-    const save = () => this.change('SetConfig', entry.key, input.value);
-    input.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter') save();
+    const editor = valueEditor(entry);
+    const save = () => {
+      const value = editor.value();
+      if (value instanceof Error) this.show(`${entry.key}: ${value.message}`, 'bad');
+      else this.change('SetConfig', entry.key, value);
+    };
+    editor.input.addEventListener('keydown', (e) => {
+      // Enter saves a one-line value; a JSON editor takes Ctrl+Enter (Enter is a new line).
+      if (e.key === 'Enter' && (!editor.json || e.ctrlKey || e.metaKey)) save();
     });
     return h('tr', { testid: 'config-row', dataset: { key: entry.key } },
       h('th', {}, entry.key),
       h('td', { testid: 'config-default' }, h('code', {}, entry.defaultJson || '(none)')),
       h('td', { testid: 'config-effective' }, h('code', {}, fmt.configText(entry.effectiveJson))),
       h('td', { testid: 'config-source' }, h('span', { class: `chip source-${entry.source.split(':')[0]}` }, entry.source)),
-      h('td', {}, input),
+      h('td', {}, editor.element),
       h('td', { class: 'row-buttons' },
         h('button', { class: 'btn btn-small btn-primary', testid: 'config-save', onclick: save }, 'Save'),
         h('button', { class: 'btn btn-small', testid: 'config-reset', title: 'Remove the override at the chosen scope', onclick: () => this.change('UnsetConfig', entry.key) }, 'Reset')));
@@ -179,6 +184,57 @@ class ConfigDialog {
     if (e.name === 'AbortError') return;
     this.show(e instanceof ApiError ? e.describe() : e.message, 'bad');
   }
+}
+
+// The kind of JSON a key's default is ('array', 'object'), or null for a scalar or no default.
+export function jsonKind(defaultJson) {
+  try {
+    const v = JSON.parse(defaultJson);
+    if (Array.isArray(v)) return 'array';
+    if (v !== null && typeof v === 'object') return 'object';
+  } catch {
+    // no default: a scalar
+  }
+  return null;
+}
+
+// The input of a new value: one line of text for a scalar; for a key whose default is an
+// array or an object, a JSON editor that checks the text as it is typed (the host checks it
+// again: this only saves a round trip). value() is the text to send, or an Error.
+function valueEditor(entry) {
+  const kind = jsonKind(entry.defaultJson);
+  if (!kind) {
+    const input = h('input', { class: 'input', testid: 'config-input', value: fmt.configText(entry.effectiveJson), spellcheck: false, 'aria-label': `new value of ${entry.key}` });
+    return { input, element: input, json: false, value: () => input.value };
+  }
+  let pretty = entry.effectiveJson;
+  try {
+    pretty = JSON.stringify(JSON.parse(entry.effectiveJson), null, 2);
+  } catch {
+    // shown as it is
+  }
+  const input = h('textarea', { class: 'input json-editor', testid: 'config-json', rows: Math.min(8, pretty.split('\n').length + 1), spellcheck: false, 'aria-label': `new value of ${entry.key} (JSON ${kind})` });
+  input.value = pretty;
+  const problem = h('div', { class: 'json-problem', testid: 'config-json-problem', role: 'alert' });
+  const value = () => {
+    let v;
+    try {
+      v = JSON.parse(input.value);
+    } catch (e) {
+      return new Error(`not valid JSON: ${e.message}`);
+    }
+    const isArray = Array.isArray(v);
+    const isObject = v !== null && typeof v === 'object' && !isArray;
+    if (kind === 'array' && !isArray) return new Error('must be a JSON array, e.g. ["a", "b"]');
+    if (kind === 'object' && !isObject) return new Error('must be a JSON object, e.g. {"name": "value"}');
+    return JSON.stringify(v);
+  };
+  input.addEventListener('input', () => {
+    const v = value();
+    setText(problem, v instanceof Error ? v.message : '');
+    input.classList.toggle('invalid', v instanceof Error);
+  });
+  return { input, element: h('div', {}, input, problem), json: true, value };
 }
 
 function rejectionText(rejections) {

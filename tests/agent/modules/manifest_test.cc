@@ -260,28 +260,57 @@ TEST(ParseManifest, ConfigMustBeAnObject) {
   }
 }
 
-TEST(ParseManifest, ConfigValuesMustBeScalars) {
-  for (const char* value : {"{\"a\": 1}", "[1, 2]", "null"}) {
-    SCOPED_TRACE(value);
-    auto m = ParseManifest(absl::StrCat(R"({"name": "x", "config": {"ok": 1, "bad": )", value,
-                                        R"(}, "apps": [{"script": "a.js"}]})"),
-                           "/p/package.json");
-    ASSERT_FALSE(m.ok());
-    EXPECT_THAT(Message(m.status()), HasSubstr("config.bad"));
-    EXPECT_THAT(Message(m.status()), HasSubstr("not a scalar"));
-    EXPECT_THAT(Message(m.status()), HasSubstr("/p/package.json"));
-  }
+TEST(ParseManifest, ConfigValuesMayBeAnyJson) {
+  // pm2-health's defaults, as published: objects, arrays, and PM2 modules' null defaults.
+  const char* config = R"({"smtp": {"host": "h", "port": 587, "disabled": false},
+      "events": ["exit"], "appsExcluded": [], "metric": {}, "slack_url": null, "n": 1})";
+  auto m = ParseManifest(absl::StrCat(R"({"name": "x", "config": )", config,
+                                      R"(, "apps": [{"script": "a.js"}]})"),
+                         "/p/package.json");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->config, nlohmann::json::parse(config));
+  EXPECT_TRUE(m->config["appsExcluded"].is_array());
+  EXPECT_TRUE(m->config["slack_url"].is_null());
 }
 
-TEST(ParseManifest, MissingApps) {
+TEST(ParseManifest, NothingToRun) {
   auto m = ParseManifest(R"({"name": "x"})", "/p/package.json");
   ASSERT_FALSE(m.ok());
-  EXPECT_THAT(Message(m.status()), HasSubstr("\"apps\" is missing"));
+  EXPECT_THAT(Message(m.status()), HasSubstr("nothing to run"));
+  EXPECT_THAT(Message(m.status()), HasSubstr("\"apps\""));
   EXPECT_THAT(Message(m.status()), HasSubstr("/p/package.json"));
 }
 
+// PM2 runs a module without `apps` from `bin` (its first command), else `main`.
+TEST(ParseManifest, RunsBinOrMainWithoutApps) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"("main": "App.js")", "App.js"},
+      {R"("bin": "cli.js", "main": "App.js")", "cli.js"},
+      {R"("bin": {"other": "o.js", "x": "bin/x.js"}, "main": "App.js")", "bin/x.js"},
+      {R"("bin": {"b": "b.js", "a": "a.js"})", "a.js"},
+      {R"("apps": {"script": "a.js"}, "main": "App.js")", "a.js"},
+  };
+  for (const auto& [fields, script] : cases) {
+    SCOPED_TRACE(fields);
+    auto m = ParseManifest(absl::StrCat(R"({"name": "x", )", fields, "}"), "/p/package.json");
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->app["script"], script);
+    EXPECT_TRUE(m->is_node);
+  }
+}
+
+TEST(ParseManifest, BinOrMainThatNamesNoFile) {
+  for (const char* fields : {R"("main": 5)", R"("main": "")", R"("bin": {})",
+                             R"("bin": [1, 2])", R"("bin": {"t": null})"}) {
+    SCOPED_TRACE(fields);
+    auto m = ParseManifest(absl::StrCat(R"({"name": "x", )", fields, "}"), "/p/package.json");
+    ASSERT_FALSE(m.ok());
+    EXPECT_THAT(Message(m.status()), HasSubstr("must name the entry point"));
+  }
+}
+
 TEST(ParseManifest, AppsNotANonEmptyArrayOfObjects) {
-  for (const char* apps : {"{\"script\": \"a.js\"}", "\"a.js\"", "[]", "[\"a.js\"]", "[1]",
+  for (const char* apps : {"\"a.js\"", "[]", "[\"a.js\"]", "[1]",
                            "null"}) {
     SCOPED_TRACE(apps);
     auto m = ParseManifest(absl::StrCat(R"({"name": "x", "apps": )", apps, "}"),
@@ -537,13 +566,11 @@ TEST(ParseManifest, DeepNestingIsRefusedWithItsPosition) {
   EXPECT_THAT(Message(m.status()), HasSubstr("line 1, column"));
 }
 
-TEST(ParseManifest, NonScalarConfigValueIsQuotedShortInTheError) {
+TEST(ParseManifest, ANonStringMainIsQuotedShortInTheError) {
   std::string big = "[\"" + std::string(100000, 'x') + "\"]";
-  auto m = ParseManifest(absl::StrCat(R"({"name":"m","config":{"k":)", big,
-                                      R"(},"apps":[{"script":"a.sh"}]})"),
-                         "p");
+  auto m = ParseManifest(absl::StrCat(R"({"name":"m","main":)", big, "}"), "p");
   ASSERT_FALSE(m.ok());
-  EXPECT_THAT(Message(m.status()), HasSubstr("is not a scalar"));
+  EXPECT_THAT(Message(m.status()), HasSubstr("must name the entry point"));
   EXPECT_LT(m.status().message().size(), 1000u);
 }
 

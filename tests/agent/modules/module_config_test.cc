@@ -275,5 +275,131 @@ TEST(ConvertConfigValue, InvalidUtf8IsRefusedNamingTheKey) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Arrays and objects (PM2 passes any JSON: pm2-health's defaults hold both)
+
+TEST(ConvertConfigValue, ArrayDefaultTakesAJsonArrayOfAnything) {
+  auto v = ConvertConfigValue(json::array(), "appsExcluded", R"( ["web", 2, {"a": null}] )");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(*v, json::parse(R"(["web", 2, {"a": null}])"));
+  auto empty = ConvertConfigValue(json::array({"exit"}), "events", "[]");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(*empty, json::array());
+}
+
+TEST(ConvertConfigValue, ObjectDefaultTakesAJsonObject) {
+  json def = {{"host", "h"}, {"port", 587}};
+  auto v = ConvertConfigValue(def, "smtp", R"({"host": "mail", "port": 25, "extra": [1]})");
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ((*v)["port"], 25);
+  EXPECT_EQ((*v)["extra"], json::array({1}));
+}
+
+TEST(ConvertConfigValue, ArrayOrObjectDefaultRefusesOtherJsonAndNonJsonSayingHowToWriteIt) {
+  struct Case {
+    json def;
+    const char* text;
+    const char* want;
+  };
+  for (const Case& c : {Case{json::array(), "web", "is not a JSON array"},
+                        Case{json::array(), "web,api", "is not a JSON array"},
+                        Case{json::array(), R"({"a": 1})", "is not a JSON array"},
+                        Case{json::array(), "\"web\"", "is not a JSON array"},
+                        Case{json::object(), "[1]", "is not a JSON object"},
+                        Case{json::object(), "[1", "is not a JSON object"}}) {
+    SCOPED_TRACE(c.text);
+    auto v = ConvertConfigValue(c.def, "k", c.text);
+    ASSERT_FALSE(v.ok());
+    std::string m(v.status().message());
+    EXPECT_THAT(m, HasSubstr(c.want));
+    EXPECT_THAT(m, HasSubstr("k: "));
+    EXPECT_THAT(m, HasSubstr(c.def.dump()));  // the default
+  }
+  auto v = ConvertConfigValue(json::array(), "k", "web");
+  EXPECT_THAT(std::string(v.status().message()), HasSubstr("give a JSON literal"));
+}
+
+TEST(ConvertConfigValue, NoDefaultTakesAJsonArrayOrObjectAsItselfAndOtherTextAsPm2Does) {
+  EXPECT_EQ(*ConvertConfigValue(json(), "k", "[1, \"a\"]"), json::parse("[1, \"a\"]"));
+  EXPECT_EQ(*ConvertConfigValue(json(), "k", "{\"a\": 1}"), json::parse("{\"a\": 1}"));
+  EXPECT_EQ(*ConvertConfigValue(json(), "k", "[not json"), json("[not json"));
+  EXPECT_EQ(*ConvertConfigValue(json(), "k", "42"), json(42));
+}
+
+TEST(ConvertConfigValue, AHugeRefusedValueIsQuotedShort) {
+  auto v = ConvertConfigValue(json::array(), "k", std::string(100000, 'x'));
+  ASSERT_FALSE(v.ok());
+  EXPECT_LT(v.status().message().size(), 1000u);
+}
+
+TEST(MakeConfigEnvironment, ArraysAndObjectsReachTheModuleAsJsonScalarsAsPm2Strings) {
+  json defaults = {{"appsExcluded", json::array()}, {"smtp", {{"port", 587}}}, {"n", 1}};
+  // As module_conf.json holds them after `set`, and as a control plane sends them (text).
+  json overrides = {{"appsExcluded", json::array({"web"})},
+                    {"smtp", R"({"port": 25})"},
+                    {"n", "5"}};
+  auto env = MakeConfigEnvironment("pm2-health", defaults, overrides);
+  ASSERT_TRUE(env.ok()) << env.status();
+  EXPECT_EQ(json::parse(env->overrides),
+            (json{{"appsExcluded", {"web"}}, {"smtp", {{"port", 25}}}, {"n", "5"}}));
+  EXPECT_EQ(json::parse(env->effective),
+            (json{{"appsExcluded", {"web"}}, {"smtp", {{"port", 25}}}, {"n", 5}}));
+  EXPECT_TRUE(env->refused.empty());
+}
+
+TEST(MakeConfigEnvironment, AnOverrideThatDoesNotConvertIsLeftOutWithItsReason) {
+  json defaults = {{"appsExcluded", json::array()}, {"n", 1}};
+  json overrides = {{"appsExcluded", "web"}, {"n", "2"}};  // a hand edit
+  auto env = MakeConfigEnvironment("m", defaults, overrides);
+  ASSERT_TRUE(env.ok());
+  EXPECT_EQ(json::parse(env->overrides), (json{{"n", "2"}}));
+  EXPECT_EQ(json::parse(env->effective)["appsExcluded"], json::array());
+  ASSERT_EQ(env->refused.size(), 1u);
+  EXPECT_THAT(env->refused[0], HasSubstr("appsExcluded"));
+  EXPECT_THAT(env->refused[0], HasSubstr("is not a JSON array"));
+}
+
+TEST_F(ModuleConfStoreTest, SetKeepsAnArrayAsJson) {
+  ModuleConfStore store(path_);
+  ASSERT_TRUE(store.Load().ok());
+  ASSERT_TRUE(store.Set("pm2-health", "appsExcluded", json::array({"web", "api"})).ok());
+  EXPECT_EQ(json::parse(Read()), (json{{"pm2-health", {{"appsExcluded", {"web", "api"}}}}}));
+}
+
+TEST_F(ModuleConfStoreTest, RefreshPicksUpAHandEditAndSetKeepsIt) {
+  ModuleConfStore store(path_);
+  ASSERT_TRUE(store.Load().ok());
+  ASSERT_TRUE(store.Set("redis", "port", "1").ok());
+  EXPECT_TRUE(store.Refresh().ok());  // its own write is not an edit
+  Write(R"({"redis": {"port": "6390", "host": "edited"}})");
+  ASSERT_TRUE(store.Refresh().ok());
+  EXPECT_EQ(store.Overrides("redis")["host"], "edited");
+  // A set made later reads the file first: the edit is not overwritten.
+  Write(R"({"redis": {"port": "6391", "host": "edited again"}})");
+  ASSERT_TRUE(store.Set("mongo", "uri", "x").ok());
+  json doc = json::parse(Read());
+  EXPECT_EQ(doc["redis"]["host"], "edited again");
+  EXPECT_EQ(doc["mongo"]["uri"], "x");
+}
+
+TEST_F(ModuleConfStoreTest, AnUnreadableHandEditKeepsTheValuesInForceAndBlocksChanges) {
+  ModuleConfStore store(path_);
+  ASSERT_TRUE(store.Load().ok());
+  ASSERT_TRUE(store.Set("redis", "port", "1").ok());
+  Write(R"({"redis": {"port": "2",)");
+  for (int i = 0; i < 2; ++i) {  // said again until it is fixed
+    auto s = store.Refresh();
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(std::string(s.message()), HasSubstr(path_));
+    EXPECT_THAT(std::string(s.message()), HasSubstr("stay in force"));
+  }
+  EXPECT_EQ(store.Overrides("redis")["port"], "1");
+  EXPECT_FALSE(store.Set("redis", "port", "3").ok());
+  EXPECT_EQ(Read(), R"({"redis": {"port": "2",)");  // the operator's text is not replaced
+  Write(R"({"redis": {"port": "4"}})");
+  ASSERT_TRUE(store.Refresh().ok());
+  EXPECT_EQ(store.Overrides("redis")["port"], "4");
+}
+
 }  // namespace
 }  // namespace herd::agent
