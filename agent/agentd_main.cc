@@ -54,6 +54,7 @@ struct AgentdFlags {
   size_t metrics_buffer = 600;
   std::string module_max_unpacked = "512M";
   uint64_t module_max_files = 20000;
+  bool no_cgroups = false;
 };
 
 void AddLocalFlags(CLI::App& app, AgentdFlags& f) {
@@ -76,6 +77,9 @@ void AddLocalFlags(CLI::App& app, AgentdFlags& f) {
                  "Also write agentd's own log here (default with --daemon: HOME/agentd.log)");
   app.add_flag("--daemon", f.daemon,
                "Detach and run in the background; returns once the socket is ready");
+  app.add_flag("--no-cgroups", f.no_cgroups,
+               "Do not put each unit in a cgroup v2 of its own (then a unit's processes that "
+               "leave its process group are found through agentd's child subreaper only)");
 }
 
 void AddLinkFlags(CLI::App& app, AgentdFlags& f) {
@@ -141,6 +145,7 @@ absl::StatusOr<herd::agent::AgentOptions> ToAgentOptions(const AgentdFlags& f) {
   }
   opts.module_max_unpacked = *unpacked;
   opts.module_max_files = f.module_max_files;
+  opts.cgroups = !f.no_cgroups;
   opts.log_retain = f.log_retain;
   if (!f.controlplane.empty()) {
     auto addresses = herd::ParseControlPlaneAddresses(f.controlplane, "--controlplane");

@@ -203,6 +203,11 @@ std::string RenderDetail(const herd::v1::UnitDetail& d, absl::Time now) {
     add("threads", absl::StrCat(s.usage().threads()));
     add("processes", absl::StrJoin(s.sampled_pids(), " "));
   }
+  add("cgroup", d.cgroup());
+  for (const auto& e : d.escaped()) {
+    // Left the unit's process group (double fork, setsid): still the unit's.
+    rows.push_back({"escaped", absl::StrCat(e.pid(), " ", e.command())});
+  }
   add("exec", s.exec_path());
   add("script", spec.script());
   add("args", absl::StrJoin(spec.args(), " "));

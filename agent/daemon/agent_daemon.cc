@@ -364,6 +364,25 @@ void FlushOnStop(LogWriter& logs, StateFile& state, spdlog::logger& log) {
   log.info("event=stopped");
 }
 
+// The units' cgroups (unit_cgroups.h), or null with the reason logged: units are then kept
+// together by their process groups and the subreaper.
+std::unique_ptr<UnitCgroups> OpenCgroups(const AgentOptions& options, spdlog::logger& log) {
+  if (!options.cgroups) {
+    log.info("event=cgroups_off reason=--no-cgroups");
+    return nullptr;
+  }
+  // FNV-1a of the home: the same tree across restarts, a different one per agent.
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : options.home) h = (h ^ c) * 1099511628211ull;
+  auto cgroups = UnitCgroups::Open(absl::StrCat(absl::Hex(h, absl::kZeroPad16)).substr(0, 12));
+  if (!cgroups.ok()) {
+    log.warn("event=cgroups_unavailable error=\"{}\"", cgroups.status().message());
+    return nullptr;
+  }
+  log.info("event=cgroups dir={}", (*cgroups)->base());
+  return *std::move(cgroups);
+}
+
 }  // namespace
 
 std::string AgentSocketPath(const std::string& home) { return absl::StrCat(home, "/agent.sock"); }
@@ -406,7 +425,14 @@ absl::Status RunAgent(const AgentOptions& options) {
   ProcSampler sampler(options.proc_root);
   LogWriter logs;
   StateFile state(absl::StrCat(home, "/state.json"));
+  std::unique_ptr<UnitCgroups> cgroups = OpenCgroups(options, *log);  // outlives supervisor
   Supervisor supervisor(loop, spawner, sampler, logs, &state, MakeSupervisorOptions(options));
+  supervisor.set_cgroups(cgroups.get());
+  if (!cgroups) {
+    if (auto st = supervisor.BecomeSubreaper(); !st.ok()) {
+      log->warn("event=subreaper_unavailable error=\"{}\"", st.message());
+    }
+  }
   const std::string search_path = SearchPath();
   UnitsAsPm2 pm2_units(supervisor, logs);
   Pm2Bus pm2_bus(supervisor, pm2_units);

@@ -41,6 +41,8 @@ struct AgentOptions {
   // What a module archive may unpack to: bytes and members (refused before extracting).
   uint64_t module_max_unpacked = 512ull << 20;
   uint64_t module_max_files = 20000;
+  // Each unit in a cgroup v2 of its own, where the machine allows (unit_cgroups.h).
+  bool cgroups = true;
 };
 
 // Runs until shutdown; an error means agentd could not start (already running, home not

@@ -31,6 +31,7 @@ class SystemOps final : public ChildWaitOps {
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
+    ForgetChild(pid);
     return status;
   }
 };

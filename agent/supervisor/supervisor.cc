@@ -152,9 +152,12 @@ void Supervisor::Spawn(Unit& u) {
   absl::Status ready = absl::OkStatus();
   if (hooked) ready = hooks_->BeforeSpawn(u.spec, &req.env, &req.channel_fd);
 
+  req.cgroup_fd = ready.ok() ? PrepareCgroup(u) : -1;
   auto spawned = ready.ok() ? spawner_.Spawn(req) : absl::StatusOr<SpawnedProcess>(ready);
+  if (req.cgroup_fd >= 0) close(req.cgroup_fd);
   if (hooked) hooks_->AfterSpawn(u.spec.name(), spawned.ok() ? spawned->pid : 0);
   if (!spawned.ok()) {
+    if (!u.cgroup.empty()) draining_cgroups_.push_back(std::exchange(u.cgroup, ""));
     u.state = herd::v1::UNIT_STATE_ERRORED;
     u.reason = std::string(spawned.status().message());
     AddEvent(u, "spawn-failed", u.reason);
@@ -409,6 +412,7 @@ absl::StatusOr<herd::v1::UnitDetail> Supervisor::Describe(const std::string& nam
   for (const auto& e : u.events) *d.add_events() = e;
   d.set_out_log_path(u.out_path);
   d.set_err_log_path(u.err_path);
+  DescribeContainment(u, &d);
   return d;
 }
 

@@ -21,6 +21,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -36,6 +37,7 @@
 #include "agent/supervisor/cron_schedule.h"
 #include "agent/supervisor/restart_policy.h"
 #include "agent/supervisor/spawner.h"
+#include "agent/supervisor/unit_cgroups.h"
 #include "agent/supervisor/state_file.h"
 #include "common/logging.h"
 #include "herd/v1/agent.pb.h"
@@ -120,6 +122,13 @@ class Supervisor {
 
   // Module hooks (may be null); must outlive the supervisor.
   void set_hooks(UnitHooks* hooks) { hooks_ = hooks; }
+  // Where units' processes are contained (null: process groups only); set before Restore()
+  // and must outlive the supervisor.
+  void set_cgroups(UnitCgroups* cgroups) { cgroups_ = cgroups; }
+  // Without cgroups: makes agentd the child subreaper (prctl PR_SET_CHILD_SUBREAPER), so that
+  // a unit's process that double-forks is re-parented to agentd rather than to init, found
+  // by the HERD_UNIT its environment carries, stopped and counted with the unit, and reaped.
+  absl::Status BecomeSubreaper();
   // Called (on the loop) with every unit event, e.g. to forward it to the control plane or to
   // PM2's bus. An id for RemoveEventListener.
   using EventListener = std::function<void(const std::string&, const herd::v1::UnitEvent&)>;
@@ -179,6 +188,8 @@ class Supervisor {
     herd::v1::ResourceUsage usage;
     std::vector<pid_t> sampled_pids;
     std::string exec_path;
+    // The cgroup of the current process ("" when none or not running).
+    std::string cgroup;
   };
 
   absl::StatusOr<std::vector<Unit*>> Select(const std::string& selector);
@@ -207,6 +218,27 @@ class Supervisor {
   void Persist();
   void PersistNow();
   void KillGroup(pid_t pgid, int sig);
+
+  // Containment (supervisor_containment.cc), with cgroups: a fresh cgroup per process.
+  // Creates the next process's cgroup: an fd for the spawner, -1 without one.
+  int PrepareCgroup(Unit& u);
+  // The unit's process group and everything in its cgroup get `sig`.
+  void KillUnit(const Unit& u, pid_t pgid, int sig);
+  // The main process has exited: what is left in its cgroup is stopped, at once when the
+  // exit was asked for (they had their SIGTERM with it), else SIGTERM then SIGKILL after
+  // kill_timeout (the next process runs in a cgroup of its own meanwhile).
+  void StopLeftovers(Unit& u, bool asked);
+  void StopAdopted(Unit& u, bool asked);
+  // The unit's processes outside its process group.
+  std::vector<pid_t> Escaped(const Unit& u) const;
+  // Subreaper: the processes re-parented to agentd, by unit (HERD_UNIT); reaps those that
+  // have exited since.
+  std::map<std::string, std::vector<pid_t>> Adopted() const;
+  void DescribeContainment(const Unit& u, herd::v1::UnitDetail* d) const;
+  // Removes the cgroups emptied since (each sampling tick).
+  void DrainCgroups();
+  // On Restore: whatever an earlier run of the agent left in its cgroups is killed.
+  void KillPreviousRun();
   herd::v1::UnitStatus StatusOf(const Unit& u) const;
   std::vector<herd::v1::UnitStatus> StatusOf(const std::vector<Unit*>& units) const;
   std::vector<pid_t> PidFileRoots(const Unit& u) const;
@@ -237,6 +269,11 @@ class Supervisor {
   // Cleared by the destructor: a queued update finds it so if the loop outlives us.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   UnitHooks* hooks_ = nullptr;
+  UnitCgroups* cgroups_ = nullptr;
+  std::vector<std::string> draining_cgroups_;
+  bool subreaper_ = false;
+  // Adopted processes seen with a unit's HERD_UNIT: reaped once they exit.
+  mutable std::set<pid_t> adopted_;
 };
 
 }  // namespace herd::agent

@@ -54,6 +54,7 @@ void Supervisor::OnExit(Unit& u) {
     // The timer, if still armed, SIGKILLs what is left of the old group; it no longer
     // belongs to the unit's lifecycle.
     u.kill_timer = 0;
+    StopLeftovers(u, /*asked=*/true);
     u.state = herd::v1::UNIT_STATE_STOPPED;
     AddEvent(u, "stopped", how);
     log_->info("event=stopped unit={} pid={} how=\"{}\"", u.spec.name(), old_pid, how);
@@ -68,6 +69,7 @@ void Supervisor::OnExit(Unit& u) {
     loop_.RunAfter(absl::Milliseconds(u.spec.kill_timeout_ms()),
                    [this, old_pid] { KillGroup(old_pid, SIGKILL); });
   }
+  StopLeftovers(u, /*asked=*/false);
   AddEvent(u, "exited", absl::StrCat(how, " after ", FormatUptime(exit->uptime)));
   ApplyRestartPolicy(u, old_pid, how, *exit);
 }
@@ -76,6 +78,7 @@ std::optional<ExitInfo> Supervisor::Reap(Unit& u) {
   int status = 0;
   pid_t r = waitpid(u.pid, &status, WNOHANG);
   if (r == 0) return std::nullopt;
+  ForgetChild(u.pid);
   ExitInfo exit;
   if (r == u.pid && WIFEXITED(status)) {
     exit.exit_code = WEXITSTATUS(status);
@@ -191,11 +194,13 @@ void Supervisor::RequestStop(Unit& u, Intent intent, std::function<void()> on_st
   }
   if (u.state == herd::v1::UNIT_STATE_STOPPING) return;  // already on its way down
   u.state = herd::v1::UNIT_STATE_STOPPING;
-  AddEvent(u, "stopping", absl::StrCat("SIGTERM to process group ", u.pid));
-  KillGroup(u.pid, SIGTERM);
+  AddEvent(u, "stopping", absl::StrCat("SIGTERM to process group ", u.pid,
+                                       u.cgroup.empty() ? "" : " and to its cgroup"));
+  KillUnit(u, u.pid, SIGTERM);
   const std::string name = u.spec.name();
   const pid_t pid = u.pid;
-  u.kill_timer = loop_.RunAfter(absl::Milliseconds(u.spec.kill_timeout_ms()), [this, name, pid] {
+  u.kill_timer = loop_.RunAfter(absl::Milliseconds(u.spec.kill_timeout_ms()),
+                                [this, name, pid, cg = u.cgroup] {
     auto it = units_.find(name);
     if (it != units_.end() && it->second->pid == pid) {
       it->second->kill_timer = 0;
@@ -205,6 +210,7 @@ void Supervisor::RequestStop(Unit& u, Intent intent, std::function<void()> on_st
       log_->warn("event=kill_timeout unit={} pid={} action=SIGKILL", name, pid);
     }
     KillGroup(pid, SIGKILL);
+    if (cgroups_ != nullptr && !cg.empty()) cgroups_->Signal(cg, SIGKILL);
   });
 }
 

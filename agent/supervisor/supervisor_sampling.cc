@@ -62,10 +62,12 @@ void Supervisor::Sample() {
   const auto tick_start = std::chrono::steady_clock::now();
   const uint64_t cpu_start = ThreadCpuNs();
   sample_timer_ = loop_.RunAfter(options_.sample_interval, [this] { Sample(); });
+  DrainCgroups();
   const absl::Time mono = loop_.clock().Monotonic();
   const bool smaps = last_smaps_ == absl::Time() || mono - last_smaps_ >= options_.smaps_interval;
   if (smaps) last_smaps_ = mono;
 
+  const std::map<std::string, std::vector<pid_t>> adopted = Adopted();  // one scan a tick
   std::vector<SampleTarget> targets;
   std::vector<Unit*> order;
   targets.reserve(units_.size() + 1);
@@ -78,6 +80,12 @@ void Supervisor::Sample() {
       if (u->spec.pid_files_join() || t.roots.empty()) t.roots.push_back(u->pid);
     } else {
       t.roots.push_back(u->pid);
+    }
+    // What left the process tree (a double-forked daemon) is the unit's all the same.
+    if (cgroups_ != nullptr) {
+      for (pid_t p : Escaped(*u)) t.roots.push_back(p);
+    } else if (auto a = adopted.find(name); a != adopted.end()) {
+      t.roots.insert(t.roots.end(), a->second.begin(), a->second.end());
     }
     if (hooks_ != nullptr && u->spec.channel() != herd::v1::CHANNEL_KIND_NONE) {
       // A module's announced pid (initModule's `pid`) replaces its own process, as in PM2,

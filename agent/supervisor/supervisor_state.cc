@@ -36,6 +36,8 @@ using supervisor_internal::UnixMs;
 // Restore
 
 absl::Status Supervisor::Restore() {
+  // With a state file, after its orphans had their SIGTERM and kill_timeout.
+  if (state_ == nullptr) KillPreviousRun();
   if (state_ != nullptr) {
     auto persisted = state_->Load();
     if (!persisted.ok()) return persisted.status();
@@ -74,6 +76,7 @@ absl::Status Supervisor::Restore() {
       if (s.pidfd >= 0) close(s.pidfd);
     }
 
+    KillPreviousRun();
     for (const auto& p : *persisted) {
       if (units_.count(p.spec.name())) continue;
       Unit& u = AddUnit(p.spec);

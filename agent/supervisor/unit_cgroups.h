@@ -1,0 +1,60 @@
+// UnitCgroups: each start of a unit runs in a cgroup v2 directory of its own, so that
+// whatever the process forks (a daemon that double-forks and calls setsid leaves the process
+// group, never the cgroup) is found, counted and stopped with the unit.
+//
+// Layout: <cgroup2 mount><agentd's own cgroup>/herd-<tag>/unit-<name>@<n>, <tag> naming the
+// agent's home (several agents on one machine keep apart; one agent finds its tree again
+// after a restart). A fresh directory per start means leftovers of an exited process are
+// stopped without touching the next one. No controllers are enabled: membership and
+// cgroup.kill need none (limits would, and a hybrid mount like Debian's default has them all
+// on v1).
+//
+// The machine may offer no writable cgroup v2 (no unified mount, not root, a container);
+// Open says why and the supervisor falls back to process groups plus the subreaper scan.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace herd::agent {
+
+class UnitCgroups {
+ public:
+  // The cgroup2 mount point and the calling process's cgroup in it ("/" at its root), from
+  // /proc/self/mountinfo and /proc/self/cgroup; empty when there is none.
+  struct Where {
+    std::string mount;
+    std::string own;
+  };
+  static Where Find(const std::string& proc = "/proc");
+
+  // The agent's subtree (created if needed), or why there is none.
+  static absl::StatusOr<std::unique_ptr<UnitCgroups>> Open(const std::string& tag);
+  // Over a given directory (tests): it must exist and be a cgroup v2 directory.
+  explicit UnitCgroups(std::string base) : base_(std::move(base)) {}
+
+  const std::string& base() const { return base_; }
+
+  // A new, empty directory for the unit's next process: its path.
+  absl::StatusOr<std::string> Create(const std::string& unit);
+  // The processes in a unit directory (empty if it is gone).
+  std::vector<pid_t> Pids(const std::string& path) const;
+  // Every process in the directory gets `sig`; SIGKILL through cgroup.kill, which also
+  // catches what forks meanwhile. The number of processes signalled (-1: cgroup.kill used).
+  int Signal(const std::string& path, int sig) const;
+  // Removes the directory once it holds no process; false while it still does.
+  bool Remove(const std::string& path) const;
+  // The unit directories under base() (left by an earlier run of this agent, on start).
+  std::vector<std::string> Existing() const;
+
+ private:
+  std::string base_;
+  uint64_t next_ = 0;
+};
+
+}  // namespace herd::agent
