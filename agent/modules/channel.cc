@@ -182,8 +182,13 @@ void ModuleChannelState::OnConfiguration(const json& data) {
   widget.set_type(Clip(StringOr(*w, "type", "generic"), 64));
   widget.set_logo(Clip(StringOr(*w, "logo"), 2048));
   if (w->contains("theme") && (*w)["theme"].is_array()) {
-    for (const auto& c : (*w)["theme"]) {
-      if (c.is_string() && widget.theme_size() < 8) widget.add_theme(Clip(c.get<std::string>(), 64));
+    // @pm2/io merges the module's theme into its default one element by element, and
+    // arrays by concatenation: pm2-elasticsearch's four colours arrive after the four
+    // defaults. The module's own are the last four.
+    const json& theme = (*w)["theme"];
+    const size_t from = theme.size() > 4 ? theme.size() - 4 : 0;
+    for (size_t i = from; i < theme.size(); ++i) {
+      if (theme[i].is_string()) widget.add_theme(Clip(theme[i].get<std::string>(), 64));
     }
   }
   static const json kEmpty = json::object();

@@ -171,17 +171,21 @@ void BoundInventory(google::protobuf::RepeatedPtrField<herd::v1::ModuleInventory
     }
     Clip(m.mutable_version(), text_max, hits);
     Clip(m.mutable_source(), text_max, hits);
-    // What only the dashboard shows, bounded tighter.
-    Clip(m.mutable_widget()->mutable_logo(), 4096, hits);
-    Clip(m.mutable_widget()->mutable_type(), 64, hits);
+    // What only the dashboard shows, bounded tighter. A module that announced no widget
+    // keeps none (an empty one would read as "every block off").
     Clip(m.mutable_description(), 1024, hits);
     Clip(m.mutable_interpreter(), 256, hits);
-    while (m.widget().theme_size() > 8) m.mutable_widget()->mutable_theme()->RemoveLast();
-    for (auto& t : *m.mutable_widget()->mutable_theme()) Clip(&t, 64, hits);
-    while (static_cast<size_t>(m.widget().main_probes_size()) > kMaxMainProbes) {
-      m.mutable_widget()->mutable_main_probes()->RemoveLast();
+    if (m.has_widget()) {
+      auto* w = m.mutable_widget();
+      Clip(w->mutable_logo(), 4096, hits);
+      Clip(w->mutable_type(), 64, hits);
+      while (w->theme_size() > 8) w->mutable_theme()->RemoveLast();
+      for (auto& t : *w->mutable_theme()) Clip(&t, 64, hits);
+      while (static_cast<size_t>(w->main_probes_size()) > kMaxMainProbes) {
+        w->mutable_main_probes()->RemoveLast();
+      }
+      for (auto& p : *w->mutable_main_probes()) Clip(&p, name_max, hits);
     }
-    for (auto& p : *m.mutable_widget()->mutable_main_probes()) Clip(&p, name_max, hits);
     while (m.actions_size() > 128) m.mutable_actions()->RemoveLast();
     for (auto& a : *m.mutable_actions()) {
       Clip(a.mutable_name(), name_max, hits);

@@ -111,6 +111,20 @@ TEST(AgentLimits, InventoryKeepsTheFirstModulesWithinCountAndBytes) {
   EXPECT_EQ(bytes[Limit::kInventoryBytes], 2u);
 }
 
+// A module without a widget (tx2 modules announce none) must not get an empty one: the
+// dashboard would read every flag as off and draw an empty card.
+TEST(AgentLimits, AModuleWithoutAWidgetKeepsNone) {
+  google::protobuf::RepeatedPtrField<herd::v1::ModuleInventory> mods;
+  mods.Add()->set_name("sysmonit");
+  mods.Add()->set_name("themed");
+  mods[1].mutable_widget()->add_theme("#39bdb1");
+  LimitHits hits;
+  BoundInventory(&mods, AgentLimits(), &hits);
+  ASSERT_EQ(mods.size(), 2);
+  EXPECT_FALSE(mods[0].has_widget());
+  EXPECT_TRUE(mods[1].has_widget());
+}
+
 TEST(AgentLimits, EventsWithLongNamesAreDroppedAndTheirDetailClipped) {
   AgentLimits limits;
   limits.max_text_bytes = 4;

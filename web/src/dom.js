@@ -58,3 +58,35 @@ export function safeImageUrl(value) {
     return null;
   }
 }
+
+// Text that holds HTML (a PM2 module's action reply: pm2-server-monit answers `ps` output
+// with <br /> for newlines, as Keymetrics rendered it) as DOM nodes: formatting elements are
+// rebuilt without any attribute, <br> becomes a newline, everything else (scripts, images,
+// links, handlers) is reduced to its text. Never innerHTML into the page.
+const SAFE_TAGS = new Set(['b', 'strong', 'i', 'em', 'u', 'code', 'pre', 'p', 'div', 'span', 'ul', 'ol', 'li',
+  'table', 'thead', 'tbody', 'tr', 'th', 'td', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'hr', 'small']);
+const DROPPED_TAGS = new Set(['script', 'style', 'template', 'noscript', 'iframe', 'object', 'head', 'title']);
+
+export function looksLikeHtml(text) {
+  return typeof text === 'string' && /<\/?(br|b|strong|i|em|u|code|pre|p|div|span|ul|ol|li|table|tr|td|th|h[1-6]|hr|small)\b[^>]*>/i.test(text);
+}
+
+export function safeHtml(text) {
+  const doc = new DOMParser().parseFromString(`<body>${text}</body>`, 'text/html');
+  const out = document.createDocumentFragment();
+  const copy = (from, to) => {
+    for (const node of from.childNodes) {
+      if (node.nodeType === Node.TEXT_NODE) to.append(node.textContent);
+      else if (node.nodeType !== Node.ELEMENT_NODE) continue;
+      else {
+        const tag = node.tagName.toLowerCase();
+        if (tag === 'br') to.append('\n');
+        else if (DROPPED_TAGS.has(tag)) continue;
+        else if (SAFE_TAGS.has(tag)) copy(node, to.appendChild(document.createElement(tag)));
+        else copy(node, to);
+      }
+    }
+  };
+  copy(doc.body, out);
+  return out;
+}

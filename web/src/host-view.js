@@ -119,6 +119,8 @@ class HostView {
       if (unit.isModule) this.widgets.get(unit.name).setSample(unit);
       else this.units.set(unit.name, unit);
     }
+    // Offline: what the widgets show is the last the host said, and nothing can reach it.
+    for (const widget of this.widgets.values()) widget.setHostOnline(host.online, host.lastSeenUnixMs);
     this.renderUnits();
     this.renderEvents(detail.events || []);
   }

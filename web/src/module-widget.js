@@ -7,7 +7,7 @@
 // inputs and the last action reply survive refreshes.
 
 import { call, watch, targetHost, ApiError } from './api.js';
-import { h, setText, safeColor, safeImageUrl } from './dom.js';
+import { h, setText, safeColor, safeImageUrl, looksLikeHtml, safeHtml } from './dom.js';
 import * as fmt from './format.js';
 import { SeriesChart } from './chart.js';
 
@@ -28,6 +28,22 @@ const DEFAULT_WIDGET = {
 
 const HISTORY_MS = 5 * 60 * 1000;
 
+const WIDGET_FLAGS = ['elProbes', 'elActions', 'blockActions', 'blockCpu', 'blockMem', 'blockIssues', 'blockMeta', 'blockMetaBlock'];
+
+// The widget to draw: the module's, or the show-everything default when it announced none,
+// or one with every block off (proto3 JSON leaves false flags out, so a widget that is
+// only {} or {theme} reads that way): a card with nothing in it is never what was meant.
+export function effectiveWidget(widget) {
+  if (!widget || !WIDGET_FLAGS.some((f) => widget[f])) return { ...DEFAULT_WIDGET, ...(widget || {}), ...Object.fromEntries(WIDGET_FLAGS.map((f) => [f, true])) };
+  return { ...DEFAULT_WIDGET, ...Object.fromEntries(WIDGET_FLAGS.map((f) => [f, Boolean(widget[f])])), ...widget };
+}
+
+// PM2's theme is four colours; @pm2/io prepends its four defaults to a module's own (an
+// older agent passes all eight): the module's are the last four.
+function moduleTheme(theme) {
+  return (theme || []).length > 4 ? theme.slice(-4) : theme || [];
+}
+
 export class ModuleWidget {
   // onConfigure(name) / onRollout(name): open the host view's dialogs for this module.
   constructor({ hostId, name, scope, onConfigure, onRollout }) {
@@ -40,15 +56,23 @@ export class ModuleWidget {
 
     // In the header only while the module gives a usable logo.
     this.logo = h('img', { class: 'widget-logo', testid: 'widget-logo', alt: '' });
+    // Shown instead of a logo that is missing or does not load (never a broken image).
+    this.letterMark = h('span', { class: 'widget-logo letter-mark', testid: 'widget-letter', 'aria-hidden': 'true' }, (name.match(/[a-z0-9]/i) || ['?'])[0].toUpperCase());
+    this.logo.addEventListener('error', () => {
+      this.failedLogo = this.logo.getAttribute('src');
+      this.logo.replaceWith(this.letterMark);
+    });
+    this.hostOnline = true;
     this.stateBadge = h('span', { class: 'badge idle' }, 'unknown');
     this.subtitle = h('span', { class: 'widget-sub' });
-    this.restartButton = h('button', { class: 'btn btn-small', testid: 'restart-button', title: 'Restart this module on this host now', onclick: () => this.restartNow() }, 'Restart');
+    this.restartButton = h('button', { class: 'btn btn-small', testid: 'restart-button', title: 'Restart this module on this host now', dataset: { title: 'Restart this module on this host now' }, onclick: () => this.restartNow() }, 'Restart');
+    this.configureButton = h('button', { class: 'btn btn-small', testid: 'configure-button', onclick: () => onConfigure(name) }, 'Configure');
     this.restartStatus = h('span', { class: 'restart-status', testid: 'restart-status' });
     this.header = h('header', { class: 'widget-header', testid: 'widget-header' },
       h('div', { class: 'widget-title' }, h('h3', {}, name), this.subtitle),
       this.stateBadge,
       h('div', { class: 'widget-buttons' },
-        h('button', { class: 'btn btn-small', testid: 'configure-button', onclick: () => onConfigure(name) }, 'Configure'),
+        this.configureButton,
         this.restartButton,
         h('button', { class: 'btn btn-small', testid: 'rollout-button', title: 'Restart across hosts, batch by batch', onclick: () => onRollout(name) }, 'Rollout…')));
 
@@ -123,7 +147,7 @@ export class ModuleWidget {
   // ModuleInventory from GetHost: widget options, actions, issues, version.
   setInventory(inventory) {
     this.inventory = inventory;
-    this.applyWidget(inventory.widget || DEFAULT_WIDGET);
+    this.applyWidget(effectiveWidget(inventory.widget));
     const description = [inventory.version && `v${inventory.version}`, inventory.description].filter(Boolean).join(' · ');
     setText(this.subtitle, description);
     // The program's name; its full path on hover.
@@ -166,15 +190,18 @@ export class ModuleWidget {
   applyWidget(widget) {
     this.widget = widget;
     const logo = safeImageUrl(widget.logo);
-    if (!logo) this.logo.remove();
-    else {
+    if (!logo || logo === this.failedLogo) {
+      this.logo.remove();
+      if (this.letterMark.parentNode !== this.header) this.header.prepend(this.letterMark);
+    } else {
+      this.letterMark.remove();
       if (this.logo.getAttribute('src') !== logo) this.logo.src = logo;
       if (this.logo.parentNode !== this.header) this.header.prepend(this.logo);
     }
 
     // theme: main, secondary, main border, secondary border (PM2's order); anything the
     // browser does not parse as a colour is ignored.
-    const theme = widget.theme || [];
+    const theme = moduleTheme(widget.theme);
     const vars = ['--w-main', '--w-secondary', '--w-border', '--w-border2'];
     vars.forEach((name, i) => {
       const color = safeColor(theme[i]);
@@ -186,7 +213,10 @@ export class ModuleWidget {
     this.header.classList.toggle('on-dark', Boolean(main) && isDark(main));
 
     this.probesBlock.hidden = !widget.elProbes;
-    this.actionsBlock.hidden = !(widget.elActions && widget.blockActions);
+    // Keymetrics drew el.* in the module's panel and block.* in its detail view; there is
+    // one card here, so either flag shows the block (pm2-server-monit: el.actions true,
+    // block.actions false, and its actions were reachable).
+    this.actionsBlock.hidden = !(widget.elActions || widget.blockActions);
     this.cpuBlock.hidden = !widget.blockCpu;
     this.memBlock.hidden = !widget.blockMem;
     this.issuesBlock.hidden = !widget.blockIssues;
@@ -195,10 +225,43 @@ export class ModuleWidget {
   }
 
   setState(state, reason) {
-    const name = fmt.unitState(state);
-    setText(this.stateBadge, name);
-    this.stateBadge.className = `badge ${fmt.stateTone(state)}`;
-    setText(this.meta.state, reason ? `${name}: ${reason}` : name);
+    this.state = state;
+    this.reason = reason;
+    this.drawState();
+  }
+
+  // The host went away (or came back): an offline host's modules are not "online", their
+  // values are the last known, and nothing can be sent to them.
+  setHostOnline(online, lastSeenUnixMs) {
+    this.hostOnline = online;
+    this.lastSeenUnixMs = lastSeenUnixMs;
+    this.drawState();
+  }
+
+  drawState() {
+    const name = fmt.unitState(this.state);
+    const running = this.state === 'UNIT_STATE_ONLINE';
+    if (!this.hostOnline) {
+      setText(this.stateBadge, 'host offline');
+      this.stateBadge.className = 'badge idle';
+      this.stateBadge.title = `last seen ${fmt.ago(this.lastSeenUnixMs)}; was ${name}`;
+    } else {
+      setText(this.stateBadge, name);
+      this.stateBadge.className = `badge ${fmt.stateTone(this.state)}`;
+      this.stateBadge.title = '';
+    }
+    setText(this.meta.state, this.reason ? `${name}: ${this.reason}` : name);
+    // Probes of a process that is not running (or of an unreachable host) are history.
+    const stale = !this.hostOnline || !running;
+    this.element.classList.toggle('stale', stale);
+    this.majorMetrics.dataset.stale = String(stale);
+    this.probesBlock.dataset.stale = String(stale);
+    const unreachable = !this.hostOnline ? 'the host is offline' : '';
+    for (const b of [this.restartButton, this.configureButton, ...this.actionButtons.querySelectorAll('button')]) {
+      if (!b) continue;
+      b.disabled = Boolean(unreachable);
+      b.title = unreachable || b.dataset.title || '';
+    }
   }
 
   // main_probes (the widget's, else the agent's pick) as big numbers; the rest in a table.
@@ -236,8 +299,9 @@ export class ModuleWidget {
     if (this.rendered.actions === key) return;
     this.rendered.actions = key;
     this.actionButtons.replaceChildren(...actions.map((a) =>
-      h('button', { class: 'btn btn-small', testid: 'action-button', dataset: { action: a.name }, title: `${a.type || 'custom'} action`, onclick: (e) => this.trigger(a.name, e.currentTarget) }, a.name)));
+      h('button', { class: 'btn btn-small', testid: 'action-button', dataset: { action: a.name, title: `${a.type || 'custom'} action` }, title: `${a.type || 'custom'} action`, onclick: (e) => this.trigger(a.name, e.currentTarget) }, a.name)));
     if (!actions.length) this.actionButtons.append(h('span', { class: 'muted' }, 'This module registered no actions.'));
+    this.drawState();
   }
 
   renderIssues(issues) {
@@ -282,7 +346,8 @@ export class ModuleWidget {
   showReply(text, tone, elapsedMs) {
     this.actionReply.hidden = false;
     this.actionReply.className = `action-reply ${tone}`;
-    this.actionReply.textContent = text;
+    if (tone === 'ok' && looksLikeHtml(text)) this.actionReply.replaceChildren(safeHtml(text));
+    else this.actionReply.textContent = text;
     if (elapsedMs !== undefined) this.actionReply.append(h('span', { class: 'muted elapsed' }, `\n(${elapsedMs} ms)`));
   }
 

@@ -157,6 +157,23 @@ TEST(ChannelState, ConfigurationSetsWidgetMainProbesAndAnnouncedConf) {
   EXPECT_EQ(main[0].name(), "b");
 }
 
+// Recorded from pm2-elasticsearch 2.1.0 under @pm2/io 6 (issue 23): the module's theme
+// arrives after @pm2/io's four default colours, and its own are the last four.
+TEST(ChannelState, Pm2ioThemeIsTheModulesOwnLastFourColours) {
+  ModuleChannelState s;
+  json line = json::parse(R"({"type":"axm:option:configuration","data":{"widget":{
+      "type":"generic","logo":"https://www.elastic.co/static/img/logo-elastic.png",
+      "theme":["#111111","#1B2228","#807C7C","#807C7C","#39bdb1","#1B2228","white","#807C7C"],
+      "el":{"probes":true,"actions":true},
+      "block":{"issues":true,"meta":true,"main_probes":["Elastic status","Nodes"]}},
+      "isModule":true,"module_name":"pm2-elasticsearch"}})");
+  s.HandleLine(line.dump(), kT0);
+  herd::v1::ModuleInfo info;
+  s.Fill(&info);
+  EXPECT_THAT(info.widget().theme(), ElementsAre("#39bdb1", "#1B2228", "white", "#807C7C"));
+  EXPECT_TRUE(info.widget().block_actions());
+}
+
 TEST(ChannelState, MainProbesWithoutWidgetAreTheFirstByName) {
   ModuleChannelState s;
   s.HandleLine(Msg("axm:monitor", {{"d", 1}, {"a", 1}, {"c", 1}, {"b", 1}}), kT0);
