@@ -68,6 +68,17 @@ absl::StatusOr<std::unique_ptr<UnitCgroups>> UnitCgroups::Open(const std::string
   return cg;
 }
 
+UnitCgroups::~UnitCgroups() {
+  // Processes killed just before may take a moment to leave their directory.
+  for (int tries = 0; tries < 20; ++tries) {
+    bool all = true;
+    for (const auto& d : Existing()) all = Remove(d) && all;
+    if (all) break;
+    usleep(10000);
+  }
+  rmdir(base_.c_str());
+}
+
 absl::StatusOr<std::string> UnitCgroups::Create(const std::string& unit) {
   for (int tries = 0; tries < 1000; ++tries) {
     std::string path = absl::StrCat(base_, "/unit-", unit, "@", ++next_);

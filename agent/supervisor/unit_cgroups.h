@@ -37,6 +37,11 @@ class UnitCgroups {
   static absl::StatusOr<std::unique_ptr<UnitCgroups>> Open(const std::string& tag);
   // Over a given directory (tests): it must exist and be a cgroup v2 directory.
   explicit UnitCgroups(std::string base) : base_(std::move(base)) {}
+  // Removes the empty unit directories and, if then empty, base() itself (a clean exit of
+  // agentd leaves nothing in the hierarchy; a directory still holding a process stays).
+  ~UnitCgroups();
+  UnitCgroups(const UnitCgroups&) = delete;
+  UnitCgroups& operator=(const UnitCgroups&) = delete;
 
   const std::string& base() const { return base_; }
 
