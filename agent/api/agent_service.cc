@@ -155,7 +155,19 @@ grpc::ServerUnaryReactor* AgentService::Start(grpc::CallbackServerContext* ctx,
     }
     *specs = std::move(kept);
   }
-  loop_.Post([this, reactor, resp, specs = std::move(*specs)]() mutable {
+  loop_.Post([this, reactor, resp, new_only = req->new_only(),
+              specs = std::move(*specs)]() mutable {
+    for (const auto& spec : specs) {
+      auto existing = supervisor_.Describe(spec.name());
+      if (!new_only || !existing.ok()) continue;
+      reactor->Finish(grpc::Status(
+          grpc::StatusCode::ALREADY_EXISTS,
+          absl::StrCat("a unit named \"", spec.name(), "\" already exists (",
+                       existing->spec().script(), "): `agentctl restart ", spec.name(),
+                       "` restarts it; --force replaces it with this script, --name starts "
+                       "another")));
+      return;
+    }
     supervisor_.Start(std::move(specs),
                       [reactor, resp](auto units) { FillUnits(units, resp, reactor); });
   });

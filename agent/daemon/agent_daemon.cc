@@ -216,6 +216,13 @@ class Pm2Bus {
     events_ = supervisor_.AddEventListener(
         [this](const std::string& unit, const herd::v1::UnitEvent& e) { OnEvent(unit, e); });
   }
+  // Modules' channel messages onto the bus (while it has listeners).
+  void FeedFrom(ModuleManager& modules) {
+    modules.set_on_channel_message(
+        [this](const std::string& unit, const std::string& type, const nlohmann::json& data) {
+          OnMessage(unit, type, data);
+        });
+  }
   // The daemon's on_listeners.
   void Listen(bool on) {
     if (on && follow_ == 0 && api_ != nullptr) {
@@ -245,6 +252,17 @@ class Pm2Bus {
                                     {"manually", false},
                                     {"process", std::move(process)},
                                     {"at", e.at_unix_ms()}});
+  }
+  // A module's channel message, as PM2's God re-emits what a process sends: on the bus
+  // under its type (process:exception, process:msg, human:event, axm:*), with the process.
+  void OnMessage(const std::string& unit, const std::string& type, const nlohmann::json& data) {
+    if (api_ == nullptr || !api_->has_listeners()) return;
+    api_->Publish(type, {{"process", {{"pm_id", api_->IdOf(unit)},
+                                      {"name", unit},
+                                      {"rev", nullptr},
+                                      {"namespace", "default"}}},
+                         {"at", absl::ToUnixMillis(absl::Now())},
+                         {"data", data}});
   }
   void OnLine(const herd::v1::LogLine& l) {
     if (api_ == nullptr) return;
@@ -442,6 +460,7 @@ absl::Status RunAgent(const AgentOptions& options) {
   absl::Cleanup pm2_detach = [&] { pm2_bus.Detach(); };
   ModuleManager modules(loop, supervisor, MakeModuleOptions(options, search_path));
   pm2_units.set_modules(&modules);
+  pm2_bus.FeedFrom(modules);
   absl::Cleanup pm2_unmodule = [&] { pm2_units.set_modules(nullptr); };
   supervisor.set_hooks(&modules);
   absl::Cleanup unhook = [&] { supervisor.set_hooks(nullptr); };

@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/numbers.h"
@@ -161,6 +162,7 @@ ModuleChannelState::Result ModuleChannelState::HandleLine(absl::string_view line
     stats_.set_unknown_types(stats_.unknown_types() + 1);
     return Result::kUnknownType;
   }
+  if (on_message) on_message(type, data);
   return Result::kOk;
 }
 
@@ -277,8 +279,26 @@ void ModuleChannelState::OnException(const json& data, absl::Time now) {
     issue.set_message(Clip(data.is_string() ? data.get<std::string>() : data.dump(),
                            limits_.max_text_bytes));
   }
+  issue.set_count(1);
+  issue.set_first_at_unix_ms(issue.at_unix_ms());
+  // The same name and message again: the group moves to the end (latest last), counted.
+  auto same = std::find_if(issues_.begin(), issues_.end(), [&](const herd::v1::ModuleIssue& i) {
+    return i.name() == issue.name() && i.message() == issue.message();
+  });
+  if (same != issues_.end()) {
+    issue.set_count(same->count() + 1);
+    issue.set_first_at_unix_ms(same->first_at_unix_ms());
+    issues_.erase(same);
+  }
   issues_.push_back(std::move(issue));
   while (issues_.size() > limits_.kept_issues) issues_.pop_front();
+}
+
+size_t ModuleChannelState::ClearIssues() {
+  const size_t n = issues_.size();
+  issues_.clear();
+  issues_count_ = 0;
+  return n;
 }
 
 void ModuleChannelState::OnEvent(const json& data, absl::Time now) {

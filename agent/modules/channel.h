@@ -62,6 +62,9 @@ class ModuleChannelState {
 
   explicit ModuleChannelState(ChannelLimits limits = {}) : limits_(limits) {}
 
+  // Called for every message of a known type once handled: (type, data). PM2's bus carries
+  // them (process:exception, process:msg, human:event, axm:*) to whoever listens.
+  std::function<void(const std::string&, const nlohmann::json&)> on_message;
   // Called for axm:reply: (action name, the `return` value).
   std::function<void(const std::string&, const nlohmann::json&)> on_reply;
   // Called for scoped action messages: (action name, uuid, "stream"|"error"|"end", data).
@@ -71,6 +74,9 @@ class ModuleChannelState {
 
   // Handles one line received at `now` (wall time).
   Result HandleLine(absl::string_view line, absl::Time now);
+
+  // Forgets the issues (an operator saw them): the number of groups dropped.
+  size_t ClearIssues();
 
   // A new process of the module starts: registrations and announcements belong to the old
   // one and are dropped; issues, events and probe history are kept.

@@ -43,6 +43,11 @@ class ChannelEndpoint {
   void Trigger(const herd::v1::TriggerActionRequest& req, PendingActions::Done done);
 
   const ModuleChannelState& state() const { return state_; }
+  size_t ClearIssues() { return state_.ClearIssues(); }
+  // Every message the module sends, once handled (see ModuleChannelState::on_message).
+  void set_on_message(std::function<void(const std::string&, const nlohmann::json&)> f) {
+    state_.on_message = std::move(f);
+  }
 
  private:
   bool SendLine(const std::string& line);

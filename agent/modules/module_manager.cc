@@ -55,6 +55,10 @@ std::unique_ptr<ModuleManager::Module> ModuleManager::NewModule(const std::strin
   m->name = name;
   m->channel =
       std::make_unique<ChannelEndpoint>(loop_, name, options_.limits, options_.action_timeout);
+  // Looked up when a message comes: the listener may be set after the module is loaded.
+  m->channel->set_on_message([this, name](const std::string& type, const nlohmann::json& data) {
+    if (on_channel_message_) on_channel_message_(name, type, data);
+  });
   return m;
 }
 
@@ -402,6 +406,15 @@ void ModuleManager::TriggerAction(const herd::v1::TriggerActionRequest& req,
   auto it = modules_.find(req.module());
   if (it == modules_.end()) {
     return done(absl::NotFoundError(absl::StrCat("no module named \"", req.module(), "\"")));
+  }
+  if (req.action() == kClearIssuesAction) {
+    // agentd's own action on every module (as PM2's km: ones): the operator saw the issues.
+    herd::v1::TriggerActionResponse resp;
+    const size_t n = it->second->channel->ClearIssues();
+    resp.set_reply_json(nlohmann::json{{"cleared", n}}.dump());
+    log_->info("event=issues_cleared module={} groups={}", req.module(), n);
+    if (on_inventory_change_) on_inventory_change_();
+    return done(resp);
   }
   it->second->channel->Trigger(req, std::move(done));
 }

@@ -70,6 +70,9 @@ struct ModuleManagerSeams {
   DirWatcher* dir_watcher = nullptr;
 };
 
+// The action every module answers through agentd, not the module: forget its issues.
+inline constexpr char kClearIssuesAction[] = "herd:clear-issues";
+
 class ModuleManager final : public UnitHooks, private ConfiguredModules {
  public:
   template <typename T>
@@ -123,6 +126,10 @@ class ModuleManager final : public UnitHooks, private ConfiguredModules {
   std::vector<herd::v1::ModuleInventory> Inventory() const;
   // Called after every install, update and uninstall (the uplink resends the inventory).
   void set_on_inventory_change(std::function<void()> f) { on_inventory_change_ = std::move(f); }
+  // Called with (module, type, data) for every message a module sends on its channel.
+  using ChannelListener =
+      std::function<void(const std::string&, const std::string&, const nlohmann::json&)>;
+  void set_on_channel_message(ChannelListener f) { on_channel_message_ = std::move(f); }
 
   bool IsModule(const std::string& name) const { return modules_.count(name) > 0; }
   // Adds module fields to a unit's status / detail (no-op for plain units).
@@ -189,6 +196,7 @@ class ModuleManager final : public UnitHooks, private ConfiguredModules {
   std::map<std::string, bool> installing_;  // names with an install/update in progress
   std::vector<std::thread> workers_;
   std::function<void()> on_inventory_change_;
+  ChannelListener on_channel_message_;
 };
 
 }  // namespace herd::agent

@@ -47,6 +47,8 @@ pm2.connect((err) => {
     pm2.launchBus((err, bus) => {
       if (err) { console.log('BUS-ERROR ' + err.message); return; }
       bus.on('process:event', (p) => console.log('EVENT ' + p.event + ' ' + p.process.name));
+      bus.on('process:exception', (p) => console.log('EXCEPTION ' + p.process.name + ' ' + p.data.message));
+      bus.on('process:msg', (p) => console.log('MSG ' + p.process.name + ' ' + JSON.stringify(p.data)));
       let lines = 0;
       bus.on('log:out', (p) => {
         if (p.process.name === 'chatter' && lines++ < 1) console.log('LOG-OUT ' + p.data.trim());
@@ -133,6 +135,23 @@ TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
   // A unit's output reaches PM2's bus while someone listens.
   ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Log("client-out.log"), "LOG-OUT line "); }))
       << Log("client-out.log");
+  // What a module sends on its channel reaches the bus under its type, as PM2's God
+  // re-emits it: an exception (pm2-health mails those), a process:msg.
+  WriteTextFile(work + "/thrower/package.json",
+                R"({"name": "thrower", "version": "1.0.0", "apps": [{"script": "index.js"}]})");
+  WriteTextFile(work + "/thrower/index.js", R"(setInterval(() => {
+  process.send({type: 'process:exception', data: {message: 'boom', stack: 'Error: boom'}});
+  process.send({type: 'process:msg', data: 'alive'});
+}, 300);
+)");
+  ASSERT_EQ(agent_.Ctl({"install", work + "/thrower"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] {
+    const std::string o = Log("client-out.log");
+    return absl::StrContains(o, "EXCEPTION thrower boom") &&
+           absl::StrContains(o, "MSG thrower \"alive\"");
+  })) << Log("client-out.log");
+  ASSERT_EQ(agent_.Ctl({"uninstall", "thrower"}).exit_code, 0);
+
   // A restart by the operator reaches PM2's bus.
   ASSERT_EQ(agent_.Ctl({"restart", "chatter"}).exit_code, 0);
   ASSERT_TRUE(WaitFor([&] {

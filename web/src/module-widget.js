@@ -96,8 +96,9 @@ export class ModuleWidget {
 
     this.issuesCount = h('span', { class: 'issues-count', testid: 'issues-count' }, '0');
     this.issuesList = h('ul', { class: 'issues' });
+    this.clearIssuesButton = h('button', { class: 'btn btn-small', testid: 'issues-clear', title: 'Forget this module\'s issues on this host', dataset: { title: 'Forget this module\'s issues on this host' }, onclick: () => this.clearIssues() }, 'Clear');
     this.issuesBlock = h('section', { class: 'block issues-block' },
-      h('h4', {}, 'Issues ', this.issuesCount), this.issuesList);
+      h('h4', {}, 'Issues ', this.issuesCount, ' ', this.clearIssuesButton), this.issuesList);
 
     const metaValue = (testid) => h('dd', { testid });
     this.meta = {
@@ -257,7 +258,7 @@ export class ModuleWidget {
     this.majorMetrics.dataset.stale = String(stale);
     this.probesBlock.dataset.stale = String(stale);
     const unreachable = !this.hostOnline ? 'the host is offline' : '';
-    for (const b of [this.restartButton, this.configureButton, ...this.actionButtons.querySelectorAll('button')]) {
+    for (const b of [this.restartButton, this.configureButton, this.clearIssuesButton, ...this.actionButtons.querySelectorAll('button')]) {
       if (!b) continue;
       b.disabled = Boolean(unreachable);
       b.title = unreachable || b.dataset.title || '';
@@ -304,17 +305,39 @@ export class ModuleWidget {
     this.drawState();
   }
 
+  // Grouped by name and message on the agent: one line per group with its count, the last
+  // time (and the first, when it repeated), latest first.
   renderIssues(issues) {
     const key = JSON.stringify(issues);
     if (this.rendered.issues === key) return;
     this.rendered.issues = key;
-    this.issuesList.replaceChildren(...issues.slice().reverse().map((issue) =>
-      h('li', { class: 'issue', testid: 'issue' },
+    this.issuesList.replaceChildren(...issues.slice().reverse().map((issue) => {
+      const count = Math.max(1, Number(issue.count) || 1);
+      return h('li', { class: 'issue', testid: 'issue', dataset: { count: String(count) } },
         h('div', { class: 'issue-head' },
           h('strong', {}, issue.name || 'Error'), ' ', h('span', {}, issue.message),
+          count > 1 && h('span', { class: 'chip issue-count', testid: 'issue-count', title: `first ${fmt.dateTime(issue.firstAtUnixMs)}` }, `×${count}`),
           h('time', { class: 'muted' }, fmt.dateTime(issue.atUnixMs))),
-        issue.stack && h('details', {}, h('summary', {}, 'stack'), h('pre', {}, issue.stack)))));
+        issue.stack && h('details', {}, h('summary', {}, 'stack'), h('pre', {}, issue.stack)));
+    }));
+    this.clearIssuesButton.hidden = !issues.length;
     if (!issues.length) this.issuesList.append(h('li', { class: 'muted' }, 'No issues reported.'));
+  }
+
+  async clearIssues() {
+    this.clearIssuesButton.disabled = true;
+    try {
+      const reply = await call('TriggerAction', { target: targetHost(this.hostId), module: this.name, action: 'herd:clear-issues' }, { signal: this.scope.signal });
+      const result = (reply.results || [])[0];
+      if (result && result.ok) {
+        this.renderIssues([]);
+        setText(this.issuesCount, 0);
+      } else this.showReply(`clear issues: ${result ? result.error : 'no reply from the host'}`, 'error');
+    } catch (e) {
+      if (e.name !== 'AbortError') this.showReply(e instanceof ApiError ? e.describe() : e.message, 'error');
+    } finally {
+      this.clearIssuesButton.disabled = !this.hostOnline;
+    }
   }
 
   async trigger(action, button) {

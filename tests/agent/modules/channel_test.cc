@@ -257,6 +257,38 @@ TEST(ChannelState, IssuesAreCountedAndTheLatestKept) {
   EXPECT_EQ(info.issues(2).at_unix_ms(), absl::ToUnixMillis(kT0 + absl::Seconds(9)));
 }
 
+// pm2-elasticsearch raised 438 identical "No Living connections" in 8 minutes: one group.
+TEST(ChannelState, IdenticalIssuesAreOneGroupWithCountFirstAndLastTime) {
+  ModuleChannelState s;
+  for (int i = 0; i < 438; ++i) {
+    s.HandleLine(Msg("process:exception", {{"message", "No Living connections"},
+                                           {"stack", absl::StrCat("at ", i)}}),
+                 kT0 + absl::Seconds(i));
+  }
+  s.HandleLine(Msg("process:exception", {{"message", "other"}}), kT0 + absl::Seconds(500));
+  // The first one again: its group moves last (latest), still one group.
+  s.HandleLine(Msg("process:exception", {{"message", "No Living connections"}}),
+               kT0 + absl::Seconds(600));
+  herd::v1::ModuleInfo info;
+  s.Fill(&info);
+  EXPECT_EQ(info.issues_count(), 440u);
+  ASSERT_EQ(info.issues_size(), 2);
+  EXPECT_EQ(info.issues(0).message(), "other");
+  EXPECT_EQ(info.issues(0).count(), 1u);
+  const auto& g = info.issues(1);
+  EXPECT_EQ(g.message(), "No Living connections");
+  EXPECT_EQ(g.count(), 439u);
+  EXPECT_EQ(g.first_at_unix_ms(), absl::ToUnixMillis(kT0));
+  EXPECT_EQ(g.at_unix_ms(), absl::ToUnixMillis(kT0 + absl::Seconds(600)));
+  EXPECT_EQ(g.stack(), "");  // the latest one's (it had none)
+
+  EXPECT_EQ(s.ClearIssues(), 2u);
+  herd::v1::ModuleInfo cleared;
+  s.Fill(&cleared);
+  EXPECT_EQ(cleared.issues_size(), 0);
+  EXPECT_EQ(cleared.issues_count(), 0u);
+}
+
 TEST(ChannelState, EventsKeepNameAndDataWithoutTheNameField) {
   ModuleChannelState s;
   s.HandleLine(Msg("human:event", {{"__name", "backup done"}, {"size", 12}}), kT0);
