@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "cli/json_output.h"
 #include "cli/render.h"
 #include "common/json_parse.h"
 #include "common/utf8.h"
@@ -268,6 +269,7 @@ int AgentCommands::Start(const std::string& target, const StartFlags& f) {
     if (!f.pid_files.empty()) app["pid_files"] = f.pid_files;
     if (!f.env.empty() && !AddEnv(f.env, app)) return 2;
     req.set_ecosystem_json(nlohmann::json{{"apps", {app}}}.dump());
+    req.set_new_only(!f.force);
   } else {
     req.set_name(target);
   }
@@ -277,6 +279,12 @@ int AgentCommands::Start(const std::string& target, const StartFlags& f) {
   grpc::Status s = stub_->Start(ctx.get(), req, &r);
   if (!s.ok()) {
     if (s.error_code() == grpc::StatusCode::NOT_FOUND && req.has_name()) {
+      if (target.find('.') != std::string::npos) {
+        // Meant as a file (app.js, ecosystem.json): say that first.
+        fprintf(stderr, "agentctl: %s: no such file in %s (and no unit of that name: "
+                        "`agentctl list` shows the units)\n", target.c_str(), Cwd().c_str());
+        return 1;
+      }
       fprintf(stderr, "agentctl: %s (to start a new unit, give a script path or an ecosystem "
                       ".json file)\n", s.error_message().c_str());
       return 1;
@@ -368,9 +376,9 @@ int AgentCommands::Top(double interval_seconds, int iterations) {
     if (!s.ok()) return Fail(s);
     if (options_.json) {
       nlohmann::json j;
-      j["agent"] = nlohmann::json::parse(ToJson(info));
-      j["units"] = nlohmann::json::parse(ToJson(list))["units"];
-      printf("%s\n", j.dump().c_str());
+      j["agent"] = FriendlyJson(info);
+      j["units"] = FriendlyJson(list)["units"];
+      printf("%s\n", StructuredText(j, /*one_line=*/true).c_str());
     } else {
       std::vector<herd::v1::UnitStatus> units(list.units().begin(), list.units().end());
       if (tty) printf("\033[H\033[2J");
@@ -465,6 +473,29 @@ int AgentCommands::UpdateModule(const std::string& name) {
   return 0;
 }
 
+int AgentCommands::CompleteNames(const std::string& kind) {
+  // For a shell's Tab: names one per line, nothing else (errors go to stderr, which the
+  // completion scripts discard).
+  if (!Connect()) return 1;
+  auto ctx = Context(std::min(options_.timeout_seconds, 3));
+  if (kind == "keys") {
+    herd::v1::GetConfigResponse resp;
+    grpc::Status s = stub_->GetConfig(ctx.get(), {}, &resp);
+    if (!s.ok()) return Fail(s);
+    for (const auto& m : resp.modules()) {
+      for (const auto& e : m.entries()) printf("%s:%s\n", m.module().c_str(), e.key().c_str());
+    }
+    return 0;
+  }
+  herd::v1::ListResponse r;
+  grpc::Status s = stub_->List(ctx.get(), {}, &r);
+  if (!s.ok()) return Fail(s);
+  for (const auto& u : r.units()) {
+    if (kind == "units" || (kind == "modules" && u.is_module())) printf("%s\n", u.name().c_str());
+  }
+  return 0;
+}
+
 int AgentCommands::Conf(const std::string& module) {
   if (!Connect()) return 1;
   herd::v1::GetConfigRequest req;
@@ -522,6 +553,34 @@ int AgentCommands::Unset(const std::string& target) {
   } else {
     printf("%s:%s unset (%s restarted)\n%s", module.c_str(), key.c_str(), module.c_str(),
            RenderConfig(resp).c_str());
+  }
+  return 0;
+}
+
+int AgentCommands::Issues(const std::string& module, bool clear) {
+  if (clear) return Action(module, "herd:clear-issues", {}, 10);
+  if (!Connect()) return 1;
+  herd::v1::DescribeRequest req;
+  req.set_name(module);
+  herd::v1::UnitDetail d;
+  auto ctx = Context(options_.timeout_seconds);
+  grpc::Status s = stub_->Describe(ctx.get(), req, &d);
+  if (!s.ok()) return Fail(s);
+  if (!d.has_module_info()) {
+    fprintf(stderr, "agentctl: %s is a unit, not a module: only modules report issues\n",
+            module.c_str());
+    return 1;
+  }
+  if (options_.json) {
+    herd::v1::ModuleInfo only;
+    only.set_name(d.module_info().name());
+    only.set_issues_count(d.module_info().issues_count());
+    only.mutable_issues()->CopyFrom(d.module_info().issues());
+    printf("%s\n", ToJson(only).c_str());
+  } else if (d.module_info().issues_size() == 0) {
+    printf("%s has reported no issues\n", module.c_str());
+  } else {
+    printf("%s", RenderIssues(d.module_info()).c_str());
   }
   return 0;
 }

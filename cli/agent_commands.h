@@ -31,6 +31,8 @@ struct StartFlags {
   std::vector<std::string> env, pid_files, only, args;
   std::vector<int> stop_exit_codes;
   bool no_autorestart = false, merge_logs = false, time = false;
+  // Replace a unit of the same name (a script start refuses one otherwise).
+  bool force = false;
 };
 
 class AgentCommands {
@@ -55,11 +57,15 @@ class AgentCommands {
   int Install(const std::string& source);
   int Uninstall(const std::string& name, bool keep_config);
   int UpdateModule(const std::string& name);
+  // Names for shell completion: "units", "modules" or "keys" (MODULE:KEY), one per line.
+  int CompleteNames(const std::string& kind);
   int Conf(const std::string& module);
   // target is MODULE:KEY.
   int Set(const std::string& target, const std::string& value, bool force);
   int Unset(const std::string& target);
   // params are KEY=VALUE.
+  // A module's issues, grouped; with clear, forgets them (kClearIssuesAction).
+  int Issues(const std::string& module, bool clear);
   int Action(const std::string& module, const std::string& action,
              const std::vector<std::string>& params, int timeout_seconds);
 

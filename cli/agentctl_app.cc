@@ -11,6 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "cli/completion.h"
+#include "cli/render.h"
 #include "common/atomic_file.h"
 #include "common/log_escape.h"
 #include "common/utf8.h"
@@ -36,8 +38,10 @@ void AgentctlContext::AddGlobalFlags(CLI::App& app) {
   app.add_option("--home", client_.home, "agentd's home directory (env HERD_HOME)")
       ->capture_default_str();
   app.add_option("--socket", client_.socket, "agentd's socket (default HOME/agent.sock)");
-  app.add_option("-o,--output", output_, "Output format for read commands: table or json")
-      ->check(CLI::IsMember({"table", "json"}))
+  app.add_option("-o,--output", output_,
+                 "Output format for read commands: table, json or yaml (JSON numbers as "
+                 "numbers, states as words, JSON values as themselves)")
+      ->check(CLI::IsMember({"table", "json", "yaml"}))
       ->capture_default_str();
   app.add_option("--timeout", client_.timeout_seconds, "Seconds to wait for the agent")
       ->capture_default_str();
@@ -54,7 +58,8 @@ void AgentctlContext::AddGlobalFlags(CLI::App& app) {
 }
 
 void AgentctlContext::OptionsParsed() {
-  client_.json = output_ == "json";
+  client_.json = output_ == "json" || output_ == "yaml";
+  SetOutputFormat(output_ == "yaml" ? OutputFormat::kYaml : OutputFormat::kJson);
   fleet_.json = client_.json;
   fleet_.timeout_seconds = client_.timeout_seconds;
 }
@@ -140,6 +145,40 @@ void AddAgentctlCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& tabl
   AddModuleCommands(app, ctx, table);
   AddFleetCommands(app, ctx, table);
   AddGenerateCommand(app, table);
+  AddCompletionCommands(app, ctx, table);
+}
+
+void AddCompletionCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  auto shell = std::make_shared<std::string>();
+  auto* completion = app.add_subcommand(
+      "completion", "Print a completion script: source <(agentctl completion bash) (zsh), or "
+                    "agentctl completion fish | source");
+  completion->add_option("shell", *shell, "bash, zsh or fish")
+      ->required()
+      ->check(CLI::IsMember({"bash", "zsh", "fish"}));
+  table.Add(completion, [&app, shell] {
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+      if (sub->get_group().empty()) continue;  // hidden
+      names.push_back(sub->get_name());
+      for (const auto& a : sub->get_aliases()) names.push_back(a);
+    }
+    std::sort(names.begin(), names.end());
+    auto script = CompletionScript(*shell, names);
+    if (!script.ok()) {
+      fprintf(stderr, "agentctl: %s\n", std::string(script.status().message()).c_str());
+      return 2;
+    }
+    printf("%s", script->c_str());
+    return 0;
+  });
+  // What the scripts call when Tab is pressed; not in --help.
+  auto kind = std::make_shared<std::string>();
+  auto* complete = app.add_subcommand("__complete", "Names for shell completion")->group("");
+  complete->add_option("kind", *kind, "units, modules or keys")
+      ->required()
+      ->check(CLI::IsMember({"units", "modules", "keys"}));
+  table.Add(complete, [&ctx, kind] { return ctx.agent().CompleteNames(*kind); });
 }
 
 namespace {

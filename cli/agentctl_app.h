@@ -65,6 +65,8 @@ void AddUnitCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table);
 void AddModuleCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table);
 void AddFleetCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table);
 void AddGenerateCommand(CLI::App& app, CommandTable& table);
+// `completion bash|zsh|fish`, and the hidden `__complete` its scripts call.
+void AddCompletionCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table);
 // The whole command line: global flags and every command, in that order.
 void AddAgentctlCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table);
 

@@ -145,6 +145,31 @@ void AddAction(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
   });
 }
 
+// A module's issues (grouped) on this host; --clear forgets them, here or across hosts.
+void AddIssues(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  struct Args {
+    std::string module;
+    bool clear = false;
+    TargetFlags target;
+  };
+  auto args = std::make_shared<Args>();
+  auto* issues = app.add_subcommand("issues", "A module's issues, grouped by message; --clear forgets them");
+  issues->add_option("module", args->module, "Module name")->required();
+  issues->add_flag("--clear", args->clear, "Forget the module's issues (the dashboard's Clear)");
+  AddTargetFlags(issues, args->target, false);
+  table.Add(issues, [&ctx, args] {
+    if (!args->target.any()) return ctx.agent().Issues(args->module, args->clear);
+    if (!args->clear) {
+      fprintf(stderr, "agentctl: issues across hosts: see the dashboard, or GetHost; "
+                      "--clear with --host/--selector/--all-hosts clears them there\n");
+      return 2;
+    }
+    return ctx.OnFleet([&](FleetCommands& f) {
+      return f.Action(args->module, "herd:clear-issues", {}, 10, args->target);
+    });
+  });
+}
+
 }  // namespace
 
 void AddModuleCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
@@ -155,6 +180,7 @@ void AddModuleCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table)
   AddUnset(app, ctx, table);
   AddConf(app, ctx, table);
   AddAction(app, ctx, table);
+  AddIssues(app, ctx, table);
 }
 
 void AddGenerateCommand(CLI::App& app, CommandTable& table) {

@@ -51,6 +51,9 @@ void AddStartAppFlags(CLI::App* start, StartFlags& sf) {
   start->add_option("--env", sf.env, "Environment variable NAME=value (repeatable)")
       ->allow_extra_args(false);
   start->add_flag("--no-autorestart", sf.no_autorestart, "Do not restart when the process exits");
+  start->add_flag("-f,--force", sf.force,
+                  "Replace a unit of the same name with this script (otherwise refused, as PM2 "
+                  "refuses a script already launched)");
   start->add_option("--max-restarts", sf.max_restarts,
                     "Unstable restarts before the unit is errored (default 16)");
   start->add_option("--min-uptime", sf.min_uptime, "Shorter runs are unstable (default 1000 ms)");

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "cli/json_output.h"
 #include "common/units.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -152,19 +153,7 @@ std::string RenderModule(const herd::v1::ModuleInfo& m) {
     for (const auto& a : m.actions()) ac.push_back({a.name(), a.type()});
     out += "\nactions:\n" + FormatTable(ac);
   }
-  if (m.issues_size() > 0) {
-    out += "\nrecent issues:\n";
-    for (const auto& i : m.issues()) {
-      out += absl::StrCat(
-          absl::FormatTime("  %Y-%m-%d %H:%M:%S ", absl::FromUnixMillis(i.at_unix_ms()),
-                           absl::LocalTimeZone()),
-          i.name(), ": ", i.message(), "\n");
-      std::vector<std::string> stack = absl::StrSplit(i.stack(), '\n', absl::SkipEmpty());
-      for (size_t k = 0; k < stack.size() && k < 4; ++k) {
-        out += absl::StrCat("      ", stack[k], "\n");
-      }
-    }
-  }
+  if (m.issues_size() > 0) out += "\nrecent issues:\n" + RenderIssues(m);
   if (m.events_size() > 0) {
     out += "\nrecent module events:\n";
     for (const auto& e : m.events()) {
@@ -172,6 +161,27 @@ std::string RenderModule(const herd::v1::ModuleInfo& m) {
           absl::FormatTime("  %Y-%m-%d %H:%M:%S ", absl::FromUnixMillis(e.at_unix_ms()),
                            absl::LocalTimeZone()),
           e.name(), " ", e.data_json(), "\n");
+    }
+  }
+  return out;
+}
+
+std::string RenderIssues(const herd::v1::ModuleInfo& m) {
+  std::string out;
+  for (const auto& i : m.issues()) {
+    // Grouped by name and message: how many times, the last (and first) time.
+    const uint64_t count = std::max<uint64_t>(i.count(), 1);
+    auto at = [](int64_t ms) {
+      return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(ms), absl::LocalTimeZone());
+    };
+    out += absl::StrCat("  ", at(i.at_unix_ms()), " ", i.name(), ": ", i.message(),
+                        count > 1 ? absl::StrCat("  (x", count, " since ",
+                                                 at(i.first_at_unix_ms()), ")")
+                                  : "",
+                        "\n");
+    std::vector<std::string> stack = absl::StrSplit(i.stack(), '\n', absl::SkipEmpty());
+    for (size_t k = 0; k < stack.size() && k < 4; ++k) {
+      out += absl::StrCat("      ", stack[k], "\n");
     }
   }
   return out;
@@ -269,14 +279,25 @@ std::string RenderTop(const herd::v1::AgentInfo& info, const std::vector<UnitSta
   return out + FormatTable(rows);
 }
 
+namespace {
+OutputFormat g_output_format = OutputFormat::kJson;
+}  // namespace
+
+void SetOutputFormat(OutputFormat format) { g_output_format = format; }
+
+std::string StructuredText(const nlohmann::json& value, bool one_line) {
+  if (g_output_format == OutputFormat::kYaml) {
+    std::string yaml = ToYaml(value);
+    if (!yaml.empty() && yaml.back() == '\n') yaml.pop_back();
+    return one_line ? "---\n" + yaml : yaml;
+  }
+  // Text from outside (a unit's name, a probe's value) may hold bytes that are not UTF-8:
+  // replaced, never a throw.
+  return value.dump(one_line ? -1 : 2, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string ToJson(const google::protobuf::Message& m, bool one_line) {
-  google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = !one_line;
-  o.preserve_proto_field_names = true;
-  o.always_print_primitive_fields = true;
-  std::string out;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
+  return StructuredText(FriendlyJson(m), one_line);
 }
 
 }  // namespace herd::cli

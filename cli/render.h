@@ -8,6 +8,7 @@
 
 #include "absl/time/time.h"
 #include "google/protobuf/message.h"
+#include "nlohmann/json.hpp"
 #include "herd/v1/agent.pb.h"
 #include "herd/v1/types.pb.h"
 
@@ -21,6 +22,8 @@ std::string RenderUnitTable(const std::vector<herd::v1::UnitStatus>& units, absl
 
 // `describe`: spec fields, status and recent events as "key: value" lines.
 std::string RenderDetail(const herd::v1::UnitDetail& detail, absl::Time now);
+// A module's issues, grouped (count, first and last time), latest last.
+std::string RenderIssues(const herd::v1::ModuleInfo& m);
 
 // `top`: one screen, with CPU and memory bars, and the agent's own usage on top.
 std::string RenderTop(const herd::v1::AgentInfo& info,
@@ -33,8 +36,13 @@ std::string RenderModule(const herd::v1::ModuleInfo& module);
 // A probe's value with its unit.
 std::string ProbeText(const herd::v1::Probe& probe);
 
-// JSON of any message, pretty-printed.
+// What -o json / -o yaml print (json_output.h: numbers, enum words, JSON fields as values).
+enum class OutputFormat { kJson, kYaml };
+void SetOutputFormat(OutputFormat format);
+// Any message in the chosen format: pretty JSON, or YAML; `one_line` for streams (one JSON
+// document per line, or YAML documents after "---").
 std::string ToJson(const google::protobuf::Message& m, bool one_line = false);
+std::string StructuredText(const nlohmann::json& value, bool one_line = false);
 
 // A table: first row is the header; columns padded to their widest cell.
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);

@@ -15,7 +15,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev
   # control plane: embedded store (SQLite), secrets and TLS (OpenSSL), HTTP listener
   # (Boost.Beast and Boost.Asio, header-only); HTTP clients in tests and benchmarks (cpp-httplib)
-  libsqlite3-dev libssl-dev openssl libboost1.74-dev libcpp-httplib-dev
+  libsqlite3-dev libssl-dev openssl libboost1.74-dev libcpp-httplib-dev libyaml-cpp-dev
   # module archives are read through zlib before tar extracts them (agent/modules/archive_scan)
   zlib1g-dev
   # examples/python/fleet_client.py: another service on the Fleet API (Debian python3)

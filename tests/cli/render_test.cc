@@ -1,5 +1,7 @@
 #include "cli/render.h"
 
+#include "cli/json_output.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -7,6 +9,7 @@ namespace herd::cli {
 namespace {
 
 using herd::v1::UnitStatus;
+using ::testing::HasSubstr;
 
 const absl::Time kNow = absl::FromUnixSeconds(1'800'000'000);
 
@@ -43,9 +46,58 @@ TEST(Render, JsonUsesProtoFieldNamesAndKeepsZeros) {
   *r.add_units() = Online();
   auto j = nlohmann::json::parse(ToJson(r));
   EXPECT_EQ(j["units"][0]["name"], "api");
-  EXPECT_EQ(j["units"][0]["state"], "UNIT_STATE_ONLINE");
+  EXPECT_EQ(j["units"][0]["state"], "online");
   EXPECT_EQ(j["units"][0]["pid"], 1234);
   EXPECT_TRUE(j["units"][0].contains("last_exit_code"));
+}
+
+// -o json is for people and jq: numbers as numbers, enum words, JSON fields as values.
+TEST(FriendlyJson, NumbersWordsAndJsonFieldsAsValues) {
+  herd::v1::UnitStatus u = Online();
+  u.set_state(herd::v1::UNIT_STATE_WAITING_RESTART);
+  u.mutable_usage()->set_rss_bytes(uint64_t{1} << 40);  // protobuf's JSON: a string
+  nlohmann::json j = FriendlyJson(u);
+  EXPECT_EQ(j["state"], "waiting restart");
+  EXPECT_TRUE(j["usage"]["rss_bytes"].is_number());
+  EXPECT_EQ(j["usage"]["rss_bytes"].get<uint64_t>(), uint64_t{1} << 40);
+
+  herd::v1::TriggerActionResponse r;
+  r.set_reply_json(R"({"cleared": 2, "list": [1, "a"]})");
+  j = FriendlyJson(r);
+  EXPECT_FALSE(j.contains("reply_json"));
+  EXPECT_EQ(j["reply"]["cleared"], 2);
+  EXPECT_EQ(j["reply"]["list"][1], "a");
+  EXPECT_EQ(j["elapsed_ms"], 0);  // zeros kept
+  r.set_reply_json("");
+  EXPECT_TRUE(FriendlyJson(r)["reply"].is_null());
+  r.set_reply_json("not json");
+  EXPECT_EQ(FriendlyJson(r)["reply_json"], "not json");
+}
+
+TEST(FriendlyJson, MapsAndUnsetMessages) {
+  herd::v1::AppSpec spec;
+  spec.set_name("api");
+  (*spec.mutable_env())["PORT"] = "8080";
+  nlohmann::json j = FriendlyJson(spec);
+  EXPECT_EQ(j["env"]["PORT"], "8080");
+  herd::v1::UnitDetail d;
+  EXPECT_FALSE(FriendlyJson(d).contains("module_info"));  // unset message: left out
+}
+
+TEST(ToYaml, BlockStyleThatReadsBackAsTheSameJson) {
+  nlohmann::json v = {{"name", "api"}, {"pid", 12}, {"text", "true"}, {"num", "123"},
+                      {"empty", ""}, {"none", nullptr}, {"ok", true},
+                      {"list", {1, "x: y", "off"}}};
+  std::string y = ToYaml(v);
+  EXPECT_THAT(y, HasSubstr("name: api\n"));
+  EXPECT_THAT(y, HasSubstr("pid: 12\n"));
+  EXPECT_THAT(y, HasSubstr("text: \"true\"\n"));
+  EXPECT_THAT(y, HasSubstr("num: \"123\"\n"));
+  EXPECT_THAT(y, HasSubstr("empty: \"\"\n"));
+  EXPECT_THAT(y, HasSubstr("none: ~\n"));
+  EXPECT_THAT(y, HasSubstr("ok: true\n"));
+  EXPECT_THAT(y, HasSubstr("  - \"x: y\"\n"));
+  EXPECT_THAT(y, HasSubstr("  - \"off\"\n"));
 }
 
 TEST(Render, DetailShowsReasonAndEvents) {

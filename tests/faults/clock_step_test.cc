@@ -212,9 +212,9 @@ void FaultClock::StepOnce(const std::string& offset, absl::Duration skew, bool t
   json r;
   EXPECT_TRUE(WaitFor([&] {
     r = cp.CtlJson({"rollout", rollout_id});
-    return r.is_object() && r.value("state", "") != "ROLLOUT_STATE_RUNNING";
+    return r.is_object() && r.value("state", "") != "running";
   }, absl::Seconds(30))) << cp.last_error();
-  EXPECT_EQ(r.value("state", ""), "ROLLOUT_STATE_SUCCEEDED") << r.dump();
+  EXPECT_EQ(r.value("state", ""), "succeeded") << r.dump();
   fprintf(stderr, "[fault] step to %s: action %s; rollout %s\n", offset.c_str(),
           a.exit_code == 0 ? "answered" : a.err.c_str(), r.dump().c_str());
   // The step reached the control plane (its records carry its wall clock).

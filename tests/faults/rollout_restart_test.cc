@@ -73,7 +73,7 @@ TEST(FaultRollout, ControlPlaneKilledMidRolloutAbortsItLeavesNoHostStoppedAndANe
     if (!list.is_object() || list["rollouts"].empty()) return false;
     const json& h0 = list["rollouts"][0]["hosts"][0];
     first_host = h0.value("host_id", "");
-    return h0.value("state", "") == "ROLLOUT_HOST_STATE_RESTARTING";
+    return h0.value("state", "") == "restarting";
   }, absl::Seconds(20))) << cp.Ctl({"rollouts"}).out;
   int first = -1;
   for (int i = 0; i < kAgents; ++i) {
@@ -99,14 +99,14 @@ TEST(FaultRollout, ControlPlaneKilledMidRolloutAbortsItLeavesNoHostStoppedAndANe
   json list = cp.CtlJson({"rollouts"});
   ASSERT_TRUE(list.is_object() && !list["rollouts"].empty()) << cp.last_error();
   const json ro = list["rollouts"][0];
-  EXPECT_EQ(ro.value("state", ""), "ROLLOUT_STATE_ABORTED") << ro.dump();
+  EXPECT_EQ(ro.value("state", ""), "aborted") << ro.dump();
   EXPECT_THAT(ro.value("reason", ""), HasSubstr("restarted"));
   for (const auto& h : ro["hosts"]) {
     const std::string state = h.value("state", "");
-    EXPECT_NE(state, "ROLLOUT_HOST_STATE_PENDING") << h.dump();
-    EXPECT_NE(state, "ROLLOUT_HOST_STATE_RESTARTING") << h.dump();
+    EXPECT_NE(state, "pending") << h.dump();
+    EXPECT_NE(state, "restarting") << h.dump();
     if (h.value("host_id", "") != first_host) {
-      EXPECT_EQ(state, "ROLLOUT_HOST_STATE_SKIPPED") << h.dump();
+      EXPECT_EQ(state, "skipped") << h.dump();
     }
   }
   // Every agent reconnects; no module is left stopped anywhere.
@@ -128,7 +128,7 @@ TEST(FaultRollout, ControlPlaneKilledMidRolloutAbortsItLeavesNoHostStoppedAndANe
   EXPECT_THAT(again.out, HasSubstr("succeeded"));
   json after = cp.CtlJson({"rollouts"});
   ASSERT_TRUE(after.is_object()) << cp.last_error();
-  EXPECT_EQ(after["rollouts"][0].value("state", ""), "ROLLOUT_STATE_SUCCEEDED")
+  EXPECT_EQ(after["rollouts"][0].value("state", ""), "succeeded")
       << after["rollouts"][0].dump();
   for (int i = 0; i < kAgents; ++i) {
     EXPECT_NE(pid(i), mid[i]) << "host " << i << " was not restarted by the new rollout";

@@ -341,7 +341,7 @@ std::string AgentHarness::State(const std::string& name) {
   nlohmann::json u = Unit(name);
   if (u.is_null()) return "";
   std::string s = u.value("state", "");
-  if (absl::StartsWith(s, "UNIT_STATE_")) s = s.substr(11);
+  std::replace(s.begin(), s.end(), ' ', '_');  // "waiting restart": the old spelling
   for (char& c : s) c = static_cast<char>(tolower(c));
   return s;
 }

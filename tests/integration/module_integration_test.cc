@@ -209,9 +209,27 @@ TEST_F(ModuleTest, PmxModuleFromTarballReportsProbesAnswersActionsAndTakesConfig
   json d = Detail("pmx-probe");
   EXPECT_EQ(d["module_info"]["widget"]["main_probes"], json::array({"hits"}));
   EXPECT_EQ(d["module_info"]["widget"]["theme"][0], "#111");
-  EXPECT_GE(std::stoi(d["module_info"]["issues_count"].get<std::string>()), 1);
+  EXPECT_GE(d["module_info"]["issues_count"].get<int>(), 1);
   EXPECT_EQ(d["module_info"]["issues"][0]["message"], "pmx module started");
   EXPECT_TRUE(d["status"]["is_module"].get<bool>());
+
+  // Issues, grouped, then cleared by the operator (agentd's herd:clear-issues action).
+  CmdResult issues = agent_.Ctl({"issues", "pmx-probe"});
+  ASSERT_EQ(issues.exit_code, 0) << issues.err;
+  EXPECT_THAT(issues.out, HasSubstr("pmx module started"));
+  json cleared = agent_.CtlJson({"issues", "pmx-probe", "--clear"});
+  ASSERT_TRUE(cleared.is_object()) << agent_.last_error();
+  EXPECT_GE(cleared["reply"]["cleared"].get<int>(), 1) << cleared.dump();
+  EXPECT_EQ(Detail("pmx-probe")["module_info"].value("issues_count", -1), 0);
+  EXPECT_THAT(agent_.Ctl({"issues", "pmx-probe"}).out, HasSubstr("no issues"));
+  CmdResult not_module = agent_.Ctl({"issues", "nosuch"});
+  EXPECT_NE(not_module.exit_code, 0);
+
+  // -o yaml: the same document, block style.
+  CmdResult yaml = agent_.Ctl({"-o", "yaml", "describe", "pmx-probe"});
+  ASSERT_EQ(yaml.exit_code, 0) << yaml.err;
+  EXPECT_THAT(yaml.out, HasSubstr("\n  state: online\n"));
+  EXPECT_THAT(yaml.out, HasSubstr("  is_module: true\n"));
 
   // list shows the main probe.
   CmdResult list = agent_.Ctl({"list"});
@@ -300,9 +318,10 @@ TEST_F(ModuleTest, NativeModuleSurvivesGarbageAndActionsTimeOut) {
 
   json ch = Detail("raw-native")["module_info"]["channel"];
   EXPECT_TRUE(ch["connected"].get<bool>());
-  EXPECT_EQ(ch["invalid_json"], "1");
-  EXPECT_EQ(ch["unknown_types"], "1");
-  EXPECT_EQ(ch["oversized_lines"], "1");
+  // "invalid_json" is a count, not JSON text: only string fields named *_json are parsed.
+  EXPECT_EQ(ch["invalid_json"], 1);
+  EXPECT_EQ(ch["unknown_types"], 1);
+  EXPECT_EQ(ch["oversized_lines"], 1);
   EXPECT_EQ(agent_.State("raw-native"), "online");
 
   // Parameters arrive, the reply comes back as JSON.
@@ -449,7 +468,7 @@ TEST_F(ModuleTest, ModuleWatchingRedisThroughItsPidFileIsSampledAsRedis) {
   }, absl::Seconds(20))) << agent_.Unit("redis-watch").dump();
   json u = agent_.Unit("redis-watch");
   EXPECT_NE(u["pid"], redis_pid);  // the module runs; redis is what is measured
-  EXPECT_GT(std::stoll(u["usage"]["rss_bytes"].get<std::string>()), 0);
+  EXPECT_GT(u["usage"]["rss_bytes"].get<int64_t>(), 0);
 }
 
 // pid_join (a Herd extension): the announced pid is sampled beside the module's own process.

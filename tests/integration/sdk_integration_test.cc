@@ -85,7 +85,7 @@ TEST_P(GeneratedModuleTest, InstallsReportsProbesAnswersActionsAndTakesConfig) {
   ASSERT_EQ(greet.exit_code, 0) << greet.err;
   EXPECT_THAT(greet.out, HasSubstr("hello, you"));
 
-  ASSERT_TRUE(WaitFor([&] { return ModuleInfo(name).value("issues_count", "0") != "0"; }))
+  ASSERT_TRUE(WaitFor([&] { return ModuleInfo(name).value("issues_count", 0) != 0; }))
       << "the sample reports an issue at start: " << ModuleInfo(name).dump(2);
 
   // The override reaches the module (typed for the SDKs, as an env string for @pm2/io).
