@@ -5,22 +5,9 @@
 // Exits 0 on success, 1 naming the failed step; screenshots go to $HERD_ARTIFACTS.
 
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-
-// CommonJS resolution, so NODE_PATH is honoured (ES module imports ignore it).
-const { chromium } = createRequire(import.meta.url)('playwright-core');
-
-function env(name, fallback) {
-  const v = process.env[name] ?? fallback;
-  if (v === undefined || v === '') {
-    console.error(`dashboard e2e: ${name} is not set`);
-    process.exit(2);
-  }
-  return v;
-}
+import { env, byAttr, waitFor, text, withBrowser, login as loginWith } from './lib.mjs';
 
 const URL_ = env('HERD_URL').replace(/\/$/, '');
 const TOKEN = env('HERD_TOKEN');
@@ -31,25 +18,6 @@ const MODULE = env('HERD_MODULE');
 const SELECTOR = env('HERD_SELECTOR');
 const ARTIFACTS = env('HERD_ARTIFACTS', path.join(os.tmpdir(), 'herd-dashboard-e2e'));
 const CHROMIUM = env('CHROMIUM', '/usr/bin/chromium');
-
-const WAIT_MS = 30000; // per wait: CI is a loaded 2-core machine
-const byAttr = (testid, attr, value) => `[data-testid="${testid}"][${attr}=${JSON.stringify(value)}]`;
-
-// Polls fn until it returns a truthy value; fails with `what` and the last value seen.
-async function waitFor(what, fn, timeoutMs = WAIT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = `error: ${e.message.split('\n')[0]}`;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what} (last: ${JSON.stringify(last)})`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 // The Fleet JSON API, for what the test must know independently of the page.
 async function api(method, body, token = VIEWER_TOKEN) {
@@ -63,50 +31,12 @@ async function api(method, body, token = VIEWER_TOKEN) {
 }
 
 async function main() {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  const problems = []; // uncaught page errors and CSP violations: the page must have none
-  let stepNo = 0;
   let rolloutId = '';
-  try {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    const page = await context.newPage();
-    page.setDefaultTimeout(WAIT_MS);
-    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
-    });
-
-    // ARTIFACTS/NN-name.png, NN being the current step.
-    const shot = (name, fullPage = true) =>
-      page.screenshot({ path: path.join(ARTIFACTS, `${String(stepNo).padStart(2, '0')}-${name}.png`), fullPage });
-
-    async function step(name, fn) {
-      stepNo++;
-      try {
-        await fn();
-      } catch (e) {
-        await shot(`${name}-FAILED`).catch(() => {});
-        e.message = `step ${stepNo} (${name}) failed: ${e.message}`;
-        throw e;
-      }
-      await shot(name);
-      console.log(`ok ${stepNo} - ${name}`);
-    }
-
+  await withBrowser({ chromiumPath: CHROMIUM, artifacts: ARTIFACTS }, async ({ page, step, shot, problems, steps }) => {
     const widget = page.locator(byAttr('module-widget', 'data-module', MODULE));
-    const text = (locator) => locator.textContent().then((t) => t || '');
     const number = async (locator, attr) => Number(await locator.getAttribute(attr));
 
-    async function login(token) {
-      await page.getByTestId('token-input').fill(token);
-      await page.getByTestId('login-button').click();
-    }
+    const login = (token) => loginWith(page, token);
 
     // Clicks an action with params and returns the reply once it is no longer pending.
     async function greet() {
@@ -312,10 +242,8 @@ async function main() {
     });
 
     assert.deepEqual(problems, [], 'the page raised errors');
-    console.log(`dashboard e2e: all ${stepNo} steps passed (screenshots in ${ARTIFACTS})`);
-  } finally {
-    await browser.close();
-  }
+    console.log(`dashboard e2e: all ${steps()} steps passed (screenshots in ${ARTIFACTS})`);
+  });
 }
 
 main().catch((e) => {

@@ -421,5 +421,56 @@ TEST_F(DashboardTest, BrowserSeesTheFleetAndDrivesIt) {
   EXPECT_EQ(greet.exit_code, 0) << greet.err;
 }
 
+// Real modules as Keymetrics drew them: pm2-elasticsearch, pm2-server-monit and
+// pm2-sysmonit, replaying what they sent on their channel (fixtures/recorded-modules), in the
+// browser (tests/e2e/dashboard-modules.mjs), with the host online and then offline.
+TEST_F(DashboardTest, RecordedModulesAreDrawnAsKeymetricsDid) {
+  const std::string node_path = HERD_E2E_NODE_PATH;
+  ASSERT_TRUE(fs::exists(node_path + "/playwright-core")) << node_path;
+  const std::string fixtures = SourceDir() + "/tests/integration/fixtures/recorded-modules";
+  for (const char* m : {"elastic", "monit", "sysmonit"}) {
+    const std::string dir = agent_.Path(absl::StrCat("src/rec-", m));
+    fs::create_directories(dir);
+    fs::copy_file(fixtures + "/replay.js", dir + "/replay.js");
+    for (const char* f : {"package.json", "recorded.json"}) {
+      fs::copy_file(absl::StrCat(fixtures, "/", m, "/", f), dir + "/" + f);
+    }
+    CmdResult inst = agent_.Ctl({"install", dir});
+    ASSERT_EQ(inst.exit_code, 0) << inst.out << inst.err;
+  }
+  // In the control plane's inventory, the replayed issues included.
+  ASSERT_TRUE(WaitFor([&] {
+    json d = Api("GetHost", {{"hostId", host_id_}});
+    int found = 0;
+    for (const auto& m : d.value("modules", json::array())) {
+      const std::string name = m.value("name", "");
+      if (name == "rec-elastic" && !m.value("recentIssues", json::array()).empty()) ++found;
+      if (name == "rec-monit" || name == "rec-sysmonit") ++found;
+    }
+    return found == 3;
+  }, absl::Seconds(30))) << Api("GetHost", {{"hostId", host_id_}}).dump();
+  const std::string shots = absl::StrCat(HERD_ARTIFACTS_DIR, "/dashboard-modules");
+  auto browse = [&](const std::string& phase) {
+    return herd::testing::Run({"/usr/bin/timeout", "--kill-after=10", "180", "/usr/bin/env",
+                               absl::StrCat("NODE_PATH=", node_path),
+                               absl::StrCat("HERD_URL=http://", http_), "HERD_TOKEN=" + operator_,
+                               "HERD_HOST_ID=" + host_id_, "HERD_PHASE=" + phase,
+                               "HERD_ARTIFACTS=" + shots, "node",
+                               SourceDir() + "/tests/e2e/dashboard-modules.mjs"});
+  };
+  CmdResult online = browse("online");
+  EXPECT_EQ(online.exit_code, 0) << online.out << online.err << "\nscreenshots in " << shots;
+  // The Clear in the browser reached the agent.
+  json d = agent_.CtlJson({"describe", "rec-elastic"});
+  EXPECT_EQ(d["module_info"].value("issues_count", -1), 0) << d.dump();
+
+  agent_.StopAgent();
+  ASSERT_TRUE(WaitFor([&] {
+    return !Api("GetHost", {{"hostId", host_id_}})["host"].value("online", true);
+  }, absl::Seconds(30)));
+  CmdResult offline = browse("offline");
+  EXPECT_EQ(offline.exit_code, 0) << offline.out << offline.err << "\nscreenshots in " << shots;
+}
+
 }  // namespace
 }  // namespace herd::testing

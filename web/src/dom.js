@@ -60,33 +60,46 @@ export function safeImageUrl(value) {
 }
 
 // Text that holds HTML (a PM2 module's action reply: pm2-server-monit answers `ps` output
-// with <br /> for newlines, as Keymetrics rendered it) as DOM nodes: formatting elements are
-// rebuilt without any attribute, <br> becomes a newline, everything else (scripts, images,
-// links, handlers) is reduced to its text. Never innerHTML into the page.
+// with <br /> for newlines, as Keymetrics rendered it) as DOM nodes, without any HTML parser
+// (not even an inert one: Chrome still compiles, and reports, on* attributes): the text is cut
+// at its tags; the formatting elements below are rebuilt bare, <br> is a newline, every other
+// tag (script, img, a, ...) and every attribute is dropped, the text between stays text.
 const SAFE_TAGS = new Set(['b', 'strong', 'i', 'em', 'u', 'code', 'pre', 'p', 'div', 'span', 'ul', 'ol', 'li',
-  'table', 'thead', 'tbody', 'tr', 'th', 'td', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'hr', 'small']);
-const DROPPED_TAGS = new Set(['script', 'style', 'template', 'noscript', 'iframe', 'object', 'head', 'title']);
+  'table', 'thead', 'tbody', 'tr', 'th', 'td', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'small']);
+const ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: '\u00a0' };
 
 export function looksLikeHtml(text) {
-  return typeof text === 'string' && /<\/?(br|b|strong|i|em|u|code|pre|p|div|span|ul|ol|li|table|tr|td|th|h[1-6]|hr|small)\b[^>]*>/i.test(text);
+  return typeof text === 'string' && /<\/?(br|hr|b|strong|i|em|u|code|pre|p|div|span|ul|ol|li|table|tr|td|th|h[1-6]|small)\b[^>]*>/i.test(text);
+}
+
+function decodeEntities(text) {
+  return text.replace(/&(#x[0-9a-f]+|#[0-9]+|[a-z]+);/gi, (m, e) => {
+    if (e[0] === '#') {
+      const code = e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : parseInt(e.slice(1), 10);
+      return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : m;
+    }
+    return ENTITIES[e.toLowerCase()] ?? m;
+  });
 }
 
 export function safeHtml(text) {
-  const doc = new DOMParser().parseFromString(`<body>${text}</body>`, 'text/html');
   const out = document.createDocumentFragment();
-  const copy = (from, to) => {
-    for (const node of from.childNodes) {
-      if (node.nodeType === Node.TEXT_NODE) to.append(node.textContent);
-      else if (node.nodeType !== Node.ELEMENT_NODE) continue;
-      else {
-        const tag = node.tagName.toLowerCase();
-        if (tag === 'br') to.append('\n');
-        else if (DROPPED_TAGS.has(tag)) continue;
-        else if (SAFE_TAGS.has(tag)) copy(node, to.appendChild(document.createElement(tag)));
-        else copy(node, to);
-      }
+  const open = [out]; // the elements being filled, innermost last
+  const tag = /<(\/?)([a-z][a-z0-9]*)\b[^>]*>/gi;
+  let at = 0;
+  for (let m; (m = tag.exec(text));) {
+    open[open.length - 1].append(decodeEntities(text.slice(at, m.index)));
+    at = tag.lastIndex;
+    const [, closing, rawName] = m;
+    const name = rawName.toLowerCase();
+    if (name === 'br' || name === 'hr') open[open.length - 1].append('\n');
+    else if (!SAFE_TAGS.has(name)) continue;
+    else if (!closing) open.push(open[open.length - 1].appendChild(document.createElement(name)));
+    else {
+      const i = open.findLastIndex((el) => el.localName === name);
+      if (i > 0) open.length = i;
     }
-  };
-  copy(doc.body, out);
+  }
+  open[open.length - 1].append(decodeEntities(text.slice(at)));
   return out;
 }
