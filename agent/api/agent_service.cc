@@ -86,6 +86,19 @@ grpc::ServerUnaryReactor* AgentService::Describe(grpc::CallbackServerContext* ct
   return reactor;
 }
 
+absl::Status AgentService::TakenName(const std::vector<herd::v1::AppSpec>& specs) const {
+  for (const auto& spec : specs) {
+    auto existing = supervisor_.Describe(spec.name());
+    if (!existing.ok()) continue;
+    return absl::AlreadyExistsError(
+        absl::StrCat("a unit named \"", spec.name(), "\" already exists (",
+                     existing->spec().script(), "): `agentctl restart ", spec.name(),
+                     "` restarts it; --force replaces it with this script, --name starts "
+                     "another"));
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* AgentService::Start(grpc::CallbackServerContext* ctx,
                                               const herd::v1::StartRequest* req,
                                               herd::v1::UnitsResponse* resp) {
@@ -157,16 +170,8 @@ grpc::ServerUnaryReactor* AgentService::Start(grpc::CallbackServerContext* ctx,
   }
   loop_.Post([this, reactor, resp, new_only = req->new_only(),
               specs = std::move(*specs)]() mutable {
-    for (const auto& spec : specs) {
-      auto existing = supervisor_.Describe(spec.name());
-      if (!new_only || !existing.ok()) continue;
-      reactor->Finish(grpc::Status(
-          grpc::StatusCode::ALREADY_EXISTS,
-          absl::StrCat("a unit named \"", spec.name(), "\" already exists (",
-                       existing->spec().script(), "): `agentctl restart ", spec.name(),
-                       "` restarts it; --force replaces it with this script, --name starts "
-                       "another")));
-      return;
+    if (new_only) {
+      if (auto taken = TakenName(specs); !taken.ok()) return reactor->Finish(ToGrpc(taken));
     }
     supervisor_.Start(std::move(specs),
                       [reactor, resp](auto units) { FillUnits(units, resp, reactor); });

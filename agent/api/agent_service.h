@@ -87,6 +87,9 @@ class AgentService final : public herd::v1::Agent::CallbackService {
                                           herd::v1::TriggerActionResponse* resp) override;
 
  private:
+  // An error naming the first app whose name is already a unit's (new_only starts); loop
+  // thread.
+  absl::Status TakenName(const std::vector<herd::v1::AppSpec>& specs) const;
   class LogsReactor;
   enum class SelectorOp { kStop, kRestart, kDelete };
   grpc::ServerUnaryReactor* RunSelectorOp(grpc::CallbackServerContext* ctx,

@@ -382,6 +382,15 @@ void FlushOnStop(LogWriter& logs, StateFile& state, spdlog::logger& log) {
   log.info("event=stopped");
 }
 
+// Units kept whole: in their cgroups, or else with agentd as their subreaper.
+void Contain(Supervisor& supervisor, UnitCgroups* cgroups, spdlog::logger& log) {
+  supervisor.set_cgroups(cgroups);
+  if (cgroups != nullptr) return;
+  if (auto st = supervisor.BecomeSubreaper(); !st.ok()) {
+    log.warn("event=subreaper_unavailable error=\"{}\"", st.message());
+  }
+}
+
 // The units' cgroups (unit_cgroups.h), or null with the reason logged: units are then kept
 // together by their process groups and the subreaper.
 std::unique_ptr<UnitCgroups> OpenCgroups(const AgentOptions& options, spdlog::logger& log) {
@@ -445,12 +454,7 @@ absl::Status RunAgent(const AgentOptions& options) {
   StateFile state(absl::StrCat(home, "/state.json"));
   std::unique_ptr<UnitCgroups> cgroups = OpenCgroups(options, *log);  // outlives supervisor
   Supervisor supervisor(loop, spawner, sampler, logs, &state, MakeSupervisorOptions(options));
-  supervisor.set_cgroups(cgroups.get());
-  if (!cgroups) {
-    if (auto st = supervisor.BecomeSubreaper(); !st.ok()) {
-      log->warn("event=subreaper_unavailable error=\"{}\"", st.message());
-    }
-  }
+  Contain(supervisor, cgroups.get(), *log);
   const std::string search_path = SearchPath();
   UnitsAsPm2 pm2_units(supervisor, logs);
   Pm2Bus pm2_bus(supervisor, pm2_units);

@@ -146,50 +146,8 @@ ChildRegistry& Children() {
   return *r;
 }
 
-}  // namespace
-
-int OpenPidfd(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
-
-bool IsSpawnedChild(pid_t pid) {
-  std::lock_guard<std::mutex> l(Children().mu);
-  return Children().pids.count(pid) > 0;
-}
-
-void ForgetChild(pid_t pid) {
-  std::lock_guard<std::mutex> l(Children().mu);
-  Children().pids.erase(pid);
-}
-
-absl::StatusOr<SpawnedProcess> PosixSpawner::Spawn(const SpawnRequest& req) {
-  // Held across the spawn: a child that exits at once is never a zombie not yet recorded.
-  std::lock_guard<std::mutex> l(Children().mu);
-  auto spawned = SpawnUnrecorded(req);
-  if (spawned.ok()) Children().pids.insert(spawned->pid);
-  return spawned;
-}
-
-absl::StatusOr<SpawnedProcess> PosixSpawner::SpawnUnrecorded(const SpawnRequest& req) {
-  if (req.argv.empty()) return absl::InvalidArgumentError("nothing to execute (empty argv)");
-  if (req.cgroup_fd >= 0) {
-    auto spawned = SpawnIntoCgroup(req);
-    if (spawned.ok() || !absl::IsUnavailable(spawned.status())) return spawned;
-    // No clone3 here: posix_spawn, then the child joins the cgroup (what it forks before
-    // that stays outside: the only window this fallback has).
-    SpawnRequest plain = req;
-    plain.cgroup_fd = -1;
-    auto p = SpawnUnrecorded(plain);
-    if (p.ok()) {
-      int fd = openat(req.cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-      if (fd >= 0) {
-        std::string text = absl::StrCat(p->pid);
-        ssize_t ignored = write(fd, text.data(), text.size());
-        (void)ignored;
-        close(fd);
-      }
-    }
-    return p;
-  }
-
+// posix_spawn(p) into a new session with the request's descriptors, signals and directory.
+absl::StatusOr<SpawnedProcess> PosixSpawn(const SpawnRequest& req) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&fa);
@@ -263,6 +221,52 @@ absl::StatusOr<SpawnedProcess> PosixSpawner::SpawnUnrecorded(const SpawnRequest&
                                             " (Linux 5.3 or later is required)"));
   }
   return SpawnedProcess{pid, pidfd};
+}
+
+// Moves `pid` into the cgroup (an O_DIRECTORY fd); best effort.
+void JoinCgroup(int cgroup_fd, pid_t pid) {
+  int fd = openat(cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  std::string text = absl::StrCat(pid);
+  ssize_t ignored = write(fd, text.data(), text.size());
+  (void)ignored;
+  close(fd);
+}
+
+}  // namespace
+
+int OpenPidfd(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
+bool IsSpawnedChild(pid_t pid) {
+  std::lock_guard<std::mutex> l(Children().mu);
+  return Children().pids.count(pid) > 0;
+}
+
+void ForgetChild(pid_t pid) {
+  std::lock_guard<std::mutex> l(Children().mu);
+  Children().pids.erase(pid);
+}
+
+absl::StatusOr<SpawnedProcess> PosixSpawner::Spawn(const SpawnRequest& req) {
+  // Held across the spawn: a child that exits at once is never a zombie not yet recorded.
+  std::lock_guard<std::mutex> l(Children().mu);
+  auto spawned = SpawnUnrecorded(req);
+  if (spawned.ok()) Children().pids.insert(spawned->pid);
+  return spawned;
+}
+
+absl::StatusOr<SpawnedProcess> PosixSpawner::SpawnUnrecorded(const SpawnRequest& req) {
+  if (req.argv.empty()) return absl::InvalidArgumentError("nothing to execute (empty argv)");
+  if (req.cgroup_fd >= 0) {
+    auto spawned = SpawnIntoCgroup(req);
+    if (spawned.ok() || !absl::IsUnavailable(spawned.status())) return spawned;
+    // No clone3 here: posix_spawn, then the child joins the cgroup (what it forks before
+    // that stays outside: the only window this fallback has).
+    auto p = PosixSpawn(req);  // which does not look at cgroup_fd
+    if (p.ok()) JoinCgroup(req.cgroup_fd, p->pid);
+    return p;
+  }
+  return PosixSpawn(req);
 }
 
 }  // namespace herd::agent

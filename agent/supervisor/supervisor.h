@@ -242,6 +242,10 @@ class Supervisor {
   herd::v1::UnitStatus StatusOf(const Unit& u) const;
   std::vector<herd::v1::UnitStatus> StatusOf(const std::vector<Unit*>& units) const;
   std::vector<pid_t> PidFileRoots(const Unit& u) const;
+  // What one unit is sampled as: its process (or pid files), what escaped it, a module's
+  // announced pids.
+  SampleTarget TargetOf(const std::string& name, const Unit& u,
+                        const std::map<std::string, std::vector<pid_t>>& adopted);
 
   EventLoop& loop_;
   Spawner& spawner_;

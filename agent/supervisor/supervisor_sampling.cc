@@ -56,6 +56,37 @@ std::vector<pid_t> Supervisor::PidFileRoots(const Unit& u) const {
   return pids;
 }
 
+SampleTarget Supervisor::TargetOf(const std::string& name, const Unit& u,
+                                  const std::map<std::string, std::vector<pid_t>>& adopted) {
+  SampleTarget t;
+  t.key = name;
+  if (u.spec.pid_files_size() > 0) {
+    t.roots = PidFileRoots(u);
+    if (u.spec.pid_files_join() || t.roots.empty()) t.roots.push_back(u.pid);
+  } else {
+    t.roots.push_back(u.pid);
+  }
+  // What left the process tree (a double-forked daemon) is the unit's all the same.
+  if (cgroups_ != nullptr) {
+    for (pid_t p : Escaped(u)) t.roots.push_back(p);
+  } else if (auto a = adopted.find(name); a != adopted.end()) {
+    t.roots.insert(t.roots.end(), a->second.begin(), a->second.end());
+  }
+  if (hooks_ != nullptr && u.spec.channel() != herd::v1::CHANNEL_KIND_NONE) {
+    // A module's announced pid (initModule's `pid`) replaces its own process, as in PM2,
+    // or joins it when the module asked for that (`pid_join`).
+    bool join = false;
+    std::vector<pid_t> announced = hooks_->SampleRoots(name, &join);
+    if (!announced.empty()) {
+      if (!join) t.roots.clear();
+      for (pid_t p : announced) {
+        if (std::find(t.roots.begin(), t.roots.end(), p) == t.roots.end()) t.roots.push_back(p);
+      }
+    }
+  }
+  return t;
+}
+
 void Supervisor::Sample() {
   // Real elapsed time, whatever clock the loop runs on (tests may give it a fake one), and
   // the loop thread's CPU time.
@@ -73,33 +104,7 @@ void Supervisor::Sample() {
   targets.reserve(units_.size() + 1);
   for (auto& [name, u] : units_) {
     if (u->pid == 0) continue;
-    SampleTarget t;
-    t.key = name;
-    if (u->spec.pid_files_size() > 0) {
-      t.roots = PidFileRoots(*u);
-      if (u->spec.pid_files_join() || t.roots.empty()) t.roots.push_back(u->pid);
-    } else {
-      t.roots.push_back(u->pid);
-    }
-    // What left the process tree (a double-forked daemon) is the unit's all the same.
-    if (cgroups_ != nullptr) {
-      for (pid_t p : Escaped(*u)) t.roots.push_back(p);
-    } else if (auto a = adopted.find(name); a != adopted.end()) {
-      t.roots.insert(t.roots.end(), a->second.begin(), a->second.end());
-    }
-    if (hooks_ != nullptr && u->spec.channel() != herd::v1::CHANNEL_KIND_NONE) {
-      // A module's announced pid (initModule's `pid`) replaces its own process, as in PM2,
-      // or joins it when the module asked for that (`pid_join`).
-      bool join = false;
-      std::vector<pid_t> announced = hooks_->SampleRoots(name, &join);
-      if (!announced.empty()) {
-        if (!join) t.roots.clear();
-        for (pid_t p : announced) {
-          if (std::find(t.roots.begin(), t.roots.end(), p) == t.roots.end()) t.roots.push_back(p);
-        }
-      }
-    }
-    targets.push_back(std::move(t));
+    targets.push_back(TargetOf(name, *u, adopted));
     order.push_back(u.get());
   }
   targets.push_back(SampleTarget{"", {getpid()}, false});
