@@ -6,9 +6,10 @@
 // Needs node and npm (and the npm registry): scripts/test.sh installs them.
 #include <sys/stat.h>
 
+#include <chrono>
 #include <filesystem>
 #include <regex>
-#include <chrono>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -194,6 +195,22 @@ TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
     ASSERT_LT(after[i - 1], after[i]) << "lines out of order in the live log";
   }
 
+  // By its retain setting too: rotations go on, at most 2 rotated copies are kept.
+  ASSERT_EQ(agent_.Ctl({"set", "pm2-logrotate:retain", "2"}).exit_code, 0);
+  std::set<std::string> seen;
+  size_t now = 0;
+  ASSERT_TRUE(WaitFor([&] {
+    now = 0;
+    for (const auto& e : fs::directory_iterator(agent_.Path("logs"))) {
+      const std::string name = e.path().filename();
+      if (!std::regex_match(name, rotated_name)) continue;
+      ++now;
+      seen.insert(name);
+    }
+    return seen.size() >= 4 && now <= 2;
+  }, absl::Seconds(60))) << seen.size() << " rotated copies seen, " << now << " now\n"
+                         << Log("pm2-logrotate-out.log") << Log("pm2-logrotate-err.log");
+
   // No PM2 daemon, ever: none running, and no pid file where it would write one.
   EXPECT_THAT(Pm2Daemons(), ::testing::IsEmpty());
   EXPECT_FALSE(fs::exists(agent_.Path("pm2/pm2.pid")));
@@ -205,6 +222,31 @@ TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
   EXPECT_EQ(agent_.State("chatter"), "online");
 
   // Uninstalled, pm2-logrotate leaves nothing running either.
+  ASSERT_EQ(agent_.Ctl({"uninstall", "pm2-logrotate"}).exit_code, 0);
+  EXPECT_THAT(Pm2Daemons(), ::testing::IsEmpty());
+
+  // compress: 3.0.0 cannot turn it on under PM2 either (pmx makes "true" a boolean, which its
+  // parseBool refuses: keymetrics/pm2-logrotate#201); 2.7.0 reads it, and gzips the copies.
+  CmdResult old = agent_.Ctl({"install", "pm2-logrotate@2.7.0"});
+  ASSERT_EQ(old.exit_code, 0) << old.out << old.err;
+  // (Its configuration went with the uninstall.)
+  for (const auto& [key, value] : {std::pair<const char*, const char*>{"max_size", "2K"},
+                                   {"workerInterval", "1"}, {"compress", "true"}}) {
+    ASSERT_EQ(agent_.Ctl({"set", absl::StrCat("pm2-logrotate:", key), value}).exit_code, 0);
+  }
+  const std::regex gz_name("chatter-out__.*\\.log\\.gz");
+  std::string gz;
+  ASSERT_TRUE(WaitFor([&] {
+    for (const auto& e : fs::directory_iterator(agent_.Path("logs"))) {
+      const std::string name = e.path().filename();
+      if (std::regex_match(name, gz_name) && fs::file_size(e.path()) >= 2) gz = e.path();
+    }
+    return !gz.empty();
+  }, absl::Seconds(60))) << Log("pm2-logrotate-out.log") << Log("pm2-logrotate-err.log");
+  const std::string bytes = ReadFile(gz);
+  ASSERT_GE(bytes.size(), 2u);
+  EXPECT_EQ(static_cast<unsigned char>(bytes[0]), 0x1f) << gz << " is not gzip";
+  EXPECT_EQ(static_cast<unsigned char>(bytes[1]), 0x8b) << gz << " is not gzip";
   ASSERT_EQ(agent_.Ctl({"uninstall", "pm2-logrotate"}).exit_code, 0);
   EXPECT_THAT(Pm2Daemons(), ::testing::IsEmpty());
 }
