@@ -1,12 +1,21 @@
 #include "cli/agent_commands.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -341,7 +350,9 @@ int AgentCommands::Logs(const std::string& name, uint32_t lines, bool follow) {
   auto ctx = Context(follow ? 0 : options_.timeout_seconds);
   auto reader = stub_->Logs(ctx.get(), req);
   herd::v1::LogLine line;
+  size_t shown = 0;
   while (reader->Read(&line)) {
+    ++shown;
     if (options_.json) {
       printf("{\"unit\":%s,\"stream\":%s,\"text\":%s}\n", nlohmann::json(line.unit()).dump().c_str(),
              nlohmann::json(line.stream()).dump().c_str(),
@@ -354,6 +365,18 @@ int AgentCommands::Logs(const std::string& name, uint32_t lines, bool follow) {
   }
   grpc::Status s = reader->Finish();
   if (!s.ok() && s.error_code() != grpc::StatusCode::CANCELLED) return Fail(s);
+  if (shown == 0 && !follow && !options_.json) {
+    // Nothing written yet: where it will be, so one can look (or tail) there.
+    herd::v1::DescribeRequest dreq;
+    dreq.set_name(name);
+    herd::v1::UnitDetail d;
+    auto dctx = Context(options_.timeout_seconds);
+    if (stub_->Describe(dctx.get(), dreq, &d).ok()) {
+      printf("%s has written nothing yet: %s%s%s\n", name.c_str(), d.out_log_path().c_str(),
+             d.err_log_path() == d.out_log_path() ? "" : ", ",
+             d.err_log_path() == d.out_log_path() ? "" : d.err_log_path().c_str());
+    }
+  }
   return 0;
 }
 
@@ -390,6 +413,40 @@ int AgentCommands::Top(double interval_seconds, int iterations) {
   return 0;
 }
 
+int AgentCommands::Flush(const std::string& name) {
+  if (!Connect()) return 1;
+  std::vector<std::string> names;
+  if (name.empty()) {
+    herd::v1::ListResponse r;
+    auto ctx = Context(options_.timeout_seconds);
+    grpc::Status s = stub_->List(ctx.get(), {}, &r);
+    if (!s.ok()) return Fail(s);
+    for (const auto& u : r.units()) names.push_back(u.name());
+  } else {
+    names.push_back(name);
+  }
+  int failed = 0;
+  for (const auto& n : names) {
+    herd::v1::DescribeRequest req;
+    req.set_name(n);
+    herd::v1::UnitDetail d;
+    auto ctx = Context(options_.timeout_seconds);
+    grpc::Status s = stub_->Describe(ctx.get(), req, &d);
+    if (!s.ok()) return Fail(s);
+    std::set<std::string> paths = {d.out_log_path(), d.err_log_path()};
+    for (const auto& p : paths) {
+      if (p.empty()) continue;
+      if (truncate(p.c_str(), 0) != 0 && errno != ENOENT) {
+        fprintf(stderr, "agentctl: cannot empty %s: %s\n", p.c_str(), strerror(errno));
+        ++failed;
+        continue;
+      }
+      printf("flushed %s\n", p.c_str());
+    }
+  }
+  return failed ? 1 : 0;
+}
+
 int AgentCommands::Kill() {
   if (!Connect()) return 1;
   herd::v1::ShutdownResponse r;
@@ -418,6 +475,57 @@ namespace {
 
 }  // namespace
 
+namespace {
+
+// A value as one shell word: bare when safe, else in single quotes.
+std::string ShellWord(const std::string& v) {
+  const bool bare = !v.empty() && std::all_of(v.begin(), v.end(), [](unsigned char c) {
+    return std::isalnum(c) || std::strchr("_./:@%+=,-", c) != nullptr;
+  });
+  if (bare) return v;
+  std::string out = "'";
+  for (char c : v) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// After an install, as PM2 prints its module's configuration: the command for each key.
+void PrintSetLines(const herd::v1::ModuleInfo& info) {
+  if (info.config_size() == 0) return;
+  printf("configure it (each line sets a key to its current value):\n");
+  for (const auto& e : info.config()) {
+    auto v = nlohmann::json::parse(e.effective_json(), nullptr, false);
+    const std::string text = v.is_string() ? v.get<std::string>() : e.effective_json();
+    printf("  agentctl set %s:%s %s\n", info.name().c_str(), e.key().c_str(),
+           ShellWord(text).c_str());
+  }
+}
+
+// While `call` runs, on a terminal: what is being done and for how long, on one line.
+grpc::Status WithProgress(const std::string& what, bool quiet,
+                          const std::function<grpc::Status()>& call) {
+  if (quiet || !isatty(STDERR_FILENO)) return call();
+  std::atomic<bool> done{false};
+  std::thread ticker([&] {
+    const auto start = std::chrono::steady_clock::now();
+    while (!done.load()) {
+      const auto s = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::steady_clock::now() - start).count();
+      fprintf(stderr, "\r%s (npm or tar at work) %llds ", what.c_str(), static_cast<long long>(s));
+      fflush(stderr);
+      for (int i = 0; i < 10 && !done.load(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+    fprintf(stderr, "\r\033[K");
+  });
+  grpc::Status s = call();
+  done = true;
+  ticker.join();
+  return s;
+}
+
+}  // namespace
+
 int AgentCommands::Install(const std::string& source) {
   if (!Connect()) return 1;
   herd::v1::InstallModuleRequest req;
@@ -426,7 +534,8 @@ int AgentCommands::Install(const std::string& source) {
   herd::v1::ModuleInfo info;
   // npm can take minutes: at least 10.
   auto ctx = Context(std::max(options_.timeout_seconds, 600));
-  grpc::Status s = stub_->InstallModule(ctx.get(), req, &info);
+  grpc::Status s = WithProgress("installing " + source, options_.json,
+                                [&] { return stub_->InstallModule(ctx.get(), req, &info); });
   if (!s.ok()) return Fail(s);
   if (options_.json) {
     printf("%s\n", ToJson(info).c_str());
@@ -434,6 +543,7 @@ int AgentCommands::Install(const std::string& source) {
     printf("installed %s %s from %s%s\n", info.name().c_str(), info.version().c_str(),
            info.source().c_str(),
            info.dev_mode() ? " (development mode: restarts when a file changes)" : "");
+    PrintSetLines(info);
   }
   return 0;
 }
@@ -457,18 +567,23 @@ int AgentCommands::Uninstall(const std::string& name, bool keep_config) {
   return 0;
 }
 
-int AgentCommands::UpdateModule(const std::string& name) {
+int AgentCommands::UpdateModule(const std::string& target) {
   if (!Connect()) return 1;
   herd::v1::UpdateModuleRequest req;
-  req.set_name(name);
+  // NAME or NAME@VERSION (a module's name has no scope: the @ is the version's).
+  const size_t at = target.find('@', 1);
+  req.set_name(target.substr(0, at));
+  if (at != std::string::npos) req.set_version(target.substr(at + 1));
   herd::v1::ModuleInfo info;
   auto ctx = Context(std::max(options_.timeout_seconds, 600));
-  grpc::Status s = stub_->UpdateModule(ctx.get(), req, &info);
+  grpc::Status s = WithProgress("updating " + target, options_.json,
+                                [&] { return stub_->UpdateModule(ctx.get(), req, &info); });
   if (!s.ok()) return Fail(s);
   if (options_.json) {
     printf("%s\n", ToJson(info).c_str());
   } else {
     printf("updated %s to %s\n", info.name().c_str(), info.version().c_str());
+    PrintSetLines(info);
   }
   return 0;
 }

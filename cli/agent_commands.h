@@ -52,11 +52,15 @@ class AgentCommands {
   // iterations 0 = until interrupted.
   int Top(double interval_seconds, int iterations);
   int Kill();
+  // Empties the unit's (or every unit's) log files, as `pm2 flush` does: truncated here, on
+  // this host; agentd appends (O_APPEND), so it goes on writing at the new end.
+  int Flush(const std::string& name);
 
   // Modules.
   int Install(const std::string& source);
   int Uninstall(const std::string& name, bool keep_config);
-  int UpdateModule(const std::string& name);
+  // NAME or NAME@VERSION.
+  int UpdateModule(const std::string& target);
   // Names for shell completion: "units", "modules" or "keys" (MODULE:KEY), one per line.
   int CompleteNames(const std::string& kind);
   int Conf(const std::string& module);

@@ -215,6 +215,26 @@ bool TakesValue(const CLI::App& app, const std::string& arg) {
 
 }  // namespace
 
+std::vector<std::string> ExpandPm2Names(const CLI::App& app, int argc, const char* const* argv) {
+  std::vector<std::string> out(argv, argv + argc);
+  for (size_t i = 1; i < out.size(); ++i) {
+    if (out[i] == "--") break;
+    if (out[i].size() > 1 && out[i][0] == '-') {
+      if (TakesValue(app, out[i])) ++i;
+      continue;
+    }
+    // The command word. CLI11 takes no ':' in a command's name.
+    if (out[i] == "module:update") {
+      out[i] = "update";
+      out.insert(out.begin() + static_cast<long>(i), "module");
+    } else if (out[i] == "module:generate") {
+      out[i] = "generate";
+    }
+    break;
+  }
+  return out;
+}
+
 std::optional<std::string> UnknownCommand(const CLI::App& app, int argc,
                                           const char* const* argv) {
   std::string word;

@@ -79,6 +79,8 @@ void AddTargetFlags(CLI::App* command, TargetFlags& target, bool config_scope);
 // The command the command line names, when it is not one of `app`'s (a name or alias):
 // what to tell the operator ("unknown command "lst": did you mean "list"?"); nullopt when
 // the command is known or there is none (CLI11 then says what is wrong).
+// argv with PM2's colon commands (`module:update`, `module:generate`) as agentctl's.
+std::vector<std::string> ExpandPm2Names(const CLI::App& app, int argc, const char* const* argv);
 std::optional<std::string> UnknownCommand(const CLI::App& app, int argc, const char* const* argv);
 
 int CheckArgumentsUtf8(int argc, const char* const* argv);

@@ -3,6 +3,9 @@
 // AgentCommands (cli/agent_commands.h) or FleetCommands (cli/fleet_commands.h).
 #include <stdio.h>
 
+#include <string>
+#include <vector>
+
 #include "CLI/CLI.hpp"
 #include "cli/agentctl_app.h"
 #include "cli/command_table.h"
@@ -20,11 +23,15 @@ int main(int argc, char** argv) {
   herd::cli::AddAgentctlCommands(app, ctx, commands);
 
   if (int bad = herd::cli::CheckArgumentsUtf8(argc, argv); bad != 0) return bad;
-  if (auto unknown = herd::cli::UnknownCommand(app, argc, argv)) {
+  std::vector<std::string> args = herd::cli::ExpandPm2Names(app, argc, argv);
+  std::vector<const char*> expanded;
+  for (const auto& a : args) expanded.push_back(a.c_str());
+  const int n = static_cast<int>(expanded.size());
+  if (auto unknown = herd::cli::UnknownCommand(app, n, expanded.data())) {
     fprintf(stderr, "%s\n", unknown->c_str());
     return 1;
   }
-  CLI11_PARSE(app, argc, argv);
+  CLI11_PARSE(app, n, expanded.data());
   ctx.OptionsParsed();
   return commands.Run();
 }

@@ -40,8 +40,9 @@ void AddUninstall(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
 void AddModuleUpdate(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
   auto name = std::make_shared<std::string>();
   auto* module = app.add_subcommand("module", "Module maintenance");
-  auto* update = module->add_subcommand("update", "Reinstall a module (npm: the latest version)");
-  update->add_option("name", *name, "Module name")->required();
+  auto* update = module->add_subcommand(
+      "update", "Reinstall a module (npm: the latest version, or NAME@VERSION)");
+  update->add_option("name", *name, "Module name, or NAME@VERSION (from npm)")->required();
   module->require_subcommand(1);
   table.Add(update, [&ctx, name] { return ctx.agent().UpdateModule(*name); });
 }

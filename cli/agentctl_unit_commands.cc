@@ -182,6 +182,29 @@ void AddKill(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
   table.Add(kill, [&ctx] { return ctx.agent().Kill(); });
 }
 
+// PM2's save and resurrect: agentd does both by itself, so they say where and how.
+void AddSaveResurrect(CLI::App& app, CommandTable& table) {
+  auto* save = app.add_subcommand("save", "PM2's save: agentd already keeps the unit list");
+  table.Add(save, [] {
+    printf("nothing to do: agentd saves the unit list (and which should run) in HOME/state.json "
+           "on every change\n");
+    return 0;
+  });
+  auto* resurrect = app.add_subcommand("resurrect", "PM2's resurrect: agentd does it when it starts");
+  table.Add(resurrect, [] {
+    printf("nothing to do: agentd starts the units that were running when it starts; "
+           "`agentctl start all` starts every stopped app\n");
+    return 0;
+  });
+}
+
+void AddFlush(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  auto name = std::make_shared<std::string>();
+  auto* flush = app.add_subcommand("flush", "Empty the log files of a unit, or of every unit (pm2 flush)");
+  flush->add_option("name", *name, "Unit name (default: every unit)");
+  table.Add(flush, [&ctx, name] { return ctx.agent().Flush(*name); });
+}
+
 }  // namespace
 
 void AddUnitCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
@@ -195,6 +218,8 @@ void AddUnitCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
   AddLogs(app, ctx, table);
   AddTop(app, ctx, table);
   AddKill(app, ctx, table);
+  AddFlush(app, ctx, table);
+  AddSaveResurrect(app, table);
 }
 
 }  // namespace herd::cli

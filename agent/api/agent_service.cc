@@ -303,7 +303,7 @@ grpc::ServerUnaryReactor* AgentService::UpdateModule(grpc::CallbackServerContext
     return reactor;
   }
   loop_.Post([this, reactor, req, resp] {
-    modules_.Update(req->name(), [reactor, resp](auto info) {
+    modules_.Update(req->name(), req->version(), [reactor, resp](auto info) {
       if (!info.ok()) return reactor->Finish(ToGrpc(info.status()));
       *resp = std::move(*info);
       reactor->Finish(grpc::Status::OK);

@@ -266,6 +266,12 @@ absl::StatusOr<std::string> ModuleInstaller::FetchArchive(const std::string& sou
   return NpmPack(source, staging);
 }
 
+std::optional<std::string> ModuleInstaller::NpmPackageOf(const std::string& source) {
+  if (!ValidNpmSpec(source) || LooksLikeArchive(source)) return std::nullopt;
+  const size_t at = source.find('@', 1);  // past a scope's leading '@'
+  return at == std::string::npos ? source : source.substr(0, at);
+}
+
 absl::StatusOr<std::string> ModuleInstaller::NpmPack(const std::string& source,
                                                      const StagingDir& staging) const {
   const std::string npm = Npm();

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -95,6 +96,11 @@ class ModuleInstaller {
   absl::StatusOr<Manifest> CheckUnpacked(const std::string& root) const;
   absl::Status NpmInstall(const std::string& dir, const Manifest& m) const;
   std::string Npm() const;
+
+ public:
+  // The package name of an npm spec ("pm2-logrotate@3.0.0" -> "pm2-logrotate", "@s/m@1" ->
+  // "@s/m"), or nothing when `source` is not one (a path, an archive).
+  static std::optional<std::string> NpmPackageOf(const std::string& source);
 
   const InstallerOptions options_;
   CommandRunner& commands_;

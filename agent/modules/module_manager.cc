@@ -287,13 +287,26 @@ void ModuleManager::RemoveModule(const std::string& name, bool keep_config,
   if (on_inventory_change_) on_inventory_change_();
 }
 
-void ModuleManager::Update(const std::string& name, Done<herd::v1::ModuleInfo> done) {
+void ModuleManager::Update(const std::string& name, const std::string& version,
+                           Done<herd::v1::ModuleInfo> done) {
   auto it = modules_.find(name);
   if (it == modules_.end()) {
     return done(absl::NotFoundError(absl::StrCat("no module named \"", name, "\"")));
   }
   std::string source = it->second->source;
-  // An npm source installs whatever is latest now (a pinned @version stays pinned).
+  // From npm: the latest now, or the version asked for (installed at NAME@1.0, updated means
+  // moved on, as `pm2 module:update` does). From an archive or a directory: the same again.
+  if (auto package = ModuleInstaller::NpmPackageOf(source); package && !it->second->dev_mode) {
+    source = version.empty() ? *package : absl::StrCat(*package, "@", version);
+    if (!ModuleInstaller::NpmPackageOf(source)) {
+      return done(absl::InvalidArgumentError(absl::StrCat(
+          "\"", EscapeForLog(version, 64), "\" is not an npm version or range (e.g. 2.7.0)")));
+    }
+  } else if (!version.empty()) {
+    return done(absl::InvalidArgumentError(absl::StrCat(
+        name, " was installed from ", source, ", not from npm: no version can be chosen; "
+        "install the archive or directory of that version instead")));
+  }
   Install(source, "/", std::move(done));
 }
 

@@ -92,7 +92,9 @@ class ModuleManager final : public UnitHooks, private ConfiguredModules {
                Done<herd::v1::ModuleInfo> done);
   void Uninstall(const std::string& name, bool keep_config,
                  Done<herd::v1::UninstallModuleResponse> done);
-  void Update(const std::string& name, Done<herd::v1::ModuleInfo> done);
+  // Installs the module again from its source: from npm the latest, or `version`.
+  void Update(const std::string& name, const std::string& version,
+              Done<herd::v1::ModuleInfo> done);
 
   absl::StatusOr<std::vector<herd::v1::ModuleConfig>> GetConfig(const std::string& module) const {
     return config_.Get(module);

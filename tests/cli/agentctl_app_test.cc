@@ -36,6 +36,9 @@ Outcome RunAgentctl(std::vector<std::string> args) {
   AgentctlContext ctx;
   CommandTable table;
   AddAgentctlCommands(app, ctx, table);
+  std::vector<const char*> raw;
+  for (auto& a : args) raw.push_back(a.c_str());
+  args = ExpandPm2Names(app, static_cast<int>(raw.size()), raw.data());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   Outcome out;
@@ -67,7 +70,7 @@ TEST(AgentctlApp, EverySubcommandRunsACommand) {
   CommandTable table;
   AddAgentctlCommands(app, ctx, table);
   ExpectEveryLeafHasACommand(app, table);
-  EXPECT_EQ(app.get_subcommands([](const CLI::App*) { return true; }).size(), 30u);
+  EXPECT_EQ(app.get_subcommands([](const CLI::App*) { return true; }).size(), 33u);
 }
 
 TEST(AgentctlApp, RestartWithoutHostsIsLocalAndWithHostsAFleetRollout) {
@@ -138,7 +141,8 @@ TEST(AgentctlApp, GlobalFlagsAreTakenAfterTheCommandToo) {
 TEST(AgentctlApp, Pm2sCommandNamesWorkWhereTheyMeanTheSame) {
   for (std::vector<std::string> args :
        {std::vector<std::string>{"ls"}, {"jlist"}, {"prettylist"}, {"show", "web"},
-        {"reload", "web"}, {"monit"}}) {
+        {"reload", "web"}, {"monit"}, {"flush"}, {"conf"}, {"module:update", "web"},
+        {"-o", "json", "module:update", "web@1.2.0"}}) {
     Outcome out = RunAgentctl(args);
     EXPECT_NE(out.err.find(kNoAgent), std::string::npos) << args[0] << ": " << out.err;
   }

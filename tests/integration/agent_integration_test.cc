@@ -269,6 +269,30 @@ TEST_F(AgentTest, StartRefusesATakenNameUnlessForcedAndNamesAMissingFile) {
   EXPECT_THAT(missing.err, HasSubstr("nosuch.js: no such file"));
 }
 
+// pm2 flush: the log files emptied, the unit writing on at their new end; an empty log
+// says where its files are.
+TEST_F(AgentTest, FlushEmptiesLogsAndAnEmptyLogNamesItsFiles) {
+  StartChild("quiet", {}, {});
+  CmdResult none = agent_.Ctl({"logs", "quiet"});
+  EXPECT_EQ(none.exit_code, 0);
+  EXPECT_THAT(none.out, HasSubstr("quiet has written nothing yet: " +
+                                  agent_.Path("logs/quiet-out.log")));
+  StartChild("talker", {}, {"--print", "before-flush"});
+  const std::string out = agent_.Path("logs/talker-out.log");
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(ReadFile(out), "before-flush"); }));
+  CmdResult flush = agent_.Ctl({"flush", "talker"});
+  ASSERT_EQ(flush.exit_code, 0) << flush.err;
+  EXPECT_THAT(flush.out, HasSubstr("flushed " + out));
+  EXPECT_EQ(ReadFile(out), "");
+  // agentd appends at the new end: no hole where the old lines were.
+  ASSERT_EQ(agent_.Ctl({"restart", "talker"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(ReadFile(out), "before-flush"); }));
+  EXPECT_EQ(ReadFile(out).find('\0'), std::string::npos);
+  EXPECT_EQ(agent_.Ctl({"flush"}).exit_code, 0);  // every unit
+  EXPECT_EQ(agent_.Ctl({"save"}).exit_code, 0);
+  EXPECT_THAT(agent_.Ctl({"resurrect"}).out, HasSubstr("nothing to do"));
+}
+
 TEST_F(AgentTest, ListAndDescribeInTableAndJson) {
   StartChild("web", {"--env", "PORT=8080"}, {"--print", "hello"});
   ASSERT_TRUE(WaitFor([&] {

@@ -323,6 +323,10 @@ TEST_F(ModuleTest, NativeModuleSurvivesGarbageAndActionsTimeOut) {
   EXPECT_EQ(ch["unknown_types"], 1);
   EXPECT_EQ(ch["oversized_lines"], 1);
   EXPECT_EQ(agent_.State("raw-native"), "online");
+  // A version can only be chosen for a module from npm.
+  CmdResult pinned = agent_.Ctl({"module", "update", "raw-native@1.0.0"});
+  EXPECT_NE(pinned.exit_code, 0);
+  EXPECT_THAT(pinned.err, HasSubstr("not from npm"));
 
   // Parameters arrive, the reply comes back as JSON.
   ASSERT_TRUE(WaitFor([&] { return HasAction("raw-native", "echo"); }));

@@ -247,6 +247,13 @@ TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
   ASSERT_GE(bytes.size(), 2u);
   EXPECT_EQ(static_cast<unsigned char>(bytes[0]), 0x1f) << gz << " is not gzip";
   EXPECT_EQ(static_cast<unsigned char>(bytes[1]), 0x8b) << gz << " is not gzip";
+  // Installed pinned at 2.7.0, an update moves it to the latest (pm2 module:update).
+  CmdResult update = agent_.Ctl({"module:update", "pm2-logrotate"});
+  ASSERT_EQ(update.exit_code, 0) << update.out << update.err;
+  EXPECT_THAT(update.out, ::testing::Not(HasSubstr("to 2.7.0")));
+  json info = agent_.CtlJson({"describe", "pm2-logrotate"});
+  EXPECT_NE(info["module_info"].value("version", ""), "2.7.0") << info.dump();
+  EXPECT_EQ(info["module_info"].value("source", ""), "pm2-logrotate");
   ASSERT_EQ(agent_.Ctl({"uninstall", "pm2-logrotate"}).exit_code, 0);
   EXPECT_THAT(Pm2Daemons(), ::testing::IsEmpty());
 }
@@ -258,6 +265,9 @@ TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
 TEST_F(Pm2ApiTest, Pm2HealthTakesJsonArraysAndObjectsAndHandEdits) {
   CmdResult install = agent_.Ctl({"install", "pm2-health@1.12.10"});
   ASSERT_EQ(install.exit_code, 0) << install.out << install.err;
+  // As PM2 prints a module's configuration once installed: how to set each key.
+  EXPECT_THAT(install.out, HasSubstr("agentctl set pm2-health:appsExcluded '[]'\n"));
+  EXPECT_THAT(install.out, HasSubstr("agentctl set pm2-health:mailTo mail1,mail2\n"));
   const std::string dir = agent_.Path("modules/pm2-health");
   // What the module saw, after its `debug` action (retried until it has registered it).
   auto debug = [&]() -> json {
