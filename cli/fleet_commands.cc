@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
+#include <map>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -309,10 +312,11 @@ int FleetCommands::Modules(const std::string& module, const TargetFlags& t) {
   }
   std::vector<std::vector<std::string>> rows = {
       {"MODULE", "VERSION", "HOST", "STATUS", "CPU", "MEMORY", "ISSUES", "PROBES"}};
+  auto host = HostNamer(resp.modules());
   for (const auto& m : resp.modules()) {
     const auto& u = m.unit();
     rows.push_back({u.name(), u.version().empty() ? "-" : u.version(),
-                    absl::StrCat(m.hostname(), m.online() ? "" : " (offline)"),
+                    absl::StrCat(host(m), m.online() ? "" : " (offline)"),
                     StateName(u.state()), absl::StrFormat("%.1f%%", u.usage().cpu_percent()),
                     FormatBytes(u.usage().rss_bytes()), absl::StrCat(u.issues_count()),
                     MainProbesText(u)});
@@ -553,13 +557,14 @@ int FleetCommands::Action(const std::string& module, const std::string& action,
   if (options_.json) {
     printf("%s\n", ToJson(resp).c_str());
   } else {
+    auto host = HostNamer(resp.results());
     for (const auto& r : resp.results()) {
       if (r.ok()) {
         std::string out = r.reply_json();
         if (r.stream_size() > 0) out = absl::StrJoin(r.stream(), "\n");
-        printf("%s: %s\n", r.hostname().c_str(), out.c_str());
+        printf("%s: %s\n", host(r).c_str(), out.c_str());
       } else {
-        printf("%s: error: %s\n", r.hostname().c_str(), r.error().c_str());
+        printf("%s: error: %s\n", host(r).c_str(), r.error().c_str());
       }
     }
   }

@@ -3,11 +3,16 @@
 // apart from main so the formats are unit-tested.
 #pragma once
 
+#include <functional>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/repeated_ptr_field.h"
 #include "nlohmann/json.hpp"
 #include "herd/v1/agent.pb.h"
 #include "herd/v1/types.pb.h"
@@ -43,6 +48,20 @@ void SetOutputFormat(OutputFormat format);
 // document per line, or YAML documents after "---").
 std::string ToJson(const google::protobuf::Message& m, bool one_line = false);
 std::string StructuredText(const nlohmann::json& value, bool one_line = false);
+
+// How a host is named in a listing: its hostname, and its id beside it when another host
+// of the listing has the same hostname (cloned machines, containers named alike).
+template <typename T>
+std::function<std::string(const T&)> HostNamer(const google::protobuf::RepeatedPtrField<T>& items) {
+  std::map<std::string, std::set<std::string>> ids;
+  for (const auto& x : items) ids[x.hostname()].insert(x.host_id());
+  return [ids](const T& x) {
+    auto it = ids.find(x.hostname());
+    return it != ids.end() && it->second.size() > 1
+               ? absl::StrCat(x.hostname(), " (", x.host_id(), ")")
+               : x.hostname();
+  };
+}
 
 // A table: first row is the header; columns padded to their widest cell.
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);

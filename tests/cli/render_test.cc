@@ -3,6 +3,7 @@
 #include "cli/json_output.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "herd/v1/fleet.pb.h"
 #include "nlohmann/json.hpp"
 
 namespace herd::cli {
@@ -98,6 +99,24 @@ TEST(ToYaml, BlockStyleThatReadsBackAsTheSameJson) {
   EXPECT_THAT(y, HasSubstr("ok: true\n"));
   EXPECT_THAT(y, HasSubstr("  - \"x: y\"\n"));
   EXPECT_THAT(y, HasSubstr("  - \"off\"\n"));
+}
+
+// Fleet output names a host by hostname, with its id when the hostname repeats.
+TEST(HostNamer, AddsTheIdOnlyWhenAHostnameRepeats) {
+  google::protobuf::RepeatedPtrField<herd::v1::ModuleInstance> mods;
+  auto add = [&](const char* id, const char* name) {
+    auto* m = mods.Add();
+    m->set_host_id(id);
+    m->set_hostname(name);
+  };
+  add("h-1", "web");
+  add("h-2", "web");
+  add("h-3", "db");
+  add("h-3", "db");  // the same host twice (two modules): not a repeat
+  auto name = HostNamer(mods);
+  EXPECT_EQ(name(mods[0]), "web (h-1)");
+  EXPECT_EQ(name(mods[1]), "web (h-2)");
+  EXPECT_EQ(name(mods[2]), "db");
 }
 
 TEST(Render, DetailShowsReasonAndEvents) {
