@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -384,6 +385,8 @@ int AgentCommands::Top(double interval_seconds, int iterations) {
   if (!Connect()) return 1;
   signal(SIGINT, [](int) { g_interrupted = 1; });
   const bool tty = isatty(STDOUT_FILENO);
+  // Into a pipe or a file: one frame, unless more were asked for.
+  if (!tty && iterations == 0) iterations = 1;
   for (int i = 0; iterations == 0 || i < iterations; ++i) {
     if (i > 0) {
       absl::Time until = absl::Now() + absl::Seconds(interval_seconds);
@@ -406,11 +409,32 @@ int AgentCommands::Top(double interval_seconds, int iterations) {
       std::vector<herd::v1::UnitStatus> units(list.units().begin(), list.units().end());
       if (tty) printf("\033[H\033[2J");
       printf("%s", RenderTop(info, units, absl::Now()).c_str());
+      std::map<std::string, std::vector<std::string>> last;
+      for (const auto& u : units) {
+        if (u.is_module()) last[u.name()] = LastLines(u.name(), 3);
+      }
+      printf("%s", RenderModulePane(units, last).c_str());
       if (tty) printf("\n(refreshing every %.1fs, Ctrl-C to quit)\n", interval_seconds);
     }
     fflush(stdout);
   }
   return 0;
+}
+
+std::vector<std::string> AgentCommands::LastLines(const std::string& name, uint32_t n) {
+  herd::v1::LogsRequest req;
+  req.set_name(name);
+  req.set_lines(n);
+  auto ctx = Context(options_.timeout_seconds);
+  auto reader = stub_->Logs(ctx.get(), req);
+  std::vector<std::string> out;
+  herd::v1::LogLine line;
+  while (reader->Read(&line)) {
+    out.push_back(absl::StrCat(line.stream() == "err" ? "err| " : "", line.text()));
+  }
+  (void)reader->Finish();  // the pane shows what came; an error shows as no lines
+  while (out.size() > n) out.erase(out.begin());
+  return out;
 }
 
 int AgentCommands::Flush(const std::string& name) {

@@ -52,6 +52,8 @@ class AgentCommands {
   // iterations 0 = until interrupted.
   int Top(double interval_seconds, int iterations);
   int Kill();
+  // The unit's last `n` log lines (both streams), for `top`'s module pane.
+  std::vector<std::string> LastLines(const std::string& name, uint32_t n);
   // Empties the unit's (or every unit's) log files, as `pm2 flush` does: truncated here, on
   // this host; agentd appends (O_APPEND), so it goes on writing at the new end.
   int Flush(const std::string& name);

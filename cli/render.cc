@@ -279,6 +279,25 @@ std::string RenderTop(const herd::v1::AgentInfo& info, const std::vector<UnitSta
   return out + FormatTable(rows);
 }
 
+std::string RenderModulePane(const std::vector<UnitStatus>& units,
+                             const std::map<std::string, std::vector<std::string>>& last_lines) {
+  std::string out;
+  for (const auto& u : units) {
+    if (!u.is_module()) continue;
+    std::vector<std::string> probes;
+    for (const auto& p : u.main_probes()) probes.push_back(absl::StrCat(p.name(), " ", ProbeText(p)));
+    out += absl::StrCat("\n", u.name(), " (", StateName(u.state()), ")",
+                        probes.empty() ? "" : ": ", absl::StrJoin(probes, " | "), "\n");
+    auto it = last_lines.find(u.name());
+    if (it == last_lines.end() || it->second.empty()) {
+      out += "  (no output yet)\n";
+      continue;
+    }
+    for (const auto& l : it->second) out += absl::StrCat("  ", l, "\n");
+  }
+  return out.empty() ? out : "\nmodules:" + out;
+}
+
 namespace {
 OutputFormat g_output_format = OutputFormat::kJson;
 }  // namespace

@@ -31,6 +31,9 @@ std::string RenderDetail(const herd::v1::UnitDetail& detail, absl::Time now);
 std::string RenderIssues(const herd::v1::ModuleInfo& m);
 
 // `top`: one screen, with CPU and memory bars, and the agent's own usage on top.
+// `top`'s module pane (as pm2 monit's): each module's main probes and its last log lines.
+std::string RenderModulePane(const std::vector<herd::v1::UnitStatus>& units,
+                             const std::map<std::string, std::vector<std::string>>& last_lines);
 std::string RenderTop(const herd::v1::AgentInfo& info,
                       const std::vector<herd::v1::UnitStatus>& units, absl::Time now);
 

@@ -119,6 +119,20 @@ TEST(HostNamer, AddsTheIdOnlyWhenAHostnameRepeats) {
   EXPECT_EQ(name(mods[2]), "db");
 }
 
+TEST(Render, ModulePaneShowsProbesAndLastLinesOfModulesOnly) {
+  UnitStatus plain = Online();
+  UnitStatus mod = Online();
+  mod.set_name("pm2-server-monit");
+  mod.set_is_module(true);
+  auto* p = mod.add_main_probes();
+  p->set_name("CPU usage");
+  p->set_value("5.9");
+  p->set_unit("%");
+  std::string out = RenderModulePane({plain, mod}, {{"pm2-server-monit", {"line 1", "err| oops"}}});
+  EXPECT_EQ(out, "\nmodules:\npm2-server-monit (online): CPU usage 5.9 %\n  line 1\n  err| oops\n");
+  EXPECT_EQ(RenderModulePane({plain}, {}), "");
+}
+
 TEST(Render, DetailShowsReasonAndEvents) {
   herd::v1::UnitDetail d;
   d.mutable_spec()->set_name("api");

@@ -566,6 +566,12 @@ TEST_F(AgentTest, TopShowsEveryUnit) {
   ASSERT_EQ(top.exit_code, 0) << top.err;
   EXPECT_THAT(top.out, HasSubstr("busy"));
   EXPECT_THAT(top.out, HasSubstr("agentd"));
+  // Not on a terminal (a pipe here): one frame and done, without --iterations.
+  CmdResult piped = agent_.Ctl({"top"});
+  ASSERT_EQ(piped.exit_code, 0) << piped.err;
+  EXPECT_THAT(piped.out, HasSubstr("busy"));
+  const std::vector<std::string> frames = absl::StrSplit(piped.out, "agentd ");
+  EXPECT_EQ(frames.size(), 2u) << "not one frame:\n" << piped.out;
 }
 
 

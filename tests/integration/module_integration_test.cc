@@ -225,6 +225,11 @@ TEST_F(ModuleTest, PmxModuleFromTarballReportsProbesAnswersActionsAndTakesConfig
   CmdResult not_module = agent_.Ctl({"issues", "nosuch"});
   EXPECT_NE(not_module.exit_code, 0);
 
+  // top's module pane (pm2 monit's): main probes and the last lines the module wrote.
+  CmdResult top = agent_.Ctl({"top"});
+  ASSERT_EQ(top.exit_code, 0) << top.err;
+  EXPECT_THAT(top.out, HasSubstr("modules:\npmx-probe (online): hits "));
+
   // -o yaml: the same document, block style.
   CmdResult yaml = agent_.Ctl({"-o", "yaml", "describe", "pmx-probe"});
   ASSERT_EQ(yaml.exit_code, 0) << yaml.err;
