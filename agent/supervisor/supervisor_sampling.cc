@@ -66,9 +66,13 @@ SampleTarget Supervisor::TargetOf(const std::string& name, const Unit& u,
   } else {
     t.roots.push_back(u.pid);
   }
-  // What left the process tree (a double-forked daemon) is the unit's all the same.
+  // What left the process tree (a double-forked daemon) is the unit's all the same. With a
+  // cgroup, every process in it is a root: the sampler visits each pid once, so the ones in
+  // the tree cost nothing more, and no /proc/PID/stat is read here to tell them apart.
   if (cgroups_ != nullptr) {
-    for (pid_t p : Escaped(u)) t.roots.push_back(p);
+    if (!u.cgroup.empty()) {
+      for (pid_t p : cgroups_->Pids(u.cgroup)) t.roots.push_back(p);
+    }
   } else if (auto a = adopted.find(name); a != adopted.end()) {
     t.roots.insert(t.roots.end(), a->second.begin(), a->second.end());
   }
