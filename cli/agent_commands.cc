@@ -499,79 +499,6 @@ namespace {
 
 }  // namespace
 
-namespace {
-
-// A value as one shell word: bare when safe, else in single quotes.
-std::string ShellWord(const std::string& v) {
-  const bool bare = !v.empty() && std::all_of(v.begin(), v.end(), [](unsigned char c) {
-    return std::isalnum(c) || std::strchr("_./:@%+=,-", c) != nullptr;
-  });
-  if (bare) return v;
-  std::string out = "'";
-  for (char c : v) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-// After an install, as PM2 prints its module's configuration: the command for each key.
-void PrintSetLines(const herd::v1::ModuleInfo& info) {
-  if (info.config_size() == 0) return;
-  printf("configure it (each line sets a key to its current value):\n");
-  for (const auto& e : info.config()) {
-    auto v = nlohmann::json::parse(e.effective_json(), nullptr, false);
-    const std::string text = v.is_string() ? v.get<std::string>() : e.effective_json();
-    printf("  agentctl set %s:%s %s\n", info.name().c_str(), e.key().c_str(),
-           ShellWord(text).c_str());
-  }
-}
-
-// While `call` runs, on a terminal: what is being done and for how long, on one line.
-grpc::Status WithProgress(const std::string& what, bool quiet,
-                          const std::function<grpc::Status()>& call) {
-  if (quiet || !isatty(STDERR_FILENO)) return call();
-  std::atomic<bool> done{false};
-  std::thread ticker([&] {
-    const auto start = std::chrono::steady_clock::now();
-    while (!done.load()) {
-      const auto s = std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::steady_clock::now() - start).count();
-      fprintf(stderr, "\r%s (npm or tar at work) %llds ", what.c_str(), static_cast<long long>(s));
-      fflush(stderr);
-      for (int i = 0; i < 10 && !done.load(); ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-    }
-    fprintf(stderr, "\r\033[K");
-  });
-  grpc::Status s = call();
-  done = true;
-  ticker.join();
-  return s;
-}
-
-}  // namespace
-
-int AgentCommands::Install(const std::string& source) {
-  if (!Connect()) return 1;
-  herd::v1::InstallModuleRequest req;
-  req.set_source(source);
-  req.set_base_dir(Cwd());
-  herd::v1::ModuleInfo info;
-  // npm can take minutes: at least 10.
-  auto ctx = Context(std::max(options_.timeout_seconds, 600));
-  grpc::Status s = WithProgress("installing " + source, options_.json,
-                                [&] { return stub_->InstallModule(ctx.get(), req, &info); });
-  if (!s.ok()) return Fail(s);
-  if (options_.json) {
-    printf("%s\n", ToJson(info).c_str());
-  } else {
-    printf("installed %s %s from %s%s\n", info.name().c_str(), info.version().c_str(),
-           info.source().c_str(),
-           info.dev_mode() ? " (development mode: restarts when a file changes)" : "");
-    PrintSetLines(info);
-  }
-  return 0;
-}
-
 int AgentCommands::Uninstall(const std::string& name, bool keep_config) {
   if (!Connect()) return 1;
   herd::v1::UninstallModuleRequest req;
@@ -587,27 +514,6 @@ int AgentCommands::Uninstall(const std::string& name, bool keep_config) {
     printf("uninstalled %s%s%s\n", resp.name().c_str(),
            resp.removed_dir().empty() ? "" : " (removed ",
            resp.removed_dir().empty() ? "" : (resp.removed_dir() + ")").c_str());
-  }
-  return 0;
-}
-
-int AgentCommands::UpdateModule(const std::string& target) {
-  if (!Connect()) return 1;
-  herd::v1::UpdateModuleRequest req;
-  // NAME or NAME@VERSION (a module's name has no scope: the @ is the version's).
-  const size_t at = target.find('@', 1);
-  req.set_name(target.substr(0, at));
-  if (at != std::string::npos) req.set_version(target.substr(at + 1));
-  herd::v1::ModuleInfo info;
-  auto ctx = Context(std::max(options_.timeout_seconds, 600));
-  grpc::Status s = WithProgress("updating " + target, options_.json,
-                                [&] { return stub_->UpdateModule(ctx.get(), req, &info); });
-  if (!s.ok()) return Fail(s);
-  if (options_.json) {
-    printf("%s\n", ToJson(info).c_str());
-  } else {
-    printf("updated %s to %s\n", info.name().c_str(), info.version().c_str());
-    PrintSetLines(info);
   }
   return 0;
 }

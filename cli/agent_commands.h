@@ -3,6 +3,7 @@
 // what to do (agentd not running, unknown unit, invalid field).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -78,6 +79,12 @@ class AgentCommands {
  private:
   bool Connect();
   int Fail(const grpc::Status& s);
+  grpc::Status RunSteps(
+      bool quiet,
+      const std::function<std::unique_ptr<grpc::ClientReader<herd::v1::InstallStep>>(
+          grpc::ClientContext*)>& steps,
+      const std::function<grpc::Status(grpc::ClientContext*)>& unary,
+      herd::v1::ModuleInfo* info);
   int PrintUnits(const herd::v1::UnitsResponse& r, const char* verb);
 
   ClientOptions options_;

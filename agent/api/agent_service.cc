@@ -252,30 +252,6 @@ grpc::Status TooLong(const char* what) {
 
 }  // namespace
 
-grpc::ServerUnaryReactor* AgentService::InstallModule(grpc::CallbackServerContext* ctx,
-                                                      const herd::v1::InstallModuleRequest* req,
-                                                      herd::v1::ModuleInfo* resp) {
-  auto* reactor = ctx->DefaultReactor();
-  if (req->source().size() > kMaxField || req->base_dir().size() > kMaxField) {
-    reactor->Finish(TooLong("source"));
-    return reactor;
-  }
-  std::string base = req->base_dir().empty() ? options_.home : req->base_dir();
-  if (base.front() != '/') {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                 "base_dir must be an absolute directory"));
-    return reactor;
-  }
-  loop_.Post([this, reactor, req, resp, base] {
-    modules_.Install(req->source(), base, [reactor, resp](auto info) {
-      if (!info.ok()) return reactor->Finish(ToGrpc(info.status()));
-      *resp = std::move(*info);
-      reactor->Finish(grpc::Status::OK);
-    });
-  });
-  return reactor;
-}
-
 grpc::ServerUnaryReactor* AgentService::UninstallModule(
     grpc::CallbackServerContext* ctx, const herd::v1::UninstallModuleRequest* req,
     herd::v1::UninstallModuleResponse* resp) {
@@ -288,24 +264,6 @@ grpc::ServerUnaryReactor* AgentService::UninstallModule(
     modules_.Uninstall(req->name(), req->keep_config(), [reactor, resp](auto r) {
       if (!r.ok()) return reactor->Finish(ToGrpc(r.status()));
       *resp = std::move(*r);
-      reactor->Finish(grpc::Status::OK);
-    });
-  });
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* AgentService::UpdateModule(grpc::CallbackServerContext* ctx,
-                                                     const herd::v1::UpdateModuleRequest* req,
-                                                     herd::v1::ModuleInfo* resp) {
-  auto* reactor = ctx->DefaultReactor();
-  if (auto st = ValidateUnitName(req->name()); !st.ok()) {
-    reactor->Finish(ToGrpc(st));
-    return reactor;
-  }
-  loop_.Post([this, reactor, req, resp] {
-    modules_.Update(req->name(), req->version(), [reactor, resp](auto info) {
-      if (!info.ok()) return reactor->Finish(ToGrpc(info.status()));
-      *resp = std::move(*info);
       reactor->Finish(grpc::Status::OK);
     });
   });

@@ -73,6 +73,10 @@ class AgentService final : public herd::v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* UpdateModule(grpc::CallbackServerContext* ctx,
                                          const herd::v1::UpdateModuleRequest* req,
                                          herd::v1::ModuleInfo* resp) override;
+  grpc::ServerWriteReactor<herd::v1::InstallStep>* InstallModuleSteps(
+      grpc::CallbackServerContext* ctx, const herd::v1::InstallModuleRequest* req) override;
+  grpc::ServerWriteReactor<herd::v1::InstallStep>* UpdateModuleSteps(
+      grpc::CallbackServerContext* ctx, const herd::v1::UpdateModuleRequest* req) override;
   grpc::ServerUnaryReactor* GetConfig(grpc::CallbackServerContext* ctx,
                                       const herd::v1::GetConfigRequest* req,
                                       herd::v1::GetConfigResponse* resp) override;
@@ -91,6 +95,7 @@ class AgentService final : public herd::v1::Agent::CallbackService {
   // thread.
   absl::Status TakenName(const std::vector<herd::v1::AppSpec>& specs) const;
   class LogsReactor;
+  class StepsReactor;
   enum class SelectorOp { kStop, kRestart, kDelete };
   grpc::ServerUnaryReactor* RunSelectorOp(grpc::CallbackServerContext* ctx,
                                           const herd::v1::UnitSelector* req,

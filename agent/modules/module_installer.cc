@@ -19,6 +19,10 @@
 namespace herd::agent {
 namespace {
 
+void Tell(const InstallSteps& steps, const std::string& step) {
+  if (steps) steps(step);
+}
+
 namespace fs = std::filesystem;
 
 bool IsDir(const std::string& p) {
@@ -180,7 +184,8 @@ void ModuleInstaller::RemoveLeftovers() const {
 }
 
 absl::StatusOr<PreparedModule> ModuleInstaller::Prepare(const std::string& source,
-                                                        const std::string& base_dir) const {
+                                                        const std::string& base_dir,
+                                                        const InstallSteps& steps) const {
   if (source.empty()) {
     return absl::InvalidArgumentError(
         "nothing to install: give an npm package name, a .tgz file or a directory");
@@ -188,18 +193,18 @@ absl::StatusOr<PreparedModule> ModuleInstaller::Prepare(const std::string& sourc
   std::string path = source;
   if (path[0] != '/') path = (fs::path(base_dir) / source).lexically_normal().string();
   if (path.size() > 1 && path.back() == '/') path.pop_back();
-  if (IsDir(path)) return PrepareDirectory(path);
+  if (IsDir(path)) return PrepareDirectory(path, steps);
 
   // From here on, every failure leaves the removal of the staging directory to its guard.
   auto staging = StagingDir::Create(modules_dir());
   if (!staging.ok()) return staging.status();
-  auto archive = FetchArchive(source, path, **staging);
+  auto archive = FetchArchive(source, path, **staging, steps);
   if (!archive.ok()) return archive.status();
-  auto root = Unpack(source, *archive, **staging);
+  auto root = Unpack(source, *archive, **staging, steps);
   if (!root.ok()) return root.status();
   auto manifest = CheckUnpacked(*root);
   if (!manifest.ok()) return manifest.status();
-  if (auto s = NpmInstall(*root, *manifest); !s.ok()) return s;
+  if (auto s = NpmInstall(*root, *manifest, steps); !s.ok()) return s;
   PreparedModule p;
   p.name = manifest->name;
   p.dir = *root;
@@ -209,7 +214,9 @@ absl::StatusOr<PreparedModule> ModuleInstaller::Prepare(const std::string& sourc
   return p;
 }
 
-absl::StatusOr<PreparedModule> ModuleInstaller::PrepareDirectory(const std::string& path) const {
+absl::StatusOr<PreparedModule> ModuleInstaller::PrepareDirectory(
+    const std::string& path, const InstallSteps& steps) const {
+  Tell(steps, "reading " + path + "/package.json");
   auto m = LoadManifest(path);
   if (!m.ok()) return m.status();
   // Refused before anything is recorded: a module that cannot start is not installed.
@@ -224,7 +231,7 @@ absl::StatusOr<PreparedModule> ModuleInstaller::PrepareDirectory(const std::stri
                 "`npm install` there yourself, or install the module as a .tgz (its "
                 "installed copy is cleaned)"));
     }
-    if (auto s = NpmInstall(path, *m); !s.ok()) return s;
+    if (auto s = NpmInstall(path, *m, steps); !s.ok()) return s;
   }
   PreparedModule p;
   p.name = m->name;
@@ -237,13 +244,15 @@ absl::StatusOr<PreparedModule> ModuleInstaller::PrepareDirectory(const std::stri
 
 absl::StatusOr<std::string> ModuleInstaller::FetchArchive(const std::string& source,
                                                           const std::string& path,
-                                                          const StagingDir& staging) const {
+                                                          const StagingDir& staging,
+                                                          const InstallSteps& steps) const {
   if (IsFile(path)) {
     if (!LooksLikeArchive(path)) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, " is a file but not a .tgz/.tar.gz/.tar archive: give a module directory, "
                 "an archive made with `npm pack`, or an npm package name"));
     }
+    Tell(steps, "copying " + path);
     // Read from our own copy: the file given could change between the size check and tar.
     std::string archive = staging.path() + "/" + fs::path(path).filename().string();
     std::error_code ec;
@@ -263,6 +272,7 @@ absl::StatusOr<std::string> ModuleInstaller::FetchArchive(const std::string& sou
         "\"", source, "\" is neither a directory, an archive, nor a valid npm package name "
         "(lower case letters, digits, '-', '.', '_', optional @scope/ and @version)"));
   }
+  Tell(steps, "npm pack " + source);
   return NpmPack(source, staging);
 }
 
@@ -296,7 +306,9 @@ absl::StatusOr<std::string> ModuleInstaller::NpmPack(const std::string& source,
 
 absl::StatusOr<std::string> ModuleInstaller::Unpack(const std::string& source,
                                                     const std::string& archive,
-                                                    const StagingDir& staging) const {
+                                                    const StagingDir& staging,
+                                                    const InstallSteps& steps) const {
+  Tell(steps, "checking the archive");
   // Counted before a byte is written: a small archive can unpack to gigabytes.
   auto totals = ScanArchive(archive, options_.archive_limits);
   if (!totals.ok()) {
@@ -307,6 +319,8 @@ absl::StatusOr<std::string> ModuleInstaller::Unpack(const std::string& source,
   const std::string extract = staging.path() + "/x";
   std::error_code ec;
   fs::create_directories(extract, ec);
+  Tell(steps, absl::StrCat("extracting (tar: ", totals->files, " entries, ",
+                           totals->unpacked_bytes / 1024, " KiB)"));
   // GNU tar refuses members with absolute names or "..", so an archive cannot write outside;
   // what it leaves is checked below (CheckExtracted).
   // The compression is the one ScanArchive read through (gzip, or none), not tar's guess.
@@ -347,10 +361,12 @@ absl::StatusOr<Manifest> ModuleInstaller::CheckUnpacked(const std::string& root)
   return m;
 }
 
-absl::Status ModuleInstaller::NpmInstall(const std::string& dir, const Manifest& m) const {
+absl::Status ModuleInstaller::NpmInstall(const std::string& dir, const Manifest& m,
+                                         const InstallSteps& steps) const {
   if (!m.is_node || !m.has_dependencies) return absl::OkStatus();
   const std::string npm = Npm();
   if (npm.empty()) return NpmMissing(absl::StrCat(m.name, " has Node dependencies"));
+  Tell(steps, "npm install --omit=dev (" + m.name + "'s dependencies)");
   auto r = commands_.Run(
       {{npm, "install", "--omit=dev", "--no-audit", "--no-fund", "--no-package-lock"}, dir,
        options_.install_timeout, NpmEnv(options_.home)});

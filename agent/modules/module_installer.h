@@ -20,6 +20,7 @@
 // thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,6 +64,10 @@ struct PreparedModule {
   std::shared_ptr<StagingDir> staging;
 };
 
+// Told each step of an install as it begins ("npm pack NAME", "extracting (tar)"...), on
+// whichever thread runs it; may be empty.
+using InstallSteps = std::function<void(const std::string& step)>;
+
 struct InstallerOptions {
   std::string home;         // $HERD_HOME
   std::string search_path;  // PATH, for interpreters and npm
@@ -75,8 +80,8 @@ class ModuleInstaller {
   ModuleInstaller(InstallerOptions options, CommandRunner& commands);
 
   // Worker thread. `base_dir` resolves a relative `source` (the caller's working directory).
-  absl::StatusOr<PreparedModule> Prepare(const std::string& source,
-                                         const std::string& base_dir) const;
+  absl::StatusOr<PreparedModule> Prepare(const std::string& source, const std::string& base_dir,
+                                         const InstallSteps& steps = {}) const;
   // Loop thread, with the old version stopped: moves a staged module to modules/<name>
   // (replacing what is there) and returns its directory; a dev-mode module stays where it is.
   absl::StatusOr<std::string> Place(const PreparedModule& prepared) const;
@@ -85,16 +90,19 @@ class ModuleInstaller {
   std::string modules_dir() const { return options_.home + "/modules"; }
 
  private:
-  absl::StatusOr<PreparedModule> PrepareDirectory(const std::string& path) const;
+  absl::StatusOr<PreparedModule> PrepareDirectory(const std::string& path,
+                                                  const InstallSteps& steps) const;
   // The archive to unpack: the file given, copied into staging, or what `npm pack` made.
   absl::StatusOr<std::string> FetchArchive(const std::string& source, const std::string& path,
-                                           const StagingDir& staging) const;
+                                           const StagingDir& staging,
+                                           const InstallSteps& steps) const;
   absl::StatusOr<std::string> NpmPack(const std::string& source, const StagingDir& staging) const;
   // Scans and extracts the archive; returns the module's root inside staging/x.
   absl::StatusOr<std::string> Unpack(const std::string& source, const std::string& archive,
-                                     const StagingDir& staging) const;
+                                     const StagingDir& staging, const InstallSteps& steps) const;
   absl::StatusOr<Manifest> CheckUnpacked(const std::string& root) const;
-  absl::Status NpmInstall(const std::string& dir, const Manifest& m) const;
+  absl::Status NpmInstall(const std::string& dir, const Manifest& m,
+                          const InstallSteps& steps) const;
   std::string Npm() const;
 
  public:

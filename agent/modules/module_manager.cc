@@ -148,17 +148,18 @@ void ModuleManager::RunOnWorker(std::function<void()> work) {
 // Install
 
 void ModuleManager::Install(const std::string& source, const std::string& base_dir,
-                            Done<herd::v1::ModuleInfo> done) {
-  RunOnWorker([this, source, base_dir, done = std::move(done)]() mutable {
-    auto prepared = installer_.Prepare(source, base_dir);
-    loop_.Post([this, prepared = std::move(prepared), done = std::move(done)]() mutable {
-      FinishInstall(std::move(prepared), std::move(done));
+                            Done<herd::v1::ModuleInfo> done, InstallSteps steps) {
+  RunOnWorker([this, source, base_dir, done = std::move(done), steps = std::move(steps)]() mutable {
+    auto prepared = installer_.Prepare(source, base_dir, steps);
+    loop_.Post([this, prepared = std::move(prepared), done = std::move(done),
+                steps = std::move(steps)]() mutable {
+      FinishInstall(std::move(prepared), std::move(done), std::move(steps));
     });
   });
 }
 
 void ModuleManager::FinishInstall(absl::StatusOr<PreparedModule> prepared,
-                                  Done<herd::v1::ModuleInfo> done) {
+                                  Done<herd::v1::ModuleInfo> done, InstallSteps steps) {
   // Whatever is refused here, the prepared module's staging directory goes with it.
   if (!prepared.ok()) {
     log_->warn("event=install_failed error=\"{}\"", prepared.status().message());
@@ -174,14 +175,16 @@ void ModuleManager::FinishInstall(absl::StatusOr<PreparedModule> prepared,
     return done(absl::AbortedError(absl::StrCat(name, " is being installed already")));
   }
   installing_[name] = true;
-  auto proceed = [this, prepared = std::move(*prepared), done](absl::Status stopped) mutable {
+  auto proceed = [this, prepared = std::move(*prepared), done,
+                  steps](absl::Status stopped) mutable {
     PreparedModule p = std::move(prepared);  // the staging directory goes with `p` at the latest
     installing_.erase(p.name);
     if (!stopped.ok()) return done(stopped);
-    Replace(std::move(p), std::move(done));
+    Replace(std::move(p), std::move(done), steps);
   };
   // A module being replaced is stopped first, so its files can move.
   if (modules_.count(name) && supervisor_.Describe(name).ok()) {
+    if (steps) steps("stopping the running " + name);
     supervisor_.Stop(name, [proceed](auto units) mutable {
       proceed(units.ok() ? absl::OkStatus() : units.status());
     });
@@ -190,7 +193,8 @@ void ModuleManager::FinishInstall(absl::StatusOr<PreparedModule> prepared,
   }
 }
 
-void ModuleManager::Replace(PreparedModule prepared, Done<herd::v1::ModuleInfo> done) {
+void ModuleManager::Replace(PreparedModule prepared, Done<herd::v1::ModuleInfo> done,
+                            const InstallSteps& steps) {
   auto dir = installer_.Place(prepared);
   if (prepared.staging) prepared.staging->Remove();
   if (!dir.ok()) return done(dir.status());
@@ -206,6 +210,7 @@ void ModuleManager::Replace(PreparedModule prepared, Done<herd::v1::ModuleInfo> 
   m.load_error.clear();
   RecordsChanged();
   if (m.dev_mode) dev_watch_.Start(m.name, m.dir);
+  if (steps) steps(absl::StrCat("starting ", m.name, " ", m.manifest.version));
   StartInstalled(m, fresh, std::move(done));
 }
 
@@ -288,7 +293,7 @@ void ModuleManager::RemoveModule(const std::string& name, bool keep_config,
 }
 
 void ModuleManager::Update(const std::string& name, const std::string& version,
-                           Done<herd::v1::ModuleInfo> done) {
+                           Done<herd::v1::ModuleInfo> done, InstallSteps steps) {
   auto it = modules_.find(name);
   if (it == modules_.end()) {
     return done(absl::NotFoundError(absl::StrCat("no module named \"", name, "\"")));
@@ -307,7 +312,7 @@ void ModuleManager::Update(const std::string& name, const std::string& version,
         name, " was installed from ", source, ", not from npm: no version can be chosen; "
         "install the archive or directory of that version instead")));
   }
-  Install(source, "/", std::move(done));
+  Install(source, "/", std::move(done), std::move(steps));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -88,13 +88,14 @@ class ModuleManager final : public UnitHooks, private ConfiguredModules {
   // Call before Supervisor::Restore so that resurrected modules get their channel.
   absl::Status Load();
 
+  // `steps` hears each step as it begins (module_installer.h), on the worker or loop thread.
   void Install(const std::string& source, const std::string& base_dir,
-               Done<herd::v1::ModuleInfo> done);
+               Done<herd::v1::ModuleInfo> done, InstallSteps steps = {});
   void Uninstall(const std::string& name, bool keep_config,
                  Done<herd::v1::UninstallModuleResponse> done);
   // Installs the module again from its source: from npm the latest, or `version`.
   void Update(const std::string& name, const std::string& version,
-              Done<herd::v1::ModuleInfo> done);
+              Done<herd::v1::ModuleInfo> done, InstallSteps steps = {});
 
   absl::StatusOr<std::vector<herd::v1::ModuleConfig>> GetConfig(const std::string& module) const {
     return config_.Get(module);
@@ -169,9 +170,11 @@ class ModuleManager final : public UnitHooks, private ConfiguredModules {
   absl::Status SaveRecords();
   // Saves modules.json and tells the uplink.
   void RecordsChanged();
-  void FinishInstall(absl::StatusOr<PreparedModule> prepared, Done<herd::v1::ModuleInfo> done);
+  void FinishInstall(absl::StatusOr<PreparedModule> prepared, Done<herd::v1::ModuleInfo> done,
+                     InstallSteps steps);
   // With the old version stopped: moves the module into place, records it and starts it.
-  void Replace(PreparedModule prepared, Done<herd::v1::ModuleInfo> done);
+  void Replace(PreparedModule prepared, Done<herd::v1::ModuleInfo> done,
+               const InstallSteps& steps);
   void StartInstalled(Module& m, bool fresh, Done<herd::v1::ModuleInfo> done);
   void RemoveModule(const std::string& name, bool keep_config,
                     herd::v1::UninstallModuleResponse* resp);

@@ -309,6 +309,23 @@ TEST_F(ModuleTest, PublishedPm2IoModuleFromNpmReportsProbes) {
   EXPECT_THAT(reply.out, HasSubstr("load average"));
 }
 
+// A client that goes away mid-install (killed while npm runs) does not stop it: the agent
+// finishes the install, and the steps it still tells go nowhere (nothing crashes).
+TEST_F(ModuleTest, AnInstallWhoseClientIsKilledCompletesAnyway) {
+  RequireNode();
+  CmdResult killed = herd::testing::Run({Which("timeout"), "-s", "KILL", "0.5",
+                                         AgentHarness::BinDir() + "/agentctl", "--home",
+                                         agent_.home(),
+                                         "install", "pm2-server-monit@3.0.0"});
+  ASSERT_EQ(killed.exit_code, 128 + SIGKILL) << killed.out << killed.err;
+  ASSERT_TRUE(WaitFor([&] { return !agent_.Unit("pm2-server-monit").is_null(); },
+                      absl::Seconds(120)));
+  EXPECT_EQ(agent_.Ctl({"info"}).exit_code, 0);
+  CmdResult again = agent_.Ctl({"module:update", "pm2-server-monit@3.0.0"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.out, HasSubstr("updated pm2-server-monit to 3.0.0"));
+}
+
 TEST_F(ModuleTest, NativeModuleSurvivesGarbageAndActionsTimeOut) {
   std::string dir = work_ + "/raw";
   WriteFile(dir + "/package.json", kRawManifest);
@@ -744,6 +761,10 @@ TEST_F(ModuleTest, AFailedInstallLeavesNothingBehind) {
   CmdResult r = agent_.Ctl({"install", tgz});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("main.py"));
+  // The steps that ran, then the error: each step line before the error's.
+  EXPECT_THAT(r.err, ::testing::ContainsRegex(
+                         "s copying [^\n]*noscript.tgz\n.*s checking the archive\n"
+                         ".*s extracting \\(tar: 3 entries, 0 KiB\\)\n.*main.py"));
   EXPECT_TRUE(agent_.Unit("raw-native").is_null());
   CmdResult conf = agent_.Ctl({"conf"});
   EXPECT_THAT(conf.out + conf.err, ::testing::Not(HasSubstr("raw-native")));

@@ -254,6 +254,8 @@ TEST_F(Pm2ApiTest, Pm2LogrotateAndPm2sClientRunOnAgentdWithoutAPm2Daemon) {
   CmdResult update = agent_.Ctl({"module:update", "pm2-logrotate"});
   ASSERT_EQ(update.exit_code, 0) << update.out << update.err;
   EXPECT_THAT(update.out, ::testing::Not(HasSubstr("to 2.7.0")));
+  EXPECT_THAT(update.err, HasSubstr("s npm pack pm2-logrotate\n"));
+  EXPECT_THAT(update.err, HasSubstr("s stopping the running pm2-logrotate\n"));
   json info = agent_.CtlJson({"describe", "pm2-logrotate"});
   EXPECT_NE(info["module_info"].value("version", ""), "2.7.0") << info.dump();
   EXPECT_EQ(info["module_info"].value("source", ""), "pm2-logrotate");
@@ -270,6 +272,11 @@ TEST_F(Pm2ApiTest, Pm2HealthTakesJsonArraysAndObjectsAndHandEdits) {
   ASSERT_EQ(install.exit_code, 0) << install.out << install.err;
   // As PM2 prints a module's configuration once installed: how to set each key.
   EXPECT_THAT(install.out, HasSubstr("agentctl set pm2-health:appsExcluded '[]'\n"));
+  // Each step on stderr, with the time since the start (no terminal: one line each).
+  EXPECT_THAT(install.err, ::testing::ContainsRegex("s npm pack pm2-health@1.12.10\n"));
+  EXPECT_THAT(install.err, ::testing::ContainsRegex("s extracting \\(tar: [0-9]+ entries"));
+  EXPECT_THAT(install.err, HasSubstr("s npm install --omit=dev (pm2-health's dependencies)\n"));
+  EXPECT_THAT(install.err, HasSubstr("s starting pm2-health 1.12.10\n"));
   EXPECT_THAT(install.out, HasSubstr("agentctl set pm2-health:mailTo mail1,mail2\n"));
   const std::string dir = agent_.Path("modules/pm2-health");
   // What the module saw, after its `debug` action (retried until it has registered it).

@@ -23,6 +23,7 @@ using ::herd::testing::FakeCommandRunner;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::MatchesRegex;
 using ::testing::StartsWith;
 
 constexpr char kManifest[] =
@@ -166,6 +167,34 @@ TEST_F(ModuleInstallerTest, AnNpmNameIsPackedExtractedAndItsDependenciesInstalle
   EXPECT_TRUE(fs::exists(*dir + "/node_modules/left-pad"));
   p->staging->Remove();
   EXPECT_THAT(ModulesDir(), ElementsAre("cache"));
+}
+
+// Each step is told as it begins, before its command runs (agentctl's progress lines).
+TEST_F(ModuleInstallerTest, EachStepIsToldBeforeItsCommandRuns) {
+  ModuleInstaller installer = Installer();
+  std::vector<std::pair<std::string, size_t>> told;  // the step, commands run before it
+  auto p = installer.Prepare("cache", "/", [&](const std::string& step) {
+    told.emplace_back(step, commands_.calls().size());
+  });
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(told.size(), 4u) << told.size();
+  EXPECT_EQ(told[0], std::make_pair(std::string("npm pack cache"), size_t{0}));
+  EXPECT_EQ(told[1], std::make_pair(std::string("checking the archive"), size_t{1}));
+  EXPECT_THAT(told[2].first, MatchesRegex("extracting \\(tar: [0-9]+ entries, [0-9]+ KiB\\)"));
+  EXPECT_EQ(told[2].second, 1u);
+  EXPECT_EQ(told[3], std::make_pair(std::string("npm install --omit=dev (cache's dependencies)"),
+                                    size_t{2}));
+  // A directory: its manifest read, then its dependencies.
+  const std::string dir = work_ + "/dev";
+  WriteFile(dir + "/package.json", kManifest);
+  WriteFile(dir + "/index.js", "x");
+  told.clear();
+  ASSERT_TRUE(installer.Prepare(dir, "/", [&](const std::string& step) {
+    told.emplace_back(step, 0);
+  }).ok());
+  ASSERT_EQ(told.size(), 2u);
+  EXPECT_EQ(told[0].first, "reading " + dir + "/package.json");
+  EXPECT_THAT(told[1].first, StartsWith("npm install"));
 }
 
 TEST_F(ModuleInstallerTest, ATgzIsReadFromACopyInStagingAndReplacesTheInstalledVersion) {
