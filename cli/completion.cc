@@ -46,14 +46,16 @@ _agentctl() {
     @UNIT_CASES@) words="$(agentctl "${where[@]}" __complete units 2>/dev/null)" ;;
     @MODULE_CASES@) words="$(agentctl "${where[@]}" __complete modules 2>/dev/null)" ;;
     @KEY_CASES@)
-      # MODULE:KEY: ':' splits words in bash, so complete the part after it.
+      # MODULE:KEY: bash splits words at ':' (COMP_WORDBREAKS), so there the part after
+      # it is completed; zsh (bashcompinit) keeps the word whole and matches it itself.
       local all="$(agentctl "${where[@]}" __complete keys 2>/dev/null)"
-      local line="${COMP_LINE:0:COMP_POINT}"
+      local line="${COMP_LINE:0:$COMP_POINT}"
       local word="${line##* }"
       COMPREPLY=($(compgen -W "$all" -- "$word"))
-      if [[ "$word" == *:* ]]; then
-        local k
-        for k in "${!COMPREPLY[@]}"; do COMPREPLY[$k]="${COMPREPLY[$k]#*:}"; done
+      if [[ -n "$BASH_VERSION" && "$word" == *:* && "$COMP_WORDBREAKS" == *:* ]]; then
+        local k stripped=()
+        for k in "${COMPREPLY[@]}"; do stripped+=("${k#*:}"); done
+        COMPREPLY=("${stripped[@]}")
       fi
       return ;;
   esac
@@ -70,10 +72,21 @@ constexpr char kFish[] = R"FISH(# agentctl completion for fish: agentctl complet
 complete -c agentctl -f
 complete -c agentctl -s o -l output -x -a "table json yaml" -d "Output format"
 complete -c agentctl -l home -r -d "agentd's home directory"
+# The names of the agent the command line talks to (its --home or --socket, if given).
+function __agentctl_names
+  set -l words (commandline -opc)
+  set -l where
+  for i in (seq 2 (count $words))
+    if contains -- $words[$i] --home --socket; and test $i -lt (count $words)
+      set where $where $words[$i] $words[(math $i + 1)]
+    end
+  end
+  agentctl $where __complete $argv 2>/dev/null
+end
 complete -c agentctl -n "__fish_use_subcommand" -a "@COMMANDS@"
-complete -c agentctl -n "__fish_seen_subcommand_from @UNIT_COMMANDS@" -a "(agentctl __complete units 2>/dev/null)"
-complete -c agentctl -n "__fish_seen_subcommand_from @MODULE_COMMANDS@" -a "(agentctl __complete modules 2>/dev/null)"
-complete -c agentctl -n "__fish_seen_subcommand_from @KEY_COMMANDS@" -a "(agentctl __complete keys 2>/dev/null)"
+complete -c agentctl -n "__fish_seen_subcommand_from @UNIT_COMMANDS@" -a "(__agentctl_names units)"
+complete -c agentctl -n "__fish_seen_subcommand_from @MODULE_COMMANDS@" -a "(__agentctl_names modules)"
+complete -c agentctl -n "__fish_seen_subcommand_from @KEY_COMMANDS@" -a "(__agentctl_names keys)"
 complete -c agentctl -n "__fish_seen_subcommand_from completion" -a "bash zsh fish"
 )FISH";
 

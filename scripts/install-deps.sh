@@ -22,6 +22,8 @@ PACKAGES=(
   python3-grpcio python3-protobuf
   # used by tests and the demo (shell and Python sample apps)
   python3 procps
+  # agentctl's completion scripts are run by each shell they are for
+  zsh fish
   # modules: archives with tar; the module integration tests watch a redis-server through
   # its pid file. Node.js and npm are checked as commands below.
   tar redis-server

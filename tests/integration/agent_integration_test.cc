@@ -215,39 +215,6 @@ TEST_F(AgentTest, AgentKilledHardStopsOrphansAndResurrects) {
   EXPECT_THAT(agent_.EventKinds("survivor"), Contains("resurrected"));
 }
 
-// The bash completion script, run in bash as the shell runs it on Tab: commands (PM2's
-// names too), output formats, and the units that exist on this agent.
-TEST_F(AgentTest, BashCompletionCompletesCommandsFormatsAndUnitNames) {
-  StartChild("web-1", {}, {});
-  StartChild("worker", {}, {});
-  auto complete = [&](const std::string& line) {
-    const std::string script = absl::StrCat(
-        "source <(agentctl completion bash) || exit 3\n"
-        "COMP_LINE='", line, "'; COMP_POINT=${#COMP_LINE}\n"
-        "read -ra COMP_WORDS <<< \"$COMP_LINE\"\n",
-        absl::EndsWith(line, " ") ? "COMP_WORDS+=(\"\")\n" : "",
-        "COMP_CWORD=$((${#COMP_WORDS[@]} - 1))\n"
-        "_agentctl; printf '%s\\n' \"${COMPREPLY[@]}\" | sort\n");
-    CmdResult r = herd::testing::Run({"/usr/bin/env", "PATH=" + AgentHarness::BinDir() + ":/usr/bin:/bin",
-                       "HERD_HOME=" + agent_.home(), "bash", "-c", script});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return r.out;
-  };
-  EXPECT_EQ(complete("agentctl sto"), "stop\n");
-  EXPECT_EQ(complete("agentctl jl"), "jlist\n");
-  EXPECT_EQ(complete("agentctl -o y"), "yaml\n");
-  EXPECT_EQ(complete("agentctl restart "), "web-1\nworker\n");
-  EXPECT_EQ(complete("agentctl --home " + agent_.home() + " logs w"), "web-1\nworker\n");
-  EXPECT_EQ(complete("agentctl completion "), "bash\nfish\nzsh\n");
-  // The other shells' scripts name the same commands.
-  EXPECT_THAT(agent_.Ctl({"completion", "zsh"}).out, HasSubstr("bashcompinit"));
-  CmdResult fish = agent_.Ctl({"completion", "fish"});
-  EXPECT_THAT(fish.out, HasSubstr("complete -c agentctl"));
-  EXPECT_THAT(fish.out, HasSubstr(" jlist "));
-  CmdResult bad = agent_.Ctl({"completion", "tcsh"});
-  EXPECT_NE(bad.exit_code, 0);
-}
-
 // PM2's habits: a script whose name is taken is refused ("already launched"), not silently
 // restarted; --force replaces it; a file that does not exist is named as such.
 TEST_F(AgentTest, StartRefusesATakenNameUnlessForcedAndNamesAMissingFile) {
