@@ -271,6 +271,8 @@ int AgentCommands::Start(const std::string& target, const StartFlags& f) {
     if (!f.stop_exit_codes.empty()) app["stop_exit_codes"] = f.stop_exit_codes;
     if (!f.max_memory_restart.empty()) app["max_memory_restart"] = f.max_memory_restart;
     if (!f.cron_restart.empty()) app["cron_restart"] = f.cron_restart;
+    if (!f.memory_max.empty()) app["memory_max"] = f.memory_max;
+    if (f.pids_max) app["pids_max"] = *f.pids_max;
     if (f.merge_logs) app["merge_logs"] = true;
     if (!f.log_date_format.empty()) app["log_date_format"] = f.log_date_format;
     if (f.time) app["time"] = true;

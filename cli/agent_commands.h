@@ -25,10 +25,11 @@ struct ClientOptions {
 // are passed through as text: the agent validates them with the same messages as for an
 // ecosystem file.
 struct StartFlags {
-  std::string name, interpreter, interpreter_args, cwd, max_memory_restart, cron_restart;
+  std::string name, interpreter, interpreter_args, cwd, max_memory_restart, cron_restart,
+      memory_max;
   std::string min_uptime, restart_delay, exp_backoff_restart_delay, kill_timeout,
       log_date_format, out_file, error_file;
-  std::optional<uint32_t> max_restarts;
+  std::optional<uint32_t> max_restarts, pids_max;
   std::vector<std::string> env, pid_files, only, args;
   std::vector<int> stop_exit_codes;
   bool no_autorestart = false, merge_logs = false, time = false;

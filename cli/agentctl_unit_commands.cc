@@ -67,6 +67,10 @@ void AddStartAppFlags(CLI::App* start, StartFlags& sf) {
       ->delimiter(',');
   start->add_option("--max-memory-restart", sf.max_memory_restart,
                     "Restart when memory exceeds this (e.g. 200M, 1G)");
+  start->add_option("--memory-max", sf.memory_max,
+                    "Hard memory limit for the unit's whole tree, kernel-enforced (e.g. 512M)");
+  start->add_option("--pids-max", sf.pids_max,
+                    "Most processes and threads the unit's tree may have (kernel-enforced)");
   start->add_option("--cron-restart", sf.cron_restart, "Cron expression at which to restart");
   start->add_flag("--merge-logs", sf.merge_logs, "Write stderr into the stdout log");
   start->add_option("--log-date-format", sf.log_date_format,

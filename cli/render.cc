@@ -236,6 +236,9 @@ std::string RenderDetail(const herd::v1::UnitDetail& d, absl::Time now) {
   if (spec.max_memory_restart_bytes()) {
     add("max memory restart", FormatBytes(spec.max_memory_restart_bytes()));
   }
+  if (spec.memory_max_bytes()) add("memory max", FormatBytes(spec.memory_max_bytes()));
+  if (spec.pids_max()) add("pids max", absl::StrCat(spec.pids_max()));
+  add("limits", d.limits());
   add("cron restart", spec.cron_restart());
   add("pid files", absl::StrJoin(spec.pid_files(), " "));
   add("out log", d.out_log_path());

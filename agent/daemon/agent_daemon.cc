@@ -391,6 +391,26 @@ void Contain(Supervisor& supervisor, UnitCgroups* cgroups, spdlog::logger& log) 
   }
 }
 
+// The name of this agent's cgroup directories: FNV-1a of its home, the same tree across
+// restarts, a different one per agent.
+std::string CgroupTag(const std::string& home) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : home) h = (h ^ c) * 1099511628211ull;
+  return absl::StrCat(absl::Hex(h, absl::kZeroPad16)).substr(0, 12);
+}
+
+// Where memory_max and pids_max can be enforced (unit_limits.h); null with --no-cgroups.
+std::unique_ptr<UnitLimits> OpenLimits(const AgentOptions& options, const UnitCgroups* cgroups,
+                                       spdlog::logger& log) {
+  if (!options.cgroups) return nullptr;
+  auto limits = UnitLimits::Open(CgroupTag(options.home),
+                                 cgroups != nullptr ? cgroups->controllers()
+                                                    : std::set<std::string>{});
+  log.info("event=limits controllers=\"{}\" v2_note=\"{}\"", limits->Describe(),
+           cgroups != nullptr ? cgroups->controllers_note() : "no cgroup v2");
+  return limits;
+}
+
 // The units' cgroups (unit_cgroups.h), or null with the reason logged: units are then kept
 // together by their process groups and the subreaper.
 std::unique_ptr<UnitCgroups> OpenCgroups(const AgentOptions& options, spdlog::logger& log) {
@@ -398,10 +418,7 @@ std::unique_ptr<UnitCgroups> OpenCgroups(const AgentOptions& options, spdlog::lo
     log.info("event=cgroups_off reason=--no-cgroups");
     return nullptr;
   }
-  // FNV-1a of the home: the same tree across restarts, a different one per agent.
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : options.home) h = (h ^ c) * 1099511628211ull;
-  auto cgroups = UnitCgroups::Open(absl::StrCat(absl::Hex(h, absl::kZeroPad16)).substr(0, 12));
+  auto cgroups = UnitCgroups::Open(CgroupTag(options.home));
   if (!cgroups.ok()) {
     log.warn("event=cgroups_unavailable error=\"{}\"", cgroups.status().message());
     return nullptr;
@@ -453,8 +470,10 @@ absl::Status RunAgent(const AgentOptions& options) {
   LogWriter logs;
   StateFile state(absl::StrCat(home, "/state.json"));
   std::unique_ptr<UnitCgroups> cgroups = OpenCgroups(options, *log);  // outlives supervisor
+  std::unique_ptr<UnitLimits> limits = OpenLimits(options, cgroups.get(), *log);  // as well
   Supervisor supervisor(loop, spawner, sampler, logs, &state, MakeSupervisorOptions(options));
   Contain(supervisor, cgroups.get(), *log);
+  supervisor.set_limits(limits.get());
   const std::string search_path = SearchPath();
   UnitsAsPm2 pm2_units(supervisor, logs);
   Pm2Bus pm2_bus(supervisor, pm2_units);

@@ -322,6 +322,14 @@ absl::StatusOr<bool> ParseRestartField(const AppReader& r, const std::string& ke
   } else if (key == "max_memory_restart") {
     HERD_TRY(b, r.Size(k, v));
     spec.set_max_memory_restart_bytes(b);
+  } else if (key == "memory_max") {
+    HERD_TRY(b, r.Size(k, v));
+    spec.set_memory_max_bytes(b);
+  } else if (key == "pids_max") {
+    HERD_TRY(n, r.Count(k, v));
+    // The kernel's own ceiling (PID_MAX_LIMIT, 2^22).
+    if (n > 4'194'304) return r.Error(k, "must be at most 4194304");
+    spec.set_pids_max(static_cast<uint32_t>(n));
   } else if (key == "cron_restart" || key == "cron") {
     HERD_TRY(s, r.String(k, v));
     auto cron = CronSchedule::Parse(s);
@@ -389,6 +397,7 @@ absl::Status ParseField(const AppReader& r, const std::string& key, const json& 
                       "(PM2's names: name, script, args, interpreter, cwd, env, autorestart, "
                       "max_restarts, min_uptime, restart_delay, exp_backoff_restart_delay, "
                       "kill_timeout, stop_exit_codes, max_memory_restart, cron_restart, "
+                      "memory_max, pids_max, "
                       "merge_logs, log_date_format, out_file, error_file, ...)");
 }
 

@@ -24,7 +24,7 @@ namespace {
 
 // Where a clone3 child failed before exec, sent back on a close-on-exec pipe.
 struct ChildFailure {
-  int stage;  // 0: chdir, 1: execve, 2: setsid
+  int stage;  // 0: chdir, 1: execve, 2: setsid, 3: joining a cgroup (join_fds)
   int err;
 };
 
@@ -52,7 +52,17 @@ void CloseFrom(int first, int last) {
 
 // The child of clone3: async-signal-safe calls only, then exec. Never returns.
 [[noreturn]] void ExecChild(const char* exe, char* const* argv, char* const* envp, const char* cwd,
-                            int out_fd, int err_fd, int channel_fd, int devnull, int report) {
+                            int out_fd, int err_fd, int channel_fd, int devnull, int report,
+                            const int* join_fds, size_t joins) {
+  // First, before any dup2 could cover one: "0" is the writing process itself.
+  for (size_t i = 0; i < joins; ++i) {
+    if (write(join_fds[i], "0", 1) != 1) {
+      ChildFailure f{3, errno};
+      ssize_t ignored = write(report, &f, sizeof(f));
+      (void)ignored;
+      _exit(127);
+    }
+  }
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);
@@ -107,7 +117,7 @@ absl::StatusOr<SpawnedProcess> SpawnIntoCgroup(const SpawnRequest& req) {
   };
   int pidfd = -1;
   clone_args args{};
-  args.flags = CLONE_INTO_CGROUP | CLONE_PIDFD;
+  args.flags = CLONE_PIDFD | (req.cgroup_fd >= 0 ? CLONE_INTO_CGROUP : 0);
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   args.exit_signal = SIGCHLD;
   args.cgroup = static_cast<uint64_t>(req.cgroup_fd);
@@ -115,7 +125,8 @@ absl::StatusOr<SpawnedProcess> SpawnIntoCgroup(const SpawnRequest& req) {
   if (pid < 0) return absl::UnavailableError(absl::StrCat("clone3: ", strerror(errno)));
   if (pid == 0) {
     ExecChild(exe.c_str(), argv.data(), envp.data(), req.cwd.empty() ? nullptr : req.cwd.c_str(),
-              req.stdout_fd, req.stderr_fd, req.channel_fd, devnull, pipefd[1]);
+              req.stdout_fd, req.stderr_fd, req.channel_fd, devnull, pipefd[1],
+              req.join_fds.data(), req.join_fds.size());
   }
   close(pipefd[1]);
   pipefd[1] = -1;
@@ -130,6 +141,10 @@ absl::StatusOr<SpawnedProcess> SpawnIntoCgroup(const SpawnRequest& req) {
   if (f.stage == 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot change to working directory ", req.cwd, ": ", strerror(f.err)));
+  }
+  if (f.stage == 3) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot enter the unit's limits cgroup: ", strerror(f.err)));
   }
   return absl::FailedPreconditionError(absl::StrCat(
       f.stage == 2 ? "cannot start a session for " : "cannot execute ", req.argv[0], ": ",
@@ -223,6 +238,15 @@ absl::StatusOr<SpawnedProcess> PosixSpawn(const SpawnRequest& req) {
   return SpawnedProcess{pid, pidfd};
 }
 
+// Moves `pid` into each v1 cgroup.procs; false (errno set) if one refuses.
+bool JoinProcs(const std::vector<int>& join_fds, pid_t pid) {
+  const std::string text = absl::StrCat(pid);
+  for (int fd : join_fds) {
+    if (write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) return false;
+  }
+  return true;
+}
+
 // Moves `pid` into the cgroup (an O_DIRECTORY fd); best effort.
 void JoinCgroup(int cgroup_fd, pid_t pid) {
   int fd = openat(cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
@@ -257,13 +281,22 @@ absl::StatusOr<SpawnedProcess> PosixSpawner::Spawn(const SpawnRequest& req) {
 
 absl::StatusOr<SpawnedProcess> PosixSpawner::SpawnUnrecorded(const SpawnRequest& req) {
   if (req.argv.empty()) return absl::InvalidArgumentError("nothing to execute (empty argv)");
-  if (req.cgroup_fd >= 0) {
+  if (req.cgroup_fd >= 0 || !req.join_fds.empty()) {
     auto spawned = SpawnIntoCgroup(req);
     if (spawned.ok() || !absl::IsUnavailable(spawned.status())) return spawned;
-    // No clone3 here: posix_spawn, then the child joins the cgroup (what it forks before
+    // No clone3 here: posix_spawn, then the child joins the cgroups (what it forks before
     // that stays outside: the only window this fallback has).
-    auto p = PosixSpawn(req);  // which does not look at cgroup_fd
-    if (p.ok()) JoinCgroup(req.cgroup_fd, p->pid);
+    auto p = PosixSpawn(req);  // which looks at neither cgroup_fd nor join_fds
+    if (!p.ok()) return p;
+    if (req.cgroup_fd >= 0) JoinCgroup(req.cgroup_fd, p->pid);
+    if (!JoinProcs(req.join_fds, p->pid)) {
+      const int err = errno;
+      kill(p->pid, SIGKILL);
+      waitpid(p->pid, nullptr, 0);
+      close(p->pidfd);
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot enter the unit's limits cgroup: ", strerror(err)));
+    }
     return p;
   }
   return PosixSpawn(req);

@@ -30,6 +30,10 @@ struct SpawnRequest {
   // clone3 (before 5.7, or a seccomp filter refusing it) gets the child moved right after
   // posix_spawn instead.
   int cgroup_fd = -1;
+  // cgroup.procs files of cgroup v1 hierarchies (limits: unit_limits.h), open for writing:
+  // the child writes itself into each before exec (after posix_spawn, where there is no
+  // clone3). A failure fails the spawn.
+  std::vector<int> join_fds;
 };
 
 struct SpawnedProcess {

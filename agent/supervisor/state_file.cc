@@ -42,6 +42,8 @@ json SpecToJson(const herd::v1::AppSpec& s) {
       std::vector<int32_t>(s.stop_exit_codes().begin(), s.stop_exit_codes().end());
   j["max_memory_restart_bytes"] = s.max_memory_restart_bytes();
   j["cron_restart"] = s.cron_restart();
+  j["memory_max_bytes"] = s.memory_max_bytes();
+  j["pids_max"] = s.pids_max();
   j["merge_logs"] = s.merge_logs();
   j["log_date_format"] = s.log_date_format();
   j["out_file"] = s.out_file();
@@ -83,6 +85,8 @@ herd::v1::AppSpec SpecFromJson(const json& j) {
   }
   s.set_max_memory_restart_bytes(j.value("max_memory_restart_bytes", uint64_t{0}));
   s.set_cron_restart(str("cron_restart"));
+  s.set_memory_max_bytes(j.value("memory_max_bytes", uint64_t{0}));
+  s.set_pids_max(j.value("pids_max", 0u));
   s.set_merge_logs(j.value("merge_logs", false));
   s.set_log_date_format(str("log_date_format"));
   s.set_out_file(str("out_file"));

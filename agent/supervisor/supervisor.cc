@@ -153,8 +153,10 @@ void Supervisor::Spawn(Unit& u) {
   if (hooked) ready = hooks_->BeforeSpawn(u.spec, &req.env, &req.channel_fd);
 
   req.cgroup_fd = ready.ok() ? PrepareCgroup(u) : -1;
+  if (ready.ok()) req.join_fds = PrepareLimits(u);
   auto spawned = ready.ok() ? spawner_.Spawn(req) : absl::StatusOr<SpawnedProcess>(ready);
   if (req.cgroup_fd >= 0) close(req.cgroup_fd);
+  for (int fd : req.join_fds) close(fd);
   if (hooked) hooks_->AfterSpawn(u.spec.name(), spawned.ok() ? spawned->pid : 0);
   if (!spawned.ok()) {
     if (!u.cgroup.empty()) draining_cgroups_.push_back(std::exchange(u.cgroup, ""));

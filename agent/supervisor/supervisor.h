@@ -38,6 +38,7 @@
 #include "agent/supervisor/restart_policy.h"
 #include "agent/supervisor/spawner.h"
 #include "agent/supervisor/unit_cgroups.h"
+#include "agent/supervisor/unit_limits.h"
 #include "agent/supervisor/state_file.h"
 #include "common/logging.h"
 #include "herd/v1/agent.pb.h"
@@ -125,6 +126,8 @@ class Supervisor {
   // Where units' processes are contained (null: process groups only); set before Restore()
   // and must outlive the supervisor.
   void set_cgroups(UnitCgroups* cgroups) { cgroups_ = cgroups; }
+  // Where memory_max and pids_max are enforced (null: nowhere); as set_cgroups.
+  void set_limits(UnitLimits* limits) { limits_ = limits; }
   // Without cgroups: makes agentd the child subreaper (prctl PR_SET_CHILD_SUBREAPER), so that
   // a unit's process that double-forks is re-parented to agentd rather than to init, found
   // by the HERD_UNIT its environment carries, stopped and counted with the unit, and reaped.
@@ -190,6 +193,12 @@ class Supervisor {
     std::string exec_path;
     // The cgroup of the current process ("" when none or not running).
     std::string cgroup;
+    // Its limits: how they are enforced (or why not), the v1 directories made for them,
+    // where its OOM kills are counted.
+    std::string limits_how;
+    std::vector<std::string> limit_dirs;
+    std::string oom_file;
+    uint64_t oom_kills = 0;  // told so far
   };
 
   absl::StatusOr<std::vector<Unit*>> Select(const std::string& selector);
@@ -222,6 +231,12 @@ class Supervisor {
   // Containment (supervisor_containment.cc), with cgroups: a fresh cgroup per process.
   // Creates the next process's cgroup: an fd for the spawner, -1 without one.
   int PrepareCgroup(Unit& u);
+  // Sets the spec's memory_max and pids_max for the next process: the cgroup.procs the child
+  // must join (the caller closes them).
+  std::vector<int> PrepareLimits(Unit& u);
+  // The kernel's OOM kills in the process's memory cgroup since last told, as an event
+  // (at each exit and sampling tick).
+  void NoteOomKills(Unit& u);
   // The unit's process group and everything in its cgroup get `sig`.
   void KillUnit(const Unit& u, pid_t pgid, int sig);
   // The main process has exited: what is left in its cgroup is stopped, at once when the
@@ -274,6 +289,7 @@ class Supervisor {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   UnitHooks* hooks_ = nullptr;
   UnitCgroups* cgroups_ = nullptr;
+  UnitLimits* limits_ = nullptr;
   std::vector<std::string> draining_cgroups_;
   bool subreaper_ = false;
   // Adopted processes seen with a unit's HERD_UNIT: reaped once they exit.

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "agent/supervisor/supervisor.h"
 #include "common/atomic_file.h"
+#include "common/units.h"
 #include "common/utf8.h"
 
 namespace herd::agent {
@@ -95,6 +96,41 @@ int Supervisor::PrepareCgroup(Unit& u) {
   }
   u.cgroup = *path;
   return fd;
+}
+
+std::vector<int> Supervisor::PrepareLimits(Unit& u) {
+  for (auto& d : u.limit_dirs) draining_cgroups_.push_back(std::move(d));
+  u.limit_dirs.clear();
+  u.oom_file.clear();
+  u.oom_kills = 0;
+  if (u.spec.memory_max_bytes() == 0 && u.spec.pids_max() == 0) {
+    u.limits_how.clear();
+    return {};
+  }
+  UnitLimits none({}, {});
+  UnitLimits::Applied a = (limits_ != nullptr ? *limits_ : none).Apply(u.spec.name(), u.spec, u.cgroup);
+  u.limit_dirs = std::move(a.dirs);
+  u.oom_file = a.oom_file;
+  // Said once, not at every restart of a crash loop.
+  if (!a.complete && a.how != u.limits_how) {
+    AddEvent(u, "limits-unavailable", a.how);
+    log_->warn("event=limits_unavailable unit={} limits=\"{}\"", u.spec.name(), a.how);
+  }
+  u.limits_how = a.how;
+  return a.join_fds;
+}
+
+void Supervisor::NoteOomKills(Unit& u) {
+  const uint64_t total = UnitLimits::OomKills(u.oom_file);
+  if (total <= u.oom_kills) return;
+  const uint64_t n = total - u.oom_kills;
+  u.oom_kills = total;
+  const std::string what = absl::StrCat(
+      "the kernel's OOM killer ended ", n, n == 1 ? " process" : " processes", " of the unit: ",
+      "memory_max ", FormatBytes(u.spec.memory_max_bytes()), " reached");
+  AddEvent(u, "oom-killed", what);
+  log_->warn("event=oom_killed unit={} kills={} memory_max={}", u.spec.name(), n,
+             u.spec.memory_max_bytes());
 }
 
 void Supervisor::KillUnit(const Unit& u, pid_t pgid, int sig) {
@@ -197,6 +233,7 @@ std::vector<pid_t> Supervisor::Escaped(const Unit& u) const {
 
 void Supervisor::DescribeContainment(const Unit& u, herd::v1::UnitDetail* d) const {
   d->set_cgroup(u.cgroup);
+  d->set_limits(u.limits_how);
   for (pid_t p : Escaped(u)) {
     auto* e = d->add_escaped();
     e->set_pid(static_cast<uint32_t>(p));
@@ -205,8 +242,9 @@ void Supervisor::DescribeContainment(const Unit& u, herd::v1::UnitDetail* d) con
 }
 
 void Supervisor::DrainCgroups() {
-  if (cgroups_ == nullptr) return;
-  std::erase_if(draining_cgroups_, [this](const std::string& cg) { return cgroups_->Remove(cg); });
+  // v2 unit directories and v1 limit directories alike: removed once empty.
+  std::erase_if(draining_cgroups_,
+                [](const std::string& cg) { return rmdir(cg.c_str()) == 0 || errno == ENOENT; });
 }
 
 void Supervisor::KillPreviousRun() {

@@ -46,6 +46,7 @@ void Supervisor::OnExit(Unit& u) {
   if (!exit) return;  // spurious wakeup: still running
   const std::string how = DescribeExit(*exit);
   const bool group_left = GroupAlive(old_pid);
+  NoteOomKills(u);
   if (u.intent != Intent::kNone) {
     if (u.kill_timer && !group_left) {
       loop_.CancelTimer(u.kill_timer);

@@ -98,6 +98,9 @@ void Supervisor::Sample() {
   const uint64_t cpu_start = ThreadCpuNs();
   sample_timer_ = loop_.RunAfter(options_.sample_interval, [this] { Sample(); });
   DrainCgroups();
+  for (auto& [name, u] : units_) {
+    if (!u->oom_file.empty() && u->pid != 0) NoteOomKills(*u);
+  }
   const absl::Time mono = loop_.clock().Monotonic();
   const bool smaps = last_smaps_ == absl::Time() || mono - last_smaps_ >= options_.smaps_interval;
   if (smaps) last_smaps_ = mono;

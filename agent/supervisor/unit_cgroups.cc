@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +27,27 @@ std::string UnifiedPath(const std::string& cgroup_file) {
     if (absl::ConsumePrefix(&line, "0::")) return std::string(line);
   }
   return "";
+}
+
+// The words of a file ("memory pids\n"), none if it cannot be read.
+std::set<std::string> Words(const std::string& path) {
+  std::set<std::string> out;
+  auto text = ReadFileToString(path);
+  if (!text.ok()) return out;
+  for (absl::string_view w : absl::StrSplit(*text, absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
+    out.emplace(w);
+  }
+  return out;
+}
+
+// Writes `text` to a cgroup file in one write(2): 0, or the errno.
+int WriteText(const std::string& path, const std::string& text) {
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  const int err = ok ? 0 : errno;
+  close(fd);
+  return err;
 }
 
 }  // namespace
@@ -50,7 +73,17 @@ UnitCgroups::Where UnitCgroups::Find(const std::string& proc) {
 }
 
 absl::StatusOr<std::unique_ptr<UnitCgroups>> UnitCgroups::Open(const std::string& tag) {
-  Where w = Find();
+  return Open(tag, Find());
+}
+
+absl::StatusOr<std::unique_ptr<UnitCgroups>> UnitCgroups::Open(const std::string& tag,
+                                                               Where w) {
+  // An earlier agentd moved itself to <base>/agentd (EnableControllers): its tree is above.
+  const std::string leaf = absl::StrCat("/herd-", tag, "/agentd");
+  if (absl::EndsWith(w.own, leaf)) {
+    std::string up = w.own.substr(0, w.own.size() - leaf.size());
+    w.own = up.empty() ? std::string("/") : std::move(up);
+  }
   if (w.mount.empty()) {
     return absl::UnavailableError("no cgroup v2 hierarchy is mounted (see /proc/self/mountinfo)");
   }
@@ -65,7 +98,46 @@ absl::StatusOr<std::unique_ptr<UnitCgroups>> UnitCgroups::Open(const std::string
   auto probe = cg->Create("probe");
   if (!probe.ok()) return probe.status();
   cg->Remove(*probe);
+  cg->controllers_note_ = cg->EnableControllers(absl::StrCat(w.mount, w.own == "/" ? "" : w.own));
   return cg;
+}
+
+std::string UnitCgroups::EnableControllers(const std::string& parent) {
+  static const std::set<std::string> kWanted = {"memory", "pids"};
+  std::set<std::string> offered;
+  for (const auto& c : Words(parent + "/cgroup.controllers")) {
+    if (kWanted.count(c)) offered.insert(c);
+  }
+  if (offered.empty()) {
+    return "agentd's cgroup offers neither memory nor pids (a hybrid mount has them on v1; "
+           "systemd: Delegate=yes)";
+  }
+  std::string enable;
+  for (const auto& c : offered) absl::StrAppend(&enable, enable.empty() ? "+" : " +", c);
+  std::set<std::string> active = Words(parent + "/cgroup.subtree_control");
+  if (!std::includes(active.begin(), active.end(), offered.begin(), offered.end())) {
+    int err = WriteText(parent + "/cgroup.subtree_control", enable);
+    // A cgroup with processes cannot give controllers to children: agentd, alone there,
+    // moves to a leaf of its own and tries again.
+    if (err == EBUSY && Words(parent + "/cgroup.procs") ==
+                            std::set<std::string>{absl::StrCat(getpid())}) {
+      const std::string leaf = base_ + "/agentd";
+      if (mkdir(leaf.c_str(), 0755) == 0 || errno == EEXIST) {
+        if (WriteText(leaf + "/cgroup.procs", "0") == 0) {
+          err = WriteText(parent + "/cgroup.subtree_control", enable);
+        }
+      }
+    }
+    if (err != 0) {
+      return absl::StrCat("cannot enable ", enable, " in ", parent, ": ", strerror(err),
+                          " (other processes share agentd's cgroup)");
+    }
+  }
+  if (int err = WriteText(base_ + "/cgroup.subtree_control", enable); err != 0) {
+    return absl::StrCat("cannot enable ", enable, " in ", base_, ": ", strerror(err));
+  }
+  controllers_ = offered;
+  return "";
 }
 
 UnitCgroups::~UnitCgroups() {

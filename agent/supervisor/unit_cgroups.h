@@ -5,9 +5,14 @@
 // Layout: <cgroup2 mount><agentd's own cgroup>/herd-<tag>/unit-<name>@<n>, <tag> naming the
 // agent's home (several agents on one machine keep apart; one agent finds its tree again
 // after a restart). A fresh directory per start means leftovers of an exited process are
-// stopped without touching the next one. No controllers are enabled: membership and
-// cgroup.kill need none (limits would, and a hybrid mount like Debian's default has them all
-// on v1).
+// stopped without touching the next one. Membership and cgroup.kill need no controller;
+// the memory and pids controllers are enabled for unit directories where agentd's cgroup
+// offers them (memory_max, pids_max: unit_limits.h). A hybrid mount has them all on v1.
+//
+// Enabling a controller for children needs a cgroup without processes of its own (cgroup
+// v2's rule), and agentd runs in the cgroup it was given (a systemd service with
+// Delegate=yes): when agentd is alone there, it moves itself to a leaf, <base>/agentd, and a
+// later agentd started in that leaf finds its tree from the leaf's parent.
 //
 // The machine may offer no writable cgroup v2 (no unified mount, not root, a container);
 // Open says why and the supervisor falls back to process groups plus the subreaper scan.
@@ -16,6 +21,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,6 +41,7 @@ class UnitCgroups {
 
   // The agent's subtree (created if needed), or why there is none.
   static absl::StatusOr<std::unique_ptr<UnitCgroups>> Open(const std::string& tag);
+  static absl::StatusOr<std::unique_ptr<UnitCgroups>> Open(const std::string& tag, Where where);
   // Over a given directory (tests): it must exist and be a cgroup v2 directory.
   explicit UnitCgroups(std::string base) : base_(std::move(base)) {}
   // Removes the empty unit directories and, if then empty, base() itself (a clean exit of
@@ -44,6 +51,13 @@ class UnitCgroups {
   UnitCgroups& operator=(const UnitCgroups&) = delete;
 
   const std::string& base() const { return base_; }
+  // "memory" and "pids", where they are enabled for unit directories.
+  const std::set<std::string>& controllers() const { return controllers_; }
+  // Enables memory and pids for unit directories where `parent` (base()'s parent: agentd's
+  // cgroup) offers them; what it could not enable, and why, for the log.
+  std::string EnableControllers(const std::string& parent);
+  // Why a controller is not enabled (empty if both are), from Open.
+  const std::string& controllers_note() const { return controllers_note_; }
 
   // A new, empty directory for the unit's next process: its path.
   absl::StatusOr<std::string> Create(const std::string& unit);
@@ -60,6 +74,8 @@ class UnitCgroups {
  private:
   std::string base_;
   uint64_t next_ = 0;
+  std::set<std::string> controllers_;
+  std::string controllers_note_;
 };
 
 }  // namespace herd::agent

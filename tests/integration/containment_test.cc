@@ -13,7 +13,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/strings/match.h"
 #include "agent/supervisor/unit_cgroups.h"
+#include "agent/supervisor/unit_limits.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/fakes/file_util.h"
@@ -71,6 +73,11 @@ class ContainmentTest : public ::testing::TestWithParam<bool> {
     std::vector<pid_t> out;
     for (const auto& e : d.value("escaped", json::array())) out.push_back(e.value("pid", 0));
     return out;
+  }
+
+  bool HasEvent(const std::string& unit, const std::string& kind) {
+    auto kinds = agent_.EventKinds(unit);
+    return std::find(kinds.begin(), kinds.end(), kind) != kinds.end();
   }
 
   AgentHarness agent_;
@@ -136,6 +143,48 @@ TEST_P(ContainmentTest, ADoubleForkedSleeperIsShownCountedAndStoppedWithItsUnit)
 // An agent killed outright leaves its units running; the next start stops them, escaped
 // ones included (their cgroup still holds them). Cgroups only: without them, the orphans of a
 // dead subreaper go to init, out of reach (docs/agent.md says so).
+// memory_max and pids_max: enforced by the kernel where a controller is there for agentd
+// (v1 on CI's hybrid mount), shown by `describe`; the OOM kill is an event and the unit
+// restarts as after any crash. Where none is (--no-cgroups, or a machine without one), the
+// unit runs unlimited and an event and `describe` say so.
+TEST_P(ContainmentTest, LimitsAreEnforcedShownAndAnOomKillIsAnEvent) {
+  const std::string controllers =
+      agent::UnitLimits::Open(absl::StrCat("containment-limits-probe-", getpid()), {})
+          ->Describe();
+  const bool enforced = cgroups() && absl::StrContains(controllers, "memory") &&
+                        absl::StrContains(controllers, "pids");
+  CmdResult r = agent_.Ctl({"start", Which("python3"), "--name", "hog", "--memory-max", "32M",
+                            "--pids-max", "20", "--restart-delay", "500ms", "--", "-c",
+                            "import time\nb = bytearray(256 << 20)\ntime.sleep(100)"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json d = agent_.CtlJson({"describe", "hog"});
+  EXPECT_EQ(d["spec"].value("memory_max_bytes", 0), 32 << 20) << d.dump();
+  EXPECT_EQ(d["spec"].value("pids_max", 0), 20) << d.dump();
+  if (!enforced) {
+    EXPECT_TRUE(WaitFor([&] { return HasEvent("hog", "limits-unavailable"); }));
+    EXPECT_THAT(agent_.CtlJson({"describe", "hog"}).value("limits", ""),
+                HasSubstr("memory_max not enforced"));
+    return;
+  }
+  ASSERT_TRUE(WaitFor([&] { return HasEvent("hog", "oom-killed"); },
+                      absl::Seconds(20)))
+      << agent_.CtlJson({"describe", "hog"}).dump();
+  d = agent_.CtlJson({"describe", "hog"});
+  EXPECT_THAT(d.value("limits", ""), ::testing::MatchesRegex(
+      "memory 32.0M \\(cgroup v[12]\\), pids 20 \\(cgroup v[12]\\)"));
+  std::string detail;
+  for (const auto& e : d.value("events", json::array())) {
+    if (e.value("kind", "") == "oom-killed") detail = e.value("detail", "");
+  }
+  EXPECT_THAT(detail, HasSubstr("memory_max 32.0M reached"));
+  EXPECT_TRUE(WaitFor([&] { return agent_.Unit("hog").value("restarts", 0) >= 1; }))
+      << "restarted as after any crash";
+  // The table shows the limits with the spec.
+  CmdResult table = agent_.Ctl({"describe", "hog"});
+  EXPECT_THAT(table.out, HasSubstr("memory max"));
+  EXPECT_THAT(table.out, HasSubstr("pids max"));
+}
+
 class ContainmentAfterCrashTest : public ContainmentTest {};
 
 TEST_P(ContainmentAfterCrashTest, AnAgentRestartStopsWhatTheKilledOneLeft) {

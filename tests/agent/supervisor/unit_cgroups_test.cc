@@ -19,6 +19,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "agent/supervisor/spawner.h"
+#include "agent/supervisor/unit_limits.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -66,6 +67,175 @@ TEST(UnitCgroupsFind, NoCgroup2OrNoV2PathIsNothing) {
   proc.Write("mountinfo", "27 25 0:24 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
   proc.Write("cgroup", "4:memory:/x\n");
   EXPECT_EQ(UnitCgroups::Find(proc.dir()).mount, "");
+}
+
+// A fake cgroup tree: directories with the control files a test writes.
+class FakeTree {
+ public:
+  FakeTree() {
+    char tmpl[] = "/tmp/herd-faketree-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+  }
+  ~FakeTree() { fs::remove_all(dir_); }
+  std::string Path(const std::string& rel) const { return dir_ + rel; }
+  void Write(const std::string& rel, const std::string& text) {
+    fs::create_directories(fs::path(Path(rel)).parent_path());
+    std::ofstream(Path(rel)) << text;
+  }
+  std::string Read(const std::string& rel) const {
+    std::ifstream f(Path(rel));
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+
+ private:
+  std::string dir_;
+};
+
+// memory and pids are enabled for unit directories where agentd's cgroup offers them: in
+// its subtree_control, then in base's.
+TEST(UnitCgroupsControllers, EnabledForUnitsWhereAgentdsCgroupOffersThem) {
+  FakeTree t;
+  t.Write("/svc/cgroup.controllers", "cpu io memory pids\n");
+  t.Write("/svc/cgroup.subtree_control", "");
+  t.Write("/svc/herd-x/cgroup.subtree_control", "");
+  UnitCgroups cg(t.Path("/svc/herd-x"));
+  EXPECT_EQ(cg.EnableControllers(t.Path("/svc")), "");
+  EXPECT_EQ(t.Read("/svc/cgroup.subtree_control"), "+memory +pids");
+  EXPECT_EQ(t.Read("/svc/herd-x/cgroup.subtree_control"), "+memory +pids");
+  EXPECT_THAT(cg.controllers(), ::testing::ElementsAre("memory", "pids"));
+}
+
+TEST(UnitCgroupsControllers, NoneOfferedSaysWhy) {
+  FakeTree t;
+  t.Write("/cgroup.controllers", "hugetlb\n");  // a hybrid mount's unified root
+  UnitCgroups cg(t.Path("/herd-x"));
+  EXPECT_THAT(cg.EnableControllers(t.Path("")), HasSubstr("offers neither memory nor pids"));
+  EXPECT_THAT(cg.controllers(), ::testing::IsEmpty());
+  // Offered but not writable (a cgroup agentd may not change): the reason names the file.
+  t.Write("/cgroup.controllers", "pids\n");
+  EXPECT_THAT(cg.EnableControllers(t.Path("")), HasSubstr("cannot enable +pids in " + t.Path("")));
+}
+
+// An agentd that moved itself to <base>/agentd (to free its cgroup for controllers) and is
+// started again from there finds the same tree, not one inside its leaf.
+TEST(UnitCgroupsOpen, TheLeafAnEarlierAgentdMovedToIsSeenThrough) {
+  FakeTree t;
+  fs::create_directories(t.Path("/svc/herd-tag/agentd"));
+  auto cg = UnitCgroups::Open("tag", {t.Path(""), "/svc/herd-tag/agentd"});
+  ASSERT_TRUE(cg.ok()) << cg.status();
+  EXPECT_EQ((*cg)->base(), t.Path("/svc/herd-tag"));
+}
+
+// The v1 memory and pids hierarchies, from mountinfo and the process's v1 paths; a
+// controller v2 already gives is not looked for on v1.
+TEST(UnitLimitsOpen, FindsTheV1HierarchiesFromMountinfo) {
+  FakeTree t;
+  fs::create_directories(t.Path("/memory/sandbox"));
+  fs::create_directories(t.Path("/pids"));
+  fs::create_directories(t.Path("/memory/sandbox/herd-tag/unit-old@3"));  // left empty
+  FakeProc proc;
+  proc.Write("mountinfo", absl::StrCat(
+      "34 30 0:31 / ", t.Path("/memory"), " rw,relatime - cgroup cgroup rw,memory\n",
+      "38 30 0:35 / ", t.Path("/pids"), " rw,relatime - cgroup cgroup rw,pids\n",
+      "40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"));
+  proc.Write("cgroup", "8:pids:/\n4:memory:/sandbox\n0::/\n");
+  {
+    auto limits = UnitLimits::Open("tag", {}, proc.dir());
+    EXPECT_EQ(limits->Describe(),
+              absl::StrCat("memory (cgroup v1: ", t.Path("/memory/sandbox/herd-tag"),
+                           "), pids (cgroup v1: ", t.Path("/pids/herd-tag"), ")"));
+    EXPECT_FALSE(fs::exists(t.Path("/memory/sandbox/herd-tag/unit-old@3")));
+  }  // gone with it: the bases it made, once empty
+  EXPECT_FALSE(fs::exists(t.Path("/pids/herd-tag")));
+  auto limits = UnitLimits::Open("tag", {"memory"}, proc.dir());
+  EXPECT_EQ(limits->Describe(),
+            absl::StrCat("memory (cgroup v2), pids (cgroup v1: ", t.Path("/pids/herd-tag"), ")"));
+  // No hierarchy at all: a limit is not enforced, and says why.
+  UnitLimits none({}, {});
+  herd::v1::AppSpec spec;
+  spec.set_memory_max_bytes(64 << 20);
+  UnitLimits::Applied a = none.Apply("u", spec, "");
+  EXPECT_FALSE(a.complete);
+  EXPECT_THAT(a.how, HasSubstr("memory_max not enforced: agentd has no memory controller"));
+  EXPECT_TRUE(a.join_fds.empty());
+}
+
+// On the machine's real controllers (v1 on CI's hybrid mount): a child joins its limits
+// cgroup before exec, so pids_max holds for all it forks, and memory_max ends it through
+// the kernel's OOM killer, counted.
+class UnitLimitsRealTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    limits_ = UnitLimits::Open(absl::StrCat("limits-test-", getpid()), {});
+    if (!absl::StrContains(limits_->Describe(), "memory (cgroup v1") ||
+        !absl::StrContains(limits_->Describe(), "pids (cgroup v1")) {
+      GTEST_SKIP() << "no writable cgroup v1 memory and pids hierarchies: "
+                   << limits_->Describe();
+    }
+  }
+  void TearDown() override {
+    for (const auto& dir : dirs_) {
+      std::ifstream procs(dir + "/cgroup.procs");
+      for (int pid; procs >> pid;) kill(pid, SIGKILL);
+      for (int i = 0; i < 200 && rmdir(dir.c_str()) != 0 && errno == EBUSY; ++i) usleep(10000);
+    }
+  }
+  absl::StatusOr<SpawnedProcess> Start(const herd::v1::AppSpec& spec,
+                                       std::vector<std::string> argv,
+                                       UnitLimits::Applied* applied) {
+    *applied = limits_->Apply("t", spec, "");
+    dirs_.insert(dirs_.end(), applied->dirs.begin(), applied->dirs.end());
+    SpawnRequest req;
+    req.argv = std::move(argv);
+    req.env = {"PATH=/usr/bin:/bin"};
+    req.join_fds = applied->join_fds;
+    auto p = spawner_.Spawn(req);
+    for (int fd : applied->join_fds) close(fd);
+    return p;
+  }
+  std::unique_ptr<UnitLimits> limits_;
+  std::vector<std::string> dirs_;
+  PosixSpawner spawner_;
+};
+
+TEST_F(UnitLimitsRealTest, PidsMaxHoldsForEverythingTheChildForks) {
+  herd::v1::AppSpec spec;
+  spec.set_pids_max(5);
+  UnitLimits::Applied a;
+  auto p = Start(spec, {"sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 30 & done; wait"},
+                 &a);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(a.complete) << a.how;
+  EXPECT_THAT(a.how, HasSubstr("pids 5 (cgroup v1)"));
+  ASSERT_EQ(a.dirs.size(), 1u);
+  usleep(500000);
+  std::ifstream procs(a.dirs[0] + "/cgroup.procs");
+  int n = 0;
+  for (int pid; procs >> pid;) ++n;
+  EXPECT_GE(n, 2) << "the shell and at least one sleep are in the cgroup";
+  EXPECT_LE(n, 5);
+  std::ifstream events(a.dirs[0] + "/pids.events");
+  std::string word;
+  uint64_t refused = 0;
+  events >> word >> refused;  // "max N": forks refused at the limit
+  EXPECT_GT(refused, 0u);
+  kill(p->pid, SIGKILL);
+  waitpid(p->pid, nullptr, 0);
+  close(p->pidfd);
+}
+
+TEST_F(UnitLimitsRealTest, MemoryMaxEndsTheProcessThroughTheOomKiller) {
+  herd::v1::AppSpec spec;
+  spec.set_memory_max_bytes(32 << 20);
+  UnitLimits::Applied a;
+  auto p = Start(spec, {"python3", "-c", "b = bytearray(256 << 20)"}, &a);
+  ASSERT_TRUE(p.ok()) << p.status();
+  int status = 0;
+  ASSERT_EQ(waitpid(p->pid, &status, 0), p->pid);
+  close(p->pidfd);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "exited " << WEXITSTATUS(status);
+  EXPECT_EQ(WTERMSIG(status), SIGKILL);
+  EXPECT_EQ(UnitLimits::OomKills(a.oom_file), 1u) << a.oom_file;
 }
 
 // Against the machine's real cgroup v2 (root on CI; elsewhere the reason is printed).
