@@ -391,19 +391,11 @@ void Contain(Supervisor& supervisor, UnitCgroups* cgroups, spdlog::logger& log) 
   }
 }
 
-// The name of this agent's cgroup directories: FNV-1a of its home, the same tree across
-// restarts, a different one per agent.
-std::string CgroupTag(const std::string& home) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : home) h = (h ^ c) * 1099511628211ull;
-  return absl::StrCat(absl::Hex(h, absl::kZeroPad16)).substr(0, 12);
-}
-
 // Where memory_max and pids_max can be enforced (unit_limits.h); null with --no-cgroups.
 std::unique_ptr<UnitLimits> OpenLimits(const AgentOptions& options, const UnitCgroups* cgroups,
                                        spdlog::logger& log) {
   if (!options.cgroups) return nullptr;
-  auto limits = UnitLimits::Open(CgroupTag(options.home),
+  auto limits = UnitLimits::Open(UnitCgroups::TagOf(options.home),
                                  cgroups != nullptr ? cgroups->controllers()
                                                     : std::set<std::string>{});
   log.info("event=limits controllers=\"{}\" v2_note=\"{}\"", limits->Describe(),
@@ -418,7 +410,7 @@ std::unique_ptr<UnitCgroups> OpenCgroups(const AgentOptions& options, spdlog::lo
     log.info("event=cgroups_off reason=--no-cgroups");
     return nullptr;
   }
-  auto cgroups = UnitCgroups::Open(CgroupTag(options.home));
+  auto cgroups = UnitCgroups::Open(UnitCgroups::TagOf(options.home));
   if (!cgroups.ok()) {
     log.warn("event=cgroups_unavailable error=\"{}\"", cgroups.status().message());
     return nullptr;

@@ -72,6 +72,16 @@ UnitCgroups::Where UnitCgroups::Find(const std::string& proc) {
   return w;
 }
 
+std::string UnitCgroups::TagOf(const std::string& home) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : home) h = (h ^ c) * 1099511628211ull;
+  return absl::StrCat(absl::Hex(h, absl::kZeroPad16)).substr(0, 12);
+}
+
+std::string UnitCgroups::BaseFor(const Where& w, const std::string& tag) {
+  return absl::StrCat(w.mount, w.own == "/" ? "" : w.own, "/herd-", tag);
+}
+
 absl::StatusOr<std::unique_ptr<UnitCgroups>> UnitCgroups::Open(const std::string& tag) {
   return Open(tag, Find());
 }
@@ -87,7 +97,7 @@ absl::StatusOr<std::unique_ptr<UnitCgroups>> UnitCgroups::Open(const std::string
   if (w.mount.empty()) {
     return absl::UnavailableError("no cgroup v2 hierarchy is mounted (see /proc/self/mountinfo)");
   }
-  std::string base = absl::StrCat(w.mount, w.own == "/" ? "" : w.own, "/herd-", tag);
+  std::string base = BaseFor(w, tag);
   if (mkdir(base.c_str(), 0755) != 0 && errno != EEXIST) {
     return absl::UnavailableError(
         absl::StrCat("cannot create ", base, ": ", strerror(errno),

@@ -38,6 +38,11 @@ class UnitCgroups {
     std::string own;
   };
   static Where Find(const std::string& proc = "/proc");
+  // The tag of an agent's directories (herd-<tag>): a hash of its home, the same across
+  // restarts and different per agent.
+  static std::string TagOf(const std::string& home);
+  // Where Open puts the agent's subtree.
+  static std::string BaseFor(const Where& where, const std::string& tag);
 
   // The agent's subtree (created if needed), or why there is none.
   static absl::StatusOr<std::unique_ptr<UnitCgroups>> Open(const std::string& tag);

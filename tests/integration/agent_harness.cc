@@ -1,5 +1,8 @@
 #include "tests/integration/agent_harness.h"
 
+#include "agent/supervisor/unit_cgroups.h"
+#include "agent/supervisor/unit_limits.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -262,9 +265,21 @@ AgentHarness::~AgentHarness() {
     }
   }
   if (!home_.empty()) {
+    RemoveCgroups();
     std::error_code ec;
     fs::remove_all(home_, ec);
   }
+}
+
+void AgentHarness::RemoveCgroups() {
+  // A killed agentd leaves its (empty) cgroup directories for the next agent on the same
+  // home, and none will come: they go with the home. The harness runs in the agent's cgroups.
+  const std::string tag = agent::UnitCgroups::TagOf(home_);
+  agent::UnitCgroups::Where w = agent::UnitCgroups::Find();
+  if (!w.mount.empty() && fs::exists(agent::UnitCgroups::BaseFor(w, tag))) {
+    agent::UnitCgroups gone(agent::UnitCgroups::BaseFor(w, tag));  // its destructor removes them
+  }
+  agent::UnitLimits::Open(tag, {});  // the same for the v1 limit directories
 }
 
 bool AgentHarness::StartAgent(const std::vector<std::string>& extra_args) {

@@ -112,6 +112,9 @@ class AgentHarness {
   void Track(pid_t pid) { tracked_.push_back(pid); }
 
  private:
+  // Removes the agent's empty cgroup directories (v2 units, v1 limits).
+  void RemoveCgroups();
+
   std::string home_;
   pid_t agent_pid_ = 0;
   std::string last_error_;
