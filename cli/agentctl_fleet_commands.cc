@@ -97,7 +97,47 @@ void AddSeries(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
 
 }  // namespace
 
+// Which modules run where: declared at a scope, converged to by the agents.
+void AddDeploy(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  struct Args {
+    std::string source, name, version;
+    TargetFlags scope;
+  };
+  auto args = std::make_shared<Args>();
+  auto* deploy = app.add_subcommand(
+      "deploy", "Declare a module the hosts of a scope must have (npm spec, or a .tgz or "
+                "directory on the hosts); their agents install or upgrade it");
+  deploy->add_option("source", args->source, "e.g. pm2-server-monit@3.0.0")->required();
+  deploy->add_option("--name", args->name, "The module's name (derived from an npm spec)");
+  deploy->add_option("--version", args->version,
+                     "The version the hosts must reach (derived from NAME@VERSION)");
+  AddTargetFlags(deploy, args->scope, true);
+  table.Add(deploy, [&ctx, args] {
+    return ctx.OnFleet([&](FleetCommands& f) {
+      return f.Deploy(args->source, args->name, args->version, args->scope);
+    });
+  });
+
+  auto uargs = std::make_shared<Args>();
+  auto* undeploy = app.add_subcommand(
+      "undeploy", "Remove a module's declaration at a scope; hosts no longer wanting it "
+                  "uninstall it (if their agent installed it for a deployment)");
+  undeploy->add_option("name", uargs->name, "Module name")->required();
+  AddTargetFlags(undeploy, uargs->scope, true);
+  table.Add(undeploy, [&ctx, uargs] {
+    return ctx.OnFleet([&](FleetCommands& f) { return f.Undeploy(uargs->name, uargs->scope); });
+  });
+
+  auto largs = std::make_shared<FleetArgs>();
+  auto* list = app.add_subcommand(
+      "deployments", "Declared modules: where, which version, which hosts converged or not");
+  list->add_option("module", largs->name, "Only this module");
+  Register(table, list, ctx, largs,
+           [](FleetCommands& f, const FleetArgs& a) { return f.Deployments(a.name); });
+}
+
 void AddFleetCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
+  AddDeploy(app, ctx, table);
   AddHosts(app, ctx, table);
   AddHost(app, ctx, table);
   AddModules(app, ctx, table);

@@ -359,7 +359,6 @@ int FleetCommands::Conf(const std::string& module, const std::string& host) {
   return 0;
 }
 
-namespace {
 bool ToScope(const TargetFlags& t, herd::v1::Scope* scope) {
   int n = (!t.selector.empty()) + (!t.hosts.empty()) + t.global;
   if (n != 1 || t.hosts.size() > 1) {
@@ -372,7 +371,6 @@ bool ToScope(const TargetFlags& t, herd::v1::Scope* scope) {
   if (!t.hosts.empty()) scope->set_host_id(t.hosts.front());
   return true;
 }
-}  // namespace
 
 int FleetCommands::Set(const std::string& target, const std::string& value,
                        const TargetFlags& scope, bool force) {

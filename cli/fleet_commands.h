@@ -40,6 +40,10 @@ struct RolloutFlags {
   bool no_wait = false;
 };
 
+// One config scope from the flags (--global, --selector, one --host); false after saying
+// what is wrong.
+bool ToScope(const TargetFlags& t, herd::v1::Scope* scope);
+
 class FleetCommands {
  public:
   explicit FleetCommands(FleetOptions options);
@@ -58,6 +62,11 @@ class FleetCommands {
              const std::vector<std::string>& params, int timeout_seconds, const TargetFlags& t);
   int Logs(const std::string& host, const std::string& unit, uint32_t lines, bool follow);
   int Audit(uint32_t limit);
+  // Deployments (fleet_deploy.cc).
+  int Deploy(const std::string& source, const std::string& name, const std::string& version,
+             const TargetFlags& scope);
+  int Undeploy(const std::string& name, const TargetFlags& scope);
+  int Deployments(const std::string& name);
   int Series(const std::string& host, const std::string& unit, const std::string& metric);
   // Prints each metrics batch as it arrives (count 0 = until interrupted).
   int Watch(const TargetFlags& t, int count);

@@ -76,6 +76,8 @@ class ModuleConfigService {
   // Forgets the module's local overrides (uninstall without --keep-config).
   absl::Status Erase(const std::string& module) { return conf_.Erase(module); }
 
+  // The snapshot in force (empty before the first; read from its cache at start).
+  const herd::v1::ConfigSnapshot& snapshot() const { return snapshot_; }
   // `done` gets the ack to send.
   void ApplySnapshot(const herd::v1::ConfigSnapshot& snap,
                      std::function<void(herd::v1::ConfigAck)> done);

@@ -101,6 +101,8 @@ absl::Status ModuleManager::LoadRecords() {
     m->dir = text_field(r, "dir");
     auto dev = r.find("dev_mode");
     m->dev_mode = dev != r.end() && dev->is_boolean() && dev->get<bool>();
+    auto managed = r.find("managed");
+    m->managed = managed != r.end() && managed->is_boolean() && managed->get<bool>();
     // One broken module does not keep agentd (and every other unit) down: it is kept,
     // errored with the reason when its unit would start, until its package.json is mended
     // (development mode reloads it on change) or it is installed again.
@@ -126,6 +128,7 @@ absl::Status ModuleManager::SaveRecords() {
                     {"source", m->source},
                     {"dir", m->dir},
                     {"dev_mode", m->dev_mode},
+                    {"managed", m->managed},
                     {"version", m->manifest.version}});
   }
   json doc = {{"modules", list}};
@@ -463,6 +466,7 @@ std::vector<herd::v1::ModuleInventory> ModuleManager::Inventory() const {
     inv.set_source(m->source);
     inv.set_defaults_json(m->manifest.config.is_object() ? m->manifest.config.dump() : "{}");
     inv.set_description(m->manifest.description);
+    inv.set_managed(m->managed);
     auto d = supervisor_.Describe(name);
     if (d.ok()) {
       inv.set_state(d->status().state());
@@ -483,6 +487,34 @@ std::vector<herd::v1::ModuleInventory> ModuleManager::Inventory() const {
     out.push_back(std::move(inv));
   }
   return out;
+}
+
+std::optional<ModuleManager::Installed> ModuleManager::InstalledModule(
+    const std::string& name) const {
+  auto it = modules_.find(name);
+  if (it == modules_.end()) {
+    if (!installing_.count(name)) return std::nullopt;
+    Installed being_installed;
+    being_installed.installing = true;
+    return being_installed;
+  }
+  const Module& m = *it->second;
+  return Installed{m.manifest.version, m.source, m.managed, installing_.count(name) > 0};
+}
+
+std::vector<std::string> ModuleManager::ManagedModules() const {
+  std::vector<std::string> out;
+  for (const auto& [name, m] : modules_) {
+    if (m->managed) out.push_back(name);
+  }
+  return out;
+}
+
+void ModuleManager::SetManaged(const std::string& name, bool managed) {
+  auto it = modules_.find(name);
+  if (it == modules_.end() || it->second->managed == managed) return;
+  it->second->managed = managed;
+  RecordsChanged();
 }
 
 void ModuleManager::FillStatus(herd::v1::UnitStatus* status) const {

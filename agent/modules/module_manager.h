@@ -127,6 +127,22 @@ class ModuleManager final : public UnitHooks, private ConfiguredModules {
   uint64_t config_version() const { return config_.version(); }
   // What is installed, for the control plane.
   std::vector<herd::v1::ModuleInventory> Inventory() const;
+  // One installed module, for the deployments' converger (nullopt: not installed).
+  struct Installed {
+    std::string version;
+    std::string source;
+    bool managed = false;     // installed for a deployment (module_converger.h)
+    bool installing = false;  // an install or update of it is under way
+  };
+  std::optional<Installed> InstalledModule(const std::string& name) const;
+  // Every module installed for a deployment.
+  std::vector<std::string> ManagedModules() const;
+  // Marks a module as installed for a deployment (or not); saved in modules.json.
+  void SetManaged(const std::string& name, bool managed);
+  // The deployments of the snapshot in force (cached across restarts).
+  const google::protobuf::Map<std::string, herd::v1::DesiredModule>& CachedDeployments() const {
+    return config_.snapshot().deployments();
+  }
   // Called after every install, update and uninstall (the uplink resends the inventory).
   void set_on_inventory_change(std::function<void()> f) { on_inventory_change_ = std::move(f); }
   // Called with (module, type, data) for every message a module sends on its channel.
@@ -152,6 +168,7 @@ class ModuleManager final : public UnitHooks, private ConfiguredModules {
     std::string source;  // what install was given
     std::string dir;
     bool dev_mode = false;
+    bool managed = false;  // installed for a deployment
     Manifest manifest;
     // Why the module cannot start (its package.json no longer loads), "" when it can. Such
     // a module stays listed and errored with this reason while the others run.

@@ -13,6 +13,7 @@ ControlPlaneLink::ControlPlaneLink(EventLoop& loop, Supervisor& supervisor,
     : loop_(loop),
       supervisor_(supervisor),
       modules_(modules),
+      converger_(loop, modules),
       addresses_(absl::StrJoin(options.addresses, ",")),
       transport_(loop, GrpcUplinkTlsFiles{options.tls_ca, options.tls_cert, options.tls_key}),
       log_(herd::Logger("uplink")) {
@@ -24,6 +25,10 @@ ControlPlaneLink::~ControlPlaneLink() { Stop(); }
 absl::Status ControlPlaneLink::Start() {
   if (auto s = modules_.EnableManagedConfig(addresses_); !s.ok()) return s;
   modules_.set_on_inventory_change([this] { uplink_->InventoryChanged(); });
+  converger_.set_on_change([this] { uplink_->InventoryChanged(); });
+  // Deployments of the cached snapshot: an agent restarted while the control plane is
+  // away goes on converging to what it was last told.
+  converger_.SetDesired(modules_.CachedDeployments());
   event_listener_ = supervisor_.AddEventListener([this](const std::string& unit,
                                                        const herd::v1::UnitEvent& e) {
     herd::v1::ModuleEvent me;
@@ -45,6 +50,7 @@ void ControlPlaneLink::Stop() {
   metrics_timer_ = 0;
   supervisor_.RemoveEventListener(event_listener_);
   modules_.set_on_inventory_change(nullptr);
+  converger_.set_on_change(nullptr);
   for (const auto& [id, follow] : follows_) supervisor_.Unfollow(follow);
   follows_.clear();
   uplink_->Stop();
@@ -127,6 +133,9 @@ void ControlPlaneLink::OnConfig(const herd::v1::ConfigSnapshot& snap,
     ack.set_accepted(true);
     return done(ack);
   }
+  // The modules wanted, whether or not the config part is accepted (it names installed
+  // modules only; what gets installed brings its config in the next snapshot).
+  converger_.SetDesired(snap.deployments());
   modules_.ApplySnapshot(snap, done);
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "agent/loop/event_loop.h"
+#include "agent/modules/module_converger.h"
 #include "agent/modules/module_manager.h"
 #include "agent/procfs/host_sampler.h"
 #include "agent/supervisor/supervisor.h"
@@ -34,6 +35,7 @@ class ControlPlaneLink final : public UplinkHandler {
 
   // UplinkHandler (loop thread).
   std::vector<herd::v1::ModuleInventory> Inventory() override;
+  std::vector<herd::v1::DeploymentStatus> Deployments() override { return converger_.Status(); }
   uint64_t AckedConfigVersion() override;
   void OnConfig(const herd::v1::ConfigSnapshot& snap,
                 std::function<void(herd::v1::ConfigAck)> done) override;
@@ -55,6 +57,7 @@ class ControlPlaneLink final : public UplinkHandler {
   EventLoop& loop_;
   Supervisor& supervisor_;
   ModuleManager& modules_;
+  ModuleConverger converger_;
   // Every replica's address, comma-separated: where the agent's configuration is owned
   // (what agentctl --controlplane takes, for the messages that point there).
   const std::string addresses_;

@@ -205,6 +205,7 @@ AgentMessage Uplink::MakeHello() {
   // is sent once streaming.
   inventory_dirty_ = false;
   for (auto& m : handler_.Inventory()) *hello->add_modules() = std::move(m);
+  for (auto& d : handler_.Deployments()) *hello->add_deployments() = std::move(d);
   hello->set_acked_config_version(handler_.AckedConfigVersion());
   return msg;
 }
@@ -290,6 +291,7 @@ bool Uplink::NextMessage(AgentMessage* out) {
     inventory_dirty_ = false;
     herd::v1::Inventory* inv = out->mutable_inventory();
     for (auto& m : handler_.Inventory()) *inv->add_modules() = std::move(m);
+    for (auto& d : handler_.Deployments()) *inv->add_deployments() = std::move(d);
     return true;
   }
   if (!control_.empty()) {

@@ -88,6 +88,8 @@ class UplinkHandler {
  public:
   virtual ~UplinkHandler() = default;
   virtual std::vector<herd::v1::ModuleInventory> Inventory() = 0;
+  // Where the host stands with its deployments (sent with the inventory and the Hello).
+  virtual std::vector<herd::v1::DeploymentStatus> Deployments() { return {}; }
   virtual uint64_t AckedConfigVersion() = 0;
   virtual void OnConfig(const herd::v1::ConfigSnapshot& snap,
                         std::function<void(herd::v1::ConfigAck)> done) = 0;

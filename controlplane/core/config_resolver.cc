@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/labels.h"
+#include "controlplane/core/deployments.h"
 
 namespace herd::controlplane {
 
@@ -45,6 +46,35 @@ std::string SourceName(const Scope& scope) {
   return "unknown";
 }
 
+absl::Status CheckScope(const herd::v1::Scope& scope) {
+  switch (scope.what_case()) {
+    case herd::v1::Scope::kGlobal:
+      if (!scope.global()) return absl::InvalidArgumentError("scope: global must be true");
+      return absl::OkStatus();
+    case herd::v1::Scope::kSelector: {
+      auto sel = LabelSelector::Parse(scope.selector());
+      if (!sel.ok()) return absl::InvalidArgumentError(absl::StrCat("selector ", sel.status().message()));
+      return absl::OkStatus();
+    }
+    case herd::v1::Scope::kHostId:
+      if (scope.host_id().empty()) return absl::InvalidArgumentError("scope: empty host id");
+      return absl::OkStatus();
+    case herd::v1::Scope::WHAT_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError(
+      "no scope: choose --global, --selector k=v or --host HOST");
+}
+
+herd::v1::Scope CanonicalScope(const herd::v1::Scope& scope) {
+  herd::v1::Scope out = scope;
+  if (scope.has_selector()) {
+    auto sel = LabelSelector::Parse(scope.selector());
+    if (sel.ok()) out.set_selector(sel->ToString());
+  }
+  return out;
+}
+
 ConfigSnapshot ResolveHostConfig(const std::vector<Override>& overrides,
                                  const std::string& host_id,
                                  const std::map<std::string, std::string>& labels,
@@ -57,7 +87,8 @@ ConfigSnapshot ResolveHostConfig(const std::vector<Override>& overrides,
   };
   std::vector<Ranked> matching;
   for (const Override& o : overrides) {
-    if (!installed.count(o.module())) continue;
+    // Deployments are for every host they match, installed or not (that is their point).
+    if (o.module() != kDeployModule && !installed.count(o.module())) continue;
     if (!ScopeMatches(o.scope(), host_id, labels)) continue;
     int level = 0;
     size_t terms = 0;
@@ -74,6 +105,13 @@ ConfigSnapshot ResolveHostConfig(const std::vector<Override>& overrides,
                    [](const Ranked& a, const Ranked& b) { return a.rank < b.rank; });
   ConfigSnapshot snap;
   for (const Ranked& r : matching) {
+    if (r.o->module() == kDeployModule) {
+      herd::v1::DesiredModule d;
+      if (!ParseDeployValue(r.o->value(), &d)) continue;
+      d.set_scope(SourceName(r.o->scope()));
+      (*snap.mutable_deployments())[r.o->key()] = std::move(d);
+      continue;
+    }
     auto& mod = (*snap.mutable_modules())[r.o->module()];
     (*mod.mutable_values())[r.o->key()] = r.o->value();
     (*mod.mutable_sources())[r.o->key()] = SourceName(r.o->scope());

@@ -68,6 +68,20 @@ class ConfigService {
       const herd::v1::FleetSetConfigRequest& req, const Actor& actor) = 0;
   virtual absl::StatusOr<herd::v1::FleetConfigChange> UnsetConfig(
       const herd::v1::FleetUnsetConfigRequest& req, const Actor& actor) = 0;
+  // Deployments (deployments.h): which modules the hosts should have, declared at the
+  // scopes config has; they reach the hosts in their snapshots.
+  virtual absl::StatusOr<herd::v1::DeployResponse> Deploy(const herd::v1::DeployRequest&,
+                                                          const Actor&) {
+    return absl::UnimplementedError("deployments are not served here");
+  }
+  virtual absl::StatusOr<herd::v1::DeployResponse> Undeploy(const herd::v1::UndeployRequest&,
+                                                            const Actor&) {
+    return absl::UnimplementedError("deployments are not served here");
+  }
+  virtual absl::StatusOr<herd::v1::ListDeploymentsResponse> ListDeployments(
+      const std::string&) const {
+    return absl::UnimplementedError("deployments are not served here");
+  }
 };
 
 class RequestRelay {

@@ -12,6 +12,7 @@
 #include "common/log_escape.h"
 #include "common/utf8.h"
 #include "controlplane/core/config_resolver.h"
+#include "controlplane/core/deployments.h"
 #include "nlohmann/json.hpp"
 
 namespace herd::controlplane {
@@ -19,35 +20,6 @@ namespace {
 
 using json = nlohmann::json;
 using herd::v1::ControlMessage;
-
-absl::Status CheckScope(const herd::v1::Scope& scope) {
-  switch (scope.what_case()) {
-    case herd::v1::Scope::kGlobal:
-      if (!scope.global()) return absl::InvalidArgumentError("scope: global must be true");
-      return absl::OkStatus();
-    case herd::v1::Scope::kSelector: {
-      auto sel = LabelSelector::Parse(scope.selector());
-      if (!sel.ok()) return absl::InvalidArgumentError(absl::StrCat("selector ", sel.status().message()));
-      return absl::OkStatus();
-    }
-    case herd::v1::Scope::kHostId:
-      if (scope.host_id().empty()) return absl::InvalidArgumentError("scope: empty host id");
-      return absl::OkStatus();
-    case herd::v1::Scope::WHAT_NOT_SET:
-      break;
-  }
-  return absl::InvalidArgumentError(
-      "no scope: choose --global, --selector k=v or --host HOST");
-}
-
-herd::v1::Scope Canonical(const herd::v1::Scope& scope) {
-  herd::v1::Scope out = scope;
-  if (scope.has_selector()) {
-    auto sel = LabelSelector::Parse(scope.selector());
-    if (sel.ok()) out.set_selector(sel->ToString());
-  }
-  return out;
-}
 
 // What a key and its value take in the JSON object agentd puts in the module's environment
 // ("key":"value", with JSON's escapes).
@@ -358,7 +330,7 @@ absl::Status HostConfigService::CheckConfigSize(const herd::v1::FleetSetConfigRe
     absl::MutexLock config_lock(&config_mu_);
     for (const auto& o : overrides_) {
       if (o.module() != req.module()) continue;
-      if (o.key() == req.key() && DeterministicBytes(Canonical(o.scope())) ==
+      if (o.key() == req.key() && DeterministicBytes(CanonicalScope(o.scope())) ==
                                       DeterministicBytes(scope)) {
         continue;
       }
@@ -388,7 +360,7 @@ absl::StatusOr<herd::v1::FleetConfigChange> HostConfigService::SetConfig(
   if (!ValidId(req.module(), 214) || req.key().empty() || req.key().size() > 256) {
     return absl::InvalidArgumentError("give MODULE:KEY with a valid module name and a key");
   }
-  herd::v1::Scope scope = Canonical(req.scope());
+  herd::v1::Scope scope = CanonicalScope(req.scope());
   if (scope.what_case() == herd::v1::Scope::kHostId) {
     // A hostname is accepted for convenience.
     Entry e = registry_.FindByIdOrName(scope.host_id());
@@ -423,7 +395,7 @@ absl::StatusOr<herd::v1::FleetConfigChange> HostConfigService::SetConfig(
 absl::StatusOr<herd::v1::FleetConfigChange> HostConfigService::UnsetConfig(
     const herd::v1::FleetUnsetConfigRequest& req, const Actor& actor) {
   if (auto s = CheckScope(req.scope()); !s.ok()) return s;
-  herd::v1::Scope scope = Canonical(req.scope());
+  herd::v1::Scope scope = CanonicalScope(req.scope());
   if (scope.what_case() == herd::v1::Scope::kHostId) {
     if (Entry e = registry_.FindByIdOrName(scope.host_id())) {
       absl::MutexLock hl(&e->mu);
@@ -476,6 +448,7 @@ absl::StatusOr<herd::v1::FleetConfig> HostConfigService::GetConfig(const std::st
     host = e->s.record;
   }
   for (const auto& o : *all) {
+    if (o.module() == kDeployModule) continue;  // deployments are listed on their own
     if (host && !ScopeMatches(o.scope(), host->host_id, host->labels)) continue;
     *out.add_overrides() = o;
   }

@@ -53,6 +53,13 @@ class HostConfigService final : public ConfigService {
       const herd::v1::FleetSetConfigRequest& req, const Actor& actor) override;
   absl::StatusOr<herd::v1::FleetConfigChange> UnsetConfig(
       const herd::v1::FleetUnsetConfigRequest& req, const Actor& actor) override;
+  // Deployments (host_config_deploy.cc).
+  absl::StatusOr<herd::v1::DeployResponse> Deploy(const herd::v1::DeployRequest& req,
+                                                  const Actor& actor) override;
+  absl::StatusOr<herd::v1::DeployResponse> Undeploy(const herd::v1::UndeployRequest& req,
+                                                    const Actor& actor) override;
+  absl::StatusOr<herd::v1::ListDeploymentsResponse> ListDeployments(
+      const std::string& name) const override;
 
   // ---- The hub's side
   // Attaches a host's new stream: under the config lock and the host's, `attach` updates
@@ -91,6 +98,9 @@ class HostConfigService final : public ConfigService {
   absl::Status CheckConfigSize(const herd::v1::FleetSetConfigRequest& req,
                                const herd::v1::Scope& scope);
   absl::Status CheckConfigValue(const herd::v1::FleetSetConfigRequest& req) const;
+  // A scope as stored: canonical, a hostname turned into its host id (NotFound for an
+  // unknown host when `must_exist`).
+  absl::StatusOr<herd::v1::Scope> StoredScope(const herd::v1::Scope& scope, bool must_exist);
   // After an override was written: audits a change, reloads the overrides and pushes.
   herd::v1::FleetConfigChange ConfigChanged(const ConfigWrite& w, const Actor& actor,
                                             const std::string& action,

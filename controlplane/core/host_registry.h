@@ -72,6 +72,8 @@ struct HostState {
   std::shared_ptr<const herd::v1::ConfigSnapshot> sent;
   uint64_t sent_version = 0;
   std::vector<herd::v1::ConfigRejection> rejections;
+  // Where the host stands with its deployments, as it last reported (memory only).
+  std::vector<herd::v1::DeploymentStatus> deployments;
   // The last version whose rejection was logged: once per version, however often a host
   // sends it.
   uint64_t nack_logged_version = 0;

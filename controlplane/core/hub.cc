@@ -267,6 +267,27 @@ absl::StatusOr<bool> Hub::CheckJoinToken(const std::string& presented) {
   return join->has_value() && ConstantTimeEquals(presented, **join);
 }
 
+// The deployment statuses an agent reports (memory only, shown by ListDeployments), bounded
+// like its inventory: at most 256, each field cut to a sane length.
+static std::vector<herd::v1::DeploymentStatus> BoundDeployments(
+    const google::protobuf::RepeatedPtrField<herd::v1::DeploymentStatus>& in) {
+  constexpr size_t kMax = 256;
+  std::vector<herd::v1::DeploymentStatus> out;
+  for (const auto& d : in) {
+    if (out.size() >= kMax) break;
+    herd::v1::DeploymentStatus c;
+    c.set_name(TruncateUtf8(d.name(), 128));
+    c.set_desired_version(TruncateUtf8(d.desired_version(), 64));
+    c.set_source(TruncateUtf8(d.source(), 4096));
+    c.set_state(TruncateUtf8(d.state(), 32));
+    c.set_error(TruncateUtf8(d.error(), 2048));
+    c.set_since_unix_ms(d.since_unix_ms());
+    c.set_attempts(d.attempts());
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 absl::Status Hub::RecordHello(HostState& h, const herd::v1::Hello& hello, bool by_join,
                               const std::string& presented, const std::string& credential,
                               int64_t now_ms) {
@@ -289,6 +310,7 @@ absl::Status Hub::RecordHello(HostState& h, const herd::v1::Hello& hello, bool b
       std::make_move_iterator(inventory.begin()), std::make_move_iterator(inventory.end()));
   h.record.acked_config_version =
       std::max(h.record.acked_config_version, hello.acked_config_version());
+  h.deployments = BoundDeployments(hello.deployments());
   return absl::OkStatus();
 }
 
@@ -450,6 +472,7 @@ void Hub::ApplyInventory(HostState& h, const herd::v1::Inventory& inv, LimitHits
   // when it changed; widgets, actions and issues change often and are shown from memory.
   *inventory_changed = ConfigFingerprint(modules) != ConfigFingerprint(h.record.modules.vector());
   h.record.modules = std::move(modules);
+  h.deployments = BoundDeployments(inv.deployments());
 }
 
 void Hub::Apply(HostState& h, const AgentMessage& msg, const Views& batches, int64_t now_ms,

@@ -203,6 +203,18 @@ class Hub final : public HostDirectory,
       const herd::v1::FleetUnsetConfigRequest& req, const Actor& actor) override {
     return config_.UnsetConfig(req, actor);
   }
+  absl::StatusOr<herd::v1::DeployResponse> Deploy(const herd::v1::DeployRequest& req,
+                                                  const Actor& actor) override {
+    return config_.Deploy(req, actor);
+  }
+  absl::StatusOr<herd::v1::DeployResponse> Undeploy(const herd::v1::UndeployRequest& req,
+                                                    const Actor& actor) override {
+    return config_.Undeploy(req, actor);
+  }
+  absl::StatusOr<herd::v1::ListDeploymentsResponse> ListDeployments(
+      const std::string& name) const override {
+    return config_.ListDeployments(name);
+  }
 
   // What changes hosts (actions, restarts) needs a target that says which: an unset target,
   // `all: false` or an empty host list are refused (a fleet-wide change is `all: true`).

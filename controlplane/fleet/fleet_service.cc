@@ -558,6 +558,36 @@ grpc::ServerUnaryReactor* FleetService::UnsetConfig(grpc::CallbackServerContext*
   return Done(ctx, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* FleetService::Deploy(grpc::CallbackServerContext* ctx,
+                                               const herd::v1::DeployRequest* req,
+                                               herd::v1::DeployResponse* resp) {
+  HERD_AUTH(true);
+  auto r = fleet_.config.Deploy(*req, actor);
+  if (!r.ok()) return Done(ctx, r.status());
+  *resp = std::move(*r);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FleetService::Undeploy(grpc::CallbackServerContext* ctx,
+                                                 const herd::v1::UndeployRequest* req,
+                                                 herd::v1::DeployResponse* resp) {
+  HERD_AUTH(true);
+  auto r = fleet_.config.Undeploy(*req, actor);
+  if (!r.ok()) return Done(ctx, r.status());
+  *resp = std::move(*r);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FleetService::ListDeployments(
+    grpc::CallbackServerContext* ctx, const herd::v1::ListDeploymentsRequest* req,
+    herd::v1::ListDeploymentsResponse* resp) {
+  HERD_AUTH(false);
+  auto r = fleet_.config.ListDeployments(req->name());
+  if (!r.ok()) return Done(ctx, r.status());
+  *resp = std::move(*r);
+  return Done(ctx, absl::OkStatus());
+}
+
 grpc::ServerUnaryReactor* FleetService::Restart(grpc::CallbackServerContext* ctx,
                                                 const herd::v1::FleetRestartRequest* req,
                                                 herd::v1::Rollout* resp) {

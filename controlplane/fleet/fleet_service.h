@@ -139,6 +139,15 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
                                         herd::v1::Series* resp) override;
   grpc::ServerWriteReactor<herd::v1::HostMetrics>* WatchMetrics(
       grpc::CallbackServerContext* ctx, const herd::v1::WatchMetricsRequest* req) override;
+  grpc::ServerUnaryReactor* Deploy(grpc::CallbackServerContext* ctx,
+                                   const herd::v1::DeployRequest* req,
+                                   herd::v1::DeployResponse* resp) override;
+  grpc::ServerUnaryReactor* Undeploy(grpc::CallbackServerContext* ctx,
+                                     const herd::v1::UndeployRequest* req,
+                                     herd::v1::DeployResponse* resp) override;
+  grpc::ServerUnaryReactor* ListDeployments(grpc::CallbackServerContext* ctx,
+                                            const herd::v1::ListDeploymentsRequest* req,
+                                            herd::v1::ListDeploymentsResponse* resp) override;
   grpc::ServerUnaryReactor* GetConfig(grpc::CallbackServerContext* ctx,
                                       const herd::v1::FleetGetConfigRequest* req,
                                       herd::v1::FleetConfig* resp) override;

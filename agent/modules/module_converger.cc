@@ -1,0 +1,205 @@
+#include "agent/modules/module_converger.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace herd::agent {
+namespace {
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+absl::Duration Backoff(uint32_t attempts) {
+  absl::Duration d = ModuleConverger::kFirstRetry;
+  for (uint32_t i = 1; i < attempts && d < ModuleConverger::kMaxRetry; ++i) d *= 2;
+  return std::min(d, ModuleConverger::kMaxRetry);
+}
+
+}  // namespace
+
+ModuleConverger::ModuleConverger(EventLoop& loop, ModuleManager& modules)
+    : loop_(loop), modules_(modules), log_(herd::Logger("converger")) {}
+
+ModuleConverger::~ModuleConverger() {
+  *alive_ = false;
+  if (retry_timer_) loop_.CancelTimer(retry_timer_);
+}
+
+void ModuleConverger::SetDesired(
+    const google::protobuf::Map<std::string, herd::v1::DesiredModule>& desired) {
+  std::map<std::string, Item> next;
+  for (const auto& [name, want] : desired) {
+    Item item;
+    auto old = items_.find(name);
+    const bool same = old != items_.end() && old->second.want.source() == want.source() &&
+                      old->second.want.version() == want.version();
+    if (same) item = old->second;  // keeps its state, attempts and backoff
+    item.want = want;
+    item.status.set_name(name);
+    item.status.set_desired_version(want.version());
+    item.status.set_source(want.source());
+    if (!same) SetState(item, "pending");
+    next[name] = std::move(item);
+    removing_.erase(name);
+  }
+  for (const std::string& name : modules_.ManagedModules()) {
+    if (next.count(name) || removing_.count(name)) continue;
+    Item item;
+    item.status.set_name(name);
+    SetState(item, "removing");
+    removing_[name] = std::move(item);
+  }
+  if (next.size() != items_.size() ||
+      !std::equal(next.begin(), next.end(), items_.begin(), [](const auto& a, const auto& b) {
+        return a.first == b.first && a.second.want.SerializeAsString() ==
+                                         b.second.want.SerializeAsString();
+      })) {
+    log_->info("event=desired_modules count={} removing={}", next.size(), removing_.size());
+  }
+  items_ = std::move(next);
+  Changed();
+  Next();
+}
+
+std::vector<herd::v1::DeploymentStatus> ModuleConverger::Status() const {
+  std::vector<herd::v1::DeploymentStatus> out;
+  for (const auto& [name, item] : items_) out.push_back(item.status);
+  for (const auto& [name, item] : removing_) out.push_back(item.status);
+  return out;
+}
+
+bool ModuleConverger::Converged(const std::string& name,
+                                const herd::v1::DesiredModule& want) const {
+  auto m = modules_.InstalledModule(name);
+  return m && !m->installing && !m->version.empty() &&
+         (want.version().empty() || m->version == want.version());
+}
+
+void ModuleConverger::SetState(Item& item, const std::string& state, const std::string& error) {
+  if (item.status.state() == state && item.status.error() == error) return;
+  item.status.set_state(state);
+  item.status.set_error(error);
+  item.status.set_since_unix_ms(NowMs());
+}
+
+void ModuleConverger::Changed() {
+  if (on_change_) on_change_();
+}
+
+void ModuleConverger::Next() {
+  if (busy_) return;
+  const absl::Time now = absl::Now();
+  absl::Time wake = absl::InfiniteFuture();
+  bool changed = false;
+  for (auto& [name, item] : items_) {
+    if (Converged(name, item.want)) {
+      if (item.status.state() != "converged") {
+        modules_.SetManaged(name, true);  // a hand-installed copy at the wanted version
+        item.status.set_attempts(0);
+        SetState(item, "converged");
+        changed = true;
+      }
+      continue;
+    }
+    if (item.retry_at > now) {
+      wake = std::min(wake, item.retry_at);
+      continue;
+    }
+    busy_ = true;
+    SetState(item, "installing");
+    Changed();
+    log_->info("event=deploy_install module={} source=\"{}\" version={}", name,
+               item.want.source(), item.want.version().empty() ? "any" : item.want.version());
+    modules_.Install(item.want.source(), "/",
+                     [this, alive = alive_, name](absl::StatusOr<herd::v1::ModuleInfo> info) {
+                       if (*alive) Installed(name, info);
+                     });
+    return;
+  }
+  for (auto& [name, item] : removing_) {
+    if (item.retry_at > now) {
+      wake = std::min(wake, item.retry_at);
+      continue;
+    }
+    busy_ = true;
+    log_->info("event=deploy_uninstall module={} reason=no_longer_wanted", name);
+    modules_.Uninstall(name, /*keep_config=*/false,
+                       [this, alive = alive_, name](auto r) {
+                         if (*alive) Removed(name, r.ok() ? absl::OkStatus() : r.status());
+                       });
+    return;
+  }
+  if (changed) Changed();
+  if (retry_timer_) loop_.CancelTimer(retry_timer_);
+  retry_timer_ = 0;
+  if (wake != absl::InfiniteFuture()) {
+    retry_timer_ = loop_.RunAfter(std::max(wake - now, absl::Milliseconds(10)),
+                                  [this, alive = alive_] {
+                                    if (!*alive) return;
+                                    retry_timer_ = 0;
+                                    Next();
+                                  });
+  }
+}
+
+void ModuleConverger::Installed(const std::string& name,
+                                const absl::StatusOr<herd::v1::ModuleInfo>& info) {
+  busy_ = false;
+  auto it = items_.find(name);
+  if (it == items_.end()) {
+    // No longer wanted meanwhile: it is removed on the next pass if it got installed.
+    if (info.ok() && info->name() == name) {
+      modules_.SetManaged(name, true);
+      Item item;
+      item.status.set_name(name);
+      SetState(item, "removing");
+      removing_[name] = std::move(item);
+    }
+    return Next();
+  }
+  Item& item = it->second;
+  if (!info.ok()) {
+    Failed(item, std::string(info.status().message()));
+  } else if (info->name() != name) {
+    // The source holds another module: it stays (installed by hand, in effect), unmanaged.
+    Failed(item, absl::StrCat(item.want.source(), " holds the module \"", info->name(),
+                              "\", not \"", name, "\": deploy it under its own name"));
+  } else if (!item.want.version().empty() && info->version() != item.want.version()) {
+    modules_.SetManaged(name, true);
+    Failed(item, absl::StrCat(item.want.source(), " gave version ", info->version(),
+                              ", not the wanted ", item.want.version()));
+  } else {
+    modules_.SetManaged(name, true);
+    item.status.set_attempts(0);
+    item.retry_at = absl::InfinitePast();
+    SetState(item, "converged");
+    log_->info("event=deploy_converged module={} version={}", name, info->version());
+  }
+  Changed();
+  Next();
+}
+
+void ModuleConverger::Removed(const std::string& name, const absl::Status& s) {
+  busy_ = false;
+  auto it = removing_.find(name);
+  if (it != removing_.end()) {
+    if (s.ok() || absl::IsNotFound(s)) {
+      removing_.erase(it);
+    } else {
+      Failed(it->second, std::string(s.message()));
+    }
+  }
+  Changed();
+  Next();
+}
+
+void ModuleConverger::Failed(Item& item, const std::string& error) {
+  item.status.set_attempts(item.status.attempts() + 1);
+  const absl::Duration wait = Backoff(item.status.attempts());
+  item.retry_at = absl::Now() + wait;
+  SetState(item, "failed", error);
+  log_->warn("event=deploy_failed module={} attempts={} retry_in_s={} error=\"{}\"",
+             item.status.name(), item.status.attempts(), absl::ToInt64Seconds(wait), error);
+}
+
+}  // namespace herd::agent

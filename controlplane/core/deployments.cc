@@ -1,0 +1,109 @@
+#include "controlplane/core/deployments.h"
+
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace herd::controlplane {
+namespace {
+
+using json = nlohmann::json;
+
+// A unit's name rules (agentd's ValidateUnitName): what a module is called on the host.
+bool ValidModuleName(const std::string& s) {
+  static const std::regex re(R"(^[A-Za-z0-9._-]{1,64}$)");
+  return std::regex_match(s, re);
+}
+
+// An npm package spec: name[@version-or-range], optionally scoped.
+bool NpmSpec(const std::string& s, std::string* name, std::string* version) {
+  static const std::regex re(
+      R"(^((@[a-z0-9~][a-z0-9._~-]*/)?[a-z0-9~][a-z0-9._~-]*)(@([A-Za-z0-9._^~<>=*|-]+))?$)");
+  std::smatch m;
+  if (s.size() > 214 || !std::regex_match(s, m, re)) return false;
+  *name = m[1];
+  *version = m[4];
+  return true;
+}
+
+bool ExactVersion(const std::string& v) {
+  static const std::regex re(R"(^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$)");
+  return v.size() <= 64 && std::regex_match(v, re);
+}
+
+}  // namespace
+
+absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest req) {
+  const std::string& source = req.source();
+  if (source.empty() || source.size() > 4096) {
+    return absl::InvalidArgumentError(
+        "give what to deploy: an npm spec (pm2-server-monit@3.0.0) or a .tgz or directory "
+        "path on the hosts (at most 4096 bytes)");
+  }
+  std::string npm_name, npm_version;
+  if (source.front() == '/') {
+    if (source.find('\0') != std::string::npos || source.find("/../") != std::string::npos) {
+      return absl::InvalidArgumentError("a path source must be absolute, without \"..\"");
+    }
+    if (req.name().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "deploying a path (", source, ") needs the module's name: --name NAME"));
+    }
+  } else if (NpmSpec(source, &npm_name, &npm_version)) {
+    if (req.name().empty()) {
+      if (npm_name.front() == '@') npm_name = npm_name.substr(npm_name.find('/') + 1);
+      req.set_name(npm_name);
+    }
+    if (req.version().empty() && ExactVersion(npm_version)) req.set_version(npm_version);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", source.substr(0, 256), "\" is neither an npm spec (name[@version], lower case) "
+        "nor an absolute path"));
+  }
+  if (!ValidModuleName(req.name())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", req.name().substr(0, 100), "\" is not a module name (1-64 letters, digits, "
+        "'.', '_', '-')"));
+  }
+  if (!req.version().empty() && !ExactVersion(req.version())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "version \"", req.version().substr(0, 100), "\" is not an exact version (e.g. 3.0.0)"));
+  }
+  return req;
+}
+
+std::string DeployValue(const herd::v1::DeployRequest& req) {
+  return json{{"source", req.source()}, {"version", req.version()}}.dump();
+}
+
+bool ParseDeployValue(const std::string& value, herd::v1::DesiredModule* out) {
+  json j = json::parse(value, nullptr, false);
+  if (!j.is_object() || !j.contains("source") || !j["source"].is_string()) return false;
+  out->set_source(j["source"].get<std::string>());
+  if (j.contains("version") && j["version"].is_string()) {
+    out->set_version(j["version"].get<std::string>());
+  }
+  return true;
+}
+
+std::vector<herd::v1::Deployment> Declarations(const std::vector<herd::v1::Override>& overrides,
+                                               const std::string& name) {
+  std::vector<herd::v1::Deployment> out;
+  for (const auto& o : overrides) {
+    if (o.module() != kDeployModule || (!name.empty() && o.key() != name)) continue;
+    herd::v1::DesiredModule d;
+    if (!ParseDeployValue(o.value(), &d)) continue;
+    herd::v1::Deployment dep;
+    *dep.mutable_scope() = o.scope();
+    dep.set_name(o.key());
+    dep.set_source(d.source());
+    dep.set_version(d.version());
+    dep.set_updated_at_unix_ms(o.updated_at_unix_ms());
+    dep.set_updated_by(o.updated_by());
+    out.push_back(std::move(dep));
+  }
+  return out;
+}
+
+}  // namespace herd::controlplane

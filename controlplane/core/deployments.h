@@ -1,0 +1,35 @@
+// Deployments: which modules should be installed where (issue 24). A declaration is stored
+// as an override of the reserved module kDeployModule, its key the module's name and its
+// value {"source", "version"} as JSON: it then has everything config has for free (the
+// scopes and their precedence, the store on SQLite and etcd, migration, the revision that
+// replicas watch, the per-host snapshot the agents already receive, ack and cache). The
+// reserved name cannot be a real module's (':' is not allowed in one), and the config
+// listings leave it out.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "herd/v1/fleet.pb.h"
+#include "herd/v1/gateway.pb.h"
+
+namespace herd::controlplane {
+
+inline constexpr char kDeployModule[] = "herd:deploy";
+
+// A deploy request checked and completed: the name and version derived from an npm spec
+// when not given. InvalidArgument says what is wrong with the source, name or version.
+absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest req);
+
+// The stored value of a declaration, and back (a value that does not parse gives nothing:
+// the declaration is ignored, never a crash).
+std::string DeployValue(const herd::v1::DeployRequest& req);
+bool ParseDeployValue(const std::string& value, herd::v1::DesiredModule* out);
+
+// The deployment declarations among `overrides`, as the Fleet API shows them (no hosts yet).
+std::vector<herd::v1::Deployment> Declarations(const std::vector<herd::v1::Override>& overrides,
+                                               const std::string& name);
+
+}  // namespace herd::controlplane
