@@ -1,6 +1,7 @@
 // One host's configuration from stored overrides: precedence, installed modules, sources,
 // and the helpers the hub uses to decide whether to push.
 #include "controlplane/core/config_resolver.h"
+#include "controlplane/core/deployments.h"
 #include "controlplane/store/store.h"
 
 #include <gmock/gmock.h>
@@ -337,6 +338,69 @@ TEST(SourceNameTest, Names) {
   EXPECT_EQ(SourceName(Scope()), "unknown");
   // A selector that does not parse is shown as given.
   EXPECT_EQ(SourceName(Selector("bad sel")), "selector:bad sel");
+}
+
+// Deployments resolve with config's precedence, for every host they match (installed or
+// not), and carry where they were declared; a value that does not parse is ignored.
+TEST(ResolveDeployments, HighestScopeWinsForEveryMatchingHost) {
+  auto deploy = [](const Scope& scope, const std::string& name, const std::string& source,
+                   const std::string& version, int64_t at = 1000) {
+    herd::v1::DeployRequest r;
+    r.set_source(source);
+    r.set_version(version);
+    return Make(scope, kDeployModule, name, DeployValue(r), at);
+  };
+  std::vector<Override> all = {
+      deploy(Global(), "mon", "pm2-server-monit@3.0.0", "3.0.0"),
+      deploy(Selector("role=db"), "mon", "pm2-server-monit@3.1.0", "3.1.0"),
+      deploy(HostScope("h3"), "mon", "/srv/mon.tgz", "9.0.0"),
+      deploy(Selector("role=db"), "redis", "pm2-redis", ""),
+      Make(Global(), kDeployModule, "junk", "{not json"),
+  };
+  const Labels web = {{"role", "web"}}, db = {{"role", "db"}};
+  ConfigSnapshot h1 = ResolveHostConfig(all, "h1", web, {});
+  ASSERT_EQ(h1.deployments().size(), 1u);
+  EXPECT_EQ(h1.deployments().at("mon").version(), "3.0.0");
+  EXPECT_EQ(h1.deployments().at("mon").scope(), "global");
+  EXPECT_TRUE(h1.modules().empty()) << "a deployment is not config";
+  ConfigSnapshot h2 = ResolveHostConfig(all, "h2", db, {});
+  EXPECT_EQ(h2.deployments().at("mon").source(), "pm2-server-monit@3.1.0");
+  EXPECT_EQ(h2.deployments().at("mon").scope(), "selector:role=db");
+  EXPECT_EQ(h2.deployments().at("redis").version(), "");
+  ConfigSnapshot h3 = ResolveHostConfig(all, "h3", db, {});
+  EXPECT_EQ(h3.deployments().at("mon").source(), "/srv/mon.tgz");
+  EXPECT_EQ(h3.deployments().at("mon").scope(), "host");
+  EXPECT_FALSE(h3.deployments().contains("junk"));
+}
+
+TEST(NormalizeDeploy, NamesAndVersionsComeFromNpmSpecsAndBadSourcesAreRefused) {
+  auto norm = [](const std::string& source, const std::string& name = "",
+                 const std::string& version = "") {
+    herd::v1::DeployRequest r;
+    r.set_source(source);
+    r.set_name(name);
+    r.set_version(version);
+    return NormalizeDeploy(r);
+  };
+  auto a = norm("pm2-server-monit@3.0.0");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->name(), "pm2-server-monit");
+  EXPECT_EQ(a->version(), "3.0.0");
+  auto range = norm("pm2-logrotate@^2");
+  ASSERT_TRUE(range.ok());
+  EXPECT_EQ(range->version(), "") << "a range is no version to reach";
+  auto scoped = norm("@acme/probe@1.2.3");
+  ASSERT_TRUE(scoped.ok());
+  EXPECT_EQ(scoped->name(), "probe");
+  EXPECT_THAT(std::string(norm("/srv/m.tgz").status().message()),
+              ::testing::HasSubstr("--name"));
+  EXPECT_TRUE(norm("/srv/m.tgz", "m", "1.0.0").ok());
+  EXPECT_FALSE(norm("/srv/../etc/m.tgz", "m").ok());
+  EXPECT_FALSE(norm("relative/m.tgz", "m").ok());
+  EXPECT_FALSE(norm("").ok());
+  EXPECT_FALSE(norm("x@1.0.0", "bad name").ok());
+  EXPECT_FALSE(norm("x", "x", "latest").ok());
+  EXPECT_FALSE(norm(std::string(5000, 'a')).ok());
 }
 
 }  // namespace
