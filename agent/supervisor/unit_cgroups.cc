@@ -40,8 +40,9 @@ std::set<std::string> Words(const std::string& path) {
   return out;
 }
 
-// Writes `text` to a cgroup file in one write(2): 0, or the errno.
-int WriteText(const std::string& path, const std::string& text) {
+}  // namespace
+
+int WriteCgroupFile(const std::string& path, const std::string& text) {
   int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return errno;
   const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
@@ -49,8 +50,6 @@ int WriteText(const std::string& path, const std::string& text) {
   close(fd);
   return err;
 }
-
-}  // namespace
 
 UnitCgroups::Where UnitCgroups::Find(const std::string& proc) {
   Where w;
@@ -126,15 +125,15 @@ std::string UnitCgroups::EnableControllers(const std::string& parent) {
   for (const auto& c : offered) absl::StrAppend(&enable, enable.empty() ? "+" : " +", c);
   std::set<std::string> active = Words(parent + "/cgroup.subtree_control");
   if (!std::includes(active.begin(), active.end(), offered.begin(), offered.end())) {
-    int err = WriteText(parent + "/cgroup.subtree_control", enable);
+    int err = WriteCgroupFile(parent + "/cgroup.subtree_control", enable);
     // A cgroup with processes cannot give controllers to children: agentd, alone there,
     // moves to a leaf of its own and tries again.
     if (err == EBUSY && Words(parent + "/cgroup.procs") ==
                             std::set<std::string>{absl::StrCat(getpid())}) {
       const std::string leaf = base_ + "/agentd";
       if (mkdir(leaf.c_str(), 0755) == 0 || errno == EEXIST) {
-        if (WriteText(leaf + "/cgroup.procs", "0") == 0) {
-          err = WriteText(parent + "/cgroup.subtree_control", enable);
+        if (WriteCgroupFile(leaf + "/cgroup.procs", "0") == 0) {
+          err = WriteCgroupFile(parent + "/cgroup.subtree_control", enable);
         }
       }
     }
@@ -143,7 +142,7 @@ std::string UnitCgroups::EnableControllers(const std::string& parent) {
                           " (other processes share agentd's cgroup)");
     }
   }
-  if (int err = WriteText(base_ + "/cgroup.subtree_control", enable); err != 0) {
+  if (int err = WriteCgroupFile(base_ + "/cgroup.subtree_control", enable); err != 0) {
     return absl::StrCat("cannot enable ", enable, " in ", base_, ": ", strerror(err));
   }
   controllers_ = offered;

@@ -29,6 +29,10 @@
 
 namespace herd::agent {
 
+// Writes `text` to a cgroup control file in one write(2): 0, or the errno (cgroup files
+// answer a refused value with the write's error, EBUSY, EINVAL...).
+int WriteCgroupFile(const std::string& path, const std::string& text);
+
 class UnitCgroups {
  public:
   // The cgroup2 mount point and the calling process's cgroup in it ("/" at its root), from

@@ -1,5 +1,7 @@
 #include "agent/supervisor/unit_limits.h"
 
+#include "agent/supervisor/unit_cgroups.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,16 +19,6 @@
 
 namespace herd::agent {
 namespace {
-
-// Writes `text` to a cgroup file in one write(2): 0, or the errno.
-int WriteText(const std::string& path, const std::string& text) {
-  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  const int err = ok ? 0 : errno;
-  close(fd);
-  return err;
-}
 
 // agentd's cgroup in the v1 hierarchy holding `controller` ("4:memory:/a/b" in
 // /proc/self/cgroup), "" if none.
@@ -147,12 +139,12 @@ UnitLimits::Applied UnitLimits::Apply(const std::string& unit, const herd::v1::A
     int err = 0;
     std::string where;
     if (v2_.count(w.controller) && !v2_dir.empty()) {
-      err = WriteText(absl::StrCat(v2_dir, "/", w.v2_file), value);
+      err = WriteCgroupFile(absl::StrCat(v2_dir, "/", w.v2_file), value);
       where = "cgroup v2";
       if (err == 0 && std::string(w.controller) == "memory") a.oom_file = v2_dir + "/memory.events";
     } else if (const V1* v1 = V1For(w.controller)) {
       const std::string dir = NewV1Dir(*v1, unit);
-      err = dir.empty() ? errno : WriteText(absl::StrCat(dir, "/", w.v1_file), value);
+      err = dir.empty() ? errno : WriteCgroupFile(absl::StrCat(dir, "/", w.v1_file), value);
       int fd = err == 0 ? open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC) : -1;
       if (err == 0 && fd < 0) err = errno;
       if (!dir.empty()) a.dirs.push_back(dir);
