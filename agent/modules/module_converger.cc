@@ -71,8 +71,7 @@ std::vector<herd::v1::DeploymentStatus> ModuleConverger::Status() const {
 bool ModuleConverger::Converged(const std::string& name,
                                 const herd::v1::DesiredModule& want) const {
   auto m = modules_.InstalledModule(name);
-  return m && !m->installing && !m->version.empty() &&
-         (want.version().empty() || m->version == want.version());
+  return m && !m->installing && (want.version().empty() || m->version == want.version());
 }
 
 void ModuleConverger::SetState(Item& item, const std::string& state, const std::string& error) {
@@ -111,8 +110,9 @@ void ModuleConverger::Next() {
     log_->info("event=deploy_install module={} source=\"{}\" version={}", name,
                item.want.source(), item.want.version().empty() ? "any" : item.want.version());
     modules_.Install(item.want.source(), "/",
-                     [this, alive = alive_, name](absl::StatusOr<herd::v1::ModuleInfo> info) {
-                       if (*alive) Installed(name, info);
+                     [this, alive = alive_, name, want = item.want](
+                         absl::StatusOr<herd::v1::ModuleInfo> info) {
+                       if (*alive) Installed(name, want, info);
                      });
     return;
   }
@@ -142,9 +142,17 @@ void ModuleConverger::Next() {
   }
 }
 
-void ModuleConverger::Installed(const std::string& name,
+void ModuleConverger::Installed(const std::string& name, const herd::v1::DesiredModule& asked,
                                 const absl::StatusOr<herd::v1::ModuleInfo>& info) {
   busy_ = false;
+  if (auto it = items_.find(name); it != items_.end() &&
+                                   (it->second.want.source() != asked.source() ||
+                                    it->second.want.version() != asked.version())) {
+    // Wanted otherwise meanwhile: what this install gave is no failure; the next pass
+    // installs what is wanted now.
+    if (info.ok() && info->name() == name) modules_.SetManaged(name, true);
+    return Next();
+  }
   auto it = items_.find(name);
   if (it == items_.end()) {
     // No longer wanted meanwhile: it is removed on the next pass if it got installed.

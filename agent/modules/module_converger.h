@@ -53,7 +53,9 @@ class ModuleConverger {
   void Next();
   bool Converged(const std::string& name, const herd::v1::DesiredModule& want) const;
   void SetState(Item& item, const std::string& state, const std::string& error = "");
-  void Installed(const std::string& name, const absl::StatusOr<herd::v1::ModuleInfo>& info);
+  // An install started for `asked` has ended.
+  void Installed(const std::string& name, const herd::v1::DesiredModule& asked,
+                 const absl::StatusOr<herd::v1::ModuleInfo>& info);
   void Removed(const std::string& name, const absl::Status& s);
   void Failed(Item& item, const std::string& error);
   void Changed();
