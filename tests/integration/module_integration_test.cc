@@ -313,11 +313,19 @@ TEST_F(ModuleTest, PublishedPm2IoModuleFromNpmReportsProbes) {
 // finishes the install, and the steps it still tells go nowhere (nothing crashes).
 TEST_F(ModuleTest, AnInstallWhoseClientIsKilledCompletesAnyway) {
   RequireNode();
-  CmdResult killed = herd::testing::Run({Which("timeout"), "-s", "KILL", "0.5",
-                                         AgentHarness::BinDir() + "/agentctl", "--home",
-                                         agent_.home(),
-                                         "install", "pm2-server-monit@3.0.0"});
-  ASSERT_EQ(killed.exit_code, 128 + SIGKILL) << killed.out << killed.err;
+  // Killed once the agent has told its first step (npm pack runs), not at a fixed time: a
+  // slow machine may not have sent the request yet.
+  const std::string err = work_ + "/install.err";
+  const std::string script = absl::StrCat(
+      "\"$0\" --home \"$1\" install pm2-server-monit@3.0.0 2> \"$2\" & pid=$!\n"
+      "for i in $(seq 1200); do grep -q 'npm pack' \"$2\" && break; sleep 0.05; done\n"
+      "grep -q 'npm pack' \"$2\" || exit 3\n"
+      "kill -9 $pid; wait $pid; echo killed=$?\n");
+  CmdResult killed = herd::testing::Run({"/bin/sh", "-c", script,
+                                         AgentHarness::BinDir() + "/agentctl", agent_.home(),
+                                         err});
+  ASSERT_EQ(killed.exit_code, 0) << killed.out << killed.err << ReadFile(err);
+  ASSERT_THAT(killed.out, HasSubstr("killed=137")) << "the client ended before it was killed";
   ASSERT_TRUE(WaitFor([&] { return !agent_.Unit("pm2-server-monit").is_null(); },
                       absl::Seconds(120)));
   EXPECT_EQ(agent_.Ctl({"info"}).exit_code, 0);
