@@ -7,22 +7,24 @@
 namespace herd::agent {
 namespace {
 
-int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
-
-absl::Duration Backoff(uint32_t attempts) {
-  absl::Duration d = ModuleConverger::kFirstRetry;
-  for (uint32_t i = 1; i < attempts && d < ModuleConverger::kMaxRetry; ++i) d *= 2;
-  return std::min(d, ModuleConverger::kMaxRetry);
-}
-
 }  // namespace
 
-ModuleConverger::ModuleConverger(EventLoop& loop, ModuleManager& modules)
-    : loop_(loop), modules_(modules), log_(herd::Logger("converger")) {}
+ModuleConverger::ModuleConverger(Scheduler& scheduler, ConvergerModules& modules,
+                                 Options options)
+    : scheduler_(scheduler),
+      modules_(modules),
+      options_(options),
+      log_(herd::Logger("converger")) {}
 
 ModuleConverger::~ModuleConverger() {
   *alive_ = false;
-  if (retry_timer_) loop_.CancelTimer(retry_timer_);
+  if (retry_timer_) scheduler_.Cancel(retry_timer_);
+}
+
+absl::Duration ModuleConverger::Backoff(uint32_t attempts) const {
+  absl::Duration d = options_.first_retry;
+  for (uint32_t i = 1; i < attempts && d < options_.max_retry; ++i) d *= 2;
+  return std::min(d, options_.max_retry);
 }
 
 void ModuleConverger::SetDesired(
@@ -42,7 +44,7 @@ void ModuleConverger::SetDesired(
     next[name] = std::move(item);
     removing_.erase(name);
   }
-  for (const std::string& name : modules_.ManagedModules()) {
+  for (const std::string& name : modules_.Managed()) {
     if (next.count(name) || removing_.count(name)) continue;
     Item item;
     item.status.set_name(name);
@@ -70,7 +72,7 @@ std::vector<herd::v1::DeploymentStatus> ModuleConverger::Status() const {
 
 bool ModuleConverger::Converged(const std::string& name,
                                 const herd::v1::DesiredModule& want) const {
-  auto m = modules_.InstalledModule(name);
+  auto m = modules_.Installed(name);
   return m && !m->installing && (want.version().empty() || m->version == want.version());
 }
 
@@ -78,7 +80,7 @@ void ModuleConverger::SetState(Item& item, const std::string& state, const std::
   if (item.status.state() == state && item.status.error() == error) return;
   item.status.set_state(state);
   item.status.set_error(error);
-  item.status.set_since_unix_ms(NowMs());
+  item.status.set_since_unix_ms(absl::ToUnixMillis(scheduler_.clock().Now()));
 }
 
 void ModuleConverger::Changed() {
@@ -87,7 +89,7 @@ void ModuleConverger::Changed() {
 
 void ModuleConverger::Next() {
   if (busy_) return;
-  const absl::Time now = absl::Now();
+  const absl::Time now = Now();
   absl::Time wake = absl::InfiniteFuture();
   bool changed = false;
   for (auto& [name, item] : items_) {
@@ -109,7 +111,7 @@ void ModuleConverger::Next() {
     Changed();
     log_->info("event=deploy_install module={} source=\"{}\" version={}", name,
                item.want.source(), item.want.version().empty() ? "any" : item.want.version());
-    modules_.Install(item.want.source(), "/",
+    modules_.Install(item.want.source(),
                      [this, alive = alive_, name, want = item.want](
                          absl::StatusOr<herd::v1::ModuleInfo> info) {
                        if (*alive) Installed(name, want, info);
@@ -123,17 +125,16 @@ void ModuleConverger::Next() {
     }
     busy_ = true;
     log_->info("event=deploy_uninstall module={} reason=no_longer_wanted", name);
-    modules_.Uninstall(name, /*keep_config=*/false,
-                       [this, alive = alive_, name](auto r) {
-                         if (*alive) Removed(name, r.ok() ? absl::OkStatus() : r.status());
-                       });
+    modules_.Uninstall(name, [this, alive = alive_, name](absl::Status s) {
+      if (*alive) Removed(name, s);
+    });
     return;
   }
   if (changed) Changed();
-  if (retry_timer_) loop_.CancelTimer(retry_timer_);
+  if (retry_timer_) scheduler_.Cancel(retry_timer_);
   retry_timer_ = 0;
   if (wake != absl::InfiniteFuture()) {
-    retry_timer_ = loop_.RunAfter(std::max(wake - now, absl::Milliseconds(10)),
+    retry_timer_ = scheduler_.RunAfter(std::max(wake - now, absl::Milliseconds(10)),
                                   [this, alive = alive_] {
                                     if (!*alive) return;
                                     retry_timer_ = 0;
@@ -204,7 +205,7 @@ void ModuleConverger::Removed(const std::string& name, const absl::Status& s) {
 void ModuleConverger::Failed(Item& item, const std::string& error) {
   item.status.set_attempts(item.status.attempts() + 1);
   const absl::Duration wait = Backoff(item.status.attempts());
-  item.retry_at = absl::Now() + wait;
+  item.retry_at = Now() + wait;
   SetState(item, "failed", error);
   log_->warn("event=deploy_failed module={} attempts={} retry_in_s={} error=\"{}\"",
              item.status.name(), item.status.attempts(), absl::ToInt64Seconds(wait), error);

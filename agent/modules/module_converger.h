@@ -19,16 +19,56 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "agent/loop/event_loop.h"
 #include "agent/modules/module_manager.h"
 #include "common/logging.h"
+#include "common/scheduler.h"
 #include "herd/v1/gateway.pb.h"
 
 namespace herd::agent {
 
+// What the converger needs of the installed modules (ModuleManagerModules below; tests give
+// a fake). Called on the converger's thread; `done` may run later, on the same thread.
+class ConvergerModules {
+ public:
+  virtual ~ConvergerModules() = default;
+  virtual std::optional<ModuleManager::Installed> Installed(const std::string& name) const = 0;
+  virtual std::vector<std::string> Managed() const = 0;
+  virtual void SetManaged(const std::string& name, bool managed) = 0;
+  virtual void Install(const std::string& source,
+                       std::function<void(absl::StatusOr<herd::v1::ModuleInfo>)> done) = 0;
+  virtual void Uninstall(const std::string& name, std::function<void(absl::Status)> done) = 0;
+};
+
+class ModuleManagerModules final : public ConvergerModules {
+ public:
+  explicit ModuleManagerModules(ModuleManager& m) : m_(m) {}
+  std::optional<ModuleManager::Installed> Installed(const std::string& name) const override {
+    return m_.InstalledModule(name);
+  }
+  std::vector<std::string> Managed() const override { return m_.ManagedModules(); }
+  void SetManaged(const std::string& name, bool managed) override { m_.SetManaged(name, managed); }
+  void Install(const std::string& source,
+               std::function<void(absl::StatusOr<herd::v1::ModuleInfo>)> done) override {
+    m_.Install(source, "/", std::move(done));
+  }
+  void Uninstall(const std::string& name, std::function<void(absl::Status)> done) override {
+    m_.Uninstall(name, /*keep_config=*/false,
+                 [done = std::move(done)](auto r) { done(r.ok() ? absl::OkStatus() : r.status()); });
+  }
+
+ private:
+  ModuleManager& m_;
+};
+
 class ModuleConverger {
  public:
-  ModuleConverger(EventLoop& loop, ModuleManager& modules);
+  struct Options {
+    absl::Duration first_retry = absl::Seconds(30);
+    absl::Duration max_retry = absl::Minutes(10);
+  };
+  ModuleConverger(Scheduler& scheduler, ConvergerModules& modules, Options options);
+  ModuleConverger(Scheduler& scheduler, ConvergerModules& modules)
+      : ModuleConverger(scheduler, modules, Options{}) {}
   ~ModuleConverger();
   ModuleConverger(const ModuleConverger&) = delete;
   ModuleConverger& operator=(const ModuleConverger&) = delete;
@@ -40,8 +80,6 @@ class ModuleConverger {
   // Called when a status changes (the uplink resends the inventory).
   void set_on_change(std::function<void()> f) { on_change_ = std::move(f); }
 
-  static constexpr absl::Duration kFirstRetry = absl::Seconds(30);
-  static constexpr absl::Duration kMaxRetry = absl::Minutes(10);
 
  private:
   struct Item {
@@ -60,13 +98,17 @@ class ModuleConverger {
   void Failed(Item& item, const std::string& error);
   void Changed();
 
-  EventLoop& loop_;
-  ModuleManager& modules_;
+  absl::Duration Backoff(uint32_t attempts) const;
+  absl::Time Now() const { return scheduler_.clock().Monotonic(); }
+
+  Scheduler& scheduler_;
+  ConvergerModules& modules_;
+  const Options options_;
   std::shared_ptr<spdlog::logger> log_;
   std::map<std::string, Item> items_;     // wanted, by name
   std::map<std::string, Item> removing_;  // managed, no longer wanted
   bool busy_ = false;
-  EventLoop::Handle retry_timer_ = 0;
+  Scheduler::Handle retry_timer_ = 0;
   std::function<void()> on_change_;
   // Callbacks that run after the converger is gone do nothing.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

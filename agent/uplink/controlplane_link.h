@@ -57,6 +57,7 @@ class ControlPlaneLink final : public UplinkHandler {
   EventLoop& loop_;
   Supervisor& supervisor_;
   ModuleManager& modules_;
+  ModuleManagerModules converger_modules_;
   ModuleConverger converger_;
   // Every replica's address, comma-separated: where the agent's configuration is owned
   // (what agentctl --controlplane takes, for the messages that point there).

@@ -1,0 +1,199 @@
+// ModuleConverger on a fake scheduler and fake modules: one operation at a time, what it
+// reports, its backoff, what it removes and what it leaves alone.
+#include "agent/modules/module_converger.h"
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "common/clock.h"
+#include "tests/fakes/fake_scheduler.h"
+
+namespace herd::agent {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+// Installs and uninstalls wait until the test finishes them.
+class FakeModules final : public ConvergerModules {
+ public:
+  std::map<std::string, ModuleManager::Installed> installed;
+  std::vector<std::pair<std::string, std::function<void(absl::StatusOr<herd::v1::ModuleInfo>)>>>
+      installs;
+  std::vector<std::pair<std::string, std::function<void(absl::Status)>>> uninstalls;
+
+  std::optional<ModuleManager::Installed> Installed(const std::string& name) const override {
+    auto it = installed.find(name);
+    if (it == installed.end()) return std::nullopt;
+    return it->second;
+  }
+  std::vector<std::string> Managed() const override {
+    std::vector<std::string> out;
+    for (const auto& [n, m] : installed) {
+      if (m.managed) out.push_back(n);
+    }
+    return out;
+  }
+  void SetManaged(const std::string& name, bool managed) override {
+    installed[name].managed = managed;
+  }
+  void Install(const std::string& source,
+               std::function<void(absl::StatusOr<herd::v1::ModuleInfo>)> done) override {
+    installs.emplace_back(source, std::move(done));
+  }
+  void Uninstall(const std::string& name, std::function<void(absl::Status)> done) override {
+    uninstalls.emplace_back(name, std::move(done));
+  }
+
+  // The oldest pending install ends: `name` at `version` installed, or `error`.
+  void FinishInstall(const std::string& name, const std::string& version,
+                     const std::string& error = "") {
+    ASSERT_FALSE(installs.empty());
+    auto [source, done] = std::move(installs.front());
+    installs.erase(installs.begin());
+    if (!error.empty()) return done(absl::NotFoundError(error));
+    installed[name].version = version;
+    installed[name].source = source;
+    herd::v1::ModuleInfo info;
+    info.set_name(name);
+    info.set_version(version);
+    done(info);
+  }
+  void FinishUninstall() {
+    ASSERT_FALSE(uninstalls.empty());
+    auto [name, done] = std::move(uninstalls.front());
+    uninstalls.erase(uninstalls.begin());
+    installed.erase(name);
+    done(absl::OkStatus());
+  }
+};
+
+class ModuleConvergerTest : public ::testing::Test {
+ protected:
+  ModuleConvergerTest() : scheduler_(clock_), converger_(scheduler_, modules_, Options()) {
+    converger_.set_on_change([this] { ++changes_; });
+  }
+  static ModuleConverger::Options Options() {
+    return {.first_retry = absl::Seconds(30), .max_retry = absl::Seconds(100)};
+  }
+  void Want(std::map<std::string, std::pair<std::string, std::string>> want) {
+    google::protobuf::Map<std::string, herd::v1::DesiredModule> m;
+    for (const auto& [name, sv] : want) {
+      m[name].set_source(sv.first);
+      m[name].set_version(sv.second);
+    }
+    converger_.SetDesired(m);
+  }
+  // name=state for every status, in order.
+  std::vector<std::string> States() {
+    std::vector<std::string> out;
+    for (const auto& s : converger_.Status()) out.push_back(s.name() + "=" + s.state());
+    return out;
+  }
+  herd::v1::DeploymentStatus StatusOf(const std::string& name) {
+    for (const auto& s : converger_.Status()) {
+      if (s.name() == name) return s;
+    }
+    return {};
+  }
+
+  FakeClock clock_;
+  testing::FakeScheduler scheduler_;
+  FakeModules modules_;
+  ModuleConverger converger_;
+  int changes_ = 0;
+};
+
+TEST_F(ModuleConvergerTest, InstallsWhatIsMissingOneAtATimeAndMarksItManaged) {
+  Want({{"a", {"a@1.0.0", "1.0.0"}}, {"b", {"/srv/b.tgz", ""}}});
+  ASSERT_EQ(modules_.installs.size(), 1u) << "one install at a time";
+  EXPECT_EQ(modules_.installs[0].first, "a@1.0.0");
+  EXPECT_THAT(States(), ElementsAre("a=installing", "b=pending"));
+  modules_.FinishInstall("a", "1.0.0");
+  EXPECT_TRUE(modules_.installed["a"].managed);
+  ASSERT_EQ(modules_.installs.size(), 1u);
+  EXPECT_EQ(modules_.installs[0].first, "/srv/b.tgz");
+  modules_.FinishInstall("b", "0.3.1");  // any version was wanted
+  EXPECT_THAT(States(), ElementsAre("a=converged", "b=converged"));
+  EXPECT_GT(changes_, 0) << "the uplink is told";
+  // The same wanted set again: nothing moves.
+  Want({{"a", {"a@1.0.0", "1.0.0"}}, {"b", {"/srv/b.tgz", ""}}});
+  EXPECT_THAT(modules_.installs, IsEmpty());
+}
+
+TEST_F(ModuleConvergerTest, AFailureIsReportedAndTriedAgainAfterABackoffThatDoubles) {
+  Want({{"a", {"/srv/a.tgz", "1.0.0"}}});
+  modules_.FinishInstall("a", "", "/srv/a.tgz: no such file or directory");
+  herd::v1::DeploymentStatus s = StatusOf("a");
+  EXPECT_EQ(s.state(), "failed");
+  EXPECT_THAT(s.error(), HasSubstr("no such file"));
+  EXPECT_EQ(s.attempts(), 1u);
+  scheduler_.Advance(absl::Seconds(29));
+  EXPECT_THAT(modules_.installs, IsEmpty());
+  scheduler_.Advance(absl::Seconds(1));
+  ASSERT_EQ(modules_.installs.size(), 1u) << "tried again after 30 s";
+  modules_.FinishInstall("a", "", "still missing");
+  EXPECT_EQ(StatusOf("a").attempts(), 2u);
+  scheduler_.Advance(absl::Seconds(59));
+  EXPECT_THAT(modules_.installs, IsEmpty());
+  scheduler_.Advance(absl::Seconds(1));
+  ASSERT_EQ(modules_.installs.size(), 1u) << "then after 60 s";
+  // A version other than the wanted one is a failure too, with both named.
+  modules_.FinishInstall("a", "0.9.0");
+  EXPECT_THAT(StatusOf("a").error(), HasSubstr("gave version 0.9.0, not the wanted 1.0.0"));
+  // A new declaration is tried at once, whatever the backoff.
+  Want({{"a", {"/srv/a-0.9.tgz", "0.9.0"}}});
+  EXPECT_THAT(States(), ElementsAre("a=converged")) << "0.9.0 is installed already";
+  EXPECT_THAT(modules_.installs, IsEmpty());
+}
+
+TEST_F(ModuleConvergerTest, ManagedModulesNoLongerWantedGoAndHandInstalledOnesStay) {
+  modules_.installed["old"] = {.version = "1.0.0", .source = "old", .managed = true};
+  modules_.installed["hand"] = {.version = "2.0.0", .source = "/src/hand", .managed = false};
+  modules_.installed["taken"] = {.version = "3.0.0", .source = "/src/taken", .managed = false};
+  Want({{"taken", {"taken@3.0.0", "3.0.0"}}});
+  // Already at the wanted version: taken over, not reinstalled.
+  EXPECT_TRUE(modules_.installed["taken"].managed);
+  ASSERT_EQ(modules_.uninstalls.size(), 1u);
+  EXPECT_EQ(modules_.uninstalls[0].first, "old");
+  EXPECT_THAT(States(), ElementsAre("taken=converged", "old=removing"));
+  modules_.FinishUninstall();
+  EXPECT_THAT(States(), ElementsAre("taken=converged"));
+  EXPECT_TRUE(modules_.installed.count("hand")) << "installed by hand: left alone";
+  EXPECT_THAT(modules_.installs, IsEmpty());
+}
+
+TEST_F(ModuleConvergerTest, AnInstallOvertakenByANewDeclarationIsNoFailure) {
+  Want({{"a", {"a@1.0.0", "1.0.0"}}});
+  Want({{"a", {"a@2.0.0", "2.0.0"}}});
+  ASSERT_EQ(modules_.installs.size(), 1u) << "the first install still runs";
+  modules_.FinishInstall("a", "1.0.0");
+  EXPECT_NE(StatusOf("a").state(), "failed");
+  ASSERT_EQ(modules_.installs.size(), 1u) << "the wanted version at once, no backoff";
+  EXPECT_EQ(modules_.installs[0].first, "a@2.0.0");
+  modules_.FinishInstall("a", "2.0.0");
+  EXPECT_THAT(States(), ElementsAre("a=converged"));
+  // Replaced by another module: it is installed first, then the old one removed.
+  Want({{"b", {"b@1.0.0", "1.0.0"}}});
+  EXPECT_THAT(modules_.uninstalls, IsEmpty());
+  modules_.FinishInstall("b", "1.0.0");
+  ASSERT_EQ(modules_.uninstalls.size(), 1u);
+  EXPECT_EQ(modules_.uninstalls[0].first, "a");
+  // Undeclared while its install runs: marked managed, then removed.
+  Want({{"b", {"b@1.0.0", "1.0.0"}}, {"c", {"c@1.0.0", "1.0.0"}}});
+  modules_.FinishUninstall();  // a
+  ASSERT_EQ(modules_.installs.size(), 1u);
+  Want({{"b", {"b@1.0.0", "1.0.0"}}});
+  modules_.FinishInstall("c", "1.0.0");
+  EXPECT_TRUE(modules_.installed["c"].managed);
+  ASSERT_EQ(modules_.uninstalls.size(), 1u);
+  EXPECT_EQ(modules_.uninstalls[0].first, "c");
+}
+
+}  // namespace
+}  // namespace herd::agent
