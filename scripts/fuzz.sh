@@ -13,7 +13,7 @@ SECONDS_EACH="${1:-30}"
 shift || true
 ALL=(manifest ecosystem module_config channel config_value cron_schedule timestamp_format
      json_gateway hub metrics_view archive_scan etcd_records pm2_amp
-     page_token)
+     page_token deploy_value)
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then TARGETS=("${ALL[@]}"); fi
 JOBS="${HERD_JOBS:-$(nproc)}"

@@ -29,8 +29,15 @@ absl::Duration ModuleConverger::Backoff(uint32_t attempts) const {
 
 void ModuleConverger::SetDesired(
     const google::protobuf::Map<std::string, herd::v1::DesiredModule>& desired) {
+  std::map<std::string, const herd::v1::DesiredModule*> sorted;
+  for (const auto& [name, want] : desired) sorted[name] = &want;
+  if (sorted.size() > kMaxDesired) {
+    log_->warn("event=desired_modules_cut wanted={} kept={}", sorted.size(), kMaxDesired);
+    sorted.erase(std::next(sorted.begin(), kMaxDesired), sorted.end());
+  }
   std::map<std::string, Item> next;
-  for (const auto& [name, want] : desired) {
+  for (const auto& [name, want_ptr] : sorted) {
+    const herd::v1::DesiredModule& want = *want_ptr;
     Item item;
     auto old = items_.find(name);
     const bool same = old != items_.end() && old->second.want.source() == want.source() &&

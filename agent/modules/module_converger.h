@@ -73,6 +73,8 @@ class ModuleConverger {
   ModuleConverger(const ModuleConverger&) = delete;
   ModuleConverger& operator=(const ModuleConverger&) = delete;
 
+  // At most this many wanted modules (the first by name): what a peer sends is bounded.
+  static constexpr size_t kMaxDesired = 256;
   // What is wanted now (the whole set); converging starts or goes on.
   void SetDesired(const google::protobuf::Map<std::string, herd::v1::DesiredModule>& desired);
   // Where each wanted module (and each managed one being removed) stands.

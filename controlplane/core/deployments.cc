@@ -3,6 +3,7 @@
 #include <regex>
 
 #include "absl/strings/str_cat.h"
+#include "common/utf8.h"
 #include "nlohmann/json.hpp"
 
 namespace herd::controlplane {
@@ -43,8 +44,11 @@ absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest 
   }
   std::string npm_name, npm_version;
   if (source.front() == '/') {
-    if (source.find('\0') != std::string::npos || source.find("/../") != std::string::npos) {
-      return absl::InvalidArgumentError("a path source must be absolute, without \"..\"");
+    if (source.find('\0') != std::string::npos || source.find("/../") != std::string::npos ||
+        (source.size() >= 3 && source.compare(source.size() - 3, 3, "/..") == 0) ||
+        !IsValidUtf8(source)) {
+      return absl::InvalidArgumentError(
+          "a path source must be absolute, in UTF-8, without \"..\"");
     }
     if (req.name().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -74,7 +78,9 @@ absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest 
 }
 
 std::string DeployValue(const herd::v1::DeployRequest& req) {
-  return json{{"source", req.source()}, {"version", req.version()}}.dump();
+  // Never throws: NormalizeDeploy lets only UTF-8 through, and anything else is replaced.
+  return json{{"source", req.source()}, {"version", req.version()}}.dump(
+      -1, ' ', false, json::error_handler_t::replace);
 }
 
 bool ParseDeployValue(const std::string& value, herd::v1::DesiredModule* out) {

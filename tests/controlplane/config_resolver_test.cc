@@ -396,6 +396,8 @@ TEST(NormalizeDeploy, NamesAndVersionsComeFromNpmSpecsAndBadSourcesAreRefused) {
               ::testing::HasSubstr("--name"));
   EXPECT_TRUE(norm("/srv/m.tgz", "m", "1.0.0").ok());
   EXPECT_FALSE(norm("/srv/../etc/m.tgz", "m").ok());
+  EXPECT_FALSE(norm("/srv/..", "m").ok());
+  EXPECT_FALSE(norm("/srv/m\x9f.tgz", "m").ok()) << "not UTF-8";
   EXPECT_FALSE(norm("relative/m.tgz", "m").ok());
   EXPECT_FALSE(norm("").ok());
   EXPECT_FALSE(norm("x@1.0.0", "bad name").ok());

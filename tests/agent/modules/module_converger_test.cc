@@ -195,5 +195,20 @@ TEST_F(ModuleConvergerTest, AnInstallOvertakenByANewDeclarationIsNoFailure) {
   EXPECT_EQ(modules_.uninstalls[0].first, "c");
 }
 
+// What the control plane wants is bounded: past kMaxDesired, the first by name are kept.
+TEST_F(ModuleConvergerTest, TheWantedSetIsBounded) {
+  std::map<std::string, std::pair<std::string, std::string>> many;
+  for (size_t i = 0; i < ModuleConverger::kMaxDesired + 10; ++i) {
+    char name[16];
+    snprintf(name, sizeof name, "m%04zu", i);
+    many[name] = {std::string(name) + "@1.0.0", "1.0.0"};
+  }
+  Want(many);
+  auto st = converger_.Status();
+  ASSERT_EQ(st.size(), ModuleConverger::kMaxDesired);
+  EXPECT_EQ(st.front().name(), "m0000");
+  EXPECT_EQ(st.back().name(), "m0255");
+}
+
 }  // namespace
 }  // namespace herd::agent
