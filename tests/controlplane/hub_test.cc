@@ -935,6 +935,57 @@ TEST_F(HubTest, InventoryAddingAModuleTriggersASnapshot) {
   EXPECT_EQ(Set(Global(), "newmod", "k", "w").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A deployment reaches its hosts in their snapshots (installed or not), is left out of the
+// config listings, and ListDeployments shows each host with what its agent reported, bounded.
+TEST_F(HubTest, DeploymentsTravelInSnapshotsAndAgentsReportsAreBounded) {
+  Conn c = Connect(MakeHello("h1"));
+  herd::v1::DeployRequest req;
+  *req.mutable_scope() = Global();
+  req.set_source("pm2-server-monit@3.0.0");
+  auto d = hub_->Deploy(req, actor_);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_THAT(d->hosts(), ::testing::ElementsAre("h1"));
+  ConfigSnapshot s = c.session->last_config();
+  ASSERT_EQ(s.deployments().count("pm2-server-monit"), 1u);
+  EXPECT_EQ(s.deployments().at("pm2-server-monit").version(), "3.0.0");
+  EXPECT_EQ(s.modules_size(), 0);
+  auto conf = hub_->GetConfig("", "");
+  ASSERT_TRUE(conf.ok());
+  EXPECT_EQ(conf->overrides_size(), 0) << "declarations are not config overrides";
+
+  AgentMessage inv;
+  for (int i = 0; i < 300; ++i) {
+    herd::v1::DeploymentStatus* st = inv.mutable_inventory()->add_deployments();
+    st->set_name(i == 0 ? "pm2-server-monit" : absl::StrCat("m", i));
+    st->set_state("failed");
+    st->set_error(std::string(10000, 'e'));
+  }
+  Send("h1", c, inv);
+  auto list = hub_->ListDeployments("");
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->deployments_size(), 1);
+  ASSERT_EQ(list->deployments(0).hosts_size(), 1);
+  const herd::v1::DeploymentHost& h = list->deployments(0).hosts(0);
+  EXPECT_EQ(h.host_id(), "h1");
+  EXPECT_TRUE(h.online());
+  EXPECT_EQ(h.state(), "failed");
+  EXPECT_EQ(h.error().size(), 2048u) << "an agent's error is cut";
+  // Undeployed: the next snapshot wants nothing; again, and the error says where it is not.
+  ASSERT_TRUE(hub_->Undeploy([&] {
+                herd::v1::UndeployRequest u;
+                *u.mutable_scope() = Global();
+                u.set_name("pm2-server-monit");
+                return u;
+              }(), actor_).ok());
+  EXPECT_TRUE(c.session->last_config().deployments().empty());
+  herd::v1::UndeployRequest again;
+  *again.mutable_scope() = Global();
+  again.set_name("pm2-server-monit");
+  auto gone = hub_->Undeploy(again, actor_);
+  EXPECT_EQ(gone.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(gone.status().message()), HasSubstr("not deployed anywhere"));
+}
+
 TEST_F(HubConfigTest, GetConfigShowsEffectiveValuesWithSources) {
   ASSERT_TRUE(Set(Global(), "app", "interval", "2000").ok());
   ASSERT_TRUE(Set(HostScope("h1"), "app", "name", "one").ok());
