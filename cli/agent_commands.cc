@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
@@ -16,7 +15,6 @@
 #include <map>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
