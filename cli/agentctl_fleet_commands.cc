@@ -100,22 +100,26 @@ void AddSeries(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
 // Which modules run where: declared at a scope, converged to by the agents.
 void AddDeploy(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
   struct Args {
-    std::string source, name, version;
+    FleetCommands::DeployFlags deploy;
+    std::string name;
     TargetFlags scope;
   };
   auto args = std::make_shared<Args>();
   auto* deploy = app.add_subcommand(
-      "deploy", "Declare a module the hosts of a scope must have (npm spec, or a .tgz or "
-                "directory on the hosts); their agents install or upgrade it");
-  deploy->add_option("source", args->source, "e.g. pm2-server-monit@3.0.0")->required();
-  deploy->add_option("--name", args->name, "The module's name (derived from an npm spec)");
-  deploy->add_option("--version", args->version,
+      "deploy", "Declare a module the hosts of a scope must have: an npm spec, or a .tgz or "
+                "directory here (uploaded to the control plane once; agents fetch it from "
+                "there); their agents install or upgrade it");
+  deploy->add_option("source", args->deploy.source,
+                     "e.g. pm2-server-monit@3.0.0, ./my-module.tgz, ./my-module/")
+      ->required();
+  deploy->add_option("--name", args->deploy.name, "The module's name (derived from an npm spec)");
+  deploy->add_option("--version", args->deploy.version,
                      "The version the hosts must reach (derived from NAME@VERSION)");
+  deploy->add_flag("--host-path", args->deploy.host_path,
+                   "SOURCE is an absolute path on the hosts: do not upload it");
   AddTargetFlags(deploy, args->scope, true);
   table.Add(deploy, [&ctx, args] {
-    return ctx.OnFleet([&](FleetCommands& f) {
-      return f.Deploy(args->source, args->name, args->version, args->scope);
-    });
+    return ctx.OnFleet([&](FleetCommands& f) { return f.Deploy(args->deploy, args->scope); });
   });
 
   auto uargs = std::make_shared<Args>();
@@ -134,6 +138,13 @@ void AddDeploy(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
   list->add_option("module", largs->name, "Only this module");
   Register(table, list, ctx, largs,
            [](FleetCommands& f, const FleetArgs& a) { return f.Deployments(a.name); });
+
+  auto aargs = std::make_shared<FleetArgs>();
+  auto* artifacts = app.add_subcommand(
+      "artifacts", "Module archives uploaded to the control plane (by agentctl deploy FILE)");
+  artifacts->add_option("module", aargs->name, "Only this module's");
+  Register(table, artifacts, ctx, aargs,
+           [](FleetCommands& f, const FleetArgs& a) { return f.Artifacts(a.name); });
 }
 
 void AddFleetCommands(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {

@@ -4,7 +4,9 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <optional>
 #include <vector>
 
 #include "grpcpp/security/credentials.h"
@@ -63,8 +65,13 @@ class FleetCommands {
   int Logs(const std::string& host, const std::string& unit, uint32_t lines, bool follow);
   int Audit(uint32_t limit);
   // Deployments (fleet_deploy.cc).
-  int Deploy(const std::string& source, const std::string& name, const std::string& version,
-             const TargetFlags& scope);
+  struct DeployFlags {
+    std::string source, name, version;
+    // SOURCE is a path on the hosts: never uploaded, even if it exists here.
+    bool host_path = false;
+  };
+  int Deploy(const DeployFlags& flags, const TargetFlags& scope);
+  int Artifacts(const std::string& name);
   int Undeploy(const std::string& name, const TargetFlags& scope);
   int Deployments(const std::string& name);
   int Series(const std::string& host, const std::string& unit, const std::string& metric);
@@ -72,6 +79,9 @@ class FleetCommands {
   int Watch(const TargetFlags& t, int count);
 
  private:
+  // Uploads a local .tgz or directory (packed with npm): the artifact, or nullopt (the
+  // error printed).
+  std::optional<herd::v1::Artifact> Upload(const std::string& path);
   bool Connect();
   std::shared_ptr<grpc::Channel> PickReplica(
       const std::shared_ptr<grpc::ChannelCredentials>& creds);

@@ -57,6 +57,7 @@ struct ControlplaneFlags {
   std::string http_header_timeout = "5s", http_idle_timeout = "30s", http_stall_timeout = "30s";
   std::string audit_max_age = "0";
   std::string peer_call_timeout = "5s";
+  std::string artifact_max_bytes = "64M";
   // `controlplane token ...`
   std::string token_name, token_role = "viewer";
   // `controlplane migrate ...`
@@ -219,6 +220,19 @@ void AddTlsAndLogFlags(CLI::App& app, ControlplaneFlags& f) {
   app.add_option("--log-file", f.log_file, "Also write the log here");
 }
 
+// Uploaded module artifacts (issue 24).
+void AddArtifactFlags(CLI::App& app, ControlplaneFlags& f) {
+  app.add_option("--artifacts-dir", f.o.artifacts_dir,
+                 "Keep uploaded module archives here (default: DATA/artifacts with SQLite; "
+                 "with --store etcd, none unless given: a directory every replica mounts)");
+  app.add_option("--artifact-max-bytes", f.artifact_max_bytes,
+                 "The largest module archive kept (e.g. 64M)")
+      ->capture_default_str();
+  app.add_option("--max-artifact-fetches", f.o.max_artifact_fetches,
+                 "Artifact downloads by agents served at once (more wait and retry)")
+      ->capture_default_str()->check(CLI::Range(1, 100000));
+}
+
 // Where the store is: SQLite in --data, or etcd (replicas, issue 22; docs/controlplane.md).
 void AddStoreFlags(CLI::App& app, ControlplaneFlags& f) {
   herd::controlplane::StoreLocation& s = f.o.store;
@@ -302,6 +316,14 @@ absl::Status CheckStoreFlags(ControlplaneFlags& f) {
   if (!o.store.url.empty() && o.store.etcd_prefix.empty()) {
     return absl::InvalidArgumentError("--etcd-prefix must not be empty (e.g. /herd)");
   }
+  auto max = herd::ParseSize(f.artifact_max_bytes);
+  if (!max.ok() || *max == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--artifact-max-bytes: ", max.ok() ? "must be more than 0" : max.status().message()));
+  }
+  o.artifact_max_bytes = *max;
+  if (o.artifacts_dir.empty() && o.store.url.empty()) o.artifacts_dir = o.data_dir + "/artifacts";
+  if (!o.artifacts_dir.empty()) o.artifacts_dir = Absolute(o.artifacts_dir);
   if (o.replica_id.empty()) {
     char host[256] = {};
     gethostname(host, sizeof host - 1);
@@ -429,6 +451,7 @@ int main(int argc, char** argv) {
   AddLimitFlags(app, flags);
   AddTlsAndLogFlags(app, flags);
   AddStoreFlags(app, flags);
+  AddArtifactFlags(app, flags);
   AddTokenCommands(app, flags);
   AddMigrateCommand(app, flags);
   CLI11_PARSE(app, argc, argv);

@@ -224,6 +224,7 @@ HubOptions MakeHubOptions(const ServerOptions& options) {
 GatewayOptions MakeGatewayOptions(const ServerOptions& options) {
   GatewayOptions gopts;
   gopts.hello_timeout = options.hello_timeout;
+  gopts.max_artifact_fetches = options.max_artifact_fetches;
   return gopts;
 }
 
@@ -354,6 +355,7 @@ std::function<std::string(bool)> MakeMetricsHandler(
     self.fleet_streams_ended_stalled = streams.stalled;
     self.fleet_streams_refused = streams.refused;
     if (*http != nullptr) self.http = (*http)->stats();
+    if (const ArtifactStore* a = fleet_api.artifacts()) self.artifacts = a->counts();
     if (auto p = ReadProcessMetrics(); p.ok()) self.process = *p;
     return fleet ? e.Finish(self) : RenderControlPlane(self);
   };
@@ -406,6 +408,27 @@ absl::StatusOr<std::string> StartHttp(const ServerOptions& options, Hub& hub,
   return *bound;
 }
 
+void LogReady(const std::shared_ptr<spdlog::logger>& log, const ServerOptions& options,
+              const std::string& listen, const std::string& http_address, bool http,
+              const std::string& store, const std::string& replica) {
+  log->info("event=ready version={} pid={} listen={} http={} tls={} mtls={} http_mtls={} data={} "
+            "store=\"{}\" replica={} artifacts={}",
+            HERD_VERSION, getpid(), listen, http_address, !options.tls_cert.empty(),
+            !options.client_ca.empty(),
+            http && !options.client_ca.empty() && !options.http_no_client_cert,
+            options.data_dir, store, replica,
+            options.artifacts_dir.empty() ? "off" : options.artifacts_dir);
+}
+
+// The uploaded module artifacts' directory; none (null) without --artifacts-dir on etcd.
+absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifacts(const ServerOptions& options) {
+  if (options.artifacts_dir.empty()) return std::unique_ptr<ArtifactStore>();
+  ArtifactStoreOptions aopts;
+  aopts.dir = options.artifacts_dir;
+  aopts.max_bytes = options.artifact_max_bytes;
+  return ArtifactStore::Open(aopts, SystemClock::Get());
+}
+
 }  // namespace
 
 absl::Status RunServer(const ServerOptions& options) {
@@ -431,11 +454,15 @@ absl::Status RunServer(const ServerOptions& options) {
   auto replication = Replication::Create(options, timed->etcd_client.get(), store, hub, timers);
   if (!replication.ok()) return replication.status();
   Replication& repl = **replication;
+  auto artifacts = OpenArtifacts(options);
+  if (!artifacts.ok()) return artifacts.status();
   RolloutEngine rollouts(hub, repl.relay(), hub, store, store_tasks, repl.ownership());
   GatewayService gateway(hub, timers, MakeGatewayOptions(options));
   FleetService fleet(FleetBackends::Of(hub), store, rollouts, store_tasks,
                      MakeFleetStreamOptions(options));
   repl.Attach(fleet);
+  gateway.ServeArtifacts(artifacts->get());
+  fleet.KeepArtifacts(artifacts->get());
   GrpcEndpoint grpc_server;
   std::unique_ptr<HttpServer> http;
   bool serving = false;
@@ -477,12 +504,8 @@ absl::Status RunServer(const ServerOptions& options) {
   if (!http_address.ok()) return http_address.status();
   // Written last: tools and tests take it to mean that everything is serving.
   WriteAddressFile(options.data_dir, "listen-address", *bound, log);
-  log->info("event=ready version={} pid={} listen={} http={} tls={} mtls={} http_mtls={} data={} "
-            "store=\"{}\" replica={}",
-            HERD_VERSION, getpid(), *bound, *http_address, !options.tls_cert.empty(),
-            !options.client_ca.empty(),
-            http && !options.client_ca.empty() && !options.http_no_client_cert,
-            options.data_dir, timed->description, repl.on() ? options.replica_id : "-");
+  LogReady(log, options, *bound, *http_address, http != nullptr, timed->description,
+           repl.on() ? options.replica_id : "-");
   serving = true;
   const int sig = WaitForShutdownSignal(shutdown_signals);
   log->info("event=shutdown_begin signal={}", strsignal(sig));

@@ -76,6 +76,10 @@ struct ServerOptions {
   absl::Duration stream_stall_timeout = absl::Seconds(30);
   size_t max_streams = 1024;
   size_t max_streams_per_token = 32;
+  // Uploaded module artifacts (ArtifactStoreOptions, GatewayOptions): empty dir = none kept.
+  std::string artifacts_dir;
+  uint64_t artifact_max_bytes = 64ull << 20;
+  size_t max_artifact_fetches = 64;
 };
 
 absl::Status RunServer(const ServerOptions& options);

@@ -5,16 +5,15 @@
 #include "absl/strings/str_cat.h"
 
 namespace herd::agent {
-namespace {
-
-}  // namespace
 
 ModuleConverger::ModuleConverger(Scheduler& scheduler, ConvergerModules& modules,
                                  Options options)
     : scheduler_(scheduler),
       modules_(modules),
       options_(options),
-      log_(herd::Logger("converger")) {}
+      log_(herd::Logger("converger")) {
+  LoadKept();
+}
 
 ModuleConverger::~ModuleConverger() {
   *alive_ = false;
@@ -113,12 +112,19 @@ void ModuleConverger::Next() {
       wake = std::min(wake, item.retry_at);
       continue;
     }
+    std::optional<std::string> source = InstallSource(name, item);
+    if (!source) {
+      if (busy_) return;  // fetching it
+      changed = true;     // it failed: its retry is planned
+      wake = std::min(wake, item.retry_at);
+      continue;
+    }
     busy_ = true;
     SetState(item, "installing");
     Changed();
     log_->info("event=deploy_install module={} source=\"{}\" version={}", name,
                item.want.source(), item.want.version().empty() ? "any" : item.want.version());
-    modules_.Install(item.want.source(),
+    modules_.Install(*source,
                      [this, alive = alive_, name, want = item.want](
                          absl::StatusOr<herd::v1::ModuleInfo> info) {
                        if (*alive) Installed(name, want, info);
@@ -190,6 +196,9 @@ void ModuleConverger::Installed(const std::string& name, const herd::v1::Desired
     item.retry_at = absl::InfinitePast();
     SetState(item, "converged");
     log_->info("event=deploy_converged module={} version={}", name, info->version());
+    if (std::string digest = ArtifactDigest(asked.source()); !digest.empty()) {
+      Remember(name, digest);
+    }
   }
   Changed();
   Next();
@@ -201,6 +210,7 @@ void ModuleConverger::Removed(const std::string& name, const absl::Status& s) {
   if (it != removing_.end()) {
     if (s.ok() || absl::IsNotFound(s)) {
       removing_.erase(it);
+      Forget(name);
     } else {
       Failed(it->second, std::string(s.message()));
     }
@@ -209,9 +219,9 @@ void ModuleConverger::Removed(const std::string& name, const absl::Status& s) {
   Next();
 }
 
-void ModuleConverger::Failed(Item& item, const std::string& error) {
+void ModuleConverger::Failed(Item& item, const std::string& error, absl::Duration wait) {
   item.status.set_attempts(item.status.attempts() + 1);
-  const absl::Duration wait = Backoff(item.status.attempts());
+  if (wait == absl::ZeroDuration()) wait = Backoff(item.status.attempts());
   item.retry_at = Now() + wait;
   SetState(item, "failed", error);
   log_->warn("event=deploy_failed module={} attempts={} retry_in_s={} error=\"{}\"",

@@ -5,6 +5,11 @@
 //   - a managed module no longer wanted is uninstalled;
 //   - a module installed by hand is left alone unless it is wanted (then it becomes managed,
 //     at the wanted version).
+// An uploaded artifact (source "sha256:HEX") is fetched from the control plane into
+// `artifacts_dir` first (ArtifactFetcher: the bytes are checked against the digest before the
+// file is there), hashed again before each install from it, and kept: per module the
+// artifact installed last and the one before (so that going back to the previous version
+// needs no fetch), plus any a wanted module names; others are removed.
 // One install or uninstall at a time, on the loop thread. A failure is reported with its
 // reason and tried again after a backoff (30 s, doubling to 10 min), or at once when the
 // wanted state changes. Where each wanted module stands goes to the control plane with the
@@ -39,6 +44,9 @@ class ConvergerModules {
   virtual void Uninstall(const std::string& name, std::function<void(absl::Status)> done) = 0;
 };
 
+// "sha256:<hex>" → the hex; empty when `source` is not an uploaded artifact.
+std::string ArtifactDigest(const std::string& source);
+
 class ModuleManagerModules final : public ConvergerModules {
  public:
   explicit ModuleManagerModules(ModuleManager& m) : m_(m) {}
@@ -60,11 +68,26 @@ class ModuleManagerModules final : public ConvergerModules {
   ModuleManager& m_;
 };
 
+// Fetches an artifact into `dest` (the Uplink, with the host credential); `done` on the
+// converger's thread.
+class ArtifactFetcher {
+ public:
+  virtual ~ArtifactFetcher() = default;
+  virtual void Fetch(const std::string& sha256, const std::string& dest,
+                     std::function<void(absl::Status)> done) = 0;
+};
+
 class ModuleConverger {
  public:
   struct Options {
     absl::Duration first_retry = absl::Seconds(30);
     absl::Duration max_retry = absl::Minutes(10);
+    // Where fetched artifacts are kept (created if missing); empty: artifact sources fail.
+    std::string artifacts_dir;
+    // A fetch the control plane refused as busy (RESOURCE_EXHAUSTED) or that could not
+    // reach it is tried again after a pause drawn from [1, this] (not the failure backoff:
+    // a fleet-wide deploy makes the control plane busy on purpose).
+    absl::Duration busy_retry_max = absl::Seconds(5);
   };
   ModuleConverger(Scheduler& scheduler, ConvergerModules& modules, Options options);
   ModuleConverger(Scheduler& scheduler, ConvergerModules& modules)
@@ -81,6 +104,10 @@ class ModuleConverger {
   std::vector<herd::v1::DeploymentStatus> Status() const;
   // Called when a status changes (the uplink resends the inventory).
   void set_on_change(std::function<void()> f) { on_change_ = std::move(f); }
+  // Who fetches artifacts (must outlive the converger); none: artifact sources fail.
+  void set_fetcher(ArtifactFetcher* fetcher) { fetcher_ = fetcher; }
+  // The artifacts kept for `name` (newest first), for tests and describe.
+  std::vector<std::string> KeptArtifacts(const std::string& name) const;
 
 
  private:
@@ -97,7 +124,21 @@ class ModuleConverger {
   void Installed(const std::string& name, const herd::v1::DesiredModule& asked,
                  const absl::StatusOr<herd::v1::ModuleInfo>& info);
   void Removed(const std::string& name, const absl::Status& s);
-  void Failed(Item& item, const std::string& error);
+  // `wait` overrides the failure backoff (a busy control plane).
+  void Failed(Item& item, const std::string& error, absl::Duration wait = absl::ZeroDuration());
+  // Artifacts (module_converger_artifacts.cc). What to install for `item`: its source, or
+  // the artifact's file once it is here and checked; nullopt when a fetch was started (or
+  // failed: the item's state says which).
+  std::optional<std::string> InstallSource(const std::string& name, Item& item);
+  void Fetched(const std::string& name, const herd::v1::DesiredModule& asked,
+               const absl::Status& s);
+  std::string ArtifactPath(const std::string& sha256) const;
+  // The artifact `name` was installed from (front of its kept list), or forgets `name`'s.
+  void Remember(const std::string& name, const std::string& sha256);
+  void Forget(const std::string& name);
+  // Removes the files no module keeps or wants, and saves the kept lists.
+  void Prune();
+  void LoadKept();
   void Changed();
 
   absl::Duration Backoff(uint32_t attempts) const;
@@ -112,6 +153,9 @@ class ModuleConverger {
   bool busy_ = false;
   Scheduler::Handle retry_timer_ = 0;
   std::function<void()> on_change_;
+  ArtifactFetcher* fetcher_ = nullptr;
+  std::map<std::string, std::vector<std::string>> kept_;  // module → sha256s, newest first
+  uint64_t rng_ = 0x9e3779b97f4a7c15ull;  // the busy pauses' jitter
   // Callbacks that run after the converger is gone do nothing.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -27,7 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "agent/modules/archive_scan.h"
+#include "common/archive_scan.h"
 #include "agent/modules/command_runner.h"
 #include "agent/modules/manifest.h"
 #include "common/logging.h"

@@ -34,7 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/loop/event_loop.h"
-#include "agent/modules/archive_scan.h"
+#include "common/archive_scan.h"
 #include "agent/modules/channel.h"
 #include "agent/modules/channel_endpoint.h"
 #include "agent/modules/command_runner.h"

@@ -7,6 +7,15 @@
 #include "agent/logs/log_writer.h"
 
 namespace herd::agent {
+namespace {
+
+ModuleConverger::Options ConvergerOptions(const std::string& home) {
+  ModuleConverger::Options o;
+  o.artifacts_dir = home + "/artifacts";
+  return o;
+}
+
+}  // namespace
 
 ControlPlaneLink::ControlPlaneLink(EventLoop& loop, Supervisor& supervisor,
                                    ModuleManager& modules, UplinkOptions options)
@@ -14,11 +23,17 @@ ControlPlaneLink::ControlPlaneLink(EventLoop& loop, Supervisor& supervisor,
       supervisor_(supervisor),
       modules_(modules),
       converger_modules_(modules),
-      converger_(loop, converger_modules_),
+      converger_(loop, converger_modules_, ConvergerOptions(options.home)),
       addresses_(absl::StrJoin(options.addresses, ",")),
       transport_(loop, GrpcUplinkTlsFiles{options.tls_ca, options.tls_cert, options.tls_key}),
       log_(herd::Logger("uplink")) {
   uplink_ = std::make_unique<Uplink>(std::move(options), *this, loop, transport_);
+  converger_.set_fetcher(this);
+}
+
+void ControlPlaneLink::Fetch(const std::string& sha256, const std::string& dest,
+                             std::function<void(absl::Status)> done) {
+  uplink_->FetchArtifact(sha256, dest, kMaxArtifactBytes, std::move(done));
 }
 
 ControlPlaneLink::~ControlPlaneLink() { Stop(); }

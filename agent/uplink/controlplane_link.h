@@ -20,7 +20,7 @@
 
 namespace herd::agent {
 
-class ControlPlaneLink final : public UplinkHandler {
+class ControlPlaneLink final : public UplinkHandler, private ArtifactFetcher {
  public:
   ControlPlaneLink(EventLoop& loop, Supervisor& supervisor, ModuleManager& modules,
                    UplinkOptions options);
@@ -49,6 +49,10 @@ class ControlPlaneLink final : public UplinkHandler {
   void OnWelcome(const herd::v1::Welcome& welcome) override;
 
  private:
+  // The converger's artifacts come through the uplink (the host credential), at most this big.
+  static constexpr uint64_t kMaxArtifactBytes = 512ull << 20;
+  void Fetch(const std::string& sha256, const std::string& dest,
+             std::function<void(absl::Status)> done) override;
   void ScheduleMetrics();
   void SendMetrics();
   void RestartOne(const std::string& unit, uint32_t wait_healthy_ms,

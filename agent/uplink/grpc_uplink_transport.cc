@@ -135,8 +135,20 @@ class ReactorStream final : public UplinkStream {
 
 }  // namespace
 
-GrpcUplinkTransport::GrpcUplinkTransport(EventLoop& loop, GrpcUplinkTlsFiles tls)
-    : loop_(loop), tls_(std::move(tls)) {}
+std::shared_ptr<grpc::Channel> GrpcUplinkTransport::MakeChannel(
+    const std::string& address, std::shared_ptr<grpc::ChannelCredentials> creds) const {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // No bandwidth probing: gRPC pings the peer on data received to size its window, and what
+  // an agent receives is a config snapshot or a request now and then, all at once across the
+  // fleet. Each probe is a ping the control plane answers in the middle of a fan-out (10,000
+  // agents: 0.7 instead of 1.1 s of its CPU for a config change; bench/README.md).
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetMaxReceiveMessageSize(16 << 20);
+  return grpc::CreateCustomChannel(address, std::move(creds), args);
+}
 
 absl::Status GrpcUplinkTransport::CheckSettings() const { return MakeCredentials().status(); }
 
@@ -165,18 +177,8 @@ absl::StatusOr<std::unique_ptr<UplinkStream>> GrpcUplinkTransport::Dial(
     const UplinkDial& dial, UplinkStreamObserver& observer) {
   auto creds = MakeCredentials();
   if (!creds.ok()) return creds.status();
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  // No bandwidth probing: gRPC pings the peer on data received to size its window, and what
-  // an agent receives is a config snapshot or a request now and then, all at once across the
-  // fleet. Each probe is a ping the control plane answers in the middle of a fan-out (10,000
-  // agents: 0.7 instead of 1.1 s of its CPU for a config change; bench/README.md).
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  args.SetMaxReceiveMessageSize(16 << 20);
-  auto reactor = std::make_shared<ConnectReactor>(
-      loop_, grpc::CreateCustomChannel(dial.address, *creds, args), observer);
+  auto reactor =
+      std::make_shared<ConnectReactor>(loop_, MakeChannel(dial.address, *creds), observer);
   reactor->Start(dial);
   return std::make_unique<ReactorStream>(std::move(reactor));
 }

@@ -37,12 +37,22 @@ class GrpcUplinkTransport final : public UplinkTransport {
   absl::Status CheckSettings() const override;
   absl::StatusOr<std::unique_ptr<UplinkStream>> Dial(const UplinkDial& dial,
                                                      UplinkStreamObserver& observer) override;
+  // On gRPC's callback API (grpc_uplink_fetch.cc): the chunks are written and hashed on
+  // gRPC's threads as they arrive; `done` is posted to the loop. The destructor cancels the
+  // fetches still running and waits for their end (their `done` is then not called).
+  void FetchArtifact(const UplinkDial& dial, const ArtifactFetch& fetch,
+                     std::function<void(absl::Status)> done) override;
+  ~GrpcUplinkTransport() override;
+  struct Fetches;  // grpc_uplink_fetch.cc
 
  private:
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeCredentials() const;
+  std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
+                                             std::shared_ptr<grpc::ChannelCredentials> creds) const;
 
   EventLoop& loop_;
   const GrpcUplinkTlsFiles tls_;
+  std::shared_ptr<Fetches> fetches_;
 };
 
 }  // namespace herd::agent

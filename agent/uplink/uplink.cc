@@ -194,6 +194,24 @@ void Uplink::Dial() {
   stream_->Write(MakeHello());
 }
 
+void Uplink::FetchArtifact(const std::string& sha256, const std::string& dest,
+                           uint64_t max_bytes, std::function<void(absl::Status)> done) {
+  const std::string credential = ReadTrimmed(CredentialPath());
+  if (phase_ != Phase::kStreaming || credential.empty()) {
+    return done(absl::UnavailableError(
+        "not connected to the control plane (the artifact is fetched once it is)"));
+  }
+  UplinkDial dial;
+  dial.address = address();
+  dial.metadata["authorization"] = absl::StrCat("Bearer ", credential);
+  UplinkTransport::ArtifactFetch fetch;
+  fetch.host_id = host_id_;
+  fetch.sha256 = sha256;
+  fetch.dest = dest;
+  fetch.max_bytes = max_bytes;
+  transport_.FetchArtifact(dial, fetch, std::move(done));
+}
+
 AgentMessage Uplink::MakeHello() {
   AgentMessage msg;
   herd::v1::Hello* hello = msg.mutable_hello();

@@ -126,6 +126,10 @@ class Uplink final : private UplinkStreamObserver {
   // Dropped when not connected (the control plane reads events of the live stream only).
   void PushEvent(herd::v1::ModuleEvent event);
   void InventoryChanged();
+  // A module artifact (issue 24) from the replica connected to, with the host credential,
+  // into `dest` (UplinkTransport::FetchArtifact); UNAVAILABLE at once when not connected.
+  void FetchArtifact(const std::string& sha256, const std::string& dest, uint64_t max_bytes,
+                     std::function<void(absl::Status)> done);
 
   struct State {
     bool connected = false;

@@ -12,6 +12,7 @@
 //     plane and sees every dial and every message written.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -60,6 +61,20 @@ class UplinkTransport {
   // Opens a stream; `observer` must outlive it. An error: nothing was started.
   virtual absl::StatusOr<std::unique_ptr<UplinkStream>> Dial(const UplinkDial& dial,
                                                              UplinkStreamObserver& observer) = 0;
+
+  // A module artifact (Gateway.FetchArtifact, issue 24) into `dest`: written beside it,
+  // checked (at most `max_bytes`, the size announced, the sha256 asked for) and only then
+  // renamed to `dest`; anything else leaves nothing. `done` runs on the loop thread.
+  struct ArtifactFetch {
+    std::string host_id, sha256, dest;
+    uint64_t max_bytes = 0;
+  };
+  virtual void FetchArtifact(const UplinkDial& dial, const ArtifactFetch& fetch,
+                             std::function<void(absl::Status)> done) {
+    (void)dial;
+    (void)fetch;
+    done(absl::UnimplementedError("this transport fetches no artifacts"));
+  }
 };
 
 }  // namespace herd::agent

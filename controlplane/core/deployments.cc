@@ -2,7 +2,9 @@
 
 #include <regex>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/sha256.h"
 #include "common/utf8.h"
 #include "nlohmann/json.hpp"
 
@@ -10,12 +12,6 @@ namespace herd::controlplane {
 namespace {
 
 using json = nlohmann::json;
-
-// A unit's name rules (agentd's ValidateUnitName): what a module is called on the host.
-bool ValidModuleName(const std::string& s) {
-  static const std::regex re(R"(^[A-Za-z0-9._-]{1,64}$)");
-  return std::regex_match(s, re);
-}
 
 // An npm package spec: name[@version-or-range], optionally scoped.
 bool NpmSpec(const std::string& s, std::string* name, std::string* version) {
@@ -28,22 +24,38 @@ bool NpmSpec(const std::string& s, std::string* name, std::string* version) {
   return true;
 }
 
-bool ExactVersion(const std::string& v) {
+}  // namespace
+
+bool IsModuleName(const std::string& s) {
+  static const std::regex re(R"(^[A-Za-z0-9._-]{1,64}$)");
+  return std::regex_match(s, re);
+}
+
+bool IsExactVersion(const std::string& v) {
   static const std::regex re(R"(^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$)");
   return v.size() <= 64 && std::regex_match(v, re);
 }
-
-}  // namespace
 
 absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest req) {
   const std::string& source = req.source();
   if (source.empty() || source.size() > 4096) {
     return absl::InvalidArgumentError(
-        "give what to deploy: an npm spec (pm2-server-monit@3.0.0) or a .tgz or directory "
-        "path on the hosts (at most 4096 bytes)");
+        "give what to deploy: an npm spec (pm2-server-monit@3.0.0), an uploaded artifact "
+        "(sha256:HEX) or a .tgz or directory path on the hosts (at most 4096 bytes)");
   }
   std::string npm_name, npm_version;
-  if (source.front() == '/') {
+  if (absl::StartsWith(source, "sha256:")) {
+    if (!IsSha256Hex(source.substr(7))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "\"", source.substr(0, 100), "\" is not an artifact reference: sha256: and 64 "
+          "lower-case hex digits, as UploadArtifact gives"));
+    }
+    if (req.name().empty() || req.version().empty()) {
+      return absl::InvalidArgumentError(
+          "deploying an artifact needs its name and version (the control plane fills them "
+          "from the uploaded archive)");
+    }
+  } else if (source.front() == '/') {
     if (source.find('\0') != std::string::npos || source.find("/../") != std::string::npos ||
         (source.size() >= 3 && source.compare(source.size() - 3, 3, "/..") == 0) ||
         !IsValidUtf8(source)) {
@@ -59,18 +71,18 @@ absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest 
       if (npm_name.front() == '@') npm_name = npm_name.substr(npm_name.find('/') + 1);
       req.set_name(npm_name);
     }
-    if (req.version().empty() && ExactVersion(npm_version)) req.set_version(npm_version);
+    if (req.version().empty() && IsExactVersion(npm_version)) req.set_version(npm_version);
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "\"", source.substr(0, 256), "\" is neither an npm spec (name[@version], lower case) "
         "nor an absolute path"));
   }
-  if (!ValidModuleName(req.name())) {
+  if (!IsModuleName(req.name())) {
     return absl::InvalidArgumentError(absl::StrCat(
         "\"", req.name().substr(0, 100), "\" is not a module name (1-64 letters, digits, "
         "'.', '_', '-')"));
   }
-  if (!req.version().empty() && !ExactVersion(req.version())) {
+  if (!req.version().empty() && !IsExactVersion(req.version())) {
     return absl::InvalidArgumentError(absl::StrCat(
         "version \"", req.version().substr(0, 100), "\" is not an exact version (e.g. 3.0.0)"));
   }

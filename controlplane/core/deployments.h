@@ -19,6 +19,11 @@ namespace herd::controlplane {
 
 inline constexpr char kDeployModule[] = "herd:deploy";
 
+// A module's name as agentd names it on a host (its unit name rules), and an exact
+// (semver) version.
+bool IsModuleName(const std::string& s);
+bool IsExactVersion(const std::string& v);
+
 // A deploy request checked and completed: the name and version derived from an npm spec
 // when not given. InvalidArgument says what is wrong with the source, name or version.
 absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest req);

@@ -417,6 +417,31 @@ absl::Status Hub::Reconnect(const std::string& presented, const herd::v1::Hello&
   return absl::OkStatus();
 }
 
+absl::Status Hub::AuthorizeArtifact(const std::string& host_id, const std::string& bearer,
+                                    const std::string& digest) {
+  if (bearer.empty()) {
+    return absl::UnauthenticatedError(
+        "no credentials: send `authorization: Bearer <host credential>` metadata");
+  }
+  Entry e = registry_.Find(host_id);
+  if (!e) return absl::UnauthenticatedError(kRefused);
+  const std::string presented = Sha256Hex(bearer);
+  const std::string source = "sha256:" + digest;
+  absl::MutexLock l(&e->mu);
+  const HostRecord& r = e->s.record;
+  if (r.credential_sha256.empty() || !ConstantTimeEquals(presented, r.credential_sha256)) {
+    return absl::UnauthenticatedError(kRefused);
+  }
+  if (e->s.sent) {
+    for (const auto& [name, want] : e->s.sent->deployments()) {
+      if (want.source() == source) return absl::OkStatus();
+    }
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "host ", host_id, " is not deployed the artifact ", source,
+      " (its last config does not want it)"));
+}
+
 herd::v1::Hello Hub::Shown(const herd::v1::Hello& hello) {
   herd::v1::Hello shown;
   shown.set_hostname(hello.hostname());

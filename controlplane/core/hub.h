@@ -126,6 +126,12 @@ class Hub final : public HostDirectory,
   // and counted.
   static constexpr size_t kMaxBatchesPerGroup = kMaxMetricsBatchesPerMessage;
 
+  // A module artifact fetch (Gateway's FetchArtifact): `bearer` is the credential of
+  // `host_id` (UNAUTHENTICATED otherwise; the join token is not one), and the last snapshot
+  // sent to the host wants "sha256:<digest>" (PERMISSION_DENIED otherwise).
+  absl::Status AuthorizeArtifact(const std::string& host_id, const std::string& bearer,
+                                 const std::string& digest);
+
   // ConnectAsync's answer, waited for (tests; the gateway uses ConnectAsync). A join waits
   // for the record writer: after Start (or Stop, when it writes on the caller's thread).
   absl::Status Connect(const std::string& bearer, const herd::v1::Hello& hello,

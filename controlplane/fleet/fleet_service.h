@@ -14,6 +14,7 @@
 
 #include "common/scheduler.h"
 #include "controlplane/cluster/cluster.h"
+#include "controlplane/core/artifact_store.h"
 #include "controlplane/core/fleet_interfaces.h"
 #include "controlplane/fleet/rollouts.h"
 #include "controlplane/fleet/stream_queue.h"
@@ -148,6 +149,12 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
   grpc::ServerUnaryReactor* ListDeployments(grpc::CallbackServerContext* ctx,
                                             const herd::v1::ListDeploymentsRequest* req,
                                             herd::v1::ListDeploymentsResponse* resp) override;
+  // Artifacts (fleet_artifacts.cc).
+  grpc::ServerReadReactor<herd::v1::ArtifactUpload>* UploadArtifact(
+      grpc::CallbackServerContext* ctx, herd::v1::Artifact* resp) override;
+  grpc::ServerUnaryReactor* ListArtifacts(grpc::CallbackServerContext* ctx,
+                                          const herd::v1::ListArtifactsRequest* req,
+                                          herd::v1::ListArtifactsResponse* resp) override;
   grpc::ServerUnaryReactor* GetConfig(grpc::CallbackServerContext* ctx,
                                       const herd::v1::FleetGetConfigRequest* req,
                                       herd::v1::FleetConfig* resp) override;
@@ -189,6 +196,10 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
   // `router` (peer_router.h), which must outlive this and be set before serving. Without
   // one, this replica is the fleet (and a call carrying a peer secret is refused).
   void RouteThrough(PeerRouter* router) { router_ = router; }
+  // Where uploaded module artifacts are kept (must outlive this); without it, uploads and
+  // artifact deployments are refused with how to enable them.
+  void KeepArtifacts(ArtifactStore* artifacts) { artifacts_ = artifacts; }
+  const ArtifactStore* artifacts() const { return artifacts_; }
 
   // The streams' numbers, for /metrics.
   StreamTokens::Counts stream_counts() const { return stream_tokens_.counts(); }
@@ -204,7 +215,11 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
   // The peer holding `host` (an id or a hostname); nullopt when this replica or none does.
   std::optional<ReplicaInfo> PeerHolding(const std::string& host) const;
 
+  // A deploy of "sha256:HEX": the artifact exists here, and gives the name and version.
+  absl::StatusOr<herd::v1::DeployRequest> WithArtifact(herd::v1::DeployRequest req) const;
+
   PeerRouter* router_ = nullptr;
+  ArtifactStore* artifacts_ = nullptr;
   const FleetBackends fleet_;
   Store& store_;
   RolloutEngine& rollouts_;

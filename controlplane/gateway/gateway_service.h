@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/scheduler.h"
+#include "controlplane/core/artifact_store.h"
 #include "controlplane/core/hub.h"
 #include "herd/v1/gateway.grpc.pb.h"
 
@@ -31,6 +32,9 @@ struct GatewayOptions {
   // with its reason as the status, which the agent logs; one still open this long after
   // (its agent not reading what was queued before the status) is cancelled.
   absl::Duration close_grace = absl::Seconds(5);
+  // Artifact fetches served at once (controlplane --max-artifact-fetches); more are refused
+  // with RESOURCE_EXHAUSTED, which agents retry after a pause.
+  size_t max_artifact_fetches = 64;
 };
 
 // Connect is a raw method (gRPC's WithRawCallbackMethod): its messages come and go as bytes,
@@ -42,7 +46,8 @@ struct GatewayOptions {
 // this (bench/README.md, "Batches read in place"): it cost as much CPU and slowed the
 // fan-outs (each completion handed to another queue's thread), so it was not kept.
 class GatewayService final
-    : public herd::v1::Gateway::WithRawCallbackMethod_Connect<herd::v1::Gateway::Service> {
+    : public herd::v1::Gateway::WithCallbackMethod_FetchArtifact<
+          herd::v1::Gateway::WithRawCallbackMethod_Connect<herd::v1::Gateway::Service>> {
  public:
   // `scheduler` (which must outlive this) runs the stream watch; its clock's monotonic
   // reading times the Hello deadline and the close grace.
@@ -51,6 +56,11 @@ class GatewayService final
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(
       grpc::CallbackServerContext* ctx) override;
+  // An artifact the host's config wants, read from `artifacts` (set before serving; without
+  // it every fetch is FAILED_PRECONDITION), in chunks (gateway_artifacts.cc).
+  grpc::ServerWriteReactor<herd::v1::ArtifactChunk>* FetchArtifact(
+      grpc::CallbackServerContext* ctx, const herd::v1::FetchArtifactRequest* req) override;
+  void ServeArtifacts(ArtifactStore* artifacts) { artifacts_ = artifacts; }
 
   // A stream waiting for its Hello (its session, to close it), until HelloDone(id).
   uint64_t AwaitHello(std::shared_ptr<HostSession> session);
@@ -64,6 +74,7 @@ class GatewayService final
 
  private:
   Hub& hub_;
+  ArtifactStore* artifacts_ = nullptr;
   const GatewayOptions options_;
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;

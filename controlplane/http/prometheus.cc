@@ -273,6 +273,24 @@ void RenderStreamsAndRollouts(const SelfMetrics& self, Families& f) {
         Labels({{"state", "aborted"}}), static_cast<double>(self.rollouts_aborted));
 }
 
+void RenderArtifacts(const ArtifactStore::Counts& a, Families& f) {
+  f.Add("herd_controlplane_artifacts_uploaded_total", "counter",
+        "Module artifacts uploaded and kept (the same bytes again count once).", "",
+        static_cast<double>(a.uploaded));
+  f.Add("herd_controlplane_artifact_uploads_refused_total", "counter",
+        "Artifact uploads refused (too large, damaged, not a module, too many at once, disk).",
+        "", static_cast<double>(a.uploads_refused));
+  f.Add("herd_controlplane_artifact_fetches_total", "counter",
+        "Artifact fetches by agents started.", "", static_cast<double>(a.fetches));
+  f.Add("herd_controlplane_artifact_fetches_refused_total", "counter",
+        "Artifact fetches refused because --max-artifact-fetches were in progress.", "",
+        static_cast<double>(a.fetches_refused));
+  f.Add("herd_controlplane_artifact_fetches", "gauge", "Artifact fetches in progress now.", "",
+        static_cast<double>(a.fetching));
+  f.Add("herd_controlplane_artifact_served_bytes_total", "counter",
+        "Artifact bytes sent to agents.", "", static_cast<double>(a.bytes_served));
+}
+
 void RenderHttp(const HttpStats& h, Families& f) {
   f.Add("herd_controlplane_http_connections", "gauge", "HTTP connections open now.", "",
         static_cast<double>(h.connections));
@@ -338,6 +356,7 @@ void RenderSelf(const SelfMetrics& self, Families& f) {
           lo, static_cast<double>(op.errors));
   }
   if (self.http) RenderHttp(*self.http, f);
+  if (self.artifacts) RenderArtifacts(*self.artifacts, f);
   if (self.process) RenderProcess(*self.process, f);
 }
 

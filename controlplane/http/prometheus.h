@@ -22,6 +22,7 @@
 #include "controlplane/core/hub.h"
 #include "controlplane/http/http_stats.h"
 #include "controlplane/store/instrumented_store.h"
+#include "controlplane/core/artifact_store.h"
 #include "herd/v1/fleet.pb.h"
 
 namespace herd::controlplane {
@@ -54,6 +55,8 @@ struct SelfMetrics {
   uint64_t fleet_streams_refused = 0;
   // The HTTP listener's refusals and open connections; absent without --http.
   std::optional<HttpStats> http;
+  // Module artifacts kept and served; absent when the control plane keeps none.
+  std::optional<ArtifactStore::Counts> artifacts;
 };
 
 struct ExpositionOptions {

@@ -403,6 +403,13 @@ TEST(NormalizeDeploy, NamesAndVersionsComeFromNpmSpecsAndBadSourcesAreRefused) {
   EXPECT_FALSE(norm("x@1.0.0", "bad name").ok());
   EXPECT_FALSE(norm("x", "x", "latest").ok());
   EXPECT_FALSE(norm(std::string(5000, 'a')).ok());
+  // An uploaded artifact: its digest, with the name and version the control plane read.
+  const std::string digest(64, 'a');
+  EXPECT_TRUE(norm("sha256:" + digest, "m", "1.0.0").ok());
+  EXPECT_THAT(std::string(norm("sha256:" + digest).status().message()),
+              ::testing::HasSubstr("name and version"));
+  EXPECT_FALSE(norm("sha256:" + digest.substr(1), "m", "1.0.0").ok());
+  EXPECT_FALSE(norm("sha256:" + std::string(64, 'A'), "m", "1.0.0").ok());
 }
 
 }  // namespace

@@ -424,6 +424,16 @@ TEST(Prometheus, HttpRefusalsAreCountedByReasonAndLeftOutWithoutHttp) {
               HasSubstr("herd_controlplane_http_streams_closed_total{reason=\"stalled\"} 1\n"));
   self.http.reset();
   EXPECT_THAT(RenderControlPlane(self), Not(HasSubstr("herd_controlplane_http_")));
+  EXPECT_THAT(RenderControlPlane(self), Not(HasSubstr("artifact")));
+  ArtifactStore::Counts a;
+  a.uploaded = 2;
+  a.fetches_refused = 9;
+  a.bytes_served = 123456;
+  self.artifacts = a;
+  out = RenderControlPlane(self);
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_artifacts_uploaded_total 2\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_artifact_fetches_refused_total 9\n"));
+  EXPECT_THAT(out, HasSubstr("herd_controlplane_artifact_served_bytes_total 123456\n"));
 }
 
 TEST(Prometheus, EveryFamilyHasOneHelpAndOneTypeBeforeItsSamples) {

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <string>
 
-#include "agent/modules/archive_scan.h"
+#include "common/archive_scan.h"
 #include "tests/fuzz/fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -26,12 +26,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool written = write(fd, data, size) == static_cast<ssize_t>(size);
   close(fd);
   if (!written) return 0;
-  herd::agent::ArchiveLimits limits;
+  herd::ArchiveLimits limits;
   limits.max_unpacked_bytes = 1 << 20;  // small, so that inflating stays cheap per input
   limits.max_files = 64;
-  auto totals = herd::agent::ScanArchive(path, limits);
+  // The control plane also reads the manifest out (an uploaded artifact): half the inputs.
+  limits.read_manifest = size > 0 && (data[size - 1] & 1);
+  auto totals = herd::ScanArchive(path, limits);
   if (!totals.ok()) return 0;
   HERD_FUZZ_CHECK(totals->unpacked_bytes <= limits.max_unpacked_bytes);
   HERD_FUZZ_CHECK(totals->files <= limits.max_files);
+  HERD_FUZZ_CHECK(totals->manifest.size() <= herd::kMaxManifestBytes);
+  HERD_FUZZ_CHECK(limits.read_manifest || totals->manifest.empty());
   return 0;
 }

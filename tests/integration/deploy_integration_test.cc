@@ -16,6 +16,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/fakes/file_util.h"
+#include "common/sha256.h"
+#include "grpcpp/grpcpp.h"
+#include "herd/v1/gateway.grpc.pb.h"
 #include "tests/integration/agent_harness.h"
 
 namespace herd::testing {
@@ -26,6 +29,12 @@ using ::testing::HasSubstr;
 using json = nlohmann::json;
 
 constexpr int kAgents = 3;
+
+std::string Sha256Of(const std::string& bytes) {
+  Sha256 h;
+  h.Update(bytes);
+  return h.HexDigest();
+}
 const char* const kLabels[kAgents] = {"env=prod,role=web", "env=prod,role=db", "env=dev,role=web"};
 
 class DeployTest : public ::testing::Test {
@@ -103,9 +112,11 @@ TEST_F(DeployTest, DeclaredModulesReachExactlyTheirHostsAndFollowTheDeclarations
   ASSERT_EQ(agents_[0]->Ctl({"install", hand}).exit_code, 0);
 
   // 1. Only the hosts of the selector install it.
+  // (The archive exists here: agentctl uploads it, and the host fetches it.)
   CmdResult d1 = Cp({"deploy", tgz_["1.0.0"], "--name", "dep", "--version", "1.0.0",
                      "--selector", "role=db"});
   ASSERT_EQ(d1.exit_code, 0) << d1.err;
+  EXPECT_THAT(d1.err, HasSubstr("uploaded dep 1.0.0"));
   EXPECT_THAT(d1.out, HasSubstr("1 host(s) told: " + host_ids_[1]));
   ASSERT_TRUE(WaitFor([&] { return AllAre({"", "1.0.0", ""}); }, absl::Seconds(30))) << Versions();
   ASSERT_TRUE(WaitFor([&] {
@@ -124,8 +135,11 @@ TEST_F(DeployTest, DeclaredModulesReachExactlyTheirHostsAndFollowTheDeclarations
   // 3. Globally at 1.0.0 while host 2 is away: host 0 installs it, host 1 keeps the
   // selector's 2.0.0 (the higher scope), host 2 converges when it returns.
   agents_[2]->StopAgent();
-  ASSERT_EQ(Cp({"deploy", tgz_["1.0.0"], "--name", "dep", "--version", "1.0.0", "--global"})
-                .exit_code, 0);
+  // (A path on the hosts this time: agentctl does not upload it.)
+  CmdResult g = Cp({"deploy", tgz_["1.0.0"], "--host-path", "--name", "dep", "--version",
+                    "1.0.0", "--global"});
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_THAT(g.err, ::testing::Not(HasSubstr("uploaded")));
   ASSERT_TRUE(WaitFor([&] { return Version(0) == "1.0.0"; }, absl::Seconds(30))) << Versions();
   EXPECT_EQ(Version(1), "2.0.0");
   json global = Deployment("global", true);
@@ -194,6 +208,72 @@ TEST_F(DeployTest, WhatCannotConvergeIsShownWithItsReasonAndBadRequestsAreRefuse
                              cp_.ViewerTokenFile());
   EXPECT_NE(viewer.exit_code, 0);
   EXPECT_THAT(cp_.Ctl({"deployments"}, cp_.ViewerTokenFile()).exit_code, 0);
+}
+
+// An archive or a directory here is uploaded once, kept by its digest, fetched by the hosts
+// whose config wants it (and refused to the others), checked before it is unpacked.
+TEST_F(DeployTest, AnUploadedArtifactIsFetchedOnlyByTheHostsThatWantIt) {
+  // A directory (packed with npm pack; its package.json says 2.0.0 after SetUp).
+  CmdResult d = Cp({"deploy", cp_.Path("work/gen/package"), "--selector", "env=dev"});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_THAT(d.err, HasSubstr("uploaded dep 2.0.0"));
+  ASSERT_TRUE(WaitFor([&] { return AllAre({"", "", "2.0.0"}); }, absl::Seconds(30))) << Versions();
+  json listed = cp_.CtlJson({"artifacts"});
+  ASSERT_TRUE(listed.is_object() && listed["artifacts"].size() == 1) << listed.dump();
+  const json a = listed["artifacts"][0];
+  EXPECT_EQ(a["name"], "dep");
+  EXPECT_EQ(a["version"], "2.0.0");
+  const std::string digest = a["sha256"];
+  json dep = Deployment("selector", "env=dev");
+  ASSERT_TRUE(dep.is_object());
+  EXPECT_EQ(dep["source"], "sha256:" + digest);
+  // The host keeps what it installed, under its digest.
+  EXPECT_TRUE(fs::exists(agents_[2]->Path("artifacts/" + digest + ".tgz")));
+  EXPECT_FALSE(fs::exists(agents_[0]->Path("artifacts/" + digest + ".tgz")));
+
+  // The same bytes again are the same artifact.
+  ASSERT_EQ(herd::testing::Run({Which("npm"), "pack", "--silent", "--pack-destination", cp_.Path("work"),
+                 cp_.Path("work/gen/package")}).exit_code, 0);
+  CmdResult again = Cp({"deploy", cp_.Path("work/dep-2.0.0.tgz"), "--selector", "env=dev"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.err, HasSubstr("already had dep 2.0.0"));
+  EXPECT_THAT(again.out, HasSubstr("already deployed"));
+
+  // Fetching it takes the host's credential, and the host's config must want it.
+  auto channel = grpc::CreateChannel(cp_.address(), grpc::InsecureChannelCredentials());
+  auto stub = herd::v1::Gateway::NewStub(channel);
+  auto fetch = [&](int host, const std::string& credential, std::string* bytes) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + credential);
+    herd::v1::FetchArtifactRequest req;
+    req.set_host_id(host_ids_[host]);
+    req.set_sha256(digest);
+    auto reader = stub->FetchArtifact(&ctx, req);
+    herd::v1::ArtifactChunk chunk;
+    while (reader->Read(&chunk)) bytes->append(chunk.data());
+    return reader->Finish();
+  };
+  std::string bytes;
+  grpc::Status ok = fetch(2, ReadTrimmed(agents_[2]->Path("host-credential")), &bytes);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(Sha256Of(bytes), digest);
+  bytes.clear();
+  grpc::Status other = fetch(0, ReadTrimmed(agents_[0]->Path("host-credential")), &bytes);
+  EXPECT_EQ(other.error_code(), grpc::StatusCode::PERMISSION_DENIED) << other.error_message();
+  EXPECT_TRUE(bytes.empty());
+  grpc::Status wrong = fetch(2, ReadTrimmed(cp_.JoinTokenFile()), &bytes);
+  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::UNAUTHENTICATED) << wrong.error_message();
+
+  // What is not a module is refused at upload, saying why.
+  const std::string junk = cp_.Path("work/junk.tgz");
+  WriteTextFile(junk, std::string(3000, 'j'));
+  CmdResult bad = Cp({"deploy", junk, "--global"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("not a module archive"));
+  // A viewer may list artifacts, not upload them.
+  EXPECT_EQ(cp_.Ctl({"artifacts"}, cp_.ViewerTokenFile()).exit_code, 0);
+  CmdResult viewer = cp_.Ctl({"deploy", tgz_["1.0.0"], "--global"}, cp_.ViewerTokenFile());
+  EXPECT_NE(viewer.exit_code, 0);
 }
 
 }  // namespace

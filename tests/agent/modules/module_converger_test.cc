@@ -2,6 +2,7 @@
 // reports, its backoff, what it removes and what it leaves alone.
 #include "agent/modules/module_converger.h"
 
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
@@ -10,7 +11,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "common/clock.h"
+#include "common/atomic_file.h"
+#include "common/sha256.h"
 #include "tests/fakes/fake_scheduler.h"
+#include "tests/fakes/temp_dir.h"
 
 namespace herd::agent {
 namespace {
@@ -79,7 +83,10 @@ class ModuleConvergerTest : public ::testing::Test {
     converger_.set_on_change([this] { ++changes_; });
   }
   static ModuleConverger::Options Options() {
-    return {.first_retry = absl::Seconds(30), .max_retry = absl::Seconds(100)};
+    ModuleConverger::Options o;
+    o.first_retry = absl::Seconds(30);
+    o.max_retry = absl::Seconds(100);
+    return o;
   }
   void Want(std::map<std::string, std::pair<std::string, std::string>> want) {
     google::protobuf::Map<std::string, herd::v1::DesiredModule> m;
@@ -208,6 +215,149 @@ TEST_F(ModuleConvergerTest, TheWantedSetIsBounded) {
   ASSERT_EQ(st.size(), ModuleConverger::kMaxDesired);
   EXPECT_EQ(st.front().name(), "m0000");
   EXPECT_EQ(st.back().name(), "m0255");
+}
+
+// Fetches wait until the test finishes them (with the bytes the control plane would send).
+class FakeFetcher final : public ArtifactFetcher {
+ public:
+  struct Call {
+    std::string sha256, dest;
+    std::function<void(absl::Status)> done;
+  };
+  std::vector<Call> calls;
+  void Fetch(const std::string& sha256, const std::string& dest,
+             std::function<void(absl::Status)> done) override {
+    calls.push_back({sha256, dest, std::move(done)});
+  }
+  void Finish(const std::string& bytes) {
+    ASSERT_FALSE(calls.empty());
+    Call c = std::move(calls.front());
+    calls.erase(calls.begin());
+    ASSERT_TRUE(WriteFileAtomically(c.dest, bytes).ok());
+    c.done(absl::OkStatus());
+  }
+  void Fail(absl::Status s) {
+    ASSERT_FALSE(calls.empty());
+    Call c = std::move(calls.front());
+    calls.erase(calls.begin());
+    c.done(s);
+  }
+};
+
+std::string Digest(const std::string& bytes) {
+  Sha256 h;
+  h.Update(bytes);
+  return h.HexDigest();
+}
+
+class ConvergerArtifactsTest : public ModuleConvergerTest {
+ protected:
+  ConvergerArtifactsTest()
+      : dir_("herd-converger"), artifacts_(scheduler_, modules_, WithDir(dir_.path())) {
+    artifacts_.set_fetcher(&fetcher_);
+  }
+  static ModuleConverger::Options WithDir(const std::string& dir) {
+    ModuleConverger::Options o = Options();
+    o.artifacts_dir = dir + "/artifacts";
+    o.busy_retry_max = absl::Seconds(5);
+    return o;
+  }
+  void WantArtifact(const std::string& bytes, const std::string& version) {
+    google::protobuf::Map<std::string, herd::v1::DesiredModule> m;
+    m["a"].set_source("sha256:" + Digest(bytes));
+    m["a"].set_version(version);
+    artifacts_.SetDesired(m);
+  }
+  std::string StateOfA() {
+    for (const auto& s : artifacts_.Status()) {
+      if (s.name() == "a") return s.state();
+    }
+    return "";
+  }
+  std::string PathOf(const std::string& bytes) {
+    return dir_.path() + "/artifacts/" + Digest(bytes) + ".tgz";
+  }
+
+  testing::ScopedTempDir dir_;
+  FakeFetcher fetcher_;
+  ModuleConverger artifacts_;
+};
+
+TEST_F(ConvergerArtifactsTest, AnArtifactIsFetchedThenInstalledFromItsCheckedFile) {
+  WantArtifact("v1 bytes", "1.0.0");
+  ASSERT_EQ(fetcher_.calls.size(), 1u);
+  EXPECT_EQ(fetcher_.calls[0].sha256, Digest("v1 bytes"));
+  EXPECT_EQ(StateOfA(), "fetching");
+  EXPECT_THAT(modules_.installs, IsEmpty()) << "nothing is installed before the fetch ends";
+  fetcher_.Finish("v1 bytes");
+  ASSERT_EQ(modules_.installs.size(), 1u);
+  EXPECT_EQ(modules_.installs[0].first, PathOf("v1 bytes"));
+  modules_.FinishInstall("a", "1.0.0");
+  EXPECT_EQ(StateOfA(), "converged");
+  EXPECT_THAT(artifacts_.KeptArtifacts("a"), ElementsAre(Digest("v1 bytes")));
+}
+
+// The previous version's artifact stays: going back to it needs no fetch. Two are kept per
+// module; the third one's install removes the oldest file.
+TEST_F(ConvergerArtifactsTest, ThePreviousVersionIsKeptForGoingBack) {
+  WantArtifact("v1", "1.0.0");
+  fetcher_.Finish("v1");
+  modules_.FinishInstall("a", "1.0.0");
+  WantArtifact("v2", "2.0.0");
+  fetcher_.Finish("v2");
+  modules_.FinishInstall("a", "2.0.0");
+  EXPECT_THAT(artifacts_.KeptArtifacts("a"), ElementsAre(Digest("v2"), Digest("v1")));
+  WantArtifact("v1", "1.0.0");  // back
+  EXPECT_THAT(fetcher_.calls, IsEmpty()) << "the kept file is installed";
+  ASSERT_EQ(modules_.installs.size(), 1u);
+  EXPECT_EQ(modules_.installs[0].first, PathOf("v1"));
+  modules_.FinishInstall("a", "1.0.0");
+  WantArtifact("v3", "3.0.0");
+  fetcher_.Finish("v3");
+  modules_.FinishInstall("a", "3.0.0");
+  EXPECT_THAT(artifacts_.KeptArtifacts("a"), ElementsAre(Digest("v3"), Digest("v1")));
+  EXPECT_FALSE(std::filesystem::exists(PathOf("v2")));
+  EXPECT_TRUE(std::filesystem::exists(PathOf("v1")));
+  // A new agentd finds the same lists.
+  ModuleConverger again(scheduler_, modules_, WithDir(dir_.path()));
+  EXPECT_THAT(again.KeptArtifacts("a"), ElementsAre(Digest("v3"), Digest("v1")));
+}
+
+TEST_F(ConvergerArtifactsTest, ADamagedKeptFileIsFetchedAgain) {
+  WantArtifact("v1", "1.0.0");
+  fetcher_.Finish("v1");
+  modules_.FinishInstall("a", "1.0.0");
+  WantArtifact("v2", "2.0.0");
+  fetcher_.Finish("v2");
+  modules_.FinishInstall("a", "2.0.0");
+  ASSERT_TRUE(WriteFileAtomically(PathOf("v1"), "tampered").ok());
+  WantArtifact("v1", "1.0.0");
+  ASSERT_EQ(fetcher_.calls.size(), 1u) << "the file no longer hashes to its name";
+  EXPECT_THAT(modules_.installs, IsEmpty());
+}
+
+// A control plane busy serving a fleet-wide deploy is asked again within seconds, not after
+// the failure backoff; any other failure takes the backoff.
+TEST_F(ConvergerArtifactsTest, ABusyControlPlaneIsAskedAgainSoon) {
+  WantArtifact("v1", "1.0.0");
+  fetcher_.Fail(absl::ResourceExhaustedError("64 artifact fetches are in progress"));
+  EXPECT_EQ(StateOfA(), "failed");
+  scheduler_.Advance(absl::Seconds(6));
+  ASSERT_EQ(fetcher_.calls.size(), 1u) << "asked again within busy_retry_max + 1 s";
+  fetcher_.Fail(absl::PermissionDeniedError("not deployed to this host"));
+  scheduler_.Advance(absl::Seconds(6));
+  EXPECT_THAT(fetcher_.calls, IsEmpty());
+  scheduler_.Advance(absl::Seconds(60));
+  EXPECT_EQ(fetcher_.calls.size(), 1u) << "after the backoff";
+}
+
+TEST_F(ModuleConvergerTest, AnArtifactWithoutAFetcherFails) {
+  google::protobuf::Map<std::string, herd::v1::DesiredModule> m;
+  m["a"].set_source("sha256:" + Digest("x"));
+  converger_.SetDesired(m);
+  EXPECT_EQ(StatusOf("a").state(), "failed");
+  EXPECT_THAT(StatusOf("a").error(), HasSubstr("fetches no artifacts"));
+  EXPECT_THAT(modules_.installs, IsEmpty());
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "agent/modules/archive_scan.h"
+#include "common/archive_scan.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -10,11 +10,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/units.h"
 
-namespace herd::agent {
+namespace herd {
 namespace {
 
 constexpr size_t kBlock = 512;
@@ -77,9 +78,10 @@ bool Skip(gzFile f, uint64_t n) {
   return true;
 }
 
-// pax records: "LEN key=value\n"...; returns the size a "size" record sets (if any) and
-// whether a GNU sparse key is present.
-bool ParsePax(absl::string_view data, uint64_t* size, bool* has_size, bool* sparse) {
+// pax records: "LEN key=value\n"...; returns the size a "size" record sets (if any), the
+// path a "path" record sets, and whether a GNU sparse key is present.
+bool ParsePax(absl::string_view data, uint64_t* size, bool* has_size, std::string* path,
+              bool* sparse) {
   while (!data.empty()) {
     const size_t space = data.find(' ');
     uint64_t len = 0;
@@ -96,6 +98,8 @@ bool ParsePax(absl::string_view data, uint64_t* size, bool* has_size, bool* spar
     if (key == "size") {
       if (!absl::SimpleAtoi(value, size)) return false;
       *has_size = true;
+    } else if (key == "path") {
+      *path = std::string(value);
     } else if (absl::StartsWith(key, "GNU.sparse")) {
       *sparse = true;
     }
@@ -131,6 +135,22 @@ bool LooksCompressed(const unsigned char* b) {
     if (memcmp(b, magic, len) == 0) return true;
   }
   return false;
+}
+
+// A member's name from its ustar header: prefix "/" name, each NUL-terminated in its field.
+std::string HeaderName(const char* header) {
+  auto field = [](const char* f, size_t len) { return std::string(f, strnlen(f, len)); };
+  const std::string name = field(header, 100), prefix = field(header + 345, 155);
+  return prefix.empty() ? name : absl::StrCat(prefix, "/", name);
+}
+
+// TOP/package.json, one directory deep ("./" leading components aside).
+bool IsManifestPath(absl::string_view name) {
+  while (absl::ConsumePrefix(&name, "./")) {
+  }
+  const size_t slash = name.find('/');
+  return slash != absl::string_view::npos && slash > 0 &&
+         name.substr(slash + 1) == "package.json" && name.substr(0, slash) != "..";
 }
 
 absl::Status Sparse(const std::string& path) {
@@ -175,15 +195,22 @@ class Scanner {
   absl::Status TooManyFiles() const {
     return absl::InvalidArgumentError(absl::StrCat(
         path_, ": holds more than ", limits_.max_files,
-        " files, the limit for a module (agentd --module-max-files raises it)"));
+        " files, the limit for a module (", limits_.files_flag, " raises it)"));
   }
   absl::Status CheckHeader(const char* header);
   // A pax or GNU long-name header: its data is read (and counted), a pax size kept for the
   // member that follows.
   absl::Status Extended(char type, uint64_t size);
   absl::Status Pax(char type, absl::string_view records);
-  // A member: counted, its data skipped. `more` is false when the archive ends in it.
-  absl::Status Member(uint64_t size, bool* more);
+  // A member: counted, its data skipped (or kept, the manifest). `more` is false when the
+  // archive ends in it.
+  absl::Status Member(const char* header, uint64_t size, bool* more);
+  absl::Status TooBig(uint64_t bytes) const {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_, ": unpacks to more than ", FormatBytes(limits_.max_unpacked_bytes),
+        " (the limit for a module; its first ", totals_.files, " members add up to ",
+        FormatBytes(bytes), "): ", limits_.unpacked_flag, " raises it"));
+  }
 
   const std::string& path_;
   const ArchiveLimits& limits_;
@@ -191,6 +218,7 @@ class Scanner {
   ArchiveTotals totals_;
   uint64_t next_size_ = 0, headers_ = 0, meta_bytes_ = 0;
   bool next_has_size_ = false;
+  std::string next_name_;  // a GNU long name or pax path for the member that follows
 };
 
 absl::Status Scanner::Run() {
@@ -213,7 +241,7 @@ absl::Status Scanner::Run() {
     }
     if (type == 'S') return Sparse(path_);
     bool more = true;
-    if (auto s = Member(size, &more); !s.ok() || !more) return s;
+    if (auto s = Member(header, size, &more); !s.ok() || !more) return s;
   }
 }
 
@@ -234,8 +262,9 @@ absl::Status Scanner::Extended(char type, uint64_t size) {
   if (totals_.unpacked_bytes + meta_bytes_ > limits_.max_unpacked_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         path_, ": unpacks to more than ", FormatBytes(limits_.max_unpacked_bytes),
-        " (the limit for a module): agentd --module-max-unpacked raises it"));
+        " (the limit for a module): ", limits_.unpacked_flag, " raises it"));
   }
+  if (type == 'L') next_name_ = std::string(data.data(), strnlen(data.data(), size));
   if (type != 'x' && type != 'g') return absl::OkStatus();
   return Pax(type, absl::string_view(data).substr(0, size));
 }
@@ -243,7 +272,10 @@ absl::Status Scanner::Extended(char type, uint64_t size) {
 absl::Status Scanner::Pax(char type, absl::string_view records) {
   bool sparse = false, has_size = false;
   uint64_t pax_size = 0;
-  if (!ParsePax(records, &pax_size, &has_size, &sparse)) return NotTar("a malformed pax header");
+  std::string pax_path;
+  if (!ParsePax(records, &pax_size, &has_size, &pax_path, &sparse)) {
+    return NotTar("a malformed pax header");
+  }
   if (sparse) return Sparse(path_);
   // tar applies a global header's size to every member after it: no archive `npm
   // pack` makes has one, and reading sizes that way is not worth the risk.
@@ -252,24 +284,39 @@ absl::Status Scanner::Pax(char type, absl::string_view records) {
     next_size_ = pax_size;
     next_has_size_ = true;
   }
+  if (type == 'x' && !pax_path.empty()) next_name_ = std::move(pax_path);
   return absl::OkStatus();
 }
 
-absl::Status Scanner::Member(uint64_t size, bool* more) {
+absl::Status Scanner::Member(const char* header, uint64_t size, bool* more) {
   if (next_has_size_) size = next_size_;
   next_has_size_ = false;
+  const std::string name = next_name_.empty() ? HeaderName(header) : std::move(next_name_);
+  next_name_.clear();
   ++totals_.files;
   if (totals_.files > limits_.max_files) return TooManyFiles();
   // Regular files are what take space; other members carry no data in archives tar
   // makes, and whatever one claims is inflated to be skipped, so it counts all the same.
   if (size > limits_.max_unpacked_bytes ||
       totals_.unpacked_bytes + meta_bytes_ + size > limits_.max_unpacked_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path_, ": unpacks to more than ", FormatBytes(limits_.max_unpacked_bytes),
-        " (the limit for a module; its first ", totals_.files, " members add up to ",
-        FormatBytes(totals_.unpacked_bytes + size), "): agentd --module-max-unpacked raises it"));
+    return TooBig(totals_.unpacked_bytes + size);
   }
   totals_.unpacked_bytes += size;
+  const char type = header[156];
+  if (limits_.read_manifest && totals_.manifest.empty() && (type == '0' || type == '\0') &&
+      IsManifestPath(name)) {
+    if (size > kMaxManifestBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path_, ": its ", name, " is ", FormatBytes(size), ", more than a manifest may be (",
+          FormatBytes(kMaxManifestBytes), ")"));
+    }
+    std::string data(static_cast<size_t>((size + kBlock - 1) / kBlock * kBlock), '\0');
+    *more = ReadFull(f_, data.data(), data.size());
+    if (!*more) return NotTar("it ends inside package.json");
+    data.resize(static_cast<size_t>(size));
+    totals_.manifest = std::move(data);
+    return absl::OkStatus();
+  }
   // tar reports a truncated archive itself; what was counted is within the limits.
   *more = Skip(f_, size);
   return absl::OkStatus();
@@ -292,4 +339,4 @@ absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const Archive
   return totals;
 }
 
-}  // namespace herd::agent
+}  // namespace herd

@@ -1,4 +1,4 @@
-#include "agent/modules/archive_scan.h"
+#include "common/archive_scan.h"
 
 #include <stdlib.h>
 
@@ -11,7 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace herd::agent {
+namespace herd {
 namespace {
 
 using ::testing::HasSubstr;
@@ -106,6 +106,37 @@ TEST_F(ArchiveScanTest, PaxHeadersAreReadAndNotCountedAsMembers) {
   EXPECT_EQ(totals->files, 2u);  // package/ and the long-named file
 }
 
+TEST_F(ArchiveScanTest, TheManifestIsKeptWhenAsked) {
+  Write("package.json", R"({"name":"m","version":"1.2.3"})");
+  fs::create_directories(dir_ + "/package/lib");
+  Write("lib/package.json", R"({"name":"deeper"})");
+  ArchiveLimits limits;
+  EXPECT_EQ(ScanArchive(Tar("m.tgz"), limits)->manifest, "");  // not asked
+  limits.read_manifest = true;
+  auto totals = ScanArchive(Tar("m2.tgz"), limits);
+  ASSERT_TRUE(totals.ok()) << totals.status();
+  EXPECT_EQ(totals->manifest, R"({"name":"m","version":"1.2.3"})");
+  // Under a long top directory (a pax path record), and in a plain tar archive.
+  fs::rename(dir_ + "/package", dir_ + "/" + std::string(120, 'd'));
+  const std::string cmd = absl::StrCat("cd '", dir_, "' && tar --format=pax -cf long.tar ",
+                                       std::string(120, 'd'), " 2>&1");
+  ASSERT_EQ(system(cmd.c_str()), 0);
+  totals = ScanArchive(dir_ + "/long.tar", limits);
+  ASSERT_TRUE(totals.ok()) << totals.status();
+  EXPECT_EQ(totals->manifest, R"({"name":"m","version":"1.2.3"})");
+}
+
+TEST_F(ArchiveScanTest, AManifestPastItsLimitIsRefused) {
+  Write("package.json", std::string(kMaxManifestBytes + 1, ' '));
+  ArchiveLimits limits;
+  limits.read_manifest = true;
+  auto totals = ScanArchive(Tar("big.tgz"), limits);
+  ASSERT_FALSE(totals.ok());
+  EXPECT_THAT(std::string(totals.status().message()), HasSubstr("more than a manifest may be"));
+  limits.read_manifest = false;
+  EXPECT_TRUE(ScanArchive(Tar("big2.tgz"), limits).ok());
+}
+
 TEST_F(ArchiveScanTest, WhatIsNotATarArchiveIsRefused) {
   const std::string path = dir_ + "/junk.tgz";
   std::ofstream(path) << std::string(2000, 'j');
@@ -156,4 +187,4 @@ TEST_F(ArchiveScanTest, HeadersTarWouldReadDifferentlyAreRefused) {
 }
 
 }  // namespace
-}  // namespace herd::agent
+}  // namespace herd

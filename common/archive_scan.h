@@ -11,6 +11,9 @@
 // skip it and look further, where this scan would not) is refused, and so is a global pax
 // header that sets sizes. The caller tells tar the compression this scan found (gzip or
 // none), so that tar never guesses something else from the same bytes.
+//
+// Shared by agentd (before it extracts a module) and the control plane (an uploaded module
+// artifact is checked, and its package.json read, before it is kept: issue 24).
 #pragma once
 
 #include <cstdint>
@@ -18,21 +21,31 @@
 
 #include "absl/status/statusor.h"
 
-namespace herd::agent {
+namespace herd {
 
 struct ArchiveLimits {
   uint64_t max_unpacked_bytes = 512ull << 20;
   uint64_t max_files = 20000;
+  // How the errors say to raise each limit (the program's own flag).
+  const char* unpacked_flag = "agentd --module-max-unpacked";
+  const char* files_flag = "agentd --module-max-files";
+  // Keep the module's manifest: the first regular member named TOP/package.json (one
+  // directory deep, as `npm pack` makes package/package.json), at most kMaxManifestBytes.
+  bool read_manifest = false;
 };
+
+inline constexpr uint64_t kMaxManifestBytes = 1 << 20;
 
 struct ArchiveTotals {
   uint64_t unpacked_bytes = 0;  // the regular files' sizes, added up
   uint64_t files = 0;           // members of every kind (files, directories, links)
   bool gzip = false;            // gzip-compressed (else a plain tar archive): tell tar so
+  // With read_manifest: the package.json found (empty when there is none).
+  std::string manifest;
 };
 
 // InvalidArgument naming the archive, the limit and how to raise it when a limit is passed
 // or the archive is not a tar archive; NotFound when it cannot be opened.
 absl::StatusOr<ArchiveTotals> ScanArchive(const std::string& path, const ArchiveLimits& limits);
 
-}  // namespace herd::agent
+}  // namespace herd
