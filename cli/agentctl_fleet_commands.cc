@@ -117,6 +117,23 @@ void AddDeploy(CLI::App& app, AgentctlContext& ctx, CommandTable& table) {
                      "The version the hosts must reach (derived from NAME@VERSION)");
   deploy->add_flag("--host-path", args->deploy.host_path,
                    "SOURCE is an absolute path on the hosts: do not upload it");
+  // A change of version runs as a rollout over the online hosts under the declaration.
+  RolloutFlags& rf = args->deploy.rollout;
+  deploy->add_option("--batch", rf.batch, "Rollout: hosts per batch, N or P% (default 1)");
+  deploy->add_option("--max-unavailable", rf.max_unavailable,
+                     "Rollout: hosts moving at once within a batch (default: the batch)");
+  deploy->add_option("--wait-healthy", rf.wait_healthy,
+                     "Rollout: a host passes once the module is online this long at the new "
+                     "version without a restart (default 10s)");
+  deploy->add_option("--failure-threshold", rf.failure_threshold,
+                     "Rollout: stop after this many hosts failed (default 1)");
+  deploy->add_option("--host-timeout", args->deploy.host_timeout,
+                     "Rollout: a host that has not passed after this long failed (default 5m)");
+  deploy->add_flag("--no-rollback", args->deploy.no_rollback,
+                   "Rollout: leave failed hosts at the new version (default: moved back)");
+  deploy->add_flag("--all-at-once", args->deploy.all_at_once,
+                   "No rollout: every host moves to the new version at once");
+  deploy->add_flag("--no-wait", rf.no_wait, "Rollout: start it and return");
   AddTargetFlags(deploy, args->scope, true);
   table.Add(deploy, [&ctx, args] {
     return ctx.OnFleet([&](FleetCommands& f) { return f.Deploy(args->deploy, args->scope); });

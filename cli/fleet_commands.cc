@@ -104,14 +104,51 @@ std::string RenderRollout(const herd::v1::Rollout& r) {
     rows.push_back({h.host_id(), h.hostname(), absl::StrCat(h.batch() + 1),
                     HostStateName(h.state()), h.error().empty() ? "-" : h.error()});
   }
-  return absl::StrCat("rollout ", r.id(), ": restart ", r.module(), " (batch ", r.batch_size(),
+  std::string what = absl::StrCat("restart ", r.module());
+  if (r.has_deploy()) {
+    const auto& d = r.deploy();
+    what = absl::StrCat("deploy ", r.module(), " ",
+                        d.from_version().empty() ? d.from_source() : d.from_version(), " -> ",
+                        d.to_version().empty() ? d.to_source() : d.to_version());
+  }
+  std::string back;
+  if (r.has_deploy() && r.deploy().rolled_back_size() > 0) {
+    back = absl::StrCat("rolled back to ", r.deploy().from_version(), ": ",
+                        absl::StrJoin(r.deploy().rolled_back(), ", "), "\n");
+  }
+  return absl::StrCat("rollout ", r.id(), ": ", what, " (batch ", r.batch_size(),
                       ", max unavailable ", r.max_unavailable(), ", healthy after ",
                       r.wait_healthy_ms(), " ms, stop after ", r.failure_threshold(),
                       " failure(s))\n", FormatTable(rows), ProgressLine(r),
-                      r.reason().empty() ? "" : absl::StrCat(" — ", r.reason()), "\n");
+                      r.reason().empty() ? "" : absl::StrCat(" — ", r.reason()), "\n", back);
 }
 
 }  // namespace
+
+std::optional<RolloutNumbers> ParseRolloutFlags(const RolloutFlags& r) {
+  RolloutNumbers out;
+  if (!r.batch.empty()) {
+    std::string b = r.batch;
+    bool percent = absl::EndsWith(b, "%");
+    if (percent) b.pop_back();
+    uint32_t n = 0;
+    if (!absl::SimpleAtoi(b, &n) || n == 0 || (percent && n > 100)) {
+      fprintf(stderr, "agentctl: --batch \"%s\": give a number of hosts (e.g. 2) or a percentage (e.g. 25%%)\n",
+              r.batch.c_str());
+      return std::nullopt;
+    }
+    (percent ? out.batch_percent : out.batch_size) = n;
+  }
+  if (!r.wait_healthy.empty()) {
+    auto ms = ParseDurationMs(r.wait_healthy);
+    if (!ms.ok()) {
+      fprintf(stderr, "agentctl: --wait-healthy: %s\n", std::string(ms.status().message()).c_str());
+      return std::nullopt;
+    }
+    out.wait_healthy_ms = static_cast<uint32_t>(*ms);
+  }
+  return out;
+}
 
 FleetCommands::FleetCommands(FleetOptions options) : options_(std::move(options)) {}
 
@@ -429,30 +466,11 @@ int FleetCommands::Restart(const std::string& module, const TargetFlags& t,
   herd::v1::FleetRestartRequest req;
   req.set_module(module);
   *req.mutable_target() = ToTarget(t);
-  if (!r.batch.empty()) {
-    std::string b = r.batch;
-    bool percent = absl::EndsWith(b, "%");
-    if (percent) b.pop_back();
-    uint32_t n = 0;
-    if (!absl::SimpleAtoi(b, &n) || n == 0 || (percent && n > 100)) {
-      fprintf(stderr, "agentctl: --batch \"%s\": give a number of hosts (e.g. 2) or a percentage (e.g. 25%%)\n",
-              r.batch.c_str());
-      return 2;
-    }
-    if (percent) {
-      req.set_batch_percent(n);
-    } else {
-      req.set_batch_size(n);
-    }
-  }
-  if (!r.wait_healthy.empty()) {
-    auto ms = ParseDurationMs(r.wait_healthy);
-    if (!ms.ok()) {
-      fprintf(stderr, "agentctl: --wait-healthy: %s\n", std::string(ms.status().message()).c_str());
-      return 2;
-    }
-    req.set_wait_healthy_ms(static_cast<uint32_t>(*ms));
-  }
+  auto numbers = ParseRolloutFlags(r);
+  if (!numbers) return 2;
+  req.set_batch_size(numbers->batch_size);
+  req.set_batch_percent(numbers->batch_percent);
+  req.set_wait_healthy_ms(numbers->wait_healthy_ms);
   req.set_max_unavailable(r.max_unavailable);
   req.set_failure_threshold(r.failure_threshold);
   if (!Connect()) return 1;

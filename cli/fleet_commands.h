@@ -42,6 +42,12 @@ struct RolloutFlags {
   bool no_wait = false;
 };
 
+// --batch and --wait-healthy read; nullopt after saying what is wrong.
+struct RolloutNumbers {
+  uint32_t batch_size = 0, batch_percent = 0, wait_healthy_ms = 0;
+};
+std::optional<RolloutNumbers> ParseRolloutFlags(const RolloutFlags& r);
+
 // One config scope from the flags (--global, --selector, one --host); false after saying
 // what is wrong.
 bool ToScope(const TargetFlags& t, herd::v1::Scope* scope);
@@ -69,6 +75,10 @@ class FleetCommands {
     std::string source, name, version;
     // SOURCE is a path on the hosts: never uploaded, even if it exists here.
     bool host_path = false;
+    // A version change runs as a rollout (DeployRequest): its flags, as restart's.
+    RolloutFlags rollout;
+    bool no_rollback = false, all_at_once = false;
+    std::string host_timeout;  // duration
   };
   int Deploy(const DeployFlags& flags, const TargetFlags& scope);
   int Artifacts(const std::string& name);

@@ -190,6 +190,24 @@ int FleetCommands::Artifacts(const std::string& name) {
 int FleetCommands::Deploy(const DeployFlags& flags, const TargetFlags& scope) {
   herd::v1::DeployRequest req;
   if (!ToScope(scope, req.mutable_scope())) return 2;
+  auto numbers = ParseRolloutFlags(flags.rollout);
+  if (!numbers) return 2;
+  req.set_batch_size(numbers->batch_size);
+  req.set_batch_percent(numbers->batch_percent);
+  req.set_wait_healthy_ms(numbers->wait_healthy_ms);
+  req.set_max_unavailable(flags.rollout.max_unavailable);
+  req.set_failure_threshold(flags.rollout.failure_threshold);
+  req.set_no_rollback(flags.no_rollback);
+  req.set_all_at_once(flags.all_at_once);
+  if (!flags.host_timeout.empty()) {
+    auto ms = ParseDurationMs(flags.host_timeout);
+    if (!ms.ok() || *ms == 0 || *ms > UINT32_MAX) {
+      fprintf(stderr, "agentctl: --host-timeout: %s\n",
+              ms.ok() ? "give a duration (e.g. 5m)" : std::string(ms.status().message()).c_str());
+      return 2;
+    }
+    req.set_host_timeout_ms(static_cast<uint32_t>(*ms));
+  }
   if (!Connect()) return 1;
   std::string source = flags.source;
   if (!flags.host_path && IsLocalPath(source)) {
@@ -204,6 +222,24 @@ int FleetCommands::Deploy(const DeployFlags& flags, const TargetFlags& scope) {
   auto ctx = Context(options_.timeout_seconds);
   grpc::Status s = stub_->Deploy(ctx.get(), req, &resp);
   if (!s.ok()) return Fail(s);
+  if (resp.has_rollout()) {
+    const herd::v1::Rollout& r = resp.rollout();
+    if (flags.rollout.no_wait || options_.json) {
+      if (options_.json) {
+        printf("%s\n", ToJson(resp).c_str());
+      } else {
+        printf("rollout %s started: %s to %s on %d host(s) in %u batch(es); follow it with "
+               "agentctl rollout %s --watch\n",
+               r.id().c_str(), r.module().c_str(), r.deploy().to_version().c_str(),
+               r.hosts_size(), r.batches(), r.id().c_str());
+      }
+      return 0;
+    }
+    fprintf(stderr, "rollout %s: %s %s -> %s on %d host(s)\n", r.id().c_str(),
+            r.module().c_str(), r.deploy().from_version().c_str(),
+            r.deploy().to_version().c_str(), r.hosts_size());
+    return WatchRollout(r.id());
+  }
   if (options_.json) {
     printf("%s\n", ToJson(resp).c_str());
   } else if (!resp.changed()) {

@@ -22,6 +22,7 @@
 #include "controlplane/core/hub.h"
 #include "controlplane/core/secrets.h"
 #include "controlplane/fleet/fleet_service.h"
+#include "controlplane/fleet/deploy_rollouts.h"
 #include "controlplane/fleet/rollouts.h"
 #include "controlplane/gateway/gateway_service.h"
 #include "controlplane/http/http_server.h"
@@ -444,19 +445,20 @@ absl::Status RunServer(const ServerOptions& options) {
 
   // Every part is built before any starts, so that each outlives the whole shutdown below;
   // the timers' two threads first, as every part plans tasks on them. `timers` has what must
-  // keep time and never waits on the disk: the hub's sweep (relayed requests' deadlines,
-  // silent streams) and write retries, the gateway's Hello deadlines, the peer router's
-  // refresh. `store_tasks` has what uses the store: the rollouts' steps and the Fleet API's
-  // token checks, so that a slow store delays no deadline.
+  // keep time and never waits on the disk (the hub's sweep and write retries, the gateway's
+  // Hello deadlines, the peer router's refresh); `store_tasks` what uses the store (the
+  // rollouts' steps, the Fleet API's token checks), so that a slow store delays no deadline.
   ThreadScheduler timers(SystemClock::Get(), "cp-timers");
   ThreadScheduler store_tasks(SystemClock::Get(), "cp-store-tasks");
   Hub hub(store, timers, MakeHubOptions(options));
   auto replication = Replication::Create(options, timed->etcd_client.get(), store, hub, timers);
   if (!replication.ok()) return replication.status();
   Replication& repl = **replication;
-  auto artifacts = OpenArtifacts(options);
+  auto artifacts = OpenArtifacts(options);  // null without an artifacts directory
   if (!artifacts.ok()) return artifacts.status();
+  DeployMover deploys(hub, hub, store_tasks);  // outlives the rollouts that use it
   RolloutEngine rollouts(hub, repl.relay(), hub, store, store_tasks, repl.ownership());
+  rollouts.set_mover(&deploys);
   GatewayService gateway(hub, timers, MakeGatewayOptions(options));
   FleetService fleet(FleetBackends::Of(hub), store, rollouts, store_tasks,
                      MakeFleetStreamOptions(options));
@@ -468,9 +470,8 @@ absl::Status RunServer(const ServerOptions& options) {
   bool serving = false;
 
   // The guards stop what started, the last declared first: the HTTP listener, rollouts
-  // (handed over to other replicas), forwarded calls and the replicas' sync, the hub (which
-  // ends the agents' streams), the replica's lease, then the gRPC server, whose Shutdown
-  // waits for the calls still open.
+  // (handed over to other replicas), forwarded calls and the replicas' sync, the hub (agents'
+  // streams), the lease, then the gRPC server (its Shutdown waits for the calls still open).
   absl::Cleanup log_stopped = [&] {
     if (serving) log->info("event=stopped");
   };

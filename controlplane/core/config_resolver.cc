@@ -107,7 +107,7 @@ ConfigSnapshot ResolveHostConfig(const std::vector<Override>& overrides,
   for (const Ranked& r : matching) {
     if (r.o->module() == kDeployModule) {
       herd::v1::DesiredModule d;
-      if (!ParseDeployValue(r.o->value(), &d)) continue;
+      if (!ParseDeployValue(r.o->value(), &d, &host_id)) continue;
       d.set_scope(SourceName(r.o->scope()));
       (*snap.mutable_deployments())[r.o->key()] = std::move(d);
       continue;

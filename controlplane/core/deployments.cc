@@ -89,19 +89,46 @@ absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest 
   return req;
 }
 
-std::string DeployValue(const herd::v1::DeployRequest& req) {
+std::string DeployValue(const herd::v1::DeployRequest& req, const DeployPins* pins) {
+  json j{{"source", req.source()}, {"version", req.version()}};
+  if (pins != nullptr && !pins->rollout_id.empty()) {
+    j["rollout"] = json{{"id", pins->rollout_id},
+                        {"source", pins->to.source()},
+                        {"version", pins->to.version()},
+                        {"hosts", pins->hosts}};
+  }
   // Never throws: NormalizeDeploy lets only UTF-8 through, and anything else is replaced.
-  return json{{"source", req.source()}, {"version", req.version()}}.dump(
-      -1, ' ', false, json::error_handler_t::replace);
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-bool ParseDeployValue(const std::string& value, herd::v1::DesiredModule* out) {
+bool ParseDeployValue(const std::string& value, herd::v1::DesiredModule* out,
+                      const std::string* host_id, DeployPins* pins) {
   json j = json::parse(value, nullptr, false);
   if (!j.is_object() || !j.contains("source") || !j["source"].is_string()) return false;
   out->set_source(j["source"].get<std::string>());
   if (j.contains("version") && j["version"].is_string()) {
     out->set_version(j["version"].get<std::string>());
   }
+  if (!j.contains("rollout") || !j["rollout"].is_object()) return true;
+  const json& r = j["rollout"];
+  auto str = [&r](const char* k) {
+    return r.contains(k) && r[k].is_string() ? r[k].get<std::string>() : std::string();
+  };
+  DeployPins p;
+  p.rollout_id = str("id");
+  p.to.set_source(str("source"));
+  p.to.set_version(str("version"));
+  if (p.rollout_id.empty() || p.to.source().empty()) return true;  // no pins to follow
+  if (r.contains("hosts") && r["hosts"].is_array()) {
+    for (const auto& h : r["hosts"]) {
+      if (h.is_string()) p.hosts.insert(h.get<std::string>());
+    }
+  }
+  if (host_id != nullptr && p.hosts.count(*host_id)) {
+    out->set_source(p.to.source());
+    out->set_version(p.to.version());
+  }
+  if (pins != nullptr) *pins = std::move(p);
   return true;
 }
 

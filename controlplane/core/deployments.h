@@ -8,6 +8,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,10 +29,21 @@ bool IsExactVersion(const std::string& v);
 // when not given. InvalidArgument says what is wrong with the source, name or version.
 absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest req);
 
+// A rollout under way on a declaration (issue 24): the hosts it moved so far to the new
+// source and version. Kept in the declaration's value, so that every replica resolves the
+// same snapshot for each host, and an agent that reconnects is told the same.
+struct DeployPins {
+  std::string rollout_id;
+  herd::v1::DesiredModule to;  // source, version
+  std::set<std::string> hosts;
+};
+
 // The stored value of a declaration, and back (a value that does not parse gives nothing:
-// the declaration is ignored, never a crash).
-std::string DeployValue(const herd::v1::DeployRequest& req);
-bool ParseDeployValue(const std::string& value, herd::v1::DesiredModule* out);
+// the declaration is ignored, never a crash). ParseDeployValue gives the declared (base)
+// source and version; with `host_id`, a host the rollout moved gets the rollout's.
+std::string DeployValue(const herd::v1::DeployRequest& req, const DeployPins* pins = nullptr);
+bool ParseDeployValue(const std::string& value, herd::v1::DesiredModule* out,
+                      const std::string* host_id = nullptr, DeployPins* pins = nullptr);
 
 // The deployment declarations among `overrides`, as the Fleet API shows them (no hosts yet).
 std::vector<herd::v1::Deployment> Declarations(const std::vector<herd::v1::Override>& overrides,

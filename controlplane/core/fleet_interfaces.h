@@ -23,6 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "controlplane/core/deployments.h"
 #include "controlplane/store/store.h"
 #include "herd/v1/fleet.pb.h"
 #include "herd/v1/gateway.pb.h"
@@ -80,6 +81,26 @@ class ConfigService {
   }
   virtual absl::StatusOr<herd::v1::ListDeploymentsResponse> ListDeployments(
       const std::string&) const {
+    return absl::UnimplementedError("deployments are not served here");
+  }
+  // Deploy rollouts (controlplane/fleet/deploy_rollouts.h). The declaration of `name` at
+  // `scope` as stored (NOT_FOUND when there is none): its base, its rollout's pins, and its
+  // scope as stored (a hostname turned into its host id).
+  struct Declared {
+    herd::v1::Scope scope;
+    herd::v1::DesiredModule base;
+    DeployPins pins;
+  };
+  virtual absl::StatusOr<Declared> GetDeclaration(const herd::v1::Scope&,
+                                                  const std::string&) {
+    return absl::UnimplementedError("deployments are not served here");
+  }
+  // Stores the declaration again as `d` says (no pins when d.pins.rollout_id is empty),
+  // pushes what changed and audits `action` with `detail_json`.
+  virtual absl::StatusOr<herd::v1::DeployResponse> PutDeclaration(const std::string&,
+                                                                  const Declared&, const Actor&,
+                                                                  const std::string&,
+                                                                  const std::string&) {
     return absl::UnimplementedError("deployments are not served here");
   }
 };

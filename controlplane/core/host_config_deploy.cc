@@ -88,6 +88,42 @@ absl::StatusOr<herd::v1::DeployResponse> HostConfigService::Undeploy(
                                 json{{"scope", ScopeText(*scope)}, {"name", req.name()}}.dump()));
 }
 
+absl::StatusOr<ConfigService::Declared> HostConfigService::GetDeclaration(
+    const herd::v1::Scope& in, const std::string& name) {
+  auto scope = StoredScope(in, /*must_exist=*/false);
+  if (!scope.ok()) return scope.status();
+  auto all = store_.ListOverrides(kDeployModule);
+  if (!all.ok()) return all.status();
+  for (const auto& o : *all) {
+    if (o.key() != name || ScopeText(o.scope()) != ScopeText(*scope)) continue;
+    Declared d;
+    d.scope = *scope;
+    if (!ParseDeployValue(o.value(), &d.base, nullptr, &d.pins)) break;
+    return d;
+  }
+  return absl::NotFoundError(absl::StrCat("no deployment of \"", name.substr(0, 100), "\" at ",
+                                          ScopeText(*scope)));
+}
+
+absl::StatusOr<herd::v1::DeployResponse> HostConfigService::PutDeclaration(
+    const std::string& name, const Declared& d, const Actor& actor, const std::string& action,
+    const std::string& detail) {
+  herd::v1::DeployRequest req;
+  req.set_source(d.base.source());
+  req.set_version(d.base.version());
+  herd::v1::Override o;
+  *o.mutable_scope() = d.scope;
+  o.set_module(kDeployModule);
+  o.set_key(name);
+  o.set_value(DeployValue(req, &d.pins));
+  o.set_updated_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
+  o.set_updated_by(actor.name);
+  LocalChange local(*this);
+  auto w = store_.SetOverride(o);
+  if (!w.ok()) return w.status();
+  return Response(ConfigChanged(*w, actor, action, detail));
+}
+
 absl::StatusOr<herd::v1::ListDeploymentsResponse> HostConfigService::ListDeployments(
     const std::string& name) const {
   auto all = store_.ListOverrides(kDeployModule);

@@ -181,6 +181,14 @@ std::vector<std::string> HostConfigService::PushConfig(const std::string* only) 
   std::set<std::string> own;
   for (const auto& o : overrides_) {
     if (o.scope().has_host_id()) own.insert(o.scope().host_id());
+    // Hosts a deploy rollout moved resolve on their own too (deployments.h, DeployPins).
+    if (o.module() == kDeployModule && o.value().find("\"rollout\"") != std::string::npos) {
+      herd::v1::DesiredModule base;
+      DeployPins pins;
+      if (ParseDeployValue(o.value(), &base, nullptr, &pins)) {
+        own.insert(pins.hosts.begin(), pins.hosts.end());
+      }
+    }
   }
   std::vector<Entry> targets;
   if (only != nullptr) {

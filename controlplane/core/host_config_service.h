@@ -60,6 +60,12 @@ class HostConfigService final : public ConfigService {
                                                     const Actor& actor) override;
   absl::StatusOr<herd::v1::ListDeploymentsResponse> ListDeployments(
       const std::string& name) const override;
+  absl::StatusOr<Declared> GetDeclaration(const herd::v1::Scope& scope,
+                                          const std::string& name) override;
+  absl::StatusOr<herd::v1::DeployResponse> PutDeclaration(const std::string& name,
+                                                          const Declared& d, const Actor& actor,
+                                                          const std::string& action,
+                                                          const std::string& detail) override;
 
   // ---- The hub's side
   // Attaches a host's new stream: under the config lock and the host's, `attach` updates

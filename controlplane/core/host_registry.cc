@@ -326,6 +326,7 @@ absl::StatusOr<herd::v1::HostDetail> HostRegistry::GetHost(const std::string& ho
     last_batch = h.last_batch;
     for (const auto& m : h.record.modules) *d.add_modules() = m;
     for (const auto& ev : h.events) *d.add_events() = ev;
+    for (const auto& dep : h.deployments) *d.add_deployments() = dep;
   }
   for (auto& u : LatestUnits(last_batch)) *d.add_units() = std::move(u);
   return d;

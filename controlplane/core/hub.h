@@ -221,6 +221,16 @@ class Hub final : public HostDirectory,
       const std::string& name) const override {
     return config_.ListDeployments(name);
   }
+  absl::StatusOr<Declared> GetDeclaration(const herd::v1::Scope& scope,
+                                          const std::string& name) override {
+    return config_.GetDeclaration(scope, name);
+  }
+  absl::StatusOr<herd::v1::DeployResponse> PutDeclaration(const std::string& name,
+                                                          const Declared& d, const Actor& actor,
+                                                          const std::string& action,
+                                                          const std::string& detail) override {
+    return config_.PutDeclaration(name, d, actor, action, detail);
+  }
 
   // What changes hosts (actions, restarts) needs a target that says which: an unset target,
   // `all: false` or an empty host list are refused (a fleet-wide change is `all: true`).

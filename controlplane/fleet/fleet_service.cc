@@ -558,18 +558,6 @@ grpc::ServerUnaryReactor* FleetService::UnsetConfig(grpc::CallbackServerContext*
   return Done(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* FleetService::Deploy(grpc::CallbackServerContext* ctx,
-                                               const herd::v1::DeployRequest* req,
-                                               herd::v1::DeployResponse* resp) {
-  HERD_AUTH(true);
-  auto checked = WithArtifact(*req);
-  if (!checked.ok()) return Done(ctx, checked.status());
-  auto r = fleet_.config.Deploy(*checked, actor);
-  if (!r.ok()) return Done(ctx, r.status());
-  *resp = std::move(*r);
-  return Done(ctx, absl::OkStatus());
-}
-
 grpc::ServerUnaryReactor* FleetService::Undeploy(grpc::CallbackServerContext* ctx,
                                                  const herd::v1::UndeployRequest* req,
                                                  herd::v1::DeployResponse* resp) {

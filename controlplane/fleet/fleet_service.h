@@ -217,6 +217,10 @@ class FleetService final : public herd::v1::Fleet::CallbackService {
 
   // A deploy of "sha256:HEX": the artifact exists here, and gives the name and version.
   absl::StatusOr<herd::v1::DeployRequest> WithArtifact(herd::v1::DeployRequest req) const;
+  // A deploy that changes the version of a declaration in force on online hosts, as a
+  // rollout (fleet_deploy.cc); nullopt when it is applied at once instead.
+  absl::StatusOr<std::optional<herd::v1::DeployResponse>> DeployAsRollout(
+      const herd::v1::DeployRequest& req, const Actor& actor);
 
   PeerRouter* router_ = nullptr;
   ArtifactStore* artifacts_ = nullptr;

@@ -168,17 +168,73 @@ absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartReques
     batch = static_cast<uint32_t>((hosts.size() * req.batch_percent() + 99) / 100);
   }
   batch = std::max<uint32_t>(batch, 1);
-  Rollout r = NewRollout(req, actor, hosts, batch);
+  return Launch(NewRollout(req, actor, hosts, batch), actor, called);
+}
+
+absl::StatusOr<Rollout> RolloutEngine::CreateDeploy(
+    const herd::v1::DeployRequest& req, herd::v1::RolloutDeploy deploy,
+    const std::vector<std::pair<std::string, std::string>>& hosts, const Actor& actor) {
+  const absl::Time called = clock_.Monotonic();
+  if (mover_ == nullptr) return absl::UnimplementedError("deploy rollouts are not served here");
+  if (hosts.empty()) return absl::InvalidArgumentError("a deploy rollout needs hosts");
+  if (req.batch_size() > 0 && req.batch_percent() > 0) {
+    return absl::InvalidArgumentError("give a batch size or a percentage, not both");
+  }
+  if (req.batch_percent() > 100) return absl::InvalidArgumentError("--batch percentage above 100");
+  uint32_t batch = req.batch_size();
+  if (req.batch_percent() > 0) {
+    batch = static_cast<uint32_t>((hosts.size() * req.batch_percent() + 99) / 100);
+  }
+  batch = std::max<uint32_t>(batch, 1);
+  herd::v1::FleetRestartRequest as_restart;
+  as_restart.set_module(req.name());
+  // The target shown is the declaration's scope (its hosts are the rollout's hosts).
+  const herd::v1::Scope& scope = deploy.scope();
+  if (scope.has_selector()) {
+    as_restart.mutable_target()->set_selector(scope.selector());
+  } else if (scope.what_case() == herd::v1::Scope::kHostId) {
+    as_restart.mutable_target()->mutable_hosts()->add_ids(scope.host_id());
+  } else {
+    as_restart.mutable_target()->set_all(true);
+  }
+  as_restart.set_max_unavailable(req.max_unavailable());
+  as_restart.set_wait_healthy_ms(req.wait_healthy_ms() > 0 ? req.wait_healthy_ms() : 10000);
+  as_restart.set_failure_threshold(req.failure_threshold());
+  Rollout r = NewRollout(as_restart, actor, hosts, batch);
+  deploy.set_host_timeout_ms(req.host_timeout_ms() > 0 ? req.host_timeout_ms() : 300000);
+  deploy.set_no_rollback(req.no_rollback());
+  *r.mutable_deploy() = std::move(deploy);
+  return Launch(std::move(r), actor, called);
+}
+
+std::optional<std::string> RolloutEngine::RunningDeploy(const std::string& module,
+                                                        const std::string& scope_text) const {
+  absl::MutexLock l(&mu_);
+  for (const auto& [id, r] : running_) {
+    if (r.has_deploy() && r.module() == module && ScopeText(r.deploy().scope()) == scope_text) {
+      return id;
+    }
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<Rollout> RolloutEngine::Launch(Rollout r, const Actor& actor, absl::Time called) {
+  const size_t hosts = static_cast<size_t>(r.hosts_size());
+  const uint32_t batch = r.batch_size();
   // Owned before it is stored RUNNING: no other replica may find it without an owner.
   if (auto s = owners_.Acquire(r.id()); !s.ok()) return s;
   if (auto s = store_.PutRollout(r); !s.ok()) {
     owners_.Release(r.id());
     return s;
   }
-  audit_.Audit(actor.name, "rollout.create",
-               nlohmann::json{{"id", r.id()}, {"module", r.module()}, {"hosts", hosts.size()},
-                              {"batch_size", batch}}
-                   .dump());
+  nlohmann::json detail{{"id", r.id()}, {"module", r.module()}, {"hosts", hosts},
+                        {"batch_size", batch}};
+  if (r.has_deploy()) {
+    detail["scope"] = ScopeText(r.deploy().scope());
+    detail["from_version"] = r.deploy().from_version();
+    detail["to_version"] = r.deploy().to_version();
+  }
+  audit_.Audit(actor.name, r.has_deploy() ? "rollout.deploy" : "rollout.create", detail.dump());
   {
     absl::MutexLock l(&mu_);
     if (stopping_) {
@@ -188,8 +244,8 @@ absl::StatusOr<Rollout> RolloutEngine::Create(const herd::v1::FleetRestartReques
     running_[r.id()] = r;
   }
   life_->Post([id = r.id()](RolloutEngine& e) { e.Begin(id); });
-  log_->info("event=rollout_started id={} module={} hosts={} batch={} create_ms={}", r.id(),
-             r.module(), hosts.size(), batch,
+  log_->info("event=rollout_started id={} module={} kind={} hosts={} batch={} create_ms={}",
+             r.id(), r.module(), r.has_deploy() ? "deploy" : "restart", hosts, batch,
              absl::ToInt64Milliseconds(clock_.Monotonic() - called));
   return r;
 }
@@ -268,13 +324,23 @@ void RolloutEngine::TellGroup(Active& a, std::vector<int> group) {
   // may have restarted) from those that were not (skipped). The group's last answer posts
   // the next step, which runs after this one: watchers see RESTARTING before the results.
   const absl::Time sending = clock_.Monotonic();
-  relay_.RestartOnHosts(
-      ids, {a.r.module()}, a.r.wait_healthy_ms(), a.r.id(),
-      [life = life_, inbox = a.inbox, id = a.r.id()](size_t i,
-                                                    absl::StatusOr<RestartResult> res) {
-        if (!inbox->Put(i, std::move(res))) return;
-        life->Post([id, inbox](RolloutEngine& e) { e.OnAnswered(id, inbox.get()); });
-      });
+  auto answer = [life = life_, inbox = a.inbox, id = a.r.id()](
+                    size_t i, absl::StatusOr<RestartResult> res) {
+    if (!inbox->Put(i, std::move(res))) return;
+    life->Post([id, inbox](RolloutEngine& e) { e.OnAnswered(id, inbox.get()); });
+  };
+  if (a.r.has_deploy()) {
+    if (mover_ != nullptr) {
+      mover_->Move(a.r, ids, std::move(answer));
+    } else {
+      for (size_t i = 0; i < ids.size(); ++i) {
+        answer(i, absl::UnimplementedError("deploy rollouts are not served here"));
+      }
+    }
+  } else {
+    relay_.RestartOnHosts(ids, {a.r.module()}, a.r.wait_healthy_ms(), a.r.id(),
+                          std::move(answer));
+  }
   log_->info("event=rollout_batch_sent id={} batch={} hosts={} send_ms={}", a.r.id(), a.batch,
              ids.size(), absl::ToInt64Milliseconds(clock_.Monotonic() - sending));
   Publish(a.r);
@@ -365,6 +431,7 @@ void RolloutEngine::Finish(const std::string& id, herd::v1::RolloutState state,
   }
   r.set_state(state);
   r.set_finished_at_unix_ms(absl::ToUnixMillis(clock_.Now()));
+  if (r.has_deploy() && mover_ != nullptr) mover_->Finished(r);
   log_->info("event=rollout_finished id={} state={} failures={} reason=\"{}\"", r.id(),
              herd::v1::RolloutState_Name(r.state()), a->failures, r.reason());
   Publish(r);

@@ -32,6 +32,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -73,6 +74,32 @@ class RolloutEngine {
 
   absl::StatusOr<herd::v1::Rollout> Create(const herd::v1::FleetRestartRequest& req,
                                            const Actor& actor);
+
+  // Deploy rollouts (issue 24): what moves a group of hosts to a new module version where a
+  // restart rollout restarts them (DeployMover, deploy_rollouts.h). Answers come as a
+  // restart's do: one per host, a UnitRestartResult saying whether it passed the gate.
+  class Mover {
+   public:
+    virtual ~Mover() = default;
+    virtual void Move(const herd::v1::Rollout& r, const std::vector<std::string>& hosts,
+                      std::function<void(size_t, absl::StatusOr<herd::v1::RestartResult>)>
+                          answer) = 0;
+    // The rollout has its final state and is about to be published (engine's thread): the
+    // declaration takes the new version, or a failed rollout's hosts are moved back (noted
+    // in r.deploy().rolled_back).
+    virtual void Finished(herd::v1::Rollout& r) = 0;
+  };
+  // Set before any deploy rollout is created; must outlive the engine.
+  void set_mover(Mover* mover) { mover_ = mover; }
+  // A rollout of req's version over `hosts` (id, hostname; the online hosts under the
+  // declaration), from the declaration in `deploy`.
+  absl::StatusOr<herd::v1::Rollout> CreateDeploy(
+      const herd::v1::DeployRequest& req, herd::v1::RolloutDeploy deploy,
+      const std::vector<std::pair<std::string, std::string>>& hosts, const Actor& actor);
+  // The running deploy rollout of `module` at `scope_text` (store.h's ScopeText), if
+  // any: a declaration being rolled out is not changed by another deploy meanwhile.
+  std::optional<std::string> RunningDeploy(const std::string& module,
+                                           const std::string& scope_text) const;
   absl::StatusOr<herd::v1::Rollout> Get(const std::string& id) const;
   absl::StatusOr<std::vector<herd::v1::Rollout>> List(size_t limit) const;
 
@@ -141,6 +168,11 @@ class RolloutEngine {
   herd::v1::Rollout NewRollout(const herd::v1::FleetRestartRequest& req, const Actor& actor,
                                const std::vector<std::pair<std::string, std::string>>& hosts,
                                uint32_t batch) const;
+  // Create's last steps: owned, stored, audited, started.
+  absl::StatusOr<herd::v1::Rollout> Launch(herd::v1::Rollout r, const Actor& actor,
+                                           absl::Time called);
+
+  Mover* mover_ = nullptr;
 
   // The ownership on one machine when none is given (owners_ then points at it).
   std::unique_ptr<RolloutOwnership> single_node_;

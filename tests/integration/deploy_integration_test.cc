@@ -210,6 +210,69 @@ TEST_F(DeployTest, WhatCannotConvergeIsShownWithItsReasonAndBadRequestsAreRefuse
   EXPECT_THAT(cp_.Ctl({"deployments"}, cp_.ViewerTokenFile()).exit_code, 0);
 }
 
+// A change of version runs as a rollout: batch by batch, each host through its health gate.
+// A version that crashes fails the gate on the first host, which goes back to the previous
+// version; the hosts not reached never move, and the declaration keeps its version.
+TEST_F(DeployTest, AVersionChangeRollsOutAndABrokenVersionIsRolledBack) {
+  // 3.0.0 crashes as soon as it starts.
+  const std::string work = cp_.Path("work");
+  WriteTextFile(work + "/gen/package/main.py", "import sys\nsys.exit(3)\n");
+  std::string manifest = ReadFile(work + "/gen/package/package.json");
+  manifest.replace(manifest.find("2.0.0"), 5, "3.0.0");
+  WriteTextFile(work + "/gen/package/package.json", manifest);
+  const std::string broken = work + "/dep-3.0.0.tgz";
+  ASSERT_EQ(herd::testing::Run({Which("tar"), "-czf", broken, "-C", work + "/gen", "package"}).exit_code, 0);
+
+  // A new declaration applies at once.
+  CmdResult first = Cp({"deploy", tgz_["1.0.0"], "--global"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_THAT(first.out, HasSubstr("3 host(s) told"));
+  ASSERT_TRUE(WaitFor([&] { return AllAre({"1.0.0", "1.0.0", "1.0.0"}); }, absl::Seconds(30)))
+      << Versions();
+
+  // 2.0.0 rolls out one host at a time; agentctl follows it to the end.
+  CmdResult up = Cp({"deploy", tgz_["2.0.0"], "--global", "--batch", "1", "--wait-healthy", "1s"});
+  ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+  EXPECT_THAT(up.err, HasSubstr("1.0.0 -> 2.0.0 on 3 host(s)"));
+  EXPECT_THAT(up.out, HasSubstr("3/3 done"));
+  EXPECT_TRUE(AllAre({"2.0.0", "2.0.0", "2.0.0"})) << Versions();
+  json global = Deployment("global", true);
+  ASSERT_TRUE(global.is_object());
+  EXPECT_EQ(global["version"], "2.0.0") << "the declaration took the new version";
+  json rollouts = cp_.CtlJson({"rollouts"});
+  ASSERT_TRUE(rollouts.is_object() && !rollouts["rollouts"].empty()) << rollouts.dump();
+  const json& done = rollouts["rollouts"][0];
+  EXPECT_EQ(done["state"], "succeeded");
+  EXPECT_EQ(done["deploy"]["to_version"], "2.0.0");
+  EXPECT_EQ(done["batches"], 3);
+
+  // 3.0.0 crashes: the first host fails its gate and is moved back; the rollout stops.
+  CmdResult bad = Cp({"deploy", broken, "--global", "--batch", "1", "--wait-healthy", "2s",
+                      "--host-timeout", "60s"});
+  EXPECT_NE(bad.exit_code, 0) << bad.out;
+  EXPECT_THAT(bad.out, HasSubstr("rolled back to 2.0.0"));
+  EXPECT_THAT(bad.out, HasSubstr("restarted within its health gate"));
+  ASSERT_TRUE(WaitFor([&] { return AllAre({"2.0.0", "2.0.0", "2.0.0"}); }, absl::Seconds(30)))
+      << Versions();
+  global = Deployment("global", true);
+  EXPECT_EQ(global["version"], "2.0.0") << "a failed rollout leaves the declaration as it was";
+  CmdResult audit = cp_.Ctl({"audit", "--limit", "50"});
+  EXPECT_THAT(audit.out, HasSubstr("rollout.deploy.batch"));
+  EXPECT_THAT(audit.out, HasSubstr("module.rollback"));
+
+  // While a host is away, a rollout moves the others; it converges when it returns.
+  agents_[2]->StopAgent();
+  CmdResult down = Cp({"deploy", tgz_["1.0.0"], "--global", "--batch", "50%", "--wait-healthy",
+                       "1s"});
+  ASSERT_EQ(down.exit_code, 0) << down.out << down.err;
+  EXPECT_THAT(down.err, HasSubstr("on 2 host(s)"));
+  EXPECT_EQ(Version(0), "1.0.0");
+  EXPECT_EQ(Version(1), "1.0.0");
+  ASSERT_TRUE(agents_[2]->StartAgent(cp_.AgentArgs(kLabels[2]))) << agents_[2]->last_error();
+  ASSERT_TRUE(WaitFor([&] { return AllAre({"1.0.0", "1.0.0", "1.0.0"}); }, absl::Seconds(30)))
+      << Versions();
+}
+
 // An archive or a directory here is uploaded once, kept by its digest, fetched by the hosts
 // whose config wants it (and refused to the others), checked before it is unpacked.
 TEST_F(DeployTest, AnUploadedArtifactIsFetchedOnlyByTheHostsThatWantIt) {
