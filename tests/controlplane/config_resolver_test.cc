@@ -373,6 +373,34 @@ TEST(ResolveDeployments, HighestScopeWinsForEveryMatchingHost) {
   EXPECT_FALSE(h3.deployments().contains("junk"));
 }
 
+// A rollout under way: the hosts it moved get its version, the others the declared one; the
+// value round-trips, and pins without a rollout id or source are not followed.
+TEST(ResolveDeployments, HostsARolloutMovedGetItsVersion) {
+  herd::v1::DeployRequest base;
+  base.set_source("m@1.0.0");
+  base.set_version("1.0.0");
+  DeployPins pins;
+  pins.rollout_id = "ro-1";
+  pins.to.set_source("m@2.0.0");
+  pins.to.set_version("2.0.0");
+  pins.hosts = {"h1"};
+  std::vector<Override> all = {Make(Global(), kDeployModule, "m", DeployValue(base, &pins))};
+  EXPECT_EQ(ResolveHostConfig(all, "h1", {}, {}).deployments().at("m").version(), "2.0.0");
+  EXPECT_EQ(ResolveHostConfig(all, "h2", {}, {}).deployments().at("m").version(), "1.0.0");
+  herd::v1::DesiredModule got;
+  DeployPins back;
+  ASSERT_TRUE(ParseDeployValue(all[0].value(), &got, nullptr, &back));
+  EXPECT_EQ(got.version(), "1.0.0");
+  EXPECT_EQ(back.rollout_id, "ro-1");
+  EXPECT_EQ(back.to.source(), "m@2.0.0");
+  EXPECT_EQ(back.hosts, std::set<std::string>{"h1"});
+  const std::string h1 = "h1";
+  EXPECT_TRUE(ParseDeployValue(R"({"source":"m","rollout":{"hosts":["h1"],"source":"x"}})",
+                               &got, &h1));
+  EXPECT_EQ(got.source(), "m") << "no rollout id: not followed";
+  EXPECT_TRUE(ParseDeployValue(R"({"source":"m","rollout":"junk"})", &got, &h1));
+}
+
 TEST(NormalizeDeploy, NamesAndVersionsComeFromNpmSpecsAndBadSourcesAreRefused) {
   auto norm = [](const std::string& source, const std::string& name = "",
                  const std::string& version = "") {

@@ -15,13 +15,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string rest(reinterpret_cast<const char*>(data + 1), size - 1);
   if (data[0] % 2 == 0) {
     herd::v1::DesiredModule d;
-    if (ParseDeployValue(rest, &d)) {
+    DeployPins pins;
+    if (ParseDeployValue(rest, &d, nullptr, &pins)) {
       herd::v1::DeployRequest r;
       r.set_source(d.source());
       r.set_version(d.version());
       herd::v1::DesiredModule again;
-      HERD_FUZZ_CHECK(ParseDeployValue(DeployValue(r), &again));
+      DeployPins pins_again;
+      HERD_FUZZ_CHECK(ParseDeployValue(DeployValue(r, &pins), &again, nullptr, &pins_again));
       HERD_FUZZ_CHECK(again.source() == d.source() && again.version() == d.version());
+      // A rollout's pins round-trip too (values are UTF-8 once stored: replaced otherwise).
+      HERD_FUZZ_CHECK(pins_again.hosts.size() <= pins.hosts.size());
+      // A pinned host resolves to the rollout's version.
+      if (!pins.rollout_id.empty() && !pins.to.source().empty() && !pins.hosts.empty()) {
+        const std::string host = *pins.hosts.begin();
+        herd::v1::DesiredModule moved;
+        HERD_FUZZ_CHECK(ParseDeployValue(rest, &moved, &host));
+        HERD_FUZZ_CHECK(moved.source() == pins.to.source());
+      }
     }
     return 0;
   }
