@@ -125,6 +125,7 @@ void ControlPlaneLink::SendMetrics() {
       for (const auto& p : mi.probes()) *u->add_probes() = p;
       for (const auto& p : mi.widget().main_probes()) u->add_main_probes(p);
       u->set_issues_count(mi.issues_count());
+      b.mutable_host()->set_issues(b.host().issues() + mi.issues_count());
       u->set_version(mi.version());
       // What the inventory shows beyond the samples: resent when it changes.
       absl::StrAppend(&shown, st.name(), "\n", mi.widget().SerializeAsString(), "\n",

@@ -220,6 +220,7 @@ herd::v1::Host HostRegistry::HostView(const HostState& h, int64_t mono_ms) const
   out.set_boot_id(h.record.boot_id);
   *out.mutable_usage() = h.usage;
   out.set_modules(static_cast<uint32_t>(h.record.modules.size()));
+  for (const auto& m : h.record.modules) out.add_module_names(m.name());
   out.set_desired_config_version(h.sent ? h.sent_version : h.record.acked_config_version);
   out.set_acked_config_version(h.record.acked_config_version);
   for (const auto& r : h.rejections) *out.add_config_rejections() = r;

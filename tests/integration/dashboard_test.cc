@@ -23,6 +23,7 @@
 #include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/file_util.h"
 #include "tests/integration/agent_harness.h"
 
 namespace herd::testing {
@@ -419,6 +420,45 @@ TEST_F(DashboardTest, BrowserSeesTheFleetAndDrivesIt) {
   EXPECT_TRUE(set_by_admin) << audit.dump();
   CmdResult greet = agent_.Ctl({"action", "dash-demo", "greet", "--param", "name=agent"});
   EXPECT_EQ(greet.exit_code, 0) << greet.err;
+}
+
+// The operator's pages (tests/e2e/dashboard-pages.mjs): the hosts table's modules and issue
+// counts, the Modules page with a deployment made from its dialog, Logs, Audit.
+TEST_F(DashboardTest, OperatorPagesShowModulesDeploymentsLogsAndAudit) {
+  const std::string node_path = HERD_E2E_NODE_PATH;
+  ASSERT_TRUE(fs::exists(node_path + "/playwright-core"))
+      << "playwright-core is not in " << node_path << " (target e2e_npm)";
+  // A unit that logs a line every 200 ms, for the Logs page.
+  const std::string ticker = agent_.Path("ticker.sh");
+  WriteTextFile(ticker,
+                "#!/bin/sh\ni=0\nwhile true; do echo \"tick $i\"; i=$((i+1)); sleep 0.2; done\n");
+  fs::permissions(ticker, fs::perms::owner_all);
+  CmdResult started = agent_.Ctl({"start", ticker, "--name", "ticker"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  // An audit entry by the operator ("admin") before the browser's own.
+  ASSERT_EQ(cp_.Ctl({"set", "dash-demo:greeting", "hi", "--global"}, cp_.OperatorTokenFile())
+                .exit_code, 0);
+  const std::string shots = absl::StrCat(HERD_ARTIFACTS_DIR, "/dashboard-pages");
+  fs::create_directories(shots);
+  CmdResult r = herd::testing::Run({"/usr/bin/timeout", "--kill-after=10", "300", "/usr/bin/env",
+                                    absl::StrCat("NODE_PATH=", node_path),
+                                    absl::StrCat("HERD_URL=http://", http_),
+                                    "HERD_TOKEN=" + operator_, "HERD_HOST_ID=" + host_id_,
+                                    "HERD_MODULE=dash-demo", "HERD_LOG_UNIT=ticker",
+                                    "HERD_ARTIFACTS=" + shots, "node",
+                                    SourceDir() + "/tests/e2e/dashboard-pages.mjs"});
+  EXPECT_EQ(r.exit_code, 0) << "stdout:\n" << r.out << "\nstderr:\n" << r.err
+                            << "\nscreenshots in " << shots;
+  // The dialog's deploy and undeploy went through the Fleet API as the operator.
+  json audit = Api("ListAudit", json::object());
+  int deployed = 0, undeployed = 0;
+  for (const auto& e : audit.value("entries", json::array())) {
+    if (e["actor"] != "admin") continue;
+    deployed += e["action"] == "module.deploy" ? 1 : 0;
+    undeployed += e["action"] == "module.undeploy" ? 1 : 0;
+  }
+  EXPECT_EQ(deployed, 1) << audit.dump();
+  EXPECT_EQ(undeployed, 1) << audit.dump();
 }
 
 // Real modules as Keymetrics drew them: pm2-elasticsearch, pm2-server-monit and

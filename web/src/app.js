@@ -2,6 +2,9 @@
 //   #/hosts            the fleet
 //   #/hosts/<id>       one host and its modules
 //   #/rollouts         recent rollouts
+//   #/modules[/<name>] every module across the fleet, deployments, deploy dialog
+//   #/logs[/<host>/<unit>]  a unit's live log
+//   #/audit[?actor=&action=]  the audit log, filtered
 // Each view runs in a Scope that is disposed when the route changes, which stops its
 // timers, streams and dialogs.
 
@@ -11,6 +14,9 @@ import { loginView } from './login-view.js';
 import { fleetView } from './fleet-view.js';
 import { hostView } from './host-view.js';
 import { rolloutsView } from './rollouts-view.js';
+import { modulesView } from './modules-view.js';
+import { logsView } from './logs-view.js';
+import { auditView } from './audit-view.js';
 
 const main = document.getElementById('view');
 const topbar = document.getElementById('topbar');
@@ -19,6 +25,9 @@ let whoamiToken = '';
 const navLinks = {
   hosts: document.querySelector('[data-testid="nav-hosts"]'),
   rollouts: document.querySelector('[data-testid="nav-rollouts"]'),
+  modules: document.querySelector('[data-testid="nav-modules"]'),
+  logs: document.querySelector('[data-testid="nav-logs"]'),
+  audit: document.querySelector('[data-testid="nav-audit"]'),
 };
 
 let current = new Scope();
@@ -39,12 +48,23 @@ function route() {
   onLogin = false;
   topbar.hidden = false;
   showWhoAmI();
-  const path = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  const [route_, queryText = ''] = location.hash.replace(/^#\/?/, '').split('?');
+  const path = route_.split('/').map(decodeURIComponent);
+  const query = Object.fromEntries(new URLSearchParams(queryText));
   const ctx = { scope: current, navigate };
   document.title = 'Herd';
   if (path[0] === 'hosts' && path[1]) {
     setActive('hosts');
     hostView(main, { ...ctx, hostId: path[1] });
+  } else if (path[0] === 'modules') {
+    setActive('modules');
+    modulesView(main, { ...ctx, module: path[1] || '' });
+  } else if (path[0] === 'logs') {
+    setActive('logs');
+    logsView(main, { ...ctx, hostId: path[1] || '', unit: path[2] || '' });
+  } else if (path[0] === 'audit') {
+    setActive('audit');
+    auditView(main, { ...ctx, query });
   } else if (path[0] === 'rollouts') {
     setActive('rollouts');
     rolloutsView(main, ctx);

@@ -29,7 +29,7 @@ export function fleetView(root, { scope, navigate }) {
       h('table', { class: 'table hosts-table' },
         h('thead', {}, h('tr', {},
           h('th', {}, 'host'), h('th', {}, 'labels'), h('th', {}, 'status'), h('th', {}, 'agent'),
-          h('th', { class: 'num' }, 'modules'), h('th', {}, 'CPU'), h('th', {}, 'memory'), h('th', {}, 'last seen'))),
+          h('th', {}, 'modules'), h('th', { class: 'num' }, 'issues'), h('th', {}, 'CPU'), h('th', {}, 'memory'), h('th', {}, 'last seen'))),
         rows))));
 
   // A refresh answers for one query and page; an answer for another one (the operator moved
@@ -74,7 +74,7 @@ export function fleetView(root, { scope, navigate }) {
     const now = Date.now();
     rows.replaceChildren(...list.hosts.map((host) => hostRow(host, now)));
     if (!list.hosts.length) {
-      rows.append(h('tr', {}, h('td', { colspan: 8, class: 'empty' }, state.query ? `No host matches "${state.query}".` : 'No host has registered yet.')));
+      rows.append(h('tr', {}, h('td', { colspan: 9, class: 'empty' }, state.query ? `No host matches "${state.query}".` : 'No host has registered yet.')));
     }
   }
 
@@ -90,7 +90,8 @@ export function fleetView(root, { scope, navigate }) {
       h('td', { class: 'chips' }, labelChips(host.labels)),
       h('td', {}, h('span', { class: `badge ${host.online ? 'ok' : 'idle'}` }, host.online ? 'online' : 'offline')),
       h('td', { class: 'small' }, host.agentVersion),
-      h('td', { class: 'num' }, host.modules),
+      h('td', { class: 'chips', testid: 'host-modules' }, moduleChips(host.moduleNames || [])),
+      h('td', { class: 'num', testid: 'host-issues' }, issuesBadge(Number(usage.issues || 0))),
       h('td', {}, host.online ? meter(usage.cpuPercent / 100, fmt.percent(usage.cpuPercent)) : '—'),
       h('td', {}, host.online && memTotal ? meter(memUsed / memTotal, `${fmt.bytes(memUsed)} / ${fmt.bytes(memTotal)}`) : '—'),
       h('td', { class: 'small', title: fmt.dateTime(host.lastSeenUnixMs) }, fmt.ago(host.lastSeenUnixMs, now)));
@@ -127,6 +128,21 @@ export function fleetView(root, { scope, navigate }) {
 
   refresh();
   scope.every(REFRESH_MS, () => refresh({ periodic: true }));
+}
+
+// The first few module names as chips, then "+N" (the row opens the host; the Modules page
+// has each module across hosts).
+const SHOWN_MODULES = 4;
+function moduleChips(names) {
+  const sorted = [...names].sort();
+  const chips = sorted.slice(0, SHOWN_MODULES).map((n) => h('span', { class: 'chip module-chip' }, n));
+  if (sorted.length > SHOWN_MODULES) chips.push(h('span', { class: 'muted small', title: sorted.slice(SHOWN_MODULES).join(', ') }, `+${sorted.length - SHOWN_MODULES}`));
+  if (!sorted.length) chips.push(h('span', { class: 'muted' }, '—'));
+  return chips;
+}
+
+function issuesBadge(n) {
+  return n > 0 ? h('span', { class: 'badge warn' }, String(n)) : h('span', { class: 'muted' }, '0');
 }
 
 // A thin bar with its text: fraction 0..1.
