@@ -69,9 +69,18 @@ void DeployMover::Move(
   };
   auto d = config_.GetDeclaration(dep.scope(), r.module());
   if (!d.ok()) return fail_all(d.status());
-  if (!d->pins.rollout_id.empty() && d->pins.rollout_id != r.id()) {
+  if (d->base.source() != dep.from_source() || d->base.version() != dep.from_version()) {
     return fail_all(absl::AbortedError(absl::StrCat(
-        "the declaration is being moved by rollout ", d->pins.rollout_id, " instead")));
+        "the declaration was changed meanwhile (it now wants ",
+        d->base.version().empty() ? d->base.source() : d->base.version(), ")")));
+  }
+  if (!d->pins.rollout_id.empty() && d->pins.rollout_id != r.id()) {
+    // Left by a rollout that no longer runs (a deploy is refused while one does): an aborted
+    // one whose control plane restarted. Its hosts go back to the declared version until
+    // their batch comes.
+    log_->info("event=deploy_rollout_stale_pins rollout={} stale={} hosts={}", r.id(),
+               d->pins.rollout_id, d->pins.hosts.size());
+    d->pins = DeployPins{};
   }
   d->pins.rollout_id = r.id();
   d->pins.to.set_source(dep.to_source());

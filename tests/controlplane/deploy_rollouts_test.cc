@@ -106,6 +106,7 @@ class DeployMoverTest : public ::testing::Test {
     r_.set_created_by("ops");
     auto* dep = r_.mutable_deploy();
     dep->mutable_scope()->set_global(true);
+    dep->set_from_source("sha256:" + std::string(64, '1'));
     dep->set_from_version("1.0.0");
     dep->set_to_source("sha256:" + std::string(64, '2'));
     dep->set_to_version("2.0.0");
@@ -197,12 +198,24 @@ TEST_F(DeployMoverTest, NoRollbackLeavesTheFailedHostsAndAChangedDeclarationIsLe
   mover_.Finished(r_);
   EXPECT_THAT(config_.d.pins.hosts, ElementsAre("a"));
   EXPECT_TRUE(r_.deploy().rolled_back().empty());
-  // Deployed again meanwhile (the pins are another's): neither moved nor rewritten.
-  config_.d.pins.rollout_id = "ro-9";
+  // Deployed again meanwhile (all at once, another version): neither moved nor rewritten.
+  config_.d.base.set_version("1.5.0");
   const size_t writes = config_.actions.size();
   Move({"b"});
-  EXPECT_THAT(answers_[0], HasSubstr("ro-9"));
+  EXPECT_THAT(answers_[0], HasSubstr("changed meanwhile (it now wants 1.5.0)"));
   EXPECT_EQ(config_.actions.size(), writes);
+}
+
+// Pins a rollout left that no longer runs (its control plane restarted mid-way) give way.
+TEST_F(DeployMoverTest, PinsOfARolloutThatNoLongerRunsAreReplaced) {
+  config_.d.pins.rollout_id = "ro-old";
+  config_.d.pins.to.set_version("9.9.9");
+  config_.d.pins.hosts = {"a", "z"};
+  Move({"b"});
+  EXPECT_EQ(config_.d.pins.rollout_id, "ro-1");
+  EXPECT_EQ(config_.d.pins.to.version(), "2.0.0");
+  EXPECT_THAT(config_.d.pins.hosts, ElementsAre("b"));
+  EXPECT_TRUE(answers_.empty()) << "b is watched, not failed";
 }
 
 }  // namespace
