@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace herd {
 
@@ -66,6 +67,11 @@ bool IsSha256Hex(absl::string_view s) {
     if (!absl::ascii_isdigit(static_cast<unsigned char>(c)) && (c < 'a' || c > 'f')) return false;
   }
   return true;
+}
+
+std::string ArtifactDigest(absl::string_view source) {
+  if (!absl::ConsumePrefix(&source, "sha256:") || !IsSha256Hex(source)) return "";
+  return std::string(source);
 }
 
 }  // namespace herd

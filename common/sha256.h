@@ -33,4 +33,8 @@ absl::StatusOr<std::string> FileSha256(const std::string& path);
 // 64 lower-case hex digits, as HexDigest gives.
 bool IsSha256Hex(absl::string_view s);
 
+// A module source naming an uploaded artifact, "sha256:<hex>" (issue 24) → the hex; empty
+// when `source` is anything else (an npm spec, a path) or a malformed reference.
+std::string ArtifactDigest(absl::string_view source);
+
 }  // namespace herd

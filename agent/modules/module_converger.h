@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "agent/modules/module_manager.h"
 #include "common/logging.h"
+#include "common/sha256.h"
 #include "common/scheduler.h"
 #include "herd/v1/gateway.pb.h"
 
@@ -43,9 +44,6 @@ class ConvergerModules {
                        std::function<void(absl::StatusOr<herd::v1::ModuleInfo>)> done) = 0;
   virtual void Uninstall(const std::string& name, std::function<void(absl::Status)> done) = 0;
 };
-
-// "sha256:<hex>" → the hex; empty when `source` is not an uploaded artifact.
-std::string ArtifactDigest(const std::string& source);
 
 class ModuleManagerModules final : public ConvergerModules {
  public:

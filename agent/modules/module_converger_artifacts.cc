@@ -25,12 +25,6 @@ constexpr size_t kKeptPerModule = 2;
 
 }  // namespace
 
-std::string ArtifactDigest(const std::string& source) {
-  if (!absl::StartsWith(source, "sha256:")) return "";
-  std::string hex = source.substr(7);
-  return IsSha256Hex(hex) ? hex : "";
-}
-
 std::string ModuleConverger::ArtifactPath(const std::string& sha256) const {
   return absl::StrCat(options_.artifacts_dir, "/", sha256, ".tgz");
 }

@@ -115,12 +115,4 @@ class ArtifactStore {
   std::atomic<uint64_t> fetches_{0}, fetches_refused_{0}, fetching_{0}, bytes_served_{0};
 };
 
-// "sha256:<hex>" → the hex; empty when `source` is not an artifact reference.
-std::string ArtifactDigest(const std::string& source);
-
-// A module archive's package.json → its name (a scoped package's without the scope, as
-// agentd names the module) and exact version; INVALID_ARGUMENT saying what is missing.
-absl::Status ReadArtifactManifest(const std::string& manifest, std::string* name,
-                                  std::string* version);
-
 }  // namespace herd::controlplane

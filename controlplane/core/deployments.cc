@@ -45,7 +45,7 @@ absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest 
   }
   std::string npm_name, npm_version;
   if (absl::StartsWith(source, "sha256:")) {
-    if (!IsSha256Hex(source.substr(7))) {
+    if (ArtifactDigest(source).empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "\"", source.substr(0, 100), "\" is not an artifact reference: sha256: and 64 "
           "lower-case hex digits, as UploadArtifact gives"));
@@ -87,6 +87,36 @@ absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest 
         "version \"", req.version().substr(0, 100), "\" is not an exact version (e.g. 3.0.0)"));
   }
   return req;
+}
+
+absl::Status ReadArtifactManifest(const std::string& manifest, std::string* name,
+                                  std::string* version) {
+  if (manifest.empty()) {
+    return absl::InvalidArgumentError(
+        "the archive has no package.json one directory deep (package/package.json, as `npm "
+        "pack` makes): it is not a module");
+  }
+  json j = json::parse(manifest, nullptr, false);
+  if (!j.is_object()) return absl::InvalidArgumentError("its package.json is not a JSON object");
+  if (!j.contains("name") || !j["name"].is_string()) {
+    return absl::InvalidArgumentError("its package.json has no \"name\"");
+  }
+  std::string n = j["name"].get<std::string>();
+  if (absl::StartsWith(n, "@") && n.find('/') != std::string::npos) n = n.substr(n.find('/') + 1);
+  if (!IsModuleName(n)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "its package.json's name \"", n.substr(0, 100),
+        "\" is not a module name (1-64 letters, digits, '.', '_', '-')"));
+  }
+  if (!j.contains("version") || !j["version"].is_string() ||
+      !IsExactVersion(j["version"].get<std::string>())) {
+    return absl::InvalidArgumentError(
+        "its package.json needs an exact \"version\" (e.g. 1.2.0): deployments and rollouts "
+        "tell versions apart by it");
+  }
+  *name = std::move(n);
+  *version = j["version"].get<std::string>();
+  return absl::OkStatus();
 }
 
 std::string DeployValue(const herd::v1::DeployRequest& req, const DeployPins* pins) {

@@ -25,6 +25,12 @@ inline constexpr char kDeployModule[] = "herd:deploy";
 bool IsModuleName(const std::string& s);
 bool IsExactVersion(const std::string& v);
 
+// An uploaded module archive's package.json (read by ScanArchive) → its name (a scoped
+// package's without the scope, as agentd names the module) and exact version;
+// INVALID_ARGUMENT saying what is missing. Never throws, whatever the bytes.
+absl::Status ReadArtifactManifest(const std::string& manifest, std::string* name,
+                                  std::string* version);
+
 // A deploy request checked and completed: the name and version derived from an npm spec
 // when not given. InvalidArgument says what is wrong with the source, name or version.
 absl::StatusOr<herd::v1::DeployRequest> NormalizeDeploy(herd::v1::DeployRequest req);

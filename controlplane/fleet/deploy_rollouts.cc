@@ -32,8 +32,7 @@ Actor RolloutActor(const Rollout& r) {
   return a;
 }
 
-}  // namespace
-
+// A host's answer in a deploy rollout: passed (error empty) or why not.
 herd::v1::RestartResult GateResult(const std::string& module, const std::string& error) {
   herd::v1::RestartResult res;
   herd::v1::UnitRestartResult* u = res.add_units();
@@ -42,6 +41,8 @@ herd::v1::RestartResult GateResult(const std::string& module, const std::string&
   u->set_error(error);
   return res;
 }
+
+}  // namespace
 
 DeployMover::DeployMover(HostDirectory& hosts, ConfigService& config, Scheduler& scheduler,
                          absl::Duration poll)

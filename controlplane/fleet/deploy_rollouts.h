@@ -72,7 +72,4 @@ class DeployMover final : public RolloutEngine::Mover {
   PeriodicTask poll_;  // last: stopped first
 };
 
-// A host's answer in a deploy rollout: passed (error empty) or why not.
-herd::v1::RestartResult GateResult(const std::string& module, const std::string& error);
-
 }  // namespace herd::controlplane

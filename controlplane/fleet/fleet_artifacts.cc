@@ -3,7 +3,10 @@
 // (one chunk in memory at a time); agents fetch them through the Gateway (FetchArtifact).
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/sha256.h"
+#include "controlplane/core/deployments.h"
 #include "controlplane/fleet/fleet_service.h"
 #include "nlohmann/json.hpp"
 
@@ -120,7 +123,7 @@ grpc::ServerUnaryReactor* FleetService::ListArtifacts(grpc::CallbackServerContex
 
 absl::StatusOr<herd::v1::DeployRequest> FleetService::WithArtifact(
     herd::v1::DeployRequest req) const {
-  if (req.source().rfind("sha256:", 0) != 0) return req;
+  if (!absl::StartsWith(req.source(), "sha256:")) return req;
   if (artifacts_ == nullptr) return NoArtifacts();
   const std::string digest = ArtifactDigest(req.source());
   if (digest.empty()) {

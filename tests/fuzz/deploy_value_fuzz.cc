@@ -2,6 +2,7 @@
 // anything any process with etcd access wrote) and a Deploy request (NormalizeDeploy:
 // source and name, split at the first NUL). The first byte picks which. Nothing may throw
 // or crash; an accepted request stores a value that parses back to its source and version.
+// A third mode reads an uploaded archive's package.json (ReadArtifactManifest).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -13,7 +14,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace herd::controlplane;
   if (size == 0) return 0;
   const std::string rest(reinterpret_cast<const char*>(data + 1), size - 1);
-  if (data[0] % 2 == 0) {
+  if (data[0] % 3 == 2) {
+    // An uploaded archive's package.json (ReadArtifactManifest): what it accepts is a name
+    // and an exact version Deploy would accept.
+    std::string name, version;
+    if (!ReadArtifactManifest(rest, &name, &version).ok()) return 0;
+    HERD_FUZZ_CHECK(IsModuleName(name) && IsExactVersion(version));
+    return 0;
+  }
+  if (data[0] % 3 == 0) {
     herd::v1::DesiredModule d;
     DeployPins pins;
     if (ParseDeployValue(rest, &d, nullptr, &pins)) {
